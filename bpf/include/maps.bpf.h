@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Map definitions shared by every twill program. Each is pinned by name under the
+ * node's pin directory (libbpf's pin_root_path), so the encap and decap objects and
+ * every later loader reuse one set of maps, and the maps outlive the agent.
+ */
+#ifndef TWILL_MAPS_BPF_H
+#define TWILL_MAPS_BPF_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "twill_maps.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct twill_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TWILL_MAX_SUBNETS);
+	__type(key, struct twill_subnet_key);
+	__type(value, struct twill_remote);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_subnets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TWILL_MAX_PEERS);
+	__type(key, struct twill_peer_key);
+	__type(value, struct twill_peer);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct twill_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_stats SEC(".maps");
+
+static __always_inline struct twill_config *twill_get_config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&twill_config, &zero);
+}
+
+static __always_inline struct twill_stats *twill_get_stats(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&twill_stats, &zero);
+}
+
+/* Per-CPU slot: a plain increment is race-free. */
+#define TWILL_COUNT(stats, field) do { if (stats) (stats)->field++; } while (0)
+
+#endif

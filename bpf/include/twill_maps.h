@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every struct that crosses between the BPF programs and user space.
+ * maps/layout.ts mirrors these field by field; test/integration/btf-layout.test.ts
+ * compares both against the BTF of the built objects, so the two cannot drift.
+ *
+ * Addresses are __u8[4] and MACs __u8[6] in network byte order: keys are compared
+ * as bytes, there is no padding to zero, and `bpftool map dump` prints them as
+ * readable arrays with their field names.
+ *
+ * A layout change must rename the map (pinned maps are reused across upgrades
+ * by name; libbpf refuses to reuse a pinned map whose sizes differ).
+ */
+#ifndef TWILL_MAPS_H
+#define TWILL_MAPS_H
+
+#include <linux/types.h>
+
+#define TWILL_LAYOUT_VERSION 1
+
+/* Single-entry array "twill_config": this node's identity and the cluster shape. */
+struct twill_config {
+	__u8  public_ip[4];      /* outer source address; VXLAN is accepted only to it */
+	__u8  vtep_mac[6];       /* inner source MAC of what we send (our lease's VtepMAC) */
+	__u8  underlay_mac[6];   /* decapped frames are re-addressed to this MAC so the stack takes them as PACKET_HOST */
+	__u8  subnet[4];         /* our lease's subnet: decap only delivers into it */
+	__u8  network[4];        /* the cluster network (flannel's Network) */
+	__u8  subnet_len;        /* flannel's SubnetLen, the same on every node */
+	__u8  network_len;
+	__u16 vxlan_port;        /* host byte order; 8472 unless Backend.Port says otherwise */
+	__u32 vni;               /* host byte order */
+	__u32 underlay_ifindex;  /* where encapsulated packets leave */
+	__u32 flags;             /* reserved, 0 */
+};
+
+/* Hash "twill_subnets": remote subnet base address -> where its VTEP lives. */
+struct twill_subnet_key {
+	__u8 subnet[4];
+};
+
+struct twill_remote {
+	__u8  public_ip[4];      /* the peer's PublicIP, outer destination */
+	__u8  vtep_mac[6];       /* the peer's VtepMAC, inner destination (a kernel VXLAN peer drops any other) */
+	__u16 flags;             /* reserved, 0 */
+};
+
+/* Hash "twill_peers": PublicIP of every known peer; decap drops VXLAN from anyone else. */
+struct twill_peer_key {
+	__u8 public_ip[4];
+};
+
+struct twill_peer {
+	__u8 subnet[4];
+	__u8 vtep_mac[6];
+	__u8 subnet_len;
+	__u8 flags;              /* reserved, 0 */
+};
+
+/* Per-CPU single-entry array "twill_stats"; user space sums the CPUs. */
+struct twill_stats {
+	__u64 encap_packets;
+	__u64 encap_bytes;
+	__u64 decap_packets;
+	__u64 decap_bytes;
+	__u64 drop_no_peer;          /* encap: destination in the network but no lease covers it */
+	__u64 drop_not_ipv4;         /* encap: a non-IPv4 frame was routed to the overlay device */
+	__u64 drop_too_big;          /* encap: would exceed the underlay MTU once encapsulated */
+	__u64 drop_encap_error;      /* encap: a helper refused (headroom, GSO type, ...) */
+	__u64 drop_unknown_source;   /* decap: VXLAN from an address that holds no lease */
+	__u64 drop_bad_vni;
+	__u64 drop_malformed;        /* decap: truncated or inconsistent VXLAN / inner headers */
+	__u64 drop_ip_options;       /* decap: outer IPv4 with options (no VTEP sends them) */
+	__u64 drop_fragment;         /* decap: fragmented outer VXLAN (VTEPs send DF) */
+	__u64 drop_inner_not_ipv4;
+	__u64 drop_inner_dst;        /* decap: inner destination outside our subnet */
+};
+
+#define TWILL_MAX_SUBNETS 65536
+#define TWILL_MAX_PEERS   65536
+
+#endif

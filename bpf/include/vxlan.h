@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* flannel's VXLAN wire format, as the kernel vxlan driver writes it. */
+#ifndef TWILL_VXLAN_H
+#define TWILL_VXLAN_H
+
+#include <linux/types.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+
+struct vxlanhdr {
+	__be32 vx_flags;
+	__be32 vx_vni;      /* VNI in the upper 24 bits */
+};
+
+#define VXLAN_FLAG_I 0x08000000u   /* "VNI present", the only flag flannel sets */
+
+/* Outer IPv4 + UDP + VXLAN + inner Ethernet: what encap adds and decap strips. */
+#define VXLAN_OVERHEAD (sizeof(struct iphdr) + sizeof(struct udphdr) + sizeof(struct vxlanhdr) + ETH_HLEN)
+
+/* The kernel's udp_flow_src_port() range for VXLAN: the local port range 32768..60999. */
+#define VXLAN_SPORT_MIN 32768u
+#define VXLAN_SPORT_MAX 61000u
+
+#define IP_MF     0x2000
+#define IP_OFFSET 0x1FFF
+#define IP_DF     0x4000
+
+#define INET_ECN_MASK 3
+#define INET_ECN_CE   3
+
+static __always_inline __u32 ipv4_u32(const __u8 a[4])
+{
+	return *(const __u32 *)a;
+}
+
+/* Network-order mask for a prefix length 0..32. */
+static __always_inline __u32 prefix_mask(__u8 len)
+{
+	return len == 0 ? 0 : __builtin_bswap32(~0u << (32 - (len > 32 ? 32 : len)));
+}
+
+static __always_inline __u16 csum_fold32(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+#endif

@@ -1,0 +1,146 @@
+/**
+ * Struct codecs for the C structs in bpf/include/twill_maps.h.
+ *
+ * A struct is declared once as an ordered list of typed fields; offsets, padding and
+ * size follow the C ABI (natural alignment), and the test in test/integration/btf-layout
+ * checks every declaration against the BTF of the built objects. Decoded values use the
+ * C field names, so what `twill maps` prints lines up with what `bpftool map dump` prints.
+ */
+
+export type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'ipv4' | 'mac';
+
+interface KindInfo {
+  size: number;
+  align: number;
+}
+
+const kinds: Record<FieldKind, KindInfo> = {
+  u8: { size: 1, align: 1 },
+  u16: { size: 2, align: 2 },
+  u32: { size: 4, align: 4 },
+  u64: { size: 8, align: 8 },
+  ipv4: { size: 4, align: 1 }, // __u8[4], network order
+  mac: { size: 6, align: 1 }, // __u8[6]
+};
+
+type FieldValue<K extends FieldKind> = K extends 'u64' ? bigint : K extends 'ipv4' | 'mac' ? string : number;
+
+export type Decoded<F extends Record<string, FieldKind>> = { [N in keyof F]: FieldValue<F[N]> };
+
+export interface FieldLayout {
+  name: string;
+  kind: FieldKind;
+  offset: number;
+  size: number;
+}
+
+export class CodecError extends Error {
+  override name = 'CodecError';
+}
+
+export class StructCodec<F extends Record<string, FieldKind>> {
+  readonly fields: readonly FieldLayout[];
+  readonly size: number;
+
+  constructor(
+    readonly cName: string,
+    spec: F,
+  ) {
+    let offset = 0;
+    let maxAlign = 1;
+    const fields: FieldLayout[] = [];
+    for (const [name, kind] of Object.entries(spec)) {
+      const { size, align } = kinds[kind];
+      offset = alignUp(offset, align);
+      fields.push({ name, kind, offset, size });
+      offset += size;
+      maxAlign = Math.max(maxAlign, align);
+    }
+    this.fields = fields;
+    this.size = alignUp(offset, maxAlign);
+  }
+
+  /** Padding bytes stay zero: the kernel compares hash keys byte for byte. */
+  encode(value: Decoded<F>, into?: Buffer, at = 0): Buffer {
+    const buf = into ?? Buffer.alloc(this.size);
+    if (!into) buf.fill(0);
+    for (const f of this.fields) writeField(buf, at + f.offset, f, (value as Record<string, unknown>)[f.name], this.cName);
+    return buf;
+  }
+
+  decode(buf: Buffer, at = 0): Decoded<F> {
+    if (buf.length - at < this.size) throw new CodecError(`${this.cName}: need ${this.size} bytes, got ${buf.length - at}`);
+    const out: Record<string, unknown> = {};
+    for (const f of this.fields) out[f.name] = readField(buf, at + f.offset, f);
+    return out as Decoded<F>;
+  }
+}
+
+export function struct<F extends Record<string, FieldKind>>(cName: string, spec: F): StructCodec<F> {
+  return new StructCodec(cName, spec);
+}
+
+function alignUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+function writeField(buf: Buffer, at: number, f: FieldLayout, v: unknown, owner: string): void {
+  const where = `${owner}.${f.name}`;
+  switch (f.kind) {
+    case 'u8':
+    case 'u16':
+    case 'u32': {
+      const max = 2 ** (8 * f.size) - 1;
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max)
+        throw new CodecError(`${where}: ${String(v)} is not an integer in 0..${max}`);
+      if (f.kind === 'u8') buf.writeUInt8(v, at);
+      else if (f.kind === 'u16') buf.writeUInt16LE(v, at);
+      else buf.writeUInt32LE(v, at);
+      return;
+    }
+    case 'u64':
+      if (typeof v !== 'bigint' || v < 0n || v >= 1n << 64n) throw new CodecError(`${where}: ${String(v)} is not a u64 bigint`);
+      buf.writeBigUInt64LE(v, at);
+      return;
+    case 'ipv4':
+      parseIpv4Into(String(v), buf, at, where);
+      return;
+    case 'mac':
+      parseMacInto(String(v), buf, at, where);
+      return;
+  }
+}
+
+function readField(buf: Buffer, at: number, f: FieldLayout): unknown {
+  switch (f.kind) {
+    case 'u8':
+      return buf.readUInt8(at);
+    case 'u16':
+      return buf.readUInt16LE(at);
+    case 'u32':
+      return buf.readUInt32LE(at);
+    case 'u64':
+      return buf.readBigUInt64LE(at);
+    case 'ipv4':
+      return `${buf[at]}.${buf[at + 1]}.${buf[at + 2]}.${buf[at + 3]}`;
+    case 'mac':
+      return [...buf.subarray(at, at + 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
+  }
+}
+
+function parseIpv4Into(s: string, buf: Buffer, at: number, where: string): void {
+  const parts = s.split('.');
+  if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255))
+    throw new CodecError(`${where}: ${JSON.stringify(s)} is not an IPv4 address`);
+  parts.forEach((p, i) => (buf[at + i] = Number(p)));
+}
+
+function parseMacInto(s: string, buf: Buffer, at: number, where: string): void {
+  const parts = s.split(':');
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p)))
+    throw new CodecError(`${where}: ${JSON.stringify(s)} is not a MAC address`);
+  parts.forEach((p, i) => (buf[at + i] = parseInt(p, 16)));
+}
+
+/** The decoded value type of a codec: `Value<typeof configStruct>`. */
+export type Value<C> = C extends StructCodec<infer F> ? Decoded<F> : never;

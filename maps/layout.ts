@@ -1,0 +1,66 @@
+import { struct, type Value } from './codec.js';
+
+/*
+ * The TypeScript face of bpf/include/twill_maps.h. Field order, kinds and names must
+ * match the C structs exactly; test/integration/btf-layout.test.ts enforces it.
+ */
+
+export const LAYOUT_VERSION = 1;
+
+export const u32Key = struct('__u32', { index: 'u32' });
+
+export const configStruct = struct('twill_config', {
+  public_ip: 'ipv4',
+  vtep_mac: 'mac',
+  underlay_mac: 'mac',
+  subnet: 'ipv4',
+  network: 'ipv4',
+  subnet_len: 'u8',
+  network_len: 'u8',
+  vxlan_port: 'u16',
+  vni: 'u32',
+  underlay_ifindex: 'u32',
+  flags: 'u32',
+});
+
+export const subnetKeyStruct = struct('twill_subnet_key', { subnet: 'ipv4' });
+export const remoteStruct = struct('twill_remote', { public_ip: 'ipv4', vtep_mac: 'mac', flags: 'u16' });
+
+export const peerKeyStruct = struct('twill_peer_key', { public_ip: 'ipv4' });
+export const peerStruct = struct('twill_peer', { subnet: 'ipv4', vtep_mac: 'mac', subnet_len: 'u8', flags: 'u8' });
+
+export const statsStruct = struct('twill_stats', {
+  encap_packets: 'u64',
+  encap_bytes: 'u64',
+  decap_packets: 'u64',
+  decap_bytes: 'u64',
+  drop_no_peer: 'u64',
+  drop_not_ipv4: 'u64',
+  drop_too_big: 'u64',
+  drop_encap_error: 'u64',
+  drop_unknown_source: 'u64',
+  drop_bad_vni: 'u64',
+  drop_malformed: 'u64',
+  drop_ip_options: 'u64',
+  drop_fragment: 'u64',
+  drop_inner_not_ipv4: 'u64',
+  drop_inner_dst: 'u64',
+});
+
+export type TwillConfig = Value<typeof configStruct>;
+export type SubnetKey = Value<typeof subnetKeyStruct>;
+export type Remote = Value<typeof remoteStruct>;
+export type PeerKey = Value<typeof peerKeyStruct>;
+export type Peer = Value<typeof peerStruct>;
+export type Stats = Value<typeof statsStruct>;
+
+/** Every pinned map: its name (also the pin file name), kind, and codecs. */
+export const mapSpecs = {
+  twill_config: { kind: 'array', key: u32Key, value: configStruct, maxEntries: 1 },
+  twill_subnets: { kind: 'hash', key: subnetKeyStruct, value: remoteStruct, maxEntries: 65536 },
+  twill_peers: { kind: 'hash', key: peerKeyStruct, value: peerStruct, maxEntries: 65536 },
+  twill_stats: { kind: 'percpu_array', key: u32Key, value: statsStruct, maxEntries: 1 },
+} as const;
+
+export type MapName = keyof typeof mapSpecs;
+export const mapNames = Object.keys(mapSpecs) as MapName[];

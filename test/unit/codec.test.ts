@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { struct, CodecError } from '../../maps/codec.js';
+import { configStruct, remoteStruct, statsStruct } from '../../maps/layout.js';
+
+describe('struct codecs', () => {
+  it('lays fields out with C alignment and tail padding', () => {
+    const s = struct('t', { a: 'u8', b: 'u32', c: 'u16' });
+    expect(s.fields.map((f) => f.offset)).toEqual([0, 4, 8]);
+    expect(s.size).toBe(12);
+    expect(configStruct.size).toBe(40);
+    expect(remoteStruct.size).toBe(12);
+    expect(statsStruct.size).toBe(15 * 8);
+  });
+
+  it('round-trips a config with addresses and MACs in network order', () => {
+    const cfg = {
+      public_ip: '192.168.77.1',
+      vtep_mac: '0a:58:c0:a8:4d:01',
+      underlay_mac: 'aa:bb:cc:dd:ee:ff',
+      subnet: '10.244.1.0',
+      network: '10.244.0.0',
+      subnet_len: 24,
+      network_len: 16,
+      vxlan_port: 8472,
+      vni: 1,
+      underlay_ifindex: 7,
+      flags: 0,
+    };
+    const buf = configStruct.encode(cfg);
+    expect([...buf.subarray(0, 4)]).toEqual([192, 168, 77, 1]);
+    expect(buf.readUInt16LE(26)).toBe(8472);
+    expect(configStruct.decode(buf)).toEqual(cfg);
+  });
+
+  it('zeroes padding so equal keys are equal bytes', () => {
+    const s = struct('t', { a: 'u8', b: 'u32' });
+    const into = Buffer.alloc(s.size, 0xff);
+    s.encode({ a: 1, b: 2 }, into);
+    // encode into a caller buffer only writes fields; a fresh encode zeroes everything else
+    expect([...s.encode({ a: 1, b: 2 })]).toEqual([1, 0, 0, 0, 2, 0, 0, 0]);
+  });
+
+  it('rejects values that do not fit, naming the field', () => {
+    expect(() => remoteStruct.encode({ public_ip: '10.0.0.256', vtep_mac: '00:00:00:00:00:01', flags: 0 })).toThrow(
+      /twill_remote.public_ip: "10.0.0.256" is not an IPv4 address/,
+    );
+    expect(() => remoteStruct.encode({ public_ip: '10.0.0.1', vtep_mac: '00:00:00:00:01', flags: 0 })).toThrow(CodecError);
+    expect(() => remoteStruct.encode({ public_ip: '10.0.0.1', vtep_mac: '00:00:00:00:00:01', flags: 70000 })).toThrow(
+      /twill_remote.flags: 70000 is not an integer in 0..65535/,
+    );
+  });
+
+  it('refuses to decode a short buffer', () => {
+    expect(() => remoteStruct.decode(Buffer.alloc(4))).toThrow(/need 12 bytes, got 4/);
+  });
+});
