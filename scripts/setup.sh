@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything twill needs on Debian 12 and builds it. Safe to run again: it installs
+# only missing packages, reinstalls npm modules only when the lockfile changed, and the BPF
+# and TypeScript builds are incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[setup] %s\n' "$*"; }
+
+[ "$(id -u)" = 0 ] || { echo "twill setup must run as root (BPF, namespaces, apt)" >&2; exit 1; }
+
+packages=(clang llvm bpftool libbpf-dev libbpf1 linux-libc-dev make etcd-server etcd-client iproute2 iperf3 qperf
+          tcpdump iputils-ping python3-scapy containernetworking-plugins iptables nftables procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages present"
+fi
+# Debian's etcd-server package starts a system etcd on 2379 where an init system runs; twill's
+# lab and tests start their own etcd on their own ports and never use it.
+
+if [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != bpf_fs ]; then
+  say "mounting bpffs on /sys/fs/bpf"
+  mkdir -p /sys/fs/bpf
+  mount -t bpf bpf /sys/fs/bpf
+fi
+
+lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat node_modules/.twill-lock-hash 2>/dev/null)" != "$lock_hash" ]; then
+  say "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$lock_hash" > node_modules/.twill-lock-hash
+else
+  say "node modules match package-lock.json"
+fi
+
+say "building BPF objects and TypeScript"
+npm run --silent build
+say "ready"
