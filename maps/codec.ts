@@ -144,3 +144,6 @@ function parseMacInto(s: string, buf: Buffer, at: number, where: string): void {
 
 /** The decoded value type of a codec: `Value<typeof configStruct>`. */
 export type Value<C> = C extends StructCodec<infer F> ? Decoded<F> : never;
+
+/** The field spec of a codec, for typing maps over it: `TypedMap<FieldsOf<typeof k>, FieldsOf<typeof v>>`. */
+export type FieldsOf<C> = C extends StructCodec<infer F> ? F : never;

@@ -1,0 +1,55 @@
+import { UsageError } from './cli/args.js';
+import { logger, setLogLevel } from './util/log.js';
+
+const log = logger('cli');
+
+const help = `twill: an eBPF VXLAN dataplane for flannel networks
+
+  twill lab up --nodes N [--pods-per-node K]   multi-node lab in network namespaces
+  twill lab status [--json] | twill lab down
+  twill dataplane attach|detach|sync ...       load, upgrade or remove a node's datapath
+  twill maps [--pin-dir DIR] [--json]          decode the pinned BPF maps
+  twill version
+
+Logs are JSON on stderr, warnings and errors only; -v or TWILL_LOG=info|debug for more.`;
+
+async function main(argv: string[]): Promise<number> {
+  if (argv.includes('-v')) {
+    setLogLevel('info');
+    argv = argv.filter((a) => a !== '-v');
+  }
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'dataplane':
+      return (await import('./cli/dataplane.js')).dataplaneCli(rest);
+    case 'maps':
+      return (await import('./cli/maps.js')).mapsCli(rest);
+    case 'lab':
+      return (await import('./cli/lab.js')).labCommand(rest);
+    case 'version':
+    case '--version':
+      console.log('twill 0.1.0');
+      return 0;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(help);
+      return cmd === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command ${cmd}\n\n${help}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      console.error(`twill: ${err.message}`);
+      process.exit(2);
+    }
+    log.error('command failed', { error: err instanceof Error ? err.message : String(err), ...(err as { verifierLog?: string }).verifierLog ? { verifierLog: (err as { verifierLog?: string }).verifierLog } : {} });
+    console.error(`twill: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,67 @@
+import type { LabPod, LabState } from '../lab/lab.js';
+import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { run } from '../util/exec.js';
+
+/** Shows a running lab at work: every cross-node pod pair pings, one TCP transfer per node pair. */
+export async function runDemo(state: LabState): Promise<number> {
+  const cross = state.pods.flatMap((a) => state.pods.filter((b) => b.node !== a.node).map((b) => [a, b] as const));
+  console.log(`ping: ${cross.length} cross-node pod pairs`);
+  let failedPings = 0;
+  for (const [a, b] of cross) {
+    const ok = (await run(['ping', '-c', '1', '-W', '2', b.ip], { netns: a.netns, allowFailure: true })).code === 0;
+    if (!ok) failedPings++;
+    console.log(`  ${a.name.padEnd(8)} -> ${b.name.padEnd(8)} ${b.ip.padEnd(15)} ${ok ? 'ok' : 'FAILED'}`);
+  }
+
+  const firstPodOf = (node: string) => state.pods.find((p) => p.node === node)!;
+  const nodePairs = state.nodes.flatMap((a, i) => state.nodes.slice(i + 1).map((b) => [firstPodOf(a.name), firstPodOf(b.name)] as const));
+  console.log(`tcp: iperf3, 1 s per node pair`);
+  let failedTcp = 0;
+  for (const [client, server] of nodePairs) {
+    const gbps = await iperfOnce(client, server).catch((e: Error) => {
+      console.log(`  ${client.name} -> ${server.name} FAILED: ${e.message.split('\n')[0]}`);
+      return undefined;
+    });
+    if (gbps === undefined) failedTcp++;
+    else console.log(`  ${client.name.padEnd(8)} -> ${server.name.padEnd(8)} ${gbps.toFixed(2)} Gbit/s`);
+  }
+
+  console.log('datapath counters (encap/decap packets per node)');
+  for (const node of state.nodes) {
+    const maps = DatapathMaps.open(node.pinDir);
+    try {
+      const s = maps.stats();
+      const drops = Object.entries(s).filter(([k, v]) => k.startsWith('drop_') && v !== 0n);
+      console.log(`  ${node.name}: encap ${s.encap_packets}, decap ${s.decap_packets}${drops.length ? `, drops ${drops.map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}`);
+    } finally {
+      maps.close();
+    }
+  }
+  const ok = failedPings === 0 && failedTcp === 0;
+  console.log(
+    ok
+      ? `summary: all ${cross.length} cross-node pod pairs answered and ${nodePairs.length} TCP transfers completed through twill's BPF datapath`
+      : `summary: ${failedPings} of ${cross.length} pings and ${failedTcp} of ${nodePairs.length} TCP transfers FAILED`,
+  );
+  console.log(`next: bin/twill lab status | bin/twill maps --pin-dir ${state.nodes[0].pinDir} | bin/twill lab down`);
+  return ok ? 0 : 1;
+}
+
+export async function iperfOnce(client: LabPod, server: LabPod, seconds = 1): Promise<number> {
+  const port = 5201;
+  const srv = run(['iperf3', '-s', '-1', '-p', String(port)], { netns: server.netns, allowFailure: true });
+  // iperf3 -s needs a moment to listen; the client retries instead of sleeping a fixed time.
+  let last = '';
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const res = await run(['iperf3', '-c', server.ip, '-p', String(port), '-t', String(seconds), '-J'], { netns: client.netns, allowFailure: true });
+    if (res.code === 0) {
+      await srv;
+      const doc = JSON.parse(res.stdout) as { end: { sum_received: { bits_per_second: number } } };
+      return doc.end.sum_received.bits_per_second / 1e9;
+    }
+    last = res.stdout + res.stderr;
+    if (!/Connection refused/.test(last)) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`iperf3 ${client.name} -> ${server.name}: ${last.trim().slice(0, 300)}`);
+}

@@ -1,0 +1,201 @@
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import {
+  BpfError,
+  BpfLink,
+  BpfObject,
+  ifNameToIndex,
+  probeTcx,
+  tcClsactAttach,
+  tcClsactDetach,
+  xdpAttachLegacy,
+  xdpDetachLegacy,
+  type BpfProgram,
+} from '../bpf/libbpf.js';
+import { linkShow } from '../netlink/ip.js';
+import { logger } from '../util/log.js';
+import { bpfObjectDir } from '../util/paths.js';
+import { DatapathMaps } from './datapath-maps.js';
+import { ensureOverlayDevice, removeOverlayDevice } from './overlay-device.js';
+import { pinPaths, type DataplaneSpec } from './spec.js';
+
+const log = logger('dataplane');
+
+/** What is attached where; written next to the pins so status and detach need no flags. */
+export interface AttachState {
+  spec: DataplaneSpec;
+  encap: { mode: 'tcx' | 'clsact'; iface: string; ifindex: number };
+  decap: { mode: 'xdp-link' | 'xdp-native' | 'xdp-generic'; iface: string; ifindex: number };
+  layoutVersion: number;
+  attachedAt: string;
+}
+
+export interface AttachResult {
+  state: AttachState;
+  /** true when existing links were kept and only their programs swapped */
+  swapped: { encap: boolean; decap: boolean };
+}
+
+/**
+ * Installs (or upgrades in place) one node's datapath. Must run inside the node's network
+ * namespace. Idempotent: a second run swaps the programs on the existing pinned links
+ * atomically and leaves map contents alone, so a restart never interrupts traffic.
+ */
+export async function attachDataplane(spec: DataplaneSpec, objectDir = bpfObjectDir()): Promise<AttachResult> {
+  const underlay = await linkShow(spec.underlayIface);
+  if (!underlay) throw new Error(`underlay interface ${spec.underlayIface} not found in this network namespace`);
+  await ensureOverlayDevice(spec, spec.mtu ?? underlay.mtu);
+  // Decapped packets arrive on the underlay from pod addresses routed via the overlay device.
+  writeFileSync(`/proc/sys/net/ipv4/conf/${spec.underlayIface}/rp_filter`, '2');
+
+  const overlayIfindex = ifNameToIndex(spec.overlayDevice);
+  const underlayIfindex = ifNameToIndex(spec.underlayIface);
+  const paths = pinPaths(spec.pinDir);
+  mkdirSync(path.dirname(paths.encapLink), { recursive: true });
+
+  const encapObj = BpfObject.open(path.join(objectDir, 'encap.bpf.o'), { pinRootPath: spec.pinDir });
+  const decapObj = BpfObject.open(path.join(objectDir, 'decap.bpf.o'), { pinRootPath: spec.pinDir });
+  try {
+    encapObj.load();
+    decapObj.load();
+
+    // Config first: the programs must never run against a half-written identity.
+    const maps = DatapathMaps.open(spec.pinDir);
+    try {
+      const [subnet, subnetLen] = spec.subnet.split('/');
+      const [network, networkLen] = spec.network.split('/');
+      maps.writeConfig({
+        public_ip: spec.publicIp,
+        vtep_mac: spec.vtepMac.toLowerCase(),
+        underlay_mac: underlay.address!,
+        subnet,
+        network,
+        subnet_len: Number(subnetLen),
+        network_len: Number(networkLen),
+        vxlan_port: spec.port,
+        vni: spec.vni,
+        underlay_ifindex: underlayIfindex,
+        flags: 0,
+      });
+    } finally {
+      maps.close();
+    }
+
+    const previous = readAttachState(spec.pinDir);
+    const encap = attachEncap(encapObj.program('twill_encap'), overlayIfindex, paths.encapLink, previous);
+    const decap = attachDecap(decapObj.program('twill_decap'), underlayIfindex, paths.decapLink, previous);
+    const state: AttachState = {
+      spec,
+      encap: { mode: encap.mode, iface: spec.overlayDevice, ifindex: overlayIfindex },
+      decap: { mode: decap.mode, iface: spec.underlayIface, ifindex: underlayIfindex },
+      layoutVersion: 1,
+      attachedAt: new Date().toISOString(),
+    };
+    writeAttachState(spec.pinDir, state);
+    log.info('datapath attached', { pinDir: spec.pinDir, encap: state.encap, decap: state.decap, swapped: { encap: encap.swapped, decap: decap.swapped } });
+    return { state, swapped: { encap: encap.swapped, decap: decap.swapped } };
+  } finally {
+    encapObj.close();
+    decapObj.close();
+  }
+}
+
+/** Reuses a pinned link if it still hooks the same device; a link whose device vanished is replaced. */
+function reusableLink(pin: string, ifindex: number): BpfLink | undefined {
+  if (!existsSync(pin)) return undefined;
+  const link = BpfLink.fromPin(pin);
+  if (link.info().ifindex === ifindex) return link;
+  log.warn('pinned link points at another or a deleted device, replacing it', { pin, linkIfindex: link.info().ifindex, ifindex });
+  link.close();
+  rmSync(pin, { force: true });
+  return undefined;
+}
+
+function attachEncap(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
+  const existing = reusableLink(pin, ifindex);
+  if (existing) {
+    existing.update(prog);
+    existing.close();
+    return { mode: 'tcx' as const, swapped: true };
+  }
+  if (probeTcx()) {
+    const link = BpfLink.attachTcx(prog, ifindex, 'egress');
+    link.pin(pin);
+    link.close();
+    return { mode: 'tcx' as const, swapped: false };
+  }
+  // clsact filters live in the qdisc, not in a process: replacing one is the swap.
+  tcClsactAttach(prog, ifindex, 'egress', { handle: 1, priority: 1 });
+  return { mode: 'clsact' as const, swapped: previous?.encap.mode === 'clsact' };
+}
+
+function attachDecap(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
+  const existing = reusableLink(pin, ifindex);
+  if (existing) {
+    existing.update(prog);
+    existing.close();
+    return { mode: 'xdp-link' as const, swapped: true };
+  }
+  try {
+    const link = BpfLink.attachXdp(prog, ifindex);
+    link.pin(pin);
+    link.close();
+    return { mode: 'xdp-link' as const, swapped: false };
+  } catch (err) {
+    if (!(err instanceof BpfError)) throw err;
+    log.warn('XDP link attach failed, falling back to a legacy XDP attachment', { ifindex, error: err.message });
+  }
+  try {
+    xdpAttachLegacy(prog, ifindex, 'native');
+    return { mode: 'xdp-native' as const, swapped: previous?.decap.mode === 'xdp-native' };
+  } catch (err) {
+    log.warn('native XDP unavailable, using generic XDP (runs after GRO: slower)', { ifindex, error: (err as Error).message });
+    xdpAttachLegacy(prog, ifindex, 'generic');
+    return { mode: 'xdp-generic' as const, swapped: previous?.decap.mode === 'xdp-generic' };
+  }
+}
+
+export function readAttachState(pinDir: string): AttachState | undefined {
+  const file = pinPaths(pinDir).attachState;
+  if (!existsSync(file)) return undefined;
+  return JSON.parse(readFileSync(file, 'utf8')) as AttachState;
+}
+
+function writeAttachState(pinDir: string, state: AttachState): void {
+  const file = pinPaths(pinDir).attachState;
+  writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 2) + '\n');
+  renameSync(`${file}.tmp`, file);
+}
+
+/**
+ * Removes everything attachDataplane made: links (detached, not just unpinned), the overlay
+ * device and its route, and the pin directory with the maps. Runs inside the node's netns.
+ */
+export async function detachDataplane(pinDir: string): Promise<{ removed: string[] }> {
+  const removed: string[] = [];
+  const state = readAttachState(pinDir);
+  const paths = pinPaths(pinDir);
+  for (const pin of [paths.encapLink, paths.decapLink]) {
+    if (!existsSync(pin)) continue;
+    const link = BpfLink.fromPin(pin);
+    link.detach();
+    link.close();
+    rmSync(pin);
+    removed.push(pin);
+  }
+  if (state?.encap.mode === 'clsact') {
+    tcClsactDetach(state.encap.ifindex, 'egress', { handle: 1, priority: 1 });
+    removed.push(`clsact egress on ${state.encap.iface}`);
+  }
+  if (state && state.decap.mode !== 'xdp-link') {
+    xdpDetachLegacy(state.decap.ifindex, state.decap.mode === 'xdp-native' ? 'native' : 'generic');
+    removed.push(`${state.decap.mode} on ${state.decap.iface}`);
+  }
+  const dev = state?.spec.overlayDevice ?? 'twill0';
+  if (await removeOverlayDevice(dev)) removed.push(`device ${dev}`);
+  if (existsSync(pinDir)) {
+    rmSync(pinDir, { recursive: true, force: true });
+    removed.push(pinDir);
+  }
+  return { removed };
+}

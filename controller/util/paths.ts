@@ -1,0 +1,18 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The checkout twill runs from, found the same way from dist/ and from the TypeScript sources. */
+export function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'twill') return dir;
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('cannot find the twill checkout (package.json named "twill") above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+}
+
+export const bpfObjectDir = () => path.join(repoRoot(), 'bpf/build');
+export const cliEntry = () => path.join(repoRoot(), 'dist/controller/cli.js');
