@@ -19,6 +19,7 @@ const attachOpts = {
   port: { type: 'number', default: 8472, describe: 'VXLAN UDP port' },
   mtu: { type: 'number', describe: 'underlay MTU (default: the interface MTU)' },
   'overlay-device': { type: 'string', default: 'twill0', describe: 'name of the overlay device' },
+  hold: { type: 'boolean', default: false, describe: 'stay running after attaching, until a signal (as an agent does)' },
 } satisfies OptTable;
 
 const leasesSchema = z.array(z.object({ subnet: z.string(), publicIp: z.string(), vtepMac: z.string() }));
@@ -44,6 +45,7 @@ export async function dataplaneCli(argv: string[]): Promise<number> {
       });
       const res = await attachDataplane(spec);
       console.log(JSON.stringify({ attached: res.state.encap, decap: res.state.decap, swapped: res.swapped }));
+      if (o.hold) await waitForSignal();
       return 0;
     }
     case 'detach': {
@@ -73,4 +75,16 @@ export async function dataplaneCli(argv: string[]): Promise<number> {
     default:
       throw new UsageError(`twill dataplane: unknown subcommand ${sub ?? '(none)'}; expected attach, detach or sync`);
   }
+}
+
+/** Nothing the datapath needs lives in this process: pins hold links and maps. */
+function waitForSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setInterval(() => undefined, 1 << 30);
+    for (const sig of ['SIGTERM', 'SIGINT'] as const)
+      process.once(sig, () => {
+        clearInterval(timer);
+        resolve();
+      });
+  });
 }

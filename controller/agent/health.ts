@@ -1,0 +1,37 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface HealthState {
+  /** Ready once the datapath is programmed and the subnet file written (flannel's readiness). */
+  ready(): boolean;
+  /** Why not ready, for the /readyz body. */
+  detail(): Record<string, unknown>;
+}
+
+/** flannel's --healthz-ip/--healthz-port: /healthz answers while the process runs, /readyz once it is useful. */
+export async function startHealthServer(host: string, port: number, state: HealthState): Promise<{ address: string; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    const url = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET') {
+      res.writeHead(405).end();
+      return;
+    }
+    if (url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+    } else if (url === '/readyz') {
+      const ready = state.ready();
+      res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready, ...state.detail() }) + '\n');
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new Error(`healthz: cannot listen on ${host}:${port}: ${err.message}`)));
+    server.listen(port, host, resolve);
+  });
+  const a = server.address() as AddressInfo;
+  return {
+    address: `${a.address}:${a.port}`,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
