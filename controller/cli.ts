@@ -48,7 +48,8 @@ main(process.argv.slice(2)).then(
       console.error(`twill: ${err.message}`);
       process.exit(2);
     }
-    log.error('command failed', { error: err instanceof Error ? err.message : String(err), ...(err as { verifierLog?: string }).verifierLog ? { verifierLog: (err as { verifierLog?: string }).verifierLog } : {} });
+    // The message already carries the context (and a BpfError its verifier log); the stack only with -v.
+    log.info('command failed', { stack: err instanceof Error ? err.stack : undefined });
     console.error(`twill: ${err instanceof Error ? err.message : String(err)}`);
     process.exit(1);
   },

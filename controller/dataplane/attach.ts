@@ -163,6 +163,7 @@ export function readAttachState(pinDir: string): AttachState | undefined {
 
 function writeAttachState(pinDir: string, state: AttachState): void {
   const file = pinPaths(pinDir).attachState;
+  mkdirSync(path.dirname(file), { recursive: true });
   writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 2) + '\n');
   renameSync(`${file}.tmp`, file);
 }
@@ -197,5 +198,6 @@ export async function detachDataplane(pinDir: string): Promise<{ removed: string
     rmSync(pinDir, { recursive: true, force: true });
     removed.push(pinDir);
   }
+  rmSync(path.dirname(paths.attachState), { recursive: true, force: true });
   return { removed };
 }

@@ -37,9 +37,13 @@ export function parseDataplaneSpec(input: unknown): DataplaneSpec {
   return res.data;
 }
 
-/** Pin layout of one node: maps by name at the top (libbpf pin_root_path), links beside them. */
+/**
+ * Pin layout of one node: maps by name at the top (libbpf pin_root_path), links beside them.
+ * bpffs holds only BPF objects, so the record of what is attached where lives under /run,
+ * which, like bpffs, starts empty after a reboot.
+ */
 export const pinPaths = (pinDir: string) => ({
   encapLink: `${pinDir}/links/encap`,
   decapLink: `${pinDir}/links/decap`,
-  attachState: `${pinDir}/attach.json`,
+  attachState: `/run/twill/dataplane/${pinDir.replace(/^\/sys\/fs\/bpf\//, '')}/attach.json`,
 });
