@@ -1,5 +1,6 @@
 import type { LabPod, LabState } from '../lab/lab.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { spawn } from 'node:child_process';
 import { run } from '../util/exec.js';
 
 /** Shows a running lab at work: every cross-node pod pair pings, one TCP transfer per node pair. */
@@ -48,20 +49,21 @@ export async function runDemo(state: LabState): Promise<number> {
 }
 
 export async function iperfOnce(client: LabPod, server: LabPod, seconds = 1): Promise<number> {
-  const port = 5201;
-  const srv = run(['iperf3', '-s', '-1', '-p', String(port)], { netns: server.netns, allowFailure: true });
-  // iperf3 -s needs a moment to listen; the client retries instead of sleeping a fixed time.
-  let last = '';
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const res = await run(['iperf3', '-c', server.ip, '-p', String(port), '-t', String(seconds), '-J'], { netns: client.netns, allowFailure: true });
-    if (res.code === 0) {
-      await srv;
-      const doc = JSON.parse(res.stdout) as { end: { sum_received: { bits_per_second: number } } };
-      return doc.end.sum_received.bits_per_second / 1e9;
-    }
-    last = res.stdout + res.stderr;
-    if (!/Connection refused/.test(last)) break;
-    await new Promise((r) => setTimeout(r, 100));
+  const port = '5201';
+  const srv = spawn('nsenter', [`--net=/run/netns/${server.netns}`, '--', 'iperf3', '-s', '-1', '--forceflush', '-p', port], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      srv.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (/Server listening/.test(out)) resolve();
+      });
+      srv.on('close', () => reject(new Error(`iperf3 server in ${server.netns} exited: ${out.trim()}`)));
+    });
+    const res = await run(['iperf3', '-c', server.ip, '-p', port, '-t', String(seconds), '-J'], { netns: client.netns });
+    const doc = JSON.parse(res.stdout) as { end: { sum_received: { bits_per_second: number } } };
+    return doc.end.sum_received.bits_per_second / 1e9;
+  } finally {
+    srv.kill();
   }
-  throw new Error(`iperf3 ${client.name} -> ${server.name}: ${last.trim().slice(0, 300)}`);
 }

@@ -16,6 +16,7 @@ const LAB = 'twt';
 const twill = (args: string[], netns?: string) => run([process.execPath, cliPath, ...args], { netns });
 const craft = path.join(repoRoot, 'test/support/craft.py');
 const listen = path.join(repoRoot, 'test/support/udp-listen.py');
+const transfer = path.join(repoRoot, 'test/support/tcp-transfer.py');
 
 let lab: LabState;
 const pod = (name: string) => lab.pods.find((p) => p.name === name)!;
@@ -30,15 +31,16 @@ async function ping(from: string, to: string, count = 1) {
   return run(['ping', '-c', String(count), '-W', '2', '-i', '0.2', to], { netns: from, allowFailure: true });
 }
 
-async function tcpTransfer(client: LabPod, server: LabPod, bytes: number): Promise<number> {
-  const srv = startInNetns(server.netns, ['iperf3', '-s', '-1', '-p', '5301']);
+/** Sends `bytes` over TCP and returns what the sink got, as "<count> <sha256>" from both ends. */
+async function tcpTransfer(client: LabPod, server: LabPod, bytes: number): Promise<{ sent: string; received: string }> {
+  const sink = startInNetns(server.netns, ['/usr/bin/python3', transfer, 'sink', '5301']);
   try {
-    await srv.waitFor(/Server listening/);
-    const res = await run(['iperf3', '-c', server.ip, '-p', '5301', '-n', String(bytes), '-J'], { netns: client.netns });
-    return (JSON.parse(res.stdout) as { end: { sum_received: { bytes: number } } }).end.sum_received.bytes;
+    await sink.waitFor(/listening/);
+    const sent = (await run(['/usr/bin/python3', transfer, 'send', server.ip, '5301', String(bytes)], { netns: client.netns })).stdout.trim();
+    await sink.exited;
+    return { sent, received: sink.output().split('\n')[1]?.trim() ?? '' };
   } finally {
-    srv.kill();
-    await srv.exited;
+    sink.kill();
   }
 }
 
@@ -73,8 +75,9 @@ describe('pod traffic across nodes', () => {
     for (const a of lab.pods)
       for (const b of lab.pods) {
         if (a.node === b.node) continue;
-        const got = await tcpTransfer(a, b, bytes);
-        if (got < bytes) results.push(`${a.name} -> ${b.name}: ${got} of ${bytes} bytes`);
+        const { sent, received } = await tcpTransfer(a, b, bytes);
+        expect(sent.startsWith(`${bytes} `)).toBe(true);
+        if (received !== sent) results.push(`${a.name} -> ${b.name}: sent ${sent}, received ${received}`);
       }
     expect(results).toEqual([]);
   });

@@ -1,0 +1,41 @@
+#!/usr/bin/python3
+"""A TCP transfer with an integrity check, for tests.
+
+  tcp-transfer.py sink PORT             accept one connection, read to EOF, print "<bytes> <sha256>"
+  tcp-transfer.py send HOST PORT BYTES  send BYTES pseudo-random bytes, print "<bytes> <sha256>"
+"""
+import hashlib
+import random
+import socket
+import sys
+
+mode = sys.argv[1]
+if mode == "sink":
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", int(sys.argv[2])))
+    srv.listen(1)
+    print("listening", flush=True)
+    conn, _ = srv.accept()
+    conn.settimeout(30)
+    h, n = hashlib.sha256(), 0
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        h.update(chunk)
+        n += len(chunk)
+    print(n, h.hexdigest(), flush=True)
+else:
+    host, port, total = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    rng = random.Random(total)
+    s = socket.create_connection((host, port), timeout=30)
+    h, sent = hashlib.sha256(), 0
+    while sent < total:
+        chunk = rng.randbytes(min(65536, total - sent))
+        s.sendall(chunk)
+        h.update(chunk)
+        sent += len(chunk)
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)  # wait for the sink to close: everything was read
+    print(sent, h.hexdigest(), flush=True)
