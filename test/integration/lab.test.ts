@@ -1,0 +1,66 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '../../controller/util/exec.js';
+import { buildBpf, buildTs, cliPath } from '../support/build.js';
+
+/* The lab's command line: options, status output, subnet files, teardown. Lab name "twc". */
+const LAB = 'twc';
+const twill = (args: string[]) => run([process.execPath, cliPath, ...args], { allowFailure: true });
+const namespaces = async () => (await run(['ip', 'netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(`${LAB}-`));
+
+beforeAll(() => {
+  buildBpf();
+  buildTs();
+});
+afterAll(async () => {
+  await twill(['lab', 'down', '--name', LAB]);
+}, 60_000);
+
+describe('twill lab', () => {
+  it.each([
+    [['--nodes', '0'], /--nodes: Too small: expected number to be >=1/],
+    [['--nodes', 'three'], /--nodes three: expected a number/],
+    [['--network', '10.244.0.0'], /--network: an IPv4 CIDR/],
+    [['--underlay', '192.168.0.0/16'], /--underlay: a \/24/],
+    [['--name', 'Bad-Name'], /--name: 1-6 lowercase letters/],
+    [['--nodes', '300'], /--nodes: Too big/],
+    [['--network', '10.244.0.0/23', '--nodes', '3'], /--nodes 3: network 10.244.0.0\/23 holds only 1 \/24 subnets/],
+    [['--bogus'], /unknown flag --bogus/],
+  ])('rejects %j naming the option, and creates nothing', async (args, message) => {
+    const res = await twill(['lab', 'up', '--name', LAB, ...args]);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(message);
+    expect(await namespaces()).toEqual([]);
+  });
+
+  it('comes up with 2 nodes and reports underlay, nodes and pods in status --json', async () => {
+    const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '2', '--pods-per-node', '1']);
+    expect(up.code, up.stderr).toBe(0);
+    expect(up.stderr).toMatch(/\[\d+\/\d+\] node n2: datapath ready/);
+    const status = JSON.parse((await twill(['lab', 'status', '--name', LAB, '--json'])).stdout);
+    expect(status.underlay).toEqual({ netns: `${LAB}-ul`, bridge: 'br0', cidr: '192.168.77.0/24', gateway: '192.168.77.254' });
+    expect(status.nodes).toHaveLength(2);
+    expect(status.nodes[1]).toMatchObject({ name: 'n2', netns: `${LAB}-n2`, underlayIp: '192.168.77.2', subnet: '10.244.2.0/24', pinDir: `/sys/fs/bpf/twill-lab/${LAB}-n2` });
+    expect(status.nodes[1].vtepMac).toMatch(/^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/); // unicast, locally administered
+    expect(status.pods).toEqual([
+      { name: 'n1-p1', netns: `${LAB}-n1-p1`, ip: '10.244.1.2', node: 'n1' },
+      { name: 'n2-p1', netns: `${LAB}-n2-p1`, ip: '10.244.2.2', node: 'n2' },
+    ]);
+    const mtu = (await run(['ip', '-n', `${LAB}-n1-p1`, '-j', 'link', 'show', 'eth0'])).stdout;
+    expect(JSON.parse(mtu)[0].mtu).toBe(1450);
+    expect(readFileSync(`/run/twill/lab/${LAB}/n1/subnet.env`, 'utf8')).toBe(
+      'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n',
+    );
+    const text = (await twill(['lab', 'status', '--name', LAB])).stdout;
+    expect(text).toMatch(/n2-p1 +twc-n2-p1 +10\.244\.2\.2 +on n2/);
+  });
+
+  it('lab down removes namespaces, pins and state, and a second down is harmless', async () => {
+    expect((await twill(['lab', 'down', '--name', LAB])).code).toBe(0);
+    expect(await namespaces()).toEqual([]);
+    expect(existsSync(`/sys/fs/bpf/twill-lab/${LAB}-n1`)).toBe(false);
+    expect(existsSync(`/run/twill/lab/${LAB}`)).toBe(false);
+    expect((await twill(['lab', 'down', '--name', LAB])).code).toBe(0);
+    expect((await twill(['lab', 'status', '--name', LAB])).code).toBe(2);
+  });
+});
