@@ -111,17 +111,25 @@ function reusableLink(pin: string, ifindex: number): BpfLink | undefined {
   return undefined;
 }
 
-function attachEncap(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
+/** The upgrade path: the link stays, only its program changes (atomically). */
+function swapOnPinnedLink(pin: string, ifindex: number, prog: BpfProgram): boolean {
   const existing = reusableLink(pin, ifindex);
-  if (existing) {
-    existing.update(prog);
-    existing.close();
-    return { mode: 'tcx' as const, swapped: true };
-  }
+  if (!existing) return false;
+  existing.update(prog);
+  existing.close();
+  return true;
+}
+
+/** Pinned, the link (and so the attachment) outlives this process. */
+function pinAndRelease(link: BpfLink, pin: string): void {
+  link.pin(pin);
+  link.close();
+}
+
+function attachEncap(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
+  if (swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'tcx' as const, swapped: true };
   if (probeTcx()) {
-    const link = BpfLink.attachTcx(prog, ifindex, 'egress');
-    link.pin(pin);
-    link.close();
+    pinAndRelease(BpfLink.attachTcx(prog, ifindex, 'egress'), pin);
     return { mode: 'tcx' as const, swapped: false };
   }
   // clsact filters live in the qdisc, not in a process: replacing one is the swap.
@@ -130,16 +138,9 @@ function attachEncap(prog: BpfProgram, ifindex: number, pin: string, previous?: 
 }
 
 function attachDecap(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
-  const existing = reusableLink(pin, ifindex);
-  if (existing) {
-    existing.update(prog);
-    existing.close();
-    return { mode: 'xdp-link' as const, swapped: true };
-  }
+  if (swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'xdp-link' as const, swapped: true };
   try {
-    const link = BpfLink.attachXdp(prog, ifindex);
-    link.pin(pin);
-    link.close();
+    pinAndRelease(BpfLink.attachXdp(prog, ifindex), pin);
     return { mode: 'xdp-link' as const, swapped: false };
   } catch (err) {
     if (!(err instanceof BpfError)) throw err;

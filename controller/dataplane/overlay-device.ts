@@ -25,14 +25,12 @@ export async function ensureOverlayDevice(spec: DataplaneSpec, underlayMtu: numb
   if (existing && !deviceKinds.includes(kind as (typeof deviceKinds)[number]))
     throw new Error(`overlay device ${dev} exists but is a ${kind ?? 'unknown'} device, not one of ${deviceKinds.join('/')}: refusing to take it over`);
   if (!existing) await createOverlayDevice(dev);
-  const lines: string[] = [];
-  lines.push(
+  await ipBatch([
     // No IPv6 link-local address: nothing but routed IPv4 should ever reach the encap program.
     `link set ${dev} addrgenmode none`,
     `link set ${dev} mtu ${mtu}`,
     `link set ${dev} up`,
-  );
-  await ipBatch(lines);
+  ]);
   // The address changes only when the lease moved to another subnet.
   const addrs = JSON.parse(await ip(['-j', '-4', 'addr', 'show', 'dev', dev])) as { addr_info: { local: string; prefixlen: number }[] }[];
   const want = `${base}/32`;
