@@ -1,0 +1,156 @@
+import { parseIpv4 } from '../net/ipv4.js';
+
+/*
+ * flanneld's command line, parsed the way Go's flag package does (-name or --name, =value or a
+ * separate value, booleans only as -name or -name=bool), each flag also settable as
+ * FLANNELD_<UPPER_SNAKE> in the environment; the flag wins. Pure: argv and env in, options out.
+ */
+
+export interface AgentFlags {
+  etcdEndpoints: string[];
+  etcdPrefix: string;
+  etcdCafile?: string;
+  etcdCertfile?: string;
+  etcdKeyfile?: string;
+  etcdUsername?: string;
+  etcdPassword?: string;
+  iface: string[];
+  ifaceRegex: string[];
+  ifaceCanReach?: string;
+  publicIp?: string;
+  publicIpv6?: string;
+  subnetFile: string;
+  subnetLeaseRenewMargin: number;
+  ipMasq: boolean;
+  ipMasqFullyRandomDisable: boolean;
+  iptablesResync: number;
+  iptablesForwardRules: boolean;
+  healthzIp: string;
+  healthzPort: number;
+  version: boolean;
+  v: number;
+  // twill's own
+  pinDir: string;
+  dataplane: 'bpf';
+  subnetLeaseTtl: number;
+  overlayDevice: string;
+}
+
+export class FlagError extends Error {
+  override name = 'FlagError';
+}
+
+type Kind = 'string' | 'list' | 'int' | 'bool';
+interface Spec {
+  key: keyof AgentFlags;
+  kind: Kind;
+  def?: unknown;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each check takes the type of its own kind
+  check?: (v: any) => string | undefined;
+}
+
+const badEndpoint = (v: string[]) => {
+  const bad = v.find((e) => !/^https?:\/\/[^/]+$/.test(e));
+  return bad === undefined ? (v.length ? undefined : 'no endpoint given') : `endpoint ${bad} is not http(s)://host:port`;
+};
+const ip = (v: string) => (parseIpv4(v) === undefined ? 'not an IPv4 address' : undefined);
+const range = (lo: number, hi: number) => (v: number) => (v < lo || v > hi ? `must be between ${lo} and ${hi}` : undefined);
+
+const specs: Record<string, Spec> = {
+  'etcd-endpoints': { key: 'etcdEndpoints', kind: 'list', def: ['http://127.0.0.1:4001', 'http://127.0.0.1:2379'], check: badEndpoint },
+  'etcd-prefix': { key: 'etcdPrefix', kind: 'string', def: '/coreos.com/network', check: ((v: string) => (v.startsWith('/') ? undefined : 'must start with /')) },
+  'etcd-cafile': { key: 'etcdCafile', kind: 'string' },
+  'etcd-certfile': { key: 'etcdCertfile', kind: 'string' },
+  'etcd-keyfile': { key: 'etcdKeyfile', kind: 'string' },
+  'etcd-username': { key: 'etcdUsername', kind: 'string' },
+  'etcd-password': { key: 'etcdPassword', kind: 'string' },
+  iface: { key: 'iface', kind: 'list', def: [] },
+  'iface-regex': { key: 'ifaceRegex', kind: 'list', def: [] },
+  'iface-can-reach': { key: 'ifaceCanReach', kind: 'string', check: ip },
+  'public-ip': { key: 'publicIp', kind: 'string', check: ip },
+  'public-ipv6': { key: 'publicIpv6', kind: 'string' },
+  'subnet-file': { key: 'subnetFile', kind: 'string', def: '/run/flannel/subnet.env' },
+  'subnet-lease-renew-margin': { key: 'subnetLeaseRenewMargin', kind: 'int', def: 60, check: range(1, 1439) },
+  'ip-masq': { key: 'ipMasq', kind: 'bool', def: false },
+  'ip-masq-fully-random-disable': { key: 'ipMasqFullyRandomDisable', kind: 'bool', def: false },
+  'iptables-resync': { key: 'iptablesResync', kind: 'int', def: 5, check: range(1, 86400) },
+  'iptables-forward-rules': { key: 'iptablesForwardRules', kind: 'bool', def: true },
+  'healthz-ip': { key: 'healthzIp', kind: 'string', def: '0.0.0.0', check: ip },
+  'healthz-port': { key: 'healthzPort', kind: 'int', def: 0, check: range(0, 65535) },
+  version: { key: 'version', kind: 'bool', def: false },
+  v: { key: 'v', kind: 'int', def: 0, check: range(0, 10) },
+  'pin-dir': { key: 'pinDir', kind: 'string', def: '/sys/fs/bpf/twill', check: ((v: string) => (v.startsWith('/sys/fs/bpf/') ? undefined : 'must be a directory under /sys/fs/bpf')) },
+  dataplane: { key: 'dataplane', kind: 'string', def: 'bpf', check: ((v: string) => (v === 'bpf' ? undefined : v === 'kernel' || v === 'auto' ? 'the kernel VXLAN dataplane is not implemented yet; use bpf' : 'must be bpf')) },
+  'subnet-lease-ttl': { key: 'subnetLeaseTtl', kind: 'int', def: 86400, check: range(10, 86400 * 30) },
+  'overlay-device': { key: 'overlayDevice', kind: 'string', def: 'twill0' },
+};
+
+/** flanneld flags twill knows but does not implement: named in the error rather than "unknown". */
+const unsupported: Record<string, string> = {
+  'kube-subnet-mgr': 'twill uses the etcd subnet manager only',
+  'kubeconfig-file': 'twill uses the etcd subnet manager only',
+  'kube-api-url': 'twill uses the etcd subnet manager only',
+  'subnet-lease-ttl-kube': 'twill uses the etcd subnet manager only',
+};
+
+function convert(name: string, spec: Spec, text: string): unknown {
+  switch (spec.kind) {
+    case 'string':
+      return text;
+    case 'list':
+      return text.split(',').map((s) => s.trim()).filter(Boolean);
+    case 'int':
+      if (!/^-?\d+$/.test(text)) throw new FlagError(`--${name} ${text}: not an integer`);
+      return Number(text);
+    case 'bool':
+      if (!/^(1|0|t|f|true|false|TRUE|FALSE|True|False)$/.test(text)) throw new FlagError(`--${name}=${text}: not a boolean`);
+      return /^(1|t|true)$/i.test(text);
+  }
+}
+
+export function parseAgentFlags(argv: readonly string[], env: NodeJS.ProcessEnv = {}): AgentFlags {
+  const fromFlags = new Map<string, unknown>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const m = /^--?([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
+    if (!m) throw new FlagError(`unexpected argument ${JSON.stringify(arg)}: flags look like --name=value`);
+    const [, name, inline] = m;
+    if (unsupported[name]) throw new FlagError(`--${name}: ${unsupported[name]}`);
+    const spec = specs[name];
+    if (!spec) throw new FlagError(`unknown flag --${name}`);
+    let text = inline;
+    if (text === undefined) {
+      if (spec.kind === 'bool') text = 'true';
+      else if (i + 1 < argv.length) text = argv[++i];
+      else throw new FlagError(`--${name} needs a value`);
+    }
+    const value = convert(name, spec, text);
+    if (spec.kind === 'list' && (name === 'iface' || name === 'iface-regex')) fromFlags.set(name, [...((fromFlags.get(name) as string[]) ?? []), ...(value as string[])]);
+    else fromFlags.set(name, value);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(specs)) {
+    const envName = `FLANNELD_${name.toUpperCase().replace(/-/g, '_')}`;
+    let value: unknown;
+    let source = `--${name}`;
+    if (fromFlags.has(name)) value = fromFlags.get(name);
+    else if (env[envName] !== undefined && env[envName] !== '') {
+      source = envName;
+      try {
+        value = convert(name, spec, env[envName]!);
+      } catch (err) {
+        throw new FlagError((err as Error).message.replace(`--${name}`, envName));
+      }
+    } else value = spec.def;
+    if (value !== undefined && spec.check) {
+      const problem = spec.check(value);
+      if (problem) throw new FlagError(`${source} ${Array.isArray(value) ? value.join(',') : String(value)}: ${problem}`);
+    }
+    out[spec.key] = value;
+  }
+  const f = out as unknown as AgentFlags;
+  if (Boolean(f.etcdCertfile) !== Boolean(f.etcdKeyfile)) throw new FlagError('--etcd-certfile and --etcd-keyfile go together: give both or neither');
+  return f;
+}
+
+export const agentFlagNames = Object.keys(specs);

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { parseAgentFlags } from '../../controller/agent/flags.js';
+
+describe('flanneld flags', () => {
+  it("has flanneld's defaults", () => {
+    const f = parseAgentFlags([]);
+    expect(f).toMatchObject({
+      etcdEndpoints: ['http://127.0.0.1:4001', 'http://127.0.0.1:2379'],
+      etcdPrefix: '/coreos.com/network',
+      subnetFile: '/run/flannel/subnet.env',
+      subnetLeaseRenewMargin: 60,
+      healthzIp: '0.0.0.0',
+      healthzPort: 0,
+      ipMasq: false,
+      iptablesForwardRules: true,
+      pinDir: '/sys/fs/bpf/twill',
+    });
+  });
+
+  it('accepts Go flag spellings and repeatable --iface', () => {
+    const f = parseAgentFlags(['-etcd-endpoints=http://10.0.0.1:2379', '--iface', 'eth0', '--iface=10.0.0.5', '-ip-masq', '--healthz-port', '8471']);
+    expect(f.etcdEndpoints).toEqual(['http://10.0.0.1:2379']);
+    expect(f.iface).toEqual(['eth0', '10.0.0.5']);
+    expect(f.ipMasq).toBe(true);
+    expect(f.healthzPort).toBe(8471);
+  });
+
+  it('reads FLANNELD_* variables, and a flag beats its variable', () => {
+    const env = { FLANNELD_ETCD_PREFIX: '/my/net', FLANNELD_IP_MASQ: 'true', FLANNELD_HEALTHZ_PORT: '9000' };
+    const f = parseAgentFlags(['--healthz-port=9001'], env);
+    expect(f).toMatchObject({ etcdPrefix: '/my/net', ipMasq: true, healthzPort: 9001 });
+  });
+
+  it.each([
+    [['--subnet-lease-renew-margin', '0'], /--subnet-lease-renew-margin 0: must be between 1 and 1439/],
+    [['--healthz-port=http'], /--healthz-port http: not an integer/],
+    [['--public-ip', '10.0.0'], /--public-ip 10.0.0: not an IPv4 address/],
+    [['--etcd-endpoints', 'localhost:2379'], /endpoint localhost:2379 is not http\(s\):\/\/host:port/],
+    [['--ip-masq=maybe'], /--ip-masq=maybe: not a boolean/],
+    [['--etcd-certfile', '/c.pem'], /--etcd-certfile and --etcd-keyfile go together/],
+    [['--kube-subnet-mgr'], /--kube-subnet-mgr: twill uses the etcd subnet manager only/],
+    [['--frobnicate'], /unknown flag --frobnicate/],
+    [['--iface'], /--iface needs a value/],
+    [['--dataplane=kernel'], /not implemented yet/],
+  ])('rejects %j naming the flag', (argv, message) => {
+    expect(() => parseAgentFlags(argv)).toThrow(message);
+  });
+
+  it('names the variable when the bad value came from the environment', () => {
+    expect(() => parseAgentFlags([], { FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '5000' })).toThrow(/FLANNELD_SUBNET_LEASE_RENEW_MARGIN 5000: must be between 1 and 1439/);
+  });
+});
