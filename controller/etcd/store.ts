@@ -1,0 +1,186 @@
+import { readFileSync } from 'node:fs';
+import { Etcd3, type IOptions, type Lease as EtcdLease } from 'etcd3';
+
+/*
+ * The etcd edge. etcd3 (npm) is in maintenance mode, so the rest of twill sees only this
+ * interface: flannel's keys under one prefix, read at a revision, created by transaction,
+ * kept alive, watched from a revision.
+ */
+
+export interface EtcdOptions {
+  endpoints: string[];
+  prefix: string;
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  username?: string;
+  password?: string;
+  /** deadline for each unary call, ms */
+  timeoutMs?: number;
+}
+
+export interface LeaseRecord {
+  key: string;
+  value: string;
+  /** etcd lease id in decimal, "0" when the key has none (a reservation) */
+  lease: string;
+  modRevision: string;
+}
+
+export interface WatchEvent {
+  type: 'put' | 'delete';
+  record: LeaseRecord;
+  revision: string;
+}
+
+export interface WatchHandle {
+  /** settles when the watch stops for good: compacted, canceled, or closed */
+  ended: Promise<Error>;
+  cancel(): Promise<void>;
+}
+
+export class EtcdConfigError extends Error {
+  override name = 'EtcdConfigError';
+}
+
+function readCredential(flag: string, file: string | undefined): Buffer | undefined {
+  if (!file) return undefined;
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new EtcdConfigError(`${flag} ${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+export class EtcdStore {
+  private readonly client: Etcd3;
+  readonly subnetsPrefix: string;
+
+  constructor(readonly opts: EtcdOptions) {
+    const ca = readCredential('--etcd-cafile', opts.caFile);
+    const cert = readCredential('--etcd-certfile', opts.certFile);
+    const key = readCredential('--etcd-keyfile', opts.keyFile);
+    const tls = opts.endpoints.some((e) => e.startsWith('https://'));
+    const timeout = opts.timeoutMs ?? 5000;
+    const options: IOptions = {
+      hosts: opts.endpoints,
+      // A deadline on every unary call: an unreachable etcd must fail a call, not hang it.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+    };
+    if (tls || ca || cert) options.credentials = { rootCertificate: ca ?? Buffer.alloc(0), privateKey: key, certChain: cert };
+    if (opts.username) options.auth = { username: opts.username, password: opts.password ?? '' };
+    this.client = new Etcd3(options);
+    this.subnetsPrefix = `${opts.prefix.replace(/\/$/, '')}/subnets/`;
+  }
+
+  get configKey(): string {
+    return `${this.opts.prefix.replace(/\/$/, '')}/config`;
+  }
+
+  async getConfig(): Promise<string | undefined> {
+    return (await this.client.get(this.configKey).string()) ?? undefined;
+  }
+
+  async putConfig(text: string): Promise<void> {
+    await this.client.put(this.configKey).value(text);
+  }
+
+  /** Every lease record, and the revision they were read at (watch from revision + 1). */
+  async listLeases(): Promise<{ revision: string; records: LeaseRecord[] }> {
+    const res = await this.client.getAll().prefix(this.subnetsPrefix).exec();
+    return {
+      revision: res.header.revision,
+      records: res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease || '0', modRevision: kv.mod_revision })),
+    };
+  }
+
+  /** flannel's "put if version == 0", bound to a fresh etcd lease. Returns undefined if someone else won. */
+  async createLease(subnetKey: string, value: string, ttlSeconds: number): Promise<EtcdLease | undefined> {
+    const key = this.subnetsPrefix + subnetKey;
+    const lease = this.client.lease(ttlSeconds, { autoKeepAlive: false });
+    const id = await lease.grant();
+    const res = await this.client.if(key, 'Version', '==', 0).then(this.client.put(key).value(value).lease(id)).commit();
+    if (!res.succeeded) {
+      await lease.revoke().catch(() => undefined);
+      return undefined;
+    }
+    return lease;
+  }
+
+  /** Rewrites a record we already hold, only if nobody touched it since `modRevision`. */
+  async rewriteLease(subnetKey: string, value: string, modRevision: string, ttlSeconds: number | undefined): Promise<EtcdLease | null | undefined> {
+    const key = this.subnetsPrefix + subnetKey;
+    const lease = ttlSeconds === undefined ? null : this.client.lease(ttlSeconds, { autoKeepAlive: false });
+    const put = this.client.put(key).value(value);
+    if (lease) put.lease(await lease.grant());
+    const res = await this.client.if(key, 'Mod', '==', modRevision).then(put).commit();
+    if (!res.succeeded) {
+      await lease?.revoke().catch(() => undefined);
+      return undefined;
+    }
+    return lease;
+  }
+
+  /** Refreshes the TTL; throws when etcd says the lease is gone. */
+  async keepalive(lease: EtcdLease): Promise<number> {
+    const res = await withTimeout(lease.keepaliveOnce(), this.opts.timeoutMs ?? 5000, 'etcd lease keepalive');
+    return Number(res.TTL);
+  }
+
+  async revokeLeaseId(id: string): Promise<void> {
+    if (id === '0') return;
+    await this.client.leaseClient.leaseRevoke({ ID: id }).catch(() => undefined);
+  }
+
+  async deleteLease(subnetKey: string, modRevision?: string): Promise<boolean> {
+    const key = this.subnetsPrefix + subnetKey;
+    if (modRevision === undefined) return (await this.client.delete().key(key).exec()).deleted !== '0';
+    const res = await this.client.if(key, 'Mod', '==', modRevision).then(this.client.delete().key(key)).commit();
+    return res.succeeded;
+  }
+
+  async putRaw(key: string, value: string): Promise<void> {
+    await this.client.put(key).value(value);
+  }
+
+  async watchLeases(fromRevision: string, onEvent: (e: WatchEvent) => void): Promise<WatchHandle> {
+    const watcher = await this.client.watch().prefix(this.subnetsPrefix).withPreviousKV().startRevision(fromRevision).create();
+    const ended = new Promise<Error>((resolve) => {
+      // etcd 3.4 cancels a watch whose start revision was compacted with an empty reason, and
+      // the client drops the compact revision: all the caller can do is resync, and it does.
+      watcher.on('error', (err) =>
+        resolve(/Watcher canceled/.test(err.message) ? new Error(`etcd canceled the watch from revision ${fromRevision} (compacted away, or rejected): ${err.message}`) : err),
+      );
+      watcher.on('end', () => resolve(new Error('watch ended')));
+    });
+    const record = (kv: { key: Buffer; value: Buffer; lease: string; mod_revision: string }): LeaseRecord => ({
+      key: kv.key.toString(),
+      value: kv.value.toString(),
+      lease: kv.lease || '0',
+      modRevision: kv.mod_revision,
+    });
+    watcher.on('put', (kv) => onEvent({ type: 'put', record: record(kv), revision: kv.mod_revision }));
+    watcher.on('delete', (kv, prev) => onEvent({ type: 'delete', record: record(prev ?? kv), revision: kv.mod_revision }));
+    return { ended, cancel: () => watcher.cancel() };
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,84 @@
+import { spawn } from 'node:child_process';
+import { mkdirSync, openSync, readFileSync } from 'node:fs';
+import { Etcd3 } from 'etcd3';
+
+/**
+ * A single-member etcd (Debian's etcd-server) for the lab and the tests, optionally inside a
+ * network namespace. Detached: it outlives the command that started it; `stopEtcd` ends it
+ * by pid after checking that the pid is still that etcd.
+ */
+export interface EtcdProcess {
+  pid: number;
+  endpoint: string;
+  dataDir: string;
+  logFile: string;
+  netns?: string;
+}
+
+export async function startEtcd(opts: { name: string; host: string; clientPort: number; peerPort: number; dataDir: string; logFile: string; netns?: string }): Promise<EtcdProcess> {
+  mkdirSync(opts.dataDir, { recursive: true });
+  const client = `http://${opts.host}:${opts.clientPort}`;
+  const peer = `http://${opts.host}:${opts.peerPort}`;
+  const argv = [
+    '/usr/bin/etcd',
+    '--name', opts.name,
+    '--data-dir', opts.dataDir,
+    '--listen-client-urls', client,
+    '--advertise-client-urls', client,
+    '--listen-peer-urls', peer,
+    '--initial-advertise-peer-urls', peer,
+    '--initial-cluster', `${opts.name}=${peer}`,
+    '--initial-cluster-state', 'new',
+  ];
+  const full = opts.netns ? ['nsenter', `--net=/run/netns/${opts.netns}`, '--', ...argv] : argv;
+  const log = openSync(opts.logFile, 'a');
+  // nsenter execs etcd in place, so the pid is etcd's own.
+  const child = spawn(full[0], full.slice(1), { detached: true, stdio: ['ignore', log, log] });
+  child.unref();
+  const proc: EtcdProcess = { pid: child.pid!, endpoint: client, dataDir: opts.dataDir, logFile: opts.logFile, netns: opts.netns };
+  await waitForEtcd(proc);
+  return proc;
+}
+
+async function waitForEtcd(proc: EtcdProcess, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  // The lab's etcd listens inside a namespace; probe it from there when needed.
+  const probe = async () => {
+    if (proc.netns) {
+      const { run } = await import('../util/exec.js');
+      const r = await run(['etcdctl', '--endpoints', proc.endpoint, '--command-timeout=1s', 'endpoint', 'health'], { netns: proc.netns, allowFailure: true, env: { ...process.env, ETCDCTL_API: '3' } });
+      return r.code === 0;
+    }
+    const c = new Etcd3({ hosts: proc.endpoint, defaultCallOptions: () => ({ deadline: Date.now() + 1000 }) });
+    try {
+      await c.get('health-probe');
+      return true;
+    } catch {
+      return false;
+    } finally {
+      c.close();
+    }
+  };
+  while (Date.now() < deadline) {
+    if (!isEtcd(proc)) throw new Error(`etcd exited during start-up; log ${proc.logFile}:\n${readFileSync(proc.logFile, 'utf8').split('\n').slice(-15).join('\n')}`);
+    if (await probe()) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`etcd at ${proc.endpoint} not healthy after ${timeoutMs} ms; log ${proc.logFile}`);
+}
+
+export function isEtcd(proc: Pick<EtcdProcess, 'pid' | 'dataDir'>): boolean {
+  try {
+    const cmdline = readFileSync(`/proc/${proc.pid}/cmdline`, 'utf8');
+    return cmdline.includes('etcd') && cmdline.includes(proc.dataDir);
+  } catch {
+    return false;
+  }
+}
+
+export async function stopEtcd(proc: Pick<EtcdProcess, 'pid' | 'dataDir'>, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (!isEtcd(proc)) return;
+  process.kill(proc.pid, signal);
+  for (let i = 0; i < 100 && isEtcd(proc); i++) await new Promise((r) => setTimeout(r, 50));
+  if (isEtcd(proc)) process.kill(proc.pid, 'SIGKILL');
+}
