@@ -5,6 +5,7 @@ const log = logger('cli');
 
 const help = `twill: an eBPF VXLAN dataplane for flannel networks
 
+  twill agent [flanneld flags]                 the node agent (etcd leases -> BPF maps)
   twill lab up --nodes N [--pods-per-node K]   multi-node lab in network namespaces
   twill lab status [--json] | twill lab down
   twill dataplane attach|detach|sync ...       load, upgrade or remove a node's datapath
@@ -14,12 +15,14 @@ const help = `twill: an eBPF VXLAN dataplane for flannel networks
 Logs are JSON on stderr, warnings and errors only; -v or TWILL_LOG=info|debug for more.`;
 
 async function main(argv: string[]): Promise<number> {
-  if (argv.includes('-v')) {
+  if (argv[0] !== 'agent' && argv.includes('-v')) {
     setLogLevel('info');
     argv = argv.filter((a) => a !== '-v');
   }
   const [cmd, ...rest] = argv;
   switch (cmd) {
+    case 'agent':
+      return (await import('./cli/agent.js')).agentCli(rest);
     case 'dataplane':
       return (await import('./cli/dataplane.js')).dataplaneCli(rest);
     case 'maps':

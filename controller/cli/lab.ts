@@ -1,49 +1,6 @@
-import { labDown, labStatus, labUp, LabError, type LabHooks, type LabNode, type LabState } from '../lab/lab.js';
-import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import { desiredMaps } from '../reconcile/desired.js';
-import { run } from '../util/exec.js';
-import { cliEntry } from '../util/paths.js';
+import { labDown, labStatus, labUp, LabError, type LabState } from '../lab/lab.js';
 import { parseArgs, UsageError, type OptTable } from './args.js';
 import { runDemo } from './lab-demo.js';
-
-/** Runs twill's own CLI inside a node's namespace (the loader must see the node's ifindexes). */
-export function twillInNetns(netns: string, args: string[]) {
-  return run([process.execPath, cliEntry(), ...args], { netns });
-}
-
-/**
- * Until the etcd agent runs in the lab, the lab is the source of leases: each node gets
- * twill's datapath and the lease of every other node, through the same desired-state and
- * map-writer code the agent uses.
- */
-export const dataplaneLabHooks: LabHooks = {
-  async nodeReady(node: LabNode, state: LabState) {
-    await twillInNetns(node.netns, [
-      'dataplane', 'attach',
-      '--pin-dir', node.pinDir,
-      '--iface', node.iface,
-      '--public-ip', node.underlayIp,
-      '--vtep-mac', node.vtepMac,
-      '--subnet', node.subnet,
-      '--network', state.network,
-      '--mtu', String(state.podMtu + 50),
-    ]);
-    syncLabPeers(node, state);
-  },
-  async nodeRemoving(node: LabNode) {
-    await twillInNetns(node.netns, ['dataplane', 'detach', '--pin-dir', node.pinDir]);
-  },
-};
-
-export function syncLabPeers(node: LabNode, state: LabState) {
-  const leases = state.nodes.map((n) => ({ subnet: n.subnet, publicIp: n.underlayIp, vtepMac: n.vtepMac }));
-  const maps = DatapathMaps.open(node.pinDir);
-  try {
-    return maps.sync(desiredMaps({ subnet: node.subnet, publicIp: node.underlayIp }, leases));
-  } finally {
-    maps.close();
-  }
-}
 
 const nameOpt = { name: { type: 'string', default: 'twl', describe: 'lab name (namespaces are <name>-...)' } } satisfies OptTable;
 const upOpts = {
@@ -65,16 +22,15 @@ export async function labCommand(argv: string[]): Promise<number> {
         const started = Date.now();
         const state = await labUp(
           { name: o.name, nodes: o.nodes, podsPerNode: o['pods-per-node'], network: o.network, subnetLen: o['subnet-len'], underlayCidr: o.underlay },
-          dataplaneLabHooks,
           progress,
         );
-        console.error(`lab ${state.name} up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${state.nodes.length} nodes, ${state.pods.length} pods, twill on every node`);
+        console.error(`lab ${state.name} up in ${((Date.now() - started) / 1000).toFixed(1)} s: etcd ${state.etcd!.endpoint}, ${state.nodes.length} nodes each running twill agent, ${state.pods.length} pods`);
         console.error(`next: twill lab demo --name ${state.name} | twill lab status --name ${state.name} | twill lab down --name ${state.name}`);
         return 0;
       }
       case 'down': {
         const o = parseArgs(rest, nameOpt);
-        await labDown(o.name, dataplaneLabHooks, progress);
+        await labDown(o.name, progress);
         return 0;
       }
       case 'status': {
@@ -105,7 +61,18 @@ function printStatus(state: LabState, json: boolean): void {
       name: state.name,
       network: state.network,
       underlay: state.underlay,
-      nodes: state.nodes.map(({ name, netns, underlayIp, subnet, vtepMac, pinDir, iface }) => ({ name, netns, underlayIp, subnet, vtepMac, pinDir, iface })),
+      etcd: state.etcd && { netns: state.etcd.netns, endpoint: state.etcd.endpoint, prefix: state.etcd.prefix, pid: state.etcd.pid },
+      nodes: state.nodes.map(({ name, netns, underlayIp, subnet, vtepMac, pinDir, iface, subnetFile, agent }) => ({
+        name,
+        netns,
+        underlayIp,
+        subnet,
+        vtepMac,
+        pinDir,
+        iface,
+        subnetFile,
+        agent: agent && { pid: agent.pid, healthz: agent.healthz, log: agent.log },
+      })),
       pods: state.pods.map(({ name, netns, ip, node }) => ({ name, netns, ip, node })),
       podMtu: state.podMtu,
       subnetLen: state.subnetLen,
@@ -114,8 +81,10 @@ function printStatus(state: LabState, json: boolean): void {
     return;
   }
   console.log(`lab ${state.name}: network ${state.network}, underlay ${state.underlay.cidr} on ${state.underlay.bridge} in ${state.underlay.netns}`);
+  if (state.etcd) console.log(`etcd ${state.etcd.endpoint} (prefix ${state.etcd.prefix}) in ${state.etcd.netns}, pid ${state.etcd.pid}`);
   console.log('nodes');
-  for (const n of state.nodes) console.log(`  ${n.name.padEnd(4)} ${n.netns.padEnd(10)} ${n.underlayIp.padEnd(15)} ${n.subnet.padEnd(16)} vtep ${n.vtepMac}  ${n.pinDir}`);
+  for (const n of state.nodes)
+    console.log(`  ${n.name.padEnd(4)} ${n.netns.padEnd(10)} ${n.underlayIp.padEnd(15)} ${n.subnet.padEnd(16)} vtep ${n.vtepMac}  ${n.pinDir}  agent pid ${n.agent?.pid ?? '-'} healthz ${n.agent?.healthz ?? '-'}`);
   console.log('pods');
   for (const p of state.pods) console.log(`  ${p.name.padEnd(7)} ${p.netns.padEnd(13)} ${p.ip.padEnd(15)} on ${p.node}`);
 }

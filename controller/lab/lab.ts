@@ -1,18 +1,25 @@
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { ip, ipBatch } from '../netlink/ip.js';
+import { parseSubnetFile } from '../subnet/subnet-file.js';
+import { formatCidr, hostAddress, parseCidr } from '../net/ipv4.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
+import { cliEntry } from '../util/paths.js';
+import { startAgent, stopAgent, waitForSubnetFile, type AgentProcess } from './agents.js';
+import { isEtcd, startEtcd, stopEtcd, type EtcdProcess } from './etcd.js';
 
 const log = logger('lab');
 
 /*
- * A multi-node cluster on one machine: an underlay bridge in its own namespace, one namespace
- * per node, pods made by the real CNI plugins the way flannel's CNI plugin delegates to them.
- * The root namespace is never touched. Everything made is recorded in a state file as it is
- * made, so `labDown` can remove a lab that failed half-way.
+ * A multi-node cluster on one machine: an underlay bridge in its own namespace, etcd in another,
+ * one namespace per node running `twill agent` (which leases the node's subnet and programs
+ * its datapath), and pods made by the real CNI plugins over the subnet each agent leased, the
+ * way flannel's CNI plugin delegates to them. The root namespace is never touched. Everything
+ * made is recorded in a state file as it is made, so `labDown` can remove a lab that failed
+ * half-way.
  */
 
 const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/, 'an IPv4 CIDR like 10.244.0.0/16');
@@ -48,6 +55,7 @@ export interface LabNode {
   vtepMac: string;
   pinDir: string;
   subnetFile: string;
+  agent?: AgentProcess;
 }
 export interface LabPod {
   name: string;
@@ -63,14 +71,9 @@ export interface LabState {
   podMtu: number;
   pinRoot: string;
   underlay: { netns: string; bridge: string; cidr: string; gateway: string };
+  etcd?: EtcdProcess & { prefix: string };
   nodes: LabNode[];
   pods: LabPod[];
-}
-export interface LabHooks {
-  /** After the underlay and every node's pods exist; this is where a datapath is installed. */
-  nodeReady?(node: LabNode, state: LabState): Promise<void>;
-  /** First thing in labDown; failures are logged, teardown goes on. */
-  nodeRemoving?(node: LabNode, state: LabState): Promise<void>;
 }
 type Progress = (msg: string) => void;
 
@@ -81,6 +84,8 @@ export class LabError extends Error {
 const stateDir = (name: string) => `/run/twill/lab/${name}`;
 export const labStatePath = (name: string) => `${stateDir(name)}/state.json`;
 const CNI_BIN = '/usr/lib/cni';
+const ETCD_PREFIX = '/coreos.com/network';
+const HEALTHZ_PORT = 8471;
 
 export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }): LabOptions {
   const res = labOptionsSchema.safeParse({ ...labDefaults, ...input });
@@ -94,25 +99,8 @@ export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }):
 
 const flagName = (key: string) => key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase()).replace('underlay-cidr', 'underlay');
 
-function ipv4ToInt(a: string): number {
-  return a.split('.').reduce((acc, p) => acc * 256 + Number(p), 0);
-}
-function intToIpv4(n: number): string {
-  return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
-}
-/** The i-th subnet of the network (i=0 is the network's first subnet). */
-function nthSubnet(network: string, subnetLen: number, i: number): string {
-  const base = ipv4ToInt(network.split('/')[0]);
-  return `${intToIpv4(base + i * 2 ** (32 - subnetLen))}/${subnetLen}`;
-}
 function hostIn(cidrText: string, host: number): string {
-  return intToIpv4(ipv4ToInt(cidrText.split('/')[0]) + host);
-}
-/** Random, unicast, locally administered: what flannel gives flannel.1. */
-export function randomVtepMac(): string {
-  const b = randomBytes(6);
-  b[0] = (b[0] & 0xfe) | 0x02;
-  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+  return hostAddress(parseCidr(cidrText)!, host);
 }
 
 function saveState(state: LabState): void {
@@ -128,11 +116,11 @@ export async function labStatus(name: string): Promise<LabState | undefined> {
   return JSON.parse(readFileSync(file, 'utf8')) as LabState;
 }
 
-export async function labUp(input: Partial<LabOptions> & { nodes: number }, hooks: LabHooks = {}, progress: Progress = () => undefined): Promise<LabState> {
+export async function labUp(input: Partial<LabOptions> & { nodes: number }, progress: Progress = () => undefined): Promise<LabState> {
   const o = parseLabOptions(input);
   if ((await labStatus(o.name)) || (await labNamespaces(o.name)).length) {
     progress(`lab ${o.name} exists: removing it first`);
-    await labDown(o.name, hooks, progress);
+    await labDown(o.name, progress);
   }
   const gateway = hostIn(o.underlayCidr, 254);
   const state: LabState = {
@@ -146,7 +134,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, hook
     pods: [],
   };
   saveState(state);
-  const steps = o.nodes * (1 + o.podsPerNode) + o.nodes + 1;
+  const steps = 2 + o.nodes * 2 + o.nodes * o.podsPerNode;
   let step = 0;
   const say = (msg: string) => progress(`[${++step}/${steps}] ${msg}`);
 
@@ -155,6 +143,15 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, hook
   await ipBatch(['link set lo up', 'link add br0 type bridge', `addr add ${gateway}/24 dev br0`, `link set br0 mtu ${o.mtu} up`], { netns: ul });
   say(`underlay ${ul}: bridge br0, ${o.underlayCidr}, gateway ${gateway}`);
 
+  const etcdNs = `${o.name}-etcd`;
+  const etcdIp = hostIn(o.underlayCidr, 250);
+  await attachToUnderlay(state, etcdNs, 'etcd', etcdIp, o.mtu);
+  const etcd = await startEtcd({ name: `${o.name}-etcd`, host: etcdIp, clientPort: 2379, peerPort: 2380, dataDir: `${stateDir(o.name)}/etcd/data`, logFile: `${stateDir(o.name)}/etcd/etcd.log`, netns: etcdNs });
+  state.etcd = { ...etcd, prefix: ETCD_PREFIX };
+  saveState(state);
+  const configNote = await ensureNetworkConfig(state, o);
+  say(`etcd ${etcd.endpoint} in ${etcdNs} (${configNote})`);
+
   for (let i = 1; i <= o.nodes; i++) {
     const node: LabNode = {
       name: `n${i}`,
@@ -162,33 +159,49 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, hook
       iface: 'eth0',
       underlayIp: hostIn(o.underlayCidr, i),
       underlayMac: '',
-      subnet: nthSubnet(o.network, o.subnetLen, i),
-      vtepMac: randomVtepMac(),
+      subnet: '',
+      vtepMac: '',
       pinDir: `${o.pinRoot}/${o.name}-n${i}`,
       subnetFile: `${stateDir(o.name)}/n${i}/subnet.env`,
     };
     state.nodes.push(node);
     saveState(state);
-    await ip(['netns', 'add', node.netns]);
-    await ip(['link', 'add', 'eth0', 'netns', node.netns, 'mtu', String(o.mtu), 'type', 'veth', 'peer', 'name', node.name, 'netns', ul, 'mtu', String(o.mtu)]);
-    await ipBatch([`link set ${node.name} master br0 up`], { netns: ul });
-    await ipBatch(['link set lo up', `addr add ${node.underlayIp}/24 dev eth0`, 'link set eth0 up', `route add default via ${gateway}`], { netns: node.netns });
+    await attachToUnderlay(state, node.netns, node.name, node.underlayIp, o.mtu);
     for (const [key, value] of [
       ['net.ipv4.ip_forward', '1'],
       ['net.ipv4.conf.all.rp_filter', '0'],
       ['net.ipv4.conf.default.rp_filter', '0'],
-      ['net.ipv4.conf.eth0.rp_filter', '0'],
     ])
       await run(['sysctl', '-qw', `${key}=${value}`], { netns: node.netns });
     node.underlayMac = (JSON.parse(await ip(['-j', 'link', 'show', 'eth0'], { netns: node.netns })) as { address: string }[])[0].address;
     mkdirSync(path.dirname(node.subnetFile), { recursive: true });
-    writeFileSync(
-      node.subnetFile,
-      `FLANNEL_NETWORK=${o.network}\nFLANNEL_SUBNET=${hostIn(node.subnet, 1)}/${o.subnetLen}\nFLANNEL_MTU=${state.podMtu}\nFLANNEL_IPMASQ=false\n`,
-    );
+    node.agent = startAgent({
+      netns: node.netns,
+      logFile: `${path.dirname(node.subnetFile)}/agent.log`,
+      healthz: `${node.underlayIp}:${HEALTHZ_PORT}`,
+      args: agentArgs(state, node),
+    });
     saveState(state);
-    say(`node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}, subnet ${node.subnet}`);
+    say(`node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}, agent pid ${node.agent.pid}`);
+  }
 
+  // Each agent leases a subnet from etcd and programs its datapath; its subnet file says which.
+  for (const node of state.nodes) {
+    const text = await waitForSubnetFile(node.subnetFile, node.agent!.pid, node.pinDir, node.agent!.log);
+    const leased = parseSubnetFile(text).subnet;
+    if (!leased) throw new LabError(`node ${node.name}: subnet file ${node.subnetFile} names no subnet`);
+    node.subnet = formatCidr(leased);
+    const maps = DatapathMaps.open(node.pinDir);
+    try {
+      node.vtepMac = maps.readConfig()?.vtep_mac ?? '';
+    } finally {
+      maps.close();
+    }
+    saveState(state);
+    say(`node ${node.name}: agent ready, lease ${node.subnet}, VtepMAC ${node.vtepMac}`);
+  }
+
+  for (const node of state.nodes) {
     for (let k = 1; k <= o.podsPerNode; k++) {
       const pod: LabPod = { name: `${node.name}-p${k}`, netns: `${node.netns}-p${k}`, ip: '', node: node.name, containerId: `${o.name}-${node.name}-p${k}` };
       await ip(['netns', 'add', pod.netns]);
@@ -199,13 +212,47 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, hook
       say(`pod ${pod.name}: ${pod.ip} (CNI bridge + host-local)`);
     }
   }
-
-  for (const node of state.nodes) {
-    await hooks.nodeReady?.(node, state);
-    say(`node ${node.name}: datapath ready`);
-  }
-  saveState(state);
   return state;
+}
+
+/** A namespace with eth0 on the underlay bridge: address, default route via the gateway, lo up. */
+async function attachToUnderlay(state: LabState, netns: string, port: string, address: string, mtu: number): Promise<void> {
+  await ip(['netns', 'add', netns]);
+  await ip(['link', 'add', 'eth0', 'netns', netns, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', port, 'netns', state.underlay.netns, 'mtu', String(mtu)]);
+  await ipBatch([`link set ${port} master br0 up`], { netns: state.underlay.netns });
+  await ipBatch(['link set lo up', `addr add ${address}/24 dev eth0`, 'link set eth0 up', `route add default via ${state.underlay.gateway}`], { netns });
+}
+
+function etcdctl(state: LabState, args: string[], input?: string) {
+  return run(['etcdctl', '--endpoints', state.etcd!.endpoint, ...args], { netns: state.etcd!.netns, input, env: { ...process.env, ETCDCTL_API: '3' } });
+}
+
+/** Writes flannel's network config unless one is there already (the lab never overwrites it). */
+async function ensureNetworkConfig(state: LabState, o: LabOptions): Promise<string> {
+  const key = `${ETCD_PREFIX}/config`;
+  if ((await etcdctl(state, ['get', '--print-value-only', key])).stdout.trim()) return 'network config present';
+  await etcdctl(state, ['put', key], JSON.stringify({ Network: o.network, SubnetLen: o.subnetLen, Backend: { Type: 'vxlan' } }));
+  return `network config written: ${o.network}, /${o.subnetLen} per node, vxlan`;
+}
+
+function agentArgs(state: LabState, node: LabNode): string[] {
+  return [
+    `--etcd-endpoints=${state.etcd!.endpoint}`,
+    `--etcd-prefix=${state.etcd!.prefix}`,
+    '--iface=eth0',
+    `--pin-dir=${node.pinDir}`,
+    `--subnet-file=${node.subnetFile}`,
+    `--healthz-ip=${node.underlayIp}`,
+    `--healthz-port=${HEALTHZ_PORT}`,
+    '-v=1',
+  ];
+}
+
+/** Restarts one node's agent with the same flags (tests kill and restart agents). */
+export function restartAgent(state: LabState, node: LabNode): AgentProcess {
+  node.agent = startAgent({ netns: node.netns, logFile: node.agent?.log ?? `${path.dirname(node.subnetFile)}/agent.log`, healthz: `${node.underlayIp}:${HEALTHZ_PORT}`, args: agentArgs(state, node) });
+  saveState(state);
+  return node.agent;
 }
 
 /** flannel's delegate config: bridge cni0 as the gateway, host-local IPAM over the node subnet. */
@@ -263,21 +310,23 @@ async function labNamespaces(name: string): Promise<string[]> {
     .filter((n) => n.startsWith(`${name}-`));
 }
 
-export async function labDown(name: string, hooks: LabHooks = {}, progress: Progress = () => undefined): Promise<void> {
+export async function labDown(name: string, progress: Progress = () => undefined): Promise<void> {
   const state = await labStatus(name);
   if (state) {
     for (const node of state.nodes) {
-      try {
-        await hooks.nodeRemoving?.(node, state);
-      } catch (err) {
-        log.warn('node teardown hook failed, removing its namespace anyway', { node: node.name, error: (err as Error).message });
-      }
+      if (node.agent) await stopAgent(node.agent.pid, node.pinDir);
+      // The agent leaves its datapath in place on purpose; the lab removes it.
+      if (await namespaceExists(node.netns))
+        await run([process.execPath, cliEntry(), 'dataplane', 'detach', '--pin-dir', node.pinDir], { netns: node.netns }).catch((err: Error) =>
+          log.warn('datapath detach failed, removing the namespace anyway', { node: node.name, error: err.message }),
+        );
     }
     for (const pod of state.pods) {
       const node = state.nodes.find((n) => n.name === pod.node);
-      if (!node) continue;
+      if (!node || !node.subnet || !(await namespaceExists(node.netns))) continue;
       await cni('DEL', 'bridge', cniConf(state, node), node, pod).catch((err: Error) => log.warn('CNI DEL failed', { pod: pod.name, error: err.message }));
     }
+    if (state.etcd && isEtcd(state.etcd)) await stopEtcd(state.etcd);
   }
   const namespaces = await labNamespaces(name);
   // Pods first, then nodes, then the underlay: every veth pair goes with its inner end.
@@ -290,4 +339,8 @@ export async function labDown(name: string, hooks: LabHooks = {}, progress: Prog
   }
   rmSync(stateDir(name), { recursive: true, force: true });
   progress(`lab ${name} removed (${namespaces.length} namespaces)`);
+}
+
+async function namespaceExists(ns: string): Promise<boolean> {
+  return (await labNamespaces(ns.split('-')[0])).includes(ns);
 }

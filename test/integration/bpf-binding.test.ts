@@ -61,7 +61,9 @@ afterAll(() => {
 
 describe('objects and errors', () => {
   it('loads an object and finds its programs and maps by name', () => {
-    const obj = BpfObject.open(fixture);
+    // A pin root even here: the fixture's pinned map would otherwise land at the bpffs root.
+    execFileSync('mkdir', ['-p', pinRoot]);
+    const obj = BpfObject.open(fixture, { pinRootPath: pinRoot });
     try {
       obj.load();
       expect(obj.programs().map((p) => p.name).sort()).toEqual(['fixture_tc_a', 'fixture_tc_b', 'fixture_xdp']);

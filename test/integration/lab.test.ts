@@ -33,26 +33,33 @@ describe('twill lab', () => {
     expect(await namespaces()).toEqual([]);
   });
 
-  it('comes up with 2 nodes and reports underlay, nodes and pods in status --json', async () => {
+  it('comes up with etcd, 2 agent-run nodes and pods on their leases, all in status --json', async () => {
     const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '2', '--pods-per-node', '1']);
     expect(up.code, up.stderr).toBe(0);
-    expect(up.stderr).toMatch(/\[\d+\/\d+\] node n2: datapath ready/);
+    expect(up.stderr).toMatch(/\[\d+\/\d+\] node n2: agent ready, lease 10\.244\.\d+\.0\/24/);
     const status = JSON.parse((await twill(['lab', 'status', '--name', LAB, '--json'])).stdout);
     expect(status.underlay).toEqual({ netns: `${LAB}-ul`, bridge: 'br0', cidr: '192.168.77.0/24', gateway: '192.168.77.254' });
+    expect(status.etcd).toMatchObject({ netns: `${LAB}-etcd`, endpoint: 'http://192.168.77.250:2379', prefix: '/coreos.com/network' });
     expect(status.nodes).toHaveLength(2);
-    expect(status.nodes[1]).toMatchObject({ name: 'n2', netns: `${LAB}-n2`, underlayIp: '192.168.77.2', subnet: '10.244.2.0/24', pinDir: `/sys/fs/bpf/twill-lab/${LAB}-n2` });
-    expect(status.nodes[1].vtepMac).toMatch(/^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/); // unicast, locally administered
+    const [n1, n2] = status.nodes;
+    expect(n2).toMatchObject({ name: 'n2', netns: `${LAB}-n2`, underlayIp: '192.168.77.2', pinDir: `/sys/fs/bpf/twill-lab/${LAB}-n2` });
+    expect(n2.agent).toMatchObject({ healthz: '192.168.77.2:8471' });
+    expect(n2.agent.pid).toBeGreaterThan(1);
+    for (const n of [n1, n2]) expect(n.subnet).toMatch(/^10\.244\.\d+\.0\/24$/);
+    expect(n1.subnet).not.toBe(n2.subnet);
+    expect(n2.vtepMac).toMatch(/^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/); // unicast, locally administered
+    const firstPodIp = (subnet: string) => subnet.replace(/0\/24$/, '2');
     expect(status.pods).toEqual([
-      { name: 'n1-p1', netns: `${LAB}-n1-p1`, ip: '10.244.1.2', node: 'n1' },
-      { name: 'n2-p1', netns: `${LAB}-n2-p1`, ip: '10.244.2.2', node: 'n2' },
+      { name: 'n1-p1', netns: `${LAB}-n1-p1`, ip: firstPodIp(n1.subnet), node: 'n1' },
+      { name: 'n2-p1', netns: `${LAB}-n2-p1`, ip: firstPodIp(n2.subnet), node: 'n2' },
     ]);
     const mtu = (await run(['ip', '-n', `${LAB}-n1-p1`, '-j', 'link', 'show', 'eth0'])).stdout;
     expect(JSON.parse(mtu)[0].mtu).toBe(1450);
-    expect(readFileSync(`/run/twill/lab/${LAB}/n1/subnet.env`, 'utf8')).toBe(
-      'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n',
-    );
+    expect(readFileSync(n1.subnetFile, 'utf8')).toBe(`FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=${n1.subnet.replace(/0\/24$/, '1')}/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n`);
+    const health = await run(['curl', '-s', `http://${n2.agent.healthz}/readyz`], { netns: n2.netns, allowFailure: true });
+    expect(JSON.parse(health.stdout)).toMatchObject({ ready: true, lease: n2.subnet });
     const text = (await twill(['lab', 'status', '--name', LAB])).stdout;
-    expect(text).toMatch(/n2-p1 +twc-n2-p1 +10\.244\.2\.2 +on n2/);
+    expect(text).toMatch(/n2-p1 +twc-n2-p1 +10\.244\.\d+\.2 +on n2/);
   });
 
   it('lab down removes namespaces, pins and state, and a second down is harmless', async () => {
@@ -60,6 +67,8 @@ describe('twill lab', () => {
     expect(await namespaces()).toEqual([]);
     expect(existsSync(`/sys/fs/bpf/twill-lab/${LAB}-n1`)).toBe(false);
     expect(existsSync(`/run/twill/lab/${LAB}`)).toBe(false);
+    expect((await run(['pgrep', '-f', `twill-lab/${LAB}-n`], { allowFailure: true })).stdout).toBe(''); // no agent left
+    expect((await run(['pgrep', '-f', `lab/${LAB}/etcd`], { allowFailure: true })).stdout).toBe(''); // no etcd left
     expect((await twill(['lab', 'down', '--name', LAB])).code).toBe(0);
     expect((await twill(['lab', 'status', '--name', LAB])).code).toBe(2);
   });

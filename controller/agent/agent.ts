@@ -1,0 +1,185 @@
+import { existsSync } from 'node:fs';
+import { parseNetworkConfig, ConfigError, type NetworkConfig } from '../config/network-config.js';
+import { attachDataplane } from '../dataplane/attach.js';
+import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
+import { EtcdStore } from '../etcd/store.js';
+import { formatCidr } from '../net/ipv4.js';
+import { randomVtepMac } from '../net/mac.js';
+import { Reconciler } from '../reconcile/reconciler.js';
+import { SubnetManager, type OwnLease } from '../subnet/manager.js';
+import { readSubnetHint, writeSubnetFile } from '../subnet/subnet-file.js';
+import { LeaseWatcher } from '../subnet/watcher.js';
+import { logger, setLogLevel } from '../util/log.js';
+import type { AgentFlags } from './flags.js';
+import { startHealthServer } from './health.js';
+import { selectIface, type ChosenIface } from './iface.js';
+import { sdNotify } from './sd-notify.js';
+
+const log = logger('agent');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** flannel reads the config once at start and waits for it to exist; an invalid one is reported and waited out too. */
+async function waitForConfig(store: EtcdStore, status: { configError?: string }): Promise<NetworkConfig> {
+  let lastProblem = '';
+  for (;;) {
+    let problem: string;
+    try {
+      const text = await store.getConfig();
+      if (text !== undefined) return parseNetworkConfig(text);
+      problem = `no network config at ${store.configKey} yet`;
+    } catch (err) {
+      problem = err instanceof ConfigError ? `${store.configKey}: ${err.message}` : `etcd: ${(err as Error).message}`;
+    }
+    status.configError = problem;
+    if (problem !== lastProblem) (problem.startsWith('no network config') ? log.warn : log.error)('waiting for a usable network config', { problem });
+    lastProblem = problem;
+    await sleep(1000);
+  }
+}
+
+/** The VtepMAC survives restarts: it is read back from the pinned config map when there is one. */
+function previousVtepMac(pinDir: string): string | undefined {
+  if (!existsSync(`${pinDir}/twill_config`)) return undefined;
+  const maps = DatapathMaps.open(pinDir);
+  try {
+    return maps.readConfig()?.vtep_mac;
+  } finally {
+    maps.close();
+  }
+}
+
+export async function runAgent(flags: AgentFlags): Promise<never> {
+  if (flags.v >= 2) setLogLevel('debug');
+  else if (flags.v >= 1) setLogLevel('info');
+  const status: { configError?: string; ready: boolean; lease?: string; watcher?: LeaseWatcher; reconciler?: Reconciler } = { ready: false };
+
+  const iface: ChosenIface = await selectIface({ iface: flags.iface, ifaceRegex: flags.ifaceRegex, ifaceCanReach: flags.ifaceCanReach, publicIp: flags.publicIp });
+  log.info('using interface', { iface: iface.name, address: iface.address, publicIp: iface.publicIp, reason: iface.reason });
+
+  const health = flags.healthzPort
+    ? await startHealthServer(flags.healthzIp, flags.healthzPort, {
+        ready: () => status.ready,
+        detail: () => ({ lease: status.lease, configError: status.configError, watch: status.watcher?.state, reconciles: status.reconciler?.count }),
+      })
+    : undefined;
+  if (health) log.info('health server listening', { address: health.address });
+
+  const store = new EtcdStore({
+    endpoints: flags.etcdEndpoints,
+    prefix: flags.etcdPrefix,
+    caFile: flags.etcdCafile,
+    certFile: flags.etcdCertfile,
+    keyFile: flags.etcdKeyfile,
+    username: flags.etcdUsername,
+    password: flags.etcdPassword,
+  });
+  const config = await waitForConfig(store, status);
+  status.configError = undefined;
+  const underlayMtu = config.backend.mtu ?? iface.mtu;
+  const vtepMac = previousVtepMac(flags.pinDir) ?? randomVtepMac();
+  const manager = new SubnetManager(
+    store,
+    config,
+    { publicIp: iface.publicIp, vni: config.backend.vni, vtepMac },
+    { ttlSeconds: flags.subnetLeaseTtl, renewMarginSeconds: flags.subnetLeaseRenewMargin * 60, hint: readSubnetHint(flags.subnetFile), log },
+  );
+
+  const acquireWithRetry = async (): Promise<OwnLease> => {
+    for (let delay = 1000; ; delay = Math.min(delay * 2, 30_000)) {
+      try {
+        return await manager.acquire();
+      } catch (err) {
+        log.error('cannot acquire a subnet lease, retrying', { error: (err as Error).message, retryInMs: delay });
+        await sleep(delay);
+      }
+    }
+  };
+
+  /** Datapath and subnet file for the lease we hold; run again if the lease ever moves. */
+  const program = async (own: OwnLease): Promise<void> => {
+    const spec = parseDataplaneSpec({
+      pinDir: flags.pinDir,
+      underlayIface: iface.name,
+      publicIp: iface.address,
+      vtepMac,
+      subnet: formatCidr(own.subnet),
+      network: formatCidr(config.network),
+      vni: config.backend.vni,
+      port: config.backend.port,
+      mtu: underlayMtu,
+      overlayDevice: flags.overlayDevice,
+    });
+    await attachDataplane(spec);
+    status.lease = formatCidr(own.subnet);
+  };
+
+  let own = await acquireWithRetry();
+  await program(own);
+  const maps = DatapathMaps.open(flags.pinDir);
+  const reconciler = new Reconciler(maps, { subnet: formatCidr(own.subnet), publicIp: iface.publicIp }, config.backend.vni, log);
+  status.reconciler = reconciler;
+
+  let lostSignal: (() => void) | undefined;
+  const watcher = new LeaseWatcher(
+    store,
+    (_change, all) => reconciler.update(all),
+    log,
+    (e) => {
+      if (manager.isOwnLeaseLost({ type: e.type, key: e.record.key, value: e.record.value })) lostSignal?.();
+    },
+  );
+  status.watcher = watcher;
+  await watcher.start();
+  reconciler.update(watcher.leases);
+  await reconciler.settled();
+
+  writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: underlayMtu - VXLAN_OVERHEAD, ipMasq: flags.ipMasq });
+  status.ready = true;
+  sdNotify(`READY=1\nSTATUS=lease ${formatCidr(own.subnet)}`);
+  log.info('ready', { lease: formatCidr(own.subnet), reservation: own.reservation, subnetFile: flags.subnetFile, pinDir: flags.pinDir });
+
+  const shutdown = (signal: string) => {
+    // The datapath stays: pinned links and maps keep forwarding until the next agent takes over.
+    log.info('stopping; datapath left in place', { signal });
+    void watcher.stop().finally(() => {
+      store.close();
+      void health?.close();
+      process.exit(0);
+    });
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+
+  // Renew before expiry; re-acquire (loudly) when the lease is lost.
+  for (;;) {
+    const lost = new Promise<'lost'>((resolve) => (lostSignal = () => resolve('lost')));
+    const delay = manager.renewDelay();
+    const outcome = await Promise.race([lost, delay === undefined ? new Promise<never>(() => undefined) : sleep(delay).then(() => 'renew' as const)]);
+    let gone = outcome === 'lost';
+    if (outcome === 'renew') {
+      try {
+        gone = !(await manager.renew());
+        if (!gone) log.info('lease renewed', { lease: formatCidr(own.subnet), expiresInS: Math.round(((manager.own?.expiresAt ?? 0) - Date.now()) / 1000) });
+      } catch (err) {
+        log.warn('lease renewal failed, retrying in a minute or before expiry', { error: (err as Error).message });
+        await Promise.race([lost, sleep(Math.min(60_000, Math.max(1000, ((manager.own?.expiresAt ?? Date.now()) - Date.now()) / 2)))]);
+        continue;
+      }
+    }
+    if (!gone) continue;
+    status.ready = false;
+    log.error('our subnet lease is gone from etcd: re-acquiring', { lease: formatCidr(own.subnet) });
+    const previous = formatCidr(own.subnet);
+    own = await acquireWithRetry();
+    if (formatCidr(own.subnet) !== previous) {
+      log.error('lease moved to another subnet: pods on the old subnet lose connectivity until they are recreated', { from: previous, to: formatCidr(own.subnet) });
+      await program(own);
+      reconciler.setSelf({ subnet: formatCidr(own.subnet), publicIp: iface.publicIp });
+      writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: underlayMtu - VXLAN_OVERHEAD, ipMasq: flags.ipMasq });
+    }
+    reconciler.update(watcher.leases);
+    status.ready = true;
+    log.warn('lease re-acquired', { lease: formatCidr(own.subnet) });
+  }
+}

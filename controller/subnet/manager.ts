@@ -1,0 +1,126 @@
+import type { Lease as EtcdLease } from 'etcd3';
+import type { NetworkConfig } from '../config/network-config.js';
+import type { EtcdStore } from '../etcd/store.js';
+import { formatCidr, type Cidr } from '../net/ipv4.js';
+import type { Logger } from '../util/log.js';
+import { decideAcquire } from './allocate.js';
+import { encodeLeaseValue, isReservation, parseLeaseKV, subnetKey, type Lease } from './lease.js';
+
+/** What we hold in etcd. */
+export interface OwnLease {
+  subnet: Cidr;
+  key: string;
+  reservation: boolean;
+  /** null for a reservation, which has no TTL and is never converted into one */
+  etcdLease: EtcdLease | null;
+  expiresAt?: number;
+}
+
+export interface NodeAttrs {
+  publicIp: string;
+  vni: number;
+  vtepMac: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Parses the records of a listing; unusable ones are reported once each and skipped. */
+export function usableLeases(records: { key: string; value: string; lease: string; modRevision: string }[], log: Logger): Lease[] {
+  const out: Lease[] = [];
+  for (const r of records) {
+    const p = parseLeaseKV(r.key, r.value, r.lease, r.modRevision);
+    if (p.ok) out.push(p.lease);
+    else log.warn('ignoring unusable lease record', { reason: p.reason });
+  }
+  return out;
+}
+
+/**
+ * flannel's subnet manager for one node: acquire (reuse, hint, allocate), renew before expiry,
+ * and re-acquire when the lease is lost. A transaction that loses a race is retried, never fatal.
+ */
+export class SubnetManager {
+  own?: OwnLease;
+
+  constructor(
+    private readonly store: EtcdStore,
+    private readonly config: NetworkConfig,
+    private readonly attrs: NodeAttrs,
+    private readonly opts: { ttlSeconds: number; renewMarginSeconds: number; hint?: Cidr; log: Logger; random?: () => number },
+  ) {}
+
+  async acquire(): Promise<OwnLease> {
+    const { log } = this.opts;
+    const value = encodeLeaseValue(this.attrs);
+    for (let attempt = 1; ; attempt++) {
+      const { records } = await this.store.listLeases();
+      const leases = usableLeases(records, log);
+      const d = decideAcquire({ config: this.config, publicIp: this.attrs.publicIp, leases, hint: this.opts.hint, random: this.opts.random });
+      const stale = d.action === 'reuse' ? [] : d.stale;
+      for (const s of stale) {
+        log.warn('deleting our old lease that no longer fits the network config', { subnet: formatCidr(s.subnet) });
+        await this.store.deleteLease(subnetKey(s.subnet), s.modRevision);
+      }
+      let own: OwnLease | undefined;
+      if (d.action === 'reuse') {
+        const key = subnetKey(d.lease.subnet);
+        // Fresh attributes (our VtepMAC may be new); a reservation stays one.
+        const lease = await this.store.rewriteLease(key, value, d.lease.modRevision, d.reservation ? undefined : this.opts.ttlSeconds);
+        if (lease !== undefined) {
+          if (!d.reservation) await this.store.revokeLeaseId(d.lease.etcdLease);
+          own = { subnet: d.lease.subnet, key, reservation: d.reservation, etcdLease: lease, expiresAt: lease ? Date.now() + this.opts.ttlSeconds * 1000 : undefined };
+          log.info(d.reservation ? 'using our reservation' : 'reusing our lease', { subnet: formatCidr(d.lease.subnet) });
+        }
+      } else if (d.action === 'allocate') {
+        const key = subnetKey(d.subnet);
+        const lease = await this.store.createLease(key, value, this.opts.ttlSeconds);
+        if (lease) {
+          own = { subnet: d.subnet, key, reservation: false, etcdLease: lease, expiresAt: Date.now() + this.opts.ttlSeconds * 1000 };
+          log.info('acquired a new lease', { subnet: formatCidr(d.subnet), via: d.via });
+        }
+      } else {
+        log.error('no free subnet left in the network; retrying', { network: formatCidr(this.config.network), attempt });
+        await sleep(Math.min(30_000, 1000 * attempt));
+        continue;
+      }
+      if (own) {
+        this.own = own;
+        return own;
+      }
+      log.info('lost a race for a subnet, trying again', { attempt });
+      await sleep(Math.min(1000, 20 * attempt + Math.floor((this.opts.random ?? Math.random)() * 50)));
+    }
+  }
+
+  /** Milliseconds until the next renewal is due (flannel: at expiry minus the margin). */
+  renewDelay(now = Date.now()): number | undefined {
+    const own = this.own;
+    if (!own?.etcdLease || own.expiresAt === undefined) return undefined;
+    const margin = Math.min(this.opts.renewMarginSeconds, this.opts.ttlSeconds / 2) * 1000;
+    return Math.max(0, own.expiresAt - margin - now);
+  }
+
+  /** Refreshes our TTL. Returns false when etcd says the lease is gone (the caller re-acquires). */
+  async renew(): Promise<boolean> {
+    const own = this.own;
+    if (!own?.etcdLease) return true;
+    try {
+      const ttl = await this.store.keepalive(own.etcdLease);
+      own.expiresAt = Date.now() + ttl * 1000;
+      return true;
+    } catch (err) {
+      if ((err as Error).name === 'EtcdLeaseInvalidError') return false;
+      throw err;
+    }
+  }
+
+  /** Whether a watch event means our own record is gone or taken over. */
+  isOwnLeaseLost(e: { type: 'put' | 'delete'; key: string; value: string }): boolean {
+    if (!this.own || !e.key.endsWith(`/${this.own.key}`)) return false;
+    if (e.type === 'delete') return true;
+    const p = parseLeaseKV(e.key, e.value);
+    return !p.ok || p.lease.publicIp !== this.attrs.publicIp;
+  }
+}
+
+export { isReservation };

@@ -1,0 +1,112 @@
+import type { EtcdStore, WatchEvent } from '../etcd/store.js';
+import { formatCidr } from '../net/ipv4.js';
+import type { Logger } from '../util/log.js';
+import { parseLeaseKV, type Lease } from './lease.js';
+import { usableLeases } from './manager.js';
+
+export interface LeaseChange {
+  added: Lease[];
+  removed: Lease[];
+  changed: Lease[];
+}
+
+/**
+ * Keeps the set of leases current: a listing at revision R, then a watch from R+1. When the
+ * watch ends (etcd restarted and compacted, or canceled it) the next listing is diffed against
+ * what we had, so deletes and attribute changes missed meanwhile are not lost.
+ */
+export class LeaseWatcher {
+  readonly leases = new Map<string, Lease>();
+  private stopped = false;
+  private current?: { cancel(): Promise<void> };
+  /** state for metrics and status */
+  state: 'starting' | 'watching' | 'resyncing' | 'backoff' = 'starting';
+  resyncs = 0;
+
+  constructor(
+    private readonly store: EtcdStore,
+    private readonly onChange: (change: LeaseChange, all: ReadonlyMap<string, Lease>) => void,
+    private readonly log: Logger,
+    private readonly onEvent?: (e: WatchEvent) => void,
+  ) {}
+
+  /** Resolves after the first listing has been applied; keeps watching in the background. */
+  async start(): Promise<void> {
+    await this.resync();
+    void this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.current?.cancel().catch(() => undefined);
+  }
+
+  private revision = '0';
+
+  private async resync(): Promise<void> {
+    this.state = 'resyncing';
+    const { revision, records } = await this.store.listLeases();
+    const fresh = new Map(usableLeases(records, this.log).map((l) => [l.subnet.ip + '/' + l.subnet.len, l]));
+    const change: LeaseChange = { added: [], removed: [], changed: [] };
+    for (const [k, l] of fresh) {
+      const had = this.leases.get(k);
+      if (!had) change.added.push(l);
+      else if (had.publicIp !== l.publicIp || had.vtepMac !== l.vtepMac || had.backendType !== l.backendType || had.vni !== l.vni) change.changed.push(l);
+    }
+    for (const [k, l] of this.leases) if (!fresh.has(k)) change.removed.push(l);
+    this.leases.clear();
+    for (const [k, l] of fresh) this.leases.set(k, l);
+    this.revision = revision;
+    this.resyncs++;
+    if (change.added.length + change.removed.length + change.changed.length) this.onChange(change, this.leases);
+  }
+
+  private async loop(): Promise<void> {
+    let backoff = 100;
+    while (!this.stopped) {
+      try {
+        const handle = await this.store.watchLeases(String(Number(this.revision) + 1), (e) => this.apply(e));
+        this.current = handle;
+        this.state = 'watching';
+        backoff = 100;
+        const reason = await handle.ended;
+        if (this.stopped) return;
+        this.log.warn('lease watch ended, resyncing', { error: reason.message, revision: this.revision });
+      } catch (err) {
+        if (this.stopped) return;
+        this.log.warn('lease watch failed', { error: (err as Error).message, retryInMs: backoff });
+      }
+      this.state = 'backoff';
+      await new Promise((r) => setTimeout(r, backoff));
+      backoff = Math.min(5000, backoff * 2);
+      try {
+        await this.resync();
+      } catch (err) {
+        this.log.warn('lease resync failed', { error: (err as Error).message });
+      }
+    }
+  }
+
+  private apply(e: WatchEvent): void {
+    this.revision = e.revision;
+    this.onEvent?.(e);
+    const parsed = parseLeaseKV(e.record.key, e.record.value, e.record.lease, e.record.modRevision);
+    if (!parsed.ok) {
+      this.log.warn('ignoring unusable lease record', { reason: parsed.reason, event: e.type });
+      return;
+    }
+    const k = parsed.lease.subnet.ip + '/' + parsed.lease.subnet.len;
+    const change: LeaseChange = { added: [], removed: [], changed: [] };
+    if (e.type === 'delete') {
+      const had = this.leases.get(k);
+      if (!had) return;
+      this.leases.delete(k);
+      change.removed.push(had);
+    } else {
+      (this.leases.has(k) ? change.changed : change.added).push(parsed.lease);
+      this.leases.set(k, parsed.lease);
+    }
+    this.log.debug('lease event', { type: e.type, subnet: formatCidr(parsed.lease.subnet), publicIp: parsed.lease.publicIp });
+    this.onChange(change, this.leases);
+  }
+}
