@@ -85,10 +85,10 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     { ttlSeconds: flags.subnetLeaseTtl, renewMarginSeconds: flags.subnetLeaseRenewMargin * 60, hint: readSubnetHint(flags.subnetFile), log },
   );
 
-  const acquireWithRetry = async (): Promise<OwnLease> => {
+  const acquireWithRetry = async (hint?: OwnLease['subnet']): Promise<OwnLease> => {
     for (let delay = 1000; ; delay = Math.min(delay * 2, 30_000)) {
       try {
-        return await manager.acquire();
+        return await manager.acquire(hint);
       } catch (err) {
         log.error('cannot acquire a subnet lease, retrying', { error: (err as Error).message, retryInMs: delay });
         await sleep(delay);
@@ -171,7 +171,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     status.ready = false;
     log.error('our subnet lease is gone from etcd: re-acquiring', { lease: formatCidr(own.subnet) });
     const previous = formatCidr(own.subnet);
-    own = await acquireWithRetry();
+    own = await acquireWithRetry(own.subnet);
     if (formatCidr(own.subnet) !== previous) {
       log.error('lease moved to another subnet: pods on the old subnet lose connectivity until they are recreated', { from: previous, to: formatCidr(own.subnet) });
       await program(own);

@@ -143,8 +143,20 @@ export class EtcdStore {
     await this.client.put(key).value(value);
   }
 
-  async watchLeases(fromRevision: string, onEvent: (e: WatchEvent) => void): Promise<WatchHandle> {
+  /**
+   * `onReconnect` fires when the client re-established the watch after losing its connection.
+   * etcd3 resubscribes by itself, but not from the last revision it delivered (seen here: a
+   * delete made while disconnected never arrived), so the caller must re-list and diff then.
+   */
+  async watchLeases(fromRevision: string, onEvent: (e: WatchEvent) => void, onReconnect?: () => void): Promise<WatchHandle> {
     const watcher = await this.client.watch().prefix(this.subnetsPrefix).withPreviousKV().startRevision(fromRevision).create();
+    let lostConnection = false;
+    watcher.on('disconnected', () => (lostConnection = true));
+    watcher.on('connected', () => {
+      if (!lostConnection) return;
+      lostConnection = false;
+      onReconnect?.();
+    });
     const ended = new Promise<Error>((resolve) => {
       // etcd 3.4 cancels a watch whose start revision was compacted with an empty reason, and
       // the client drops the compact revision: all the caller can do is resync, and it does.

@@ -146,7 +146,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
   const etcdNs = `${o.name}-etcd`;
   const etcdIp = hostIn(o.underlayCidr, 250);
   await attachToUnderlay(state, etcdNs, 'etcd', etcdIp, o.mtu);
-  const etcd = await startEtcd({ name: `${o.name}-etcd`, host: etcdIp, clientPort: 2379, peerPort: 2380, dataDir: `${stateDir(o.name)}/etcd/data`, logFile: `${stateDir(o.name)}/etcd/etcd.log`, netns: etcdNs });
+  const etcd = await startEtcd(etcdOptions(o.name, etcdIp));
   state.etcd = { ...etcd, prefix: ETCD_PREFIX };
   saveState(state);
   const configNote = await ensureNetworkConfig(state, o);
@@ -213,6 +213,21 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     }
   }
   return state;
+}
+
+function etcdOptions(name: string, host: string) {
+  return { name: `${name}-etcd`, host, clientPort: 2379, peerPort: 2380, dataDir: `${stateDir(name)}/etcd/data`, logFile: `${stateDir(name)}/etcd/etcd.log`, netns: `${name}-etcd` };
+}
+
+/** Stops the lab's etcd (data kept); tests use it to show the datapath does not depend on etcd. */
+export async function stopLabEtcd(state: LabState): Promise<void> {
+  if (state.etcd) await stopEtcd(state.etcd);
+}
+
+export async function startLabEtcd(state: LabState): Promise<void> {
+  const host = new URL(state.etcd!.endpoint).hostname;
+  state.etcd = { ...(await startEtcd(etcdOptions(state.name, host))), prefix: state.etcd!.prefix };
+  saveState(state);
 }
 
 /** A namespace with eth0 on the underlay bridge: address, default route via the gateway, lo up. */

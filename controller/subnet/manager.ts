@@ -49,13 +49,14 @@ export class SubnetManager {
     private readonly opts: { ttlSeconds: number; renewMarginSeconds: number; hint?: Cidr; log: Logger; random?: () => number },
   ) {}
 
-  async acquire(): Promise<OwnLease> {
+  /** `hint` overrides the subnet-file hint: on re-acquire, the subnet we just held is the one to get back. */
+  async acquire(hint = this.opts.hint): Promise<OwnLease> {
     const { log } = this.opts;
     const value = encodeLeaseValue(this.attrs);
     for (let attempt = 1; ; attempt++) {
       const { records } = await this.store.listLeases();
       const leases = usableLeases(records, log);
-      const d = decideAcquire({ config: this.config, publicIp: this.attrs.publicIp, leases, hint: this.opts.hint, random: this.opts.random });
+      const d = decideAcquire({ config: this.config, publicIp: this.attrs.publicIp, leases, hint, random: this.opts.random });
       const stale = d.action === 'reuse' ? [] : d.stale;
       for (const s of stale) {
         log.warn('deleting our old lease that no longer fits the network config', { subnet: formatCidr(s.subnet) });

@@ -12,8 +12,9 @@ export interface LeaseChange {
 
 /**
  * Keeps the set of leases current: a listing at revision R, then a watch from R+1. When the
- * watch ends (etcd restarted and compacted, or canceled it) the next listing is diffed against
- * what we had, so deletes and attribute changes missed meanwhile are not lost.
+ * watch ends (etcd compacted past it, or canceled it) or its connection was re-established,
+ * a new listing is diffed against what we had, so deletes and attribute changes missed
+ * meanwhile are not lost. Events no newer than the last listing are stale and skipped.
  */
 export class LeaseWatcher {
   readonly leases = new Map<string, Lease>();
@@ -42,6 +43,7 @@ export class LeaseWatcher {
   }
 
   private revision = '0';
+  private listedAt = 0;
 
   private async resync(): Promise<void> {
     this.state = 'resyncing';
@@ -57,6 +59,7 @@ export class LeaseWatcher {
     this.leases.clear();
     for (const [k, l] of fresh) this.leases.set(k, l);
     this.revision = revision;
+    this.listedAt = Number(revision);
     this.resyncs++;
     if (change.added.length + change.removed.length + change.changed.length) this.onChange(change, this.leases);
   }
@@ -65,7 +68,14 @@ export class LeaseWatcher {
     let backoff = 100;
     while (!this.stopped) {
       try {
-        const handle = await this.store.watchLeases(String(Number(this.revision) + 1), (e) => this.apply(e));
+        const handle = await this.store.watchLeases(
+          String(Number(this.revision) + 1),
+          (e) => this.apply(e),
+          () => {
+            this.log.warn('lease watch reconnected, resyncing', { revision: this.revision });
+            this.resync().catch((err: Error) => this.log.warn('lease resync failed', { error: err.message }));
+          },
+        );
         this.current = handle;
         this.state = 'watching';
         backoff = 100;
@@ -88,6 +98,7 @@ export class LeaseWatcher {
   }
 
   private apply(e: WatchEvent): void {
+    if (Number(e.revision) <= this.listedAt) return;
     this.revision = e.revision;
     this.onEvent?.(e);
     const parsed = parseLeaseKV(e.record.key, e.record.value, e.record.lease, e.record.modRevision);
