@@ -15,9 +15,16 @@ export interface EtcdProcess {
   netns?: string;
 }
 
-export async function startEtcd(opts: { name: string; host: string; clientPort: number; peerPort: number; dataDir: string; logFile: string; netns?: string }): Promise<EtcdProcess> {
+export interface EtcdTls {
+  cert: string;
+  key: string;
+  /** CA that client certificates must chain to (client-cert-auth) */
+  ca: string;
+}
+
+export async function startEtcd(opts: { name: string; host: string; clientPort: number; peerPort: number; dataDir: string; logFile: string; netns?: string; tls?: EtcdTls }): Promise<EtcdProcess> {
   mkdirSync(opts.dataDir, { recursive: true });
-  const client = `http://${opts.host}:${opts.clientPort}`;
+  const client = `${opts.tls ? 'https' : 'http'}://${opts.host}:${opts.clientPort}`;
   const peer = `http://${opts.host}:${opts.peerPort}`;
   const argv = [
     '/usr/bin/etcd',
@@ -29,6 +36,7 @@ export async function startEtcd(opts: { name: string; host: string; clientPort: 
     '--initial-advertise-peer-urls', peer,
     '--initial-cluster', `${opts.name}=${peer}`,
     '--initial-cluster-state', 'new',
+    ...(opts.tls ? ['--cert-file', opts.tls.cert, '--key-file', opts.tls.key, '--client-cert-auth', '--trusted-ca-file', opts.tls.ca] : []),
   ];
   const full = opts.netns ? ['nsenter', `--net=/run/netns/${opts.netns}`, '--', ...argv] : argv;
   const log = openSync(opts.logFile, 'a');
@@ -36,11 +44,11 @@ export async function startEtcd(opts: { name: string; host: string; clientPort: 
   const child = spawn(full[0], full.slice(1), { detached: true, stdio: ['ignore', log, log] });
   child.unref();
   const proc: EtcdProcess = { pid: child.pid!, endpoint: client, dataDir: opts.dataDir, logFile: opts.logFile, netns: opts.netns };
-  await waitForEtcd(proc);
+  await waitForEtcd(proc, opts.tls);
   return proc;
 }
 
-async function waitForEtcd(proc: EtcdProcess, timeoutMs = 20_000): Promise<void> {
+async function waitForEtcd(proc: EtcdProcess, tls?: EtcdTls, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   // The lab's etcd listens inside a namespace; probe it from there when needed.
   const probe = async () => {
@@ -49,7 +57,11 @@ async function waitForEtcd(proc: EtcdProcess, timeoutMs = 20_000): Promise<void>
       const r = await run(['etcdctl', '--endpoints', proc.endpoint, '--command-timeout=1s', 'endpoint', 'health'], { netns: proc.netns, allowFailure: true, env: { ...process.env, ETCDCTL_API: '3' } });
       return r.code === 0;
     }
-    const c = new Etcd3({ hosts: proc.endpoint, defaultCallOptions: () => ({ deadline: Date.now() + 1000 }) });
+    const c = new Etcd3({
+      hosts: proc.endpoint,
+      defaultCallOptions: () => ({ deadline: Date.now() + 1000 }),
+      credentials: tls && { rootCertificate: readFileSync(tls.ca), certChain: readFileSync(tls.cert), privateKey: readFileSync(tls.key) },
+    });
     try {
       await c.get('health-probe');
       return true;

@@ -263,9 +263,9 @@ function agentArgs(state: LabState, node: LabNode): string[] {
   ];
 }
 
-/** Restarts one node's agent with the same flags (tests kill and restart agents). */
-export function restartAgent(state: LabState, node: LabNode): AgentProcess {
-  node.agent = startAgent({ netns: node.netns, logFile: node.agent?.log ?? `${path.dirname(node.subnetFile)}/agent.log`, healthz: `${node.underlayIp}:${HEALTHZ_PORT}`, args: agentArgs(state, node) });
+/** Restarts one node's agent with the same flags, plus any given (tests kill and restart agents). */
+export function restartAgent(state: LabState, node: LabNode, extraArgs: string[] = []): AgentProcess {
+  node.agent = startAgent({ netns: node.netns, logFile: node.agent?.log ?? `${path.dirname(node.subnetFile)}/agent.log`, healthz: `${node.underlayIp}:${HEALTHZ_PORT}`, args: [...agentArgs(state, node), ...extraArgs] });
   saveState(state);
   return node.agent;
 }

@@ -185,9 +185,41 @@ describe('twill agent with a real etcd', () => {
     await etcdctl('del', key(fake));
   });
 
+  it('ignores leases of other backends and unparsable records, with a warning, and keeps working', async () => {
+    const n1 = node('n1');
+    const before = await maps(n1);
+    const logLength = log(n1).length;
+    await etcdctl('put', key('10.244.242.0/24'), JSON.stringify({ PublicIP: '192.168.77.97', BackendType: 'host-gw', BackendData: null }));
+    await etcdctl('put', `${PREFIX}/subnets/not-a-subnet`, '{}');
+    await etcdctl('put', key('10.244.243.0/24'), '{"PublicIP": 42');
+    await until('warnings for all three', async () => {
+      const l = log(n1).slice(logLength);
+      return l.includes('backend type \\"host-gw\\" is not vxlan') && l.includes('not a subnet key') && l.includes('value is not JSON');
+    });
+    expect(await maps(n1)).toEqual(before);
+    for (const k of [key('10.244.242.0/24'), `${PREFIX}/subnets/not-a-subnet`, key('10.244.243.0/24')]) await etcdctl('del', k);
+    expect((await ping(pod('n1-p1').netns, pod('n2-p1').ip)).code).toBe(0);
+  });
+
+  it('renews its lease before expiry', async () => {
+    const n2 = node('n2');
+    await stopAgent(n2.agent!.pid, n2.pinDir);
+    const logLength = log(n2).length;
+    // A 10 s TTL: renewal is due after 5 s (the margin is capped at half the TTL).
+    restartAgent(lab, n2, ['--subnet-lease-ttl=10']);
+    await until('the agent to renew twice', async () => (log(n2).slice(logLength).match(/"msg":"lease renewed"/g)?.length ?? 0) >= 2, 30_000);
+    const raw = (await etcdctl('get', key(n2.subnet), '-w', 'json')).stdout;
+    const ttl = JSON.parse((await etcdctl('lease', 'timetolive', leaseIdHex(raw), '-w', 'json')).stdout) as { ttl: number };
+    expect(ttl.ttl).toBeGreaterThan(0); // 15+ s after a 10 s grant: alive only through renewal
+    expect(await hasSubnet(node('n1'), n2.subnet)).toBe(true);
+  }, 40_000);
+
   it('keeps a reservation a reservation', async () => {
     const n3 = node('n3');
     await stopAgent(n3.agent!.pid, n3.pinDir);
+    // SIGTERM leaves the datapath in place: n3 keeps forwarding with no agent.
+    expect(isAgent(n3.agent!.pid, n3.pinDir)).toBe(false);
+    expect((await ping(pod('n1-p1').netns, pod('n3-p1').ip)).code).toBe(0);
     await etcdctl('del', key(n3.subnet));
     const reserved = '10.244.250.0/24';
     await etcdctl('put', key(reserved), fakeLease(n3.underlayIp, n3.vtepMac));
