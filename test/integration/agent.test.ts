@@ -84,9 +84,10 @@ describe('twill agent with a real etcd', () => {
     ['{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan"}}', 'SubnetLen 31: must be <= 30'],
     ['{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}', 'Backend.Type \\"host-gw\\": twill implements the vxlan backend only'],
     ['{"Network":"10.244.0.0/16"', 'not valid JSON'],
-  ])('waits out an invalid config %s, saying what is wrong, and writes nothing', async (config, message) => {
+    [undefined, 'no network config at /bad/'],
+  ])('waits out an invalid or missing config %s, saying what is wrong, and writes nothing', async (config, message) => {
     const prefix = `/bad/${Date.now()}`;
-    await etcdctl('put', `${prefix}/config`, config);
+    if (config !== undefined) await etcdctl('put', `${prefix}/config`, config);
     const n1 = node('n1');
     const subnetFile = `/run/twill/lab/${LAB}/bad-subnet.env`;
     const agent = startInNetns(n1.netns, [process.execPath, cliPath, 'agent', `--etcd-endpoints=${lab.etcd!.endpoint}`, `--etcd-prefix=${prefix}`, '--iface=eth0', `--pin-dir=/sys/fs/bpf/twill-lab/${LAB}-bad`, `--subnet-file=${subnetFile}`]);
