@@ -1,12 +1,13 @@
 import { existsSync } from 'node:fs';
 import { parseNetworkConfig, ConfigError, type NetworkConfig } from '../config/network-config.js';
-import { attachDataplane } from '../dataplane/attach.js';
+import { attachDataplane, detachDataplane, readAttachState } from '../dataplane/attach.js';
+import { ensureKernelVxlan, kernelVxlanMac, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
 import { EtcdStore } from '../etcd/store.js';
 import { formatCidr } from '../net/ipv4.js';
 import { randomVtepMac } from '../net/mac.js';
-import { Reconciler } from '../reconcile/reconciler.js';
+import { Reconciler, type Datapath } from '../reconcile/reconciler.js';
 import { SubnetManager, type OwnLease } from '../subnet/manager.js';
 import { readSubnetHint, writeSubnetFile } from '../subnet/subnet-file.js';
 import { LeaseWatcher } from '../subnet/watcher.js';
@@ -77,7 +78,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const config = await waitForConfig(store, status);
   status.configError = undefined;
   const underlayMtu = config.backend.mtu ?? iface.mtu;
-  const vtepMac = previousVtepMac(flags.pinDir) ?? randomVtepMac();
+  // The lease's VtepMAC survives restarts and mode switches: BPF config map, else flannel.<VNI>.
+  const vtepMac = previousVtepMac(flags.pinDir) ?? (await kernelVxlanMac(config.backend.vni)) ?? randomVtepMac();
   const manager = new SubnetManager(
     store,
     config,
@@ -96,28 +98,51 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     }
   };
 
-  /** Datapath and subnet file for the lease we hold; run again if the lease ever moves. */
-  const program = async (own: OwnLease): Promise<void> => {
-    const spec = parseDataplaneSpec({
-      pinDir: flags.pinDir,
-      underlayIface: iface.name,
-      publicIp: iface.address,
-      vtepMac,
-      subnet: formatCidr(own.subnet),
-      network: formatCidr(config.network),
-      vni: config.backend.vni,
-      port: config.backend.port,
-      mtu: underlayMtu,
-      overlayDevice: flags.overlayDevice,
-    });
-    await attachDataplane(spec);
+  let mode: 'bpf' | 'kernel' = flags.dataplane === 'kernel' ? 'kernel' : 'bpf';
+
+  /** Sets up this node's datapath for the lease we hold; run again if the lease ever moves. */
+  const program = async (own: OwnLease): Promise<Datapath> => {
     status.lease = formatCidr(own.subnet);
+    if (mode === 'bpf') {
+      const spec = parseDataplaneSpec({
+        pinDir: flags.pinDir,
+        underlayIface: iface.name,
+        publicIp: iface.address,
+        vtepMac,
+        subnet: formatCidr(own.subnet),
+        network: formatCidr(config.network),
+        vni: config.backend.vni,
+        port: config.backend.port,
+        mtu: underlayMtu,
+        overlayDevice: flags.overlayDevice,
+      });
+      try {
+        await attachDataplane(spec);
+        return DatapathMaps.open(flags.pinDir);
+      } catch (err) {
+        if (flags.dataplane !== 'auto') throw err;
+        log.warn('BPF datapath unavailable on this kernel, using kernel VXLAN as flannel does', { error: (err as Error).message });
+        mode = 'kernel';
+      }
+    }
+    await ensureKernelVxlan({ vni: config.backend.vni, port: config.backend.port, underlayIface: iface.name, localIp: iface.address, vtepMac, subnet: formatCidr(own.subnet), underlayMtu });
+    return new KernelVxlanDatapath(config.backend.vni, config.subnetLen);
+  };
+
+  /** Only once the new mode carries traffic is the other one taken down: a switch drops nothing. */
+  const removeOtherMode = async (): Promise<void> => {
+    if (mode === 'bpf') {
+      if (await removeKernelVxlan(config.backend.vni)) log.info('switched from kernel VXLAN to BPF: removed the vxlan device');
+    } else if (readAttachState(flags.pinDir) || existsSync(`${flags.pinDir}/twill_config`)) {
+      await detachDataplane(flags.pinDir);
+      log.info('switched from BPF to kernel VXLAN: removed the BPF datapath', { pinDir: flags.pinDir });
+    }
   };
 
   let own = await acquireWithRetry();
-  await program(own);
-  const maps = DatapathMaps.open(flags.pinDir);
-  const reconciler = new Reconciler(maps, { subnet: formatCidr(own.subnet), publicIp: iface.publicIp }, config.backend.vni, log);
+  const datapath = await program(own);
+  log.info('datapath mode', { mode, requested: flags.dataplane });
+  const reconciler = new Reconciler(datapath, { subnet: formatCidr(own.subnet), publicIp: iface.publicIp }, config.backend.vni, log);
   status.reconciler = reconciler;
 
   let lostSignal: (() => void) | undefined;
@@ -133,6 +158,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   await watcher.start();
   reconciler.update(watcher.leases);
   await reconciler.settled();
+  await removeOtherMode();
 
   writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: underlayMtu - VXLAN_OVERHEAD, ipMasq: flags.ipMasq });
   status.ready = true;
@@ -174,7 +200,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     own = await acquireWithRetry(own.subnet);
     if (formatCidr(own.subnet) !== previous) {
       log.error('lease moved to another subnet: pods on the old subnet lose connectivity until they are recreated', { from: previous, to: formatCidr(own.subnet) });
-      await program(own);
+      reconciler.setDatapath(await program(own));
       reconciler.setSelf({ subnet: formatCidr(own.subnet), publicIp: iface.publicIp });
       writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: underlayMtu - VXLAN_OVERHEAD, ipMasq: flags.ipMasq });
     }

@@ -31,7 +31,7 @@ export interface AgentFlags {
   v: number;
   // twill's own
   pinDir: string;
-  dataplane: 'bpf';
+  dataplane: 'bpf' | 'kernel' | 'auto';
   subnetLeaseTtl: number;
   overlayDevice: string;
 }
@@ -80,7 +80,7 @@ const specs: Record<string, Spec> = {
   version: { key: 'version', kind: 'bool', def: false },
   v: { key: 'v', kind: 'int', def: 0, check: range(0, 10) },
   'pin-dir': { key: 'pinDir', kind: 'string', def: '/sys/fs/bpf/twill', check: ((v: string) => (v.startsWith('/sys/fs/bpf/') ? undefined : 'must be a directory under /sys/fs/bpf')) },
-  dataplane: { key: 'dataplane', kind: 'string', def: 'bpf', check: ((v: string) => (v === 'bpf' ? undefined : v === 'kernel' || v === 'auto' ? 'the kernel VXLAN dataplane is not implemented yet; use bpf' : 'must be bpf')) },
+  dataplane: { key: 'dataplane', kind: 'string', def: 'auto', check: ((v: string) => (['bpf', 'kernel', 'auto'].includes(v) ? undefined : 'must be bpf, kernel or auto')) },
   'subnet-lease-ttl': { key: 'subnetLeaseTtl', kind: 'int', def: 86400, check: range(10, 86400 * 30) },
   'overlay-device': { key: 'overlayDevice', kind: 'string', def: 'twill0' },
 };

@@ -29,6 +29,10 @@ export async function runDemo(state: LabState): Promise<number> {
 
   console.log('datapath counters (encap/decap packets per node)');
   for (const node of state.nodes) {
+    if (node.dataplane === 'kernel') {
+      console.log(`  ${node.name}: kernel VXLAN (flannel.1), no BPF counters`);
+      continue;
+    }
     const maps = DatapathMaps.open(node.pinDir);
     try {
       const s = maps.stats();

@@ -7,6 +7,7 @@ const upOpts = {
   ...nameOpt,
   nodes: { type: 'number', default: 3, describe: 'number of nodes' },
   'pods-per-node': { type: 'number', default: 2, describe: 'pods per node' },
+  'kernel-nodes': { type: 'number', default: 0, describe: "how many nodes (the last ones) run flannel's kernel VXLAN instead of BPF" },
   network: { type: 'string', default: '10.244.0.0/16', describe: 'cluster network' },
   'subnet-len': { type: 'number', default: 24, describe: 'node subnet length' },
   underlay: { type: 'string', default: '192.168.77.0/24', describe: 'underlay network (/24)' },
@@ -21,7 +22,7 @@ export async function labCommand(argv: string[]): Promise<number> {
         const o = parseArgs(rest, upOpts);
         const started = Date.now();
         const state = await labUp(
-          { name: o.name, nodes: o.nodes, podsPerNode: o['pods-per-node'], network: o.network, subnetLen: o['subnet-len'], underlayCidr: o.underlay },
+          { name: o.name, nodes: o.nodes, podsPerNode: o['pods-per-node'], kernelNodes: o['kernel-nodes'], network: o.network, subnetLen: o['subnet-len'], underlayCidr: o.underlay },
           progress,
         );
         console.error(`lab ${state.name} up in ${((Date.now() - started) / 1000).toFixed(1)} s: etcd ${state.etcd!.endpoint}, ${state.nodes.length} nodes each running twill agent, ${state.pods.length} pods`);
@@ -62,8 +63,9 @@ function printStatus(state: LabState, json: boolean): void {
       network: state.network,
       underlay: state.underlay,
       etcd: state.etcd && { netns: state.etcd.netns, endpoint: state.etcd.endpoint, prefix: state.etcd.prefix, pid: state.etcd.pid },
-      nodes: state.nodes.map(({ name, netns, underlayIp, subnet, vtepMac, pinDir, iface, subnetFile, agent }) => ({
+      nodes: state.nodes.map(({ name, netns, underlayIp, subnet, vtepMac, pinDir, iface, subnetFile, agent, dataplane }) => ({
         name,
+        dataplane,
         netns,
         underlayIp,
         subnet,
@@ -84,7 +86,7 @@ function printStatus(state: LabState, json: boolean): void {
   if (state.etcd) console.log(`etcd ${state.etcd.endpoint} (prefix ${state.etcd.prefix}) in ${state.etcd.netns}, pid ${state.etcd.pid}`);
   console.log('nodes');
   for (const n of state.nodes)
-    console.log(`  ${n.name.padEnd(4)} ${n.netns.padEnd(10)} ${n.underlayIp.padEnd(15)} ${n.subnet.padEnd(16)} vtep ${n.vtepMac}  ${n.pinDir}  agent pid ${n.agent?.pid ?? '-'} healthz ${n.agent?.healthz ?? '-'}`);
+    console.log(`  ${n.name.padEnd(4)} ${n.dataplane.padEnd(6)} ${n.netns.padEnd(10)} ${n.underlayIp.padEnd(15)} ${n.subnet.padEnd(16)} vtep ${n.vtepMac}  ${n.pinDir}  agent pid ${n.agent?.pid ?? '-'} healthz ${n.agent?.healthz ?? '-'}`);
   console.log('pods');
   for (const p of state.pods) console.log(`  ${p.name.padEnd(7)} ${p.netns.padEnd(13)} ${p.ip.padEnd(15)} on ${p.node}`);
 }

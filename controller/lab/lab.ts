@@ -26,6 +26,7 @@ const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/, 'an
 export const labOptionsSchema = z.object({
   name: z.string().regex(/^[a-z][a-z0-9]{0,5}$/, '1-6 lowercase letters or digits, starting with a letter'),
   nodes: z.number().int().min(1).max(50),
+  kernelNodes: z.number().int().min(0).max(50),
   podsPerNode: z.number().int().min(0).max(20),
   network: cidr,
   subnetLen: z.number().int().min(16).max(28),
@@ -38,6 +39,7 @@ export type LabOptions = z.output<typeof labOptionsSchema>;
 export const labDefaults: Omit<LabOptions, 'nodes'> = {
   name: 'twl',
   podsPerNode: 2,
+  kernelNodes: 0,
   network: '10.244.0.0/16',
   subnetLen: 24,
   underlayCidr: '192.168.77.0/24',
@@ -55,6 +57,8 @@ export interface LabNode {
   vtepMac: string;
   pinDir: string;
   subnetFile: string;
+  /** what the node's agent runs: twill's BPF datapath, or flannel's kernel VXLAN setup */
+  dataplane: 'bpf' | 'kernel';
   agent?: AgentProcess;
 }
 export interface LabPod {
@@ -93,6 +97,7 @@ export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }):
   const o = res.data;
   const [, netLen] = o.network.split('/').map(Number);
   if (o.subnetLen <= netLen) throw new LabError(`--subnet-len ${o.subnetLen}: must be longer than the network's /${netLen}`);
+  if (o.kernelNodes > o.nodes) throw new LabError(`--kernel-nodes ${o.kernelNodes}: more than --nodes ${o.nodes}`);
   if (o.nodes >= 2 ** (o.subnetLen - netLen)) throw new LabError(`--nodes ${o.nodes}: network ${o.network} holds only ${2 ** (o.subnetLen - netLen) - 1} /${o.subnetLen} subnets after the first`);
   return o;
 }
@@ -163,6 +168,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
       vtepMac: '',
       pinDir: `${o.pinRoot}/${o.name}-n${i}`,
       subnetFile: `${stateDir(o.name)}/n${i}/subnet.env`,
+      dataplane: i > o.nodes - o.kernelNodes ? 'kernel' : 'bpf',
     };
     state.nodes.push(node);
     saveState(state);
@@ -182,7 +188,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
       args: agentArgs(state, node),
     });
     saveState(state);
-    say(`node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}, agent pid ${node.agent.pid}`);
+    say(`node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}, agent pid ${node.agent.pid} (${node.dataplane === 'bpf' ? 'twill BPF' : 'kernel VXLAN, as flannel'})`);
   }
 
   // Each agent leases a subnet from etcd and programs its datapath; its subnet file says which.
@@ -191,12 +197,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     const leased = parseSubnetFile(text).subnet;
     if (!leased) throw new LabError(`node ${node.name}: subnet file ${node.subnetFile} names no subnet`);
     node.subnet = formatCidr(leased);
-    const maps = DatapathMaps.open(node.pinDir);
-    try {
-      node.vtepMac = maps.readConfig()?.vtep_mac ?? '';
-    } finally {
-      maps.close();
-    }
+    node.vtepMac = await readVtepMac(node);
     saveState(state);
     say(`node ${node.name}: agent ready, lease ${node.subnet}, VtepMAC ${node.vtepMac}`);
   }
@@ -250,8 +251,22 @@ async function ensureNetworkConfig(state: LabState, o: LabOptions): Promise<stri
   return `network config written: ${o.network}, /${o.subnetLen} per node, vxlan`;
 }
 
+/** From the pinned config map of a BPF node, or the vxlan device of a kernel one. */
+export async function readVtepMac(node: LabNode): Promise<string> {
+  if (existsSync(`${node.pinDir}/twill_config`)) {
+    const maps = DatapathMaps.open(node.pinDir);
+    try {
+      return maps.readConfig()?.vtep_mac ?? '';
+    } finally {
+      maps.close();
+    }
+  }
+  return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel.1'], { netns: node.netns })) as { address: string }[])[0].address;
+}
+
 function agentArgs(state: LabState, node: LabNode): string[] {
   return [
+    `--dataplane=${node.dataplane}`,
     `--etcd-endpoints=${state.etcd!.endpoint}`,
     `--etcd-prefix=${state.etcd!.prefix}`,
     '--iface=eth0',

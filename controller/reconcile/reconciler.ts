@@ -1,8 +1,13 @@
-import type { DatapathMaps, SyncResult } from '../dataplane/datapath-maps.js';
+import type { SyncResult } from '../dataplane/datapath-maps.js';
 import { formatCidr } from '../net/ipv4.js';
 import type { Lease } from '../subnet/lease.js';
 import type { Logger } from '../util/log.js';
-import { desiredMaps, type NodeLease } from './desired.js';
+import { desiredMaps, type DesiredMaps, type NodeLease } from './desired.js';
+
+/** What the reconciler drives: the BPF maps, or flannel's kernel VXLAN state. */
+export interface Datapath {
+  sync(desired: DesiredMaps): SyncResult | Promise<SyncResult>;
+}
 
 /**
  * Turns the lease set into map contents. Changes that arrive together are applied together
@@ -15,12 +20,11 @@ export class Reconciler {
   lastDurationMs = 0;
   lastResult?: SyncResult;
   private pending?: ReadonlyMap<string, Lease>;
-  private scheduled = false;
+  private running?: Promise<void>;
   private readonly warned = new Set<string>();
-  private idle: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly maps: DatapathMaps,
+    private datapath: Datapath,
     private self: { subnet: string; publicIp: string },
     private readonly vni: number,
     private readonly log: Logger,
@@ -30,22 +34,27 @@ export class Reconciler {
     this.self = self;
   }
 
-  update(leases: ReadonlyMap<string, Lease>): void {
-    this.pending = leases;
-    if (this.scheduled) return;
-    this.scheduled = true;
-    this.idle = new Promise((resolve) =>
-      setImmediate(() => {
-        this.scheduled = false;
-        this.apply();
-        resolve();
-      }),
-    );
+  setDatapath(datapath: Datapath): void {
+    this.datapath = datapath;
   }
 
-  /** Resolves once everything passed to update() so far is in the maps. */
-  settled(): Promise<void> {
-    return this.idle;
+  /** Applies are serialized; updates arriving meanwhile are folded into the next one. */
+  update(leases: ReadonlyMap<string, Lease>): void {
+    this.pending = leases;
+    this.running ??= (async () => {
+      await new Promise((r) => setImmediate(r));
+      while (this.pending) {
+        const next = this.pending;
+        this.pending = undefined;
+        await this.apply(next);
+      }
+      this.running = undefined;
+    })();
+  }
+
+  /** Resolves once everything passed to update() so far is in the datapath. */
+  async settled(): Promise<void> {
+    while (this.running) await this.running;
   }
 
   private usable(leases: ReadonlyMap<string, Lease>): NodeLease[] {
@@ -63,17 +72,15 @@ export class Reconciler {
     return out;
   }
 
-  private apply(): void {
-    const leases = this.pending;
-    if (!leases) return;
+  private async apply(leases: ReadonlyMap<string, Lease>): Promise<void> {
     const started = performance.now();
     try {
       const desired = desiredMaps(this.self, this.usable(leases));
       for (const s of desired.skipped) this.log.warn('ignoring conflicting lease', { subnet: s.lease.subnet, publicIp: s.lease.publicIp, reason: s.reason });
-      this.lastResult = this.maps.sync(desired);
+      this.lastResult = await this.datapath.sync(desired);
       this.count++;
       const r = this.lastResult;
-      if (r.subnetsAdded + r.subnetsRemoved + r.peersAdded + r.peersRemoved) this.log.info('datapath maps updated', { ...r, peers: desired.peers.size });
+      if (r.subnetsAdded + r.subnetsRemoved + r.peersAdded + r.peersRemoved) this.log.info('datapath updated', { ...r, peers: desired.peers.size });
     } catch (err) {
       this.errors++;
       this.log.error('reconcile failed; will retry with the next change or resync', { error: (err as Error).message });

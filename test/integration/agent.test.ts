@@ -114,7 +114,7 @@ describe('twill agent with a real etcd', () => {
     expect(restartLog).toMatch(/"msg":"reusing our lease","subnet":"10\.244\.\d+\.0\/24"/);
     expect(restartLog).toContain(`"lease":"${n1.subnet}"`);
     expect(restartLog).toContain(`"swapped":{"encap":true,"decap":true}`);
-    expect(restartLog).not.toContain('datapath maps updated'); // the maps were already right: nothing rewritten
+    expect(restartLog).not.toContain('datapath updated'); // the maps were already right: nothing rewritten
     expect(await maps(n1)).toEqual(before);
     expect(isAgent(agent.pid, n1.pinDir)).toBe(true);
   });

@@ -41,7 +41,7 @@ describe('flanneld flags', () => {
     [['--kube-subnet-mgr'], /--kube-subnet-mgr: twill uses the etcd subnet manager only/],
     [['--frobnicate'], /unknown flag --frobnicate/],
     [['--iface'], /--iface needs a value/],
-    [['--dataplane=kernel'], /not implemented yet/],
+    [['--dataplane=ebpf'], /--dataplane ebpf: must be bpf, kernel or auto/],
   ])('rejects %j naming the flag', (argv, message) => {
     expect(() => parseAgentFlags(argv)).toThrow(message);
   });

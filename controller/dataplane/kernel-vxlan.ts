@@ -1,0 +1,125 @@
+import { ip, ipBatch, ipJson, linkShow } from '../netlink/ip.js';
+import { run } from '../util/exec.js';
+import { logger } from '../util/log.js';
+import type { DesiredMaps } from '../reconcile/desired.js';
+import { VXLAN_OVERHEAD } from './spec.js';
+import type { SyncResult } from './datapath-maps.js';
+
+const log = logger('kernel-vxlan');
+
+/*
+ * flannel's vxlan backend, reproduced: the fallback for kernels without what the BPF datapath
+ * needs, and a flannel-identical peer for interop tests and benchmarks. Per node a vxlan device
+ * flannel.<VNI> (nolearning, MTU = underlay - 50, the subnet's .0/32, the VtepMAC as its
+ * address); per remote lease, in flannel's order: a permanent neighbour entry for the peer's
+ * .0 address, a permanent FDB entry sending its VtepMAC to its PublicIP, an onlink route.
+ */
+
+export interface KernelVxlanSpec {
+  vni: number;
+  port: number;
+  underlayIface: string;
+  /** local address for outer headers (the interface address) */
+  localIp: string;
+  vtepMac: string;
+  subnet: string;
+  underlayMtu: number;
+}
+
+export const vxlanDeviceName = (vni: number) => `flannel.${vni}`;
+
+interface VxlanLinkInfo {
+  ifname: string;
+  address: string;
+  mtu: number;
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean; link?: string } };
+}
+
+export async function ensureKernelVxlan(spec: KernelVxlanSpec): Promise<void> {
+  const dev = vxlanDeviceName(spec.vni);
+  const existing = (await linkShow(dev)) as VxlanLinkInfo | undefined;
+  const d = existing?.linkinfo?.info_data;
+  const compatible = existing?.linkinfo?.info_kind === 'vxlan' && d?.id === spec.vni && d?.local === spec.localIp && d?.port === spec.port && d?.learning === false;
+  if (existing && !compatible) {
+    log.warn('existing vxlan device does not match the config, recreating it', { dev, found: d });
+    await ip(['link', 'del', dev]);
+  }
+  if (!existing || !compatible)
+    await ip(['link', 'add', dev, 'type', 'vxlan', 'id', String(spec.vni), 'local', spec.localIp, 'dev', spec.underlayIface, 'nolearning', 'dstport', String(spec.port)]);
+  // Unlike flannel, an MTU or MAC change is applied to an existing device too.
+  await ipBatch([`link set ${dev} address ${spec.vtepMac}`, `link set ${dev} mtu ${spec.underlayMtu - VXLAN_OVERHEAD}`, `link set ${dev} up`]);
+  const want = `${spec.subnet.split('/')[0]}/32`;
+  const addrs = (await ipJson<{ addr_info: { local: string; prefixlen: number }[] }[]>(['-4', 'addr', 'show', 'dev', dev]))[0]?.addr_info ?? [];
+  for (const a of addrs) if (`${a.local}/${a.prefixlen}` !== want) await ip(['addr', 'del', `${a.local}/${a.prefixlen}`, 'dev', dev]);
+  if (!addrs.some((a) => `${a.local}/${a.prefixlen}` === want)) await ip(['addr', 'add', want, 'dev', dev]);
+  log.info('vxlan device ready', { dev, vni: spec.vni, local: spec.localIp, port: spec.port, mtu: spec.underlayMtu - VXLAN_OVERHEAD, mac: spec.vtepMac });
+}
+
+/** The VtepMAC of an existing flannel.<VNI>, so a switch between modes keeps the lease's MAC. */
+export async function kernelVxlanMac(vni: number): Promise<string | undefined> {
+  return (await linkShow(vxlanDeviceName(vni)))?.address;
+}
+
+export async function removeKernelVxlan(vni: number): Promise<boolean> {
+  if (!(await linkShow(vxlanDeviceName(vni)))) return false;
+  await ip(['link', 'del', vxlanDeviceName(vni)]);
+  return true;
+}
+
+type Remote = { public_ip: string; vtep_mac: string };
+
+/** The kernel state for the lease set: read back from netlink and changed by difference. */
+export class KernelVxlanDatapath {
+  readonly mode = 'kernel';
+  constructor(
+    private readonly vni: number,
+    private readonly subnetLen: number,
+  ) {}
+
+  private get dev() {
+    return vxlanDeviceName(this.vni);
+  }
+
+  /** Subnets whose route, neighbour and FDB entry are all present and agree. */
+  async current(): Promise<Map<string, Remote>> {
+    const dev = this.dev;
+    const routes = await ipJson<{ dst: string; gateway?: string }[]>(['-4', 'route', 'show', 'dev', dev]);
+    const neighs = await ipJson<{ dst: string; lladdr?: string }[]>(['-4', 'neigh', 'show', 'dev', dev]);
+    const fdb = JSON.parse((await run(['bridge', '-j', 'fdb', 'show', 'dev', dev])).stdout || '[]') as { mac: string; dst?: string }[];
+    const macOf = new Map(neighs.map((n) => [n.dst, n.lladdr]));
+    const dstOf = new Map(fdb.filter((f) => f.dst).map((f) => [f.mac, f.dst]));
+    const out = new Map<string, Remote>();
+    for (const r of routes) {
+      const [base, len] = r.dst.split('/');
+      if (Number(len) !== this.subnetLen || r.gateway !== base) continue;
+      const mac = macOf.get(base);
+      const pub = mac && dstOf.get(mac);
+      if (mac && pub) out.set(base, { public_ip: pub, vtep_mac: mac });
+    }
+    return out;
+  }
+
+  async sync(desired: DesiredMaps): Promise<SyncResult> {
+    const dev = this.dev;
+    const have = await this.current();
+    const upsert = [...desired.subnets].filter(([s, r]) => have.get(s)?.public_ip !== r.public_ip || have.get(s)?.vtep_mac !== r.vtep_mac);
+    const remove = [...have.keys()].filter((s) => !desired.subnets.has(s));
+    const len = this.subnetLen;
+    // flannel's order for each lease, kept by running each kind as one batch in that order.
+    await ipBatch(upsert.map(([s, r]) => `neigh replace ${s} lladdr ${r.vtep_mac} dev ${dev} nud permanent`));
+    await bridgeBatch(upsert.map(([, r]) => `fdb replace ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self permanent`));
+    await ipBatch(upsert.map(([s]) => `route replace ${s}/${len} via ${s} dev ${dev} onlink`));
+    const gone = remove.map((s) => [s, have.get(s)!] as const);
+    await ipBatch(gone.map(([s]) => `neigh del ${s} dev ${dev}`));
+    await bridgeBatch(gone.filter(([, r]) => ![...desired.subnets.values()].some((d) => d.vtep_mac === r.vtep_mac)).map(([, r]) => `fdb del ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self`));
+    await ipBatch(gone.map(([s]) => `route del ${s}/${len} dev ${dev}`));
+    return { subnetsAdded: upsert.length, subnetsRemoved: remove.length, peersAdded: upsert.length, peersRemoved: remove.length };
+  }
+
+  close(): void {}
+}
+
+async function bridgeBatch(lines: readonly string[]): Promise<void> {
+  if (lines.length === 0) return;
+  await run(['bridge', '-batch', '-'], { input: lines.join('\n') + '\n' });
+}
