@@ -8,7 +8,7 @@ import { EtcdStore } from '../etcd/store.js';
 import { formatCidr } from '../net/ipv4.js';
 import { randomVtepMac } from '../net/mac.js';
 import { Reconciler, type Datapath } from '../reconcile/reconciler.js';
-import { SubnetManager, type OwnLease } from '../subnet/manager.js';
+import { SubnetManager, usableLeases, type OwnLease } from '../subnet/manager.js';
 import { readSubnetHint, writeSubnetFile } from '../subnet/subnet-file.js';
 import { LeaseWatcher } from '../subnet/watcher.js';
 import { logger, setLogLevel } from '../util/log.js';
@@ -117,7 +117,12 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
         overlayDevice: flags.overlayDevice,
       });
       try {
-        await attachDataplane(spec);
+        await attachDataplane(spec, undefined, {
+          // Peers first, programs second: decap must know every peer the moment it runs.
+          beforeAttach: async (maps) => {
+            maps.sync(reconciler.desired(usableLeases((await store.listLeases()).records, log)));
+          },
+        });
         return DatapathMaps.open(flags.pinDir);
       } catch (err) {
         if (flags.dataplane !== 'auto') throw err;
@@ -140,10 +145,15 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   };
 
   let own = await acquireWithRetry();
-  const datapath = await program(own);
-  log.info('datapath mode', { mode, requested: flags.dataplane });
-  const reconciler = new Reconciler(datapath, { subnet: formatCidr(own.subnet), publicIp: iface.publicIp }, config.backend.vni, log);
+  const reconciler = new Reconciler(
+    { sync: () => Promise.reject(new Error('datapath not attached yet')) },
+    { subnet: formatCidr(own.subnet), publicIp: iface.publicIp },
+    config.backend.vni,
+    log,
+  );
   status.reconciler = reconciler;
+  reconciler.setDatapath(await program(own));
+  log.info('datapath mode', { mode, requested: flags.dataplane });
 
   let lostSignal: (() => void) | undefined;
   const watcher = new LeaseWatcher(
@@ -200,8 +210,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     own = await acquireWithRetry(own.subnet);
     if (formatCidr(own.subnet) !== previous) {
       log.error('lease moved to another subnet: pods on the old subnet lose connectivity until they are recreated', { from: previous, to: formatCidr(own.subnet) });
-      reconciler.setDatapath(await program(own));
       reconciler.setSelf({ subnet: formatCidr(own.subnet), publicIp: iface.publicIp });
+      reconciler.setDatapath(await program(own));
       writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: underlayMtu - VXLAN_OVERHEAD, ipMasq: flags.ipMasq });
     }
     reconciler.update(watcher.leases);

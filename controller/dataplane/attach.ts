@@ -41,7 +41,16 @@ export interface AttachResult {
  * namespace. Idempotent: a second run swaps the programs on the existing pinned links
  * atomically and leaves map contents alone, so a restart never interrupts traffic.
  */
-export async function attachDataplane(spec: DataplaneSpec, objectDir = bpfObjectDir()): Promise<AttachResult> {
+export interface AttachHooks {
+  /**
+   * Runs with the maps open and the config written, before any program is attached: the agent
+   * fills in the peers here, so decap never runs with an empty allow-list (which would drop
+   * every peer's traffic for the moment it takes the reconciler to catch up).
+   */
+  beforeAttach?(maps: DatapathMaps): Promise<void>;
+}
+
+export async function attachDataplane(spec: DataplaneSpec, objectDir = bpfObjectDir(), hooks: AttachHooks = {}): Promise<AttachResult> {
   const underlay = await linkShow(spec.underlayIface);
   if (!underlay) throw new Error(`underlay interface ${spec.underlayIface} not found in this network namespace`);
   await ensureOverlayDevice(spec, spec.mtu ?? underlay.mtu);
@@ -77,6 +86,7 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = bpfObject
         underlay_ifindex: underlayIfindex,
         flags: 0,
       });
+      await hooks.beforeAttach?.(maps);
     } finally {
       maps.close();
     }

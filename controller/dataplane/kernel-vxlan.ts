@@ -60,9 +60,16 @@ export async function kernelVxlanMac(vni: number): Promise<string | undefined> {
   return (await linkShow(vxlanDeviceName(vni)))?.address;
 }
 
-export async function removeKernelVxlan(vni: number): Promise<boolean> {
-  if (!(await linkShow(vxlanDeviceName(vni)))) return false;
-  await ip(['link', 'del', vxlanDeviceName(vni)]);
+/**
+ * Routes first, so new packets take the BPF path; the device goes once what it had queued has
+ * left (deleting it at once drops those, measured as 1-2 packets per switch under ping flows).
+ */
+export async function removeKernelVxlan(vni: number, drainMs = 200): Promise<boolean> {
+  const dev = vxlanDeviceName(vni);
+  if (!(await linkShow(dev))) return false;
+  await ip(['-4', 'route', 'flush', 'dev', dev]);
+  await new Promise((r) => setTimeout(r, drainMs));
+  await ip(['link', 'del', dev]);
   return true;
 }
 

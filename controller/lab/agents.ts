@@ -36,12 +36,25 @@ export async function stopAgent(pid: number, pinDir: string, signal: NodeJS.Sign
   if (isAgent(pid, pinDir)) process.kill(pid, 'SIGKILL');
 }
 
+/**
+ * Whether the process is still there. Right after spawn() the child has not exec'd yet and
+ * its cmdline is still its parent's, so waits check existence rather than isAgent().
+ */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Waits until the agent has written its subnet file (it does so once the datapath is programmed). */
-export async function waitForSubnetFile(file: string, pid: number, pinDir: string, logFile: string, timeoutMs = 60_000): Promise<string> {
+export async function waitForSubnetFile(file: string, pid: number, logFile: string, timeoutMs = 60_000): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (existsSync(file)) return readFileSync(file, 'utf8');
-    if (!isAgent(pid, pinDir)) throw new Error(`agent ${pid} exited before it was ready; log ${logFile}:\n${tail(logFile)}`);
+    if (!pidAlive(pid)) throw new Error(`agent ${pid} exited before it was ready; log ${logFile}:\n${tail(logFile)}`);
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`agent ${pid} not ready after ${timeoutMs} ms; log ${logFile}:\n${tail(logFile)}`);

@@ -193,7 +193,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
 
   // Each agent leases a subnet from etcd and programs its datapath; its subnet file says which.
   for (const node of state.nodes) {
-    const text = await waitForSubnetFile(node.subnetFile, node.agent!.pid, node.pinDir, node.agent!.log);
+    const text = await waitForSubnetFile(node.subnetFile, node.agent!.pid, node.agent!.log);
     const leased = parseSubnetFile(text).subnet;
     if (!leased) throw new LabError(`node ${node.name}: subnet file ${node.subnetFile} names no subnet`);
     node.subnet = formatCidr(leased);

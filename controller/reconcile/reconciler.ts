@@ -57,9 +57,16 @@ export class Reconciler {
     while (this.running) await this.running;
   }
 
-  private usable(leases: ReadonlyMap<string, Lease>): NodeLease[] {
+  /** The desired datapath state for a lease set, as the next sync would write it. */
+  desired(leases: Iterable<Lease>): DesiredMaps {
+    const desired = desiredMaps(this.self, this.usable(leases));
+    for (const s of desired.skipped) this.log.warn('ignoring conflicting lease', { subnet: s.lease.subnet, publicIp: s.lease.publicIp, reason: s.reason });
+    return desired;
+  }
+
+  private usable(leases: Iterable<Lease>): NodeLease[] {
     const out: NodeLease[] = [];
-    for (const l of leases.values()) {
+    for (const l of leases) {
       const subnet = formatCidr(l.subnet);
       const skip = l.backendType !== 'vxlan' ? `backend type ${JSON.stringify(l.backendType)} is not vxlan` : !l.vtepMac ? 'no VtepMAC' : l.vni !== undefined && l.vni !== this.vni ? `VNI ${l.vni} differs from ours (${this.vni})` : undefined;
       if (skip) {
@@ -75,8 +82,7 @@ export class Reconciler {
   private async apply(leases: ReadonlyMap<string, Lease>): Promise<void> {
     const started = performance.now();
     try {
-      const desired = desiredMaps(this.self, this.usable(leases));
-      for (const s of desired.skipped) this.log.warn('ignoring conflicting lease', { subnet: s.lease.subnet, publicIp: s.lease.publicIp, reason: s.reason });
+      const desired = this.desired(leases.values());
       this.lastResult = await this.datapath.sync(desired);
       this.count++;
       const r = this.lastResult;

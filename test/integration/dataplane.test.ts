@@ -2,11 +2,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LabPod, LabState } from '../../controller/lab/lab.js';
+import type { LabState } from '../../controller/lab/lab.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath, repoRoot } from '../support/build.js';
 import { parseVxlan, readPcapFrames } from '../support/pcap.js';
 import { startInNetns, stopAll } from '../support/proc.js';
+import { ping, tcpTransfer } from '../support/traffic.js';
 
 /*
  * The whole datapath on the real kernel: a 3-node lab (namespaces, real CNI pods), twill's
@@ -16,7 +17,6 @@ const LAB = 'twt';
 const twill = (args: string[], netns?: string) => run([process.execPath, cliPath, ...args], { netns });
 const craft = path.join(repoRoot, 'test/support/craft.py');
 const listen = path.join(repoRoot, 'test/support/udp-listen.py');
-const transfer = path.join(repoRoot, 'test/support/tcp-transfer.py');
 
 let lab: LabState;
 const pod = (name: string) => lab.pods.find((p) => p.name === name)!;
@@ -25,23 +25,6 @@ const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
 async function stats(nodeName: string): Promise<Record<string, number>> {
   const out = await twill(['maps', '--pin-dir', node(nodeName).pinDir, '--json']);
   return (JSON.parse(out.stdout) as { stats: Record<string, number> }).stats;
-}
-
-async function ping(from: string, to: string, count = 1) {
-  return run(['ping', '-c', String(count), '-W', '2', '-i', '0.2', to], { netns: from, allowFailure: true });
-}
-
-/** Sends `bytes` over TCP and returns what the sink got, as "<count> <sha256>" from both ends. */
-async function tcpTransfer(client: LabPod, server: LabPod, bytes: number): Promise<{ sent: string; received: string }> {
-  const sink = startInNetns(server.netns, ['/usr/bin/python3', transfer, 'sink', '5301']);
-  try {
-    await sink.waitFor(/listening/);
-    const sent = (await run(['/usr/bin/python3', transfer, 'send', server.ip, '5301', String(bytes)], { netns: client.netns })).stdout.trim();
-    await sink.exited;
-    return { sent, received: sink.output().split('\n')[1]?.trim() ?? '' };
-  } finally {
-    sink.kill();
-  }
 }
 
 beforeAll(async () => {

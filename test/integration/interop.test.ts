@@ -1,0 +1,124 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pidAlive, stopAgent } from '../../controller/lab/agents.js';
+import { labStatus, restartAgent, type LabNode, type LabState } from '../../controller/lab/lab.js';
+import { run } from '../../controller/util/exec.js';
+import { buildBpf, buildTs, cliPath } from '../support/build.js';
+import { startInNetns, stopAll, type Background } from '../support/proc.js';
+import { ping, tcpTransfer, udpProbe } from '../support/traffic.js';
+
+/* twill BPF nodes and flannel-identical kernel VXLAN nodes in one cluster, and migration between them. */
+const twill = (args: string[]) => run([process.execPath, cliPath, ...args], { allowFailure: true });
+
+beforeAll(() => {
+  buildBpf();
+  buildTs();
+});
+afterAll(async () => {
+  await stopAll();
+});
+
+describe('mixed cluster: 2 BPF nodes and 2 kernel VXLAN nodes', () => {
+  const LAB = 'twi';
+  let lab: LabState;
+  beforeAll(async () => {
+    await twill(['lab', 'down', '--name', LAB]);
+    const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '4', '--kernel-nodes', '2', '--pods-per-node', '1']);
+    if (up.code !== 0) throw new Error(up.stderr);
+    lab = (await labStatus(LAB))!;
+  }, 120_000);
+  afterAll(async () => {
+    await twill(['lab', 'down', '--name', LAB]);
+  }, 60_000);
+
+  it('runs flannel\'s exact kernel state on the kernel nodes and BPF on the others', async () => {
+    expect(lab.nodes.map((n) => n.dataplane)).toEqual(['bpf', 'bpf', 'kernel', 'kernel']);
+    const n3 = lab.nodes[2];
+    const dev = (await run(['ip', '-n', n3.netns, '-d', '-j', 'link', 'show', 'flannel.1'])).stdout;
+    expect(JSON.parse(dev)[0]).toMatchObject({ mtu: 1450, address: n3.vtepMac, linkinfo: { info_kind: 'vxlan', info_data: { id: 1, port: 8472, learning: false, local: n3.underlayIp } } });
+    for (const peer of lab.nodes.filter((n) => n !== n3)) {
+      const base = peer.subnet.split('/')[0];
+      expect((await run(['ip', '-n', n3.netns, 'neigh', 'show', base, 'dev', 'flannel.1'])).stdout).toContain(`lladdr ${peer.vtepMac} PERMANENT`);
+      expect((await run(['bridge', '-n', n3.netns, 'fdb', 'show', 'dev', 'flannel.1'])).stdout).toContain(`${peer.vtepMac} dst ${peer.underlayIp} self permanent`);
+      expect((await run(['ip', '-n', n3.netns, 'route', 'show', peer.subnet])).stdout).toContain(`${peer.subnet} via ${base} dev flannel.1 onlink`);
+    }
+    expect((await run(['ip', '-n', lab.nodes[0].netns, '-d', 'link', 'show', 'type', 'vxlan'])).stdout.trim()).toBe('');
+  });
+
+  it('every pod pair talks across kinds in both directions: ping, TCP and UDP', async () => {
+    const failures: string[] = [];
+    for (const a of lab.pods)
+      for (const b of lab.pods) {
+        if (a.node === b.node) continue;
+        const kinds = `${lab.nodes.find((n) => n.name === a.node)!.dataplane}->${lab.nodes.find((n) => n.name === b.node)!.dataplane}`;
+        if ((await ping(a.netns, b.ip)).code !== 0) failures.push(`ping ${a.name} -> ${b.name} (${kinds})`);
+        const t = await tcpTransfer(a, b, 512 * 1024);
+        if (t.received !== t.sent) failures.push(`tcp ${a.name} -> ${b.name} (${kinds}): ${t.sent} vs ${t.received}`);
+        if (!(await udpProbe(a, b))) failures.push(`udp ${a.name} -> ${b.name} (${kinds})`);
+      }
+    expect(failures).toEqual([]);
+  });
+});
+
+describe('migration: kernel VXLAN to BPF and back, one node at a time, under traffic', () => {
+  const LAB = 'twg';
+  let lab: LabState;
+  beforeAll(async () => {
+    await twill(['lab', 'down', '--name', LAB]);
+    const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '3', '--kernel-nodes', '3', '--pods-per-node', '1', '--underlay', '192.168.79.0/24']);
+    if (up.code !== 0) throw new Error(up.stderr);
+    lab = (await labStatus(LAB))!;
+  }, 120_000);
+  afterAll(async () => {
+    await twill(['lab', 'down', '--name', LAB]);
+  }, 60_000);
+
+  /** Pings between every ordered pod pair on different nodes, every 20 ms, until stopped. */
+  function startFlows(): Background[] {
+    return lab.pods.flatMap((a) => lab.pods.filter((b) => b.node !== a.node).map((b) => startInNetns(a.netns, ['ping', '-i', '0.02', '-W', '1', b.ip])));
+  }
+  async function stopFlows(flows: Background[]): Promise<{ sent: number; lost: number }> {
+    for (const f of flows) f.kill('SIGINT');
+    await Promise.all(flows.map((f) => f.exited));
+    let sent = 0;
+    let received = 0;
+    for (const f of flows) {
+      const m = /(\d+) packets transmitted, (\d+) received/.exec(f.output());
+      if (!m) throw new Error(`no ping summary: ${f.output().slice(-200)}`);
+      sent += Number(m[1]);
+      received += Number(m[2]);
+    }
+    return { sent, lost: sent - received };
+  }
+  async function switchTo(node: LabNode, mode: 'bpf' | 'kernel'): Promise<void> {
+    await stopAgent(node.agent!.pid, node.pinDir); // SIGTERM: the old datapath stays up meanwhile
+    const before = readFileSync(node.agent!.log, 'utf8').length;
+    node.dataplane = mode;
+    const agent = restartAgent(lab, node, [`--dataplane=${mode}`]);
+    for (let i = 0; i < 300 && !readFileSync(node.agent!.log, 'utf8').slice(before).includes('"msg":"ready"'); i++) {
+      if (!pidAlive(agent.pid)) throw new Error(`agent on ${node.name} exited: ${readFileSync(node.agent!.log, 'utf8').slice(before)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const vxlan = (await run(['ip', '-n', node.netns, 'link', 'show', 'flannel.1'], { allowFailure: true })).code === 0;
+    expect(vxlan).toBe(mode === 'kernel');
+  }
+
+  it('switches each node kernel -> BPF -> kernel with pods pinging across all nodes, and reports the loss', async () => {
+    const report: string[] = [];
+    let totalLost = 0;
+    for (const node of lab.nodes) {
+      for (const mode of ['bpf', 'kernel'] as const) {
+        const flows = startFlows();
+        await Promise.all(flows.map((f) => f.waitFor(/bytes from/)));
+        await switchTo(node, mode);
+        await new Promise((r) => setTimeout(r, 500)); // traffic on the new datapath for a while
+        const { sent, lost } = await stopFlows(flows);
+        totalLost += lost;
+        report.push(`${node.name} -> ${mode}: ${lost} of ${sent} packets lost`);
+      }
+    }
+    console.log(`migration report (6 ordered pod pairs, 20 ms interval):\n  ${report.join('\n  ')}`);
+    for (const a of lab.pods) for (const b of lab.pods) if (a.node !== b.node) expect((await ping(a.netns, b.ip)).code).toBe(0);
+    expect(totalLost).toBe(0);
+  }, 180_000);
+});
