@@ -10,6 +10,8 @@ const help = `twill: an eBPF VXLAN dataplane for flannel networks
   twill lab status [--json] | twill lab down
   twill dataplane attach|detach|sync ...       load, upgrade or remove a node's datapath
   twill maps [--pin-dir DIR] [--json]          decode the pinned BPF maps
+  twill cni install [--dir D] [--name flannel] install the flannel-compatible CNI plugin
+  twill docker-opts [--subnet-file F]          Docker's --bip/--mtu/--ip-masq from the subnet file
   twill version
 
 Logs are JSON on stderr, warnings and errors only; -v or TWILL_LOG=info|debug for more.`;
@@ -25,6 +27,10 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./cli/agent.js')).agentCli(rest);
     case 'dataplane':
       return (await import('./cli/dataplane.js')).dataplaneCli(rest);
+    case 'cni':
+      return (await import('./cli/cni.js')).cniCli(rest);
+    case 'docker-opts':
+      return (await import('./cli/cni.js')).dockerOptsCli(rest);
     case 'maps':
       return (await import('./cli/maps.js')).mapsCli(rest);
     case 'lab':

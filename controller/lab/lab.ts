@@ -8,6 +8,7 @@ import { formatCidr, hostAddress, parseCidr } from '../net/ipv4.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
 import { cliEntry } from '../util/paths.js';
+import { installCniPlugin } from '../cni/install.js';
 import { startAgent, stopAgent, waitForSubnetFile, type AgentProcess } from './agents.js';
 import { isEtcd, startEtcd, stopEtcd, type EtcdProcess } from './etcd.js';
 
@@ -202,6 +203,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     say(`node ${node.name}: agent ready, lease ${node.subnet}, VtepMAC ${node.vtepMac}`);
   }
 
+  installCniPlugin(`${stateDir(o.name)}/cni-bin`, 'flannel');
   for (const node of state.nodes) {
     for (let k = 1; k <= o.podsPerNode; k++) {
       const pod: LabPod = { name: `${node.name}-p${k}`, netns: `${node.netns}-p${k}`, ip: '', node: node.name, containerId: `${o.name}-${node.name}-p${k}` };
@@ -210,7 +212,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
       saveState(state);
       pod.ip = await cniAdd(state, node, pod);
       saveState(state);
-      say(`pod ${pod.name}: ${pod.ip} (CNI bridge + host-local)`);
+      say(`pod ${pod.name}: ${pod.ip} (CNI flannel -> bridge + host-local)`);
     }
   }
   return state;
@@ -285,29 +287,30 @@ export function restartAgent(state: LabState, node: LabNode, extraArgs: string[]
   return node.agent;
 }
 
-/** flannel's delegate config: bridge cni0 as the gateway, host-local IPAM over the node subnet. */
+/**
+ * Pods are added the way kubelet does with flannel's conflist: through the `flannel` plugin
+ * (twill's compatible one, installed in the lab's own plugin directory), which reads the node's
+ * subnet file and delegates to the real bridge and host-local plugins.
+ */
 function cniConf(state: LabState, node: LabNode) {
   return {
     cniVersion: '0.4.0',
-    name: 'twill-lab',
-    type: 'bridge',
-    bridge: 'cni0',
-    isGateway: true,
-    ipMasq: false,
-    hairpinMode: true,
-    mtu: state.podMtu,
-    ipam: {
-      type: 'host-local',
-      // Per node: host-local keeps its allocations in dataDir, which nodes on one host must not share.
-      dataDir: `${stateDir(state.name)}/${node.name}/ipam`,
-      ranges: [[{ subnet: node.subnet }]],
-      routes: [{ dst: state.network }],
-    },
+    name: 'cbr0',
+    type: 'flannel',
+    subnetFile: node.subnetFile,
+    dataDir: `${stateDir(state.name)}/${node.name}/cni-flannel`,
+    // As in a conflist: the lab has no outside network, so nothing to masquerade (pod addresses stay visible).
+    delegate: { hairpinMode: true, ipMasq: false },
+    // Per node: host-local keeps its allocations in dataDir, which nodes on one host must not share.
+    ipam: { dataDir: `${stateDir(state.name)}/${node.name}/ipam` },
   };
 }
 
-async function cni(command: 'ADD' | 'DEL', plugin: string, conf: object, node: LabNode, pod: LabPod, ifname = 'eth0') {
-  const res = await run([`${CNI_BIN}/${plugin}`], {
+const cniPath = (state: LabState) => `${stateDir(state.name)}/cni-bin:${CNI_BIN}`;
+
+async function cni(state: LabState, command: 'ADD' | 'DEL', plugin: string, conf: object, node: LabNode, pod: LabPod, ifname = 'eth0') {
+  const dir = plugin === 'flannel' ? `${stateDir(state.name)}/cni-bin` : CNI_BIN;
+  const res = await run([`${dir}/${plugin}`], {
     netns: node.netns,
     input: JSON.stringify(conf),
     allowFailure: true,
@@ -317,7 +320,7 @@ async function cni(command: 'ADD' | 'DEL', plugin: string, conf: object, node: L
       CNI_CONTAINERID: pod.containerId,
       CNI_NETNS: `/run/netns/${pod.netns}`,
       CNI_IFNAME: ifname,
-      CNI_PATH: CNI_BIN,
+      CNI_PATH: cniPath(state),
     },
   });
   if (res.code !== 0) throw new LabError(`CNI ${command} ${plugin} for pod ${pod.name} on node ${node.name} failed: ${(res.stdout + res.stderr).trim()}`);
@@ -325,8 +328,8 @@ async function cni(command: 'ADD' | 'DEL', plugin: string, conf: object, node: L
 }
 
 async function cniAdd(state: LabState, node: LabNode, pod: LabPod): Promise<string> {
-  await cni('ADD', 'loopback', { cniVersion: '0.4.0', name: 'lo', type: 'loopback' }, node, pod, 'lo');
-  const out = JSON.parse(await cni('ADD', 'bridge', cniConf(state, node), node, pod)) as { ips?: { address: string }[] };
+  await cni(state, 'ADD', 'loopback', { cniVersion: '0.4.0', name: 'lo', type: 'loopback' }, node, pod, 'lo');
+  const out = JSON.parse(await cni(state, 'ADD', 'flannel', cniConf(state, node), node, pod)) as { ips?: { address: string }[] };
   const addr = out.ips?.[0]?.address;
   if (!addr) throw new LabError(`CNI ADD for pod ${pod.name} returned no address: ${JSON.stringify(out)}`);
   return addr.split('/')[0];
@@ -354,7 +357,7 @@ export async function labDown(name: string, progress: Progress = () => undefined
     for (const pod of state.pods) {
       const node = state.nodes.find((n) => n.name === pod.node);
       if (!node || !node.subnet || !(await namespaceExists(node.netns))) continue;
-      await cni('DEL', 'bridge', cniConf(state, node), node, pod).catch((err: Error) => log.warn('CNI DEL failed', { pod: pod.name, error: err.message }));
+      await cni(state, 'DEL', 'flannel', cniConf(state, node), node, pod).catch((err: Error) => log.warn('CNI DEL failed', { pod: pod.name, error: err.message }));
     }
     if (state.etcd && isEtcd(state.etcd)) await stopEtcd(state.etcd);
   }

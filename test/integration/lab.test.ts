@@ -1,4 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
@@ -60,6 +62,23 @@ describe('twill lab', () => {
     expect(JSON.parse(health.stdout)).toMatchObject({ ready: true, lease: n2.subnet });
     const text = (await twill(['lab', 'status', '--name', LAB])).stdout;
     expect(text).toMatch(/n2-p1 +twc-n2-p1 +10\.244\.\d+\.2 +on n2/);
+  });
+
+  it("creates pods through the flannel-compatible CNI plugin, as kubelet would with flannel's conflist", async () => {
+    const status = JSON.parse((await twill(['lab', 'status', '--name', LAB, '--json'])).stdout);
+    const n1 = status.nodes[0];
+    const saved = JSON.parse(readFileSync(`/run/twill/lab/${LAB}/n1/cni-flannel/${LAB}-n1-p1`, 'utf8'));
+    expect(saved).toMatchObject({ type: 'bridge', name: 'cbr0', isGateway: true, mtu: 1450, ipam: { type: 'host-local', ranges: [[{ subnet: n1.subnet }]], routes: [{ dst: '10.244.0.0/16' }] } });
+    const opts = await twill(['docker-opts', '--subnet-file', n1.subnetFile]);
+    expect(opts.stdout).toContain(`DOCKER_OPTS=" --bip=${n1.subnet.replace(/0\/24$/, '1')}/24 --ip-masq=true --mtu=1450"`);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'twill-cni-'));
+    try {
+      expect((await twill(['cni', 'install', '--dir', dir, '--name', 'flannel'])).code).toBe(0);
+      const version = await run([path.join(dir, 'flannel')], { env: { ...process.env, CNI_COMMAND: 'VERSION' } });
+      expect(JSON.parse(version.stdout).supportedVersions).toContain('0.4.0');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('lab down removes namespaces, pins and state, and a second down is harmless', async () => {

@@ -1,0 +1,115 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { formatCidr } from '../net/ipv4.js';
+import { parseSubnetFile } from '../subnet/subnet-file.js';
+
+/*
+ * A CNI meta-plugin that behaves like flannel's: it reads the subnet file written by the
+ * agent, builds the delegate config (bridge + host-local over FLANNEL_SUBNET with a route to
+ * FLANNEL_NETWORK, MTU FLANNEL_MTU, ipMasq = !FLANNEL_IPMASQ), saves it per container so DEL
+ * works even after the subnet file changed, and runs the delegate. Installable under the name
+ * `flannel`, so existing conflists keep working.
+ */
+
+export interface CniNetConf {
+  cniVersion?: string;
+  name: string;
+  type: string;
+  subnetFile?: string;
+  dataDir?: string;
+  delegate?: Record<string, unknown>;
+  ipam?: Record<string, unknown>;
+}
+
+export class CniError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly details = '',
+  ) {
+    super(message);
+  }
+  toJSON() {
+    return { cniVersion: '0.4.0', code: this.code, msg: this.message, details: this.details };
+  }
+}
+
+/** Pure: flannel's delegate config for a netconf and a subnet file's contents. */
+export function delegateConfig(conf: CniNetConf, subnetFileText: string): Record<string, unknown> {
+  const env = parseSubnetFile(subnetFileText);
+  if (!env.network || !env.subnet || env.mtu === undefined || env.ipMasq === undefined)
+    throw new CniError(7, 'subnet file is incomplete: it needs FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU and FLANNEL_IPMASQ');
+  const d: Record<string, unknown> = { ...(conf.delegate ?? {}) };
+  d.name = conf.name;
+  d.type ??= 'bridge';
+  d.ipMasq ??= !env.ipMasq;
+  d.mtu ??= env.mtu;
+  if (d.type === 'bridge') d.isGateway ??= true;
+  if (conf.cniVersion) d.cniVersion = conf.cniVersion;
+  const ipam: Record<string, unknown> = { ...(conf.ipam ?? {}) };
+  ipam.type ??= 'host-local';
+  // The network of FLANNEL_SUBNET (host bits cleared), as flannel's plugin passes it.
+  ipam.ranges = [[{ subnet: formatCidr(env.subnet) }]];
+  ipam.routes = [...((ipam.routes as unknown[]) ?? []), { dst: formatCidr(env.network) }];
+  d.ipam = ipam;
+  return d;
+}
+
+function runDelegate(type: string, conf: Record<string, unknown>, env: NodeJS.ProcessEnv): { code: number; stdout: string; stderr: string } {
+  const dirs = (env.CNI_PATH ?? '').split(':').filter(Boolean);
+  const bin = dirs.map((d) => path.join(d, type)).find((p) => existsSync(p));
+  if (!bin) throw new CniError(7, `delegate plugin ${type} not found in CNI_PATH ${env.CNI_PATH ?? '(unset)'}`);
+  const res = spawnSync(bin, [], { input: JSON.stringify(conf), env, encoding: 'utf8' });
+  return { code: res.status ?? 1, stdout: res.stdout, stderr: res.stderr };
+}
+
+/** Runs one CNI command; returns what to print on stdout and the exit code. */
+export function cniMain(stdin: string, env: NodeJS.ProcessEnv): { out: string; code: number } {
+  const command = env.CNI_COMMAND;
+  try {
+    if (command === 'VERSION') return { out: JSON.stringify({ cniVersion: '0.4.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0'] }), code: 0 };
+    let conf: CniNetConf;
+    try {
+      conf = JSON.parse(stdin) as CniNetConf;
+    } catch (err) {
+      throw new CniError(6, `network config is not JSON: ${(err as Error).message}`);
+    }
+    if (!conf.name) throw new CniError(7, 'network config has no name');
+    const containerId = env.CNI_CONTAINERID;
+    if (!containerId || /[/\\]/.test(containerId)) throw new CniError(4, `CNI_CONTAINERID ${JSON.stringify(containerId)} is missing or not a plain id`);
+    const dataDir = conf.dataDir ?? '/var/lib/cni/flannel';
+    const saved = path.join(dataDir, containerId);
+    if (command === 'ADD') {
+      const subnetFile = conf.subnetFile ?? '/run/flannel/subnet.env';
+      let text: string;
+      try {
+        text = readFileSync(subnetFile, 'utf8');
+      } catch (err) {
+        throw new CniError(11, `cannot read subnet file ${subnetFile} (is the agent running?): ${(err as NodeJS.ErrnoException).code}`);
+      }
+      const delegate = delegateConfig(conf, text);
+      mkdirSync(dataDir, { recursive: true });
+      writeFileSync(`${saved}.tmp`, JSON.stringify(delegate));
+      renameSync(`${saved}.tmp`, saved);
+      const res = runDelegate(String(delegate.type), delegate, env);
+      if (res.code !== 0) {
+        rmSync(saved, { force: true });
+        return { out: res.stdout || JSON.stringify(new CniError(7, `delegate ${delegate.type} failed`, res.stderr)), code: res.code };
+      }
+      return { out: res.stdout, code: 0 };
+    }
+    if (command === 'DEL' || command === 'CHECK') {
+      if (!existsSync(saved)) return { out: '', code: 0 }; // DEL is idempotent; nothing was added
+      const delegate = JSON.parse(readFileSync(saved, 'utf8')) as Record<string, unknown>;
+      const res = runDelegate(String(delegate.type), delegate, env);
+      if (res.code !== 0) return { out: res.stdout, code: res.code };
+      if (command === 'DEL') rmSync(saved, { force: true });
+      return { out: res.stdout, code: 0 };
+    }
+    throw new CniError(4, `unsupported CNI_COMMAND ${JSON.stringify(command)}`);
+  } catch (err) {
+    const e = err instanceof CniError ? err : new CniError(999, (err as Error).message);
+    return { out: JSON.stringify(e), code: 1 };
+  }
+}
