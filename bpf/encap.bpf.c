@@ -95,8 +95,16 @@ int twill_encap(struct __sk_buff *skb)
 		      BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) |
 		      BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
 	if (bpf_skb_adjust_room(skb, VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, flags)) {
-		TWILL_COUNT(stats, drop_encap_error);
-		return TC_ACT_SHOT;
+		/*
+		 * The tunnel flags are refused (-EALREADY) for an skb still marked as encapsulated:
+		 * on a veth underlay, a packet decapped by XDP here and routed back out (a NodePort
+		 * reply, say) is the very skb its sender encapsulated. A single packet needs no tunnel
+		 * GSO metadata, so it is grown plainly; a GSO one cannot be, and is counted.
+		 */
+		if (skb->gso_segs > 1 || bpf_skb_adjust_room(skb, VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, 0)) {
+			TWILL_COUNT(stats, drop_encap_error);
+			return TC_ACT_SHOT;
+		}
 	}
 
 	struct vxlan_encap_hdr h = {};

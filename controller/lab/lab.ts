@@ -300,7 +300,7 @@ function cniConf(state: LabState, node: LabNode) {
     subnetFile: node.subnetFile,
     dataDir: `${stateDir(state.name)}/${node.name}/cni-flannel`,
     // As in a conflist: the lab has no outside network, so nothing to masquerade (pod addresses stay visible).
-    delegate: { hairpinMode: true, ipMasq: false },
+    delegate: { hairpinMode: true, isDefaultGateway: true, ipMasq: false }, // as kube-flannel.yml, minus masquerading
     // Per node: host-local keeps its allocations in dataDir, which nodes on one host must not share.
     ipam: { dataDir: `${stateDir(state.name)}/${node.name}/ipam` },
   };
