@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pidAlive, stopAgent } from '../../controller/lab/agents.js';
 import { labStatus, restartAgent, type LabNode, type LabState } from '../../controller/lab/lab.js';
@@ -99,8 +99,11 @@ describe('migration: kernel VXLAN to BPF and back, one node at a time, under tra
       if (!pidAlive(agent.pid)) throw new Error(`agent on ${node.name} exited: ${readFileSync(node.agent!.log, 'utf8').slice(before)}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    const vxlan = (await run(['ip', '-n', node.netns, 'link', 'show', 'flannel.1'], { allowFailure: true })).code === 0;
-    expect(vxlan).toBe(mode === 'kernel');
+    // The other mode's state is gone: no flannel.1 under BPF; no twill0, links or pins under kernel VXLAN.
+    const has = async (dev: string) => (await run(['ip', '-n', node.netns, 'link', 'show', dev], { allowFailure: true })).code === 0;
+    expect(await has('flannel.1')).toBe(mode === 'kernel');
+    expect(await has('twill0')).toBe(mode === 'bpf');
+    expect(existsSync(`${node.pinDir}/links/decap`)).toBe(mode === 'bpf');
   }
 
   it('switches each node kernel -> BPF -> kernel with pods pinging across all nodes, and reports the loss', async () => {
