@@ -23,7 +23,8 @@ const log = logger('lab');
  * half-way.
  */
 
-const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/, 'an IPv4 CIDR like 10.244.0.0/16');
+// Checked with the same parser the lab computes addresses with: octets in range, no host bits.
+const cidr = z.string().refine((c) => parseCidr(c, true) !== undefined, 'an IPv4 CIDR like 10.244.0.0/16, with no host bits');
 export const labOptionsSchema = z.object({
   name: z.string().regex(/^[a-z][a-z0-9]{0,5}$/, '1-6 lowercase letters or digits, starting with a letter'),
   nodes: z.number().int().min(1).max(50),
