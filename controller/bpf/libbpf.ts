@@ -390,7 +390,7 @@ export class BpfMap {
   update(key: Buffer, value: Buffer, flags: 'any' | 'noexist' | 'exist' = 'any'): void {
     this.checkKey(key);
     this.checkValue(value);
-    check(raw.mapUpdateElem(this.fd, key, value, UPDATE_FLAGS[flags]) as number, 'bpf_map_update_elem', `map ${this.name}, flags ${flags}`);
+    check(raw.mapUpdateElem(this.fd, key, value, UPDATE_FLAGS[flags]) as number, 'bpf_map_update_elem', `map ${this.name}`);
   }
 
   delete(key: Buffer): boolean {
