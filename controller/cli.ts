@@ -12,6 +12,7 @@ const help = `twill: an eBPF VXLAN dataplane for flannel networks
   twill maps [--pin-dir DIR] [--json]          decode the pinned BPF maps
   twill cni install [--dir D] [--name flannel] install the flannel-compatible CNI plugin
   twill docker-opts [--subnet-file F]          Docker's --bip/--mtu/--ip-masq from the subnet file
+  twill bench [--reps 3] [--modes veth,wire]   twill vs kernel VXLAN vs host-gw vs raw veth
   twill version
 
 Logs are JSON on stderr, warnings and errors only; -v or TWILL_LOG=info|debug for more.`;
@@ -27,6 +28,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./cli/agent.js')).agentCli(rest);
     case 'dataplane':
       return (await import('./cli/dataplane.js')).dataplaneCli(rest);
+    case 'bench':
+      return (await import('./cli/bench.js')).benchCli(rest);
     case 'cni':
       return (await import('./cli/cni.js')).cniCli(rest);
     case 'docker-opts':

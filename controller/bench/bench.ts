@@ -1,0 +1,206 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { stopAgent } from '../lab/agents.js';
+import { labDown, labUp, stopLabEtcd, type LabPod, type LabState } from '../lab/lab.js';
+import { ip, ipBatch } from '../netlink/ip.js';
+import { run } from '../util/exec.js';
+
+/*
+ * Side-by-side datapath benchmark: the same 2-node topology (a pod behind cni0 on each node,
+ * nodes on a shared underlay bridge) for twill, flannel's kernel VXLAN, host-gw routes, and a
+ * raw veth between two pods, measured interleaved (each repetition runs every variant in turn).
+ */
+
+export type Variant = 'twill' | 'kernel-vxlan' | 'host-gw' | 'raw-veth';
+export const variants: Variant[] = ['twill', 'kernel-vxlan', 'host-gw', 'raw-veth'];
+export type UnderlayMode = 'veth' | 'wire';
+
+export interface Endpoints {
+  client: Pick<LabPod, 'netns' | 'ip'>;
+  server: Pick<LabPod, 'netns' | 'ip'>;
+  /** underlay links as [netns, dev] pairs, both ends (for the wire mode's offload settings) */
+  links: [string, string][];
+  /** where the sender's frames cross the underlay, and where the receiver takes them in */
+  wireTap?: [string, string];
+  receiverTap?: [string, string];
+}
+
+const labNames: Record<Exclude<Variant, 'raw-veth'>, { name: string; underlay: string }> = {
+  twill: { name: 'bt', underlay: '192.168.91.0/24' },
+  'kernel-vxlan': { name: 'bk', underlay: '192.168.92.0/24' },
+  'host-gw': { name: 'bh', underlay: '192.168.93.0/24' },
+};
+const RAW = { a: 'bv-a', b: 'bv-b' };
+
+async function quietLab(state: LabState): Promise<void> {
+  // The datapath needs neither the agents nor etcd once programmed; stopping them keeps the
+  // measurement free of their (small) CPU use.
+  for (const n of state.nodes) await stopAgent(n.agent!.pid, n.pinDir);
+  await stopLabEtcd(state);
+}
+
+function labEndpoints(state: LabState): Endpoints {
+  const [n1, n2] = state.nodes;
+  return {
+    client: state.pods.find((p) => p.node === n1.name)!,
+    server: state.pods.find((p) => p.node === n2.name)!,
+    links: state.nodes.flatMap((n) => [[n.netns, 'eth0'] as [string, string], [state.underlay.netns, n.name] as [string, string]]),
+    wireTap: [state.underlay.netns, n2.name],
+    receiverTap: [n2.netns, 'eth0'],
+  };
+}
+
+export async function setUp(variant: Variant, progress: (m: string) => void): Promise<Endpoints> {
+  if (variant === 'raw-veth') {
+    await tearDownRaw();
+    await ip(['netns', 'add', RAW.a]);
+    await ip(['netns', 'add', RAW.b]);
+    await ip(['link', 'add', 'eth0', 'netns', RAW.a, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', RAW.b]);
+    await ipBatch(['link set lo up', 'addr add 10.99.0.1/24 dev eth0', 'link set eth0 up'], { netns: RAW.a });
+    await ipBatch(['link set lo up', 'addr add 10.99.0.2/24 dev eth0', 'link set eth0 up'], { netns: RAW.b });
+    progress('raw-veth: two pod namespaces joined by one veth pair');
+    return { client: { netns: RAW.a, ip: '10.99.0.1' }, server: { netns: RAW.b, ip: '10.99.0.2' }, links: [[RAW.a, 'eth0'], [RAW.b, 'eth0']], wireTap: [RAW.b, 'eth0'], receiverTap: [RAW.b, 'eth0'] };
+  }
+  const { name, underlay } = labNames[variant];
+  const state = await labUp({ name, nodes: 2, podsPerNode: 1, kernelNodes: variant === 'twill' ? 0 : 2, underlayCidr: underlay }, () => undefined);
+  await quietLab(state);
+  if (variant === 'host-gw') {
+    // flannel's host-gw: a route per peer subnet via the peer's underlay address, no tunnel.
+    for (const n of state.nodes) {
+      await ip(['link', 'del', 'flannel.1'], { netns: n.netns });
+      for (const peer of state.nodes.filter((p) => p !== n)) await ip(['route', 'replace', peer.subnet, 'via', peer.underlayIp, 'dev', 'eth0'], { netns: n.netns });
+      // Pods get MTU 1450 from the lab; host-gw needs no overhead, but the pods stay the same for comparison.
+    }
+  }
+  progress(`${variant}: lab ${name} (2 nodes, 1 pod each) ready, agents and etcd stopped`);
+  return labEndpoints(state);
+}
+
+async function tearDownRaw(): Promise<void> {
+  for (const ns of [RAW.a, RAW.b]) await ip(['netns', 'del', ns]).catch(() => undefined);
+}
+
+export async function tearDown(): Promise<void> {
+  for (const { name } of Object.values(labNames)) await labDown(name);
+  await tearDownRaw();
+}
+
+/** The wire regime: frames cross the underlay at MTU size and the receiver aggregates them with GRO. */
+export async function setUnderlayMode(e: Endpoints, mode: UnderlayMode): Promise<void> {
+  const on = mode === 'veth' ? 'on' : 'off';
+  for (const [netns, dev] of e.links) {
+    await run(['ethtool', '-K', dev, 'tso', on, 'gso', on, 'tx-udp_tnl-segmentation', on, 'tx-udp_tnl-csum-segmentation', on, 'gro', 'on'], { netns, allowFailure: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// measurements
+
+function cpuJiffies(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const idle = f[3] + f[4];
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/** Share of all CPUs busy over `ms` (0..1): what runs besides the benchmark when it is idle. */
+export async function background(ms = 500): Promise<number> {
+  const a = cpuJiffies();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = cpuJiffies();
+  return (b.busy - a.busy) / Math.max(1, b.total - a.total);
+}
+
+function startServer(netns: string, argv: string[], ready: RegExp): Promise<{ stop(): Promise<void> }> {
+  const child = spawn('nsenter', [`--net=/run/netns/${netns}`, '--', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      if (ready.test(out)) resolve({ stop: () => new Promise<void>((r) => (child.exitCode !== null ? r() : (child.once('close', () => r()), child.kill('SIGKILL')))) });
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.once('close', () => reject(new Error(`${argv.join(' ')} exited: ${out.trim()}`)));
+  });
+}
+
+export interface Sample {
+  tcp1Gbps: number;
+  tcp4Gbps: number;
+  udpKpps: number;
+  cpuUsPerPkt: number;
+  tcpLatSameCpuUs: number;
+  udpLatSameCpuUs: number;
+  tcpLatTwoCpuUs: number;
+  udpLatTwoCpuUs: number;
+}
+
+async function iperf(e: Endpoints, args: string[]): Promise<Record<string, any>> {
+  const srv = await startServer(e.server.netns, ['iperf3', '-s', '-1', '--forceflush', '-p', '5401'], /Server listening/);
+  try {
+    const res = await run(['iperf3', '-c', e.server.ip, '-p', '5401', '-J', ...args], { netns: e.client.netns });
+    return JSON.parse(res.stdout);
+  } finally {
+    await srv.stop();
+  }
+}
+
+async function qperfLat(e: Endpoints, serverCpu: number, clientCpu: number, seconds: number): Promise<{ tcp: number; udp: number }> {
+  // qperf prints nothing once it listens: give it a moment, then the client connects.
+  const srv = spawn('nsenter', [`--net=/run/netns/${e.server.netns}`, '--', 'taskset', '-c', String(serverCpu), 'qperf', '-lp', '19766'], { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 300));
+  try {
+    const res = await run(['taskset', '-c', String(clientCpu), 'qperf', '-lp', '19766', '-t', String(seconds), e.server.ip, 'tcp_lat', 'udp_lat'], { netns: e.client.netns });
+    const lat = [...res.stdout.matchAll(/latency\s*=\s*([\d.]+)\s*(us|ms|ns)/g)].map((m) => Number(m[1]) * (m[2] === 'ms' ? 1000 : m[2] === 'ns' ? 0.001 : 1));
+    if (lat.length !== 2) throw new Error(`qperf output not understood: ${res.stdout}`);
+    return { tcp: lat[0], udp: lat[1] };
+  } finally {
+    srv.kill('SIGKILL');
+  }
+}
+
+export async function measure(e: Endpoints, seconds: number): Promise<Sample> {
+  const tcp1 = await iperf(e, ['-t', String(seconds)]);
+  const tcp4 = await iperf(e, ['-t', String(seconds), '-P', '4']);
+  const before = cpuJiffies();
+  const udp = await iperf(e, ['-u', '-l', '64', '-b', '0', '-t', String(seconds)]);
+  const after = cpuJiffies();
+  const sum = udp.end.sum;
+  const received = sum.packets - sum.lost_packets;
+  const same = await qperfLat(e, 0, 0, seconds);
+  const two = await qperfLat(e, 1, 0, seconds);
+  return {
+    tcp1Gbps: tcp1.end.sum_received.bits_per_second / 1e9,
+    tcp4Gbps: tcp4.end.sum_received.bits_per_second / 1e9,
+    udpKpps: received / sum.seconds / 1e3,
+    // jiffies are 1/100 s (USER_HZ): CPU of the whole machine (both pods, both nodes) per datagram received
+    cpuUsPerPkt: ((after.busy - before.busy) * 10_000) / Math.max(1, received),
+    tcpLatSameCpuUs: same.tcp,
+    udpLatSameCpuUs: same.udp,
+    tcpLatTwoCpuUs: two.tcp,
+    udpLatTwoCpuUs: two.udp,
+  };
+}
+
+/** Max frame sizes seen on the underlay (sender side) and on the receiver after GRO, during a TCP stream. */
+export async function regime(e: Endpoints, seconds: number): Promise<{ wireMax: number; receiverMax: number }> {
+  const cap = (tap: [string, string], dir: 'in' | 'out') =>
+    new Promise<number>((resolve) => {
+      const child = spawn('nsenter', [`--net=/run/netns/${tap[0]}`, '--', 'tcpdump', '-i', tap[1], '-nn', '-e', '-c', '400', '-Q', dir], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const t = setTimeout(() => child.kill('SIGINT'), (seconds + 2) * 1000);
+      child.on('close', () => {
+        clearTimeout(t);
+        resolve(Math.max(0, ...[...out.matchAll(/length (\d+):/g)].map((m) => Number(m[1]))));
+      });
+    });
+  // Frames the underlay hands to the receiving node, and what that node's stack takes in after GRO.
+  const wire = cap(e.wireTap!, e.wireTap![0] === e.receiverTap![0] ? 'in' : 'out');
+  const recv = cap(e.receiverTap!, 'in');
+  await new Promise((r) => setTimeout(r, 500));
+  await iperf(e, ['-t', String(seconds)]);
+  return { wireMax: await wire, receiverMax: await recv };
+}
+

@@ -1,0 +1,22 @@
+import { runBench } from '../bench/run.js';
+import { parseArgs, UsageError } from './args.js';
+
+/** `twill bench` (also `npm run bench`): the side-by-side datapath benchmark. */
+export async function benchCli(argv: string[]): Promise<number> {
+  const o = parseArgs(argv, {
+    reps: { type: 'number', default: 3, describe: 'repetitions (the median is reported)' },
+    seconds: { type: 'number', default: 3, describe: 'seconds per measurement' },
+    modes: { type: 'string', default: 'veth,wire', describe: 'underlay modes: veth, wire' },
+    out: { type: 'string', default: 'BENCHMARKS.md', describe: 'report file ("" for none)' },
+    'max-background': { type: 'number', default: 0.15, describe: 'refuse when other processes keep this share of CPU busy' },
+  });
+  const modes = o.modes.split(',');
+  if (modes.some((m) => m !== 'veth' && m !== 'wire')) throw new UsageError(`--modes ${o.modes}: expected veth and/or wire`);
+  if (o.reps < 1 || o.seconds < 1) throw new UsageError('--reps and --seconds must be at least 1');
+  const doc = await runBench(
+    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out: o.out || undefined, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'] },
+    (m) => console.error(m),
+  );
+  console.log(doc);
+  return 0;
+}
