@@ -5,6 +5,7 @@ import { ensureKernelVxlan, kernelVxlanMac, KernelVxlanDatapath, removeKernelVxl
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
 import { EtcdStore } from '../etcd/store.js';
+import { IptablesMasq } from '../masq/iptables.js';
 import { formatCidr } from '../net/ipv4.js';
 import { randomVtepMac } from '../net/mac.js';
 import { Reconciler, type Datapath } from '../reconcile/reconciler.js';
@@ -145,6 +146,17 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   };
 
   let own = await acquireWithRetry();
+  // Masquerade and forward-accept rules follow the lease; they are never removed on exit.
+  const masq = new IptablesMasq({ resyncSeconds: flags.iptablesResync, log: logger('masq') });
+  const masqInput = (lease: OwnLease) => ({
+    network: config.network,
+    subnet: lease.subnet,
+    ipMasq: flags.ipMasq,
+    randomFully: !flags.ipMasqFullyRandomDisable,
+    forwardRules: flags.iptablesForwardRules,
+  });
+  await masq.update(masqInput(own));
+  masq.startResync();
   const reconciler = new Reconciler(
     { sync: () => Promise.reject(new Error('datapath not attached yet')) },
     { subnet: formatCidr(own.subnet), publicIp: iface.publicIp },
@@ -212,6 +224,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       log.error('lease moved to another subnet: pods on the old subnet lose connectivity until they are recreated', { from: previous, to: formatCidr(own.subnet) });
       reconciler.setSelf({ subnet: formatCidr(own.subnet), publicIp: iface.publicIp });
       reconciler.setDatapath(await program(own));
+      await masq.update(masqInput(own));
       writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: underlayMtu - VXLAN_OVERHEAD, ipMasq: flags.ipMasq });
     }
     reconciler.update(watcher.leases);

@@ -1,0 +1,182 @@
+import { cidrContains, formatCidr, type Cidr } from '../net/ipv4.js';
+
+/*
+ * flannel's --ip-masq and forward-accept rules as data, and the iptables-restore input that
+ * brings a node's saved tables to them. Pure: network config, own lease and flags in; rule
+ * text out. Rules are written exactly as `iptables-save` prints them, so "in sync" is string
+ * equality with what the kernel reports back.
+ */
+
+/** kube-proxy marks what it wants masqueraded itself; flannel must not NAT those twice. */
+export const KUBE_PROXY_MASQ_MARK = '0x4000/0x4000';
+const MULTICAST = '224.0.0.0/4';
+const MASQ_COMMENT = '-m comment --comment "flanneld masq"';
+const FORWARD_COMMENT = '-m comment --comment "flanneld forward"';
+
+export interface MasqInput {
+  /** the cluster network (flannel's Network, C) */
+  network: Cidr;
+  /** this node's lease (P) */
+  subnet: Cidr;
+  ipMasq: boolean;
+  /** MASQUERADE --random-fully, unless --ip-masq-fully-random-disable */
+  randomFully: boolean;
+  /** --iptables-forward-rules */
+  forwardRules: boolean;
+}
+
+/** One chain of ours and the single rule that jumps to it from a built-in chain. */
+export interface ManagedChain {
+  table: 'nat' | 'filter';
+  chain: string;
+  /** the built-in chain that jumps to ours */
+  hook: string;
+  /** the jump rule's match and target, without "-A hook" */
+  jump: string;
+  /** flannel inserts the POSTROUTING jump first (ahead of other NAT) and appends the FORWARD one */
+  jumpFirst: boolean;
+  /** the chain's rules, each an `iptables-save` line without "-A chain" */
+  rules: string[];
+}
+
+export interface DesiredRules {
+  present: ManagedChain[];
+  /** chains of ours that must not exist (the flag is off): removed with their jump if found */
+  absent: ManagedChain[];
+}
+
+export class MasqInputError extends Error {
+  override name = 'MasqInputError';
+}
+
+export function masqChain(network: Cidr, subnet: Cidr, randomFully: boolean): ManagedChain {
+  const C = formatCidr(network);
+  const P = formatCidr(subnet);
+  const masquerade = `-j MASQUERADE${randomFully ? ' --random-fully' : ''}`;
+  return {
+    table: 'nat',
+    chain: 'FLANNEL-POSTRTG',
+    hook: 'POSTROUTING',
+    jump: `${MASQ_COMMENT} -j FLANNEL-POSTRTG`,
+    jumpFirst: true,
+    rules: [
+      `-m mark --mark ${KUBE_PROXY_MASQ_MARK} ${MASQ_COMMENT} -j RETURN`,
+      // Pod to pod inside the cluster keeps its source address, in both directions.
+      `-s ${P} -d ${C} ${MASQ_COMMENT} -j RETURN`,
+      `-s ${C} -d ${P} ${MASQ_COMMENT} -j RETURN`,
+      // Outside traffic that reached a pod of ours through this node keeps its source too.
+      `! -s ${C} -d ${P} ${MASQ_COMMENT} -j RETURN`,
+      `-s ${C} ! -d ${MULTICAST} ${MASQ_COMMENT} ${masquerade}`,
+      // The host talking to remote pods gets a source address those pods can answer.
+      `! -s ${C} -d ${C} ${MASQ_COMMENT} ${masquerade}`,
+    ],
+  };
+}
+
+export function forwardChain(network: Cidr): ManagedChain {
+  const C = formatCidr(network);
+  return {
+    table: 'filter',
+    chain: 'FLANNEL-FWD',
+    hook: 'FORWARD',
+    jump: `${FORWARD_COMMENT} -j FLANNEL-FWD`,
+    jumpFirst: false,
+    rules: [`-s ${C} ${FORWARD_COMMENT} -j ACCEPT`, `-d ${C} ${FORWARD_COMMENT} -j ACCEPT`],
+  };
+}
+
+/** The rule set for this node: what must exist and what must not. */
+export function desiredRules(input: MasqInput): DesiredRules {
+  if (!cidrContains(input.network, input.subnet)) {
+    throw new MasqInputError(`lease ${formatCidr(input.subnet)} is not inside the network ${formatCidr(input.network)}`);
+  }
+  const masq = masqChain(input.network, input.subnet, input.randomFully);
+  const forward = forwardChain(input.network);
+  return {
+    present: [...(input.ipMasq ? [masq] : []), ...(input.forwardRules ? [forward] : [])],
+    absent: [...(input.ipMasq ? [] : [masq]), ...(input.forwardRules ? [] : [forward])],
+  };
+}
+
+/** What `iptables-save` says about one table: declared chains and every "-A" line in order. */
+export interface SavedTable {
+  chains: Set<string>;
+  rules: string[];
+}
+
+/** Parses `iptables-save` output (any number of tables; counters, if any, are ignored). */
+export function parseIptablesSave(text: string): Map<string, SavedTable> {
+  const tables = new Map<string, SavedTable>();
+  let current: SavedTable | undefined;
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/^\[\d+:\d+\] /, '').trimEnd();
+    if (line.startsWith('*')) {
+      current = { chains: new Set(), rules: [] };
+      tables.set(line.slice(1), current);
+    } else if (line === 'COMMIT') current = undefined;
+    else if (current && line.startsWith(':')) current.chains.add(line.slice(1).split(' ')[0]);
+    else if (current && line.startsWith('-A ')) current.rules.push(line);
+  }
+  return tables;
+}
+
+export interface RestorePlan {
+  /** input for `iptables-restore --noflush`, or undefined when the tables already match */
+  script?: string;
+  /** what differed, for the log */
+  repairs: string[];
+}
+
+function chainRules(saved: SavedTable | undefined, chain: string): string[] {
+  return (saved?.rules ?? []).filter((r) => r.startsWith(`-A ${chain} `)).map((r) => r.slice(`-A ${chain} `.length));
+}
+
+function jumpCount(saved: SavedTable | undefined, c: ManagedChain): number {
+  return (saved?.rules ?? []).filter((r) => r === `-A ${c.hook} ${c.jump}`).length;
+}
+
+/**
+ * The smallest restore that makes the saved tables match `desired`. A chain whose rules differ
+ * is declared (which, under --noflush, empties it) and refilled in the same table commit, so its
+ * old and new contents are swapped atomically; a chain that already matches is not touched at
+ * all, so a restarted agent leaves the live rules (and their counters) alone.
+ */
+export function planRestore(saved: Map<string, SavedTable>, desired: DesiredRules): RestorePlan {
+  const repairs: string[] = [];
+  const perTable = new Map<string, { declare: string[]; lines: string[] }>();
+  const out = (table: string) => {
+    if (!perTable.has(table)) perTable.set(table, { declare: [], lines: [] });
+    return perTable.get(table)!;
+  };
+  for (const c of desired.present) {
+    const table = saved.get(c.table);
+    const exists = table?.chains.has(c.chain) ?? false;
+    const current = chainRules(table, c.chain);
+    if (!exists || current.join('\n') !== c.rules.join('\n')) {
+      repairs.push(exists ? `${c.table} ${c.chain}: rules differ (${current.length} found, ${c.rules.length} wanted)` : `${c.table} ${c.chain}: chain missing`);
+      out(c.table).declare.push(`:${c.chain} - [0:0]`);
+      out(c.table).lines.push(...c.rules.map((r) => `-A ${c.chain} ${r}`));
+    }
+    const jumps = jumpCount(table, c);
+    if (jumps === 0) {
+      repairs.push(`${c.table} ${c.hook}: jump to ${c.chain} missing`);
+      out(c.table).lines.push(c.jumpFirst ? `-I ${c.hook} 1 ${c.jump}` : `-A ${c.hook} ${c.jump}`);
+    }
+    for (let i = 1; i < jumps; i++) {
+      if (i === 1) repairs.push(`${c.table} ${c.hook}: ${jumps} jumps to ${c.chain}, keeping one`);
+      out(c.table).lines.push(`-D ${c.hook} ${c.jump}`);
+    }
+  }
+  for (const c of desired.absent) {
+    const table = saved.get(c.table);
+    const jumps = jumpCount(table, c);
+    for (let i = 0; i < jumps; i++) out(c.table).lines.push(`-D ${c.hook} ${c.jump}`);
+    if (table?.chains.has(c.chain)) {
+      repairs.push(`${c.table} ${c.chain}: not wanted, removing`);
+      out(c.table).lines.push(`-F ${c.chain}`, `-X ${c.chain}`);
+    } else if (jumps) repairs.push(`${c.table} ${c.hook}: jump to unwanted ${c.chain}, removing`);
+  }
+  if (perTable.size === 0) return { repairs };
+  const script = [...perTable].map(([table, { declare, lines }]) => [`*${table}`, ...declare, ...lines, 'COMMIT'].join('\n')).join('\n') + '\n';
+  return { script, repairs };
+}
