@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { stopAgent } from '../lab/agents.js';
 import { labDown, labUp, stopLabEtcd, type LabPod, type LabState } from '../lab/lab.js';
 import { ip, ipBatch } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
+import { machineJiffies, watchOtherCpu } from './cpu.js';
 
 /*
  * Side-by-side datapath benchmark: the same 2-node topology (a pod behind cni0 on each node,
@@ -59,7 +59,7 @@ export async function setUp(variant: Variant, progress: (m: string) => void): Pr
     await ipBatch(['link set lo up', 'addr add 10.99.0.1/24 dev eth0', 'link set eth0 up'], { netns: RAW.a });
     await ipBatch(['link set lo up', 'addr add 10.99.0.2/24 dev eth0', 'link set eth0 up'], { netns: RAW.b });
     progress('raw-veth: two pod namespaces joined by one veth pair');
-    return { client: { netns: RAW.a, ip: '10.99.0.1' }, server: { netns: RAW.b, ip: '10.99.0.2' }, links: [[RAW.a, 'eth0'], [RAW.b, 'eth0']], wireTap: [RAW.b, 'eth0'], receiverTap: [RAW.b, 'eth0'] };
+    return { client: { netns: RAW.a, ip: '10.99.0.1' }, server: { netns: RAW.b, ip: '10.99.0.2' }, links: [[RAW.a, 'eth0'], [RAW.b, 'eth0']], wireTap: [RAW.a, 'eth0'], receiverTap: [RAW.b, 'eth0'] };
   }
   const { name, underlay } = labNames[variant];
   const state = await labUp({ name, nodes: 2, podsPerNode: 1, kernelNodes: variant === 'twill' ? 0 : 2, underlayCidr: underlay }, () => undefined);
@@ -96,21 +96,6 @@ export async function setUnderlayMode(e: Endpoints, mode: UnderlayMode): Promise
 // ---------------------------------------------------------------------------------------------
 // measurements
 
-function cpuJiffies(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const idle = f[3] + f[4];
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - idle, total };
-}
-
-/** Share of all CPUs busy over `ms` (0..1): what runs besides the benchmark when it is idle. */
-export async function background(ms = 500): Promise<number> {
-  const a = cpuJiffies();
-  await new Promise((r) => setTimeout(r, ms));
-  const b = cpuJiffies();
-  return (b.busy - a.busy) / Math.max(1, b.total - a.total);
-}
-
 function startServer(netns: string, argv: string[], ready: RegExp): Promise<{ stop(): Promise<void> }> {
   const child = spawn('nsenter', [`--net=/run/netns/${netns}`, '--', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -134,6 +119,9 @@ export interface Sample {
   udpLatSameCpuUs: number;
   tcpLatTwoCpuUs: number;
   udpLatTwoCpuUs: number;
+  /** share of all CPUs other programs used during the measurement, and the biggest of them */
+  otherCpuShare: number;
+  otherCpuTop: string;
 }
 
 async function iperf(e: Endpoints, args: string[]): Promise<Record<string, any>> {
@@ -147,29 +135,33 @@ async function iperf(e: Endpoints, args: string[]): Promise<Record<string, any>>
 }
 
 async function qperfLat(e: Endpoints, serverCpu: number, clientCpu: number, seconds: number): Promise<{ tcp: number; udp: number }> {
-  // qperf prints nothing once it listens: give it a moment, then the client connects.
   const srv = spawn('nsenter', [`--net=/run/netns/${e.server.netns}`, '--', 'taskset', '-c', String(serverCpu), 'qperf', '-lp', '19766'], { stdio: 'ignore' });
-  await new Promise((r) => setTimeout(r, 300));
   try {
-    const res = await run(['taskset', '-c', String(clientCpu), 'qperf', '-lp', '19766', '-t', String(seconds), e.server.ip, 'tcp_lat', 'udp_lat'], { netns: e.client.netns });
-    const lat = [...res.stdout.matchAll(/latency\s*=\s*([\d.]+)\s*(us|ms|ns)/g)].map((m) => Number(m[1]) * (m[2] === 'ms' ? 1000 : m[2] === 'ns' ? 0.001 : 1));
-    if (lat.length !== 2) throw new Error(`qperf output not understood: ${res.stdout}`);
-    return { tcp: lat[0], udp: lat[1] };
+    // qperf prints nothing once it listens: the client retries until the server is there.
+    for (let attempt = 1; ; attempt++) {
+      await new Promise((r) => setTimeout(r, 200));
+      const res = await run(['taskset', '-c', String(clientCpu), 'qperf', '-lp', '19766', '-t', String(seconds), e.server.ip, 'tcp_lat', 'udp_lat'], { netns: e.client.netns, allowFailure: true });
+      const lat = [...res.stdout.matchAll(/latency\s*=\s*([\d.]+)\s*(us|ms|ns)/g)].map((m) => Number(m[1]) * (m[2] === 'ms' ? 1000 : m[2] === 'ns' ? 0.001 : 1));
+      if (lat.length === 2) return { tcp: lat[0], udp: lat[1] };
+      if (attempt === 10) throw new Error(`qperf to ${e.server.ip} failed: ${(res.stdout + res.stderr).trim()}`);
+    }
   } finally {
     srv.kill('SIGKILL');
   }
 }
 
 export async function measure(e: Endpoints, seconds: number): Promise<Sample> {
+  const others = watchOtherCpu();
   const tcp1 = await iperf(e, ['-t', String(seconds)]);
   const tcp4 = await iperf(e, ['-t', String(seconds), '-P', '4']);
-  const before = cpuJiffies();
+  const before = machineJiffies();
   const udp = await iperf(e, ['-u', '-l', '64', '-b', '0', '-t', String(seconds)]);
-  const after = cpuJiffies();
+  const after = machineJiffies();
   const sum = udp.end.sum;
   const received = sum.packets - sum.lost_packets;
   const same = await qperfLat(e, 0, 0, seconds);
   const two = await qperfLat(e, 1, 0, seconds);
+  const other = others.stop();
   return {
     tcp1Gbps: tcp1.end.sum_received.bits_per_second / 1e9,
     tcp4Gbps: tcp4.end.sum_received.bits_per_second / 1e9,
@@ -180,6 +172,8 @@ export async function measure(e: Endpoints, seconds: number): Promise<Sample> {
     udpLatSameCpuUs: same.udp,
     tcpLatTwoCpuUs: two.tcp,
     udpLatTwoCpuUs: two.udp,
+    otherCpuShare: other.share,
+    otherCpuTop: other.top,
   };
 }
 
@@ -197,7 +191,7 @@ export async function regime(e: Endpoints, seconds: number): Promise<{ wireMax: 
       });
     });
   // Frames the underlay hands to the receiving node, and what that node's stack takes in after GRO.
-  const wire = cap(e.wireTap!, e.wireTap![0] === e.receiverTap![0] ? 'in' : 'out');
+  const wire = cap(e.wireTap!, 'out');
   const recv = cap(e.receiverTap!, 'in');
   await new Promise((r) => setTimeout(r, 500));
   await iperf(e, ['-t', String(seconds)]);

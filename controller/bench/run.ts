@@ -1,22 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { background, measure, regime, setUnderlayMode, setUp, tearDown, variants, type Endpoints, type Sample, type UnderlayMode, type Variant } from './bench.js';
-
-const metrics: { key: keyof Sample; label: string; better: 'higher' | 'lower' }[] = [
-  { key: 'tcp1Gbps', label: 'TCP 1 stream (Gbit/s)', better: 'higher' },
-  { key: 'tcp4Gbps', label: 'TCP 4 streams (Gbit/s)', better: 'higher' },
-  { key: 'udpKpps', label: 'UDP 64 B received (kpps)', better: 'higher' },
-  { key: 'cpuUsPerPkt', label: 'CPU per received 64 B datagram (us)', better: 'lower' },
-  { key: 'tcpLatSameCpuUs', label: 'TCP latency, one CPU (us)', better: 'lower' },
-  { key: 'udpLatSameCpuUs', label: 'UDP latency, one CPU (us)', better: 'lower' },
-  { key: 'tcpLatTwoCpuUs', label: 'TCP latency, two CPUs (us)', better: 'lower' },
-  { key: 'udpLatTwoCpuUs', label: 'UDP latency, two CPUs (us)', better: 'lower' },
-];
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+import { otherCpuOver } from './cpu.js';
+import { measure, regime, setUnderlayMode, setUp, tearDown, type Endpoints, type Sample, type UnderlayMode, type Variant } from './bench.js';
+import { controlPlaneBench, controlPlaneSection } from './control-plane.js';
+import { renderReport, variants, type ModeResult, type Regime } from './report.js';
 
 export interface BenchOptions {
   reps: number;
@@ -25,38 +12,60 @@ export interface BenchOptions {
   out?: string;
   command: string;
   maxBackground: number;
+  /** leases for the control-plane scale run (0: skip it), and timed single puts */
+  leases: number;
+  puts: number;
 }
 
 /** Waits for a quiet machine; refuses to measure on a busy one. */
 async function quiet(max: number, say: (m: string) => void): Promise<void> {
-  for (let i = 0; i < 6; i++) {
-    const busy = await background(500);
-    if (busy <= max) return;
-    say(`  other processes use ${(busy * 100).toFixed(0)}% of the CPUs; waiting`);
-    await new Promise((r) => setTimeout(r, 2000));
+  for (let i = 0; i < 10; i++) {
+    const { share, top } = await otherCpuOver(1000);
+    if (share <= max) return;
+    say(`  other processes use ${(share * 100).toFixed(0)}% of the CPUs (most: ${top}); waiting`);
+    await new Promise((r) => setTimeout(r, 3000));
   }
-  throw new Error(`refusing to report: other processes kept more than ${(max * 100).toFixed(0)}% of the CPUs busy`);
+  throw new Error(`refusing to measure: other processes kept more than ${(max * 100).toFixed(0)}% of the CPUs busy`);
+}
+
+/** One sample in which no other program took a significant share of the CPUs, or an error saying which did. */
+async function cleanSample(e: Endpoints, o: BenchOptions, label: string, say: (m: string) => void): Promise<Sample> {
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    await quiet(o.maxBackground, say);
+    const s = await measure(e, o.seconds);
+    if (s.otherCpuShare <= o.maxBackground) return s;
+    say(`  ${label}: discarded, other processes took ${(s.otherCpuShare * 100).toFixed(0)}% of the CPUs during it (most: ${s.otherCpuTop})`);
+  }
+  throw new Error(`refusing to report ${label}: other processes took more than ${(o.maxBackground * 100).toFixed(0)}% of the CPUs in 3 attempts`);
+}
+
+/** The wire mode is only what it claims if frames crossed at MTU size and the receiver aggregated them. */
+function checkRegime(mode: UnderlayMode, v: Variant, r: Regime): void {
+  if (mode !== 'wire') return;
+  if (r.wireMax > 1518) throw new Error(`wire mode not in effect for ${v}: a ${r.wireMax}-byte frame crossed the underlay (segmentation offload still on)`);
+  if (r.receiverMax <= 1518) throw new Error(`wire mode not in effect for ${v}: the receiver took in nothing larger than ${r.receiverMax} bytes (GRO not aggregating)`);
 }
 
 export async function runBench(o: BenchOptions, say: (m: string) => void): Promise<string> {
   const started = new Date();
-  await quiet(o.maxBackground, say);
   const endpoints = new Map<Variant, Endpoints>();
   const results = new Map<UnderlayMode, Map<Variant, Sample[]>>();
-  const regimes = new Map<UnderlayMode, Map<Variant, { wireMax: number; receiverMax: number }>>();
+  const regimes = new Map<UnderlayMode, Map<Variant, Regime>>();
   try {
-    for (const v of variants) endpoints.set(v, await setUp(v, (m) => say(`setup ${m}`)));
+    if (o.modes.length > 0) for (const v of variants) endpoints.set(v, await setUp(v, (m) => say(`setup ${m}`)));
     for (const mode of o.modes) {
       for (const v of variants) await setUnderlayMode(endpoints.get(v)!, mode);
-      const reg = new Map<Variant, { wireMax: number; receiverMax: number }>();
-      for (const v of variants) reg.set(v, await regime(endpoints.get(v)!, 1));
+      const reg = new Map<Variant, Regime>();
+      for (const v of variants) {
+        reg.set(v, await regime(endpoints.get(v)!, 1));
+        checkRegime(mode, v, reg.get(v)!);
+      }
       regimes.set(mode, reg);
       say(`[${mode}] frame sizes (largest on the underlay / largest taken in by the receiver): ${variants.map((v) => `${v} ${reg.get(v)!.wireMax}/${reg.get(v)!.receiverMax}`).join(', ')}`);
       const byVariant = new Map<Variant, Sample[]>(variants.map((v) => [v, []]));
       for (let rep = 1; rep <= o.reps; rep++) {
         for (const v of variants) {
-          await quiet(o.maxBackground, say);
-          const s = await measure(endpoints.get(v)!, o.seconds);
+          const s = await cleanSample(endpoints.get(v)!, o, `${mode} rep ${rep} ${v}`, say);
           byVariant.get(v)!.push(s);
           say(`[${mode}] rep ${rep}/${o.reps} ${v.padEnd(12)} tcp1 ${s.tcp1Gbps.toFixed(2)} Gbit/s, udp ${s.udpKpps.toFixed(0)} kpps, ${s.cpuUsPerPkt.toFixed(1)} us/pkt, tcp_lat ${s.tcpLatSameCpuUs.toFixed(1)} us`);
         }
@@ -66,38 +75,14 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
   } finally {
     await tearDown();
   }
-  const doc = report(o, started, results, regimes);
+  const sections: string[] = [];
+  if (o.leases > 0) sections.push(controlPlaneSection(await controlPlaneBench(o.leases, o.puts, say)));
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  const doc = renderReport(
+    { command: o.command, started, reps: o.reps, seconds: o.seconds, machine: `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`, sections },
+    o.modes.map((mode): ModeResult => ({ mode, samples: results.get(mode)!, regimes: regimes.get(mode)! })),
+  );
   if (o.out) writeFileSync(o.out, doc);
   return doc;
 }
 
-function report(o: BenchOptions, started: Date, results: Map<UnderlayMode, Map<Variant, Sample[]>>, regimes: Map<UnderlayMode, Map<Variant, { wireMax: number; receiverMax: number }>>): string {
-  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-  const lines = [
-    '# Benchmarks',
-    '',
-    `Command: \`${o.command}\``,
-    `Date: ${started.toISOString()}; machine: ${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`,
-    `Median of ${o.reps} interleaved repetitions, ${o.seconds} s per measurement. Ratio = variant / kernel VXLAN (flannel's exact setup), measured in the same run.`,
-    'CPU per packet counts the whole machine (both pods, both nodes, iperf3 itself) during the UDP run.',
-    '',
-  ];
-  for (const [mode, byVariant] of results) {
-    const reg = regimes.get(mode)!;
-    lines.push(`## Underlay mode: ${mode}`, '');
-    lines.push(
-      mode === 'wire'
-        ? 'TSO, GSO and UDP-tunnel segmentation off, GRO on, at both ends of every underlay link: frames cross at MTU size and the receiver aggregates them.'
-        : 'veth defaults: GSO super-packets cross the underlay whole (no real NIC does this; it flatters every variant).',
-    );
-    lines.push('', `Largest frame on the underlay / largest packet taken in by the receiving node (bytes): ${variants.map((v) => `${v} ${reg.get(v)!.wireMax} / ${reg.get(v)!.receiverMax}`).join('; ')}.`, '');
-    lines.push(`| metric | ${variants.join(' | ')} | twill / kernel VXLAN |`, `|---|${variants.map(() => '---').join('|')}|---|`);
-    for (const m of metrics) {
-      const med = new Map(variants.map((v) => [v, median(byVariant.get(v)!.map((s) => s[m.key]))]));
-      const ratio = med.get('twill')! / med.get('kernel-vxlan')!;
-      lines.push(`| ${m.label} | ${variants.map((v) => med.get(v)!.toFixed(m.key.includes('Gbps') ? 2 : 1)).join(' | ')} | ${ratio.toFixed(2)}x |`);
-    }
-    lines.push('');
-  }
-  return lines.join('\n');
-}

@@ -8,13 +8,16 @@ export async function benchCli(argv: string[]): Promise<number> {
     seconds: { type: 'number', default: 3, describe: 'seconds per measurement' },
     modes: { type: 'string', default: 'veth,wire', describe: 'underlay modes: veth, wire' },
     out: { type: 'string', default: 'BENCHMARKS.md', describe: 'report file ("" for none)' },
-    'max-background': { type: 'number', default: 0.15, describe: 'refuse when other processes keep this share of CPU busy' },
+    'max-background': { type: 'number', default: 0.1, describe: 'discard a sample when other programs took this share of the CPUs' },
+    leases: { type: 'number', default: 10000, describe: 'leases in etcd for the control-plane run (0 skips it)' },
+    puts: { type: 'number', default: 200, describe: 'single lease puts timed until they reach the map' },
   });
   const modes = o.modes.split(',');
-  if (modes.some((m) => m !== 'veth' && m !== 'wire')) throw new UsageError(`--modes ${o.modes}: expected veth and/or wire`);
+  if (o.modes !== '' && modes.some((m) => m !== 'veth' && m !== 'wire')) throw new UsageError(`--modes ${o.modes}: expected veth and/or wire`);
+  if (o.modes === '') modes.length = 0;
   if (o.reps < 1 || o.seconds < 1) throw new UsageError('--reps and --seconds must be at least 1');
   const doc = await runBench(
-    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out: o.out || undefined, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'] },
+    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out: o.out || undefined, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'], leases: o.leases, puts: o.puts },
     (m) => console.error(m),
   );
   console.log(doc);

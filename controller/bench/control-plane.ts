@@ -1,0 +1,110 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stopAgent } from '../lab/agents.js';
+import { labDown, labUp, restartAgent, type LabState } from '../lab/lab.js';
+import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { run } from '../util/exec.js';
+import { cliEntry } from '../util/paths.js';
+import { median } from './report.js';
+
+/*
+ * Control-plane scale: etcd holding 10,000 leases, one agent (re)started against it from an
+ * empty datapath, and single lease puts timed until they reach that agent's map.
+ */
+
+export interface ControlPlaneResult {
+  leases: number;
+  startToProgrammedMs: number;
+  putToMapMs: { p50: number; p99: number; max: number; n: number };
+  agentRssMb: number;
+  agentPeakRssMb: number;
+}
+
+const LAB = { name: 'bc', underlayCidr: '192.168.94.0/24' };
+const probe = path.join(path.dirname(fileURLToPath(import.meta.url)), 'lease-probe.js');
+
+async function probeRun(state: LabState, mode: 'fill' | 'latency', args: object): Promise<any> {
+  const res = await run([process.execPath, probe, mode, JSON.stringify({ endpoint: state.etcd!.endpoint, prefix: state.etcd!.prefix, ...args })], { netns: state.etcd!.netns });
+  return JSON.parse(res.stdout);
+}
+
+/** Entries in a node's subnets map, or -1 while the agent has not pinned it yet. */
+function subnetCount(pinDir: string): number {
+  if (!existsSync(`${pinDir}/twill_subnets`)) return -1;
+  const maps = DatapathMaps.open(pinDir);
+  try {
+    return maps.subnets.map.entries().length;
+  } finally {
+    maps.close();
+  }
+}
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs: number, everyMs: number): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`control-plane bench: ${what} not reached in ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+function rssMb(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
+}
+
+const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
+
+export async function controlPlaneBench(leases: number, puts: number, say: (m: string) => void): Promise<ControlPlaneResult> {
+  await labDown(LAB.name);
+  try {
+    const state = await labUp({ ...LAB, nodes: 2, podsPerNode: 0, network: '10.0.0.0/8', subnetLen: 24 }, () => undefined);
+    const [a, b] = state.nodes;
+    say(`control plane: lab ${LAB.name} up (2 agents, network 10.0.0.0/8); putting ${leases} leases`);
+    await probeRun(state, 'fill', { count: leases });
+    const expected = leases + 1; // every fake lease and the other node
+    await waitFor(`node ${a.name} programming ${expected} subnets from the watch`, () => subnetCount(a.pinDir) >= expected, 120_000, 200);
+
+    // From an empty datapath: stop the agent and remove everything it pinned.
+    await stopAgent(b.agent!.pid, b.pinDir);
+    await run([process.execPath, cliEntry(), 'dataplane', 'detach', '--pin-dir', b.pinDir], { netns: b.netns });
+    say(`control plane: ${leases} leases in etcd; starting ${b.name}'s agent on an empty datapath`);
+    const t0 = process.hrtime.bigint();
+    const agent = restartAgent(state, b);
+    await waitFor(`node ${b.name} programming ${expected} subnets at start`, () => subnetCount(b.pinDir) >= expected, 60_000, 10);
+    const startToProgrammedMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    const mem = rssMb(agent.pid);
+    say(`control plane: all ${expected} subnets programmed ${startToProgrammedMs.toFixed(0)} ms after start; agent RSS ${mem.rss.toFixed(0)} MB`);
+
+    const { ms } = (await probeRun(state, 'latency', { pinDir: b.pinDir, puts })) as { ms: number[] };
+    const after = rssMb(agent.pid);
+    const result = {
+      leases,
+      startToProgrammedMs,
+      putToMapMs: { p50: median(ms), p99: percentile(ms, 99), max: Math.max(...ms), n: ms.length },
+      agentRssMb: Math.max(mem.rss, after.rss),
+      agentPeakRssMb: after.peak,
+    };
+    say(`control plane: lease put -> map p50 ${result.putToMapMs.p50.toFixed(1)} ms, p99 ${result.putToMapMs.p99.toFixed(1)} ms over ${ms.length} puts`);
+    return result;
+  } finally {
+    await labDown(LAB.name);
+  }
+}
+
+export function controlPlaneSection(r: ControlPlaneResult): string {
+  const row = (what: string, value: string, target: string, met?: boolean) => `| ${what} | ${value} | ${target} | ${met === undefined ? '' : met ? 'yes' : 'no'} |`;
+  return [
+    `## Control plane at ${r.leases.toLocaleString('en')} leases`,
+    '',
+    `etcd holds ${r.leases.toLocaleString('en')} leases of other nodes (plus the lab's two). One agent is started on an empty datapath (no pins) and timed from process start until its subnets map holds every lease; then ${r.putToMapMs.n} leases are put one at a time and each is timed from the put until it is in that agent's map (one process does both, on one clock).`,
+    '',
+    '| measure | value | target | met |',
+    '|---|--:|--:|---|',
+    row('agent start -> all leases in the maps', `${(r.startToProgrammedMs / 1000).toFixed(2)} s`, '<= 2 s', r.startToProgrammedMs <= 2000),
+    row('lease put -> map entry, p50', `${r.putToMapMs.p50.toFixed(1)} ms`, ''),
+    row('lease put -> map entry, p99', `${r.putToMapMs.p99.toFixed(1)} ms`, '< 100 ms', r.putToMapMs.p99 < 100),
+    row('agent RSS with all leases (peak)', `${r.agentRssMb.toFixed(0)} MB (${r.agentPeakRssMb.toFixed(0)} MB)`, '< 120 MB', r.agentRssMb < 120),
+  ].join('\n');
+}

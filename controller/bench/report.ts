@@ -1,0 +1,126 @@
+import type { Sample, UnderlayMode, Variant } from './bench.js';
+
+/*
+ * Pure part of the benchmark: medians, ratios to kernel VXLAN, the issue's targets and the
+ * Markdown report. Kept apart from the measuring so it can be unit-tested.
+ */
+
+export const variants: Variant[] = ['twill', 'kernel-vxlan', 'host-gw', 'raw-veth'];
+export type Metric = Exclude<keyof Sample, 'otherCpuShare' | 'otherCpuTop'>;
+export type Medians = Map<Variant, Record<Metric, number>>;
+export type Regime = { wireMax: number; receiverMax: number };
+
+export const metrics: { key: Metric; label: string; better: 'higher' | 'lower' }[] = [
+  { key: 'tcp1Gbps', label: 'TCP 1 stream (Gbit/s)', better: 'higher' },
+  { key: 'tcp4Gbps', label: 'TCP 4 streams (Gbit/s)', better: 'higher' },
+  { key: 'udpKpps', label: 'UDP 64 B received (kpps)', better: 'higher' },
+  { key: 'cpuUsPerPkt', label: 'CPU per received 64 B datagram (us)', better: 'lower' },
+  { key: 'tcpLatSameCpuUs', label: 'TCP latency, one CPU (us)', better: 'lower' },
+  { key: 'udpLatSameCpuUs', label: 'UDP latency, one CPU (us)', better: 'lower' },
+  { key: 'tcpLatTwoCpuUs', label: 'TCP latency, two CPUs (us)', better: 'lower' },
+  { key: 'udpLatTwoCpuUs', label: 'UDP latency, two CPUs (us)', better: 'lower' },
+];
+const byKey = new Map(metrics.map((m) => [m.key, m]));
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+export function medians(samples: Map<Variant, Sample[]>): Medians {
+  return new Map(
+    [...samples].map(([v, ss]) => [v, Object.fromEntries(metrics.map((m) => [m.key, median(ss.map((s) => s[m.key]))])) as Record<Metric, number>]),
+  );
+}
+
+export interface TargetResult {
+  target: string;
+  measured: string;
+  met: boolean;
+  /** how far from the target, in the direction that matters ("" when met) */
+  shortBy: string;
+}
+
+/** A ratio twill/reference that must be at least (higher-is-better) or at most (lower) `bound`. */
+function ratioTarget(med: Medians, metric: Metric, bound: number, against: Variant = 'kernel-vxlan'): TargetResult {
+  const m = byKey.get(metric)!;
+  const ratio = med.get('twill')![metric] / med.get(against)![metric];
+  const met = m.better === 'higher' ? ratio >= bound : ratio <= bound;
+  const name = against === 'kernel-vxlan' ? 'kernel VXLAN' : against;
+  return {
+    target: `${m.label}: twill / ${name} ${m.better === 'higher' ? '>=' : '<='} ${bound.toFixed(2)}x`,
+    measured: `${ratio.toFixed(2)}x`,
+    met,
+    shortBy: met ? '' : `${(Math.abs(ratio - bound) / bound * 100).toFixed(0)}% ${m.better === 'higher' ? 'below' : 'above'} the bound`,
+  };
+}
+
+const latencies: Metric[] = ['tcpLatSameCpuUs', 'udpLatSameCpuUs', 'tcpLatTwoCpuUs', 'udpLatTwoCpuUs'];
+
+/** The performance issue's targets for one underlay mode. */
+export function evaluateTargets(mode: UnderlayMode, med: Medians): TargetResult[] {
+  if (mode === 'veth') {
+    return [
+      ratioTarget(med, 'udpKpps', 2.0),
+      ratioTarget(med, 'cpuUsPerPkt', 0.55),
+      ratioTarget(med, 'tcpLatSameCpuUs', 0.65),
+      ratioTarget(med, 'tcp1Gbps', 1.6),
+      ratioTarget(med, 'tcp4Gbps', 1.3),
+      ratioTarget(med, 'udpKpps', 1.0, 'host-gw'),
+      ...latencies.map((l) => ratioTarget(med, l, 1.0, 'host-gw')),
+    ];
+  }
+  return [ratioTarget(med, 'tcp1Gbps', 1.3), ...metrics.filter((m) => m.key !== 'tcp1Gbps').map((m) => ratioTarget(med, m.key, 1.0))];
+}
+
+export interface ModeResult {
+  mode: UnderlayMode;
+  samples: Map<Variant, Sample[]>;
+  regimes: Map<Variant, Regime>;
+}
+
+export interface ReportContext {
+  command: string;
+  started: Date;
+  machine: string;
+  reps: number;
+  seconds: number;
+  /** extra sections (control-plane scale, profiles), already Markdown */
+  sections?: string[];
+}
+
+const modeText: Record<UnderlayMode, string> = {
+  wire: 'TSO, GSO and UDP-tunnel segmentation off and GRO on at both ends of every underlay link: frames cross at MTU size and the receiving node aggregates them, as behind a real NIC.',
+  veth: "veth defaults: GSO super-packets cross the underlay whole, which no real NIC does; it flatters every variant, and any XDP program on a veth takes that away from its peer's transmit side (the kernel drops the peer's GSO features), so twill's XDP decap costs it here.",
+};
+
+export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
+  const lines = [
+    '# Benchmarks',
+    '',
+    `Command: \`${ctx.command}\``,
+    '',
+    `Date: ${ctx.started.toISOString()}. Machine: ${ctx.machine}.`,
+    '',
+    `Each number is the median of ${ctx.reps} interleaved repetitions (every variant in turn, per repetition), ${ctx.seconds} s per measurement, on the same 2-node topology: a pod behind cni0 on each node, nodes on a shared underlay bridge. Variants: twill (BPF), kernel VXLAN set up exactly as flannel does, host-gw routes, and a raw veth between the two pods (this machine's limit). A ratio is variant / kernel VXLAN in the same run. CPU per packet is the whole machine's busy time (both nodes, both pods, iperf3) during the UDP run divided by the datagrams received. Samples during which other programs took a noticeable share of the CPUs were discarded and re-measured.`,
+    '',
+  ];
+  for (const { mode, samples, regimes } of modes) {
+    const med = medians(samples);
+    const kv = med.get('kernel-vxlan')!;
+    lines.push(`## Underlay mode: ${mode}`, '', modeText[mode], '');
+    lines.push(`Frames seen (largest on the underlay / largest the receiving node took in after GRO, bytes): ${variants.map((v) => `${v} ${regimes.get(v)!.wireMax} / ${regimes.get(v)!.receiverMax}`).join('; ')}.`, '');
+    lines.push(`| metric | ${variants.join(' | ')} | ${variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${v} / kernel`).join(' | ')} |`);
+    lines.push(`|---|${variants.map(() => '--:').join('|')}|${variants.filter((v) => v !== 'kernel-vxlan').map(() => '--:').join('|')}|`);
+    for (const m of metrics) {
+      const cells = variants.map((v) => med.get(v)![m.key].toFixed(m.key.endsWith('Gbps') ? 2 : 1));
+      const ratios = variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${(med.get(v)![m.key] / kv[m.key]).toFixed(2)}x`);
+      lines.push(`| ${m.label} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
+    }
+    lines.push('', '| target | measured | met |', '|---|--:|---|');
+    for (const t of evaluateTargets(mode, med)) lines.push(`| ${t.target} | ${t.measured} | ${t.met ? 'yes' : `no, ${t.shortBy}`} |`);
+    lines.push('');
+  }
+  for (const s of ctx.sections ?? []) lines.push(s, '');
+  return lines.join('\n');
+}
