@@ -87,9 +87,9 @@ export class DatapathMaps {
    * a new peer is accepted by decap before encap starts sending to it, and a departing one
    * stops being sent to before its packets are refused.
    */
-  sync(desired: DesiredMaps): SyncResult {
-    const peerDiff = diffMap(this.readPeers(), desired.peers);
-    const subnetDiff = diffMap(this.readSubnets(), desired.subnets);
+  sync(desired: DesiredMaps, known?: DesiredMaps): SyncResult {
+    const peerDiff = diffMap(known?.peers ?? this.readPeers(), desired.peers);
+    const subnetDiff = diffMap(known?.subnets ?? this.readSubnets(), desired.subnets);
     this.peers.putMany(peerDiff.upsert.map(([k, v]) => [{ public_ip: k }, v] as const));
     this.subnets.putMany(subnetDiff.upsert.map(([k, v]) => [{ subnet: k }, v] as const));
     this.subnets.deleteMany(subnetDiff.remove.map((k) => ({ subnet: k })));

@@ -25,7 +25,7 @@ export function desiredMaps(self: { subnet: string; publicIp: string }, leases: 
   const peers = new Map<string, Peer>();
   const skipped: DesiredMaps['skipped'] = [];
   // Sorted so that conflicts resolve the same way on every node and every run.
-  const ordered = [...leases].sort((a, b) => a.subnet.localeCompare(b.subnet));
+  const ordered = [...leases].sort((a, b) => (a.subnet < b.subnet ? -1 : a.subnet > b.subnet ? 1 : 0));
   for (const lease of ordered) {
     const [base, lenText] = lease.subnet.split('/');
     if (lease.subnet === self.subnet) {

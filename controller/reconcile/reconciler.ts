@@ -6,13 +6,22 @@ import { desiredMaps, type DesiredMaps, type NodeLease } from './desired.js';
 
 /** What the reconciler drives: the BPF maps, or flannel's kernel VXLAN state. */
 export interface Datapath {
-  sync(desired: DesiredMaps): SyncResult | Promise<SyncResult>;
+  /**
+   * Brings the datapath to `desired` by difference. With `known` (what the last sync wrote),
+   * the difference may be taken against it instead of reading the live state back.
+   */
+  sync(desired: DesiredMaps, known?: DesiredMaps): SyncResult | Promise<SyncResult>;
 }
+
+/** How often the live state is read back and diffed in full, to repair drift made behind our back. */
+export const FULL_SYNC_INTERVAL_MS = 60_000;
 
 /**
  * Turns the lease set into map contents. Changes that arrive together are applied together
  * (one sync per event-loop turn); each sync writes only the difference, so restarting the agent
- * against populated maps touches nothing that is already right.
+ * against populated maps touches nothing that is already right. Only the first sync, the one
+ * after a failure or a new datapath, and one a minute read the live state back: with 10,000
+ * leases that read is most of a sync's cost, and single lease changes must land in milliseconds.
  */
 export class Reconciler {
   count = 0;
@@ -22,6 +31,9 @@ export class Reconciler {
   private pending?: ReadonlyMap<string, Lease>;
   private running?: Promise<void>;
   private readonly warned = new Set<string>();
+  /** what the last successful sync wrote, while it can be trusted */
+  private applied?: DesiredMaps;
+  private lastFullSync = 0;
 
   constructor(
     private datapath: Datapath,
@@ -32,10 +44,17 @@ export class Reconciler {
 
   setSelf(self: { subnet: string; publicIp: string }): void {
     this.self = self;
+    this.applied = undefined;
   }
 
   setDatapath(datapath: Datapath): void {
     this.datapath = datapath;
+    this.applied = undefined;
+  }
+
+  /** The next sync reads the live state back (after a watch gap, say). */
+  forgetApplied(): void {
+    this.applied = undefined;
   }
 
   /** Applies are serialized; updates arriving meanwhile are folded into the next one. */
@@ -81,12 +100,17 @@ export class Reconciler {
 
   private async apply(leases: ReadonlyMap<string, Lease>): Promise<void> {
     const started = performance.now();
+    const known = this.applied;
     try {
       const desired = this.desired(leases.values());
-      this.lastResult = await this.datapath.sync(desired);
+      const full = !this.applied || started - this.lastFullSync >= FULL_SYNC_INTERVAL_MS;
+      this.applied = undefined; // until this sync is known to have completed
+      this.lastResult = await this.datapath.sync(desired, full ? undefined : known);
+      this.applied = desired;
+      if (full) this.lastFullSync = started;
       this.count++;
       const r = this.lastResult;
-      if (r.subnetsAdded + r.subnetsRemoved + r.peersAdded + r.peersRemoved) this.log.info('datapath updated', { ...r, peers: desired.peers.size });
+      if (r.subnetsAdded + r.subnetsRemoved + r.peersAdded + r.peersRemoved) this.log.info('datapath updated', { ...r, peers: desired.peers.size, full, ms: Math.round(performance.now() - started) });
     } catch (err) {
       this.errors++;
       this.log.error('reconcile failed; will retry with the next change or resync', { error: (err as Error).message });

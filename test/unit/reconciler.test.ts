@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import type { SyncResult } from '../../controller/dataplane/datapath-maps.js';
+import type { DesiredMaps } from '../../controller/reconcile/desired.js';
+import { Reconciler, type Datapath } from '../../controller/reconcile/reconciler.js';
+import { parseLeaseKV, encodeLeaseValue, type Lease } from '../../controller/subnet/lease.js';
+import { logger } from '../../controller/util/log.js';
+
+/** A datapath that keeps its state in memory and records what each sync was told it holds. */
+class MemoryDatapath implements Datapath {
+  state = new Map<string, string>();
+  calls: ('full' | 'known')[] = [];
+  failNext = false;
+  sync(desired: DesiredMaps, known?: DesiredMaps): SyncResult {
+    this.calls.push(known ? 'known' : 'full');
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('map update failed');
+    }
+    const before = known ? new Map([...known.subnets].map(([k, v]) => [k, v.public_ip])) : new Map(this.state);
+    this.state = new Map([...desired.subnets].map(([k, v]) => [k, v.public_ip]));
+    const added = [...this.state.keys()].filter((k) => before.get(k) !== this.state.get(k)).length;
+    const removed = [...before.keys()].filter((k) => !this.state.has(k)).length;
+    return { subnetsAdded: added, subnetsRemoved: removed, peersAdded: added, peersRemoved: removed };
+  }
+}
+
+function lease(n: number): Lease {
+  const r = parseLeaseKV(`/coreos.com/network/subnets/10.244.${n}.0-24`, encodeLeaseValue({ publicIp: `192.168.0.${n}`, vni: 1, vtepMac: `02:00:00:00:00:${n.toString(16).padStart(2, '0')}` }));
+  if (!r.ok) throw new Error(r.reason);
+  return r.lease;
+}
+const leaseSet = (...ns: number[]) => new Map(ns.map((n) => [`10.244.${n}.0/24`, lease(n)]));
+
+describe('Reconciler', () => {
+  const make = (dp: Datapath) => new Reconciler(dp, { subnet: '10.244.1.0/24', publicIp: '192.168.0.1' }, 1, logger('test'));
+
+  it('reads the live state on the first sync, then diffs against what it wrote', async () => {
+    const dp = new MemoryDatapath();
+    const r = make(dp);
+    r.update(leaseSet(1, 2, 3));
+    await r.settled();
+    r.update(leaseSet(1, 2, 3, 4));
+    await r.settled();
+    expect(dp.calls).toEqual(['full', 'known']);
+    expect([...dp.state.keys()].sort()).toEqual(['10.244.2.0', '10.244.3.0', '10.244.4.0']);
+    expect(r.lastResult).toEqual({ subnetsAdded: 1, subnetsRemoved: 0, peersAdded: 1, peersRemoved: 0 });
+  });
+
+  it('goes back to a full sync after a failed one, a new datapath, or when asked', async () => {
+    const dp = new MemoryDatapath();
+    const r = make(dp);
+    r.update(leaseSet(2));
+    await r.settled();
+    dp.failNext = true;
+    r.update(leaseSet(2, 3));
+    await r.settled();
+    expect(r.errors).toBe(1);
+    r.update(leaseSet(2, 3));
+    await r.settled();
+    r.setDatapath(dp);
+    r.update(leaseSet(2, 3, 4));
+    await r.settled();
+    r.forgetApplied();
+    r.update(leaseSet(2, 4));
+    await r.settled();
+    expect(dp.calls).toEqual(['full', 'known', 'full', 'full', 'full']);
+    expect([...dp.state.keys()].sort()).toEqual(['10.244.2.0', '10.244.4.0']);
+  });
+});
