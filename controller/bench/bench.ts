@@ -198,3 +198,26 @@ export async function regime(e: Endpoints, seconds: number): Promise<{ wireMax: 
   return { wireMax: await wire, receiverMax: await recv };
 }
 
+
+export interface Profile {
+  workload: string;
+  /** kernel and user symbols with their share of all CPU samples, largest first */
+  top: { percent: number; symbol: string }[];
+}
+
+/**
+ * Where the CPUs go while one workload runs: `perf record` system-wide (cpu-clock samples,
+ * which work where hardware counters do not), summed by symbol.
+ */
+export async function profile(e: Endpoints, workload: 'udp64' | 'tcp1', seconds: number, topN = 12): Promise<Profile> {
+  const file = `/tmp/twill-bench-${process.pid}.perf`;
+  const rec = spawn('perf', ['record', '-a', '-F', '2999', '-o', file, '--', 'sleep', String(seconds + 1)], { stdio: 'ignore' });
+  const recorded = new Promise<void>((r) => rec.once('close', () => r()));
+  await new Promise((r) => setTimeout(r, 300));
+  await iperf(e, workload === 'udp64' ? ['-u', '-l', '64', '-b', '0', '-t', String(seconds)] : ['-t', String(seconds)]);
+  await recorded;
+  const rep = await run(['perf', 'report', '-i', file, '--stdio', '--no-children', '--sort', 'sym', '--percent-limit', '0.5'], { allowFailure: true });
+  await run(['rm', '-f', file, `${file}.old`]);
+  const top = [...rep.stdout.matchAll(/^\s+([\d.]+)%\s+\[[k.]\]\s+(\S+)/gm)].map((m) => ({ percent: Number(m[1]), symbol: m[2] }));
+  return { workload: workload === 'udp64' ? 'UDP 64 B datagrams' : 'TCP 1 stream', top: top.slice(0, topN) };
+}

@@ -124,3 +124,22 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
   for (const s of ctx.sections ?? []) lines.push(s, '');
   return lines.join('\n');
 }
+
+export interface VariantProfile {
+  variant: Variant;
+  workload: string;
+  top: { percent: number; symbol: string }[];
+}
+
+/** perf's view of each variant under the same load: the evidence for where a gap comes from. */
+export function profileSection(mode: UnderlayMode, profiles: VariantProfile[]): string {
+  const lines = [`### Profiles, ${mode} mode`, '', 'System-wide `perf record` (cpu-clock) during one run of each workload; share of all samples per symbol (idle included).', ''];
+  for (const workload of [...new Set(profiles.map((p) => p.workload))]) {
+    const rows = profiles.filter((p) => p.workload === workload);
+    const depth = Math.max(...rows.map((r) => r.top.length));
+    lines.push(`${workload}:`, '', `| # | ${rows.map((r) => r.variant).join(' | ')} |`, `|--:|${rows.map(() => '---').join('|')}|`);
+    for (let i = 0; i < depth; i++) lines.push(`| ${i + 1} | ${rows.map((r) => (r.top[i] ? `${r.top[i].symbol} ${r.top[i].percent.toFixed(1)}%` : '')).join(' | ')} |`);
+    lines.push('');
+  }
+  return lines.join('\n');
+}

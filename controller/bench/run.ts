@@ -1,9 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { otherCpuOver } from './cpu.js';
-import { measure, regime, setUnderlayMode, setUp, tearDown, type Endpoints, type Sample, type UnderlayMode, type Variant } from './bench.js';
+import { measure, profile, regime, setUnderlayMode, setUp, tearDown, type Endpoints, type Sample, type UnderlayMode, type Variant } from './bench.js';
 import { controlPlaneBench, controlPlaneSection } from './control-plane.js';
-import { renderReport, variants, type ModeResult, type Regime } from './report.js';
+import { profileSection, renderReport, variants, type ModeResult, type Regime, type VariantProfile } from './report.js';
 
 export interface BenchOptions {
   reps: number;
@@ -15,6 +15,8 @@ export interface BenchOptions {
   /** leases for the control-plane scale run (0: skip it), and timed single puts */
   leases: number;
   puts: number;
+  /** perf profiles of every variant under UDP and TCP load, per mode */
+  profile: boolean;
 }
 
 /** Waits for a quiet machine; refuses to measure on a busy one. */
@@ -51,6 +53,7 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
   const endpoints = new Map<Variant, Endpoints>();
   const results = new Map<UnderlayMode, Map<Variant, Sample[]>>();
   const regimes = new Map<UnderlayMode, Map<Variant, Regime>>();
+  const sections: string[] = [];
   try {
     if (o.modes.length > 0) for (const v of variants) endpoints.set(v, await setUp(v, (m) => say(`setup ${m}`)));
     for (const mode of o.modes) {
@@ -71,11 +74,21 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
         }
       }
       results.set(mode, byVariant);
+      if (o.profile) {
+        const profiles: VariantProfile[] = [];
+        for (const workload of ['udp64', 'tcp1'] as const) {
+          for (const v of variants) {
+            await quiet(o.maxBackground, say);
+            profiles.push({ variant: v, ...(await profile(endpoints.get(v)!, workload, o.seconds)) });
+          }
+        }
+        say(`[${mode}] profiled ${variants.length} variants under UDP and TCP load`);
+        sections.push(profileSection(mode, profiles));
+      }
     }
   } finally {
     await tearDown();
   }
-  const sections: string[] = [];
   if (o.leases > 0) sections.push(controlPlaneSection(await controlPlaneBench(o.leases, o.puts, say)));
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const doc = renderReport(

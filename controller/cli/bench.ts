@@ -10,6 +10,7 @@ export async function benchCli(argv: string[]): Promise<number> {
     out: { type: 'string', default: 'BENCHMARKS.md', describe: 'report file ("" for none)' },
     'max-background': { type: 'number', default: 0.1, describe: 'discard a sample when other programs took this share of the CPUs' },
     leases: { type: 'number', default: 10000, describe: 'leases in etcd for the control-plane run (0 skips it)' },
+    profile: { type: 'boolean', default: true, describe: 'perf profiles of every variant (--profile=false to skip)' },
     puts: { type: 'number', default: 200, describe: 'single lease puts timed until they reach the map' },
   });
   const modes = o.modes.split(',');
@@ -17,7 +18,7 @@ export async function benchCli(argv: string[]): Promise<number> {
   if (o.modes === '') modes.length = 0;
   if (o.reps < 1 || o.seconds < 1) throw new UsageError('--reps and --seconds must be at least 1');
   const doc = await runBench(
-    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out: o.out || undefined, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'], leases: o.leases, puts: o.puts },
+    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out: o.out || undefined, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'], leases: o.leases, puts: o.puts, profile: o.profile },
     (m) => console.error(m),
   );
   console.log(doc);
