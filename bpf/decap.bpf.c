@@ -78,7 +78,8 @@ int twill_decap(struct xdp_md *ctx)
 
 	struct twill_peer_key pk = {};
 	*(__u32 *)pk.public_ip = ip->saddr;
-	if (!bpf_map_lookup_elem(&twill_peers, &pk))
+	struct twill_peer *peer = bpf_map_lookup_elem(&twill_peers, &pk);
+	if (!peer)
 		return DROP(drop_unknown_source);
 
 	struct vxlanhdr *vx = (void *)(udp + 1);
@@ -113,12 +114,18 @@ int twill_decap(struct xdp_md *ctx)
 	propagate_ce(ip, iip);
 	__builtin_memcpy(ieth->h_dest, cfg->underlay_mac, ETH_ALEN);
 
-	if (stats) {
-		stats->decap_packets++;
-		stats->decap_bytes += data_end - (void *)ieth;
-	}
+	__u64 inner_len = data_end - (void *)ieth;
 	if (bpf_xdp_adjust_head(ctx, (int)((void *)ieth - data)))
 		return DROP(drop_malformed);
+	if (stats) {
+		stats->decap_packets++;
+		stats->decap_bytes += inner_len;
+	}
+	struct twill_peer_stats *peer_stats = twill_get_peer_stats(peer->stats_slot);
+	if (peer_stats) {
+		peer_stats->decap_packets++;
+		peer_stats->decap_bytes += inner_len;
+	}
 	return XDP_PASS;
 }
 

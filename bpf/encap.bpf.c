@@ -141,6 +141,11 @@ int twill_encap(struct __sk_buff *skb)
 		stats->encap_packets += packets;
 		stats->encap_bytes += inner_len;
 	}
+	struct twill_peer_stats *peer_stats = twill_get_peer_stats(remote->stats_slot);
+	if (peer_stats) {
+		peer_stats->encap_packets += packets;
+		peer_stats->encap_bytes += inner_len;
+	}
 	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
 }
 

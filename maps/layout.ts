@@ -5,7 +5,7 @@ import { struct, type Value } from './codec.js';
  * match the C structs exactly; test/integration/btf-layout.test.ts enforces it.
  */
 
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2;
 
 export const u32Key = struct('__u32', { index: 'u32' });
 
@@ -24,10 +24,21 @@ export const configStruct = struct('twill_config', {
 });
 
 export const subnetKeyStruct = struct('twill_subnet_key', { subnet: 'ipv4' });
-export const remoteStruct = struct('twill_remote', { public_ip: 'ipv4', vtep_mac: 'mac', flags: 'u16' });
+export const remoteStruct = struct('twill_remote', { public_ip: 'ipv4', vtep_mac: 'mac', flags: 'u16', stats_slot: 'u16' });
 
 export const peerKeyStruct = struct('twill_peer_key', { public_ip: 'ipv4' });
-export const peerStruct = struct('twill_peer', { subnet: 'ipv4', vtep_mac: 'mac', subnet_len: 'u8', flags: 'u8' });
+export const peerStruct = struct('twill_peer', { subnet: 'ipv4', vtep_mac: 'mac', subnet_len: 'u8', flags: 'u8', stats_slot: 'u16' });
+
+export const peerStatsStruct = struct('twill_peer_stats', {
+  encap_packets: 'u64',
+  encap_bytes: 'u64',
+  decap_packets: 'u64',
+  decap_bytes: 'u64',
+});
+
+/** Slot 0 of twill_peer_stats is never given to a peer: it counts entries that carry no slot. */
+export const UNATTRIBUTED_STATS_SLOT = 0;
+export const MAX_STATS_SLOTS = 8192;
 
 export const statsStruct = struct('twill_stats', {
   encap_packets: 'u64',
@@ -53,6 +64,7 @@ export type Remote = Value<typeof remoteStruct>;
 export type PeerKey = Value<typeof peerKeyStruct>;
 export type Peer = Value<typeof peerStruct>;
 export type Stats = Value<typeof statsStruct>;
+export type PeerStats = Value<typeof peerStatsStruct>;
 
 /** Every pinned map: its name (also the pin file name), kind, and codecs. */
 export const mapSpecs = {
@@ -60,6 +72,7 @@ export const mapSpecs = {
   twill_subnets: { kind: 'hash', key: subnetKeyStruct, value: remoteStruct, maxEntries: 65536 },
   twill_peers: { kind: 'hash', key: peerKeyStruct, value: peerStruct, maxEntries: 65536 },
   twill_stats: { kind: 'percpu_array', key: u32Key, value: statsStruct, maxEntries: 1 },
+  twill_peer_stats: { kind: 'percpu_array', key: u32Key, value: peerStatsStruct, maxEntries: MAX_STATS_SLOTS },
 } as const;
 
 export type MapName = keyof typeof mapSpecs;

@@ -72,6 +72,20 @@ export class PerCpuArray<VF extends Record<string, FieldKind>> {
     return out;
   }
 
+  /** Every CPU's copy of each slot set to zero, in one batch syscall per chunk. */
+  zero(indices: readonly number[]): void {
+    if (indices.length === 0) return;
+    const zeros = Buffer.alloc(this.map.valueBufferSize);
+    this.map.updateBatch(
+      indices.map((i) => {
+        const key = Buffer.alloc(4);
+        key.writeUInt32LE(i);
+        return key;
+      }),
+      indices.map(() => zeros),
+    );
+  }
+
   sum(index = 0): Decoded<VF> {
     const slots = this.perCpu(index);
     const total: Record<string, unknown> = {};

@@ -43,6 +43,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } twill_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TWILL_MAX_STATS_SLOTS);
+	__type(key, __u32);
+	__type(value, struct twill_peer_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_peer_stats SEC(".maps");
+
 static __always_inline struct twill_config *twill_get_config(void)
 {
 	__u32 zero = 0;
@@ -53,6 +61,13 @@ static __always_inline struct twill_stats *twill_get_stats(void)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(&twill_stats, &zero);
+}
+
+/* An out-of-range slot finds nothing and is simply not counted. */
+static __always_inline struct twill_peer_stats *twill_get_peer_stats(__u16 slot)
+{
+	__u32 key = slot;
+	return bpf_map_lookup_elem(&twill_peer_stats, &key);
 }
 
 /* Per-CPU slot: a plain increment is race-free. */

@@ -8,15 +8,16 @@
  * as bytes, there is no padding to zero, and `bpftool map dump` prints them as
  * readable arrays with their field names.
  *
- * A layout change must rename the map (pinned maps are reused across upgrades
- * by name; libbpf refuses to reuse a pinned map whose sizes differ).
+ * Pinned maps are reused across upgrades by name, and libbpf refuses a pinned map
+ * whose sizes differ: a layout change bumps TWILL_LAYOUT_VERSION, and the loader
+ * replaces a pinned map of another layout before loading (the agent refills it).
  */
 #ifndef TWILL_MAPS_H
 #define TWILL_MAPS_H
 
 #include <linux/types.h>
 
-#define TWILL_LAYOUT_VERSION 1
+#define TWILL_LAYOUT_VERSION 2
 
 /* Single-entry array "twill_config": this node's identity and the cluster shape. */
 struct twill_config {
@@ -42,6 +43,7 @@ struct twill_remote {
 	__u8  public_ip[4];      /* the peer's PublicIP, outer destination */
 	__u8  vtep_mac[6];       /* the peer's VtepMAC, inner destination (a kernel VXLAN peer drops any other) */
 	__u16 flags;             /* reserved, 0 */
+	__u16 stats_slot;        /* the peer's index in twill_peer_stats (the same as in twill_peers) */
 };
 
 /* Hash "twill_peers": PublicIP of every known peer; decap drops VXLAN from anyone else. */
@@ -54,6 +56,21 @@ struct twill_peer {
 	__u8 vtep_mac[6];
 	__u8 subnet_len;
 	__u8 flags;              /* reserved, 0 */
+	__u16 stats_slot;        /* the peer's index in twill_peer_stats */
+};
+
+/*
+ * Per-CPU array "twill_peer_stats": traffic per peer, indexed by the stats_slot the agent
+ * stores in the peer's twill_subnets and twill_peers entries. The programs already hold
+ * those entries, so counting costs one array lookup, not a hash lookup. The agent zeroes
+ * a slot before giving it to a new peer. Slot 0 is never given out: it collects what
+ * entries written without a slot carry (a build before per-peer counters, a full array).
+ */
+struct twill_peer_stats {
+	__u64 encap_packets;     /* segments for a GSO packet, as the wire sees them */
+	__u64 encap_bytes;       /* inner frame bytes, before encapsulation */
+	__u64 decap_packets;
+	__u64 decap_bytes;       /* inner frame bytes, after decapsulation */
 };
 
 /* Per-CPU single-entry array "twill_stats"; user space sums the CPUs. */
@@ -77,5 +94,7 @@ struct twill_stats {
 
 #define TWILL_MAX_SUBNETS 65536
 #define TWILL_MAX_PEERS   65536
+/* Per-CPU memory is slots x 32 B x CPUs; 8192 covers Kubernetes' 5000-node limit. */
+#define TWILL_MAX_STATS_SLOTS 8192
 
 #endif

@@ -2,8 +2,10 @@ import { BpfMap } from '../bpf/libbpf.js';
 import type { FieldsOf } from '../../maps/codec.js';
 import {
   configStruct,
+  MAX_STATS_SLOTS,
   mapSpecs,
   peerKeyStruct,
+  peerStatsStruct,
   peerStruct,
   remoteStruct,
   statsStruct,
@@ -11,12 +13,36 @@ import {
   u32Key,
   type MapName,
   type Peer,
+  type PeerStats,
   type Remote,
   type Stats,
   type TwillConfig,
+  UNATTRIBUTED_STATS_SLOT,
 } from '../../maps/layout.js';
 import { PerCpuArray, TypedMap } from '../../maps/typed-map.js';
 import { diffMap, type DesiredMaps } from '../reconcile/desired.js';
+import { assignStatsSlots } from '../reconcile/stats-slots.js';
+import { logger } from '../util/log.js';
+
+const log = logger('dataplane');
+
+/** One peer's traffic, summed over CPUs. */
+export interface PeerTraffic extends PeerStats {
+  publicIp: string;
+  /** CIDR */
+  subnet: string;
+  vtepMac: string;
+  slot: number;
+}
+
+/** Slots as desired maps carry them once DatapathMaps has assigned them. */
+function withSlots(desired: DesiredMaps, slots: ReadonlyMap<string, number>): { subnets: Map<string, Remote>; peers: Map<string, Peer> } {
+  const slot = (ip: string) => slots.get(ip) ?? UNATTRIBUTED_STATS_SLOT;
+  return {
+    subnets: new Map([...desired.subnets].map(([k, v]) => [k, { ...v, stats_slot: slot(v.public_ip) }])),
+    peers: new Map([...desired.peers].map(([k, v]) => [k, { ...v, stats_slot: slot(k) }])),
+  };
+}
 
 export interface SyncResult {
   subnetsAdded: number;
@@ -36,8 +62,12 @@ export class DatapathMaps {
     readonly subnets: TypedMap<FieldsOf<typeof subnetKeyStruct>, FieldsOf<typeof remoteStruct>>,
     readonly peers: TypedMap<FieldsOf<typeof peerKeyStruct>, FieldsOf<typeof peerStruct>>,
     private readonly statsArray: PerCpuArray<FieldsOf<typeof statsStruct>>,
+    private readonly peerStatsArray: PerCpuArray<FieldsOf<typeof peerStatsStruct>>,
     private readonly handles: BpfMap[],
   ) {}
+
+  /** PublicIP -> stats slot as last written; read back from twill_peers by every full sync. */
+  private slots = new Map<string, number>();
 
   static open(pinDir: string): DatapathMaps {
     const opened: BpfMap[] = [];
@@ -53,6 +83,7 @@ export class DatapathMaps {
         new TypedMap(pin('twill_subnets'), mapSpecs.twill_subnets.key, mapSpecs.twill_subnets.value),
         new TypedMap(pin('twill_peers'), mapSpecs.twill_peers.key, mapSpecs.twill_peers.value),
         new PerCpuArray(pin('twill_stats'), mapSpecs.twill_stats.value),
+        new PerCpuArray(pin('twill_peer_stats'), mapSpecs.twill_peer_stats.value),
         opened,
       );
     } catch (err) {
@@ -82,18 +113,45 @@ export class DatapathMaps {
     return this.statsArray.sum();
   }
 
+  /** Traffic per peer (from twill_peer_stats), plus what entries without a slot carried. */
+  peerTraffic(): { peers: PeerTraffic[]; unattributed: PeerStats } {
+    const subnetLen = this.readConfig()?.subnet_len;
+    const peers = [...this.readPeers()]
+      .filter(([, p]) => p.stats_slot !== UNATTRIBUTED_STATS_SLOT)
+      .map(([ip, p]) => ({
+        publicIp: ip,
+        subnet: `${p.subnet}/${p.subnet_len || subnetLen}`,
+        vtepMac: p.vtep_mac,
+        slot: p.stats_slot,
+        ...this.peerStatsArray.sum(p.stats_slot),
+      }));
+    return { peers, unattributed: this.peerStatsArray.sum(UNATTRIBUTED_STATS_SLOT) };
+  }
+
   /**
    * Brings the maps to the desired state by difference only. Order keeps traffic flowing:
    * a new peer is accepted by decap before encap starts sending to it, and a departing one
-   * stops being sent to before its packets are refused.
+   * stops being sent to before its packets are refused. A new peer's counter slot is zeroed
+   * before any entry points at it.
+   *
+   * With `known` (what the previous sync wrote) the difference is taken against it rather
+   * than against the maps read back, and slots come from what this object last wrote.
    */
   sync(desired: DesiredMaps, known?: DesiredMaps): SyncResult {
-    const peerDiff = diffMap(known?.peers ?? this.readPeers(), desired.peers);
-    const subnetDiff = diffMap(known?.subnets ?? this.readSubnets(), desired.subnets);
+    const livePeers = known ? undefined : this.readPeers();
+    const held = livePeers ? new Map([...livePeers].map(([ip, p]) => [ip, p.stats_slot])) : this.slots;
+    const assignment = assignStatsSlots(held, desired.peers.keys(), MAX_STATS_SLOTS, UNATTRIBUTED_STATS_SLOT);
+    if (assignment.unslotted.length) log.warn('per-peer counter slots exhausted: these peers count as unattributed', { peers: assignment.unslotted.length, slots: MAX_STATS_SLOTS });
+    const want = withSlots(desired, assignment.slots);
+    const have = known ? withSlots(known, held) : { peers: livePeers!, subnets: this.readSubnets() };
+    const peerDiff = diffMap(have.peers, want.peers);
+    const subnetDiff = diffMap(have.subnets, want.subnets);
+    this.peerStatsArray.zero(assignment.fresh);
     this.peers.putMany(peerDiff.upsert.map(([k, v]) => [{ public_ip: k }, v] as const));
     this.subnets.putMany(subnetDiff.upsert.map(([k, v]) => [{ subnet: k }, v] as const));
     this.subnets.deleteMany(subnetDiff.remove.map((k) => ({ subnet: k })));
     this.peers.deleteMany(peerDiff.remove.map((k) => ({ public_ip: k })));
+    this.slots = assignment.slots;
     return {
       subnetsAdded: subnetDiff.upsert.length,
       subnetsRemoved: subnetDiff.remove.length,

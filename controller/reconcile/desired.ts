@@ -11,18 +11,22 @@ export interface NodeLease {
   vtepMac: string;
 }
 
+/** Counter slots are the BPF datapath's bookkeeping (see stats-slots.ts), not part of the lease set. */
+export type DesiredRemote = Omit<Remote, 'stats_slot'>;
+export type DesiredPeer = Omit<Peer, 'stats_slot'>;
+
 export interface DesiredMaps {
   /** subnet base address -> remote VTEP */
-  subnets: Map<string, Remote>;
+  subnets: Map<string, DesiredRemote>;
   /** PublicIP -> peer */
-  peers: Map<string, Peer>;
+  peers: Map<string, DesiredPeer>;
   /** leases left out, with why (own lease, conflicts) */
   skipped: { lease: NodeLease; reason: string }[];
 }
 
 export function desiredMaps(self: { subnet: string; publicIp: string }, leases: readonly NodeLease[]): DesiredMaps {
-  const subnets = new Map<string, Remote>();
-  const peers = new Map<string, Peer>();
+  const subnets = new Map<string, DesiredRemote>();
+  const peers = new Map<string, DesiredPeer>();
   const skipped: DesiredMaps['skipped'] = [];
   // Sorted so that conflicts resolve the same way on every node and every run.
   const ordered = [...leases].sort((a, b) => (a.subnet < b.subnet ? -1 : a.subnet > b.subnet ? 1 : 0));

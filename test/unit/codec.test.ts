@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { struct, CodecError } from '../../maps/codec.js';
-import { configStruct, remoteStruct, statsStruct } from '../../maps/layout.js';
+import { configStruct, peerStatsStruct, peerStruct, remoteStruct, statsStruct } from '../../maps/layout.js';
 
 describe('struct codecs', () => {
   it('lays fields out with C alignment and tail padding', () => {
@@ -8,8 +8,11 @@ describe('struct codecs', () => {
     expect(s.fields.map((f) => f.offset)).toEqual([0, 4, 8]);
     expect(s.size).toBe(12);
     expect(configStruct.size).toBe(40);
-    expect(remoteStruct.size).toBe(12);
+    expect(remoteStruct.size).toBe(14);
+    expect(peerStruct.size).toBe(14);
+    expect(peerStruct.fields.find((f) => f.name === 'stats_slot')!.offset).toBe(12);
     expect(statsStruct.size).toBe(15 * 8);
+    expect(peerStatsStruct.size).toBe(4 * 8);
   });
 
   it('round-trips a config with addresses and MACs in network order', () => {
@@ -41,16 +44,22 @@ describe('struct codecs', () => {
   });
 
   it('rejects values that do not fit, naming the field', () => {
-    expect(() => remoteStruct.encode({ public_ip: '10.0.0.256', vtep_mac: '00:00:00:00:00:01', flags: 0 })).toThrow(
+    expect(() => remoteStruct.encode({ public_ip: '10.0.0.256', vtep_mac: '00:00:00:00:00:01', flags: 0, stats_slot: 1 })).toThrow(
       /twill_remote.public_ip: "10.0.0.256" is not an IPv4 address/,
     );
-    expect(() => remoteStruct.encode({ public_ip: '10.0.0.1', vtep_mac: '00:00:00:00:01', flags: 0 })).toThrow(CodecError);
-    expect(() => remoteStruct.encode({ public_ip: '10.0.0.1', vtep_mac: '00:00:00:00:00:01', flags: 70000 })).toThrow(
+    expect(() => remoteStruct.encode({ public_ip: '10.0.0.1', vtep_mac: '00:00:00:00:01', flags: 0, stats_slot: 1 })).toThrow(CodecError);
+    expect(() => remoteStruct.encode({ public_ip: '10.0.0.1', vtep_mac: '00:00:00:00:00:01', flags: 70000, stats_slot: 1 })).toThrow(
       /twill_remote.flags: 70000 is not an integer in 0..65535/,
     );
   });
 
+  it('puts the stats slot of a remote after its reserved flags, little-endian', () => {
+    const buf = remoteStruct.encode({ public_ip: '192.168.77.2', vtep_mac: '0a:58:00:00:00:02', flags: 0, stats_slot: 0x0102 });
+    expect([...buf.subarray(12, 14)]).toEqual([0x02, 0x01]);
+    expect(remoteStruct.decode(buf).stats_slot).toBe(0x0102);
+  });
+
   it('refuses to decode a short buffer', () => {
-    expect(() => remoteStruct.decode(Buffer.alloc(4))).toThrow(/need 12 bytes, got 4/);
+    expect(() => remoteStruct.decode(Buffer.alloc(4))).toThrow(/need 14 bytes, got 4/);
   });
 });
