@@ -14,6 +14,7 @@ import { readSubnetHint, writeSubnetFile } from '../subnet/subnet-file.js';
 import { LeaseWatcher } from '../subnet/watcher.js';
 import { logger, setLogLevel } from '../util/log.js';
 import type { AgentFlags } from './flags.js';
+import { agentMetricsText } from '../metrics/collect.js';
 import { startHealthServer } from './health.js';
 import { selectIface, type ChosenIface } from './iface.js';
 import { sdNotify } from './sd-notify.js';
@@ -54,7 +55,15 @@ function previousVtepMac(pinDir: string): string | undefined {
 export async function runAgent(flags: AgentFlags): Promise<never> {
   if (flags.v >= 2) setLogLevel('debug');
   else if (flags.v >= 1) setLogLevel('info');
-  const status: { configError?: string; ready: boolean; lease?: string; watcher?: LeaseWatcher; reconciler?: Reconciler } = { ready: false };
+  const status: {
+    configError?: string;
+    ready: boolean;
+    lease?: string;
+    mode?: 'bpf' | 'kernel';
+    manager?: SubnetManager;
+    watcher?: LeaseWatcher;
+    reconciler?: Reconciler;
+  } = { ready: false };
 
   const iface: ChosenIface = await selectIface({ iface: flags.iface, ifaceRegex: flags.ifaceRegex, ifaceCanReach: flags.ifaceCanReach, publicIp: flags.publicIp });
   log.info('using interface', { iface: iface.name, address: iface.address, publicIp: iface.publicIp, reason: iface.reason });
@@ -62,7 +71,15 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const health = flags.healthzPort
     ? await startHealthServer(flags.healthzIp, flags.healthzPort, {
         ready: () => status.ready,
-        detail: () => ({ lease: status.lease, configError: status.configError, watch: status.watcher?.state, reconciles: status.reconciler?.count }),
+        detail: () => ({
+          lease: status.lease,
+          leaseExpiresAt: status.manager?.own?.expiresAt && new Date(status.manager.own.expiresAt).toISOString(),
+          mode: status.mode,
+          configError: status.configError,
+          watch: status.watcher?.state,
+          reconciles: status.reconciler?.count,
+        }),
+        metrics: () => agentMetricsText({ pinDir: flags.pinDir, ...status }),
       })
     : undefined;
   if (health) log.info('health server listening', { address: health.address });
@@ -87,6 +104,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     { publicIp: iface.publicIp, vni: config.backend.vni, vtepMac },
     { ttlSeconds: flags.subnetLeaseTtl, renewMarginSeconds: flags.subnetLeaseRenewMargin * 60, hint: readSubnetHint(flags.subnetFile), log },
   );
+  status.manager = manager;
 
   const acquireWithRetry = async (hint?: OwnLease['subnet']): Promise<OwnLease> => {
     for (let delay = 1000; ; delay = Math.min(delay * 2, 30_000)) {
@@ -104,6 +122,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   /** Sets up this node's datapath for the lease we hold; run again if the lease ever moves. */
   const program = async (own: OwnLease): Promise<Datapath> => {
     status.lease = formatCidr(own.subnet);
+    status.mode = undefined; // until this mode is programmed
     if (mode === 'bpf') {
       const spec = parseDataplaneSpec({
         pinDir: flags.pinDir,
@@ -124,6 +143,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
             maps.sync(reconciler.desired(usableLeases((await store.listLeases()).records, log)));
           },
         });
+        status.mode = mode;
         return DatapathMaps.open(flags.pinDir);
       } catch (err) {
         if (flags.dataplane !== 'auto') throw err;
@@ -132,6 +152,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       }
     }
     await ensureKernelVxlan({ vni: config.backend.vni, port: config.backend.port, underlayIface: iface.name, localIp: iface.address, vtepMac, subnet: formatCidr(own.subnet), underlayMtu });
+    status.mode = mode;
     return new KernelVxlanDatapath(config.backend.vni, config.subnetLen);
   };
 

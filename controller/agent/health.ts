@@ -1,14 +1,20 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { PROMETHEUS_CONTENT_TYPE } from '../metrics/prometheus.js';
 
 export interface HealthState {
   /** Ready once the datapath is programmed and the subnet file written (flannel's readiness). */
   ready(): boolean;
   /** Why not ready, for the /readyz body. */
   detail(): Record<string, unknown>;
+  /** Prometheus text for /metrics; absent: 404. */
+  metrics?(): string;
 }
 
-/** flannel's --healthz-ip/--healthz-port: /healthz answers while the process runs, /readyz once it is useful. */
+/**
+ * flannel's --healthz-ip/--healthz-port: /healthz answers while the process runs, /readyz once it
+ * is useful, /metrics for Prometheus.
+ */
 export async function startHealthServer(host: string, port: number, state: HealthState): Promise<{ address: string; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
@@ -21,6 +27,16 @@ export async function startHealthServer(host: string, port: number, state: Healt
     } else if (url === '/readyz') {
       const ready = state.ready();
       res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready, ...state.detail() }) + '\n');
+    } else if (url === '/metrics' && state.metrics) {
+      let body: string;
+      try {
+        body = state.metrics();
+      } catch (err) {
+        // A scrape that cannot read the counters fails visibly rather than reporting zeros.
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics unavailable: ${(err as Error).message}\n`);
+        return;
+      }
+      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE }).end(body);
     } else {
       res.writeHead(404).end();
     }

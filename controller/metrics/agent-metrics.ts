@@ -1,0 +1,81 @@
+import type { PeerStats, Stats } from '../../maps/layout.js';
+import type { PeerTraffic } from '../dataplane/datapath-maps.js';
+import type { MetricFamily, Sample } from './prometheus.js';
+
+/** Everything /metrics reports, as read at scrape time. Pure data: no handles, no clocks. */
+export interface AgentSnapshot {
+  ready: boolean;
+  mode?: 'bpf' | 'kernel';
+  lease?: { subnet: string; reservation: boolean; /** ms since the epoch; none for a reservation */ expiresAt?: number };
+  reconcile?: { count: number; errors: number; lastDurationMs: number };
+  watch?: { state: string; resyncs: number };
+  /** BPF mode only: the pinned counters, summed over CPUs */
+  datapath?: { stats: Stats; peers: readonly PeerTraffic[]; unattributed: PeerStats };
+}
+
+/** The lease watcher's states, all reported (1 for the current one) so a dashboard sees transitions. */
+export const WATCH_STATES = ['starting', 'watching', 'resyncing', 'backoff'] as const;
+
+const DROP_PREFIX = 'drop_';
+
+const peerCounters = [
+  ['encap_packets', 'Packets encapsulated towards the peer (GSO segments counted one by one).'],
+  ['encap_bytes', 'Inner frame bytes encapsulated towards the peer.'],
+  ['decap_packets', 'Packets from the peer decapsulated and delivered.'],
+  ['decap_bytes', 'Inner frame bytes from the peer decapsulated and delivered.'],
+] as const satisfies readonly (readonly [keyof PeerStats, string])[];
+
+const gauge = (name: string, help: string, samples: Sample[]): MetricFamily => ({ name, help, type: 'gauge', samples });
+const counter = (name: string, help: string, samples: Sample[]): MetricFamily => ({ name, help, type: 'counter', samples });
+
+export function agentMetricFamilies(s: AgentSnapshot): MetricFamily[] {
+  const out: MetricFamily[] = [gauge('twill_ready', '1 once the datapath is programmed and the subnet file written.', [{ value: s.ready ? 1 : 0 }])];
+  if (s.mode) out.push(gauge('twill_dataplane_info', 'The datapath this node runs (bpf, or kernel VXLAN as flannel).', [{ labels: { mode: s.mode }, value: 1 }]));
+
+  if (s.lease) {
+    out.push(gauge('twill_lease_info', "This node's subnet lease.", [{ labels: { subnet: s.lease.subnet, reservation: String(s.lease.reservation) }, value: 1 }]));
+    if (s.lease.expiresAt !== undefined)
+      out.push(gauge('twill_lease_expiry_timestamp_seconds', 'When our lease expires unless renewed (Unix time).', [{ labels: { subnet: s.lease.subnet }, value: Math.round(s.lease.expiresAt / 1000) }]));
+  }
+
+  if (s.reconcile) {
+    out.push(
+      counter('twill_reconciles_total', 'Datapath syncs completed.', [{ value: s.reconcile.count }]),
+      counter('twill_reconcile_errors_total', 'Datapath syncs that failed (retried).', [{ value: s.reconcile.errors }]),
+      gauge('twill_reconcile_last_duration_seconds', 'How long the last datapath sync took.', [{ value: s.reconcile.lastDurationMs / 1000 }]),
+    );
+  }
+
+  if (s.watch) {
+    const states: readonly string[] = WATCH_STATES.includes(s.watch.state as (typeof WATCH_STATES)[number]) ? WATCH_STATES : [...WATCH_STATES, s.watch.state];
+    out.push(
+      gauge('twill_etcd_watch_up', '1 while the etcd lease watch is established.', [{ value: s.watch.state === 'watching' ? 1 : 0 }]),
+      gauge('twill_etcd_watch_state', 'The etcd lease watch state (1 for the current one).', states.map((state) => ({ labels: { state }, value: state === s.watch!.state ? 1 : 0 }))),
+      counter('twill_etcd_watch_resyncs_total', 'Full lease listings (at start and after every watch reconnect).', [{ value: s.watch.resyncs }]),
+    );
+  }
+
+  const d = s.datapath;
+  if (d) {
+    out.push(gauge('twill_peers', 'Peers in the datapath (twill_peers entries).', [{ value: d.peers.length }]));
+    for (const [field, help] of peerCounters) {
+      const samples: Sample[] = d.peers.map((p) => ({ labels: { peer: p.publicIp, subnet: p.subnet }, value: p[field] }));
+      // Entries written without a counter slot: shown only when they carried traffic.
+      if (d.unattributed[field] > 0n) samples.push({ labels: { peer: 'unattributed', subnet: '' }, value: d.unattributed[field] });
+      out.push(counter(`twill_peer_${field}_total`, help, samples));
+    }
+    const drops = Object.entries(d.stats).filter(([k]) => k.startsWith(DROP_PREFIX));
+    out.push(
+      counter('twill_encap_packets_total', 'Packets encapsulated, all peers.', [{ value: d.stats.encap_packets }]),
+      counter('twill_encap_bytes_total', 'Inner frame bytes encapsulated, all peers.', [{ value: d.stats.encap_bytes }]),
+      counter('twill_decap_packets_total', 'Packets decapsulated, all peers.', [{ value: d.stats.decap_packets }]),
+      counter('twill_decap_bytes_total', 'Inner frame bytes decapsulated, all peers.', [{ value: d.stats.decap_bytes }]),
+      counter(
+        'twill_datapath_drops_total',
+        'Packets the BPF programs dropped, by reason (see bpf/include/twill_maps.h).',
+        drops.map(([k, v]) => ({ labels: { reason: k.slice(DROP_PREFIX.length) }, value: v })),
+      ),
+    );
+  }
+  return out;
+}

@@ -1,0 +1,39 @@
+import { existsSync } from 'node:fs';
+import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { formatCidr } from '../net/ipv4.js';
+import type { OwnLease } from '../subnet/manager.js';
+import { agentMetricFamilies, type AgentSnapshot } from './agent-metrics.js';
+import { formatPrometheus } from './prometheus.js';
+
+/** What the agent exposes to /metrics: its live objects, read at scrape time. */
+export interface AgentMetricSources {
+  pinDir: string;
+  ready: boolean;
+  mode?: 'bpf' | 'kernel';
+  manager?: { own?: OwnLease };
+  reconciler?: { count: number; errors: number; lastDurationMs: number };
+  watcher?: { state: string; resyncs: number };
+}
+
+/** The edge: reads the pinned counters (opened per scrape, so a replaced map is never stale). */
+export function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
+  const own = src.manager?.own;
+  const snapshot: AgentSnapshot = {
+    ready: src.ready,
+    mode: src.mode,
+    lease: own && { subnet: formatCidr(own.subnet), reservation: own.reservation, expiresAt: own.reservation ? undefined : own.expiresAt },
+    reconcile: src.reconciler && { count: src.reconciler.count, errors: src.reconciler.errors, lastDurationMs: src.reconciler.lastDurationMs },
+    watch: src.watcher && { state: src.watcher.state, resyncs: src.watcher.resyncs },
+  };
+  if (src.mode === 'bpf' && existsSync(`${src.pinDir}/twill_peer_stats`)) {
+    const maps = DatapathMaps.open(src.pinDir);
+    try {
+      snapshot.datapath = { stats: maps.stats(), ...maps.peerTraffic() };
+    } finally {
+      maps.close();
+    }
+  }
+  return snapshot;
+}
+
+export const agentMetricsText = (src: AgentMetricSources): string => formatPrometheus(agentMetricFamilies(readAgentSnapshot(src)));
