@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { parseNetworkConfig, ConfigError, type NetworkConfig } from '../config/network-config.js';
-import { attachDataplane, detachDataplane, readAttachState } from '../dataplane/attach.js';
+import { attachDataplane, detachDataplane, readAttachState, retireIncompatiblePins } from '../dataplane/attach.js';
 import { ensureKernelVxlan, kernelVxlanMac, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
@@ -43,6 +43,7 @@ async function waitForConfig(store: EtcdStore, status: { configError?: string })
 
 /** The VtepMAC survives restarts: it is read back from the pinned config map when there is one. */
 function previousVtepMac(pinDir: string): string | undefined {
+  retireIncompatiblePins(pinDir); // maps another build left with another layout could not even be opened
   if (!existsSync(`${pinDir}/twill_config`)) return undefined;
   const maps = DatapathMaps.open(pinDir);
   try {
@@ -140,7 +141,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
         await attachDataplane(spec, undefined, {
           // Peers first, programs second: decap must know every peer the moment it runs.
           beforeAttach: async (maps) => {
-            maps.sync(reconciler.desired(usableLeases((await store.listLeases()).records, log)));
+            maps.sync(reconciler.desired(usableLeases((await store.listLeases()).records, log, config)));
           },
         });
         status.mode = mode;
@@ -196,6 +197,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     (e) => {
       if (manager.isOwnLeaseLost({ type: e.type, key: e.record.key, value: e.record.value })) lostSignal?.();
     },
+    config,
   );
   status.watcher = watcher;
   await watcher.start();

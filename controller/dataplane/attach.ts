@@ -3,6 +3,7 @@ import path from 'node:path';
 import {
   BpfError,
   BpfLink,
+  BpfMap,
   BpfObject,
   ifNameToIndex,
   probeTcx,
@@ -12,6 +13,7 @@ import {
   xdpDetachLegacy,
   type BpfProgram,
 } from '../bpf/libbpf.js';
+import { mapSpecs } from '../../maps/layout.js';
 import { linkShow } from '../netlink/ip.js';
 import { logger } from '../util/log.js';
 import { bpfObjectDir } from '../util/paths.js';
@@ -50,7 +52,55 @@ export interface AttachHooks {
   beforeAttach?(maps: DatapathMaps): Promise<void>;
 }
 
-export async function attachDataplane(spec: DataplaneSpec, objectDir = bpfObjectDir(), hooks: AttachHooks = {}): Promise<AttachResult> {
+/**
+ * Where the BPF objects come from: the checkout's build, unless TWILL_BPF_DIR names another
+ * directory (a packaged install, or an upgrade test loading a second build).
+ */
+export const objectDirInUse = () => process.env.TWILL_BPF_DIR || bpfObjectDir();
+
+/** enum bpf_map_type, for the kinds maps/layout.ts may declare */
+const MAP_TYPE_IDS: Record<string, number> = { hash: 1, array: 2, percpu_hash: 5, percpu_array: 6, lru_hash: 9, lpm_trie: 11 };
+
+export interface RetiredPin {
+  pin: string;
+  found: string;
+  expected: string;
+}
+
+/**
+ * A pinned map left by a build with another layout (a struct grew, a size changed) cannot be
+ * reused: libbpf refuses to load against it and the typed map wrappers refuse to open it, so
+ * an upgrade would crash. Its pin is removed instead, so the next load creates the map afresh
+ * and the agent refills it. Programs still attached keep the old map alive until their links
+ * are swapped, so forwarding goes on meanwhile; what is lost is the content of that one map
+ * (counters, or the VtepMAC if it was the config map's layout that changed).
+ */
+export function retireIncompatiblePins(pinDir: string): RetiredPin[] {
+  const retired: RetiredPin[] = [];
+  for (const [name, want] of Object.entries(mapSpecs)) {
+    const pin = `${pinDir}/${name}`;
+    if (!existsSync(pin)) continue;
+    let found: string;
+    try {
+      const map = BpfMap.fromPin(pin);
+      const i = map.info();
+      map.close();
+      found = `type ${i.type}, key ${i.keySize} B, value ${i.valueSize} B, ${i.maxEntries} entries`;
+    } catch (err) {
+      found = `unreadable (${(err as Error).message})`;
+    }
+    const type = MAP_TYPE_IDS[want.kind] ?? /^type (\d+)/.exec(found)?.[1]; // a kind not listed here: judged by sizes only
+    const expected = `type ${type}, key ${want.key.size} B, value ${want.value.size} B, ${want.maxEntries} entries`;
+    if (found === expected) continue;
+    log.warn('pinned map has another layout than this build: replacing it', { pin, found, expected });
+    rmSync(pin, { force: true });
+    retired.push({ pin, found, expected });
+  }
+  return retired;
+}
+
+export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDirInUse(), hooks: AttachHooks = {}): Promise<AttachResult> {
+  retireIncompatiblePins(spec.pinDir);
   const underlay = await linkShow(spec.underlayIface);
   if (!underlay) throw new Error(`underlay interface ${spec.underlayIface} not found in this network namespace`);
   await ensureOverlayDevice(spec, spec.mtu ?? underlay.mtu);
