@@ -21,6 +21,17 @@ export function fitsConfig(config: NetworkConfig, subnet: Cidr): boolean {
   );
 }
 
+/**
+ * Why the datapath cannot carry a lease, if it cannot: the maps are keyed by the node subnet
+ * size the network config names, so a lease of another size (overlapping a node's subnet, or
+ * the whole network) or outside the network would misroute or shadow a real node's entry.
+ */
+export function unroutableReason(config: NetworkConfig, subnet: Cidr): string | undefined {
+  if (subnet.len !== config.subnetLen) return `${formatCidr(subnet)} is not a /${config.subnetLen} as the network config says`;
+  if (!cidrContains(config.network, subnet)) return `${formatCidr(subnet)} is outside the network ${formatCidr(config.network)}`;
+  return undefined;
+}
+
 /** Walks SubnetMin..SubnetMax and returns up to `limit` subnets no lease overlaps. */
 export function freeSubnets(config: NetworkConfig, leases: readonly Lease[], limit = 100): Cidr[] {
   const step = 2 ** (32 - config.subnetLen);

@@ -3,8 +3,8 @@ import type { NetworkConfig } from '../config/network-config.js';
 import type { EtcdStore } from '../etcd/store.js';
 import { formatCidr, type Cidr } from '../net/ipv4.js';
 import type { Logger } from '../util/log.js';
-import { decideAcquire } from './allocate.js';
-import { encodeLeaseValue, isReservation, parseLeaseKV, subnetKey, type Lease } from './lease.js';
+import { decideAcquire, unroutableReason } from './allocate.js';
+import { encodeLeaseValue, isReservation, parseLeaseKV, subnetKey, type Lease, type LeaseParse } from './lease.js';
 
 /** What we hold in etcd. */
 export interface OwnLease {
@@ -24,15 +24,25 @@ export interface NodeAttrs {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Parses the records of a listing; unusable ones are reported once each and skipped. */
-export function usableLeases(records: { key: string; value: string; lease: string; modRevision: string }[], log: Logger): Lease[] {
+/**
+ * Parses the records of a listing; unusable ones are reported once each and skipped. With
+ * `routableIn`, leases the datapath cannot carry under that config are skipped too (the
+ * allocator, which must see every record, passes none).
+ */
+export function usableLeases(records: { key: string; value: string; lease: string; modRevision: string }[], log: Logger, routableIn?: NetworkConfig): Lease[] {
   const out: Lease[] = [];
   for (const r of records) {
-    const p = parseLeaseKV(r.key, r.value, r.lease, r.modRevision);
+    const p = routableLease(parseLeaseKV(r.key, r.value, r.lease, r.modRevision), routableIn);
     if (p.ok) out.push(p.lease);
     else log.warn('ignoring unusable lease record', { reason: p.reason });
   }
   return out;
+}
+
+export function routableLease(p: LeaseParse, config?: NetworkConfig): LeaseParse {
+  if (!p.ok || !config) return p;
+  const misfit = unroutableReason(config, p.lease.subnet);
+  return misfit ? { ok: false, reason: `lease ${subnetKey(p.lease.subnet)}: ${misfit}` } : p;
 }
 
 /**
@@ -53,6 +63,8 @@ export class SubnetManager {
   async acquire(hint = this.opts.hint): Promise<OwnLease> {
     const { log } = this.opts;
     const value = encodeLeaseValue(this.attrs);
+    const restored = await this.restoreOverwritten(value);
+    if (restored) return restored;
     for (let attempt = 1; ; attempt++) {
       const { records } = await this.store.listLeases();
       const leases = usableLeases(records, log);
@@ -91,6 +103,36 @@ export class SubnetManager {
       log.info('lost a race for a subnet, trying again', { attempt });
       await sleep(Math.min(1000, 20 * attempt + Math.floor((this.opts.random ?? Math.random)() * 50)));
     }
+  }
+
+  /**
+   * Our record overwritten with another PublicIP while our etcd lease is still alive is not an
+   * allocation (allocators only create absent keys, and a live lease keeps ours present): it
+   * is a stray or hostile write. Moving away would cut our pods off, so our record is written
+   * back over it, by transaction. After a delete, or once our lease has expired, someone may
+   * hold the subnet rightfully: then the normal acquire runs.
+   */
+  private async restoreOverwritten(value: string): Promise<OwnLease | undefined> {
+    const own = this.own;
+    if (!own?.etcdLease) return undefined;
+    const record = (await this.store.listLeases()).records.find((r) => r.key === this.store.subnetsPrefix + own.key);
+    if (!record) return undefined;
+    const current = parseLeaseKV(record.key, record.value);
+    if (current.ok && current.lease.publicIp === this.attrs.publicIp) return undefined;
+    try {
+      await this.store.keepalive(own.etcdLease);
+    } catch {
+      return undefined;
+    }
+    const lease = await this.store.rewriteLease(own.key, value, record.modRevision, this.opts.ttlSeconds);
+    if (!lease) return undefined;
+    await own.etcdLease.revoke().catch(() => undefined);
+    this.opts.log.error('our lease record was overwritten while we hold the subnet: ignoring the write and restoring ours', {
+      subnet: formatCidr(own.subnet),
+      overwrittenWith: current.ok ? { publicIp: current.lease.publicIp } : { problem: current.reason },
+    });
+    this.own = { ...own, etcdLease: lease, expiresAt: Date.now() + this.opts.ttlSeconds * 1000 };
+    return this.own;
   }
 
   /** Milliseconds until the next renewal is due (flannel: at expiry minus the margin). */

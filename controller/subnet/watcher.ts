@@ -2,7 +2,8 @@ import type { EtcdStore, WatchEvent } from '../etcd/store.js';
 import { formatCidr } from '../net/ipv4.js';
 import type { Logger } from '../util/log.js';
 import { parseLeaseKV, type Lease } from './lease.js';
-import { usableLeases } from './manager.js';
+import { routableLease, usableLeases } from './manager.js';
+import type { NetworkConfig } from '../config/network-config.js';
 
 export interface LeaseChange {
   added: Lease[];
@@ -29,6 +30,8 @@ export class LeaseWatcher {
     private readonly onChange: (change: LeaseChange, all: ReadonlyMap<string, Lease>) => void,
     private readonly log: Logger,
     private readonly onEvent?: (e: WatchEvent) => void,
+    /** leases the datapath could not carry under this config are reported and left out */
+    private readonly routableIn?: NetworkConfig,
   ) {}
 
   /** Resolves after the first listing has been applied; keeps watching in the background. */
@@ -48,7 +51,7 @@ export class LeaseWatcher {
   private async resync(): Promise<void> {
     this.state = 'resyncing';
     const { revision, records } = await this.store.listLeases();
-    const fresh = new Map(usableLeases(records, this.log).map((l) => [l.subnet.ip + '/' + l.subnet.len, l]));
+    const fresh = new Map(usableLeases(records, this.log, this.routableIn).map((l) => [l.subnet.ip + '/' + l.subnet.len, l]));
     const change: LeaseChange = { added: [], removed: [], changed: [] };
     for (const [k, l] of fresh) {
       const had = this.leases.get(k);
@@ -101,7 +104,7 @@ export class LeaseWatcher {
     if (Number(e.revision) <= this.listedAt) return;
     this.revision = e.revision;
     this.onEvent?.(e);
-    const parsed = parseLeaseKV(e.record.key, e.record.value, e.record.lease, e.record.modRevision);
+    const parsed = routableLease(parseLeaseKV(e.record.key, e.record.value, e.record.lease, e.record.modRevision), this.routableIn);
     if (!parsed.ok) {
       this.log.warn('ignoring unusable lease record', { reason: parsed.reason, event: e.type });
       return;
