@@ -1,3 +1,4 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Etcd3, type IOptions, type Lease as EtcdLease } from 'etcd3';
 
@@ -43,13 +44,25 @@ export class EtcdConfigError extends Error {
   override name = 'EtcdConfigError';
 }
 
-function readCredential(flag: string, file: string | undefined): Buffer | undefined {
+/**
+ * Reads and parses a credential up front: the gRPC layer would only fail on the first call, and
+ * a bad file would then look like an unreachable etcd, retried forever.
+ */
+function readCredential(flag: string, file: string | undefined, kind: 'certificate' | 'private key'): Buffer | undefined {
   if (!file) return undefined;
+  let pem: Buffer;
   try {
-    return readFileSync(file);
+    pem = readFileSync(file);
   } catch (err) {
     throw new EtcdConfigError(`${flag} ${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
+  try {
+    if (kind === 'certificate') new X509Certificate(pem);
+    else createPrivateKey(pem);
+  } catch (err) {
+    throw new EtcdConfigError(`${flag} ${file}: not a PEM ${kind} (${(err as Error).message})`);
+  }
+  return pem;
 }
 
 export class EtcdStore {
@@ -57,9 +70,9 @@ export class EtcdStore {
   readonly subnetsPrefix: string;
 
   constructor(readonly opts: EtcdOptions) {
-    const ca = readCredential('--etcd-cafile', opts.caFile);
-    const cert = readCredential('--etcd-certfile', opts.certFile);
-    const key = readCredential('--etcd-keyfile', opts.keyFile);
+    const ca = readCredential('--etcd-cafile', opts.caFile, 'certificate');
+    const cert = readCredential('--etcd-certfile', opts.certFile, 'certificate');
+    const key = readCredential('--etcd-keyfile', opts.keyFile, 'private key');
     const tls = opts.endpoints.some((e) => e.startsWith('https://'));
     const timeout = opts.timeoutMs ?? 5000;
     const options: IOptions = {
