@@ -42,8 +42,15 @@ describe('flanneld flags', () => {
     [['--frobnicate'], /unknown flag --frobnicate/],
     [['--iface'], /--iface needs a value/],
     [['--dataplane=ebpf'], /--dataplane ebpf: must be bpf, kernel or auto/],
+    [['--iptables-resync=0'], /--iptables-resync 0: must be between 1 and 86400/],
+    [['--iptables-forward-rules', 'no'], /unexpected argument "no"/],
   ])('rejects %j naming the flag', (argv, message) => {
     expect(() => parseAgentFlags(argv)).toThrow(message);
+  });
+
+  it("has flanneld's iptables defaults and takes them off as flanneld does", () => {
+    expect(parseAgentFlags([])).toMatchObject({ ipMasqFullyRandomDisable: false, iptablesResync: 5, iptablesForwardRules: true });
+    expect(parseAgentFlags(['--iptables-forward-rules=false', '--iptables-resync', '30', '--ip-masq-fully-random-disable'])).toMatchObject({ ipMasqFullyRandomDisable: true, iptablesResync: 30, iptablesForwardRules: false });
   });
 
   it('names the variable when the bad value came from the environment', () => {
