@@ -1,6 +1,73 @@
-import { readAttachState } from '../dataplane/attach.js';
+import { existsSync } from 'node:fs';
+import { readAttachState, type AttachState } from '../dataplane/attach.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import type { TwillConfig } from '../../maps/layout.js';
 import { parseArgs } from './args.js';
+
+const counters = (o: object): Record<string, number> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number(v)]));
+
+export interface TrafficCounters {
+  encap_packets: number;
+  encap_bytes: number;
+  decap_packets: number;
+  decap_bytes: number;
+}
+
+export interface PeerTrafficDoc extends TrafficCounters {
+  publicIp: string;
+  subnet: string;
+  vtepMac: string;
+  statsSlot: number;
+}
+
+/** Every pinned map of a node, decoded; what `twill maps` prints and `twill status` builds on. */
+export interface MapsDoc {
+  pinDir: string;
+  config?: TwillConfig;
+  attach?: Pick<AttachState, 'encap' | 'decap'>;
+  subnets: { subnet: string; publicIp: string; vtepMac: string; statsSlot: number }[];
+  peers: { publicIp: string; subnet: string; vtepMac: string; statsSlot: number }[];
+  /** twill_stats summed over CPUs */
+  stats: Record<string, number>;
+  /** twill_peer_stats, per peer, summed over CPUs */
+  traffic: PeerTrafficDoc[];
+  /** traffic counted in slot 0 (entries written without a slot) */
+  unattributed: TrafficCounters;
+}
+
+/** Reads the pins only: no etcd, no agent, no netns needed. */
+export function readMapsDoc(pinDir: string): MapsDoc {
+  if (!existsSync(`${pinDir}/twill_config`))
+    throw new Error(`no twill datapath is pinned under ${pinDir} (wrong --pin-dir, or the node runs kernel VXLAN)`);
+  const maps = DatapathMaps.open(pinDir);
+  try {
+    const config = maps.readConfig();
+    const subnetLen = config?.subnet_len ?? 0;
+    const subnets = [...maps.readSubnets()].map(([s, r]) => ({ subnet: `${s}/${subnetLen}`, publicIp: r.public_ip, vtepMac: r.vtep_mac, statsSlot: r.stats_slot }));
+    const peers = [...maps.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac, statsSlot: p.stats_slot }));
+    const { peers: perPeer, unattributed } = maps.peerTraffic();
+    const traffic = perPeer.map(({ publicIp, subnet, vtepMac, slot, ...c }) => ({ publicIp, subnet, vtepMac, statsSlot: slot, ...counters(c) }) as PeerTrafficDoc);
+    const attach = readAttachState(pinDir);
+    return {
+      pinDir,
+      config,
+      attach: attach && { encap: attach.encap, decap: attach.decap },
+      subnets,
+      peers,
+      stats: counters(maps.stats()),
+      traffic,
+      unattributed: counters(unattributed) as unknown as TrafficCounters,
+    };
+  } finally {
+    maps.close();
+  }
+}
+
+export const formatNodeLine = (c: TwillConfig) =>
+  `${c.public_ip}  vtep ${c.vtep_mac}  subnet ${c.subnet}/${c.subnet_len}  network ${c.network}/${c.network_len}  vni ${c.vni}  port ${c.vxlan_port}`;
+
+export const formatTrafficLine = (t: TrafficCounters) =>
+  `out ${t.encap_packets} pkts ${t.encap_bytes} B, in ${t.decap_packets} pkts ${t.decap_bytes} B`;
 
 /** `twill maps`: every pinned map decoded (subnets as CIDRs, MACs as MACs), no etcd needed. */
 export async function mapsCli(argv: string[]): Promise<number> {
@@ -8,33 +75,22 @@ export async function mapsCli(argv: string[]): Promise<number> {
     'pin-dir': { type: 'string', default: '/sys/fs/bpf/twill', describe: 'pin directory of the node' },
     json: { type: 'boolean', default: false, describe: 'machine-readable output' },
   });
-  const maps = DatapathMaps.open(o['pin-dir']);
-  try {
-    const config = maps.readConfig();
-    const subnetLen = config?.subnet_len ?? 0;
-    const subnets = [...maps.readSubnets()].map(([s, r]) => ({ subnet: `${s}/${subnetLen}`, publicIp: r.public_ip, vtepMac: r.vtep_mac }));
-    const peers = [...maps.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac }));
-    const stats = Object.fromEntries(Object.entries(maps.stats()).map(([k, v]) => [k, Number(v)]));
-    const attach = readAttachState(o['pin-dir']);
-    const doc = { pinDir: o['pin-dir'], config, attach: attach && { encap: attach.encap, decap: attach.decap }, subnets, peers, stats };
-    if (o.json) {
-      console.log(JSON.stringify(doc, null, 2));
-      return 0;
-    }
-    console.log(`pin dir   ${doc.pinDir}`);
-    if (config)
-      console.log(
-        `node      ${config.public_ip}  vtep ${config.vtep_mac}  subnet ${config.subnet}/${config.subnet_len}  network ${config.network}/${config.network_len}  vni ${config.vni}  port ${config.vxlan_port}`,
-      );
-    if (attach) console.log(`attached  encap ${attach.encap.mode} on ${attach.encap.iface}, decap ${attach.decap.mode} on ${attach.decap.iface}`);
-    console.log(`subnets (${subnets.length})`);
-    for (const s of subnets) console.log(`  ${s.subnet.padEnd(20)} -> ${s.publicIp.padEnd(16)} ${s.vtepMac}`);
-    console.log(`peers (${peers.length})`);
-    for (const p of peers) console.log(`  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(20)} ${p.vtepMac}`);
-    console.log('counters');
-    for (const [k, v] of Object.entries(stats)) if (v !== 0 || !k.startsWith('drop_')) console.log(`  ${k.padEnd(22)} ${v}`);
+  const doc = readMapsDoc(o['pin-dir']);
+  if (o.json) {
+    console.log(JSON.stringify(doc, null, 2));
     return 0;
-  } finally {
-    maps.close();
   }
+  console.log(`pin dir   ${doc.pinDir}`);
+  if (doc.config) console.log(`node      ${formatNodeLine(doc.config)}`);
+  if (doc.attach) console.log(`attached  encap ${doc.attach.encap.mode} on ${doc.attach.encap.iface}, decap ${doc.attach.decap.mode} on ${doc.attach.decap.iface}`);
+  console.log(`twill_subnets (${doc.subnets.length})`);
+  for (const s of doc.subnets) console.log(`  ${s.subnet.padEnd(20)} -> ${s.publicIp.padEnd(16)} ${s.vtepMac}  slot ${s.statsSlot}`);
+  console.log(`twill_peers (${doc.peers.length})`);
+  for (const p of doc.peers) console.log(`  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(20)} ${p.vtepMac}  slot ${p.statsSlot}`);
+  console.log(`twill_peer_stats (${doc.traffic.length} slots in use)`);
+  for (const t of doc.traffic) console.log(`  ${t.publicIp.padEnd(16)} ${formatTrafficLine(t)}`);
+  if (Object.values(doc.unattributed).some((v) => v !== 0)) console.log(`  ${'(no slot)'.padEnd(16)} ${formatTrafficLine(doc.unattributed)}`);
+  console.log('twill_stats');
+  for (const [k, v] of Object.entries(doc.stats)) if (v !== 0 || !k.startsWith('drop_')) console.log(`  ${k.padEnd(22)} ${v}`);
+  return 0;
 }

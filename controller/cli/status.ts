@@ -1,0 +1,193 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { BpfLink, BpfMap } from '../bpf/libbpf.js';
+import { readAttachState, type AttachState } from '../dataplane/attach.js';
+import { pinPaths } from '../dataplane/spec.js';
+import { formatCidr } from '../net/ipv4.js';
+import { parseSubnetFile } from '../subnet/subnet-file.js';
+import { parseArgs } from './args.js';
+import { formatNodeLine, formatTrafficLine, readMapsDoc, type MapsDoc, type PeerTrafficDoc, type TrafficCounters } from './maps.js';
+
+const MAP_TYPES: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array' };
+const LINK_TYPES: Record<number, string> = { 6: 'xdp', 11: 'tcx', 13: 'netkit' };
+
+export interface PinnedObject {
+  path: string;
+  kind: 'map' | 'link' | 'unknown';
+  detail: string;
+}
+
+export interface SubnetFileDoc {
+  path: string;
+  network?: string;
+  subnet?: string;
+  mtu?: number;
+  ipMasq?: boolean;
+  error?: string;
+}
+
+export interface HealthDoc {
+  address: string;
+  live?: boolean;
+  ready?: boolean;
+  detail?: Record<string, unknown>;
+  error?: string;
+}
+
+export interface StatusDoc {
+  pinDir: string;
+  node?: MapsDoc['config'];
+  lease: { subnet?: string; expiresAt?: string };
+  subnetFile: SubnetFileDoc;
+  attach?: Pick<AttachState, 'encap' | 'decap' | 'attachedAt' | 'layoutVersion'>;
+  peers: (MapsDoc['peers'][number] & Partial<PeerTrafficDoc>)[];
+  totals: TrafficCounters;
+  drops: Record<string, number>;
+  pinned: PinnedObject[];
+  health?: HealthDoc;
+  /** what does not add up; empty on a healthy node */
+  problems: string[];
+}
+
+/** Every pin under the node's directory (maps and links), with what the kernel says each is. */
+function listPinned(dir: string): PinnedObject[] {
+  const out: PinnedObject[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    const p = path.join(dir, name);
+    if (statSync(p).isDirectory()) {
+      out.push(...listPinned(p));
+      continue;
+    }
+    out.push(describePin(p));
+  }
+  return out;
+}
+
+function describePin(p: string): PinnedObject {
+  try {
+    const m = BpfMap.fromPin(p);
+    try {
+      const i = m.info();
+      return { path: p, kind: 'map', detail: `${MAP_TYPES[i.type] ?? `type ${i.type}`}, key ${i.keySize} B, value ${i.valueSize} B, max ${i.maxEntries}` };
+    } finally {
+      m.close();
+    }
+  } catch {
+    // not a map: try a link
+  }
+  try {
+    const l = BpfLink.fromPin(p);
+    try {
+      const i = l.info();
+      return { path: p, kind: 'link', detail: `${LINK_TYPES[i.type] ?? `type ${i.type}`}, prog ${i.progId}${i.ifindex !== undefined ? `, ifindex ${i.ifindex}` : ''}` };
+    } finally {
+      l.close();
+    }
+  } catch (err) {
+    return { path: p, kind: 'unknown', detail: (err as Error).message };
+  }
+}
+
+function readSubnetFileDoc(file: string): SubnetFileDoc {
+  try {
+    const f = parseSubnetFile(readFileSync(file, 'utf8'));
+    return {
+      path: file,
+      network: f.network && formatCidr(f.network),
+      subnet: f.subnet && formatCidr(f.subnet), // the lease, as FLANNEL_SUBNET's first host address is masked off
+      mtu: f.mtu,
+      ipMasq: f.ipMasq,
+    };
+  } catch (err) {
+    return { path: file, error: (err as Error).message };
+  }
+}
+
+async function readHealth(address: string): Promise<HealthDoc> {
+  const get = (p: string) => fetch(`http://${address}${p}`, { signal: AbortSignal.timeout(2000) });
+  try {
+    const live = (await get('/healthz')).ok;
+    const readyz = await get('/readyz');
+    const detail = (await readyz.json()) as Record<string, unknown>;
+    return { address, live, ready: readyz.ok, detail };
+  } catch (err) {
+    return { address, error: (err as Error).message };
+  }
+}
+
+/** Pure: cross-checks what the node's files and maps say. */
+export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { encap: boolean; decap: boolean }): string[] {
+  const problems: string[] = [];
+  if (!doc.node) problems.push('twill_config is empty: the datapath was never configured');
+  if (!doc.attach) problems.push('no attach state: the programs may not be attached');
+  else {
+    if (doc.attach.decap.mode === 'xdp-link' && !linksPinned.decap) problems.push('decap link is not pinned');
+    if (doc.attach.encap.mode === 'tcx' && !linksPinned.encap) problems.push('encap link is not pinned');
+  }
+  if (doc.subnetFile.error) problems.push(`subnet file: ${doc.subnetFile.error}`);
+  else if (doc.lease.subnet && doc.subnetFile.subnet !== doc.lease.subnet)
+    problems.push(`subnet file says ${doc.subnetFile.subnet ?? 'nothing'}, the datapath holds ${doc.lease.subnet}`);
+  for (const p of doc.peers) if (p.statsSlot === 0) problems.push(`peer ${p.publicIp} has no counter slot (written by an older build, or slots exhausted)`);
+  if (doc.health?.error) problems.push(`healthz ${doc.health.address}: ${doc.health.error}`);
+  else if (doc.health && !doc.health.ready) problems.push(`agent not ready: ${JSON.stringify(doc.health.detail)}`);
+  return problems;
+}
+
+export async function readStatus(opts: { pinDir: string; subnetFile: string; healthz?: string }): Promise<StatusDoc> {
+  const maps = readMapsDoc(opts.pinDir);
+  const traffic = new Map(maps.traffic.map((t) => [t.publicIp, t]));
+  const attach = readAttachState(opts.pinDir);
+  const pinned = listPinned(opts.pinDir);
+  const links = pinPaths(opts.pinDir);
+  const health = opts.healthz ? await readHealth(opts.healthz) : undefined;
+  const { encap_packets, encap_bytes, decap_packets, decap_bytes, ...rest } = maps.stats;
+  const doc: Omit<StatusDoc, 'problems'> = {
+    pinDir: opts.pinDir,
+    node: maps.config,
+    lease: {
+      subnet: maps.config && `${maps.config.subnet}/${maps.config.subnet_len}`,
+      expiresAt: typeof health?.detail?.leaseExpiresAt === 'string' ? health.detail.leaseExpiresAt : undefined,
+    },
+    subnetFile: readSubnetFileDoc(opts.subnetFile),
+    attach: attach && { encap: attach.encap, decap: attach.decap, attachedAt: attach.attachedAt, layoutVersion: attach.layoutVersion },
+    peers: maps.peers.map((p) => ({ ...traffic.get(p.publicIp), ...p })),
+    totals: { encap_packets, encap_bytes, decap_packets, decap_bytes },
+    drops: Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== 0)),
+    pinned,
+    health,
+  };
+  const has = (p: string) => pinned.some((o) => o.path === p);
+  return { ...doc, problems: findProblems(doc, { encap: has(links.encapLink), decap: has(links.decapLink) }) };
+}
+
+function printStatus(s: StatusDoc): void {
+  console.log(`node       ${s.node ? formatNodeLine(s.node) : '(not configured)'}`);
+  console.log(`lease      ${s.lease.subnet ?? '?'}${s.lease.expiresAt ? `  expires ${s.lease.expiresAt}` : ''}`);
+  const f = s.subnetFile;
+  console.log(`subnet.env ${f.path}: ${f.error ?? `network ${f.network} subnet ${f.subnet} mtu ${f.mtu} ipmasq ${f.ipMasq}`}`);
+  if (s.attach) console.log(`attached   encap ${s.attach.encap.mode} on ${s.attach.encap.iface}, decap ${s.attach.decap.mode} on ${s.attach.decap.iface} (since ${s.attach.attachedAt})`);
+  console.log(`peers (${s.peers.length})`);
+  for (const p of s.peers)
+    console.log(`  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(18)} ${p.vtepMac}  ${p.encap_packets !== undefined ? formatTrafficLine(p as PeerTrafficDoc) : 'no counters'}`);
+  console.log(`traffic    ${formatTrafficLine(s.totals)}`);
+  const drops = Object.entries(s.drops);
+  console.log(`drops      ${drops.length ? drops.map(([k, v]) => `${k.replace(/^drop_/, '')}=${v}`).join(' ') : 'none'}`);
+  console.log(`pinned (${s.pinned.length})`);
+  for (const o of s.pinned) console.log(`  ${o.path.padEnd(44)} ${o.kind.padEnd(5)} ${o.detail}`);
+  if (s.health) console.log(`health     ${s.health.address}: ${s.health.error ?? `live ${s.health.live}, ready ${s.health.ready}`}`);
+  console.log(s.problems.length ? `problems\n${s.problems.map((p) => `  ${p}`).join('\n')}` : 'problems   none');
+}
+
+/** `twill status`: one node's state from its pins, subnet file, attach state and (optionally) healthz; no etcd. */
+export async function statusCli(argv: string[]): Promise<number> {
+  const o = parseArgs(argv, {
+    'pin-dir': { type: 'string', default: '/sys/fs/bpf/twill', describe: 'pin directory of the node' },
+    'subnet-file': { type: 'string', default: '/run/flannel/subnet.env', describe: "the agent's subnet file" },
+    healthz: { type: 'string', default: '', describe: "the agent's healthz address (host:port), to include its readiness" },
+    json: { type: 'boolean', default: false, describe: 'machine-readable output' },
+  });
+  const status = await readStatus({ pinDir: o['pin-dir'], subnetFile: o['subnet-file'], healthz: o.healthz || undefined });
+  if (o.json) console.log(JSON.stringify(status, null, 2));
+  else printStatus(status);
+  return 0;
+}

@@ -1,0 +1,196 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { labStatus, startLabEtcd, stopLabEtcd, type LabNode, type LabState } from '../../controller/lab/lab.js';
+import { run } from '../../controller/util/exec.js';
+import type { MapsDoc } from '../../controller/cli/maps.js';
+import type { StatusDoc } from '../../controller/cli/status.js';
+import { buildBpf, buildTs, cliPath } from '../support/build.js';
+import { ping } from '../support/traffic.js';
+
+/*
+ * /metrics, `twill status` and `twill maps` against a real 3-node lab (lab name "tmx", one pod
+ * per node): counters must move with real traffic, for the right peer only; status and maps
+ * must keep working with the lab's etcd stopped.
+ */
+const LAB = 'tmx';
+const PREFIX = '/coreos.com/network';
+const twill = (args: string[], netns?: string) => run([process.execPath, cliPath, ...args], { netns, allowFailure: true });
+let lab: LabState;
+const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
+const podOf = (n: LabNode) => lab.pods.find((p) => p.node === n.name)!;
+const etcdctl = (...args: string[]) =>
+  run(['etcdctl', '--endpoints', lab.etcd!.endpoint, '--command-timeout=5s', ...args], { netns: lab.etcd!.netns, env: { ...process.env, ETCDCTL_API: '3' } });
+
+/** One scrape of a node's /metrics, as `name{labels}` -> value. */
+async function scrape(n: LabNode): Promise<Map<string, number>> {
+  const res = await run(['curl', '-sfi', `http://${n.agent!.healthz}/metrics`], { netns: n.netns });
+  const [head, body] = res.stdout.split('\r\n\r\n');
+  expect(head).toMatch(/content-type: text\/plain; version=0\.0\.4/i);
+  const samples = new Map<string, number>();
+  for (const line of body.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return samples;
+}
+const peerSample = (metric: string, peer: LabNode) => `twill_peer_${metric}_total{peer="${peer.underlayIp}",subnet="${peer.subnet}"}`;
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+beforeAll(async () => {
+  buildBpf();
+  buildTs();
+  await twill(['lab', 'down', '--name', LAB]);
+  const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '3', '--pods-per-node', '1']);
+  if (up.code !== 0) throw new Error(up.stderr);
+  lab = (await labStatus(LAB))!;
+}, 180_000);
+
+afterAll(async () => {
+  await twill(['lab', 'down', '--name', LAB]);
+}, 120_000);
+
+describe('/metrics', () => {
+  it('counts pod traffic for the peer it went to and came from, and for no other', async () => {
+    const [n1, n2, n3] = ['n1', 'n2', 'n3'].map((name) => node(name));
+    const before = await scrape(n1);
+    const size = 1000; // ICMP payload: each request/reply frame is 1042 bytes inside VXLAN
+    expect((await ping(podOf(n1).netns, podOf(n2).ip, 5)).code).toBe(0);
+    // -s is not in the shared helper; one big ping shows the byte counters follow frame sizes.
+    expect((await run(['ping', '-c', '1', '-s', String(size), '-W', '2', podOf(n2).ip], { netns: podOf(n1).netns })).code).toBe(0);
+    const after = await scrape(n1);
+    const delta = (metric: string, peer: LabNode) => after.get(peerSample(metric, peer))! - before.get(peerSample(metric, peer))!;
+
+    expect(delta('encap_packets', n2)).toBeGreaterThanOrEqual(6);
+    expect(delta('decap_packets', n2)).toBeGreaterThanOrEqual(6);
+    expect(delta('encap_bytes', n2)).toBeGreaterThanOrEqual(5 * 98 + (size + 42));
+    expect(delta('decap_bytes', n2)).toBeGreaterThanOrEqual(5 * 98 + (size + 42));
+    for (const m of ['encap_packets', 'encap_bytes', 'decap_packets', 'decap_bytes']) expect(delta(m, n3), `${m} for n3`).toBe(0);
+    // The node totals moved at least as much as the one peer did.
+    expect(after.get('twill_encap_packets_total')! - before.get('twill_encap_packets_total')!).toBeGreaterThanOrEqual(delta('encap_packets', n2));
+
+    // The other side sees the same exchange the other way round.
+    const onN2 = await scrape(n2);
+    expect(onN2.get(peerSample('decap_packets', n1))).toBeGreaterThanOrEqual(6);
+    expect(onN2.get(peerSample('encap_packets', n1))).toBeGreaterThanOrEqual(6);
+  });
+
+  it('reports the lease expiry, reconciles, the watch, and every drop reason', async () => {
+    const m = await scrape(node('n1'));
+    const expiry = m.get(`twill_lease_expiry_timestamp_seconds{subnet="${node('n1').subnet}"}`)!;
+    expect(expiry).toBeGreaterThan(Date.now() / 1000);
+    expect(m.get('twill_ready')).toBe(1);
+    expect(m.get('twill_dataplane_info{mode="bpf"}')).toBe(1);
+    expect(m.get('twill_reconciles_total')).toBeGreaterThanOrEqual(1);
+    expect(m.get('twill_reconcile_errors_total')).toBe(0);
+    expect(m.get('twill_etcd_watch_up')).toBe(1);
+    expect(m.get('twill_etcd_watch_state{state="watching"}')).toBe(1);
+    expect(m.get('twill_peers')).toBe(2);
+    for (const reason of ['no_peer', 'unknown_source', 'bad_vni', 'malformed', 'inner_dst']) expect(m.has(`twill_datapath_drops_total{reason="${reason}"}`), reason).toBe(true);
+  });
+
+  it('counts drops summed over CPUs: traffic to a subnet nobody holds', async () => {
+    const n1 = node('n1');
+    const before = (await scrape(n1)).get('twill_datapath_drops_total{reason="no_peer"}')!;
+    // Inside the cluster network, routed to the overlay device, but no lease covers it.
+    const unleased = lab.network.replace(/\.0\.0\/16$/, '.250.9');
+    expect((await ping(podOf(n1).netns, unleased, 3)).code).not.toBe(0);
+    expect((await scrape(n1)).get('twill_datapath_drops_total{reason="no_peer"}')! - before).toBe(3);
+  });
+
+  it('adds a peer with zeroed counters when a lease appears, and drops it when the lease goes', async () => {
+    const n1 = node('n1');
+    const subnet = lab.network.replace(/\.0\.0\/16$/, '.200.0/24');
+    const key = `${PREFIX}/subnets/${subnet.replace('/', '-')}`;
+    const ghost = '192.168.77.200';
+    await etcdctl('put', key, JSON.stringify({ PublicIP: ghost, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '0a:58:00:00:c8:00' } }));
+    try {
+      const sample = `twill_peer_encap_packets_total{peer="${ghost}",subnet="${subnet}"}`;
+      expect(await until('the new peer in /metrics', async () => (await scrape(n1)).get(sample) === 0)).toBe(true);
+      const maps = JSON.parse((await twill(['maps', '--pin-dir', n1.pinDir, '--json'])).stdout) as MapsDoc;
+      const slot = maps.peers.find((p) => p.publicIp === ghost)!.statsSlot;
+      expect(slot).toBeGreaterThan(0);
+      expect(maps.subnets.find((s) => s.subnet === subnet)!.statsSlot).toBe(slot);
+      expect(new Set(maps.peers.map((p) => p.statsSlot)).size).toBe(maps.peers.length);
+    } finally {
+      await etcdctl('del', key);
+    }
+    await until('the peer gone from /metrics', async () => ![...(await scrape(n1)).keys()].some((k) => k.includes(ghost)));
+    expect((await scrape(n1)).get('twill_peers')).toBe(2);
+  });
+});
+
+describe('twill status and twill maps without etcd', () => {
+  beforeAll(async () => {
+    expect((await ping(podOf(node('n1')).netns, podOf(node('n3')).ip, 2)).code).toBe(0);
+    await stopLabEtcd(lab);
+  }, 60_000);
+  afterAll(async () => {
+    await startLabEtcd(lab);
+  }, 60_000);
+
+  it('twill status: own lease, network, peers with counters, attach points, pins, health', async () => {
+    const n1 = node('n1');
+    const res = await twill(['status', '--pin-dir', n1.pinDir, '--subnet-file', n1.subnetFile, '--healthz', n1.agent!.healthz, '--json'], n1.netns);
+    expect(res.stderr).toBe('');
+    expect(res.code).toBe(0);
+    const s = JSON.parse(res.stdout) as StatusDoc;
+    expect(s.lease.subnet).toBe(n1.subnet);
+    expect(Date.parse(s.lease.expiresAt!)).toBeGreaterThan(Date.now());
+    expect(s.node).toMatchObject({ public_ip: n1.underlayIp, vtep_mac: n1.vtepMac, vni: 1, vxlan_port: 8472 });
+    expect(s.subnetFile).toMatchObject({ subnet: n1.subnet, network: lab.network, mtu: 1450 });
+    const others = lab.nodes.filter((n) => n !== n1);
+    expect(s.peers.map((p) => [p.publicIp, p.subnet, p.vtepMac]).sort()).toEqual(others.map((n) => [n.underlayIp, n.subnet, n.vtepMac]).sort());
+    const n3 = s.peers.find((p) => p.publicIp === node('n3').underlayIp)!;
+    expect(n3.encap_packets).toBeGreaterThanOrEqual(2);
+    expect(n3.decap_packets).toBeGreaterThanOrEqual(2);
+    expect(s.attach?.encap).toMatchObject({ iface: 'twill0' });
+    expect(s.attach?.decap).toMatchObject({ iface: 'eth0' });
+    const pins = s.pinned.map((o) => `${o.path.slice(n1.pinDir.length + 1)} ${o.kind}`);
+    for (const p of ['twill_config map', 'twill_subnets map', 'twill_peers map', 'twill_stats map', 'twill_peer_stats map']) expect(pins).toContain(p);
+    if (s.attach?.encap.mode === 'tcx') expect(pins).toContain('links/encap link');
+    if (s.attach?.decap.mode === 'xdp-link') expect(pins).toContain('links/decap link');
+    expect(s.health).toMatchObject({ live: true });
+    expect(s.drops.drop_no_peer).toBeGreaterThanOrEqual(3);
+    // With etcd gone the agent keeps forwarding; whatever it reports is listed, and nothing else is wrong.
+    expect(s.problems.filter((p) => !p.startsWith('agent not ready'))).toEqual([]);
+
+    const text = await twill(['status', '--pin-dir', n1.pinDir, '--subnet-file', n1.subnetFile]);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain(`lease      ${n1.subnet}`);
+    expect(text.stdout).toMatch(new RegExp(`${node('n3').underlayIp.replace(/\./g, '\\.')} +${node('n3').subnet.replace(/\./g, '\\.')} +${node('n3').vtepMac} +out \\d+ pkts`));
+  });
+
+  it('twill maps: every map decoded, subnets as CIDRs, MACs as MACs, per-peer counters', async () => {
+    const n1 = node('n1');
+    const res = await twill(['maps', '--pin-dir', n1.pinDir, '--json']);
+    expect(res.code).toBe(0);
+    const m = JSON.parse(res.stdout) as MapsDoc;
+    expect(m.subnets.map((s) => s.subnet).sort()).toEqual(lab.nodes.filter((n) => n !== n1).map((n) => n.subnet).sort());
+    for (const e of [...m.subnets, ...m.peers]) {
+      expect(e.vtepMac).toMatch(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+      expect(e.subnet).toMatch(/^\d+\.\d+\.\d+\.\d+\/\d+$/);
+    }
+    expect(m.config?.vtep_mac).toBe(n1.vtepMac);
+    expect(m.traffic.map((t) => t.publicIp).sort()).toEqual(m.peers.map((p) => p.publicIp).sort());
+    expect(m.traffic.find((t) => t.publicIp === node('n3').underlayIp)!.encap_packets).toBeGreaterThanOrEqual(2);
+    expect(m.stats.encap_packets).toBeGreaterThan(0);
+
+    const text = await twill(['maps', '--pin-dir', n1.pinDir]);
+    expect(text.stdout).toContain(`twill_peer_stats (2 slots in use)`);
+  });
+
+  it('names the directory when nothing is pinned there, and changes nothing', async () => {
+    const res = await twill(['status', '--pin-dir', '/sys/fs/bpf/tm-nothing-here']);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/no twill datapath is pinned under \/sys\/fs\/bpf\/tm-nothing-here/);
+  });
+});
