@@ -24,8 +24,6 @@ const WAIT_FOR_XTABLES_LOCK = ['-w', '5'];
 export interface IptablesMasqOptions {
   resyncSeconds: number;
   log: Logger;
-  /** run inside this named netns (tests); the agent itself runs in the node's namespace */
-  netns?: string;
 }
 
 export class IptablesMasq {
@@ -33,8 +31,8 @@ export class IptablesMasq {
   private timer?: NodeJS.Timeout;
   private running: Promise<void> = Promise.resolve();
   private lastError = '';
-  /** completed syncs that found something to repair, and the last failure, for status output */
-  repairs = 0;
+  /** restores written (first set-up, lease moves, repairs) and the last failure, for status output */
+  writes = 0;
   error?: string;
 
   constructor(private readonly opts: IptablesMasqOptions) {}
@@ -45,17 +43,15 @@ export class IptablesMasq {
     await this.sync('update');
   }
 
-  /** Re-checks every --iptables-resync seconds and repairs whatever someone changed. */
+  /**
+   * Re-checks every --iptables-resync seconds and repairs whatever someone changed. With no rule
+   * wanted (no --ip-masq, no forward rules) there is nothing to guard after the first sync
+   * removed any leftovers, so no timer runs.
+   */
   startResync(): void {
-    if (this.timer) return;
+    if (this.timer || !(this.input?.ipMasq || this.input?.forwardRules)) return;
     this.timer = setInterval(() => void this.sync('resync'), this.opts.resyncSeconds * 1000);
     this.timer.unref();
-  }
-
-  /** Stops re-checking; the rules stay in place for the next agent. */
-  stop(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
   }
 
   /** One check-and-repair pass; passes never overlap. Failures are logged (once per distinct error), not thrown. */
@@ -68,11 +64,12 @@ export class IptablesMasq {
     if (!this.input) return;
     try {
       const desired = desiredRules(this.input);
-      const saved = parseIptablesSave((await this.iptables('iptables-save', ['-t', 'nat'])) + (await this.iptables('iptables-save', ['-t', 'filter'])));
+      // One iptables-save of every table: a single process per check is what a node pays every few seconds.
+      const saved = parseIptablesSave(await this.iptables('iptables-save', []));
       const plan = planRestore(saved, desired);
       if (plan.script) {
         await this.iptables('iptables-restore', [...WAIT_FOR_XTABLES_LOCK, '--noflush'], plan.script);
-        this.repairs++;
+        this.writes++;
         // Expected when rules are first set or the lease moved; on a resync someone changed them.
         if (why === 'update') this.opts.log.info('iptables rules written', { changes: plan.repairs });
         else this.opts.log.warn('iptables rules were changed outside twill: repaired', { repairs: plan.repairs });
@@ -89,6 +86,6 @@ export class IptablesMasq {
   }
 
   private async iptables(program: string, args: string[], input?: string): Promise<string> {
-    return (await run([program, ...args], { input, netns: this.opts.netns })).stdout;
+    return (await run([program, ...args], { input })).stdout;
   }
 }
