@@ -20,8 +20,8 @@ import {
   UNATTRIBUTED_STATS_SLOT,
 } from '../../maps/layout.js';
 import { PerCpuArray, TypedMap } from '../../maps/typed-map.js';
-import { diffMap, type DesiredMaps } from '../reconcile/desired.js';
-import { assignStatsSlots } from '../reconcile/stats-slots.js';
+import { diffMap, type DesiredMaps, type MapChanges, type MapDiff } from '../reconcile/desired.js';
+import { StatsSlotTable, assignStatsSlots, type SlotAssignment } from '../reconcile/stats-slots.js';
 import { logger } from '../util/log.js';
 
 const log = logger('dataplane');
@@ -67,7 +67,8 @@ export class DatapathMaps {
   ) {}
 
   /** PublicIP -> stats slot as last written; read back from twill_peers by every full sync. */
-  private slots = new Map<string, number>();
+  /** counter slots as last written, for apply() */
+  private slotTable = new StatsSlotTable(new Map(), MAX_STATS_SLOTS, UNATTRIBUTED_STATS_SLOT);
 
   static open(pinDir: string): DatapathMaps {
     const opened: BpfMap[] = [];
@@ -133,25 +134,38 @@ export class DatapathMaps {
    * a new peer is accepted by decap before encap starts sending to it, and a departing one
    * stops being sent to before its packets are refused. A new peer's counter slot is zeroed
    * before any entry points at it.
-   *
-   * With `known` (what the previous sync wrote) the difference is taken against it rather
-   * than against the maps read back, and slots come from what this object last wrote.
    */
-  sync(desired: DesiredMaps, known?: DesiredMaps): SyncResult {
-    const livePeers = known ? undefined : this.readPeers();
-    const held = livePeers ? new Map([...livePeers].map(([ip, p]) => [ip, p.stats_slot])) : this.slots;
+  sync(desired: DesiredMaps): SyncResult {
+    const livePeers = this.readPeers();
+    const held = new Map([...livePeers].map(([ip, p]) => [ip, p.stats_slot]));
     const assignment = assignStatsSlots(held, desired.peers.keys(), MAX_STATS_SLOTS, UNATTRIBUTED_STATS_SLOT);
-    if (assignment.unslotted.length) log.warn('per-peer counter slots exhausted: these peers count as unattributed', { peers: assignment.unslotted.length, slots: MAX_STATS_SLOTS });
     const want = withSlots(desired, assignment.slots);
-    const have = known ? withSlots(known, held) : { peers: livePeers!, subnets: this.readSubnets() };
-    const peerDiff = diffMap(have.peers, want.peers);
-    const subnetDiff = diffMap(have.subnets, want.subnets);
+    const have = { peers: livePeers, subnets: this.readSubnets() };
+    this.slotTable = new StatsSlotTable(assignment.slots, MAX_STATS_SLOTS, UNATTRIBUTED_STATS_SLOT);
+    return this.write(diffMap(have.subnets, want.subnets), diffMap(have.peers, want.peers), assignment);
+  }
+
+  /**
+   * Writes entry-level changes computed by the caller (DesiredState), against what this object
+   * last wrote: a lease event costs a few map updates, whatever the number of peers.
+   */
+  apply(changes: MapChanges): SyncResult {
+    const got = this.slotTable.change(changes.peers.upsert.map(([ip]) => ip), changes.peers.remove);
+    const slot = (ip: string) => this.slotTable.slots.get(ip) ?? UNATTRIBUTED_STATS_SLOT;
+    return this.write(
+      { upsert: changes.subnets.upsert.map(([k, v]) => [k, { ...v, stats_slot: slot(v.public_ip) }]), remove: changes.subnets.remove },
+      { upsert: changes.peers.upsert.map(([k, v]) => [k, { ...v, stats_slot: slot(k) }]), remove: changes.peers.remove },
+      got,
+    );
+  }
+
+  private write(subnetDiff: MapDiff<Remote>, peerDiff: MapDiff<Peer>, assignment: Pick<SlotAssignment, 'fresh' | 'unslotted'>): SyncResult {
+    if (assignment.unslotted.length) log.warn('per-peer counter slots exhausted: these peers count as unattributed', { peers: assignment.unslotted.length, slots: MAX_STATS_SLOTS });
     this.peerStatsArray.zero(assignment.fresh);
     this.peers.putMany(peerDiff.upsert.map(([k, v]) => [{ public_ip: k }, v] as const));
     this.subnets.putMany(subnetDiff.upsert.map(([k, v]) => [{ subnet: k }, v] as const));
     this.subnets.deleteMany(subnetDiff.remove.map((k) => ({ subnet: k })));
     this.peers.deleteMany(peerDiff.remove.map((k) => ({ public_ip: k })));
-    this.slots = assignment.slots;
     return {
       subnetsAdded: subnetDiff.upsert.length,
       subnetsRemoved: subnetDiff.remove.length,

@@ -106,9 +106,9 @@ export class KernelVxlanDatapath {
     return out;
   }
 
-  async sync(desired: DesiredMaps, known?: DesiredMaps): Promise<SyncResult> {
+  async sync(desired: DesiredMaps): Promise<SyncResult> {
     const dev = this.dev;
-    const have: ReadonlyMap<string, { public_ip: string; vtep_mac: string }> = known?.subnets ?? (await this.current());
+    const have = await this.current();
     const upsert = [...desired.subnets].filter(([s, r]) => have.get(s)?.public_ip !== r.public_ip || have.get(s)?.vtep_mac !== r.vtep_mac);
     const remove = [...have.keys()].filter((s) => !desired.subnets.has(s));
     const len = this.subnetLen;

@@ -51,6 +51,135 @@ export function desiredMaps(self: { subnet: string; publicIp: string }, leases: 
   return { subnets, peers, skipped };
 }
 
+/** Entry-level changes to both maps. */
+export interface MapChanges {
+  subnets: MapDiff<DesiredRemote>;
+  peers: MapDiff<DesiredPeer>;
+}
+
+const baseOf = (cidr: string) => cidr.slice(0, cidr.indexOf('/'));
+const smallest = (xs: Iterable<string>) => {
+  let min: string | undefined;
+  for (const x of xs) if (min === undefined || x < min) min = x;
+  return min;
+};
+
+/**
+ * The same desired state as desiredMaps(), kept up to date lease by lease: a change costs work
+ * for the subnets and PublicIPs it touches, not for the whole lease set (10,000 leases must not
+ * make one lease event slow). Conflicts resolve exactly as desiredMaps() resolves them: per
+ * PublicIP the smallest subnet wins; of eligible leases sharing a base address, the largest.
+ */
+export class DesiredState {
+  readonly subnets = new Map<string, DesiredRemote>();
+  readonly peers = new Map<string, DesiredPeer>();
+  private readonly leases = new Map<string, NodeLease>();
+  private readonly byIp = new Map<string, Set<string>>();
+  private readonly byBase = new Map<string, Set<string>>();
+
+  constructor(readonly self: { subnet: string; publicIp: string }) {}
+
+  /** Applies lease changes (undefined: the lease is gone) and returns what that changes in the maps. */
+  update(changes: Iterable<readonly [cidr: string, lease: NodeLease | undefined]>): MapChanges {
+    const ips = new Set<string>();
+    const bases = new Set<string>();
+    for (const [cidr, lease] of changes) {
+      const old = this.leases.get(cidr);
+      if (old) {
+        this.unindex(this.byIp, old.publicIp, cidr);
+        this.unindex(this.byBase, baseOf(cidr), cidr);
+        this.leases.delete(cidr);
+        ips.add(old.publicIp);
+      }
+      if (lease) {
+        this.leases.set(cidr, lease);
+        this.index(this.byIp, lease.publicIp, cidr);
+        this.index(this.byBase, baseOf(cidr), cidr);
+        ips.add(lease.publicIp);
+      }
+      bases.add(baseOf(cidr));
+    }
+    const out: MapChanges = { subnets: { upsert: [], remove: [] }, peers: { upsert: [], remove: [] } };
+    for (const ip of ips) {
+      const before = this.peers.get(ip);
+      if (before) bases.add(before.subnet);
+      const winner = this.ipWinner(ip);
+      const lease = winner && this.leases.get(winner)!;
+      if (winner) bases.add(baseOf(winner));
+      const after = lease && { subnet: baseOf(winner!), vtep_mac: lease.vtepMac.toLowerCase(), subnet_len: Number(winner!.slice(winner!.indexOf('/') + 1)), flags: 0 };
+      record(this.peers, out.peers, ip, before, after);
+    }
+    for (const base of bases) {
+      let winner: string | undefined;
+      for (const cidr of this.byBase.get(base) ?? []) if (this.eligible(cidr) && (winner === undefined || cidr > winner)) winner = cidr;
+      const lease = winner && this.leases.get(winner)!;
+      record(this.subnets, out.subnets, base, this.subnets.get(base), lease && { public_ip: lease.publicIp, vtep_mac: lease.vtepMac.toLowerCase(), flags: 0 });
+    }
+    return out;
+  }
+
+  /** Brings the state to exactly `leases`, as one update. */
+  replaceAll(leases: ReadonlyMap<string, NodeLease>): MapChanges {
+    const changes: [string, NodeLease | undefined][] = [];
+    for (const cidr of this.leases.keys()) if (!leases.has(cidr)) changes.push([cidr, undefined]);
+    for (const [cidr, lease] of leases) {
+      const old = this.leases.get(cidr);
+      if (!old || old.publicIp !== lease.publicIp || old.vtepMac !== lease.vtepMac) changes.push([cidr, lease]);
+    }
+    return this.update(changes);
+  }
+
+  snapshot(): DesiredMaps {
+    return { subnets: new Map(this.subnets), peers: new Map(this.peers), skipped: [] };
+  }
+
+  /** Why a lease we hold is not in the maps, as desiredMaps() would say it; undefined if it is, or is our own. */
+  whySkipped(cidr: string): string | undefined {
+    const lease = this.leases.get(cidr);
+    if (!lease) return undefined;
+    if (cidr === this.self.subnet) return lease.publicIp === this.self.publicIp ? undefined : `claims our subnet ${this.self.subnet}`;
+    if (lease.publicIp === this.self.publicIp) return `has our PublicIP ${this.self.publicIp} but not our subnet`;
+    const winner = this.ipWinner(lease.publicIp);
+    return winner === cidr ? undefined : `PublicIP ${lease.publicIp} already holds ${winner}`;
+  }
+
+  /** The lease that holds this PublicIP: our own address and our own subnet never count. */
+  private ipWinner(ip: string): string | undefined {
+    if (ip === this.self.publicIp) return undefined;
+    const cidrs = this.byIp.get(ip);
+    return cidrs && smallest([...cidrs].filter((c) => c !== this.self.subnet));
+  }
+
+  private eligible(cidr: string): boolean {
+    const lease = this.leases.get(cidr)!;
+    return cidr !== this.self.subnet && this.ipWinner(lease.publicIp) === cidr;
+  }
+
+  private index(m: Map<string, Set<string>>, k: string, cidr: string): void {
+    let set = m.get(k);
+    if (!set) m.set(k, (set = new Set()));
+    set.add(cidr);
+  }
+
+  private unindex(m: Map<string, Set<string>>, k: string, cidr: string): void {
+    const set = m.get(k);
+    set?.delete(cidr);
+    if (set?.size === 0) m.delete(k);
+  }
+}
+
+function record<V>(map: Map<string, V>, diff: MapDiff<V>, key: string, before: V | undefined, after: V | undefined): void {
+  if (after === undefined) {
+    if (before !== undefined) {
+      map.delete(key);
+      diff.remove.push(key);
+    }
+  } else if (before === undefined || !shallowEqual(before, after)) {
+    map.set(key, after);
+    diff.upsert.push([key, after]);
+  }
+}
+
 export interface MapDiff<V> {
   upsert: [string, V][];
   remove: string[];

@@ -1,16 +1,16 @@
 import type { SyncResult } from '../dataplane/datapath-maps.js';
 import { formatCidr } from '../net/ipv4.js';
 import type { Lease } from '../subnet/lease.js';
+import type { LeaseChange } from '../subnet/watcher.js';
 import type { Logger } from '../util/log.js';
-import { desiredMaps, type DesiredMaps, type NodeLease } from './desired.js';
+import { DesiredState, desiredMaps, type DesiredMaps, type MapChanges, type NodeLease } from './desired.js';
 
 /** What the reconciler drives: the BPF maps, or flannel's kernel VXLAN state. */
 export interface Datapath {
-  /**
-   * Brings the datapath to `desired` by difference. With `known` (what the last sync wrote),
-   * the difference may be taken against it instead of reading the live state back.
-   */
-  sync(desired: DesiredMaps, known?: DesiredMaps): SyncResult | Promise<SyncResult>;
+  /** Brings the datapath to `desired` by difference with its live state, read back. */
+  sync(desired: DesiredMaps): SyncResult | Promise<SyncResult>;
+  /** Writes entry-level changes, trusting that the datapath holds what the last sync or apply wrote. */
+  apply?(changes: MapChanges): SyncResult | Promise<SyncResult>;
 }
 
 /** How often the live state is read back and diffed in full, to repair drift made behind our back. */
@@ -19,9 +19,11 @@ export const FULL_SYNC_INTERVAL_MS = 60_000;
 /**
  * Turns the lease set into map contents. Changes that arrive together are applied together
  * (one sync per event-loop turn); each sync writes only the difference, so restarting the agent
- * against populated maps touches nothing that is already right. Only the first sync, the one
- * after a failure or a new datapath, and one a minute read the live state back: with 10,000
- * leases that read is most of a sync's cost, and single lease changes must land in milliseconds.
+ * against populated maps touches nothing that is already right. The desired state is kept lease
+ * by lease (DesiredState), and between full syncs only the entries a change touches are written:
+ * with 10,000 leases a full sync (read back both maps, diff) takes hundreds of milliseconds, and
+ * a single lease change must land in a few. A full sync runs first, after a failure or a new
+ * datapath, when asked, and once a minute to repair drift made behind our back.
  */
 export class Reconciler {
   count = 0;
@@ -29,10 +31,15 @@ export class Reconciler {
   lastDurationMs = 0;
   lastResult?: SyncResult;
   private pending?: ReadonlyMap<string, Lease>;
+  private pendingAll = false;
+  private pendingKeys = new Set<string>();
   private running?: Promise<void>;
   private readonly warned = new Set<string>();
-  /** what the last successful sync wrote, while it can be trusted */
-  private applied?: DesiredMaps;
+  /** the desired state and the lease objects it was built from */
+  private state?: DesiredState;
+  private seen = new Map<string, Lease>();
+  /** whether the datapath holds exactly what `state` says (false until a sync completes) */
+  private trusted = false;
   private lastFullSync = 0;
 
   constructor(
@@ -44,28 +51,36 @@ export class Reconciler {
 
   setSelf(self: { subnet: string; publicIp: string }): void {
     this.self = self;
-    this.applied = undefined;
+    this.state = undefined;
   }
 
   setDatapath(datapath: Datapath): void {
     this.datapath = datapath;
-    this.applied = undefined;
+    this.trusted = false;
   }
 
   /** The next sync reads the live state back (after a watch gap, say). */
   forgetApplied(): void {
-    this.applied = undefined;
+    this.trusted = false;
   }
 
-  /** Applies are serialized; updates arriving meanwhile are folded into the next one. */
-  update(leases: ReadonlyMap<string, Lease>): void {
+  /**
+   * Applies are serialized; updates arriving meanwhile are folded into the next one. With the
+   * watcher's `change`, only the leases it names are compared; without, the whole set is.
+   */
+  update(leases: ReadonlyMap<string, Lease>, change?: LeaseChange): void {
     this.pending = leases;
+    if (!change) this.pendingAll = true;
+    else if (!this.pendingAll) for (const l of [...change.added, ...change.changed, ...change.removed]) this.pendingKeys.add(watcherKey(l));
     this.running ??= (async () => {
       await new Promise((r) => setImmediate(r));
       while (this.pending) {
         const next = this.pending;
+        const keys = this.pendingAll ? undefined : this.pendingKeys;
         this.pending = undefined;
-        await this.apply(next);
+        this.pendingAll = false;
+        this.pendingKeys = new Set();
+        await this.apply(next, keys);
       }
       this.running = undefined;
     })();
@@ -86,31 +101,65 @@ export class Reconciler {
   private usable(leases: Iterable<Lease>): NodeLease[] {
     const out: NodeLease[] = [];
     for (const l of leases) {
-      const subnet = formatCidr(l.subnet);
-      const skip = l.backendType !== 'vxlan' ? `backend type ${JSON.stringify(l.backendType)} is not vxlan` : !l.vtepMac ? 'no VtepMAC' : l.vni !== undefined && l.vni !== this.vni ? `VNI ${l.vni} differs from ours (${this.vni})` : undefined;
-      if (skip) {
-        if (!this.warned.has(`${subnet} ${skip}`)) this.log.warn('ignoring lease', { subnet, publicIp: l.publicIp, reason: skip });
-        this.warned.add(`${subnet} ${skip}`);
-        continue;
-      }
-      out.push({ subnet, publicIp: l.publicIp, vtepMac: l.vtepMac! });
+      const n = this.usableOne(l);
+      if (n) out.push(n);
     }
     return out;
   }
 
-  private async apply(leases: ReadonlyMap<string, Lease>): Promise<void> {
+  private usableOne(l: Lease): NodeLease | undefined {
+    const subnet = formatCidr(l.subnet);
+    const skip = l.backendType !== 'vxlan' ? `backend type ${JSON.stringify(l.backendType)} is not vxlan` : !l.vtepMac ? 'no VtepMAC' : l.vni !== undefined && l.vni !== this.vni ? `VNI ${l.vni} differs from ours (${this.vni})` : undefined;
+    if (!skip) return { subnet, publicIp: l.publicIp, vtepMac: l.vtepMac! };
+    if (!this.warned.has(`${subnet} ${skip}`)) this.log.warn('ignoring lease', { subnet, publicIp: l.publicIp, reason: skip });
+    this.warned.add(`${subnet} ${skip}`);
+    return undefined;
+  }
+
+  /** The leases that differ from the last apply (among `keys` if given), as DesiredState changes; `seen` follows. */
+  private leaseChanges(leases: ReadonlyMap<string, Lease>, keys?: ReadonlySet<string>): [string, NodeLease | undefined][] {
+    const changes: [string, NodeLease | undefined][] = [];
+    const check = (key: string) => {
+      const l = leases.get(key);
+      const before = this.seen.get(key);
+      if (l) {
+        if (before === l || (before && sameLease(before, l))) return;
+        this.seen.set(key, l);
+        changes.push([formatCidr(l.subnet), this.usableOne(l)]);
+      } else if (before) {
+        this.seen.delete(key);
+        changes.push([formatCidr(before.subnet), undefined]);
+      }
+    };
+    if (keys) for (const key of keys) check(key);
+    else for (const key of new Set([...leases.keys(), ...this.seen.keys()])) check(key);
+    return changes;
+  }
+
+  private async apply(leases: ReadonlyMap<string, Lease>, keys?: ReadonlySet<string>): Promise<void> {
     const started = performance.now();
-    const known = this.applied;
     try {
-      const desired = this.desired(leases.values());
-      const full = !this.applied || started - this.lastFullSync >= FULL_SYNC_INTERVAL_MS;
-      this.applied = undefined; // until this sync is known to have completed
-      this.lastResult = await this.datapath.sync(desired, full ? undefined : known);
-      this.applied = desired;
+      if (!this.state) {
+        this.state = new DesiredState(this.self);
+        this.seen = new Map();
+        this.trusted = false;
+        keys = undefined;
+      }
+      const state = this.state;
+      const leaseChanges = this.leaseChanges(leases, keys);
+      const changes = state.update(leaseChanges);
+      for (const [cidr, lease] of leaseChanges) {
+        const why = lease && state.whySkipped(cidr);
+        if (why) this.log.warn('ignoring conflicting lease', { subnet: cidr, publicIp: lease.publicIp, reason: why });
+      }
+      const full = !this.trusted || !this.datapath.apply || started - this.lastFullSync >= FULL_SYNC_INTERVAL_MS;
+      this.trusted = false; // until this write is known to have completed
+      this.lastResult = full ? await this.datapath.sync(state.snapshot()) : await this.datapath.apply!(changes);
+      this.trusted = true;
       if (full) this.lastFullSync = started;
       this.count++;
       const r = this.lastResult;
-      if (r.subnetsAdded + r.subnetsRemoved + r.peersAdded + r.peersRemoved) this.log.info('datapath updated', { ...r, peers: desired.peers.size, full, ms: Math.round(performance.now() - started) });
+      if (r.subnetsAdded + r.subnetsRemoved + r.peersAdded + r.peersRemoved) this.log.info('datapath updated', { ...r, peers: state.peers.size, full, ms: Math.round(performance.now() - started) });
     } catch (err) {
       this.errors++;
       this.log.error('reconcile failed; will retry with the next change or resync', { error: (err as Error).message });
@@ -120,3 +169,8 @@ export class Reconciler {
     }
   }
 }
+
+/** The watcher's map key for a lease (LeaseWatcher.leases). */
+const watcherKey = (l: Lease) => l.subnet.ip + '/' + l.subnet.len;
+
+const sameLease = (a: Lease, b: Lease) => a.publicIp === b.publicIp && a.vtepMac === b.vtepMac && a.backendType === b.backendType && a.vni === b.vni && a.subnet.ip === b.subnet.ip && a.subnet.len === b.subnet.len;

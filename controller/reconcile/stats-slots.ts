@@ -46,3 +46,49 @@ export function assignStatsSlots(held: ReadonlyMap<string, number>, wanted: Iter
   }
   return { slots, fresh, unslotted };
 }
+
+/**
+ * assignStatsSlots' rules kept one change at a time, for the writes between full syncs: the
+ * cost is the number of peers that come and go, not the number of peers (thousands).
+ */
+export class StatsSlotTable {
+  private readonly taken = new Set<number>();
+  private lowestFree = 0;
+
+  /** @param slots  PublicIP -> slot, as a full assignment left it; owned and kept current from here on */
+  constructor(
+    readonly slots: Map<string, number>,
+    private readonly capacity: number,
+    private readonly reserved = 0,
+  ) {
+    this.taken.add(reserved);
+    for (const s of slots.values()) this.taken.add(s);
+  }
+
+  /** New peers take the lowest free slots; departing peers' slots are freed only after, so one write never reuses them. */
+  change(added: Iterable<string>, removed: Iterable<string>): Pick<SlotAssignment, 'fresh' | 'unslotted'> {
+    const fresh: number[] = [];
+    const unslotted: string[] = [];
+    for (const ip of added) {
+      if (this.slots.has(ip)) continue;
+      while (this.lowestFree < this.capacity && this.taken.has(this.lowestFree)) this.lowestFree++;
+      if (this.lowestFree >= this.capacity) {
+        this.slots.set(ip, this.reserved);
+        unslotted.push(ip);
+        continue;
+      }
+      this.taken.add(this.lowestFree);
+      this.slots.set(ip, this.lowestFree);
+      fresh.push(this.lowestFree);
+    }
+    for (const ip of removed) {
+      const s = this.slots.get(ip);
+      if (s === undefined) continue;
+      this.slots.delete(ip);
+      if (s === this.reserved) continue;
+      this.taken.delete(s);
+      this.lowestFree = Math.min(this.lowestFree, s);
+    }
+    return { fresh, unslotted };
+  }
+}

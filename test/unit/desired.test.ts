@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { desiredMaps, diffMap } from '../../controller/reconcile/desired.js';
+import { DesiredState, desiredMaps, diffMap } from '../../controller/reconcile/desired.js';
 
 const self = { subnet: '10.244.1.0/24', publicIp: '192.168.77.1' };
 const lease = (n: number, mac = `0a:58:00:00:00:0${n}`) => ({ subnet: `10.244.${n}.0/24`, publicIp: `192.168.77.${n}`, vtepMac: mac });
@@ -58,5 +58,44 @@ describe('diffMap', () => {
   it('is empty when the maps already match', () => {
     const m = new Map([['a', { x: 1 }]]);
     expect(diffMap(m, new Map([['a', { x: 1 }]]))).toEqual({ upsert: [], remove: [] });
+  });
+});
+
+describe('DesiredState', () => {
+  // A small world so that conflicts are common: 6 base addresses x 2 lengths, 4 PublicIPs (ours among them).
+  const cidrs = [1, 2, 3, 4, 5, 6].flatMap((n) => [`10.244.${n}.0/24`, `10.244.${n}.0/25`]).concat(self.subnet);
+  const ips = ['192.168.77.1', '192.168.77.2', '192.168.77.3', '192.168.77.4'];
+  const macs = ['0a:58:00:00:00:01', '0A:58:00:00:00:02'];
+
+  function random(seed: number) {
+    return () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+  }
+
+  it('matches desiredMaps after every change of a random sequence, and reports exactly the differences', () => {
+    for (let run = 0; run < 40; run++) {
+      const rnd = random(run + 1);
+      const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
+      const state = new DesiredState(self);
+      const leases = new Map<string, { subnet: string; publicIp: string; vtepMac: string }>();
+      let previous = desiredMaps(self, []);
+      for (let step = 0; step < 30; step++) {
+        const batch: [string, { subnet: string; publicIp: string; vtepMac: string } | undefined][] = [];
+        for (let k = 1 + Math.floor(rnd() * 3); k > 0; k--) {
+          const cidr = pick(cidrs);
+          const lease = rnd() < 0.3 ? undefined : { subnet: cidr, publicIp: pick(ips), vtepMac: pick(macs) };
+          batch.push([cidr, lease]);
+          if (lease) leases.set(cidr, lease);
+          else leases.delete(cidr);
+        }
+        const changes = step % 7 === 6 ? state.replaceAll(new Map(leases)) : state.update(batch);
+        const full = desiredMaps(self, [...leases.values()]);
+        expect(state.subnets).toEqual(full.subnets);
+        expect(state.peers).toEqual(full.peers);
+        const sortDiff = <V>(d: { upsert: [string, V][]; remove: string[] }) => ({ upsert: [...d.upsert].sort(), remove: [...d.remove].sort() });
+        expect(sortDiff(changes.subnets)).toEqual(sortDiff(diffMap(previous.subnets, full.subnets)));
+        expect(sortDiff(changes.peers)).toEqual(sortDiff(diffMap(previous.peers, full.peers)));
+        previous = full;
+      }
+    }
   });
 });

@@ -1,26 +1,36 @@
 import { describe, expect, it } from 'vitest';
 import type { SyncResult } from '../../controller/dataplane/datapath-maps.js';
-import type { DesiredMaps } from '../../controller/reconcile/desired.js';
+import type { DesiredMaps, MapChanges } from '../../controller/reconcile/desired.js';
 import { Reconciler, type Datapath } from '../../controller/reconcile/reconciler.js';
 import { parseLeaseKV, encodeLeaseValue, type Lease } from '../../controller/subnet/lease.js';
 import { logger } from '../../controller/util/log.js';
 
-/** A datapath that keeps its state in memory and records what each sync was told it holds. */
+/** A datapath that keeps its state in memory and records whether each write was a full sync or an apply. */
 class MemoryDatapath implements Datapath {
   state = new Map<string, string>();
-  calls: ('full' | 'known')[] = [];
+  calls: ('sync' | 'apply')[] = [];
   failNext = false;
-  sync(desired: DesiredMaps, known?: DesiredMaps): SyncResult {
-    this.calls.push(known ? 'known' : 'full');
+  private fail(): void {
     if (this.failNext) {
       this.failNext = false;
       throw new Error('map update failed');
     }
-    const before = known ? new Map([...known.subnets].map(([k, v]) => [k, v.public_ip])) : new Map(this.state);
+  }
+  sync(desired: DesiredMaps): SyncResult {
+    this.calls.push('sync');
+    this.fail();
+    const before = this.state;
     this.state = new Map([...desired.subnets].map(([k, v]) => [k, v.public_ip]));
     const added = [...this.state.keys()].filter((k) => before.get(k) !== this.state.get(k)).length;
     const removed = [...before.keys()].filter((k) => !this.state.has(k)).length;
     return { subnetsAdded: added, subnetsRemoved: removed, peersAdded: added, peersRemoved: removed };
+  }
+  apply(changes: MapChanges): SyncResult {
+    this.calls.push('apply');
+    this.fail();
+    for (const [k, v] of changes.subnets.upsert) this.state.set(k, v.public_ip);
+    for (const k of changes.subnets.remove) this.state.delete(k);
+    return { subnetsAdded: changes.subnets.upsert.length, subnetsRemoved: changes.subnets.remove.length, peersAdded: changes.peers.upsert.length, peersRemoved: changes.peers.remove.length };
   }
 }
 
@@ -34,14 +44,14 @@ const leaseSet = (...ns: number[]) => new Map(ns.map((n) => [`10.244.${n}.0/24`,
 describe('Reconciler', () => {
   const make = (dp: Datapath) => new Reconciler(dp, { subnet: '10.244.1.0/24', publicIp: '192.168.0.1' }, 1, logger('test'));
 
-  it('reads the live state on the first sync, then diffs against what it wrote', async () => {
+  it('syncs in full first, then writes only what each change touches', async () => {
     const dp = new MemoryDatapath();
     const r = make(dp);
     r.update(leaseSet(1, 2, 3));
     await r.settled();
     r.update(leaseSet(1, 2, 3, 4));
     await r.settled();
-    expect(dp.calls).toEqual(['full', 'known']);
+    expect(dp.calls).toEqual(['sync', 'apply']);
     expect([...dp.state.keys()].sort()).toEqual(['10.244.2.0', '10.244.3.0', '10.244.4.0']);
     expect(r.lastResult).toEqual({ subnetsAdded: 1, subnetsRemoved: 0, peersAdded: 1, peersRemoved: 0 });
   });
@@ -63,7 +73,7 @@ describe('Reconciler', () => {
     r.forgetApplied();
     r.update(leaseSet(2, 4));
     await r.settled();
-    expect(dp.calls).toEqual(['full', 'known', 'full', 'full', 'full']);
+    expect(dp.calls).toEqual(['sync', 'apply', 'sync', 'sync', 'sync']);
     expect([...dp.state.keys()].sort()).toEqual(['10.244.2.0', '10.244.4.0']);
   });
 });
