@@ -192,7 +192,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   let lostSignal: (() => void) | undefined;
   const watcher = new LeaseWatcher(
     store,
-    (_change, all) => reconciler.update(all),
+    (change, all) => reconciler.update(all, change),
     log,
     (e) => {
       if (manager.isOwnLeaseLost({ type: e.type, key: e.record.key, value: e.record.value })) lostSignal?.();
