@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LabNode, LabPod, LabState } from '../../controller/lab/lab.js';
+import { desiredRules } from '../../controller/masq/rules.js';
+import { parseCidr } from '../../controller/net/ipv4.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
 import { agentLog, bounceAgent, labUpFresh, twill, until } from '../support/lab-session.js';
@@ -118,6 +120,10 @@ describe('--ip-masq', () => {
   it('on: the outside host sees the node, the pod gets its answer; pod to pod keeps the pod address', async () => {
     const n1 = node('n1');
     await bounceAgent(lab, n1, 'SIGTERM', MASQ_ARGS);
+    // Exactly flannel's rules, as the kernel reports them back (which is why a restart finds them "in sync").
+    const [masq] = desiredRules({ network: parseCidr(lab.network)!, subnet: parseCidr(n1.subnet)!, ipMasq: true, randomFully: true, forwardRules: true }).present;
+    expect(await chainRules(n1, 'nat', 'FLANNEL-POSTRTG')).toEqual(masq.rules.map((r) => `-A FLANNEL-POSTRTG ${r}`));
+    expect(masq.rules.filter((r) => r.endsWith('-j MASQUERADE --random-fully'))).toHaveLength(2);
     expect(await masqChainPresent(n1)).toBe(true);
     expect(await ask(pod('n1-p1'), OUTSIDE_IP, 'masq')).toBe('answer');
     expect(await seenFrom(outside, 'masq')).toBe(n1.underlayIp);
