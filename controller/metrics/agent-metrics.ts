@@ -7,7 +7,7 @@ export interface AgentSnapshot {
   ready: boolean;
   mode?: 'bpf' | 'kernel';
   lease?: { subnet: string; reservation: boolean; /** ms since the epoch; none for a reservation */ expiresAt?: number };
-  reconcile?: { count: number; errors: number; lastDurationMs: number };
+  reconcile?: { count: number; errors: number; lastDurationMs: number; totalDurationMs: number };
   watch?: { state: string; resyncs: number };
   /** BPF mode only: the pinned counters, summed over CPUs */
   datapath?: { stats: Stats; peers: readonly PeerTraffic[]; unattributed: PeerStats };
@@ -43,6 +43,15 @@ export function agentMetricFamilies(s: AgentSnapshot): MetricFamily[] {
       counter('twill_reconciles_total', 'Datapath syncs completed.', [{ value: s.reconcile.count }]),
       counter('twill_reconcile_errors_total', 'Datapath syncs that failed (retried).', [{ value: s.reconcile.errors }]),
       gauge('twill_reconcile_last_duration_seconds', 'How long the last datapath sync took.', [{ value: s.reconcile.lastDurationMs / 1000 }]),
+      {
+        name: 'twill_reconcile_duration_seconds',
+        help: 'Time spent in datapath syncs, failed ones included.',
+        type: 'summary',
+        samples: [
+          { suffix: '_sum', value: s.reconcile.totalDurationMs / 1000 },
+          { suffix: '_count', value: s.reconcile.count + s.reconcile.errors },
+        ],
+      },
     );
   }
 

@@ -11,7 +11,7 @@ export interface AgentMetricSources {
   ready: boolean;
   mode?: 'bpf' | 'kernel';
   manager?: { own?: OwnLease };
-  reconciler?: { count: number; errors: number; lastDurationMs: number };
+  reconciler?: { count: number; errors: number; lastDurationMs: number; totalDurationMs: number };
   watcher?: { state: string; resyncs: number };
 }
 
@@ -22,7 +22,12 @@ export function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
     ready: src.ready,
     mode: src.mode,
     lease: own && { subnet: formatCidr(own.subnet), reservation: own.reservation, expiresAt: own.reservation ? undefined : own.expiresAt },
-    reconcile: src.reconciler && { count: src.reconciler.count, errors: src.reconciler.errors, lastDurationMs: src.reconciler.lastDurationMs },
+    reconcile: src.reconciler && {
+      count: src.reconciler.count,
+      errors: src.reconciler.errors,
+      lastDurationMs: src.reconciler.lastDurationMs,
+      totalDurationMs: src.reconciler.totalDurationMs,
+    },
     watch: src.watcher && { state: src.watcher.state, resyncs: src.watcher.resyncs },
   };
   if (src.mode === 'bpf' && existsSync(`${src.pinDir}/twill_peer_stats`)) {

@@ -29,6 +29,8 @@ export class Reconciler {
   count = 0;
   errors = 0;
   lastDurationMs = 0;
+  /** over every attempt, failed ones included (for the /metrics summary) */
+  totalDurationMs = 0;
   lastResult?: SyncResult;
   private pending?: ReadonlyMap<string, Lease>;
   private pendingAll = false;
@@ -166,6 +168,7 @@ export class Reconciler {
       setTimeout(() => this.update(leases), 1000).unref();
     } finally {
       this.lastDurationMs = performance.now() - started;
+      this.totalDurationMs += this.lastDurationMs;
     }
   }
 }

@@ -91,6 +91,7 @@ describe('/metrics', () => {
     expect(m.get('twill_dataplane_info{mode="bpf"}')).toBe(1);
     expect(m.get('twill_reconciles_total')).toBeGreaterThanOrEqual(1);
     expect(m.get('twill_reconcile_errors_total')).toBe(0);
+    expect(m.get('twill_reconcile_duration_seconds_count')).toBeGreaterThanOrEqual(m.get('twill_reconciles_total')!);
     expect(m.get('twill_etcd_watch_up')).toBe(1);
     expect(m.get('twill_etcd_watch_state{state="watching"}')).toBe(1);
     expect(m.get('twill_peers')).toBe(2);

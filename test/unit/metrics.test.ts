@@ -10,7 +10,7 @@ const snapshot: AgentSnapshot = {
   ready: true,
   mode: 'bpf',
   lease: { subnet: '10.244.1.0/24', reservation: false, expiresAt: 1_700_000_000_400 },
-  reconcile: { count: 7, errors: 1, lastDurationMs: 2.5 },
+  reconcile: { count: 7, errors: 1, lastDurationMs: 2.5, totalDurationMs: 40 },
   watch: { state: 'watching', resyncs: 2 },
   datapath: {
     stats: { ...zeroStats, encap_packets: 10n, drop_no_peer: 3n, drop_bad_vni: 1n },
@@ -55,6 +55,12 @@ describe('Prometheus text format', () => {
     expect(text.split('\n').slice(2, 5)).toEqual(['f NaN', 'f +Inf', 'f -Inf']);
   });
 
+  it('writes a summary as _sum and _count, and refuses those suffixes elsewhere', () => {
+    const text = formatPrometheus([{ name: 'd_seconds', help: 'h', type: 'summary', samples: [{ suffix: '_sum', value: 1.5 }, { suffix: '_count', value: 3 }] }]);
+    expect(text).toContain('# TYPE d_seconds summary\nd_seconds_sum 1.5\nd_seconds_count 3\n');
+    expect(() => formatPrometheus([{ name: 'g', help: 'h', type: 'gauge', samples: [{ suffix: '_sum', value: 1 }] }])).toThrow(/only a summary/);
+  });
+
   it('refuses invalid names, a counter without _total, a duplicate family', () => {
     expect(() => formatPrometheus([{ name: 'bad-name', help: '', type: 'gauge', samples: [] }])).toThrow(/metric name "bad-name" is not valid/);
     expect(() => formatPrometheus([{ name: 'c', help: '', type: 'counter', samples: [] }])).toThrow(/counter c must end in _total/);
@@ -93,6 +99,8 @@ describe('agent metrics', () => {
     expect(s.get('twill_reconciles_total')).toBe('7');
     expect(s.get('twill_reconcile_errors_total')).toBe('1');
     expect(s.get('twill_reconcile_last_duration_seconds')).toBe('0.0025');
+    expect(s.get('twill_reconcile_duration_seconds_sum')).toBe('0.04');
+    expect(s.get('twill_reconcile_duration_seconds_count')).toBe('8');
     expect(s.get('twill_etcd_watch_up')).toBe('1');
     expect(s.get('twill_etcd_watch_state{state="watching"}')).toBe('1');
     expect(s.get('twill_etcd_watch_state{state="backoff"}')).toBe('0');
