@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stopAgent } from '../../controller/lab/agents.js';
 import type { LabNode, LabPod, LabState } from '../../controller/lab/lab.js';
 import { desiredRules } from '../../controller/masq/rules.js';
 import { parseCidr } from '../../controller/net/ipv4.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
-import { agentLog, bounceAgent, labUpFresh, twill, until } from '../support/lab-session.js';
+import { agentLog, bounceAgent, etcdctl, fakeLease, labUpFresh, leaseKey, twill, until } from '../support/lab-session.js';
 import { startInNetns, stopAll, type Background } from '../support/proc.js';
 
 /*
@@ -167,6 +168,33 @@ describe('--ip-masq', () => {
     expect(repairs).toContain('nat POSTROUTING: jump to FLANNEL-POSTRTG missing');
     expect(repairs).toContain('filter FORWARD: jump to FLANNEL-FWD missing');
     expect(await ask(pod('n1-p1'), OUTSIDE_IP, 'repaired')).toBe('answer');
+  });
+
+  it('follow a lease that changed while the agent was down: the chain is swapped to the new subnet in place, flows keep being masqueraded', async () => {
+    const n1 = node('n1');
+    const old = n1.subnet;
+    await stopAgent(n1.agent!.pid, n1.pinDir, 'SIGTERM');
+    // Someone else holds our old subnet now (a reservation), so the agent must take another one.
+    await etcdctl(lab, 'put', leaseKey(old), fakeLease('192.168.86.99', '0a:58:0a:00:00:99'));
+    const stream = startInNetns(pod('n1-p1').netns, ['python3', '-u', '-c', flowStream('moved')]);
+    await until('the first flows', async () => / moved 10$/m.test(outside.output()));
+    const startLog = await bounceAgent(lab, n1, 'SIGTERM', MASQ_ARGS);
+    const moved = /"msg":"acquired a new lease","subnet":"([\d./]+)"/.exec(startLog)?.[1];
+    expect(moved).toBeDefined();
+    expect(moved).not.toBe(old);
+    expect(startLog).toContain(`nat FLANNEL-POSTRTG: rules differ (6 found, 6 wanted)`); // swapped, not deleted and re-created
+    const rules = await chainRules(n1, 'nat', 'FLANNEL-POSTRTG');
+    expect(rules.some((l) => l.includes(`-s ${moved} -d 10.244.0.0/16`))).toBe(true);
+    expect(rules.join('\n')).not.toContain(old);
+    stream.kill('SIGINT');
+    await stream.exited;
+    const sent = Number(/sent (\d+)/.exec(stream.output())![1]);
+    const received = await until('every flow at the outside host', async () => {
+      const seen = [...outside.output().matchAll(/^(\S+) moved (\d+)$/gm)];
+      return seen.length >= sent && seen;
+    });
+    expect(received).toHaveLength(sent);
+    expect(new Set(received.map((m) => m[1]))).toEqual(new Set([n1.underlayIp]));
   });
 
   it('turned off again, its chain and jump are removed and pods are seen with their own address', async () => {
