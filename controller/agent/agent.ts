@@ -64,6 +64,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     manager?: SubnetManager;
     watcher?: LeaseWatcher;
     reconciler?: Reconciler;
+    masq?: IptablesMasq;
   } = { ready: false };
 
   const iface: ChosenIface = await selectIface({ iface: flags.iface, ifaceRegex: flags.ifaceRegex, ifaceCanReach: flags.ifaceCanReach, publicIp: flags.publicIp });
@@ -79,6 +80,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
           configError: status.configError,
           watch: status.watcher?.state,
           reconciles: status.reconciler?.count,
+          iptables: status.masq && { writes: status.masq.writes, error: status.masq.error },
         }),
         metrics: () => agentMetricsText({ pinDir: flags.pinDir, ...status }),
       })
@@ -170,6 +172,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   let own = await acquireWithRetry();
   // Masquerade and forward-accept rules follow the lease; they are never removed on exit.
   const masq = new IptablesMasq({ resyncSeconds: flags.iptablesResync, log: logger('masq') });
+  status.masq = masq;
   const masqInput = (lease: OwnLease) => ({
     network: config.network,
     subnet: lease.subnet,
