@@ -130,6 +130,9 @@ describe('--ip-masq', () => {
     expect(await seenFrom(outside, 'masq')).toBe(n1.underlayIp);
     expect(await ask(pod('n1-p1'), pod('n2-p1').ip, 'p2p')).toBe('answer');
     expect(await seenFrom(podListener, 'p2p')).toBe(pod('n1-p1').ip);
+    const ready = JSON.parse((await run(['curl', '-s', `http://${n1.agent!.healthz}/readyz`], { netns: lab.underlay.netns })).stdout);
+    expect(ready).toMatchObject({ ready: true, iptables: { writes: 1 } }); // the masquerade chain, added to the forward rules already there
+    expect(ready.iptables.error).toBeUndefined();
   });
 
   it('survives an agent restart without a moment unmasqueraded: every new flow during it is masqueraded, and the rules are not rewritten', async () => {
