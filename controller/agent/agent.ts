@@ -45,12 +45,7 @@ async function waitForConfig(store: EtcdStore, status: { configError?: string })
 function previousVtepMac(pinDir: string): string | undefined {
   retireIncompatiblePins(pinDir); // maps another build left with another layout could not even be opened
   if (!existsSync(`${pinDir}/twill_config`)) return undefined;
-  const maps = DatapathMaps.open(pinDir);
-  try {
-    return maps.readConfig()?.vtep_mac;
-  } finally {
-    maps.close();
-  }
+  return DatapathMaps.readPinnedConfig(pinDir)?.vtep_mac;
 }
 
 export async function runAgent(flags: AgentFlags): Promise<never> {

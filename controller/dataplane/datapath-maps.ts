@@ -70,6 +70,20 @@ export class DatapathMaps {
   /** counter slots as last written, for apply() */
   private slotTable = new StatsSlotTable(new Map(), MAX_STATS_SLOTS, UNATTRIBUTED_STATS_SLOT);
 
+  /**
+   * The config map alone: what an agent reads before it loads anything. A pin set left by
+   * another build may lack maps this build has (or have had some retired), so open() would fail.
+   */
+  static readPinnedConfig(pinDir: string): TwillConfig | undefined {
+    const map = BpfMap.fromPin(`${pinDir}/twill_config`);
+    try {
+      const c = new TypedMap(map, mapSpecs.twill_config.key, mapSpecs.twill_config.value).get({ index: 0 });
+      return c && c.underlay_ifindex !== 0 ? c : undefined;
+    } finally {
+      map.close();
+    }
+  }
+
   static open(pinDir: string): DatapathMaps {
     const opened: BpfMap[] = [];
     const pin = (name: MapName) => {

@@ -1,5 +1,7 @@
+import { existsSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labStatus, startLabEtcd, stopLabEtcd, type LabNode, type LabState } from '../../controller/lab/lab.js';
+import { stopAgent } from '../../controller/lab/agents.js';
+import { labStatus, restartAgent, startLabEtcd, stopLabEtcd, type LabNode, type LabState } from '../../controller/lab/lab.js';
 import { run } from '../../controller/util/exec.js';
 import type { MapsDoc } from '../../controller/cli/maps.js';
 import type { StatusDoc } from '../../controller/cli/status.js';
@@ -127,6 +129,19 @@ describe('/metrics', () => {
     await until('the peer gone from /metrics', async () => ![...(await scrape(n1)).keys()].some((k) => k.includes(ghost)));
     expect((await scrape(n1)).get('twill_peers')).toBe(2);
   });
+});
+
+describe('upgrade from a build without per-peer counters', () => {
+  it('the agent starts on pins that lack twill_peer_stats, creates it, and counts', async () => {
+    const n2 = node('n2');
+    await stopAgent(n2.agent!.pid, n2.pinDir);
+    rmSync(`${n2.pinDir}/twill_peer_stats`);
+    restartAgent(lab, n2);
+    await until('n2 ready again', async () => (await run(['curl', '-sf', `http://${n2.agent!.healthz}/readyz`], { netns: n2.netns, allowFailure: true })).code === 0);
+    expect(existsSync(`${n2.pinDir}/twill_peer_stats`)).toBe(true);
+    expect((await ping(podOf(n2).netns, podOf(node('n1')).ip, 2)).code).toBe(0);
+    expect((await scrape(n2)).get(peerSample('encap_packets', node('n1')))).toBeGreaterThanOrEqual(2);
+  }, 60_000);
 });
 
 describe('twill status and twill maps without etcd', () => {
