@@ -1,6 +1,6 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { Etcd3, type IOptions, type Lease as EtcdLease } from 'etcd3';
+import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease as EtcdLease } from 'etcd3';
 
 /*
  * The etcd edge. etcd3 (npm) is in maintenance mode, so the rest of twill sees only this
@@ -42,6 +42,11 @@ export interface WatchHandle {
 
 export class EtcdConfigError extends Error {
   override name = 'EtcdConfigError';
+}
+
+/** etcd answered that the lease no longer exists (expired or revoked): renewing cannot help. */
+export class LeaseGoneError extends Error {
+  override name = 'LeaseGoneError';
 }
 
 /**
@@ -134,10 +139,16 @@ export class EtcdStore {
     return lease;
   }
 
-  /** Refreshes the TTL; throws when etcd says the lease is gone. */
+  /** Refreshes the TTL; throws LeaseGoneError when etcd says the lease is gone, anything else when etcd could not be asked. */
   async keepalive(lease: EtcdLease): Promise<number> {
-    const res = await withTimeout(lease.keepaliveOnce(), this.opts.timeoutMs ?? 5000, 'etcd lease keepalive');
-    return Number(res.TTL);
+    try {
+      const res = await withTimeout(lease.keepaliveOnce(), this.opts.timeoutMs ?? 5000, 'etcd lease keepalive');
+      return Number(res.TTL);
+    } catch (err) {
+      // etcd3's error classes leave `name` as "Error": only instanceof tells them apart.
+      if (err instanceof EtcdLeaseInvalidError) throw new LeaseGoneError(err.message);
+      throw err;
+    }
   }
 
   async revokeLeaseId(id: string): Promise<void> {

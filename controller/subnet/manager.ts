@@ -1,6 +1,6 @@
 import type { Lease as EtcdLease } from 'etcd3';
 import type { NetworkConfig } from '../config/network-config.js';
-import type { EtcdStore } from '../etcd/store.js';
+import { LeaseGoneError, type EtcdStore } from '../etcd/store.js';
 import { formatCidr, type Cidr } from '../net/ipv4.js';
 import type { Logger } from '../util/log.js';
 import { decideAcquire, unroutableReason } from './allocate.js';
@@ -152,7 +152,7 @@ export class SubnetManager {
       own.expiresAt = Date.now() + ttl * 1000;
       return true;
     } catch (err) {
-      if ((err as Error).name === 'EtcdLeaseInvalidError') return false;
+      if (err instanceof LeaseGoneError) return false;
       throw err;
     }
   }
