@@ -172,8 +172,8 @@ function printStatus(s: StatusDoc): void {
   console.log(`traffic    ${formatTrafficLine(s.totals)}`);
   const drops = Object.entries(s.drops);
   console.log(`drops      ${drops.length ? drops.map(([k, v]) => `${k.replace(/^drop_/, '')}=${v}`).join(' ') : 'none'}`);
-  console.log(`pinned (${s.pinned.length})`);
-  for (const o of s.pinned) console.log(`  ${o.path.padEnd(44)} ${o.kind.padEnd(5)} ${o.detail}`);
+  console.log(`pinned (${s.pinned.length}) under ${s.pinDir}`);
+  for (const o of s.pinned) console.log(`  ${path.relative(s.pinDir, o.path).padEnd(18)} ${o.kind.padEnd(5)} ${o.detail}`);
   if (s.health) console.log(`health     ${s.health.address}: ${s.health.error ?? `live ${s.health.live}, ready ${s.health.ready}`}`);
   console.log(s.problems.length ? `problems\n${s.problems.map((p) => `  ${p}`).join('\n')}` : 'problems   none');
 }
