@@ -1,0 +1,114 @@
+import { readFileSync } from 'node:fs';
+import { labStatus, restartAgent, type LabNode, type LabState } from '../../controller/lab/lab.js';
+import { pidAlive, stopAgent } from '../../controller/lab/agents.js';
+import { DatapathMaps } from '../../controller/dataplane/datapath-maps.js';
+import { run } from '../../controller/util/exec.js';
+import { cliPath } from './build.js';
+import { startInNetns, type Background } from './proc.js';
+
+/*
+ * Driving a lab from a test: bring it up through the CLI, read a node's maps through its pins,
+ * talk to the lab's etcd with etcdctl from its namespace, restart agents and wait for them, and
+ * measure packet loss with pings between every cross-node pod pair.
+ */
+
+export const PREFIX = '/coreos.com/network';
+export const twill = (args: string[], netns?: string) => run([process.execPath, cliPath, ...args], { netns, allowFailure: true });
+
+export async function labUpFresh(name: string, args: string[]): Promise<LabState> {
+  await twill(['lab', 'down', '--name', name]);
+  const up = await twill(['lab', 'up', '--name', name, ...args]);
+  if (up.code !== 0) throw new Error(`lab up ${name} failed: ${up.stderr}`);
+  return (await labStatus(name))!;
+}
+
+export const etcdctl = (lab: LabState, ...args: string[]) =>
+  run(['etcdctl', '--endpoints', lab.etcd!.endpoint, '--command-timeout=5s', ...args], { netns: lab.etcd!.netns, env: { ...process.env, ETCDCTL_API: '3' } });
+export const leaseKey = (subnet: string) => `${PREFIX}/subnets/${subnet.replace('/', '-')}`;
+export const fakeLease = (ip: string, mac: string) => JSON.stringify({ PublicIP: ip, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } });
+
+export interface MapsDoc {
+  config: unknown;
+  subnets: { subnet: string; publicIp: string; vtepMac: string }[];
+  peers: { publicIp: string; subnet: string; vtepMac: string }[];
+  stats: Record<string, number>;
+}
+/**
+ * Read in this process through the pins, as `twill maps --json` shows them: dist/ may be in
+ * the middle of a rebuild by another suite, the sources under test never are.
+ */
+export async function readMaps(n: LabNode): Promise<MapsDoc> {
+  const maps = DatapathMaps.open(n.pinDir);
+  try {
+    const config = maps.readConfig();
+    return {
+      config,
+      subnets: [...maps.readSubnets()].map(([s, r]) => ({ subnet: `${s}/${config?.subnet_len ?? 0}`, publicIp: r.public_ip, vtepMac: r.vtep_mac })),
+      peers: [...maps.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac })),
+      stats: Object.fromEntries(Object.entries(maps.stats()).map(([k, v]) => [k, Number(v)])),
+    };
+  } finally {
+    maps.close();
+  }
+}
+/** The entries only: counters move with traffic, entries must not. */
+export async function mapEntries(n: LabNode): Promise<Omit<MapsDoc, 'stats'>> {
+  const { config, subnets, peers } = await readMaps(n);
+  return { config, subnets, peers };
+}
+export const routes = async (n: LabNode, subnet: string) => (await readMaps(n)).subnets.some((s) => s.subnet === subnet);
+
+export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export const agentLog = (n: LabNode) => readFileSync(n.agent!.log, 'utf8');
+
+/** Restarts a node's agent (after `signal`) and waits until it says ready; returns what it logged. */
+export async function bounceAgent(lab: LabState, n: LabNode, signal: NodeJS.Signals, extraArgs: string[] = []): Promise<string> {
+  await stopAgent(n.agent!.pid, n.pinDir, signal);
+  const from = agentLog(n).length;
+  const agent = restartAgent(lab, n, extraArgs);
+  await until(
+    `the agent on ${n.name} to be ready`,
+    async () => {
+      const since = agentLog(n).slice(from);
+      if (!pidAlive(agent.pid)) throw new Error(`agent on ${n.name} exited: ${since.slice(-1500)}`);
+      return since.includes('"msg":"ready"');
+    },
+    60_000,
+  );
+  return agentLog(n).slice(from);
+}
+
+/** Pings between every ordered pair of pods on different nodes, every 20 ms, until stopped. */
+export function startPingFlows(lab: LabState): Background[] {
+  return lab.pods.flatMap((a) => lab.pods.filter((b) => b.node !== a.node).map((b) => startInNetns(a.netns, ['ping', '-i', '0.02', '-W', '1', b.ip])));
+}
+
+export async function stopPingFlows(flows: Background[]): Promise<{ sent: number; lost: number }> {
+  for (const f of flows) f.kill('SIGINT');
+  await Promise.all(flows.map((f) => f.exited));
+  let sent = 0;
+  let received = 0;
+  for (const f of flows) {
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(f.output());
+    if (!m) throw new Error(`no ping summary: ${f.output().slice(-200)}`);
+    sent += Number(m[1]);
+    received += Number(m[2]);
+  }
+  return { sent, lost: sent - received };
+}
+
+/** Starts the flows and waits until each has had its first reply. */
+export async function pingFlowsRunning(lab: LabState): Promise<Background[]> {
+  const flows = startPingFlows(lab);
+  await Promise.all(flows.map((f) => f.waitFor(/bytes from/)));
+  return flows;
+}
