@@ -9,7 +9,7 @@ import { IptablesMasq } from '../masq/iptables.js';
 import { formatCidr } from '../net/ipv4.js';
 import { randomVtepMac } from '../net/mac.js';
 import { Reconciler, type Datapath } from '../reconcile/reconciler.js';
-import { SubnetManager, usableLeases, type OwnLease } from '../subnet/manager.js';
+import { SubnetManager, type OwnLease } from '../subnet/manager.js';
 import { readSubnetHint, writeSubnetFile } from '../subnet/subnet-file.js';
 import { LeaseWatcher } from '../subnet/watcher.js';
 import { logger, setLogLevel } from '../util/log.js';
@@ -138,7 +138,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
         await attachDataplane(spec, undefined, {
           // Peers first, programs second: decap must know every peer the moment it runs.
           beforeAttach: async (maps) => {
-            maps.sync(reconciler.desired(usableLeases((await store.listLeases()).records, log, config)));
+            maps.sync(reconciler.desired(status.watcher?.leases.values() ?? []));
           },
         });
         status.mode = mode;
@@ -177,15 +177,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   });
   await masq.update(masqInput(own));
   masq.startResync();
-  const reconciler = new Reconciler(
-    { sync: () => Promise.reject(new Error('datapath not attached yet')) },
-    { subnet: formatCidr(own.subnet), publicIp: iface.publicIp },
-    config.backend.vni,
-    log,
-  );
+  const reconciler = new Reconciler(undefined, { subnet: formatCidr(own.subnet), publicIp: iface.publicIp }, config.backend.vni, log);
   status.reconciler = reconciler;
-  reconciler.setDatapath(await program(own));
-  log.info('datapath mode', { mode, requested: flags.dataplane });
 
   let lostSignal: (() => void) | undefined;
   const watcher = new LeaseWatcher(
@@ -198,8 +191,12 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     config,
   );
   status.watcher = watcher;
+  // Listed once, before the datapath is attached (which programs every peer from this listing);
+  // the reconciler holds watch events until the datapath is there.
   await watcher.start();
   reconciler.update(watcher.leases);
+  reconciler.setDatapath(await program(own));
+  log.info('datapath mode', { mode, requested: flags.dataplane });
   await reconciler.settled();
   await removeOtherMode();
 

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, readFileSync } from 'node:fs';
-import { cliEntry } from '../util/paths.js';
+import { twillBin } from '../util/paths.js';
 
 /** One `twill agent` per lab node, detached so it outlives `twill lab up`, stopped by pid. */
 export interface AgentProcess {
@@ -11,7 +11,8 @@ export interface AgentProcess {
 
 export function startAgent(opts: { netns: string; args: string[]; logFile: string; healthz: string }): AgentProcess {
   const log = openSync(opts.logFile, 'a');
-  const child = spawn('nsenter', [`--net=/run/netns/${opts.netns}`, '--', process.execPath, cliEntry(), 'agent', ...opts.args], {
+  // Through bin/twill, as an operator runs it, so the lab's agents get its V8 flags too.
+  const child = spawn('nsenter', [`--net=/run/netns/${opts.netns}`, '--', twillBin(), 'agent', ...opts.args], {
     detached: true,
     stdio: ['ignore', log, log],
   });

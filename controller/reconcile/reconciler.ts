@@ -45,7 +45,8 @@ export class Reconciler {
   private lastFullSync = 0;
 
   constructor(
-    private datapath: Datapath,
+    /** none yet: updates wait for setDatapath() */
+    private datapath: Datapath | undefined,
     private self: { subnet: string; publicIp: string },
     private readonly vni: number,
     private readonly log: Logger,
@@ -59,6 +60,7 @@ export class Reconciler {
   setDatapath(datapath: Datapath): void {
     this.datapath = datapath;
     this.trusted = false;
+    this.kick();
   }
 
   /** The next sync reads the live state back (after a watch gap, say). */
@@ -74,6 +76,11 @@ export class Reconciler {
     this.pending = leases;
     if (!change) this.pendingAll = true;
     else if (!this.pendingAll) for (const l of [...change.added, ...change.changed, ...change.removed]) this.pendingKeys.add(watcherKey(l));
+    this.kick();
+  }
+
+  private kick(): void {
+    if (!this.datapath) return; // held until setDatapath()
     this.running ??= (async () => {
       await new Promise((r) => setImmediate(r));
       while (this.pending) {
@@ -154,9 +161,10 @@ export class Reconciler {
         const why = lease && state.whySkipped(cidr);
         if (why) this.log.warn('ignoring conflicting lease', { subnet: cidr, publicIp: lease.publicIp, reason: why });
       }
-      const full = !this.trusted || !this.datapath.apply || started - this.lastFullSync >= FULL_SYNC_INTERVAL_MS;
+      const datapath = this.datapath!;
+      const full = !this.trusted || !datapath.apply || started - this.lastFullSync >= FULL_SYNC_INTERVAL_MS;
       this.trusted = false; // until this write is known to have completed
-      this.lastResult = full ? await this.datapath.sync(state.snapshot()) : await this.datapath.apply!(changes);
+      this.lastResult = full ? await datapath.sync(state.snapshot()) : await datapath.apply!(changes);
       this.trusted = true;
       if (full) this.lastFullSync = started;
       this.count++;

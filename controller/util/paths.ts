@@ -16,3 +16,5 @@ export function repoRoot(): string {
 
 export const bpfObjectDir = () => path.join(repoRoot(), 'bpf/build');
 export const cliEntry = () => path.join(repoRoot(), 'dist/controller/cli.js');
+/** The executable operators run (systemd, the DaemonSet): it carries the agent's V8 flags. */
+export const twillBin = () => path.join(repoRoot(), 'bin/twill');
