@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { BpfLink, BpfMap } from '../bpf/libbpf.js';
 import { readAttachState, type AttachState } from '../dataplane/attach.js';
@@ -36,6 +36,8 @@ export interface HealthDoc {
 
 export interface StatusDoc {
   pinDir: string;
+  /** false: nothing pinned under pinDir (a kernel VXLAN node, or a wrong --pin-dir) */
+  bpf: boolean;
   node?: MapsDoc['config'];
   lease: { subnet?: string; expiresAt?: string };
   subnetFile: SubnetFileDoc;
@@ -118,9 +120,12 @@ async function readHealth(address: string): Promise<HealthDoc> {
 /** Pure: cross-checks what the node's files and maps say. */
 export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { encap: boolean; decap: boolean }): string[] {
   const problems: string[] = [];
-  if (!doc.node) problems.push('twill_config is empty: the datapath was never configured');
-  if (!doc.attach) problems.push('no attach state: the programs may not be attached');
-  else {
+  const kernelMode = doc.health?.detail?.mode === 'kernel';
+  if (!doc.bpf) {
+    if (!kernelMode) problems.push(`no BPF datapath is pinned under ${doc.pinDir} (a kernel VXLAN node, or a wrong --pin-dir)`);
+  } else if (!doc.node) problems.push('twill_config is empty: the datapath was never configured');
+  if (doc.bpf && !doc.attach) problems.push('no attach state: the programs may not be attached');
+  else if (doc.attach) {
     if (doc.attach.decap.mode === 'xdp-link' && !linksPinned.decap) problems.push('decap link is not pinned');
     if (doc.attach.encap.mode === 'tcx' && !linksPinned.encap) problems.push('encap link is not pinned');
   }
@@ -133,22 +138,40 @@ export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { en
   return problems;
 }
 
+/** What a node without pins shows: no entries, no counters. */
+const noMaps = (pinDir: string): MapsDoc => ({
+  pinDir,
+  subnets: [],
+  peers: [],
+  stats: { encap_packets: 0, encap_bytes: 0, decap_packets: 0, decap_bytes: 0 },
+  traffic: [],
+  unattributed: { encap_packets: 0, encap_bytes: 0, decap_packets: 0, decap_bytes: 0 },
+});
+
+/**
+ * Without pins (a kernel VXLAN node) the subnet file and healthz still tell something; with
+ * neither pins nor a subnet file there is nothing to report, and that is an error.
+ */
 export async function readStatus(opts: { pinDir: string; subnetFile: string; healthz?: string }): Promise<StatusDoc> {
-  const maps = readMapsDoc(opts.pinDir);
+  const bpf = existsSync(`${opts.pinDir}/twill_config`);
+  const subnetFile = readSubnetFileDoc(opts.subnetFile);
+  if (!bpf && subnetFile.error && !opts.healthz) readMapsDoc(opts.pinDir); // throws, naming the pin dir
+  const maps = bpf ? readMapsDoc(opts.pinDir) : noMaps(opts.pinDir);
   const traffic = new Map(maps.traffic.map((t) => [t.publicIp, t]));
-  const attach = readAttachState(opts.pinDir);
-  const pinned = listPinned(opts.pinDir);
+  const attach = bpf ? readAttachState(opts.pinDir) : undefined;
+  const pinned = bpf ? listPinned(opts.pinDir) : [];
   const links = pinPaths(opts.pinDir);
   const health = opts.healthz ? await readHealth(opts.healthz) : undefined;
   const { encap_packets, encap_bytes, decap_packets, decap_bytes, ...rest } = maps.stats;
   const doc: Omit<StatusDoc, 'problems'> = {
     pinDir: opts.pinDir,
+    bpf,
     node: maps.config,
     lease: {
-      subnet: maps.config && `${maps.config.subnet}/${maps.config.subnet_len}`,
+      subnet: maps.config ? `${maps.config.subnet}/${maps.config.subnet_len}` : subnetFile.subnet,
       expiresAt: typeof health?.detail?.leaseExpiresAt === 'string' ? health.detail.leaseExpiresAt : undefined,
     },
-    subnetFile: readSubnetFileDoc(opts.subnetFile),
+    subnetFile,
     attach: attach && { encap: attach.encap, decap: attach.decap, attachedAt: attach.attachedAt, layoutVersion: attach.layoutVersion },
     peers: maps.peers.map((p) => ({ ...traffic.get(p.publicIp), ...p })),
     totals: { encap_packets, encap_bytes, decap_packets, decap_bytes },
@@ -161,7 +184,7 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
 }
 
 function printStatus(s: StatusDoc): void {
-  console.log(`node       ${s.node ? formatNodeLine(s.node) : '(not configured)'}`);
+  console.log(`node       ${s.node ? formatNodeLine(s.node) : s.bpf ? '(not configured)' : `(no BPF datapath under ${s.pinDir})`}`);
   console.log(`lease      ${s.lease.subnet ?? '?'}${s.lease.expiresAt ? `  expires ${s.lease.expiresAt}` : ''}`);
   const f = s.subnetFile;
   console.log(`subnet.env ${f.path}: ${f.error ?? `network ${f.network} subnet ${f.subnet} mtu ${f.mtu} ipmasq ${f.ipMasq}`}`);

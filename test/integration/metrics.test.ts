@@ -205,8 +205,15 @@ describe('twill status and twill maps without etcd', () => {
   });
 
   it('names the directory when nothing is pinned there, and changes nothing', async () => {
-    const res = await twill(['status', '--pin-dir', '/sys/fs/bpf/tm-nothing-here']);
+    const res = await twill(['status', '--pin-dir', '/sys/fs/bpf/tm-nothing-here', '--subnet-file', '/run/tm-nothing-here/subnet.env']);
     expect(res.code).toBe(1);
     expect(res.stderr).toMatch(/no twill datapath is pinned under \/sys\/fs\/bpf\/tm-nothing-here/);
+    expect(existsSync('/sys/fs/bpf/tm-nothing-here')).toBe(false);
+    // With the subnet file there is still a lease to show, and the missing datapath is a problem.
+    const partial = await twill(['status', '--pin-dir', '/sys/fs/bpf/tm-nothing-here', '--subnet-file', node('n1').subnetFile, '--json']);
+    expect(partial.code).toBe(0);
+    const s = JSON.parse(partial.stdout) as StatusDoc;
+    expect(s).toMatchObject({ bpf: false, lease: { subnet: node('n1').subnet }, peers: [] });
+    expect(s.problems).toEqual(['no BPF datapath is pinned under /sys/fs/bpf/tm-nothing-here (a kernel VXLAN node, or a wrong --pin-dir)']);
   });
 });

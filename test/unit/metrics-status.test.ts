@@ -3,6 +3,7 @@ import { findProblems, type StatusDoc } from '../../controller/cli/status.js';
 
 const healthy: Omit<StatusDoc, 'problems'> = {
   pinDir: '/sys/fs/bpf/twill',
+  bpf: true,
   node: {
     public_ip: '192.168.77.1',
     vtep_mac: '0a:58:00:00:00:01',
@@ -50,6 +51,14 @@ describe('twill status cross-checks', () => {
       'twill_config is empty: the datapath was never configured',
       'no attach state: the programs may not be attached',
     ]);
+  });
+
+  it('on a node without pins, says so unless the agent reports kernel VXLAN mode', () => {
+    const noPins = { ...healthy, bpf: false, node: undefined, attach: undefined, peers: [] };
+    expect(findProblems(noPins, { encap: false, decap: false })).toEqual([
+      'no BPF datapath is pinned under /sys/fs/bpf/twill (a kernel VXLAN node, or a wrong --pin-dir)',
+    ]);
+    expect(findProblems({ ...noPins, health: { ...healthy.health!, detail: { mode: 'kernel' } } }, { encap: false, decap: false })).toEqual([]);
   });
 
   it('does not expect a link pin for legacy attachments', () => {
