@@ -9,9 +9,9 @@ import { buildBpf, buildTs, cliPath } from '../support/build.js';
 import { ping } from '../support/traffic.js';
 
 /*
- * /metrics, `twill status` and `twill maps` against a real 3-node lab (lab name "tmx", one pod
- * per node): counters must move with real traffic, for the right peer only; status and maps
- * must keep working with the lab's etcd stopped.
+ * /metrics, `twill status` and `twill maps` against a real lab (lab name "tmx", one pod per
+ * node; n1-n3 run BPF, n4 flannel's kernel VXLAN): counters must move with real traffic, for
+ * the right peer only; status and maps must keep working with the lab's etcd stopped.
  */
 const LAB = 'tmx';
 const PREFIX = '/coreos.com/network';
@@ -51,7 +51,7 @@ beforeAll(async () => {
   buildBpf();
   buildTs();
   await twill(['lab', 'down', '--name', LAB]);
-  const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '3', '--pods-per-node', '1']);
+  const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '4', '--kernel-nodes', '1', '--pods-per-node', '1']);
   if (up.code !== 0) throw new Error(up.stderr);
   lab = (await labStatus(LAB))!;
 }, 180_000);
@@ -96,7 +96,7 @@ describe('/metrics', () => {
     expect(m.get('twill_reconcile_duration_seconds_count')).toBeGreaterThanOrEqual(m.get('twill_reconciles_total')!);
     expect(m.get('twill_etcd_watch_up')).toBe(1);
     expect(m.get('twill_etcd_watch_state{state="watching"}')).toBe(1);
-    expect(m.get('twill_peers')).toBe(2);
+    expect(m.get('twill_peers')).toBe(lab.nodes.length - 1);
     for (const reason of ['no_peer', 'unknown_source', 'bad_vni', 'malformed', 'inner_dst']) expect(m.has(`twill_datapath_drops_total{reason="${reason}"}`), reason).toBe(true);
   });
 
@@ -127,7 +127,26 @@ describe('/metrics', () => {
       await etcdctl('del', key);
     }
     await until('the peer gone from /metrics', async () => ![...(await scrape(n1)).keys()].some((k) => k.includes(ghost)));
-    expect((await scrape(n1)).get('twill_peers')).toBe(2);
+    expect((await scrape(n1)).get('twill_peers')).toBe(lab.nodes.length - 1);
+  });
+});
+
+describe('a kernel VXLAN node', () => {
+  it('is counted as a peer by a BPF node, and reports its own metrics without BPF counters', async () => {
+    const [n1, n4] = [node('n1'), node('n4')];
+    expect(n4.dataplane).toBe('kernel');
+    const before = (await scrape(n1)).get(peerSample('decap_packets', n4))!;
+    expect((await ping(podOf(n1).netns, podOf(n4).ip, 3)).code).toBe(0);
+    expect((await scrape(n1)).get(peerSample('decap_packets', n4))! - before).toBeGreaterThanOrEqual(3);
+
+    const own = await scrape(n4);
+    expect(own.get('twill_dataplane_info{mode="kernel"}')).toBe(1);
+    expect(own.get('twill_ready')).toBe(1);
+    expect([...own.keys()].some((k) => k.startsWith('twill_peer_') || k.startsWith('twill_datapath_drops_total'))).toBe(false);
+
+    const res = await twill(['status', '--pin-dir', n4.pinDir, '--subnet-file', n4.subnetFile, '--healthz', n4.agent!.healthz, '--json'], n4.netns);
+    expect(res.code).toBe(0);
+    expect(JSON.parse(res.stdout)).toMatchObject({ bpf: false, lease: { subnet: n4.subnet }, peers: [], problems: [] });
   });
 });
 
@@ -201,7 +220,7 @@ describe('twill status and twill maps without etcd', () => {
     expect(m.stats.encap_packets).toBeGreaterThan(0);
 
     const text = await twill(['maps', '--pin-dir', n1.pinDir]);
-    expect(text.stdout).toContain(`twill_peer_stats (2 slots in use)`);
+    expect(text.stdout).toContain(`twill_peer_stats (${lab.nodes.length - 1} slots in use)`);
   });
 
   it('names the directory when nothing is pinned there, and changes nothing', async () => {
