@@ -1,0 +1,276 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isAgent } from '../../controller/lab/agents.js';
+import type { LabState } from '../../controller/lab/lab.js';
+import { run } from '../../controller/util/exec.js';
+import { buildBpf, buildTs, cliPath, repoRoot } from '../support/build.js';
+import { agentLog, bounceAgent, etcdctl, fakeLease, labUpFresh, leaseKey, mapEntries, PREFIX, readMaps, twill, until } from '../support/lab-session.js';
+import { startInNetns, stopAll } from '../support/proc.js';
+import { ping, tcpTransfer } from '../support/traffic.js';
+
+/*
+ * Bad input of every kind against a running 3-node lab ("trb", underlay 192.168.182.0/24):
+ * garbage records in etcd, bad flags and credential files, hostile packets on the underlay from
+ * a namespace of the test's own ("trh", not a node), and packets too big for the overlay.
+ * The hostile kinds dataplane.test.ts already sends from a peer are not repeated here.
+ */
+const LAB = 'trb';
+const HOSTILE = 'trh';
+const HOSTILE_IP = '192.168.182.200';
+const craft = path.join(repoRoot, 'test/support/craft.py');
+const listen = path.join(repoRoot, 'test/support/udp-listen.py');
+let lab: LabState;
+const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
+const pod = (name: string) => lab.pods.find((p) => p.name === name)!;
+const allEntries = () => Promise.all(lab.nodes.map(mapEntries));
+/** The /23 that holds a /24 such as 10.244.37.0/24 (10.244.36.0/23). */
+const supernet23 = (subnet: string) => subnet.replace(/^(\d+\.\d+)\.(\d+)\.0\/24$/, (_, ab: string, c: string) => `${ab}.${Number(c) & ~1}.0/23`);
+
+beforeAll(async () => {
+  buildBpf();
+  buildTs();
+  lab = await labUpFresh(LAB, ['--nodes', '3', '--pods-per-node', '1', '--underlay', '192.168.182.0/24']);
+}, 240_000);
+
+afterAll(async () => {
+  await stopAll();
+  await run(['ip', 'netns', 'del', HOSTILE], { allowFailure: true });
+  await twill(['lab', 'down', '--name', LAB]);
+}, 120_000);
+
+describe('garbage in etcd', () => {
+  const intruder = '192.168.182.97';
+  const mac = '02:00:00:00:00:97';
+  const lease = (value: object) => JSON.stringify(value);
+  // [what, key (subnet), value, the warning n1 must log]
+  const bad: [string, () => string, () => string, RegExp][] = [
+    ['value not JSON', () => '10.244.200.0/24', () => '{"PublicIP": "192.168', /value is not JSON/],
+    ['PublicIP a number', () => '10.244.201.0/24', () => lease({ PublicIP: 42, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } }), /PublicIP must be a string/],
+    ['PublicIP not an address', () => '10.244.202.0/24', () => fakeLease('192.168.182.300', mac), /PublicIP \\"192\.168\.182\.300\\" is not an IPv4 address/],
+    ['PublicIP a host name', () => '10.244.203.0/24', () => fakeLease('node-7.example', mac), /PublicIP \\"node-7\.example\\" is not an IPv4 address/],
+    ['VNI a string', () => '10.244.204.0/24', () => lease({ PublicIP: intruder, BackendType: 'vxlan', BackendData: { VNI: 'one', VtepMAC: mac } }), /BackendData\.VNI must be a number/],
+    ['VtepMAC not a MAC', () => '10.244.205.0/24', () => fakeLease(intruder, 'zz:00:00:00:00:01'), /VtepMAC \\"zz:00:00:00:00:01\\" is not a MAC address/],
+    ['BackendData missing', () => '10.244.206.0/24', () => lease({ PublicIP: intruder, BackendType: 'vxlan' }), /BackendData\.VtepMAC must be a string|expected object/],
+    ['a lease over the whole network', () => '10.244.0.0/16', () => fakeLease(intruder, mac), /10\.244\.0\.0\/16 is not a \/24 as the network config says/],
+    ['a /23 overlapping node n2', () => supernet23(node('n2').subnet), () => fakeLease(intruder, mac), /is not a \/24 as the network config says/],
+    ['a subnet outside the network', () => '10.245.1.0/24', () => fakeLease(intruder, mac), /10\.245\.1\.0\/24 is outside the network 10\.244\.0\.0\/16/],
+  ];
+
+  it.each(bad)('%s: a warning naming the problem, the record ignored, no map touched, traffic goes on', async (_what, key, value, warning) => {
+    const before = await allEntries();
+    const n1 = node('n1');
+    const from = agentLog(n1).length;
+    await etcdctl(lab, 'put', leaseKey(key()), value());
+    try {
+      await until(`n1 to warn about ${key()}`, async () => warning.test(agentLog(n1).slice(from)));
+      // Every node has seen the put by now or soon: give the others the same moment, then compare.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await allEntries()).toEqual(before);
+      for (const n of lab.nodes) expect(isAgent(n.agent!.pid, n.pinDir)).toBe(true);
+      expect((await ping(pod('n1-p1').netns, pod('n2-p1').ip)).code).toBe(0);
+    } finally {
+      await etcdctl(lab, 'del', leaseKey(key()));
+    }
+  });
+
+  // Known gap, left to controller/reconcile/desired.ts: peers keep one lease per PublicIP,
+  // chosen by subnet order, so a stray record naming n1's PublicIP on a lower-sorting subnet
+  // replaces n1's real entry on every peer and cuts n1's pods off. it.fails turns red once fixed.
+  it.fails('a second record with a node\'s PublicIP on another subnet leaves the peers\' maps alone', async () => {
+    const before = await allEntries();
+    const n1 = node('n1');
+    const stray = '10.244.0.0/24'; // sorts before every node's subnet
+    const from = agentLog(n1).length;
+    await etcdctl(lab, 'put', leaseKey(stray), fakeLease(n1.underlayIp, mac));
+    try {
+      await until('n1 to warn about the stray record', async () => agentLog(n1).slice(from).includes('has our PublicIP'));
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await allEntries()).toEqual(before);
+    } finally {
+      await etcdctl(lab, 'del', leaseKey(stray));
+      await until('every map as before again', async () => JSON.stringify(await allEntries()) === JSON.stringify(before));
+    }
+  });
+
+  it('a record claiming our subnet for another PublicIP: ignored by us, our record written back, every map as before', async () => {
+    const before = await allEntries();
+    const n1 = node('n1');
+    const from = agentLog(n1).length;
+    await etcdctl(lab, 'put', leaseKey(n1.subnet), fakeLease(intruder, mac));
+    await until('n1 to restore its record', async () => agentLog(n1).slice(from).includes('our lease record was overwritten while we hold the subnet: ignoring the write and restoring ours'));
+    const since = agentLog(n1).slice(from);
+    expect(since).toMatch(/claims our subnet/);
+    expect(since).not.toContain('lease moved to another subnet');
+    const record = JSON.parse((await etcdctl(lab, 'get', '--print-value-only', leaseKey(n1.subnet))).stdout) as { PublicIP: string };
+    expect(record.PublicIP).toBe(n1.underlayIp);
+    await until('every map back as before', async () => JSON.stringify(await allEntries()) === JSON.stringify(before));
+    expect((await ping(pod('n2-p1').netns, pod('n1-p1').ip)).code).toBe(0);
+  });
+
+  it.each([
+    ['not JSON', '{"Network": "10.244.0.0/16"', /not valid JSON/],
+    ['Network a number', '{"Network": 42, "Backend": {"Type": "vxlan"}}', /Network/],
+  ])('a config that is %s while a node restarts: the agent waits saying why, its node keeps forwarding, and it recovers', async (_what, garbage, problem) => {
+    const config = (await etcdctl(lab, 'get', '--print-value-only', `${PREFIX}/config`)).stdout.trim();
+    const n3 = node('n3');
+    const before = await mapEntries(n3);
+    await etcdctl(lab, 'put', `${PREFIX}/config`, garbage);
+    const from = agentLog(n3).length;
+    try {
+      const restart = bounceAgent(lab, n3, 'SIGKILL');
+      await until('n3 to complain about the config', async () => agentLog(n3).slice(from).includes('waiting for a usable network config'));
+      expect(agentLog(n3).slice(from)).toMatch(problem);
+      expect((await ping(pod('n1-p1').netns, pod('n3-p1').ip)).code).toBe(0); // pinned datapath, no agent needed
+      expect(await mapEntries(n3)).toEqual(before);
+      await etcdctl(lab, 'put', `${PREFIX}/config`, config);
+      await restart;
+    } finally {
+      await etcdctl(lab, 'put', `${PREFIX}/config`, config);
+    }
+    expect(await mapEntries(n3)).toEqual(before);
+  }, 60_000);
+});
+
+describe('bad flags and credential files', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'tr-creds-'));
+    writeFileSync(path.join(dir, 'garbage.pem'), 'this is not a certificate\n');
+    mkdirSync(path.join(dir, 'a-directory.pem'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const agent = (args: string[]) =>
+    run([process.execPath, cliPath, 'agent', '--iface=eth0', '--pin-dir=/sys/fs/bpf/trb-flags', `--subnet-file=${dir}/subnet.env`, `--etcd-endpoints=${lab.etcd!.endpoint}`, ...args], { netns: node('n1').netns, allowFailure: true });
+
+  it.each([
+    [['--no-such-flag'], 2, /unknown flag --no-such-flag/],
+    [['--etcd-endpoints=ftp://192.168.182.250:2379'], 2, /endpoint ftp:\/\/192\.168\.182\.250:2379 is not http\(s\):\/\/host:port/],
+    [['--public-ip=10.0.0.300'], 2, /--public-ip 10\.0\.0\.300: not an IPv4 address/],
+    [['--subnet-lease-ttl=5'], 2, /--subnet-lease-ttl 5: must be between 10 and/],
+    [['--healthz-port=http'], 2, /--healthz-port http: not an integer/],
+    [['--pin-dir=/tmp/pins'], 2, /--pin-dir \/tmp\/pins: must be a directory under \/sys\/fs\/bpf/],
+    [['--etcd-certfile=/x.pem'], 2, /--etcd-certfile and --etcd-keyfile go together/],
+    [['--etcd-cafile=/nonexistent/ca.pem'], 1, /--etcd-cafile \/nonexistent\/ca\.pem: cannot read: ENOENT/],
+    [['--etcd-cafile=DIR/a-directory.pem'], 1, /--etcd-cafile .*a-directory\.pem: cannot read: EISDIR/],
+    [['--etcd-cafile=DIR/garbage.pem'], 1, /--etcd-cafile .*garbage\.pem: not a PEM certificate/],
+    [['--etcd-certfile=DIR/garbage.pem', '--etcd-keyfile=DIR/garbage.pem'], 1, /--etcd-certfile .*garbage\.pem: not a PEM certificate/],
+  ])('%j: exits %i naming the problem', async (args, code, message) => {
+    const res = await agent(args.map((a) => a.replace('DIR', dir)));
+    expect(res.code, res.stderr).toBe(code);
+    expect(res.stderr).toMatch(message);
+  });
+});
+
+describe('hostile packets on the underlay from a namespace that is not a node', () => {
+  const stats = async (name: string) => (await readMaps(node(name))).stats;
+  const send = (kind: string, src = HOSTILE_IP) =>
+    run(['/usr/bin/python3', craft, kind, src, node('n1').underlayIp, pod('n1-p1').ip, '1', '8472', node('n1').vtepMac], { netns: HOSTILE });
+  const kernelLines = async () => (await run(['dmesg'])).stdout.split('\n');
+
+  beforeAll(async () => {
+    await run(['ip', 'netns', 'add', HOSTILE]);
+    await run(['ip', 'link', 'add', 'eth0', 'netns', HOSTILE, 'mtu', '9000', 'type', 'veth', 'peer', 'name', 'trh0', 'netns', lab.underlay.netns, 'mtu', '9000']);
+    await run(['ip', '-n', lab.underlay.netns, 'link', 'set', 'trh0', 'master', 'br0', 'up']);
+    await run(['ip', '-n', HOSTILE, 'addr', 'add', `${HOSTILE_IP}/24`, 'dev', 'eth0']);
+    await run(['ip', '-n', HOSTILE, 'link', 'set', 'eth0', 'up']);
+    await run(['ip', '-n', HOSTILE, 'link', 'set', 'lo', 'up']);
+  });
+
+  it('every kind, from an address with no lease: nothing reaches the pod, each is counted, the kernel logs nothing', async () => {
+    const kinds = ['good', 'bad-vni', 'no-i-flag', 'truncated-vxlan', 'truncated-inner-eth', 'truncated-inner-ip', 'ip-options', 'inner-arp', 'inner-ipv6', 'inner-len-oversize', 'inner-dst-elsewhere'];
+    const dmesgBefore = (await kernelLines()).length;
+    const before = await stats('n1');
+    const listener = startInNetns(pod('n1-p1').netns, ['/usr/bin/python3', listen, '9999', 'never', '3']);
+    await listener.waitFor(/listening/);
+    for (const k of kinds) await send(k);
+    await listener.exited;
+    const after = await stats('n1');
+    expect(listener.output().split('\n').filter((l) => l.startsWith('twill-probe'))).toEqual([]);
+    // Only the outer IP header is judged before the source: options are counted as such,
+    // everything else as an unknown source, whatever is wrong further in.
+    const d = (k: string) => after[k] - before[k];
+    expect({ unknown: d('drop_unknown_source'), options: d('drop_ip_options') }).toEqual({ unknown: kinds.length - 1, options: 1 });
+    expect(d('decap_packets')).toBe(0);
+    const fresh = (await kernelLines()).slice(dmesgBefore);
+    expect(fresh.filter((l) => /bpf|xdp|BUG|WARNING|Call Trace/i.test(l))).toEqual([]);
+  });
+
+  it('with a spoofed peer source: oversize inner length is counted malformed, and a jumbo frame never reaches the node', async () => {
+    const n2 = node('n2').underlayIp;
+    const before = await stats('n1');
+    const listener = startInNetns(pod('n1-p1').netns, ['/usr/bin/python3', listen, '9999', 'twill-probe:good', '5']);
+    await listener.waitFor(/listening/);
+    await send('inner-len-oversize', n2);
+    await send('oversize', n2); // 6 KB on a 9000-MTU sender: the 1500-MTU bridge port drops it
+    await send('good', n2); // the control: a spoofed but well-formed packet does get through (VXLAN has no authentication)
+    await listener.exited;
+    const after = await stats('n1');
+    expect(listener.output().split('\n').filter((l) => l.startsWith('twill-probe'))).toEqual(['twill-probe:good']);
+    expect(after.drop_malformed - before.drop_malformed).toBe(1);
+    expect(after.decap_packets - before.decap_packets).toBe(1);
+  });
+
+  it('legitimate traffic is unaffected during a flood of hostile packets', async () => {
+    const target = [node('n1').underlayIp, pod('n1-p1').ip, '1', '8472', node('n1').vtepMac].map((a) => `"${a}"`).join(', ');
+    const flood = startInNetns(HOSTILE, [
+      '/usr/bin/python3',
+      '-c',
+      // scapy loads once; then every malformed kind, 25 times, from an unknown source and from a spoofed peer.
+      `import runpy, sys, scapy.all\nprint("flooding", flush=True)\nfor i in range(25):\n  for src in ("${HOSTILE_IP}", "${node('n2').underlayIp}"):\n    for k in ("bad-vni", "truncated-inner-ip", "ip-options", "inner-ipv6", "inner-dst-elsewhere", "inner-len-oversize", "fragment"):\n      sys.argv = ["craft.py", k, src, ${target}]\n      runpy.run_path("${craft}")\nprint("flood done", flush=True)`,
+    ]);
+    await flood.waitFor(/flooding/, 30_000);
+    const before = await stats('n1');
+    const bad: string[] = [];
+    let transfers = 0;
+    while (!flood.output().includes('flood done')) {
+      const t = await tcpTransfer(pod('n2-p1'), pod('n1-p1'), 1024 * 1024);
+      transfers++;
+      if (t.received !== t.sent) bad.push(`${t.sent} vs ${t.received}`);
+      if (transfers > 200) throw new Error('the flood never finished');
+    }
+    await flood.exited;
+    const after = await stats('n1');
+    console.log(`RELIABILITY hostile flood: ${transfers} TCP transfers of 1 MiB during it, ${bad.length} corrupted or short`);
+    expect(bad).toEqual([]);
+    expect(transfers).toBeGreaterThan(0);
+    for (const reason of ['drop_unknown_source', 'drop_bad_vni', 'drop_malformed', 'drop_ip_options', 'drop_inner_not_ipv4', 'drop_inner_dst', 'drop_fragment'])
+      expect(after[reason] - before[reason], reason).toBeGreaterThan(0);
+  }, 150_000);
+});
+
+describe('packets bigger than the overlay MTU', () => {
+  it('a node process sending DF above the overlay MTU gets EMSGSIZE, not silence', async () => {
+    const res = await run(['ping', '-c', '1', '-W', '2', '-M', 'do', '-s', '1472', pod('n2-p1').ip], { netns: node('n1').netns, allowFailure: true });
+    expect(res.code).not.toBe(0);
+    expect(res.stdout + res.stderr).toMatch(/message too long, mtu=1450|Frag needed and DF set \(mtu = 1450\)/);
+  });
+
+  it('a pod whose link allows 1500 gets ICMP fragmentation-needed from its node; without DF the node fragments; TCP finds the path MTU', async () => {
+    const n1 = node('n1');
+    const p = pod('n1-p1');
+    const hostPorts = (JSON.parse((await run(['ip', '-j', 'link', 'show', 'master', 'cni0'], { netns: n1.netns })).stdout) as { ifname: string }[]).map((l) => l.ifname);
+    const setMtu = async (mtu: number) => {
+      for (const port of hostPorts) await run(['ip', 'link', 'set', port, 'mtu', String(mtu)], { netns: n1.netns });
+      await run(['ip', 'link', 'set', 'cni0', 'mtu', String(mtu)], { netns: n1.netns });
+      await run(['ip', 'link', 'set', 'eth0', 'mtu', String(mtu)], { netns: p.netns });
+    };
+    const statsBefore = (await readMaps(n1)).stats;
+    await setMtu(1500);
+    try {
+      await run(['ip', 'route', 'flush', 'cache'], { netns: p.netns });
+      const df = await run(['ping', '-c', '1', '-W', '2', '-M', 'do', '-s', '1472', pod('n2-p1').ip], { netns: p.netns, allowFailure: true });
+      expect(df.stdout).toMatch(/Frag needed and DF set \(mtu = 1450\)/);
+      const fragmented = await run(['ping', '-c', '1', '-W', '2', '-M', 'dont', '-s', '1472', pod('n2-p1').ip], { netns: p.netns, allowFailure: true });
+      expect(fragmented.stdout).toMatch(/1 received/);
+      const transfer = await tcpTransfer(p, pod('n2-p1'), 2 * 1024 * 1024);
+      expect(transfer.received).toBe(transfer.sent);
+    } finally {
+      await setMtu(lab.podMtu);
+    }
+    // The stack handled every oversize packet before the encap program saw it.
+    expect((await readMaps(n1)).stats.drop_too_big).toBe(statsBefore.drop_too_big);
+  });
+});
