@@ -22,7 +22,20 @@ export interface EtcdTls {
   ca: string;
 }
 
-export async function startEtcd(opts: { name: string; host: string; clientPort: number; peerPort: number; dataDir: string; logFile: string; netns?: string; tls?: EtcdTls }): Promise<EtcdProcess> {
+export interface EtcdStartOptions {
+  name: string;
+  host: string;
+  clientPort: number;
+  peerPort: number;
+  dataDir: string;
+  logFile: string;
+  netns?: string;
+  tls?: EtcdTls;
+  /** every member as name=peer-url, for a cluster; default: this member alone */
+  initialCluster?: string;
+}
+
+export async function startEtcd(opts: EtcdStartOptions): Promise<EtcdProcess> {
   mkdirSync(opts.dataDir, { recursive: true });
   const client = `${opts.tls ? 'https' : 'http'}://${opts.host}:${opts.clientPort}`;
   const peer = `http://${opts.host}:${opts.peerPort}`;
@@ -34,7 +47,7 @@ export async function startEtcd(opts: { name: string; host: string; clientPort: 
     '--advertise-client-urls', client,
     '--listen-peer-urls', peer,
     '--initial-advertise-peer-urls', peer,
-    '--initial-cluster', `${opts.name}=${peer}`,
+    '--initial-cluster', opts.initialCluster ?? `${opts.name}=${peer}`,
     '--initial-cluster-state', 'new',
     ...(opts.tls ? ['--cert-file', opts.tls.cert, '--key-file', opts.tls.key, '--client-cert-auth', '--trusted-ca-file', opts.tls.ca] : []),
   ];

@@ -35,6 +35,7 @@ export const labOptionsSchema = z.object({
   underlayCidr: cidr.refine((c) => c.endsWith('/24'), 'a /24 (nodes take .1 to .N, the gateway .254)'),
   mtu: z.number().int().min(1280).max(9000),
   pinRoot: z.string().startsWith('/sys/fs/bpf/'),
+  etcdMembers: z.union([z.literal(1), z.literal(3)], { error: '1, or 3 for a cluster that survives losing a member' }),
 });
 export type LabOptions = z.output<typeof labOptionsSchema>;
 
@@ -47,6 +48,7 @@ export const labDefaults: Omit<LabOptions, 'nodes'> = {
   underlayCidr: '192.168.77.0/24',
   mtu: 1500,
   pinRoot: '/sys/fs/bpf/twill-lab',
+  etcdMembers: 1,
 };
 
 export interface LabNode {
@@ -77,7 +79,10 @@ export interface LabState {
   podMtu: number;
   pinRoot: string;
   underlay: { netns: string; bridge: string; cidr: string; gateway: string };
+  /** the first etcd member (the only one unless the lab has a cluster) */
   etcd?: EtcdProcess & { prefix: string };
+  /** every member when the lab runs a 3-member cluster; agents are given all their endpoints */
+  etcdMembers?: EtcdProcess[];
   nodes: LabNode[];
   pods: LabPod[];
 }
@@ -150,14 +155,17 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
   await ipBatch(['link set lo up', 'link add br0 type bridge', `addr add ${gateway}/24 dev br0`, `link set br0 mtu ${o.mtu} up`], { netns: ul });
   say(`underlay ${ul}: bridge br0, ${o.underlayCidr}, gateway ${gateway}`);
 
-  const etcdNs = `${o.name}-etcd`;
-  const etcdIp = hostIn(o.underlayCidr, 250);
-  await attachToUnderlay(state, etcdNs, 'etcd', etcdIp, o.mtu);
-  const etcd = await startEtcd(etcdOptions(o.name, etcdIp));
-  state.etcd = { ...etcd, prefix: ETCD_PREFIX };
+  // Member i listens at .(251-i) in namespace <lab>-etcd (the first) or <lab>-etcd<i>.
+  const members = Array.from({ length: o.etcdMembers }, (_, i) => etcdOptions(o.name, hostIn(o.underlayCidr, 250 - i), i + 1));
+  const initialCluster = o.etcdMembers > 1 ? members.map((m) => `${m.name}=http://${m.host}:${m.peerPort}`).join(',') : undefined;
+  for (const [i, m] of members.entries()) await attachToUnderlay(state, m.netns, i === 0 ? 'etcd' : `etcd${i + 1}`, m.host, o.mtu);
+  // Together: a cluster member is healthy only once a quorum has started.
+  const started = await Promise.all(members.map((m) => startEtcd({ ...m, initialCluster })));
+  state.etcd = { ...started[0], prefix: ETCD_PREFIX };
+  if (o.etcdMembers > 1) state.etcdMembers = started;
   saveState(state);
   const configNote = await ensureNetworkConfig(state, o);
-  say(`etcd ${etcd.endpoint} in ${etcdNs} (${configNote})`);
+  say(`etcd ${started.map((e) => e.endpoint).join(', ')} in ${members.map((m) => m.netns).join(', ')} (${configNote})`);
 
   for (let i = 1; i <= o.nodes; i++) {
     const node: LabNode = {
@@ -219,8 +227,23 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
   return state;
 }
 
-function etcdOptions(name: string, host: string) {
-  return { name: `${name}-etcd`, host, clientPort: 2379, peerPort: 2380, dataDir: `${stateDir(name)}/etcd/data`, logFile: `${stateDir(name)}/etcd/etcd.log`, netns: `${name}-etcd` };
+function etcdOptions(name: string, host: string, member = 1) {
+  const id = member === 1 ? 'etcd' : `etcd${member}`;
+  return { name: `${name}-${id}`, host, clientPort: 2379, peerPort: 2380, dataDir: `${stateDir(name)}/${id}/data`, logFile: `${stateDir(name)}/${id}/etcd.log`, netns: `${name}-${id}` };
+}
+
+/** Stops member `index` (0-based) of the lab's etcd cluster, data kept; tests take members away. */
+export async function stopLabEtcdMember(state: LabState, index: number): Promise<void> {
+  await stopEtcd(state.etcdMembers![index]);
+}
+
+/** Starts a stopped cluster member again; it rejoins with its data. */
+export async function startLabEtcdMember(state: LabState, index: number): Promise<void> {
+  const members = state.etcdMembers!;
+  const initialCluster = members.map((m, i) => `${etcdOptions(state.name, '', i + 1).name}=http://${new URL(m.endpoint).hostname}:2380`).join(',');
+  members[index] = await startEtcd({ ...etcdOptions(state.name, new URL(members[index].endpoint).hostname, index + 1), initialCluster });
+  if (index === 0) state.etcd = { ...members[0], prefix: state.etcd!.prefix };
+  saveState(state);
 }
 
 /** Stops the lab's etcd (data kept); tests use it to show the datapath does not depend on etcd. */
@@ -270,7 +293,7 @@ export async function readVtepMac(node: LabNode): Promise<string> {
 function agentArgs(state: LabState, node: LabNode): string[] {
   return [
     `--dataplane=${node.dataplane}`,
-    `--etcd-endpoints=${state.etcd!.endpoint}`,
+    `--etcd-endpoints=${(state.etcdMembers ?? [state.etcd!]).map((e) => e.endpoint).join(',')}`,
     `--etcd-prefix=${state.etcd!.prefix}`,
     '--iface=eth0',
     `--pin-dir=${node.pinDir}`,
@@ -360,7 +383,7 @@ export async function labDown(name: string, progress: Progress = () => undefined
       if (!node || !node.subnet || !(await namespaceExists(node.netns))) continue;
       await cni(state, 'DEL', 'flannel', cniConf(state, node), node, pod).catch((err: Error) => log.warn('CNI DEL failed', { pod: pod.name, error: err.message }));
     }
-    if (state.etcd && isEtcd(state.etcd)) await stopEtcd(state.etcd);
+    for (const e of state.etcdMembers ?? (state.etcd ? [state.etcd] : [])) if (isEtcd(e)) await stopEtcd(e);
   }
   const namespaces = await labNamespaces(name);
   // Pods first, then nodes, then the underlay: every veth pair goes with its inner end.
