@@ -37,6 +37,7 @@ packets = {
     "inner-ipv6": outer / udp / vxlan(payload=Ether(src="0a:58:00:00:00:99", dst=vtep_mac, type=0x86DD) / IPv6(dst="fd00::1") / UDP(dport=9999) / Raw(PROBE)),
     "inner-len-oversize": outer / udp / vxlan(payload=Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / IP(src="10.244.2.77", dst=inner_dst, len=1400) / UDP(sport=40000, dport=9999) / Raw(PROBE)),
     "oversize": IP(src=src, dst=dst) / udp / vxlan(payload=Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / IP(src="10.244.2.77", dst=inner_dst) / UDP(sport=40000, dport=9999) / Raw(PROBE * 300)),
+    "truncated-outer-udp": IP(src=src, dst=dst, flags="DF", proto=17) / Raw(b"\x1f\x40\x21"),
     "inner-dst-elsewhere": outer / udp / vxlan(payload=Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / IP(src="10.244.2.77", dst="10.244.9.9") / UDP(dport=9999) / Raw(PROBE)),
 }
 
