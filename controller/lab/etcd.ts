@@ -85,11 +85,24 @@ async function waitForEtcd(proc: EtcdProcess, tls?: EtcdTls, timeoutMs = 20_000)
     }
   };
   while (Date.now() < deadline) {
-    if (!isEtcd(proc)) throw new Error(`etcd exited during start-up; log ${proc.logFile}:\n${readFileSync(proc.logFile, 'utf8').split('\n').slice(-15).join('\n')}`);
+    if (hasExited(proc.pid)) throw new Error(`etcd exited during start-up; log ${proc.logFile}:\n${readFileSync(proc.logFile, 'utf8').split('\n').slice(-15).join('\n')}`);
     if (await probe()) return;
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`etcd at ${proc.endpoint} not healthy after ${timeoutMs} ms; log ${proc.logFile}`);
+}
+
+/**
+ * Gone, or a zombie. Not `!isEtcd()`: while nsenter execs etcd the cmdline reads empty for a
+ * moment, which made a healthy start look like an early exit now and then.
+ */
+function hasExited(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return true;
+  }
 }
 
 export function isEtcd(proc: Pick<EtcdProcess, 'pid' | 'dataDir'>): boolean {
