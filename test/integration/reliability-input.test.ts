@@ -94,14 +94,17 @@ describe('garbage in etcd', () => {
     }
   });
 
-  it('a record claiming our subnet for another PublicIP: ignored by us, our record written back, every map as before', async () => {
+  it.each([
+    ['a record claiming our subnet for another PublicIP', () => fakeLease(intruder, mac), /claims our subnet/],
+    ['garbage written over our record', () => '{"PublicIP": 42}', /PublicIP must be a string/],
+  ])('%s: ignored by us, our record written back, every map as before', async (_what, value, warning) => {
     const before = await allEntries();
     const n1 = node('n1');
     const from = agentLog(n1).length;
-    await etcdctl(lab, 'put', leaseKey(n1.subnet), fakeLease(intruder, mac));
+    await etcdctl(lab, 'put', leaseKey(n1.subnet), value());
     await until('n1 to restore its record', async () => agentLog(n1).slice(from).includes('our lease record was overwritten while we hold the subnet: ignoring the write and restoring ours'));
     const since = agentLog(n1).slice(from);
-    expect(since).toMatch(/claims our subnet/);
+    expect(since).toMatch(warning);
     expect(since).not.toContain('lease moved to another subnet');
     const record = JSON.parse((await etcdctl(lab, 'get', '--print-value-only', leaseKey(n1.subnet))).stdout) as { PublicIP: string };
     expect(record.PublicIP).toBe(n1.underlayIp);
