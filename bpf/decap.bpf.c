@@ -1,28 +1,35 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * twill_decap: XDP on the underlay interface, ahead of GRO.
+ * twill_decap: strips flannel's VXLAN header from packets addressed to our PublicIP and
+ * VXLAN port, but only from a known peer with our VNI, and only for our subnet; every such
+ * packet that is refused is dropped and counted by reason. Anything that is not VXLAN for us
+ * passes untouched. Decapped frames continue up the underlay interface as ordinary IPv4
+ * (conntrack sees replies of NATed flows) and the stack routes them to the pod.
  *
- * Strips flannel's VXLAN header from packets addressed to our PublicIP and VXLAN port,
- * but only from a known peer with our VNI, and only for our subnet; every such packet
- * that is refused is dropped and counted by reason. Anything that is not VXLAN for us
- * passes untouched. Decapped frames continue up the underlay interface as ordinary
- * IPv4 (GRO aggregates the inner TCP; conntrack sees replies of NATed flows) and the
- * stack routes them to the pod.
+ * Two hooks share one classifier:
+ *  - twill_decap (XDP, ahead of GRO): for real NICs, where XDP runs on the driver's buffers
+ *    and GRO then aggregates the inner TCP flow;
+ *  - twill_decap_tc (tcx ingress, after GRO): for veth underlays, where any XDP program makes
+ *    the kernel copy every packet into a page and strip segmentation offload from the sending
+ *    peer, so that GSO super-packets arriving whole are decapped whole instead.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <linux/pkt_cls.h>
 #include "maps.bpf.h"
 #include "vxlan.h"
 
-static __always_inline int drop(struct twill_stats *stats, __u64 *counter)
+enum verdict { NOT_OURS, REFUSED, DECAP };
+
+static __always_inline enum verdict refuse(struct twill_stats *stats, __u64 *counter)
 {
 	if (stats)
 		(*counter)++;
-	return XDP_DROP;
+	return REFUSED;
 }
 
-#define DROP(reason) drop(stats, stats ? &stats->reason : 0)
+#define REFUSE(reason) refuse(stats, stats ? &stats->reason : 0)
 
 /* RFC 6040 decapsulation: a CE mark on the outer header survives onto an ECN-capable inner one. */
 static __always_inline void propagate_ce(const struct iphdr *outer, struct iphdr *inner)
@@ -38,95 +45,165 @@ static __always_inline void propagate_ce(const struct iphdr *outer, struct iphdr
 	inner->check = csum_fold32(sum);
 }
 
-SEC("xdp")
-int twill_decap(struct xdp_md *ctx)
+/*
+ * The checks both hooks make. `data` is the outer Ethernet header; `frame_len` the bytes from
+ * the outer IP header to the end of the packet (for a GSO super-packet, all its segments).
+ * On DECAP the inner IP header has had any outer CE mark applied; *peer_slot is the sender's
+ * counter slot.
+ */
+static __always_inline enum verdict classify(void *data, void *data_end, __u32 frame_len, struct ethhdr **inner_eth, __u16 *peer_slot)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
 	struct udphdr *udp;
 
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return XDP_PASS;
+		return NOT_OURS;
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP || ip->ihl < 5)
-		return XDP_PASS;
+		return NOT_OURS;
 
 	struct twill_config *cfg = twill_get_config();
 	if (!cfg || ip->daddr != ipv4_u32(cfg->public_ip))
-		return XDP_PASS;
+		return NOT_OURS;
 
 	/* Options move the UDP header; find it to tell VXLAN with options from other UDP. */
 	__u32 ihl_bytes = ip->ihl * 4;
 	udp = (void *)ip + ihl_bytes;
 	if ((void *)(udp + 1) > data_end)
-		return XDP_PASS;                     /* truncated and not identifiable: the stack drops it */
+		return NOT_OURS;                     /* truncated and not identifiable: the stack drops it */
 	if (udp->dest != bpf_htons(cfg->vxlan_port))
-		return XDP_PASS;
+		return NOT_OURS;
 	/* A non-first fragment has no UDP header: what looks like one is payload. Let the stack reassemble or discard it. */
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
-		return XDP_PASS;
+		return NOT_OURS;
 
 	/* From here on the packet claims to be VXLAN for us: it is decapped or counted. */
 	struct twill_stats *stats = twill_get_stats();
 
 	if (ip->frag_off & bpf_htons(IP_MF))
-		return DROP(drop_fragment);
+		return REFUSE(drop_fragment);
 	if (ihl_bytes != sizeof(struct iphdr))
-		return DROP(drop_ip_options);
+		return REFUSE(drop_ip_options);
 
 	struct twill_peer_key pk = {};
 	*(__u32 *)pk.public_ip = ip->saddr;
 	struct twill_peer *peer = bpf_map_lookup_elem(&twill_peers, &pk);
 	if (!peer)
-		return DROP(drop_unknown_source);
+		return REFUSE(drop_unknown_source);
 
 	struct vxlanhdr *vx = (void *)(udp + 1);
 	struct ethhdr *ieth = (void *)(vx + 1);
 	struct iphdr *iip = (void *)(ieth + 1);
 	if ((void *)(vx + 1) > data_end)
-		return DROP(drop_malformed);
+		return REFUSE(drop_malformed);
 	if (!(vx->vx_flags & bpf_htonl(VXLAN_FLAG_I)))
-		return DROP(drop_malformed);
+		return REFUSE(drop_malformed);
 	if (vx->vx_vni != bpf_htonl(cfg->vni << 8))
-		return DROP(drop_bad_vni);
+		return REFUSE(drop_bad_vni);
 	if ((void *)(ieth + 1) > data_end)
-		return DROP(drop_malformed);
+		return REFUSE(drop_malformed);
 	if (ieth->h_proto != bpf_htons(ETH_P_IP))
-		return DROP(drop_inner_not_ipv4);
+		return REFUSE(drop_inner_not_ipv4);
 	if ((void *)(iip + 1) > data_end)
-		return DROP(drop_malformed);
+		return REFUSE(drop_malformed);
 	if (iip->version != 4 || iip->ihl < 5)
-		return DROP(drop_malformed);
+		return REFUSE(drop_malformed);
 
 	/* The outer lengths must cover what they claim to carry: no reading past a short packet. */
 	__u32 outer_len = bpf_ntohs(ip->tot_len);
-	__u32 frame_len = data_end - (void *)ip;
 	if (outer_len > frame_len || outer_len < VXLAN_OVERHEAD + bpf_ntohs(iip->tot_len) ||
 	    bpf_ntohs(udp->len) != outer_len - sizeof(struct iphdr) || bpf_ntohs(iip->tot_len) < iip->ihl * 4)
-		return DROP(drop_malformed);
+		return REFUSE(drop_malformed);
 
 	__u32 mask = prefix_mask(cfg->subnet_len);
 	if ((iip->daddr & mask) != (ipv4_u32(cfg->subnet) & mask))
-		return DROP(drop_inner_dst);
+		return REFUSE(drop_inner_dst);
 
 	propagate_ce(ip, iip);
+	/* The inner frame is addressed to the sender's idea of our VTEP; the underlay device takes only its own MAC. */
 	__builtin_memcpy(ieth->h_dest, cfg->underlay_mac, ETH_ALEN);
+	*inner_eth = ieth;
+	*peer_slot = peer->stats_slot;
+	return DECAP;
+}
 
-	__u64 inner_len = data_end - (void *)ieth;
-	if (bpf_xdp_adjust_head(ctx, (int)((void *)ieth - data)))
-		return DROP(drop_malformed);
+static __always_inline void count_decap(__u16 peer_slot, __u64 inner_len)
+{
+	struct twill_stats *stats = twill_get_stats();
 	if (stats) {
 		stats->decap_packets++;
 		stats->decap_bytes += inner_len;
 	}
-	struct twill_peer_stats *peer_stats = twill_get_peer_stats(peer->stats_slot);
+	struct twill_peer_stats *peer_stats = twill_get_peer_stats(peer_slot);
 	if (peer_stats) {
 		peer_stats->decap_packets++;
 		peer_stats->decap_bytes += inner_len;
 	}
+}
+
+SEC("xdp")
+int twill_decap(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *ieth;
+	__u16 slot;
+
+	switch (classify(data, data_end, data_end - data - ETH_HLEN, &ieth, &slot)) {
+	case NOT_OURS:
+		return XDP_PASS;
+	case REFUSED:
+		return XDP_DROP;
+	default:
+		break;
+	}
+	__u64 inner_len = data_end - (void *)ieth;
+	if (bpf_xdp_adjust_head(ctx, (int)((void *)ieth - data))) {
+		struct twill_stats *stats = twill_get_stats();
+		refuse(stats, stats ? &stats->drop_malformed : 0);
+		return XDP_DROP;
+	}
+	count_decap(slot, inner_len);
 	return XDP_PASS;
+}
+
+/* Outer Ethernet + IPv4 + UDP + VXLAN + inner Ethernet + inner IPv4: what classify() reads. */
+#define DECAP_HEADERS (ETH_HLEN + VXLAN_OVERHEAD + sizeof(struct iphdr))
+
+SEC("tc")
+int twill_decap_tc(struct __sk_buff *skb)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	/* Direct access reaches only the linear part; a GSO super-packet's headers are there already. */
+	if (skb->len >= DECAP_HEADERS && (void *)(long)skb->data + DECAP_HEADERS > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, DECAP_HEADERS);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *ieth;
+	__u16 slot;
+
+	switch (classify(data, data_end, skb->len - ETH_HLEN, &ieth, &slot)) {
+	case NOT_OURS:
+		return TC_ACT_OK;
+	case REFUSED:
+		return TC_ACT_SHOT;
+	default:
+		break;
+	}
+	/*
+	 * Remove outer IPv4, UDP, VXLAN and the inner Ethernet header, keeping the outer Ethernet
+	 * header (addressed to this device). FIXED_GSO: a super-packet's gso_size is already the
+	 * inner segment size.
+	 */
+	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) {
+		struct twill_stats *stats = twill_get_stats();
+		refuse(stats, stats ? &stats->drop_malformed : 0);
+		return TC_ACT_SHOT;
+	}
+	count_decap(slot, skb->len);  /* the inner frame, as XDP counts it: the kept outer Ethernet header stands in for the inner one */
+	return TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

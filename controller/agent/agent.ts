@@ -133,6 +133,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
         port: config.backend.port,
         mtu: underlayMtu,
         overlayDevice: flags.overlayDevice,
+        decapHook: flags.decapHook,
       });
       try {
         await attachDataplane(spec, undefined, {

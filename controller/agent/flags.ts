@@ -34,6 +34,7 @@ export interface AgentFlags {
   dataplane: 'bpf' | 'kernel' | 'auto';
   subnetLeaseTtl: number;
   overlayDevice: string;
+  decapHook: 'xdp' | 'tc';
 }
 
 export class FlagError extends Error {
@@ -83,6 +84,7 @@ const specs: Record<string, Spec> = {
   dataplane: { key: 'dataplane', kind: 'string', def: 'auto', check: ((v: string) => (['bpf', 'kernel', 'auto'].includes(v) ? undefined : 'must be bpf, kernel or auto')) },
   'subnet-lease-ttl': { key: 'subnetLeaseTtl', kind: 'int', def: 86400, check: range(10, 86400 * 30) },
   'overlay-device': { key: 'overlayDevice', kind: 'string', def: 'twill0' },
+  'decap-hook': { key: 'decapHook', kind: 'string', def: 'xdp', check: (v: string) => (['xdp', 'tc'].includes(v) ? undefined : 'must be xdp or tc') },
 };
 
 /** flanneld flags twill knows but does not implement: named in the error rather than "unknown". */

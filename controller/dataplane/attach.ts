@@ -23,11 +23,14 @@ import { pinPaths, type DataplaneSpec } from './spec.js';
 
 const log = logger('dataplane');
 
+type DecapMode = 'xdp-link' | 'xdp-native' | 'xdp-generic' | 'tcx' | 'clsact';
+const isTcMode = (m: DecapMode) => m === 'tcx' || m === 'clsact';
+
 /** What is attached where; written next to the pins so status and detach need no flags. */
 export interface AttachState {
   spec: DataplaneSpec;
   encap: { mode: 'tcx' | 'clsact'; iface: string; ifindex: number };
-  decap: { mode: 'xdp-link' | 'xdp-native' | 'xdp-generic'; iface: string; ifindex: number };
+  decap: { mode: DecapMode; iface: string; ifindex: number };
   layoutVersion: number;
   attachedAt: string;
 }
@@ -143,7 +146,10 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
 
     const previous = readAttachState(spec.pinDir);
     const encap = attachEncap(encapObj.program('twill_encap'), overlayIfindex, paths.encapLink, previous);
-    const decap = attachDecap(decapObj.program('twill_decap'), underlayIfindex, paths.decapLink, previous);
+    const decap =
+      spec.decapHook === 'tc'
+        ? attachDecapTc(decapObj.program('twill_decap_tc'), underlayIfindex, paths.decapLink, previous)
+        : attachDecap(decapObj.program('twill_decap'), underlayIfindex, paths.decapLink, previous);
     const state: AttachState = {
       spec,
       encap: { mode: encap.mode, iface: spec.overlayDevice, ifindex: overlayIfindex },
@@ -197,7 +203,59 @@ function attachEncap(prog: BpfProgram, ifindex: number, pin: string, previous?: 
   return { mode: 'clsact' as const, swapped: previous?.encap.mode === 'clsact' };
 }
 
+/**
+ * A change of decap hook (XDP <-> tc) cannot swap programs on one link. The old attachment is
+ * unpinned but kept until the new one is in place (returned callback), so no packet meets a
+ * node without decap: while both run, XDP decaps first and tc sees only inner packets.
+ */
+function takeOverDecapHook(wantTc: boolean, pin: string, previous?: AttachState): () => void {
+  if (!previous || isTcMode(previous.decap.mode) === wantTc) return () => undefined;
+  log.info('decap hook changes: the old attachment goes once the new one is in place', { from: previous.decap.mode, iface: previous.decap.iface });
+  const oldLink = existsSync(pin) ? BpfLink.fromPin(pin) : undefined;
+  if (oldLink) rmSync(pin);
+  return () => {
+    oldLink?.detach();
+    oldLink?.close();
+    removeUnpinnedDecap(previous);
+  };
+}
+
+/** Decap attachments that are not links (so not pinned): legacy XDP and clsact filters. */
+function removeUnpinnedDecap(state: AttachState): string[] {
+  if (state.decap.mode === 'clsact') {
+    tcClsactDetach(state.decap.ifindex, 'ingress', { handle: 1, priority: 1 });
+    return [`clsact ingress on ${state.decap.iface}`];
+  }
+  if (state.decap.mode === 'xdp-native' || state.decap.mode === 'xdp-generic') {
+    xdpDetachLegacy(state.decap.ifindex, state.decap.mode === 'xdp-native' ? 'native' : 'generic');
+    return [`${state.decap.mode} on ${state.decap.iface}`];
+  }
+  return [];
+}
+
+function attachDecapTc(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
+  const finish = takeOverDecapHook(true, pin, previous);
+  const attached = (() => {
+    if (swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'tcx' as const, swapped: true };
+    if (probeTcx()) {
+      pinAndRelease(BpfLink.attachTcx(prog, ifindex, 'ingress'), pin);
+      return { mode: 'tcx' as const, swapped: false };
+    }
+    tcClsactAttach(prog, ifindex, 'ingress', { handle: 1, priority: 1 });
+    return { mode: 'clsact' as const, swapped: previous?.decap.mode === 'clsact' };
+  })();
+  finish();
+  return attached;
+}
+
 function attachDecap(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
+  const finish = takeOverDecapHook(false, pin, previous);
+  const attached = attachDecapXdp(prog, ifindex, pin, previous);
+  finish();
+  return attached;
+}
+
+function attachDecapXdp(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
   if (swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'xdp-link' as const, swapped: true };
   try {
     pinAndRelease(BpfLink.attachXdp(prog, ifindex), pin);
@@ -237,6 +295,7 @@ export async function detachDataplane(pinDir: string): Promise<{ removed: string
   const removed: string[] = [];
   const state = readAttachState(pinDir);
   const paths = pinPaths(pinDir);
+  if (state) removed.push(...removeUnpinnedDecap(state));
   for (const pin of [paths.encapLink, paths.decapLink]) {
     if (!existsSync(pin)) continue;
     const link = BpfLink.fromPin(pin);
@@ -248,10 +307,6 @@ export async function detachDataplane(pinDir: string): Promise<{ removed: string
   if (state?.encap.mode === 'clsact') {
     tcClsactDetach(state.encap.ifindex, 'egress', { handle: 1, priority: 1 });
     removed.push(`clsact egress on ${state.encap.iface}`);
-  }
-  if (state && state.decap.mode !== 'xdp-link') {
-    xdpDetachLegacy(state.decap.ifindex, state.decap.mode === 'xdp-native' ? 'native' : 'generic');
-    removed.push(`${state.decap.mode} on ${state.decap.iface}`);
   }
   const dev = state?.spec.overlayDevice ?? 'twill0';
   if (await removeOverlayDevice(dev)) removed.push(`device ${dev}`);

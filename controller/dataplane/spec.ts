@@ -17,6 +17,11 @@ export const dataplaneSpecSchema = z.object({
   /** Underlay MTU; the overlay device gets 50 bytes less (IPv4 VXLAN overhead). */
   mtu: z.number().int().min(576).max(65535).optional(),
   overlayDevice: z.string().min(1).max(15).default('twill0'),
+  /**
+   * Where decap runs: XDP ahead of GRO (real NICs), or tc ingress after GRO (veth underlays,
+   * where XDP costs a copy per packet and disables the sending peer's segmentation offload).
+   */
+  decapHook: z.enum(['xdp', 'tc']).default('xdp'),
 });
 
 export type DataplaneSpec = z.output<typeof dataplaneSpecSchema>;

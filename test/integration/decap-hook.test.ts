@@ -1,0 +1,90 @@
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readAttachState } from '../../controller/dataplane/attach.js';
+import { BpfLink } from '../../controller/bpf/libbpf.js';
+import type { LabNode, LabState } from '../../controller/lab/lab.js';
+import { run } from '../../controller/util/exec.js';
+import { repoRoot } from '../../controller/util/paths.js';
+import { buildBpf, buildTs } from '../support/build.js';
+import { stopAll } from '../support/proc.js';
+import { bounceAgent, labUpFresh, pingFlowsRunning, readMaps, stopPingFlows, twill } from '../support/lab-session.js';
+
+/*
+ * --decap-hook: decap at tc ingress instead of XDP (for veth underlays), and moving a running
+ * node between the two hooks without losing a packet. Lab "twh": 2 nodes, one pod each.
+ */
+const LAB = 'twh';
+const craft = path.join(repoRoot(), 'test/support/craft.py');
+let lab: LabState;
+// enum bpf_link_type and enum bpf_attach_type (uapi/linux/bpf.h)
+const LINK_TYPE_XDP = 6;
+const LINK_TYPE_TCX = 11;
+const BPF_TCX_INGRESS = 46;
+function decapLink(n: LabNode) {
+  const link = BpfLink.fromPin(`${n.pinDir}/links/decap`);
+  try {
+    return link.info();
+  } finally {
+    link.close();
+  }
+}
+const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
+const pod = (name: string) => lab.pods.find((p) => p.name === name)!;
+
+beforeAll(async () => {
+  buildBpf();
+  buildTs();
+  lab = await labUpFresh(LAB, ['--nodes', '2', '--pods-per-node', '1', '--underlay', '192.168.78.0/24']);
+}, 180_000);
+
+afterAll(async () => {
+  await stopAll();
+  await twill(['lab', 'down', '--name', LAB]);
+});
+
+/** Moves every node to `hook` under continuous cross-node pings; returns the pings lost. */
+async function moveTo(hook: 'xdp' | 'tc'): Promise<{ sent: number; lost: number }> {
+  const flows = await pingFlowsRunning(lab);
+  for (const n of lab.nodes) await bounceAgent(lab, n, 'SIGTERM', ['--decap-hook', hook]);
+  await new Promise((r) => setTimeout(r, 300));
+  return stopPingFlows(flows);
+}
+
+describe('decap at tc ingress', () => {
+  it('takes over from XDP on running nodes without losing a packet', async () => {
+    expect(lab.nodes.map((n) => readAttachState(n.pinDir)?.decap.mode)).toEqual(['xdp-link', 'xdp-link']);
+    const { sent, lost } = await moveTo('tc');
+    expect(sent).toBeGreaterThan(20);
+    expect(lost).toBe(0);
+    expect(lab.nodes.map((n) => readAttachState(n.pinDir)?.decap.mode)).toEqual(['tcx', 'tcx']);
+    // Only the tcx program is left on the underlay: the XDP attachment is gone.
+    for (const n of lab.nodes) {
+      expect(decapLink(n)).toMatchObject({ type: LINK_TYPE_TCX, attachType: BPF_TCX_INGRESS });
+      expect((await run(['ip', '-details', 'link', 'show', 'eth0'], { netns: n.netns })).stdout).not.toMatch(/xdp/);
+    }
+  });
+
+  it('decaps and counts traffic, and refuses VXLAN with a wrong VNI or from an unknown source', async () => {
+    const before = (await readMaps(node('n1'))).stats;
+    const ping = await run(['ping', '-c', '5', '-i', '0.05', '-W', '1', pod('n1-p1').ip], { netns: pod('n2-p1').netns, allowFailure: true });
+    expect(ping.stdout).toMatch(/5 received/);
+    const send = (src: string, kind: string) =>
+      run(['/usr/bin/python3', craft, kind, src, node('n1').underlayIp, pod('n1-p1').ip, '1', '8472', node('n1').vtepMac], { netns: node('n2').netns });
+    await send(node('n2').underlayIp, 'bad-vni');
+    await send('192.168.78.99', 'good');
+    const after = (await readMaps(node('n1'))).stats;
+    expect(after.decap_packets - before.decap_packets).toBeGreaterThanOrEqual(5);
+    expect(after.drop_bad_vni - before.drop_bad_vni).toBe(1);
+    expect(after.drop_unknown_source - before.drop_unknown_source).toBe(1);
+  });
+
+  it('moves back to XDP without losing a packet, and detach leaves no tc program behind', async () => {
+    const { lost } = await moveTo('xdp');
+    expect(lost).toBe(0);
+    expect(lab.nodes.map((n) => readAttachState(n.pinDir)?.decap.mode)).toEqual(['xdp-link', 'xdp-link']);
+    for (const n of lab.nodes) {
+      expect(decapLink(n).type).toBe(LINK_TYPE_XDP);
+      expect((await run(['ip', '-details', 'link', 'show', 'eth0'], { netns: n.netns })).stdout).toMatch(/prog\/xdp id \d+/);
+    }
+  });
+});
