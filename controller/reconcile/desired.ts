@@ -58,11 +58,6 @@ export interface MapChanges {
 }
 
 const baseOf = (cidr: string) => cidr.slice(0, cidr.indexOf('/'));
-const smallest = (xs: Iterable<string>) => {
-  let min: string | undefined;
-  for (const x of xs) if (min === undefined || x < min) min = x;
-  return min;
-};
 
 /**
  * The same desired state as desiredMaps(), kept up to date lease by lease: a change costs work
@@ -146,8 +141,9 @@ export class DesiredState {
   /** The lease that holds this PublicIP: our own address and our own subnet never count. */
   private ipWinner(ip: string): string | undefined {
     if (ip === this.self.publicIp) return undefined;
-    const cidrs = this.byIp.get(ip);
-    return cidrs && smallest([...cidrs].filter((c) => c !== this.self.subnet));
+    let min: string | undefined;
+    for (const c of this.byIp.get(ip) ?? []) if (c !== this.self.subnet && (min === undefined || c < min)) min = c;
+    return min;
   }
 
   private eligible(cidr: string): boolean {
