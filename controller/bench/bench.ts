@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { stopAgent } from '../lab/agents.js';
-import { labDown, labUp, stopLabEtcd, type LabPod, type LabState } from '../lab/lab.js';
+import { readAttachState } from '../dataplane/attach.js';
+import { labDown, labUp, restartAgent, stopLabEtcd, type LabPod, type LabState } from '../lab/lab.js';
 import { ip, ipBatch } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
 import { machineJiffies, watchOtherCpu } from './cpu.js';
@@ -11,8 +12,8 @@ import { machineJiffies, watchOtherCpu } from './cpu.js';
  * raw veth between two pods, measured interleaved (each repetition runs every variant in turn).
  */
 
-export type Variant = 'twill' | 'kernel-vxlan' | 'host-gw' | 'raw-veth';
-export const variants: Variant[] = ['twill', 'kernel-vxlan', 'host-gw', 'raw-veth'];
+/** twill with decap in XDP (its default) and with decap at tc ingress (--decap-hook tc), and the references */
+export type Variant = 'twill' | 'twill-tc' | 'kernel-vxlan' | 'host-gw' | 'raw-veth';
 export type UnderlayMode = 'veth' | 'wire';
 
 export interface Endpoints {
@@ -27,6 +28,7 @@ export interface Endpoints {
 
 const labNames: Record<Exclude<Variant, 'raw-veth'>, { name: string; underlay: string }> = {
   twill: { name: 'bt', underlay: '192.168.91.0/24' },
+  'twill-tc': { name: 'btc', underlay: '192.168.95.0/24' },
   'kernel-vxlan': { name: 'bk', underlay: '192.168.92.0/24' },
   'host-gw': { name: 'bh', underlay: '192.168.93.0/24' },
 };
@@ -62,7 +64,14 @@ export async function setUp(variant: Variant, progress: (m: string) => void): Pr
     return { client: { netns: RAW.a, ip: '10.99.0.1' }, server: { netns: RAW.b, ip: '10.99.0.2' }, links: [[RAW.a, 'eth0'], [RAW.b, 'eth0']], wireTap: [RAW.a, 'eth0'], receiverTap: [RAW.b, 'eth0'] };
   }
   const { name, underlay } = labNames[variant];
-  const state = await labUp({ name, nodes: 2, podsPerNode: 1, kernelNodes: variant === 'twill' ? 0 : 2, underlayCidr: underlay }, () => undefined);
+  const state = await labUp({ name, nodes: 2, podsPerNode: 1, kernelNodes: variant.startsWith('twill') ? 0 : 2, underlayCidr: underlay }, () => undefined);
+  if (variant === 'twill-tc') {
+    for (const n of state.nodes) {
+      await stopAgent(n.agent!.pid, n.pinDir);
+      restartAgent(state, n, ['--decap-hook', 'tc']);
+      await waitForDecapMode(n.pinDir, 'tcx');
+    }
+  }
   await quietLab(state);
   if (variant === 'host-gw') {
     // flannel's host-gw: a route per peer subnet via the peer's underlay address, no tunnel.
@@ -74,6 +83,14 @@ export async function setUp(variant: Variant, progress: (m: string) => void): Pr
   }
   progress(`${variant}: lab ${name} (2 nodes, 1 pod each) ready, agents and etcd stopped`);
   return labEndpoints(state);
+}
+
+async function waitForDecapMode(pinDir: string, mode: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (readAttachState(pinDir)?.decap.mode === mode) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`bench: decap in ${pinDir} did not move to ${mode} within 30 s`);
 }
 
 async function tearDownRaw(): Promise<void> {

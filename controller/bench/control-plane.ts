@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stopAgent } from '../lab/agents.js';
 import { labDown, labUp, restartAgent, type LabState } from '../lab/lab.js';
-import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { BpfMap } from '../bpf/libbpf.js';
 import { run } from '../util/exec.js';
 import { cliEntry } from '../util/paths.js';
 import { median } from './report.js';
@@ -32,11 +32,11 @@ async function probeRun(state: LabState, mode: 'fill' | 'latency', args: object)
 /** Entries in a node's subnets map, or -1 while the agent has not pinned it yet. */
 function subnetCount(pinDir: string): number {
   if (!existsSync(`${pinDir}/twill_subnets`)) return -1;
-  const maps = DatapathMaps.open(pinDir);
+  const map = BpfMap.fromPin(`${pinDir}/twill_subnets`);
   try {
-    return maps.subnets.map.entries().length;
+    return map.entries().length;
   } finally {
-    maps.close();
+    map.close();
   }
 }
 

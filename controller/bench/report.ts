@@ -5,7 +5,7 @@ import type { Sample, UnderlayMode, Variant } from './bench.js';
  * Markdown report. Kept apart from the measuring so it can be unit-tested.
  */
 
-export const variants: Variant[] = ['twill', 'kernel-vxlan', 'host-gw', 'raw-veth'];
+export const variants: Variant[] = ['twill', 'twill-tc', 'kernel-vxlan', 'host-gw', 'raw-veth'];
 export type Metric = Exclude<keyof Sample, 'otherCpuShare' | 'otherCpuTop'>;
 export type Medians = Map<Variant, Record<Metric, number>>;
 export type Regime = { wireMax: number; receiverMax: number };
