@@ -133,7 +133,7 @@ export interface VariantProfile {
 
 /** perf's view of each variant under the same load: the evidence for where a gap comes from. */
 export function profileSection(mode: UnderlayMode, profiles: VariantProfile[]): string {
-  const lines = [`### Profiles, ${mode} mode`, '', 'System-wide `perf record` (cpu-clock) during one run of each workload; share of all samples per symbol (idle included).', ''];
+  const lines = [`### Profiles, ${mode} mode`, '', 'System-wide `perf record` (cpu-clock) during one run of each workload: the busiest kernel symbols, each as a share of all non-idle samples (user space included in the total).', ''];
   for (const workload of [...new Set(profiles.map((p) => p.workload))]) {
     const rows = profiles.filter((p) => p.workload === workload);
     const depth = Math.max(...rows.map((r) => r.top.length));
