@@ -192,15 +192,20 @@ function pinAndRelease(link: BpfLink, pin: string): void {
   link.close();
 }
 
-function attachEncap(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
+/** A tc program on one direction of a device: tcx link where the kernel has it, else clsact. */
+function attachTc(prog: BpfProgram, ifindex: number, direction: 'ingress' | 'egress', pin: string, previousMode?: string) {
   if (swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'tcx' as const, swapped: true };
   if (probeTcx()) {
-    pinAndRelease(BpfLink.attachTcx(prog, ifindex, 'egress'), pin);
+    pinAndRelease(BpfLink.attachTcx(prog, ifindex, direction), pin);
     return { mode: 'tcx' as const, swapped: false };
   }
   // clsact filters live in the qdisc, not in a process: replacing one is the swap.
-  tcClsactAttach(prog, ifindex, 'egress', { handle: 1, priority: 1 });
-  return { mode: 'clsact' as const, swapped: previous?.encap.mode === 'clsact' };
+  tcClsactAttach(prog, ifindex, direction, { handle: 1, priority: 1 });
+  return { mode: 'clsact' as const, swapped: previousMode === 'clsact' };
+}
+
+function attachEncap(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
+  return attachTc(prog, ifindex, 'egress', pin, previous?.encap.mode);
 }
 
 /**
@@ -235,15 +240,7 @@ function removeUnpinnedDecap(state: AttachState): string[] {
 
 function attachDecapTc(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
   const finish = takeOverDecapHook(true, pin, previous);
-  const attached = (() => {
-    if (swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'tcx' as const, swapped: true };
-    if (probeTcx()) {
-      pinAndRelease(BpfLink.attachTcx(prog, ifindex, 'ingress'), pin);
-      return { mode: 'tcx' as const, swapped: false };
-    }
-    tcClsactAttach(prog, ifindex, 'ingress', { handle: 1, priority: 1 });
-    return { mode: 'clsact' as const, swapped: previous?.decap.mode === 'clsact' };
-  })();
+  const attached = attachTc(prog, ifindex, 'ingress', pin, previous?.decap.mode);
   finish();
   return attached;
 }
