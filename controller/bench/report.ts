@@ -42,13 +42,13 @@ export interface TargetResult {
 }
 
 /** A ratio twill/reference that must be at least (higher-is-better) or at most (lower) `bound`. */
-function ratioTarget(med: Medians, metric: Metric, bound: number, against: Variant = 'kernel-vxlan'): TargetResult {
+function ratioTarget(med: Medians, subject: Variant, metric: Metric, bound: number, against: Variant = 'kernel-vxlan'): TargetResult {
   const m = byKey.get(metric)!;
-  const ratio = med.get('twill')![metric] / med.get(against)![metric];
+  const ratio = med.get(subject)![metric] / med.get(against)![metric];
   const met = m.better === 'higher' ? ratio >= bound : ratio <= bound;
   const name = against === 'kernel-vxlan' ? 'kernel VXLAN' : against;
   return {
-    target: `${m.label}: twill / ${name} ${m.better === 'higher' ? '>=' : '<='} ${bound.toFixed(2)}x`,
+    target: `${m.label}: ${subject} / ${name} ${m.better === 'higher' ? '>=' : '<='} ${bound.toFixed(2)}x`,
     measured: `${ratio.toFixed(2)}x`,
     met,
     shortBy: met ? '' : `${(Math.abs(ratio - bound) / bound * 100).toFixed(0)}% ${m.better === 'higher' ? 'below' : 'above'} the bound`,
@@ -57,20 +57,21 @@ function ratioTarget(med: Medians, metric: Metric, bound: number, against: Varia
 
 const latencies: Metric[] = ['tcpLatSameCpuUs', 'udpLatSameCpuUs', 'tcpLatTwoCpuUs', 'udpLatTwoCpuUs'];
 
-/** The performance issue's targets for one underlay mode. */
-export function evaluateTargets(mode: UnderlayMode, med: Medians): TargetResult[] {
+/** The performance issue's targets for one underlay mode, for one of twill's variants. */
+export function evaluateTargets(mode: UnderlayMode, med: Medians, subject: Variant = 'twill'): TargetResult[] {
+  const t = (metric: Metric, bound: number, against?: Variant) => ratioTarget(med, subject, metric, bound, against);
   if (mode === 'veth') {
     return [
-      ratioTarget(med, 'udpKpps', 2.0),
-      ratioTarget(med, 'cpuUsPerPkt', 0.55),
-      ratioTarget(med, 'tcpLatSameCpuUs', 0.65),
-      ratioTarget(med, 'tcp1Gbps', 1.6),
-      ratioTarget(med, 'tcp4Gbps', 1.3),
-      ratioTarget(med, 'udpKpps', 1.0, 'host-gw'),
-      ...latencies.map((l) => ratioTarget(med, l, 1.0, 'host-gw')),
+      t('udpKpps', 2.0),
+      t('cpuUsPerPkt', 0.55),
+      t('tcpLatSameCpuUs', 0.65),
+      t('tcp1Gbps', 1.6),
+      t('tcp4Gbps', 1.3),
+      t('udpKpps', 1.0, 'host-gw'),
+      ...latencies.map((l) => t(l, 1.0, 'host-gw')),
     ];
   }
-  return [ratioTarget(med, 'tcp1Gbps', 1.3), ...metrics.filter((m) => m.key !== 'tcp1Gbps').map((m) => ratioTarget(med, m.key, 1.0))];
+  return [t('tcp1Gbps', 1.3), ...metrics.filter((m) => m.key !== 'tcp1Gbps').map((m) => t(m.key, 1.0))];
 }
 
 export interface ModeResult {
@@ -118,7 +119,9 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
       lines.push(`| ${m.label} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
     }
     lines.push('', '| target | measured | met |', '|---|--:|---|');
-    for (const t of evaluateTargets(mode, med)) lines.push(`| ${t.target} | ${t.measured} | ${t.met ? 'yes' : `no, ${t.shortBy}`} |`);
+    for (const subject of ['twill', 'twill-tc'] as const) {
+      for (const t of evaluateTargets(mode, med, subject)) lines.push(`| ${t.target} | ${t.measured} | ${t.met ? 'yes' : `no, ${t.shortBy}`} |`);
+    }
     lines.push('');
   }
   for (const s of ctx.sections ?? []) lines.push(s, '');
