@@ -73,7 +73,7 @@ for m in virtio_pci virtio_blk ext4; do chroot "$work/rootfs" modprobe -S "$kver
 (cd "$fast" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd-fast.img"
 rm -rf "$fast"
 
-mke2fs -q -t ext4 -L twill-root -d "$work/rootfs" "$work/rootfs.ext4" 3G
+mke2fs -q -t ext4 -L twill-root -d "$work/rootfs" "$work/rootfs.ext4" 3G >&2
 echo "$kver" > "$work/kernel-version"
 touch "$work/.complete"
 # Only the newest image is kept: older keys are dead once an input changed.
