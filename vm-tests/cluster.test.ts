@@ -100,14 +100,15 @@ describe('3 QEMU VMs: twill BPF on tvm1 and tvm2, flannel kernel VXLAN on tvm3',
     const pcap = path.join(RUN_DIR, 'underlay.pcap');
     const capture = startInNetns(NETNS, ['tcpdump', '-U', '-n', '-i', BRIDGE, '-w', pcap, 'udp', 'port', '8472']);
     await capture.waitFor(/listening on/, 30_000);
-    for (const [a, b] of pairs) await guest(a.name).exec(`ip netns exec pod1 ping -c 1 -W 5 ${podIp.get(b.name)}`, 60_000);
+    const pings = [];
+    for (const [a, b] of pairs) pings.push(await guest(a.name).exec(`ip netns exec pod1 ping -c 2 -W 5 ${podIp.get(b.name)}`, 60_000));
     capture.kill('SIGINT');
     await capture.exited;
     const frames = readPcapFrames(pcap).map(parseVxlan).filter((f) => f !== undefined);
-    for (const [a, b] of pairs) {
+    pairs.forEach(([a, b], i) => {
       const request = frames.find((f) => f.innerSrc === podIp.get(a.name) && f.innerDst === podIp.get(b.name) && f.innerProto === 1);
-      expect(request, `${a.name} -> ${b.name}`).toMatchObject({ outerSrc: a.ip, outerDst: b.ip, udpDstPort: 8472, vni: 1, vxlanFlags: 0x08 });
-    }
+      expect(request, `${a.name} -> ${b.name}, ping: ${pings[i].output}`).toMatchObject({ outerSrc: a.ip, outerDst: b.ip, udpDstPort: 8472, vni: 1, vxlanFlags: 0x08 });
+    });
   });
 
   it('shows the twill maps with bpftool inside a BPF VM', async () => {
