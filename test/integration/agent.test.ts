@@ -5,6 +5,7 @@ import { labStatus, restartAgent, startLabEtcd, stopLabEtcd, type LabNode, type 
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
 import { startInNetns, stopAll } from '../support/proc.js';
+import { until } from '../support/lab-session.js';
 
 /*
  * twill agent against a real etcd in the lab: 3 nodes, one pod each, lab name "twa".
@@ -33,15 +34,6 @@ async function maps(n: LabNode): Promise<MapsDoc> {
 /** etcdctl prints 64-bit lease ids as JSON numbers, which JSON.parse would round: read the digits. */
 function leaseIdHex(etcdctlJson: string): string {
   return BigInt(/"lease":(\d+)/.exec(etcdctlJson)![1]).toString(16);
-}
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 const hasSubnet = async (n: LabNode, subnet: string, mac?: string) => (await maps(n)).subnets.some((s) => s.subnet === subnet && (!mac || s.vtepMac === mac));
 const ping = (from: string, to: string) => run(['ping', '-c', '1', '-W', '2', to], { netns: from, allowFailure: true });

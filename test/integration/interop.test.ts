@@ -4,8 +4,9 @@ import { pidAlive, stopAgent } from '../../controller/lab/agents.js';
 import { labStatus, restartAgent, type LabNode, type LabState } from '../../controller/lab/lab.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
-import { startInNetns, stopAll, type Background } from '../support/proc.js';
+import { stopAll } from '../support/proc.js';
 import { ping, tcpTransfer, udpProbe } from '../support/traffic.js';
+import { pingFlowsRunning, stopPingFlows } from '../support/lab-session.js';
 
 /* twill BPF nodes and flannel-identical kernel VXLAN nodes in one cluster, and migration between them. */
 const twill = (args: string[]) => run([process.execPath, cliPath, ...args], { allowFailure: true });
@@ -73,23 +74,6 @@ describe('migration: kernel VXLAN to BPF and back, one node at a time, under tra
     await twill(['lab', 'down', '--name', LAB]);
   }, 60_000);
 
-  /** Pings between every ordered pod pair on different nodes, every 20 ms, until stopped. */
-  function startFlows(): Background[] {
-    return lab.pods.flatMap((a) => lab.pods.filter((b) => b.node !== a.node).map((b) => startInNetns(a.netns, ['ping', '-i', '0.02', '-W', '1', b.ip])));
-  }
-  async function stopFlows(flows: Background[]): Promise<{ sent: number; lost: number }> {
-    for (const f of flows) f.kill('SIGINT');
-    await Promise.all(flows.map((f) => f.exited));
-    let sent = 0;
-    let received = 0;
-    for (const f of flows) {
-      const m = /(\d+) packets transmitted, (\d+) received/.exec(f.output());
-      if (!m) throw new Error(`no ping summary: ${f.output().slice(-200)}`);
-      sent += Number(m[1]);
-      received += Number(m[2]);
-    }
-    return { sent, lost: sent - received };
-  }
   async function switchTo(node: LabNode, mode: 'bpf' | 'kernel'): Promise<void> {
     await stopAgent(node.agent!.pid, node.pinDir); // SIGTERM: the old datapath stays up meanwhile
     const before = readFileSync(node.agent!.log, 'utf8').length;
@@ -111,11 +95,10 @@ describe('migration: kernel VXLAN to BPF and back, one node at a time, under tra
     let totalLost = 0;
     for (const node of lab.nodes) {
       for (const mode of ['bpf', 'kernel'] as const) {
-        const flows = startFlows();
-        await Promise.all(flows.map((f) => f.waitFor(/bytes from/)));
+        const flows = await pingFlowsRunning(lab);
         await switchTo(node, mode);
         await new Promise((r) => setTimeout(r, 500)); // traffic on the new datapath for a while
-        const { sent, lost } = await stopFlows(flows);
+        const { sent, lost } = await stopPingFlows(flows);
         totalLost += lost;
         report.push(`${node.name} -> ${mode}: ${lost} of ${sent} packets lost`);
       }

@@ -7,6 +7,7 @@ import type { MapsDoc } from '../../controller/cli/maps.js';
 import type { StatusDoc } from '../../controller/cli/status.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
 import { ping } from '../support/traffic.js';
+import { until } from '../support/lab-session.js';
 
 /*
  * /metrics, `twill status` and `twill maps` against a real lab (lab name "tmx", one pod per
@@ -36,16 +37,6 @@ async function scrape(n: LabNode): Promise<Map<string, number>> {
   return samples;
 }
 const peerSample = (metric: string, peer: LabNode) => `twill_peer_${metric}_total{peer="${peer.underlayIp}",subnet="${peer.subnet}"}`;
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 beforeAll(async () => {
   buildBpf();
