@@ -26,6 +26,8 @@ export interface LeaseRecord {
   /** etcd lease id in decimal, "0" when the key has none (a reservation) */
   lease: string;
   modRevision: string;
+  /** when the key was created: stable across rewrites, so the older of two claims can be told */
+  createRevision: string;
 }
 
 export interface WatchEvent {
@@ -108,7 +110,7 @@ export class EtcdStore {
     const res = await this.client.getAll().prefix(this.subnetsPrefix).exec();
     return {
       revision: res.header.revision,
-      records: res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease || '0', modRevision: kv.mod_revision })),
+      records: res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease || '0', modRevision: kv.mod_revision, createRevision: kv.create_revision })),
     };
   }
 
@@ -189,11 +191,12 @@ export class EtcdStore {
       );
       watcher.on('end', () => resolve(new Error('watch ended')));
     });
-    const record = (kv: { key: Buffer; value: Buffer; lease: string; mod_revision: string }): LeaseRecord => ({
+    const record = (kv: { key: Buffer; value: Buffer; lease: string; mod_revision: string; create_revision: string }): LeaseRecord => ({
       key: kv.key.toString(),
       value: kv.value.toString(),
       lease: kv.lease || '0',
       modRevision: kv.mod_revision,
+      createRevision: kv.create_revision,
     });
     watcher.on('put', (kv) => onEvent({ type: 'put', record: record(kv), revision: kv.mod_revision }));
     watcher.on('delete', (kv, prev) => onEvent({ type: 'delete', record: record(prev ?? kv), revision: kv.mod_revision }));

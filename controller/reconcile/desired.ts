@@ -9,6 +9,19 @@ export interface NodeLease {
   subnet: string;
   publicIp: string;
   vtepMac: string;
+  /** etcd's create revision of the record, when it came from etcd: the older claim to a PublicIP wins */
+  createRevision?: string;
+}
+
+/**
+ * Of two leases naming one PublicIP, the one that keeps it: the older record (lower etcd create
+ * revision: a stray record written later cannot take a live node's address over), then the
+ * smaller subnet. The same answer on every node, since revisions are etcd's.
+ */
+function claimsFirst(a: NodeLease, b: NodeLease): boolean {
+  const ra = BigInt(a.createRevision || '0');
+  const rb = BigInt(b.createRevision || '0');
+  return ra !== rb ? ra < rb : a.subnet < b.subnet;
 }
 
 /** Counter slots are the BPF datapath's bookkeeping (see stats-slots.ts), not part of the lease set. */
@@ -28,7 +41,14 @@ export function desiredMaps(self: { subnet: string; publicIp: string }, leases: 
   const subnets = new Map<string, DesiredRemote>();
   const peers = new Map<string, DesiredPeer>();
   const skipped: DesiredMaps['skipped'] = [];
-  // Sorted so that conflicts resolve the same way on every node and every run.
+  // Who holds each PublicIP, decided first; then leases in subnet order, so that of two sharing a
+  // base address the later one wins, the same way on every node and every run.
+  const holder = new Map<string, NodeLease>();
+  for (const lease of leases) {
+    if (lease.subnet === self.subnet || lease.publicIp === self.publicIp) continue;
+    const h = holder.get(lease.publicIp);
+    if (!h || claimsFirst(lease, h)) holder.set(lease.publicIp, lease);
+  }
   const ordered = [...leases].sort((a, b) => (a.subnet < b.subnet ? -1 : a.subnet > b.subnet ? 1 : 0));
   for (const lease of ordered) {
     const [base, lenText] = lease.subnet.split('/');
@@ -40,9 +60,9 @@ export function desiredMaps(self: { subnet: string; publicIp: string }, leases: 
       skipped.push({ lease, reason: `has our PublicIP ${self.publicIp} but not our subnet` });
       continue;
     }
-    const owner = peers.get(lease.publicIp);
-    if (owner) {
-      skipped.push({ lease, reason: `PublicIP ${lease.publicIp} already holds ${owner.subnet}/${owner.subnet_len}` });
+    const owner = holder.get(lease.publicIp)!;
+    if (owner !== lease) {
+      skipped.push({ lease, reason: `PublicIP ${lease.publicIp} already holds ${owner.subnet}` });
       continue;
     }
     subnets.set(base, { public_ip: lease.publicIp, vtep_mac: lease.vtepMac.toLowerCase(), flags: 0 });
@@ -63,7 +83,8 @@ const baseOf = (cidr: string) => cidr.slice(0, cidr.indexOf('/'));
  * The same desired state as desiredMaps(), kept up to date lease by lease: a change costs work
  * for the subnets and PublicIPs it touches, not for the whole lease set (10,000 leases must not
  * make one lease event slow). Conflicts resolve exactly as desiredMaps() resolves them: per
- * PublicIP the smallest subnet wins; of eligible leases sharing a base address, the largest.
+ * PublicIP the first claim wins (claimsFirst); of eligible leases sharing a base address, the
+ * largest subnet.
  */
 export class DesiredState {
   readonly subnets = new Map<string, DesiredRemote>();
@@ -119,7 +140,7 @@ export class DesiredState {
     for (const cidr of this.leases.keys()) if (!leases.has(cidr)) changes.push([cidr, undefined]);
     for (const [cidr, lease] of leases) {
       const old = this.leases.get(cidr);
-      if (!old || old.publicIp !== lease.publicIp || old.vtepMac !== lease.vtepMac) changes.push([cidr, lease]);
+      if (!old || old.publicIp !== lease.publicIp || old.vtepMac !== lease.vtepMac || old.createRevision !== lease.createRevision) changes.push([cidr, lease]);
     }
     return this.update(changes);
   }
@@ -141,9 +162,12 @@ export class DesiredState {
   /** The lease that holds this PublicIP: our own address and our own subnet never count. */
   private ipWinner(ip: string): string | undefined {
     if (ip === this.self.publicIp) return undefined;
-    let min: string | undefined;
-    for (const c of this.byIp.get(ip) ?? []) if (c !== this.self.subnet && (min === undefined || c < min)) min = c;
-    return min;
+    let first: NodeLease | undefined;
+    for (const c of this.byIp.get(ip) ?? []) {
+      const lease = this.leases.get(c)!;
+      if (c !== this.self.subnet && (first === undefined || claimsFirst(lease, first))) first = lease;
+    }
+    return first?.subnet;
   }
 
   private eligible(cidr: string): boolean {

@@ -119,7 +119,7 @@ export class Reconciler {
   private usableOne(l: Lease): NodeLease | undefined {
     const subnet = formatCidr(l.subnet);
     const skip = l.backendType !== 'vxlan' ? `backend type ${JSON.stringify(l.backendType)} is not vxlan` : !l.vtepMac ? 'no VtepMAC' : l.vni !== undefined && l.vni !== this.vni ? `VNI ${l.vni} differs from ours (${this.vni})` : undefined;
-    if (!skip) return { subnet, publicIp: l.publicIp, vtepMac: l.vtepMac! };
+    if (!skip) return { subnet, publicIp: l.publicIp, vtepMac: l.vtepMac!, createRevision: l.createRevision };
     if (!this.warned.has(`${subnet} ${skip}`)) this.log.warn('ignoring lease', { subnet, publicIp: l.publicIp, reason: skip });
     this.warned.add(`${subnet} ${skip}`);
     return undefined;
@@ -184,4 +184,4 @@ export class Reconciler {
 /** The watcher's map key for a lease (LeaseWatcher.leases). */
 const watcherKey = (l: Lease) => l.subnet.ip + '/' + l.subnet.len;
 
-const sameLease = (a: Lease, b: Lease) => a.publicIp === b.publicIp && a.vtepMac === b.vtepMac && a.backendType === b.backendType && a.vni === b.vni && a.subnet.ip === b.subnet.ip && a.subnet.len === b.subnet.len;
+const sameLease = (a: Lease, b: Lease) => a.publicIp === b.publicIp && a.vtepMac === b.vtepMac && a.backendType === b.backendType && a.vni === b.vni && a.createRevision === b.createRevision && a.subnet.ip === b.subnet.ip && a.subnet.len === b.subnet.len;

@@ -16,6 +16,8 @@ export interface Lease {
   etcdLease: string;
   /** etcd mod revision of the record */
   modRevision: string;
+  /** etcd's create revision of the record ('0' when not from etcd) */
+  createRevision: string;
 }
 
 export const isReservation = (l: Pick<Lease, 'etcdLease'>) => l.etcdLease === '0' || l.etcdLease === '';
@@ -47,7 +49,7 @@ const vxlanDataSchema = z.object({
 export type LeaseParse = { ok: true; lease: Lease } | { ok: false; reason: string };
 
 /** Never throws: a bad record is reported and ignored, the way flannel skips it. */
-export function parseLeaseKV(key: string, value: string, etcdLease = '0', modRevision = '0'): LeaseParse {
+export function parseLeaseKV(key: string, value: string, etcdLease = '0', modRevision = '0', createRevision = '0'): LeaseParse {
   const subnet = parseSubnetKey(key.split('/').pop() ?? '');
   if (!subnet) return { ok: false, reason: `key ${key}: not a subnet key like 10.244.1.0-24` };
   let doc: unknown;
@@ -58,7 +60,7 @@ export function parseLeaseKV(key: string, value: string, etcdLease = '0', modRev
   }
   const v = leaseValueSchema.safeParse(doc);
   if (!v.success) return { ok: false, reason: `lease ${key}: ${v.error.issues.map((i) => i.message).join('; ')}` };
-  const lease: Lease = { subnet, publicIp: v.data.PublicIP, backendType: v.data.BackendType, etcdLease, modRevision };
+  const lease: Lease = { subnet, publicIp: v.data.PublicIP, backendType: v.data.BackendType, etcdLease, modRevision, createRevision };
   if (v.data.BackendType === 'vxlan') {
     const d = vxlanDataSchema.safeParse(typeof v.data.BackendData === 'string' ? safeJson(v.data.BackendData) : v.data.BackendData);
     if (!d.success) return { ok: false, reason: `lease ${key}: ${d.error.issues.map((i) => i.message).join('; ')}` };

@@ -29,10 +29,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * `routableIn`, leases the datapath cannot carry under that config are skipped too (the
  * allocator, which must see every record, passes none).
  */
-export function usableLeases(records: { key: string; value: string; lease: string; modRevision: string }[], log: Logger, routableIn?: NetworkConfig): Lease[] {
+export function usableLeases(records: { key: string; value: string; lease: string; modRevision: string; createRevision?: string }[], log: Logger, routableIn?: NetworkConfig): Lease[] {
   const out: Lease[] = [];
   for (const r of records) {
-    const p = routableLease(parseLeaseKV(r.key, r.value, r.lease, r.modRevision), routableIn);
+    const p = routableLease(parseLeaseKV(r.key, r.value, r.lease, r.modRevision, r.createRevision), routableIn);
     if (p.ok) out.push(p.lease);
     else log.warn('ignoring unusable lease record', { reason: p.reason });
   }

@@ -104,7 +104,7 @@ export class LeaseWatcher {
     if (Number(e.revision) <= this.listedAt) return;
     this.revision = e.revision;
     this.onEvent?.(e);
-    const parsed = routableLease(parseLeaseKV(e.record.key, e.record.value, e.record.lease, e.record.modRevision), this.routableIn);
+    const parsed = routableLease(parseLeaseKV(e.record.key, e.record.value, e.record.lease, e.record.modRevision, e.record.createRevision), this.routableIn);
     if (!parsed.ok) {
       this.log.warn('ignoring unusable lease record', { reason: parsed.reason, event: e.type });
       return;

@@ -29,6 +29,15 @@ describe('desiredMaps', () => {
     expect(d1.skipped[0].reason).toMatch(/already holds 10.244.5.0\/24/);
   });
 
+  it('gives a shared PublicIP to the older record, so a stray record cannot take a live node over', () => {
+    const live = { subnet: '10.244.5.0/24', publicIp: '192.168.77.5', vtepMac: '0a:58:00:00:00:05', createRevision: '17' };
+    const stray = { subnet: '10.244.0.0/24', publicIp: '192.168.77.5', vtepMac: '0a:58:00:00:00:05', createRevision: '230' };
+    const d = desiredMaps(self, [stray, live]);
+    expect([...d.subnets.keys()]).toEqual(['10.244.5.0']);
+    expect(d.peers.get('192.168.77.5')!.subnet).toBe('10.244.5.0');
+    expect(d.skipped).toEqual([{ lease: stray, reason: 'PublicIP 192.168.77.5 already holds 10.244.5.0/24' }]);
+  });
+
   it('normalises MAC case so a re-read lease does not look changed', () => {
     const d = desiredMaps(self, [lease(2, '0A:58:00:00:00:AB')]);
     expect(d.subnets.get('10.244.2.0')!.vtep_mac).toBe('0a:58:00:00:00:ab');
@@ -76,13 +85,13 @@ describe('DesiredState', () => {
       const rnd = random(run + 1);
       const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
       const state = new DesiredState(self);
-      const leases = new Map<string, { subnet: string; publicIp: string; vtepMac: string }>();
+      const leases = new Map<string, { subnet: string; publicIp: string; vtepMac: string; createRevision: string }>();
       let previous = desiredMaps(self, []);
       for (let step = 0; step < 30; step++) {
-        const batch: [string, { subnet: string; publicIp: string; vtepMac: string } | undefined][] = [];
+        const batch: [string, { subnet: string; publicIp: string; vtepMac: string; createRevision: string } | undefined][] = [];
         for (let k = 1 + Math.floor(rnd() * 3); k > 0; k--) {
           const cidr = pick(cidrs);
-          const lease = rnd() < 0.3 ? undefined : { subnet: cidr, publicIp: pick(ips), vtepMac: pick(macs) };
+          const lease = rnd() < 0.3 ? undefined : { subnet: cidr, publicIp: pick(ips), vtepMac: pick(macs), createRevision: String(Math.floor(rnd() * 5)) };
           batch.push([cidr, lease]);
           if (lease) leases.set(cidr, lease);
           else leases.delete(cidr);
