@@ -11,6 +11,7 @@ const upOpts = {
   network: { type: 'string', default: '10.244.0.0/16', describe: 'cluster network' },
   'subnet-len': { type: 'number', default: 24, describe: 'node subnet length' },
   underlay: { type: 'string', default: '192.168.77.0/24', describe: 'underlay network (/24)' },
+  'etcd-members': { type: 'number', default: 1, describe: 'etcd members: 1, or 3 for a cluster that survives losing one' },
 } satisfies OptTable;
 
 export async function labCommand(argv: string[]): Promise<number> {
@@ -22,7 +23,7 @@ export async function labCommand(argv: string[]): Promise<number> {
         const o = parseArgs(rest, upOpts);
         const started = Date.now();
         const state = await labUp(
-          { name: o.name, nodes: o.nodes, podsPerNode: o['pods-per-node'], kernelNodes: o['kernel-nodes'], network: o.network, subnetLen: o['subnet-len'], underlayCidr: o.underlay },
+          { name: o.name, nodes: o.nodes, podsPerNode: o['pods-per-node'], kernelNodes: o['kernel-nodes'], network: o.network, subnetLen: o['subnet-len'], underlayCidr: o.underlay, etcdMembers: o['etcd-members'] as 1 | 3 },
           progress,
         );
         console.error(`lab ${state.name} up in ${((Date.now() - started) / 1000).toFixed(1)} s: etcd ${state.etcd!.endpoint}, ${state.nodes.length} nodes each running twill agent, ${state.pods.length} pods`);
