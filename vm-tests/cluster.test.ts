@@ -8,7 +8,7 @@ import { formatIpv4, parseCidr } from '../controller/net/ipv4.js';
 import { repoRoot } from '../test/support/build.js';
 import { parseVxlan, readPcapFrames } from '../test/support/pcap.js';
 import { startInNetns, stopAll } from '../test/support/proc.js';
-import { Guest } from './qemu.js';
+import { Guest, GUEST_SHARE } from './qemu.js';
 
 /*
  * The namespace lab's cross-node assertions on real VMs, each with its own kernel (Debian's
@@ -18,7 +18,6 @@ import { Guest } from './qemu.js';
 const NETNS = 'tvm-net';
 const BRIDGE = 'tvm-br0';
 const RUN_DIR = '/run/twill-vm-tests';
-const ETCD = 'http://192.168.79.1:2379';
 const PIN_DIR = '/sys/fs/bpf/twill';
 const nodes = [
   { name: 'tvm1', ip: '192.168.79.1', dataplane: 'bpf' },
@@ -26,12 +25,13 @@ const nodes = [
   { name: 'tvm3', ip: '192.168.79.3', dataplane: 'kernel' },
 ] as const;
 type NodeName = (typeof nodes)[number]['name'];
+const ETCD = `http://${nodes[0].ip}:2379`;
 
 const guests = new Map<NodeName, Guest>();
 const podIp = new Map<NodeName, string>();
 const subnetOf = new Map<NodeName, string>();
 const guest = (name: NodeName) => guests.get(name)!;
-const nodeSh = (name: NodeName, args: string) => guest(name).sh(`${repoRoot}/vm-tests/node.sh ${args}`, 600_000);
+const nodeSh = (name: NodeName, args: string) => guest(name).sh(`${GUEST_SHARE}/vm-tests/node.sh ${args}`, 600_000);
 const pairs = nodes.flatMap((a) => nodes.filter((b) => b !== a).map((b) => [a, b] as const));
 
 async function removeNetwork(): Promise<void> {
@@ -57,7 +57,7 @@ beforeAll(async () => {
   const failed = booted.filter((b): b is PromiseRejectedResult => b.status === 'rejected');
   if (failed.length) throw new Error(failed.map((f) => String(f.reason)).join('\n'));
 
-  await nodeSh('tvm1', 'etcd 192.168.79.1');
+  await nodeSh(nodes[0].name, `etcd ${nodes[0].ip}`);
   // Agents one after the other: under TCG each start is CPU-bound, and in parallel they only slow each other.
   for (const n of nodes) subnetOf.set(n.name, (await nodeSh(n.name, `agent ${ETCD} ${n.dataplane} eth0`)).match(/FLANNEL_SUBNET=(\S+)/)![1]);
   for (const n of nodes) podIp.set(n.name, (await nodeSh(n.name, 'pod pod1')).trim());

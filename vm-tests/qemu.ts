@@ -18,11 +18,14 @@ export interface GuestSpec {
   tap: string;
   netns: string;
   image: string;
-  /** Host directory shared read-only; the guest mounts it at the same path. */
+  /** Host directory shared read-only; the guest mounts it at GUEST_SHARE. */
   share: string;
   runDir: string;
   memoryMb?: number;
 }
+
+/** Where guests mount the host's checkout (not the host's path: that may lie under /tmp or /run, which guests mount over). */
+export const GUEST_SHARE = '/twill';
 
 export interface ExecResult {
   code: number;
@@ -49,7 +52,7 @@ export class Guest {
     const append = [
       'root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 quiet loglevel=4',
       'init=/usr/local/sbin/twill-vm-init',
-      `twill.hostname=${spec.name} twill.ip=${spec.address} twill.share=${spec.share}`,
+      `twill.hostname=${spec.name} twill.ip=${spec.address} twill.share=${GUEST_SHARE}`,
     ].join(' ');
     const argv = [
       'qemu-system-x86_64', '-name', spec.name, '-nodefaults', '-display', 'none', '-no-reboot',
