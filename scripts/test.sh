@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs and builds what it needs, then runs every vitest suite
 # (unit tests, and integration tests on the real kernel, real etcd and real CNI plugins), then
-# the VM tier (vm-tests/run.sh: three QEMU guests with their own kernels; TWILL_VM_TESTS=0 skips
-# it). Each part ends with its own "N passed, N failed" line. Arguments select vitest files
-# (the namespace suites only).
+# the VM tier (vm-tests/run.sh: three QEMU guests with their own kernels) and the Vagrant lab's
+# smoke run (vm-tests/vagrant-smoke.sh); TWILL_VM_TESTS=0 skips both. Each part ends with its own
+# "N passed, N failed" line. Arguments select vitest files (the namespace suites only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -12,5 +12,6 @@ rc=0
 npx vitest run || rc=$?
 if [ "${TWILL_VM_TESTS:-1}" != 0 ]; then
   vm-tests/run.sh || rc=$?
+  vm-tests/vagrant-smoke.sh || rc=$?
 fi
 exit "$rc"
