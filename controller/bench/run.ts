@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { otherCpuOver } from './cpu.js';
 import { measure, profile, regime, setUnderlayMode, setUp, tearDown, type Endpoints, type Sample, type UnderlayMode, type Variant } from './bench.js';
@@ -52,6 +52,15 @@ function checkRegime(mode: UnderlayMode, v: Variant, r: Regime): void {
   if ((v === 'host-gw' || v === 'raw-veth') && r.receiverMax <= 1518) throw new Error(`wire mode not in effect for ${v}: the receiver took in nothing larger than ${r.receiverMax} bytes (GRO not aggregating)`);
 }
 
+/** Hand-written analysis below this marker survives a new run; the numbers above it are replaced. */
+export const ANALYSIS_MARKER = '<!-- analysis: written by hand, kept when twill bench rewrites this file -->';
+
+function keptAnalysis(file: string): string {
+  const old = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  const at = old.indexOf(ANALYSIS_MARKER);
+  return at < 0 ? '' : '\n' + old.slice(at);
+}
+
 export async function runBench(o: BenchOptions, say: (m: string) => void): Promise<string> {
   const started = new Date();
   const endpoints = new Map<Variant, Endpoints>();
@@ -99,7 +108,7 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
     { command: o.command, started, reps: o.reps, seconds: o.seconds, machine: `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`, sections },
     o.modes.map((mode): ModeResult => ({ mode, samples: results.get(mode)!, regimes: regimes.get(mode)! })),
   );
-  if (o.out) writeFileSync(o.out, doc);
+  if (o.out) writeFileSync(o.out, doc + keptAnalysis(o.out));
   return doc;
 }
 
