@@ -209,7 +209,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const shutdown = (signal: string) => {
     // The datapath stays: pinned links and maps keep forwarding until the next agent takes over.
     log.info('stopping; datapath left in place', { signal });
-    void watcher.stop().finally(() => {
+    // etcd may be unreachable, and cancelling a watch waits for it: that must not hold the exit.
+    void Promise.race([watcher.stop(), sleep(2000)]).finally(() => {
       store.close();
       void health?.close();
       process.exit(0);

@@ -1,11 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isAgent, stopAgent } from '../../controller/lab/agents.js';
+import { isAgent, pidAlive, stopAgent } from '../../controller/lab/agents.js';
 import { labStatus, restartAgent, startLabEtcd, stopLabEtcd, type LabNode, type LabState } from '../../controller/lab/lab.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
 import { startInNetns, stopAll } from '../support/proc.js';
-import { until } from '../support/lab-session.js';
+import { bounceAgent, until } from '../support/lab-session.js';
 
 /*
  * twill agent against a real etcd in the lab: 3 nodes, one pod each, lab name "twa".
@@ -169,9 +169,14 @@ describe('twill agent with a real etcd', () => {
       expect((await ping(pod('n3-p1').netns, pod('n1-p1').ip)).code).toBe(0);
       expect(await maps(node('n3'))).toEqual(before);
       for (const n of lab.nodes) expect(isAgent(n.agent!.pid, n.pinDir)).toBe(true);
+      // Told to stop while etcd is unreachable, an agent still exits, and its datapath stays.
+      process.kill(node('n3').agent!.pid, 'SIGTERM');
+      await until('n3 agent to exit on SIGTERM with etcd down', async () => !pidAlive(node('n3').agent!.pid), 20_000);
+      expect((await ping(pod('n1-p1').netns, pod('n3-p1').ip)).code).toBe(0);
     } finally {
       await startLabEtcd(lab);
     }
+    await bounceAgent(lab, node('n3'), 'SIGTERM');
     const fake = '10.244.241.0/24';
     await etcdctl('put', key(fake), fakeLease('192.168.77.98', '02:00:00:00:00:98'));
     await until('every agent to see a lease put after etcd returned', async () => (await hasSubnet(node('n1'), fake)) && (await hasSubnet(node('n2'), fake)) && hasSubnet(node('n3'), fake), 30_000);
