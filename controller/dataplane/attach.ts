@@ -13,7 +13,7 @@ import {
   xdpDetachLegacy,
   type BpfProgram,
 } from '../bpf/libbpf.js';
-import { mapSpecs } from '../../maps/layout.js';
+import { LAYOUT_VERSION, mapSpecs } from '../../maps/layout.js';
 import { linkShow } from '../netlink/ip.js';
 import { logger } from '../util/log.js';
 import { bpfObjectDir } from '../util/paths.js';
@@ -154,7 +154,7 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
       spec,
       encap: { mode: encap.mode, iface: spec.overlayDevice, ifindex: overlayIfindex },
       decap: { mode: decap.mode, iface: spec.underlayIface, ifindex: underlayIfindex },
-      layoutVersion: 1,
+      layoutVersion: LAYOUT_VERSION,
       attachedAt: new Date().toISOString(),
     };
     writeAttachState(spec.pinDir, state);
