@@ -1,6 +1,6 @@
 import type { SyncResult } from '../dataplane/datapath-maps.js';
 import { formatCidr } from '../net/ipv4.js';
-import type { Lease } from '../subnet/lease.js';
+import { leaseKey, sameLease, type Lease } from '../subnet/lease.js';
 import type { LeaseChange } from '../subnet/watcher.js';
 import type { Logger } from '../util/log.js';
 import { DesiredState, desiredMaps, type DesiredMaps, type MapChanges, type NodeLease } from './desired.js';
@@ -23,7 +23,7 @@ export const FULL_SYNC_INTERVAL_MS = 60_000;
  * by lease (DesiredState), and between full syncs only the entries a change touches are written:
  * with 10,000 leases a full sync (read back both maps, diff) takes hundreds of milliseconds, and
  * a single lease change must land in a few. A full sync runs first, after a failure or a new
- * datapath, when asked, and once a minute to repair drift made behind our back.
+ * datapath, and once a minute to repair drift made behind our back.
  */
 export class Reconciler {
   count = 0;
@@ -63,11 +63,6 @@ export class Reconciler {
     this.kick();
   }
 
-  /** The next sync reads the live state back (after a watch gap, say). */
-  forgetApplied(): void {
-    this.trusted = false;
-  }
-
   /**
    * Applies are serialized; updates arriving meanwhile are folded into the next one. With the
    * watcher's `change`, only the leases it names are compared; without, the whole set is.
@@ -75,7 +70,7 @@ export class Reconciler {
   update(leases: ReadonlyMap<string, Lease>, change?: LeaseChange): void {
     this.pending = leases;
     if (!change) this.pendingAll = true;
-    else if (!this.pendingAll) for (const l of [...change.added, ...change.changed, ...change.removed]) this.pendingKeys.add(watcherKey(l));
+    else if (!this.pendingAll) for (const l of [...change.added, ...change.changed, ...change.removed]) this.pendingKeys.add(leaseKey(l));
     this.kick();
   }
 
@@ -180,8 +175,3 @@ export class Reconciler {
     }
   }
 }
-
-/** The watcher's map key for a lease (LeaseWatcher.leases). */
-const watcherKey = (l: Lease) => l.subnet.ip + '/' + l.subnet.len;
-
-const sameLease = (a: Lease, b: Lease) => a.publicIp === b.publicIp && a.vtepMac === b.vtepMac && a.backendType === b.backendType && a.vni === b.vni && a.createRevision === b.createRevision && a.subnet.ip === b.subnet.ip && a.subnet.len === b.subnet.len;

@@ -20,6 +20,19 @@ export interface Lease {
   createRevision: string;
 }
 
+/** The key leases are held under in memory (LeaseWatcher.leases): one per subnet. */
+export const leaseKey = (l: Pick<Lease, 'subnet'>) => `${l.subnet.ip}/${l.subnet.len}`;
+
+/** Whether a re-read record says the same as the one held: what the datapath and the PublicIP rule depend on. */
+export const sameLease = (a: Lease, b: Lease) =>
+  a.subnet.ip === b.subnet.ip &&
+  a.subnet.len === b.subnet.len &&
+  a.publicIp === b.publicIp &&
+  a.vtepMac === b.vtepMac &&
+  a.backendType === b.backendType &&
+  a.vni === b.vni &&
+  a.createRevision === b.createRevision;
+
 export const isReservation = (l: Pick<Lease, 'etcdLease'>) => l.etcdLease === '0' || l.etcdLease === '';
 
 export function subnetKey(subnet: Cidr): string {

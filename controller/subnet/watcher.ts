@@ -1,7 +1,7 @@
 import type { EtcdStore, WatchEvent } from '../etcd/store.js';
 import { formatCidr } from '../net/ipv4.js';
 import type { Logger } from '../util/log.js';
-import { parseLeaseKV, type Lease } from './lease.js';
+import { leaseKey, parseLeaseKV, sameLease, type Lease } from './lease.js';
 import { routableLease, usableLeases } from './manager.js';
 import type { NetworkConfig } from '../config/network-config.js';
 
@@ -51,12 +51,12 @@ export class LeaseWatcher {
   private async resync(): Promise<void> {
     this.state = 'resyncing';
     const { revision, records } = await this.store.listLeases();
-    const fresh = new Map(usableLeases(records, this.log, this.routableIn).map((l) => [l.subnet.ip + '/' + l.subnet.len, l]));
+    const fresh = new Map(usableLeases(records, this.log, this.routableIn).map((l) => [leaseKey(l), l]));
     const change: LeaseChange = { added: [], removed: [], changed: [] };
     for (const [k, l] of fresh) {
       const had = this.leases.get(k);
       if (!had) change.added.push(l);
-      else if (had.publicIp !== l.publicIp || had.vtepMac !== l.vtepMac || had.backendType !== l.backendType || had.vni !== l.vni) change.changed.push(l);
+      else if (!sameLease(had, l)) change.changed.push(l);
     }
     for (const [k, l] of this.leases) if (!fresh.has(k)) change.removed.push(l);
     this.leases.clear();
@@ -109,7 +109,7 @@ export class LeaseWatcher {
       this.log.warn('ignoring unusable lease record', { reason: parsed.reason, event: e.type });
       return;
     }
-    const k = parsed.lease.subnet.ip + '/' + parsed.lease.subnet.len;
+    const k = leaseKey(parsed.lease);
     const change: LeaseChange = { added: [], removed: [], changed: [] };
     if (e.type === 'delete') {
       const had = this.leases.get(k);
