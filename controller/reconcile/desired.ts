@@ -134,17 +134,6 @@ export class DesiredState {
     return out;
   }
 
-  /** Brings the state to exactly `leases`, as one update. */
-  replaceAll(leases: ReadonlyMap<string, NodeLease>): MapChanges {
-    const changes: [string, NodeLease | undefined][] = [];
-    for (const cidr of this.leases.keys()) if (!leases.has(cidr)) changes.push([cidr, undefined]);
-    for (const [cidr, lease] of leases) {
-      const old = this.leases.get(cidr);
-      if (!old || old.publicIp !== lease.publicIp || old.vtepMac !== lease.vtepMac || old.createRevision !== lease.createRevision) changes.push([cidr, lease]);
-    }
-    return this.update(changes);
-  }
-
   snapshot(): DesiredMaps {
     return { subnets: new Map(this.subnets), peers: new Map(this.peers), skipped: [] };
   }
