@@ -20,7 +20,7 @@ import {
   UNATTRIBUTED_STATS_SLOT,
 } from '../../maps/layout.js';
 import { PerCpuArray, TypedMap } from '../../maps/typed-map.js';
-import { diffMap, type DesiredMaps, type MapChanges, type MapDiff } from '../reconcile/desired.js';
+import { diffMap, type DesiredMaps, type DesiredPeer, type DesiredRemote, type MapChanges, type MapDiff } from '../reconcile/desired.js';
 import { StatsSlotTable, assignStatsSlots, type SlotAssignment } from '../reconcile/stats-slots.js';
 import { logger } from '../util/log.js';
 
@@ -35,12 +35,12 @@ export interface PeerTraffic extends PeerStats {
   slot: number;
 }
 
-/** Slots as desired maps carry them once DatapathMaps has assigned them. */
-function withSlots(desired: DesiredMaps, slots: ReadonlyMap<string, number>): { subnets: Map<string, Remote>; peers: Map<string, Peer> } {
+/** Entries as the maps hold them: each with the counter slot of the peer it names. */
+function slotted(slots: ReadonlyMap<string, number>) {
   const slot = (ip: string) => slots.get(ip) ?? UNATTRIBUTED_STATS_SLOT;
   return {
-    subnets: new Map([...desired.subnets].map(([k, v]) => [k, { ...v, stats_slot: slot(v.public_ip) }])),
-    peers: new Map([...desired.peers].map(([k, v]) => [k, { ...v, stats_slot: slot(k) }])),
+    remote: ([k, v]: readonly [string, DesiredRemote]): [string, Remote] => [k, { ...v, stats_slot: slot(v.public_ip) }],
+    peer: ([k, v]: readonly [string, DesiredPeer]): [string, Peer] => [k, { ...v, stats_slot: slot(k) }],
   };
 }
 
@@ -66,8 +66,7 @@ export class DatapathMaps {
     private readonly handles: BpfMap[],
   ) {}
 
-  /** PublicIP -> stats slot as last written; read back from twill_peers by every full sync. */
-  /** counter slots as last written, for apply() */
+  /** PublicIP -> counter slot as last written, for apply(); rebuilt from the live maps by every sync() */
   private slotTable = new StatsSlotTable(new Map(), MAX_STATS_SLOTS, UNATTRIBUTED_STATS_SLOT);
 
   /**
@@ -153,10 +152,13 @@ export class DatapathMaps {
     const livePeers = this.readPeers();
     const held = new Map([...livePeers].map(([ip, p]) => [ip, p.stats_slot]));
     const assignment = assignStatsSlots(held, desired.peers.keys(), MAX_STATS_SLOTS, UNATTRIBUTED_STATS_SLOT);
-    const want = withSlots(desired, assignment.slots);
-    const have = { peers: livePeers, subnets: this.readSubnets() };
+    const withSlot = slotted(assignment.slots);
     this.slotTable = new StatsSlotTable(assignment.slots, MAX_STATS_SLOTS, UNATTRIBUTED_STATS_SLOT);
-    return this.write(diffMap(have.subnets, want.subnets), diffMap(have.peers, want.peers), assignment);
+    return this.write(
+      diffMap(this.readSubnets(), new Map([...desired.subnets].map(withSlot.remote))),
+      diffMap(livePeers, new Map([...desired.peers].map(withSlot.peer))),
+      assignment,
+    );
   }
 
   /**
@@ -165,10 +167,10 @@ export class DatapathMaps {
    */
   apply(changes: MapChanges): SyncResult {
     const got = this.slotTable.change(changes.peers.upsert.map(([ip]) => ip), changes.peers.remove);
-    const slot = (ip: string) => this.slotTable.slots.get(ip) ?? UNATTRIBUTED_STATS_SLOT;
+    const withSlot = slotted(this.slotTable.slots);
     return this.write(
-      { upsert: changes.subnets.upsert.map(([k, v]) => [k, { ...v, stats_slot: slot(v.public_ip) }]), remove: changes.subnets.remove },
-      { upsert: changes.peers.upsert.map(([k, v]) => [k, { ...v, stats_slot: slot(k) }]), remove: changes.peers.remove },
+      { upsert: changes.subnets.upsert.map(withSlot.remote), remove: changes.subnets.remove },
+      { upsert: changes.peers.upsert.map(withSlot.peer), remove: changes.peers.remove },
       got,
     );
   }
