@@ -5,6 +5,7 @@ import { labDown, labUp, restartAgent, stopLabEtcd, type LabPod, type LabState }
 import { ip, ipBatch } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
 import { machineJiffies, watchOtherCpu } from './cpu.js';
+import { waitFor } from './wait.js';
 
 /*
  * Side-by-side datapath benchmark: the same 2-node topology (a pod behind cni0 on each node,
@@ -69,7 +70,7 @@ export async function setUp(variant: Variant, progress: (m: string) => void): Pr
     for (const n of state.nodes) {
       await stopAgent(n.agent!.pid, n.pinDir);
       restartAgent(state, n, ['--decap-hook', 'tc']);
-      await waitForDecapMode(n.pinDir, 'tcx');
+      await waitFor(`decap in ${n.pinDir} to move to tcx`, () => readAttachState(n.pinDir)?.decap.mode === 'tcx', 30_000, 100);
     }
   }
   await quietLab(state);
@@ -83,14 +84,6 @@ export async function setUp(variant: Variant, progress: (m: string) => void): Pr
   }
   progress(`${variant}: lab ${name} (2 nodes, 1 pod each) ready, agents and etcd stopped`);
   return labEndpoints(state);
-}
-
-async function waitForDecapMode(pinDir: string, mode: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    if (readAttachState(pinDir)?.decap.mode === mode) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`bench: decap in ${pinDir} did not move to ${mode} within 30 s`);
 }
 
 async function tearDownRaw(): Promise<void> {

@@ -7,6 +7,7 @@ import { BpfMap } from '../bpf/libbpf.js';
 import { run } from '../util/exec.js';
 import { cliEntry } from '../util/paths.js';
 import { median } from './report.js';
+import { waitFor } from './wait.js';
 
 /*
  * Control-plane scale: etcd holding 10,000 leases, one agent (re)started against it from an
@@ -37,14 +38,6 @@ function subnetCount(pinDir: string): number {
     return map.entries().length;
   } finally {
     map.close();
-  }
-}
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs: number, everyMs: number): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`control-plane bench: ${what} not reached in ${timeoutMs / 1000} s`);
-    await new Promise((r) => setTimeout(r, everyMs));
   }
 }
 

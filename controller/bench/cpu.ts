@@ -13,8 +13,8 @@ const OWN = new Set(['iperf3', 'qperf', 'nsenter', 'taskset', 'tcpdump', 'ethtoo
 
 export function machineJiffies(): { busy: number; total: number } {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const idle = f[3] + f[4];
-  return { busy: f.reduce((a, b) => a + b, 0) - idle, total: f.reduce((a, b) => a + b, 0) };
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3] - f[4], total }; // idle + iowait
 }
 
 interface ProcCpu {
