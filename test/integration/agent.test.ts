@@ -5,7 +5,7 @@ import { labStatus, restartAgent, startLabEtcd, stopLabEtcd, type LabNode, type 
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
 import { startInNetns, stopAll } from '../support/proc.js';
-import { bounceAgent, until } from '../support/lab-session.js';
+import { bounceAgent, labUpFresh, until } from '../support/lab-session.js';
 
 /*
  * twill agent against a real etcd in the lab: 3 nodes, one pod each, lab name "twa".
@@ -42,10 +42,7 @@ const fakeLease = (ip: string, mac: string) => JSON.stringify({ PublicIP: ip, Pu
 beforeAll(async () => {
   buildBpf();
   buildTs();
-  await twill(['lab', 'down', '--name', LAB]);
-  const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '3', '--pods-per-node', '1']);
-  if (up.code !== 0) throw new Error(up.stderr);
-  lab = (await labStatus(LAB))!;
+  lab = await labUpFresh(LAB, ['--nodes', '3', '--pods-per-node', '1']);
 }, 120_000);
 
 afterAll(async () => {

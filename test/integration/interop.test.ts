@@ -1,12 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pidAlive, stopAgent } from '../../controller/lab/agents.js';
-import { labStatus, restartAgent, type LabNode, type LabState } from '../../controller/lab/lab.js';
+import { restartAgent, type LabNode, type LabState } from '../../controller/lab/lab.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
 import { ping, tcpTransfer, udpProbe } from '../support/traffic.js';
-import { pingFlowsRunning, stopPingFlows } from '../support/lab-session.js';
+import { labUpFresh, pingFlowsRunning, stopPingFlows } from '../support/lab-session.js';
 
 /* twill BPF nodes and flannel-identical kernel VXLAN nodes in one cluster, and migration between them. */
 const twill = (args: string[]) => run([process.execPath, cliPath, ...args], { allowFailure: true });
@@ -23,10 +23,7 @@ describe('mixed cluster: 2 BPF nodes and 2 kernel VXLAN nodes', () => {
   const LAB = 'twi';
   let lab: LabState;
   beforeAll(async () => {
-    await twill(['lab', 'down', '--name', LAB]);
-    const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '4', '--kernel-nodes', '2', '--pods-per-node', '1']);
-    if (up.code !== 0) throw new Error(up.stderr);
-    lab = (await labStatus(LAB))!;
+    lab = await labUpFresh(LAB, ['--nodes', '4', '--kernel-nodes', '2', '--pods-per-node', '1']);
   }, 120_000);
   afterAll(async () => {
     await twill(['lab', 'down', '--name', LAB]);
@@ -65,10 +62,7 @@ describe('migration: kernel VXLAN to BPF and back, one node at a time, under tra
   const LAB = 'twg';
   let lab: LabState;
   beforeAll(async () => {
-    await twill(['lab', 'down', '--name', LAB]);
-    const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '3', '--kernel-nodes', '3', '--pods-per-node', '1', '--underlay', '192.168.79.0/24']);
-    if (up.code !== 0) throw new Error(up.stderr);
-    lab = (await labStatus(LAB))!;
+    lab = await labUpFresh(LAB, ['--nodes', '3', '--kernel-nodes', '3', '--pods-per-node', '1', '--underlay', '192.168.79.0/24']);
   }, 120_000);
   afterAll(async () => {
     await twill(['lab', 'down', '--name', LAB]);

@@ -1,13 +1,13 @@
 import { existsSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopAgent } from '../../controller/lab/agents.js';
-import { labStatus, restartAgent, startLabEtcd, stopLabEtcd, type LabNode, type LabState } from '../../controller/lab/lab.js';
+import { restartAgent, startLabEtcd, stopLabEtcd, type LabNode, type LabState } from '../../controller/lab/lab.js';
 import { run } from '../../controller/util/exec.js';
 import type { MapsDoc } from '../../controller/cli/maps.js';
 import type { StatusDoc } from '../../controller/cli/status.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
 import { ping } from '../support/traffic.js';
-import { until } from '../support/lab-session.js';
+import { labUpFresh, until } from '../support/lab-session.js';
 
 /*
  * /metrics, `twill status` and `twill maps` against a real lab (lab name "tmx", one pod per
@@ -41,10 +41,7 @@ const peerSample = (metric: string, peer: LabNode) => `twill_peer_${metric}_tota
 beforeAll(async () => {
   buildBpf();
   buildTs();
-  await twill(['lab', 'down', '--name', LAB]);
-  const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '4', '--kernel-nodes', '1', '--pods-per-node', '1']);
-  if (up.code !== 0) throw new Error(up.stderr);
-  lab = (await labStatus(LAB))!;
+  lab = await labUpFresh(LAB, ['--nodes', '4', '--kernel-nodes', '1', '--pods-per-node', '1']);
 }, 180_000);
 
 afterAll(async () => {

@@ -1,8 +1,9 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labStatus, type LabState } from '../../controller/lab/lab.js';
+import type { LabState } from '../../controller/lab/lab.js';
 import { applyServices, type LabService } from '../../controller/lab/services.js';
 import { run } from '../../controller/util/exec.js';
+import { labUpFresh } from '../support/lab-session.js';
 import { buildBpf, buildTs, cliPath, repoRoot } from '../support/build.js';
 import { startInNetns, stopAll } from '../support/proc.js';
 
@@ -28,10 +29,7 @@ async function ask(netns: string, ip: string, port: number): Promise<string> {
 beforeAll(async () => {
   buildBpf();
   buildTs();
-  await twill(['lab', 'down', '--name', LAB]);
-  const up = await twill(['lab', 'up', '--name', LAB, '--nodes', '3', '--kernel-nodes', '1', '--pods-per-node', '1', '--underlay', '192.168.80.0/24']);
-  if (up.code !== 0) throw new Error(up.stderr);
-  lab = (await labStatus(LAB))!;
+  lab = await labUpFresh(LAB, ['--nodes', '3', '--kernel-nodes', '1', '--pods-per-node', '1', '--underlay', '192.168.80.0/24']);
   for (const p of ['n2-p1', 'n3-p1']) await startInNetns(pod(p).netns, ['/usr/bin/python3', nameServer, p, '8080']).waitFor(/listening/);
   const web: LabService = { name: 'default/web', clusterIp: '10.96.0.10', port: 80, targetPort: 8080, nodePort: 30080, endpoints: [pod('n2-p1').ip, pod('n3-p1').ip] };
   await applyServices(lab, [web]);
