@@ -10,7 +10,7 @@ say() { printf '[setup] %s\n' "$*"; }
 [ "$(id -u)" = 0 ] || { echo "twill setup must run as root (BPF, namespaces, apt)" >&2; exit 1; }
 
 packages=(clang llvm bpftool libbpf-dev libbpf1 linux-libc-dev make etcd-server etcd-client iproute2 iperf3 qperf
-          tcpdump iputils-ping python3-scapy containernetworking-plugins iptables nftables procps curl openssl ethtool python3-yaml)
+          tcpdump iputils-ping python3-scapy containernetworking-plugins iptables nftables procps curl openssl ethtool python3-yaml linux-perf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
