@@ -3,15 +3,20 @@
  * twill_decap: strips flannel's VXLAN header from packets addressed to our PublicIP and
  * VXLAN port, but only from a known peer with our VNI, and only for our subnet; every such
  * packet that is refused is dropped and counted by reason. Anything that is not VXLAN for us
- * passes untouched. Decapped frames continue up the underlay interface as ordinary IPv4
- * (conntrack sees replies of NATed flows) and the stack routes them to the pod.
+ * passes untouched (fragments too: the stack reassembles them first).
  *
  * Two hooks share one classifier:
- *  - twill_decap (XDP, ahead of GRO): for real NICs, where XDP runs on the driver's buffers
- *    and GRO then aggregates the inner TCP flow;
- *  - twill_decap_tc (tcx ingress, after GRO): for veth underlays, where any XDP program makes
- *    the kernel copy every packet into a page and strip segmentation offload from the sending
- *    peer, so that GSO super-packets arriving whole are decapped whole instead.
+ *  - twill_decap (XDP, ahead of GRO): for NICs with native XDP, where XDP runs on the driver's
+ *    buffers and GRO then aggregates the inner TCP flow;
+ *  - twill_decap_tc (tcx ingress, after GRO): for veth underlays and drivers without native
+ *    XDP, where an XDP program makes the kernel copy every packet (and, on a veth, strips
+ *    segmentation offload from the sending peer), so that GSO super-packets are decapped whole.
+ *
+ * The receive half of the fast path runs in twill_decap_tc, which is attached in both cases:
+ * an inner packet for a local pod that may bypass the stack (fastpath.h) is handed straight to
+ * the pod's interface (bpf_redirect_peer) with the MACs the pod expects, instead of being routed
+ * through the node and its bridge. With decap in XDP it sees the inner packets after GRO, and
+ * takes only those that come from a peer's VTEP. What it does not take, the stack routes.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -19,6 +24,7 @@
 #include <linux/pkt_cls.h>
 #include "maps.bpf.h"
 #include "vxlan.h"
+#include "fastpath.h"
 
 enum verdict { NOT_OURS, REFUSED, DECAP };
 
@@ -74,15 +80,16 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 		return NOT_OURS;                     /* truncated and not identifiable: the stack drops it */
 	if (udp->dest != bpf_htons(cfg->vxlan_port))
 		return NOT_OURS;
-	/* A non-first fragment has no UDP header: what looks like one is payload. Let the stack reassemble or discard it. */
-	if (ip->frag_off & bpf_htons(IP_OFFSET))
+	/*
+	 * A fragment (flannel's vxlan device does not set DF, so a kernel peer's VXLAN can arrive
+	 * in pieces): the stack reassembles it and twill's tunnel socket decaps it (rx.bpf.c).
+	 */
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return NOT_OURS;
 
 	/* From here on the packet claims to be VXLAN for us: it is decapped or counted. */
 	struct twill_stats *stats = twill_get_stats();
 
-	if (ip->frag_off & bpf_htons(IP_MF))
-		return REFUSE(drop_fragment);
 	if (ihl_bytes != sizeof(struct iphdr))
 		return REFUSE(drop_ip_options);
 
@@ -168,8 +175,70 @@ int twill_decap(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-/* Outer Ethernet + IPv4 + UDP + VXLAN + inner Ethernet + inner IPv4: what classify() reads. */
-#define DECAP_HEADERS (ETH_HLEN + VXLAN_OVERHEAD + sizeof(struct iphdr))
+/*
+ * The receive half of the fast path, on a decapped frame at skb->data (Ethernet, then IPv4).
+ * Delivers it into the local pod it is for, or returns TC_ACT_OK for the stack to route it.
+ */
+static __always_inline int deliver(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_path_stats *ps)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	__u32 n = segments(skb);
+
+	if ((void *)(ip + 1) > data_end)
+		return TC_ACT_OK;
+	if (!(cfg->flags & TWILL_CONFIG_FAST_PATH)) {
+		PATH_COUNT(ps, disabled, n);
+		return TC_ACT_OK;
+	}
+	struct twill_endpoint *ep = twill_get_endpoint(ip->daddr);
+	if (!ep) {
+		PATH_COUNT(ps, no_endpoint, n);
+		return TC_ACT_OK;
+	}
+	if (!may_bypass(skb, ip, data_end, ps, n))
+		return TC_ACT_OK;
+	/* The node would have routed it into the pod: one hop, from the pod's gateway. */
+	ip_decrease_ttl(ip);
+	__builtin_memcpy(eth->h_dest, ep->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, ep->gateway_mac, ETH_ALEN);
+	PATH_COUNT(ps, fast, n);
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
+/*
+ * An IPv4 packet for our subnet that did not arrive as VXLAN here: with decap in XDP, the inner
+ * packet XDP unwrapped (GRO has aggregated it since). It may take the fast path only if it comes
+ * from a remote pod through that peer's VTEP, whose MAC the inner frame keeps as its source; a
+ * plain packet from the underlay is left to the stack, as before.
+ */
+static __always_inline int deliver_decapped(struct __sk_buff *skb, const struct twill_config *cfg)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	__u32 mask = prefix_mask(cfg->subnet_len);
+	if ((ip->daddr & mask) != (ipv4_u32(cfg->subnet) & mask))
+		return TC_ACT_OK;
+	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_RECEIVE);
+	struct twill_subnet_key key = {};
+	*(__u32 *)key.subnet = ip->saddr & mask;
+	struct twill_remote *remote = bpf_map_lookup_elem(&twill_subnets, &key);
+	if (!remote || !mac_eq(eth->h_source, remote->vtep_mac)) {
+		PATH_COUNT(ps, source, segments(skb));
+		return TC_ACT_OK;
+	}
+	return deliver(skb, cfg, ps);
+}
+
+/* Outer Ethernet + IPv4 + UDP + VXLAN + inner Ethernet + inner IPv4 + ports: what the classifier and the fast path read. */
+#define DECAP_HEADERS (ETH_HLEN + VXLAN_OVERHEAD + sizeof(struct iphdr) + sizeof(struct udphdr))
 
 SEC("tc")
 int twill_decap_tc(struct __sk_buff *skb)
@@ -177,16 +246,19 @@ int twill_decap_tc(struct __sk_buff *skb)
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	/* Direct access reaches only the linear part; a GSO super-packet's headers are there already. */
-	if (skb->len >= DECAP_HEADERS && (void *)(long)skb->data + DECAP_HEADERS > (void *)(long)skb->data_end)
-		bpf_skb_pull_data(skb, DECAP_HEADERS);
+	if ((void *)(long)skb->data + DECAP_HEADERS > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, skb->len < DECAP_HEADERS ? skb->len : DECAP_HEADERS);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
+	struct twill_config *cfg = twill_get_config();
 	struct ethhdr *ieth;
 	__u16 slot;
 
+	if (!cfg)
+		return TC_ACT_OK;
 	switch (classify(data, data_end, skb->len - ETH_HLEN, &ieth, &slot)) {
 	case NOT_OURS:
-		return TC_ACT_OK;
+		return deliver_decapped(skb, cfg);
 	case REFUSED:
 		return TC_ACT_SHOT;
 	default:
@@ -203,6 +275,59 @@ int twill_decap_tc(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	count_decap(slot, skb->len);  /* the inner frame, as XDP counts it: the kept outer Ethernet header stands in for the inner one */
+	return deliver(skb, cfg, twill_get_path_stats(TWILL_PATH_RECEIVE));
+}
+
+/*
+ * twill_tunnel_rx: tc ingress of twill-rx, the flow-based vxlan device that holds the VXLAN UDP
+ * port for twill (no FDB, no neighbours, no routes). Its socket gives the underlay UDP-tunnel GRO
+ * ahead of twill_decap_tc, and the kernel decaps with it the only VXLAN our hooks leave to the
+ * stack: fragments, once reassembled (a kernel peer's flannel.1 does not set DF). What it
+ * decapped is judged here as classify() judges the rest, then handed to the stack as a packet for
+ * this host, which routes it to the pod.
+ */
+SEC("tc")
+int twill_tunnel_rx(struct __sk_buff *skb)
+{
+	struct twill_stats *stats = twill_get_stats();
+	struct twill_config *cfg = twill_get_config();
+	struct bpf_tunnel_key key = {};
+
+	if (!cfg)
+		return TC_ACT_SHOT;
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) || key.local_ipv4 != bpf_ntohl(ipv4_u32(cfg->public_ip))) {
+		TWILL_COUNT(stats, drop_malformed);
+		return TC_ACT_SHOT;
+	}
+	struct twill_peer_key pk = {};
+	*(__u32 *)pk.public_ip = bpf_htonl(key.remote_ipv4);
+	struct twill_peer *peer = bpf_map_lookup_elem(&twill_peers, &pk);
+	if (!peer) {
+		TWILL_COUNT(stats, drop_unknown_source);
+		return TC_ACT_SHOT;
+	}
+	if (key.tunnel_id != cfg->vni) {
+		TWILL_COUNT(stats, drop_bad_vni);
+		return TC_ACT_SHOT;
+	}
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP)) {
+		TWILL_COUNT(stats, drop_inner_not_ipv4);
+		return TC_ACT_SHOT;
+	}
+	__u32 mask = prefix_mask(cfg->subnet_len);
+	if ((ip->daddr & mask) != (ipv4_u32(cfg->subnet) & mask)) {
+		TWILL_COUNT(stats, drop_inner_dst);
+		return TC_ACT_SHOT;
+	}
+	count_decap(peer->stats_slot, skb->len);
+	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_RECEIVE);
+	PATH_COUNT(ps, fragment, 1);
+	/* Addressed to the sender's idea of our VTEP, not to this device: the stack must take it as ours. */
+	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
 	return TC_ACT_OK;
 }
 

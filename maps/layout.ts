@@ -5,7 +5,10 @@ import { struct, type Value } from './codec.js';
  * match the C structs exactly; test/integration/btf-layout.test.ts enforces it.
  */
 
-export const LAYOUT_VERSION = 2;
+export const LAYOUT_VERSION = 3;
+
+/** twill_config.flags: pod traffic to and from remote pods may bypass the host stack. */
+export const CONFIG_FAST_PATH = 0x1;
 
 export const u32Key = struct('__u32', { index: 'u32' });
 
@@ -58,6 +61,28 @@ export const statsStruct = struct('twill_stats', {
   drop_inner_dst: 'u64',
 });
 
+export const endpointKeyStruct = struct('twill_endpoint_key', { ip: 'ipv4' });
+export const endpointStruct = struct('twill_endpoint', { ifindex: 'u32', mac: 'mac', gateway_mac: 'mac', flags: 'u32' });
+export const MAX_ENDPOINTS = 8192;
+
+/** twill_path_stats: entry 0 counts what pods send, entry 1 what arrives for them. */
+export const PATH_SEND = 0;
+export const PATH_RECEIVE = 1;
+export const pathStatsStruct = struct('twill_path_stats', {
+  fast: 'u64',
+  not_ipv4: 'u64',
+  not_remote: 'u64',
+  no_endpoint: 'u64',
+  source: 'u64',
+  conntrack: 'u64',
+  ttl: 'u64',
+  fragment: 'u64',
+  protocol: 'u64',
+  too_big: 'u64',
+  disabled: 'u64',
+  error: 'u64',
+});
+
 export type TwillConfig = Value<typeof configStruct>;
 export type SubnetKey = Value<typeof subnetKeyStruct>;
 export type Remote = Value<typeof remoteStruct>;
@@ -65,6 +90,8 @@ export type PeerKey = Value<typeof peerKeyStruct>;
 export type Peer = Value<typeof peerStruct>;
 export type Stats = Value<typeof statsStruct>;
 export type PeerStats = Value<typeof peerStatsStruct>;
+export type Endpoint = Value<typeof endpointStruct>;
+export type PathStats = Value<typeof pathStatsStruct>;
 
 /** Every pinned map: its name (also the pin file name), kind, and codecs. */
 export const mapSpecs = {
@@ -73,6 +100,8 @@ export const mapSpecs = {
   twill_peers: { kind: 'hash', key: peerKeyStruct, value: peerStruct, maxEntries: 65536 },
   twill_stats: { kind: 'percpu_array', key: u32Key, value: statsStruct, maxEntries: 1 },
   twill_peer_stats: { kind: 'percpu_array', key: u32Key, value: peerStatsStruct, maxEntries: MAX_STATS_SLOTS },
+  twill_endpoints: { kind: 'hash', key: endpointKeyStruct, value: endpointStruct, maxEntries: MAX_ENDPOINTS },
+  twill_path_stats: { kind: 'percpu_array', key: u32Key, value: pathStatsStruct, maxEntries: 2 },
 } as const;
 
 export type MapName = keyof typeof mapSpecs;

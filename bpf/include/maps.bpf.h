@@ -51,6 +51,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } twill_peer_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TWILL_MAX_ENDPOINTS);
+	__type(key, struct twill_endpoint_key);
+	__type(value, struct twill_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct twill_path_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_path_stats SEC(".maps");
+
 static __always_inline struct twill_config *twill_get_config(void)
 {
 	__u32 zero = 0;
@@ -68,6 +84,18 @@ static __always_inline struct twill_peer_stats *twill_get_peer_stats(__u16 slot)
 {
 	__u32 key = slot;
 	return bpf_map_lookup_elem(&twill_peer_stats, &key);
+}
+
+static __always_inline struct twill_path_stats *twill_get_path_stats(__u32 direction)
+{
+	return bpf_map_lookup_elem(&twill_path_stats, &direction);
+}
+
+static __always_inline struct twill_endpoint *twill_get_endpoint(__u32 addr)
+{
+	struct twill_endpoint_key key;
+	*(__u32 *)key.ip = addr;
+	return bpf_map_lookup_elem(&twill_endpoints, &key);
 }
 
 /* Per-CPU slot: a plain increment is race-free. */

@@ -17,7 +17,7 @@
 
 #include <linux/types.h>
 
-#define TWILL_LAYOUT_VERSION 2
+#define TWILL_LAYOUT_VERSION 3
 
 /* Single-entry array "twill_config": this node's identity and the cluster shape. */
 struct twill_config {
@@ -31,8 +31,11 @@ struct twill_config {
 	__u16 vxlan_port;        /* host byte order; 8472 unless Backend.Port says otherwise */
 	__u32 vni;               /* host byte order */
 	__u32 underlay_ifindex;  /* where encapsulated packets leave */
-	__u32 flags;             /* reserved, 0 */
+	__u32 flags;             /* TWILL_CONFIG_* bits */
 };
+
+/* twill_config.flags */
+#define TWILL_CONFIG_FAST_PATH 0x1u  /* pod traffic to and from remote pods may bypass the host stack */
 
 /* Hash "twill_subnets": remote subnet base address -> where its VTEP lives. */
 struct twill_subnet_key {
@@ -87,11 +90,50 @@ struct twill_stats {
 	__u64 drop_bad_vni;
 	__u64 drop_malformed;        /* decap: truncated or inconsistent VXLAN / inner headers */
 	__u64 drop_ip_options;       /* decap: outer IPv4 with options (no VTEP sends them) */
-	__u64 drop_fragment;         /* decap: fragmented outer VXLAN (VTEPs send DF) */
+	__u64 drop_fragment;         /* unused since layout 3: fragmented VXLAN is reassembled by the stack, then decapped */
 	__u64 drop_inner_not_ipv4;
 	__u64 drop_inner_dst;        /* decap: inner destination outside our subnet */
 };
 
+/*
+ * Hash "twill_endpoints": this node's pods, by address. The fast path delivers into a pod with
+ * it (receive side) and accepts from a pod's veth only what that pod may send (send side).
+ */
+struct twill_endpoint_key {
+	__u8 ip[4];
+};
+
+struct twill_endpoint {
+	__u32 ifindex;           /* the pod's host-side veth (its peer is the pod's interface) */
+	__u8  mac[6];            /* the pod's MAC: inner destination of what is delivered into it */
+	__u8  gateway_mac[6];    /* the pod's gateway (its bridge): source of what is delivered, destination of what it routes */
+	__u32 flags;             /* reserved, 0 */
+};
+
+/*
+ * Per-CPU array "twill_path_stats", one entry per direction (TWILL_PATH_SEND, TWILL_PATH_RECEIVE):
+ * packets the fast path carried past the host stack, and packets it handed to the stack, by
+ * reason. A GSO packet counts as its segments. Not every reason applies to both directions.
+ */
+struct twill_path_stats {
+	__u64 fast;              /* bypassed the host stack */
+	__u64 not_ipv4;          /* send: ARP, IPv6, ... from a pod */
+	__u64 not_remote;        /* send: destination in no remote lease (this node, a Service, outside) */
+	__u64 no_endpoint;       /* receive: destination is not a local pod */
+	__u64 source;            /* send: not from the veth's own pod or not to its gateway; receive: not from a peer's VTEP */
+	__u64 conntrack;         /* the node's conntrack knows the flow (NAT to undo, state to keep) */
+	__u64 ttl;               /* TTL 1 or 0: the stack answers with ICMP time exceeded */
+	__u64 fragment;          /* IP fragment or IP options; receive: also VXLAN the stack reassembled for twill-rx */
+	__u64 protocol;          /* neither TCP, UDP nor ICMP echo (ICMP errors are related to a flow) */
+	__u64 too_big;           /* does not fit the underlay once encapsulated: the stack fragments or answers */
+	__u64 disabled;          /* --fast-path=false */
+	__u64 error;             /* a helper refused: handed to the stack unchanged */
+};
+
+#define TWILL_PATH_SEND    0
+#define TWILL_PATH_RECEIVE 1
+
+#define TWILL_MAX_ENDPOINTS 8192
 #define TWILL_MAX_SUBNETS 65536
 #define TWILL_MAX_PEERS   65536
 /* Per-CPU memory is slots x 32 B x CPUs; 8192 covers Kubernetes' 5000-node limit. */

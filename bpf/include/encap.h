@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Wrapping a frame in flannel's VXLAN, shared by the overlay device's egress (twill_encap: the
+ * stack path) and the pods' veths (twill_from_pod: the fast path), so both put the same bytes
+ * on the wire.
+ */
+#ifndef TWILL_ENCAP_H
+#define TWILL_ENCAP_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "maps.bpf.h"
+#include "vxlan.h"
+
+struct vxlan_encap_hdr {
+	struct ethhdr outer_eth;
+	struct iphdr ip;
+	struct udphdr udp;
+	struct vxlanhdr vxlan;
+	struct ethhdr inner_eth;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct vxlan_encap_hdr) == ETH_HLEN + VXLAN_OVERHEAD, "encap header size");
+
+static __always_inline __u16 ipv4_header_csum(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 sum = 0;
+#pragma unroll
+	for (int i = 0; i < (int)sizeof(*ip) / 2; i++)
+		sum += w[i];
+	return csum_fold32(sum);
+}
+
+/* The outer header carries the inner ECN codepoint, CE downgraded to ECT(0) (RFC 6040). */
+static __always_inline __u8 outer_tos(__u8 inner_tos)
+{
+	__u8 ecn = inner_tos & INET_ECN_MASK;
+	return ecn == INET_ECN_CE ? 2 : ecn;
+}
+
+enum encap_result {
+	ENCAP_OK,
+	ENCAP_UNCHANGED,   /* no room could be made: the packet is as it was */
+	ENCAP_BROKEN,      /* headers half-written: the packet must be dropped */
+};
+
+/*
+ * Puts outer Ethernet (MACs left to the neighbour layer), IPv4, UDP, VXLAN and inner Ethernet
+ * in front of the IPv4 packet that follows the Ethernet header at skb->data. `inner_tos` is the
+ * inner packet's TOS, read by the caller before the packet moved. Counts the packet on success.
+ */
+static __always_inline enum encap_result vxlan_encap(struct __sk_buff *skb, const struct twill_config *cfg, const struct twill_remote *remote,
+						      __u8 inner_tos, struct twill_stats *stats)
+{
+	__u32 hash = bpf_get_hash_recalc(skb);
+	__u16 sport = (__u16)((((__u64)hash * (VXLAN_SPORT_MAX - VXLAN_SPORT_MIN)) >> 32) + VXLAN_SPORT_MIN);
+	__u32 packets = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	__u32 inner_len = skb->len;
+
+	/*
+	 * FIXED_GSO keeps gso_size (the inner MSS) unchanged; the ENCAP flags mark the skb as
+	 * a UDP tunnel with an inner Ethernet header so the underlay device (or software GSO)
+	 * segments it and fixes every segment's outer lengths.
+	 */
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
+		      BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) |
+		      BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
+	if (bpf_skb_adjust_room(skb, VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, flags)) {
+		/*
+		 * The tunnel flags are refused (-EALREADY) for an skb still marked as encapsulated:
+		 * on a veth underlay, a packet decapped by XDP here and routed back out (a NodePort
+		 * reply, say) is the very skb its sender encapsulated. A single packet needs no tunnel
+		 * GSO metadata, so it is grown plainly; a GSO one cannot be.
+		 */
+		if (skb->gso_segs > 1 || bpf_skb_adjust_room(skb, VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, 0))
+			return ENCAP_UNCHANGED;
+	}
+
+	struct vxlan_encap_hdr h = {};
+	h.outer_eth.h_proto = bpf_htons(ETH_P_IP);
+	struct iphdr ip = {
+		.version = 4,
+		.ihl = 5,
+		.tos = outer_tos(inner_tos),
+		.tot_len = bpf_htons(skb->len - ETH_HLEN),
+		.frag_off = bpf_htons(IP_DF),
+		.ttl = 64,
+		.protocol = IPPROTO_UDP,
+		.saddr = ipv4_u32(cfg->public_ip),
+		.daddr = ipv4_u32(remote->public_ip),
+	};
+	ip.check = ipv4_header_csum(&ip);
+	h.ip = ip;
+	h.udp.source = bpf_htons(sport);
+	h.udp.dest = bpf_htons(cfg->vxlan_port);
+	h.udp.len = bpf_htons(skb->len - ETH_HLEN - sizeof(struct iphdr));
+	h.udp.check = 0;                               /* legal for IPv4, as the kernel's VXLAN sends it */
+	h.vxlan.vx_flags = bpf_htonl(VXLAN_FLAG_I);
+	h.vxlan.vx_vni = bpf_htonl(cfg->vni << 8);
+	__builtin_memcpy(h.inner_eth.h_dest, remote->vtep_mac, ETH_ALEN);
+	__builtin_memcpy(h.inner_eth.h_source, cfg->vtep_mac, ETH_ALEN);
+	h.inner_eth.h_proto = bpf_htons(ETH_P_IP);
+
+	if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0))
+		return ENCAP_BROKEN;
+
+	if (stats) {
+		stats->encap_packets += packets;
+		stats->encap_bytes += inner_len;
+	}
+	struct twill_peer_stats *peer_stats = twill_get_peer_stats(remote->stats_slot);
+	if (peer_stats) {
+		peer_stats->encap_packets += packets;
+		peer_stats->encap_bytes += inner_len;
+	}
+	return ENCAP_OK;
+}
+
+/* The lease whose subnet holds `daddr`, if it is a remote one. */
+static __always_inline struct twill_remote *remote_for(const struct twill_config *cfg, __u32 daddr)
+{
+	struct twill_subnet_key key = {};
+	*(__u32 *)key.subnet = daddr & prefix_mask(cfg->subnet_len);
+	return bpf_map_lookup_elem(&twill_subnets, &key);
+}
+
+#endif

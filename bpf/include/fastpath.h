@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * What the fast path may carry past the host stack, in either direction: IPv4 TCP, UDP and ICMP
+ * echo, unfragmented and without options, with TTL to spare, of a flow the node's conntrack has
+ * no entry for. A flow conntrack knows may carry NAT (kube-proxy's DNAT of a Service, SNAT of a
+ * NodePort) or state that its rules check (--ctstate INVALID), and both directions of such a flow
+ * must keep crossing the stack. Everything else goes to the stack too, counted by reason.
+ */
+#ifndef TWILL_FASTPATH_H
+#define TWILL_FASTPATH_H
+
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "maps.bpf.h"
+#include "vxlan.h"
+
+/* <linux/icmp.h> drags in libc's headers, which a BPF target does not have. */
+struct icmp_echo_hdr {
+	__u8 type;
+	__u8 code;
+	__u16 checksum;
+	__u16 id;
+	__u16 sequence;
+};
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO      8
+
+#define PATH_COUNT(ps, field, n) do { if (ps) (ps)->field += (n); } while (0)
+
+/* A GSO packet counts as the segments it stands for, as the wire and the pod see them. */
+static __always_inline __u32 segments(const struct __sk_buff *skb)
+{
+	return skb->gso_segs > 1 ? skb->gso_segs : 1;
+}
+
+static __always_inline bool mac_eq(const __u8 *a, const __u8 *b)
+{
+	const __u16 *x = (const __u16 *)a, *y = (const __u16 *)b;
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
+}
+
+#ifndef TWILL_NO_CONNTRACK
+/*
+ * The conntrack kfuncs (Linux 5.19+). libbpf matches these prototypes against the kernel's, and
+ * refuses a forward-declared struct nf_conn ("func_proto incompatible"): it is defined, with the
+ * one field CO-RE would relocate if it were read. bpf_ct_opts is the original 12-byte layout,
+ * which later kernels still accept.
+ */
+struct nf_conn {
+	unsigned long status;
+} __attribute__((preserve_access_index));
+
+struct bpf_ct_opts {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u8 reserved[2];
+};
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz, struct bpf_ct_opts *opts,
+					 __u32 opts__sz) __ksym;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym;
+
+#define CT_ENOENT 2
+#endif
+
+/*
+ * Whether this node's conntrack has an entry for the flow, in either direction (conntrack finds
+ * a reply by its reply tuple). An answer other than "no such entry" counts as known: when in
+ * doubt, the stack. Built without conntrack support only for kernels that have none, where no
+ * NAT state can exist.
+ */
+static __always_inline bool conntrack_knows(struct __sk_buff *skb, const struct iphdr *ip, const void *l4, const void *data_end)
+{
+#ifdef TWILL_NO_CONNTRACK
+	return false;
+#else
+	const struct udphdr *ports = l4; /* source and destination ports sit alike in TCP and UDP */
+	if ((const void *)(ports + 1) > data_end)
+		return true;
+	struct bpf_sock_tuple tuple = {};
+	tuple.ipv4.saddr = ip->saddr;
+	tuple.ipv4.daddr = ip->daddr;
+	tuple.ipv4.sport = ports->source;
+	tuple.ipv4.dport = ports->dest;
+	struct bpf_ct_opts opts = { .netns_id = BPF_F_CURRENT_NETNS, .l4proto = ip->protocol };
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
+	if (ct) {
+		bpf_ct_release(ct);
+		return true;
+	}
+	return opts.error != -CT_ENOENT;
+#endif
+}
+
+/*
+ * The checks both directions make on an IPv4 packet whose addresses already qualify. `ip` is in
+ * the linear part of the skb with at least its fixed header; false (counted) sends it to the stack.
+ */
+static __always_inline bool may_bypass(struct __sk_buff *skb, const struct iphdr *ip, const void *data_end, struct twill_path_stats *ps, __u32 n)
+{
+	/* Version 4 with a 20-byte header, not a fragment: the stack reassembles, and honours options. */
+	if (*(const __u8 *)ip != 0x45 || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))) {
+		PATH_COUNT(ps, fragment, n);
+		return false;
+	}
+	if (ip->ttl <= 1) {
+		PATH_COUNT(ps, ttl, n);
+		return false;
+	}
+	const void *l4 = ip + 1;
+	switch (ip->protocol) {
+	case IPPROTO_ICMP: {
+		/* Echo carries no NAT here (kube-proxy translates TCP, UDP and SCTP); errors relate to a flow. */
+		const struct icmp_echo_hdr *icmp = l4;
+		if ((const void *)(icmp + 1) <= data_end && (icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY))
+			return true;
+		break;
+	}
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		if (!conntrack_knows(skb, ip, l4, data_end))
+			return true;
+		PATH_COUNT(ps, conntrack, n);
+		return false;
+	}
+	PATH_COUNT(ps, protocol, n);
+	return false;
+}
+
+/* What a router does to a packet it forwards (the kernel's ip_decrease_ttl). */
+static __always_inline void ip_decrease_ttl(struct iphdr *ip)
+{
+	__u32 check = ip->check;
+	check += bpf_htons(0x0100);
+	ip->check = (__u16)(check + (check >= 0xFFFF));
+	ip->ttl--;
+}
+
+#endif

@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * twill_from_pod: tcx ingress of a pod's host-side veth, that is, what the pod sends. The send
+ * half of the fast path.
+ *
+ * A packet the pod routes (to its gateway's MAC) from its own address to a remote lease's
+ * subnet, that may bypass the stack (fastpath.h), is encapsulated here exactly as twill_encap
+ * would have done after the stack forwarded it (TTL decremented once, flannel's wire format),
+ * and handed straight to the underlay: no bridge, no br_netfilter, no FORWARD, no routing of
+ * the node. Everything else (same-node traffic, Services, traffic leaving the cluster, ARP,
+ * IPv6, ICMP errors, fragments, flows conntrack knows) continues into the bridge and the stack
+ * untouched, counted by reason in twill_path_stats.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "encap.h"
+#include "fastpath.h"
+
+#define STACK(reason) do { PATH_COUNT(ps, reason, n); return TC_ACT_OK; } while (0)
+
+SEC("tc")
+int twill_from_pod(struct __sk_buff *skb)
+{
+	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_SEND);
+	struct twill_config *cfg = twill_get_config();
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	__u32 n = segments(skb);
+
+	if (!cfg || !(cfg->flags & TWILL_CONFIG_FAST_PATH) || cfg->underlay_ifindex == 0)
+		STACK(disabled);
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		STACK(not_ipv4);
+
+	/* Destination first: Services, this node and the outside world leave here, at one lookup. */
+	struct twill_remote *remote = remote_for(cfg, ip->daddr);
+	if (!remote)
+		STACK(not_remote);
+
+	/* Only the veth's own pod, routing through its gateway: a spoofed source is the stack's to judge. */
+	struct twill_endpoint *ep = twill_get_endpoint(ip->saddr);
+	if (!ep || ep->ifindex != skb->ifindex || !mac_eq(eth->h_dest, ep->gateway_mac))
+		STACK(source);
+
+	if (!may_bypass(skb, ip, data_end, ps, n))
+		return TC_ACT_OK;
+
+	/* Too big once encapsulated: the stack sends "fragmentation needed" (DF) or fragments. */
+	__u32 mtu_len = 0;
+	if (bpf_check_mtu(skb, cfg->underlay_ifindex, &mtu_len, VXLAN_OVERHEAD, 0))
+		STACK(too_big);
+
+	struct twill_stats *stats = twill_get_stats();
+	switch (vxlan_encap(skb, cfg, remote, ip->tos, stats)) {
+	case ENCAP_OK:
+		break;
+	case ENCAP_UNCHANGED:
+		STACK(error);
+	default:
+		TWILL_COUNT(stats, drop_encap_error);
+		return TC_ACT_SHOT;
+	}
+
+	/* One hop, as the node's forwarding would have counted it; the headers moved, so find them again. */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	struct iphdr *inner = data + ETH_HLEN + VXLAN_OVERHEAD;
+	if ((void *)(inner + 1) > data_end) {
+		TWILL_COUNT(stats, drop_encap_error);
+		return TC_ACT_SHOT;
+	}
+	ip_decrease_ttl(inner);
+	PATH_COUNT(ps, fast, n);
+	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
