@@ -151,7 +151,7 @@ function fdKind(fd: number): 'map' | 'link' | 'prog' | 'other' {
   return 'other';
 }
 
-function getFromPin(pinPath: string, kind: 'map' | 'link'): number {
+function getFromPin(pinPath: string, kind: 'map' | 'link' | 'prog'): number {
   const fd = check(raw.objGet(pinPath) as number, 'bpf_obj_get', pinPath);
   const actual = fdKind(fd);
   if (actual !== kind) {
@@ -178,6 +178,47 @@ export interface OpenOptions {
   objectName?: string;
 }
 
+/** What attaching needs of a program: its fd and, for error messages, its name. */
+export interface ProgramRef {
+  readonly fd: number;
+  readonly name: string;
+}
+
+/**
+ * A loaded program held by fd alone, opened from its pin: lets a process attach a program it
+ * did not load (the agent attaching pod veths with the program the last load pinned).
+ */
+export class PinnedProgram implements ProgramRef {
+  private closed = false;
+  private constructor(
+    readonly name: string,
+    private readonly progFd: number,
+  ) {}
+
+  static fromPin(pinPath: string): PinnedProgram {
+    return new PinnedProgram(path.basename(pinPath), getFromPin(pinPath, 'prog'));
+  }
+
+  get fd(): number {
+    if (this.closed) throw new Error(`program ${this.name} is closed`);
+    return this.progFd;
+  }
+
+  /** The kernel's id for the program: a link runs it when its info names the same id. */
+  id(): number {
+    return getInfo(this.fd, BPF_PROG_INFO_SIZE, `program ${this.name}`).readUInt32LE(4);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    raw.close(this.progFd);
+  }
+}
+
+/** Enough of struct bpf_prog_info for type and id (a shorter buffer is accepted by every kernel). */
+const BPF_PROG_INFO_SIZE = 16;
+
 export class BpfProgram {
   /** @internal created by BpfObject */
   constructor(
@@ -194,6 +235,11 @@ export class BpfProgram {
 
   pin(pinPath: string): void {
     pinFd(this.fd, pinPath, `program ${this.name}`);
+  }
+
+  /** The kernel's id for the loaded program. */
+  id(): number {
+    return getInfo(this.fd, BPF_PROG_INFO_SIZE, `program ${this.name}`).readUInt32LE(4);
   }
 }
 
@@ -565,15 +611,18 @@ export class BpfLink {
     return new BpfLink(getFromPin(pinPath, 'link'), `link pinned at ${pinPath}`);
   }
 
-  /** An XDP link; with flags 0 the kernel uses driver (native) mode where the device has it (veth does). */
-  static attachXdp(prog: BpfProgram, ifindex: number): BpfLink {
-    const what = `xdp ${prog.name} on ifindex ${ifindex}`;
-    const opts = linkCreateOpts();
+  /**
+   * An XDP link. 'any': driver (native) mode where the device has it (veth does), generic
+   * otherwise; 'native': driver mode or an error (EOPNOTSUPP on a driver without XDP).
+   */
+  static attachXdp(prog: ProgramRef, ifindex: number, mode: 'any' | 'native' = 'any'): BpfLink {
+    const what = `xdp ${mode === 'native' ? 'native ' : ''}${prog.name} on ifindex ${ifindex}`;
+    const opts = { ...linkCreateOpts(), flags: mode === 'native' ? XDP_MODE.native : 0 };
     return new BpfLink(check(raw.linkCreate(prog.fd, ifindex, BPF_XDP, opts) as number, 'bpf_link_create', what), what);
   }
 
   /** A tcx link (Linux 6.6+); see probeTcx(). */
-  static attachTcx(prog: BpfProgram, ifindex: number, dir: TcxDirection): BpfLink {
+  static attachTcx(prog: ProgramRef, ifindex: number, dir: TcxDirection): BpfLink {
     const what = `tcx ${dir} ${prog.name} on ifindex ${ifindex}`;
     return new BpfLink(check(raw.linkCreate(prog.fd, ifindex, BPF_TCX[dir], null) as number, 'bpf_link_create', what), what);
   }
@@ -585,7 +634,7 @@ export class BpfLink {
   }
 
   /** Atomic: packets see either the old program or the new one, never none. */
-  update(prog: BpfProgram): void {
+  update(prog: ProgramRef): void {
     this.assertOpen();
     check(raw.linkUpdate(this.fd, prog.fd, null) as number, 'bpf_link_update', `${this.what} -> ${prog.name}`);
   }
@@ -638,7 +687,7 @@ function tcHook(ifindex: number, dir: TcxDirection) {
 }
 
 /** clsact qdisc (kept if present) + a direct-action filter, for kernels without tcx; re-attaching replaces the filter atomically. */
-export function tcClsactAttach(prog: BpfProgram, ifindex: number, dir: TcxDirection, opts: { handle?: number; priority?: number } = {}): void {
+export function tcClsactAttach(prog: ProgramRef, ifindex: number, dir: TcxDirection, opts: { handle?: number; priority?: number } = {}): void {
   const hook = tcHook(ifindex, dir);
   const rc = raw.tcHookCreate(hook) as number;
   if (rc < 0 && rc !== -EEXIST) check(rc, 'bpf_tc_hook_create', `clsact on ifindex ${ifindex}`);

@@ -12,27 +12,46 @@ import {
   xdpAttachLegacy,
   xdpDetachLegacy,
   type BpfProgram,
+  type ProgramRef,
 } from '../bpf/libbpf.js';
-import { LAYOUT_VERSION, mapSpecs } from '../../maps/layout.js';
+import { CONFIG_FAST_PATH, LAYOUT_VERSION, mapSpecs } from '../../maps/layout.js';
 import { linkShow } from '../netlink/ip.js';
 import { logger } from '../util/log.js';
 import { bpfObjectDir } from '../util/paths.js';
 import { DatapathMaps } from './datapath-maps.js';
-import { ensureOverlayDevice, removeOverlayDevice } from './overlay-device.js';
+import { ensureOverlayDevice, ensureTunnelDevice, removeOverlayDevice, tunnelDeviceUp } from './overlay-device.js';
+import { detachPodLinks, swapPodLinks } from './pod-links.js';
 import { pinPaths, type DataplaneSpec } from './spec.js';
 
 const log = logger('dataplane');
 
 type DecapMode = 'xdp-link' | 'xdp-native' | 'xdp-generic' | 'tcx' | 'clsact';
-const isTcMode = (m: DecapMode) => m === 'tcx' || m === 'clsact';
+type TcMode = 'tcx' | 'clsact';
+const isTcMode = (m: DecapMode): m is TcMode => m === 'tcx' || m === 'clsact';
 
 /** What is attached where; written next to the pins so status and detach need no flags. */
 export interface AttachState {
   spec: DataplaneSpec;
-  encap: { mode: 'tcx' | 'clsact'; iface: string; ifindex: number };
-  decap: { mode: DecapMode; iface: string; ifindex: number };
+  encap: { mode: TcMode; iface: string; ifindex: number };
+  /** hook, requested and reason: absent in states written before `--decap-hook auto` */
+  decap: { mode: DecapMode; iface: string; ifindex: number; hook?: 'xdp' | 'tc'; requested?: DataplaneSpec['decapHook']; reason?: string };
+  /** with decap in XDP: the tc program on the same device that delivers decapped packets into pods */
+  deliver?: { mode: TcMode; iface: string; ifindex: number };
+  /** absent in states written before the fast path existed */
+  fastPath?: FastPathState;
+  /** the receive-only vxlan device that holds the VXLAN port; up false while flannel.<VNI> holds it */
+  tunnel?: { iface: string; ifindex: number; mode: TcMode; up: boolean; reason?: string };
   layoutVersion: number;
   attachedAt: string;
+}
+
+export interface FastPathState {
+  /** pod traffic to and from remote pods may bypass the host stack (twill_config.flags) */
+  enabled: boolean;
+  /** the programs look flows up in the node's conntrack (false: the kernel has no conntrack) */
+  conntrack: boolean;
+  /** why it is off, or how it runs */
+  reason: string;
 }
 
 export interface AttachResult {
@@ -102,6 +121,61 @@ export function retireIncompatiblePins(pinDir: string): RetiredPin[] {
   return retired;
 }
 
+/** Whether this kernel has conntrack at all (built in, or its module loaded). */
+function kernelHasConntrack(): boolean {
+  return existsSync('/sys/module/nf_conntrack');
+}
+
+/** What libbpf says when an extern kfunc is not in the kernel's (or a module's) BTF. */
+const MISSING_CT_KFUNC = /extern \(func ksym\) 'bpf_(skb_ct_lookup|ct_release)'/;
+
+interface LoadedObjects {
+  encap: BpfObject;
+  decap: BpfObject;
+  pod: BpfObject;
+  fastPath: FastPathState;
+  close(): void;
+}
+
+/**
+ * The programs that consult conntrack (decap's delivery, the pods' send side) come in two
+ * builds. The one with the conntrack kfuncs is loaded where it can be; without them the fast
+ * path is only safe on a kernel that has no conntrack at all (no NAT state can exist there),
+ * and is turned off everywhere else (the stack path goes on as before).
+ */
+function loadObjects(objectDir: string, pinDir: string, wantFastPath: boolean): LoadedObjects {
+  const opened: BpfObject[] = [];
+  const load = (file: string) => {
+    const obj = BpfObject.open(path.join(objectDir, file), { pinRootPath: pinDir });
+    opened.push(obj);
+    obj.load();
+    return obj;
+  };
+  const close = () => opened.forEach((o) => o.close());
+  try {
+    const encap = load('encap.bpf.o');
+    if (!kernelHasConntrack()) {
+      const fastPath = { enabled: wantFastPath, conntrack: false, reason: wantFastPath ? 'this kernel has no conntrack, so no NAT state to respect' : 'turned off (--fast-path=false)' };
+      return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath, close };
+    }
+    try {
+      const decap = load('decap.bpf.o');
+      const pod = load('pod.bpf.o');
+      return { encap, decap, pod, fastPath: { enabled: wantFastPath, conntrack: true, reason: wantFastPath ? 'flows unknown to conntrack bypass the stack' : 'turned off (--fast-path=false)' }, close };
+    } catch (err) {
+      // Only a missing kfunc is this case; any other refusal is a real error, reported as such.
+      if (!(err instanceof BpfError) || !MISSING_CT_KFUNC.test(`${err.message}\n${err.verifierLog ?? ''}`)) throw err;
+      const reason = 'the kernel cannot look flows up in conntrack from BPF (no conntrack kfuncs): stack path only';
+      log.warn('fast path off: the programs that consult conntrack did not load', { reason, error: err.message.split('\n')[0] });
+      opened.splice(1).forEach((o) => o.close());
+      return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath: { enabled: false, conntrack: false, reason }, close };
+    }
+  } catch (err) {
+    close();
+    throw err;
+  }
+}
+
 export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDirInUse(), hooks: AttachHooks = {}): Promise<AttachResult> {
   retireIncompatiblePins(spec.pinDir);
   const underlay = await linkShow(spec.underlayIface);
@@ -115,12 +189,8 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
   const paths = pinPaths(spec.pinDir);
   mkdirSync(path.dirname(paths.encapLink), { recursive: true });
 
-  const encapObj = BpfObject.open(path.join(objectDir, 'encap.bpf.o'), { pinRootPath: spec.pinDir });
-  const decapObj = BpfObject.open(path.join(objectDir, 'decap.bpf.o'), { pinRootPath: spec.pinDir });
+  const objects = loadObjects(objectDir, spec.pinDir, spec.fastPath);
   try {
-    encapObj.load();
-    decapObj.load();
-
     // Config first: the programs must never run against a half-written identity.
     const maps = DatapathMaps.open(spec.pinDir);
     try {
@@ -137,7 +207,7 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
         vxlan_port: spec.port,
         vni: spec.vni,
         underlay_ifindex: underlayIfindex,
-        flags: 0,
+        flags: objects.fastPath.enabled ? CONFIG_FAST_PATH : 0,
       });
       await hooks.beforeAttach?.(maps);
     } finally {
@@ -145,25 +215,51 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
     }
 
     const previous = readAttachState(spec.pinDir);
-    const encap = attachEncap(encapObj.program('twill_encap'), overlayIfindex, paths.encapLink, previous);
-    const decap =
-      spec.decapHook === 'tc'
-        ? attachDecapTc(decapObj.program('twill_decap_tc'), underlayIfindex, paths.decapLink, previous)
-        : attachDecap(decapObj.program('twill_decap'), underlayIfindex, paths.decapLink, previous);
+    const encap = attachTc(objects.encap.program('twill_encap'), overlayIfindex, 'egress', paths.encapLink, previous?.encap.mode);
+    const decap = attachUnderlay(
+      { tc: objects.decap.program('twill_decap_tc'), xdp: objects.decap.program('twill_decap') },
+      { ifindex: underlayIfindex, kind: underlay.linkinfo?.info_kind },
+      spec.decapHook,
+      paths,
+      previous,
+    );
+    await ensureTunnelDevice(spec.tunnelDevice, spec.port, spec.subnet);
+    const tunnelIfindex = ifNameToIndex(spec.tunnelDevice);
+    const tunnelTc = attachTc(objects.decap.program('twill_tunnel_rx'), tunnelIfindex, 'ingress', paths.tunnelLink, previous?.tunnel?.mode);
+    const tunnelUp = await tunnelDeviceUp(spec.tunnelDevice);
+    const podProgram = objects.pod.program('twill_from_pod');
+    replacePin(podProgram, paths.podProgram);
+    const pods = swapPodLinks(spec.pinDir, podProgram);
     const state: AttachState = {
       spec,
       encap: { mode: encap.mode, iface: spec.overlayDevice, ifindex: overlayIfindex },
-      decap: { mode: decap.mode, iface: spec.underlayIface, ifindex: underlayIfindex },
+      decap: { mode: decap.mode, iface: spec.underlayIface, ifindex: underlayIfindex, hook: decap.hook, requested: spec.decapHook, reason: decap.reason },
+      deliver: decap.deliver && { mode: decap.deliver, iface: spec.underlayIface, ifindex: underlayIfindex },
+      fastPath: objects.fastPath,
+      tunnel: { iface: spec.tunnelDevice, ifindex: tunnelIfindex, mode: tunnelTc.mode, ...tunnelUp },
       layoutVersion: LAYOUT_VERSION,
       attachedAt: new Date().toISOString(),
     };
     writeAttachState(spec.pinDir, state);
-    log.info('datapath attached', { pinDir: spec.pinDir, encap: state.encap, decap: state.decap, swapped: { encap: encap.swapped, decap: decap.swapped } });
+    log.info('datapath attached', {
+      pinDir: spec.pinDir,
+      encap: state.encap.mode,
+      decap: `${decap.mode} on ${spec.underlayIface} (${decap.reason})`,
+      fastPath: `${objects.fastPath.enabled ? 'on' : 'off'}: ${objects.fastPath.reason}`,
+      podLinksSwapped: pods,
+      swapped: { encap: encap.swapped, decap: decap.swapped },
+    });
     return { state, swapped: { encap: encap.swapped, decap: decap.swapped } };
   } finally {
-    encapObj.close();
-    decapObj.close();
+    objects.close();
   }
+}
+
+/** A new program replaces the pinned one; links already running the old one are swapped by the caller. */
+function replacePin(prog: BpfProgram, pin: string): void {
+  mkdirSync(path.dirname(pin), { recursive: true });
+  rmSync(pin, { force: true });
+  prog.pin(pin);
 }
 
 /** Reuses a pinned link if it still hooks the same device; a link whose device vanished is replaced. */
@@ -178,7 +274,7 @@ function reusableLink(pin: string, ifindex: number): BpfLink | undefined {
 }
 
 /** The upgrade path: the link stays, only its program changes (atomically). */
-function swapOnPinnedLink(pin: string, ifindex: number, prog: BpfProgram): boolean {
+function swapOnPinnedLink(pin: string, ifindex: number, prog: ProgramRef): boolean {
   const existing = reusableLink(pin, ifindex);
   if (!existing) return false;
   existing.update(prog);
@@ -193,82 +289,140 @@ function pinAndRelease(link: BpfLink, pin: string): void {
 }
 
 /** A tc program on one direction of a device: tcx link where the kernel has it, else clsact. */
-function attachTc(prog: BpfProgram, ifindex: number, direction: 'ingress' | 'egress', pin: string, previousMode?: string) {
-  if (swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'tcx' as const, swapped: true };
+export function attachTc(prog: ProgramRef, ifindex: number, direction: 'ingress' | 'egress', pin: string, previousMode?: string): { mode: TcMode; swapped: boolean } {
+  if (swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'tcx', swapped: true };
   if (probeTcx()) {
     pinAndRelease(BpfLink.attachTcx(prog, ifindex, direction), pin);
-    return { mode: 'tcx' as const, swapped: false };
+    return { mode: 'tcx', swapped: false };
   }
   // clsact filters live in the qdisc, not in a process: replacing one is the swap.
   tcClsactAttach(prog, ifindex, direction, { handle: 1, priority: 1 });
-  return { mode: 'clsact' as const, swapped: previousMode === 'clsact' };
+  return { mode: 'clsact', swapped: previousMode === 'clsact' };
 }
 
-function attachEncap(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
-  return attachTc(prog, ifindex, 'egress', pin, previous?.encap.mode);
+interface UnderlayAttach {
+  mode: DecapMode;
+  hook: 'xdp' | 'tc';
+  reason: string;
+  swapped: boolean;
+  /** with decap in XDP: how the delivering tc program is attached */
+  deliver?: TcMode;
 }
 
 /**
- * A change of decap hook (XDP <-> tc) cannot swap programs on one link. The old attachment is
- * unpinned but kept until the new one is in place (returned callback), so no packet meets a
- * node without decap: while both run, XDP decaps first and tc sees only inner packets.
+ * The underlay carries twill_decap_tc at tc ingress in every case (it decaps and delivers with
+ * decap in tc; with decap in XDP it delivers what XDP decapped), and twill_decap in XDP when
+ * decap runs there. Moving between the two never leaves a packet without decap: to XDP, the tc
+ * program keeps decapping until XDP is attached ahead of it; to tc, the tc program is in place
+ * before XDP goes.
  */
-function takeOverDecapHook(wantTc: boolean, pin: string, previous?: AttachState): () => void {
-  if (!previous || isTcMode(previous.decap.mode) === wantTc) return () => undefined;
-  log.info('decap hook changes: the old attachment goes once the new one is in place', { from: previous.decap.mode, iface: previous.decap.iface });
-  const oldLink = existsSync(pin) ? BpfLink.fromPin(pin) : undefined;
-  if (oldLink) rmSync(pin);
-  return () => {
-    oldLink?.detach();
-    oldLink?.close();
-    removeUnpinnedDecap(previous);
-  };
-}
+function attachUnderlay(
+  prog: { tc: BpfProgram; xdp: BpfProgram },
+  dev: { ifindex: number; kind?: string },
+  requested: DataplaneSpec['decapHook'],
+  paths: ReturnType<typeof pinPaths>,
+  previous?: AttachState,
+): UnderlayAttach {
+  const before = previous?.decap.mode;
+  const wasXdp = before !== undefined && !isTcMode(before);
+  // The tc program is pinned as `decap` when decap runs in tc, as `deliver` when it runs in XDP.
+  const tcPin = wasXdp ? paths.deliverLink : paths.decapLink;
+  const tc = attachTc(prog.tc, dev.ifindex, 'ingress', tcPin, wasXdp ? previous?.deliver?.mode : before);
 
-/** Decap attachments that are not links (so not pinned): legacy XDP and clsact filters. */
-function removeUnpinnedDecap(state: AttachState): string[] {
-  if (state.decap.mode === 'clsact') {
-    tcClsactDetach(state.decap.ifindex, 'ingress', { handle: 1, priority: 1 });
-    return [`clsact ingress on ${state.decap.iface}`];
+  const choice = chooseHook(requested, dev.kind);
+  if (choice.hook === 'xdp') {
+    const xdp = attachDecapXdp(prog.xdp, dev.ifindex, paths.decapLink, choice.nativeOnly, previous);
+    if (xdp.link || xdp.mode) {
+      if (!wasXdp && tc.mode === 'tcx') renameSync(paths.decapLink, paths.deliverLink);
+      if (xdp.link) pinAndRelease(xdp.link, paths.decapLink);
+      return { mode: xdp.mode ?? 'xdp-link', hook: 'xdp', reason: choice.reason, swapped: xdp.swapped, deliver: tc.mode };
+    }
+    choice.reason = `${choice.reason}, but the driver has no native XDP: decap in tc`;
   }
-  if (state.decap.mode === 'xdp-native' || state.decap.mode === 'xdp-generic') {
-    xdpDetachLegacy(state.decap.ifindex, state.decap.mode === 'xdp-native' ? 'native' : 'generic');
-    return [`${state.decap.mode} on ${state.decap.iface}`];
+  if (wasXdp) {
+    removeXdp(previous!, paths.decapLink);
+    if (tc.mode === 'tcx') renameSync(paths.deliverLink, paths.decapLink);
   }
-  return [];
+  return { mode: tc.mode, hook: 'tc', reason: choice.reason, swapped: tc.swapped && !wasXdp };
 }
 
-function attachDecapTc(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
-  const finish = takeOverDecapHook(true, pin, previous);
-  const attached = attachTc(prog, ifindex, 'ingress', pin, previous?.decap.mode);
-  finish();
-  return attached;
+/** Pure: where decap should run, and why. */
+export function chooseHook(requested: DataplaneSpec['decapHook'], kind?: string): { hook: 'xdp' | 'tc'; nativeOnly: boolean; reason: string } {
+  if (requested === 'tc') return { hook: 'tc', nativeOnly: false, reason: 'requested (--decap-hook tc)' };
+  if (requested === 'xdp') return { hook: 'xdp', nativeOnly: false, reason: 'requested (--decap-hook xdp)' };
+  if (kind === 'veth')
+    return { hook: 'tc', nativeOnly: false, reason: 'auto: the underlay is a veth, where XDP copies every packet and turns off the peer\'s segmentation offload' };
+  return { hook: 'xdp', nativeOnly: true, reason: 'auto: native XDP, ahead of GRO' };
 }
 
-function attachDecap(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
-  const finish = takeOverDecapHook(false, pin, previous);
-  const attached = attachDecapXdp(prog, ifindex, pin, previous);
-  finish();
-  return attached;
-}
-
-function attachDecapXdp(prog: BpfProgram, ifindex: number, pin: string, previous?: AttachState) {
-  if (swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'xdp-link' as const, swapped: true };
+/**
+ * twill_decap in XDP. Returns the new link unpinned (the caller pins it once the tc program's pin
+ * has moved out of the way), or the mode of an attachment that needs no pin; neither when
+ * nativeOnly and the driver has no native XDP.
+ */
+function attachDecapXdp(prog: BpfProgram, ifindex: number, pin: string, nativeOnly: boolean, previous?: AttachState): { link?: BpfLink; mode?: DecapMode; swapped: boolean } {
+  if (previous?.decap.mode === 'xdp-link' && swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'xdp-link', swapped: true };
+  // A netlink attachment (from a kernel without XDP links) is replaced in place: a link would be refused beside it.
+  if (previous?.decap.mode === 'xdp-native' || previous?.decap.mode === 'xdp-generic') {
+    xdpAttachLegacy(prog, ifindex, previous.decap.mode === 'xdp-native' ? 'native' : 'generic');
+    return { mode: previous.decap.mode, swapped: true };
+  }
   try {
-    pinAndRelease(BpfLink.attachXdp(prog, ifindex), pin);
-    return { mode: 'xdp-link' as const, swapped: false };
+    return { link: BpfLink.attachXdp(prog, ifindex, nativeOnly ? 'native' : 'any'), swapped: false };
   } catch (err) {
     if (!(err instanceof BpfError)) throw err;
+    if (nativeOnly) {
+      log.info('no native XDP on the underlay driver: decap runs in tc', { ifindex, error: err.message });
+      return { swapped: false };
+    }
     log.warn('XDP link attach failed, falling back to a legacy XDP attachment', { ifindex, error: err.message });
   }
   try {
     xdpAttachLegacy(prog, ifindex, 'native');
-    return { mode: 'xdp-native' as const, swapped: previous?.decap.mode === 'xdp-native' };
+    return { mode: 'xdp-native', swapped: false };
   } catch (err) {
     log.warn('native XDP unavailable, using generic XDP (runs after GRO: slower)', { ifindex, error: (err as Error).message });
     xdpAttachLegacy(prog, ifindex, 'generic');
-    return { mode: 'xdp-generic' as const, swapped: previous?.decap.mode === 'xdp-generic' };
+    return { mode: 'xdp-generic', swapped: false };
   }
+}
+
+/** Takes decap out of XDP (the tc program is already there to take over). */
+function removeXdp(previous: AttachState, pin: string): void {
+  if (previous.decap.mode === 'xdp-link' && existsSync(pin)) {
+    const link = BpfLink.fromPin(pin);
+    link.detach();
+    link.close();
+    rmSync(pin);
+  } else if (previous.decap.mode === 'xdp-native' || previous.decap.mode === 'xdp-generic') {
+    xdpDetachLegacy(previous.decap.ifindex, previous.decap.mode === 'xdp-native' ? 'native' : 'generic');
+  }
+}
+
+/**
+ * Takes the tunnel device away (its link goes with it): before flannel.<VNI> is brought up on a
+ * switch to kernel VXLAN, and on detach. Fragmented VXLAN waits for the new owner of the port.
+ */
+export async function removeTunnelDevice(pinDir: string, state = readAttachState(pinDir)): Promise<string[]> {
+  const removed: string[] = [];
+  const dev = state?.tunnel?.iface ?? 'twill-rx';
+  if (await removeOverlayDevice(dev)) removed.push(`device ${dev}`);
+  const pin = pinPaths(pinDir).tunnelLink;
+  if (existsSync(pin)) {
+    rmSync(pin);
+    removed.push(pin);
+  }
+  if (state?.tunnel) writeAttachState(pinDir, { ...state, tunnel: undefined });
+  return removed;
+}
+
+/** After flannel.<VNI> gave the VXLAN port back: the tunnel device comes up. */
+export async function retryTunnelDeviceUp(pinDir: string): Promise<boolean> {
+  const state = readAttachState(pinDir);
+  if (!state?.tunnel || state.tunnel.up) return Boolean(state?.tunnel?.up);
+  const res = await tunnelDeviceUp(state.tunnel.iface);
+  writeAttachState(pinDir, { ...state, tunnel: { ...state.tunnel, up: res.up, reason: res.reason } });
+  return res.up;
 }
 
 export function readAttachState(pinDir: string): AttachState | undefined {
@@ -285,15 +439,25 @@ function writeAttachState(pinDir: string, state: AttachState): void {
 }
 
 /**
- * Removes everything attachDataplane made: links (detached, not just unpinned), the overlay
- * device and its route, and the pin directory with the maps. Runs inside the node's netns.
+ * Removes everything attachDataplane made: links (detached, not just unpinned) including the
+ * pods', the overlay device and its route, and the pin directory with the maps and programs.
+ * Runs inside the node's netns.
  */
 export async function detachDataplane(pinDir: string): Promise<{ removed: string[] }> {
   const removed: string[] = [];
   const state = readAttachState(pinDir);
   const paths = pinPaths(pinDir);
-  if (state) removed.push(...removeUnpinnedDecap(state));
-  for (const pin of [paths.encapLink, paths.decapLink]) {
+  if (state && !isTcMode(state.decap.mode) && state.decap.mode !== 'xdp-link') {
+    removeXdp(state, paths.decapLink);
+    removed.push(`${state.decap.mode} on ${state.decap.iface}`);
+  }
+  if (state?.decap.mode === 'clsact' || state?.deliver?.mode === 'clsact') {
+    tcClsactDetach(state.decap.ifindex, 'ingress', { handle: 1, priority: 1 });
+    removed.push(`clsact ingress on ${state.decap.iface}`);
+  }
+  removed.push(...detachPodLinks(pinDir));
+  removed.push(...(await removeTunnelDevice(pinDir, state)));
+  for (const pin of [paths.encapLink, paths.decapLink, paths.deliverLink]) {
     if (!existsSync(pin)) continue;
     const link = BpfLink.fromPin(pin);
     link.detach();

@@ -1,8 +1,14 @@
 import { BpfMap } from '../bpf/libbpf.js';
 import type { FieldsOf } from '../../maps/codec.js';
+import { existsSync } from 'node:fs';
 import {
   configStruct,
+  endpointKeyStruct,
+  endpointStruct,
   MAX_STATS_SLOTS,
+  PATH_RECEIVE,
+  PATH_SEND,
+  pathStatsStruct,
   mapSpecs,
   peerKeyStruct,
   peerStatsStruct,
@@ -11,7 +17,9 @@ import {
   statsStruct,
   subnetKeyStruct,
   u32Key,
+  type Endpoint,
   type MapName,
+  type PathStats,
   type Peer,
   type PeerStats,
   type Remote,
@@ -63,6 +71,9 @@ export class DatapathMaps {
     readonly peers: TypedMap<FieldsOf<typeof peerKeyStruct>, FieldsOf<typeof peerStruct>>,
     private readonly statsArray: PerCpuArray<FieldsOf<typeof statsStruct>>,
     private readonly peerStatsArray: PerCpuArray<FieldsOf<typeof peerStatsStruct>>,
+    /** absent in a pin set made before the fast path (until the agent of this build attaches) */
+    readonly endpoints: TypedMap<FieldsOf<typeof endpointKeyStruct>, FieldsOf<typeof endpointStruct>> | undefined,
+    private readonly pathStatsArray: PerCpuArray<FieldsOf<typeof pathStatsStruct>> | undefined,
     private readonly handles: BpfMap[],
   ) {}
 
@@ -90,6 +101,7 @@ export class DatapathMaps {
       opened.push(m);
       return m;
     };
+    const optional = (name: MapName) => (existsSync(`${pinDir}/${name}`) ? pin(name) : undefined);
     try {
       return new DatapathMaps(
         pinDir,
@@ -98,6 +110,8 @@ export class DatapathMaps {
         new TypedMap(pin('twill_peers'), mapSpecs.twill_peers.key, mapSpecs.twill_peers.value),
         new PerCpuArray(pin('twill_stats'), mapSpecs.twill_stats.value),
         new PerCpuArray(pin('twill_peer_stats'), mapSpecs.twill_peer_stats.value),
+        ((m) => m && new TypedMap(m, mapSpecs.twill_endpoints.key, mapSpecs.twill_endpoints.value))(optional('twill_endpoints')),
+        ((m) => m && new PerCpuArray(m, mapSpecs.twill_path_stats.value))(optional('twill_path_stats')),
         opened,
       );
     } catch (err) {
@@ -125,6 +139,25 @@ export class DatapathMaps {
 
   stats(): Stats {
     return this.statsArray.sum();
+  }
+
+  /** What the fast path carried and what it left to the stack, per direction (zeros before it existed). */
+  pathStats(): { send: PathStats; receive: PathStats } | undefined {
+    if (!this.pathStatsArray) return undefined;
+    return { send: this.pathStatsArray.sum(PATH_SEND), receive: this.pathStatsArray.sum(PATH_RECEIVE) };
+  }
+
+  readEndpoints(): Map<string, Endpoint> {
+    return new Map((this.endpoints?.entries() ?? []).map(([k, v]) => [k.ip, v]));
+  }
+
+  /** Brings twill_endpoints to `desired` (pod address -> entry) by difference only. */
+  syncEndpoints(desired: ReadonlyMap<string, Endpoint>): { upserted: string[]; removed: string[] } {
+    if (!this.endpoints) throw new Error(`${this.pinDir}/twill_endpoints is not pinned: the datapath was attached by an older build`);
+    const diff = diffMap(this.readEndpoints(), desired);
+    this.endpoints.putMany(diff.upsert.map(([ip, e]) => [{ ip }, e] as const));
+    this.endpoints.deleteMany(diff.remove.map((ip) => ({ ip })));
+    return { upserted: diff.upsert.map(([ip]) => ip), removed: diff.remove };
   }
 
   /** Traffic per peer (from twill_peer_stats), plus what entries without a slot carried. */

@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { ip, ipBatch, linkShow } from '../netlink/ip.js';
 import { logger } from '../util/log.js';
 import { VXLAN_OVERHEAD, type DataplaneSpec } from './spec.js';
@@ -31,15 +32,19 @@ export async function ensureOverlayDevice(spec: DataplaneSpec, underlayMtu: numb
     `link set ${dev} mtu ${mtu}`,
     `link set ${dev} up`,
   ]);
-  // The address changes only when the lease moved to another subnet.
-  const addrs = JSON.parse(await ip(['-j', '-4', 'addr', 'show', 'dev', dev])) as { addr_info: { local: string; prefixlen: number }[] }[];
   const want = `${base}/32`;
+  await setOnlyAddress(dev, want);
+  await ip(['route', 'replace', spec.network, 'dev', dev, 'src', base]);
+  log.info('overlay device ready', { dev, mtu, address: want, route: spec.network, subnetLen: Number(len) });
+}
+
+/** `want` and no other IPv4 address on `dev`; it changes only when the lease moved to another subnet. */
+async function setOnlyAddress(dev: string, want: string): Promise<void> {
+  const addrs = JSON.parse(await ip(['-j', '-4', 'addr', 'show', 'dev', dev])) as { addr_info: { local: string; prefixlen: number }[] }[];
   for (const a of addrs[0]?.addr_info ?? []) {
     if (`${a.local}/${a.prefixlen}` !== want) await ip(['addr', 'del', `${a.local}/${a.prefixlen}`, 'dev', dev]);
   }
   if (!(addrs[0]?.addr_info ?? []).some((a) => `${a.local}/${a.prefixlen}` === want)) await ip(['addr', 'add', want, 'dev', dev]);
-  await ip(['route', 'replace', spec.network, 'dev', dev, 'src', base]);
-  log.info('overlay device ready', { dev, mtu, address: want, route: spec.network, subnetLen: Number(len) });
 }
 
 async function createOverlayDevice(dev: string): Promise<void> {
@@ -60,4 +65,42 @@ export async function removeOverlayDevice(dev: string): Promise<boolean> {
   if (!(await linkShow(dev))) return false;
   await ip(['link', 'del', dev]);
   return true;
+}
+
+/*
+ * twill-rx: a flow-based ("external") vxlan device that only receives. It owns the VXLAN UDP
+ * port, which gives the underlay the kernel's UDP-tunnel GRO ahead of tc decap (behind a NIC
+ * without native XDP, VXLAN arrives at MTU size and would otherwise be decapped and delivered one
+ * frame at a time), and it decaps what twill's hooks hand to the stack: fragmented VXLAN, once
+ * reassembled. It has no FDB, no neighbours and no routes; twill_tunnel_rx at its tc ingress
+ * judges every packet it decaps (known peer, VNI, our subnet). It is created down and brought up
+ * only once that program is attached. flanneld's flannel.<VNI> holds the same port with other
+ * socket flags, so the two cannot be up together: a switch to kernel VXLAN removes twill-rx
+ * first, and a switch from it brings twill-rx up once flannel.<VNI> is gone.
+ *
+ * It carries the same <subnet>.0/32 as the overlay device, as flannel.<VNI> does: the kernel's
+ * source check refuses every packet arriving on a device without an IPv4 address whenever
+ * rp_filter is on, even in loose mode.
+ */
+export async function ensureTunnelDevice(dev: string, port: number, subnet: string): Promise<void> {
+  const existing = await linkShow(dev);
+  if (existing && existing.linkinfo?.info_kind !== 'vxlan')
+    throw new Error(`tunnel device ${dev} exists but is a ${existing.linkinfo?.info_kind ?? 'unknown'} device, not vxlan: refusing to take it over`);
+  if (!existing) await ip(['link', 'add', dev, 'type', 'vxlan', 'dstport', String(port), 'external']);
+  await ipBatch([`link set ${dev} addrgenmode none`]);
+  // Decapped packets come from remote pods, routed back through the overlay device: loose.
+  writeFileSync(`/proc/sys/net/ipv4/conf/${dev}/rp_filter`, '2');
+  await setOnlyAddress(dev, `${subnet.split('/')[0]}/32`);
+}
+
+/** Up, unless another vxlan device holds the port; says which when it cannot. */
+export async function tunnelDeviceUp(dev: string): Promise<{ up: boolean; reason?: string }> {
+  try {
+    await ip(['link', 'set', dev, 'up']);
+    return { up: true };
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (!/in use/i.test(msg)) throw err;
+    return { up: false, reason: 'the VXLAN port is held by another vxlan device (flannel.<VNI> while the node switches from kernel VXLAN)' };
+  }
 }

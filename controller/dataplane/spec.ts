@@ -17,11 +17,16 @@ export const dataplaneSpecSchema = z.object({
   /** Underlay MTU; the overlay device gets 50 bytes less (IPv4 VXLAN overhead). */
   mtu: z.number().int().min(576).max(65535).optional(),
   overlayDevice: z.string().min(1).max(15).default('twill0'),
+  /** the receive-only flow-based vxlan device that holds the VXLAN port (GRO, reassembled fragments) */
+  tunnelDevice: z.string().min(1).max(15).default('twill-rx'),
   /**
-   * Where decap runs: XDP ahead of GRO (real NICs), or tc ingress after GRO (veth underlays,
-   * where XDP costs a copy per packet and disables the sending peer's segmentation offload).
+   * Where decap runs: XDP ahead of GRO (NICs with native XDP), or tc ingress after GRO (veth
+   * underlays, where XDP costs a copy per packet and disables the sending peer's segmentation
+   * offload, and drivers without native XDP). auto picks by the underlay's driver.
    */
-  decapHook: z.enum(['xdp', 'tc']).default('xdp'),
+  decapHook: z.enum(['auto', 'xdp', 'tc']).default('auto'),
+  /** Pod traffic to and from remote pods bypasses the host stack where it needs nothing from it. */
+  fastPath: z.boolean().default(true),
 });
 
 export type DataplaneSpec = z.output<typeof dataplaneSpecSchema>;
@@ -49,6 +54,15 @@ export function parseDataplaneSpec(input: unknown): DataplaneSpec {
  */
 export const pinPaths = (pinDir: string) => ({
   encapLink: `${pinDir}/links/encap`,
+  /** the decap hook: an XDP link, or the tcx ingress link when decap runs in tc */
   decapLink: `${pinDir}/links/decap`,
+  /** with decap in XDP: the tcx ingress link that delivers the decapped packets into pods */
+  deliverLink: `${pinDir}/links/deliver`,
+  /** tcx ingress of the tunnel device: judges what the kernel decapped there */
+  tunnelLink: `${pinDir}/links/tunnel-rx`,
+  /** one tcx ingress link per pod veth, named after the veth */
+  podLinks: `${pinDir}/links/pods`,
+  /** the send half of the fast path, pinned so pods that appear later can be attached */
+  podProgram: `${pinDir}/progs/twill_from_pod`,
   attachState: `/run/twill/dataplane/${pinDir.replace(/^\/sys\/fs\/bpf\//, '')}/attach.json`,
 });
