@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { parseNetworkConfig, ConfigError, type NetworkConfig } from '../config/network-config.js';
-import { attachDataplane, detachDataplane, readAttachState, retireIncompatiblePins } from '../dataplane/attach.js';
+import { attachDataplane, detachDataplane, readAttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp } from '../dataplane/attach.js';
 import { ensureKernelVxlan, kernelVxlanMac, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
@@ -12,6 +12,8 @@ import { Reconciler, type Datapath } from '../reconcile/reconciler.js';
 import { SubnetManager, type OwnLease } from '../subnet/manager.js';
 import { readSubnetHint, writeSubnetFile } from '../subnet/subnet-file.js';
 import { LeaseWatcher } from '../subnet/watcher.js';
+import { endpointsDirFor } from '../endpoints/records.js';
+import { EndpointSync } from '../endpoints/sync.js';
 import { logger, setLogLevel } from '../util/log.js';
 import type { AgentFlags } from './flags.js';
 import { agentMetricsText } from '../metrics/collect.js';
@@ -60,6 +62,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     watcher?: LeaseWatcher;
     reconciler?: Reconciler;
     masq?: IptablesMasq;
+    endpoints?: EndpointSync;
   } = { ready: false };
 
   const iface: ChosenIface = await selectIface({ iface: flags.iface, ifaceRegex: flags.ifaceRegex, ifaceCanReach: flags.ifaceCanReach, publicIp: flags.publicIp });
@@ -75,6 +78,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
           configError: status.configError,
           watch: status.watcher?.state,
           reconciles: status.reconciler?.count,
+          fastPath: status.mode === 'bpf' ? { ...readAttachState(flags.pinDir)?.fastPath, endpoints: status.endpoints?.state } : undefined,
           iptables: status.masq && { writes: status.masq.writes, error: status.masq.error },
         }),
         metrics: () => agentMetricsText({ pinDir: flags.pinDir, ...status }),
@@ -134,6 +138,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
         mtu: underlayMtu,
         overlayDevice: flags.overlayDevice,
         decapHook: flags.decapHook,
+        fastPath: flags.fastPath,
       });
       try {
         await attachDataplane(spec, undefined, {
@@ -143,6 +148,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
           },
         });
         status.mode = mode;
+        await syncEndpoints(own, readAttachState(flags.pinDir)?.fastPath?.enabled ?? false);
         return DatapathMaps.open(flags.pinDir);
       } catch (err) {
         if (flags.dataplane !== 'auto') throw err;
@@ -150,15 +156,30 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
         mode = 'kernel';
       }
     }
+    // flannel.<VNI> needs the VXLAN port that twill's tunnel device holds; BPF decap goes on meanwhile.
+    if (readAttachState(flags.pinDir)?.tunnel) await removeTunnelDevice(flags.pinDir);
     await ensureKernelVxlan({ vni: config.backend.vni, port: config.backend.port, underlayIface: iface.name, localIp: iface.address, vtepMac, subnet: formatCidr(own.subnet), underlayMtu });
     status.mode = mode;
     return new KernelVxlanDatapath(config.backend.vni, config.subnetLen);
+  };
+
+  /**
+   * The pods on this node, for the fast path: synced before the agent reports ready (a restart
+   * repairs what changed while it was down), then on every CNI record and link change.
+   */
+  const syncEndpoints = async (own: OwnLease, fastPath: boolean): Promise<void> => {
+    status.endpoints?.stop();
+    const sync = new EndpointSync({ pinDir: flags.pinDir, recordsDir: endpointsDirFor(flags.subnetFile), subnet: formatCidr(own.subnet), fastPath, log: logger('endpoints') });
+    await sync.sync();
+    sync.start();
+    status.endpoints = sync;
   };
 
   /** Only once the new mode carries traffic is the other one taken down: a switch drops nothing. */
   const removeOtherMode = async (): Promise<void> => {
     if (mode === 'bpf') {
       if (await removeKernelVxlan(config.backend.vni)) log.info('switched from kernel VXLAN to BPF: removed the vxlan device');
+      if (!(await retryTunnelDeviceUp(flags.pinDir))) log.warn('the tunnel device is not up: fragmented VXLAN is dropped and tc decap gets no GRO', { reason: readAttachState(flags.pinDir)?.tunnel?.reason });
     } else if (readAttachState(flags.pinDir) || existsSync(`${flags.pinDir}/twill_config`)) {
       await detachDataplane(flags.pinDir);
       log.info('switched from BPF to kernel VXLAN: removed the BPF datapath', { pinDir: flags.pinDir });
@@ -209,6 +230,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const shutdown = (signal: string) => {
     // The datapath stays: pinned links and maps keep forwarding until the next agent takes over.
     log.info('stopping; datapath left in place', { signal });
+    status.endpoints?.stop();
     // etcd may be unreachable, and cancelling a watch waits for it: that must not hold the exit.
     void Promise.race([watcher.stop(), sleep(2000)]).finally(() => {
       store.close();

@@ -2,8 +2,10 @@ import { parseIpv4 } from '../net/ipv4.js';
 
 /*
  * flanneld's command line, parsed the way Go's flag package does (-name or --name, =value or a
- * separate value, booleans only as -name or -name=bool), each flag also settable as
+ * separate value, booleans as -name or -name=bool), each flag also settable as
  * FLANNELD_<UPPER_SNAKE> in the environment; the flag wins. Pure: argv and env in, options out.
+ * One liberty: a boolean followed by a separate `true` or `false` takes it (`--fast-path false`),
+ * where Go would set the flag and stop parsing at the stray word, silently ignoring the rest.
  */
 
 export interface AgentFlags {
@@ -34,7 +36,8 @@ export interface AgentFlags {
   dataplane: 'bpf' | 'kernel' | 'auto';
   subnetLeaseTtl: number;
   overlayDevice: string;
-  decapHook: 'xdp' | 'tc';
+  decapHook: 'auto' | 'xdp' | 'tc';
+  fastPath: boolean;
 }
 
 export class FlagError extends Error {
@@ -84,7 +87,8 @@ const specs: Record<string, Spec> = {
   dataplane: { key: 'dataplane', kind: 'string', def: 'auto', check: ((v: string) => (['bpf', 'kernel', 'auto'].includes(v) ? undefined : 'must be bpf, kernel or auto')) },
   'subnet-lease-ttl': { key: 'subnetLeaseTtl', kind: 'int', def: 86400, check: range(10, 86400 * 30) },
   'overlay-device': { key: 'overlayDevice', kind: 'string', def: 'twill0' },
-  'decap-hook': { key: 'decapHook', kind: 'string', def: 'xdp', check: (v: string) => (['xdp', 'tc'].includes(v) ? undefined : 'must be xdp or tc') },
+  'decap-hook': { key: 'decapHook', kind: 'string', def: 'auto', check: (v: string) => (['auto', 'xdp', 'tc'].includes(v) ? undefined : 'must be auto, xdp or tc') },
+  'fast-path': { key: 'fastPath', kind: 'bool', def: true },
 };
 
 /** flanneld flags twill knows but does not implement: named in the error rather than "unknown". */
@@ -122,7 +126,7 @@ export function parseAgentFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
     if (!spec) throw new FlagError(`unknown flag --${name}`);
     let text = inline;
     if (text === undefined) {
-      if (spec.kind === 'bool') text = 'true';
+      if (spec.kind === 'bool') text = /^(true|false)$/.test(argv[i + 1] ?? '') ? argv[++i] : 'true';
       else if (i + 1 < argv.length) text = argv[++i];
       else throw new FlagError(`--${name} needs a value`);
     }

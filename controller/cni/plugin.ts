@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import path from 'node:path';
 import { formatCidr } from '../net/ipv4.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
+import { endpointsDirFor, recordFromCniResult, removeEndpointRecord, writeEndpointRecord } from '../endpoints/records.js';
 
 /*
  * A CNI meta-plugin that behaves like flannel's: it reads the subnet file written by the
@@ -64,6 +65,29 @@ function runDelegate(type: string, conf: Record<string, unknown>, env: NodeJS.Pr
   return { code: res.status ?? 1, stdout: res.stdout, stderr: res.stderr };
 }
 
+/*
+ * The fast path's bookkeeping never fails a pod: without a record the agent still finds the pod
+ * by scanning the bridge, or leaves its traffic on the stack path.
+ */
+function recordEndpoint(subnetFile: string, delegate: Record<string, unknown>, stdout: string, env: NodeJS.ProcessEnv): void {
+  try {
+    const bridge = typeof delegate.bridge === 'string' ? delegate.bridge : 'cni0';
+    const rec = recordFromCniResult(JSON.parse(stdout), { containerId: env.CNI_CONTAINERID!, ifname: env.CNI_IFNAME ?? 'eth0', netns: env.CNI_NETNS, bridge });
+    if (rec && delegate.type === 'bridge') writeEndpointRecord(endpointsDirFor(subnetFile), rec);
+  } catch {
+    // see above
+  }
+}
+
+/** Removed before the delegate deletes the veth: the agent stops delivering to the pod first. */
+function forgetEndpoint(subnetFile: string, env: NodeJS.ProcessEnv): void {
+  try {
+    removeEndpointRecord(endpointsDirFor(subnetFile), env.CNI_CONTAINERID!, env.CNI_IFNAME ?? 'eth0');
+  } catch {
+    // see recordEndpoint
+  }
+}
+
 /** Runs one CNI command; returns what to print on stdout and the exit code. */
 export function cniMain(stdin: string, env: NodeJS.ProcessEnv): { out: string; code: number } {
   const command = env.CNI_COMMAND;
@@ -97,9 +121,11 @@ export function cniMain(stdin: string, env: NodeJS.ProcessEnv): { out: string; c
         rmSync(saved, { force: true });
         return { out: res.stdout || JSON.stringify(new CniError(7, `delegate ${delegate.type} failed`, res.stderr)), code: res.code };
       }
+      recordEndpoint(subnetFile, delegate, res.stdout, env);
       return { out: res.stdout, code: 0 };
     }
     if (command === 'DEL' || command === 'CHECK') {
+      if (command === 'DEL') forgetEndpoint(conf.subnetFile ?? '/run/flannel/subnet.env', env);
       if (!existsSync(saved)) return { out: '', code: 0 }; // DEL is idempotent; nothing was added
       const delegate = JSON.parse(readFileSync(saved, 'utf8')) as Record<string, unknown>;
       const res = runDelegate(String(delegate.type), delegate, env);

@@ -14,7 +14,17 @@ describe('flanneld flags', () => {
       ipMasq: false,
       iptablesForwardRules: true,
       pinDir: '/sys/fs/bpf/twill',
+      fastPath: true,
+      decapHook: 'auto',
     });
+  });
+
+  it('takes --fast-path and --decap-hook in every spelling, a boolean with a separate true/false too', () => {
+    expect(parseAgentFlags(['--fast-path=false']).fastPath).toBe(false);
+    expect(parseAgentFlags(['--fast-path', 'false', '--iface', 'eth1'])).toMatchObject({ fastPath: false, iface: ['eth1'] });
+    expect(parseAgentFlags(['--fast-path', '--iface', 'eth1'])).toMatchObject({ fastPath: true, iface: ['eth1'] });
+    expect(parseAgentFlags([], { FLANNELD_FAST_PATH: 'false' }).fastPath).toBe(false);
+    expect(parseAgentFlags(['--decap-hook', 'tc']).decapHook).toBe('tc');
   });
 
   it('accepts Go flag spellings and repeatable --iface', () => {
@@ -44,6 +54,8 @@ describe('flanneld flags', () => {
     [['--dataplane=ebpf'], /--dataplane ebpf: must be bpf, kernel or auto/],
     [['--iptables-resync=0'], /--iptables-resync 0: must be between 1 and 86400/],
     [['--iptables-forward-rules', 'no'], /unexpected argument "no"/],
+    [['--decap-hook=generic'], /--decap-hook generic: must be auto, xdp or tc/],
+    [['--fast-path=off'], /--fast-path=off: not a boolean/],
   ])('rejects %j naming the flag', (argv, message) => {
     expect(() => parseAgentFlags(argv)).toThrow(message);
   });

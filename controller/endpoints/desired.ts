@@ -1,0 +1,91 @@
+import type { Endpoint } from '../../maps/layout.js';
+import { cidrContains, parseCidr, parseIpv4 } from '../net/ipv4.js';
+import type { PodVeth } from '../dataplane/pod-links.js';
+import type { EndpointRecord } from './records.js';
+
+/*
+ * Pure: which local pods the fast path serves. The live bridge ports are the truth about which
+ * pods exist (a pod deleted while the agent was down has no port left); the CNI plugin's
+ * records say which address and MAC each port's pod has. A port without a record (a pod added
+ * by another plugin, before twill was installed) is described by what the scan found in the
+ * pod's own namespace, when it could look there.
+ */
+
+export interface BridgePort {
+  bridge: string;
+  ifname: string;
+  ifindex: number;
+}
+
+/** A pod found by looking at the far end of a bridge port (no record for it). */
+export interface DiscoveredPod {
+  hostVeth: string;
+  ip: string;
+  mac: string;
+}
+
+export interface EndpointPlan {
+  /** pod address -> twill_endpoints entry */
+  endpoints: Map<string, Endpoint>;
+  /** the veths that carry the send half of the fast path */
+  veths: PodVeth[];
+  /** records whose veth is gone (the pod was deleted without a DEL we saw, or is being deleted) */
+  stale: EndpointRecord[];
+  problems: string[];
+}
+
+export function planEndpoints(input: {
+  subnet: string;
+  records: readonly EndpointRecord[];
+  ports: readonly BridgePort[];
+  bridgeMacs: ReadonlyMap<string, string>;
+  discovered?: readonly DiscoveredPod[];
+}): EndpointPlan {
+  const subnet = parseCidr(input.subnet)!;
+  const inSubnet = (ip: string) => cidrContains(subnet, { ip: parseIpv4(ip)!, len: 32 });
+  const portByName = new Map(input.ports.map((p) => [`${p.bridge}/${p.ifname}`, p]));
+  const problems: string[] = [];
+  const stale: EndpointRecord[] = [];
+  // Address -> the claim that wins it: records over discovery, the newest record over older ones.
+  const claims = new Map<string, { port: BridgePort; mac: string; addedAt: string; source: string }>();
+  const claim = (ip: string, c: { port: BridgePort; mac: string; addedAt: string; source: string }) => {
+    const have = claims.get(ip);
+    if (have && have.port.ifindex !== c.port.ifindex) {
+      const [winner, loser] = have.addedAt >= c.addedAt ? [have, c] : [c, have];
+      problems.push(`${ip} is claimed by ${winner.source} on ${winner.port.ifname} and ${loser.source} on ${loser.port.ifname}: using ${winner.port.ifname}`);
+      claims.set(ip, winner);
+      return;
+    }
+    claims.set(ip, c);
+  };
+
+  const recorded = new Set<string>();
+  for (const r of input.records) {
+    const port = portByName.get(`${r.bridge}/${r.hostVeth}`);
+    if (!port) {
+      stale.push(r);
+      continue;
+    }
+    recorded.add(`${port.bridge}/${port.ifname}`);
+    if (!inSubnet(r.ip)) {
+      problems.push(`pod ${r.containerId} has ${r.ip}, outside this node's subnet ${input.subnet}: left to the stack`);
+      continue;
+    }
+    claim(r.ip, { port, mac: r.mac, addedAt: r.addedAt, source: `container ${r.containerId}` });
+  }
+  for (const d of input.discovered ?? []) {
+    const port = input.ports.find((p) => p.ifname === d.hostVeth);
+    if (!port || recorded.has(`${port.bridge}/${port.ifname}`) || !inSubnet(d.ip)) continue;
+    claim(d.ip, { port, mac: d.mac, addedAt: '', source: 'the scan of its namespace' });
+  }
+
+  const endpoints = new Map<string, Endpoint>();
+  const veths = new Map<string, PodVeth>();
+  for (const [ip, c] of claims) {
+    const gateway = input.bridgeMacs.get(c.port.bridge);
+    if (!gateway) continue;
+    endpoints.set(ip, { ifindex: c.port.ifindex, mac: c.mac, gateway_mac: gateway, flags: 0 });
+    veths.set(c.port.ifname, { ifname: c.port.ifname, ifindex: c.port.ifindex });
+  }
+  return { endpoints, veths: [...veths.values()], stale, problems };
+}

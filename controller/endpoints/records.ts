@@ -1,0 +1,99 @@
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { parseIpv4 } from '../net/ipv4.js';
+
+/*
+ * What the CNI plugin records about every pod it adds, for the agent to put the pod on the fast
+ * path: its address and MAC, and the host-side veth and bridge the delegate plugin made. One
+ * JSON file per (container, interface), written atomically at ADD and removed at DEL, in a
+ * directory next to the subnet file both sides already share (/run/flannel/endpoints by
+ * default), so it needs no new flag, survives agent restarts and is gone after a reboot, with
+ * the pods.
+ */
+
+const mac = z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, 'a lower-case MAC address');
+export const endpointRecordSchema = z.object({
+  containerId: z.string().min(1),
+  ifname: z.string().min(1),
+  netns: z.string().optional(),
+  ip: z.string().refine((s) => parseIpv4(s) !== undefined, 'an IPv4 address'),
+  mac,
+  hostVeth: z.string().min(1).max(15),
+  bridge: z.string().min(1).max(15),
+  addedAt: z.string(),
+});
+export type EndpointRecord = z.output<typeof endpointRecordSchema>;
+
+export const endpointsDirFor = (subnetFile: string) => path.join(path.dirname(subnetFile), 'endpoints');
+const recordFile = (dir: string, containerId: string, ifname: string) => path.join(dir, `${containerId}_${ifname}.json`);
+
+const cniResultSchema = z.object({
+  interfaces: z.array(z.object({ name: z.string(), mac: z.string().optional(), sandbox: z.string().optional() })).default([]),
+  ips: z.array(z.object({ address: z.string(), interface: z.number().int().optional() })).default([]),
+});
+
+/**
+ * Pure: the record for a successful ADD, from the delegate's result (the bridge plugin lists the
+ * bridge, the host-side veth and the pod's interface, in that order). Undefined when the result
+ * does not describe a bridged pod with an IPv4 address: such a pod simply stays on the stack path.
+ */
+export function recordFromCniResult(
+  result: unknown,
+  ctx: { containerId: string; ifname: string; netns?: string; bridge: string; now?: Date },
+): EndpointRecord | undefined {
+  const parsed = cniResultSchema.safeParse(result);
+  if (!parsed.success) return undefined;
+  const { interfaces, ips } = parsed.data;
+  const v4 = ips.find((i) => parseIpv4(i.address.split('/')[0]) !== undefined && i.interface !== undefined);
+  if (!v4) return undefined;
+  const pod = interfaces[v4.interface!];
+  const hostVeth = interfaces.find((i) => !i.sandbox && i.name !== ctx.bridge);
+  if (!pod?.mac || !pod.sandbox || !hostVeth || !interfaces.some((i) => i.name === ctx.bridge && !i.sandbox)) return undefined;
+  const rec = endpointRecordSchema.safeParse({
+    containerId: ctx.containerId,
+    ifname: ctx.ifname,
+    netns: ctx.netns,
+    ip: v4.address.split('/')[0],
+    mac: pod.mac.toLowerCase(),
+    hostVeth: hostVeth.name,
+    bridge: ctx.bridge,
+    addedAt: (ctx.now ?? new Date()).toISOString(),
+  });
+  return rec.success ? rec.data : undefined;
+}
+
+export function writeEndpointRecord(dir: string, rec: EndpointRecord): void {
+  mkdirSync(dir, { recursive: true });
+  const file = recordFile(dir, rec.containerId, rec.ifname);
+  writeFileSync(`${file}.tmp`, JSON.stringify(rec) + '\n');
+  renameSync(`${file}.tmp`, file);
+}
+
+export function removeEndpointRecord(dir: string, containerId: string, ifname: string): void {
+  rmSync(recordFile(dir, containerId, ifname), { force: true });
+}
+
+/** Every record in the directory; a file that does not parse is reported, not fatal. */
+export function readEndpointRecords(dir: string): { records: EndpointRecord[]; invalid: { file: string; error: string }[] } {
+  const records: EndpointRecord[] = [];
+  const invalid: { file: string; error: string }[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith('.json'));
+  } catch {
+    return { records, invalid };
+  }
+  for (const name of names) {
+    const file = path.join(dir, name);
+    try {
+      const res = endpointRecordSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+      if (res.success) records.push(res.data);
+      else invalid.push({ file, error: res.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') });
+    } catch (err) {
+      // Removed between the listing and the read (a DEL), or not JSON.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') invalid.push({ file, error: (err as Error).message });
+    }
+  }
+  return { records, invalid };
+}

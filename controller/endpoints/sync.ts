@@ -1,0 +1,145 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, watch, type FSWatcher } from 'node:fs';
+import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { syncPodLinks } from '../dataplane/pod-links.js';
+import type { Logger } from '../util/log.js';
+import { planEndpoints } from './desired.js';
+import { readEndpointRecords } from './records.js';
+import { discoverPods, scanBridges } from './scan.js';
+
+export interface EndpointSyncOptions {
+  pinDir: string;
+  /** where the CNI plugin records the pods it adds */
+  recordsDir: string;
+  /** this node's lease (CIDR): only pods in it are served */
+  subnet: string;
+  /** false: no pod veth carries the send program (the endpoints are still kept, for status) */
+  fastPath: boolean;
+  log: Logger;
+  /** bridges always scanned, besides those the records name */
+  bridges?: string[];
+  /** full re-sync period; a missed event is repaired by the next one */
+  resyncMs?: number;
+}
+
+export interface EndpointSyncState {
+  endpoints: number;
+  podLinks: number;
+  syncs: number;
+  errors: number;
+  lastError?: string;
+  problems: string[];
+}
+
+/**
+ * Keeps twill_endpoints and the pod veths' links equal to the pods on this node. A sync runs at
+ * start (which is what repairs a restart, a pod deleted while the agent was down, or one
+ * re-created with the same address on a new veth), whenever the CNI plugin adds or removes a
+ * record, whenever a link appears or goes (`ip monitor link`), and every resyncMs.
+ */
+export class EndpointSync {
+  private running?: Promise<void>;
+  private again = false;
+  private watcher?: FSWatcher;
+  private monitor?: ChildProcess;
+  private timer?: NodeJS.Timeout;
+  private debounce?: NodeJS.Timeout;
+  private stopped = false;
+  readonly state: EndpointSyncState = { endpoints: 0, podLinks: 0, syncs: 0, errors: 0, problems: [] };
+
+  constructor(private readonly o: EndpointSyncOptions) {}
+
+  setSubnet(subnet: string): void {
+    this.o.subnet = subnet;
+    this.request();
+  }
+
+  /** One sync now (joined with one already running, then repeated once if asked for meanwhile). */
+  async sync(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        await this.once();
+      } while (this.again && !this.stopped);
+    })().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async once(): Promise<void> {
+    try {
+      const { records, invalid } = readEndpointRecords(this.o.recordsDir);
+      const bridges = [...(this.o.bridges ?? ['cni0']), ...records.map((r) => r.bridge)];
+      const { ports, bridgeMacs } = await scanBridges(bridges);
+      const recorded = new Set(records.map((r) => `${r.bridge}/${r.hostVeth}`));
+      const discovered = await discoverPods(ports.filter((p) => !recorded.has(`${p.bridge}/${p.ifname}`)));
+      const plan = planEndpoints({ subnet: this.o.subnet, records, ports, bridgeMacs, discovered });
+      const maps = DatapathMaps.open(this.o.pinDir);
+      let changed;
+      try {
+        changed = maps.syncEndpoints(plan.endpoints);
+      } finally {
+        maps.close();
+      }
+      const links = syncPodLinks(this.o.pinDir, this.o.fastPath ? plan.veths : []);
+      const problems = [...plan.problems, ...invalid.map((i) => `endpoint record ${i.file}: ${i.error}`)];
+      for (const p of problems.filter((p) => !this.state.problems.includes(p))) this.o.log.warn('endpoint problem', { problem: p });
+      Object.assign(this.state, { endpoints: plan.endpoints.size, podLinks: this.o.fastPath ? plan.veths.length : 0, problems, lastError: undefined });
+      this.state.syncs++;
+      if (changed.upserted.length || changed.removed.length || links.attached.length || links.removed.length)
+        this.o.log.info('pod endpoints synced', {
+          added: changed.upserted,
+          removed: changed.removed,
+          linksAttached: links.attached,
+          linksRemoved: links.removed,
+          endpoints: plan.endpoints.size,
+          staleRecords: plan.stale.length,
+        });
+    } catch (err) {
+      this.state.errors++;
+      this.state.lastError = (err as Error).message;
+      this.o.log.error('pod endpoint sync failed; retried on the next event or resync', { error: (err as Error).message });
+    }
+  }
+
+  /** Coalesces a burst of events (a pod's veth, its record, its addresses) into one sync. */
+  private request(): void {
+    if (this.stopped) return;
+    clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => void this.sync(), 20);
+  }
+
+  start(): void {
+    mkdirSync(this.o.recordsDir, { recursive: true });
+    this.watcher = watch(this.o.recordsDir, () => this.request());
+    this.watcher.on('error', (err) => this.o.log.warn('watching the endpoint records failed; relying on resyncs', { dir: this.o.recordsDir, error: err.message }));
+    this.startMonitor();
+    this.timer = setInterval(() => this.request(), this.o.resyncMs ?? 30_000);
+    this.timer.unref();
+  }
+
+  private startMonitor(): void {
+    if (this.stopped) return;
+    const child = spawn('ip', ['-o', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    child.stdout!.on('data', () => this.request());
+    child.on('error', () => undefined);
+    child.on('exit', () => {
+      if (this.stopped) return;
+      this.o.log.warn('ip monitor link exited; restarting it in a second');
+      setTimeout(() => this.startMonitor(), 1000).unref();
+    });
+    child.unref();
+    this.monitor = child;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.watcher?.close();
+    clearInterval(this.timer);
+    clearTimeout(this.debounce);
+    this.monitor?.kill();
+  }
+}
