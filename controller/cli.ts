@@ -7,7 +7,7 @@ const help = `twill: an eBPF VXLAN dataplane for flannel networks
 
   twill agent [flanneld flags]                 the node agent (etcd leases -> BPF maps)
   twill lab up --nodes N [--pods-per-node K]   multi-node lab in network namespaces
-  twill lab status [--json] | twill lab down
+  twill lab status [--json] | twill lab down | twill lab pod add --node N | twill lab pod del NAME
   twill dataplane attach|detach|sync ...       load, upgrade or remove a node's datapath
   twill maps [--pin-dir DIR] [--json]          decode the pinned BPF maps
   twill status [--pin-dir DIR] [--healthz H:P] one node's lease, peers, counters, attach points (no etcd)

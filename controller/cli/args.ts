@@ -30,6 +30,8 @@ export function parseArgs<T extends OptTable>(argv: readonly string[], table: T)
     if (!spec) throw new UsageError(`unknown flag --${name}`);
     let value: string | undefined = eq > 0 ? arg.slice(eq + 1) : undefined;
     if (spec.type === 'boolean') {
+      // `--fast-path false` as well as `--fast-path=false`: a separate true/false belongs to the flag.
+      if (value === undefined && (argv[i + 1] === 'true' || argv[i + 1] === 'false')) value = argv[++i];
       if (value === undefined) out[name] = true;
       else if (value === 'true' || value === 'false') out[name] = value === 'true';
       else throw new UsageError(`--${name}=${value}: expected true or false`);

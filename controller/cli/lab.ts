@@ -1,4 +1,4 @@
-import { labDown, labStatus, labUp, LabError, type LabState } from '../lab/lab.js';
+import { addLabPod, labDown, labStatus, labUp, LabError, removeLabPod, type LabState } from '../lab/lab.js';
 import { parseArgs, UsageError, type OptTable } from './args.js';
 import { runDemo } from './lab-demo.js';
 
@@ -12,6 +12,13 @@ const upOpts = {
   'subnet-len': { type: 'number', default: 24, describe: 'node subnet length' },
   underlay: { type: 'string', default: '192.168.77.0/24', describe: 'underlay network (/24)' },
   'etcd-members': { type: 'number', default: 1, describe: 'etcd members: 1, or 3 for a cluster that survives losing one' },
+  'fast-path': { type: 'boolean', default: true, describe: "the BPF agents' --fast-path: pod traffic bypasses the host stack where it may" },
+  'decap-hook': { type: 'string', default: 'auto', describe: "the BPF agents' --decap-hook: auto, xdp or tc" },
+} satisfies OptTable;
+const podOpts = {
+  ...nameOpt,
+  node: { type: 'string', describe: 'the node to add the pod to (n1, n2, ...)' },
+  ip: { type: 'string', describe: 'the address to ask host-local for (a pod re-created with its old address)' },
 } satisfies OptTable;
 
 export async function labCommand(argv: string[]): Promise<number> {
@@ -23,7 +30,18 @@ export async function labCommand(argv: string[]): Promise<number> {
         const o = parseArgs(rest, upOpts);
         const started = Date.now();
         const state = await labUp(
-          { name: o.name, nodes: o.nodes, podsPerNode: o['pods-per-node'], kernelNodes: o['kernel-nodes'], network: o.network, subnetLen: o['subnet-len'], underlayCidr: o.underlay, etcdMembers: o['etcd-members'] as 1 | 3 },
+          {
+            name: o.name,
+            nodes: o.nodes,
+            podsPerNode: o['pods-per-node'],
+            kernelNodes: o['kernel-nodes'],
+            network: o.network,
+            subnetLen: o['subnet-len'],
+            underlayCidr: o.underlay,
+            etcdMembers: o['etcd-members'] as 1 | 3,
+            fastPath: o['fast-path'],
+            decapHook: o['decap-hook'] as 'auto' | 'xdp' | 'tc',
+          },
           progress,
         );
         console.error(`lab ${state.name} up in ${((Date.now() - started) / 1000).toFixed(1)} s: etcd ${state.etcd!.endpoint}, ${state.nodes.length} nodes each running twill agent, ${state.pods.length} pods`);
@@ -42,6 +60,22 @@ export async function labCommand(argv: string[]): Promise<number> {
         printStatus(state, o.json);
         return 0;
       }
+      case 'pod': {
+        // twill lab pod add --node n1 [--ip A] | twill lab pod del NAME
+        const [verb, ...args] = rest;
+        const o = parseArgs(args, podOpts);
+        const state = await labStatus(o.name);
+        if (!state) throw new UsageError(`--name ${o.name}: no such lab`);
+        if (verb === 'add') {
+          if (!o.node) throw new UsageError('twill lab pod add: --node is required');
+          const pod = await addLabPod(state, o.node, { ip: o.ip || undefined });
+          console.log(`pod ${pod.name}: ${pod.ip} on ${pod.node} (netns ${pod.netns})`);
+        } else if (verb === 'del' && o._.length === 1) {
+          await removeLabPod(state, o._[0]);
+          console.log(`pod ${o._[0]} removed`);
+        } else throw new UsageError('twill lab pod: expected `add --node N [--ip A]` or `del NAME`');
+        return 0;
+      }
       case 'demo': {
         const o = parseArgs(rest, nameOpt);
         const state = await labStatus(o.name);
@@ -49,7 +83,7 @@ export async function labCommand(argv: string[]): Promise<number> {
         return runDemo(state);
       }
       default:
-        throw new UsageError(`twill lab: unknown subcommand ${sub ?? '(none)'}; expected up, down, status or demo`);
+        throw new UsageError(`twill lab: unknown subcommand ${sub ?? '(none)'}; expected up, down, status, demo or pod`);
     }
   } catch (err) {
     if (err instanceof LabError) throw new UsageError(err.message);

@@ -33,6 +33,10 @@ export interface MapsDoc {
   traffic: PeerTrafficDoc[];
   /** traffic counted in slot 0 (entries written without a slot) */
   unattributed: TrafficCounters;
+  /** twill_endpoints: the local pods the fast path serves (absent before this build attached) */
+  endpoints?: { ip: string; ifindex: number; mac: string; gatewayMac: string }[];
+  /** twill_path_stats summed over CPUs: what the fast path carried and what it left to the stack */
+  path?: { send: Record<string, number>; receive: Record<string, number> };
 }
 
 /** Reads the pins only: no etcd, no agent, no netns needed. */
@@ -48,6 +52,7 @@ export function readMapsDoc(pinDir: string): MapsDoc {
     const { peers: perPeer, unattributed } = maps.peerTraffic();
     const traffic = perPeer.map(({ publicIp, subnet, vtepMac, slot, ...c }) => ({ publicIp, subnet, vtepMac, statsSlot: slot, ...counters(c) }) as PeerTrafficDoc);
     const attach = readAttachState(pinDir);
+    const path = maps.pathStats();
     return {
       pinDir,
       config,
@@ -57,6 +62,8 @@ export function readMapsDoc(pinDir: string): MapsDoc {
       stats: counters(maps.stats()),
       traffic,
       unattributed: counters(unattributed) as unknown as TrafficCounters,
+      endpoints: maps.endpoints && [...maps.readEndpoints()].map(([ip, e]) => ({ ip, ifindex: e.ifindex, mac: e.mac, gatewayMac: e.gateway_mac })),
+      path: path && { send: counters(path.send), receive: counters(path.receive) },
     };
   } finally {
     maps.close();
@@ -65,6 +72,13 @@ export function readMapsDoc(pinDir: string): MapsDoc {
 
 export const formatNodeLine = (c: TwillConfig) =>
   `${c.public_ip}  vtep ${c.vtep_mac}  subnet ${c.subnet}/${c.subnet_len}  network ${c.network}/${c.network_len}  vni ${c.vni}  port ${c.vxlan_port}`;
+
+/** "fast 120, to the stack: not_remote=4 conntrack=2" (zero reasons left out). */
+export const formatPathLine = (c: Record<string, number>) => {
+  const { fast, ...stack } = c;
+  const reasons = Object.entries(stack).filter(([, v]) => v !== 0);
+  return `fast ${fast}, to the stack: ${reasons.length ? reasons.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`;
+};
 
 export const formatTrafficLine = (t: TrafficCounters) =>
   `out ${t.encap_packets} pkts ${t.encap_bytes} B, in ${t.decap_packets} pkts ${t.decap_bytes} B`;
@@ -90,6 +104,11 @@ export async function mapsCli(argv: string[]): Promise<number> {
   console.log(`twill_peer_stats (${doc.traffic.length} slots in use)`);
   for (const t of doc.traffic) console.log(`  ${t.publicIp.padEnd(16)} ${formatTrafficLine(t)}`);
   if (Object.values(doc.unattributed).some((v) => v !== 0)) console.log(`  ${'(no slot)'.padEnd(16)} ${formatTrafficLine(doc.unattributed)}`);
+  if (doc.endpoints) {
+    console.log(`twill_endpoints (${doc.endpoints.length})`);
+    for (const e of doc.endpoints) console.log(`  ${e.ip.padEnd(16)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}  gateway ${e.gatewayMac}`);
+  }
+  if (doc.path) console.log(`twill_path_stats\n  send     ${formatPathLine(doc.path.send)}\n  receive  ${formatPathLine(doc.path.receive)}`);
   console.log('twill_stats');
   for (const [k, v] of Object.entries(doc.stats)) if (v !== 0 || !k.startsWith('drop_')) console.log(`  ${k.padEnd(22)} ${v}`);
   return 0;

@@ -1,12 +1,13 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { BpfLink, BpfMap } from '../bpf/libbpf.js';
-import { readAttachState, type AttachState } from '../dataplane/attach.js';
+import { readAttachState, type AttachState, type FastPathState } from '../dataplane/attach.js';
+import { listPodLinks, type PodLink } from '../dataplane/pod-links.js';
 import { pinPaths } from '../dataplane/spec.js';
 import { formatCidr } from '../net/ipv4.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { parseArgs } from './args.js';
-import { formatNodeLine, formatTrafficLine, readMapsDoc, type MapsDoc, type PeerTrafficDoc, type TrafficCounters } from './maps.js';
+import { formatNodeLine, formatPathLine, formatTrafficLine, readMapsDoc, type MapsDoc, type PeerTrafficDoc, type TrafficCounters } from './maps.js';
 
 const MAP_TYPES: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array' };
 const LINK_TYPES: Record<number, string> = { 6: 'xdp', 11: 'tcx', 13: 'netkit' };
@@ -34,6 +35,16 @@ export interface HealthDoc {
   error?: string;
 }
 
+/** How pod traffic goes through this node, hook by hook. */
+export interface FastPathDoc extends FastPathState {
+  /** the path each hook gives pod traffic, in words */
+  hooks: { send: string; receive: string; tunnel?: string };
+  endpoints: NonNullable<MapsDoc['endpoints']>;
+  podLinks: PodLink[];
+  send: Record<string, number>;
+  receive: Record<string, number>;
+}
+
 export interface StatusDoc {
   pinDir: string;
   /** false: nothing pinned under pinDir (a kernel VXLAN node, or a wrong --pin-dir) */
@@ -41,7 +52,9 @@ export interface StatusDoc {
   node?: MapsDoc['config'];
   lease: { subnet?: string; expiresAt?: string };
   subnetFile: SubnetFileDoc;
-  attach?: Pick<AttachState, 'encap' | 'decap' | 'attachedAt' | 'layoutVersion'>;
+  attach?: Pick<AttachState, 'encap' | 'decap' | 'deliver' | 'tunnel' | 'attachedAt' | 'layoutVersion'>;
+  /** absent on a node whose datapath an older build attached */
+  fastPath?: FastPathDoc;
   peers: (MapsDoc['peers'][number] & Partial<PeerTrafficDoc>)[];
   totals: TrafficCounters;
   drops: Record<string, number>;
@@ -132,6 +145,14 @@ export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { en
   if (doc.subnetFile.error) problems.push(`subnet file: ${doc.subnetFile.error}`);
   else if (doc.lease.subnet && doc.subnetFile.subnet !== doc.lease.subnet)
     problems.push(`subnet file says ${doc.subnetFile.subnet ?? 'nothing'}, the datapath holds ${doc.lease.subnet}`);
+  const fp = doc.fastPath;
+  if (fp) {
+    if (!fp.enabled && !fp.reason.includes('--fast-path=false')) problems.push(`fast path off: ${fp.reason}`);
+    const linked = new Set(fp.podLinks.filter((l) => l.ifindex !== 0).map((l) => l.ifindex));
+    if (fp.enabled) for (const e of fp.endpoints) if (!linked.has(e.ifindex)) problems.push(`pod ${e.ip} (veth ifindex ${e.ifindex}) has no send program: what it sends to remote pods takes the stack path`);
+    for (const l of fp.podLinks) if (l.ifindex === 0) problems.push(`pod link ${l.ifname} is pinned but its veth is gone (the agent's next sync removes it)`);
+  }
+  if (doc.attach?.tunnel && !doc.attach.tunnel.up) problems.push(`${doc.attach.tunnel.iface} is down (${doc.attach.tunnel.reason ?? 'unknown reason'}): fragmented VXLAN is dropped and tc decap gets no GRO`);
   for (const p of doc.peers) if (p.statsSlot === 0) problems.push(`peer ${p.publicIp} has no counter slot (written by an older build, or slots exhausted)`);
   if (doc.health?.error) problems.push(`healthz ${doc.health.address}: ${doc.health.error}`);
   else if (doc.health && !doc.health.ready) problems.push(`agent not ready: ${JSON.stringify(doc.health.detail)}`);
@@ -172,7 +193,8 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
       expiresAt: typeof health?.detail?.leaseExpiresAt === 'string' ? health.detail.leaseExpiresAt : undefined,
     },
     subnetFile,
-    attach: attach && { encap: attach.encap, decap: attach.decap, attachedAt: attach.attachedAt, layoutVersion: attach.layoutVersion },
+    attach: attach && { encap: attach.encap, decap: attach.decap, deliver: attach.deliver, tunnel: attach.tunnel, attachedAt: attach.attachedAt, layoutVersion: attach.layoutVersion },
+    fastPath: attach?.fastPath && maps.path && { ...attach.fastPath, hooks: describeHooks(attach), endpoints: maps.endpoints ?? [], podLinks: listPodLinks(opts.pinDir), ...maps.path },
     peers: maps.peers.map((p) => ({ ...traffic.get(p.publicIp), ...p })),
     totals: { encap_packets, encap_bytes, decap_packets, decap_bytes },
     drops: Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== 0)),
@@ -183,12 +205,39 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
   return { ...doc, problems: findProblems(doc, { encap: has(links.encapLink), decap: has(links.decapLink) }) };
 }
 
+/** Pure: which path pod traffic takes at each hook, from what is attached. */
+export function describeHooks(a: AttachState): FastPathDoc['hooks'] {
+  const fast = a.fastPath?.enabled;
+  const overlay = `${a.encap.iface} (encap at tc egress)`;
+  const decap = a.decap.hook === 'xdp' || (a.decap.hook === undefined && !['tcx', 'clsact'].includes(a.decap.mode)) ? `XDP decap on ${a.decap.iface} (ahead of GRO)` : `tc decap on ${a.decap.iface} (after GRO)`;
+  return {
+    send: fast
+      ? `fast path at the pod veths (tc ingress): to remote pods, encapsulated there and sent out of ${a.spec.underlayIface}; everything else, and the node's own traffic, through the stack to ${overlay}`
+      : `stack path: the node routes pod traffic to ${overlay}`,
+    receive: fast
+      ? `${decap}, then straight into local pods (tc ingress of ${a.decap.iface}, bpf_redirect_peer) unless conntrack knows the flow; the rest routed by the stack`
+      : `${decap}, then routed by the stack to the pod`,
+    tunnel: a.tunnel && `${a.tunnel.iface} ${a.tunnel.up ? 'up' : 'down'}: UDP-tunnel GRO on the VXLAN port; reassembled fragments decapped there, checked by twill_tunnel_rx, routed by the stack`,
+  };
+}
+
 function printStatus(s: StatusDoc): void {
   console.log(`node       ${s.node ? formatNodeLine(s.node) : s.bpf ? '(not configured)' : `(no BPF datapath under ${s.pinDir})`}`);
   console.log(`lease      ${s.lease.subnet ?? '?'}${s.lease.expiresAt ? `  expires ${s.lease.expiresAt}` : ''}`);
   const f = s.subnetFile;
   console.log(`subnet.env ${f.path}: ${f.error ?? `network ${f.network} subnet ${f.subnet} mtu ${f.mtu} ipmasq ${f.ipMasq}`}`);
-  if (s.attach) console.log(`attached   encap ${s.attach.encap.mode} on ${s.attach.encap.iface}, decap ${s.attach.decap.mode} on ${s.attach.decap.iface} (since ${s.attach.attachedAt})`);
+  if (s.attach) {
+    console.log(`attached   encap ${s.attach.encap.mode} on ${s.attach.encap.iface}, decap ${s.attach.decap.mode} on ${s.attach.decap.iface}${s.attach.deliver ? `, deliver ${s.attach.deliver.mode} on ${s.attach.deliver.iface}` : ''} (since ${s.attach.attachedAt})`);
+    if (s.attach.decap.reason) console.log(`decap hook ${s.attach.decap.hook}: ${s.attach.decap.reason}`);
+  }
+  if (s.fastPath) {
+    const f = s.fastPath;
+    console.log(`fast path  ${f.enabled ? 'on' : 'off'}: ${f.reason}; ${f.endpoints.length} local pods, ${f.podLinks.filter((l) => l.ifindex !== 0).length} pod veths attached`);
+    console.log(`  send     ${f.hooks.send}\n           ${formatPathLine(f.send)}`);
+    console.log(`  receive  ${f.hooks.receive}\n           ${formatPathLine(f.receive)}`);
+    if (f.hooks.tunnel) console.log(`  tunnel   ${f.hooks.tunnel}`);
+    for (const e of f.endpoints) console.log(`  pod      ${e.ip.padEnd(16)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}`);
+  }
   console.log(`peers (${s.peers.length})`);
   for (const p of s.peers)
     console.log(`  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(18)} ${p.vtepMac}  ${p.encap_packets !== undefined ? formatTrafficLine(p as PeerTrafficDoc) : 'no counters'}`);

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import path from 'node:path';
 import { formatCidr } from '../net/ipv4.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
-import { endpointsDirFor, recordFromCniResult, removeEndpointRecord, writeEndpointRecord } from '../endpoints/records.js';
+import { endpointsDirFor, readEndpointRecord, readPinDirPointer, recordFromCniResult, removeEndpointRecord, writeEndpointRecord } from '../endpoints/records.js';
 
 /*
  * A CNI meta-plugin that behaves like flannel's: it reads the subnet file written by the
@@ -79,17 +79,31 @@ function recordEndpoint(subnetFile: string, delegate: Record<string, unknown>, s
   }
 }
 
-/** Removed before the delegate deletes the veth: the agent stops delivering to the pod first. */
-function forgetEndpoint(subnetFile: string, env: NodeJS.ProcessEnv): void {
+/**
+ * Before the delegate deletes the veth: the pod's entry leaves the fast path's map here, not only
+ * when the agent next syncs, so that while the agent is down a new pod given the same address is
+ * not sent to the dead veth (without an entry its traffic takes the stack path until the agent
+ * adds it). libbpf is loaded only on this path.
+ */
+async function forgetEndpoint(subnetFile: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const dir = endpointsDirFor(subnetFile);
+  const ifname = env.CNI_IFNAME ?? 'eth0';
   try {
-    removeEndpointRecord(endpointsDirFor(subnetFile), env.CNI_CONTAINERID!, env.CNI_IFNAME ?? 'eth0');
+    const rec = readEndpointRecord(dir, env.CNI_CONTAINERID!, ifname);
+    const pinDir = readPinDirPointer(dir);
+    if (rec && pinDir) await (await import('../endpoints/forget.js')).forgetEndpointEntry(pinDir, rec.ip);
+  } catch {
+    // see recordEndpoint: the agent's next sync removes it
+  }
+  try {
+    removeEndpointRecord(dir, env.CNI_CONTAINERID!, ifname);
   } catch {
     // see recordEndpoint
   }
 }
 
 /** Runs one CNI command; returns what to print on stdout and the exit code. */
-export function cniMain(stdin: string, env: NodeJS.ProcessEnv): { out: string; code: number } {
+export async function cniMain(stdin: string, env: NodeJS.ProcessEnv): Promise<{ out: string; code: number }> {
   const command = env.CNI_COMMAND;
   try {
     if (command === 'VERSION') return { out: JSON.stringify({ cniVersion: '0.4.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0'] }), code: 0 };
@@ -125,7 +139,7 @@ export function cniMain(stdin: string, env: NodeJS.ProcessEnv): { out: string; c
       return { out: res.stdout, code: 0 };
     }
     if (command === 'DEL' || command === 'CHECK') {
-      if (command === 'DEL') forgetEndpoint(conf.subnetFile ?? '/run/flannel/subnet.env', env);
+      if (command === 'DEL') await forgetEndpoint(conf.subnetFile ?? '/run/flannel/subnet.env', env);
       if (!existsSync(saved)) return { out: '', code: 0 }; // DEL is idempotent; nothing was added
       const delegate = JSON.parse(readFileSync(saved, 'utf8')) as Record<string, unknown>;
       const res = runDelegate(String(delegate.type), delegate, env);

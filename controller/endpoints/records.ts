@@ -26,6 +26,31 @@ export const endpointRecordSchema = z.object({
 export type EndpointRecord = z.output<typeof endpointRecordSchema>;
 
 export const endpointsDirFor = (subnetFile: string) => path.join(path.dirname(subnetFile), 'endpoints');
+/** Where the agent says which pin directory its maps are in, for the plugin's DEL (see forgetEndpoint). */
+const pinDirFile = (dir: string) => path.join(dir, 'pin-dir');
+
+export function writePinDirPointer(dir: string, pinDir: string): void {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(`${pinDirFile(dir)}.tmp`, pinDir + '\n');
+  renameSync(`${pinDirFile(dir)}.tmp`, pinDirFile(dir));
+}
+
+export function readPinDirPointer(dir: string): string | undefined {
+  try {
+    return readFileSync(pinDirFile(dir), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function readEndpointRecord(dir: string, containerId: string, ifname: string): EndpointRecord | undefined {
+  try {
+    const res = endpointRecordSchema.safeParse(JSON.parse(readFileSync(recordFile(dir, containerId, ifname), 'utf8')));
+    return res.success ? res.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
 const recordFile = (dir: string, containerId: string, ifname: string) => path.join(dir, `${containerId}_${ifname}.json`);
 
 const cniResultSchema = z.object({

@@ -4,7 +4,7 @@ import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { syncPodLinks } from '../dataplane/pod-links.js';
 import type { Logger } from '../util/log.js';
 import { planEndpoints } from './desired.js';
-import { readEndpointRecords } from './records.js';
+import { readEndpointRecords, writePinDirPointer } from './records.js';
 import { discoverPods, scanBridges } from './scan.js';
 
 export interface EndpointSyncOptions {
@@ -114,6 +114,7 @@ export class EndpointSync {
 
   start(): void {
     mkdirSync(this.o.recordsDir, { recursive: true });
+    writePinDirPointer(this.o.recordsDir, this.o.pinDir);
     this.watcher = watch(this.o.recordsDir, () => this.request());
     this.watcher.on('error', (err) => this.o.log.warn('watching the endpoint records failed; relying on resyncs', { dir: this.o.recordsDir, error: err.message }));
     this.startMonitor();

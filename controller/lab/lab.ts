@@ -9,7 +9,7 @@ import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
 import { cliEntry } from '../util/paths.js';
 import { installCniPlugin } from '../cni/install.js';
-import { startAgent, stopAgent, waitForSubnetFile, type AgentProcess } from './agents.js';
+import { isAgent, startAgent, stopAgent, waitForSubnetFile, type AgentProcess } from './agents.js';
 import { isEtcd, startEtcd, stopEtcd, type EtcdProcess } from './etcd.js';
 
 const log = logger('lab');
@@ -36,6 +36,9 @@ export const labOptionsSchema = z.object({
   mtu: z.number().int().min(1280).max(9000),
   pinRoot: z.string().startsWith('/sys/fs/bpf/'),
   etcdMembers: z.union([z.literal(1), z.literal(3)], { error: '1, or 3 for a cluster that survives losing a member' }),
+  /** passed to every BPF node's agent */
+  fastPath: z.boolean(),
+  decapHook: z.enum(['auto', 'xdp', 'tc']),
 });
 export type LabOptions = z.output<typeof labOptionsSchema>;
 
@@ -49,6 +52,8 @@ export const labDefaults: Omit<LabOptions, 'nodes'> = {
   mtu: 1500,
   pinRoot: '/sys/fs/bpf/twill-lab',
   etcdMembers: 1,
+  fastPath: true,
+  decapHook: 'auto',
 };
 
 export interface LabNode {
@@ -83,6 +88,9 @@ export interface LabState {
   etcd?: EtcdProcess & { prefix: string };
   /** every member when the lab runs a 3-member cluster; agents are given all their endpoints */
   etcdMembers?: EtcdProcess[];
+  /** the BPF agents' --fast-path and --decap-hook (absent in labs made before they existed: the defaults) */
+  fastPath?: boolean;
+  decapHook?: LabOptions['decapHook'];
   nodes: LabNode[];
   pods: LabPod[];
 }
@@ -142,6 +150,8 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     podMtu: o.mtu - 50,
     pinRoot: o.pinRoot,
     underlay: { netns: `${o.name}-ul`, bridge: 'br0', cidr: o.underlayCidr, gateway },
+    fastPath: o.fastPath,
+    decapHook: o.decapHook,
     nodes: [],
     pods: [],
   };
@@ -215,16 +225,65 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
   installCniPlugin(`${stateDir(o.name)}/cni-bin`, 'flannel');
   for (const node of state.nodes) {
     for (let k = 1; k <= o.podsPerNode; k++) {
-      const pod: LabPod = { name: `${node.name}-p${k}`, netns: `${node.netns}-p${k}`, ip: '', node: node.name, containerId: `${o.name}-${node.name}-p${k}` };
-      await ip(['netns', 'add', pod.netns]);
-      state.pods.push(pod);
-      saveState(state);
-      pod.ip = await cniAdd(state, node, pod);
-      saveState(state);
-      say(`pod ${pod.name}: ${pod.ip} (CNI flannel -> bridge + host-local)`);
+      const pod = await addLabPod(state, node.name, { name: `${node.name}-p${k}` });
+      say(`pod ${pod.name}: ${pod.ip} (CNI flannel -> bridge + host-local)${node.dataplane === 'bpf' ? (o.fastPath ? ', on the fast path' : ', known to the agent (fast path off)') : ''}`);
     }
   }
   return state;
+}
+
+/**
+ * Adds a pod to a node through the CNI plugins, as kubelet would; `ip` asks host-local for that
+ * address (a pod re-created with its old address). On a BPF node whose agent runs it returns once
+ * the agent has the pod in its endpoints map, so what follows may count on the fast path.
+ */
+export async function addLabPod(state: LabState, nodeName: string, opts: { name?: string; ip?: string } = {}): Promise<LabPod> {
+  const node = state.nodes.find((n) => n.name === nodeName);
+  if (!node) throw new LabError(`no node ${nodeName} in lab ${state.name}`);
+  if (!existsSync(`${stateDir(state.name)}/cni-bin/flannel`)) installCniPlugin(`${stateDir(state.name)}/cni-bin`, 'flannel');
+  let name = opts.name;
+  for (let k = 1; !name; k++) if (!state.pods.some((p) => p.name === `${node.name}-p${k}`) && !(await namespaceExists(`${node.netns}-p${k}`))) name = `${node.name}-p${k}`;
+  if (state.pods.some((p) => p.name === name)) throw new LabError(`pod ${name} exists in lab ${state.name}`);
+  const suffix = name.slice(node.name.length + 1);
+  // A new container id for every pod made, as a runtime gives one to every sandbox.
+  const pod: LabPod = { name, netns: `${node.netns}-${suffix}`, ip: '', node: node.name, containerId: `${state.name}-${name}-${Date.now().toString(36)}` };
+  await ip(['netns', 'add', pod.netns]);
+  state.pods.push(pod);
+  saveState(state);
+  pod.ip = await cniAdd(state, node, pod, opts.ip);
+  saveState(state);
+  if (node.dataplane === 'bpf' && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, true);
+  return pod;
+}
+
+/** Deletes a pod as kubelet would (CNI DEL, then its namespace); on a BPF node, until the agent forgot it. */
+export async function removeLabPod(state: LabState, podName: string): Promise<void> {
+  const pod = state.pods.find((p) => p.name === podName);
+  if (!pod) throw new LabError(`no pod ${podName} in lab ${state.name}`);
+  const node = state.nodes.find((n) => n.name === pod.node)!;
+  await cni(state, 'DEL', 'flannel', cniConf(state, node), node, pod);
+  await ip(['netns', 'del', pod.netns]);
+  state.pods = state.pods.filter((p) => p !== pod);
+  saveState(state);
+  if (node.dataplane === 'bpf' && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, false);
+}
+
+/** Until the node's endpoints map has (or no longer has) `ip`. */
+async function waitForEndpoint(node: LabNode, podIp: string, present: boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const maps = DatapathMaps.open(node.pinDir);
+    let has: boolean;
+    try {
+      has = maps.readEndpoints().has(podIp);
+    } finally {
+      maps.close();
+    }
+    if (has === present) return;
+    if (Date.now() > deadline)
+      throw new LabError(`node ${node.name}: pod ${podIp} ${present ? 'never appeared in' : 'never left'} its endpoints map in ${timeoutMs / 1000} s; agent log ${node.agent?.log}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 function etcdOptions(name: string, host: string, member = 1) {
@@ -293,6 +352,8 @@ export async function readVtepMac(node: LabNode): Promise<string> {
 function agentArgs(state: LabState, node: LabNode): string[] {
   return [
     `--dataplane=${node.dataplane}`,
+    `--fast-path=${state.fastPath ?? labDefaults.fastPath}`,
+    `--decap-hook=${state.decapHook ?? labDefaults.decapHook}`,
     `--etcd-endpoints=${(state.etcdMembers ?? [state.etcd!]).map((e) => e.endpoint).join(',')}`,
     `--etcd-prefix=${state.etcd!.prefix}`,
     '--iface=eth0',
@@ -332,7 +393,7 @@ function cniConf(state: LabState, node: LabNode) {
 
 const cniPath = (state: LabState) => `${stateDir(state.name)}/cni-bin:${CNI_BIN}`;
 
-async function cni(state: LabState, command: 'ADD' | 'DEL', plugin: string, conf: object, node: LabNode, pod: LabPod, ifname = 'eth0') {
+async function cni(state: LabState, command: 'ADD' | 'DEL', plugin: string, conf: object, node: LabNode, pod: LabPod, ifname = 'eth0', args?: string) {
   const dir = plugin === 'flannel' ? `${stateDir(state.name)}/cni-bin` : CNI_BIN;
   const res = await run([`${dir}/${plugin}`], {
     netns: node.netns,
@@ -345,15 +406,18 @@ async function cni(state: LabState, command: 'ADD' | 'DEL', plugin: string, conf
       CNI_NETNS: `/run/netns/${pod.netns}`,
       CNI_IFNAME: ifname,
       CNI_PATH: cniPath(state),
+      ...(args ? { CNI_ARGS: args } : {}),
     },
   });
   if (res.code !== 0) throw new LabError(`CNI ${command} ${plugin} for pod ${pod.name} on node ${node.name} failed: ${(res.stdout + res.stderr).trim()}`);
   return res.stdout;
 }
 
-async function cniAdd(state: LabState, node: LabNode, pod: LabPod): Promise<string> {
+async function cniAdd(state: LabState, node: LabNode, pod: LabPod, requestIp?: string): Promise<string> {
   await cni(state, 'ADD', 'loopback', { cniVersion: '0.4.0', name: 'lo', type: 'loopback' }, node, pod, 'lo');
-  const out = JSON.parse(await cni(state, 'ADD', 'flannel', cniConf(state, node), node, pod)) as { ips?: { address: string }[] };
+  // host-local takes a wanted address from CNI_ARGS, as a runtime passes a pod's static IP.
+  const args = requestIp ? `IgnoreUnknown=1;IP=${requestIp}` : undefined;
+  const out = JSON.parse(await cni(state, 'ADD', 'flannel', cniConf(state, node), node, pod, 'eth0', args)) as { ips?: { address: string }[] };
   const addr = out.ips?.[0]?.address;
   if (!addr) throw new LabError(`CNI ADD for pod ${pod.name} returned no address: ${JSON.stringify(out)}`);
   return addr.split('/')[0];

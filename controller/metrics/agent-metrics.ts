@@ -1,4 +1,4 @@
-import type { PeerStats, Stats } from '../../maps/layout.js';
+import type { PathStats, PeerStats, Stats } from '../../maps/layout.js';
 import type { PeerTraffic } from '../dataplane/datapath-maps.js';
 import type { MetricFamily, Sample } from './prometheus.js';
 
@@ -10,8 +10,13 @@ export interface AgentSnapshot {
   reconcile?: { count: number; errors: number; lastDurationMs: number; totalDurationMs: number };
   watch?: { state: string; resyncs: number };
   /** BPF mode only: the pinned counters, summed over CPUs */
-  datapath?: { stats: Stats; peers: readonly PeerTraffic[]; unattributed: PeerStats };
+  datapath?: { stats: Stats; peers: readonly PeerTraffic[]; unattributed: PeerStats; path?: { send: PathStats; receive: PathStats } };
+  /** BPF mode only: the fast path's switch and the local pods it serves */
+  fastPath?: { enabled: boolean; endpoints: number; podLinks: number };
 }
+
+/** twill_path_stats fields that count packets handed to the stack (all but `fast`). */
+const STACK_REASONS = ['not_ipv4', 'not_remote', 'no_endpoint', 'source', 'conntrack', 'ttl', 'fragment', 'protocol', 'too_big', 'disabled', 'error'] as const satisfies readonly (keyof PathStats)[];
 
 /** The lease watcher's states, all reported (1 for the current one) so a dashboard sees transitions. */
 export const WATCH_STATES = ['starting', 'watching', 'resyncing', 'backoff'] as const;
@@ -64,7 +69,26 @@ export function agentMetricFamilies(s: AgentSnapshot): MetricFamily[] {
     );
   }
 
+  if (s.fastPath) {
+    out.push(
+      gauge('twill_fast_path_enabled', '1 when pod traffic to and from remote pods may bypass the host stack (--fast-path, and a kernel that allows it).', [{ value: s.fastPath.enabled ? 1 : 0 }]),
+      gauge('twill_endpoints', 'Local pods in the fast path\'s endpoints map.', [{ value: s.fastPath.endpoints }]),
+      gauge('twill_pod_links', 'Pod veths carrying the send half of the fast path.', [{ value: s.fastPath.podLinks }]),
+    );
+  }
+
   const d = s.datapath;
+  if (d?.path) {
+    const directions = [['send', d.path.send], ['receive', d.path.receive]] as const;
+    out.push(
+      counter('twill_fast_path_packets_total', 'Pod packets that bypassed the host stack: sent from a local pod (send) or delivered into one (receive).', directions.map(([direction, p]) => ({ labels: { direction }, value: p.fast }))),
+      counter(
+        'twill_stack_path_packets_total',
+        'Packets the fast path handed to the host stack, by direction and reason (see twill_path_stats in bpf/include/twill_maps.h).',
+        directions.flatMap(([direction, p]) => STACK_REASONS.map((reason) => ({ labels: { direction, reason }, value: p[reason] }))),
+      ),
+    );
+  }
   if (d) {
     out.push(gauge('twill_peers', 'Peers in the datapath (twill_peers entries).', [{ value: d.peers.length }]));
     for (const [field, help] of peerCounters) {

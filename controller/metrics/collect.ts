@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { readAttachState } from '../dataplane/attach.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { formatCidr } from '../net/ipv4.js';
 import type { OwnLease } from '../subnet/manager.js';
@@ -13,6 +14,7 @@ export interface AgentMetricSources {
   manager?: { own?: OwnLease };
   reconciler?: { count: number; errors: number; lastDurationMs: number; totalDurationMs: number };
   watcher?: { state: string; resyncs: number };
+  endpoints?: { state: { endpoints: number; podLinks: number } };
 }
 
 /** The edge: reads the pinned counters (opened per scrape, so a replaced map is never stale). */
@@ -33,10 +35,15 @@ export function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
   if (src.mode === 'bpf' && existsSync(`${src.pinDir}/twill_peer_stats`)) {
     const maps = DatapathMaps.open(src.pinDir);
     try {
-      snapshot.datapath = { stats: maps.stats(), ...maps.peerTraffic() };
+      snapshot.datapath = { stats: maps.stats(), ...maps.peerTraffic(), path: maps.pathStats() };
     } finally {
       maps.close();
     }
+    snapshot.fastPath = {
+      enabled: readAttachState(src.pinDir)?.fastPath?.enabled ?? false,
+      endpoints: src.endpoints?.state.endpoints ?? 0,
+      podLinks: src.endpoints?.state.podLinks ?? 0,
+    };
   }
   return snapshot;
 }

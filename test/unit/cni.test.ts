@@ -30,17 +30,17 @@ describe("flannel's delegate config", () => {
 });
 
 describe('CNI protocol errors', () => {
-  it('answers VERSION', () => {
-    expect(JSON.parse(cniMain('', { CNI_COMMAND: 'VERSION' }).out).supportedVersions).toContain('0.4.0');
+  it('answers VERSION', async () => {
+    expect(JSON.parse((await cniMain('', { CNI_COMMAND: 'VERSION' })).out).supportedVersions).toContain('0.4.0');
   });
-  it('reports bad input as a CNI error on stdout with a non-zero exit', () => {
-    const r = cniMain('{nope', { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1' });
+  it('reports bad input as a CNI error on stdout with a non-zero exit', async () => {
+    const r = await cniMain('{nope', { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1' });
     expect(r.code).toBe(1);
     expect(JSON.parse(r.out)).toMatchObject({ code: 6, msg: expect.stringMatching(/network config is not JSON/) });
-    const missing = cniMain('{"name":"n","type":"flannel","subnetFile":"/nonexistent/subnet.env","dataDir":"/tmp"}', { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1' });
+    const missing = await cniMain('{"name":"n","type":"flannel","subnetFile":"/nonexistent/subnet.env","dataDir":"/tmp"}', { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1' });
     expect(JSON.parse(missing.out).msg).toMatch(/cannot read subnet file \/nonexistent\/subnet.env \(is the agent running\?\)/);
   });
-  it('treats DEL of an unknown container as done', () => {
-    expect(cniMain('{"name":"n","type":"flannel","dataDir":"/tmp/twill-none"}', { CNI_COMMAND: 'DEL', CNI_CONTAINERID: 'c404' })).toEqual({ out: '', code: 0 });
+  it('treats DEL of an unknown container as done', async () => {
+    expect(await cniMain('{"name":"n","type":"flannel","dataDir":"/tmp/twill-none","subnetFile":"/nonexistent/subnet.env"}', { CNI_COMMAND: 'DEL', CNI_CONTAINERID: 'c404' })).toEqual({ out: '', code: 0 });
   });
 });
