@@ -100,7 +100,7 @@ describe('3 QEMU VMs: twill BPF on tvm1 and tvm2, flannel kernel VXLAN on tvm3',
     const pcap = path.join(RUN_DIR, 'underlay.pcap');
     const capture = startInNetns(NETNS, ['tcpdump', '-U', '-n', '-i', BRIDGE, '-w', pcap, 'udp', 'port', '8472']);
     await capture.waitFor(/listening on/, 30_000);
-    const pings = [];
+    const pings: Awaited<ReturnType<ReturnType<typeof guest>["exec"]>>[] = [];
     for (const [a, b] of pairs) pings.push(await guest(a.name).exec(`ip netns exec pod1 ping -c 2 -W 5 ${podIp.get(b.name)}`, 60_000));
     capture.kill('SIGINT');
     await capture.exited;

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAttachState } from '../../controller/dataplane/attach.js';
@@ -10,8 +11,8 @@ import { stopAll } from '../support/proc.js';
 import { bounceAgent, labUpFresh, pingFlowsRunning, readMaps, stopPingFlows, twill } from '../support/lab-session.js';
 
 /*
- * --decap-hook: decap at tc ingress instead of XDP (for veth underlays), and moving a running
- * node between the two hooks without losing a packet. Lab "twh": 2 nodes, one pod each.
+ * --decap-hook: auto (tc on this veth underlay), XDP, and moving a running node between the two
+ * hooks without losing a packet. Lab "twh": 2 nodes, one pod each.
  */
 const LAB = 'twh';
 const craft = path.join(repoRoot(), 'test/support/craft.py');
@@ -20,14 +21,15 @@ let lab: LabState;
 const LINK_TYPE_XDP = 6;
 const LINK_TYPE_TCX = 11;
 const BPF_TCX_INGRESS = 46;
-function decapLink(n: LabNode) {
-  const link = BpfLink.fromPin(`${n.pinDir}/links/decap`);
+function linkInfo(pin: string) {
+  const link = BpfLink.fromPin(pin);
   try {
     return link.info();
   } finally {
     link.close();
   }
 }
+const decapLink = (n: LabNode) => linkInfo(`${n.pinDir}/links/decap`);
 const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
 const pod = (name: string) => lab.pods.find((p) => p.name === name)!;
 
@@ -43,24 +45,23 @@ afterAll(async () => {
 });
 
 /** Moves every node to `hook` under continuous cross-node pings; returns the pings lost. */
-async function moveTo(hook: 'xdp' | 'tc'): Promise<{ sent: number; lost: number }> {
+async function moveTo(hook: 'xdp' | 'tc' | 'auto'): Promise<{ sent: number; lost: number }> {
   const flows = await pingFlowsRunning(lab);
   for (const n of lab.nodes) await bounceAgent(lab, n, 'SIGTERM', ['--decap-hook', hook]);
   await new Promise((r) => setTimeout(r, 300));
   return stopPingFlows(flows);
 }
 
-describe('decap at tc ingress', () => {
-  it('takes over from XDP on running nodes without losing a packet', async () => {
-    expect(lab.nodes.map((n) => readAttachState(n.pinDir)?.decap.mode)).toEqual(['xdp-link', 'xdp-link']);
-    const { sent, lost } = await moveTo('tc');
-    expect(sent).toBeGreaterThan(20);
-    expect(lost).toBe(0);
-    expect(lab.nodes.map((n) => readAttachState(n.pinDir)?.decap.mode)).toEqual(['tcx', 'tcx']);
-    // Only the tcx program is left on the underlay: the XDP attachment is gone.
+describe('where decap runs', () => {
+  it('auto puts decap at tc ingress on a veth underlay, says why, and twill status shows it', async () => {
     for (const n of lab.nodes) {
+      expect(readAttachState(n.pinDir)?.decap).toMatchObject({ mode: 'tcx', hook: 'tc', requested: 'auto', reason: expect.stringMatching(/veth/) });
       expect(decapLink(n)).toMatchObject({ type: LINK_TYPE_TCX, attachType: BPF_TCX_INGRESS });
+      expect(existsSync(`${n.pinDir}/links/deliver`)).toBe(false);
       expect((await run(['ip', '-details', 'link', 'show', 'eth0'], { netns: n.netns })).stdout).not.toMatch(/xdp/);
+      const status = JSON.parse((await twill(['status', '--pin-dir', n.pinDir, '--subnet-file', n.subnetFile, '--json'])).stdout);
+      expect(status.attach.decap).toMatchObject({ hook: 'tc', mode: 'tcx' });
+      expect(status.fastPath.hooks.receive).toMatch(/^tc decap on eth0/);
     }
   });
 
@@ -78,13 +79,31 @@ describe('decap at tc ingress', () => {
     expect(after.drop_unknown_source - before.drop_unknown_source).toBe(1);
   });
 
-  it('moves back to XDP without losing a packet, and detach leaves no tc program behind', async () => {
-    const { lost } = await moveTo('xdp');
+  it('moves to XDP on running nodes without losing a packet; the tc program stays to deliver into pods', async () => {
+    const { sent, lost } = await moveTo('xdp');
+    expect(sent).toBeGreaterThan(20);
     expect(lost).toBe(0);
     expect(lab.nodes.map((n) => readAttachState(n.pinDir)?.decap.mode)).toEqual(['xdp-link', 'xdp-link']);
     for (const n of lab.nodes) {
       expect(decapLink(n).type).toBe(LINK_TYPE_XDP);
+      expect(linkInfo(`${n.pinDir}/links/deliver`)).toMatchObject({ type: LINK_TYPE_TCX, attachType: BPF_TCX_INGRESS });
       expect((await run(['ip', '-details', 'link', 'show', 'eth0'], { netns: n.netns })).stdout).toMatch(/prog\/xdp id \d+/);
+    }
+    // What XDP decapped is delivered into the pod by the tc program (the inner source's VTEP checked).
+    const before = (await readMaps(node('n1'))).path!.receive.fast;
+    const ping = await run(['ping', '-c', '5', '-i', '0.05', '-W', '1', pod('n1-p1').ip], { netns: pod('n2-p1').netns, allowFailure: true });
+    expect(ping.stdout).toMatch(/5 received/);
+    expect((await readMaps(node('n1'))).path!.receive.fast - before).toBeGreaterThanOrEqual(5);
+  });
+
+  it('moves back to tc without losing a packet, and leaves no XDP program behind', async () => {
+    const { lost } = await moveTo('auto');
+    expect(lost).toBe(0);
+    expect(lab.nodes.map((n) => readAttachState(n.pinDir)?.decap.mode)).toEqual(['tcx', 'tcx']);
+    for (const n of lab.nodes) {
+      expect(decapLink(n)).toMatchObject({ type: LINK_TYPE_TCX, attachType: BPF_TCX_INGRESS });
+      expect(existsSync(`${n.pinDir}/links/deliver`)).toBe(false);
+      expect((await run(['ip', '-details', 'link', 'show', 'eth0'], { netns: n.netns })).stdout).not.toMatch(/xdp/);
     }
   });
 });

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -53,9 +53,10 @@ afterAll(async () => {
 }, 120_000);
 
 describe('agent and etcd faults under traffic', () => {
-  it('an agent killed with SIGKILL and restarted, 10 times in a row: no packet lost, no map entry rewritten, counters kept', async () => {
+  it('an agent killed with SIGKILL and restarted, 10 times in a row: no fast-path packet lost, no map entry rewritten, counters kept', async () => {
     const entries = await Promise.all(lab.nodes.map(mapEntries));
     const countersBefore = await Promise.all(lab.nodes.map(async (n) => (await readMaps(n)).stats.decap_packets));
+    const fastBefore = await Promise.all(lab.nodes.map(async (n) => (await readMaps(n)).path!.receive.fast));
     const flows = await pingFlowsRunning(lab);
     for (let i = 0; i < 10; i++) {
       const n = lab.nodes[i % lab.nodes.length];
@@ -69,6 +70,9 @@ describe('agent and etcd faults under traffic', () => {
     // Counters only grow: the maps were reused, not recreated.
     const countersAfter = await Promise.all(lab.nodes.map(async (n) => (await readMaps(n)).stats.decap_packets));
     countersAfter.forEach((c, i) => expect(c).toBeGreaterThan(countersBefore[i]));
+    // ...and the pings were delivered by the fast path all along (the agents' restarts left it alone).
+    const fastAfter = await Promise.all(lab.nodes.map(async (n) => (await readMaps(n)).path!.receive.fast));
+    fastAfter.forEach((c, i) => expect(c - fastBefore[i]).toBeGreaterThanOrEqual(countersAfter[i] - countersBefore[i]));
     expect(lost).toBe(0);
   }, 300_000);
 
@@ -175,14 +179,15 @@ describe('upgrades', () => {
     // "A new build": the same sources compiled for another BPF ISA level, so every program
     // differs instruction by instruction (another tag) while behaving the same.
     newBuild = mkdtempSync(path.join(os.tmpdir(), 'tr-upgrade-'));
-    for (const f of ['Makefile', 'encap.bpf.c', 'decap.bpf.c', 'include']) cpSync(path.join(repoRoot, 'bpf', f), path.join(newBuild, f), { recursive: true });
+    for (const f of readdirSync(path.join(repoRoot, 'bpf')).filter((f) => f === 'Makefile' || f === 'include' || f.endsWith('.bpf.c')))
+      cpSync(path.join(repoRoot, 'bpf', f), path.join(newBuild, f), { recursive: true });
     execFileSync('make', ['-s', '-C', newBuild, 'CLANG=clang -mcpu=v3'], { stdio: 'inherit' });
   });
   afterAll(() => {
     rmSync(newBuild, { recursive: true, force: true });
   });
 
-  const linkOf = async (n: LabNode, which: 'encap' | 'decap') => {
+  const linkOf = async (n: LabNode, which: string) => {
     const link = JSON.parse((await run(['bpftool', '-j', 'link', 'show', 'pinned', `${n.pinDir}/links/${which}`])).stdout) as { id: number; prog_id: number };
     const prog = JSON.parse((await run(['bpftool', '-j', 'prog', 'show', 'id', String(link.prog_id)])).stdout) as { tag: string };
     return { id: link.id, tag: prog.tag };
@@ -198,17 +203,22 @@ describe('upgrades', () => {
     }
   }
 
-  it('the agent restarted on a new build swaps the programs on the existing links, and back, without losing a packet', async () => {
+  it('the agent restarted on a new build swaps the programs on the existing links (the pods\' too), and back, without losing a packet', async () => {
     const n2 = node('n2');
-    const before = { encap: await linkOf(n2, 'encap'), decap: await linkOf(n2, 'decap') };
+    const podLink = `pods/${readdirSync(`${n2.pinDir}/links/pods`)[0]}`;
+    const links = async () => ({ encap: await linkOf(n2, 'encap'), decap: await linkOf(n2, 'decap'), [podLink]: await linkOf(n2, podLink) });
+    const before = await links();
+    const endpoints = (await mapEntries(n2)).endpoints;
     const flows = await pingFlowsRunning(lab);
     const upgrade = await restartOnBuild(n2, path.join(newBuild, 'build'));
-    const upgraded = { encap: await linkOf(n2, 'encap'), decap: await linkOf(n2, 'decap') };
+    const upgraded = await links();
     const rollback = await restartOnBuild(n2, undefined);
-    const rolledBack = { encap: await linkOf(n2, 'encap'), decap: await linkOf(n2, 'decap') };
+    const rolledBack = await links();
     const { sent, lost } = await stopPingFlows(flows);
-    report(`upgrade to a new build of the programs and back on n2: ${lost} of ${sent} packets lost`);
-    for (const which of ['encap', 'decap'] as const) {
+    report(`upgrade to a new build of the programs and back on n2 (encap, decap and its pod's link): ${lost} of ${sent} packets lost`);
+    expect(endpoints).toHaveLength(1);
+    expect((await mapEntries(n2)).endpoints).toEqual(endpoints);
+    for (const which of ['encap', 'decap', podLink]) {
       expect(upgraded[which].id, which).toBe(before[which].id); // the same link...
       expect(upgraded[which].tag, which).not.toBe(before[which].tag); // ...running other code
       expect(rolledBack[which]).toEqual(before[which]);

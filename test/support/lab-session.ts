@@ -32,6 +32,10 @@ export interface MapsDoc {
   subnets: { subnet: string; publicIp: string; vtepMac: string }[];
   peers: { publicIp: string; subnet: string; vtepMac: string }[];
   stats: Record<string, number>;
+  /** twill_path_stats summed over CPUs */
+  path?: { send: Record<string, number>; receive: Record<string, number> };
+  /** twill_endpoints: pod address -> host veth ifindex */
+  endpoints: Map<string, number>;
 }
 /**
  * Read in this process through the pins, as `twill maps --json` shows them: dist/ may be in
@@ -45,16 +49,20 @@ export async function readMaps(n: LabNode): Promise<MapsDoc> {
       config,
       subnets: [...maps.readSubnets()].map(([s, r]) => ({ subnet: `${s}/${config?.subnet_len ?? 0}`, publicIp: r.public_ip, vtepMac: r.vtep_mac })),
       peers: [...maps.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac })),
-      stats: Object.fromEntries(Object.entries(maps.stats()).map(([k, v]) => [k, Number(v)])),
+      stats: numbers(maps.stats()),
+      path: ((p) => p && { send: numbers(p.send), receive: numbers(p.receive) })(maps.pathStats()),
+      endpoints: new Map([...maps.readEndpoints()].map(([ip, e]) => [ip, e.ifindex])),
     };
   } finally {
     maps.close();
   }
 }
+const numbers = (o: object): Record<string, number> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number(v)]));
+
 /** The entries only: counters move with traffic, entries must not. */
-export async function mapEntries(n: LabNode): Promise<Omit<MapsDoc, 'stats'>> {
-  const { config, subnets, peers } = await readMaps(n);
-  return { config, subnets, peers };
+export async function mapEntries(n: LabNode): Promise<Pick<MapsDoc, 'config' | 'subnets' | 'peers'> & { endpoints: [string, number][] }> {
+  const { config, subnets, peers, endpoints } = await readMaps(n);
+  return { config, subnets, peers, endpoints: [...endpoints].sort() };
 }
 export const routes = async (n: LabNode, subnet: string) => (await readMaps(n)).subnets.some((s) => s.subnet === subnet);
 
@@ -111,4 +119,19 @@ export async function pingFlowsRunning(lab: LabState): Promise<Background[]> {
   const flows = startPingFlows(lab);
   await Promise.all(flows.map((f) => f.waitFor(/bytes from/)));
   return flows;
+}
+
+/**
+ * The vxlan devices in a node's namespace, with whether each is flow-based ("external") and how
+ * many FDB entries it has: a BPF node has exactly twill-rx, external, with none.
+ */
+export async function vxlanDevices(netns: string): Promise<{ ifname: string; external: boolean; fdbEntries: number }[]> {
+  const links = JSON.parse((await run(['ip', '-n', netns, '-d', '-j', 'link', 'show', 'type', 'vxlan'])).stdout || '[]') as { ifname: string; linkinfo: { info_data: { external?: boolean } } }[];
+  return Promise.all(
+    links.map(async (l) => ({
+      ifname: l.ifname,
+      external: l.linkinfo.info_data.external === true,
+      fdbEntries: (await run(['bridge', '-n', netns, 'fdb', 'show', 'dev', l.ifname])).stdout.trim().split('\n').filter(Boolean).length,
+    })),
+  );
 }

@@ -6,7 +6,7 @@ import { encodeLeaseValue, parseLeaseKV, subnetKey, type Lease } from '../../con
 import { formatSubnetFile, parseSubnetFile } from '../../controller/subnet/subnet-file.js';
 
 const config = parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
-const lease = (subnet: string, publicIp: string, etcdLease = '7'): Lease => ({ subnet: parseCidr(subnet)!, publicIp, backendType: 'vxlan', vni: 1, vtepMac: '0a:00:00:00:00:01', etcdLease, modRevision: '1' });
+const lease = (subnet: string, publicIp: string, etcdLease = '7'): Lease => ({ subnet: parseCidr(subnet)!, publicIp, backendType: 'vxlan', vni: 1, vtepMac: '0a:00:00:00:00:01', etcdLease, modRevision: '1', createRevision: '1' });
 
 describe('lease records', () => {
   it("round-trips flannel's key and value format", () => {
