@@ -200,6 +200,12 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct twill_con
 	}
 	if (!may_bypass(skb, ip, data_end, ps, n))
 		return TC_ACT_OK;
+	/* Bigger than the pod's link: the stack forwards it as a router does (ICMP if DF, else fragments). */
+	__u32 mtu_len = 0;
+	if (bpf_check_mtu(skb, ep->ifindex, &mtu_len, 0, 0)) {
+		PATH_COUNT(ps, too_big, n);
+		return TC_ACT_OK;
+	}
 	/* The node would have routed it into the pod: one hop, from the pod's gateway. */
 	ip_decrease_ttl(ip);
 	__builtin_memcpy(eth->h_dest, ep->mac, ETH_ALEN);
@@ -243,19 +249,21 @@ static __always_inline int deliver_decapped(struct __sk_buff *skb, const struct 
 SEC("tc")
 int twill_decap_tc(struct __sk_buff *skb)
 {
-	if (skb->protocol != bpf_htons(ETH_P_IP))
+	/*
+	 * The config first: with ALU32 code generation (-mcpu=v3) clang may carry a packet pointer
+	 * across a helper call in a 32-bit register, which the verifier then takes for a scalar.
+	 */
+	struct twill_config *cfg = twill_get_config();
+	if (!cfg || skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	/* Direct access reaches only the linear part; a GSO super-packet's headers are there already. */
 	if ((void *)(long)skb->data + DECAP_HEADERS > (void *)(long)skb->data_end)
 		bpf_skb_pull_data(skb, skb->len < DECAP_HEADERS ? skb->len : DECAP_HEADERS);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct twill_config *cfg = twill_get_config();
 	struct ethhdr *ieth;
 	__u16 slot;
 
-	if (!cfg)
-		return TC_ACT_OK;
 	switch (classify(data, data_end, skb->len - ETH_HLEN, &ieth, &slot)) {
 	case NOT_OURS:
 		return deliver_decapped(skb, cfg);

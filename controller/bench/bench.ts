@@ -1,11 +1,9 @@
 import { spawn } from 'node:child_process';
 import { stopAgent } from '../lab/agents.js';
-import { readAttachState } from '../dataplane/attach.js';
-import { labDown, labUp, restartAgent, stopLabEtcd, type LabPod, type LabState } from '../lab/lab.js';
+import { labDown, labUp, stopLabEtcd, type LabPod, type LabState } from '../lab/lab.js';
 import { ip, ipBatch } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
 import { machineJiffies, watchOtherCpu } from './cpu.js';
-import { waitFor } from './wait.js';
 
 /*
  * Side-by-side datapath benchmark: the same 2-node topology (a pod behind cni0 on each node,
@@ -13,8 +11,12 @@ import { waitFor } from './wait.js';
  * raw veth between two pods, measured interleaved (each repetition runs every variant in turn).
  */
 
-/** twill with decap in XDP (its default) and with decap at tc ingress (--decap-hook tc), and the references */
-export type Variant = 'twill' | 'twill-tc' | 'kernel-vxlan' | 'host-gw' | 'raw-veth';
+/**
+ * twill as shipped (the fast path, decap hook auto: tc on this veth underlay), twill with the fast
+ * path off (--fast-path=false: every packet through both nodes' stacks, as before the fast path),
+ * twill's fast path with decap in XDP (--decap-hook xdp), and the references.
+ */
+export type Variant = 'twill' | 'twill-stack' | 'twill-xdp' | 'kernel-vxlan' | 'host-gw' | 'raw-veth';
 export type UnderlayMode = 'veth' | 'wire';
 
 export interface Endpoints {
@@ -27,9 +29,10 @@ export interface Endpoints {
   receiverTap?: [string, string];
 }
 
-const labNames: Record<Exclude<Variant, 'raw-veth'>, { name: string; underlay: string }> = {
+const labNames: Record<Exclude<Variant, 'raw-veth'>, { name: string; underlay: string; args?: { fastPath?: boolean; decapHook?: 'xdp' } }> = {
   twill: { name: 'bt', underlay: '192.168.91.0/24' },
-  'twill-tc': { name: 'btc', underlay: '192.168.95.0/24' },
+  'twill-stack': { name: 'bts', underlay: '192.168.95.0/24', args: { fastPath: false } },
+  'twill-xdp': { name: 'btx', underlay: '192.168.96.0/24', args: { decapHook: 'xdp' } },
   'kernel-vxlan': { name: 'bk', underlay: '192.168.92.0/24' },
   'host-gw': { name: 'bh', underlay: '192.168.93.0/24' },
 };
@@ -64,15 +67,8 @@ export async function setUp(variant: Variant, progress: (m: string) => void): Pr
     progress('raw-veth: two pod namespaces joined by one veth pair');
     return { client: { netns: RAW.a, ip: '10.99.0.1' }, server: { netns: RAW.b, ip: '10.99.0.2' }, links: [[RAW.a, 'eth0'], [RAW.b, 'eth0']], wireTap: [RAW.a, 'eth0'], receiverTap: [RAW.b, 'eth0'] };
   }
-  const { name, underlay } = labNames[variant];
-  const state = await labUp({ name, nodes: 2, podsPerNode: 1, kernelNodes: variant.startsWith('twill') ? 0 : 2, underlayCidr: underlay }, () => undefined);
-  if (variant === 'twill-tc') {
-    for (const n of state.nodes) {
-      await stopAgent(n.agent!.pid, n.pinDir);
-      restartAgent(state, n, ['--decap-hook', 'tc']);
-      await waitFor(`decap in ${n.pinDir} to move to tcx`, () => readAttachState(n.pinDir)?.decap.mode === 'tcx', 30_000, 100);
-    }
-  }
+  const { name, underlay, args } = labNames[variant];
+  const state = await labUp({ name, nodes: 2, podsPerNode: 1, kernelNodes: variant.startsWith('twill') ? 0 : 2, underlayCidr: underlay, ...args }, () => undefined);
   await quietLab(state);
   if (variant === 'host-gw') {
     // flannel's host-gw: a route per peer subnet via the peer's underlay address, no tunnel.
@@ -134,10 +130,17 @@ export interface Sample {
   otherCpuTop: string;
 }
 
+/*
+ * The client on CPU 0 and every server on CPU 1: on a veth underlay the softirq work of the whole
+ * path runs on the sending CPU, so an unpinned client moves the bottleneck from run to run.
+ */
+const CLIENT_CPU = '0';
+const SERVER_CPU = '1';
+
 async function iperf(e: Endpoints, args: string[]): Promise<Record<string, any>> {
-  const srv = await startServer(e.server.netns, ['iperf3', '-s', '-1', '--forceflush', '-p', '5401'], /Server listening/);
+  const srv = await startServer(e.server.netns, ['taskset', '-c', SERVER_CPU, 'iperf3', '-s', '-1', '--forceflush', '-p', '5401'], /Server listening/);
   try {
-    const res = await run(['iperf3', '-c', e.server.ip, '-p', '5401', '-J', ...args], { netns: e.client.netns });
+    const res = await run(['taskset', '-c', CLIENT_CPU, 'iperf3', '-c', e.server.ip, '-p', '5401', '-J', ...args], { netns: e.client.netns });
     return JSON.parse(res.stdout);
   } finally {
     await srv.stop();
@@ -170,7 +173,7 @@ export async function measure(e: Endpoints, seconds: number): Promise<Sample> {
   const sum = udp.end.sum;
   const received = sum.packets - sum.lost_packets;
   const same = await qperfLat(e, 0, 0, seconds);
-  const two = await qperfLat(e, 1, 0, seconds);
+  const two = await qperfLat(e, Number(SERVER_CPU), Number(CLIENT_CPU), seconds);
   const other = others.stop();
   return {
     tcp1Gbps: tcp1.end.sum_received.bits_per_second / 1e9,

@@ -245,8 +245,7 @@ export async function addLabPod(state: LabState, nodeName: string, opts: { name?
   for (let k = 1; !name; k++) if (!state.pods.some((p) => p.name === `${node.name}-p${k}`) && !(await namespaceExists(`${node.netns}-p${k}`))) name = `${node.name}-p${k}`;
   if (state.pods.some((p) => p.name === name)) throw new LabError(`pod ${name} exists in lab ${state.name}`);
   const suffix = name.slice(node.name.length + 1);
-  // A new container id for every pod made, as a runtime gives one to every sandbox.
-  const pod: LabPod = { name, netns: `${node.netns}-${suffix}`, ip: '', node: node.name, containerId: `${state.name}-${name}-${Date.now().toString(36)}` };
+  const pod: LabPod = { name, netns: `${node.netns}-${suffix}`, ip: '', node: node.name, containerId: `${state.name}-${name}` };
   await ip(['netns', 'add', pod.netns]);
   state.pods.push(pod);
   saveState(state);
