@@ -90,14 +90,14 @@ describe('Kubernetes manifest', () => {
     expect(ds.spec.template.metadata.labels).toMatchObject(ds.spec.selector.matchLabels);
   });
 
-  it('runs the agent privileged on the host network with bpffs, /run/twill and /run/flannel from the host', () => {
+  it('runs the agent privileged on the host network with bpffs, /run/twill, /run/flannel and /run/netns from the host', () => {
     const spec = podSpec();
     expect(spec.hostNetwork).toBe(true);
     const [agent] = spec.containers;
     expect(agent.securityContext.privileged).toBe(true);
     const hostPath = new Map<string, string>(spec.volumes.filter((v: Obj) => v.hostPath).map((v: Obj) => [v.name, v.hostPath.path]));
     const mounted = new Map<string, string>(agent.volumeMounts.map((m: Obj) => [m.mountPath, hostPath.get(m.name)]));
-    for (const dir of ['/sys/fs/bpf', '/run/twill', '/run/flannel', '/run/xtables.lock']) expect(mounted.get(dir)).toBe(dir);
+    for (const dir of ['/sys/fs/bpf', '/run/twill', '/run/flannel', '/run/netns', '/run/xtables.lock']) expect(mounted.get(dir)).toBe(dir);
     const declared = new Set(spec.volumes.map((v: Obj) => v.name));
     for (const c of [...spec.initContainers, ...spec.containers]) for (const m of c.volumeMounts) expect(declared).toContain(m.name);
   });

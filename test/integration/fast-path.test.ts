@@ -135,6 +135,42 @@ describe('pod traffic between BPF nodes bypasses the host stack', () => {
     expect(after[1].receive.ttl - before[1].receive.ttl).toBe(1);
   });
 
+  it('what the fast path leaves to the stack is counted by reason, and still arrives through the stack', async () => {
+    const [n1, n2] = [node('n1'), node('n2')];
+    const [a, b] = [pod('n1-p1'), pod('n2-p1')];
+    const before = [await paths(n1), await paths(n2)];
+    // Fragments: 3000 bytes on a 1450-byte pod link, both ways.
+    expect((await run(['ping', '-c', '2', '-W', '2', '-s', '3000', b.ip], { netns: a.netns, allowFailure: true })).stdout).toMatch(/2 received/);
+    // IP options (record route), both ways.
+    expect((await run(['ping', '-c', '1', '-W', '2', '-R', b.ip], { netns: a.netns, allowFailure: true })).stdout).toMatch(/1 received/);
+    // An ICMP error: n2's pod answers a datagram to a closed port with "port unreachable".
+    const refused = `import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(("${b.ip}", 9)); s.settimeout(2); s.send(b"x")\ntry:\n  s.recv(10)\nexcept ConnectionRefusedError:\n  print("refused")`;
+    expect((await run(['/usr/bin/python3', '-c', refused], { netns: a.netns })).stdout).toContain('refused');
+    // A source address that is not the pod's own, and ARP for the gateway.
+    const spoof = `from scapy.all import IP, UDP, send, conf; conf.verb = 0; send(IP(src="${a.ip.replace(/\d+$/, '200')}", dst="${b.ip}") / UDP(dport=9999))`;
+    await run(['/usr/bin/python3', '-c', spoof], { netns: a.netns });
+    await run(['ip', 'neigh', 'flush', 'dev', 'eth0'], { netns: a.netns });
+    await ping(a.netns, b.ip);
+    // Plain IPv4 to a pod from the underlay (not VXLAN): the underlay gateway routes the cluster network via n1.
+    await run(['ip', 'route', 'replace', n1.subnet, 'via', n1.underlayIp], { netns: lab.underlay.netns });
+    try {
+      expect((await ping(lab.underlay.netns, a.ip)).code).toBe(0);
+    } finally {
+      await run(['ip', 'route', 'del', n1.subnet], { netns: lab.underlay.netns });
+    }
+    const after = [await paths(n1), await paths(n2)];
+    const d = (i: number, dir: 'send' | 'receive', reason: string) => after[i][dir][reason] - before[i][dir][reason];
+    expect({
+      sentFragments: d(0, 'send', 'fragment') >= 7, // 2 x 3 fragments, and the options
+      receivedFragments: d(1, 'receive', 'fragment') >= 7,
+      icmpErrorSent: d(1, 'send', 'protocol') >= 1,
+      icmpErrorReceived: d(0, 'receive', 'protocol') >= 1,
+      spoofedSource: d(0, 'send', 'source') >= 1,
+      arp: d(0, 'send', 'not_ipv4') >= 1,
+      plainFromUnderlay: d(0, 'receive', 'source') >= 1,
+    }).toEqual({ sentFragments: true, receivedFragments: true, icmpErrorSent: true, icmpErrorReceived: true, spoofedSource: true, arp: true, plainFromUnderlay: true });
+  });
+
   it('kernel VXLAN peers are served both ways: sent to and received from flannel.1 on the fast path', async () => {
     const n1 = node('n1');
     const before = await paths(n1);
