@@ -201,8 +201,7 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct twill_con
 	if (!may_bypass(skb, ip, data_end, ps, n))
 		return TC_ACT_OK;
 	/* Bigger than the pod's link: the stack forwards it as a router does (ICMP if DF, else fragments). */
-	__u32 mtu_len = 0;
-	if (bpf_check_mtu(skb, ep->ifindex, &mtu_len, 0, 0)) {
+	if (!fits(skb, ep->mtu, ep->ifindex, 0)) {
 		PATH_COUNT(ps, too_big, n);
 		return TC_ACT_OK;
 	}

@@ -51,7 +51,7 @@ int twill_encap(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 
-	if (vxlan_encap(skb, cfg, remote, inner->tos, stats) != ENCAP_OK) {
+	if (vxlan_encap(skb, cfg, remote, inner->tos, encap_source_port(skb, inner, data_end), stats) != ENCAP_OK) {
 		TWILL_COUNT(stats, drop_encap_error);
 		return TC_ACT_SHOT;
 	}

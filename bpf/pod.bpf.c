@@ -50,12 +50,11 @@ int twill_from_pod(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	/* Too big once encapsulated: the stack sends "fragmentation needed" (DF) or fragments. */
-	__u32 mtu_len = 0;
-	if (bpf_check_mtu(skb, cfg->underlay_ifindex, &mtu_len, VXLAN_OVERHEAD, 0))
+	if (!fits(skb, ep->encap_mtu, cfg->underlay_ifindex, VXLAN_OVERHEAD))
 		STACK(too_big);
 
 	struct twill_stats *stats = twill_get_stats();
-	switch (vxlan_encap(skb, cfg, remote, ip->tos, stats)) {
+	switch (vxlan_encap(skb, cfg, remote, ip->tos, encap_source_port(skb, ip, data_end), stats)) {
 	case ENCAP_OK:
 		break;
 	case ENCAP_UNCHANGED:

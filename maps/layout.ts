@@ -62,7 +62,7 @@ export const statsStruct = struct('twill_stats', {
 });
 
 export const endpointKeyStruct = struct('twill_endpoint_key', { ip: 'ipv4' });
-export const endpointStruct = struct('twill_endpoint', { ifindex: 'u32', mac: 'mac', gateway_mac: 'mac', flags: 'u32' });
+export const endpointStruct = struct('twill_endpoint', { ifindex: 'u32', mac: 'mac', gateway_mac: 'mac', mtu: 'u16', encap_mtu: 'u16', flags: 'u32' });
 export const MAX_ENDPOINTS = 8192;
 
 /** twill_path_stats: entry 0 counts what pods send, entry 1 what arrives for them. */

@@ -40,6 +40,30 @@ static __always_inline __u8 outer_tos(__u8 inner_tos)
 	return ecn == INET_ECN_CE ? 2 : ecn;
 }
 
+/*
+ * The outer UDP source port: a hash of the inner flow folded into 32768..60999, like the kernel's
+ * udp_flow_src_port(), for RSS and ECMP entropy. The skb's own hash is used when the sender set
+ * one (TCP sockets do); otherwise the 5-tuple is mixed here (murmur3's finaliser), which costs a
+ * few instructions where bpf_get_hash_recalc() would run the flow dissector and siphash.
+ */
+static __always_inline __u16 encap_source_port(const struct __sk_buff *skb, const struct iphdr *ip, const void *data_end)
+{
+	__u32 h = skb->hash;
+	if (!h) {
+		const __u32 *ports = (const void *)(ip + 1);
+		h = ip->saddr ^ ((ip->daddr << 16) | (ip->daddr >> 16)) ^ ip->protocol;
+		if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) && ip->ihl == 5 && !(ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) &&
+		    (const void *)(ports + 1) <= data_end)
+			h ^= *ports * 0x9e3779b1u;
+		h ^= h >> 16;
+		h *= 0x85ebca6bu;
+		h ^= h >> 13;
+		h *= 0xc2b2ae35u;
+		h ^= h >> 16;
+	}
+	return (__u16)((((__u64)h * (VXLAN_SPORT_MAX - VXLAN_SPORT_MIN)) >> 32) + VXLAN_SPORT_MIN);
+}
+
 enum encap_result {
 	ENCAP_OK,
 	ENCAP_UNCHANGED,   /* no room could be made: the packet is as it was */
@@ -48,14 +72,13 @@ enum encap_result {
 
 /*
  * Puts outer Ethernet (MACs left to the neighbour layer), IPv4, UDP, VXLAN and inner Ethernet
- * in front of the IPv4 packet that follows the Ethernet header at skb->data. `inner_tos` is the
- * inner packet's TOS, read by the caller before the packet moved. Counts the packet on success.
+ * in front of the IPv4 packet that follows the Ethernet header at skb->data. `inner_tos` and
+ * `sport` are taken from the inner packet by the caller, before it moves. Counts the packet on
+ * success.
  */
 static __always_inline enum encap_result vxlan_encap(struct __sk_buff *skb, const struct twill_config *cfg, const struct twill_remote *remote,
-						      __u8 inner_tos, struct twill_stats *stats)
+						      __u8 inner_tos, __u16 sport, struct twill_stats *stats)
 {
-	__u32 hash = bpf_get_hash_recalc(skb);
-	__u16 sport = (__u16)((((__u64)hash * (VXLAN_SPORT_MAX - VXLAN_SPORT_MIN)) >> 32) + VXLAN_SPORT_MIN);
 	__u32 packets = skb->gso_segs > 1 ? skb->gso_segs : 1;
 	__u32 inner_len = skb->len;
 

@@ -131,6 +131,19 @@ static __always_inline bool may_bypass(struct __sk_buff *skb, const struct iphdr
 	return false;
 }
 
+/*
+ * Whether the IPv4 packet after the Ethernet header fits `mtu` (plus `overhead` once
+ * encapsulated). A single packet is measured here; a GSO packet's segments by the kernel, and
+ * so is any packet when the agent gave no MTU.
+ */
+static __always_inline bool fits(struct __sk_buff *skb, __u32 mtu, __u32 ifindex, __s32 overhead)
+{
+	if (mtu && !skb->gso_size)
+		return skb->len - ETH_HLEN <= mtu;
+	__u32 mtu_len = 0;
+	return bpf_check_mtu(skb, ifindex, &mtu_len, overhead, 0) == 0;
+}
+
 /* What a router does to a packet it forwards (the kernel's ip_decrease_ttl). */
 static __always_inline void ip_decrease_ttl(struct iphdr *ip)
 {

@@ -107,6 +107,8 @@ struct twill_endpoint {
 	__u32 ifindex;           /* the pod's host-side veth (its peer is the pod's interface) */
 	__u8  mac[6];            /* the pod's MAC: inner destination of what is delivered into it */
 	__u8  gateway_mac[6];    /* the pod's gateway (its bridge): source of what is delivered, destination of what it routes */
+	__u16 mtu;               /* the pod's link: a larger packet for it goes to the stack, which fragments or answers */
+	__u16 encap_mtu;         /* the largest packet from the pod that fits the underlay once encapsulated */
 	__u32 flags;             /* reserved, 0 */
 };
 

@@ -169,7 +169,14 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
    */
   const syncEndpoints = async (own: OwnLease, fastPath: boolean): Promise<void> => {
     status.endpoints?.stop();
-    const sync = new EndpointSync({ pinDir: flags.pinDir, recordsDir: endpointsDirFor(flags.subnetFile), subnet: formatCidr(own.subnet), fastPath, log: logger('endpoints') });
+    const sync = new EndpointSync({
+      pinDir: flags.pinDir,
+      recordsDir: endpointsDirFor(flags.subnetFile),
+      subnet: formatCidr(own.subnet),
+      encapMtu: underlayMtu - VXLAN_OVERHEAD,
+      fastPath,
+      log: logger('endpoints'),
+    });
     await sync.sync();
     sync.start();
     status.endpoints = sync;

@@ -15,6 +15,8 @@ export interface BridgePort {
   bridge: string;
   ifname: string;
   ifindex: number;
+  /** the veth's MTU, which the CNI plugin made the pod's */
+  mtu: number;
 }
 
 /** A pod found by looking at the far end of a bridge port (no record for it). */
@@ -36,6 +38,8 @@ export interface EndpointPlan {
 
 export function planEndpoints(input: {
   subnet: string;
+  /** the largest pod packet that fits the underlay once encapsulated (underlay MTU - 50) */
+  encapMtu: number;
   records: readonly EndpointRecord[];
   ports: readonly BridgePort[];
   bridgeMacs: ReadonlyMap<string, string>;
@@ -84,7 +88,7 @@ export function planEndpoints(input: {
   for (const [ip, c] of claims) {
     const gateway = input.bridgeMacs.get(c.port.bridge);
     if (!gateway) continue;
-    endpoints.set(ip, { ifindex: c.port.ifindex, mac: c.mac, gateway_mac: gateway, flags: 0 });
+    endpoints.set(ip, { ifindex: c.port.ifindex, mac: c.mac, gateway_mac: gateway, mtu: c.port.mtu, encap_mtu: input.encapMtu, flags: 0 });
     veths.set(c.port.ifname, { ifname: c.port.ifname, ifindex: c.port.ifindex });
   }
   return { endpoints, veths: [...veths.values()], stale, problems };

@@ -10,6 +10,7 @@ import type { BridgePort, DiscoveredPod } from './desired.js';
 interface PortJson {
   ifindex: number;
   ifname: string;
+  mtu: number;
   link_index?: number;
   link_netnsid?: number;
   linkinfo?: { info_kind?: string };
@@ -24,7 +25,7 @@ export async function scanBridges(bridges: readonly string[]): Promise<{ ports: 
     bridgeMacs.set(bridge, br.address);
     for (const p of await ipJson<PortJson[]>(['-d', 'link', 'show', 'master', bridge])) {
       if (p.linkinfo?.info_kind !== 'veth') continue;
-      ports.push({ bridge, ifname: p.ifname, ifindex: p.ifindex, peerIfindex: p.link_index, peerNetnsId: p.link_netnsid });
+      ports.push({ bridge, ifname: p.ifname, ifindex: p.ifindex, mtu: p.mtu, peerIfindex: p.link_index, peerNetnsId: p.link_netnsid });
     }
   }
   return { ports, bridgeMacs };

@@ -13,6 +13,8 @@ export interface EndpointSyncOptions {
   recordsDir: string;
   /** this node's lease (CIDR): only pods in it are served */
   subnet: string;
+  /** underlay MTU - 50: the largest pod packet the fast path encapsulates */
+  encapMtu: number;
   /** false: no pod veth carries the send program (the endpoints are still kept, for status) */
   fastPath: boolean;
   log: Logger;
@@ -76,7 +78,7 @@ export class EndpointSync {
       const { ports, bridgeMacs } = await scanBridges(bridges);
       const recorded = new Set(records.map((r) => `${r.bridge}/${r.hostVeth}`));
       const discovered = await discoverPods(ports.filter((p) => !recorded.has(`${p.bridge}/${p.ifname}`)));
-      const plan = planEndpoints({ subnet: this.o.subnet, records, ports, bridgeMacs, discovered });
+      const plan = planEndpoints({ subnet: this.o.subnet, encapMtu: this.o.encapMtu, records, ports, bridgeMacs, discovered });
       const maps = DatapathMaps.open(this.o.pinDir);
       let changed;
       try {

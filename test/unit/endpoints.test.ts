@@ -55,13 +55,13 @@ describe('which pods the fast path serves', () => {
     bridge: 'cni0',
     addedAt,
   });
-  const port = (ifname: string, ifindex: number): BridgePort => ({ bridge: 'cni0', ifname, ifindex });
+  const port = (ifname: string, ifindex: number): BridgePort => ({ bridge: 'cni0', ifname, ifindex, mtu: 1450 });
   const bridgeMacs = new Map([['cni0', 'f6:09:28:3b:cd:e9']]);
-  const plan = (records: EndpointRecord[], ports: BridgePort[], discovered = []) => planEndpoints({ subnet: '10.244.1.0/24', records, ports, bridgeMacs, discovered });
+  const plan = (records: EndpointRecord[], ports: BridgePort[], discovered = []) => planEndpoints({ subnet: '10.244.1.0/24', encapMtu: 1450, records, ports, bridgeMacs, discovered });
 
   it('an entry per recorded pod whose veth is a bridge port, with the bridge as gateway', () => {
     const p = plan([rec('10.244.1.2', 'vethA')], [port('vethA', 5)]);
-    expect([...p.endpoints]).toEqual([['10.244.1.2', { ifindex: 5, mac: '0a:00:00:00:00:01', gateway_mac: 'f6:09:28:3b:cd:e9', flags: 0 }]]);
+    expect([...p.endpoints]).toEqual([['10.244.1.2', { ifindex: 5, mac: '0a:00:00:00:00:01', gateway_mac: 'f6:09:28:3b:cd:e9', mtu: 1450, encap_mtu: 1450, flags: 0 }]]);
     expect(p.veths).toEqual([{ ifname: 'vethA', ifindex: 5 }]);
     expect(p.problems).toEqual([]);
   });
@@ -93,6 +93,7 @@ describe('which pods the fast path serves', () => {
   it('a port without a record is served from what the scan found in its namespace; a record beats the scan', () => {
     const p = planEndpoints({
       subnet: '10.244.1.0/24',
+      encapMtu: 1450,
       records: [rec('10.244.1.2', 'vethA')],
       ports: [port('vethA', 5), port('vethF', 8)],
       bridgeMacs,
