@@ -77,8 +77,9 @@ describe('3 QEMU VMs: twill BPF on tvm1 and tvm2, flannel kernel VXLAN on tvm3',
       const vxlan = (JSON.parse(await guest(n.name).sh('ip -d -j link show')) as { linkinfo?: { info_kind?: string } }[]).filter((l) => l.linkinfo?.info_kind === 'vxlan');
       const links = await guest(n.name).exec(`ls ${PIN_DIR}/links`);
       if (n.dataplane === 'bpf') {
-        expect(vxlan).toEqual([]);
-        expect(links.output.split(/\s+/)).toEqual(expect.arrayContaining(['decap', 'encap']));
+        // Only twill's receive-only tunnel device: flow-based, no FDB, no routes.
+        expect(vxlan).toEqual([expect.objectContaining({ ifname: 'twill-rx', linkinfo: expect.objectContaining({ info_data: expect.objectContaining({ external: true }) }) })]);
+        expect(links.output.split(/\s+/)).toEqual(expect.arrayContaining(['decap', 'encap', 'pods']));
       } else {
         expect(vxlan[0]).toMatchObject({ ifname: 'flannel.1', linkinfo: { info_kind: 'vxlan', info_data: { id: 1, port: 8472, learning: false, local: n.ip } } });
         expect(links.code).not.toBe(0);
@@ -127,5 +128,16 @@ describe('3 QEMU VMs: twill BPF on tvm1 and tvm2, flannel kernel VXLAN on tvm3',
     const total = (field: string) => stats.flatMap((e) => e.formatted.values).reduce((sum, v) => sum + v.value[field], 0);
     expect(total('encap_packets')).toBeGreaterThan(0);
     expect(total('decap_packets')).toBeGreaterThan(0);
+  });
+
+  it('carries the pods\' traffic on the fast path, with conntrack checks, and says where decap runs on virtio_net', async () => {
+    type PathEntry = { formatted: { key: number; values: { cpu: number; value: Record<string, number> }[] } };
+    const paths = JSON.parse(await guest('tvm1').sh(`bpftool -j map dump pinned ${PIN_DIR}/twill_path_stats`)) as PathEntry[];
+    const fast = (dir: number) => paths.filter((e) => e.formatted.key === dir).flatMap((e) => e.formatted.values).reduce((sum, v) => sum + v.value.fast, 0);
+    expect({ send: fast(0) > 0, receive: fast(1) > 0 }).toEqual({ send: true, receive: true });
+    const status = JSON.parse(await guest('tvm1').sh(`node /twill/dist/controller/cli.js status --pin-dir ${PIN_DIR} --subnet-file /run/flannel/subnet.env --json`));
+    expect(status.fastPath).toMatchObject({ enabled: true, conntrack: true });
+    expect(status.attach.decap).toMatchObject({ requested: 'auto', hook: expect.stringMatching(/^(xdp|tc)$/), reason: expect.any(String) });
+    console.log(`VM tier: decap on virtio_net under QEMU: ${status.attach.decap.hook} (${status.attach.decap.reason})`);
   });
 });

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { stopAgent } from '../lab/agents.js';
 import { labDown, labUp, stopLabEtcd, type LabPod, type LabState } from '../lab/lab.js';
+import { applyServices } from '../lab/services.js';
 import { ip, ipBatch } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
 import { machineJiffies, watchOtherCpu } from './cpu.js';
@@ -18,6 +19,8 @@ import { machineJiffies, watchOtherCpu } from './cpu.js';
  */
 export type Variant = 'twill' | 'twill-stack' | 'twill-xdp' | 'kernel-vxlan' | 'host-gw' | 'raw-veth';
 export type UnderlayMode = 'veth' | 'wire';
+/** the nodes as the lab makes them, or with kube-proxy's rules as on a Kubernetes node */
+export type NodeProfile = 'bare' | 'kube-proxy';
 
 export interface Endpoints {
   client: Pick<LabPod, 'netns' | 'ip'>;
@@ -27,6 +30,8 @@ export interface Endpoints {
   /** where the sender's frames cross the underlay, and where the receiver takes them in */
   wireTap?: [string, string];
   receiverTap?: [string, string];
+  /** the variant's lab (none for the raw veth, which has no nodes) */
+  lab?: LabState;
 }
 
 const labNames: Record<Exclude<Variant, 'raw-veth'>, { name: string; underlay: string; args?: { fastPath?: boolean; decapHook?: 'xdp' } }> = {
@@ -48,12 +53,24 @@ async function quietLab(state: LabState): Promise<void> {
 function labEndpoints(state: LabState): Endpoints {
   const [n1, n2] = state.nodes;
   return {
+    lab: state,
     client: state.pods.find((p) => p.node === n1.name)!,
     server: state.pods.find((p) => p.node === n2.name)!,
     links: state.nodes.flatMap((n) => [[n.netns, 'eth0'] as [string, string], [state.underlay.netns, n.name] as [string, string]]),
     wireTap: [state.underlay.netns, n2.name],
     receiverTap: [n2.netns, 'eth0'],
   };
+}
+
+/**
+ * kube-proxy's iptables rules for one ClusterIP Service (the server pod its endpoint) on every
+ * node, as on any Kubernetes node: conntrack is then active in the nodes' namespaces and every
+ * packet the stack forwards is tracked. The measured traffic is pod to pod, not to the Service.
+ */
+export async function addKubeProxy(e: Endpoints): Promise<void> {
+  if (!e.lab) return;
+  const server = e.lab.pods.find((p) => p.node === e.lab!.nodes[1].name)!;
+  await applyServices(e.lab, [{ name: 'bench/echo', clusterIp: '10.96.0.10', port: 80, targetPort: 8080, endpoints: [server.ip] }]);
 }
 
 export async function setUp(variant: Variant, progress: (m: string) => void): Promise<Endpoints> {

@@ -1,4 +1,4 @@
-import type { Sample, UnderlayMode, Variant } from './bench.js';
+import type { NodeProfile, Sample, UnderlayMode, Variant } from './bench.js';
 
 /*
  * Pure part of the benchmark: medians, ratios to kernel VXLAN, the issue's targets and the
@@ -79,6 +79,7 @@ export function evaluateTargets(mode: UnderlayMode, med: Medians, subject: Varia
 
 export interface ModeResult {
   mode: UnderlayMode;
+  nodes: NodeProfile;
   samples: Map<Variant, Sample[]>;
   regimes: Map<Variant, Regime>;
 }
@@ -98,6 +99,11 @@ const modeText: Record<UnderlayMode, string> = {
   veth: "veth defaults: GSO super-packets cross the underlay whole, which no real NIC does; it flatters every variant, and any XDP program on a veth takes that away from its peer's transmit side (the kernel drops the peer's GSO features), which is what twill-xdp pays here.",
 };
 
+const nodesText: Record<NodeProfile, string> = {
+  bare: 'Nodes: bare (no NAT rules; conntrack tracks nothing).',
+  'kube-proxy': "Nodes: with kube-proxy's rules (conntrack active, as on a Kubernetes node).",
+};
+
 export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
   const lines = [
     '# Benchmarks',
@@ -108,11 +114,13 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
     '',
     `Each number is the median of ${ctx.reps} interleaved repetitions (every variant in turn, per repetition), ${ctx.seconds} s per measurement, on the same 2-node topology: a pod behind cni0 on each node, nodes on a shared underlay bridge. Variants: twill as shipped (the fast path; decap hook auto, which is tc on this veth underlay), twill-stack (--fast-path=false: every packet crosses both nodes' stacks), twill-xdp (the fast path with decap in XDP), kernel VXLAN set up exactly as flannel does, host-gw routes, and a raw veth between the two pods (this machine's limit). Clients run on CPU 0 and servers on CPU 1 (qperf's one-CPU latency: both on CPU 0). A ratio is variant / kernel VXLAN in the same run. CPU per packet is the whole machine's busy time (both nodes, both pods, iperf3) during the UDP run divided by the datagrams received. Samples during which other programs took a noticeable share of the CPUs were discarded and re-measured.`,
     '',
+    "Two node profiles, measured in turn on the same labs: **bare**, the nodes as the lab makes them (flannel's FORWARD accepts, no NAT rules, so conntrack tracks nothing), then **kube-proxy**, with kube-proxy's iptables rules for one ClusterIP Service added on every node of every variant, so that conntrack is active in the nodes' namespaces as on any Kubernetes node. The measured traffic is pod to pod in both.",
+    '',
   ];
-  for (const { mode, samples, regimes } of modes) {
+  for (const { mode, nodes, samples, regimes } of modes) {
     const med = medians(samples);
     const kv = med.get('kernel-vxlan')!;
-    lines.push(`## Underlay mode: ${mode}`, '', modeText[mode], '');
+    lines.push(`## Underlay mode: ${mode}; nodes: ${nodes}`, '', modeText[mode], nodesText[nodes], '');
     lines.push(`Frames seen (largest on the underlay / largest the receiving node took in after GRO, bytes): ${variants.map((v) => `${v} ${regimes.get(v)!.wireMax} / ${regimes.get(v)!.receiverMax}`).join('; ')}.`, '');
     lines.push(`| metric | ${variants.join(' | ')} | ${variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${v} / kernel`).join(' | ')} |`);
     lines.push(`|---|${variants.map(() => '--:').join('|')}|${variants.filter((v) => v !== 'kernel-vxlan').map(() => '--:').join('|')}|`);
@@ -136,8 +144,8 @@ export interface VariantProfile {
 }
 
 /** perf's view of each variant under the same load: the evidence for where a gap comes from. */
-export function profileSection(mode: UnderlayMode, profiles: VariantProfile[]): string {
-  const lines = [`### Profiles, ${mode} mode`, '', 'System-wide `perf record` (cpu-clock) during one run of each workload: the busiest kernel symbols, each as a share of all non-idle samples (user space included in the total).', ''];
+export function profileSection(mode: UnderlayMode, nodes: NodeProfile, profiles: VariantProfile[]): string {
+  const lines = [`### Profiles, ${mode} mode, ${nodes} nodes`, '', 'System-wide `perf record` (cpu-clock) during one run of each workload: the busiest kernel symbols, each as a share of all non-idle samples (user space included in the total).', ''];
   for (const workload of [...new Set(profiles.map((p) => p.workload))]) {
     const rows = profiles.filter((p) => p.workload === workload);
     const depth = Math.max(...rows.map((r) => r.top.length));

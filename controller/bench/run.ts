@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { otherCpuOver } from './cpu.js';
-import { measure, profile, regime, setUnderlayMode, setUp, tearDown, type Endpoints, type Sample, type UnderlayMode, type Variant } from './bench.js';
+import { addKubeProxy, measure, profile, regime, setUnderlayMode, setUp, tearDown, type Endpoints, type NodeProfile, type Sample, type UnderlayMode, type Variant } from './bench.js';
 import { controlPlaneBench, controlPlaneSection } from './control-plane.js';
 import { profileSection, renderReport, variants, type ModeResult, type Regime, type VariantProfile } from './report.js';
 
@@ -17,6 +17,8 @@ export interface BenchOptions {
   puts: number;
   /** perf profiles of every variant under UDP and TCP load, per mode */
   profile: boolean;
+  /** measured in turn: the nodes as the lab makes them, then with kube-proxy's rules added */
+  nodeProfiles: NodeProfile[];
 }
 
 /** Waits for a quiet machine; refuses to measure on a busy one. */
@@ -64,39 +66,44 @@ function keptAnalysis(file: string): string {
 export async function runBench(o: BenchOptions, say: (m: string) => void): Promise<string> {
   const started = new Date();
   const endpoints = new Map<Variant, Endpoints>();
-  const results = new Map<UnderlayMode, Map<Variant, Sample[]>>();
-  const regimes = new Map<UnderlayMode, Map<Variant, Regime>>();
+  const results: ModeResult[] = [];
   const sections: string[] = [];
   try {
     if (o.modes.length > 0) for (const v of variants) endpoints.set(v, await setUp(v, (m) => say(`setup ${m}`)));
-    for (const mode of o.modes) {
-      for (const v of variants) await setUnderlayMode(endpoints.get(v)!, mode);
-      const reg = new Map<Variant, Regime>();
-      for (const v of variants) {
-        reg.set(v, await regime(endpoints.get(v)!, 1));
-        checkRegime(mode, v, reg.get(v)!);
+    for (const nodes of o.modes.length > 0 ? o.nodeProfiles : []) {
+      if (nodes === 'kube-proxy') {
+        for (const v of variants) await addKubeProxy(endpoints.get(v)!);
+        say("kube-proxy's rules installed on every node");
       }
-      regimes.set(mode, reg);
-      say(`[${mode}] frame sizes (largest on the underlay / largest taken in by the receiver): ${variants.map((v) => `${v} ${reg.get(v)!.wireMax}/${reg.get(v)!.receiverMax}`).join(', ')}`);
-      const byVariant = new Map<Variant, Sample[]>(variants.map((v) => [v, []]));
-      for (let rep = 1; rep <= o.reps; rep++) {
+      for (const mode of o.modes) {
+        const tag = `[${mode}, ${nodes}]`;
+        for (const v of variants) await setUnderlayMode(endpoints.get(v)!, mode);
+        const reg = new Map<Variant, Regime>();
         for (const v of variants) {
-          const s = await cleanSample(endpoints.get(v)!, o, `${mode} rep ${rep} ${v}`, say);
-          byVariant.get(v)!.push(s);
-          say(`[${mode}] rep ${rep}/${o.reps} ${v.padEnd(12)} tcp1 ${s.tcp1Gbps.toFixed(2)} Gbit/s, udp ${s.udpKpps.toFixed(0)} kpps, ${s.cpuUsPerPkt.toFixed(1)} us/pkt, tcp_lat ${s.tcpLatSameCpuUs.toFixed(1)} us`);
+          reg.set(v, await regime(endpoints.get(v)!, 1));
+          checkRegime(mode, v, reg.get(v)!);
         }
-      }
-      results.set(mode, byVariant);
-      if (o.profile) {
-        const profiles: VariantProfile[] = [];
-        for (const workload of ['udp64', 'tcp1'] as const) {
+        say(`${tag} frame sizes (largest on the underlay / largest taken in by the receiver): ${variants.map((v) => `${v} ${reg.get(v)!.wireMax}/${reg.get(v)!.receiverMax}`).join(', ')}`);
+        const byVariant = new Map<Variant, Sample[]>(variants.map((v) => [v, []]));
+        for (let rep = 1; rep <= o.reps; rep++) {
           for (const v of variants) {
-            await quiet(o.maxBackground, say);
-            profiles.push({ variant: v, ...(await profile(endpoints.get(v)!, workload, o.seconds)) });
+            const s = await cleanSample(endpoints.get(v)!, o, `${mode} ${nodes} rep ${rep} ${v}`, say);
+            byVariant.get(v)!.push(s);
+            say(`${tag} rep ${rep}/${o.reps} ${v.padEnd(12)} tcp1 ${s.tcp1Gbps.toFixed(2)} Gbit/s, udp ${s.udpKpps.toFixed(0)} kpps, ${s.cpuUsPerPkt.toFixed(1)} us/pkt, tcp_lat ${s.tcpLatSameCpuUs.toFixed(1)} us`);
           }
         }
-        say(`[${mode}] profiled ${variants.length} variants under UDP and TCP load`);
-        sections.push(profileSection(mode, profiles));
+        results.push({ mode, nodes, samples: byVariant, regimes: reg });
+        if (o.profile) {
+          const profiles: VariantProfile[] = [];
+          for (const workload of ['udp64', 'tcp1'] as const) {
+            for (const v of variants) {
+              await quiet(o.maxBackground, say);
+              profiles.push({ variant: v, ...(await profile(endpoints.get(v)!, workload, o.seconds)) });
+            }
+          }
+          say(`${tag} profiled ${variants.length} variants under UDP and TCP load`);
+          sections.push(profileSection(mode, nodes, profiles));
+        }
       }
     }
   } finally {
@@ -106,9 +113,8 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const doc = renderReport(
     { command: o.command, started, reps: o.reps, seconds: o.seconds, machine: `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`, sections },
-    o.modes.map((mode): ModeResult => ({ mode, samples: results.get(mode)!, regimes: regimes.get(mode)! })),
+    results,
   );
   if (o.out) writeFileSync(o.out, doc + keptAnalysis(o.out));
   return doc;
 }
-

@@ -12,13 +12,18 @@ export async function benchCli(argv: string[]): Promise<number> {
     leases: { type: 'number', default: 10000, describe: 'leases in etcd for the control-plane run (0 skips it)' },
     profile: { type: 'boolean', default: true, describe: 'perf profiles of every variant (--profile=false to skip)' },
     puts: { type: 'number', default: 200, describe: 'single lease puts timed until they reach the map' },
+    nodes: { type: 'string', default: 'bare,kube-proxy', describe: "node profiles measured in turn: bare (as the lab makes them), kube-proxy (with kube-proxy's rules: conntrack active)" },
   });
   const modes = o.modes.split(',');
   if (o.modes !== '' && modes.some((m) => m !== 'veth' && m !== 'wire')) throw new UsageError(`--modes ${o.modes}: expected veth and/or wire`);
   if (o.modes === '') modes.length = 0;
   if (o.reps < 1 || o.seconds < 1) throw new UsageError('--reps and --seconds must be at least 1');
+  const nodeProfiles = o.nodes.split(',');
+  if (nodeProfiles.some((n) => n !== 'bare' && n !== 'kube-proxy')) throw new UsageError(`--nodes ${o.nodes}: expected bare and/or kube-proxy`);
+  if (nodeProfiles.includes('kube-proxy') && nodeProfiles.indexOf('kube-proxy') < nodeProfiles.indexOf('bare'))
+    throw new UsageError(`--nodes ${o.nodes}: bare must come first (kube-proxy's rules stay once added)`);
   const doc = await runBench(
-    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out: o.out || undefined, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'], leases: o.leases, puts: o.puts, profile: o.profile },
+    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out: o.out || undefined, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'], leases: o.leases, puts: o.puts, profile: o.profile, nodeProfiles: nodeProfiles as ('bare' | 'kube-proxy')[] },
     (m) => console.error(m),
   );
   console.log(doc);

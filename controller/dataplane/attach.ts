@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -121,9 +122,18 @@ export function retireIncompatiblePins(pinDir: string): RetiredPin[] {
   return retired;
 }
 
-/** Whether this kernel has conntrack at all (built in, or its module loaded). */
+/**
+ * Whether this kernel has conntrack (built in, or as a module, which is loaded here if it is not
+ * yet: kube-proxy may load it later, and the programs must look flows up from the start).
+ */
 function kernelHasConntrack(): boolean {
-  return existsSync('/sys/module/nf_conntrack');
+  if (existsSync('/sys/module/nf_conntrack')) return true;
+  const probe = spawnSync('modprobe', ['nf_conntrack'], { encoding: 'utf8' });
+  if (probe.status === 0 && existsSync('/sys/module/nf_conntrack')) {
+    log.info('loaded the nf_conntrack module, so that the fast path can respect NAT state');
+    return true;
+  }
+  return false;
 }
 
 /** What libbpf says when an extern kfunc is not in the kernel's (or a module's) BTF. */

@@ -183,6 +183,20 @@ describe('pod traffic between BPF nodes bypasses the host stack', () => {
     expect(after.receive.fast - before.receive.fast).toBeGreaterThanOrEqual(20);
   });
 
+  it("a kernel peer's fragmented VXLAN (flannel.1 does not set DF) is reassembled, decapped on twill-rx and delivered", async () => {
+    const [n1, n3] = [node('n1'), node('n3')];
+    // A 1400-byte path MTU from n3 to n1: flannel.1 then fragments its 1478-byte VXLAN packets.
+    await run(['ip', 'route', 'add', `${n1.underlayIp}/32`, 'dev', 'eth0', 'mtu', 'lock', '1400'], { netns: n3.netns });
+    try {
+      const before = await paths(n1);
+      const res = await run(['ping', '-c', '3', '-i', '0.2', '-W', '2', '-s', '1400', pod('n1-p1').ip], { netns: pod('n3-p1').netns, allowFailure: true });
+      expect(res.stdout).toMatch(/3 received/);
+      expect((await paths(n1)).receive.fragment - before.receive.fragment).toBeGreaterThanOrEqual(3); // twill_tunnel_rx, once per reassembled packet
+    } finally {
+      await run(['ip', 'route', 'del', `${n1.underlayIp}/32`], { netns: n3.netns });
+    }
+  });
+
   it('twill status names the path per hook, and /metrics counts both paths', async () => {
     const n1 = node('n1');
     const status = JSON.parse((await twill(['status', '--pin-dir', n1.pinDir, '--subnet-file', n1.subnetFile, '--json'])).stdout);

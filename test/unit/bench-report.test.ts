@@ -49,9 +49,10 @@ describe('bench report', () => {
   it('renders every variant, the ratios, the regime and the targets', () => {
     const doc = renderReport(
       { command: 'twill bench --reps 1', started: new Date('2026-11-23T00:00:00Z'), machine: 'test machine', reps: 1, seconds: 1, sections: ['## extra'] },
-      [{ mode: 'wire', samples: world({ tcp1Gbps: 5 }), regimes: new Map(variants.map((v) => [v, { wireMax: 1514, receiverMax: 64000 }])) }],
+      [{ mode: 'wire', nodes: 'kube-proxy', samples: world({ tcp1Gbps: 5 }), regimes: new Map(variants.map((v) => [v, { wireMax: 1514, receiverMax: 64000 }])) }],
     );
     expect(doc).toContain('Command: `twill bench --reps 1`');
+    expect(doc).toContain('## Underlay mode: wire; nodes: kube-proxy');
     expect(doc).toContain(`| metric | ${variants.join(' | ')} |`);
     expect(doc).toContain('| TCP 1 stream (Gbit/s) | 5.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 0.50x |');
     expect(doc).toContain('| TCP 1 stream (Gbit/s): twill / kernel VXLAN >= 1.00x | 0.50x | no, 50% below the bound |');
