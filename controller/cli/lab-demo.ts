@@ -1,5 +1,6 @@
 import type { LabPod, LabState } from '../lab/lab.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { counters, formatPathLine } from './maps.js';
 import { spawn } from 'node:child_process';
 import { run } from '../util/exec.js';
 
@@ -27,7 +28,7 @@ export async function runDemo(state: LabState): Promise<number> {
     else console.log(`  ${client.name.padEnd(8)} -> ${server.name.padEnd(8)} ${gbps.toFixed(2)} Gbit/s`);
   }
 
-  console.log('datapath counters (encap/decap packets per node)');
+  console.log('datapath counters (encap/decap packets per node; pod packets by path: fast, or to the stack by reason)');
   for (const node of state.nodes) {
     if (node.dataplane === 'kernel') {
       console.log(`  ${node.name}: kernel VXLAN (flannel.1), no BPF counters`);
@@ -38,6 +39,8 @@ export async function runDemo(state: LabState): Promise<number> {
       const s = maps.stats();
       const drops = Object.entries(s).filter(([k, v]) => k.startsWith('drop_') && v !== 0n);
       console.log(`  ${node.name}: encap ${s.encap_packets}, decap ${s.decap_packets}${drops.length ? `, drops ${drops.map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}`);
+      const path = maps.pathStats();
+      if (path) console.log(`      pods sent: ${formatPathLine(counters(path.send))}\n      pods received: ${formatPathLine(counters(path.receive))}`);
     } finally {
       maps.close();
     }

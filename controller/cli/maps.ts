@@ -4,7 +4,7 @@ import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import type { TwillConfig } from '../../maps/layout.js';
 import { parseArgs } from './args.js';
 
-const counters = (o: object): Record<string, number> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number(v)]));
+export const counters = (o: object): Record<string, number> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number(v)]));
 
 export interface TrafficCounters {
   encap_packets: number;
@@ -34,7 +34,7 @@ export interface MapsDoc {
   /** traffic counted in slot 0 (entries written without a slot) */
   unattributed: TrafficCounters;
   /** twill_endpoints: the local pods the fast path serves (absent before this build attached) */
-  endpoints?: { ip: string; ifindex: number; mac: string; gatewayMac: string }[];
+  endpoints?: { ip: string; ifindex: number; mac: string; gatewayMac: string; mtu: number; encapMtu: number }[];
   /** twill_path_stats summed over CPUs: what the fast path carried and what it left to the stack */
   path?: { send: Record<string, number>; receive: Record<string, number> };
 }
@@ -62,7 +62,7 @@ export function readMapsDoc(pinDir: string): MapsDoc {
       stats: counters(maps.stats()),
       traffic,
       unattributed: counters(unattributed) as unknown as TrafficCounters,
-      endpoints: maps.endpoints && [...maps.readEndpoints()].map(([ip, e]) => ({ ip, ifindex: e.ifindex, mac: e.mac, gatewayMac: e.gateway_mac })),
+      endpoints: maps.endpoints && [...maps.readEndpoints()].map(([ip, e]) => ({ ip, ifindex: e.ifindex, mac: e.mac, gatewayMac: e.gateway_mac, mtu: e.mtu, encapMtu: e.encap_mtu })),
       path: path && { send: counters(path.send), receive: counters(path.receive) },
     };
   } finally {
@@ -106,7 +106,7 @@ export async function mapsCli(argv: string[]): Promise<number> {
   if (Object.values(doc.unattributed).some((v) => v !== 0)) console.log(`  ${'(no slot)'.padEnd(16)} ${formatTrafficLine(doc.unattributed)}`);
   if (doc.endpoints) {
     console.log(`twill_endpoints (${doc.endpoints.length})`);
-    for (const e of doc.endpoints) console.log(`  ${e.ip.padEnd(16)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}  gateway ${e.gatewayMac}`);
+    for (const e of doc.endpoints) console.log(`  ${e.ip.padEnd(16)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}  gateway ${e.gatewayMac}  mtu ${e.mtu}, encapsulated up to ${e.encapMtu}`);
   }
   if (doc.path) console.log(`twill_path_stats\n  send     ${formatPathLine(doc.path.send)}\n  receive  ${formatPathLine(doc.path.receive)}`);
   console.log('twill_stats');
