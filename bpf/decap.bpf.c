@@ -82,7 +82,7 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 		return NOT_OURS;
 	/*
 	 * A fragment (flannel's vxlan device does not set DF, so a kernel peer's VXLAN can arrive
-	 * in pieces): the stack reassembles it and twill's tunnel socket decaps it (rx.bpf.c).
+	 * in pieces): the stack reassembles it and twill-rx's tunnel socket decaps it (twill_tunnel_rx).
 	 */
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return NOT_OURS;
@@ -93,9 +93,7 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 	if (ihl_bytes != sizeof(struct iphdr))
 		return REFUSE(drop_ip_options);
 
-	struct twill_peer_key pk = {};
-	*(__u32 *)pk.public_ip = ip->saddr;
-	struct twill_peer *peer = bpf_map_lookup_elem(&twill_peers, &pk);
+	struct twill_peer *peer = twill_get_peer(ip->saddr);
 	if (!peer)
 		return REFUSE(drop_unknown_source);
 
@@ -123,8 +121,7 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 	    bpf_ntohs(udp->len) != outer_len - sizeof(struct iphdr) || bpf_ntohs(iip->tot_len) < iip->ihl * 4)
 		return REFUSE(drop_malformed);
 
-	__u32 mask = prefix_mask(cfg->subnet_len);
-	if ((iip->daddr & mask) != (ipv4_u32(cfg->subnet) & mask))
+	if (!twill_in_own_subnet(cfg, iip->daddr))
 		return REFUSE(drop_inner_dst);
 
 	propagate_ce(ip, iip);
@@ -226,15 +223,10 @@ static __always_inline int deliver_decapped(struct __sk_buff *skb, const struct 
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
-	__u32 mask = prefix_mask(cfg->subnet_len);
-	if ((ip->daddr & mask) != (ipv4_u32(cfg->subnet) & mask))
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || !twill_in_own_subnet(cfg, ip->daddr))
 		return TC_ACT_OK;
 	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_RECEIVE);
-	struct twill_subnet_key key = {};
-	*(__u32 *)key.subnet = ip->saddr & mask;
-	struct twill_remote *remote = bpf_map_lookup_elem(&twill_subnets, &key);
+	struct twill_remote *remote = twill_get_remote(cfg, ip->saddr);
 	if (!remote || !mac_eq(eth->h_source, remote->vtep_mac)) {
 		PATH_COUNT(ps, source, segments(skb));
 		return TC_ACT_OK;
@@ -306,9 +298,7 @@ int twill_tunnel_rx(struct __sk_buff *skb)
 		TWILL_COUNT(stats, drop_malformed);
 		return TC_ACT_SHOT;
 	}
-	struct twill_peer_key pk = {};
-	*(__u32 *)pk.public_ip = bpf_htonl(key.remote_ipv4);
-	struct twill_peer *peer = bpf_map_lookup_elem(&twill_peers, &pk);
+	struct twill_peer *peer = twill_get_peer(bpf_htonl(key.remote_ipv4));
 	if (!peer) {
 		TWILL_COUNT(stats, drop_unknown_source);
 		return TC_ACT_SHOT;
@@ -325,8 +315,7 @@ int twill_tunnel_rx(struct __sk_buff *skb)
 		TWILL_COUNT(stats, drop_inner_not_ipv4);
 		return TC_ACT_SHOT;
 	}
-	__u32 mask = prefix_mask(cfg->subnet_len);
-	if ((ip->daddr & mask) != (ipv4_u32(cfg->subnet) & mask)) {
+	if (!twill_in_own_subnet(cfg, ip->daddr)) {
 		TWILL_COUNT(stats, drop_inner_dst);
 		return TC_ACT_SHOT;
 	}

@@ -38,7 +38,7 @@ int twill_encap(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 
-	struct twill_remote *remote = remote_for(cfg, inner->daddr);
+	struct twill_remote *remote = twill_get_remote(cfg, inner->daddr);
 	if (!remote) {
 		TWILL_COUNT(stats, drop_no_peer);
 		return TC_ACT_SHOT;

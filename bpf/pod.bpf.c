@@ -37,7 +37,7 @@ int twill_from_pod(struct __sk_buff *skb)
 		STACK(not_ipv4);
 
 	/* Destination first: Services, this node and the outside world leave here, at one lookup. */
-	struct twill_remote *remote = remote_for(cfg, ip->daddr);
+	struct twill_remote *remote = twill_get_remote(cfg, ip->daddr);
 	if (!remote)
 		STACK(not_remote);
 

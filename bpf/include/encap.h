@@ -141,12 +141,4 @@ static __always_inline enum encap_result vxlan_encap(struct __sk_buff *skb, cons
 	return ENCAP_OK;
 }
 
-/* The lease whose subnet holds `daddr`, if it is a remote one. */
-static __always_inline struct twill_remote *remote_for(const struct twill_config *cfg, __u32 daddr)
-{
-	struct twill_subnet_key key = {};
-	*(__u32 *)key.subnet = daddr & prefix_mask(cfg->subnet_len);
-	return bpf_map_lookup_elem(&twill_subnets, &key);
-}
-
 #endif

@@ -10,6 +10,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "twill_maps.h"
+#include "vxlan.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -96,6 +97,29 @@ static __always_inline struct twill_endpoint *twill_get_endpoint(__u32 addr)
 	struct twill_endpoint_key key;
 	*(__u32 *)key.ip = addr;
 	return bpf_map_lookup_elem(&twill_endpoints, &key);
+}
+
+/* The peer whose PublicIP is `addr` (network order): VXLAN from it is accepted. */
+static __always_inline struct twill_peer *twill_get_peer(__u32 addr)
+{
+	struct twill_peer_key key = {};
+	*(__u32 *)key.public_ip = addr;
+	return bpf_map_lookup_elem(&twill_peers, &key);
+}
+
+/* The remote lease whose subnet holds `addr` (network order), if there is one. */
+static __always_inline struct twill_remote *twill_get_remote(const struct twill_config *cfg, __u32 addr)
+{
+	struct twill_subnet_key key = {};
+	*(__u32 *)key.subnet = addr & prefix_mask(cfg->subnet_len);
+	return bpf_map_lookup_elem(&twill_subnets, &key);
+}
+
+/* Whether `addr` (network order) is in this node's own subnet. */
+static __always_inline int twill_in_own_subnet(const struct twill_config *cfg, __u32 addr)
+{
+	__u32 mask = prefix_mask(cfg->subnet_len);
+	return (addr & mask) == (ipv4_u32(cfg->subnet) & mask);
 }
 
 /* Per-CPU slot: a plain increment is race-free. */
