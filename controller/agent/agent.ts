@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { parseNetworkConfig, ConfigError, type NetworkConfig } from '../config/network-config.js';
-import { attachDataplane, detachDataplane, readAttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp } from '../dataplane/attach.js';
+import { attachDataplane, detachDataplane, readAttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp, type FastPathState } from '../dataplane/attach.js';
 import { ensureKernelVxlan, kernelVxlanMac, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
@@ -63,6 +63,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     reconciler?: Reconciler;
     masq?: IptablesMasq;
     endpoints?: EndpointSync;
+    /** as the last attach decided it (BPF mode) */
+    fastPath?: FastPathState;
   } = { ready: false };
 
   const iface: ChosenIface = await selectIface({ iface: flags.iface, ifaceRegex: flags.ifaceRegex, ifaceCanReach: flags.ifaceCanReach, publicIp: flags.publicIp });
@@ -78,7 +80,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
           configError: status.configError,
           watch: status.watcher?.state,
           reconciles: status.reconciler?.count,
-          fastPath: status.mode === 'bpf' ? { ...readAttachState(flags.pinDir)?.fastPath, endpoints: status.endpoints?.state } : undefined,
+          fastPath: status.mode === 'bpf' ? { ...status.fastPath, endpoints: status.endpoints?.state } : undefined,
           iptables: status.masq && { writes: status.masq.writes, error: status.masq.error },
         }),
         metrics: () => agentMetricsText({ pinDir: flags.pinDir, ...status }),
@@ -141,14 +143,15 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
         fastPath: flags.fastPath,
       });
       try {
-        await attachDataplane(spec, undefined, {
+        const attached = await attachDataplane(spec, undefined, {
           // Peers first, programs second: decap must know every peer the moment it runs.
           beforeAttach: async (maps) => {
             maps.sync(reconciler.desired(status.watcher?.leases.values() ?? []));
           },
         });
         status.mode = mode;
-        await syncEndpoints(own, readAttachState(flags.pinDir)?.fastPath?.enabled ?? false);
+        status.fastPath = attached.state.fastPath;
+        await syncEndpoints(own, attached.state.fastPath?.enabled ?? false);
         return DatapathMaps.open(flags.pinDir);
       } catch (err) {
         if (flags.dataplane !== 'auto') throw err;
@@ -186,7 +189,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const removeOtherMode = async (): Promise<void> => {
     if (mode === 'bpf') {
       if (await removeKernelVxlan(config.backend.vni)) log.info('switched from kernel VXLAN to BPF: removed the vxlan device');
-      if (!(await retryTunnelDeviceUp(flags.pinDir))) log.warn('the tunnel device is not up: fragmented VXLAN is dropped and tc decap gets no GRO', { reason: readAttachState(flags.pinDir)?.tunnel?.reason });
+      const tunnel = await retryTunnelDeviceUp(flags.pinDir);
+      if (!tunnel.up) log.warn('the tunnel device is not up: fragmented VXLAN is dropped and tc decap gets no GRO', { reason: tunnel.reason });
     } else if (readAttachState(flags.pinDir) || existsSync(`${flags.pinDir}/twill_config`)) {
       await detachDataplane(flags.pinDir);
       log.info('switched from BPF to kernel VXLAN: removed the BPF datapath', { pinDir: flags.pinDir });

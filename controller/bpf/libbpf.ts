@@ -204,20 +204,12 @@ export class PinnedProgram implements ProgramRef {
     return this.progFd;
   }
 
-  /** The kernel's id for the program: a link runs it when its info names the same id. */
-  id(): number {
-    return getInfo(this.fd, BPF_PROG_INFO_SIZE, `program ${this.name}`).readUInt32LE(4);
-  }
-
   close(): void {
     if (this.closed) return;
     this.closed = true;
     raw.close(this.progFd);
   }
 }
-
-/** Enough of struct bpf_prog_info for type and id (a shorter buffer is accepted by every kernel). */
-const BPF_PROG_INFO_SIZE = 16;
 
 export class BpfProgram {
   /** @internal created by BpfObject */
@@ -235,11 +227,6 @@ export class BpfProgram {
 
   pin(pinPath: string): void {
     pinFd(this.fd, pinPath, `program ${this.name}`);
-  }
-
-  /** The kernel's id for the loaded program. */
-  id(): number {
-    return getInfo(this.fd, BPF_PROG_INFO_SIZE, `program ${this.name}`).readUInt32LE(4);
   }
 }
 

@@ -147,7 +147,7 @@ export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { en
     problems.push(`subnet file says ${doc.subnetFile.subnet ?? 'nothing'}, the datapath holds ${doc.lease.subnet}`);
   const fp = doc.fastPath;
   if (fp) {
-    if (!fp.enabled && !fp.reason.includes('--fast-path=false')) problems.push(`fast path off: ${fp.reason}`);
+    if (fp.requested && !fp.enabled) problems.push(`fast path off: ${fp.reason}`);
     const linked = new Set(fp.podLinks.filter((l) => l.ifindex !== 0).map((l) => l.ifindex));
     if (fp.enabled) for (const e of fp.endpoints) if (!linked.has(e.ifindex)) problems.push(`pod ${e.ip} (veth ifindex ${e.ifindex}) has no send program: what it sends to remote pods takes the stack path`);
     for (const l of fp.podLinks) if (l.ifindex === 0) problems.push(`pod link ${l.ifname} is pinned but its veth is gone (the agent's next sync removes it)`);
@@ -209,7 +209,7 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
 export function describeHooks(a: AttachState): FastPathDoc['hooks'] {
   const fast = a.fastPath?.enabled;
   const overlay = `${a.encap.iface} (encap at tc egress)`;
-  const decap = a.decap.hook === 'xdp' || (a.decap.hook === undefined && !['tcx', 'clsact'].includes(a.decap.mode)) ? `XDP decap on ${a.decap.iface} (ahead of GRO)` : `tc decap on ${a.decap.iface} (after GRO)`;
+  const decap = a.decap.hook === 'xdp' ? `XDP decap on ${a.decap.iface} (ahead of GRO)` : `tc decap on ${a.decap.iface} (after GRO)`;
   return {
     send: fast
       ? `fast path at the pod veths (tc ingress): to remote pods, encapsulated there and sent out of ${a.spec.underlayIface}; everything else, and the node's own traffic, through the stack to ${overlay}`

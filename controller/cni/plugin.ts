@@ -70,10 +70,11 @@ function runDelegate(type: string, conf: Record<string, unknown>, env: NodeJS.Pr
  * by scanning the bridge, or leaves its traffic on the stack path.
  */
 function recordEndpoint(subnetFile: string, delegate: Record<string, unknown>, stdout: string, env: NodeJS.ProcessEnv): void {
+  if (delegate.type !== 'bridge') return;
   try {
     const bridge = typeof delegate.bridge === 'string' ? delegate.bridge : 'cni0';
     const rec = recordFromCniResult(JSON.parse(stdout), { containerId: env.CNI_CONTAINERID!, ifname: env.CNI_IFNAME ?? 'eth0', netns: env.CNI_NETNS, bridge });
-    if (rec && delegate.type === 'bridge') writeEndpointRecord(endpointsDirFor(subnetFile), rec);
+    if (rec) writeEndpointRecord(endpointsDirFor(subnetFile), rec);
   } catch {
     // see above
   }
@@ -91,7 +92,7 @@ async function forgetEndpoint(subnetFile: string, env: NodeJS.ProcessEnv): Promi
   try {
     const rec = readEndpointRecord(dir, env.CNI_CONTAINERID!, ifname);
     const pinDir = readPinDirPointer(dir);
-    if (rec && pinDir) await (await import('../endpoints/forget.js')).forgetEndpointEntry(pinDir, rec.ip);
+    if (rec && pinDir) (await import('../endpoints/forget.js')).forgetEndpointEntry(pinDir, rec.ip);
   } catch {
     // see recordEndpoint: the agent's next sync removes it
   }
@@ -118,8 +119,8 @@ export async function cniMain(stdin: string, env: NodeJS.ProcessEnv): Promise<{ 
     if (!containerId || /[/\\]/.test(containerId)) throw new CniError(4, `CNI_CONTAINERID ${JSON.stringify(containerId)} is missing or not a plain id`);
     const dataDir = conf.dataDir ?? '/var/lib/cni/flannel';
     const saved = path.join(dataDir, containerId);
+    const subnetFile = conf.subnetFile ?? '/run/flannel/subnet.env';
     if (command === 'ADD') {
-      const subnetFile = conf.subnetFile ?? '/run/flannel/subnet.env';
       let text: string;
       try {
         text = readFileSync(subnetFile, 'utf8');
@@ -139,7 +140,7 @@ export async function cniMain(stdin: string, env: NodeJS.ProcessEnv): Promise<{ 
       return { out: res.stdout, code: 0 };
     }
     if (command === 'DEL' || command === 'CHECK') {
-      if (command === 'DEL') await forgetEndpoint(conf.subnetFile ?? '/run/flannel/subnet.env', env);
+      if (command === 'DEL') await forgetEndpoint(subnetFile, env);
       if (!existsSync(saved)) return { out: '', code: 0 }; // DEL is idempotent; nothing was added
       const delegate = JSON.parse(readFileSync(saved, 'utf8')) as Record<string, unknown>;
       const res = runDelegate(String(delegate.type), delegate, env);

@@ -20,7 +20,7 @@ import { linkShow } from '../netlink/ip.js';
 import { logger } from '../util/log.js';
 import { bpfObjectDir } from '../util/paths.js';
 import { DatapathMaps } from './datapath-maps.js';
-import { ensureOverlayDevice, ensureTunnelDevice, removeOverlayDevice, tunnelDeviceUp } from './overlay-device.js';
+import { ensureOverlayDevice, ensureTunnelDevice, removeOverlayDevice, setLooseRpFilter, tunnelDeviceUp } from './overlay-device.js';
 import { detachPodLinks, swapPodLinks } from './pod-links.js';
 import { pinPaths, type DataplaneSpec } from './spec.js';
 
@@ -29,6 +29,8 @@ const log = logger('dataplane');
 type DecapMode = 'xdp-link' | 'xdp-native' | 'xdp-generic' | 'tcx' | 'clsact';
 type TcMode = 'tcx' | 'clsact';
 const isTcMode = (m: DecapMode): m is TcMode => m === 'tcx' || m === 'clsact';
+/** The netlink XDP mode of an attachment made without a link. */
+const legacyXdpMode = (m: 'xdp-native' | 'xdp-generic') => (m === 'xdp-native' ? 'native' : 'generic');
 
 /** What is attached where; written next to the pins so status and detach need no flags. */
 export interface AttachState {
@@ -47,6 +49,8 @@ export interface AttachState {
 }
 
 export interface FastPathState {
+  /** --fast-path as given */
+  requested: boolean;
   /** pod traffic to and from remote pods may bypass the host stack (twill_config.flags) */
   enabled: boolean;
   /** the programs look flows up in the node's conntrack (false: the kernel has no conntrack) */
@@ -162,23 +166,28 @@ function loadObjects(objectDir: string, pinDir: string, wantFastPath: boolean): 
     return obj;
   };
   const close = () => opened.forEach((o) => o.close());
+  // What the kernel allows, whatever was asked for; then the switch.
+  const state = (allowed: boolean, conntrack: boolean, why: string): FastPathState => ({
+    requested: wantFastPath,
+    enabled: wantFastPath && allowed,
+    conntrack,
+    reason: wantFastPath || !allowed ? why : 'turned off (--fast-path=false)',
+  });
   try {
     const encap = load('encap.bpf.o');
-    if (!kernelHasConntrack()) {
-      const fastPath = { enabled: wantFastPath, conntrack: false, reason: wantFastPath ? 'this kernel has no conntrack, so no NAT state to respect' : 'turned off (--fast-path=false)' };
-      return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath, close };
-    }
+    if (!kernelHasConntrack())
+      return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath: state(true, false, 'this kernel has no conntrack, so no NAT state to respect'), close };
     try {
       const decap = load('decap.bpf.o');
       const pod = load('pod.bpf.o');
-      return { encap, decap, pod, fastPath: { enabled: wantFastPath, conntrack: true, reason: wantFastPath ? 'flows unknown to conntrack bypass the stack' : 'turned off (--fast-path=false)' }, close };
+      return { encap, decap, pod, fastPath: state(true, true, 'flows unknown to conntrack bypass the stack'), close };
     } catch (err) {
       // Only a missing kfunc is this case; any other refusal is a real error, reported as such.
       if (!(err instanceof BpfError) || !MISSING_CT_KFUNC.test(`${err.message}\n${err.verifierLog ?? ''}`)) throw err;
-      const reason = 'the kernel cannot look flows up in conntrack from BPF (no conntrack kfuncs): stack path only';
-      log.warn('fast path off: the programs that consult conntrack did not load', { reason, error: err.message.split('\n')[0] });
+      const fastPath = state(false, false, 'the kernel cannot look flows up in conntrack from BPF (no conntrack kfuncs): stack path only');
+      log.warn('fast path off: the programs that consult conntrack did not load', { reason: fastPath.reason, error: err.message.split('\n')[0] });
       opened.splice(1).forEach((o) => o.close());
-      return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath: { enabled: false, conntrack: false, reason }, close };
+      return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath, close };
     }
   } catch (err) {
     close();
@@ -192,7 +201,7 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
   if (!underlay) throw new Error(`underlay interface ${spec.underlayIface} not found in this network namespace`);
   await ensureOverlayDevice(spec, spec.mtu ?? underlay.mtu);
   // Decapped packets arrive on the underlay from pod addresses routed via the overlay device.
-  writeFileSync(`/proc/sys/net/ipv4/conf/${spec.underlayIface}/rp_filter`, '2');
+  setLooseRpFilter(spec.underlayIface);
 
   const overlayIfindex = ifNameToIndex(spec.overlayDevice);
   const underlayIfindex = ifNameToIndex(spec.underlayIface);
@@ -299,7 +308,7 @@ function pinAndRelease(link: BpfLink, pin: string): void {
 }
 
 /** A tc program on one direction of a device: tcx link where the kernel has it, else clsact. */
-export function attachTc(prog: ProgramRef, ifindex: number, direction: 'ingress' | 'egress', pin: string, previousMode?: string): { mode: TcMode; swapped: boolean } {
+function attachTc(prog: ProgramRef, ifindex: number, direction: 'ingress' | 'egress', pin: string, previousMode?: string): { mode: TcMode; swapped: boolean } {
   if (swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'tcx', swapped: true };
   if (probeTcx()) {
     pinAndRelease(BpfLink.attachTcx(prog, ifindex, direction), pin);
@@ -357,7 +366,7 @@ function attachUnderlay(
 }
 
 /** Pure: where decap should run, and why. */
-export function chooseHook(requested: DataplaneSpec['decapHook'], kind?: string): { hook: 'xdp' | 'tc'; nativeOnly: boolean; reason: string } {
+function chooseHook(requested: DataplaneSpec['decapHook'], kind?: string): { hook: 'xdp' | 'tc'; nativeOnly: boolean; reason: string } {
   if (requested === 'tc') return { hook: 'tc', nativeOnly: false, reason: 'requested (--decap-hook tc)' };
   if (requested === 'xdp') return { hook: 'xdp', nativeOnly: false, reason: 'requested (--decap-hook xdp)' };
   if (kind === 'veth')
@@ -374,7 +383,7 @@ function attachDecapXdp(prog: BpfProgram, ifindex: number, pin: string, nativeOn
   if (previous?.decap.mode === 'xdp-link' && swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'xdp-link', swapped: true };
   // A netlink attachment (from a kernel without XDP links) is replaced in place: a link would be refused beside it.
   if (previous?.decap.mode === 'xdp-native' || previous?.decap.mode === 'xdp-generic') {
-    xdpAttachLegacy(prog, ifindex, previous.decap.mode === 'xdp-native' ? 'native' : 'generic');
+    xdpAttachLegacy(prog, ifindex, legacyXdpMode(previous.decap.mode));
     return { mode: previous.decap.mode, swapped: true };
   }
   try {
@@ -405,7 +414,7 @@ function removeXdp(previous: AttachState, pin: string): void {
     link.close();
     rmSync(pin);
   } else if (previous.decap.mode === 'xdp-native' || previous.decap.mode === 'xdp-generic') {
-    xdpDetachLegacy(previous.decap.ifindex, previous.decap.mode === 'xdp-native' ? 'native' : 'generic');
+    xdpDetachLegacy(previous.decap.ifindex, legacyXdpMode(previous.decap.mode));
   }
 }
 
@@ -426,13 +435,14 @@ export async function removeTunnelDevice(pinDir: string, state = readAttachState
   return removed;
 }
 
-/** After flannel.<VNI> gave the VXLAN port back: the tunnel device comes up. */
-export async function retryTunnelDeviceUp(pinDir: string): Promise<boolean> {
+/** After flannel.<VNI> gave the VXLAN port back: the tunnel device comes up (or says why not). */
+export async function retryTunnelDeviceUp(pinDir: string): Promise<{ up: boolean; reason?: string }> {
   const state = readAttachState(pinDir);
-  if (!state?.tunnel || state.tunnel.up) return Boolean(state?.tunnel?.up);
+  if (!state?.tunnel) return { up: false, reason: 'no tunnel device was made' };
+  if (state.tunnel.up) return { up: true };
   const res = await tunnelDeviceUp(state.tunnel.iface);
   writeAttachState(pinDir, { ...state, tunnel: { ...state.tunnel, up: res.up, reason: res.reason } });
-  return res.up;
+  return res;
 }
 
 export function readAttachState(pinDir: string): AttachState | undefined {

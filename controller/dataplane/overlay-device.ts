@@ -47,6 +47,14 @@ async function setOnlyAddress(dev: string, want: string): Promise<void> {
   if (!(addrs[0]?.addr_info ?? []).some((a) => `${a.local}/${a.prefixlen}` === want)) await ip(['addr', 'add', want, 'dev', dev]);
 }
 
+/**
+ * Loose reverse-path filtering on a device where decapped packets arrive: their sources are
+ * remote pods, routed back through the overlay device, which strict filtering would refuse.
+ */
+export function setLooseRpFilter(dev: string): void {
+  writeFileSync(`/proc/sys/net/ipv4/conf/${dev}/rp_filter`, '2');
+}
+
 async function createOverlayDevice(dev: string): Promise<void> {
   const errors: string[] = [];
   for (const kind of deviceKinds) {
@@ -88,8 +96,7 @@ export async function ensureTunnelDevice(dev: string, port: number, subnet: stri
     throw new Error(`tunnel device ${dev} exists but is a ${existing.linkinfo?.info_kind ?? 'unknown'} device, not vxlan: refusing to take it over`);
   if (!existing) await ip(['link', 'add', dev, 'type', 'vxlan', 'dstport', String(port), 'external']);
   await ipBatch([`link set ${dev} addrgenmode none`]);
-  // Decapped packets come from remote pods, routed back through the overlay device: loose.
-  writeFileSync(`/proc/sys/net/ipv4/conf/${dev}/rp_filter`, '2');
+  setLooseRpFilter(dev);
   await setOnlyAddress(dev, `${subnet.split('/')[0]}/32`);
 }
 

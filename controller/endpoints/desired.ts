@@ -36,6 +36,12 @@ export interface EndpointPlan {
   problems: string[];
 }
 
+/** Bridge ports no CNI record describes: only their pods need looking for in their namespace. */
+export function portsWithoutRecord<P extends BridgePort>(records: readonly EndpointRecord[], ports: readonly P[]): P[] {
+  const recorded = new Set(records.map((r) => `${r.bridge}/${r.hostVeth}`));
+  return ports.filter((p) => !recorded.has(`${p.bridge}/${p.ifname}`));
+}
+
 export function planEndpoints(input: {
   subnet: string;
   /** the largest pod packet that fits the underlay once encapsulated (underlay MTU - 50) */
@@ -63,23 +69,22 @@ export function planEndpoints(input: {
     claims.set(ip, c);
   };
 
-  const recorded = new Set<string>();
   for (const r of input.records) {
     const port = portByName.get(`${r.bridge}/${r.hostVeth}`);
     if (!port) {
       stale.push(r);
       continue;
     }
-    recorded.add(`${port.bridge}/${port.ifname}`);
     if (!inSubnet(r.ip)) {
       problems.push(`pod ${r.containerId} has ${r.ip}, outside this node's subnet ${input.subnet}: left to the stack`);
       continue;
     }
     claim(r.ip, { port, mac: r.mac, addedAt: r.addedAt, source: `container ${r.containerId}` });
   }
+  const unrecorded = portsWithoutRecord(input.records, input.ports);
   for (const d of input.discovered ?? []) {
-    const port = input.ports.find((p) => p.ifname === d.hostVeth);
-    if (!port || recorded.has(`${port.bridge}/${port.ifname}`) || !inSubnet(d.ip)) continue;
+    const port = unrecorded.find((p) => p.ifname === d.hostVeth);
+    if (!port || !inSubnet(d.ip)) continue;
     claim(d.ip, { port, mac: d.mac, addedAt: '', source: 'the scan of its namespace' });
   }
 

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 
 /** Removes one pod's twill_endpoints entry through the pins (the CNI plugin's DEL). */
-export async function forgetEndpointEntry(pinDir: string, ip: string): Promise<void> {
+export function forgetEndpointEntry(pinDir: string, ip: string): void {
   if (!existsSync(`${pinDir}/twill_endpoints`)) return;
   const maps = DatapathMaps.open(pinDir);
   try {

@@ -45,11 +45,17 @@ export function readPinDirPointer(dir: string): string | undefined {
 
 export function readEndpointRecord(dir: string, containerId: string, ifname: string): EndpointRecord | undefined {
   try {
-    const res = endpointRecordSchema.safeParse(JSON.parse(readFileSync(recordFile(dir, containerId, ifname), 'utf8')));
-    return res.success ? res.data : undefined;
+    return parseRecordFile(recordFile(dir, containerId, ifname));
   } catch {
     return undefined;
   }
+}
+
+/** A record file's contents, or an error that names what is wrong with them. */
+function parseRecordFile(file: string): EndpointRecord {
+  const res = endpointRecordSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+  if (!res.success) throw new Error(res.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+  return res.data;
 }
 const recordFile = (dir: string, containerId: string, ifname: string) => path.join(dir, `${containerId}_${ifname}.json`);
 
@@ -112,9 +118,7 @@ export function readEndpointRecords(dir: string): { records: EndpointRecord[]; i
   for (const name of names) {
     const file = path.join(dir, name);
     try {
-      const res = endpointRecordSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
-      if (res.success) records.push(res.data);
-      else invalid.push({ file, error: res.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') });
+      records.push(parseRecordFile(file));
     } catch (err) {
       // Removed between the listing and the read (a DEL), or not JSON.
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') invalid.push({ file, error: (err as Error).message });

@@ -3,7 +3,7 @@ import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { syncPodLinks } from '../dataplane/pod-links.js';
 import type { Logger } from '../util/log.js';
-import { planEndpoints } from './desired.js';
+import { planEndpoints, portsWithoutRecord } from './desired.js';
 import { readEndpointRecords, writePinDirPointer } from './records.js';
 import { discoverPods, scanBridges } from './scan.js';
 
@@ -51,11 +51,6 @@ export class EndpointSync {
 
   constructor(private readonly o: EndpointSyncOptions) {}
 
-  setSubnet(subnet: string): void {
-    this.o.subnet = subnet;
-    this.request();
-  }
-
   /** One sync now (joined with one already running, then repeated once if asked for meanwhile). */
   async sync(): Promise<void> {
     if (this.running) {
@@ -76,8 +71,7 @@ export class EndpointSync {
       const { records, invalid } = readEndpointRecords(this.o.recordsDir);
       const bridges = [...(this.o.bridges ?? ['cni0']), ...records.map((r) => r.bridge)];
       const { ports, bridgeMacs } = await scanBridges(bridges);
-      const recorded = new Set(records.map((r) => `${r.bridge}/${r.hostVeth}`));
-      const discovered = await discoverPods(ports.filter((p) => !recorded.has(`${p.bridge}/${p.ifname}`)));
+      const discovered = await discoverPods(portsWithoutRecord(records, ports));
       const plan = planEndpoints({ subnet: this.o.subnet, encapMtu: this.o.encapMtu, records, ports, bridgeMacs, discovered });
       const maps = DatapathMaps.open(this.o.pinDir);
       let changed;

@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import { readAttachState } from '../dataplane/attach.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { formatCidr } from '../net/ipv4.js';
 import type { OwnLease } from '../subnet/manager.js';
@@ -15,6 +14,7 @@ export interface AgentMetricSources {
   reconciler?: { count: number; errors: number; lastDurationMs: number; totalDurationMs: number };
   watcher?: { state: string; resyncs: number };
   endpoints?: { state: { endpoints: number; podLinks: number } };
+  fastPath?: { enabled: boolean };
 }
 
 /** The edge: reads the pinned counters (opened per scrape, so a replaced map is never stale). */
@@ -40,7 +40,7 @@ export function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
       maps.close();
     }
     snapshot.fastPath = {
-      enabled: readAttachState(src.pinDir)?.fastPath?.enabled ?? false,
+      enabled: src.fastPath?.enabled ?? false,
       endpoints: src.endpoints?.state.endpoints ?? 0,
       podLinks: src.endpoints?.state.podLinks ?? 0,
     };
