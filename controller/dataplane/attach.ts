@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import {
   BpfError,
@@ -126,18 +127,35 @@ export function retireIncompatiblePins(pinDir: string): RetiredPin[] {
   return retired;
 }
 
+export type ConntrackSupport = 'present' | 'absent' | 'unavailable';
+
 /**
- * Whether this kernel has conntrack (built in, or as a module, which is loaded here if it is not
- * yet: kube-proxy may load it later, and the programs must look flows up from the start).
+ * Pure: whether the kernel has conntrack (`present`: built in or loaded), cannot have it
+ * (`absent`: its module list, modules.dep, has no nf_conntrack), or may get it later though it is
+ * not loaded now (`unavailable`: the module exists, or the module list cannot be read, as in a
+ * container without /lib/modules). Only `absent` lets the programs skip the conntrack check.
  */
-function kernelHasConntrack(): boolean {
-  if (existsSync('/sys/module/nf_conntrack')) return true;
-  const probe = spawnSync('modprobe', ['nf_conntrack'], { encoding: 'utf8' });
-  if (probe.status === 0 && existsSync('/sys/module/nf_conntrack')) {
+export function conntrackSupport(loaded: boolean, modulesDep: string | undefined): ConntrackSupport {
+  if (loaded) return 'present';
+  if (modulesDep === undefined || /nf_conntrack\.ko/.test(modulesDep)) return 'unavailable';
+  return 'absent';
+}
+
+/**
+ * The kernel's conntrack, its module loaded here if it is not yet (kube-proxy may load it later,
+ * and the programs must look flows up from the start).
+ */
+function kernelConntrack(): ConntrackSupport {
+  const loaded = () => existsSync('/sys/module/nf_conntrack');
+  if (!loaded() && spawnSync('modprobe', ['nf_conntrack']).status === 0 && loaded())
     log.info('loaded the nf_conntrack module, so that the fast path can respect NAT state');
-    return true;
+  let modulesDep: string | undefined;
+  try {
+    modulesDep = readFileSync(`/lib/modules/${os.release()}/modules.dep`, 'utf8');
+  } catch {
+    modulesDep = undefined;
   }
-  return false;
+  return conntrackSupport(loaded(), modulesDep);
 }
 
 /** What libbpf says when an extern kfunc is not in the kernel's (or a module's) BTF. */
@@ -175,8 +193,14 @@ function loadObjects(objectDir: string, pinDir: string, wantFastPath: boolean): 
   });
   try {
     const encap = load('encap.bpf.o');
-    if (!kernelHasConntrack())
+    const conntrack = kernelConntrack();
+    if (conntrack === 'absent')
       return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath: state(true, false, 'this kernel has no conntrack, so no NAT state to respect'), close };
+    if (conntrack === 'unavailable') {
+      const fastPath = state(false, false, 'conntrack is a module this agent could not load (no modprobe or no /lib/modules?): NAT state could appear unseen, so stack path only');
+      log.warn('fast path off', { reason: fastPath.reason });
+      return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath, close };
+    }
     try {
       const decap = load('decap.bpf.o');
       const pod = load('pod.bpf.o');
