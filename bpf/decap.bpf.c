@@ -70,7 +70,7 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 		return NOT_OURS;
 
 	struct twill_config *cfg = twill_get_config();
-	if (!cfg || ip->daddr != ipv4_u32(cfg->public_ip))
+	if (!cfg || ip->daddr != ipv4_u32(cfg->public_ip) || cfg->vxlan_port == 0)
 		return NOT_OURS;
 
 	/* Options move the UDP header; find it to tell VXLAN with options from other UDP. */
@@ -212,9 +212,12 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct twill_con
 
 /*
  * An IPv4 packet for our subnet that did not arrive as VXLAN here: with decap in XDP, the inner
- * packet XDP unwrapped (GRO has aggregated it since). It may take the fast path only if it comes
- * from a remote pod through that peer's VTEP, whose MAC the inner frame keeps as its source; a
- * plain packet from the underlay is left to the stack, as before.
+ * packet XDP unwrapped (GRO has aggregated it since); or a plain packet routed to us. It may take
+ * the fast path if it comes from a remote pod through that peer's VTEP, whose MAC the inner frame
+ * keeps as its source, or from a peer on our L2 segment (host-gw, DirectRouting), which routes
+ * its pods' packets to us unencapsulated. The latter is the source check the stack's rp_filter
+ * makes of a host-gw route, no more: the sender's MAC is not known here. Any other plain packet
+ * from the underlay is left to the stack, as before.
  */
 static __always_inline int deliver_decapped(struct __sk_buff *skb, const struct twill_config *cfg)
 {
@@ -227,7 +230,7 @@ static __always_inline int deliver_decapped(struct __sk_buff *skb, const struct 
 		return TC_ACT_OK;
 	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_RECEIVE);
 	struct twill_remote *remote = twill_get_remote(cfg, ip->saddr);
-	if (!remote || !mac_eq(eth->h_source, remote->vtep_mac)) {
+	if (!remote || (!(remote->flags & TWILL_REMOTE_DIRECT) && !mac_eq(eth->h_source, remote->vtep_mac))) {
 		PATH_COUNT(ps, source, segments(skb));
 		return TC_ACT_OK;
 	}

@@ -7,7 +7,9 @@
  * traffic the fast path left to the stack (Services, conntrack-known flows, --fast-path=false),
  * TTL decremented and conntrack/kube-proxy NAT applied. It wraps the frame in flannel's VXLAN
  * header for the lease that covers the destination and hands it to the kernel to resolve the
- * underlay next hop.
+ * underlay next hop. A peer on our L2 segment (TWILL_REMOTE_DIRECT) gets the packet as it is,
+ * routed to its PublicIP: this is what makes the one route of the cluster network to twill0
+ * serve host-gw and DirectRouting peers too, without a kernel route per peer.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -45,11 +47,14 @@ int twill_encap(struct __sk_buff *skb)
 	}
 
 	/* Checked before the headers grow: for GSO packets the helper checks each segment. */
+	int direct = remote->flags & TWILL_REMOTE_DIRECT;
 	__u32 mtu_len = 0;
-	if (bpf_check_mtu(skb, cfg->underlay_ifindex, &mtu_len, VXLAN_OVERHEAD, 0)) {
+	if (bpf_check_mtu(skb, cfg->underlay_ifindex, &mtu_len, direct ? 0 : VXLAN_OVERHEAD, 0)) {
 		TWILL_COUNT(stats, drop_too_big);
 		return TC_ACT_SHOT;
 	}
+	if (direct)
+		return direct_send(cfg, remote);
 
 	if (vxlan_encap(skb, cfg, remote, inner->tos, encap_source_port(skb, inner, data_end), stats) != ENCAP_OK) {
 		TWILL_COUNT(stats, drop_encap_error);

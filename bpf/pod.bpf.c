@@ -6,7 +6,8 @@
  * A packet the pod routes (to its gateway's MAC) from its own address to a remote lease's
  * subnet, that may bypass the stack (fastpath.h), is encapsulated here exactly as twill_encap
  * would have done after the stack forwarded it (TTL decremented once, flannel's wire format),
- * and handed straight to the underlay: no bridge, no br_netfilter, no FORWARD, no routing of
+ * or, for a peer on our L2 segment (host-gw, DirectRouting), routed to its PublicIP unchanged
+ * but for the TTL, and handed straight to the underlay: no bridge, no br_netfilter, no FORWARD, no routing of
  * the node. Everything else (same-node traffic, Services, traffic leaving the cluster, ARP,
  * IPv6, ICMP errors, fragments, flows conntrack knows) continues into the bridge and the stack
  * untouched, counted by reason in twill_path_stats.
@@ -49,9 +50,21 @@ int twill_from_pod(struct __sk_buff *skb)
 	if (!may_bypass(skb, ip, data_end, ps, n))
 		return TC_ACT_OK;
 
-	/* Too big once encapsulated: the stack sends "fragmentation needed" (DF) or fragments. */
-	if (!fits(skb, ep->encap_mtu, cfg->underlay_ifindex, VXLAN_OVERHEAD))
+	/*
+	 * Too big for the underlay (once encapsulated): the stack sends "fragmentation needed" (DF)
+	 * or fragments. encap_mtu is the underlay's MTU less the VXLAN overhead.
+	 */
+	int direct = remote->flags & TWILL_REMOTE_DIRECT;
+	if (direct ? !fits(skb, ep->encap_mtu ? ep->encap_mtu + VXLAN_OVERHEAD : 0, cfg->underlay_ifindex, 0)
+		   : !fits(skb, ep->encap_mtu, cfg->underlay_ifindex, VXLAN_OVERHEAD))
 		STACK(too_big);
+
+	/* A peer on our L2 segment: routed to it as the node would (one hop), not encapsulated. */
+	if (direct) {
+		ip_decrease_ttl(ip);
+		PATH_COUNT(ps, fast, n);
+		return direct_send(cfg, remote);
+	}
 
 	struct twill_stats *stats = twill_get_stats();
 	switch (vxlan_encap(skb, cfg, remote, ip->tos, encap_source_port(skb, ip, data_end), stats)) {

@@ -9,6 +9,8 @@ export const LAYOUT_VERSION = 3;
 
 /** twill_config.flags: pod traffic to and from remote pods may bypass the host stack. */
 export const CONFIG_FAST_PATH = 0x1;
+/** twill_remote.flags: the peer shares our L2 segment; its pods are routed to its PublicIP, not through VXLAN. */
+export const REMOTE_DIRECT = 0x1;
 
 export const u32Key = struct('__u32', { index: 'u32' });
 

@@ -141,4 +141,16 @@ static __always_inline enum encap_result vxlan_encap(struct __sk_buff *skb, cons
 	return ENCAP_OK;
 }
 
+/*
+ * To a peer on our L2 segment (TWILL_REMOTE_DIRECT): the packet leaves unchanged, with the
+ * peer's PublicIP as next hop, whose MAC the kernel's neighbour table resolves. Not counted in
+ * the encap counters, which count VXLAN.
+ */
+static __always_inline long direct_send(const struct twill_config *cfg, const struct twill_remote *remote)
+{
+	struct bpf_redir_neigh nh = { .nh_family = 2 /* AF_INET */ };
+	nh.ipv4_nh = ipv4_u32(remote->public_ip);
+	return bpf_redirect_neigh(cfg->underlay_ifindex, &nh, sizeof(nh), 0);
+}
+
 #endif

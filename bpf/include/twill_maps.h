@@ -28,7 +28,7 @@ struct twill_config {
 	__u8  network[4];        /* the cluster network (flannel's Network) */
 	__u8  subnet_len;        /* flannel's SubnetLen, the same on every node */
 	__u8  network_len;
-	__u16 vxlan_port;        /* host byte order; 8472 unless Backend.Port says otherwise */
+	__u16 vxlan_port;        /* host byte order; 8472 unless Backend.Port says otherwise; 0: no VXLAN at all (host-gw) */
 	__u32 vni;               /* host byte order */
 	__u32 underlay_ifindex;  /* where encapsulated packets leave */
 	__u32 flags;             /* TWILL_CONFIG_* bits */
@@ -45,9 +45,17 @@ struct twill_subnet_key {
 struct twill_remote {
 	__u8  public_ip[4];      /* the peer's PublicIP, outer destination */
 	__u8  vtep_mac[6];       /* the peer's VtepMAC, inner destination (a kernel VXLAN peer drops any other) */
-	__u16 flags;             /* reserved, 0 */
+	__u16 flags;             /* TWILL_REMOTE_* bits */
 	__u16 stats_slot;        /* the peer's index in twill_peer_stats (the same as in twill_peers) */
 };
+
+/*
+ * twill_remote.flags. DIRECT: the peer shares our L2 segment (the host-gw backend, or VXLAN with
+ * DirectRouting where its PublicIP is on-link): its pods' packets go to its PublicIP as they are,
+ * as flannel's route `<subnet> via <PublicIP>` sends them, not in VXLAN; and plain IPv4 from its
+ * subnet is what it sends us.
+ */
+#define TWILL_REMOTE_DIRECT 0x1u
 
 /* Hash "twill_peers": PublicIP of every known peer; decap drops VXLAN from anyone else. */
 struct twill_peer_key {

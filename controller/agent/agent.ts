@@ -1,9 +1,10 @@
 import { existsSync } from 'node:fs';
-import { parseNetworkConfig, ConfigError, type NetworkConfig } from '../config/network-config.js';
+import { configChangeReport, parseNetworkConfig, ConfigError, UnsupportedConfigError, type NetworkConfig } from '../config/network-config.js';
 import { attachDataplane, detachDataplane, readAttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp, type FastPathState } from '../dataplane/attach.js';
-import { ensureKernelVxlan, kernelVxlanMac, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
+import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
+import { DirectRoutes, lookUpUnderlayRoutes } from '../dataplane/direct-routes.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import { parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
+import { backendOverhead, parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
 import { EtcdStore } from '../etcd/store.js';
 import { IptablesMasq } from '../masq/iptables.js';
 import { formatCidr } from '../net/ipv4.js';
@@ -24,23 +25,53 @@ import { sdNotify } from './sd-notify.js';
 const log = logger('agent');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** flannel reads the config once at start and waits for it to exist; an invalid one is reported and waited out too. */
-async function waitForConfig(store: EtcdStore, status: { configError?: string }): Promise<NetworkConfig> {
+/** How often a wait for the config says it is still waiting, and how often the config is re-read after start. */
+const CONFIG_WAIT_LOG_MS = 30_000;
+const CONFIG_RECHECK_MS = 10_000;
+
+/**
+ * flannel reads the config once at start and waits for it to exist; an invalid one is reported
+ * and waited out too (someone may be fixing it). One that asks for what twill does not implement
+ * throws UnsupportedConfigError: no wait would help.
+ */
+async function waitForConfig(store: EtcdStore, status: { configError?: string }): Promise<{ config: NetworkConfig; text: string }> {
   let lastProblem = '';
+  let lastLog = 0;
   for (;;) {
     let problem: string;
     try {
       const text = await store.getConfig();
-      if (text !== undefined) return parseNetworkConfig(text);
+      if (text !== undefined) return { config: parseNetworkConfig(text), text };
       problem = `no network config at ${store.configKey} yet`;
     } catch (err) {
+      if (err instanceof UnsupportedConfigError) throw new UnsupportedConfigError(`${store.configKey}: ${err.message}`);
       problem = err instanceof ConfigError ? `${store.configKey}: ${err.message}` : `etcd: ${(err as Error).message}`;
     }
     status.configError = problem;
-    if (problem !== lastProblem) (problem.startsWith('no network config') ? log.warn : log.error)('waiting for a usable network config', { problem });
+    if (problem !== lastProblem || Date.now() - lastLog >= CONFIG_WAIT_LOG_MS) {
+      (problem.startsWith('no network config') ? log.warn : log.error)('waiting for a usable network config', { problem, retryEveryMs: 1000 });
+      lastLog = Date.now();
+    }
     lastProblem = problem;
     await sleep(1000);
   }
+}
+
+/** After start: an edit of the config is reported (readyz, status, one log line per change), never applied. */
+function watchConfigChanges(store: EtcdStore, running: string, status: { configError?: string }): void {
+  let reported: string | undefined;
+  const check = async () => {
+    let report: string | undefined;
+    try {
+      report = configChangeReport(running, await store.getConfig());
+    } catch {
+      return; // etcd unreachable: the lease watcher reports that
+    }
+    status.configError = report;
+    if (report && report !== reported) log.error('network config changed', { problem: report });
+    reported = report;
+  };
+  setInterval(() => void check(), CONFIG_RECHECK_MS).unref();
 }
 
 /** The VtepMAC survives restarts: it is read back from the pinned config map when there is one. */
@@ -97,15 +128,34 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     username: flags.etcdUsername,
     password: flags.etcdPassword,
   });
-  const config = await waitForConfig(store, status);
+  let config: NetworkConfig;
+  let configText: string;
+  try {
+    ({ config, text: configText } = await waitForConfig(store, status));
+  } catch (err) {
+    if (!(err instanceof UnsupportedConfigError)) throw err;
+    log.error('cannot run this network config; exiting', { problem: err.message });
+    store.close();
+    throw err;
+  }
   status.configError = undefined;
+  const backend = config.backend.type;
+  // flannel's host-gw refuses a PublicIP that is not the interface's: peers could not route to it.
+  if (backend === 'host-gw' && iface.publicIp !== iface.address) {
+    const message = `--public-ip ${iface.publicIp} differs from the interface's address ${iface.address}, meaning that probably you're on a NAT, which is not supported by host-gw backend`;
+    log.error('cannot run this network config; exiting', { problem: message });
+    store.close();
+    throw new UnsupportedConfigError(message);
+  }
+  log.info('network config', { network: formatCidr(config.network), subnetLen: config.subnetLen, backend, directRouting: config.backend.directRouting, vni: config.backend.vni, port: config.backend.port });
   const underlayMtu = config.backend.mtu ?? iface.mtu;
+  const podMtu = underlayMtu - backendOverhead(backend);
   // The lease's VtepMAC survives restarts and mode switches: BPF config map, else flannel.<VNI>.
   const vtepMac = previousVtepMac(flags.pinDir) ?? (await kernelVxlanMac(config.backend.vni)) ?? randomVtepMac();
   const manager = new SubnetManager(
     store,
     config,
-    { publicIp: iface.publicIp, vni: config.backend.vni, vtepMac },
+    backend === 'host-gw' ? { backendType: 'host-gw', publicIp: iface.publicIp } : { backendType: 'vxlan', publicIp: iface.publicIp, vni: config.backend.vni, vtepMac },
     { ttlSeconds: flags.subnetLeaseTtl, renewMarginSeconds: flags.subnetLeaseRenewMargin * 60, hint: readSubnetHint(flags.subnetFile), log },
   );
   status.manager = manager;
@@ -135,6 +185,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
         vtepMac,
         subnet: formatCidr(own.subnet),
         network: formatCidr(config.network),
+        backend,
         vni: config.backend.vni,
         port: config.backend.port,
         mtu: underlayMtu,
@@ -146,7 +197,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
         const attached = await attachDataplane(spec, undefined, {
           // Peers first, programs second: decap must know every peer the moment it runs.
           beforeAttach: async (maps) => {
-            maps.sync(reconciler.desired(status.watcher?.leases.values() ?? []));
+            maps.sync(await reconciler.desired(status.watcher?.leases.values() ?? []));
           },
         });
         status.mode = mode;
@@ -159,11 +210,15 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
         mode = 'kernel';
       }
     }
+    if (backend === 'host-gw') {
+      status.mode = mode;
+      return new KernelHostGwDatapath(formatCidr(config.network), config.subnetLen, iface.name);
+    }
     // flannel.<VNI> needs the VXLAN port that twill's tunnel device holds; BPF decap goes on meanwhile.
     if (readAttachState(flags.pinDir)?.tunnel) await removeTunnelDevice(flags.pinDir);
     await ensureKernelVxlan({ vni: config.backend.vni, port: config.backend.port, underlayIface: iface.name, localIp: iface.address, vtepMac, subnet: formatCidr(own.subnet), underlayMtu });
     status.mode = mode;
-    return new KernelVxlanDatapath(config.backend.vni, config.subnetLen);
+    return new KernelVxlanDatapath(config.backend.vni, config.subnetLen, formatCidr(config.network));
   };
 
   /**
@@ -187,8 +242,13 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
 
   /** Only once the new mode carries traffic is the other one taken down: a switch drops nothing. */
   const removeOtherMode = async (): Promise<void> => {
+    // The BPF datapath routes direct peers itself; kernel host-gw has no vxlan device.
+    if (mode === 'bpf' || backend === 'host-gw') {
+      if (await removeKernelVxlan(config.backend.vni)) log.info(`switched from kernel VXLAN to ${mode === 'bpf' ? 'BPF' : 'host-gw routes'}: removed the vxlan device`);
+    }
     if (mode === 'bpf') {
-      if (await removeKernelVxlan(config.backend.vni)) log.info('switched from kernel VXLAN to BPF: removed the vxlan device');
+      const stale = await new DirectRoutes(formatCidr(config.network), config.subnetLen).sync(new Map());
+      if (stale.removed) log.info('switched from kernel routes to BPF: removed the direct routes to peers', { routes: stale.removed });
       const tunnel = await retryTunnelDeviceUp(flags.pinDir);
       if (!tunnel.up) log.warn('the tunnel device is not up: fragmented VXLAN is dropped and tc decap gets no GRO', { reason: tunnel.reason });
     } else if (readAttachState(flags.pinDir) || existsSync(`${flags.pinDir}/twill_config`)) {
@@ -210,7 +270,12 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   });
   await masq.update(masqInput(own));
   masq.startResync();
-  const reconciler = new Reconciler(undefined, { subnet: formatCidr(own.subnet), publicIp: iface.publicIp }, config.backend.vni, log);
+  const reconciler = new Reconciler(
+    undefined,
+    { subnet: formatCidr(own.subnet), publicIp: iface.publicIp },
+    { backend, vni: config.backend.vni, directRouting: config.backend.directRouting, underlay: lookUpUnderlayRoutes },
+    log,
+  );
   status.reconciler = reconciler;
 
   let lostSignal: (() => void) | undefined;
@@ -233,8 +298,9 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   await reconciler.settled();
   await removeOtherMode();
 
-  writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: underlayMtu - VXLAN_OVERHEAD, ipMasq: flags.ipMasq });
+  writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: podMtu, ipMasq: flags.ipMasq });
   status.ready = true;
+  watchConfigChanges(store, configText, status);
   sdNotify(`READY=1\nSTATUS=lease ${formatCidr(own.subnet)}`);
   log.info('ready', { lease: formatCidr(own.subnet), reservation: own.reservation, subnetFile: flags.subnetFile, pinDir: flags.pinDir });
 
@@ -278,7 +344,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       reconciler.setSelf({ subnet: formatCidr(own.subnet), publicIp: iface.publicIp });
       reconciler.setDatapath(await program(own));
       await masq.update(masqInput(own));
-      writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: underlayMtu - VXLAN_OVERHEAD, ipMasq: flags.ipMasq });
+      writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: podMtu, ipMasq: flags.ipMasq });
     }
     reconciler.update(watcher.leases);
     status.ready = true;

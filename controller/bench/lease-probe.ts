@@ -25,6 +25,7 @@ interface ProbeArgs {
 const fakeSubnet = (i: number) => ({ ip: parseIpv4('10.128.0.0')! + i * 256, len: 24 });
 const fakeLease = (i: number) =>
   encodeLeaseValue({
+    backendType: 'vxlan',
     publicIp: formatIpv4(parseIpv4('100.64.0.0')! + i + 1),
     vni: 1,
     vtepMac: `02:bb:${[24, 16, 8, 0].map((s) => ((i >>> s) & 0xff).toString(16).padStart(2, '0')).join(':')}`,

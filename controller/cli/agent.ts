@@ -12,7 +12,7 @@ export async function agentCli(argv: string[]): Promise<number> {
     throw err;
   }
   if (flags.version) {
-    console.log('twill 0.1.0 (flanneld-compatible agent, etcd subnet manager, vxlan backend)');
+    console.log('twill 0.1.0 (flanneld-compatible agent, etcd subnet manager, vxlan and host-gw backends)');
     return 0;
   }
   return runAgent(flags);

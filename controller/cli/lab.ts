@@ -14,6 +14,9 @@ const upOpts = {
   'etcd-members': { type: 'number', default: 1, describe: 'etcd members: 1, or 3 for a cluster that survives losing one' },
   'fast-path': { type: 'boolean', default: true, describe: "the BPF agents' --fast-path: pod traffic bypasses the host stack where it may" },
   'decap-hook': { type: 'string', default: 'auto', describe: "the BPF agents' --decap-hook: auto, xdp or tc" },
+  backend: { type: 'string', default: 'vxlan', describe: "the network config's Backend.Type: vxlan or host-gw" },
+  'direct-routing': { type: 'boolean', default: false, describe: 'vxlan with DirectRouting: peers on the same L2 segment are routed without VXLAN' },
+  'routed-nodes': { type: 'number', default: 0, describe: 'how many nodes (the last ones) sit on a second L2 segment, behind a router' },
 } satisfies OptTable;
 const podOpts = {
   ...nameOpt,
@@ -41,6 +44,9 @@ export async function labCommand(argv: string[]): Promise<number> {
             etcdMembers: o['etcd-members'] as 1 | 3,
             fastPath: o['fast-path'],
             decapHook: o['decap-hook'] as 'auto' | 'xdp' | 'tc',
+            backend: o.backend as 'vxlan' | 'host-gw',
+            directRouting: o['direct-routing'],
+            routedNodes: o['routed-nodes'],
           },
           progress,
         );
@@ -96,7 +102,10 @@ function printStatus(state: LabState, json: boolean): void {
     const doc = {
       name: state.name,
       network: state.network,
+      backend: state.backend ?? 'vxlan',
+      directRouting: state.directRouting ?? false,
       underlay: state.underlay,
+      routedSegment: state.routedSegment,
       etcd: state.etcd && { netns: state.etcd.netns, endpoint: state.etcd.endpoint, prefix: state.etcd.prefix, pid: state.etcd.pid },
       nodes: state.nodes.map(({ name, netns, underlayIp, subnet, vtepMac, pinDir, iface, subnetFile, agent, dataplane }) => ({
         name,
@@ -117,7 +126,8 @@ function printStatus(state: LabState, json: boolean): void {
     console.log(JSON.stringify(doc, null, 2));
     return;
   }
-  console.log(`lab ${state.name}: network ${state.network}, underlay ${state.underlay.cidr} on ${state.underlay.bridge} in ${state.underlay.netns}`);
+  console.log(`lab ${state.name}: network ${state.network}, backend ${state.backend ?? 'vxlan'}${state.directRouting ? ' with DirectRouting' : ''}, underlay ${state.underlay.cidr} on ${state.underlay.bridge} in ${state.underlay.netns}`);
+  if (state.routedSegment) console.log(`routed segment ${state.routedSegment.cidr} on ${state.routedSegment.bridge}, gateway ${state.routedSegment.gateway}`);
   if (state.etcd) console.log(`etcd ${state.etcd.endpoint} (prefix ${state.etcd.prefix}) in ${state.etcd.netns}, pid ${state.etcd.pid}`);
   console.log('nodes');
   for (const n of state.nodes)

@@ -156,6 +156,7 @@ export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { en
   for (const p of doc.peers) if (p.statsSlot === 0) problems.push(`peer ${p.publicIp} has no counter slot (written by an older build, or slots exhausted)`);
   if (doc.health?.error) problems.push(`healthz ${doc.health.address}: ${doc.health.error}`);
   else if (doc.health && !doc.health.ready) problems.push(`agent not ready: ${JSON.stringify(doc.health.detail)}`);
+  else if (typeof doc.health?.detail?.configError === 'string') problems.push(`network config: ${doc.health.detail.configError}`);
   return problems;
 }
 

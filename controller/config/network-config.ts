@@ -7,8 +7,15 @@ import { cidrContains, cidrSize, formatCidr, parseCidr, type Cidr } from '../net
  * ignores unknown fields; so does this parser.
  */
 
+/** The backends twill implements, on both dataplanes. */
+export const SUPPORTED_BACKENDS = ['vxlan', 'host-gw'] as const;
+export type BackendType = (typeof SUPPORTED_BACKENDS)[number];
+
+/** flannel's other backends: known, and refused by name rather than as typos. */
+const FLANNEL_ONLY_BACKENDS = ['udp', 'ipip', 'wireguard', 'ipsec', 'alloc', 'extension', 'aws-vpc', 'gce', 'ali-vpc', 'tencent-vpc'];
+
 export interface BackendConfig {
-  type: 'vxlan';
+  type: BackendType;
   vni: number;
   port: number;
   /** underlay MTU override; undefined = the interface's MTU */
@@ -34,6 +41,15 @@ export interface NetworkConfig {
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
+}
+
+/**
+ * A config that is valid for flannel but asks for what twill does not do (another backend, an
+ * option): waiting would not help, so the agent names it and exits, as flanneld exits on an
+ * unknown backend. Its message lists the invalid fields too, if there are any.
+ */
+export class UnsupportedConfigError extends ConfigError {
+  override name = 'UnsupportedConfigError';
 }
 
 const topFields = ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 'EnableIPv6', 'IPv6Network', 'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax', 'Backend'] as const;
@@ -101,14 +117,20 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   const b = be.data;
 
   const problems: string[] = [];
+  const unsupported: string[] = [];
   const enableIPv4 = t.EnableIPv4 ?? true;
   const enableIPv6 = t.EnableIPv6 ?? false;
   if (!enableIPv4 && !enableIPv6) problems.push('EnableIPv4 and EnableIPv6 are both false: nothing to do');
-  if (enableIPv6) problems.push('EnableIPv6: IPv6 overlays are not supported by twill yet (set EnableIPv6 false)');
-  const type = (b.Type ?? 'udp').toLowerCase();
-  if (type !== 'vxlan') problems.push(`Backend.Type ${JSON.stringify(b.Type ?? 'udp (flannel default)')}: twill implements the vxlan backend only`);
-  if (b.GBP) problems.push('Backend.GBP true: group-based policy is not supported by twill');
-  if (b.DirectRouting) problems.push('Backend.DirectRouting true: not supported by twill yet');
+  if (enableIPv6) unsupported.push('EnableIPv6: IPv6 overlays are not supported by twill yet (set EnableIPv6 false)');
+  const type = (b.Type ?? 'udp').toLowerCase(); // flannel's default backend is udp
+  const supported = `twill implements ${SUPPORTED_BACKENDS.join(' and ')}`;
+  if (b.Type === undefined) unsupported.push(`Backend.Type missing: flannel's default is the udp backend, which twill does not implement (${supported}; set Type)`);
+  else if (FLANNEL_ONLY_BACKENDS.includes(type)) unsupported.push(`Backend.Type ${JSON.stringify(b.Type)}: flannel's ${type} backend is not supported (${supported})`);
+  else if (!(SUPPORTED_BACKENDS as readonly string[]).includes(type)) unsupported.push(`Backend.Type ${JSON.stringify(b.Type)}: no such flannel backend (${supported})`);
+  if (type === 'vxlan') {
+    if (b.GBP) unsupported.push('Backend.GBP true: VXLAN group-based policy is not supported by twill');
+    if (b.Learning) unsupported.push('Backend.Learning true: twill programs every peer from its lease, it does not learn VTEPs from traffic');
+  }
 
   let network: Cidr | undefined;
   if (enableIPv4) {
@@ -145,6 +167,7 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     subnetMax = bound('SubnetMax', t.SubnetMax, network.ip + cidrSize(network) - step);
     if (subnetMin && subnetMax && subnetMin.ip > subnetMax.ip) problems.push(`SubnetMin ${formatCidr(subnetMin)} is above SubnetMax ${formatCidr(subnetMax)}`);
   }
+  if (unsupported.length) throw new UnsupportedConfigError(`unsupported config: ${[...unsupported, ...problems].join('; ')}`);
   if (problems.length) throw new ConfigError(`invalid config: ${problems.join('; ')}`);
   return {
     enableIPv4,
@@ -154,14 +177,33 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     subnetMin: subnetMin!,
     subnetMax: subnetMax!,
     backend: {
-      type: 'vxlan',
+      type: type as BackendType,
       vni: b.VNI || 1, // flannel treats 0 as unset
       port: b.Port || 8472,
-      mtu: b.MTU || undefined,
+      // host-gw has no options of its own in flannel: its MTU is the interface's, and it routes every peer directly.
+      mtu: type === 'vxlan' ? b.MTU || undefined : undefined,
       gbp: b.GBP ?? false,
       learning: b.Learning ?? false,
-      directRouting: b.DirectRouting ?? false,
+      directRouting: type === 'vxlan' && (b.DirectRouting ?? false),
     },
     raw: doc,
   };
+}
+
+/**
+ * Pure: what to report when the config in etcd is no longer the one the agent started with.
+ * flanneld reads the config once; so does twill, and the running datapath never changes because
+ * of an edit: the report says whether a restart would apply it or refuse it.
+ */
+export function configChangeReport(running: string, current: string | undefined): string | undefined {
+  if (current === running) return undefined;
+  if (current === undefined) return 'the network config was deleted from etcd after start: the running datapath is unchanged';
+  try {
+    const before = parseNetworkConfig(running);
+    const after = parseNetworkConfig(current);
+    if (JSON.stringify({ ...after, raw: undefined }) === JSON.stringify({ ...before, raw: undefined })) return undefined;
+    return 'the network config changed after start: twill, like flanneld, reads it only at start; the running datapath is unchanged until the agent restarts';
+  } catch (err) {
+    return `the network config changed after start to one twill cannot run (${(err as Error).message}): the running datapath is unchanged`;
+  }
 }

@@ -247,7 +247,7 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
         network,
         subnet_len: Number(subnetLen),
         network_len: Number(networkLen),
-        vxlan_port: spec.port,
+        vxlan_port: spec.backend === 'host-gw' ? 0 : spec.port, // 0: decap takes nothing for VXLAN
         vni: spec.vni,
         underlay_ifindex: underlayIfindex,
         flags: objects.fastPath.enabled ? CONFIG_FAST_PATH : 0,
@@ -259,17 +259,23 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
 
     const previous = readAttachState(spec.pinDir);
     const encap = attachTc(objects.encap.program('twill_encap'), overlayIfindex, 'egress', paths.encapLink, previous?.encap.mode);
+    const hostGw = spec.backend === 'host-gw';
     const decap = attachUnderlay(
       { tc: objects.decap.program('twill_decap_tc'), xdp: objects.decap.program('twill_decap') },
       { ifindex: underlayIfindex, kind: underlay.linkinfo?.info_kind },
-      spec.decapHook,
+      hostGw ? 'host-gw' : spec.decapHook,
       paths,
       previous,
     );
-    await ensureTunnelDevice(spec.tunnelDevice, spec.port, spec.subnet);
-    const tunnelIfindex = ifNameToIndex(spec.tunnelDevice);
-    const tunnelTc = attachTc(objects.decap.program('twill_tunnel_rx'), tunnelIfindex, 'ingress', paths.tunnelLink, previous?.tunnel?.mode);
-    const tunnelUp = await tunnelDeviceUp(spec.tunnelDevice);
+    // host-gw carries no VXLAN: no port to hold, nothing to reassemble (and a vxlan node's device goes).
+    let tunnel: AttachState['tunnel'];
+    if (hostGw) await removeTunnelDevice(spec.pinDir, previous);
+    else {
+      await ensureTunnelDevice(spec.tunnelDevice, spec.port, spec.subnet);
+      const tunnelIfindex = ifNameToIndex(spec.tunnelDevice);
+      const tunnelTc = attachTc(objects.decap.program('twill_tunnel_rx'), tunnelIfindex, 'ingress', paths.tunnelLink, previous?.tunnel?.mode);
+      tunnel = { iface: spec.tunnelDevice, ifindex: tunnelIfindex, mode: tunnelTc.mode, ...(await tunnelDeviceUp(spec.tunnelDevice)) };
+    }
     const podProgram = objects.pod.program('twill_from_pod');
     replacePin(podProgram, paths.podProgram);
     const pods = swapPodLinks(spec.pinDir, podProgram);
@@ -279,7 +285,7 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
       decap: { mode: decap.mode, iface: spec.underlayIface, ifindex: underlayIfindex, hook: decap.hook, requested: spec.decapHook, reason: decap.reason },
       deliver: decap.deliver && { mode: decap.deliver, iface: spec.underlayIface, ifindex: underlayIfindex },
       fastPath: objects.fastPath,
-      tunnel: { iface: spec.tunnelDevice, ifindex: tunnelIfindex, mode: tunnelTc.mode, ...tunnelUp },
+      tunnel,
       layoutVersion: LAYOUT_VERSION,
       attachedAt: new Date().toISOString(),
     };
@@ -362,7 +368,7 @@ interface UnderlayAttach {
 function attachUnderlay(
   prog: { tc: BpfProgram; xdp: BpfProgram },
   dev: { ifindex: number; kind?: string },
-  requested: DataplaneSpec['decapHook'],
+  requested: DataplaneSpec['decapHook'] | 'host-gw',
   paths: ReturnType<typeof pinPaths>,
   previous?: AttachState,
 ): UnderlayAttach {
@@ -390,7 +396,8 @@ function attachUnderlay(
 }
 
 /** Pure: where decap should run, and why. */
-function chooseHook(requested: DataplaneSpec['decapHook'], kind?: string): { hook: 'xdp' | 'tc'; nativeOnly: boolean; reason: string } {
+function chooseHook(requested: DataplaneSpec['decapHook'] | 'host-gw', kind?: string): { hook: 'xdp' | 'tc'; nativeOnly: boolean; reason: string } {
+  if (requested === 'host-gw') return { hook: 'tc', nativeOnly: false, reason: 'host-gw: nothing to decapsulate; tc delivers the peers\' plain packets into pods' };
   if (requested === 'tc') return { hook: 'tc', nativeOnly: false, reason: 'requested (--decap-hook tc)' };
   if (requested === 'xdp') return { hook: 'xdp', nativeOnly: false, reason: 'requested (--decap-hook xdp)' };
   if (kind === 'veth')

@@ -1,7 +1,8 @@
 import { ip, ipBatch, ipJson, linkShow } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
-import type { DesiredMaps } from '../reconcile/desired.js';
+import { isDirect, type DesiredMaps } from '../reconcile/desired.js';
+import { DirectRoutes } from './direct-routes.js';
 import { VXLAN_OVERHEAD } from './spec.js';
 import type { SyncResult } from './datapath-maps.js';
 
@@ -75,13 +76,26 @@ export async function removeKernelVxlan(vni: number, drainMs = 200): Promise<boo
 
 type Remote = { public_ip: string; vtep_mac: string };
 
-/** The kernel state for the lease set: read back from netlink and changed by difference. */
+/** Subnet base -> PublicIP of the desired remotes that are (or are not) routed directly. */
+function remotesByRouting(desired: DesiredMaps, direct: boolean) {
+  return new Map([...desired.subnets].filter(([, r]) => isDirect(r) === direct));
+}
+
+/**
+ * The kernel state for the lease set: read back from netlink and changed by difference. With
+ * DirectRouting, peers on our L2 segment get flannel's direct route instead of the three VXLAN
+ * entries; a peer moving between the two loses its old entries before it gets the new ones.
+ */
 export class KernelVxlanDatapath {
   readonly mode = 'kernel';
+  private readonly direct: DirectRoutes;
   constructor(
     private readonly vni: number,
     private readonly subnetLen: number,
-  ) {}
+    network: string,
+  ) {
+    this.direct = new DirectRoutes(network, subnetLen);
+  }
 
   private get dev() {
     return vxlanDeviceName(this.vni);
@@ -109,18 +123,38 @@ export class KernelVxlanDatapath {
   async sync(desired: DesiredMaps): Promise<SyncResult> {
     const dev = this.dev;
     const have = await this.current();
-    const upsert = [...desired.subnets].filter(([s, r]) => have.get(s)?.public_ip !== r.public_ip || have.get(s)?.vtep_mac !== r.vtep_mac);
-    const remove = [...have.keys()].filter((s) => !desired.subnets.has(s));
+    const viaVxlan = remotesByRouting(desired, false);
+    const upsert = [...viaVxlan].filter(([s, r]) => have.get(s)?.public_ip !== r.public_ip || have.get(s)?.vtep_mac !== r.vtep_mac);
+    const remove = [...have.keys()].filter((s) => !viaVxlan.has(s));
     const len = this.subnetLen;
+    const gone = remove.map((s) => [s, have.get(s)!] as const);
+    await ipBatch(gone.map(([s]) => `neigh del ${s} dev ${dev}`));
+    await bridgeBatch(gone.filter(([, r]) => ![...viaVxlan.values()].some((d) => d.vtep_mac === r.vtep_mac)).map(([, r]) => `fdb del ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self`));
+    await ipBatch(gone.map(([s]) => `route del ${s}/${len} dev ${dev}`));
+    const direct = await this.direct.sync(new Map([...remotesByRouting(desired, true)].map(([s, r]) => [s, r.public_ip])));
     // flannel's order for each lease, kept by running each kind as one batch in that order.
     await ipBatch(upsert.map(([s, r]) => `neigh replace ${s} lladdr ${r.vtep_mac} dev ${dev} nud permanent`));
     await bridgeBatch(upsert.map(([, r]) => `fdb replace ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self permanent`));
     await ipBatch(upsert.map(([s]) => `route replace ${s}/${len} via ${s} dev ${dev} onlink`));
-    const gone = remove.map((s) => [s, have.get(s)!] as const);
-    await ipBatch(gone.map(([s]) => `neigh del ${s} dev ${dev}`));
-    await bridgeBatch(gone.filter(([, r]) => ![...desired.subnets.values()].some((d) => d.vtep_mac === r.vtep_mac)).map(([, r]) => `fdb del ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self`));
-    await ipBatch(gone.map(([s]) => `route del ${s}/${len} dev ${dev}`));
-    return { subnetsAdded: upsert.length, subnetsRemoved: remove.length, peersAdded: upsert.length, peersRemoved: remove.length };
+    const added = upsert.length + direct.added;
+    const removed = remove.length + direct.removed;
+    return { subnetsAdded: added, subnetsRemoved: removed, peersAdded: added, peersRemoved: removed };
+  }
+
+  close(): void {}
+}
+
+/** flannel's host-gw backend: one route per peer, `<subnet> via <PublicIP> dev <iface>`, and nothing else. */
+export class KernelHostGwDatapath {
+  readonly mode = 'kernel';
+  private readonly routes: DirectRoutes;
+  constructor(network: string, subnetLen: number, iface: string) {
+    this.routes = new DirectRoutes(network, subnetLen, iface);
+  }
+
+  async sync(desired: DesiredMaps): Promise<SyncResult> {
+    const r = await this.routes.sync(new Map([...remotesByRouting(desired, true)].map(([s, remote]) => [s, remote.public_ip])));
+    return { subnetsAdded: r.added, subnetsRemoved: r.removed, peersAdded: r.added, peersRemoved: r.removed };
   }
 
   close(): void {}

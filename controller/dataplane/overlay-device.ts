@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { ip, ipBatch, linkShow } from '../netlink/ip.js';
 import { logger } from '../util/log.js';
-import { VXLAN_OVERHEAD, type DataplaneSpec } from './spec.js';
+import { backendOverhead, type DataplaneSpec } from './spec.js';
 
 const log = logger('overlay-device');
 
@@ -9,7 +9,7 @@ const log = logger('overlay-device');
  * The overlay device replaces flannel.<VNI>: a NOARP device holding the subnet's .0/32 address
  * like flannel.1, with one route for the whole cluster network. The host stack routes
  * remote-pod traffic to it (after conntrack and NAT) and twill_encap, on its egress, turns it
- * into VXLAN. It has no FDB and no neighbour entries.
+ * into VXLAN, or routes it to a directly reachable peer. It has no FDB and no neighbour entries.
  *
  * Both kinds below are NOARP and discard whatever reaches their transmit function, so nothing
  * leaks if the program is missing; tc egress runs before that. `dummy` reads best in `ip link`,
@@ -19,7 +19,7 @@ const log = logger('overlay-device');
 const deviceKinds = ['dummy', 'ifb'] as const;
 export async function ensureOverlayDevice(spec: DataplaneSpec, underlayMtu: number): Promise<void> {
   const dev = spec.overlayDevice;
-  const mtu = underlayMtu - VXLAN_OVERHEAD;
+  const mtu = underlayMtu - backendOverhead(spec.backend);
   const [base, len] = spec.subnet.split('/');
   const existing = await linkShow(dev);
   const kind = existing?.linkinfo?.info_kind;

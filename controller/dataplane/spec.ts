@@ -12,6 +12,11 @@ export const dataplaneSpecSchema = z.object({
   vtepMac: mac,
   subnet: cidr,
   network: cidr,
+  /**
+   * flannel's backend: vxlan (per-peer VXLAN, or direct routes for peers flagged so in the maps),
+   * or host-gw (every peer routed directly: no VXLAN port, no tunnel device, no XDP).
+   */
+  backend: z.enum(['vxlan', 'host-gw']).default('vxlan'),
   vni: z.number().int().min(0).max(0xffffff).default(1),
   port: z.number().int().min(1).max(65535).default(8472),
   /** Underlay MTU; the overlay device gets 50 bytes less (IPv4 VXLAN overhead). */
@@ -33,6 +38,9 @@ export type DataplaneSpec = z.output<typeof dataplaneSpecSchema>;
 export type DataplaneSpecInput = z.input<typeof dataplaneSpecSchema>;
 
 export const VXLAN_OVERHEAD = 50;
+
+/** What the backend adds to every packet on the underlay: the pods' and the overlay device's MTU is the underlay's less this. */
+export const backendOverhead = (backend: DataplaneSpec['backend']) => (backend === 'host-gw' ? 0 : VXLAN_OVERHEAD);
 
 export class SpecError extends Error {
   override name = 'SpecError';

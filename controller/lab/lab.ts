@@ -39,6 +39,11 @@ export const labOptionsSchema = z.object({
   /** passed to every BPF node's agent */
   fastPath: z.boolean(),
   decapHook: z.enum(['auto', 'xdp', 'tc']),
+  /** the network config's Backend.Type, and for vxlan its DirectRouting */
+  backend: z.enum(['vxlan', 'host-gw']),
+  directRouting: z.boolean(),
+  /** how many nodes (the last ones) sit on a second L2 segment, reached from the first through a router */
+  routedNodes: z.number().int().min(0).max(50),
 });
 export type LabOptions = z.output<typeof labOptionsSchema>;
 
@@ -54,6 +59,9 @@ export const labDefaults: Omit<LabOptions, 'nodes'> = {
   etcdMembers: 1,
   fastPath: true,
   decapHook: 'auto',
+  backend: 'vxlan',
+  directRouting: false,
+  routedNodes: 0,
 };
 
 export interface LabNode {
@@ -84,6 +92,11 @@ export interface LabState {
   podMtu: number;
   pinRoot: string;
   underlay: { netns: string; bridge: string; cidr: string; gateway: string };
+  /** the second L2 segment (--routed-nodes): its own bridge and /24 in the underlay namespace, which routes between the two */
+  routedSegment?: { bridge: string; cidr: string; gateway: string };
+  /** the network config's backend (absent in labs made before backends: vxlan) */
+  backend?: LabOptions['backend'];
+  directRouting?: boolean;
   /** the first etcd member (the only one unless the lab has a cluster) */
   etcd?: EtcdProcess & { prefix: string };
   /** every member when the lab runs a 3-member cluster; agents are given all their endpoints */
@@ -113,6 +126,9 @@ export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }):
   const [, netLen] = o.network.split('/').map(Number);
   if (o.subnetLen <= netLen) throw new LabError(`--subnet-len ${o.subnetLen}: must be longer than the network's /${netLen}`);
   if (o.kernelNodes > o.nodes) throw new LabError(`--kernel-nodes ${o.kernelNodes}: more than --nodes ${o.nodes}`);
+  if (o.routedNodes > o.nodes) throw new LabError(`--routed-nodes ${o.routedNodes}: more than --nodes ${o.nodes}`);
+  if (o.directRouting && o.backend !== 'vxlan') throw new LabError(`--direct-routing: an option of the vxlan backend, not of ${o.backend}`);
+  if (o.routedNodes > 0 && o.underlayCidr.startsWith('192.168.255.')) throw new LabError(`--underlay ${o.underlayCidr}: the routed segment takes the next /24, and there is none`);
   if (o.nodes >= 2 ** (o.subnetLen - netLen)) throw new LabError(`--nodes ${o.nodes}: network ${o.network} holds only ${2 ** (o.subnetLen - netLen) - 1} /${o.subnetLen} subnets after the first`);
   return o;
 }
@@ -143,13 +159,17 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     await labDown(o.name, progress);
   }
   const gateway = hostIn(o.underlayCidr, 254);
+  const routedCidr = hostIn(o.underlayCidr, 256) + '/24';
   const state: LabState = {
     name: o.name,
     network: o.network,
     subnetLen: o.subnetLen,
-    podMtu: o.mtu - 50,
+    podMtu: o.backend === 'host-gw' ? o.mtu : o.mtu - 50,
     pinRoot: o.pinRoot,
     underlay: { netns: `${o.name}-ul`, bridge: 'br0', cidr: o.underlayCidr, gateway },
+    routedSegment: o.routedNodes > 0 ? { bridge: 'br1', cidr: routedCidr, gateway: hostIn(routedCidr, 254) } : undefined,
+    backend: o.backend,
+    directRouting: o.directRouting,
     fastPath: o.fastPath,
     decapHook: o.decapHook,
     nodes: [],
@@ -163,7 +183,13 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
   const ul = state.underlay.netns;
   await ip(['netns', 'add', ul]);
   await ipBatch(['link set lo up', 'link add br0 type bridge', `addr add ${gateway}/24 dev br0`, `link set br0 mtu ${o.mtu} up`], { netns: ul });
-  say(`underlay ${ul}: bridge br0, ${o.underlayCidr}, gateway ${gateway}`);
+  const routed = state.routedSegment;
+  if (routed) {
+    // The underlay namespace is the router between the two segments.
+    await ipBatch(['link add br1 type bridge', `addr add ${routed.gateway}/24 dev br1`, `link set br1 mtu ${o.mtu} up`], { netns: ul });
+    await run(['sysctl', '-qw', 'net.ipv4.ip_forward=1'], { netns: ul });
+  }
+  say(`underlay ${ul}: bridge br0, ${o.underlayCidr}, gateway ${gateway}${routed ? `; bridge br1, ${routed.cidr}, gateway ${routed.gateway}, routed to br0` : ''}`);
 
   // Member i listens at .(251-i) in namespace <lab>-etcd (the first) or <lab>-etcd<i>.
   const members = Array.from({ length: o.etcdMembers }, (_, i) => etcdOptions(o.name, hostIn(o.underlayCidr, 250 - i), i + 1));
@@ -178,11 +204,12 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
   say(`etcd ${started.map((e) => e.endpoint).join(', ')} in ${members.map((m) => m.netns).join(', ')} (${configNote})`);
 
   for (let i = 1; i <= o.nodes; i++) {
+    const onRouted = i > o.nodes - o.routedNodes;
     const node: LabNode = {
       name: `n${i}`,
       netns: `${o.name}-n${i}`,
       iface: 'eth0',
-      underlayIp: hostIn(o.underlayCidr, i),
+      underlayIp: onRouted ? hostIn(routedCidr, i) : hostIn(o.underlayCidr, i),
       underlayMac: '',
       subnet: '',
       vtepMac: '',
@@ -192,7 +219,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     };
     state.nodes.push(node);
     saveState(state);
-    await attachToUnderlay(state, node.netns, node.name, node.underlayIp, o.mtu);
+    await attachToUnderlay(state, node.netns, node.name, node.underlayIp, o.mtu, onRouted ? state.routedSegment : undefined);
     for (const [key, value] of [
       ['net.ipv4.ip_forward', '1'],
       ['net.ipv4.conf.all.rp_filter', '0'],
@@ -208,7 +235,8 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
       args: agentArgs(state, node),
     });
     saveState(state);
-    say(`node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}, agent pid ${node.agent.pid} (${node.dataplane === 'bpf' ? 'twill BPF' : 'kernel VXLAN, as flannel'})`);
+    const kernelKind = o.backend === 'host-gw' ? 'kernel host-gw routes' : `kernel VXLAN${o.directRouting ? ' with direct routes' : ''}`;
+    say(`node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}${onRouted ? ' (routed segment)' : ''}, agent pid ${node.agent.pid} (${node.dataplane === 'bpf' ? 'twill BPF' : `${kernelKind}, as flannel`})`);
   }
 
   // Each agent leases a subnet from etcd and programs its datapath; its subnet file says which.
@@ -217,9 +245,9 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     const leased = parseSubnetFile(text).subnet;
     if (!leased) throw new LabError(`node ${node.name}: subnet file ${node.subnetFile} names no subnet`);
     node.subnet = formatCidr(leased);
-    node.vtepMac = await readVtepMac(node);
+    node.vtepMac = await readVtepMac(node, state.backend);
     saveState(state);
-    say(`node ${node.name}: agent ready, lease ${node.subnet}, VtepMAC ${node.vtepMac}`);
+    say(`node ${node.name}: agent ready, lease ${node.subnet}${node.vtepMac ? `, VtepMAC ${node.vtepMac}` : ''}`);
   }
 
   installCniPlugin(`${stateDir(o.name)}/cni-bin`, 'flannel');
@@ -315,12 +343,12 @@ export async function startLabEtcd(state: LabState): Promise<void> {
   saveState(state);
 }
 
-/** A namespace with eth0 on the underlay bridge: address, default route via the gateway, lo up. */
-async function attachToUnderlay(state: LabState, netns: string, port: string, address: string, mtu: number): Promise<void> {
+/** A namespace with eth0 on an underlay bridge (the first segment's, unless given): address, default route via its gateway, lo up. */
+async function attachToUnderlay(state: LabState, netns: string, port: string, address: string, mtu: number, segment: { bridge: string; gateway: string } = state.underlay): Promise<void> {
   await ip(['netns', 'add', netns]);
   await ip(['link', 'add', 'eth0', 'netns', netns, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', port, 'netns', state.underlay.netns, 'mtu', String(mtu)]);
-  await ipBatch([`link set ${port} master br0 up`], { netns: state.underlay.netns });
-  await ipBatch(['link set lo up', `addr add ${address}/24 dev eth0`, 'link set eth0 up', `route add default via ${state.underlay.gateway}`], { netns });
+  await ipBatch([`link set ${port} master ${segment.bridge} up`], { netns: state.underlay.netns });
+  await ipBatch(['link set lo up', `addr add ${address}/24 dev eth0`, 'link set eth0 up', `route add default via ${segment.gateway}`], { netns });
 }
 
 function etcdctl(state: LabState, args: string[], input?: string) {
@@ -331,12 +359,14 @@ function etcdctl(state: LabState, args: string[], input?: string) {
 async function ensureNetworkConfig(state: LabState, o: LabOptions): Promise<string> {
   const key = `${ETCD_PREFIX}/config`;
   if ((await etcdctl(state, ['get', '--print-value-only', key])).stdout.trim()) return 'network config present';
-  await etcdctl(state, ['put', key], JSON.stringify({ Network: o.network, SubnetLen: o.subnetLen, Backend: { Type: 'vxlan' } }));
-  return `network config written: ${o.network}, /${o.subnetLen} per node, vxlan`;
+  const backend = o.backend === 'vxlan' && o.directRouting ? { Type: 'vxlan', DirectRouting: true } : { Type: o.backend };
+  await etcdctl(state, ['put', key], JSON.stringify({ Network: o.network, SubnetLen: o.subnetLen, Backend: backend }));
+  return `network config written: ${o.network}, /${o.subnetLen} per node, ${o.backend}${o.directRouting ? ' with DirectRouting' : ''}`;
 }
 
-/** From the pinned config map of a BPF node, or the vxlan device of a kernel one. */
-export async function readVtepMac(node: LabNode): Promise<string> {
+/** From the pinned config map of a BPF node, or the vxlan device of a kernel one; none for host-gw, whose leases carry no VTEP. */
+export async function readVtepMac(node: LabNode, backend: LabState['backend'] = 'vxlan'): Promise<string> {
+  if (backend === 'host-gw') return '';
   if (existsSync(`${node.pinDir}/twill_config`)) {
     const maps = DatapathMaps.open(node.pinDir);
     try {

@@ -1,4 +1,4 @@
-import type { Peer, Remote } from '../../maps/layout.js';
+import { REMOTE_DIRECT, type Peer, type Remote } from '../../maps/layout.js';
 
 /**
  * Pure: which entries the datapath maps must hold, given who we are and the leases we know.
@@ -8,7 +8,10 @@ export interface NodeLease {
   /** CIDR, e.g. 10.244.2.0/24 */
   subnet: string;
   publicIp: string;
-  vtepMac: string;
+  /** absent for a host-gw lease, which has no VTEP */
+  vtepMac?: string;
+  /** the peer shares our L2 segment and is routed to directly (host-gw, VXLAN DirectRouting), not through VXLAN */
+  direct?: boolean;
   /** etcd's create revision of the record, when it came from etcd: the older claim to a PublicIP wins */
   createRevision?: string;
 }
@@ -27,6 +30,22 @@ function claimsFirst(a: NodeLease, b: NodeLease): boolean {
 /** Counter slots are the BPF datapath's bookkeeping (see stats-slots.ts), not part of the lease set. */
 export type DesiredRemote = Omit<Remote, 'stats_slot'>;
 export type DesiredPeer = Omit<Peer, 'stats_slot'>;
+
+const NO_VTEP = '00:00:00:00:00:00';
+
+/** The twill_subnets entry of a lease. */
+function remoteOf(lease: NodeLease): DesiredRemote {
+  return { public_ip: lease.publicIp, vtep_mac: (lease.vtepMac ?? NO_VTEP).toLowerCase(), flags: lease.direct ? REMOTE_DIRECT : 0 };
+}
+
+/** The twill_peers entry of a lease. */
+function peerOf(lease: NodeLease): DesiredPeer {
+  const [base, len] = lease.subnet.split('/');
+  return { subnet: base, vtep_mac: (lease.vtepMac ?? NO_VTEP).toLowerCase(), subnet_len: Number(len), flags: 0 };
+}
+
+/** Whether a desired remote is routed directly rather than through VXLAN. */
+export const isDirect = (r: Pick<DesiredRemote, 'flags'>) => (r.flags & REMOTE_DIRECT) !== 0;
 
 export interface DesiredMaps {
   /** subnet base address -> remote VTEP */
@@ -51,7 +70,7 @@ export function desiredMaps(self: { subnet: string; publicIp: string }, leases: 
   }
   const ordered = [...leases].sort((a, b) => (a.subnet < b.subnet ? -1 : a.subnet > b.subnet ? 1 : 0));
   for (const lease of ordered) {
-    const [base, lenText] = lease.subnet.split('/');
+    const base = baseOf(lease.subnet);
     if (lease.subnet === self.subnet) {
       if (lease.publicIp !== self.publicIp) skipped.push({ lease, reason: `claims our subnet ${self.subnet}` });
       continue;
@@ -65,8 +84,8 @@ export function desiredMaps(self: { subnet: string; publicIp: string }, leases: 
       skipped.push({ lease, reason: `PublicIP ${lease.publicIp} already holds ${owner.subnet}` });
       continue;
     }
-    subnets.set(base, { public_ip: lease.publicIp, vtep_mac: lease.vtepMac.toLowerCase(), flags: 0 });
-    peers.set(lease.publicIp, { subnet: base, vtep_mac: lease.vtepMac.toLowerCase(), subnet_len: Number(lenText), flags: 0 });
+    subnets.set(base, remoteOf(lease));
+    peers.set(lease.publicIp, peerOf(lease));
   }
   return { subnets, peers, skipped };
 }
@@ -122,14 +141,13 @@ export class DesiredState {
       const winner = this.ipWinner(ip);
       const lease = winner && this.leases.get(winner)!;
       if (winner) bases.add(baseOf(winner));
-      const after = lease && { subnet: baseOf(winner!), vtep_mac: lease.vtepMac.toLowerCase(), subnet_len: Number(winner!.slice(winner!.indexOf('/') + 1)), flags: 0 };
-      record(this.peers, out.peers, ip, before, after);
+      record(this.peers, out.peers, ip, before, lease && peerOf(lease));
     }
     for (const base of bases) {
       let winner: string | undefined;
       for (const cidr of this.byBase.get(base) ?? []) if (this.eligible(cidr) && (winner === undefined || cidr > winner)) winner = cidr;
       const lease = winner && this.leases.get(winner)!;
-      record(this.subnets, out.subnets, base, this.subnets.get(base), lease && { public_ip: lease.publicIp, vtep_mac: lease.vtepMac.toLowerCase(), flags: 0 });
+      record(this.subnets, out.subnets, base, this.subnets.get(base), lease && remoteOf(lease));
     }
     return out;
   }

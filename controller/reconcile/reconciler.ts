@@ -1,4 +1,6 @@
+import type { BackendType } from '../config/network-config.js';
 import type { SyncResult } from '../dataplane/datapath-maps.js';
+import { hostGwRefusal, type UnderlayRoute } from '../dataplane/direct-routes.js';
 import { formatCidr } from '../net/ipv4.js';
 import { leaseKey, sameLease, type Lease } from '../subnet/lease.js';
 import type { LeaseChange } from '../subnet/watcher.js';
@@ -11,6 +13,16 @@ export interface Datapath {
   sync(desired: DesiredMaps): SyncResult | Promise<SyncResult>;
   /** Writes entry-level changes, trusting that the datapath holds what the last sync or apply wrote. */
   apply?(changes: MapChanges): SyncResult | Promise<SyncResult>;
+}
+
+/** Which leases this node can carry, and how: from the network config, plus the underlay's routes. */
+export interface LeasePolicy {
+  backend: BackendType;
+  vni: number;
+  /** VXLAN's DirectRouting: peers on our L2 segment are routed directly */
+  directRouting: boolean;
+  /** How this node reaches these PublicIPs (the kernel's `ip route get`); needed by host-gw and DirectRouting. */
+  underlay?: (publicIps: string[]) => Promise<Map<string, UnderlayRoute>>;
 }
 
 /** How often the live state is read back and diffed in full, to repair drift made behind our back. */
@@ -37,9 +49,11 @@ export class Reconciler {
   private pendingKeys = new Set<string>();
   private running?: Promise<void>;
   private readonly warned = new Set<string>();
-  /** the desired state and the lease objects it was built from */
+  /** the desired state and the lease objects it was built from, with the underlay route each was judged by */
   private state?: DesiredState;
-  private seen = new Map<string, Lease>();
+  private seen = new Map<string, { lease: Lease; route?: UnderlayRoute['kind'] }>();
+  /** per PublicIP, refreshed for all at every full sync (the underlay may change under us) */
+  private routes = new Map<string, UnderlayRoute>();
   /** whether the datapath holds exactly what `state` says (false until a sync completes) */
   private trusted = false;
   private lastFullSync = 0;
@@ -48,9 +62,22 @@ export class Reconciler {
     /** none yet: updates wait for setDatapath() */
     private datapath: Datapath | undefined,
     private self: { subnet: string; publicIp: string },
-    private readonly vni: number,
+    private readonly policy: LeasePolicy,
     private readonly log: Logger,
   ) {}
+
+  private get needsRoutes(): boolean {
+    return this.policy.underlay !== undefined && (this.policy.backend === 'host-gw' || this.policy.directRouting);
+  }
+
+  /** Looks up the underlay route of these PublicIPs (all of them again when `refresh`), where the policy needs it. */
+  private async learnRoutes(leases: Iterable<Lease>, refresh: boolean): Promise<void> {
+    if (!this.needsRoutes) return;
+    const ips = new Set<string>();
+    for (const l of leases) if (refresh || !this.routes.has(l.publicIp)) ips.add(l.publicIp);
+    if (refresh) this.routes = new Map();
+    for (const [ip, r] of await this.policy.underlay!([...ips])) this.routes.set(ip, r);
+  }
 
   setSelf(self: { subnet: string; publicIp: string }): void {
     this.self = self;
@@ -96,8 +123,10 @@ export class Reconciler {
   }
 
   /** The desired datapath state for a lease set, as the next sync would write it. */
-  desired(leases: Iterable<Lease>): DesiredMaps {
-    const desired = desiredMaps(this.self, this.usable(leases));
+  async desired(leases: Iterable<Lease>): Promise<DesiredMaps> {
+    const list = [...leases];
+    await this.learnRoutes(list, false);
+    const desired = desiredMaps(this.self, this.usable(list));
     for (const s of desired.skipped) this.log.warn('ignoring conflicting lease', { subnet: s.lease.subnet, publicIp: s.lease.publicIp, reason: s.reason });
     return desired;
   }
@@ -111,10 +140,21 @@ export class Reconciler {
     return out;
   }
 
+  /** The lease as the datapath carries it, or undefined (logged once per reason) when it cannot. */
   private usableOne(l: Lease): NodeLease | undefined {
     const subnet = formatCidr(l.subnet);
-    const skip = l.backendType !== 'vxlan' ? `backend type ${JSON.stringify(l.backendType)} is not vxlan` : !l.vtepMac ? 'no VtepMAC' : l.vni !== undefined && l.vni !== this.vni ? `VNI ${l.vni} differs from ours (${this.vni})` : undefined;
-    if (!skip) return { subnet, publicIp: l.publicIp, vtepMac: l.vtepMac!, createRevision: l.createRevision };
+    const { backend, vni } = this.policy;
+    const route = this.routes.get(l.publicIp);
+    // flannel's backends each ignore the others' leases ("Ignoring non-host-gw subnet").
+    let skip: string | undefined;
+    if (l.backendType !== backend) skip = `backend type ${JSON.stringify(l.backendType)} is not ${backend}`;
+    else if (backend === 'host-gw') skip = l.publicIp === this.self.publicIp ? undefined : hostGwRefusal(subnet, l.publicIp, route);
+    else if (!l.vtepMac) skip = 'no VtepMAC';
+    else if (l.vni !== undefined && l.vni !== vni) skip = `VNI ${l.vni} differs from ours (${vni})`;
+    if (!skip) {
+      const direct = backend === 'host-gw' || (this.policy.directRouting && route?.kind === 'direct');
+      return { subnet, publicIp: l.publicIp, vtepMac: l.vtepMac, direct, createRevision: l.createRevision };
+    }
     if (!this.warned.has(`${subnet} ${skip}`)) this.log.warn('ignoring lease', { subnet, publicIp: l.publicIp, reason: skip });
     this.warned.add(`${subnet} ${skip}`);
     return undefined;
@@ -127,12 +167,13 @@ export class Reconciler {
       const l = leases.get(key);
       const before = this.seen.get(key);
       if (l) {
-        if (before === l || (before && sameLease(before, l))) return;
-        this.seen.set(key, l);
+        const route = this.routes.get(l.publicIp)?.kind;
+        if (before && (before.lease === l || sameLease(before.lease, l)) && before.route === route) return;
+        this.seen.set(key, { lease: l, route });
         changes.push([formatCidr(l.subnet), this.usableOne(l)]);
       } else if (before) {
         this.seen.delete(key);
-        changes.push([formatCidr(before.subnet), undefined]);
+        changes.push([formatCidr(before.lease.subnet), undefined]);
       }
     };
     if (keys) for (const key of keys) check(key);
@@ -150,14 +191,17 @@ export class Reconciler {
         keys = undefined;
       }
       const state = this.state;
+      const datapath = this.datapath!;
+      const full = !this.trusted || !datapath.apply || started - this.lastFullSync >= FULL_SYNC_INTERVAL_MS;
+      // A full sync looks every lease's route up again: a peer may have moved on or off our segment.
+      if (full && this.needsRoutes) keys = undefined;
+      await this.learnRoutes(keys ? [...keys].flatMap((k) => leases.get(k) ?? []) : leases.values(), full);
       const leaseChanges = this.leaseChanges(leases, keys);
       const changes = state.update(leaseChanges);
       for (const [cidr, lease] of leaseChanges) {
         const why = lease && state.whySkipped(cidr);
         if (why) this.log.warn('ignoring conflicting lease', { subnet: cidr, publicIp: lease.publicIp, reason: why });
       }
-      const datapath = this.datapath!;
-      const full = !this.trusted || !datapath.apply || started - this.lastFullSync >= FULL_SYNC_INTERVAL_MS;
       this.trusted = false; // until this write is known to have completed
       this.lastResult = full ? await datapath.sync(state.snapshot()) : await datapath.apply!(changes);
       this.trusted = true;

@@ -91,7 +91,14 @@ function safeJson(s: string): unknown {
   }
 }
 
-/** Our own record, byte for byte as flanneld writes it. */
-export function encodeLeaseValue(attrs: { publicIp: string; vni: number; vtepMac: string }): string {
+/** What our own record says: flannel's LeaseAttrs for the backend in use. */
+export type LeaseAttrs = { publicIp: string; backendType: 'vxlan'; vni: number; vtepMac: string } | { publicIp: string; backendType: 'host-gw' };
+
+/**
+ * Our own record, byte for byte as flanneld writes it. host-gw has no BackendData (flannel's
+ * LeaseAttrs omits an empty one).
+ */
+export function encodeLeaseValue(attrs: LeaseAttrs): string {
+  if (attrs.backendType === 'host-gw') return JSON.stringify({ PublicIP: attrs.publicIp, PublicIPv6: null, BackendType: 'host-gw' });
   return JSON.stringify({ PublicIP: attrs.publicIp, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: attrs.vni, VtepMAC: attrs.vtepMac } });
 }

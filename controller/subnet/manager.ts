@@ -4,7 +4,7 @@ import { LeaseGoneError, type EtcdStore } from '../etcd/store.js';
 import { formatCidr, type Cidr } from '../net/ipv4.js';
 import type { Logger } from '../util/log.js';
 import { decideAcquire, unroutableReason } from './allocate.js';
-import { encodeLeaseValue, isReservation, parseLeaseKV, subnetKey, type Lease, type LeaseParse } from './lease.js';
+import { encodeLeaseValue, isReservation, type LeaseAttrs, parseLeaseKV, subnetKey, type Lease, type LeaseParse } from './lease.js';
 
 /** What we hold in etcd. */
 export interface OwnLease {
@@ -16,11 +16,7 @@ export interface OwnLease {
   expiresAt?: number;
 }
 
-export interface NodeAttrs {
-  publicIp: string;
-  vni: number;
-  vtepMac: string;
-}
+export type NodeAttrs = LeaseAttrs;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

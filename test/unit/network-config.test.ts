@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseNetworkConfig } from '../../controller/config/network-config.js';
+import { ConfigError, configChangeReport, parseNetworkConfig, UnsupportedConfigError } from '../../controller/config/network-config.js';
 import { formatCidr } from '../../controller/net/ipv4.js';
 
 const summary = (text: string) => {
@@ -29,8 +29,7 @@ describe('flannel network config', () => {
     ['{"Network":"10.244.0.0/16","SubnetMin":"10.245.0.0","Backend":{"Type":"vxlan"}}', /SubnetMin 10.245.0.0: outside Network 10.244.0.0\/16/],
     ['{"Network":"10.244.0.0/16","SubnetMax":"10.244.3.7","Backend":{"Type":"vxlan"}}', /SubnetMax 10.244.3.7: not aligned to SubnetLen \/24/],
     ['{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0","Backend":{"Type":"vxlan"}}', /SubnetMin 10.244.9.0\/24 is above SubnetMax/],
-    ['{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}', /Backend.Type "host-gw": twill implements the vxlan backend only/],
-    ['{"Network":"10.244.0.0/16"}', /Backend.Type "udp \(flannel default\)"/],
+    ['{"Network":"10.244.0.0/16"}', /Backend.Type missing: flannel's default is the udp backend/],
     ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}', /Backend.VNI: must be <= 16777215/],
     ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":-1}}', /Backend.Port: must not be negative/],
     ['{"Network":"10.244.0.0/16","Backend":"vxlan"}', /Backend: must be an object/],
@@ -41,5 +40,60 @@ describe('flannel network config', () => {
 
   it('reports every problem at once', () => {
     expect(() => parseNetworkConfig('{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"udp"}}')).toThrow(/Backend.Type "udp".*; SubnetLen 31/);
+  });
+
+  it('takes host-gw (ignoring vxlan options, as flannel does) and vxlan with DirectRouting', () => {
+    const hostGw = parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","MTU":1400,"DirectRouting":true}}');
+    expect(hostGw.backend).toMatchObject({ type: 'host-gw', mtu: undefined, directRouting: false });
+    const dr = parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"type":"VXLAN","directrouting":true}}');
+    expect(dr.backend).toMatchObject({ type: 'vxlan', directRouting: true });
+  });
+
+  it.each([
+    ['udp', /flannel's udp backend is not supported \(twill implements vxlan and host-gw\)/],
+    ['wireguard', /flannel's wireguard backend is not supported/],
+    ['ipip', /flannel's ipip backend is not supported/],
+    ['ipsec', /flannel's ipsec backend is not supported/],
+    ['alloc', /flannel's alloc backend is not supported/],
+    ['vxlna', /Backend.Type "vxlna": no such flannel backend/],
+  ])('refuses the %s backend as unsupported, not invalid', (type, message) => {
+    const attempt = () => parseNetworkConfig(JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: type } }));
+    expect(attempt).toThrow(UnsupportedConfigError);
+    expect(attempt).toThrow(message);
+  });
+
+  it.each([
+    ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","GBP":true}}', /Backend.GBP true/],
+    ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Learning":true}}', /Backend.Learning true/],
+    ['{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}', /EnableIPv6: IPv6 overlays are not supported/],
+  ])('refuses an unsupported option: %s', (text, message) => {
+    expect(() => parseNetworkConfig(text)).toThrow(UnsupportedConfigError);
+    expect(() => parseNetworkConfig(text)).toThrow(message);
+  });
+
+  it('keeps an invalid config apart from an unsupported one (the agent waits for the first, exits on the second)', () => {
+    let err: unknown;
+    try {
+      parseNetworkConfig('{"Network":"10.244.0.0/33","Backend":{"Type":"vxlan"}}');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err).not.toBeInstanceOf(UnsupportedConfigError);
+  });
+});
+
+describe('a config edited after start', () => {
+  const running = '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}';
+  it('is not reported when it means the same', () => {
+    expect(configChangeReport(running, running)).toBeUndefined();
+    expect(configChangeReport(running, '{"network":"10.244.0.0/16", "Backend":{"Type":"vxlan","VNI":1}}')).toBeUndefined();
+  });
+  it('is reported as needing a restart when twill could run it', () => {
+    expect(configChangeReport(running, '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}')).toMatch(/reads it only at start.*until the agent restarts/);
+  });
+  it('is reported with the reason when twill could not run it', () => {
+    expect(configChangeReport(running, '{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}')).toMatch(/cannot run \(unsupported config: Backend.Type "wireguard".*the running datapath is unchanged/);
+    expect(configChangeReport(running, undefined)).toMatch(/deleted/);
   });
 });

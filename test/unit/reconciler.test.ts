@@ -35,14 +35,14 @@ class MemoryDatapath implements Datapath {
 }
 
 function lease(n: number): Lease {
-  const r = parseLeaseKV(`/coreos.com/network/subnets/10.244.${n}.0-24`, encodeLeaseValue({ publicIp: `192.168.0.${n}`, vni: 1, vtepMac: `02:00:00:00:00:${n.toString(16).padStart(2, '0')}` }));
+  const r = parseLeaseKV(`/coreos.com/network/subnets/10.244.${n}.0-24`, encodeLeaseValue({ backendType: 'vxlan', publicIp: `192.168.0.${n}`, vni: 1, vtepMac: `02:00:00:00:00:${n.toString(16).padStart(2, '0')}` }));
   if (!r.ok) throw new Error(r.reason);
   return r.lease;
 }
 const leaseSet = (...ns: number[]) => new Map(ns.map((n) => [`10.244.${n}.0/24`, lease(n)]));
 
 describe('Reconciler', () => {
-  const make = (dp: Datapath) => new Reconciler(dp, { subnet: '10.244.1.0/24', publicIp: '192.168.0.1' }, 1, logger('test'));
+  const make = (dp: Datapath) => new Reconciler(dp, { subnet: '10.244.1.0/24', publicIp: '192.168.0.1' }, { backend: 'vxlan', vni: 1, directRouting: false }, logger('test'));
 
   it('syncs in full first, then writes only what each change touches', async () => {
     const dp = new MemoryDatapath();

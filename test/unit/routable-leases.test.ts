@@ -8,7 +8,7 @@ import type { Logger } from '../../controller/util/log.js';
 
 /* Which leases the datapath may carry: its maps are keyed by the config's subnet size. */
 const config = parseNetworkConfig('{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}');
-const value = encodeLeaseValue({ publicIp: '192.168.1.9', vni: 1, vtepMac: '02:00:00:00:00:09' });
+const value = encodeLeaseValue({ backendType: 'vxlan', publicIp: '192.168.1.9', vni: 1, vtepMac: '02:00:00:00:00:09' });
 const record = (key: string) => ({ key: `/coreos.com/network/subnets/${key}`, value, lease: '7', modRevision: '3' });
 
 /** A logger that keeps the reason of every warning. */

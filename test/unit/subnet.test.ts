@@ -10,7 +10,7 @@ const lease = (subnet: string, publicIp: string, etcdLease = '7'): Lease => ({ s
 
 describe('lease records', () => {
   it("round-trips flannel's key and value format", () => {
-    const value = encodeLeaseValue({ publicIp: '192.168.64.3', vni: 1, vtepMac: 'c6:d2:32:6f:8f:44' });
+    const value = encodeLeaseValue({ backendType: 'vxlan', publicIp: '192.168.64.3', vni: 1, vtepMac: 'c6:d2:32:6f:8f:44' });
     expect(value).toBe('{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}');
     const parsed = parseLeaseKV('/coreos.com/network/subnets/10.244.1.0-24', value, '694d8a', '12');
     expect(parsed.ok && { subnet: formatCidr(parsed.lease.subnet), ip: parsed.lease.publicIp, mac: parsed.lease.vtepMac, etcdLease: parsed.lease.etcdLease }).toEqual({ subnet: '10.244.1.0/24', ip: '192.168.64.3', mac: 'c6:d2:32:6f:8f:44', etcdLease: '694d8a' });
