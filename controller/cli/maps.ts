@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { readAttachState, type AttachState } from '../dataplane/attach.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import type { TwillConfig } from '../../maps/layout.js';
+import { isDirect } from '../reconcile/desired.js';
 import { parseArgs } from './args.js';
 
 export const counters = (o: object): Record<string, number> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number(v)]));
@@ -25,7 +26,8 @@ export interface MapsDoc {
   pinDir: string;
   config?: TwillConfig;
   attach?: Pick<AttachState, 'encap' | 'decap'>;
-  subnets: { subnet: string; publicIp: string; vtepMac: string; statsSlot: number }[];
+  /** route: how pods' packets reach the subnet, in VXLAN or routed to the PublicIP as they are (host-gw, DirectRouting) */
+  subnets: { subnet: string; publicIp: string; vtepMac: string; statsSlot: number; route: 'vxlan' | 'direct' }[];
   peers: { publicIp: string; subnet: string; vtepMac: string; statsSlot: number }[];
   /** twill_stats summed over CPUs */
   stats: Record<string, number>;
@@ -47,7 +49,13 @@ export function readMapsDoc(pinDir: string): MapsDoc {
   try {
     const config = maps.readConfig();
     const subnetLen = config?.subnet_len ?? 0;
-    const subnets = [...maps.readSubnets()].map(([s, r]) => ({ subnet: `${s}/${subnetLen}`, publicIp: r.public_ip, vtepMac: r.vtep_mac, statsSlot: r.stats_slot }));
+    const subnets = [...maps.readSubnets()].map(([s, r]) => ({
+      subnet: `${s}/${subnetLen}`,
+      publicIp: r.public_ip,
+      vtepMac: r.vtep_mac,
+      statsSlot: r.stats_slot,
+      route: isDirect(r) ? ('direct' as const) : ('vxlan' as const),
+    }));
     const peers = [...maps.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac, statsSlot: p.stats_slot }));
     const { peers: perPeer, unattributed } = maps.peerTraffic();
     const traffic = perPeer.map(({ publicIp, subnet, vtepMac, slot, ...c }) => ({ publicIp, subnet, vtepMac, statsSlot: slot, ...counters(c) }) as PeerTrafficDoc);
@@ -71,7 +79,7 @@ export function readMapsDoc(pinDir: string): MapsDoc {
 }
 
 export const formatNodeLine = (c: TwillConfig) =>
-  `${c.public_ip}  vtep ${c.vtep_mac}  subnet ${c.subnet}/${c.subnet_len}  network ${c.network}/${c.network_len}  vni ${c.vni}  port ${c.vxlan_port}`;
+  `${c.public_ip}  vtep ${c.vtep_mac}  subnet ${c.subnet}/${c.subnet_len}  network ${c.network}/${c.network_len}  vni ${c.vni}  port ${c.vxlan_port || 'none (host-gw)'}`;
 
 /** "fast 120, to the stack: not_remote=4 conntrack=2" (zero reasons left out). */
 export const formatPathLine = (c: Record<string, number>) => {
@@ -98,7 +106,7 @@ export async function mapsCli(argv: string[]): Promise<number> {
   if (doc.config) console.log(`node      ${formatNodeLine(doc.config)}`);
   if (doc.attach) console.log(`attached  encap ${doc.attach.encap.mode} on ${doc.attach.encap.iface}, decap ${doc.attach.decap.mode} on ${doc.attach.decap.iface}`);
   console.log(`twill_subnets (${doc.subnets.length})`);
-  for (const s of doc.subnets) console.log(`  ${s.subnet.padEnd(20)} -> ${s.publicIp.padEnd(16)} ${s.vtepMac}  slot ${s.statsSlot}`);
+  for (const s of doc.subnets) console.log(`  ${s.subnet.padEnd(20)} -> ${s.publicIp.padEnd(16)} ${s.route.padEnd(6)} ${s.vtepMac}  slot ${s.statsSlot}`);
   console.log(`twill_peers (${doc.peers.length})`);
   for (const p of doc.peers) console.log(`  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(20)} ${p.vtepMac}  slot ${p.statsSlot}`);
   console.log(`twill_peer_stats (${doc.traffic.length} slots in use)`);

@@ -55,7 +55,10 @@ export interface StatusDoc {
   attach?: Pick<AttachState, 'encap' | 'decap' | 'deliver' | 'tunnel' | 'attachedAt' | 'layoutVersion'>;
   /** absent on a node whose datapath an older build attached */
   fastPath?: FastPathDoc;
-  peers: (MapsDoc['peers'][number] & Partial<PeerTrafficDoc>)[];
+  /** the network config's backend, as the datapath was attached for it (absent before backends, and on kernel nodes) */
+  backend?: 'vxlan' | 'host-gw';
+  /** route: as in `twill maps` (vxlan, or direct to the PublicIP) */
+  peers: (MapsDoc['peers'][number] & Partial<PeerTrafficDoc> & { route?: MapsDoc['subnets'][number]['route'] })[];
   totals: TrafficCounters;
   drops: Record<string, number>;
   pinned: PinnedObject[];
@@ -196,7 +199,8 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
     subnetFile,
     attach: attach && { encap: attach.encap, decap: attach.decap, deliver: attach.deliver, tunnel: attach.tunnel, attachedAt: attach.attachedAt, layoutVersion: attach.layoutVersion },
     fastPath: attach?.fastPath && maps.path && { ...attach.fastPath, hooks: describeHooks(attach), endpoints: maps.endpoints ?? [], podLinks: listPodLinks(opts.pinDir), ...maps.path },
-    peers: maps.peers.map((p) => ({ ...traffic.get(p.publicIp), ...p })),
+    backend: attach?.spec.backend,
+    peers: maps.peers.map((p) => ({ ...traffic.get(p.publicIp), ...p, route: maps.subnets.find((s) => s.subnet === p.subnet)?.route })),
     totals: { encap_packets, encap_bytes, decap_packets, decap_bytes },
     drops: Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== 0)),
     pinned,
@@ -209,11 +213,11 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
 /** Pure: which path pod traffic takes at each hook, from what is attached. */
 export function describeHooks(a: AttachState): FastPathDoc['hooks'] {
   const fast = a.fastPath?.enabled;
-  const overlay = `${a.encap.iface} (encap at tc egress)`;
+  const overlay = `${a.encap.iface} (${a.spec.backend === 'host-gw' ? 'routed to the peer' : 'encap'} at tc egress)`;
   const decap = a.decap.hook === 'xdp' ? `XDP decap on ${a.decap.iface} (ahead of GRO)` : `tc decap on ${a.decap.iface} (after GRO)`;
   return {
     send: fast
-      ? `fast path at the pod veths (tc ingress): to remote pods, encapsulated there and sent out of ${a.spec.underlayIface}; everything else, and the node's own traffic, through the stack to ${overlay}`
+      ? `fast path at the pod veths (tc ingress): to remote pods, ${a.spec.backend === 'host-gw' ? 'routed to the peer' : 'encapsulated there (or routed to a peer on our segment)'} and sent out of ${a.spec.underlayIface}; everything else, and the node's own traffic, through the stack to ${overlay}`
       : `stack path: the node routes pod traffic to ${overlay}`,
     receive: fast
       ? `${decap}, then straight into local pods (tc ingress of ${a.decap.iface}, bpf_redirect_peer) unless conntrack knows the flow; the rest routed by the stack`
@@ -224,6 +228,7 @@ export function describeHooks(a: AttachState): FastPathDoc['hooks'] {
 
 function printStatus(s: StatusDoc): void {
   console.log(`node       ${s.node ? formatNodeLine(s.node) : s.bpf ? '(not configured)' : `(no BPF datapath under ${s.pinDir})`}`);
+  if (s.backend) console.log(`backend    ${s.backend}`);
   console.log(`lease      ${s.lease.subnet ?? '?'}${s.lease.expiresAt ? `  expires ${s.lease.expiresAt}` : ''}`);
   const f = s.subnetFile;
   console.log(`subnet.env ${f.path}: ${f.error ?? `network ${f.network} subnet ${f.subnet} mtu ${f.mtu} ipmasq ${f.ipMasq}`}`);
@@ -241,7 +246,7 @@ function printStatus(s: StatusDoc): void {
   }
   console.log(`peers (${s.peers.length})`);
   for (const p of s.peers)
-    console.log(`  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(18)} ${p.vtepMac}  ${p.encap_packets !== undefined ? formatTrafficLine(p as PeerTrafficDoc) : 'no counters'}`);
+    console.log(`  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(18)} ${(p.route ?? '').padEnd(6)} ${p.vtepMac}  ${p.encap_packets !== undefined ? formatTrafficLine(p as PeerTrafficDoc) : 'no counters'}`);
   console.log(`traffic    ${formatTrafficLine(s.totals)}`);
   const drops = Object.entries(s.drops);
   console.log(`drops      ${drops.length ? drops.map(([k, v]) => `${k.replace(/^drop_/, '')}=${v}`).join(' ') : 'none'}`);

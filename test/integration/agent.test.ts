@@ -71,7 +71,6 @@ describe('twill agent with a real etcd', () => {
 
   it.each([
     ['{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan"}}', 'SubnetLen 31: must be <= 30'],
-    ['{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}', 'Backend.Type \\"host-gw\\": twill implements the vxlan backend only'],
     ['{"Network":"10.244.0.0/16"', 'not valid JSON'],
     [undefined, 'no network config at /bad/'],
   ])('waits out an invalid or missing config %s, saying what is wrong, and writes nothing', async (config, message) => {

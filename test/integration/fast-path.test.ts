@@ -9,6 +9,7 @@ import { run } from '../../controller/util/exec.js';
 import { bpfBuildDir, buildBpf, buildTs, repoRoot } from '../support/build.js';
 import { bounceAgent, labUpFresh, readMaps, twill, until } from '../support/lab-session.js';
 import { startInNetns, stopAll } from '../support/proc.js';
+import { stackSaw as stackSawBetween } from '../support/stack-watch.js';
 import { ping, tcpTransfer, udpProbe } from '../support/traffic.js';
 
 /*
@@ -35,39 +36,8 @@ afterAll(async () => {
   await twill(['lab', 'down', '--name', LAB]);
 }, 120_000);
 
-/** Packets through filter FORWARD: every rule of the chain and its policy (a packet entering it moves at least one). */
-async function forwardPackets(n: LabNode): Promise<number> {
-  const save = (await run(['iptables-save', '-c', '-t', 'filter'], { netns: n.netns })).stdout;
-  return [...save.matchAll(/^(?::FORWARD \S+ |)\[(\d+):\d+\](?: -A FORWARD .*)?$/gm)].filter((m) => m[0].includes('FORWARD')).reduce((a, m) => a + Number(m[1]), 0);
-}
-
-/**
- * Packets between the two test pods that the node's cni0 device handles (taken in from a pod, or
- * sent to one): the routed path crosses it for every packet, the fast path never. (ARP, IPv6
- * neighbour discovery and the node's own IGMP rightly do, and are not counted.)
- */
-function watchCni0Ipv4(n: LabNode) {
-  const dump = startInNetns(n.netns, ['tcpdump', '-i', 'cni0', '-nn', '-l', '-q', 'ip', 'and', 'host', pod('n1-p1').ip, 'and', 'host', pod('n2-p1').ip]);
-  return {
-    ready: () => dump.waitFor(/listening on/),
-    stop: async () => {
-      await new Promise((r) => setTimeout(r, 200)); // the last frames through the capture buffer
-      dump.kill('SIGINT');
-      await dump.exited;
-      return dump.output().split('\n').filter((l) => / IP /.test(l));
-    },
-  };
-}
-
-/** What the node's stack saw of pod traffic while `traffic` ran. */
-async function stackSaw<T>(nodes: LabNode[], traffic: () => Promise<T>): Promise<{ result: T; forward: number[]; cni0Ipv4: string[][] }> {
-  const dumps = nodes.map(watchCni0Ipv4);
-  await Promise.all(dumps.map((d) => d.ready()));
-  const before = await Promise.all(nodes.map(forwardPackets));
-  const result = await traffic();
-  const after = await Promise.all(nodes.map(forwardPackets));
-  return { result, forward: after.map((a, i) => a - before[i]), cni0Ipv4: await Promise.all(dumps.map((d) => d.stop())) };
-}
+/** What n1's and n2's stacks saw of the traffic between the two test pods. */
+const stackSaw = <T>(nodes: LabNode[], traffic: () => Promise<T>) => stackSawBetween(nodes, [pod('n1-p1').ip, pod('n2-p1').ip], traffic);
 
 const paths = async (n: LabNode) => (await readMaps(n)).path!;
 
