@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { stopAgent } from '../lab/agents.js';
-import { labDown, labUp, stopLabEtcd, type LabPod, type LabState } from '../lab/lab.js';
+import { labDown, labUp, stopLabEtcd, type LabOptions, type LabPod, type LabState } from '../lab/lab.js';
 import { applyServices } from '../lab/services.js';
 import { ip, ipBatch } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
@@ -15,9 +15,11 @@ import { machineJiffies, watchOtherCpu } from './cpu.js';
 /**
  * twill as shipped (the fast path, decap hook auto: tc on this veth underlay), twill with the fast
  * path off (--fast-path=false: every packet through both nodes' stacks, as before the fast path),
- * twill's fast path with decap in XDP (--decap-hook xdp), and the references.
+ * twill's fast path with decap in XDP (--decap-hook xdp), twill with the host-gw backend, twill
+ * with vxlan DirectRouting (both nodes on one segment, so routed directly), and the references:
+ * kernel VXLAN and host-gw, each set up exactly as flanneld sets it up.
  */
-export type Variant = 'twill' | 'twill-stack' | 'twill-xdp' | 'kernel-vxlan' | 'host-gw' | 'raw-veth';
+export type Variant = 'twill' | 'twill-stack' | 'twill-xdp' | 'twill-host-gw' | 'twill-direct' | 'kernel-vxlan' | 'host-gw' | 'raw-veth';
 export type UnderlayMode = 'veth' | 'wire';
 /** the nodes as the lab makes them, or with kube-proxy's rules as on a Kubernetes node */
 export type NodeProfile = 'bare' | 'kube-proxy';
@@ -34,12 +36,15 @@ export interface Endpoints {
   lab?: LabState;
 }
 
-const labNames: Record<Exclude<Variant, 'raw-veth'>, { name: string; underlay: string; args?: { fastPath?: boolean; decapHook?: 'xdp' } }> = {
+type LabArgs = Pick<LabOptions, 'fastPath' | 'decapHook' | 'backend' | 'directRouting'>;
+const labNames: Record<Exclude<Variant, 'raw-veth'>, { name: string; underlay: string; args?: Partial<LabArgs> }> = {
   twill: { name: 'bt', underlay: '192.168.91.0/24' },
   'twill-stack': { name: 'bts', underlay: '192.168.95.0/24', args: { fastPath: false } },
   'twill-xdp': { name: 'btx', underlay: '192.168.96.0/24', args: { decapHook: 'xdp' } },
+  'twill-host-gw': { name: 'bg', underlay: '192.168.97.0/24', args: { backend: 'host-gw' } },
+  'twill-direct': { name: 'bd', underlay: '192.168.98.0/24', args: { directRouting: true } },
   'kernel-vxlan': { name: 'bk', underlay: '192.168.92.0/24' },
-  'host-gw': { name: 'bh', underlay: '192.168.93.0/24' },
+  'host-gw': { name: 'bh', underlay: '192.168.93.0/24', args: { backend: 'host-gw' } },
 };
 const RAW = { a: 'bv-a', b: 'bv-b' };
 
@@ -87,15 +92,7 @@ export async function setUp(variant: Variant, progress: (m: string) => void): Pr
   const { name, underlay, args } = labNames[variant];
   const state = await labUp({ name, nodes: 2, podsPerNode: 1, kernelNodes: variant.startsWith('twill') ? 0 : 2, underlayCidr: underlay, ...args }, () => undefined);
   await quietLab(state);
-  if (variant === 'host-gw') {
-    // flannel's host-gw: a route per peer subnet via the peer's underlay address, no tunnel.
-    for (const n of state.nodes) {
-      await ip(['link', 'del', 'flannel.1'], { netns: n.netns });
-      for (const peer of state.nodes.filter((p) => p !== n)) await ip(['route', 'replace', peer.subnet, 'via', peer.underlayIp, 'dev', 'eth0'], { netns: n.netns });
-      // Pods get MTU 1450 from the lab; host-gw needs no overhead, but the pods stay the same for comparison.
-    }
-  }
-  progress(`${variant}: lab ${name} (2 nodes, 1 pod each) ready, agents and etcd stopped`);
+  progress(`${variant}: lab ${name} (2 nodes, 1 pod each${args?.backend === 'host-gw' ? ', host-gw: pod MTU 1500' : ''}) ready, agents and etcd stopped`);
   return labEndpoints(state);
 }
 

@@ -5,7 +5,9 @@ import type { NodeProfile, Sample, UnderlayMode, Variant } from './bench.js';
  * Markdown report. Kept apart from the measuring so it can be unit-tested.
  */
 
-export const variants: Variant[] = ['twill', 'twill-stack', 'twill-xdp', 'kernel-vxlan', 'host-gw', 'raw-veth'];
+export const variants: Variant[] = ['twill', 'twill-stack', 'twill-xdp', 'twill-host-gw', 'twill-direct', 'kernel-vxlan', 'host-gw', 'raw-veth'];
+/** The variants that route pods directly, compared with flannel's host-gw as well as with kernel VXLAN. */
+const directVariants: Variant[] = ['twill-host-gw', 'twill-direct'];
 export type Metric = Exclude<keyof Sample, 'otherCpuShare' | 'otherCpuTop'>;
 export type Medians = Map<Variant, Record<Metric, number>>;
 export type Regime = { wireMax: number; receiverMax: number };
@@ -77,6 +79,15 @@ export function evaluateTargets(mode: UnderlayMode, med: Medians, subject: Varia
   return [t('tcp1Gbps', 1.0), t('tcp4Gbps', 1.0), t('udpKpps', 1.3)];
 }
 
+/**
+ * The backends' targets (issue 12), in every mode: twill's host-gw against flannel's host-gw
+ * routes, UDP 64 B pps >= 1.3x, TCP latency on one CPU <= 0.85x, TCP 1 and 4 streams >= 1.0x.
+ */
+export function evaluateBackendTargets(med: Medians): TargetResult[] {
+  const t = (metric: Metric, bound: number) => ratioTarget(med, 'twill-host-gw', metric, bound, 'host-gw');
+  return [t('udpKpps', 1.3), t('tcpLatSameCpuUs', 0.85), t('tcp1Gbps', 1.0), t('tcp4Gbps', 1.0)];
+}
+
 export interface ModeResult {
   mode: UnderlayMode;
   nodes: NodeProfile;
@@ -112,7 +123,7 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
     '',
     `Date: ${ctx.started.toISOString()}. Machine: ${ctx.machine}.`,
     '',
-    `Each number is the median of ${ctx.reps} interleaved repetitions (every variant in turn, per repetition), ${ctx.seconds} s per measurement, on the same 2-node topology: a pod behind cni0 on each node, nodes on a shared underlay bridge. Variants: twill as shipped (the fast path; decap hook auto, which is tc on this veth underlay), twill-stack (--fast-path=false: every packet crosses both nodes' stacks), twill-xdp (the fast path with decap in XDP), kernel VXLAN set up exactly as flannel does, host-gw routes, and a raw veth between the two pods (this machine's limit). Clients run on CPU 0 and servers on CPU 1 (qperf's one-CPU latency: both on CPU 0). A ratio is variant / kernel VXLAN in the same run. CPU per packet is the whole machine's busy time (both nodes, both pods, iperf3) during the UDP run divided by the datagrams received. Samples during which other programs took a noticeable share of the CPUs were discarded and re-measured.`,
+    `Each number is the median of ${ctx.reps} interleaved repetitions (every variant in turn, per repetition), ${ctx.seconds} s per measurement, on the same 2-node topology: a pod behind cni0 on each node, nodes on a shared underlay bridge. Variants: twill as shipped (the fast path; decap hook auto, which is tc on this veth underlay), twill-stack (--fast-path=false: every packet crosses both nodes' stacks), twill-xdp (the fast path with decap in XDP), twill-host-gw (twill with flannel's host-gw backend: no encapsulation, pod MTU 1500), twill-direct (twill with vxlan DirectRouting; the two nodes share a segment, so pods are routed directly at pod MTU 1450), kernel VXLAN and host-gw each set up exactly as flanneld sets them up (host-gw: pod MTU 1500), and a raw veth between the two pods (this machine's limit). Clients run on CPU 0 and servers on CPU 1 (qperf's one-CPU latency: both on CPU 0). A ratio is variant / kernel VXLAN in the same run, or, for the directly routed variants, also variant / host-gw. CPU per packet is the whole machine's busy time (both nodes, both pods, iperf3) during the UDP run divided by the datagrams received. Samples during which other programs took a noticeable share of the CPUs were discarded and re-measured.`,
     '',
     "Two node profiles, measured in turn on the same labs: **bare**, the nodes as the lab makes them (flannel's FORWARD accepts, no NAT rules, so conntrack tracks nothing), then **kube-proxy**, with kube-proxy's iptables rules for one ClusterIP Service added on every node of every variant, so that conntrack is active in the nodes' namespaces as on any Kubernetes node. The measured traffic is pod to pod in both.",
     '',
@@ -122,15 +133,20 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
     const kv = med.get('kernel-vxlan')!;
     lines.push(`## Underlay mode: ${mode}; nodes: ${nodes}`, '', modeText[mode], nodesText[nodes], '');
     lines.push(`Frames seen (largest on the underlay / largest the receiving node took in after GRO, bytes): ${variants.map((v) => `${v} ${regimes.get(v)!.wireMax} / ${regimes.get(v)!.receiverMax}`).join('; ')}.`, '');
-    lines.push(`| metric | ${variants.join(' | ')} | ${variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${v} / kernel`).join(' | ')} |`);
-    lines.push(`|---|${variants.map(() => '--:').join('|')}|${variants.filter((v) => v !== 'kernel-vxlan').map(() => '--:').join('|')}|`);
+    const hg = med.get('host-gw')!;
+    const ratioHeads = [...variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${v} / kernel`), ...directVariants.map((v) => `${v} / host-gw`)];
+    lines.push(`| metric | ${variants.join(' | ')} | ${ratioHeads.join(' | ')} |`);
+    lines.push(`|---|${variants.map(() => '--:').join('|')}|${ratioHeads.map(() => '--:').join('|')}|`);
     for (const m of metrics) {
       const cells = variants.map((v) => med.get(v)![m.key].toFixed(m.key.endsWith('Gbps') ? 2 : 1));
-      const ratios = variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${(med.get(v)![m.key] / kv[m.key]).toFixed(2)}x`);
+      const ratios = [
+        ...variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${(med.get(v)![m.key] / kv[m.key]).toFixed(2)}x`),
+        ...directVariants.map((v) => `${(med.get(v)![m.key] / hg[m.key]).toFixed(2)}x`),
+      ];
       lines.push(`| ${m.label} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
     }
     lines.push('', '| target | measured | met |', '|---|--:|---|');
-    for (const t of evaluateTargets(mode, med)) lines.push(`| ${t.target} | ${t.measured} | ${t.met ? 'yes' : `no, ${t.shortBy}`} |`);
+    for (const t of [...evaluateTargets(mode, med), ...evaluateBackendTargets(med)]) lines.push(`| ${t.target} | ${t.measured} | ${t.met ? 'yes' : `no, ${t.shortBy}`} |`);
     lines.push('');
   }
   for (const s of ctx.sections ?? []) lines.push(s, '');

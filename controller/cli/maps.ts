@@ -106,7 +106,7 @@ export async function mapsCli(argv: string[]): Promise<number> {
   if (doc.config) console.log(`node      ${formatNodeLine(doc.config)}`);
   if (doc.attach) console.log(`attached  encap ${doc.attach.encap.mode} on ${doc.attach.encap.iface}, decap ${doc.attach.decap.mode} on ${doc.attach.decap.iface}`);
   console.log(`twill_subnets (${doc.subnets.length})`);
-  for (const s of doc.subnets) console.log(`  ${s.subnet.padEnd(20)} -> ${s.publicIp.padEnd(16)} ${s.route.padEnd(6)} ${s.vtepMac}  slot ${s.statsSlot}`);
+  for (const s of doc.subnets) console.log(`  ${s.subnet.padEnd(20)} -> ${s.publicIp.padEnd(16)} ${s.vtepMac}  slot ${s.statsSlot}${s.route === 'direct' ? '  direct' : ''}`);
   console.log(`twill_peers (${doc.peers.length})`);
   for (const p of doc.peers) console.log(`  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(20)} ${p.vtepMac}  slot ${p.statsSlot}`);
   console.log(`twill_peer_stats (${doc.traffic.length} slots in use)`);

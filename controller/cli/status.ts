@@ -246,7 +246,9 @@ function printStatus(s: StatusDoc): void {
   }
   console.log(`peers (${s.peers.length})`);
   for (const p of s.peers)
-    console.log(`  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(18)} ${(p.route ?? '').padEnd(6)} ${p.vtepMac}  ${p.encap_packets !== undefined ? formatTrafficLine(p as PeerTrafficDoc) : 'no counters'}`);
+    console.log(
+      `  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(18)} ${p.vtepMac}  ${p.encap_packets !== undefined ? formatTrafficLine(p as PeerTrafficDoc) : 'no counters'}${p.route === 'direct' ? '  (routed directly: not in these counters)' : ''}`,
+    );
   console.log(`traffic    ${formatTrafficLine(s.totals)}`);
   const drops = Object.entries(s.drops);
   console.log(`drops      ${drops.length ? drops.map(([k, v]) => `${k.replace(/^drop_/, '')}=${v}`).join(' ') : 'none'}`);

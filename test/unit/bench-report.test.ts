@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Sample, Variant } from '../../controller/bench/bench.js';
-import { evaluateTargets, median, medians, renderReport, variants } from '../../controller/bench/report.js';
+import { evaluateBackendTargets, evaluateTargets, median, medians, renderReport, variants } from '../../controller/bench/report.js';
 
 const sample = (over: Partial<Sample>): Sample => ({
   tcp1Gbps: 10,
@@ -46,6 +46,16 @@ describe('bench report', () => {
     ]);
   });
 
+  it("checks twill's host-gw against flannel's host-gw routes: 1.3x the datagrams, 0.85x the latency, no less TCP", () => {
+    const samples = new Map<Variant, Sample[]>(variants.map((v) => [v, [sample(v === 'twill-host-gw' ? { udpKpps: 140, tcpLatSameCpuUs: 8, tcp1Gbps: 9.5 } : {})]]));
+    expect(evaluateBackendTargets(medians(samples)).map((r) => [r.target, r.measured, r.met])).toEqual([
+      ['UDP 64 B received (kpps): twill-host-gw / host-gw >= 1.30x', '1.40x', true],
+      ['TCP latency, one CPU (us): twill-host-gw / host-gw <= 0.85x', '0.80x', true],
+      ['TCP 1 stream (Gbit/s): twill-host-gw / host-gw >= 1.00x', '0.95x', false],
+      ['TCP 4 streams (Gbit/s): twill-host-gw / host-gw >= 1.00x', '1.00x', true],
+    ]);
+  });
+
   it('renders every variant, the ratios, the regime and the targets', () => {
     const doc = renderReport(
       { command: 'twill bench --reps 1', started: new Date('2026-11-23T00:00:00Z'), machine: 'test machine', reps: 1, seconds: 1, sections: ['## extra'] },
@@ -54,7 +64,9 @@ describe('bench report', () => {
     expect(doc).toContain('Command: `twill bench --reps 1`');
     expect(doc).toContain('## Underlay mode: wire; nodes: kube-proxy');
     expect(doc).toContain(`| metric | ${variants.join(' | ')} |`);
-    expect(doc).toContain('| TCP 1 stream (Gbit/s) | 5.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 0.50x |');
+    expect(doc).toContain('| TCP 1 stream (Gbit/s) | 5.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 0.50x |');
+    expect(doc).toContain('| twill-host-gw / host-gw | twill-direct / host-gw |');
+    expect(doc).toContain('| TCP latency, one CPU (us): twill-host-gw / host-gw <= 0.85x | 1.00x | no, 18% above the bound |');
     expect(doc).toContain('| TCP 1 stream (Gbit/s): twill / kernel VXLAN >= 1.00x | 0.50x | no, 50% below the bound |');
     expect(doc).toContain('twill 1514 / 64000');
     expect(doc.trimEnd().endsWith('## extra')).toBe(true);
