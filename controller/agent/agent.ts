@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { configChangeReport, parseNetworkConfig, ConfigError, UnsupportedConfigError, type NetworkConfig } from '../config/network-config.js';
+import { configChangeReport, parseNetworkConfig, ConfigError, UnsupportedConfigError, waitLogDue, type NetworkConfig } from '../config/network-config.js';
 import { attachDataplane, detachDataplane, readAttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp, type FastPathState } from '../dataplane/attach.js';
 import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DirectRoutes, lookUpUnderlayRoutes } from '../dataplane/direct-routes.js';
@@ -35,8 +35,7 @@ const CONFIG_RECHECK_MS = 10_000;
  * throws UnsupportedConfigError: no wait would help.
  */
 async function waitForConfig(store: EtcdStore, status: { configError?: string }): Promise<{ config: NetworkConfig; text: string }> {
-  let lastProblem = '';
-  let lastLog = 0;
+  let last: { problem: string; at: number } | undefined;
   for (;;) {
     let problem: string;
     try {
@@ -48,11 +47,10 @@ async function waitForConfig(store: EtcdStore, status: { configError?: string })
       problem = err instanceof ConfigError ? `${store.configKey}: ${err.message}` : `etcd: ${(err as Error).message}`;
     }
     status.configError = problem;
-    if (problem !== lastProblem || Date.now() - lastLog >= CONFIG_WAIT_LOG_MS) {
+    if (waitLogDue(problem, last, Date.now(), CONFIG_WAIT_LOG_MS)) {
       (problem.startsWith('no network config') ? log.warn : log.error)('waiting for a usable network config', { problem, retryEveryMs: 1000 });
-      lastLog = Date.now();
+      last = { problem, at: Date.now() };
     }
-    lastProblem = problem;
     await sleep(1000);
   }
 }

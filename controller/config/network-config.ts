@@ -207,3 +207,8 @@ export function configChangeReport(running: string, current: string | undefined)
     return `the network config changed after start to one twill cannot run (${(err as Error).message}): the running datapath is unchanged`;
   }
 }
+
+/** While the agent waits for a usable config: a new problem is logged at once, the same one again every `everyMs`. */
+export function waitLogDue(problem: string, last: { problem: string; at: number } | undefined, now: number, everyMs = 30_000): boolean {
+  return last === undefined || problem !== last.problem || now - last.at >= everyMs;
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, configChangeReport, parseNetworkConfig, UnsupportedConfigError } from '../../controller/config/network-config.js';
+import { ConfigError, configChangeReport, parseNetworkConfig, UnsupportedConfigError, waitLogDue } from '../../controller/config/network-config.js';
 import { formatCidr } from '../../controller/net/ipv4.js';
 
 const summary = (text: string) => {
@@ -95,5 +95,15 @@ describe('a config edited after start', () => {
   it('is reported with the reason when twill could not run it', () => {
     expect(configChangeReport(running, '{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}')).toMatch(/cannot run \(unsupported config: Backend.Type "wireguard".*the running datapath is unchanged/);
     expect(configChangeReport(running, undefined)).toMatch(/deleted/);
+  });
+});
+
+describe('waiting for a usable config', () => {
+  it('logs a new problem at once, and the same one again only every 30 s', () => {
+    expect(waitLogDue('no network config at /x/config yet', undefined, 1000)).toBe(true);
+    const last = { problem: 'no network config at /x/config yet', at: 1000 };
+    expect(waitLogDue(last.problem, last, 30_999)).toBe(false);
+    expect(waitLogDue(last.problem, last, 31_000)).toBe(true);
+    expect(waitLogDue('/x/config: invalid config: Network: missing', last, 2000)).toBe(true);
   });
 });
