@@ -245,10 +245,17 @@ export async function profile(e: Endpoints, workload: 'udp64' | 'tcp1', seconds:
   await recorded;
   const rep = await run(['perf', 'report', '-i', file, '--stdio', '--no-children', '--sort', 'sym', '--percent-limit', '0.5'], { allowFailure: true });
   await run(['rm', '-f', file, `${file}.old`]);
-  // Kernel symbols only (where the datapaths differ), as shares of the busy samples: idle is left out.
-  const rows = [...rep.stdout.matchAll(/^\s+([\d.]+)%\s+\[([k.])\]\s+(\S+)/gm)].map((m) => ({ percent: Number(m[1]), kernel: m[2] === 'k', symbol: m[3] }));
+  return { workload: workload === 'udp64' ? 'UDP 64 B datagrams' : 'TCP 1 stream', top: profileShares(rep.stdout).slice(0, topN) };
+}
+
+/**
+ * Pure: the kernel symbols of a `perf report --stdio --sort sym` listing, each as a share of all
+ * non-idle samples. perf's percentages are of all samples; idle's symbols (listed, since they are
+ * large) are taken out of the total, and the symbols below perf's listing limit stay in it.
+ */
+export function profileShares(report: string): { percent: number; symbol: string }[] {
+  const rows = [...report.matchAll(/^\s+([\d.]+)%\s+\[([k.])\]\s+(\S+)/gm)].map((m) => ({ percent: Number(m[1]), kernel: m[2] === 'k', symbol: m[3] }));
   const idle = /halt|idle|mwait/;
-  const busy = rows.filter((r) => !idle.test(r.symbol)).reduce((a, r) => a + r.percent, 0) || 1;
-  const top = rows.filter((r) => r.kernel && !idle.test(r.symbol)).map((r) => ({ percent: (r.percent / busy) * 100, symbol: r.symbol }));
-  return { workload: workload === 'udp64' ? 'UDP 64 B datagrams' : 'TCP 1 stream', top: top.slice(0, topN) };
+  const busy = 100 - rows.filter((r) => idle.test(r.symbol)).reduce((a, r) => a + r.percent, 0) || 1;
+  return rows.filter((r) => r.kernel && !idle.test(r.symbol)).map((r) => ({ percent: (r.percent / busy) * 100, symbol: r.symbol }));
 }

@@ -1,4 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { repoRoot } from '../util/paths.js';
 import os from 'node:os';
 import { otherCpuOver } from './cpu.js';
 import { addKubeProxy, measure, profile, regime, setUnderlayMode, setUp, tearDown, type Endpoints, type NodeProfile, type Sample, type UnderlayMode, type Variant } from './bench.js';
@@ -32,12 +34,13 @@ async function quiet(max: number, say: (m: string) => void): Promise<void> {
   throw new Error(`refusing to measure: other processes kept more than ${(max * 100).toFixed(0)}% of the CPUs busy`);
 }
 
-/** One sample in which no other program took a significant share of the CPUs, or an error saying which did. */
-async function cleanSample(e: Endpoints, o: BenchOptions, label: string, say: (m: string) => void): Promise<Sample> {
+/** One sample in which no other program took a significant share of the CPUs, or an error saying which did; `discards` counts the ones thrown away. */
+async function cleanSample(e: Endpoints, o: BenchOptions, label: string, say: (m: string) => void, discards: { count: number }): Promise<Sample> {
   for (let attempt = 1; attempt <= 3; attempt++) {
     await quiet(o.maxBackground, say);
     const s = await measure(e, o.seconds);
     if (s.otherCpuShare <= o.maxBackground) return s;
+    discards.count++;
     say(`  ${label}: discarded, other processes took ${(s.otherCpuShare * 100).toFixed(0)}% of the CPUs during it (most: ${s.otherCpuTop})`);
   }
   throw new Error(`refusing to report ${label}: other processes took more than ${(o.maxBackground * 100).toFixed(0)}% of the CPUs in 3 attempts`);
@@ -57,14 +60,33 @@ function checkRegime(mode: UnderlayMode, v: Variant, r: Regime): void {
 /** Hand-written analysis below this marker survives a new run; the numbers above it are replaced. */
 export const ANALYSIS_MARKER = '<!-- analysis: written by hand, kept when twill bench rewrites this file -->';
 
-function keptAnalysis(file: string): string {
-  const old = existsSync(file) ? readFileSync(file, 'utf8') : '';
-  const at = old.indexOf(ANALYSIS_MARKER);
-  return at < 0 ? '' : '\n' + old.slice(at);
+/**
+ * The hand-written analysis of the file being replaced. It must name the commit it quotes; when it
+ * does not name this run's, a warning goes above it (and to the console): its numbers are another
+ * run's until someone rewrites it.
+ */
+export function keptAnalysis(previous: string, commit: string): { text: string; stale: boolean } {
+  const at = previous.indexOf(ANALYSIS_MARKER);
+  if (at < 0) return { text: '', stale: false };
+  const analysis = previous.slice(at);
+  const stale = !analysis.includes(commit);
+  const warning = `> **Stale analysis:** the text below does not name this run's commit (${commit}); its numbers are from another run and may not match the tables above.\n\n`;
+  return { text: '\n' + (stale ? analysis.replace(ANALYSIS_MARKER, `${ANALYSIS_MARKER}\n${warning}`) : analysis), stale };
+}
+
+/** The commit being measured, marked when the working tree differs from it (the report itself aside). */
+function measuredCommit(): string {
+  const git = (args: string[]) => spawnSync('git', args, { cwd: repoRoot(), encoding: 'utf8' });
+  const head = git(['rev-parse', '--short', 'HEAD']);
+  if (head.status !== 0) return 'unknown (not a git checkout)';
+  const dirty = git(['diff', '--quiet', 'HEAD', '--', '.', ':!BENCHMARKS.md']).status !== 0;
+  return `${head.stdout.trim()}${dirty ? ' with uncommitted changes' : ''}`;
 }
 
 export async function runBench(o: BenchOptions, say: (m: string) => void): Promise<string> {
   const started = new Date();
+  const commit = measuredCommit();
+  const discards = { count: 0 };
   const endpoints = new Map<Variant, Endpoints>();
   const results: ModeResult[] = [];
   const sections: string[] = [];
@@ -87,7 +109,7 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
         const byVariant = new Map<Variant, Sample[]>(variants.map((v) => [v, []]));
         for (let rep = 1; rep <= o.reps; rep++) {
           for (const v of variants) {
-            const s = await cleanSample(endpoints.get(v)!, o, `${mode} ${nodes} rep ${rep} ${v}`, say);
+            const s = await cleanSample(endpoints.get(v)!, o, `${mode} ${nodes} rep ${rep} ${v}`, say, discards);
             byVariant.get(v)!.push(s);
             say(`${tag} rep ${rep}/${o.reps} ${v.padEnd(12)} tcp1 ${s.tcp1Gbps.toFixed(2)} Gbit/s, udp ${s.udpKpps.toFixed(0)} kpps, ${s.cpuUsPerPkt.toFixed(1)} us/pkt, tcp_lat ${s.tcpLatSameCpuUs.toFixed(1)} us`);
           }
@@ -112,9 +134,13 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
   if (o.leases > 0) sections.push(controlPlaneSection(await controlPlaneBench(o.leases, o.puts, say)));
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const doc = renderReport(
-    { command: o.command, started, reps: o.reps, seconds: o.seconds, machine: `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`, sections },
+    { command: o.command, started, commit, discarded: discards.count, reps: o.reps, seconds: o.seconds, machine: `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`, sections },
     results,
   );
-  if (o.out) writeFileSync(o.out, doc + keptAnalysis(o.out));
+  if (o.out) {
+    const kept = keptAnalysis(existsSync(o.out) ? readFileSync(o.out, 'utf8') : '', commit.split(' ')[0]);
+    if (kept.stale) say(`warning: the hand-written analysis in ${o.out} does not name commit ${commit}: its numbers are another run's; rewrite it`);
+    writeFileSync(o.out, doc + kept.text);
+  }
   return doc;
 }

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Sample, Variant } from '../../controller/bench/bench.js';
-import { evaluateBackendTargets, evaluateTargets, median, medians, renderReport, variants } from '../../controller/bench/report.js';
+import { profileShares } from '../../controller/bench/bench.js';
+import { ANALYSIS_MARKER, keptAnalysis } from '../../controller/bench/run.js';
+import { evaluateBackendTargets, evaluateTargets, median, renderReport, variants } from '../../controller/bench/report.js';
 
 const sample = (over: Partial<Sample>): Sample => ({
   tcp1Gbps: 10,
@@ -25,7 +27,7 @@ describe('bench report', () => {
   });
 
   it('checks the veth targets as ratios to kernel VXLAN and to host-gw, saying by how much one is missed', () => {
-    const t = evaluateTargets('veth', medians(world({ udpKpps: 160, cpuUsPerPkt: 6, tcpLatSameCpuUs: 8, tcp1Gbps: 12, tcp4Gbps: 9 }, { udpKpps: 150, tcpLatSameCpuUs: 7 })));
+    const t = evaluateTargets('veth', (world({ udpKpps: 160, cpuUsPerPkt: 6, tcpLatSameCpuUs: 8, tcp1Gbps: 12, tcp4Gbps: 9 }, { udpKpps: 150, tcpLatSameCpuUs: 7 })));
     const byName = new Map(t.map((r) => [r.target, r]));
     expect(byName.get('UDP 64 B received (kpps): twill / kernel VXLAN >= 1.50x')).toMatchObject({ measured: '1.60x', met: true });
     expect(byName.get('UDP 64 B received (kpps): twill / host-gw >= 1.10x')).toMatchObject({ measured: '1.07x', met: false, shortBy: '3% below the bound' });
@@ -38,7 +40,7 @@ describe('bench report', () => {
   });
 
   it('in wire mode wants TCP 1 and 4 streams no worse than kernel VXLAN and 1.3x its datagrams', () => {
-    const t = evaluateTargets('wire', medians(world({ tcp1Gbps: 13, udpKpps: 120 })));
+    const t = evaluateTargets('wire', (world({ tcp1Gbps: 13, udpKpps: 120 })));
     expect(t.map((r) => [r.target, r.met])).toEqual([
       ['TCP 1 stream (Gbit/s): twill / kernel VXLAN >= 1.00x', true],
       ['TCP 4 streams (Gbit/s): twill / kernel VXLAN >= 1.00x', true],
@@ -48,7 +50,7 @@ describe('bench report', () => {
 
   it("checks twill's host-gw against flannel's host-gw routes: 1.3x the datagrams, 0.85x the latency, no less TCP", () => {
     const samples = new Map<Variant, Sample[]>(variants.map((v) => [v, [sample(v === 'twill-host-gw' ? { udpKpps: 140, tcpLatSameCpuUs: 8, tcp1Gbps: 9.5 } : {})]]));
-    expect(evaluateBackendTargets(medians(samples)).map((r) => [r.target, r.measured, r.met])).toEqual([
+    expect(evaluateBackendTargets(samples).map((r) => [r.target, r.measured, r.met])).toEqual([
       ['UDP 64 B received (kpps): twill-host-gw / host-gw >= 1.30x', '1.40x', true],
       ['TCP latency, one CPU (us): twill-host-gw / host-gw <= 0.85x', '0.80x', true],
       ['TCP 1 stream (Gbit/s): twill-host-gw / host-gw >= 1.00x', '0.95x', false],
@@ -58,7 +60,7 @@ describe('bench report', () => {
 
   it('renders every variant, the ratios, the regime and the targets', () => {
     const doc = renderReport(
-      { command: 'twill bench --reps 1', started: new Date('2026-11-23T00:00:00Z'), machine: 'test machine', reps: 1, seconds: 1, sections: ['## extra'] },
+      { command: 'twill bench --reps 1', started: new Date('2026-11-23T00:00:00Z'), commit: 'abc1234', discarded: 0, machine: 'test machine', reps: 1, seconds: 1, sections: ['## extra'] },
       [{ mode: 'wire', nodes: 'kube-proxy', samples: world({ tcp1Gbps: 5 }), regimes: new Map(variants.map((v) => [v, { wireMax: 1514, receiverMax: 64000 }])) }],
     );
     expect(doc).toContain('Command: `twill bench --reps 1`');
@@ -70,5 +72,42 @@ describe('bench report', () => {
     expect(doc).toContain('| TCP 1 stream (Gbit/s): twill / kernel VXLAN >= 1.00x | 0.50x | no, 50% below the bound |');
     expect(doc).toContain('twill 1514 / 64000');
     expect(doc.trimEnd().endsWith('## extra')).toBe(true);
+  });
+
+  it('prints each median with the spread of its repetitions, and meets a target only when every repetition does', () => {
+    // kernel VXLAN 100 kpps each time; twill 160, 170 and 140: the median is 1.6x, one repetition 1.4x.
+    const samples = new Map<Variant, Sample[]>(variants.map((v) => [v, [100, 100, 100].map((u, i) => sample({ udpKpps: v === 'twill' ? [160, 170, 140][i] : u }))]));
+    const udp = evaluateTargets('veth', samples).find((t) => t.target.startsWith('UDP 64 B received (kpps): twill / kernel VXLAN'))!;
+    expect(udp).toMatchObject({ measured: '1.60x (1.40-1.70)', met: false, shortBy: 'the median meets it, 1 of 3 repetitions do not' });
+    const doc = renderReport({ command: 'twill bench', started: new Date(0), commit: 'abc1234', discarded: 2, machine: 'm', reps: 3, seconds: 1 }, [
+      { mode: 'veth', nodes: 'bare', samples, regimes: new Map(variants.map((v) => [v, { wireMax: 1, receiverMax: 1 }])) },
+    ]);
+    expect(doc).toContain('| UDP 64 B received (kpps) | 160.0<br>140.0-170.0 | 100.0 |');
+    expect(doc).toContain('2 samples were discarded because other programs took');
+    expect(doc).toContain('Commit: abc1234.');
+  });
+
+  it('says that no sample was discarded when none was', () => {
+    const doc = renderReport({ command: 'twill bench', started: new Date(0), commit: 'abc1234', discarded: 0, machine: 'm', reps: 1, seconds: 1 }, []);
+    expect(doc).toContain("No sample was discarded for other programs' CPU use.");
+    expect(doc).not.toContain('were discarded');
+  });
+
+  it('keeps the hand-written analysis, marked stale when it does not name the commit measured', () => {
+    const previous = `# old tables\n${ANALYSIS_MARKER}\n## Reading these numbers\nAt commit abc1234, twill ...\n`;
+    expect(keptAnalysis(previous, 'abc1234')).toEqual({ text: `\n${ANALYSIS_MARKER}\n## Reading these numbers\nAt commit abc1234, twill ...\n`, stale: false });
+    const stale = keptAnalysis(previous, 'def5678');
+    expect(stale.stale).toBe(true);
+    expect(stale.text).toContain("**Stale analysis:** the text below does not name this run's commit (def5678)");
+    expect(keptAnalysis('# no analysis', 'abc1234')).toEqual({ text: '', stale: false });
+  });
+
+  it('gives profile shares of all non-idle samples, the unlisted small symbols included', () => {
+    // 50% idle; the listed kernel symbols 20% and 10%; the rest (20%) below perf's listing limit.
+    const report = ['    50.00%  [k] pv_native_safe_halt', '    20.00%  [k] fib_table_lookup', '    10.00%  [.] iperf3_loop', '    10.00%  [k] veth_xmit'].join('\n');
+    expect(profileShares(report)).toEqual([
+      { percent: 40, symbol: 'fib_table_lookup' },
+      { percent: 20, symbol: 'veth_xmit' },
+    ]);
   });
 });

@@ -1,0 +1,46 @@
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+// @ts-expect-error -- a plain ES module without types: the CI runs it with node alone
+import { tally } from '../../scripts/ci-tally.mjs';
+import { repoRoot } from '../support/build.js';
+
+type Tally = { passed: number; failed: number; skipped: number; problems: string[]; lines: string[] };
+const verdict = (log: string) => tally(log) as Tally;
+const last = (t: Tally) => t.lines[t.lines.length - 1];
+
+describe("the CI's verdict from the test command's log", () => {
+  it('sums the parts that ran to their end', () => {
+    const t = verdict('...\n380 passed, 0 failed, 2 skipped\n[twill-test] part namespace exit 0\n5 passed, 0 failed\n[twill-test] part vm exit 0\n6 passed, 0 failed\n[twill-test] part vagrant exit 0\n');
+    expect(t.lines).toEqual(['(2 skipped)', '391 passed, 0 failed']);
+  });
+
+  it('counts a part that crashed before its reporter printed as a failure', () => {
+    const t = verdict('380 passed, 0 failed\n[twill-test] part namespace exit 0\nqemu: killed\n[twill-test] part vm exit 137\n6 passed, 0 failed\n[twill-test] part vagrant exit 0\n');
+    expect(last(t)).toBe('386 passed, 1 failed');
+    expect(t.problems).toEqual(['part vm ended (status 137) without reporting a tally: it crashed or was killed']);
+  });
+
+  it('counts a non-zero exit whose tally shows no failure (unhandled errors) as a failure', () => {
+    const t = verdict('Unhandled Errors\n12 passed, 0 failed\n[twill-test] part namespace exit 1\n');
+    expect(last(t)).toBe('12 passed, 1 failed');
+  });
+
+  it('does not count a failure twice when the tally already has it', () => {
+    expect(last(verdict('11 passed, 1 failed\n[twill-test] part namespace exit 1\n'))).toBe('11 passed, 1 failed');
+  });
+
+  it('fails when no part got to its end, and says when the VM tiers were skipped', () => {
+    expect(last(verdict('npm ERR! setup failed\n'))).toBe('0 passed, 1 failed');
+    const t = verdict('3 passed, 0 failed\n[twill-test] part namespace exit 0\n[twill-test] VM tiers skipped (TWILL_VM_TESTS=0)\n');
+    expect(t.lines).toEqual(['ci: the VM tiers were skipped (TWILL_VM_TESTS=0)', '3 passed, 0 failed']);
+  });
+
+  it('end to end: a fake suite killed by SIGKILL, run as scripts/test.sh runs its parts, turns the last line red', () => {
+    const script = `. scripts/test-parts.sh; run_part fake node -e 'process.kill(process.pid, "SIGKILL")'; run_part ok node -e 'console.log("2 passed, 0 failed")'; echo rc=$rc`;
+    const run = spawnSync('bash', ['-c', `(${script}) | node scripts/ci-tally.mjs`], { cwd: repoRoot, encoding: 'utf8' });
+    const out = run.stdout.trim().split('\n');
+    expect(out[out.length - 1]).toBe('2 passed, 1 failed');
+    expect(out).toContain('ci: part fake ended (status 137) without reporting a tally: it crashed or was killed');
+    expect(run.status).toBe(1);
+  });
+});
