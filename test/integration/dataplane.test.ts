@@ -250,11 +250,15 @@ describe('maps and lifecycle', () => {
     const n1 = node('n1');
     const flow = startInNetns(pod('n1-p1').netns, ['ping', '-c', '60', '-i', '0.05', '-W', '1', pod('n2-p1').ip]);
     await flow.waitFor(/bytes from/);
-    for (const delayMs of [50, 200, 400]) {
-      const loader = startInNetns(n1.netns, [process.execPath, cliPath, ...attachArgs('n1')]);
-      await new Promise((r) => setTimeout(r, delayMs));
+    // Each kill lands once the loader has begun attaching (its overlay device is ready, the BPF
+    // objects are next) and before it finished: it never got to log "datapath attached".
+    for (const delayMs of [0, 10, 30]) {
+      const loader = startInNetns(n1.netns, [process.execPath, cliPath, ...attachArgs('n1'), '-v']);
+      await loader.waitFor(/"msg":"overlay device ready"/, 20_000);
+      if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
       loader.kill('SIGKILL');
       await loader.exited;
+      expect(loader.output()).not.toContain('"msg":"datapath attached"');
     }
     const holder = startInNetns(n1.netns, [process.execPath, cliPath, ...attachArgs('n1'), '--hold']);
     await holder.waitFor(/"swapped"/, 20_000);

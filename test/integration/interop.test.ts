@@ -6,7 +6,7 @@ import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
 import { ping, tcpTransfer, udpProbe } from '../support/traffic.js';
-import { labUpFresh, pingFlowsRunning, stopPingFlows, vxlanDevices } from '../support/lab-session.js';
+import { labUpFresh, pingFlowsRunning, stopPingFlows, until, vxlanDevices } from '../support/lab-session.js';
 
 /* twill BPF nodes and flannel-identical kernel VXLAN nodes in one cluster, and migration between them. */
 const twill = (args: string[]) => run([process.execPath, cliPath, ...args], { allowFailure: true });
@@ -73,10 +73,16 @@ describe('migration: kernel VXLAN to BPF and back, one node at a time, under tra
     const before = readFileSync(node.agent!.log, 'utf8').length;
     node.dataplane = mode;
     const agent = restartAgent(lab, node, [`--dataplane=${mode}`]);
-    for (let i = 0; i < 300 && !readFileSync(node.agent!.log, 'utf8').slice(before).includes('"msg":"ready"'); i++) {
-      if (!pidAlive(agent.pid)) throw new Error(`agent on ${node.name} exited: ${readFileSync(node.agent!.log, 'utf8').slice(before)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    // Not ready within 30 s fails the test here, rather than letting it go on against a half-switched node.
+    await until(
+      `the agent on ${node.name} to be ready in ${mode} mode`,
+      async () => {
+        const since = readFileSync(node.agent!.log, 'utf8').slice(before);
+        if (!pidAlive(agent.pid)) throw new Error(`agent on ${node.name} exited: ${since}`);
+        return since.includes('"msg":"ready"');
+      },
+      30_000,
+    );
     // The other mode's state is gone: no flannel.1 under BPF; no twill0, links or pins under kernel VXLAN.
     const has = async (dev: string) => (await run(['ip', '-n', node.netns, 'link', 'show', dev], { allowFailure: true })).code === 0;
     expect(await has('flannel.1')).toBe(mode === 'kernel');

@@ -60,13 +60,11 @@ describe('garbage in etcd', () => {
 
   it.each(bad)('%s: a warning naming the problem, the record ignored, no map touched, traffic goes on', async (_what, key, value, warning) => {
     const before = await allEntries();
-    const n1 = node('n1');
-    const from = agentLog(n1).length;
+    const from = new Map(lab.nodes.map((n) => [n.name, agentLog(n).length]));
     await etcdctl(lab, 'put', leaseKey(key()), value());
     try {
-      await until(`n1 to warn about ${key()}`, async () => warning.test(agentLog(n1).slice(from)));
-      // Every node has seen the put by now or soon: give the others the same moment, then compare.
-      await new Promise((r) => setTimeout(r, 500));
+      // Compared only once every node has judged the record: each one's warning is the proof.
+      await until(`every node to warn about ${key()}`, async () => lab.nodes.every((n) => warning.test(agentLog(n).slice(from.get(n.name)))));
       expect(await allEntries()).toEqual(before);
       for (const n of lab.nodes) expect(isAgent(n.agent!.pid, n.pinDir)).toBe(true);
       expect((await ping(pod('n1-p1').netns, pod('n2-p1').ip)).code).toBe(0);
@@ -229,6 +227,10 @@ describe('hostile packets on the underlay from a namespace that is not a node', 
 
   it('legitimate traffic is unaffected during a flood of hostile packets', async () => {
     const target = [node('n1').underlayIp, pod('n1-p1').ip, '1', '8472', node('n1').vtepMac].map((a) => `"${a}"`).join(', ');
+    // What reaches the pod's probe port during the flood (every crafted inner packet is UDP to 9999).
+    const listener = startInNetns(pod('n1-p1').netns, ['/usr/bin/python3', listen, '9999', 'never', '600']);
+    await listener.waitFor(/listening/);
+    const before = await stats('n1');
     const flood = startInNetns(HOSTILE, [
       '/usr/bin/python3',
       '-c',
@@ -237,7 +239,6 @@ describe('hostile packets on the underlay from a namespace that is not a node', 
     ]);
     await flood.waitFor(/flooding/, 30_000);
     const dmesgBefore = (await kernelLines()).length;
-    const before = await stats('n1');
     const bad: string[] = [];
     let transfers = 0;
     let floodEnded = false;
@@ -254,8 +255,26 @@ describe('hostile packets on the underlay from a namespace that is not a node', 
     expect(bad).toEqual([]);
     expect(transfers).toBeGreaterThan(0);
     expect((await kernelLines()).slice(dmesgBefore).filter((l) => /bpf|xdp|BUG|WARNING|Call Trace/i.test(l))).toEqual([]);
-    for (const reason of ['drop_unknown_source', 'drop_bad_vni', 'drop_malformed', 'drop_ip_options', 'drop_inner_not_ipv4', 'drop_inner_dst'])
-      expect(after[reason] - before[reason], reason).toBeGreaterThan(0);
+    // Every hostile packet accounted for, 25 rounds of each kind. From the unknown source: IP
+    // options are judged first, everything else (the reassembled fragments too, on twill-rx) is
+    // an unknown source. From the spoofed peer: each malformed kind under its own reason, and the
+    // fragmented packet, well-formed VXLAN from a peer's address, delivered: VXLAN has no
+    // authentication (the row before this one shows it with a single packet).
+    const delta = (reason: string) => after[reason] - before[reason];
+    expect(Object.fromEntries(['drop_unknown_source', 'drop_ip_options', 'drop_bad_vni', 'drop_malformed', 'drop_inner_not_ipv4', 'drop_inner_dst'].map((r) => [r, delta(r)]))).toEqual({
+      drop_unknown_source: 25 * 6,
+      drop_ip_options: 25 * 2,
+      drop_bad_vni: 25,
+      drop_malformed: 25 * 2,
+      drop_inner_not_ipv4: 25,
+      drop_inner_dst: 25,
+    });
+    await new Promise((r) => setTimeout(r, 500)); // the last datagram through the listener
+    listener.kill('SIGTERM');
+    await listener.exited;
+    const probes = listener.output().split('\n').filter((l) => l.startsWith('twill-probe'));
+    expect(probes.filter((l) => !l.startsWith('twill-probe:fragment'))).toEqual([]);
+    expect(probes).toHaveLength(25);
   }, 150_000);
 });
 

@@ -95,27 +95,32 @@ export async function bounceAgent(lab: LabState, n: LabNode, signal: NodeJS.Sign
   return agentLog(n).slice(from);
 }
 
+/** A ping flow from one pod to another (their nodes' names). */
+export type PingFlow = Background & { from: string; to: string };
+
 /** Pings between every ordered pair of pods on different nodes, every 20 ms, until stopped. */
-export function startPingFlows(lab: LabState): Background[] {
-  return lab.pods.flatMap((a) => lab.pods.filter((b) => b.node !== a.node).map((b) => startInNetns(a.netns, ['ping', '-i', '0.02', '-W', '1', b.ip])));
+export function startPingFlows(lab: LabState): PingFlow[] {
+  return lab.pods.flatMap((a) => lab.pods.filter((b) => b.node !== a.node).map((b) => Object.assign(startInNetns(a.netns, ['ping', '-i', '0.02', '-W', '1', b.ip]), { from: a.node, to: b.node })));
 }
 
-export async function stopPingFlows(flows: Background[]): Promise<{ sent: number; lost: number }> {
+/** Stops the flows; what each sent and lost. */
+export async function stopPingFlowsPerFlow(flows: PingFlow[]): Promise<{ from: string; to: string; sent: number; lost: number }[]> {
   for (const f of flows) f.kill('SIGINT');
   await Promise.all(flows.map((f) => f.exited));
-  let sent = 0;
-  let received = 0;
-  for (const f of flows) {
+  return flows.map((f) => {
     const m = /(\d+) packets transmitted, (\d+) received/.exec(f.output());
-    if (!m) throw new Error(`no ping summary: ${f.output().slice(-200)}`);
-    sent += Number(m[1]);
-    received += Number(m[2]);
-  }
-  return { sent, lost: sent - received };
+    if (!m) throw new Error(`no ping summary from ${f.from} to ${f.to}: ${f.output().slice(-200)}`);
+    return { from: f.from, to: f.to, sent: Number(m[1]), lost: Number(m[1]) - Number(m[2]) };
+  });
+}
+
+export async function stopPingFlows(flows: PingFlow[]): Promise<{ sent: number; lost: number }> {
+  const each = await stopPingFlowsPerFlow(flows);
+  return { sent: each.reduce((a, f) => a + f.sent, 0), lost: each.reduce((a, f) => a + f.lost, 0) };
 }
 
 /** Starts the flows and waits until each has had its first reply. */
-export async function pingFlowsRunning(lab: LabState): Promise<Background[]> {
+export async function pingFlowsRunning(lab: LabState): Promise<PingFlow[]> {
   const flows = startPingFlows(lab);
   await Promise.all(flows.map((f) => f.waitFor(/bytes from/)));
   return flows;
