@@ -130,6 +130,9 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   let configText: string;
   try {
     ({ config, text: configText } = await waitForConfig(store, status));
+    // flannel's host-gw refuses a PublicIP that is not the interface's: peers could not route to it.
+    if (config.backend.type === 'host-gw' && iface.publicIp !== iface.address)
+      throw new UnsupportedConfigError(`--public-ip ${iface.publicIp} differs from the interface's address ${iface.address}, meaning that probably you're on a NAT, which is not supported by host-gw backend`);
   } catch (err) {
     if (!(err instanceof UnsupportedConfigError)) throw err;
     log.error('cannot run this network config; exiting', { problem: err.message });
@@ -138,13 +141,6 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   }
   status.configError = undefined;
   const backend = config.backend.type;
-  // flannel's host-gw refuses a PublicIP that is not the interface's: peers could not route to it.
-  if (backend === 'host-gw' && iface.publicIp !== iface.address) {
-    const message = `--public-ip ${iface.publicIp} differs from the interface's address ${iface.address}, meaning that probably you're on a NAT, which is not supported by host-gw backend`;
-    log.error('cannot run this network config; exiting', { problem: message });
-    store.close();
-    throw new UnsupportedConfigError(message);
-  }
   log.info('network config', { network: formatCidr(config.network), subnetLen: config.subnetLen, backend, directRouting: config.backend.directRouting, vni: config.backend.vni, port: config.backend.port });
   const underlayMtu = config.backend.mtu ?? iface.mtu;
   const podMtu = underlayMtu - backendOverhead(backend);

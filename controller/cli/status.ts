@@ -183,6 +183,7 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
   if (!bpf && subnetFile.error && !opts.healthz) readMapsDoc(opts.pinDir); // throws, naming the pin dir
   const maps = bpf ? readMapsDoc(opts.pinDir) : noMaps(opts.pinDir);
   const traffic = new Map(maps.traffic.map((t) => [t.publicIp, t]));
+  const routeOf = new Map(maps.subnets.map((s) => [s.subnet, s.route]));
   const attach = bpf ? readAttachState(opts.pinDir) : undefined;
   const pinned = bpf ? listPinned(opts.pinDir) : [];
   const links = pinPaths(opts.pinDir);
@@ -200,7 +201,7 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
     attach: attach && { encap: attach.encap, decap: attach.decap, deliver: attach.deliver, tunnel: attach.tunnel, attachedAt: attach.attachedAt, layoutVersion: attach.layoutVersion },
     fastPath: attach?.fastPath && maps.path && { ...attach.fastPath, hooks: describeHooks(attach), endpoints: maps.endpoints ?? [], podLinks: listPodLinks(opts.pinDir), ...maps.path },
     backend: attach?.spec.backend,
-    peers: maps.peers.map((p) => ({ ...traffic.get(p.publicIp), ...p, route: maps.subnets.find((s) => s.subnet === p.subnet)?.route })),
+    peers: maps.peers.map((p) => ({ ...traffic.get(p.publicIp), ...p, route: routeOf.get(p.subnet) })),
     totals: { encap_packets, encap_bytes, decap_packets, decap_bytes },
     drops: Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== 0)),
     pinned,

@@ -76,10 +76,11 @@ export async function removeKernelVxlan(vni: number, drainMs = 200): Promise<boo
 
 type Remote = { public_ip: string; vtep_mac: string };
 
-/** Subnet base -> PublicIP of the desired remotes that are (or are not) routed directly. */
-function remotesByRouting(desired: DesiredMaps, direct: boolean) {
-  return new Map([...desired.subnets].filter(([, r]) => isDirect(r) === direct));
-}
+/** The desired remotes reached through VXLAN, by subnet base. */
+const vxlanRemotes = (desired: DesiredMaps) => new Map([...desired.subnets].filter(([, r]) => !isDirect(r)));
+
+/** Subnet base -> PublicIP of the desired remotes routed directly: what DirectRoutes programs. */
+const directGateways = (desired: DesiredMaps) => new Map([...desired.subnets].filter(([, r]) => isDirect(r)).map(([s, r]) => [s, r.public_ip]));
 
 /**
  * The kernel state for the lease set: read back from netlink and changed by difference. With
@@ -123,7 +124,7 @@ export class KernelVxlanDatapath {
   async sync(desired: DesiredMaps): Promise<SyncResult> {
     const dev = this.dev;
     const have = await this.current();
-    const viaVxlan = remotesByRouting(desired, false);
+    const viaVxlan = vxlanRemotes(desired);
     const upsert = [...viaVxlan].filter(([s, r]) => have.get(s)?.public_ip !== r.public_ip || have.get(s)?.vtep_mac !== r.vtep_mac);
     const remove = [...have.keys()].filter((s) => !viaVxlan.has(s));
     const len = this.subnetLen;
@@ -131,7 +132,7 @@ export class KernelVxlanDatapath {
     await ipBatch(gone.map(([s]) => `neigh del ${s} dev ${dev}`));
     await bridgeBatch(gone.filter(([, r]) => ![...viaVxlan.values()].some((d) => d.vtep_mac === r.vtep_mac)).map(([, r]) => `fdb del ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self`));
     await ipBatch(gone.map(([s]) => `route del ${s}/${len} dev ${dev}`));
-    const direct = await this.direct.sync(new Map([...remotesByRouting(desired, true)].map(([s, r]) => [s, r.public_ip])));
+    const direct = await this.direct.sync(directGateways(desired));
     // flannel's order for each lease, kept by running each kind as one batch in that order.
     await ipBatch(upsert.map(([s, r]) => `neigh replace ${s} lladdr ${r.vtep_mac} dev ${dev} nud permanent`));
     await bridgeBatch(upsert.map(([, r]) => `fdb replace ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self permanent`));
@@ -153,7 +154,7 @@ export class KernelHostGwDatapath {
   }
 
   async sync(desired: DesiredMaps): Promise<SyncResult> {
-    const r = await this.routes.sync(new Map([...remotesByRouting(desired, true)].map(([s, remote]) => [s, remote.public_ip])));
+    const r = await this.routes.sync(directGateways(desired));
     return { subnetsAdded: r.added, subnetsRemoved: r.removed, peersAdded: r.added, peersRemoved: r.removed };
   }
 

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, w
 import path from 'node:path';
 import { z } from 'zod';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { backendOverhead } from '../dataplane/spec.js';
 import { ip, ipBatch } from '../netlink/ip.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { formatCidr, hostAddress, parseCidr } from '../net/ipv4.js';
@@ -164,7 +165,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     name: o.name,
     network: o.network,
     subnetLen: o.subnetLen,
-    podMtu: o.backend === 'host-gw' ? o.mtu : o.mtu - 50,
+    podMtu: o.mtu - backendOverhead(o.backend),
     pinRoot: o.pinRoot,
     underlay: { netns: `${o.name}-ul`, bridge: 'br0', cidr: o.underlayCidr, gateway },
     routedSegment: o.routedNodes > 0 ? { bridge: 'br1', cidr: routedCidr, gateway: hostIn(routedCidr, 254) } : undefined,

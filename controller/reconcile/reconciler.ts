@@ -148,7 +148,7 @@ export class Reconciler {
     // flannel's backends each ignore the others' leases ("Ignoring non-host-gw subnet").
     let skip: string | undefined;
     if (l.backendType !== backend) skip = `backend type ${JSON.stringify(l.backendType)} is not ${backend}`;
-    else if (backend === 'host-gw') skip = l.publicIp === this.self.publicIp ? undefined : hostGwRefusal(subnet, l.publicIp, route);
+    else if (backend === 'host-gw') skip = hostGwRefusal(subnet, l.publicIp, route); // our own address answers as local: direct
     else if (!l.vtepMac) skip = 'no VtepMAC';
     else if (l.vni !== undefined && l.vni !== vni) skip = `VNI ${l.vni} differs from ours (${vni})`;
     if (!skip) {
