@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /*
- * Regenerates RELIABILITY.md's "latest run" block from a test run's output (stdin): every line a
- * test printed starting with "RELIABILITY " (and interop.test.ts's migration report), in the
- * order printed, replacing what is between the block's markers. The numbers a row quotes are
- * then what a run printed, not copied by hand.
- *   scripts/test.sh test/integration/reliability-*.test.ts 2>&1 | node scripts/reliability-report.mjs RELIABILITY.md
+ * Regenerates RELIABILITY.md's numbers from a test run's output (stdin): every line a test
+ * printed starting with "RELIABILITY " (and interop.test.ts's migration report), in the order
+ * printed. They replace the "latest run" block, and each table cell marked
+ * `<!-- m: KEY -->...<!-- /m -->` gets the lines that start with KEY. A marked cell no line of the
+ * run fills is an error: the row's test no longer prints what the row quotes. The numbers a row
+ * quotes are then what a run printed, not copied by hand.
+ *   scripts/test.sh test/integration/reliability-*.test.ts test/integration/interop.test.ts 2>&1 | node scripts/reliability-report.mjs RELIABILITY.md
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -38,10 +40,24 @@ export function replaceBlock(doc, lines, runLabel) {
   return `${doc.slice(0, a + BEGIN.length)}\n${runLabel}\n\n${body}\n${doc.slice(b)}`;
 }
 
+const CELL = /<!-- m: (.+?) -->(.*?)<!-- \/m -->/g;
+
+/** The document with every marked cell filled from the lines starting with its key; throws naming the keys no line fills. */
+export function fillCells(doc, lines) {
+  const missing = [];
+  const out = doc.replace(CELL, (_, key) => {
+    const found = lines.filter((l) => l.startsWith(key));
+    if (found.length === 0) missing.push(key);
+    return `<!-- m: ${key} -->${found.join('; ')}<!-- /m -->`;
+  });
+  if (missing.length) throw new Error(`no measured line of this run fills the cells of: ${missing.join(', ')}`);
+  return out;
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const file = process.argv[2] ?? 'RELIABILITY.md';
   const lines = measuredLines(readFileSync(0, 'utf8'));
   const label = process.argv[3] ?? `Run of ${new Date().toISOString().slice(0, 10)}:`;
-  writeFileSync(file, replaceBlock(readFileSync(file, 'utf8'), lines, label));
+  writeFileSync(file, fillCells(replaceBlock(readFileSync(file, 'utf8'), lines, label), lines));
   console.error(`${file}: ${lines.length} measured lines written`);
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error -- a plain ES module without types, run with node alone
-import { BEGIN, END, measuredLines, replaceBlock } from '../../scripts/reliability-report.mjs';
+import { BEGIN, END, fillCells, measuredLines, replaceBlock } from '../../scripts/reliability-report.mjs';
 
 describe('RELIABILITY.md numbers from a run', () => {
   const output = [
@@ -21,5 +21,14 @@ describe('RELIABILITY.md numbers from a run', () => {
     const doc = `# Reliability\n\n${BEGIN}\n- old line\n${END}\n\n## Faults\n`;
     expect(replaceBlock(doc, ['a: 0 of 1'], 'Run X:')).toBe(`# Reliability\n\n${BEGIN}\nRun X:\n\n- a: 0 of 1\n${END}\n\n## Faults\n`);
     expect(() => replaceBlock('# no markers', [], 'Run X:')).toThrow(/no latest-run markers/);
+  });
+
+  it('fills each marked cell with the lines that start with its key, and names the cells no line fills', () => {
+    const doc = '| a | <!-- m: agent SIGKILL --><!-- /m -->; asserted |\n| b | <!-- m: migration: -->old<!-- /m --> |\n';
+    const lines = ['agent SIGKILL x10: 0 of 5 packets lost', 'migration: n1 -> bpf: 0 of 3 packets lost', 'migration: n1 -> kernel: 1 of 4 packets lost'];
+    expect(fillCells(doc, lines)).toBe(
+      '| a | <!-- m: agent SIGKILL -->agent SIGKILL x10: 0 of 5 packets lost<!-- /m -->; asserted |\n| b | <!-- m: migration: -->migration: n1 -> bpf: 0 of 3 packets lost; migration: n1 -> kernel: 1 of 4 packets lost<!-- /m --> |\n',
+    );
+    expect(() => fillCells(doc, lines.slice(1))).toThrow(/cells of: agent SIGKILL$/);
   });
 });
