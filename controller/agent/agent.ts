@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { configChangeReport, ipv4Networks, parseNetworkConfig, ConfigError, UnsupportedConfigError, waitLogDue, type NetworkConfig } from '../config/network-config.js';
+import { configChangeReport, ipv4Networks, parseNetworkConfig, ConfigError, UnsupportedConfigError, waitLogDue, type Ipv4Networks, type NetworkConfig } from '../config/network-config.js';
 import { attachDataplane, detachDataplane, readAttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp, type FastPathState } from '../dataplane/attach.js';
 import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DirectRoutes, lookUpUnderlayRoutes } from '../dataplane/direct-routes.js';
@@ -91,9 +91,10 @@ const kernelVxlanMac6 = async (vni: number) => (await linkShow(`flannel-v6.${vni
 
 /**
  * The one place that refuses IPv6: the control plane carries it (config, interface, lease,
- * subnet file, CNI, status), the datapath does not yet. Called before a lease is acquired, so a
- * node that could not carry the traffic never holds a subnet its peers would route to. Replace
- * this when the IPv6 datapath lands.
+ * subnet file, CNI, status), the datapath does not yet. Checked with the config, before a lease
+ * is acquired, so a node that could not carry the traffic never holds a subnet its peers would
+ * route to. Replace this when the IPv6 datapath lands (and drop the IPv4-only `datapath4` check
+ * after it in runAgent for IPv6-only networks).
  */
 export function ipv6DatapathSupport(config: NetworkConfig): string | undefined {
   if (!config.enableIPv6) return undefined;
@@ -151,8 +152,13 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   let config: NetworkConfig;
   let configText: string;
   let iface: ChosenIface;
+  /** what the (IPv4) datapath below is built for */
+  let datapath4: { networks: Ipv4Networks; address: string; publicIp: string };
   try {
     ({ config, text: configText } = await waitForConfig(store, status));
+    // First: an operator running IPv6 is told that, not that some interface lacks an address.
+    const refusal = ipv6DatapathSupport(config);
+    if (refusal) throw new UnsupportedConfigError(`${store.configKey}: ${refusal}`);
     // As flanneld: the config says which families the interface must have addresses of.
     iface = await selectIface({
       iface: flags.iface,
@@ -168,10 +174,14 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       throw new UnsupportedConfigError(`--public-ip ${iface.publicIp} differs from the interface's address ${iface.address}, meaning that probably you're on a NAT, which is not supported by host-gw backend`);
     if (config.backend.type === 'host-gw' && iface.publicIpv6 !== iface.address6)
       throw new UnsupportedConfigError(`--public-ipv6 ${iface.publicIpv6} differs from the interface's address ${iface.address6}, meaning that probably you're on a NAT, which is not supported by host-gw backend`);
+    const networks = ipv4Networks(config);
+    // Unreachable while ipv6DatapathSupport refuses every IPv6 network: an IPv6-only one is the case it guards.
+    if (!networks || !iface.address || !iface.publicIp) throw new UnsupportedConfigError(`${store.configKey}: twill's datapath needs an IPv4 network and address`);
+    datapath4 = { networks, address: iface.address, publicIp: iface.publicIp };
   } catch (err) {
-    if (!(err instanceof UnsupportedConfigError)) throw err;
-    log.error('cannot run this network config; exiting', { problem: err.message });
+    // Neither a config twill cannot run nor an interface without the addresses it needs gets better by waiting.
     store.close();
+    if (err instanceof UnsupportedConfigError) log.error('cannot run this network config; exiting', { problem: err.message });
     throw err;
   }
   status.configError = undefined;
@@ -198,17 +208,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     backend === 'host-gw'
       ? { backendType: 'host-gw', publicIp, publicIpv6: iface.publicIpv6 }
       : { backendType: 'vxlan', publicIp, publicIpv6: iface.publicIpv6, vni: config.backend.vni, vtepMac: config.enableIPv4 ? vtepMac : undefined, vtepMac6 };
-  const refusal = ipv6DatapathSupport(config);
-  // What the datapath below is built for; ipv6DatapathSupport keeps an IPv6 network from reaching it.
-  const v4 = ipv4Networks(config);
-  const v4Address = iface.address;
-  const v4PublicIp = iface.publicIp;
-  if (refusal || !v4 || !v4Address || !v4PublicIp) {
-    const problem = refusal ?? 'the datapath needs an IPv4 network and address';
-    log.error('cannot run this network config; exiting', { problem });
-    store.close();
-    throw new UnsupportedConfigError(`${store.configKey}: ${problem}`);
-  }
+  const { networks: v4, address: v4Address, publicIp: v4PublicIp } = datapath4;
   const manager = new SubnetManager(store, config, attrs, { ttlSeconds: flags.subnetLeaseTtl, renewMarginSeconds: flags.subnetLeaseRenewMargin * 60, ...readSubnetHints(flags.subnetFile), log });
   status.manager = manager;
 
