@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { configChangeReport, parseNetworkConfig, ConfigError, UnsupportedConfigError, waitLogDue, type NetworkConfig } from '../config/network-config.js';
+import { configChangeReport, ipv4Networks, parseNetworkConfig, ConfigError, UnsupportedConfigError, waitLogDue, type Ipv4Networks, type NetworkConfig } from '../config/network-config.js';
 import { attachDataplane, detachDataplane, readAttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp, type FastPathState } from '../dataplane/attach.js';
 import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DirectRoutes, lookUpUnderlayRoutes } from '../dataplane/direct-routes.js';
@@ -8,10 +8,14 @@ import { backendOverhead, parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplan
 import { EtcdStore } from '../etcd/store.js';
 import { IptablesMasq } from '../masq/iptables.js';
 import { formatCidr } from '../net/ipv4.js';
+import { formatCidr6 } from '../net/ipv6.js';
+import { linkShow } from '../netlink/ip.js';
 import { randomVtepMac } from '../net/mac.js';
 import { Reconciler, type Datapath } from '../reconcile/reconciler.js';
 import { SubnetManager, type OwnLease } from '../subnet/manager.js';
-import { readSubnetHint, writeSubnetFile } from '../subnet/subnet-file.js';
+import { readSubnetHints, subnetFileFor, writeSubnetFile } from '../subnet/subnet-file.js';
+import { describeSubnets } from '../subnet/allocate.js';
+import { NO_PUBLIC_IP, type LeaseAttrs } from '../subnet/lease.js';
 import { LeaseWatcher } from '../subnet/watcher.js';
 import { endpointsDirFor } from '../endpoints/records.js';
 import { EndpointSync } from '../endpoints/sync.js';
@@ -72,11 +76,29 @@ function watchConfigChanges(store: EtcdStore, running: string, status: { configE
   setInterval(() => void check(), CONFIG_RECHECK_MS).unref();
 }
 
-/** The VtepMAC survives restarts: it is read back from the pinned config map when there is one. */
-function previousVtepMac(pinDir: string): string | undefined {
+/** The VtepMACs survive restarts: they are read back from the pinned config map when there is one. */
+function previousVtepMacs(pinDir: string): { vtepMac?: string; vtepMac6?: string } {
   retireIncompatiblePins(pinDir); // maps another build left with another layout could not even be opened
-  if (!existsSync(`${pinDir}/twill_config`)) return undefined;
-  return DatapathMaps.readPinnedConfig(pinDir)?.vtep_mac;
+  if (!existsSync(`${pinDir}/twill_config`)) return {};
+  const c = DatapathMaps.readPinnedConfig(pinDir);
+  // The map has no IPv6 VtepMAC until the IPv6 datapath adds one (`vtep_mac6`); read it once it does.
+  const mac6 = c && 'vtep_mac6' in c ? (c as { vtep_mac6?: unknown }).vtep_mac6 : undefined;
+  return { vtepMac: c?.vtep_mac, vtepMac6: typeof mac6 === 'string' ? mac6 : undefined };
+}
+
+/** flannel's IPv6 VXLAN device (pkg/backend/vxlan/vxlan.go): its MAC is the IPv6 VtepMAC flanneld had. */
+const kernelVxlanMac6 = async (vni: number) => (await linkShow(`flannel-v6.${vni}`))?.address;
+
+/**
+ * The one place that refuses IPv6: the control plane carries it (config, interface, lease,
+ * subnet file, CNI, status), the datapath does not yet. Checked with the config, before a lease
+ * is acquired, so a node that could not carry the traffic never holds a subnet its peers would
+ * route to. Replace this when the IPv6 datapath lands (and drop the IPv4-only `datapath4` check
+ * after it in runAgent for IPv6-only networks).
+ */
+export function ipv6DatapathSupport(config: NetworkConfig): string | undefined {
+  if (!config.enableIPv6) return undefined;
+  return `EnableIPv6: twill's datapath does not carry IPv6 yet (set EnableIPv6 false, or run flanneld on IPv6 nodes)`;
 }
 
 export async function runAgent(flags: AgentFlags): Promise<never> {
@@ -85,7 +107,10 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const status: {
     configError?: string;
     ready: boolean;
+    /** our IPv4 subnet (absent in an IPv6-only network) */
     lease?: string;
+    /** our IPv6 subnet, when the network enables IPv6 */
+    lease6?: string;
     mode?: 'bpf' | 'kernel';
     manager?: SubnetManager;
     watcher?: LeaseWatcher;
@@ -96,14 +121,12 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     fastPath?: FastPathState;
   } = { ready: false };
 
-  const iface: ChosenIface = await selectIface({ iface: flags.iface, ifaceRegex: flags.ifaceRegex, ifaceCanReach: flags.ifaceCanReach, publicIp: flags.publicIp });
-  log.info('using interface', { iface: iface.name, address: iface.address, publicIp: iface.publicIp, reason: iface.reason });
-
   const health = flags.healthzPort
     ? await startHealthServer(flags.healthzIp, flags.healthzPort, {
         ready: () => status.ready,
         detail: () => ({
           lease: status.lease,
+          lease6: status.lease6,
           leaseExpiresAt: status.manager?.own?.expiresAt && new Date(status.manager.own.expiresAt).toISOString(),
           mode: status.mode,
           configError: status.configError,
@@ -128,36 +151,71 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   });
   let config: NetworkConfig;
   let configText: string;
+  let iface: ChosenIface;
+  /** what the (IPv4) datapath below is built for */
+  let datapath4: { networks: Ipv4Networks; address: string; publicIp: string };
   try {
     ({ config, text: configText } = await waitForConfig(store, status));
+    // First: an operator running IPv6 is told that, not that some interface lacks an address.
+    const refusal = ipv6DatapathSupport(config);
+    if (refusal) throw new UnsupportedConfigError(`${store.configKey}: ${refusal}`);
+    // As flanneld: the config says which families the interface must have addresses of.
+    iface = await selectIface({
+      iface: flags.iface,
+      ifaceRegex: flags.ifaceRegex,
+      ifaceCanReach: flags.ifaceCanReach,
+      publicIp: flags.publicIp,
+      publicIpv6: flags.publicIpv6,
+      families: { ipv4: config.enableIPv4, ipv6: config.enableIPv6 },
+    });
+    log.info('using interface', { iface: iface.name, address: iface.address, publicIp: iface.publicIp, address6: iface.address6, publicIpv6: iface.publicIpv6, reason: iface.reason });
     // flannel's host-gw refuses a PublicIP that is not the interface's: peers could not route to it.
     if (config.backend.type === 'host-gw' && iface.publicIp !== iface.address)
       throw new UnsupportedConfigError(`--public-ip ${iface.publicIp} differs from the interface's address ${iface.address}, meaning that probably you're on a NAT, which is not supported by host-gw backend`);
+    if (config.backend.type === 'host-gw' && iface.publicIpv6 !== iface.address6)
+      throw new UnsupportedConfigError(`--public-ipv6 ${iface.publicIpv6} differs from the interface's address ${iface.address6}, meaning that probably you're on a NAT, which is not supported by host-gw backend`);
+    const networks = ipv4Networks(config);
+    // Unreachable while ipv6DatapathSupport refuses every IPv6 network: an IPv6-only one is the case it guards.
+    if (!networks || !iface.address || !iface.publicIp) throw new UnsupportedConfigError(`${store.configKey}: twill's datapath needs an IPv4 network and address`);
+    datapath4 = { networks, address: iface.address, publicIp: iface.publicIp };
   } catch (err) {
-    if (!(err instanceof UnsupportedConfigError)) throw err;
-    log.error('cannot run this network config; exiting', { problem: err.message });
+    // Neither a config twill cannot run nor an interface without the addresses it needs gets better by waiting.
     store.close();
+    if (err instanceof UnsupportedConfigError) log.error('cannot run this network config; exiting', { problem: err.message });
     throw err;
   }
   status.configError = undefined;
   const backend = config.backend.type;
-  log.info('network config', { network: formatCidr(config.network), subnetLen: config.subnetLen, backend, directRouting: config.backend.directRouting, vni: config.backend.vni, port: config.backend.port });
+  log.info('network config', {
+    network: config.network && formatCidr(config.network),
+    subnetLen: config.subnetLen,
+    ipv6Network: config.ipv6Network && formatCidr6(config.ipv6Network),
+    ipv6SubnetLen: config.enableIPv6 ? config.ipv6SubnetLen : undefined,
+    backend,
+    directRouting: config.backend.directRouting,
+    vni: config.backend.vni,
+    port: config.backend.port,
+  });
   const underlayMtu = config.backend.mtu ?? iface.mtu;
   const podMtu = underlayMtu - backendOverhead(backend);
-  // The lease's VtepMAC survives restarts and mode switches: BPF config map, else flannel.<VNI>.
-  const vtepMac = previousVtepMac(flags.pinDir) ?? (await kernelVxlanMac(config.backend.vni)) ?? randomVtepMac();
-  const manager = new SubnetManager(
-    store,
-    config,
-    backend === 'host-gw' ? { backendType: 'host-gw', publicIp: iface.publicIp } : { backendType: 'vxlan', publicIp: iface.publicIp, vni: config.backend.vni, vtepMac },
-    { ttlSeconds: flags.subnetLeaseTtl, renewMarginSeconds: flags.subnetLeaseRenewMargin * 60, hint: readSubnetHint(flags.subnetFile), log },
-  );
+  // The lease's VtepMACs survive restarts and mode switches: BPF config map, else flannel.<VNI> (flannel-v6.<VNI>).
+  const previous = previousVtepMacs(flags.pinDir);
+  const vtepMac = previous.vtepMac ?? (await kernelVxlanMac(config.backend.vni)) ?? randomVtepMac();
+  const vtepMac6 = config.enableIPv6 ? (previous.vtepMac6 ?? (await kernelVxlanMac6(config.backend.vni)) ?? randomVtepMac()) : undefined;
+  // flannel's LeaseAttrs: an IPv6-only node's PublicIP is the zero address, and it has no IPv4 VTEP.
+  const publicIp = iface.publicIp ?? NO_PUBLIC_IP;
+  const attrs: LeaseAttrs =
+    backend === 'host-gw'
+      ? { backendType: 'host-gw', publicIp, publicIpv6: iface.publicIpv6 }
+      : { backendType: 'vxlan', publicIp, publicIpv6: iface.publicIpv6, vni: config.backend.vni, vtepMac: config.enableIPv4 ? vtepMac : undefined, vtepMac6 };
+  const { networks: v4, address: v4Address, publicIp: v4PublicIp } = datapath4;
+  const manager = new SubnetManager(store, config, attrs, { ttlSeconds: flags.subnetLeaseTtl, renewMarginSeconds: flags.subnetLeaseRenewMargin * 60, ...readSubnetHints(flags.subnetFile), log });
   status.manager = manager;
 
-  const acquireWithRetry = async (hint?: OwnLease['subnet']): Promise<OwnLease> => {
+  const acquireWithRetry = async (held?: OwnLease): Promise<OwnLease> => {
     for (let delay = 1000; ; delay = Math.min(delay * 2, 30_000)) {
       try {
-        return await manager.acquire(hint);
+        return await manager.acquire(held?.subnet, held?.subnet6);
       } catch (err) {
         log.error('cannot acquire a subnet lease, retrying', { error: (err as Error).message, retryInMs: delay });
         await sleep(delay);
@@ -169,16 +227,17 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
 
   /** Sets up this node's datapath for the lease we hold; run again if the lease ever moves. */
   const program = async (own: OwnLease): Promise<Datapath> => {
-    status.lease = formatCidr(own.subnet);
+    status.lease = config.enableIPv4 ? formatCidr(own.subnet) : undefined;
+    status.lease6 = own.subnet6 && formatCidr6(own.subnet6);
     status.mode = undefined; // until this mode is programmed
     if (mode === 'bpf') {
       const spec = parseDataplaneSpec({
         pinDir: flags.pinDir,
         underlayIface: iface.name,
-        publicIp: iface.address,
+        publicIp: v4Address,
         vtepMac,
         subnet: formatCidr(own.subnet),
-        network: formatCidr(config.network),
+        network: formatCidr(v4.network),
         backend,
         vni: config.backend.vni,
         port: config.backend.port,
@@ -206,13 +265,13 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     }
     if (backend === 'host-gw') {
       status.mode = mode;
-      return new KernelHostGwDatapath(formatCidr(config.network), config.subnetLen, iface.name);
+      return new KernelHostGwDatapath(formatCidr(v4.network), v4.subnetLen, iface.name);
     }
     // flannel.<VNI> needs the VXLAN port that twill's tunnel device holds; BPF decap goes on meanwhile.
     if (readAttachState(flags.pinDir)?.tunnel) await removeTunnelDevice(flags.pinDir);
-    await ensureKernelVxlan({ vni: config.backend.vni, port: config.backend.port, underlayIface: iface.name, localIp: iface.address, vtepMac, subnet: formatCidr(own.subnet), underlayMtu });
+    await ensureKernelVxlan({ vni: config.backend.vni, port: config.backend.port, underlayIface: iface.name, localIp: v4Address, vtepMac, subnet: formatCidr(own.subnet), underlayMtu });
     status.mode = mode;
-    return new KernelVxlanDatapath(config.backend.vni, config.subnetLen, formatCidr(config.network));
+    return new KernelVxlanDatapath(config.backend.vni, v4.subnetLen, formatCidr(v4.network));
   };
 
   /**
@@ -241,7 +300,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       if (await removeKernelVxlan(config.backend.vni)) log.info(`switched from kernel VXLAN to ${mode === 'bpf' ? 'BPF' : 'host-gw routes'}: removed the vxlan device`);
     }
     if (mode === 'bpf') {
-      const stale = await new DirectRoutes(formatCidr(config.network), config.subnetLen).sync(new Map());
+      const stale = await new DirectRoutes(formatCidr(v4.network), v4.subnetLen).sync(new Map());
       if (stale.removed) log.info('switched from kernel routes to BPF: removed the direct routes to peers', { routes: stale.removed });
       const tunnel = await retryTunnelDeviceUp(flags.pinDir);
       if (!tunnel.up) log.warn('the tunnel device is not up: fragmented VXLAN is dropped and tc decap gets no GRO', { reason: tunnel.reason });
@@ -256,7 +315,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const masq = new IptablesMasq({ resyncSeconds: flags.iptablesResync, log: logger('masq') });
   status.masq = masq;
   const masqInput = (lease: OwnLease) => ({
-    network: config.network,
+    network: v4.network,
     subnet: lease.subnet,
     ipMasq: flags.ipMasq,
     randomFully: !flags.ipMasqFullyRandomDisable,
@@ -266,7 +325,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   masq.startResync();
   const reconciler = new Reconciler(
     undefined,
-    { subnet: formatCidr(own.subnet), publicIp: iface.publicIp },
+    { subnet: formatCidr(own.subnet), publicIp: v4PublicIp },
     { backend, vni: config.backend.vni, directRouting: config.backend.directRouting, underlay: lookUpUnderlayRoutes },
     log,
   );
@@ -292,11 +351,12 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   await reconciler.settled();
   await removeOtherMode();
 
-  writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: podMtu, ipMasq: flags.ipMasq });
+  const subnetFile = (lease: OwnLease) => subnetFileFor(config, lease, { mtu: podMtu, ipMasq: flags.ipMasq });
+  writeSubnetFile(flags.subnetFile, subnetFile(own));
   status.ready = true;
   watchConfigChanges(store, configText, status);
-  sdNotify(`READY=1\nSTATUS=lease ${formatCidr(own.subnet)}`);
-  log.info('ready', { lease: formatCidr(own.subnet), reservation: own.reservation, subnetFile: flags.subnetFile, pinDir: flags.pinDir });
+  sdNotify(`READY=1\nSTATUS=lease ${describeSubnets(own)}`);
+  log.info('ready', { lease: describeSubnets(own), reservation: own.reservation, subnetFile: flags.subnetFile, pinDir: flags.pinDir });
 
   const shutdown = (signal: string) => {
     // The datapath stays: pinned links and maps keep forwarding until the next agent takes over.
@@ -321,7 +381,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     if (outcome === 'renew') {
       try {
         gone = !(await manager.renew());
-        if (!gone) log.info('lease renewed', { lease: formatCidr(own.subnet), expiresInS: Math.round(((manager.own?.expiresAt ?? 0) - Date.now()) / 1000) });
+        if (!gone) log.info('lease renewed', { lease: describeSubnets(own), expiresInS: Math.round(((manager.own?.expiresAt ?? 0) - Date.now()) / 1000) });
       } catch (err) {
         log.warn('lease renewal failed, retrying in a minute or before expiry', { error: (err as Error).message });
         await Promise.race([lost, sleep(Math.min(60_000, Math.max(1000, ((manager.own?.expiresAt ?? Date.now()) - Date.now()) / 2)))]);
@@ -330,18 +390,18 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     }
     if (!gone) continue;
     status.ready = false;
-    log.error('our subnet lease is gone from etcd: re-acquiring', { lease: formatCidr(own.subnet) });
-    const previous = formatCidr(own.subnet);
-    own = await acquireWithRetry(own.subnet);
-    if (formatCidr(own.subnet) !== previous) {
-      log.error('lease moved to another subnet: pods on the old subnet lose connectivity until they are recreated', { from: previous, to: formatCidr(own.subnet) });
-      reconciler.setSelf({ subnet: formatCidr(own.subnet), publicIp: iface.publicIp });
+    log.error('our subnet lease is gone from etcd: re-acquiring', { lease: describeSubnets(own) });
+    const held = describeSubnets(own);
+    own = await acquireWithRetry(own);
+    if (describeSubnets(own) !== held) {
+      log.error('lease moved to another subnet: pods on the old subnet lose connectivity until they are recreated', { from: held, to: describeSubnets(own) });
+      reconciler.setSelf({ subnet: formatCidr(own.subnet), publicIp: v4PublicIp });
       reconciler.setDatapath(await program(own));
       await masq.update(masqInput(own));
-      writeSubnetFile(flags.subnetFile, { network: config.network, subnet: own.subnet, mtu: podMtu, ipMasq: flags.ipMasq });
+      writeSubnetFile(flags.subnetFile, subnetFile(own));
     }
     reconciler.update(watcher.leases);
     status.ready = true;
-    log.warn('lease re-acquired', { lease: formatCidr(own.subnet) });
+    log.warn('lease re-acquired', { lease: describeSubnets(own) });
   }
 }

@@ -1,4 +1,5 @@
 import { parseIpv4 } from '../net/ipv4.js';
+import { parseIpv6 } from '../net/ipv6.js';
 
 /*
  * flanneld's command line, parsed the way Go's flag package does (-name or --name, =value or a
@@ -58,6 +59,8 @@ const badEndpoint = (v: string[]) => {
   return bad === undefined ? (v.length ? undefined : 'no endpoint given') : `endpoint ${bad} is not http(s)://host:port`;
 };
 const ip = (v: string) => (parseIpv4(v) === undefined ? 'not an IPv4 address' : undefined);
+const ip6 = (v: string) => (parseIpv6(v) === undefined ? 'not an IPv6 address' : undefined);
+const anyIp = (v: string) => (parseIpv4(v) === undefined && parseIpv6(v) === undefined ? 'not an IPv4 or IPv6 address' : undefined);
 const range = (lo: number, hi: number) => (v: number) => (v < lo || v > hi ? `must be between ${lo} and ${hi}` : undefined);
 
 const specs: Record<string, Spec> = {
@@ -70,9 +73,9 @@ const specs: Record<string, Spec> = {
   'etcd-password': { key: 'etcdPassword', kind: 'string' },
   iface: { key: 'iface', kind: 'list', def: [] },
   'iface-regex': { key: 'ifaceRegex', kind: 'list', def: [] },
-  'iface-can-reach': { key: 'ifaceCanReach', kind: 'string', check: ip },
+  'iface-can-reach': { key: 'ifaceCanReach', kind: 'string', check: anyIp },
   'public-ip': { key: 'publicIp', kind: 'string', check: ip },
-  'public-ipv6': { key: 'publicIpv6', kind: 'string' },
+  'public-ipv6': { key: 'publicIpv6', kind: 'string', check: ip6 },
   'subnet-file': { key: 'subnetFile', kind: 'string', def: '/run/flannel/subnet.env' },
   'subnet-lease-renew-margin': { key: 'subnetLeaseRenewMargin', kind: 'int', def: 60, check: range(1, 1439) },
   'ip-masq': { key: 'ipMasq', kind: 'bool', def: false },

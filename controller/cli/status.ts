@@ -5,6 +5,7 @@ import { readAttachState, type AttachState, type FastPathState } from '../datapl
 import { listPodLinks, type PodLink } from '../dataplane/pod-links.js';
 import { pinPaths } from '../dataplane/spec.js';
 import { formatCidr } from '../net/ipv4.js';
+import { formatCidr6 } from '../net/ipv6.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { parseArgs } from './args.js';
 import { formatNodeLine, formatPathLine, formatTrafficLine, readMapsDoc, type MapsDoc, type PeerTrafficDoc, type TrafficCounters } from './maps.js';
@@ -22,6 +23,10 @@ export interface SubnetFileDoc {
   path: string;
   network?: string;
   subnet?: string;
+  /** FLANNEL_IPV6_NETWORK, when the network enables IPv6 */
+  ipv6Network?: string;
+  /** FLANNEL_IPV6_SUBNET's network: our IPv6 lease */
+  ipv6Subnet?: string;
   mtu?: number;
   ipMasq?: boolean;
   error?: string;
@@ -50,7 +55,8 @@ export interface StatusDoc {
   /** false: nothing pinned under pinDir (a kernel VXLAN node, or a wrong --pin-dir) */
   bpf: boolean;
   node?: MapsDoc['config'];
-  lease: { subnet?: string; expiresAt?: string };
+  /** subnet6: our IPv6 lease, when the network enables IPv6 */
+  lease: { subnet?: string; subnet6?: string; expiresAt?: string };
   subnetFile: SubnetFileDoc;
   attach?: Pick<AttachState, 'encap' | 'decap' | 'deliver' | 'tunnel' | 'attachedAt' | 'layoutVersion'>;
   /** absent on a node whose datapath an older build attached */
@@ -113,6 +119,8 @@ function readSubnetFileDoc(file: string): SubnetFileDoc {
       path: file,
       network: f.network && formatCidr(f.network),
       subnet: f.subnet && formatCidr(f.subnet), // the lease, as FLANNEL_SUBNET's first host address is masked off
+      ipv6Network: f.ipv6Network && formatCidr6(f.ipv6Network),
+      ipv6Subnet: f.ipv6Subnet && formatCidr6(f.ipv6Subnet),
       mtu: f.mtu,
       ipMasq: f.ipMasq,
     };
@@ -195,6 +203,7 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
     node: maps.config,
     lease: {
       subnet: maps.config ? `${maps.config.subnet}/${maps.config.subnet_len}` : subnetFile.subnet,
+      subnet6: typeof health?.detail?.lease6 === 'string' ? health.detail.lease6 : subnetFile.ipv6Subnet,
       expiresAt: typeof health?.detail?.leaseExpiresAt === 'string' ? health.detail.leaseExpiresAt : undefined,
     },
     subnetFile,
@@ -230,9 +239,10 @@ export function describeHooks(a: AttachState): FastPathDoc['hooks'] {
 function printStatus(s: StatusDoc): void {
   console.log(`node       ${s.node ? formatNodeLine(s.node) : s.bpf ? '(not configured)' : `(no BPF datapath under ${s.pinDir})`}`);
   if (s.backend) console.log(`backend    ${s.backend}`);
-  console.log(`lease      ${s.lease.subnet ?? '?'}${s.lease.expiresAt ? `  expires ${s.lease.expiresAt}` : ''}`);
+  console.log(`lease      ${s.lease.subnet ?? '?'}${s.lease.subnet6 ? ` ${s.lease.subnet6}` : ''}${s.lease.expiresAt ? `  expires ${s.lease.expiresAt}` : ''}`);
   const f = s.subnetFile;
-  console.log(`subnet.env ${f.path}: ${f.error ?? `network ${f.network} subnet ${f.subnet} mtu ${f.mtu} ipmasq ${f.ipMasq}`}`);
+  const v6 = f.ipv6Subnet ? ` ipv6 network ${f.ipv6Network} subnet ${f.ipv6Subnet}` : '';
+  console.log(`subnet.env ${f.path}: ${f.error ?? `network ${f.network} subnet ${f.subnet}${v6} mtu ${f.mtu} ipmasq ${f.ipMasq}`}`);
   if (s.attach) {
     console.log(`attached   encap ${s.attach.encap.mode} on ${s.attach.encap.iface}, decap ${s.attach.decap.mode} on ${s.attach.decap.iface}${s.attach.deliver ? `, deliver ${s.attach.deliver.mode} on ${s.attach.deliver.iface}` : ''} (since ${s.attach.attachedAt})`);
     if (s.attach.decap.reason) console.log(`decap hook ${s.attach.decap.hook}: ${s.attach.decap.reason}`);

@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { formatCidr } from '../net/ipv4.js';
+import { formatCidr6 } from '../net/ipv6.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { endpointsDirFor, readEndpointRecord, readPinDirPointer, recordFromCniResult, removeEndpointRecord, writeEndpointRecord } from '../endpoints/records.js';
 
@@ -36,11 +37,21 @@ export class CniError extends Error {
   }
 }
 
-/** Pure: flannel's delegate config for a netconf and a subnet file's contents. */
+/**
+ * Pure: flannel's delegate config for a netconf and a subnet file's contents. With IPv6 the
+ * file has FLANNEL_IPV6_SUBNET and FLANNEL_IPV6_NETWORK too (or only those): host-local gets a
+ * range per family, IPv4 first, and a route to each family's network, as flannel's plugin does
+ * (flannel-io/cni-plugin flannel_linux.go getDelegateIPAM; what is required: flannel.go missing()).
+ */
 export function delegateConfig(conf: CniNetConf, subnetFileText: string): Record<string, unknown> {
   const env = parseSubnetFile(subnetFileText);
-  if (!env.network || !env.subnet || env.mtu === undefined || env.ipMasq === undefined)
-    throw new CniError(7, 'subnet file is incomplete: it needs FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU and FLANNEL_IPMASQ');
+  const missing = [
+    ...(env.network || env.ipv6Network ? [] : ['FLANNEL_NETWORK or FLANNEL_IPV6_NETWORK']),
+    ...(env.subnet || env.ipv6Subnet ? [] : ['FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET']),
+    ...(env.mtu === undefined ? ['FLANNEL_MTU'] : []),
+    ...(env.ipMasq === undefined ? ['FLANNEL_IPMASQ'] : []),
+  ];
+  if (missing.length) throw new CniError(7, `subnet file is incomplete: it has no ${missing.join(', ')}`);
   const d: Record<string, unknown> = { ...(conf.delegate ?? {}) };
   d.name = conf.name;
   d.type ??= 'bridge';
@@ -50,9 +61,13 @@ export function delegateConfig(conf: CniNetConf, subnetFileText: string): Record
   if (conf.cniVersion) d.cniVersion = conf.cniVersion;
   const ipam: Record<string, unknown> = { ...(conf.ipam ?? {}) };
   ipam.type ??= 'host-local';
-  // The network of FLANNEL_SUBNET (host bits cleared), as flannel's plugin passes it.
-  ipam.ranges = [[{ subnet: formatCidr(env.subnet) }]];
-  ipam.routes = [...((ipam.routes as unknown[]) ?? []), { dst: formatCidr(env.network) }];
+  // The networks of FLANNEL_SUBNET and FLANNEL_IPV6_SUBNET (host bits cleared), as flannel's plugin passes them.
+  ipam.ranges = [...(env.subnet ? [[{ subnet: formatCidr(env.subnet) }]] : []), ...(env.ipv6Subnet ? [[{ subnet: formatCidr6(env.ipv6Subnet) }]] : [])];
+  ipam.routes = [
+    ...((ipam.routes as unknown[]) ?? []),
+    ...(env.network ? [{ dst: formatCidr(env.network) }] : []),
+    ...(env.ipv6Network ? [{ dst: formatCidr6(env.ipv6Network) }] : []),
+  ];
   d.ipam = ipam;
   return d;
 }

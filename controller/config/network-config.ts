@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { cidrContains, cidrSize, formatCidr, parseCidr, type Cidr } from '../net/ipv4.js';
+import { formatIpv4, parseCidr, parseIpv4, type Cidr } from '../net/ipv4.js';
+import { formatIpv6, parseCidr6, parseIpv6, type Cidr6 } from '../net/ipv6.js';
 
 /*
  * flannel's network config (<prefix>/config) with flannel's defaults and validation.
@@ -25,18 +26,43 @@ export interface BackendConfig {
   directRouting: boolean;
 }
 
-export interface NetworkConfig {
-  enableIPv4: boolean;
-  enableIPv6: boolean;
+/** The IPv4 half of a network config: present exactly when EnableIPv4 is true. */
+export interface Ipv4Networks {
   network: Cidr;
   subnetLen: number;
   subnetMin: Cidr;
   subnetMax: Cidr;
-  ipv6Network?: string;
-  ipv6SubnetLen?: number;
+}
+
+/** The IPv6 half: present exactly when EnableIPv6 is true. */
+export interface Ipv6Networks {
+  ipv6Network: Cidr6;
+  ipv6SubnetLen: number;
+  ipv6SubnetMin: Cidr6;
+  ipv6SubnetMax: Cidr6;
+}
+
+type Absent<T> = { [K in keyof T]?: undefined };
+
+/*
+ * The families are discriminated by their Enable flag, so code that reads `network` (or
+ * `ipv6Network`) must first check the flag: an IPv6-only network has no IPv4 part to misuse.
+ */
+export type NetworkConfig = {
   backend: BackendConfig;
   /** the document as stored, for logs */
   raw: unknown;
+} & (({ enableIPv4: true } & Ipv4Networks) | ({ enableIPv4: false } & Absent<Ipv4Networks>)) &
+  (({ enableIPv6: true } & Ipv6Networks) | ({ enableIPv6: false; ipv6SubnetLen: number } & Absent<Omit<Ipv6Networks, 'ipv6SubnetLen'>>));
+
+/** The IPv4 half, if the network has one. */
+export function ipv4Networks(c: NetworkConfig): Ipv4Networks | undefined {
+  return c.enableIPv4 ? { network: c.network, subnetLen: c.subnetLen, subnetMin: c.subnetMin, subnetMax: c.subnetMax } : undefined;
+}
+
+/** The IPv6 half, if the network has one. */
+export function ipv6Networks(c: NetworkConfig): Ipv6Networks | undefined {
+  return c.enableIPv6 ? { ipv6Network: c.ipv6Network, ipv6SubnetLen: c.ipv6SubnetLen, ipv6SubnetMin: c.ipv6SubnetMin, ipv6SubnetMax: c.ipv6SubnetMax } : undefined;
 }
 
 export class ConfigError extends Error {
@@ -99,6 +125,109 @@ function zodProblems(err: z.ZodError, prefix: string): string[] {
   return err.issues.map((i) => `${prefix}${i.path.join('.')}: ${i.message}`);
 }
 
+type FamilyCidr = { ip: bigint; len: number };
+
+/**
+ * flannel's CheckNetworkConfig rules for one address family (pkg/subnet/config.go): the two
+ * families differ only in sizes and names, so one walk serves both, on bigints.
+ */
+interface FamilyRules {
+  name: 'IPv4' | 'IPv6';
+  fields: { network: string; len: string; min: string; max: string; enable: string };
+  bits: number;
+  /** the longest SubnetLen (a tunnel and a bridge address must fit) */
+  maxSubnetLen: number;
+  /** the longest network prefix without SubnetLen: four subnets of four addresses */
+  maxNetworkLen: number;
+  /** the SubnetLen given when the network is large enough for it */
+  defaultSubnetLen: number;
+  parseNetwork(text: string): FamilyCidr | undefined;
+  parseAddress(text: string): bigint | undefined;
+  format(ip: bigint): string;
+}
+
+const mask = (bits: number, len: number) => (len === 0 ? 0n : (((1n << BigInt(bits)) - 1n) << BigInt(bits - len)) & ((1n << BigInt(bits)) - 1n));
+
+const IPV4: FamilyRules = {
+  name: 'IPv4',
+  fields: { network: 'Network', len: 'SubnetLen', min: 'SubnetMin', max: 'SubnetMax', enable: 'EnableIPv4' },
+  bits: 32,
+  maxSubnetLen: 30,
+  maxNetworkLen: 28,
+  defaultSubnetLen: 24,
+  parseNetwork: (text) => {
+    const c = parseCidr(text);
+    return c && { ip: BigInt(c.ip), len: c.len };
+  },
+  parseAddress: (text) => {
+    const ip = parseIpv4(text);
+    return ip === undefined ? undefined : BigInt(ip);
+  },
+  format: (ip) => formatIpv4(Number(ip)),
+};
+
+const IPV6: FamilyRules = {
+  name: 'IPv6',
+  fields: { network: 'IPv6Network', len: 'IPv6SubnetLen', min: 'IPv6SubnetMin', max: 'IPv6SubnetMax', enable: 'EnableIPv6' },
+  bits: 128,
+  maxSubnetLen: 126,
+  maxNetworkLen: 124,
+  defaultSubnetLen: 64,
+  parseNetwork: (text) => parseCidr6(text),
+  parseAddress: parseIpv6,
+  format: formatIpv6,
+};
+
+/** One family's network, SubnetLen and range with flannel's defaults; problems are pushed, each naming field and value. */
+function familyNetworks(
+  f: FamilyRules,
+  given: { network?: string; len?: number; min?: string; max?: string },
+  problems: string[],
+): { network: FamilyCidr; subnetLen: number; min: FamilyCidr; max: FamilyCidr } | undefined {
+  const n = f.fields;
+  const fmt = (c: FamilyCidr) => `${f.format(c.ip)}/${c.len}`;
+  if (given.network === undefined) {
+    problems.push(`${n.network}: missing (required when ${n.enable} is true)`);
+    return undefined;
+  }
+  const network = f.parseNetwork(given.network);
+  if (!network) {
+    problems.push(`${n.network} ${JSON.stringify(given.network)}: not an ${f.name} CIDR`);
+    return undefined;
+  }
+  let subnetLen: number;
+  if (given.len === undefined || given.len === 0) {
+    if (network.len > f.maxNetworkLen) {
+      problems.push(`${n.network} ${given.network}: prefix /${network.len} is too small, must be /${f.maxNetworkLen} or larger`);
+      return undefined;
+    }
+    subnetLen = network.len <= f.defaultSubnetLen - 2 ? f.defaultSubnetLen : network.len + 2;
+  } else if (given.len > f.maxSubnetLen) {
+    problems.push(`${n.len} ${given.len}: must be <= ${f.maxSubnetLen}`);
+    return undefined;
+  } else if (given.len < network.len + 2) {
+    problems.push(`${n.len} ${given.len}: must be >= ${network.len + 2} (${n.network} /${network.len} plus 2)`);
+    return undefined;
+  } else subnetLen = given.len;
+  const step = 1n << BigInt(f.bits - subnetLen);
+  const bound = (field: string, value: string | undefined, fallback: bigint): FamilyCidr | undefined => {
+    if (value === undefined) return { ip: fallback, len: subnetLen };
+    const ip = f.parseAddress(value);
+    if (ip === undefined) {
+      problems.push(`${field} ${JSON.stringify(value)}: not an ${f.name} address`);
+      return undefined;
+    }
+    const masked = ip & mask(f.bits, subnetLen);
+    if ((ip & mask(f.bits, network.len)) !== network.ip) problems.push(`${field} ${value}: outside ${n.network} ${fmt(network)}`);
+    else if (masked !== ip) problems.push(`${field} ${value}: not aligned to ${n.len} /${subnetLen}`);
+    return { ip: masked, len: subnetLen };
+  };
+  const min = bound(n.min, given.min, network.ip + step);
+  const max = bound(n.max, given.max, network.ip + (1n << BigInt(f.bits - network.len)) - step);
+  if (min && max && min.ip > max.ip) problems.push(`${n.min} ${fmt(min)} is above ${n.max} ${fmt(max)}`);
+  return min && max ? { network, subnetLen, min, max } : undefined;
+}
+
 /** Parses and validates; throws ConfigError listing every problem, each naming field and value. */
 export function parseNetworkConfig(text: string): NetworkConfig {
   let doc: unknown;
@@ -121,7 +250,6 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   const enableIPv4 = t.EnableIPv4 ?? true;
   const enableIPv6 = t.EnableIPv6 ?? false;
   if (!enableIPv4 && !enableIPv6) problems.push('EnableIPv4 and EnableIPv6 are both false: nothing to do');
-  if (enableIPv6) unsupported.push('EnableIPv6: IPv6 overlays are not supported by twill yet (set EnableIPv6 false)');
   const type = (b.Type ?? 'udp').toLowerCase(); // flannel's default backend is udp
   const supported = `twill implements ${SUPPORTED_BACKENDS.join(' and ')}`;
   if (b.Type === undefined) unsupported.push(`Backend.Type missing: flannel's default is the udp backend, which twill does not implement (${supported}; set Type)`);
@@ -132,50 +260,19 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     if (b.Learning) unsupported.push('Backend.Learning true: twill programs every peer from its lease, it does not learn VTEPs from traffic');
   }
 
-  let network: Cidr | undefined;
-  if (enableIPv4) {
-    if (t.Network === undefined) problems.push('Network: missing (required when EnableIPv4 is true)');
-    else {
-      network = parseCidr(t.Network);
-      if (!network) problems.push(`Network ${JSON.stringify(t.Network)}: not an IPv4 CIDR`);
-      else if (network.len > 28) problems.push(`Network ${t.Network}: prefix /${network.len} is too small, must be /28 or larger`);
-    }
-  }
-  let subnetLen = 0;
-  let subnetMin: Cidr | undefined;
-  let subnetMax: Cidr | undefined;
-  if (network && network.len <= 28) {
-    if (t.SubnetLen === undefined || t.SubnetLen === 0) subnetLen = network.len <= 22 ? 24 : network.len + 2;
-    else if (t.SubnetLen > 30) problems.push(`SubnetLen ${t.SubnetLen}: must be <= 30`);
-    else if (t.SubnetLen < network.len + 2) problems.push(`SubnetLen ${t.SubnetLen}: must be >= ${network.len + 2} (Network /${network.len} plus 2)`);
-    else subnetLen = t.SubnetLen;
-  }
-  if (network && subnetLen) {
-    const step = 2 ** (32 - subnetLen);
-    const bound = (field: 'SubnetMin' | 'SubnetMax', value: string | undefined, fallback: number): Cidr | undefined => {
-      if (value === undefined) return { ip: fallback >>> 0, len: subnetLen };
-      const ip = parseCidr(`${value}/${subnetLen}`);
-      if (!ip) {
-        problems.push(`${field} ${JSON.stringify(value)}: not an IPv4 address`);
-        return undefined;
-      }
-      if (!cidrContains(network!, ip)) problems.push(`${field} ${value}: outside Network ${formatCidr(network!)}`);
-      else if (parseCidr(`${value}/${subnetLen}`, true) === undefined) problems.push(`${field} ${value}: not aligned to SubnetLen /${subnetLen}`);
-      return ip;
-    };
-    subnetMin = bound('SubnetMin', t.SubnetMin, network.ip + step);
-    subnetMax = bound('SubnetMax', t.SubnetMax, network.ip + cidrSize(network) - step);
-    if (subnetMin && subnetMax && subnetMin.ip > subnetMax.ip) problems.push(`SubnetMin ${formatCidr(subnetMin)} is above SubnetMax ${formatCidr(subnetMax)}`);
-  }
+  const v4 = enableIPv4 ? familyNetworks(IPV4, { network: t.Network, len: t.SubnetLen, min: t.SubnetMin, max: t.SubnetMax }, problems) : undefined;
+  const v6 = enableIPv6 ? familyNetworks(IPV6, { network: t.IPv6Network, len: t.IPv6SubnetLen, min: t.IPv6SubnetMin, max: t.IPv6SubnetMax }, problems) : undefined;
   if (unsupported.length) throw new UnsupportedConfigError(`unsupported config: ${[...unsupported, ...problems].join('; ')}`);
   if (problems.length) throw new ConfigError(`invalid config: ${problems.join('; ')}`);
+  const toV4 = (c: FamilyCidr): Cidr => ({ ip: Number(c.ip), len: c.len });
+  const families = {
+    ...(v4 ? { enableIPv4: true as const, network: toV4(v4.network), subnetLen: v4.subnetLen, subnetMin: toV4(v4.min), subnetMax: toV4(v4.max) } : { enableIPv4: false as const }),
+    ...(v6
+      ? { enableIPv6: true as const, ipv6Network: v6.network, ipv6SubnetLen: v6.subnetLen, ipv6SubnetMin: v6.min, ipv6SubnetMax: v6.max }
+      : { enableIPv6: false as const, ipv6SubnetLen: t.IPv6SubnetLen ?? 0 }),
+  };
   return {
-    enableIPv4,
-    enableIPv6,
-    network: network!,
-    subnetLen,
-    subnetMin: subnetMin!,
-    subnetMax: subnetMax!,
+    ...families,
     backend: {
       type: type as BackendType,
       vni: b.VNI || 1, // flannel treats 0 as unset
@@ -201,7 +298,8 @@ export function configChangeReport(running: string, current: string | undefined)
   try {
     const before = parseNetworkConfig(running);
     const after = parseNetworkConfig(current);
-    if (JSON.stringify({ ...after, raw: undefined }) === JSON.stringify({ ...before, raw: undefined })) return undefined;
+    const same = (c: NetworkConfig) => JSON.stringify({ ...c, raw: undefined }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+    if (same(after) === same(before)) return undefined;
     return 'the network config changed after start: twill, like flanneld, reads it only at start; the running datapath is unchanged until the agent restarts';
   } catch (err) {
     return `the network config changed after start to one twill cannot run (${(err as Error).message}): the running datapath is unchanged`;

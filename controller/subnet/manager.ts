@@ -1,14 +1,18 @@
 import type { Lease as EtcdLease } from 'etcd3';
 import type { NetworkConfig } from '../config/network-config.js';
 import { LeaseGoneError, type EtcdStore } from '../etcd/store.js';
-import { formatCidr, type Cidr } from '../net/ipv4.js';
+import { type Cidr } from '../net/ipv4.js';
+import { formatIpv6, parseIpv6, type Cidr6 } from '../net/ipv6.js';
 import type { Logger } from '../util/log.js';
-import { decideAcquire, unroutableReason } from './allocate.js';
+import { decideAcquire, describeSubnets, unroutableReason } from './allocate.js';
 import { encodeLeaseValue, isReservation, type LeaseAttrs, parseLeaseKV, subnetKey, type Lease, type LeaseParse } from './lease.js';
 
 /** What we hold in etcd. */
 export interface OwnLease {
+  /** NO_SUBNET in an IPv6-only network */
   subnet: Cidr;
+  /** there when the network enables IPv6 */
+  subnet6?: Cidr6;
   key: string;
   reservation: boolean;
   /** null for a reservation, which has no TTL and is never converted into one */
@@ -37,8 +41,8 @@ export function usableLeases(records: { key: string; value: string; lease: strin
 
 export function routableLease(p: LeaseParse, config?: NetworkConfig): LeaseParse {
   if (!p.ok || !config) return p;
-  const misfit = unroutableReason(config, p.lease.subnet);
-  return misfit ? { ok: false, reason: `lease ${subnetKey(p.lease.subnet)}: ${misfit}` } : p;
+  const misfit = unroutableReason(config, p.lease);
+  return misfit ? { ok: false, reason: `lease ${subnetKey(p.lease.subnet, p.lease.subnet6)}: ${misfit}` } : p;
 }
 
 /**
@@ -52,11 +56,17 @@ export class SubnetManager {
     private readonly store: EtcdStore,
     private readonly config: NetworkConfig,
     private readonly attrs: NodeAttrs,
-    private readonly opts: { ttlSeconds: number; renewMarginSeconds: number; hint?: Cidr; log: Logger; random?: () => number },
+    private readonly opts: { ttlSeconds: number; renewMarginSeconds: number; hint?: Cidr; hint6?: Cidr6; log: Logger; random?: () => number },
   ) {}
 
-  /** `hint` overrides the subnet-file hint: on re-acquire, the subnet we just held is the one to get back. */
-  async acquire(hint = this.opts.hint): Promise<OwnLease> {
+  /** Whether a record is ours: the same PublicIP, and the same PublicIPv6 when we have one. */
+  private isOurs(l: Pick<Lease, 'publicIp' | 'publicIpv6'>): boolean {
+    const canonical = (ip: string | undefined) => (ip === undefined ? undefined : formatIpv6(parseIpv6(ip) ?? 0n));
+    return l.publicIp === this.attrs.publicIp && (this.attrs.publicIpv6 === undefined || canonical(l.publicIpv6) === canonical(this.attrs.publicIpv6));
+  }
+
+  /** `hint`/`hint6` override the subnet-file hints: on re-acquire, the subnets we just held are the ones to get back. */
+  async acquire(hint = this.opts.hint, hint6 = this.opts.hint6): Promise<OwnLease> {
     const { log } = this.opts;
     const value = encodeLeaseValue(this.attrs);
     const restored = await this.restoreOverwritten(value);
@@ -64,31 +74,31 @@ export class SubnetManager {
     for (let attempt = 1; ; attempt++) {
       const { records } = await this.store.listLeases();
       const leases = usableLeases(records, log);
-      const d = decideAcquire({ config: this.config, publicIp: this.attrs.publicIp, leases, hint, random: this.opts.random });
+      const d = decideAcquire({ config: this.config, publicIp: this.attrs.publicIp, publicIpv6: this.attrs.publicIpv6, leases, hint, hint6, random: this.opts.random });
       const stale = d.action === 'reuse' ? [] : d.stale;
       for (const s of stale) {
-        log.warn('deleting our old lease that no longer fits the network config', { subnet: formatCidr(s.subnet) });
-        await this.store.deleteLease(subnetKey(s.subnet), s.modRevision);
+        log.warn('deleting our old lease that no longer fits the network config', { subnet: describeSubnets(s) });
+        await this.store.deleteLease(subnetKey(s.subnet, s.subnet6), s.modRevision);
       }
       let own: OwnLease | undefined;
       if (d.action === 'reuse') {
-        const key = subnetKey(d.lease.subnet);
+        const key = subnetKey(d.lease.subnet, d.lease.subnet6);
         // Fresh attributes (our VtepMAC may be new); a reservation stays one.
         const lease = await this.store.rewriteLease(key, value, d.lease.modRevision, d.reservation ? undefined : this.opts.ttlSeconds);
         if (lease !== undefined) {
           if (!d.reservation) await this.store.revokeLeaseId(d.lease.etcdLease);
-          own = { subnet: d.lease.subnet, key, reservation: d.reservation, etcdLease: lease, expiresAt: lease ? Date.now() + this.opts.ttlSeconds * 1000 : undefined };
-          log.info(d.reservation ? 'using our reservation' : 'reusing our lease', { subnet: formatCidr(d.lease.subnet) });
+          own = { subnet: d.lease.subnet, subnet6: d.lease.subnet6, key, reservation: d.reservation, etcdLease: lease, expiresAt: lease ? Date.now() + this.opts.ttlSeconds * 1000 : undefined };
+          log.info(d.reservation ? 'using our reservation' : 'reusing our lease', { subnet: describeSubnets(d.lease) });
         }
       } else if (d.action === 'allocate') {
-        const key = subnetKey(d.subnet);
+        const key = subnetKey(d.subnet, d.subnet6);
         const lease = await this.store.createLease(key, value, this.opts.ttlSeconds);
         if (lease) {
-          own = { subnet: d.subnet, key, reservation: false, etcdLease: lease, expiresAt: Date.now() + this.opts.ttlSeconds * 1000 };
-          log.info('acquired a new lease', { subnet: formatCidr(d.subnet), via: d.via });
+          own = { subnet: d.subnet, subnet6: d.subnet6, key, reservation: false, etcdLease: lease, expiresAt: Date.now() + this.opts.ttlSeconds * 1000 };
+          log.info('acquired a new lease', { subnet: describeSubnets(d), via: d.via });
         }
       } else {
-        log.error('no free subnet left in the network; retrying', { network: formatCidr(this.config.network), attempt });
+        log.error(`no free ${d.family} subnet left in the network; retrying`, { attempt });
         await sleep(Math.min(30_000, 1000 * attempt));
         continue;
       }
@@ -114,7 +124,7 @@ export class SubnetManager {
     const record = (await this.store.listLeases()).records.find((r) => r.key === this.store.subnetsPrefix + own.key);
     if (!record) return undefined;
     const current = parseLeaseKV(record.key, record.value);
-    if (current.ok && current.lease.publicIp === this.attrs.publicIp) return undefined;
+    if (current.ok && this.isOurs(current.lease)) return undefined;
     try {
       await this.store.keepalive(own.etcdLease);
     } catch {
@@ -124,8 +134,8 @@ export class SubnetManager {
     if (!lease) return undefined;
     await own.etcdLease.revoke().catch(() => undefined);
     this.opts.log.error('our lease record was overwritten while we hold the subnet: ignoring the write and restoring ours', {
-      subnet: formatCidr(own.subnet),
-      overwrittenWith: current.ok ? { publicIp: current.lease.publicIp } : { problem: current.reason },
+      subnet: describeSubnets(own),
+      overwrittenWith: current.ok ? { publicIp: current.lease.publicIp, publicIpv6: current.lease.publicIpv6 } : { problem: current.reason },
     });
     this.own = { ...own, etcdLease: lease, expiresAt: Date.now() + this.opts.ttlSeconds * 1000 };
     return this.own;
@@ -158,7 +168,7 @@ export class SubnetManager {
     if (!this.own || !e.key.endsWith(`/${this.own.key}`)) return false;
     if (e.type === 'delete') return true;
     const p = parseLeaseKV(e.key, e.value);
-    return !p.ok || p.lease.publicIp !== this.attrs.publicIp;
+    return !p.ok || !this.isOurs(p.lease);
   }
 }
 

@@ -1,23 +1,43 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { formatCidr, hostAddress, parseCidr, type Cidr } from '../net/ipv4.js';
+import { formatCidr6, hostAddress6, parseCidr6, type Cidr6 } from '../net/ipv6.js';
+import type { NetworkConfig } from '../config/network-config.js';
 
-/** flannel's subnet.env, which the flannel CNI plugin and Docker users read. */
+/**
+ * flannel's subnet.env, which the flannel CNI plugin and Docker users read. Each family's pair
+ * of lines is there when the network enables that family: an IPv6-only file has no
+ * FLANNEL_NETWORK or FLANNEL_SUBNET.
+ */
 export interface SubnetFile {
-  network: Cidr;
-  subnet: Cidr;
+  network?: Cidr;
+  subnet?: Cidr;
+  ipv6Network?: Cidr6;
+  ipv6Subnet?: Cidr6;
   mtu: number;
   ipMasq: boolean;
 }
 
-export function formatSubnetFile(f: SubnetFile): string {
-  // FLANNEL_SUBNET is the first usable address with the prefix length, as flannel writes it.
-  return (
-    `FLANNEL_NETWORK=${formatCidr(f.network)}\n` +
-    `FLANNEL_SUBNET=${hostAddress(f.subnet, 1)}/${f.subnet.len}\n` +
-    `FLANNEL_MTU=${f.mtu}\n` +
-    `FLANNEL_IPMASQ=${f.ipMasq}\n`
-  );
+/** What the agent writes: at least one family's network and subnet. */
+export type SubnetFileContents = SubnetFile & ({ network: Cidr; subnet: Cidr } | { ipv6Network: Cidr6; ipv6Subnet: Cidr6 });
+
+/** What the agent writes for a lease: each enabled family's network and our subnet in it. */
+export function subnetFileFor(config: NetworkConfig, lease: { subnet: Cidr; subnet6?: Cidr6 }, o: { mtu: number; ipMasq: boolean }): SubnetFileContents {
+  const v6 = config.enableIPv6 && lease.subnet6 ? { ipv6Network: config.ipv6Network, ipv6Subnet: lease.subnet6 } : undefined;
+  if (config.enableIPv4) return { network: config.network, subnet: lease.subnet, ...v6, ...o };
+  if (v6) return { ...v6, ...o };
+  throw new Error('an IPv6-only lease without an IPv6 subnet: nothing to write to the subnet file');
+}
+
+/**
+ * flannel's WriteSubnetFile (pkg/subnet/subnet.go): the IPv4 pair, then the IPv6 pair, then MTU
+ * and IPMASQ; each subnet as its first usable address with the prefix length.
+ */
+export function formatSubnetFile(f: SubnetFileContents): string {
+  let out = '';
+  if (f.network && f.subnet) out += `FLANNEL_NETWORK=${formatCidr(f.network)}\nFLANNEL_SUBNET=${hostAddress(f.subnet, 1)}/${f.subnet.len}\n`;
+  if (f.ipv6Network && f.ipv6Subnet) out += `FLANNEL_IPV6_NETWORK=${formatCidr6(f.ipv6Network)}\nFLANNEL_IPV6_SUBNET=${hostAddress6(f.ipv6Subnet, 1)}/${f.ipv6Subnet.len}\n`;
+  return `${out}FLANNEL_MTU=${f.mtu}\nFLANNEL_IPMASQ=${f.ipMasq}\n`;
 }
 
 export function parseSubnetFile(text: string): Partial<SubnetFile> {
@@ -31,22 +51,27 @@ export function parseSubnetFile(text: string): Partial<SubnetFile> {
   if (net) out.network = net;
   const sub = vars.get('FLANNEL_SUBNET') && parseCidr(vars.get('FLANNEL_SUBNET')!);
   if (sub) out.subnet = sub;
+  const net6 = vars.get('FLANNEL_IPV6_NETWORK') && parseCidr6(vars.get('FLANNEL_IPV6_NETWORK')!);
+  if (net6) out.ipv6Network = net6;
+  const sub6 = vars.get('FLANNEL_IPV6_SUBNET') && parseCidr6(vars.get('FLANNEL_IPV6_SUBNET')!);
+  if (sub6) out.ipv6Subnet = sub6;
   if (vars.has('FLANNEL_MTU') && /^\d+$/.test(vars.get('FLANNEL_MTU')!)) out.mtu = Number(vars.get('FLANNEL_MTU'));
   if (vars.has('FLANNEL_IPMASQ')) out.ipMasq = vars.get('FLANNEL_IPMASQ') === 'true';
   return out;
 }
 
-/** The previous subnet, if a readable subnet file names one: flannel's second choice at start. */
-export function readSubnetHint(file: string): Cidr | undefined {
+/** The previous subnets, if a readable subnet file names them: flannel's second choice at start (previousSubnet, previousIPv6Subnet). */
+export function readSubnetHints(file: string): { hint?: Cidr; hint6?: Cidr6 } {
   try {
-    return parseSubnetFile(readFileSync(file, 'utf8')).subnet;
+    const f = parseSubnetFile(readFileSync(file, 'utf8'));
+    return { hint: f.subnet, hint6: f.ipv6Subnet };
   } catch {
-    return undefined;
+    return {};
   }
 }
 
 /** Readers never see a half-written file: temp file in the same directory, fsync, rename. */
-export function writeSubnetFile(file: string, f: SubnetFile): void {
+export function writeSubnetFile(file: string, f: SubnetFileContents): void {
   mkdirSync(path.dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
   const fd = openSync(tmp, 'w', 0o644);

@@ -1,5 +1,5 @@
 import type { EtcdStore, WatchEvent } from '../etcd/store.js';
-import { formatCidr } from '../net/ipv4.js';
+import { describeSubnets } from './allocate.js';
 import type { Logger } from '../util/log.js';
 import { leaseKey, parseLeaseKV, sameLease, type Lease } from './lease.js';
 import { routableLease, usableLeases } from './manager.js';
@@ -120,7 +120,7 @@ export class LeaseWatcher {
       (this.leases.has(k) ? change.changed : change.added).push(parsed.lease);
       this.leases.set(k, parsed.lease);
     }
-    this.log.debug('lease event', { type: e.type, subnet: formatCidr(parsed.lease.subnet), publicIp: parsed.lease.publicIp });
+    this.log.debug('lease event', { type: e.type, subnet: describeSubnets(parsed.lease), publicIp: parsed.lease.publicIp, publicIpv6: parsed.lease.publicIpv6 });
     this.onChange(change, this.leases);
   }
 }

@@ -63,6 +63,20 @@ describe('twill agent with a real etcd', () => {
     for (const n of lab.nodes) expect((await maps(n)).subnets).toHaveLength(2);
   });
 
+  it.each([
+    ['dual stack', '{"Network":"10.251.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}'],
+    ['IPv6 only', '{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"host-gw"}}'],
+  ])('an IPv6 network (%s): the agent names the missing datapath and exits before taking a lease', async (name, config) => {
+    const prefix = `/twill-test/ipv6-${name.replace(' ', '-')}`;
+    await etcdctl('put', `${prefix}/config`, config);
+    const pinDir = '/sys/fs/bpf/twill-lab/twa-ipv6';
+    const res = await twill(['agent', `--etcd-endpoints=${lab.etcd!.endpoint}`, `--etcd-prefix=${prefix}`, '--iface=eth0', `--pin-dir=${pinDir}`, '--subnet-file=/run/twill/lab/twa/ipv6.env'], node('n1').netns);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain(`twill: ${prefix}/config: EnableIPv6: twill's datapath does not carry IPv6 yet`);
+    expect(existsSync(pinDir)).toBe(false);
+    expect((await etcdctl('get', '--prefix', '--keys-only', `${prefix}/subnets`)).stdout.trim()).toBe('');
+  });
+
   it('rejects a wrong flag value with a message naming it', async () => {
     const res = await twill(['agent', '--subnet-lease-renew-margin', '0']);
     expect(res.code).toBe(2);

@@ -24,8 +24,25 @@ describe("flannel's delegate config", () => {
     expect(d).toMatchObject({ ipMasq: false, mtu: 1400, hairpinMode: true, ipam: { dataDir: '/x', routes: [{ dst: '0.0.0.0/0' }, { dst: '10.244.0.0/16' }] } });
   });
 
-  it('refuses an incomplete subnet file', () => {
-    expect(() => delegateConfig({ name: 'n', type: 'flannel' }, 'FLANNEL_NETWORK=10.244.0.0/16\n')).toThrow(/subnet file is incomplete/);
+  it('refuses an incomplete subnet file, naming what is missing', () => {
+    expect(() => delegateConfig({ name: 'n', type: 'flannel' }, 'FLANNEL_NETWORK=10.244.0.0/16\n')).toThrow(/subnet file is incomplete: it has no FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ/);
+    expect(() => delegateConfig({ name: 'n', type: 'flannel' }, 'FLANNEL_IPV6_SUBNET=fc00::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n')).toThrow(/it has no FLANNEL_NETWORK or FLANNEL_IPV6_NETWORK$/);
+  });
+
+  const dualEnv = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:7::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n';
+
+  it('gives host-local a range and a route per family in dual stack, IPv4 first', () => {
+    const d = delegateConfig({ name: 'cbr0', type: 'flannel', ipam: { routes: [{ dst: '0.0.0.0/0' }] } }, dualEnv);
+    expect(d.ipam).toEqual({
+      type: 'host-local',
+      ranges: [[{ subnet: '10.244.7.0/24' }], [{ subnet: 'fc00:0:0:7::/64' }]],
+      routes: [{ dst: '0.0.0.0/0' }, { dst: '10.244.0.0/16' }, { dst: 'fc00::/48' }],
+    });
+  });
+
+  it('gives host-local only the IPv6 range and route in an IPv6-only network', () => {
+    const d = delegateConfig({ name: 'cbr0', type: 'flannel' }, 'FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:7::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
+    expect(d).toMatchObject({ ipMasq: false, mtu: 1450, ipam: { type: 'host-local', ranges: [[{ subnet: 'fc00:0:0:7::/64' }]], routes: [{ dst: 'fc00::/48' }] } });
   });
 });
 

@@ -35,6 +35,10 @@ describe('flanneld flags', () => {
     expect(f.healthzPort).toBe(8471);
   });
 
+  it('takes IPv6 addresses for --public-ipv6 and --iface-can-reach', () => {
+    expect(parseAgentFlags(['--public-ipv6', 'fd00::1', '--iface-can-reach=2001:db8::1'])).toMatchObject({ publicIpv6: 'fd00::1', ifaceCanReach: '2001:db8::1' });
+  });
+
   it('reads FLANNELD_* variables, and a flag beats its variable', () => {
     const env = { FLANNELD_ETCD_PREFIX: '/my/net', FLANNELD_IP_MASQ: 'true', FLANNELD_HEALTHZ_PORT: '9000' };
     const f = parseAgentFlags(['--healthz-port=9001'], env);
@@ -45,6 +49,8 @@ describe('flanneld flags', () => {
     [['--subnet-lease-renew-margin', '0'], /--subnet-lease-renew-margin 0: must be between 1 and 1439/],
     [['--healthz-port=http'], /--healthz-port http: not an integer/],
     [['--public-ip', '10.0.0'], /--public-ip 10.0.0: not an IPv4 address/],
+    [['--public-ipv6', '10.0.0.1'], /--public-ipv6 10.0.0.1: not an IPv6 address/],
+    [['--iface-can-reach', 'fd00::1::2'], /--iface-can-reach fd00::1::2: not an IPv4 or IPv6 address/],
     [['--etcd-endpoints', 'localhost:2379'], /endpoint localhost:2379 is not http\(s\):\/\/host:port/],
     [['--ip-masq=maybe'], /--ip-masq=maybe: not a boolean/],
     [['--etcd-certfile', '/c.pem'], /--etcd-certfile and --etcd-keyfile go together/],

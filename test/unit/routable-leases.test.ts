@@ -27,7 +27,7 @@ describe('routable leases', () => {
     ['10.244.7.128/25', '10.244.7.128/25 is not a /24 as the network config says'],
     ['10.245.7.0/24', '10.245.7.0/24 is outside the network 10.244.0.0/16'],
   ])('%s: %s', (subnet, reason) => {
-    expect(unroutableReason(config, parseCidr(subnet)!)).toBe(reason);
+    expect(unroutableReason(config, { subnet: parseCidr(subnet)! })).toBe(reason);
   });
 
   it('a listing for the datapath leaves misfits out with a warning; one for the allocator keeps them', () => {
