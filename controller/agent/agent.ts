@@ -11,7 +11,7 @@ import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
 import { linkShow } from '../netlink/ip.js';
 import { randomVtepMac } from '../net/mac.js';
-import { Reconciler, type Datapath } from '../reconcile/reconciler.js';
+import { noDatapath, Reconciler, type Datapath } from '../reconcile/reconciler.js';
 import { SubnetManager, type OwnLease } from '../subnet/manager.js';
 import { readSubnetHints, subnetFileFor, writeSubnetFile } from '../subnet/subnet-file.js';
 import { describeSubnets } from '../subnet/allocate.js';
@@ -90,15 +90,17 @@ function previousVtepMacs(pinDir: string): { vtepMac?: string; vtepMac6?: string
 const kernelVxlanMac6 = async (vni: number) => (await linkShow(`flannel-v6.${vni}`))?.address;
 
 /**
- * The one place that refuses IPv6: the control plane carries it (config, interface, lease,
- * subnet file, CNI, status), the datapath does not yet. Checked with the config, before a lease
- * is acquired, so a node that could not carry the traffic never holds a subnet its peers would
- * route to. Replace this when the IPv6 datapath lands (and drop the IPv4-only `datapath4` check
- * after it in runAgent for IPv6-only networks).
+ * The one place that refuses what twill does not carry of IPv6 yet. Checked with the config,
+ * before a lease is acquired, so a node that could not carry the traffic never holds a subnet
+ * its peers would route to.
  */
-export function ipv6DatapathSupport(config: NetworkConfig): string | undefined {
+export function ipv6DatapathSupport(config: NetworkConfig, dataplane: AgentFlags['dataplane'] = 'auto'): string | undefined {
   if (!config.enableIPv6) return undefined;
-  return `EnableIPv6: twill's datapath does not carry IPv6 yet (set EnableIPv6 false, or run flanneld on IPv6 nodes)`;
+  if (config.backend.type === 'host-gw') return 'EnableIPv6 with the host-gw backend: twill carries IPv6 with the vxlan backend only so far (set EnableIPv6 false, or run flanneld on these nodes)';
+  if (config.backend.directRouting) return 'EnableIPv6 with Backend.DirectRouting: twill does not route IPv6 peers directly yet (set DirectRouting false, or EnableIPv6 false)';
+  if (!config.enableIPv4 && dataplane === 'bpf')
+    return "EnableIPv4 false with --dataplane bpf: twill's BPF dataplane needs an IPv4 network beside IPv6 so far; an IPv6-only network runs on --dataplane kernel (auto picks it)";
+  return undefined;
 }
 
 export async function runAgent(flags: AgentFlags): Promise<never> {
@@ -152,12 +154,12 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   let config: NetworkConfig;
   let configText: string;
   let iface: ChosenIface;
-  /** what the (IPv4) datapath below is built for */
-  let datapath4: { networks: Ipv4Networks; address: string; publicIp: string };
+  /** what the IPv4 datapath below is built for; none in an IPv6-only network */
+  let datapath4: { networks: Ipv4Networks; address: string; publicIp: string } | undefined;
   try {
     ({ config, text: configText } = await waitForConfig(store, status));
     // First: an operator running IPv6 is told that, not that some interface lacks an address.
-    const refusal = ipv6DatapathSupport(config);
+    const refusal = ipv6DatapathSupport(config, flags.dataplane);
     if (refusal) throw new UnsupportedConfigError(`${store.configKey}: ${refusal}`);
     // As flanneld: the config says which families the interface must have addresses of.
     iface = await selectIface({
@@ -175,9 +177,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     if (config.backend.type === 'host-gw' && iface.publicIpv6 !== iface.address6)
       throw new UnsupportedConfigError(`--public-ipv6 ${iface.publicIpv6} differs from the interface's address ${iface.address6}, meaning that probably you're on a NAT, which is not supported by host-gw backend`);
     const networks = ipv4Networks(config);
-    // Unreachable while ipv6DatapathSupport refuses every IPv6 network: an IPv6-only one is the case it guards.
-    if (!networks || !iface.address || !iface.publicIp) throw new UnsupportedConfigError(`${store.configKey}: twill's datapath needs an IPv4 network and address`);
-    datapath4 = { networks, address: iface.address, publicIp: iface.publicIp };
+    // selectIface found an address of every family the config enables, or threw.
+    datapath4 = networks && iface.address && iface.publicIp ? { networks, address: iface.address, publicIp: iface.publicIp } : undefined;
   } catch (err) {
     // Neither a config twill cannot run nor an interface without the addresses it needs gets better by waiting.
     store.close();
@@ -208,7 +209,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     backend === 'host-gw'
       ? { backendType: 'host-gw', publicIp, publicIpv6: iface.publicIpv6 }
       : { backendType: 'vxlan', publicIp, publicIpv6: iface.publicIpv6, vni: config.backend.vni, vtepMac: config.enableIPv4 ? vtepMac : undefined, vtepMac6 };
-  const { networks: v4, address: v4Address, publicIp: v4PublicIp } = datapath4;
+  const ipv6 = config.enableIPv6 ? { network: formatCidr6(config.ipv6Network!), subnetLen: config.ipv6SubnetLen, address: iface.address6!, publicIp: iface.publicIpv6! } : undefined;
   const manager = new SubnetManager(store, config, attrs, { ttlSeconds: flags.subnetLeaseTtl, renewMarginSeconds: flags.subnetLeaseRenewMargin * 60, ...readSubnetHints(flags.subnetFile), log });
   status.manager = manager;
 
@@ -223,13 +224,20 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     }
   };
 
-  let mode: 'bpf' | 'kernel' = flags.dataplane === 'kernel' ? 'kernel' : 'bpf';
+  // An IPv6-only network has no IPv4 for the BPF dataplane to carry: auto takes flannel's devices.
+  let mode: 'bpf' | 'kernel' = flags.dataplane === 'kernel' || !datapath4 ? 'kernel' : 'bpf';
+  if (!datapath4 && flags.dataplane === 'auto') log.info('an IPv6-only network: using kernel VXLAN (flannel-v6.<VNI>), as the BPF dataplane needs IPv4 so far');
 
   /** Sets up this node's datapath for the lease we hold; run again if the lease ever moves. */
   const program = async (own: OwnLease): Promise<Datapath> => {
     status.lease = config.enableIPv4 ? formatCidr(own.subnet) : undefined;
     status.lease6 = own.subnet6 && formatCidr6(own.subnet6);
     status.mode = undefined; // until this mode is programmed
+    if (!datapath4) {
+      status.mode = mode;
+      return noDatapath;
+    }
+    const { networks: v4, address: v4Address } = datapath4;
     if (mode === 'bpf') {
       const spec = parseDataplaneSpec({
         pinDir: flags.pinDir,
@@ -274,6 +282,14 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     return new KernelVxlanDatapath(config.backend.vni, v4.subnetLen, formatCidr(v4.network));
   };
 
+  /** The IPv6 side, for the lease we hold: flannel-v6.<VNI> exactly as flanneld makes it. */
+  const program6 = async (own: OwnLease): Promise<Datapath | undefined> => {
+    if (!ipv6 || !own.subnet6) return undefined;
+    const subnet6 = formatCidr6(own.subnet6);
+    await ensureKernelVxlan({ family: 6, vni: config.backend.vni, port: config.backend.port, underlayIface: iface.name, localIp: ipv6.address, vtepMac: vtepMac6!, subnet: subnet6, underlayMtu });
+    return new KernelVxlanDatapath(config.backend.vni, ipv6.subnetLen, ipv6.network, 6);
+  };
+
   /**
    * The pods on this node, for the fast path: synced before the agent reports ready (a restart
    * repairs what changed while it was down), then on every CNI record and link change.
@@ -299,8 +315,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     if (mode === 'bpf' || backend === 'host-gw') {
       if (await removeKernelVxlan(config.backend.vni)) log.info(`switched from kernel VXLAN to ${mode === 'bpf' ? 'BPF' : 'host-gw routes'}: removed the vxlan device`);
     }
-    if (mode === 'bpf') {
-      const stale = await new DirectRoutes(formatCidr(v4.network), v4.subnetLen).sync(new Map());
+    if (mode === 'bpf' && datapath4) {
+      const stale = await new DirectRoutes(formatCidr(datapath4.networks.network), datapath4.networks.subnetLen).sync(new Map());
       if (stale.removed) log.info('switched from kernel routes to BPF: removed the direct routes to peers', { routes: stale.removed });
       const tunnel = await retryTunnelDeviceUp(flags.pinDir);
       if (!tunnel.up) log.warn('the tunnel device is not up: fragmented VXLAN is dropped and tc decap gets no GRO', { reason: tunnel.reason });
@@ -312,21 +328,28 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
 
   let own = await acquireWithRetry();
   // Masquerade and forward-accept rules follow the lease; they are never removed on exit.
-  const masq = new IptablesMasq({ resyncSeconds: flags.iptablesResync, log: logger('masq') });
+  // IPv4 only: IPv6 masquerade (flannel's ip6tables rules) is not done yet.
+  const masq = datapath4 ? new IptablesMasq({ resyncSeconds: flags.iptablesResync, log: logger('masq') }) : undefined;
   status.masq = masq;
-  const masqInput = (lease: OwnLease) => ({
+  const masqInput = (lease: OwnLease, v4 = datapath4!.networks) => ({
     network: v4.network,
     subnet: lease.subnet,
     ipMasq: flags.ipMasq,
     randomFully: !flags.ipMasqFullyRandomDisable,
     forwardRules: flags.iptablesForwardRules,
   });
-  await masq.update(masqInput(own));
-  masq.startResync();
+  await masq?.update(masqInput(own));
+  masq?.startResync();
+  const selfOf = (lease: OwnLease) => ({
+    subnet: datapath4 ? formatCidr(lease.subnet) : '',
+    publicIp: datapath4?.publicIp ?? '',
+    subnet6: lease.subnet6 && formatCidr6(lease.subnet6),
+    publicIpv6: ipv6?.publicIp,
+  });
   const reconciler = new Reconciler(
     undefined,
-    { subnet: formatCidr(own.subnet), publicIp: v4PublicIp },
-    { backend, vni: config.backend.vni, directRouting: config.backend.directRouting, underlay: lookUpUnderlayRoutes },
+    selfOf(own),
+    { backend, vni: config.backend.vni, directRouting: config.backend.directRouting, underlay: lookUpUnderlayRoutes, families: { ipv4: config.enableIPv4, ipv6: config.enableIPv6 } },
     log,
   );
   status.reconciler = reconciler;
@@ -346,7 +369,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   // the reconciler holds watch events until the datapath is there.
   await watcher.start();
   reconciler.update(watcher.leases);
-  reconciler.setDatapath(await program(own));
+  reconciler.setDatapath(await program(own), await program6(own));
   log.info('datapath mode', { mode, requested: flags.dataplane });
   await reconciler.settled();
   await removeOtherMode();
@@ -395,9 +418,9 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     own = await acquireWithRetry(own);
     if (describeSubnets(own) !== held) {
       log.error('lease moved to another subnet: pods on the old subnet lose connectivity until they are recreated', { from: held, to: describeSubnets(own) });
-      reconciler.setSelf({ subnet: formatCidr(own.subnet), publicIp: v4PublicIp });
-      reconciler.setDatapath(await program(own));
-      await masq.update(masqInput(own));
+      reconciler.setSelf(selfOf(own));
+      reconciler.setDatapath(await program(own), await program6(own));
+      await masq?.update(masqInput(own));
       writeSubnetFile(flags.subnetFile, subnetFile(own));
     }
     reconciler.update(watcher.leases);

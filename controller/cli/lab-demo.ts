@@ -6,13 +6,15 @@ import { run } from '../util/exec.js';
 
 /** Shows a running lab at work: every cross-node pod pair pings, one TCP transfer per node pair. */
 export async function runDemo(state: LabState): Promise<number> {
-  const cross = state.pods.flatMap((a) => state.pods.filter((b) => b.node !== a.node).map((b) => [a, b] as const));
-  console.log(`ping: ${cross.length} cross-node pod pairs`);
+  // Every address of the target: a dual-stack lab pings each pair in both families.
+  const cross = state.pods.flatMap((a) => state.pods.filter((b) => b.node !== a.node).flatMap((b) => (b.ips ?? [b.ip]).map((addr) => [a, b, addr] as const)));
+  const families = new Set(cross.map(([, , addr]) => (addr.includes(':') ? 'IPv6' : 'IPv4')));
+  console.log(`ping: ${cross.length} cross-node pod pairs and addresses (${[...families].join(' and ')})`);
   let failedPings = 0;
-  for (const [a, b] of cross) {
-    const ok = (await run(['ping', '-c', '1', '-W', '2', b.ip], { netns: a.netns, allowFailure: true })).code === 0;
+  for (const [a, b, addr] of cross) {
+    const ok = (await run(['ping', '-c', '1', '-W', '2', addr], { netns: a.netns, allowFailure: true })).code === 0;
     if (!ok) failedPings++;
-    console.log(`  ${a.name.padEnd(8)} -> ${b.name.padEnd(8)} ${b.ip.padEnd(15)} ${ok ? 'ok' : 'FAILED'}`);
+    console.log(`  ${a.name.padEnd(8)} -> ${b.name.padEnd(8)} ${addr.padEnd(15)} ${ok ? 'ok' : 'FAILED'}`);
   }
 
   const firstPodOf = (node: string) => state.pods.find((p) => p.node === node)!;
@@ -48,7 +50,7 @@ export async function runDemo(state: LabState): Promise<number> {
   const ok = failedPings === 0 && failedTcp === 0;
   console.log(
     ok
-      ? `summary: all ${cross.length} cross-node pod pairs answered and ${nodePairs.length} TCP transfers completed through twill's BPF datapath`
+      ? `summary: all ${cross.length} cross-node pod pairs answered and ${nodePairs.length} TCP transfers completed through twill's BPF datapath${families.has('IPv6') ? ' (IPv6 through flannel-v6.1, the kernel vxlan device, on every node)' : ''}`
       : `summary: ${failedPings} of ${cross.length} pings and ${failedTcp} of ${nodePairs.length} TCP transfers FAILED`,
   );
   console.log(`next: bin/twill lab status | bin/twill maps --pin-dir ${state.nodes[0].pinDir} | bin/twill lab down`);

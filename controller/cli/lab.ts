@@ -17,6 +17,8 @@ const upOpts = {
   backend: { type: 'string', default: 'vxlan', describe: "the network config's Backend.Type: vxlan or host-gw" },
   'direct-routing': { type: 'boolean', default: false, describe: 'vxlan with DirectRouting: peers on the same L2 segment are routed without VXLAN' },
   'routed-nodes': { type: 'number', default: 0, describe: 'how many nodes (the last ones) sit on a second L2 segment, behind a router' },
+  'ip-family': { type: 'string', default: 'ipv4', describe: 'the pod network: ipv4, ipv6 or dual (dual-stack); with IPv6 the underlay is dual-stack' },
+  'ipv6-network': { type: 'string', default: 'fd10:244::/56', describe: "the config's IPv6Network, /64 per node" },
 } satisfies OptTable;
 const podOpts = {
   ...nameOpt,
@@ -47,6 +49,8 @@ export async function labCommand(argv: string[]): Promise<number> {
             backend: o.backend as 'vxlan' | 'host-gw',
             directRouting: o['direct-routing'],
             routedNodes: o['routed-nodes'],
+            ipFamily: o['ip-family'] as 'ipv4' | 'ipv6' | 'dual',
+            ipv6Network: o['ipv6-network'],
           },
           progress,
         );
@@ -104,22 +108,28 @@ function printStatus(state: LabState, json: boolean): void {
       network: state.network,
       backend: state.backend ?? 'vxlan',
       directRouting: state.directRouting ?? false,
+      ipFamily: state.ipFamily ?? 'ipv4',
+      ipv6Network: state.ipv6Network,
       underlay: state.underlay,
+      underlay6: state.underlay6,
       routedSegment: state.routedSegment,
       etcd: state.etcd && { netns: state.etcd.netns, endpoint: state.etcd.endpoint, prefix: state.etcd.prefix, pid: state.etcd.pid },
-      nodes: state.nodes.map(({ name, netns, underlayIp, subnet, vtepMac, pinDir, iface, subnetFile, agent, dataplane }) => ({
+      nodes: state.nodes.map(({ name, netns, underlayIp, underlayIp6, subnet, subnet6, vtepMac, vtepMac6, pinDir, iface, subnetFile, agent, dataplane }) => ({
         name,
         dataplane,
         netns,
         underlayIp,
+        underlayIp6,
         subnet,
+        subnet6,
         vtepMac,
+        vtepMac6,
         pinDir,
         iface,
         subnetFile,
         agent: agent && { pid: agent.pid, healthz: agent.healthz, log: agent.log },
       })),
-      pods: state.pods.map(({ name, netns, ip, node }) => ({ name, netns, ip, node })),
+      pods: state.pods.map(({ name, netns, ip, ips, node }) => ({ name, netns, ip, ips: ips ?? [ip], node })),
       podMtu: state.podMtu,
       subnetLen: state.subnetLen,
     };
@@ -131,7 +141,9 @@ function printStatus(state: LabState, json: boolean): void {
   if (state.etcd) console.log(`etcd ${state.etcd.endpoint} (prefix ${state.etcd.prefix}) in ${state.etcd.netns}, pid ${state.etcd.pid}`);
   console.log('nodes');
   for (const n of state.nodes)
-    console.log(`  ${n.name.padEnd(4)} ${n.dataplane.padEnd(6)} ${n.netns.padEnd(10)} ${n.underlayIp.padEnd(15)} ${n.subnet.padEnd(16)} vtep ${n.vtepMac}  ${n.pinDir}  agent pid ${n.agent?.pid ?? '-'} healthz ${n.agent?.healthz ?? '-'}`);
+    console.log(
+      `  ${n.name.padEnd(4)} ${n.dataplane.padEnd(6)} ${n.netns.padEnd(10)} ${[n.underlayIp, n.underlayIp6].filter(Boolean).join(' ').padEnd(15)} ${[n.subnet, n.subnet6].filter(Boolean).join(' ').padEnd(16)} vtep ${[n.vtepMac, n.vtepMac6].filter(Boolean).join(' ')}  ${n.pinDir}  agent pid ${n.agent?.pid ?? '-'} healthz ${n.agent?.healthz ?? '-'}`,
+    );
   console.log('pods');
-  for (const p of state.pods) console.log(`  ${p.name.padEnd(7)} ${p.netns.padEnd(13)} ${p.ip.padEnd(15)} on ${p.node}`);
+  for (const p of state.pods) console.log(`  ${p.name.padEnd(7)} ${p.netns.padEnd(13)} ${(p.ips ?? [p.ip]).join(' ').padEnd(15)} on ${p.node}`);
 }

@@ -10,24 +10,36 @@ const log = logger('kernel-vxlan');
 
 /*
  * flannel's vxlan backend, reproduced: the fallback for kernels without what the BPF datapath
- * needs, and a flannel-identical peer for interop tests and benchmarks. Per node a vxlan device
- * flannel.<VNI> (nolearning, MTU = underlay - 50, the subnet's .0/32, the VtepMAC as its
- * address); per remote lease, in flannel's order: a permanent neighbour entry for the peer's
- * .0 address, a permanent FDB entry sending its VtepMAC to its PublicIP, an onlink route.
+ * needs, and a flannel-identical peer for interop tests and benchmarks. Per node and address
+ * family a vxlan device, flannel.<VNI> for IPv4 and flannel-v6.<VNI> for IPv6 (nolearning, the
+ * subnet's base address as /32 or /128, the family's VtepMAC as its address, outer headers of
+ * that family from the interface's address); per remote lease, in flannel's order: a permanent
+ * neighbour entry for the peer's base address, a permanent FDB entry sending its VtepMAC to its
+ * PublicIP (PublicIPv6), an onlink route.
+ *
+ * Both devices get the MTU underlay - 50, as flannel's newVXLANDevice sets it for both
+ * (pkg/backend/vxlan/device.go), although VXLAN over IPv6 adds 70 bytes: an inner IPv6 packet
+ * of more than underlay - 70 bytes leaves this node as fragmented outer IPv6, which is what a
+ * flanneld node sends too.
  */
 
+export type IpFamily = 4 | 6;
+
 export interface KernelVxlanSpec {
+  /** absent: 4 */
+  family?: IpFamily;
   vni: number;
   port: number;
   underlayIface: string;
-  /** local address for outer headers (the interface address) */
+  /** local address for outer headers (the interface address of the family) */
   localIp: string;
   vtepMac: string;
+  /** our lease's subnet of the family */
   subnet: string;
   underlayMtu: number;
 }
 
-export const vxlanDeviceName = (vni: number) => `flannel.${vni}`;
+export const vxlanDeviceName = (vni: number, family: IpFamily = 4) => (family === 6 ? `flannel-v6.${vni}` : `flannel.${vni}`);
 
 interface VxlanLinkInfo {
   ifname: string;
@@ -37,7 +49,8 @@ interface VxlanLinkInfo {
 }
 
 export async function ensureKernelVxlan(spec: KernelVxlanSpec): Promise<void> {
-  const dev = vxlanDeviceName(spec.vni);
+  const family = spec.family ?? 4;
+  const dev = vxlanDeviceName(spec.vni, family);
   const existing = (await linkShow(dev)) as VxlanLinkInfo | undefined;
   const d = existing?.linkinfo?.info_data;
   const compatible = existing?.linkinfo?.info_kind === 'vxlan' && d?.id === spec.vni && d?.local === spec.localIp && d?.port === spec.port && d?.learning === false;
@@ -49,26 +62,27 @@ export async function ensureKernelVxlan(spec: KernelVxlanSpec): Promise<void> {
     await ip(['link', 'add', dev, 'type', 'vxlan', 'id', String(spec.vni), 'local', spec.localIp, 'dev', spec.underlayIface, 'nolearning', 'dstport', String(spec.port)]);
   // Unlike flannel, an MTU or MAC change is applied to an existing device too.
   await ipBatch([`link set ${dev} address ${spec.vtepMac}`, `link set ${dev} mtu ${spec.underlayMtu - VXLAN_OVERHEAD}`, `link set ${dev} up`]);
-  const want = `${spec.subnet.split('/')[0]}/32`;
-  const addrs = (await ipJson<{ addr_info: { local: string; prefixlen: number }[] }[]>(['-4', 'addr', 'show', 'dev', dev]))[0]?.addr_info ?? [];
+  const want = `${spec.subnet.split('/')[0]}/${family === 6 ? 128 : 32}`;
+  // The kernel's own fe80:: address of the device stays: neighbour discovery on it is harmless.
+  const addrs = ((await ipJson<{ addr_info: { local: string; prefixlen: number; scope?: string }[] }[]>([`-${family}`, 'addr', 'show', 'dev', dev]))[0]?.addr_info ?? []).filter((a) => a.scope !== 'link');
   for (const a of addrs) if (`${a.local}/${a.prefixlen}` !== want) await ip(['addr', 'del', `${a.local}/${a.prefixlen}`, 'dev', dev]);
   if (!addrs.some((a) => `${a.local}/${a.prefixlen}` === want)) await ip(['addr', 'add', want, 'dev', dev]);
   log.info('vxlan device ready', { dev, vni: spec.vni, local: spec.localIp, port: spec.port, mtu: spec.underlayMtu - VXLAN_OVERHEAD, mac: spec.vtepMac });
 }
 
-/** The VtepMAC of an existing flannel.<VNI>, so a switch between modes keeps the lease's MAC. */
-export async function kernelVxlanMac(vni: number): Promise<string | undefined> {
-  return (await linkShow(vxlanDeviceName(vni)))?.address;
+/** The VtepMAC of an existing flannel.<VNI> (flannel-v6.<VNI>), so a switch between modes keeps the lease's MAC. */
+export async function kernelVxlanMac(vni: number, family: IpFamily = 4): Promise<string | undefined> {
+  return (await linkShow(vxlanDeviceName(vni, family)))?.address;
 }
 
 /**
  * Routes first, so new packets take the BPF path; the device goes once what it had queued has
  * left (deleting it at once drops those, measured as 1-2 packets per switch under ping flows).
  */
-export async function removeKernelVxlan(vni: number, drainMs = 200): Promise<boolean> {
-  const dev = vxlanDeviceName(vni);
+export async function removeKernelVxlan(vni: number, drainMs = 200, family: IpFamily = 4): Promise<boolean> {
+  const dev = vxlanDeviceName(vni, family);
   if (!(await linkShow(dev))) return false;
-  await ip(['-4', 'route', 'flush', 'dev', dev]);
+  await ip([`-${family}`, 'route', 'flush', 'dev', dev]);
   await new Promise((r) => setTimeout(r, drainMs));
   await ip(['link', 'del', dev]);
   return true;
@@ -89,24 +103,27 @@ const directGateways = (desired: DesiredMaps) => new Map([...desired.subnets].fi
  */
 export class KernelVxlanDatapath {
   readonly mode = 'kernel';
-  private readonly direct: DirectRoutes;
+  /** IPv6 has no direct routes yet: DirectRouting is refused with EnableIPv6 (network-config.ts) */
+  private readonly direct?: DirectRoutes;
   constructor(
     private readonly vni: number,
     private readonly subnetLen: number,
     network: string,
+    private readonly family: IpFamily = 4,
   ) {
-    this.direct = new DirectRoutes(network, subnetLen);
+    if (family === 4) this.direct = new DirectRoutes(network, subnetLen);
   }
 
   private get dev() {
-    return vxlanDeviceName(this.vni);
+    return vxlanDeviceName(this.vni, this.family);
   }
 
   /** Subnets whose route, neighbour and FDB entry are all present and agree. */
   async current(): Promise<Map<string, Remote>> {
     const dev = this.dev;
-    const routes = await ipJson<{ dst: string; gateway?: string }[]>(['-4', 'route', 'show', 'dev', dev]);
-    const neighs = await ipJson<{ dst: string; lladdr?: string }[]>(['-4', 'neigh', 'show', 'dev', dev]);
+    const af = `-${this.family}`;
+    const routes = await ipJson<{ dst: string; gateway?: string }[]>([af, 'route', 'show', 'dev', dev]);
+    const neighs = await ipJson<{ dst: string; lladdr?: string }[]>([af, 'neigh', 'show', 'dev', dev]);
     const fdb = JSON.parse((await run(['bridge', '-j', 'fdb', 'show', 'dev', dev])).stdout || '[]') as { mac: string; dst?: string }[];
     const macOf = new Map(neighs.map((n) => [n.dst, n.lladdr]));
     const dstOf = new Map(fdb.filter((f) => f.dst).map((f) => [f.mac, f.dst]));
@@ -132,7 +149,7 @@ export class KernelVxlanDatapath {
     await ipBatch(gone.map(([s]) => `neigh del ${s} dev ${dev}`));
     await bridgeBatch(gone.filter(([, r]) => ![...viaVxlan.values()].some((d) => d.vtep_mac === r.vtep_mac)).map(([, r]) => `fdb del ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self`));
     await ipBatch(gone.map(([s]) => `route del ${s}/${len} dev ${dev}`));
-    const direct = await this.direct.sync(directGateways(desired));
+    const direct = this.direct ? await this.direct.sync(directGateways(desired)) : { added: 0, removed: 0 };
     // flannel's order for each lease, kept by running each kind as one batch in that order.
     await ipBatch(upsert.map(([s, r]) => `neigh replace ${s} lladdr ${r.vtep_mac} dev ${dev} nud permanent`));
     await bridgeBatch(upsert.map(([, r]) => `fdb replace ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self permanent`));

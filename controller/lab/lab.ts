@@ -6,6 +6,7 @@ import { backendOverhead } from '../dataplane/spec.js';
 import { ip, ipBatch } from '../netlink/ip.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { formatCidr, hostAddress, parseCidr } from '../net/ipv4.js';
+import { formatCidr6 } from '../net/ipv6.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
 import { cliEntry } from '../util/paths.js';
@@ -45,6 +46,10 @@ export const labOptionsSchema = z.object({
   directRouting: z.boolean(),
   /** how many nodes (the last ones) sit on a second L2 segment, reached from the first through a router */
   routedNodes: z.number().int().min(0).max(50),
+  /** the pod network's families: the config's EnableIPv4 and EnableIPv6 */
+  ipFamily: z.enum(['ipv4', 'ipv6', 'dual']),
+  /** the config's IPv6Network (with IPv6SubnetLen 64, flannel's default) */
+  ipv6Network: z.string().regex(/^fd[0-9a-f]{2}(:[0-9a-f]{1,4}){0,3}::\/(4[0-9]|5[0-9]|6[0-2])$/, 'a unique-local IPv6 CIDR like fd10:244::/56, shorter than /63'),
 });
 export type LabOptions = z.output<typeof labOptionsSchema>;
 
@@ -63,6 +68,8 @@ export const labDefaults: Omit<LabOptions, 'nodes'> = {
   backend: 'vxlan',
   directRouting: false,
   routedNodes: 0,
+  ipFamily: 'ipv4',
+  ipv6Network: 'fd10:244::/56',
 };
 
 export interface LabNode {
@@ -70,6 +77,11 @@ export interface LabNode {
   netns: string;
   iface: 'eth0';
   underlayIp: string;
+  /** the node's IPv6 underlay address (labs with IPv6) */
+  underlayIp6?: string;
+  /** the IPv6 subnet its agent leased, and its flannel-v6.1 MAC (BackendV6Data) */
+  subnet6?: string;
+  vtepMac6?: string;
   underlayMac: string;
   subnet: string;
   vtepMac: string;
@@ -82,7 +94,10 @@ export interface LabNode {
 export interface LabPod {
   name: string;
   netns: string;
+  /** the IPv4 address; in an IPv6-only lab, the IPv6 one */
   ip: string;
+  /** every address of the pod, IPv4 first (absent in labs made before IPv6: [ip]) */
+  ips?: string[];
   node: string;
   containerId: string;
 }
@@ -98,6 +113,11 @@ export interface LabState {
   /** the network config's backend (absent in labs made before backends: vxlan) */
   backend?: LabOptions['backend'];
   directRouting?: boolean;
+  /** absent in labs made before IPv6: ipv4 */
+  ipFamily?: LabOptions['ipFamily'];
+  ipv6Network?: string;
+  /** the underlay's IPv6 /64 (and the routed segment's), with IPv6 */
+  underlay6?: { cidr: string; gateway: string; routedCidr?: string; routedGateway?: string };
   /** the first etcd member (the only one unless the lab has a cluster) */
   etcd?: EtcdProcess & { prefix: string };
   /** every member when the lab runs a 3-member cluster; agents are given all their endpoints */
@@ -130,6 +150,8 @@ export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }):
   if (o.routedNodes > o.nodes) throw new LabError(`--routed-nodes ${o.routedNodes}: more than --nodes ${o.nodes}`);
   if (o.directRouting && o.backend !== 'vxlan') throw new LabError(`--direct-routing: an option of the vxlan backend, not of ${o.backend}`);
   if (o.routedNodes > 0 && o.underlayCidr.startsWith('192.168.255.')) throw new LabError(`--underlay ${o.underlayCidr}: the routed segment takes the next /24, and there is none`);
+  if (o.ipFamily !== 'ipv4' && o.backend !== 'vxlan') throw new LabError(`--ip-family ${o.ipFamily}: twill carries IPv6 with the vxlan backend only so far`);
+  if (o.ipFamily !== 'ipv4' && o.directRouting) throw new LabError(`--ip-family ${o.ipFamily}: DirectRouting is not carried for IPv6 yet`);
   if (o.nodes >= 2 ** (o.subnetLen - netLen)) throw new LabError(`--nodes ${o.nodes}: network ${o.network} holds only ${2 ** (o.subnetLen - netLen) - 1} /${o.subnetLen} subnets after the first`);
   return o;
 }
@@ -139,6 +161,20 @@ const flagName = (key: string) => key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCa
 function hostIn(cidrText: string, host: number): string {
   return hostAddress(parseCidr(cidrText)!, host);
 }
+
+/**
+ * The IPv6 twin of an underlay /24: 192.168.77.0/24 -> fd00:192:168:77::/64, host .N -> ::N (in
+ * hex), so an address reads as its IPv4 one.
+ */
+export function underlay6Of(cidr4: string): string {
+  const [a, b, c] = cidr4.split('/')[0].split('.');
+  return `fd00:${a}:${b}:${c}::/64`;
+}
+
+export const host6In = (cidr6: string, host: number) => `${cidr6.split('::/')[0]}::${host.toString(16)}`;
+
+export const labHasIpv6 = (state: Pick<LabState, 'ipFamily'>) => state.ipFamily === 'ipv6' || state.ipFamily === 'dual';
+export const labHasIpv4 = (state: Pick<LabState, 'ipFamily'>) => state.ipFamily !== 'ipv6';
 
 function saveState(state: LabState): void {
   mkdirSync(stateDir(state.name), { recursive: true });
@@ -171,11 +207,18 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     routedSegment: o.routedNodes > 0 ? { bridge: 'br1', cidr: routedCidr, gateway: hostIn(routedCidr, 254) } : undefined,
     backend: o.backend,
     directRouting: o.directRouting,
+    ipFamily: o.ipFamily,
+    ipv6Network: o.ipFamily === 'ipv4' ? undefined : o.ipv6Network,
     fastPath: o.fastPath,
     decapHook: o.decapHook,
     nodes: [],
     pods: [],
   };
+  if (labHasIpv6(state)) {
+    const cidr6 = underlay6Of(o.underlayCidr);
+    const routed6 = underlay6Of(routedCidr);
+    state.underlay6 = { cidr: cidr6, gateway: host6In(cidr6, 254), ...(state.routedSegment ? { routedCidr: routed6, routedGateway: host6In(routed6, 254) } : {}) };
+  }
   saveState(state);
   const steps = 2 + o.nodes * 2 + o.nodes * o.podsPerNode;
   let step = 0;
@@ -190,7 +233,12 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     await ipBatch(['link add br1 type bridge', `addr add ${routed.gateway}/24 dev br1`, `link set br1 mtu ${o.mtu} up`], { netns: ul });
     await run(['sysctl', '-qw', 'net.ipv4.ip_forward=1'], { netns: ul });
   }
-  say(`underlay ${ul}: bridge br0, ${o.underlayCidr}, gateway ${gateway}${routed ? `; bridge br1, ${routed.cidr}, gateway ${routed.gateway}, routed to br0` : ''}`);
+  const u6 = state.underlay6;
+  if (u6) {
+    await ipBatch([`addr add ${u6.gateway}/64 dev br0 nodad`, ...(u6.routedGateway ? [`addr add ${u6.routedGateway}/64 dev br1 nodad`] : [])], { netns: ul });
+    await run(['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1'], { netns: ul });
+  }
+  say(`underlay ${ul}: bridge br0, ${o.underlayCidr}${u6 ? ` and ${u6.cidr}` : ''}, gateway ${gateway}${routed ? `; bridge br1, ${routed.cidr}, gateway ${routed.gateway}, routed to br0` : ''}`);
 
   // Member i listens at .(251-i) in namespace <lab>-etcd (the first) or <lab>-etcd<i>.
   const members = Array.from({ length: o.etcdMembers }, (_, i) => etcdOptions(o.name, hostIn(o.underlayCidr, 250 - i), i + 1));
@@ -211,6 +259,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
       netns: `${o.name}-n${i}`,
       iface: 'eth0',
       underlayIp: onRouted ? hostIn(routedCidr, i) : hostIn(o.underlayCidr, i),
+      underlayIp6: u6 ? host6In(onRouted ? u6.routedCidr! : u6.cidr, i) : undefined,
       underlayMac: '',
       subnet: '',
       vtepMac: '',
@@ -221,10 +270,13 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     state.nodes.push(node);
     saveState(state);
     await attachToUnderlay(state, node.netns, node.name, node.underlayIp, o.mtu, onRouted ? state.routedSegment : undefined);
+    if (u6) await ipBatch([`addr add ${node.underlayIp6}/64 dev eth0 nodad`, `route add default via ${onRouted ? u6.routedGateway : u6.gateway} dev eth0`], { netns: node.netns });
     for (const [key, value] of [
       ['net.ipv4.ip_forward', '1'],
       ['net.ipv4.conf.all.rp_filter', '0'],
       ['net.ipv4.conf.default.rp_filter', '0'],
+      // A node routes its pods' IPv6 as it routes their IPv4.
+      ...(u6 ? [['net.ipv6.conf.all.forwarding', '1']] : []),
     ])
       await run(['sysctl', '-qw', `${key}=${value}`], { netns: node.netns });
     node.underlayMac = (JSON.parse(await ip(['-j', 'link', 'show', 'eth0'], { netns: node.netns })) as { address: string }[])[0].address;
@@ -237,25 +289,34 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     });
     saveState(state);
     const kernelKind = o.backend === 'host-gw' ? 'kernel host-gw routes' : `kernel VXLAN${o.directRouting ? ' with direct routes' : ''}`;
-    say(`node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}${onRouted ? ' (routed segment)' : ''}, agent pid ${node.agent.pid} (${node.dataplane === 'bpf' ? 'twill BPF' : `${kernelKind}, as flannel`})`);
+    say(`node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}${node.underlayIp6 ? ` ${node.underlayIp6}` : ''}${onRouted ? ' (routed segment)' : ''}, agent pid ${node.agent.pid} (${node.dataplane === 'bpf' ? 'twill BPF' : `${kernelKind}, as flannel`})`);
   }
 
   // Each agent leases a subnet from etcd and programs its datapath; its subnet file says which.
   for (const node of state.nodes) {
     const text = await waitForSubnetFile(node.subnetFile, node.agent!.pid, node.agent!.log);
-    const leased = parseSubnetFile(text).subnet;
-    if (!leased) throw new LabError(`node ${node.name}: subnet file ${node.subnetFile} names no subnet`);
-    node.subnet = formatCidr(leased);
-    node.vtepMac = await readVtepMac(node, state.backend);
+    const file = parseSubnetFile(text);
+    if (labHasIpv4(state)) {
+      if (!file.subnet) throw new LabError(`node ${node.name}: subnet file ${node.subnetFile} names no subnet`);
+      node.subnet = formatCidr(file.subnet);
+      node.vtepMac = await readVtepMac(node, state.backend);
+    }
+    if (labHasIpv6(state)) {
+      if (!file.ipv6Subnet) throw new LabError(`node ${node.name}: subnet file ${node.subnetFile} names no IPv6 subnet (FLANNEL_IPV6_SUBNET)`);
+      node.subnet6 = formatCidr6(file.ipv6Subnet);
+      node.vtepMac6 = await readVtepMac6(node);
+    }
     saveState(state);
-    say(`node ${node.name}: agent ready, lease ${node.subnet}${node.vtepMac ? `, VtepMAC ${node.vtepMac}` : ''}`);
+    const leases = [node.subnet, node.subnet6].filter(Boolean).join(' and ');
+    const macs = [node.vtepMac, node.vtepMac6].filter(Boolean).join(' and ');
+    say(`node ${node.name}: agent ready, lease ${leases}${macs ? `, VtepMAC ${macs}` : ''}`);
   }
 
   installCniPlugin(`${stateDir(o.name)}/cni-bin`, 'flannel');
   for (const node of state.nodes) {
     for (let k = 1; k <= o.podsPerNode; k++) {
       const pod = await addLabPod(state, node.name, { name: `${node.name}-p${k}` });
-      say(`pod ${pod.name}: ${pod.ip} (CNI flannel -> bridge + host-local)${node.dataplane === 'bpf' ? (o.fastPath ? ', on the fast path' : ', known to the agent (fast path off)') : ''}`);
+      say(`pod ${pod.name}: ${(pod.ips ?? [pod.ip]).join(' ')} (CNI flannel -> bridge + host-local)${node.dataplane === 'bpf' ? (o.fastPath ? ', on the fast path' : ', known to the agent (fast path off)') : ''}`);
     }
   }
   return state;
@@ -278,9 +339,11 @@ export async function addLabPod(state: LabState, nodeName: string, opts: { name?
   await ip(['netns', 'add', pod.netns]);
   state.pods.push(pod);
   saveState(state);
-  pod.ip = await cniAdd(state, node, pod, opts.ip);
+  pod.ips = await cniAdd(state, node, pod, opts.ip);
+  pod.ip = pod.ips.find((a) => !a.includes(':')) ?? pod.ips[0];
   saveState(state);
-  if (node.dataplane === 'bpf' && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, true);
+  // The BPF endpoints map holds IPv4 pods (the fast path is IPv4's).
+  if (node.dataplane === 'bpf' && labHasIpv4(state) && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, true);
   return pod;
 }
 
@@ -293,7 +356,7 @@ export async function removeLabPod(state: LabState, podName: string): Promise<vo
   await ip(['netns', 'del', pod.netns]);
   state.pods = state.pods.filter((p) => p !== pod);
   saveState(state);
-  if (node.dataplane === 'bpf' && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, false);
+  if (node.dataplane === 'bpf' && labHasIpv4(state) && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, false);
 }
 
 /** Until the node's endpoints map has (or no longer has) `ip`. */
@@ -361,8 +424,11 @@ async function ensureNetworkConfig(state: LabState, o: LabOptions): Promise<stri
   const key = `${ETCD_PREFIX}/config`;
   if ((await etcdctl(state, ['get', '--print-value-only', key])).stdout.trim()) return 'network config present';
   const backend = o.backend === 'vxlan' && o.directRouting ? { Type: 'vxlan', DirectRouting: true } : { Type: o.backend };
-  await etcdctl(state, ['put', key], JSON.stringify({ Network: o.network, SubnetLen: o.subnetLen, Backend: backend }));
-  return `network config written: ${o.network}, /${o.subnetLen} per node, ${o.backend}${o.directRouting ? ' with DirectRouting' : ''}`;
+  const v4 = o.ipFamily !== 'ipv6' ? { Network: o.network, SubnetLen: o.subnetLen } : { EnableIPv4: false };
+  const v6 = o.ipFamily !== 'ipv4' ? { EnableIPv6: true, IPv6Network: o.ipv6Network, IPv6SubnetLen: 64 } : {};
+  await etcdctl(state, ['put', key], JSON.stringify({ ...v4, ...v6, Backend: backend }));
+  const nets = [o.ipFamily !== 'ipv6' && `${o.network}, /${o.subnetLen} per node`, o.ipFamily !== 'ipv4' && `${o.ipv6Network}, /64 per node`].filter(Boolean).join(' and ');
+  return `network config written: ${nets}, ${o.backend}${o.directRouting ? ' with DirectRouting' : ''}`;
 }
 
 /** From the pinned config map of a BPF node, or the vxlan device of a kernel one; none for host-gw, whose leases carry no VTEP. */
@@ -377,6 +443,11 @@ export async function readVtepMac(node: LabNode, backend: LabState['backend'] = 
     }
   }
   return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel.1'], { netns: node.netns })) as { address: string }[])[0].address;
+}
+
+/** The MAC of the node's flannel-v6.1, which carries IPv6 on both dataplanes so far. */
+export async function readVtepMac6(node: LabNode): Promise<string> {
+  return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel-v6.1'], { netns: node.netns })) as { address: string }[])[0].address;
 }
 
 function agentArgs(state: LabState, node: LabNode): string[] {
@@ -443,14 +514,16 @@ async function cni(state: LabState, command: 'ADD' | 'DEL', plugin: string, conf
   return res.stdout;
 }
 
-async function cniAdd(state: LabState, node: LabNode, pod: LabPod, requestIp?: string): Promise<string> {
+/** The pod's addresses, IPv4 first, as the plugins returned them. */
+async function cniAdd(state: LabState, node: LabNode, pod: LabPod, requestIp?: string): Promise<string[]> {
   await cni(state, 'ADD', 'loopback', { cniVersion: '0.4.0', name: 'lo', type: 'loopback' }, node, pod, 'lo');
   // host-local takes a wanted address from CNI_ARGS, as a runtime passes a pod's static IP.
   const args = requestIp ? `IgnoreUnknown=1;IP=${requestIp}` : undefined;
   const out = JSON.parse(await cni(state, 'ADD', 'flannel', cniConf(state, node), node, pod, 'eth0', args)) as { ips?: { address: string }[] };
-  const addr = out.ips?.[0]?.address;
-  if (!addr) throw new LabError(`CNI ADD for pod ${pod.name} returned no address: ${JSON.stringify(out)}`);
-  return addr.split('/')[0];
+  const addrs = (out.ips ?? []).map((a) => a.address.split('/')[0]).sort((a, b) => Number(a.includes(':')) - Number(b.includes(':')));
+  const want = Number(labHasIpv4(state)) + Number(labHasIpv6(state));
+  if (addrs.length !== want) throw new LabError(`CNI ADD for pod ${pod.name} returned ${addrs.length} addresses, expected ${want} (${state.ipFamily ?? 'ipv4'}): ${JSON.stringify(out)}`);
+  return addrs;
 }
 
 async function labNamespaces(name: string): Promise<string[]> {

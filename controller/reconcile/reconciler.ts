@@ -2,6 +2,7 @@ import type { BackendType } from '../config/network-config.js';
 import type { SyncResult } from '../dataplane/datapath-maps.js';
 import { hostGwRefusal, type UnderlayRoute } from '../dataplane/direct-routes.js';
 import { formatCidr } from '../net/ipv4.js';
+import { formatCidr6 } from '../net/ipv6.js';
 import { leaseKey, sameLease, type Lease } from '../subnet/lease.js';
 import type { LeaseChange } from '../subnet/watcher.js';
 import type { Logger } from '../util/log.js';
@@ -23,7 +24,21 @@ export interface LeasePolicy {
   directRouting: boolean;
   /** How this node reaches these PublicIPs (the kernel's `ip route get`); needed by host-gw and DirectRouting. */
   underlay?: (publicIps: string[]) => Promise<Map<string, UnderlayRoute>>;
+  /** the config's EnableIPv4 and EnableIPv6 (absent: IPv4 only) */
+  families?: { ipv4: boolean; ipv6: boolean };
 }
+
+/** Who we are, per address family: our own lease and address are never programmed as a peer. */
+export interface SelfIdentity {
+  subnet: string;
+  publicIp: string;
+  /** with IPv6 enabled: our lease's IPv6 subnet and our PublicIPv6 */
+  subnet6?: string;
+  publicIpv6?: string;
+}
+
+/** A datapath that carries nothing: the IPv4 side of an IPv6-only network. */
+export const noDatapath: Datapath = { sync: () => ({ subnetsAdded: 0, subnetsRemoved: 0, peersAdded: 0, peersRemoved: 0 }) };
 
 /** How often the live state is read back and diffed in full, to repair drift made behind our back. */
 export const FULL_SYNC_INTERVAL_MS = 60_000;
@@ -57,11 +72,16 @@ export class Reconciler {
   /** whether the datapath holds exactly what `state` says (false until a sync completes) */
   private trusted = false;
   private lastFullSync = 0;
+  /** the IPv6 side: its own datapath (flannel-v6.<VNI>), given the whole IPv6 state whenever it changes */
+  private datapath6?: Datapath;
+  private last6?: string;
+  /** the IPv6 state last written, for status */
+  desired6?: DesiredMaps;
 
   constructor(
     /** none yet: updates wait for setDatapath() */
     private datapath: Datapath | undefined,
-    private self: { subnet: string; publicIp: string },
+    private self: SelfIdentity,
     private readonly policy: LeasePolicy,
     private readonly log: Logger,
   ) {}
@@ -79,15 +99,23 @@ export class Reconciler {
     for (const [ip, r] of await this.policy.underlay!([...ips])) this.routes.set(ip, r);
   }
 
-  setSelf(self: { subnet: string; publicIp: string }): void {
+  setSelf(self: SelfIdentity): void {
     this.self = self;
     this.state = undefined;
+    this.last6 = undefined;
   }
 
-  setDatapath(datapath: Datapath): void {
+  /** `datapath6` carries the IPv6 leases when the network has IPv6. */
+  setDatapath(datapath: Datapath, datapath6?: Datapath): void {
     this.datapath = datapath;
+    this.datapath6 = datapath6;
+    this.last6 = undefined;
     this.trusted = false;
     this.kick();
+  }
+
+  private get ipv4(): boolean {
+    return this.policy.families?.ipv4 ?? true;
   }
 
   /**
@@ -142,6 +170,7 @@ export class Reconciler {
 
   /** The lease as the datapath carries it, or undefined (logged once per reason) when it cannot. */
   private usableOne(l: Lease): NodeLease | undefined {
+    if (!this.ipv4) return undefined; // an IPv6-only network: every lease's IPv4 part is empty
     const subnet = formatCidr(l.subnet);
     const { backend, vni } = this.policy;
     const route = this.routes.get(l.publicIp);
@@ -155,9 +184,49 @@ export class Reconciler {
       const direct = backend === 'host-gw' || (this.policy.directRouting && route?.kind === 'direct');
       return { subnet, publicIp: l.publicIp, vtepMac: l.vtepMac, direct, createRevision: l.createRevision };
     }
-    if (!this.warned.has(`${subnet} ${skip}`)) this.log.warn('ignoring lease', { subnet, publicIp: l.publicIp, reason: skip });
-    this.warned.add(`${subnet} ${skip}`);
+    this.warnOnce(subnet, l.publicIp, skip);
     return undefined;
+  }
+
+  private warnOnce(subnet: string, publicIp: string, reason: string): void {
+    if (!this.warned.has(`${subnet} ${reason}`)) this.log.warn('ignoring lease', { subnet, publicIp, reason });
+    this.warned.add(`${subnet} ${reason}`);
+  }
+
+  /**
+   * The IPv6 side of a lease, as flannel's vxlan backend carries it on flannel-v6.<VNI>: its IPv6
+   * subnet, PublicIPv6 and BackendV6Data's VtepMAC; undefined (logged once) when it has none of
+   * them or another backend's.
+   */
+  private usable6(l: Lease): NodeLease | undefined {
+    if (!l.subnet6) return undefined; // an IPv4-only lease in a dual-stack network: flannel skips its IPv6 side too
+    const subnet = formatCidr6(l.subnet6);
+    let skip: string | undefined;
+    if (l.backendType !== this.policy.backend) skip = `backend type ${JSON.stringify(l.backendType)} is not ${this.policy.backend}`;
+    else if (!l.publicIpv6) skip = 'no PublicIPv6';
+    else if (!l.vtepMac6) skip = 'no IPv6 VtepMAC (BackendV6Data)';
+    else if (l.vni !== undefined && l.vni !== this.policy.vni) skip = `VNI ${l.vni} differs from ours (${this.policy.vni})`;
+    if (!skip) return { subnet, publicIp: l.publicIpv6!, vtepMac: l.vtepMac6, createRevision: l.createRevision };
+    this.warnOnce(subnet, l.publicIpv6 ?? '', skip);
+    return undefined;
+  }
+
+  /** Writes the IPv6 state when it changed (or on a full sync); returns what that changed. */
+  private async apply6(leases: ReadonlyMap<string, Lease>, full: boolean): Promise<SyncResult | undefined> {
+    if (!this.datapath6 || !this.self.subnet6 || !this.self.publicIpv6) return undefined;
+    const leases6: NodeLease[] = [];
+    for (const l of leases.values()) {
+      const n = this.usable6(l);
+      if (n) leases6.push(n);
+    }
+    const desired = desiredMaps({ subnet: this.self.subnet6, publicIp: this.self.publicIpv6 }, leases6);
+    const key = JSON.stringify([...desired.subnets]);
+    if (!full && key === this.last6) return undefined;
+    for (const s of desired.skipped) this.warnOnce(s.lease.subnet, s.lease.publicIp, s.reason);
+    const result = await this.datapath6.sync(desired);
+    this.last6 = key;
+    this.desired6 = desired;
+    return result;
   }
 
   /** The leases that differ from the last apply (among `keys` if given), as DesiredState changes; `seen` follows. */
@@ -204,11 +273,14 @@ export class Reconciler {
       }
       this.trusted = false; // until this write is known to have completed
       this.lastResult = full ? await datapath.sync(state.snapshot()) : await datapath.apply!(changes);
+      const r6 = await this.apply6(leases, full);
+      if (r6) this.lastResult = addResults(this.lastResult, r6);
       this.trusted = true;
       if (full) this.lastFullSync = started;
       this.count++;
       const r = this.lastResult;
-      if (r.subnetsAdded + r.subnetsRemoved + r.peersAdded + r.peersRemoved) this.log.info('datapath updated', { ...r, peers: state.peers.size, full, ms: Math.round(performance.now() - started) });
+      if (r.subnetsAdded + r.subnetsRemoved + r.peersAdded + r.peersRemoved)
+        this.log.info('datapath updated', { ...r, peers: state.peers.size, ...(this.desired6 ? { peers6: this.desired6.subnets.size } : {}), full, ms: Math.round(performance.now() - started) });
     } catch (err) {
       this.errors++;
       this.log.error('reconcile failed; will retry with the next change or resync', { error: (err as Error).message });
@@ -218,4 +290,8 @@ export class Reconciler {
       this.totalDurationMs += this.lastDurationMs;
     }
   }
+}
+
+function addResults(a: SyncResult, b: SyncResult): SyncResult {
+  return { ...a, subnetsAdded: a.subnetsAdded + b.subnetsAdded, subnetsRemoved: a.subnetsRemoved + b.subnetsRemoved, peersAdded: a.peersAdded + b.peersAdded, peersRemoved: a.peersRemoved + b.peersRemoved };
 }

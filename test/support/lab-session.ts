@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { labStatus, restartAgent, type LabNode, type LabState } from '../../controller/lab/lab.js';
+import { labStatus, restartAgent, type LabNode, type LabPod, type LabState } from '../../controller/lab/lab.js';
 import { pidAlive, stopAgent } from '../../controller/lab/agents.js';
 import { DatapathMaps } from '../../controller/dataplane/datapath-maps.js';
 import { run } from '../../controller/util/exec.js';
@@ -98,9 +98,9 @@ export async function bounceAgent(lab: LabState, n: LabNode, signal: NodeJS.Sign
 /** A ping flow from one pod to another (their nodes' names). */
 export type PingFlow = Background & { from: string; to: string };
 
-/** Pings between every ordered pair of pods on different nodes, every 20 ms, until stopped. */
-export function startPingFlows(lab: LabState): PingFlow[] {
-  return lab.pods.flatMap((a) => lab.pods.filter((b) => b.node !== a.node).map((b) => Object.assign(startInNetns(a.netns, ['ping', '-i', '0.02', '-W', '1', b.ip]), { from: a.node, to: b.node })));
+/** Pings between every ordered pair of pods on different nodes (to the address `addrOf` picks), every 20 ms, until stopped. */
+export function startPingFlows(lab: LabState, addrOf: (p: LabPod) => string = (p) => p.ip): PingFlow[] {
+  return lab.pods.flatMap((a) => lab.pods.filter((b) => b.node !== a.node).map((b) => Object.assign(startInNetns(a.netns, ['ping', '-i', '0.02', '-W', '1', addrOf(b)]), { from: a.node, to: b.node })));
 }
 
 /** Stops the flows; what each sent and lost. */
@@ -120,8 +120,8 @@ export async function stopPingFlows(flows: PingFlow[]): Promise<{ sent: number; 
 }
 
 /** Starts the flows and waits until each has had its first reply. */
-export async function pingFlowsRunning(lab: LabState): Promise<PingFlow[]> {
-  const flows = startPingFlows(lab);
+export async function pingFlowsRunning(lab: LabState, addrOf?: (p: LabPod) => string): Promise<PingFlow[]> {
+  const flows = startPingFlows(lab, addrOf);
   await Promise.all(flows.map((f) => f.waitFor(/bytes from/)));
   return flows;
 }

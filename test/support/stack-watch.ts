@@ -41,13 +41,13 @@ export async function stackSaw<T>(nodes: LabNode[], between: readonly [string, s
   return { result, forward: after.map((a, i) => a - before[i]), cni0Ipv4: await Promise.all(dumps.map((d) => d.stop())) };
 }
 
-/** Summary lines of what crossed one underlay port (`tcpdump -q`) while `traffic` ran. */
-export async function underlayCapture<T>(underlayNetns: string, port: string, traffic: () => Promise<T>): Promise<{ result: T; lines: string[] }> {
-  const dump = startInNetns(underlayNetns, ['tcpdump', '-i', port, '-nn', '-l', '-q', 'ip']);
+/** Summary lines of what crossed one underlay port (`tcpdump -q`, IPv4 unless `family` says 6) while `traffic` ran. */
+export async function underlayCapture<T>(underlayNetns: string, port: string, traffic: () => Promise<T>, family: 4 | 6 = 4): Promise<{ result: T; lines: string[] }> {
+  const dump = startInNetns(underlayNetns, ['tcpdump', '-i', port, '-nn', '-l', '-q', family === 6 ? 'ip6' : 'ip']);
   await dump.waitFor(/listening on/);
   const result = await traffic();
   await new Promise((r) => setTimeout(r, 200));
   dump.kill('SIGINT');
   await dump.exited;
-  return { result, lines: dump.output().split('\n').filter((l) => / IP /.test(l)) };
+  return { result, lines: dump.output().split('\n').filter((l) => (family === 6 ? / IP6 / : / IP /).test(l)) };
 }

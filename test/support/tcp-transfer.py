@@ -11,9 +11,11 @@ import sys
 
 mode = sys.argv[1]
 if mode == "sink":
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # One dual-stack socket: IPv4 arrives as ::ffff:a.b.c.d, IPv6 as itself.
+    srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", int(sys.argv[2])))
+    srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    srv.bind(("::", int(sys.argv[2])))
     srv.listen(1)
     print("listening", flush=True)
     conn, _ = srv.accept()

@@ -11,12 +11,12 @@ export function ping(fromNetns: string, to: string, count = 1) {
   return run(['ping', '-c', String(count), '-W', '2', '-i', '0.2', to], { netns: fromNetns, allowFailure: true });
 }
 
-/** Sends `bytes` over TCP; returns "<count> <sha256>" as the sender and the receiver saw them. */
-export async function tcpTransfer(client: LabPod, server: LabPod, bytes: number, port = 5301): Promise<{ sent: string; received: string }> {
+/** Sends `bytes` over TCP (to `addr`, one of the server's addresses); returns "<count> <sha256>" as the sender and the receiver saw them. */
+export async function tcpTransfer(client: LabPod, server: LabPod, bytes: number, port = 5301, addr = server.ip): Promise<{ sent: string; received: string }> {
   const sink = startInNetns(server.netns, ['/usr/bin/python3', transfer, 'sink', String(port)]);
   try {
     await sink.waitFor(/listening/);
-    const sent = (await run(['/usr/bin/python3', transfer, 'send', server.ip, String(port), String(bytes)], { netns: client.netns })).stdout.trim();
+    const sent = (await run(['/usr/bin/python3', transfer, 'send', addr, String(port), String(bytes)], { netns: client.netns })).stdout.trim();
     await sink.exited;
     return { sent, received: sink.output().split('\n')[1]?.trim() ?? '' };
   } finally {
@@ -24,12 +24,12 @@ export async function tcpTransfer(client: LabPod, server: LabPod, bytes: number,
   }
 }
 
-/** One UDP datagram from client to server; true when it arrived. */
-export async function udpProbe(client: LabPod, server: LabPod, port = 9998): Promise<boolean> {
+/** One UDP datagram from client to server (to `addr`, one of its addresses); true when it arrived. */
+export async function udpProbe(client: LabPod, server: LabPod, port = 9998, addr = server.ip): Promise<boolean> {
   const text = `udp-${client.name}-${server.name}`;
   const listener = startInNetns(server.netns, ['/usr/bin/python3', listen, String(port), text, '3']);
   await listener.waitFor(/listening/);
-  await run(['/usr/bin/python3', '-c', `import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"${text}", ("${server.ip}", ${port}))`], { netns: client.netns });
+  await run(['/usr/bin/python3', '-c', `import socket; socket.socket(socket.AF_INET6 if ":" in "${addr}" else socket.AF_INET, socket.SOCK_DGRAM).sendto(b"${text}", ("${addr}", ${port}))`], { netns: client.netns });
   await listener.exited;
   return listener.output().includes(text);
 }

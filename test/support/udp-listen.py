@@ -5,8 +5,9 @@ import sys
 import time
 
 port, stop, seconds = int(sys.argv[1]), sys.argv[2].encode(), float(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", port))
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)  # dual-stack: IPv4 too
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", port))
 print("listening", flush=True)
 deadline = time.time() + seconds
 while time.time() < deadline:

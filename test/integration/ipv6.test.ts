@@ -1,0 +1,175 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LabNode, LabPod, LabState } from '../../controller/lab/lab.js';
+import { run } from '../../controller/util/exec.js';
+import { buildBpf, buildTs } from '../support/build.js';
+import { bounceAgent, etcdctl, labUpFresh, pingFlowsRunning, PREFIX, stopPingFlowsPerFlow, twill } from '../support/lab-session.js';
+import { stopAll } from '../support/proc.js';
+import { tcpTransfer, udpProbe } from '../support/traffic.js';
+import { underlayCapture } from '../support/stack-watch.js';
+
+/*
+ * IPv6 pod networks in flannel's layout: a dual-stack lab ("t6d": two twill BPF nodes and one
+ * node set up exactly as flanneld sets it up, --dataplane kernel) and an IPv6-only one ("t6s"),
+ * with real pods made by the CNI plugins, real leases in etcd and real traffic in both families.
+ * IPv4 rides twill's BPF datapath as before; IPv6 rides flannel-v6.1, the kernel vxlan device
+ * flanneld programs, on every node (the BPF IPv6 datapath is not wired yet).
+ */
+
+let lab: LabState;
+const node = (l: LabState, name: string) => l.nodes.find((n) => n.name === name)!;
+const podOf = (l: LabState, n: string) => l.pods.find((p) => p.node === n)!;
+const v6Of = (p: LabPod) => (p.ips ?? []).find((a) => a.includes(':'))!;
+const v4Of = (p: LabPod) => (p.ips ?? []).find((a) => !a.includes(':'))!;
+const pingOk = async (from: LabPod, addr: string) => (await run(['ping', '-c', '2', '-i', '0.05', '-W', '1', addr], { netns: from.netns, allowFailure: true })).stdout.includes('2 received');
+
+/** The lease record of a node, as stored in etcd: its key's last part and its value. */
+async function leaseRecord(l: LabState, n: LabNode): Promise<{ key: string; value: Record<string, unknown> }> {
+  const out = (await etcdctl(l, 'get', '--prefix', `${PREFIX}/subnets/`)).stdout.trim().split('\n');
+  for (let i = 0; i + 1 < out.length; i += 2) {
+    const value = JSON.parse(out[i + 1]) as Record<string, unknown>;
+    if (value.PublicIPv6 === n.underlayIp6) return { key: out[i].slice(`${PREFIX}/subnets/`.length), value };
+  }
+  throw new Error(`no lease record with PublicIPv6 ${n.underlayIp6}: ${out.join('\n')}`);
+}
+
+/** flannel-v6.1's state on a node: route, neighbour and FDB entry per remote lease, as flanneld programs them. */
+async function v6DeviceState(n: LabNode) {
+  const j = async (args: string[]) => JSON.parse((await run(args, { netns: n.netns })).stdout || '[]') as Record<string, unknown>[];
+  return {
+    routes: (await j(['ip', '-6', '-j', 'route', 'show', 'dev', 'flannel-v6.1'])).map((r) => ({ dst: r.dst, gateway: r.gateway, onlink: (r.flags as string[] | undefined)?.includes('onlink') ?? false })),
+    neighs: (await j(['ip', '-6', '-j', 'neigh', 'show', 'dev', 'flannel-v6.1'])).map((r) => ({ dst: r.dst, lladdr: r.lladdr, state: r.state })),
+    fdb: (await j(['bridge', '-j', 'fdb', 'show', 'dev', 'flannel-v6.1'])).filter((f) => f.dst).map((f) => ({ mac: f.mac, dst: f.dst })),
+  };
+}
+
+describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
+  beforeAll(async () => {
+    buildBpf();
+    buildTs();
+    lab = await labUpFresh('t6d', ['--nodes', '3', '--kernel-nodes', '1', '--pods-per-node', '1', '--ip-family', 'dual', '--underlay', '192.168.101.0/24']);
+  }, 240_000);
+
+  afterAll(async () => {
+    await stopAll();
+    await twill(['lab', 'down', '--name', 't6d']);
+  });
+
+  it('every pod has an IPv4 and an IPv6 address, and lab status --json keeps ip and adds ips', async () => {
+    const doc = JSON.parse((await twill(['lab', 'status', '--name', 't6d', '--json'])).stdout) as { ipFamily: string; pods: { ip: string; ips: string[] }[]; nodes: { subnet6: string }[] };
+    expect(doc.ipFamily).toBe('dual');
+    expect(doc.pods).toHaveLength(3);
+    for (const p of doc.pods) {
+      expect(p.ips).toHaveLength(2);
+      expect(p.ip).toBe(p.ips[0]);
+      expect(p.ips[0]).toMatch(/^10\.244\./);
+      expect(p.ips[1]).toMatch(/^fd10:244:/);
+    }
+    expect(new Set(doc.nodes.map((n) => n.subnet6)).size).toBe(3);
+  });
+
+  it("each lease is stored as flanneld stores a dual-stack one: both subnets in the key, PublicIPv6 and BackendV6Data in the value", async () => {
+    for (const n of lab.nodes) {
+      const { key, value } = await leaseRecord(lab, n);
+      expect(key).toBe(`${n.subnet.replace('/', '-')}&${n.subnet6!.replace('/', '-')}`);
+      expect(value).toMatchObject({ PublicIP: n.underlayIp, PublicIPv6: n.underlayIp6, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: n.vtepMac }, BackendV6Data: { VNI: 1, VtepMAC: n.vtepMac6 } });
+    }
+  });
+
+  it("the subnet file carries flannel's IPv6 variables next to the IPv4 ones", () => {
+    for (const n of lab.nodes) {
+      const text = readFileSync(n.subnetFile, 'utf8');
+      expect(text).toContain('FLANNEL_NETWORK=10.244.0.0/16\n');
+      expect(text).toContain('FLANNEL_IPV6_NETWORK=fd10:244::/56\n');
+      const v6 = /^FLANNEL_IPV6_SUBNET=(\S+)$/m.exec(text)?.[1];
+      expect(v6?.split('/')[1]).toBe('64');
+      expect(v6!.startsWith(n.subnet6!.split('::/')[0])).toBe(true);
+    }
+  });
+
+  it("every node's flannel-v6.1 holds exactly flanneld's entries for each other node: route via the subnet's base onlink, a permanent neighbour, an FDB entry to its PublicIPv6", async () => {
+    for (const n of lab.nodes) {
+      const others = lab.nodes.filter((o) => o !== n);
+      const state = await v6DeviceState(n);
+      const base = (o: LabNode) => o.subnet6!.split('/')[0];
+      expect(state.routes.filter((r) => r.gateway).sort((a, b) => String(a.dst).localeCompare(String(b.dst)))).toEqual(
+        others.map((o) => ({ dst: o.subnet6, gateway: base(o), onlink: true })).sort((a, b) => a.dst!.localeCompare(b.dst!)),
+      );
+      for (const o of others) {
+        expect(state.neighs).toContainEqual({ dst: base(o), lladdr: o.vtepMac6, state: ['PERMANENT'] });
+        expect(state.fdb).toContainEqual({ mac: o.vtepMac6, dst: o.underlayIp6 });
+      }
+      expect(state.fdb).toHaveLength(others.length);
+    }
+  });
+
+  it('pods on every pair of nodes reach each other in both families: ping, TCP and UDP, BPF and kernel nodes alike', async () => {
+    const failed: string[] = [];
+    for (const a of lab.pods) for (const b of lab.pods) if (a !== b) for (const addr of b.ips!) if (!(await pingOk(a, addr))) failed.push(`${a.name}->${addr}`);
+    expect(failed).toEqual([]);
+    const [p1, p2, p3] = ['n1', 'n2', 'n3'].map((n) => podOf(lab, n));
+    for (const [client, server] of [
+      [p1, p2],
+      [p3, p1],
+    ]) {
+      const t = await tcpTransfer(client, server, 2_000_000, 5311, v6Of(server));
+      expect(t.received).toBe(t.sent);
+      expect(t.sent).toMatch(/^2000000 /);
+      expect(await udpProbe(client, server, 9911, v6Of(server))).toBe(true);
+    }
+  });
+
+  it('IPv6 pod traffic crosses the underlay in VXLAN over IPv6, between the nodes\' IPv6 addresses, on port 8472', async () => {
+    const [p1, p2] = ['n1', 'n2'].map((n) => podOf(lab, n));
+    const seen = (await underlayCapture(lab.underlay.netns, 'n1', async () => expect(await pingOk(p1, v6Of(p2))).toBe(true), 6)).lines;
+    const n1 = node(lab, 'n1');
+    const n2 = node(lab, 'n2');
+    expect(seen.some((l) => l.includes(`${n1.underlayIp6}.`) && l.includes(`${n2.underlayIp6}.8472`))).toBe(true);
+    expect(seen.some((l) => l.includes(`${n2.underlayIp6}.`) && l.includes(`${n1.underlayIp6}.8472`))).toBe(true);
+    // IPv4 pod traffic still goes in VXLAN over IPv4.
+    const seen4 = await underlayCapture(lab.underlay.netns, 'n1', async () => expect(await pingOk(p1, v4Of(p2))).toBe(true));
+    expect(seen4.lines.some((l) => l.includes(`${n1.underlayIp}.`) && l.includes(`${n2.underlayIp}.8472`))).toBe(true);
+  });
+
+  it('an agent restarted under IPv6 ping flows loses no packet', async () => {
+    const flows = await pingFlowsRunning(lab, v6Of);
+    await bounceAgent(lab, node(lab, 'n1'), 'SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    const per = await stopPingFlowsPerFlow(flows);
+    expect(per.every((f) => f.sent > 0)).toBe(true);
+    expect(per.filter((f) => f.lost > 0)).toEqual([]);
+  });
+});
+
+describe('an IPv6-only lab', () => {
+  let l6: LabState;
+  beforeAll(async () => {
+    buildBpf();
+    buildTs();
+    l6 = await labUpFresh('t6s', ['--nodes', '2', '--kernel-nodes', '1', '--pods-per-node', '1', '--ip-family', 'ipv6', '--underlay', '192.168.102.0/24']);
+  }, 240_000);
+
+  afterAll(async () => {
+    await stopAll();
+    await twill(['lab', 'down', '--name', 't6s']);
+  });
+
+  it('pods get only IPv6 addresses, leases carry no IPv4 subnet, and the pods reach each other', async () => {
+    for (const p of l6.pods) {
+      expect(p.ips).toHaveLength(1);
+      expect(p.ip).toBe(p.ips![0]);
+      expect(p.ip).toMatch(/^fd10:244:/);
+    }
+    for (const n of l6.nodes) {
+      const { key, value } = await leaseRecord(l6, n);
+      expect(key).toBe(`0.0.0.0-0&${n.subnet6!.replace('/', '-')}`);
+      expect(value).toMatchObject({ PublicIPv6: n.underlayIp6, BackendType: 'vxlan', BackendV6Data: { VNI: 1, VtepMAC: n.vtepMac6 } });
+      expect(readFileSync(n.subnetFile, 'utf8')).not.toMatch(/^FLANNEL_SUBNET=/m);
+    }
+    const [a, b] = l6.pods;
+    expect(await pingOk(a, b.ip)).toBe(true);
+    expect(await pingOk(b, a.ip)).toBe(true);
+    const t = await tcpTransfer(a, b, 1_000_000, 5312);
+    expect(t.received).toBe(t.sent);
+  });
+});
