@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A TCP transfer with an integrity check, for tests.
 
-  tcp-transfer.py sink PORT             accept one connection, read to EOF, print "<bytes> <sha256>"
+  tcp-transfer.py sink PORT [6]         accept one connection (on IPv6 with 6), read to EOF, print "<bytes> <sha256>"
   tcp-transfer.py send HOST PORT BYTES  send BYTES pseudo-random bytes, print "<bytes> <sha256>"
 """
 import hashlib
@@ -11,9 +11,10 @@ import sys
 
 mode = sys.argv[1]
 if mode == "sink":
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    v6 = sys.argv[3:4] == ["6"]
+    srv = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", int(sys.argv[2])))
+    srv.bind(("::" if v6 else "0.0.0.0", int(sys.argv[2])))
     srv.listen(1)
     print("listening", flush=True)
     conn, _ = srv.accept()

@@ -12,8 +12,8 @@ export function ping(fromNetns: string, to: string, count = 1) {
 }
 
 /** Sends `bytes` over TCP; returns "<count> <sha256>" as the sender and the receiver saw them. */
-export async function tcpTransfer(client: LabPod, server: LabPod, bytes: number, port = 5301): Promise<{ sent: string; received: string }> {
-  const sink = startInNetns(server.netns, ['/usr/bin/python3', transfer, 'sink', String(port)]);
+export async function tcpTransfer(client: Pick<LabPod, 'netns'>, server: Pick<LabPod, 'netns' | 'ip'>, bytes: number, port = 5301): Promise<{ sent: string; received: string }> {
+  const sink = startInNetns(server.netns, ['/usr/bin/python3', transfer, 'sink', String(port), ...(server.ip.includes(':') ? ['6'] : [])]);
   try {
     await sink.waitFor(/listening/);
     const sent = (await run(['/usr/bin/python3', transfer, 'send', server.ip, String(port), String(bytes)], { netns: client.netns })).stdout.trim();

@@ -1,0 +1,35 @@
+#!/usr/bin/python3
+"""Sends hand-made IPv6 VXLAN for twill's IPv6 tests, at layer 2 (so any source can be claimed).
+Runs inside a namespace the test made.
+
+usage: craft6.py KIND IFACE DST_MAC SRC DST INNER_DST VNI PORT VTEP_MAC
+KIND picks what is wrong with the packet; "good" is a well-formed one (the control case).
+The inner payload is UDP to [INNER_DST]:9999 with the text "twill-probe6:KIND".
+"""
+import sys
+from scapy.all import Ether, IPv6, IP, UDP, Raw, conf, sendp
+from scapy.layers.vxlan import VXLAN
+
+conf.verb = 0
+kind, iface, dst_mac, src, dst, inner_dst, vni, port, vtep_mac = sys.argv[1:10]
+vni, port = int(vni), int(port)
+PROBE = ("twill-probe6:" + kind).encode()
+
+
+def inner(to=inner_dst):
+    return Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / IPv6(src="fd76:b6:1:2::77", dst=to, hlim=63) / UDP(sport=40000, dport=9999) / Raw(PROBE)
+
+
+def outer(payload, s=src, v=vni):
+    return Ether(dst=dst_mac) / IPv6(src=s, dst=dst) / UDP(sport=45000, dport=port) / VXLAN(flags=0x08, vni=v) / payload
+
+
+packets = {
+    "good": outer(inner()),
+    "unknown-source": outer(inner(), s="fd76:b6::99"),
+    "bad-vni": outer(inner(), v=vni + 1),
+    "inner-dst-elsewhere": outer(inner(to="fd76:b6:1:9::1")),
+    "inner-ipv4": outer(Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / IP(src="10.76.2.77", dst="10.76.1.10") / UDP(dport=9999) / Raw(PROBE)),
+    "truncated": Ether(dst=dst_mac) / IPv6(src=src, dst=dst) / UDP(sport=45000, dport=port) / Raw(b"\x08\x00\x00"),
+}
+sendp(packets[kind], iface=iface)
