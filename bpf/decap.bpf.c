@@ -355,6 +355,48 @@ int twill_decap_tc(struct __sk_buff *skb)
  * decapped is judged here as classify() judges the rest, then handed to the stack as a packet for
  * this host, which routes it to the pod.
  */
+/*
+ * The receive half of the IPv6 fast path, on what twill-rx decapped (Ethernet, then IPv6): into
+ * the local pod it is for, or TC_ACT_OK for the stack to route it.
+ */
+static __always_inline int deliver6(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_path_stats *ps)
+{
+	/* Direct access reaches only the linear part: the ports (or the echo header) must be in it. */
+	__u32 headers = ETH_HLEN + sizeof(struct ipv6hdr) + sizeof(struct udphdr);
+	if ((void *)(long)skb->data + headers > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, skb->len < headers ? skb->len : headers);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	__u32 n = segments(skb);
+
+	if ((void *)(ip6 + 1) > data_end)
+		return TC_ACT_OK;
+	if (!(cfg->flags & TWILL_CONFIG_FAST_PATH)) {
+		PATH_COUNT(ps, disabled, n);
+		return TC_ACT_OK;
+	}
+	__u32 daddr[4];
+	__builtin_memcpy(daddr, &ip6->daddr, 16);
+	struct twill_endpoint *ep = twill_get_endpoint6(daddr);
+	if (!ep) {
+		PATH_COUNT(ps, no_endpoint, n);
+		return TC_ACT_OK;
+	}
+	if (!may_bypass6(skb, ip6, data_end, ps, n))
+		return TC_ACT_OK;
+	if (!fits(skb, ep->mtu, ep->ifindex, 0)) {
+		PATH_COUNT(ps, too_big, n);
+		return TC_ACT_OK;
+	}
+	ip6->hop_limit--;
+	__builtin_memcpy(eth->h_dest, ep->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, ep->gateway_mac, ETH_ALEN);
+	PATH_COUNT(ps, fast, n);
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
 /* twill_tunnel_rx for IPv6 VXLAN: the same judgement against twill_config6 and twill_peers6. */
 static __always_inline int tunnel_rx6(struct __sk_buff *skb, const struct twill_config *cfg, const struct bpf_tunnel_key *key, struct twill_stats *stats)
 {
@@ -391,6 +433,9 @@ static __always_inline int tunnel_rx6(struct __sk_buff *skb, const struct twill_
 		return TC_ACT_SHOT;
 	}
 	count_decap(peer->stats_slot, skb->len);
+	int ret = deliver6(skb, cfg, twill_get_path_stats(TWILL_PATH_RECEIVE));
+	if (ret != TC_ACT_OK)
+		return ret;
 	/* Addressed to the sender's idea of our v6 VTEP, not to this device: the stack must take it as ours. */
 	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
 	return TC_ACT_OK;

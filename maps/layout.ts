@@ -85,6 +85,8 @@ export const peer6Struct = struct('twill_peer6', { subnet6: 'ipv6', vtep_mac6: '
 export const endpointKeyStruct = struct('twill_endpoint_key', { ip: 'ipv4' });
 export const endpointStruct = struct('twill_endpoint', { ifindex: 'u32', mac: 'mac', gateway_mac: 'mac', mtu: 'u16', encap_mtu: 'u16', flags: 'u32' });
 export const MAX_ENDPOINTS = 8192;
+/** twill_endpoints6: the same value as twill_endpoints; encap_mtu is the underlay's MTU less 70 (IPv6 VXLAN). */
+export const endpoint6KeyStruct = struct('twill_endpoint6_key', { ip6: 'ipv6' });
 
 /** twill_path_stats: entry 0 counts what pods send, entry 1 what arrives for them. */
 export const PATH_SEND = 0;
@@ -131,6 +133,7 @@ export const mapSpecs = {
   twill_config6: { kind: 'array', key: u32Key, value: config6Struct, maxEntries: 1 },
   twill_subnets6: { kind: 'hash', key: subnet6KeyStruct, value: remote6Struct, maxEntries: 65536 },
   twill_peers6: { kind: 'hash', key: peer6KeyStruct, value: peer6Struct, maxEntries: 65536 },
+  twill_endpoints6: { kind: 'hash', key: endpoint6KeyStruct, value: endpointStruct, maxEntries: MAX_ENDPOINTS },
 } as const;
 
 export type MapName = keyof typeof mapSpecs;

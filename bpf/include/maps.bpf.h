@@ -92,6 +92,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } twill_peers6 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TWILL_MAX_ENDPOINTS);
+	__type(key, struct twill_endpoint6_key);
+	__type(value, struct twill_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_endpoints6 SEC(".maps");
+
 static __always_inline struct twill_config *twill_get_config(void)
 {
 	__u32 zero = 0;
@@ -190,6 +198,13 @@ static __always_inline struct twill_peer6 *twill_get_peer6(const __u32 addr[4])
 	struct twill_peer6_key key;
 	__builtin_memcpy(key.public_ip6, addr, 16);
 	return bpf_map_lookup_elem(&twill_peers6, &key);
+}
+
+static __always_inline struct twill_endpoint *twill_get_endpoint6(const __u32 addr[4])
+{
+	struct twill_endpoint6_key key;
+	__builtin_memcpy(key.ip6, addr, 16);
+	return bpf_map_lookup_elem(&twill_endpoints6, &key);
 }
 
 /* Per-CPU slot: a plain increment is race-free. */

@@ -141,6 +141,15 @@ struct twill_path_stats {
 	__u64 error;             /* a helper refused: handed to the stack unchanged */
 };
 
+/*
+ * Hash "twill_endpoints6": this node's pods by IPv6 address, for the IPv6 fast path. The value is
+ * a twill_endpoint, whose encap_mtu here is the largest packet that fits the underlay once in IPv6
+ * VXLAN (the underlay's MTU less 70).
+ */
+struct twill_endpoint6_key {
+	__u8 ip6[16];
+};
+
 #define TWILL_PATH_SEND    0
 #define TWILL_PATH_RECEIVE 1
 

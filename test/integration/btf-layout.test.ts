@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mapSpecs, configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct } from '../../maps/layout.js';
+import { mapSpecs, configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct, endpoint6KeyStruct } from '../../maps/layout.js';
 import type { FieldKind, StructCodec } from '../../maps/codec.js';
 import { bpfBuildDir, buildBpf } from '../support/build.js';
 
@@ -51,7 +51,7 @@ function findStruct(btf: Map<number, BtfType>, name: string): BtfType | undefine
 }
 
 const objects = ['encap.bpf.o', 'decap.bpf.o', 'decap-noct.bpf.o', 'pod.bpf.o', 'pod-noct.bpf.o'];
-const structs: StructCodec<Record<string, FieldKind>>[] = [configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct];
+const structs: StructCodec<Record<string, FieldKind>>[] = [configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct, endpoint6KeyStruct];
 
 describe('maps/layout.ts matches the BTF of the built objects', () => {
   const btfs = new Map<string, Map<number, BtfType>>();

@@ -4,11 +4,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BpfMap } from '../../controller/bpf/libbpf.js';
 import { attachDataplane, detachDataplane } from '../../controller/dataplane/attach.js';
-import { config6For, ensureOverlay6 } from '../../controller/dataplane/ipv6.js';
+import { config6For, ensureOverlay6, VXLAN6_OVERHEAD } from '../../controller/dataplane/ipv6.js';
+import { syncPodLinks } from '../../controller/dataplane/pod-links.js';
 import { parseDataplaneSpec } from '../../controller/dataplane/spec.js';
 import { run } from '../../controller/util/exec.js';
 import { formatIpv6, struct } from '../../maps/codec.js';
-import { mapSpecs, type Stats } from '../../maps/layout.js';
+import { mapSpecs, PATH_RECEIVE, PATH_SEND, type PathStats, type Stats } from '../../maps/layout.js';
 import { PerCpuArray, TypedMap } from '../../maps/typed-map.js';
 import { buildBpf, repoRoot } from '../support/build.js';
 import { readPcapFrames } from '../support/pcap.js';
@@ -57,13 +58,15 @@ function openMaps(pinDir: string) {
     config6: new TypedMap(pin('twill_config6'), mapSpecs.twill_config6.key, mapSpecs.twill_config6.value),
     subnets6: new TypedMap(pin('twill_subnets6'), mapSpecs.twill_subnets6.key, mapSpecs.twill_subnets6.value),
     peers6: new TypedMap(pin('twill_peers6'), mapSpecs.twill_peers6.key, mapSpecs.twill_peers6.value),
+    endpoints6: new TypedMap(pin('twill_endpoints6'), mapSpecs.twill_endpoints6.key, mapSpecs.twill_endpoints6.value),
     stats: new PerCpuArray(pin('twill_stats'), mapSpecs.twill_stats.value),
+    pathStats: new PerCpuArray(pin('twill_path_stats'), mapSpecs.twill_path_stats.value),
   };
 }
 type Maps = ReturnType<typeof openMaps>;
 const opened: Maps[] = [];
 function closeMaps(m: Maps): void {
-  for (const t of [m.config6, m.subnets6, m.peers6, m.stats]) t.map.close();
+  for (const t of [m.config6, m.subnets6, m.peers6, m.endpoints6, m.stats, m.pathStats]) t.map.close();
 }
 const stats = (n: (typeof nodes)[number]): Stats => {
   const m = openMaps(n.pinDir);
@@ -73,8 +76,31 @@ const stats = (n: (typeof nodes)[number]): Stats => {
     closeMaps(m);
   }
 };
-const delta = (before: Stats, after: Stats) =>
-  Object.fromEntries(Object.keys(after).map((k) => [k, Number(after[k as keyof Stats] - before[k as keyof Stats])]).filter(([, v]) => v !== 0));
+const pathStats = (n: (typeof nodes)[number], direction: number): PathStats => {
+  const m = openMaps(n.pinDir);
+  try {
+    return m.pathStats.sum(direction);
+  } finally {
+    closeMaps(m);
+  }
+};
+const delta = <T extends Record<string, bigint>>(before: T, after: T) =>
+  Object.fromEntries(Object.keys(after).map((k) => [k, Number(after[k] - before[k])]).filter(([, v]) => v !== 0));
+
+/** The fast path for the node's pod (its veth's program and its twill_endpoints6 entry), or not. */
+async function podFastPath(n: (typeof nodes)[number], on: boolean): Promise<void> {
+  const link = (ns: string, dev: string) => sh(ns, ['ip', '-j', 'link', 'show', dev]).then((r) => JSON.parse(r.stdout)[0] as { ifindex: number; address: string });
+  const veth = await link(n.netns, 'pod0');
+  const pod = await link(n.pod.netns, 'eth0');
+  const m = openMaps(n.pinDir);
+  try {
+    if (on) m.endpoints6.put({ ip6: n.pod.ip }, { ifindex: veth.ifindex, mac: pod.address, gateway_mac: veth.address, mtu: 1500, encap_mtu: 1500 - VXLAN6_OVERHEAD, flags: 0 });
+    else m.endpoints6.delete({ ip6: n.pod.ip });
+  } finally {
+    closeMaps(m);
+  }
+  await inNetns(n.netns, async () => syncPodLinks(n.pinDir, on ? [{ ifname: 'pod0', ifindex: veth.ifindex }] : []));
+}
 
 async function attachNode(n: (typeof nodes)[number]): Promise<void> {
   await inNetns(n.netns, async () => {
@@ -268,6 +294,38 @@ describe('IPv6 through twill0 and twill-rx (the stack path)', () => {
   });
 });
 
+describe('the IPv6 fast path (pod veth to IPv6 VXLAN, twill-rx into the pod)', () => {
+  beforeAll(async () => {
+    for (const n of nodes) await podFastPath(n, true);
+  });
+
+  it('carries ping and TCP between the pods past both nodes\' stacks, with valid checksums on the wire', async () => {
+    const before = nodes.map((n) => [pathStats(n, PATH_SEND), pathStats(n, PATH_RECEIVE), stats(n)] as const);
+    let transfer = { sent: '', received: '' };
+    const frames = await capture(n2.netns, async () => {
+      expect((await ping6(n1.pod.netns, n2.pod.ip)).stdout).toMatch(/3 received/);
+      transfer = await tcpTransfer(n1.pod, n2.pod, 1 << 20);
+    });
+    expect(transfer.received).toBe(transfer.sent);
+    for (const [i, n] of nodes.entries()) {
+      const [send, receive, st] = before[i];
+      expect(delta(send, pathStats(n, PATH_SEND)).fast, `${n.netns} send`).toBeGreaterThan(0);
+      expect(delta(receive, pathStats(n, PATH_RECEIVE)).fast, `${n.netns} receive`).toBeGreaterThan(0);
+      expect(Object.keys(delta(st, stats(n))).filter((k) => k.startsWith('drop_'))).toEqual([]);
+    }
+    const toN2 = frames.map(parseVxlan6).filter((v): v is Vxlan6 => !!v && v.dst === canon(n2.underlayIp6));
+    expect(toN2.length).toBeGreaterThan(100);
+    for (const v of toN2) expect(v).toMatchObject({ src: canon(n1.underlayIp6), vni: VNI, innerDstMac: n2.vtepMac6, innerSrcMac: n1.vtepMac6, checksumValid: true });
+  });
+
+  it('leaves the pods\' neighbour discovery to the stack', async () => {
+    for (const n of nodes) {
+      await sh(n.pod.netns, ['ip', '-6', 'neigh', 'flush', 'dev', 'eth0']);
+      expect((await ping6(n.pod.netns, n.pod.gateway)).stdout).toMatch(/3 received/);
+    }
+  });
+});
+
 describe('with a flannel node (kernel flannel-v6.1) on the other side', () => {
   beforeAll(async () => {
     await inNetns(n2.netns, () => detachDataplane(n2.pinDir));
@@ -285,8 +343,13 @@ describe('with a flannel node (kernel flannel-v6.1) on the other side', () => {
     await run(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
   });
 
-  it('interoperates in both directions: ping and TCP between the pods', async () => {
+  it.each([
+    ['the fast path', true],
+    ['the stack path', false],
+  ])('interoperates in both directions through %s: ping and TCP between the pods', async (_, fast) => {
+    await podFastPath(n1, fast);
     const before = stats(n1);
+    const beforePath = [pathStats(n1, PATH_SEND), pathStats(n1, PATH_RECEIVE)];
     let transfers: { sent: string; received: string }[] = [];
     const frames = await capture(n2.netns, async () => {
       expect((await ping6(n1.pod.netns, n2.pod.ip)).stdout).toMatch(/3 received/);
@@ -297,6 +360,9 @@ describe('with a flannel node (kernel flannel-v6.1) on the other side', () => {
       expect(t.sent).toMatch(/^1048576 /);
       expect(t.received).toBe(t.sent);
     }
+    const fastCounted = [delta(beforePath[0], pathStats(n1, PATH_SEND)).fast ?? 0, delta(beforePath[1], pathStats(n1, PATH_RECEIVE)).fast ?? 0];
+    if (fast) expect(fastCounted.every((c) => c > 0)).toBe(true);
+    else expect(fastCounted).toEqual([0, 0]);
     const d = delta(before, stats(n1));
     expect(d.encap_packets).toBeGreaterThan(0);
     expect(d.decap_packets).toBeGreaterThan(0);
