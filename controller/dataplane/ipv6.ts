@@ -13,6 +13,18 @@ import { ip } from '../netlink/ip.js';
  * (bpf/include/encap.h says why adjust_room cannot); its IPv6 socket (a flow-based device listens
  * on both families) decaps what arrives, and twill_tunnel_rx judges it. twill_decap_tc on the
  * underlay refuses early, counted, what is plainly not for us.
+ *
+ * What the agent programs for a node with an IPv6 lease, after attachDataplane (which makes
+ * twill0 and twill-rx) and again after anything that re-creates twill-rx (its ifindex is in the config):
+ *  - ensureOverlay6(): twill0's address and the locked-MTU route of the IPv6Network;
+ *  - twill_config6[0] = config6For() (flags CONFIG6_ENABLED; 0 turns IPv6 off);
+ *  - per remote lease with an IPv6Subnet: twill_subnets6[{subnet6: base}] = {public_ip6: its
+ *    PublicIPv6, vtep_mac6: its BackendV6Data.VtepMAC, flags: 0, stats_slot: its slot} and
+ *    twill_peers6[{public_ip6}] = {subnet6: base, vtep_mac6, subnet6_len, flags: 0, stats_slot};
+ *  - per local pod with an IPv6 address, for the fast path: twill_endpoints6[{ip6}] = the pod's
+ *    twill_endpoint, with encap_mtu = underlay MTU - VXLAN6_OVERHEAD.
+ * Not with host-gw (no twill-rx), and not while twill-rx is down (flannel-v6.<VNI> or flannel.<VNI>
+ * holds the port): IPv6 sent there would be lost, so flags 0 until it is up.
  */
 
 /** Outer IPv6 + UDP + VXLAN + inner Ethernet. */
