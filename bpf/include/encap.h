@@ -160,9 +160,10 @@ static __always_inline enum encap_result vxlan_encap(struct __sk_buff *skb, cons
  * or offloads the checksum of single packets, so the segments and single packets are both right.
  * Cilium encapsulates the same way (set_tunnel_key + redirect to a collect-md device).
  *
- * The inner MACs are ours to set: the driver sends the frame as it is. The outer source is the
- * route's preferred source towards the peer (the key cannot carry one), which is the PublicIPv6
- * when that is the underlay's global address. Counts the packet on success.
+ * The inner MACs are ours to set: the driver sends the frame as it is. The outer source is our
+ * PublicIPv6 (the key's local address, Linux 6.0+, as bpf_skb_get_tunnel_key in twill_tunnel_rx
+ * already needs), not the route's preferred source: a peer accepts VXLAN only from the address
+ * in our lease, which need not be the underlay's. Counts the packet on success.
  */
 static __always_inline long vxlan6_encap_redirect(struct __sk_buff *skb, const struct twill_config *cfg, const struct twill_config6 *cfg6,
 						   const struct twill_remote6 *remote, struct twill_stats *stats)
@@ -172,6 +173,7 @@ static __always_inline long vxlan6_encap_redirect(struct __sk_buff *skb, const s
 	struct bpf_tunnel_key key = {};
 
 	__builtin_memcpy(key.remote_ipv6, remote->public_ip6, 16);
+	__builtin_memcpy(key.local_ipv6, cfg6->public_ip6, 16);
 	key.tunnel_id = cfg->vni;
 	key.tunnel_ttl = 64;
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6))

@@ -28,10 +28,13 @@ import { tcpTransfer } from '../support/traffic.js';
 const VNI = 1;
 const PORT = 8472;
 const NETWORK6 = 'fd76:b6:1::/48';
+// Node 1's PublicIPv6 is on its loopback, not the underlay (flanneld --public-ipv6 may name any
+// address): the outer source must be the lease's address, not the route's preferred source.
 const nodes = [1, 2].map((i) => ({
   netns: `t6b-n${i}`,
   pinDir: `/sys/fs/bpf/t6b-n${i}`,
-  underlayIp6: `fd76:b6::${i}`,
+  underlayIp6: i === 1 ? 'fd76:b6::101' : `fd76:b6::${i}`,
+  linkIp6: `fd76:b6::${i}`,
   subnet6: `fd76:b6:1:${i}::/64`,
   vtepMac6: `0a:76:b6:00:00:0${i}`,
   pod: { netns: `t6b-p${i}`, ip: `fd76:b6:1:${i}::10`, gateway: `fd76:b6:1:${i}::1` },
@@ -149,7 +152,7 @@ beforeAll(async () => {
   }
   await run(['ip', 'link', 'add', 'und0', 'netns', n1.netns, 'type', 'veth', 'peer', 'name', 'und0', 'netns', n2.netns]);
   for (const n of nodes) {
-    await sh(n.netns, ['ip', 'addr', 'add', `${n.underlayIp6}/64`, 'dev', 'und0', 'nodad']);
+    await sh(n.netns, ['ip', 'addr', 'add', `${n.linkIp6}/64`, 'dev', 'und0', 'nodad']);
     await sh(n.netns, ['ip', 'link', 'set', 'und0', 'up']);
     // Outer checksums computed in software before the veth, as for a NIC without tunnel offloads,
     // so that the capture shows every segment as the wire carries it.
@@ -160,6 +163,10 @@ beforeAll(async () => {
     await sh(n.pod.netns, ['ip', 'addr', 'add', `${n.pod.ip}/64`, 'dev', 'eth0', 'nodad']);
     await sh(n.pod.netns, ['ip', 'link', 'set', 'eth0', 'up']);
     await sh(n.pod.netns, ['ip', '-6', 'route', 'add', 'default', 'via', n.pod.gateway]);
+  }
+  for (const n of nodes.filter((x) => x.underlayIp6 !== x.linkIp6)) {
+    await sh(n.netns, ['ip', 'addr', 'add', `${n.underlayIp6}/128`, 'dev', 'lo']);
+    for (const o of nodes.filter((x) => x !== n)) await sh(o.netns, ['ip', '-6', 'route', 'add', `${n.underlayIp6}/128`, 'via', n.linkIp6]);
   }
   for (const n of nodes) await attachNode(n);
 }, 120_000);
