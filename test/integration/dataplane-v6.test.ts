@@ -299,6 +299,16 @@ describe('IPv6 through twill0 and twill-rx (the stack path)', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(delta(mid, stats(n1))).toMatchObject({ decap_packets: 1 });
   });
+
+  it('judges fragmented IPv6 VXLAN once the stack has reassembled it: from the peer decapped, from anyone else dropped and counted', async () => {
+    const und0Mac = JSON.parse((await sh(n1.netns, ['ip', '-j', 'link', 'show', 'und0'])).stdout)[0].address as string;
+    const send = (kind: string) => sh(n2.netns, ['/usr/bin/python3', craft, kind, 'und0', und0Mac, n2.underlayIp6, n1.underlayIp6, n1.pod.ip, String(VNI), String(PORT), n1.vtepMac6]);
+    const before = stats(n1);
+    await send('fragment');
+    await send('fragment-unknown-source');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(delta(before, stats(n1))).toMatchObject({ decap_packets: 1, drop_unknown_source: 1 });
+  });
 });
 
 describe('the IPv6 fast path (pod veth to IPv6 VXLAN, twill-rx into the pod)', () => {

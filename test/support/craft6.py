@@ -3,11 +3,13 @@
 Runs inside a namespace the test made.
 
 usage: craft6.py KIND IFACE DST_MAC SRC DST INNER_DST VNI PORT VTEP_MAC
-KIND picks what is wrong with the packet; "good" is a well-formed one (the control case).
+KIND picks what is wrong with the packet; "good" is a well-formed one (the control case);
+"fragment" and "fragment-unknown-source" are a well-formed 1.9 KB one cut into 600-byte IPv6
+fragments, from the peer and from an address with no lease.
 The inner payload is UDP to [INNER_DST]:9999 with the text "twill-probe6:KIND".
 """
 import sys
-from scapy.all import Ether, IPv6, IP, UDP, Raw, conf, sendp
+from scapy.all import Ether, IPv6, IPv6ExtHdrFragment, IP, UDP, Raw, conf, fragment6, sendp
 from scapy.layers.vxlan import VXLAN
 
 conf.verb = 0
@@ -32,4 +34,9 @@ packets = {
     "inner-ipv4": outer(Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / IP(src="10.76.2.77", dst="10.76.1.10") / UDP(dport=9999) / Raw(PROBE)),
     "truncated": Ether(dst=dst_mac) / IPv6(src=src, dst=dst) / UDP(sport=45000, dport=port) / Raw(b"\x08\x00\x00"),
 }
-sendp(packets[kind], iface=iface)
+if kind.startswith("fragment"):
+    s = "fd76:b6::99" if kind == "fragment-unknown-source" else src
+    big = IPv6(src=s, dst=dst) / IPv6ExtHdrFragment() / UDP(sport=45000, dport=port) / VXLAN(flags=0x08, vni=vni) / Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / IPv6(src="fd76:b6:1:2::77", dst=inner_dst, hlim=63) / UDP(sport=40000, dport=9999) / Raw(PROBE * 100)
+    sendp([Ether(dst=dst_mac) / f for f in fragment6(big, 600)], iface=iface)
+else:
+    sendp(packets[kind], iface=iface)
