@@ -237,6 +237,71 @@ static __always_inline int deliver_decapped(struct __sk_buff *skb, const struct 
 	return deliver(skb, cfg, ps);
 }
 
+/*
+ * IPv6 VXLAN on the underlay. It is not decapped here but by twill-rx's socket (which owns the
+ * port for IPv6 as for IPv4 and checks the outer UDP checksum), and judged there again by
+ * twill_tunnel_rx, which alone sees what the stack reassembled. What is judged here is what the
+ * tunnel socket would drop unexplained (truncated VXLAN) and what can be refused before the stack
+ * spends anything on it; every refusal is counted. Everything else, neighbour discovery and router
+ * advertisements included, passes untouched. Fragments (an extension header after the IPv6
+ * header) pass too: only the reassembled packet can be judged.
+ */
+struct v6_outer {
+	struct ethhdr eth;
+	struct ipv6hdr ip6;
+	struct udphdr udp;
+} __attribute__((packed));
+
+struct v6_inner {
+	struct vxlanhdr vx;
+	struct ethhdr eth;
+	struct ipv6hdr ip6;
+} __attribute__((packed));
+
+static __always_inline int judge6(struct __sk_buff *skb, const struct twill_config *cfg)
+{
+	struct twill_config6 *cfg6 = twill_get_config6();
+	struct v6_outer o;
+	struct v6_inner in;
+
+	if (!cfg6 || cfg->vxlan_port == 0 || bpf_skb_load_bytes(skb, 0, &o, sizeof(o)))
+		return TC_ACT_OK;
+	__u32 saddr[4], daddr[4];
+	__builtin_memcpy(saddr, &o.ip6.saddr, 16);
+	__builtin_memcpy(daddr, &o.ip6.daddr, 16);
+	if (o.ip6.nexthdr != IPPROTO_UDP || o.udp.dest != bpf_htons(cfg->vxlan_port) || !ipv6_eq(daddr, (const __u32 *)cfg6->public_ip6))
+		return TC_ACT_OK;
+
+	/* From here on the packet claims to be IPv6 VXLAN for us. */
+	struct twill_stats *stats = twill_get_stats();
+	if (!twill_get_peer6(saddr)) {
+		TWILL_COUNT(stats, drop_unknown_source);
+		return TC_ACT_SHOT;
+	}
+	/* payload_len 0 is a jumbogram (BIG TCP after GRO): its length is the skb's. */
+	__u32 plen = bpf_ntohs(o.ip6.payload_len);
+	if (bpf_skb_load_bytes(skb, sizeof(o), &in, sizeof(in)) || !(in.vx.vx_flags & bpf_htonl(VXLAN_FLAG_I)) ||
+	    (plen && (plen > skb->len - ETH_HLEN - sizeof(struct ipv6hdr) || bpf_ntohs(o.udp.len) != plen)) ||
+	    (in.eth.h_proto == bpf_htons(ETH_P_IPV6) && in.ip6.version != 6)) {
+		TWILL_COUNT(stats, drop_malformed);
+		return TC_ACT_SHOT;
+	}
+	if (in.vx.vx_vni != bpf_htonl(cfg->vni << 8)) {
+		TWILL_COUNT(stats, drop_bad_vni);
+		return TC_ACT_SHOT;
+	}
+	if (in.eth.h_proto != bpf_htons(ETH_P_IPV6)) {
+		TWILL_COUNT(stats, drop_inner_not_ipv6);
+		return TC_ACT_SHOT;
+	}
+	__builtin_memcpy(daddr, &in.ip6.daddr, 16);
+	if (!twill_in_own_subnet6(cfg6, daddr)) {
+		TWILL_COUNT(stats, drop_inner_dst);
+		return TC_ACT_SHOT;
+	}
+	return TC_ACT_OK;
+}
+
 /* Outer Ethernet + IPv4 + UDP + VXLAN + inner Ethernet + inner IPv4 + ports: what the classifier and the fast path read. */
 #define DECAP_HEADERS (ETH_HLEN + VXLAN_OVERHEAD + sizeof(struct iphdr) + sizeof(struct udphdr))
 
@@ -248,6 +313,8 @@ int twill_decap_tc(struct __sk_buff *skb)
 	 * across a helper call in a 32-bit register, which the verifier then takes for a scalar.
 	 */
 	struct twill_config *cfg = twill_get_config();
+	if (cfg && skb->protocol == bpf_htons(ETH_P_IPV6))
+		return judge6(skb, cfg);
 	if (!cfg || skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	/* Direct access reaches only the linear part; a GSO super-packet's headers are there already. */
@@ -288,6 +355,92 @@ int twill_decap_tc(struct __sk_buff *skb)
  * decapped is judged here as classify() judges the rest, then handed to the stack as a packet for
  * this host, which routes it to the pod.
  */
+/*
+ * The receive half of the IPv6 fast path, on what twill-rx decapped (Ethernet, then IPv6): into
+ * the local pod it is for, or TC_ACT_OK for the stack to route it.
+ */
+static __always_inline int deliver6(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_path_stats *ps)
+{
+	/* Direct access reaches only the linear part: the ports (or the echo header) must be in it. */
+	__u32 headers = ETH_HLEN + sizeof(struct ipv6hdr) + sizeof(struct udphdr);
+	if ((void *)(long)skb->data + headers > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, skb->len < headers ? skb->len : headers);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	__u32 n = segments(skb);
+
+	if ((void *)(ip6 + 1) > data_end)
+		return TC_ACT_OK;
+	if (!(cfg->flags & TWILL_CONFIG_FAST_PATH)) {
+		PATH_COUNT(ps, disabled, n);
+		return TC_ACT_OK;
+	}
+	__u32 daddr[4];
+	__builtin_memcpy(daddr, &ip6->daddr, 16);
+	struct twill_endpoint *ep = twill_get_endpoint6(daddr);
+	if (!ep) {
+		PATH_COUNT(ps, no_endpoint, n);
+		return TC_ACT_OK;
+	}
+	if (!may_bypass6(skb, ip6, data_end, ps, n))
+		return TC_ACT_OK;
+	if (!fits(skb, ep->mtu, ep->ifindex, 0)) {
+		PATH_COUNT(ps, too_big, n);
+		return TC_ACT_OK;
+	}
+	ip6->hop_limit--;
+	__builtin_memcpy(eth->h_dest, ep->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, ep->gateway_mac, ETH_ALEN);
+	PATH_COUNT(ps, fast, n);
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
+/* twill_tunnel_rx for IPv6 VXLAN: the same judgement against twill_config6 and twill_peers6. */
+static __always_inline int tunnel_rx6(struct __sk_buff *skb, const struct twill_config *cfg, const struct bpf_tunnel_key *key, struct twill_stats *stats)
+{
+	struct twill_config6 *cfg6 = twill_get_config6();
+	if (!cfg6) {
+		TWILL_COUNT(stats, drop_unknown_source);
+		return TC_ACT_SHOT;
+	}
+	if (!ipv6_eq(key->local_ipv6, (const __u32 *)cfg6->public_ip6)) {
+		TWILL_COUNT(stats, drop_malformed);
+		return TC_ACT_SHOT;
+	}
+	struct twill_peer6 *peer = twill_get_peer6(key->remote_ipv6);
+	if (!peer) {
+		TWILL_COUNT(stats, drop_unknown_source);
+		return TC_ACT_SHOT;
+	}
+	if (key->tunnel_id != cfg->vni) {
+		TWILL_COUNT(stats, drop_bad_vni);
+		return TC_ACT_SHOT;
+	}
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	if ((void *)(ip6 + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6)) {
+		TWILL_COUNT(stats, drop_inner_not_ipv6);
+		return TC_ACT_SHOT;
+	}
+	__u32 daddr[4];
+	__builtin_memcpy(daddr, &ip6->daddr, 16);
+	if (!twill_in_own_subnet6(cfg6, daddr)) {
+		TWILL_COUNT(stats, drop_inner_dst);
+		return TC_ACT_SHOT;
+	}
+	count_decap(peer->stats_slot, skb->len);
+	int ret = deliver6(skb, cfg, twill_get_path_stats(TWILL_PATH_RECEIVE));
+	if (ret != TC_ACT_OK)
+		return ret;
+	/* Addressed to the sender's idea of our v6 VTEP, not to this device: the stack must take it as ours. */
+	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
+	return TC_ACT_OK;
+}
+
 SEC("tc")
 int twill_tunnel_rx(struct __sk_buff *skb)
 {
@@ -297,6 +450,9 @@ int twill_tunnel_rx(struct __sk_buff *skb)
 
 	if (!cfg)
 		return TC_ACT_SHOT;
+	/* The device's IPv6 socket decapped it (a flow-based device listens on both families). */
+	if (!bpf_skb_get_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6))
+		return tunnel_rx6(skb, cfg, &key, stats);
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) || key.local_ipv4 != bpf_ntohl(ipv4_u32(cfg->public_ip))) {
 		TWILL_COUNT(stats, drop_malformed);
 		return TC_ACT_SHOT;

@@ -17,6 +17,43 @@
 #include <bpf/bpf_endian.h>
 #include "encap.h"
 
+/*
+ * IPv6 to a remote pod. The route of the IPv6Network to twill0 carries an MTU of the underlay's
+ * less VXLAN6_OVERHEAD, so the stack answers a packet too big with ICMPv6 Packet Too Big before it
+ * gets here; the check here only keeps a packet that slipped past (a route without that MTU) off
+ * the wire, counted.
+ */
+static __always_inline int encap6(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_stats *stats)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ipv6hdr *inner = data + ETH_HLEN;
+	struct twill_config6 *cfg6 = twill_get_config6();
+
+	if (!cfg6 || cfg6->tunnel_ifindex == 0 || (void *)(inner + 1) > data_end) {
+		TWILL_COUNT(stats, drop_not_ipv4);
+		return TC_ACT_SHOT;
+	}
+	__u32 daddr[4];
+	__builtin_memcpy(daddr, &inner->daddr, 16);
+	struct twill_remote6 *remote = twill_get_remote6(cfg6, daddr);
+	if (!remote) {
+		TWILL_COUNT(stats, drop_no_peer);
+		return TC_ACT_SHOT;
+	}
+	__u32 mtu_len = 0;
+	if (bpf_check_mtu(skb, cfg->underlay_ifindex, &mtu_len, VXLAN6_OVERHEAD, 0)) {
+		TWILL_COUNT(stats, drop_too_big);
+		return TC_ACT_SHOT;
+	}
+	long ret = vxlan6_encap_redirect(skb, cfg, cfg6, remote, stats);
+	if (ret != TC_ACT_REDIRECT) {
+		TWILL_COUNT(stats, drop_encap_error);
+		return TC_ACT_SHOT;
+	}
+	return ret;
+}
+
 SEC("tc")
 int twill_encap(struct __sk_buff *skb)
 {
@@ -30,6 +67,8 @@ int twill_encap(struct __sk_buff *skb)
 	if (!cfg || cfg->underlay_ifindex == 0)
 		return TC_ACT_SHOT;
 
+	if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return encap6(skb, cfg, stats);
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP)) {
 		TWILL_COUNT(stats, drop_not_ipv4);
 		return TC_ACT_SHOT;

@@ -21,6 +21,46 @@
 
 #define STACK(reason) do { PATH_COUNT(ps, reason, n); return TC_ACT_OK; } while (0)
 
+/*
+ * IPv6 from a pod to a remote pod: the same checks as IPv4's, then IPv6 VXLAN through twill-rx as
+ * twill_encap sends it (encap.h: the kernel's vxlan driver encapsulates and checksums).
+ */
+static __always_inline int from_pod6(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_path_stats *ps, __u32 n)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	struct twill_config6 *cfg6 = twill_get_config6();
+
+	if (!cfg6 || cfg6->tunnel_ifindex == 0 || (void *)(ip6 + 1) > data_end)
+		STACK(not_ipv4);
+	__u32 saddr[4], daddr[4];
+	__builtin_memcpy(saddr, &ip6->saddr, 16);
+	__builtin_memcpy(daddr, &ip6->daddr, 16);
+	struct twill_remote6 *remote = twill_get_remote6(cfg6, daddr);
+	if (!remote)
+		STACK(not_remote);
+	struct twill_endpoint *ep = twill_get_endpoint6(saddr);
+	if (!ep || ep->ifindex != skb->ifindex || !mac_eq(eth->h_dest, ep->gateway_mac))
+		STACK(source);
+	if (!may_bypass6(skb, ip6, data_end, ps, n))
+		return TC_ACT_OK;
+	if (!fits(skb, ep->encap_mtu, cfg->underlay_ifindex, VXLAN6_OVERHEAD))
+		STACK(too_big);
+
+	/* One hop, as the node's forwarding would have counted it (IPv6 has no header checksum). */
+	ip6->hop_limit--;
+	struct twill_stats *stats = twill_get_stats();
+	long ret = vxlan6_encap_redirect(skb, cfg, cfg6, remote, stats);
+	if (ret != TC_ACT_REDIRECT) {
+		TWILL_COUNT(stats, drop_encap_error);
+		return TC_ACT_SHOT;
+	}
+	PATH_COUNT(ps, fast, n);
+	return ret;
+}
+
 SEC("tc")
 int twill_from_pod(struct __sk_buff *skb)
 {
@@ -34,6 +74,8 @@ int twill_from_pod(struct __sk_buff *skb)
 
 	if (!cfg || !(cfg->flags & TWILL_CONFIG_FAST_PATH) || cfg->underlay_ifindex == 0)
 		STACK(disabled);
+	if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return from_pod6(skb, cfg, ps, n);
 	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		STACK(not_ipv4);
 

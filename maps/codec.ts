@@ -7,7 +7,7 @@
  * C field names, so what `twill maps` prints lines up with what `bpftool map dump` prints.
  */
 
-export type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'ipv4' | 'mac';
+export type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'ipv4' | 'ipv6' | 'mac';
 
 interface KindInfo {
   size: number;
@@ -20,10 +20,11 @@ const kinds: Record<FieldKind, KindInfo> = {
   u32: { size: 4, align: 4 },
   u64: { size: 8, align: 8 },
   ipv4: { size: 4, align: 1 }, // __u8[4], network order
+  ipv6: { size: 16, align: 1 }, // __u8[16], network order
   mac: { size: 6, align: 1 }, // __u8[6]
 };
 
-type FieldValue<K extends FieldKind> = K extends 'u64' ? bigint : K extends 'ipv4' | 'mac' ? string : number;
+type FieldValue<K extends FieldKind> = K extends 'u64' ? bigint : K extends 'ipv4' | 'ipv6' | 'mac' ? string : number;
 
 export type Decoded<F extends Record<string, FieldKind>> = { [N in keyof F]: FieldValue<F[N]> };
 
@@ -105,6 +106,9 @@ function writeField(buf: Buffer, at: number, f: FieldLayout, v: unknown, owner: 
     case 'ipv4':
       parseIpv4Into(String(v), buf, at, where);
       return;
+    case 'ipv6':
+      parseIpv6Into(String(v), buf, at, where);
+      return;
     case 'mac':
       parseMacInto(String(v), buf, at, where);
       return;
@@ -123,6 +127,8 @@ function readField(buf: Buffer, at: number, f: FieldLayout): unknown {
       return buf.readBigUInt64LE(at);
     case 'ipv4':
       return `${buf[at]}.${buf[at + 1]}.${buf[at + 2]}.${buf[at + 3]}`;
+    case 'ipv6':
+      return formatIpv6(buf.subarray(at, at + 16));
     case 'mac':
       return [...buf.subarray(at, at + 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
   }
@@ -133,6 +139,45 @@ function parseIpv4Into(s: string, buf: Buffer, at: number, where: string): void 
   if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255))
     throw new CodecError(`${where}: ${JSON.stringify(s)} is not an IPv4 address`);
   parts.forEach((p, i) => (buf[at + i] = Number(p)));
+}
+
+/** Full, `::`-compressed and IPv4-suffixed forms; no zone. */
+function parseIpv6Into(s: string, buf: Buffer, at: number, where: string): void {
+  const fail = () => new CodecError(`${where}: ${JSON.stringify(s)} is not an IPv6 address`);
+  let text = s;
+  const tail: number[] = [];
+  const v4 = /^(.*:)(\d{1,3}(?:\.\d{1,3}){3})$/.exec(text);
+  if (v4) {
+    const parts = v4[2].split('.').map(Number);
+    if (parts.some((p) => p > 255)) throw fail();
+    tail.push((parts[0] << 8) | parts[1], (parts[2] << 8) | parts[3]);
+    text = v4[1].endsWith('::') ? v4[1] : v4[1].slice(0, -1);
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) throw fail();
+  const groups = (h: string) => (h === '' ? [] : h.split(':'));
+  const head = groups(halves[0]);
+  const rest = halves.length === 2 ? groups(halves[1]) : [];
+  if ([...head, ...rest].some((g) => !/^[0-9a-fA-F]{1,4}$/.test(g))) throw fail();
+  const given = head.length + rest.length + tail.length;
+  if (halves.length === 2 ? given > 7 : given !== 8) throw fail();
+  const words = [...head.map((g) => parseInt(g, 16)), ...Array<number>(8 - given).fill(0), ...rest.map((g) => parseInt(g, 16)), ...tail];
+  words.forEach((w, i) => buf.writeUInt16BE(w, at + 2 * i));
+}
+
+/** RFC 5952: lowercase, no leading zeros, the longest run of two or more zero groups (the first of equals) as `::`. */
+export function formatIpv6(b: Buffer): string {
+  const words = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(2 * i));
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  const hex = (ws: number[]) => ws.map((w) => w.toString(16)).join(':');
+  return best < 0 ? hex(words) : `${hex(words.slice(0, best))}::${hex(words.slice(best + bestLen))}`;
 }
 
 function parseMacInto(s: string, buf: Buffer, at: number, where: string): void {

@@ -5,7 +5,7 @@ import { struct, type Value } from './codec.js';
  * match the C structs exactly; test/integration/btf-layout.test.ts enforces it.
  */
 
-export const LAYOUT_VERSION = 3;
+export const LAYOUT_VERSION = 4;
 
 /** twill_config.flags: pod traffic to and from remote pods may bypass the host stack. */
 export const CONFIG_FAST_PATH = 0x1;
@@ -61,11 +61,32 @@ export const statsStruct = struct('twill_stats', {
   drop_fragment: 'u64',
   drop_inner_not_ipv4: 'u64',
   drop_inner_dst: 'u64',
+  drop_inner_not_ipv6: 'u64',
 });
+
+/** twill_config6.flags: IPv6 is encapsulated and accepted (the cluster has an IPv6Network and this node a v6 lease). */
+export const CONFIG6_ENABLED = 0x1;
+
+export const config6Struct = struct('twill_config6', {
+  public_ip6: 'ipv6',
+  subnet6: 'ipv6',
+  network6: 'ipv6',
+  vtep_mac6: 'mac',
+  subnet6_len: 'u8',
+  network6_len: 'u8',
+  tunnel_ifindex: 'u32',
+  flags: 'u32',
+});
+export const subnet6KeyStruct = struct('twill_subnet6_key', { subnet6: 'ipv6' });
+export const remote6Struct = struct('twill_remote6', { public_ip6: 'ipv6', vtep_mac6: 'mac', flags: 'u16', stats_slot: 'u16' });
+export const peer6KeyStruct = struct('twill_peer6_key', { public_ip6: 'ipv6' });
+export const peer6Struct = struct('twill_peer6', { subnet6: 'ipv6', vtep_mac6: 'mac', subnet6_len: 'u8', flags: 'u8', stats_slot: 'u16' });
 
 export const endpointKeyStruct = struct('twill_endpoint_key', { ip: 'ipv4' });
 export const endpointStruct = struct('twill_endpoint', { ifindex: 'u32', mac: 'mac', gateway_mac: 'mac', mtu: 'u16', encap_mtu: 'u16', flags: 'u32' });
 export const MAX_ENDPOINTS = 8192;
+/** twill_endpoints6: the same value as twill_endpoints; encap_mtu is the underlay's MTU less 70 (IPv6 VXLAN). */
+export const endpoint6KeyStruct = struct('twill_endpoint6_key', { ip6: 'ipv6' });
 
 /** twill_path_stats: entry 0 counts what pods send, entry 1 what arrives for them. */
 export const PATH_SEND = 0;
@@ -94,6 +115,11 @@ export type Stats = Value<typeof statsStruct>;
 export type PeerStats = Value<typeof peerStatsStruct>;
 export type Endpoint = Value<typeof endpointStruct>;
 export type PathStats = Value<typeof pathStatsStruct>;
+export type TwillConfig6 = Value<typeof config6Struct>;
+export type Subnet6Key = Value<typeof subnet6KeyStruct>;
+export type Remote6 = Value<typeof remote6Struct>;
+export type Peer6Key = Value<typeof peer6KeyStruct>;
+export type Peer6 = Value<typeof peer6Struct>;
 
 /** Every pinned map: its name (also the pin file name), kind, and codecs. */
 export const mapSpecs = {
@@ -104,6 +130,10 @@ export const mapSpecs = {
   twill_peer_stats: { kind: 'percpu_array', key: u32Key, value: peerStatsStruct, maxEntries: MAX_STATS_SLOTS },
   twill_endpoints: { kind: 'hash', key: endpointKeyStruct, value: endpointStruct, maxEntries: MAX_ENDPOINTS },
   twill_path_stats: { kind: 'percpu_array', key: u32Key, value: pathStatsStruct, maxEntries: 2 },
+  twill_config6: { kind: 'array', key: u32Key, value: config6Struct, maxEntries: 1 },
+  twill_subnets6: { kind: 'hash', key: subnet6KeyStruct, value: remote6Struct, maxEntries: 65536 },
+  twill_peers6: { kind: 'hash', key: peer6KeyStruct, value: peer6Struct, maxEntries: 65536 },
+  twill_endpoints6: { kind: 'hash', key: endpoint6KeyStruct, value: endpointStruct, maxEntries: MAX_ENDPOINTS },
 } as const;
 
 export type MapName = keyof typeof mapSpecs;

@@ -64,6 +64,19 @@ static __always_inline __u16 encap_source_port(const struct __sk_buff *skb, cons
 	return (__u16)((((__u64)h * (VXLAN_SPORT_MAX - VXLAN_SPORT_MIN)) >> 32) + VXLAN_SPORT_MIN);
 }
 
+static __always_inline void count_encap(struct twill_stats *stats, __u16 slot, __u32 packets, __u32 inner_len)
+{
+	if (stats) {
+		stats->encap_packets += packets;
+		stats->encap_bytes += inner_len;
+	}
+	struct twill_peer_stats *peer_stats = twill_get_peer_stats(slot);
+	if (peer_stats) {
+		peer_stats->encap_packets += packets;
+		peer_stats->encap_bytes += inner_len;
+	}
+}
+
 enum encap_result {
 	ENCAP_OK,
 	ENCAP_UNCHANGED,   /* no room could be made: the packet is as it was */
@@ -129,16 +142,47 @@ static __always_inline enum encap_result vxlan_encap(struct __sk_buff *skb, cons
 	if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0))
 		return ENCAP_BROKEN;
 
-	if (stats) {
-		stats->encap_packets += packets;
-		stats->encap_bytes += inner_len;
-	}
-	struct twill_peer_stats *peer_stats = twill_get_peer_stats(remote->stats_slot);
-	if (peer_stats) {
-		peer_stats->encap_packets += packets;
-		peer_stats->encap_bytes += inner_len;
-	}
+	count_encap(stats, remote->stats_slot, packets, inner_len);
 	return ENCAP_OK;
+}
+
+/*
+ * IPv6 VXLAN: the frame at skb->data (Ethernet, then IPv6) leaves through the flow-based vxlan
+ * device (twill-rx) with a tunnel key for the peer, and the kernel's vxlan driver encapsulates it.
+ *
+ * Why not bpf_skb_adjust_room, as for IPv4: IPv6 VXLAN must carry a valid UDP checksum (a kernel
+ * receiver, flannel-v6.<VNI> included, drops a zero one unless udp6zerocsumrx is set, which
+ * flannel does not set). adjust_room's ENCAP flags mark a GSO packet SKB_GSO_UDP_TUNNEL, never
+ * _CSUM, and __skb_udp_tunnel_segment() (net/ipv4/udp_offload.c) fills in each segment's outer
+ * UDP checksum only when need_csum = gso_type & SKB_GSO_UDP_TUNNEL_CSUM: every segment would keep
+ * the checksum written before segmentation, wrong for all of them (or zero). The vxlan driver, with
+ * TUNNEL_CSUM in the key (bpf_skb_set_tunnel_key's default), marks the packet _CSUM and computes
+ * or offloads the checksum of single packets, so the segments and single packets are both right.
+ * Cilium encapsulates the same way (set_tunnel_key + redirect to a collect-md device).
+ *
+ * The inner MACs are ours to set: the driver sends the frame as it is. The outer source is our
+ * PublicIPv6 (the key's local address, Linux 6.0+, as bpf_skb_get_tunnel_key in twill_tunnel_rx
+ * already needs), not the route's preferred source: a peer accepts VXLAN only from the address
+ * in our lease, which need not be the underlay's. Counts the packet on success.
+ */
+static __always_inline long vxlan6_encap_redirect(struct __sk_buff *skb, const struct twill_config *cfg, const struct twill_config6 *cfg6,
+						   const struct twill_remote6 *remote, struct twill_stats *stats)
+{
+	__u32 packets = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	__u32 inner_len = skb->len;
+	struct bpf_tunnel_key key = {};
+
+	__builtin_memcpy(key.remote_ipv6, remote->public_ip6, 16);
+	__builtin_memcpy(key.local_ipv6, cfg6->public_ip6, 16);
+	key.tunnel_id = cfg->vni;
+	key.tunnel_ttl = 64;
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6))
+		return -1;
+	if (bpf_skb_store_bytes(skb, 0, remote->vtep_mac6, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, cfg6->vtep_mac6, ETH_ALEN, 0))
+		return -1;
+	count_encap(stats, remote->stats_slot, packets, inner_len);
+	return bpf_redirect(cfg6->tunnel_ifindex, 0);
 }
 
 /*

@@ -13,6 +13,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <linux/in6.h>
 #include "maps.bpf.h"
 #include "vxlan.h"
 
@@ -73,11 +74,23 @@ extern void bpf_ct_release(struct nf_conn *ct) __ksym;
  * doubt, the stack. Built without conntrack support only for kernels that have none, where no
  * NAT state can exist.
  */
-static __always_inline bool conntrack_knows(struct __sk_buff *skb, const struct iphdr *ip, const void *l4, const void *data_end)
+static __always_inline bool conntrack_has(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple_size, __u8 l4proto)
 {
 #ifdef TWILL_NO_CONNTRACK
 	return false;
 #else
+	struct bpf_ct_opts opts = { .netns_id = BPF_F_CURRENT_NETNS, .l4proto = l4proto };
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, tuple, tuple_size, &opts, sizeof(opts));
+	if (ct) {
+		bpf_ct_release(ct);
+		return true;
+	}
+	return opts.error != -CT_ENOENT;
+#endif
+}
+
+static __always_inline bool conntrack_knows(struct __sk_buff *skb, const struct iphdr *ip, const void *l4, const void *data_end)
+{
 	const struct udphdr *ports = l4; /* source and destination ports sit alike in TCP and UDP */
 	if ((const void *)(ports + 1) > data_end)
 		return true;
@@ -86,14 +99,7 @@ static __always_inline bool conntrack_knows(struct __sk_buff *skb, const struct 
 	tuple.ipv4.daddr = ip->daddr;
 	tuple.ipv4.sport = ports->source;
 	tuple.ipv4.dport = ports->dest;
-	struct bpf_ct_opts opts = { .netns_id = BPF_F_CURRENT_NETNS, .l4proto = ip->protocol };
-	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
-	if (ct) {
-		bpf_ct_release(ct);
-		return true;
-	}
-	return opts.error != -CT_ENOENT;
-#endif
+	return conntrack_has(skb, &tuple, sizeof(tuple.ipv4), ip->protocol);
 }
 
 /*
@@ -125,6 +131,61 @@ static __always_inline bool may_bypass(struct __sk_buff *skb, const struct iphdr
 		if (!conntrack_knows(skb, ip, l4, data_end))
 			return true;
 		PATH_COUNT(ps, conntrack, n);
+		return false;
+	}
+	PATH_COUNT(ps, protocol, n);
+	return false;
+}
+
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY   129
+
+/*
+ * may_bypass for IPv6: TCP, UDP or ICMPv6 echo directly after the fixed header (an extension
+ * header, a fragment's included, is the stack's to handle), hop limit to spare, a flow unknown to
+ * conntrack. Neighbour discovery and router advertisements never get here: they are not addressed
+ * to a remote pod.
+ */
+static __always_inline bool may_bypass6(struct __sk_buff *skb, const struct ipv6hdr *ip6, const void *data_end, struct twill_path_stats *ps, __u32 n)
+{
+	if (ip6->version != 6) {
+		PATH_COUNT(ps, fragment, n);
+		return false;
+	}
+	if (ip6->hop_limit <= 1) {
+		PATH_COUNT(ps, ttl, n);
+		return false;
+	}
+	const void *l4 = ip6 + 1;
+	switch (ip6->nexthdr) {
+	case IPPROTO_ICMPV6: {
+		const struct icmp_echo_hdr *icmp = l4;
+		if ((const void *)(icmp + 1) <= data_end && (icmp->type == ICMPV6_ECHO_REQUEST || icmp->type == ICMPV6_ECHO_REPLY))
+			return true;
+		break;
+	}
+	case IPPROTO_TCP:
+	case IPPROTO_UDP: {
+		const struct udphdr *ports = l4;
+		if ((const void *)(ports + 1) > data_end) {
+			PATH_COUNT(ps, conntrack, n);
+			return false;
+		}
+		struct bpf_sock_tuple tuple = {};
+		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
+		tuple.ipv6.sport = ports->source;
+		tuple.ipv6.dport = ports->dest;
+		if (!conntrack_has(skb, &tuple, sizeof(tuple.ipv6), ip6->nexthdr))
+			return true;
+		PATH_COUNT(ps, conntrack, n);
+		return false;
+	}
+	case IPPROTO_HOPOPTS:
+	case IPPROTO_ROUTING:
+	case IPPROTO_FRAGMENT:
+	case IPPROTO_DSTOPTS:
+		PATH_COUNT(ps, fragment, n);
 		return false;
 	}
 	PATH_COUNT(ps, protocol, n);

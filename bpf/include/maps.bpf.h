@@ -68,6 +68,38 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } twill_path_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct twill_config6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_config6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TWILL_MAX_SUBNETS);
+	__type(key, struct twill_subnet6_key);
+	__type(value, struct twill_remote6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_subnets6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TWILL_MAX_PEERS);
+	__type(key, struct twill_peer6_key);
+	__type(value, struct twill_peer6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_peers6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TWILL_MAX_ENDPOINTS);
+	__type(key, struct twill_endpoint6_key);
+	__type(value, struct twill_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_endpoints6 SEC(".maps");
+
 static __always_inline struct twill_config *twill_get_config(void)
 {
 	__u32 zero = 0;
@@ -120,6 +152,59 @@ static __always_inline int twill_in_own_subnet(const struct twill_config *cfg, _
 {
 	__u32 mask = prefix_mask(cfg->subnet_len);
 	return (addr & mask) == (ipv4_u32(cfg->subnet) & mask);
+}
+
+/* twill_config6, only once the agent has enabled it. */
+static __always_inline struct twill_config6 *twill_get_config6(void)
+{
+	__u32 zero = 0;
+	struct twill_config6 *c = bpf_map_lookup_elem(&twill_config6, &zero);
+	return c && (c->flags & TWILL_CONFIG6_ENABLED) ? c : 0;
+}
+
+/* `dst` = `addr` (16 bytes, network order) masked to its first `len` bits. */
+static __always_inline void ipv6_prefix(__u32 dst[4], const __u32 addr[4], __u8 len)
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		int bits = (int)len - 32 * i;
+		dst[i] = addr[i] & prefix_mask(bits <= 0 ? 0 : bits >= 32 ? 32 : bits);
+	}
+}
+
+static __always_inline int ipv6_eq(const __u32 a[4], const __u32 b[4])
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0;
+}
+
+static __always_inline int twill_in_own_subnet6(const struct twill_config6 *cfg6, const __u32 addr[4])
+{
+	__u32 a[4], own[4];
+	ipv6_prefix(a, addr, cfg6->subnet6_len);
+	ipv6_prefix(own, (const __u32 *)cfg6->subnet6, cfg6->subnet6_len);
+	return ipv6_eq(a, own);
+}
+
+/* The remote IPv6 lease whose subnet holds `addr`, if there is one. */
+static __always_inline struct twill_remote6 *twill_get_remote6(const struct twill_config6 *cfg6, const __u32 addr[4])
+{
+	struct twill_subnet6_key key;
+	ipv6_prefix((__u32 *)key.subnet6, addr, cfg6->subnet6_len);
+	return bpf_map_lookup_elem(&twill_subnets6, &key);
+}
+
+static __always_inline struct twill_peer6 *twill_get_peer6(const __u32 addr[4])
+{
+	struct twill_peer6_key key;
+	__builtin_memcpy(key.public_ip6, addr, 16);
+	return bpf_map_lookup_elem(&twill_peers6, &key);
+}
+
+static __always_inline struct twill_endpoint *twill_get_endpoint6(const __u32 addr[4])
+{
+	struct twill_endpoint6_key key;
+	__builtin_memcpy(key.ip6, addr, 16);
+	return bpf_map_lookup_elem(&twill_endpoints6, &key);
 }
 
 /* Per-CPU slot: a plain increment is race-free. */

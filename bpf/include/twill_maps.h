@@ -17,7 +17,7 @@
 
 #include <linux/types.h>
 
-#define TWILL_LAYOUT_VERSION 3
+#define TWILL_LAYOUT_VERSION 4
 
 /* Single-entry array "twill_config": this node's identity and the cluster shape. */
 struct twill_config {
@@ -91,7 +91,7 @@ struct twill_stats {
 	__u64 decap_packets;
 	__u64 decap_bytes;
 	__u64 drop_no_peer;          /* encap: destination in the network but no lease covers it */
-	__u64 drop_not_ipv4;         /* encap: a non-IPv4 frame was routed to the overlay device */
+	__u64 drop_not_ipv4;         /* encap: neither IPv4 nor (with twill_config6 set) IPv6 was routed to the overlay device */
 	__u64 drop_too_big;          /* encap: would exceed the underlay MTU once encapsulated */
 	__u64 drop_encap_error;      /* encap: a helper refused (headroom, GSO type, ...) */
 	__u64 drop_unknown_source;   /* decap: VXLAN from an address that holds no lease */
@@ -100,7 +100,8 @@ struct twill_stats {
 	__u64 drop_ip_options;       /* decap: outer IPv4 with options (no VTEP sends them) */
 	__u64 drop_fragment;         /* unused since layout 3: fragmented VXLAN is reassembled by the stack, then decapped */
 	__u64 drop_inner_not_ipv4;
-	__u64 drop_inner_dst;        /* decap: inner destination outside our subnet */
+	__u64 drop_inner_dst;        /* decap: inner destination outside our subnet (v4 or v6) */
+	__u64 drop_inner_not_ipv6;   /* decap (since layout 4): IPv6 VXLAN whose inner frame is not IPv6 */
 };
 
 /*
@@ -140,8 +141,63 @@ struct twill_path_stats {
 	__u64 error;             /* a helper refused: handed to the stack unchanged */
 };
 
+/*
+ * Hash "twill_endpoints6": this node's pods by IPv6 address, for the IPv6 fast path. The value is
+ * a twill_endpoint, whose encap_mtu here is the largest packet that fits the underlay once in IPv6
+ * VXLAN (the underlay's MTU less 70).
+ */
+struct twill_endpoint6_key {
+	__u8 ip6[16];
+};
+
 #define TWILL_PATH_SEND    0
 #define TWILL_PATH_RECEIVE 1
+
+/*
+ * IPv6 (flannel's dual stack: inner IPv6 in VXLAN over an IPv6 underlay, same VNI and port as
+ * IPv4, the peer's BackendV6Data.VtepMAC as inner destination). Addresses are __u8[16] in
+ * network order. The drop counters are twill_stats', shared with IPv4 where the reason is the same.
+ *
+ * Single-entry array "twill_config6": this node's IPv6 identity. flags 0 (the agent has not
+ * written it, or the cluster has no IPv6Network): IPv6 is neither encapsulated nor accepted.
+ */
+struct twill_config6 {
+	__u8  public_ip6[16];    /* our PublicIPv6: IPv6 VXLAN is accepted only to it */
+	__u8  subnet6[16];       /* our lease's IPv6Subnet: decap only delivers into it */
+	__u8  network6[16];      /* the cluster's IPv6Network */
+	__u8  vtep_mac6[6];      /* inner source MAC of what we send (our lease's BackendV6Data.VtepMAC) */
+	__u8  subnet6_len;       /* flannel's IPv6SubnetLen, the same on every node */
+	__u8  network6_len;
+	__u32 tunnel_ifindex;    /* the flow-based vxlan device (twill-rx) IPv6 VXLAN leaves and arrives through */
+	__u32 flags;             /* TWILL_CONFIG6_* bits */
+};
+
+#define TWILL_CONFIG6_ENABLED 0x1u
+
+/* Hash "twill_subnets6": remote IPv6 subnet base address -> where its VTEP lives. */
+struct twill_subnet6_key {
+	__u8 subnet6[16];
+};
+
+struct twill_remote6 {
+	__u8  public_ip6[16];    /* the peer's PublicIPv6, outer destination */
+	__u8  vtep_mac6[6];      /* the peer's v6 VtepMAC, inner destination */
+	__u16 flags;             /* reserved, 0 */
+	__u16 stats_slot;        /* the peer's index in twill_peer_stats (the same as its IPv4 entries', if any) */
+};
+
+/* Hash "twill_peers6": PublicIPv6 of every known peer; IPv6 VXLAN from anyone else is dropped. */
+struct twill_peer6_key {
+	__u8 public_ip6[16];
+};
+
+struct twill_peer6 {
+	__u8  subnet6[16];
+	__u8  vtep_mac6[6];
+	__u8  subnet6_len;
+	__u8  flags;             /* reserved, 0 */
+	__u16 stats_slot;
+};
 
 #define TWILL_MAX_ENDPOINTS 8192
 #define TWILL_MAX_SUBNETS 65536

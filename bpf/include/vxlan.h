@@ -8,6 +8,7 @@
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/udp.h>
+#include <linux/ipv6.h>
 
 struct vxlanhdr {
 	__be32 vx_flags;
@@ -18,6 +19,9 @@ struct vxlanhdr {
 
 /* Outer IPv4 + UDP + VXLAN + inner Ethernet: what encap adds and decap strips. */
 #define VXLAN_OVERHEAD (sizeof(struct iphdr) + sizeof(struct udphdr) + sizeof(struct vxlanhdr) + ETH_HLEN)
+
+/* Outer IPv6 + UDP + VXLAN + inner Ethernet: flannel's IPv6 VXLAN. */
+#define VXLAN6_OVERHEAD (sizeof(struct ipv6hdr) + sizeof(struct udphdr) + sizeof(struct vxlanhdr) + ETH_HLEN)
 
 /* The kernel's udp_flow_src_port() range for VXLAN: the local port range 32768..60999. */
 #define VXLAN_SPORT_MIN 32768u

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mapSpecs, configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct } from '../../maps/layout.js';
+import { mapSpecs, configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct, endpoint6KeyStruct } from '../../maps/layout.js';
 import type { FieldKind, StructCodec } from '../../maps/codec.js';
 import { bpfBuildDir, buildBpf } from '../support/build.js';
 
@@ -40,6 +40,7 @@ function shapeOf(btf: Map<number, BtfType>, id: number): FieldKind | string {
   if (t.kind === 'ARRAY' && sizeOf(btf, t.type_id!) === 1) {
     if (t.nr_elems === 4) return 'ipv4';
     if (t.nr_elems === 6) return 'mac';
+    if (t.nr_elems === 16) return 'ipv6';
   }
   if (t.kind === 'INT') return ({ 1: 'u8', 2: 'u16', 4: 'u32', 8: 'u64' } as Record<number, string>)[t.size!] ?? `int${t.size}`;
   return `${t.kind}:${t.name}`;
@@ -50,7 +51,7 @@ function findStruct(btf: Map<number, BtfType>, name: string): BtfType | undefine
 }
 
 const objects = ['encap.bpf.o', 'decap.bpf.o', 'decap-noct.bpf.o', 'pod.bpf.o', 'pod-noct.bpf.o'];
-const structs: StructCodec<Record<string, FieldKind>>[] = [configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct];
+const structs: StructCodec<Record<string, FieldKind>>[] = [configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct, endpoint6KeyStruct];
 
 describe('maps/layout.ts matches the BTF of the built objects', () => {
   const btfs = new Map<string, Map<number, BtfType>>();

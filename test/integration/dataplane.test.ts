@@ -134,7 +134,9 @@ describe('hostile and malformed VXLAN', () => {
 
   /** Sends each kind, then a well-formed packet from a peer; returns what the pod received. */
   async function deliverRound(from: string, src: string, kinds: string[]): Promise<string[]> {
-    const listener = startInNetns(target().netns, ['/usr/bin/python3', listen, '9999', 'twill-probe:good', '10']);
+    // It stops at the well-formed probe; the bound is for a probe that never comes, and is wide
+    // because each crafted packet costs a scapy start (over a second on a loaded machine).
+    const listener = startInNetns(target().netns, ['/usr/bin/python3', listen, '9999', 'twill-probe:good', '90']);
     await listener.waitFor(/listening/);
     for (const k of kinds) await send(from, src, k);
     await send(node('n2').netns, node('n2').underlayIp, 'good');

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A TCP transfer with an integrity check, for tests.
 
-  tcp-transfer.py sink PORT             accept one connection, read to EOF, print "<bytes> <sha256>"
+  tcp-transfer.py sink PORT [6]         accept one connection (on IPv6 with 6), read to EOF, print "<bytes> <sha256>"
   tcp-transfer.py send HOST PORT BYTES  send BYTES pseudo-random bytes, print "<bytes> <sha256>"
 """
 import hashlib

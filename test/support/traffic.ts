@@ -12,7 +12,7 @@ export function ping(fromNetns: string, to: string, count = 1) {
 }
 
 /** Sends `bytes` over TCP (to `addr`, one of the server's addresses); returns "<count> <sha256>" as the sender and the receiver saw them. */
-export async function tcpTransfer(client: LabPod, server: LabPod, bytes: number, port = 5301, addr = server.ip): Promise<{ sent: string; received: string }> {
+export async function tcpTransfer(client: Pick<LabPod, 'netns'>, server: Pick<LabPod, 'netns' | 'ip'>, bytes: number, port = 5301, addr = server.ip): Promise<{ sent: string; received: string }> {
   const sink = startInNetns(server.netns, ['/usr/bin/python3', transfer, 'sink', String(port)]);
   try {
     await sink.waitFor(/listening/);

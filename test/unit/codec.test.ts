@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { struct, CodecError } from '../../maps/codec.js';
-import { configStruct, peerStatsStruct, peerStruct, remoteStruct, statsStruct } from '../../maps/layout.js';
+import { config6Struct, configStruct, peer6Struct, peerStatsStruct, peerStruct, remote6Struct, remoteStruct, statsStruct } from '../../maps/layout.js';
 
 describe('struct codecs', () => {
   it('lays fields out with C alignment and tail padding', () => {
@@ -11,7 +11,7 @@ describe('struct codecs', () => {
     expect(remoteStruct.size).toBe(14);
     expect(peerStruct.size).toBe(14);
     expect(peerStruct.fields.find((f) => f.name === 'stats_slot')!.offset).toBe(12);
-    expect(statsStruct.size).toBe(15 * 8);
+    expect(statsStruct.size).toBe(16 * 8);
     expect(peerStatsStruct.size).toBe(4 * 8);
   });
 
@@ -61,5 +61,35 @@ describe('struct codecs', () => {
 
   it('refuses to decode a short buffer', () => {
     expect(() => remoteStruct.decode(Buffer.alloc(4))).toThrow(/need 14 bytes, got 4/);
+  });
+
+  it('lays the IPv6 structs out as the C ABI does', () => {
+    expect(config6Struct.size).toBe(64);
+    expect(config6Struct.fields.find((f) => f.name === 'tunnel_ifindex')!.offset).toBe(56);
+    expect(remote6Struct.size).toBe(26);
+    expect(peer6Struct.size).toBe(26);
+  });
+
+  it('encodes IPv6 addresses in network order and prints them canonically (RFC 5952)', () => {
+    const s = struct('t6', { a: 'ipv6' });
+    const cases: [string, string][] = [
+      ['fd76:b6:0:0:0:0:0:1', 'fd76:b6::1'],
+      ['FD76:00B6::0001', 'fd76:b6::1'],
+      ['::', '::'],
+      ['::1', '::1'],
+      ['fd76:b6::', 'fd76:b6::'],
+      ['1:0:0:2:0:0:0:3', '1:0:0:2::3'],
+      ['1:0:0:2:0:0:3:4', '1::2:0:0:3:4'],
+      ['1:0:2:3:4:5:6:7', '1:0:2:3:4:5:6:7'],
+      ['::ffff:192.0.2.1', '::ffff:c000:201'],
+    ];
+    for (const [input, canonical] of cases) expect(s.decode(s.encode({ a: input })).a, input).toBe(canonical);
+    expect([...s.encode({ a: 'fd76:b6::1' })]).toEqual([0xfd, 0x76, 0, 0xb6, ...Array(11).fill(0), 1]);
+  });
+
+  it('refuses what is not an IPv6 address', () => {
+    const s = struct('t6', { a: 'ipv6' });
+    for (const bad of ['10.0.0.1', 'fd76::b6::1', '1:2:3:4:5:6:7', '1:2:3:4:5:6:7:8:9', 'fd76:b6::g', '12345::', '1:2:3:4:5:6:7::8'])
+      expect(() => s.encode({ a: bad }), bad).toThrow(/is not an IPv6 address/);
   });
 });

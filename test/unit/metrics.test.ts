@@ -89,7 +89,8 @@ describe('agent metrics', () => {
     expect(s.get('twill_datapath_drops_total{reason="no_peer"}')).toBe('3');
     expect(s.get('twill_datapath_drops_total{reason="bad_vni"}')).toBe('1');
     expect(s.get('twill_datapath_drops_total{reason="inner_dst"}')).toBe('0');
-    expect([...s.keys()].filter((k) => k.startsWith('twill_datapath_drops_total'))).toHaveLength(11);
+    expect(s.get('twill_datapath_drops_total{reason="inner_not_ipv6"}')).toBeDefined();
+    expect([...s.keys()].filter((k) => k.startsWith('twill_datapath_drops_total'))).toHaveLength(12);
     expect(s.get('twill_encap_packets_total')).toBe('10');
   });
 
