@@ -6,6 +6,8 @@ export interface OptSpec {
   describe: string;
   /** a one-letter alias, -x, for commands that stand in for a getopts script */
   short?: string;
+  /** the command refuses to run without it; help says so */
+  required?: boolean;
 }
 export type OptTable = Record<string, OptSpec>;
 
@@ -86,7 +88,7 @@ function parseShort(argv: readonly string[], i: number, table: OptTable, out: Re
   return i;
 }
 
-export function requireOpts(opts: Record<string, unknown>, names: readonly string[]): void {
-  const missing = names.filter((n) => opts[n] === undefined || opts[n] === '');
+export function requireOpts(opts: Record<string, unknown>, table: OptTable): void {
+  const missing = Object.keys(table).filter((n) => table[n].required && (opts[n] === undefined || opts[n] === ''));
   if (missing.length) throw new UsageError(`missing required flag${missing.length > 1 ? 's' : ''}: ${missing.map((n) => `--${n}`).join(', ')}`);
 }

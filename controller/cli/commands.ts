@@ -55,7 +55,7 @@ function flagRows(table: OptTable): string[] {
     // A one-letter name is written as it is typed: -v.
     const long = name.length === 1 ? `-${name}` : `${s.short ? `-${s.short}, ` : ''}--${name}`;
     const flag = `${long}${s.type === 'boolean' ? '' : ` <${s.type}>`}`;
-    const def = s.default !== undefined && s.default !== '' && s.default !== false ? ` (default ${s.default})` : '';
+    const def = s.required ? ' (required)' : s.default !== undefined && s.default !== '' && s.default !== false ? ` (default ${s.default})` : '';
     return `  ${flag.padEnd(36)} ${s.describe}${def}`;
   });
 }

@@ -16,7 +16,7 @@ export async function dataplaneCli(argv: string[]): Promise<number> {
   switch (sub) {
     case 'attach': {
       const o = parseArgs(rest, attachOpts);
-      requireOpts(o, ['iface', 'public-ip', 'vtep-mac', 'subnet', 'network']);
+      requireOpts(o, attachOpts);
       const spec = parseDataplaneSpec({
         pinDir: o['pin-dir'],
         underlayIface: o.iface,

@@ -1,5 +1,5 @@
 import { addLabPod, labDown, labStatus, labUp, LabError, removeLabPod, type LabState } from '../lab/lab.js';
-import { parseArgs, UsageError } from './args.js';
+import { parseArgs, requireOpts, UsageError } from './args.js';
 import { labNameOpt as nameOpt, labPodOpts as podOpts, labStatusOpts, labUpOpts as upOpts } from './options.js';
 import { runDemo } from './lab-demo.js';
 
@@ -50,10 +50,10 @@ export async function labCommand(argv: string[]): Promise<number> {
         const [verb, ...args] = rest;
         // del takes --name only: the pod's node is in the lab's state.
         const o = parseArgs(args, verb === 'del' ? nameOpt : podOpts) as ReturnType<typeof parseArgs<typeof podOpts>>;
+        if (verb === 'add') requireOpts(o, podOpts);
         const state = await labStatus(o.name);
         if (!state) throw new UsageError(`--name ${o.name}: no such lab`);
         if (verb === 'add') {
-          if (!o.node) throw new UsageError('twill lab pod add: --node is required');
           const pod = await addLabPod(state, o.node, { ip: o.ip || undefined });
           console.log(`pod ${pod.name}: ${pod.ip} on ${pod.node} (netns ${pod.netns})`);
         } else if (verb === 'del' && o._.length === 1) {

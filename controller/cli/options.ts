@@ -50,11 +50,11 @@ export const benchOpts = {
 
 export const attachOpts = {
   'pin-dir': pinDir('this node'),
-  iface: { type: 'string', describe: 'underlay interface (XDP decap, encapsulated packets leave here)' },
-  'public-ip': { type: 'string', describe: "this node's PublicIP" },
-  'vtep-mac': { type: 'string', describe: "this node's VtepMAC" },
-  subnet: { type: 'string', describe: "this node's subnet (CIDR)" },
-  network: { type: 'string', describe: 'cluster network (CIDR)' },
+  iface: { type: 'string', required: true, describe: 'underlay interface (XDP decap, encapsulated packets leave here)' },
+  'public-ip': { type: 'string', required: true, describe: "this node's PublicIP" },
+  'vtep-mac': { type: 'string', required: true, describe: "this node's VtepMAC" },
+  subnet: { type: 'string', required: true, describe: "this node's subnet (CIDR)" },
+  network: { type: 'string', required: true, describe: 'cluster network (CIDR)' },
   vni: { type: 'number', default: 1, describe: 'VXLAN VNI' },
   port: { type: 'number', default: 8472, describe: 'VXLAN UDP port' },
   mtu: { type: 'number', describe: 'underlay MTU (default: the interface MTU)' },
@@ -83,7 +83,7 @@ export const labUpOpts = {
 export const labStatusOpts = { ...labNameOpt, json: { type: 'boolean', default: false, describe: 'JSON output' } } satisfies OptTable;
 export const labPodOpts = {
   ...labNameOpt,
-  node: { type: 'string', describe: 'the node to add the pod to (n1, n2, ...)' },
+  node: { type: 'string', required: true, describe: 'the node to add the pod to (n1, n2, ...)' },
   ip: { type: 'string', describe: 'the address to ask host-local for (a pod re-created with its old address)' },
 } satisfies OptTable;
 

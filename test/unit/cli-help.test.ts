@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { agentFlagNames } from '../../controller/agent/flags.js';
-import { UsageError } from '../../controller/cli/args.js';
+import { UsageError, type OptSpec } from '../../controller/cli/args.js';
 import { commands, subcommands } from '../../controller/cli/commands.js';
 import { runCli } from '../../controller/cli/main.js';
 import { globalOpts } from '../../controller/cli/options.js';
@@ -28,8 +28,9 @@ describe('help for every command', () => {
       const { code, out } = await cli([...name.split(' '), flag]);
       expect(code).toBe(0);
       expect(out).toContain(`usage: twill ${name}`);
-      for (const [f, spec] of Object.entries({ ...command.flags, 'log-format': globalOpts['log-format'] })) {
+      for (const [f, spec] of Object.entries<OptSpec>({ ...command.flags, 'log-format': globalOpts['log-format'] })) {
         expect(spec.describe, `${name} ${spelled(f)}`).not.toBe('');
+        if (spec.required) expect(out).toMatch(new RegExp(`${spelled(f)}\\b.*\\(required\\)`));
         expect(out).toMatch(new RegExp(`${spelled(f)}\\b.* ${spec.describe.slice(0, 20).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
       }
     });
@@ -63,6 +64,8 @@ describe('help for every command', () => {
     [['lab', 'bogus'], /twill lab: unknown subcommand bogus; expected up, status, demo, down, pod/],
     [['bogus'], /unknown command bogus/],
     [['maps', '--log-format', 'xml'], /--log-format xml: expected text or json/],
+    [['dataplane', 'attach', '--iface', 'eth0'], /missing required flags: --public-ip, --vtep-mac, --subnet, --network/],
+    [['lab', 'pod', 'add', '--name', 'nolab'], /missing required flag: --node/],
   ])('%j is a usage error naming the problem', async (argv, message) => {
     await expect(runCli(argv)).rejects.toThrow(UsageError);
     await expect(runCli(argv)).rejects.toThrow(message);
