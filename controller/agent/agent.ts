@@ -48,7 +48,7 @@ async function waitForConfig(store: EtcdStore, status: { configError?: string })
       problem = `no network config at ${store.configKey} yet`;
     } catch (err) {
       if (err instanceof UnsupportedConfigError) throw new UnsupportedConfigError(`${store.configKey}: ${err.message}`);
-      problem = err instanceof ConfigError ? `${store.configKey}: ${err.message}` : `etcd: ${(err as Error).message}`;
+      problem = err instanceof ConfigError ? `${store.configKey}: ${err.message}` : store.describeError(err);
     }
     status.configError = problem;
     if (waitLogDue(problem, last, Date.now(), CONFIG_WAIT_LOG_MS)) {

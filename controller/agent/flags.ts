@@ -32,6 +32,9 @@ export interface AgentFlags {
   healthzPort: number;
   version: boolean;
   v: number;
+  logtostderr: boolean;
+  alsologtostderr: boolean;
+  vmodule?: string;
   // twill's own
   pinDir: string;
   dataplane: 'bpf' | 'kernel' | 'auto';
@@ -86,6 +89,10 @@ const specs: Record<string, Spec> = {
   'healthz-port': { key: 'healthzPort', kind: 'int', def: 0, check: range(0, 65535) },
   version: { key: 'version', kind: 'bool', def: false },
   v: { key: 'v', kind: 'int', def: 0, check: range(0, 10) },
+  // klog's flags, in flanneld units and manifests: twill always logs to stderr, and its files are not flannel's.
+  logtostderr: { key: 'logtostderr', kind: 'bool', def: true },
+  alsologtostderr: { key: 'alsologtostderr', kind: 'bool', def: false },
+  vmodule: { key: 'vmodule', kind: 'string', check: (v: string) => (/^([^=,]+=\d+)(,[^=,]+=\d+)*$/.test(v) ? undefined : 'expected pattern=N[,pattern=N...]') },
   'pin-dir': { key: 'pinDir', kind: 'string', def: '/sys/fs/bpf/twill', check: ((v: string) => (v.startsWith('/sys/fs/bpf/') ? undefined : 'must be a directory under /sys/fs/bpf')) },
   dataplane: { key: 'dataplane', kind: 'string', def: 'auto', check: ((v: string) => (['bpf', 'kernel', 'auto'].includes(v) ? undefined : 'must be bpf, kernel or auto')) },
   'subnet-lease-ttl': { key: 'subnetLeaseTtl', kind: 'int', def: 86400, check: range(10, 86400 * 30) },
@@ -130,6 +137,8 @@ export function parseAgentFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
     let text = inline;
     if (text === undefined) {
       if (spec.kind === 'bool') text = /^(true|false)$/.test(argv[i + 1] ?? '') ? argv[++i] : 'true';
+      // klog's -v takes a level; alone (as operators type it) it means 1.
+      else if (name === 'v') text = /^\d+$/.test(argv[i + 1] ?? '') ? argv[++i] : '1';
       else if (i + 1 < argv.length) text = argv[++i];
       else throw new FlagError(`--${name} needs a value`);
     }
@@ -163,3 +172,6 @@ export function parseAgentFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
 }
 
 export const agentFlagNames = Object.keys(specs);
+
+/** Each flag's kind and default, from the table the parser uses, so help cannot drift from it. */
+export const agentFlagTable = Object.entries(specs).map(([name, s]) => ({ name, kind: s.kind, def: s.def }));

@@ -4,6 +4,10 @@ export interface OptSpec {
   type: OptType;
   default?: string | number | boolean;
   describe: string;
+  /** a one-letter alias, -x, for commands that stand in for a getopts script */
+  short?: string;
+  /** the command refuses to run without it; help says so */
+  required?: boolean;
 }
 export type OptTable = Record<string, OptSpec>;
 
@@ -20,6 +24,10 @@ export function parseArgs<T extends OptTable>(argv: readonly string[], table: T)
   for (const [name, spec] of Object.entries(table)) if (spec.default !== undefined) out[name] = spec.default;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
+    if (/^-[A-Za-z]/.test(arg)) {
+      i = parseShort(argv, i, table, out);
+      continue;
+    }
     if (!arg.startsWith('--')) {
       (out._ as string[]).push(arg);
       continue;
@@ -41,21 +49,46 @@ export function parseArgs<T extends OptTable>(argv: readonly string[], table: T)
       value = argv[++i];
       if (value === undefined) throw new UsageError(`--${name} needs a value`);
     }
-    if (spec.type === 'number') {
-      const n = Number(value);
-      if (value.trim() === '' || !Number.isFinite(n)) throw new UsageError(`--${name} ${value}: expected a number`);
-      out[name] = n;
-    } else out[name] = value;
+    assign(out, name, spec, value, `--${name}`);
   }
   return out as Parsed<T>;
 }
 
-export function requireOpts(opts: Record<string, unknown>, names: readonly string[]): void {
-  const missing = names.filter((n) => opts[n] === undefined || opts[n] === '');
-  if (missing.length) throw new UsageError(`missing required flag${missing.length > 1 ? 's' : ''}: ${missing.map((n) => `--${n}`).join(', ')}`);
+function assign(out: Record<string, unknown>, name: string, spec: OptSpec, value: string, label: string): void {
+  if (spec.type === 'number') {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n)) throw new UsageError(`${label} ${value}: expected a number`);
+    out[name] = n;
+  } else out[name] = value;
 }
 
-export function usage(command: string, table: OptTable): string {
-  const rows = Object.entries(table).map(([n, s]) => `  --${n}${s.type === 'boolean' ? '' : ` <${s.type}>`}`.padEnd(30) + s.describe + (s.default !== undefined ? ` (default ${s.default})` : ''));
-  return `usage: twill ${command}\n${rows.join('\n')}`;
+/**
+ * getopts' rules, as the scripts twill replaces were called: booleans cluster (-ic), a string
+ * option takes the rest of its word or the next one (-d/run/x or -d /run/x). Returns the index
+ * of the last word used.
+ */
+function parseShort(argv: readonly string[], i: number, table: OptTable, out: Record<string, unknown>): number {
+  const word = argv[i];
+  for (let j = 1; j < word.length; j++) {
+    const entry = Object.entries(table).find(([, s]) => s.short === word[j]);
+    if (!entry) throw new UsageError(`unknown flag -${word[j]}`);
+    const [name, spec] = entry;
+    if (spec.type === 'boolean') {
+      out[name] = true;
+      continue;
+    }
+    let value = word.slice(j + 1);
+    if (value === '') {
+      if (argv[i + 1] === undefined) throw new UsageError(`-${word[j]} needs a value`);
+      value = argv[++i];
+    }
+    assign(out, name, spec, value, `-${word[j]}`);
+    return i;
+  }
+  return i;
+}
+
+export function requireOpts(opts: Record<string, unknown>, table: OptTable): void {
+  const missing = Object.keys(table).filter((n) => table[n].required && (opts[n] === undefined || opts[n] === ''));
+  if (missing.length) throw new UsageError(`missing required flag${missing.length > 1 ? 's' : ''}: ${missing.map((n) => `--${n}`).join(', ')}`);
 }

@@ -1,19 +1,10 @@
 import { runBench } from '../bench/run.js';
 import { parseArgs, UsageError } from './args.js';
+import { benchOpts } from './options.js';
 
 /** `twill bench` (also `npm run bench`): the side-by-side datapath benchmark. */
 export async function benchCli(argv: string[]): Promise<number> {
-  const o = parseArgs(argv, {
-    reps: { type: 'number', default: 3, describe: 'repetitions (the median is reported)' },
-    seconds: { type: 'number', default: 3, describe: 'seconds per measurement' },
-    modes: { type: 'string', default: 'veth,wire', describe: 'underlay modes: veth, wire' },
-    out: { type: 'string', default: 'BENCHMARKS.md', describe: 'report file ("" for none)' },
-    'max-background': { type: 'number', default: 0.1, describe: 'discard a sample when other programs took this share of the CPUs' },
-    leases: { type: 'number', default: 10000, describe: 'leases in etcd for the control-plane run (0 skips it)' },
-    profile: { type: 'boolean', default: true, describe: 'perf profiles of every variant (--profile=false to skip)' },
-    puts: { type: 'number', default: 200, describe: 'single lease puts timed until they reach the map' },
-    nodes: { type: 'string', default: 'bare,kube-proxy', describe: "node profiles measured in turn: bare (as the lab makes them), kube-proxy (with kube-proxy's rules: conntrack active)" },
-  });
+  const o = parseArgs(argv, benchOpts);
   const modes = o.modes.split(',');
   if (o.modes !== '' && modes.some((m) => m !== 'veth' && m !== 'wire')) throw new UsageError(`--modes ${o.modes}: expected veth and/or wire`);
   if (o.modes === '') modes.length = 0;

@@ -4,23 +4,9 @@ import { attachDataplane, detachDataplane, readAttachState } from '../dataplane/
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { parseDataplaneSpec } from '../dataplane/spec.js';
 import { desiredMaps } from '../reconcile/desired.js';
-import { parseArgs, requireOpts, UsageError, type OptTable } from './args.js';
+import { parseArgs, requireOpts, UsageError } from './args.js';
+import { attachOpts, detachOpts, syncOpts } from './options.js';
 
-const pinDirOpt = { type: 'string', default: '/sys/fs/bpf/twill', describe: 'pin directory of this node' } as const;
-
-const attachOpts = {
-  'pin-dir': pinDirOpt,
-  iface: { type: 'string', describe: 'underlay interface (XDP decap, encapsulated packets leave here)' },
-  'public-ip': { type: 'string', describe: "this node's PublicIP" },
-  'vtep-mac': { type: 'string', describe: "this node's VtepMAC" },
-  subnet: { type: 'string', describe: "this node's subnet (CIDR)" },
-  network: { type: 'string', describe: 'cluster network (CIDR)' },
-  vni: { type: 'number', default: 1, describe: 'VXLAN VNI' },
-  port: { type: 'number', default: 8472, describe: 'VXLAN UDP port' },
-  mtu: { type: 'number', describe: 'underlay MTU (default: the interface MTU)' },
-  'overlay-device': { type: 'string', default: 'twill0', describe: 'name of the overlay device' },
-  hold: { type: 'boolean', default: false, describe: 'stay running after attaching, until a signal (as an agent does)' },
-} satisfies OptTable;
 
 const leasesSchema = z.array(z.object({ subnet: z.string(), publicIp: z.string(), vtepMac: z.string() }));
 
@@ -30,7 +16,7 @@ export async function dataplaneCli(argv: string[]): Promise<number> {
   switch (sub) {
     case 'attach': {
       const o = parseArgs(rest, attachOpts);
-      requireOpts(o, ['iface', 'public-ip', 'vtep-mac', 'subnet', 'network']);
+      requireOpts(o, attachOpts);
       const spec = parseDataplaneSpec({
         pinDir: o['pin-dir'],
         underlayIface: o.iface,
@@ -49,14 +35,14 @@ export async function dataplaneCli(argv: string[]): Promise<number> {
       return 0;
     }
     case 'detach': {
-      const o = parseArgs(rest, { 'pin-dir': pinDirOpt });
+      const o = parseArgs(rest, detachOpts);
       const res = await detachDataplane(o['pin-dir']);
       console.log(res.removed.length ? `removed: ${res.removed.join(', ')}` : 'nothing to remove');
       return 0;
     }
     case 'sync': {
       // Programs peers from a lease list (JSON on stdin or --leases FILE) without etcd.
-      const o = parseArgs(rest, { 'pin-dir': pinDirOpt, leases: { type: 'string', default: '-', describe: 'JSON file of leases, - for stdin' } });
+      const o = parseArgs(rest, syncOpts);
       const text = readFileSync(o.leases === '-' ? 0 : o.leases, 'utf8');
       const parsed = leasesSchema.safeParse(JSON.parse(text));
       if (!parsed.success) throw new UsageError(`--leases: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);

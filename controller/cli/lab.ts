@@ -1,30 +1,7 @@
 import { addLabPod, labDown, labStatus, labUp, LabError, removeLabPod, type LabState } from '../lab/lab.js';
-import { parseArgs, UsageError, type OptTable } from './args.js';
+import { parseArgs, requireOpts, UsageError } from './args.js';
+import { labNameOpt as nameOpt, labPodOpts as podOpts, labStatusOpts, labUpOpts as upOpts } from './options.js';
 import { runDemo } from './lab-demo.js';
-
-const nameOpt = { name: { type: 'string', default: 'twl', describe: 'lab name (namespaces are <name>-...)' } } satisfies OptTable;
-const upOpts = {
-  ...nameOpt,
-  nodes: { type: 'number', default: 3, describe: 'number of nodes' },
-  'pods-per-node': { type: 'number', default: 2, describe: 'pods per node' },
-  'kernel-nodes': { type: 'number', default: 0, describe: "how many nodes (the last ones) run flannel's kernel VXLAN instead of BPF" },
-  network: { type: 'string', default: '10.244.0.0/16', describe: 'cluster network' },
-  'subnet-len': { type: 'number', default: 24, describe: 'node subnet length' },
-  underlay: { type: 'string', default: '192.168.77.0/24', describe: 'underlay network (/24)' },
-  'etcd-members': { type: 'number', default: 1, describe: 'etcd members: 1, or 3 for a cluster that survives losing one' },
-  'fast-path': { type: 'boolean', default: true, describe: "the BPF agents' --fast-path: pod traffic bypasses the host stack where it may" },
-  'decap-hook': { type: 'string', default: 'auto', describe: "the BPF agents' --decap-hook: auto, xdp or tc" },
-  backend: { type: 'string', default: 'vxlan', describe: "the network config's Backend.Type: vxlan or host-gw" },
-  'direct-routing': { type: 'boolean', default: false, describe: 'vxlan with DirectRouting: peers on the same L2 segment are routed without VXLAN' },
-  'routed-nodes': { type: 'number', default: 0, describe: 'how many nodes (the last ones) sit on a second L2 segment, behind a router' },
-  'ip-family': { type: 'string', default: 'ipv4', describe: 'the pod network: ipv4, ipv6 or dual (dual-stack); with IPv6 the underlay is dual-stack' },
-  'ipv6-network': { type: 'string', default: 'fd10:244::/56', describe: "the config's IPv6Network, /64 per node" },
-} satisfies OptTable;
-const podOpts = {
-  ...nameOpt,
-  node: { type: 'string', describe: 'the node to add the pod to (n1, n2, ...)' },
-  ip: { type: 'string', describe: 'the address to ask host-local for (a pod re-created with its old address)' },
-} satisfies OptTable;
 
 export async function labCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -64,7 +41,7 @@ export async function labCommand(argv: string[]): Promise<number> {
         return 0;
       }
       case 'status': {
-        const o = parseArgs(rest, { ...nameOpt, json: { type: 'boolean', default: false, describe: 'JSON output' } });
+        const o = parseArgs(rest, labStatusOpts);
         const state = await labStatus(o.name);
         if (!state) throw new UsageError(`--name ${o.name}: no such lab`);
         printStatus(state, o.json);
@@ -73,11 +50,12 @@ export async function labCommand(argv: string[]): Promise<number> {
       case 'pod': {
         // twill lab pod add --node n1 [--ip A] | twill lab pod del NAME
         const [verb, ...args] = rest;
-        const o = parseArgs(args, podOpts);
+        // del takes --name only: the pod's node is in the lab's state.
+        const o = parseArgs(args, verb === 'del' ? nameOpt : podOpts) as ReturnType<typeof parseArgs<typeof podOpts>>;
+        if (verb === 'add') requireOpts(o, podOpts);
         const state = await labStatus(o.name);
         if (!state) throw new UsageError(`--name ${o.name}: no such lab`);
         if (verb === 'add') {
-          if (!o.node) throw new UsageError('twill lab pod add: --node is required');
           const pod = await addLabPod(state, o.node, { ip: o.ip || undefined });
           console.log(`pod ${pod.name}: ${pod.ip} on ${pod.node} (netns ${pod.netns})`);
         } else if (verb === 'del' && o._.length === 1) {

@@ -4,6 +4,7 @@ import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import type { TwillConfig } from '../../maps/layout.js';
 import { isDirect } from '../reconcile/desired.js';
 import { parseArgs } from './args.js';
+import { mapsOpts } from './options.js';
 
 export const counters = (o: object): Record<string, number> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number(v)]));
 
@@ -93,10 +94,7 @@ export const formatTrafficLine = (t: TrafficCounters) =>
 
 /** `twill maps`: every pinned map decoded (subnets as CIDRs, MACs as MACs), no etcd needed. */
 export async function mapsCli(argv: string[]): Promise<number> {
-  const o = parseArgs(argv, {
-    'pin-dir': { type: 'string', default: '/sys/fs/bpf/twill', describe: 'pin directory of the node' },
-    json: { type: 'boolean', default: false, describe: 'machine-readable output' },
-  });
+  const o = parseArgs(argv, mapsOpts);
   const doc = readMapsDoc(o['pin-dir']);
   if (o.json) {
     console.log(JSON.stringify(doc, null, 2));

@@ -8,6 +8,7 @@ import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { parseArgs } from './args.js';
+import { statusOpts } from './options.js';
 import { formatNodeLine, formatPathLine, formatTrafficLine, readMapsDoc, type MapsDoc, type PeerTrafficDoc, type TrafficCounters } from './maps.js';
 
 const MAP_TYPES: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array' };
@@ -271,12 +272,7 @@ function printStatus(s: StatusDoc): void {
 
 /** `twill status`: one node's state from its pins, subnet file, attach state and (optionally) healthz; no etcd. */
 export async function statusCli(argv: string[]): Promise<number> {
-  const o = parseArgs(argv, {
-    'pin-dir': { type: 'string', default: '/sys/fs/bpf/twill', describe: 'pin directory of the node' },
-    'subnet-file': { type: 'string', default: '/run/flannel/subnet.env', describe: "the agent's subnet file" },
-    healthz: { type: 'string', default: '', describe: "the agent's healthz address (host:port), to include its readiness" },
-    json: { type: 'boolean', default: false, describe: 'machine-readable output' },
-  });
+  const o = parseArgs(argv, statusOpts);
   const status = await readStatus({ pinDir: o['pin-dir'], subnetFile: o['subnet-file'], healthz: o.healthz || undefined });
   if (o.json) console.log(JSON.stringify(status, null, 2));
   else printStatus(status);

@@ -1,6 +1,10 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease as EtcdLease } from 'etcd3';
+import { logger } from '../util/log.js';
+import { EtcdOutage, isUnreachable } from './outage.js';
+
+const log = logger('etcd');
 
 /*
  * The etcd edge. etcd3 (npm) is in maintenance mode, so the rest of twill sees only this
@@ -75,6 +79,7 @@ function readCredential(flag: string, file: string | undefined, kind: 'certifica
 export class EtcdStore {
   private readonly client: Etcd3;
   readonly subnetsPrefix: string;
+  private readonly outage: EtcdOutage;
 
   constructor(readonly opts: EtcdOptions) {
     const ca = readCredential('--etcd-cafile', opts.caFile, 'certificate');
@@ -91,6 +96,33 @@ export class EtcdStore {
     if (opts.username) options.auth = { username: opts.username, password: opts.password ?? '' };
     this.client = new Etcd3(options);
     this.subnetsPrefix = `${opts.prefix.replace(/\/$/, '')}/subnets/`;
+    this.outage = new EtcdOutage(opts.endpoints);
+  }
+
+  /** Every call's outcome feeds one report of an outage, instead of each caller logging the client's errors. */
+  private async track<T>(p: Promise<T>): Promise<T> {
+    try {
+      const v = await p;
+      this.reachable();
+      return v;
+    } catch (err) {
+      if (isUnreachable(err)) this.say(this.outage.failed(err as Error, Date.now()));
+      else this.reachable(); // etcd answered, if with an error
+      throw err;
+    }
+  }
+
+  private reachable(): void {
+    this.say(this.outage.succeeded(Date.now()));
+  }
+
+  private say(line: ReturnType<EtcdOutage['succeeded']>): void {
+    if (line) log[line.level](line.msg, line.fields);
+  }
+
+  /** A failed call in words for a status field: stable while an outage lasts, however the client words it. */
+  describeError(err: unknown): string {
+    return isUnreachable(err) ? `etcd unreachable at ${this.opts.endpoints.join(',')}` : `etcd: ${(err as Error).message}`;
   }
 
   get configKey(): string {
@@ -98,7 +130,7 @@ export class EtcdStore {
   }
 
   async getConfig(): Promise<string | undefined> {
-    return (await this.client.get(this.configKey).string()) ?? undefined;
+    return (await this.track(this.client.get(this.configKey).string())) ?? undefined;
   }
 
   async putConfig(text: string): Promise<void> {
@@ -107,7 +139,7 @@ export class EtcdStore {
 
   /** Every lease record, and the revision they were read at (watch from revision + 1). */
   async listLeases(): Promise<{ revision: string; records: LeaseRecord[] }> {
-    const res = await this.client.getAll().prefix(this.subnetsPrefix).exec();
+    const res = await this.track(this.client.getAll().prefix(this.subnetsPrefix).exec());
     return {
       revision: res.header.revision,
       records: res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease || '0', modRevision: kv.mod_revision, createRevision: kv.create_revision })),
@@ -118,7 +150,7 @@ export class EtcdStore {
   async createLease(subnetKey: string, value: string, ttlSeconds: number): Promise<EtcdLease | undefined> {
     const key = this.subnetsPrefix + subnetKey;
     const lease = this.client.lease(ttlSeconds, { autoKeepAlive: false });
-    const id = await lease.grant();
+    const id = await this.track(lease.grant());
     const res = await this.client.if(key, 'Version', '==', 0).then(this.client.put(key).value(value).lease(id)).commit();
     if (!res.succeeded) {
       await lease.revoke().catch(() => undefined);
@@ -132,7 +164,7 @@ export class EtcdStore {
     const key = this.subnetsPrefix + subnetKey;
     const lease = ttlSeconds === undefined ? null : this.client.lease(ttlSeconds, { autoKeepAlive: false });
     const put = this.client.put(key).value(value);
-    if (lease) put.lease(await lease.grant());
+    if (lease) put.lease(await this.track(lease.grant()));
     const res = await this.client.if(key, 'Mod', '==', modRevision).then(put).commit();
     if (!res.succeeded) {
       await lease?.revoke().catch(() => undefined);
@@ -144,7 +176,7 @@ export class EtcdStore {
   /** Refreshes the TTL; throws LeaseGoneError when etcd says the lease is gone, anything else when etcd could not be asked. */
   async keepalive(lease: EtcdLease): Promise<number> {
     try {
-      const res = await withTimeout(lease.keepaliveOnce(), this.opts.timeoutMs ?? 5000, 'etcd lease keepalive');
+      const res = await this.track(withTimeout(lease.keepaliveOnce(), this.opts.timeoutMs ?? 5000, 'etcd lease keepalive'));
       return Number(res.TTL);
     } catch (err) {
       // etcd3's error classes leave `name` as "Error": only instanceof tells them apart.
@@ -175,10 +207,11 @@ export class EtcdStore {
    * delete made while disconnected never arrived), so the caller must re-list and diff then.
    */
   async watchLeases(fromRevision: string, onEvent: (e: WatchEvent) => void, onReconnect?: () => void): Promise<WatchHandle> {
-    const watcher = await this.client.watch().prefix(this.subnetsPrefix).withPreviousKV().startRevision(fromRevision).create();
+    const watcher = await this.track(this.client.watch().prefix(this.subnetsPrefix).withPreviousKV().startRevision(fromRevision).create());
     let lostConnection = false;
     watcher.on('disconnected', () => (lostConnection = true));
     watcher.on('connected', () => {
+      this.reachable();
       if (!lostConnection) return;
       lostConnection = false;
       onReconnect?.();

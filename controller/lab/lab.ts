@@ -463,6 +463,8 @@ function agentArgs(state: LabState, node: LabNode): string[] {
     `--healthz-ip=${node.underlayIp}`,
     `--healthz-port=${HEALTHZ_PORT}`,
     '-v=1',
+    // Tests and the bench read these logs line by line.
+    '--log-format=json',
   ];
 }
 

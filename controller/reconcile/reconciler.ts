@@ -42,6 +42,17 @@ export const noDatapath: Datapath = { sync: () => ({ subnetsAdded: 0, subnetsRem
 
 /** How often the live state is read back and diffed in full, to repair drift made behind our back. */
 export const FULL_SYNC_INTERVAL_MS = 60_000;
+/** Up to this many peer changes in one write get a line each; a start or a mass change gets one summary. */
+export const PEER_LINES_MAX = 10;
+
+export type PeerEvent = { change: 'added' | 'changed' | 'removed'; subnet: string; publicIp: string };
+
+/** The info lines an operator follows peers by: one per peer for a few, a summary for many. */
+export function peerLines(events: readonly PeerEvent[]): { msg: string; fields: Record<string, unknown> }[] {
+  if (events.length <= PEER_LINES_MAX) return events.map(({ change, subnet, publicIp }) => ({ msg: `peer ${change}`, fields: { subnet, publicIp } }));
+  const count = (c: PeerEvent['change']) => events.filter((e) => e.change === c).length;
+  return [{ msg: 'peers changed', fields: { added: count('added'), changed: count('changed'), removed: count('removed') } }];
+}
 
 /**
  * Turns the lease set into map contents. Changes that arrive together are applied together
@@ -67,6 +78,7 @@ export class Reconciler {
   /** the desired state and the lease objects it was built from, with the underlay route each was judged by */
   private state?: DesiredState;
   private seen = new Map<string, { lease: Lease; route?: UnderlayRoute['kind'] }>();
+  private peerEvents: PeerEvent[] = [];
   /** per PublicIP, refreshed for all at every full sync (the underlay may change under us) */
   private routes = new Map<string, UnderlayRoute>();
   /** whether the datapath holds exactly what `state` says (false until a sync completes) */
@@ -240,9 +252,11 @@ export class Reconciler {
         if (before && (before.lease === l || sameLease(before.lease, l)) && before.route === route) return;
         this.seen.set(key, { lease: l, route });
         changes.push([formatCidr(l.subnet), this.usableOne(l)]);
+        this.peerEvents.push({ change: before ? 'changed' : 'added', subnet: formatCidr(l.subnet), publicIp: l.publicIp });
       } else if (before) {
         this.seen.delete(key);
         changes.push([formatCidr(before.lease.subnet), undefined]);
+        this.peerEvents.push({ change: 'removed', subnet: formatCidr(before.lease.subnet), publicIp: before.lease.publicIp });
       }
     };
     if (keys) for (const key of keys) check(key);
@@ -256,6 +270,7 @@ export class Reconciler {
       if (!this.state) {
         this.state = new DesiredState(this.self);
         this.seen = new Map();
+        this.peerEvents = [];
         this.trusted = false;
         keys = undefined;
       }
@@ -279,8 +294,9 @@ export class Reconciler {
       if (full) this.lastFullSync = started;
       this.count++;
       const r = this.lastResult;
-      if (r.subnetsAdded + r.subnetsRemoved + r.peersAdded + r.peersRemoved)
-        this.log.info('datapath updated', { ...r, peers: state.peers.size, ...(this.desired6 ? { peers6: this.desired6.subnets.size } : {}), full, ms: Math.round(performance.now() - started) });
+      for (const line of peerLines(this.peerEvents.filter((e) => e.subnet !== this.self.subnet))) this.log.info(line.msg, line.fields);
+      this.peerEvents = [];
+      if (r.subnetsAdded + r.subnetsRemoved + r.peersAdded + r.peersRemoved) this.log.info('datapath updated', { ...r, peers: state.peers.size, ...(this.desired6 ? { peers6: this.desired6.subnets.size } : {}), full, ms: Math.round(performance.now() - started) });
     } catch (err) {
       this.errors++;
       this.log.error('reconcile failed; will retry with the next change or resync', { error: (err as Error).message });

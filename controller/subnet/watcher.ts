@@ -1,3 +1,4 @@
+import { isUnreachable } from '../etcd/outage.js';
 import type { EtcdStore, WatchEvent } from '../etcd/store.js';
 import { describeSubnets } from './allocate.js';
 import type { Logger } from '../util/log.js';
@@ -87,7 +88,7 @@ export class LeaseWatcher {
         this.log.warn('lease watch ended, resyncing', { error: reason.message, revision: this.revision });
       } catch (err) {
         if (this.stopped) return;
-        this.log.warn('lease watch failed', { error: (err as Error).message, retryInMs: backoff });
+        this.quietWhileUnreachable(err)('lease watch failed', { error: (err as Error).message, retryInMs: backoff });
       }
       this.state = 'backoff';
       await new Promise((r) => setTimeout(r, backoff));
@@ -95,9 +96,14 @@ export class LeaseWatcher {
       try {
         await this.resync();
       } catch (err) {
-        this.log.warn('lease resync failed', { error: (err as Error).message });
+        this.quietWhileUnreachable(err)('lease resync failed', { error: (err as Error).message });
       }
     }
+  }
+
+  /** The store reports an unreachable etcd once for all callers; each retry here says it again only at debug. */
+  private quietWhileUnreachable(err: unknown) {
+    return isUnreachable(err) ? this.log.debug : this.log.warn;
   }
 
   private apply(e: WatchEvent): void {

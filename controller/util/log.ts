@@ -1,14 +1,24 @@
 /**
- * Structured logs: one JSON object per line on stderr. Quiet by default (warn and above);
- * TWILL_LOG=info|debug or -v raises the level.
+ * Logs on stderr, one line per event: readable text by default, JSON for log pipelines
+ * (--log-format json or TWILL_LOG_FORMAT=json). Quiet by default (warn and above; the agent
+ * raises it to info); TWILL_LOG=info|debug or -v raises the level.
  */
 export type Level = 'debug' | 'info' | 'warn' | 'error';
+export type LogFormat = 'text' | 'json';
 const order: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 let threshold: Level = (process.env.TWILL_LOG as Level) in order ? (process.env.TWILL_LOG as Level) : 'warn';
+let format: LogFormat = process.env.TWILL_LOG_FORMAT === 'json' ? 'json' : 'text';
 
 export function setLogLevel(level: Level): void {
   threshold = level;
+}
+
+/** Whether TWILL_LOG chose the level, which then wins over a command's own default. */
+export const logLevelFromEnv = (): boolean => (process.env.TWILL_LOG as Level) in order;
+
+export function setLogFormat(f: LogFormat): void {
+  format = f;
 }
 
 export interface Logger {
@@ -19,11 +29,18 @@ export interface Logger {
   child(fields: Record<string, unknown>): Logger;
 }
 
+export interface LogRecord {
+  ts: string;
+  level: Level;
+  component: string;
+  msg: string;
+  [field: string]: unknown;
+}
+
 export function logger(component: string, base: Record<string, unknown> = {}): Logger {
   const emit = (level: Level, msg: string, fields?: Record<string, unknown>) => {
     if (order[level] < order[threshold]) return;
-    const rec = { ts: new Date().toISOString(), level, component, msg, ...base, ...fields };
-    process.stderr.write(JSON.stringify(rec, errorReplacer) + '\n');
+    process.stderr.write(formatRecord({ ts: new Date().toISOString(), level, component, msg, ...base, ...fields }, format) + '\n');
   };
   return {
     debug: (m, f) => emit('debug', m, f),
@@ -32,6 +49,30 @@ export function logger(component: string, base: Record<string, unknown> = {}): L
     error: (m, f) => emit('error', m, f),
     child: (f) => logger(component, { ...base, ...f }),
   };
+}
+
+/**
+ * `2026-11-30T15:48:20.123Z INFO  agent lease renewed lease=10.244.1.0/24 expiresInS=86340`:
+ * a string is quoted (JSON string escapes) when it could be misread: spaces, quotes, `=`, newlines
+ * or nothing at all, so each event stays one line that splits back into its fields.
+ */
+export function formatRecord(rec: LogRecord, f: LogFormat): string {
+  if (f === 'json') return JSON.stringify(rec, errorReplacer);
+  const { ts, level, component, msg, ...fields } = rec;
+  const context = Object.entries(fields)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${textValue(v)}`);
+  return [ts, level.toUpperCase().padEnd(5), component, msg.replace(/\n/g, '\\n'), ...context].join(' ');
+}
+
+function textValue(v: unknown): string {
+  if (typeof v === 'string' || v instanceof Error) {
+    const s = typeof v === 'string' ? v : v.message;
+    return s === '' || /[\s"=\\]/.test(s) ? JSON.stringify(s) : s;
+  }
+  // Objects and arrays stay readable JSON; only whitespace would split them.
+  const json = JSON.stringify(v, errorReplacer);
+  return /\s/.test(json) ? JSON.stringify(json) : json;
 }
 
 function errorReplacer(_key: string, value: unknown): unknown {

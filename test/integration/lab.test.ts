@@ -69,7 +69,7 @@ describe('twill lab', () => {
     const n1 = status.nodes[0];
     const saved = JSON.parse(readFileSync(`/run/twill/lab/${LAB}/n1/cni-flannel/${LAB}-n1-p1`, 'utf8'));
     expect(saved).toMatchObject({ type: 'bridge', name: 'cbr0', isGateway: true, mtu: 1450, ipam: { type: 'host-local', ranges: [[{ subnet: n1.subnet }]], routes: [{ dst: '10.244.0.0/16' }] } });
-    const opts = await twill(['docker-opts', '--subnet-file', n1.subnetFile]);
+    const opts = await twill(['docker-opts', '--subnet-file', n1.subnetFile, '-d', '-']);
     expect(opts.stdout).toContain(`DOCKER_OPTS=" --bip=${n1.subnet.replace(/0\/24$/, '1')}/24 --ip-masq=true --mtu=1450"`);
     const dir = mkdtempSync(path.join(os.tmpdir(), 'twill-cni-'));
     try {

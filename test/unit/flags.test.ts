@@ -74,4 +74,14 @@ describe('flanneld flags', () => {
   it('names the variable when the bad value came from the environment', () => {
     expect(() => parseAgentFlags([], { FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '5000' })).toThrow(/FLANNELD_SUBNET_LEASE_RENEW_MARGIN 5000: must be between 1 and 1439/);
   });
+
+  it("accepts klog's flags as flanneld units and manifests spell them", () => {
+    expect(parseAgentFlags(['-logtostderr', '-alsologtostderr', '-vmodule=main=2,subnet=3', '-v=3'])).toMatchObject({ logtostderr: true, alsologtostderr: true, vmodule: 'main=2,subnet=3', v: 3 });
+    expect(parseAgentFlags(['--v', '2', '--iface', 'eth1'])).toMatchObject({ v: 2, iface: ['eth1'] });
+    expect(parseAgentFlags(['-v', '--iface', 'eth1'])).toMatchObject({ v: 1, iface: ['eth1'] });
+    expect(parseAgentFlags(['-v']).v).toBe(1);
+    expect(parseAgentFlags(['-logtostderr=false']).logtostderr).toBe(false);
+    expect(() => parseAgentFlags(['-vmodule=main'])).toThrow(/--vmodule main: expected pattern=N/);
+    expect(() => parseAgentFlags(['-v=x'])).toThrow(/--v x: not an integer/);
+  });
 });

@@ -3,7 +3,7 @@ import type { SyncResult } from '../../controller/dataplane/datapath-maps.js';
 import type { DesiredMaps, MapChanges } from '../../controller/reconcile/desired.js';
 import { Reconciler, type Datapath } from '../../controller/reconcile/reconciler.js';
 import { parseLeaseKV, encodeLeaseValue, type Lease } from '../../controller/subnet/lease.js';
-import { logger } from '../../controller/util/log.js';
+import { logger, type Logger } from '../../controller/util/log.js';
 
 /** A datapath that keeps its state in memory and records whether each write was a full sync or an apply. */
 class MemoryDatapath implements Datapath {
@@ -74,5 +74,27 @@ describe('Reconciler', () => {
     await r.settled();
     expect(dp.calls).toEqual(['sync', 'apply', 'sync', 'sync', 'apply']);
     expect([...dp.state.keys()].sort()).toEqual(['10.244.2.0', '10.244.4.0']);
+  });
+
+  it('says at info which peers came, changed and went; a start with many peers is one summary', async () => {
+    const lines: string[] = [];
+    const capture: Logger = { debug: () => undefined, warn: () => undefined, error: () => undefined, info: (m, f) => void lines.push(`${m} ${JSON.stringify(f)}`), child: () => capture };
+    const r = new Reconciler(new MemoryDatapath(), { subnet: '10.244.1.0/24', publicIp: '192.168.0.1' }, { backend: 'vxlan', vni: 1, directRouting: false }, capture);
+    const many = Array.from({ length: 20 }, (_, i) => i + 1);
+    r.update(leaseSet(...many));
+    await r.settled();
+    expect(lines.filter((l) => l.startsWith('peer'))).toEqual(['peers changed {"added":19,"changed":0,"removed":0}']);
+    lines.length = 0;
+    const moved = leaseSet(...many.filter((n) => n !== 3));
+    moved.set('10.244.4.0/24', { ...lease(4), publicIp: '192.168.9.4' });
+    r.update(moved);
+    await r.settled();
+    expect(lines.filter((l) => l.startsWith('peer')).sort()).toEqual([
+      'peer changed {"subnet":"10.244.4.0/24","publicIp":"192.168.9.4"}',
+      'peer removed {"subnet":"10.244.3.0/24","publicIp":"192.168.0.3"}',
+    ]);
+    r.update(new Map([...moved, ['10.244.30.0/24', lease(30)]]));
+    await r.settled();
+    expect(lines.at(-2)).toBe('peer added {"subnet":"10.244.30.0/24","publicIp":"192.168.0.30"}');
   });
 });

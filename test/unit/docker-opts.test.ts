@@ -1,0 +1,80 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { dockerOptsFile, type DockerOptsChoice } from '../../controller/cli/cni.js';
+import { runCli } from '../../controller/cli/main.js';
+
+const subnetEnv = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
+const none: DockerOptsChoice = { key: 'DOCKER_OPTS', combined: false, individual: false, noIpMasq: false };
+
+// Each expectation is what flannel's dist/mk-docker-opts.sh writes for the same subnet file and options.
+describe("twill docker-opts: mk-docker-opts.sh's output", () => {
+  it('writes the individual variables and the combined one when neither -i nor -c is given', () => {
+    expect(dockerOptsFile(subnetEnv, none, {})).toBe(
+      'DOCKER_OPT_BIP="--bip=10.244.7.1/24"\nDOCKER_OPT_IPMASQ="--ip-masq=false"\nDOCKER_OPT_MTU="--mtu=1450"\nDOCKER_OPTS=" --bip=10.244.7.1/24 --ip-masq=false --mtu=1450"\n',
+    );
+  });
+
+  it('-c: the combined variable alone', () => {
+    expect(dockerOptsFile(subnetEnv, { ...none, combined: true }, {})).toBe('DOCKER_OPTS=" --bip=10.244.7.1/24 --ip-masq=false --mtu=1450"\n');
+  });
+
+  it('-i: the individual variables alone', () => {
+    expect(dockerOptsFile(subnetEnv, { ...none, individual: true }, {})).toBe('DOCKER_OPT_BIP="--bip=10.244.7.1/24"\nDOCKER_OPT_IPMASQ="--ip-masq=false"\nDOCKER_OPT_MTU="--mtu=1450"\n');
+  });
+
+  it('-k: the combined variable under another name, starting with its value in the environment', () => {
+    expect(dockerOptsFile(subnetEnv, { ...none, combined: true, key: 'EXTRA' }, { EXTRA: '--debug' })).toBe('EXTRA="--debug  --bip=10.244.7.1/24 --ip-masq=false --mtu=1450"\n');
+  });
+
+  it('-m: no --ip-masq; Docker masquerades (--ip-masq=true) when flannel does not', () => {
+    expect(dockerOptsFile(subnetEnv, { ...none, noIpMasq: true }, {})).toBe('DOCKER_OPT_BIP="--bip=10.244.7.1/24"\nDOCKER_OPT_MTU="--mtu=1450"\nDOCKER_OPTS=" --bip=10.244.7.1/24 --mtu=1450"\n');
+    expect(dockerOptsFile(subnetEnv.replace('IPMASQ=true', 'IPMASQ=false'), { ...none, combined: true }, {})).toContain('--ip-masq=true');
+  });
+
+  it('takes DOCKER_OPT_* variables already in the environment, in name order', () => {
+    expect(dockerOptsFile(subnetEnv, { ...none, combined: true }, { DOCKER_OPT_DNS: '--dns=10.0.0.10' })).toBe('DOCKER_OPTS=" --bip=10.244.7.1/24 --dns=10.0.0.10 --ip-masq=false --mtu=1450"\n');
+  });
+
+  it('refuses a subnet file without the variables, or with an FLANNEL_IPMASQ that is not a boolean', () => {
+    expect(() => dockerOptsFile('FLANNEL_MTU=1450\n', none, {})).toThrow(/needs FLANNEL_SUBNET, FLANNEL_MTU and FLANNEL_IPMASQ/);
+    expect(() => dockerOptsFile(subnetEnv.replace('IPMASQ=true', 'IPMASQ=yes'), none, {})).toThrow(/invalid value of FLANNEL_IPMASQ: yes/);
+  });
+
+  describe('the command line', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'twill-docker-opts-'));
+    const subnetFile = path.join(dir, 'subnet.env');
+    writeFileSync(subnetFile, subnetEnv);
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('-f and -d as mk-docker-opts.sh takes them; clustered flags (-ic) as getopts does', async () => {
+      const dest = path.join(dir, 'docker_opts.env');
+      expect(await runCli(['docker-opts', '-f', subnetFile, '-d', dest, '-ic', '-k', 'OPTS'])).toBe(0);
+      expect(readFileSync(dest, 'utf8')).toBe('DOCKER_OPT_BIP="--bip=10.244.7.1/24"\nDOCKER_OPT_IPMASQ="--ip-masq=false"\nDOCKER_OPT_MTU="--mtu=1450"\nOPTS=" --bip=10.244.7.1/24 --ip-masq=false --mtu=1450"\n');
+      expect(await runCli(['docker-opts', `-f${subnetFile}`, `-d${dest}`, '-cm'])).toBe(0);
+      expect(readFileSync(dest, 'utf8')).toBe('DOCKER_OPTS=" --bip=10.244.7.1/24 --mtu=1450"\n');
+    });
+
+    it('-d - writes to stdout', async () => {
+      const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+      try {
+        expect(await runCli(['docker-opts', '--subnet-file', subnetFile, '-d', '-', '-c'])).toBe(0);
+        expect(write).toHaveBeenCalledWith('DOCKER_OPTS=" --bip=10.244.7.1/24 --ip-masq=false --mtu=1450"\n');
+      } finally {
+        write.mockRestore();
+      }
+    });
+
+    it.each([
+      [['-k', 'not a name'], /-k not a name: not a shell variable name/],
+      [['-d'], /-d needs a value/],
+      [['-z'], /unknown flag -z/],
+      [['extra'], /unexpected argument extra/],
+    ])('%j is refused before anything is written', async (args, message) => {
+      const dest = path.join(dir, 'untouched.env');
+      await expect(runCli(['docker-opts', '-f', subnetFile, ...args, ...(args[0] === '-d' ? [] : ['-d', dest])])).rejects.toThrow(message);
+      expect(() => readFileSync(dest)).toThrow(/ENOENT/);
+    });
+  });
+});
