@@ -4,6 +4,9 @@ import { attachDataplane, detachDataplane, readAttachState, removeTunnelDevice, 
 import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DirectRoutes, lookUpUnderlayRoutes } from '../dataplane/direct-routes.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
+import { config6For, ensureOverlay6, VXLAN6_OVERHEAD } from '../dataplane/ipv6.js';
+import { CONFIG6_ENABLED } from '../../maps/layout.js';
 import { backendOverhead, parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
 import { EtcdStore } from '../etcd/store.js';
 import { IptablesMasq } from '../masq/iptables.js';
@@ -81,10 +84,11 @@ function previousVtepMacs(pinDir: string): { vtepMac?: string; vtepMac6?: string
   retireIncompatiblePins(pinDir); // maps another build left with another layout could not even be opened
   if (!existsSync(`${pinDir}/twill_config`)) return {};
   const c = DatapathMaps.readPinnedConfig(pinDir);
-  // The map has no IPv6 VtepMAC until the IPv6 datapath adds one (`vtep_mac6`); read it once it does.
-  const mac6 = c && 'vtep_mac6' in c ? (c as { vtep_mac6?: unknown }).vtep_mac6 : undefined;
-  return { vtepMac: c?.vtep_mac, vtepMac6: typeof mac6 === 'string' ? mac6 : undefined };
+  return { vtepMac: c?.vtep_mac, vtepMac6: DatapathMaps6.present(pinDir) ? DatapathMaps6.readPinnedMac(pinDir) : undefined };
 }
+
+/** The tunnel device the last attach made (twill-rx unless --tunnel-device said otherwise). */
+const tunnelDeviceOf = (pinDir: string) => readAttachState(pinDir)?.tunnel?.iface ?? 'twill-rx';
 
 /** flannel's IPv6 VXLAN device (pkg/backend/vxlan/vxlan.go): its MAC is the IPv6 VtepMAC flanneld had. */
 const kernelVxlanMac6 = async (vni: number) => (await linkShow(`flannel-v6.${vni}`))?.address;
@@ -282,12 +286,36 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     return new KernelVxlanDatapath(config.backend.vni, v4.subnetLen, formatCidr(v4.network));
   };
 
-  /** The IPv6 side, for the lease we hold: flannel-v6.<VNI> exactly as flanneld makes it. */
+  /**
+   * The IPv6 side, for the lease we hold. BPF: twill0 takes the IPv6Network (its route's locked
+   * MTU leaves room for IPv6's 70 bytes) and twill_config6 says who we are; the programs hand IPv6
+   * to twill-rx, whose IPv6 socket the kernel's vxlan driver encapsulates and decapsulates with.
+   * Kernel: flannel-v6.<VNI> exactly as flanneld makes it.
+   */
   const program6 = async (own: OwnLease): Promise<Datapath | undefined> => {
     if (!ipv6 || !own.subnet6) return undefined;
     const subnet6 = formatCidr6(own.subnet6);
+    if (mode === 'bpf') {
+      await ensureOverlay6({ overlayDevice: flags.overlayDevice, tunnelDevice: tunnelDeviceOf(flags.pinDir), subnet6, network6: ipv6.network, underlayMtu });
+      const maps6 = DatapathMaps6.open(flags.pinDir);
+      writeConfig6(maps6, subnet6);
+      return maps6;
+    }
+    // flannel-v6.<VNI> needs the VXLAN port (IPv6's) that twill-rx holds in both families.
+    if (readAttachState(flags.pinDir)?.tunnel) await removeTunnelDevice(flags.pinDir);
     await ensureKernelVxlan({ family: 6, vni: config.backend.vni, port: config.backend.port, underlayIface: iface.name, localIp: ipv6.address, vtepMac: vtepMac6!, subnet: subnet6, underlayMtu });
     return new KernelVxlanDatapath(config.backend.vni, ipv6.subnetLen, ipv6.network, 6);
+  };
+
+  /**
+   * IPv6 is on in the programs only while twill-rx is up: until flannel's devices have given the
+   * VXLAN port back, IPv6 handed to it would be lost (IPv6 stays off, IPv4 takes the stack path).
+   */
+  const writeConfig6 = (maps6: DatapathMaps6, subnet6: string): boolean => {
+    const tunnel = readAttachState(flags.pinDir)?.tunnel;
+    const cfg = config6For({ publicIp6: ipv6!.publicIp, vtepMac6: vtepMac6!, subnet6, network6: ipv6!.network, tunnelDevice: tunnelDeviceOf(flags.pinDir) });
+    maps6.writeConfig({ ...cfg, flags: tunnel?.up ? CONFIG6_ENABLED : 0 });
+    return tunnel?.up === true;
   };
 
   /**
@@ -301,6 +329,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       recordsDir: endpointsDirFor(flags.subnetFile),
       subnet: formatCidr(own.subnet),
       encapMtu: underlayMtu - VXLAN_OVERHEAD,
+      subnet6: ipv6 && own.subnet6 && formatCidr6(own.subnet6),
+      encapMtu6: underlayMtu - VXLAN6_OVERHEAD,
       fastPath,
       log: logger('endpoints'),
     });
@@ -318,8 +348,17 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     if (mode === 'bpf' && datapath4) {
       const stale = await new DirectRoutes(formatCidr(datapath4.networks.network), datapath4.networks.subnetLen).sync(new Map());
       if (stale.removed) log.info('switched from kernel routes to BPF: removed the direct routes to peers', { routes: stale.removed });
+      if (await removeKernelVxlan(config.backend.vni, undefined, 6)) log.info('switched from kernel VXLAN to BPF: removed the IPv6 vxlan device');
       const tunnel = await retryTunnelDeviceUp(flags.pinDir);
-      if (!tunnel.up) log.warn('the tunnel device is not up: fragmented VXLAN is dropped and tc decap gets no GRO', { reason: tunnel.reason });
+      if (!tunnel.up) log.warn(`the tunnel device is not up: fragmented VXLAN is dropped and tc decap gets no GRO${ipv6 ? '; IPv6 is not carried' : ''}`, { reason: tunnel.reason });
+      if (ipv6 && own.subnet6 && DatapathMaps6.present(flags.pinDir)) {
+        const maps6 = DatapathMaps6.open(flags.pinDir);
+        try {
+          if (writeConfig6(maps6, formatCidr6(own.subnet6))) log.info('IPv6 datapath on', { tunnelDevice: tunnelDeviceOf(flags.pinDir) });
+        } finally {
+          maps6.close();
+        }
+      }
     } else if (readAttachState(flags.pinDir) || existsSync(`${flags.pinDir}/twill_config`)) {
       await detachDataplane(flags.pinDir);
       log.info('switched from BPF to kernel VXLAN: removed the BPF datapath', { pinDir: flags.pinDir });

@@ -50,7 +50,7 @@ export async function runDemo(state: LabState): Promise<number> {
   const ok = failedPings === 0 && failedTcp === 0;
   console.log(
     ok
-      ? `summary: all ${cross.length} cross-node pod pairs answered and ${nodePairs.length} TCP transfers completed through twill's BPF datapath${families.has('IPv6') ? ' (IPv6 through flannel-v6.1, the kernel vxlan device, on every node)' : ''}`
+      ? `summary: all ${cross.length} cross-node pod pairs answered and ${nodePairs.length} TCP transfers completed through twill's BPF datapath${families.has('IPv6') ? ' (both families)' : ''}`
       : `summary: ${failedPings} of ${cross.length} pings and ${failedTcp} of ${nodePairs.length} TCP transfers FAILED`,
   );
   console.log(`next: bin/twill lab status | bin/twill maps --pin-dir ${state.nodes[0].pinDir} | bin/twill lab down`);

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { readAttachState, type AttachState } from '../dataplane/attach.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import type { TwillConfig } from '../../maps/layout.js';
+import { CONFIG6_ENABLED, type Endpoint, type TwillConfig, type TwillConfig6 } from '../../maps/layout.js';
+import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { isDirect } from '../reconcile/desired.js';
 import { parseArgs } from './args.js';
 import { mapsOpts } from './options.js';
@@ -40,6 +41,34 @@ export interface MapsDoc {
   endpoints?: { ip: string; ifindex: number; mac: string; gatewayMac: string; mtu: number; encapMtu: number }[];
   /** twill_path_stats summed over CPUs: what the fast path carried and what it left to the stack */
   path?: { send: Record<string, number>; receive: Record<string, number> };
+  /** the IPv6 maps (absent before this build attached): twill_config6 and, while it is enabled, what IPv6 routes by */
+  ipv6?: {
+    config: TwillConfig6 | undefined;
+    enabled: boolean;
+    subnets: { subnet: string; publicIp: string; vtepMac: string }[];
+    peers: { publicIp: string; subnet: string; vtepMac: string }[];
+    endpoints: { ip: string; ifindex: number; mac: string; gatewayMac: string; mtu: number; encapMtu: number }[];
+  };
+}
+
+const endpointDocs = (entries: Map<string, Endpoint>) =>
+  [...entries].map(([ip, e]) => ({ ip, ifindex: e.ifindex, mac: e.mac, gatewayMac: e.gateway_mac, mtu: e.mtu, encapMtu: e.encap_mtu }));
+
+function readIpv6Doc(pinDir: string): MapsDoc['ipv6'] {
+  if (!DatapathMaps6.present(pinDir)) return undefined;
+  const maps6 = DatapathMaps6.open(pinDir);
+  try {
+    const config = maps6.readConfig();
+    return {
+      config,
+      enabled: ((config?.flags ?? 0) & CONFIG6_ENABLED) !== 0,
+      subnets: [...maps6.readSubnets()].map(([s, r]) => ({ subnet: `${s}/${config?.subnet6_len ?? 0}`, publicIp: r.public_ip6, vtepMac: r.vtep_mac6 })),
+      peers: [...maps6.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet6}/${p.subnet6_len}`, vtepMac: p.vtep_mac6 })),
+      endpoints: endpointDocs(maps6.readEndpoints()),
+    };
+  } finally {
+    maps6.close();
+  }
 }
 
 /** Reads the pins only: no etcd, no agent, no netns needed. */
@@ -71,8 +100,9 @@ export function readMapsDoc(pinDir: string): MapsDoc {
       stats: counters(maps.stats()),
       traffic,
       unattributed: counters(unattributed) as unknown as TrafficCounters,
-      endpoints: maps.endpoints && [...maps.readEndpoints()].map(([ip, e]) => ({ ip, ifindex: e.ifindex, mac: e.mac, gatewayMac: e.gateway_mac, mtu: e.mtu, encapMtu: e.encap_mtu })),
+      endpoints: maps.endpoints && endpointDocs(maps.readEndpoints()),
       path: path && { send: counters(path.send), receive: counters(path.receive) },
+      ipv6: readIpv6Doc(pinDir),
     };
   } finally {
     maps.close();
@@ -113,6 +143,16 @@ export async function mapsCli(argv: string[]): Promise<number> {
   if (doc.endpoints) {
     console.log(`twill_endpoints (${doc.endpoints.length})`);
     for (const e of doc.endpoints) console.log(`  ${e.ip.padEnd(16)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}  gateway ${e.gatewayMac}  mtu ${e.mtu}, encapsulated up to ${e.encapMtu}`);
+  }
+  if (doc.ipv6?.config && doc.ipv6.config.public_ip6 !== '::') {
+    const c = doc.ipv6.config;
+    console.log(`ipv6      ${c.public_ip6}  vtep ${c.vtep_mac6}  subnet ${c.subnet6}/${c.subnet6_len}  network ${c.network6}/${c.network6_len}  ${doc.ipv6.enabled ? 'on' : 'off (the tunnel device is not up)'}`);
+    console.log(`twill_subnets6 (${doc.ipv6.subnets.length})`);
+    for (const s of doc.ipv6.subnets) console.log(`  ${s.subnet.padEnd(24)} -> ${s.publicIp.padEnd(24)} ${s.vtepMac}`);
+    console.log(`twill_peers6 (${doc.ipv6.peers.length})`);
+    for (const p of doc.ipv6.peers) console.log(`  ${p.publicIp.padEnd(24)} ${p.subnet.padEnd(24)} ${p.vtepMac}`);
+    console.log(`twill_endpoints6 (${doc.ipv6.endpoints.length})`);
+    for (const e of doc.ipv6.endpoints) console.log(`  ${e.ip.padEnd(24)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}  mtu ${e.mtu}, encapsulated up to ${e.encapMtu}`);
   }
   if (doc.path) console.log(`twill_path_stats\n  send     ${formatPathLine(doc.path.send)}\n  receive  ${formatPathLine(doc.path.receive)}`);
   console.log('twill_stats');

@@ -107,7 +107,7 @@ async function forgetEndpoint(subnetFile: string, env: NodeJS.ProcessEnv): Promi
   try {
     const rec = readEndpointRecord(dir, env.CNI_CONTAINERID!, ifname);
     const pinDir = readPinDirPointer(dir);
-    if (rec && pinDir) (await import('../endpoints/forget.js')).forgetEndpointEntry(pinDir, rec.ip);
+    if (rec && pinDir) (await import('../endpoints/forget.js')).forgetEndpointEntry(pinDir, rec.ip, rec.ip6);
   } catch {
     // see recordEndpoint: the agent's next sync removes it
   }

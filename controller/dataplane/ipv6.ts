@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { CONFIG6_ENABLED, type TwillConfig6 } from '../../maps/layout.js';
 import { ifNameToIndex } from '../bpf/libbpf.js';
 import { ip } from '../netlink/ip.js';
+import { VXLAN6_OVERHEAD } from './spec.js';
 
 /*
  * IPv6 beside IPv4, as flannel's dual-stack VXLAN does it: inner IPv6 in VXLAN over an IPv6
@@ -27,8 +28,7 @@ import { ip } from '../netlink/ip.js';
  * holds the port): IPv6 sent there would be lost, so flags 0 until it is up.
  */
 
-/** Outer IPv6 + UDP + VXLAN + inner Ethernet. */
-export const VXLAN6_OVERHEAD = 70;
+export { VXLAN6_OVERHEAD };
 
 export interface Overlay6 {
   /** twill0 */

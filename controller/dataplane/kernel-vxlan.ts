@@ -3,7 +3,7 @@ import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
 import { isDirect, type DesiredMaps } from '../reconcile/desired.js';
 import { DirectRoutes } from './direct-routes.js';
-import { VXLAN_OVERHEAD } from './spec.js';
+import { VXLAN6_OVERHEAD, VXLAN_OVERHEAD } from './spec.js';
 import type { SyncResult } from './datapath-maps.js';
 
 const log = logger('kernel-vxlan');
@@ -17,10 +17,9 @@ const log = logger('kernel-vxlan');
  * neighbour entry for the peer's base address, a permanent FDB entry sending its VtepMAC to its
  * PublicIP (PublicIPv6), an onlink route.
  *
- * Both devices get the MTU underlay - 50, as flannel's newVXLANDevice sets it for both
- * (pkg/backend/vxlan/device.go), although VXLAN over IPv6 adds 70 bytes: an inner IPv6 packet
- * of more than underlay - 70 bytes leaves this node as fragmented outer IPv6, which is what a
- * flanneld node sends too.
+ * flannel's newVXLANDevice (pkg/backend/vxlan/device.go) asks for underlay - 50 for both
+ * devices; the kernel clamps an IPv6 vxlan device to its lower device's MTU less 70 when it
+ * creates it, so a flanneld node's flannel-v6.<VNI> has underlay - 70, and so does ours.
  */
 
 export type IpFamily = 4 | 6;
@@ -45,7 +44,8 @@ interface VxlanLinkInfo {
   ifname: string;
   address: string;
   mtu: number;
-  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean; link?: string } };
+  /** `ip -j` names an IPv6 local address local6 */
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; local6?: string; port?: number; learning?: boolean; link?: string } };
 }
 
 export async function ensureKernelVxlan(spec: KernelVxlanSpec): Promise<void> {
@@ -53,7 +53,7 @@ export async function ensureKernelVxlan(spec: KernelVxlanSpec): Promise<void> {
   const dev = vxlanDeviceName(spec.vni, family);
   const existing = (await linkShow(dev)) as VxlanLinkInfo | undefined;
   const d = existing?.linkinfo?.info_data;
-  const compatible = existing?.linkinfo?.info_kind === 'vxlan' && d?.id === spec.vni && d?.local === spec.localIp && d?.port === spec.port && d?.learning === false;
+  const compatible = existing?.linkinfo?.info_kind === 'vxlan' && d?.id === spec.vni && (d?.local ?? d?.local6) === spec.localIp && d?.port === spec.port && d?.learning === false;
   if (existing && !compatible) {
     log.warn('existing vxlan device does not match the config, recreating it', { dev, found: d });
     await ip(['link', 'del', dev]);
@@ -61,13 +61,14 @@ export async function ensureKernelVxlan(spec: KernelVxlanSpec): Promise<void> {
   if (!existing || !compatible)
     await ip(['link', 'add', dev, 'type', 'vxlan', 'id', String(spec.vni), 'local', spec.localIp, 'dev', spec.underlayIface, 'nolearning', 'dstport', String(spec.port)]);
   // Unlike flannel, an MTU or MAC change is applied to an existing device too.
-  await ipBatch([`link set ${dev} address ${spec.vtepMac}`, `link set ${dev} mtu ${spec.underlayMtu - VXLAN_OVERHEAD}`, `link set ${dev} up`]);
+  const mtu = spec.underlayMtu - (family === 6 ? VXLAN6_OVERHEAD : VXLAN_OVERHEAD);
+  await ipBatch([`link set ${dev} address ${spec.vtepMac}`, `link set ${dev} mtu ${mtu}`, `link set ${dev} up`]);
   const want = `${spec.subnet.split('/')[0]}/${family === 6 ? 128 : 32}`;
   // The kernel's own fe80:: address of the device stays: neighbour discovery on it is harmless.
   const addrs = ((await ipJson<{ addr_info: { local: string; prefixlen: number; scope?: string }[] }[]>([`-${family}`, 'addr', 'show', 'dev', dev]))[0]?.addr_info ?? []).filter((a) => a.scope !== 'link');
   for (const a of addrs) if (`${a.local}/${a.prefixlen}` !== want) await ip(['addr', 'del', `${a.local}/${a.prefixlen}`, 'dev', dev]);
   if (!addrs.some((a) => `${a.local}/${a.prefixlen}` === want)) await ip(['addr', 'add', want, 'dev', dev]);
-  log.info('vxlan device ready', { dev, vni: spec.vni, local: spec.localIp, port: spec.port, mtu: spec.underlayMtu - VXLAN_OVERHEAD, mac: spec.vtepMac });
+  log.info('vxlan device ready', { dev, vni: spec.vni, local: spec.localIp, port: spec.port, mtu, mac: spec.vtepMac });
 }
 
 /** The VtepMAC of an existing flannel.<VNI> (flannel-v6.<VNI>), so a switch between modes keeps the lease's MAC. */

@@ -38,6 +38,8 @@ export type DataplaneSpec = z.output<typeof dataplaneSpecSchema>;
 export type DataplaneSpecInput = z.input<typeof dataplaneSpecSchema>;
 
 export const VXLAN_OVERHEAD = 50;
+/** Outer IPv6 + UDP + VXLAN + inner Ethernet. */
+export const VXLAN6_OVERHEAD = 70;
 
 /** What the backend adds to every packet on the underlay: the pods' and the overlay device's MTU is the underlay's less this. */
 export const backendOverhead = (backend: DataplaneSpec['backend']) => (backend === 'host-gw' ? 0 : VXLAN_OVERHEAD);

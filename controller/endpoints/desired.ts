@@ -1,5 +1,6 @@
 import type { Endpoint } from '../../maps/layout.js';
 import { cidrContains, parseCidr, parseIpv4 } from '../net/ipv4.js';
+import { cidr6Contains, parseCidr6, parseIpv6 } from '../net/ipv6.js';
 import type { PodVeth } from '../dataplane/pod-links.js';
 import type { EndpointRecord } from './records.js';
 
@@ -29,6 +30,8 @@ export interface DiscoveredPod {
 export interface EndpointPlan {
   /** pod address -> twill_endpoints entry */
   endpoints: Map<string, Endpoint>;
+  /** pod IPv6 address -> twill_endpoints6 entry (recorded pods with an address in our IPv6 subnet) */
+  endpoints6: Map<string, Endpoint>;
   /** the veths that carry the send half of the fast path */
   veths: PodVeth[];
   /** records whose veth is gone (the pod was deleted without a DEL we saw, or is being deleted) */
@@ -50,15 +53,21 @@ export function planEndpoints(input: {
   ports: readonly BridgePort[];
   bridgeMacs: ReadonlyMap<string, string>;
   discovered?: readonly DiscoveredPod[];
+  /** our IPv6 subnet (CIDR) and the largest pod IPv6 packet that fits the underlay once encapsulated (underlay MTU - 70) */
+  subnet6?: string;
+  encapMtu6?: number;
 }): EndpointPlan {
   const subnet = parseCidr(input.subnet)!;
   const inSubnet = (ip: string) => cidrContains(subnet, { ip: parseIpv4(ip)!, len: 32 });
+  const subnet6 = input.subnet6 === undefined ? undefined : parseCidr6(input.subnet6);
+  const inSubnet6 = (ip6: string | undefined): ip6 is string => subnet6 !== undefined && ip6 !== undefined && cidr6Contains(subnet6, { ip: parseIpv6(ip6)!, len: 128 });
   const portByName = new Map(input.ports.map((p) => [`${p.bridge}/${p.ifname}`, p]));
   const problems: string[] = [];
   const stale: EndpointRecord[] = [];
   // Address -> the claim that wins it: records over discovery, the newest record over older ones.
-  const claims = new Map<string, { port: BridgePort; mac: string; addedAt: string; source: string }>();
-  const claim = (ip: string, c: { port: BridgePort; mac: string; addedAt: string; source: string }) => {
+  type Claim = { port: BridgePort; mac: string; addedAt: string; source: string; ip6?: string };
+  const claims = new Map<string, Claim>();
+  const claim = (ip: string, c: Claim) => {
     const have = claims.get(ip);
     if (have && have.port.ifindex !== c.port.ifindex) {
       const [winner, loser] = have.addedAt >= c.addedAt ? [have, c] : [c, have];
@@ -79,7 +88,7 @@ export function planEndpoints(input: {
       problems.push(`pod ${r.containerId} has ${r.ip}, outside this node's subnet ${input.subnet}: left to the stack`);
       continue;
     }
-    claim(r.ip, { port, mac: r.mac, addedAt: r.addedAt, source: `container ${r.containerId}` });
+    claim(r.ip, { port, mac: r.mac, addedAt: r.addedAt, source: `container ${r.containerId}`, ip6: inSubnet6(r.ip6) ? r.ip6 : undefined });
   }
   const unrecorded = portsWithoutRecord(input.records, input.ports);
   for (const d of input.discovered ?? []) {
@@ -89,12 +98,15 @@ export function planEndpoints(input: {
   }
 
   const endpoints = new Map<string, Endpoint>();
+  const endpoints6 = new Map<string, Endpoint>();
   const veths = new Map<string, PodVeth>();
   for (const [ip, c] of claims) {
     const gateway = input.bridgeMacs.get(c.port.bridge);
     if (!gateway) continue;
-    endpoints.set(ip, { ifindex: c.port.ifindex, mac: c.mac, gateway_mac: gateway, mtu: c.port.mtu, encap_mtu: input.encapMtu, flags: 0 });
+    const entry = { ifindex: c.port.ifindex, mac: c.mac, gateway_mac: gateway, mtu: c.port.mtu, encap_mtu: input.encapMtu, flags: 0 };
+    endpoints.set(ip, entry);
+    if (c.ip6 && input.encapMtu6) endpoints6.set(c.ip6, { ...entry, encap_mtu: input.encapMtu6 });
     veths.set(c.port.ifname, { ifname: c.port.ifname, ifindex: c.port.ifindex });
   }
-  return { endpoints, veths: [...veths.values()], stale, problems };
+  return { endpoints, endpoints6, veths: [...veths.values()], stale, problems };
 }

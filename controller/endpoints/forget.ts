@@ -1,13 +1,21 @@
 import { existsSync } from 'node:fs';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 
-/** Removes one pod's twill_endpoints entry through the pins (the CNI plugin's DEL). */
-export function forgetEndpointEntry(pinDir: string, ip: string): void {
+/** Removes one pod's twill_endpoints entry (and its twill_endpoints6 one) through the pins (the CNI plugin's DEL). */
+export function forgetEndpointEntry(pinDir: string, ip: string, ip6?: string): void {
   if (!existsSync(`${pinDir}/twill_endpoints`)) return;
   const maps = DatapathMaps.open(pinDir);
   try {
     maps.endpoints?.delete({ ip });
   } finally {
     maps.close();
+  }
+  if (!ip6 || !DatapathMaps6.present(pinDir)) return;
+  const maps6 = DatapathMaps6.open(pinDir);
+  try {
+    maps6.syncEndpoints(new Map([...maps6.readEndpoints()].filter(([a]) => a !== ip6)));
+  } finally {
+    maps6.close();
   }
 }

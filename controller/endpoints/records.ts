@@ -2,6 +2,7 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync
 import path from 'node:path';
 import { z } from 'zod';
 import { parseIpv4 } from '../net/ipv4.js';
+import { formatIpv6, parseIpv6 } from '../net/ipv6.js';
 
 /*
  * What the CNI plugin records about every pod it adds, for the agent to put the pod on the fast
@@ -18,6 +19,11 @@ export const endpointRecordSchema = z.object({
   ifname: z.string().min(1),
   netns: z.string().optional(),
   ip: z.string().refine((s) => parseIpv4(s) !== undefined, 'an IPv4 address'),
+  /** the pod's IPv6 address in a dual-stack network (records of builds before IPv6 have none) */
+  ip6: z
+    .string()
+    .refine((s) => parseIpv6(s) !== undefined, 'an IPv6 address')
+    .optional(),
   mac,
   hostVeth: z.string().min(1).max(15),
   bridge: z.string().min(1).max(15),
@@ -78,6 +84,7 @@ export function recordFromCniResult(
   const { interfaces, ips } = parsed.data;
   const v4 = ips.find((i) => parseIpv4(i.address.split('/')[0]) !== undefined && i.interface !== undefined);
   if (!v4) return undefined;
+  const v6 = ips.find((i) => i.interface === v4.interface && parseIpv6(i.address.split('/')[0]) !== undefined);
   const pod = interfaces[v4.interface!];
   const hostVeth = interfaces.find((i) => !i.sandbox && i.name !== ctx.bridge);
   if (!pod?.mac || !pod.sandbox || !hostVeth || !interfaces.some((i) => i.name === ctx.bridge && !i.sandbox)) return undefined;
@@ -86,6 +93,7 @@ export function recordFromCniResult(
     ifname: ctx.ifname,
     netns: ctx.netns,
     ip: v4.address.split('/')[0],
+    ...(v6 ? { ip6: formatIpv6(parseIpv6(v6.address.split('/')[0])!) } : {}),
     mac: pod.mac.toLowerCase(),
     hostVeth: hostVeth.name,
     bridge: ctx.bridge,

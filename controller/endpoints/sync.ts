@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { syncPodLinks } from '../dataplane/pod-links.js';
 import type { Logger } from '../util/log.js';
 import { planEndpoints, portsWithoutRecord } from './desired.js';
@@ -15,6 +16,9 @@ export interface EndpointSyncOptions {
   subnet: string;
   /** underlay MTU - 50: the largest pod packet the fast path encapsulates */
   encapMtu: number;
+  /** with IPv6: our IPv6 subnet (CIDR), and underlay MTU - 70 */
+  subnet6?: string;
+  encapMtu6?: number;
   /** false: no pod veth carries the send program (the endpoints are still kept, for status) */
   fastPath: boolean;
   log: Logger;
@@ -72,13 +76,22 @@ export class EndpointSync {
       const bridges = [...(this.o.bridges ?? ['cni0']), ...records.map((r) => r.bridge)];
       const { ports, bridgeMacs } = await scanBridges(bridges);
       const discovered = await discoverPods(portsWithoutRecord(records, ports));
-      const plan = planEndpoints({ subnet: this.o.subnet, encapMtu: this.o.encapMtu, records, ports, bridgeMacs, discovered });
+      const plan = planEndpoints({ subnet: this.o.subnet, encapMtu: this.o.encapMtu, subnet6: this.o.subnet6, encapMtu6: this.o.encapMtu6, records, ports, bridgeMacs, discovered });
       const maps = DatapathMaps.open(this.o.pinDir);
       let changed;
       try {
         changed = maps.syncEndpoints(plan.endpoints);
       } finally {
         maps.close();
+      }
+      if (this.o.subnet6 && DatapathMaps6.present(this.o.pinDir)) {
+        const maps6 = DatapathMaps6.open(this.o.pinDir);
+        try {
+          const changed6 = maps6.syncEndpoints(plan.endpoints6);
+          changed = { upserted: [...changed.upserted, ...changed6.upserted], removed: [...changed.removed, ...changed6.removed] };
+        } finally {
+          maps6.close();
+        }
       }
       const links = syncPodLinks(this.o.pinDir, this.o.fastPath ? plan.veths : []);
       const problems = [...plan.problems, ...invalid.map((i) => `endpoint record ${i.file}: ${i.error}`)];

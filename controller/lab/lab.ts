@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, w
 import path from 'node:path';
 import { z } from 'zod';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { backendOverhead } from '../dataplane/spec.js';
 import { ip, ipBatch } from '../netlink/ip.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
@@ -152,6 +153,7 @@ export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }):
   if (o.routedNodes > 0 && o.underlayCidr.startsWith('192.168.255.')) throw new LabError(`--underlay ${o.underlayCidr}: the routed segment takes the next /24, and there is none`);
   if (o.ipFamily !== 'ipv4' && o.backend !== 'vxlan') throw new LabError(`--ip-family ${o.ipFamily}: twill carries IPv6 with the vxlan backend only so far`);
   if (o.ipFamily !== 'ipv4' && o.directRouting) throw new LabError(`--ip-family ${o.ipFamily}: DirectRouting is not carried for IPv6 yet`);
+  if (o.ipFamily === 'ipv6' && o.kernelNodes < o.nodes) throw new LabError(`--ip-family ipv6: twill's BPF dataplane needs IPv4 beside IPv6 so far; an IPv6-only lab runs kernel nodes only (--kernel-nodes ${o.nodes})`);
   if (o.nodes >= 2 ** (o.subnetLen - netLen)) throw new LabError(`--nodes ${o.nodes}: network ${o.network} holds only ${2 ** (o.subnetLen - netLen) - 1} /${o.subnetLen} subnets after the first`);
   return o;
 }
@@ -342,6 +344,9 @@ export async function addLabPod(state: LabState, nodeName: string, opts: { name?
   pod.ips = await cniAdd(state, node, pod, opts.ip);
   pod.ip = pod.ips.find((a) => !a.includes(':')) ?? pod.ips[0];
   saveState(state);
+  // IPv6 addresses are tentative until duplicate address detection is done (a second or so): the
+  // pod's, and its gateway's on the node's bridge. Until then the pod reaches nothing over IPv6.
+  if (labHasIpv6(state)) for (const ns of [pod.netns, node.netns]) await waitUntilNotTentative(ns);
   // The BPF endpoints map holds IPv4 pods (the fast path is IPv4's).
   if (node.dataplane === 'bpf' && labHasIpv4(state) && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, true);
   return pod;
@@ -357,6 +362,15 @@ export async function removeLabPod(state: LabState, podName: string): Promise<vo
   state.pods = state.pods.filter((p) => p !== pod);
   saveState(state);
   if (node.dataplane === 'bpf' && labHasIpv4(state) && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, false);
+}
+
+async function waitUntilNotTentative(netns: string, timeoutMs = 10_000): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; ; ) {
+    const tentative = (JSON.parse(await ip(['-6', '-j', 'addr', 'show', 'tentative'], { netns })) as { addr_info?: unknown[] }[]).some((l) => (l.addr_info ?? []).length > 0);
+    if (!tentative) return;
+    if (Date.now() > deadline) throw new LabError(`netns ${netns}: IPv6 addresses still tentative after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Until the node's endpoints map has (or no longer has) `ip`. */
@@ -445,8 +459,9 @@ export async function readVtepMac(node: LabNode, backend: LabState['backend'] = 
   return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel.1'], { netns: node.netns })) as { address: string }[])[0].address;
 }
 
-/** The MAC of the node's flannel-v6.1, which carries IPv6 on both dataplanes so far. */
+/** From the pinned IPv6 config map of a BPF node, or the flannel-v6.1 device of a kernel one. */
 export async function readVtepMac6(node: LabNode): Promise<string> {
+  if (DatapathMaps6.present(node.pinDir)) return DatapathMaps6.readPinnedMac(node.pinDir) ?? '';
   return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel-v6.1'], { netns: node.netns })) as { address: string }[])[0].address;
 }
 

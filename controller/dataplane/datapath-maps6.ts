@@ -1,0 +1,129 @@
+import { existsSync } from 'node:fs';
+import type { FieldsOf } from '../../maps/codec.js';
+import {
+  mapSpecs,
+  UNATTRIBUTED_STATS_SLOT,
+  type config6Struct,
+  type endpoint6KeyStruct,
+  type endpointStruct,
+  type Endpoint,
+  type MapName,
+  type Peer6,
+  type peer6KeyStruct,
+  type peer6Struct,
+  type Remote6,
+  type remote6Struct,
+  type subnet6KeyStruct,
+  type TwillConfig6,
+  type u32Key,
+} from '../../maps/layout.js';
+import { TypedMap } from '../../maps/typed-map.js';
+import { BpfMap } from '../bpf/libbpf.js';
+import { diffMap, type DesiredMaps } from '../reconcile/desired.js';
+import type { SyncResult } from './datapath-maps.js';
+
+
+/**
+ * The IPv6 maps of one node (twill_config6, twill_subnets6, twill_peers6, twill_endpoints6),
+ * opened by path like DatapathMaps. The reconciler gives it the IPv6 side of the lease set, in
+ * the same DesiredMaps shape as IPv4's (subnet base and PublicIPv6 as keys). IPv6 entries carry
+ * no per-peer counter slot of their own: their traffic counts in twill_stats and, per peer, as
+ * unattributed.
+ */
+export class DatapathMaps6 {
+  readonly mode = 'bpf';
+  private constructor(
+    private readonly config: TypedMap<FieldsOf<typeof u32Key>, FieldsOf<typeof config6Struct>>,
+    private readonly subnets: TypedMap<FieldsOf<typeof subnet6KeyStruct>, FieldsOf<typeof remote6Struct>>,
+    private readonly peers: TypedMap<FieldsOf<typeof peer6KeyStruct>, FieldsOf<typeof peer6Struct>>,
+    private readonly endpoints: TypedMap<FieldsOf<typeof endpoint6KeyStruct>, FieldsOf<typeof endpointStruct>>,
+    private readonly handles: BpfMap[],
+  ) {}
+
+  /** Whether this pin set has the IPv6 maps (a datapath attached by a build before IPv6 has not). */
+  static present(pinDir: string): boolean {
+    return existsSync(`${pinDir}/twill_config6`);
+  }
+
+  /** The IPv6 VtepMAC a previous agent wrote, if it wrote one: it survives restarts as IPv4's does. */
+  static readPinnedMac(pinDir: string): string | undefined {
+    const maps = DatapathMaps6.open(pinDir);
+    try {
+      const c = maps.readConfig();
+      return c && c.vtep_mac6 !== '00:00:00:00:00:00' ? c.vtep_mac6 : undefined;
+    } finally {
+      maps.close();
+    }
+  }
+
+  static open(pinDir: string): DatapathMaps6 {
+    const opened: BpfMap[] = [];
+    const pin = (name: MapName) => {
+      const m = BpfMap.fromPin(`${pinDir}/${name}`);
+      opened.push(m);
+      return m;
+    };
+    try {
+      return new DatapathMaps6(
+        new TypedMap(pin('twill_config6'), mapSpecs.twill_config6.key, mapSpecs.twill_config6.value),
+        new TypedMap(pin('twill_subnets6'), mapSpecs.twill_subnets6.key, mapSpecs.twill_subnets6.value),
+        new TypedMap(pin('twill_peers6'), mapSpecs.twill_peers6.key, mapSpecs.twill_peers6.value),
+        new TypedMap(pin('twill_endpoints6'), mapSpecs.twill_endpoints6.key, mapSpecs.twill_endpoints6.value),
+        opened,
+      );
+    } catch (err) {
+      for (const m of opened) m.close();
+      throw err;
+    }
+  }
+
+  readConfig(): TwillConfig6 | undefined {
+    return this.config.get({ index: 0 });
+  }
+
+  writeConfig(cfg: TwillConfig6): void {
+    this.config.put({ index: 0 }, cfg);
+  }
+
+  readSubnets(): Map<string, Remote6> {
+    return new Map(this.subnets.entries().map(([k, v]) => [k.subnet6, v]));
+  }
+
+  readPeers(): Map<string, Peer6> {
+    return new Map(this.peers.entries().map(([k, v]) => [k.public_ip6, v]));
+  }
+
+  readEndpoints(): Map<string, Endpoint> {
+    return new Map(this.endpoints.entries().map(([k, v]) => [k.ip6, v]));
+  }
+
+  /** Brings twill_endpoints6 to `desired` (pod IPv6 address -> entry) by difference only. */
+  syncEndpoints(desired: ReadonlyMap<string, Endpoint>): { upserted: string[]; removed: string[] } {
+    const diff = diffMap(this.readEndpoints(), desired);
+    this.endpoints.putMany(diff.upsert.map(([ip6, e]) => [{ ip6 }, e] as const));
+    this.endpoints.deleteMany(diff.remove.map((ip6) => ({ ip6 })));
+    return { upserted: diff.upsert.map(([ip]) => ip), removed: diff.remove };
+  }
+
+  /**
+   * By difference, in the order IPv4's sync keeps: a new peer is accepted by decap before encap
+   * sends to it, and a departing one is no longer sent to before its packets are refused.
+   */
+  sync(desired: DesiredMaps): SyncResult {
+    const subnets = new Map<string, Remote6>([...desired.subnets].map(([base, r]) => [base, { public_ip6: r.public_ip, vtep_mac6: r.vtep_mac, flags: r.flags, stats_slot: UNATTRIBUTED_STATS_SLOT }]));
+    const peers = new Map<string, Peer6>(
+      [...desired.peers].map(([ip, p]) => [ip, { subnet6: p.subnet, vtep_mac6: p.vtep_mac, subnet6_len: p.subnet_len, flags: p.flags, stats_slot: UNATTRIBUTED_STATS_SLOT }]),
+    );
+    const subnetDiff = diffMap(this.readSubnets(), subnets);
+    const peerDiff = diffMap(this.readPeers(), peers);
+    this.peers.putMany(peerDiff.upsert.map(([k, v]) => [{ public_ip6: k }, v] as const));
+    this.subnets.putMany(subnetDiff.upsert.map(([k, v]) => [{ subnet6: k }, v] as const));
+    this.subnets.deleteMany(subnetDiff.remove.map((k) => ({ subnet6: k })));
+    this.peers.deleteMany(peerDiff.remove.map((k) => ({ public_ip6: k })));
+    return { subnetsAdded: subnetDiff.upsert.length, subnetsRemoved: subnetDiff.remove.length, peersAdded: peerDiff.upsert.length, peersRemoved: peerDiff.remove.length };
+  }
+
+  close(): void {
+    for (const m of this.handles) m.close();
+  }
+}
