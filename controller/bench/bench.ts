@@ -17,9 +17,12 @@ import { machineJiffies, watchOtherCpu } from './cpu.js';
  * path off (--fast-path=false: every packet through both nodes' stacks, as before the fast path),
  * twill's fast path with decap in XDP (--decap-hook xdp), twill with the host-gw backend, twill
  * with vxlan DirectRouting (both nodes on one segment, so routed directly), and the references:
- * kernel VXLAN and host-gw, each set up exactly as flanneld sets it up.
+ * kernel VXLAN and host-gw, each set up exactly as flanneld sets it up; and IPv6 pod traffic in
+ * dual-stack labs, twill as shipped against flanneld's flannel-v6.<VNI> (VXLAN over IPv6).
  */
-export type Variant = 'twill' | 'twill-stack' | 'twill-xdp' | 'twill-host-gw' | 'twill-direct' | 'kernel-vxlan' | 'host-gw' | 'raw-veth';
+export type Variant = 'twill' | 'twill-stack' | 'twill-xdp' | 'twill-host-gw' | 'twill-direct' | 'kernel-vxlan' | 'host-gw' | 'raw-veth' | 'twill-v6' | 'kernel-vxlan-v6';
+/** The variants measured with IPv6 pod traffic (between the pods' IPv6 addresses, over an IPv6 underlay). */
+export const ipv6Variants: readonly Variant[] = ['twill-v6', 'kernel-vxlan-v6'];
 export type UnderlayMode = 'veth' | 'wire';
 /** the nodes as the lab makes them, or with kube-proxy's rules as on a Kubernetes node */
 export type NodeProfile = 'bare' | 'kube-proxy';
@@ -36,7 +39,7 @@ export interface Endpoints {
   lab?: LabState;
 }
 
-type LabArgs = Pick<LabOptions, 'fastPath' | 'decapHook' | 'backend' | 'directRouting'>;
+type LabArgs = Pick<LabOptions, 'fastPath' | 'decapHook' | 'backend' | 'directRouting' | 'ipFamily'>;
 const labNames: Record<Exclude<Variant, 'raw-veth'>, { name: string; underlay: string; args?: Partial<LabArgs> }> = {
   twill: { name: 'bt', underlay: '192.168.91.0/24' },
   'twill-stack': { name: 'bts', underlay: '192.168.95.0/24', args: { fastPath: false } },
@@ -45,6 +48,8 @@ const labNames: Record<Exclude<Variant, 'raw-veth'>, { name: string; underlay: s
   'twill-direct': { name: 'bd', underlay: '192.168.98.0/24', args: { directRouting: true } },
   'kernel-vxlan': { name: 'bk', underlay: '192.168.92.0/24' },
   'host-gw': { name: 'bh', underlay: '192.168.93.0/24', args: { backend: 'host-gw' } },
+  'twill-v6': { name: 'bt6', underlay: '192.168.104.0/24', args: { ipFamily: 'dual' } },
+  'kernel-vxlan-v6': { name: 'bk6', underlay: '192.168.105.0/24', args: { ipFamily: 'dual' } },
 };
 const RAW = { a: 'bv-a', b: 'bv-b' };
 
@@ -55,12 +60,17 @@ async function quietLab(state: LabState): Promise<void> {
   await stopLabEtcd(state);
 }
 
-function labEndpoints(state: LabState): Endpoints {
+/** The two pods, addressed by their IPv4 addresses, or (`ipv6`) by their IPv6 ones. */
+function labEndpoints(state: LabState, ipv6 = false): Endpoints {
   const [n1, n2] = state.nodes;
+  const pod = (node: string) => {
+    const p = state.pods.find((x) => x.node === node)!;
+    return ipv6 ? { netns: p.netns, ip: (p.ips ?? []).find((a) => a.includes(':'))! } : p;
+  };
   return {
     lab: state,
-    client: state.pods.find((p) => p.node === n1.name)!,
-    server: state.pods.find((p) => p.node === n2.name)!,
+    client: pod(n1.name),
+    server: pod(n2.name),
     links: state.nodes.flatMap((n) => [[n.netns, 'eth0'] as [string, string], [state.underlay.netns, n.name] as [string, string]]),
     wireTap: [state.underlay.netns, n2.name],
     receiverTap: [n2.netns, 'eth0'],
@@ -92,8 +102,9 @@ export async function setUp(variant: Variant, progress: (m: string) => void): Pr
   const { name, underlay, args } = labNames[variant];
   const state = await labUp({ name, nodes: 2, podsPerNode: 1, kernelNodes: variant.startsWith('twill') ? 0 : 2, underlayCidr: underlay, ...args }, () => undefined);
   await quietLab(state);
-  progress(`${variant}: lab ${name} (2 nodes, 1 pod each${args?.backend === 'host-gw' ? ', host-gw: pod MTU 1500' : ''}) ready, agents and etcd stopped`);
-  return labEndpoints(state);
+  const ipv6 = ipv6Variants.includes(variant);
+  progress(`${variant}: lab ${name} (2 nodes, 1 pod each${args?.backend === 'host-gw' ? ', host-gw: pod MTU 1500' : ''}${ipv6 ? ', dual-stack, measured over IPv6' : ''}) ready, agents and etcd stopped`);
+  return labEndpoints(state, ipv6);
 }
 
 async function tearDownRaw(): Promise<void> {

@@ -1,11 +1,13 @@
-import type { NodeProfile, Sample, UnderlayMode, Variant } from './bench.js';
+import { ipv6Variants, type NodeProfile, type Sample, type UnderlayMode, type Variant } from './bench.js';
 
 /*
  * Pure part of the benchmark: medians, ratios to kernel VXLAN, the issue's targets and the
  * Markdown report. Kept apart from the measuring so it can be unit-tested.
  */
 
-export const variants: Variant[] = ['twill', 'twill-stack', 'twill-xdp', 'twill-host-gw', 'twill-direct', 'kernel-vxlan', 'host-gw', 'raw-veth'];
+export const variants: Variant[] = ['twill', 'twill-stack', 'twill-xdp', 'twill-host-gw', 'twill-direct', 'kernel-vxlan', 'host-gw', 'raw-veth', 'twill-v6', 'kernel-vxlan-v6'];
+/** The IPv4 variants, each compared with kernel VXLAN over IPv4; the IPv6 ones are compared with each other. */
+const ipv4Variants = variants.filter((v) => !ipv6Variants.includes(v));
 /** The variants that route pods directly, compared with flannel's host-gw as well as with kernel VXLAN. */
 const directVariants: Variant[] = ['twill-host-gw', 'twill-direct'];
 export type Metric = Exclude<keyof Sample, 'otherCpuShare' | 'otherCpuTop'>;
@@ -67,7 +69,7 @@ function ratioTarget(samples: Map<Variant, Sample[]>, subject: Variant, metric: 
   const worst = m.better === 'higher' ? Math.min(...perRep) : Math.max(...perRep);
   const meets = (r: number) => (m.better === 'higher' ? r >= bound : r <= bound);
   const met = meets(worst);
-  const name = against === 'kernel-vxlan' ? 'kernel VXLAN' : against;
+  const name = against === 'kernel-vxlan' ? 'kernel VXLAN' : against === 'kernel-vxlan-v6' ? 'kernel VXLAN over IPv6' : against;
   const range = perRep.length > 1 ? ` (${Math.min(...perRep).toFixed(2)}-${Math.max(...perRep).toFixed(2)})` : '';
   return {
     target: `${m.label}: ${subject} / ${name} ${m.better === 'higher' ? '>=' : '<='} ${bound.toFixed(2)}x`,
@@ -96,6 +98,17 @@ export function evaluateTargets(mode: UnderlayMode, samples: Map<Variant, Sample
       t('tcp4Gbps', 1.0),
     ];
   }
+  return [t('tcp1Gbps', 1.0), t('tcp4Gbps', 1.0), t('udpKpps', 1.3)];
+}
+
+/**
+ * The IPv6 rows (issue 13): the fast path's targets against kernel VXLAN, for twill's IPv6 against
+ * flannel-v6.<VNI>. There is no IPv6 host-gw to hold twill to, so the host-gw targets are not
+ * repeated.
+ */
+export function evaluateIpv6Targets(mode: UnderlayMode, samples: Map<Variant, Sample[]>): TargetResult[] {
+  const t = (metric: Metric, bound: number) => ratioTarget(samples, 'twill-v6', metric, bound, 'kernel-vxlan-v6');
+  if (mode === 'veth') return [t('udpKpps', 1.5), t('cpuUsPerPkt', 0.7), t('tcpLatSameCpuUs', 0.8), t('tcp1Gbps', 1.0), t('tcp4Gbps', 1.0)];
   return [t('tcp1Gbps', 1.0), t('tcp4Gbps', 1.0), t('udpKpps', 1.3)];
 }
 
@@ -147,7 +160,7 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
     '',
     `Date: ${ctx.started.toISOString()}. Commit: ${ctx.commit}. Machine: ${ctx.machine}.`,
     '',
-    `Each number is the median of ${ctx.reps} interleaved repetitions (every variant in turn, per repetition), ${ctx.seconds} s per measurement, on the same 2-node topology: a pod behind cni0 on each node, nodes on a shared underlay bridge. Variants: twill as shipped (the fast path; decap hook auto, which is tc on this veth underlay), twill-stack (--fast-path=false: every packet crosses both nodes' stacks), twill-xdp (the fast path with decap in XDP), twill-host-gw (twill with flannel's host-gw backend: no encapsulation, pod MTU 1500), twill-direct (twill with vxlan DirectRouting; the two nodes share a segment, so pods are routed directly at pod MTU 1450), kernel VXLAN and host-gw each set up exactly as flanneld sets them up (host-gw: pod MTU 1500), and a raw veth between the two pods (this machine's limit). Clients run on CPU 0 and servers on CPU 1 (qperf's one-CPU latency: both on CPU 0). A ratio is variant / kernel VXLAN in the same run, or, for the directly routed variants, also variant / host-gw. CPU per packet is the whole machine's busy time (both nodes, both pods, iperf3) during the UDP run divided by the datagrams received. Each cell is the median, with the smallest and largest repetition below it; a target is met only when the ratio of every repetition (repetition i of one variant against repetition i of the other) meets it. ${ctx.discarded ? `${ctx.discarded} sample${ctx.discarded > 1 ? 's were' : ' was'} discarded because other programs took a noticeable share of the CPUs during ${ctx.discarded > 1 ? 'them' : 'it'}, and measured again.` : 'No sample was discarded for other programs\' CPU use.'}`,
+    `Each number is the median of ${ctx.reps} interleaved repetitions (every variant in turn, per repetition), ${ctx.seconds} s per measurement, on the same 2-node topology: a pod behind cni0 on each node, nodes on a shared underlay bridge. Variants: twill as shipped (the fast path; decap hook auto, which is tc on this veth underlay), twill-stack (--fast-path=false: every packet crosses both nodes' stacks), twill-xdp (the fast path with decap in XDP), twill-host-gw (twill with flannel's host-gw backend: no encapsulation, pod MTU 1500), twill-direct (twill with vxlan DirectRouting; the two nodes share a segment, so pods are routed directly at pod MTU 1450), kernel VXLAN and host-gw each set up exactly as flanneld sets them up (host-gw: pod MTU 1500), and a raw veth between the two pods (this machine's limit); then IPv6 pod traffic in dual-stack labs, twill-v6 (twill as shipped, between the pods' IPv6 addresses: VXLAN over IPv6 through twill-rx) against kernel-vxlan-v6 (flanneld's flannel-v6.<VNI>), compared with each other (pod MTU 1450 in both; IPv6 VXLAN adds 70 bytes, so the IPv6 route's MTU is 1430). Clients run on CPU 0 and servers on CPU 1 (qperf's one-CPU latency: both on CPU 0). A ratio is variant / kernel VXLAN in the same run, or, for the directly routed variants, also variant / host-gw. CPU per packet is the whole machine's busy time (both nodes, both pods, iperf3) during the UDP run divided by the datagrams received. Each cell is the median, with the smallest and largest repetition below it; a target is met only when the ratio of every repetition (repetition i of one variant against repetition i of the other) meets it. ${ctx.discarded ? `${ctx.discarded} sample${ctx.discarded > 1 ? 's were' : ' was'} discarded because other programs took a noticeable share of the CPUs during ${ctx.discarded > 1 ? 'them' : 'it'}, and measured again.` : 'No sample was discarded for other programs\' CPU use.'}`,
     '',
     "Two node profiles, measured in turn on the same labs: **bare**, the nodes as the lab makes them (flannel's FORWARD accepts, no NAT rules, so conntrack tracks nothing), then **kube-proxy**, with kube-proxy's iptables rules for one ClusterIP Service added on every node of every variant, so that conntrack is active in the nodes' namespaces as on any Kubernetes node. The measured traffic is pod to pod in both.",
     '',
@@ -159,7 +172,8 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
     lines.push(`## Underlay mode: ${mode}; nodes: ${nodes}`, '', modeText[mode], nodesText[nodes], '');
     lines.push(`Frames seen (largest on the underlay / largest the receiving node took in after GRO, bytes): ${variants.map((v) => `${v} ${regimes.get(v)!.wireMax} / ${regimes.get(v)!.receiverMax}`).join('; ')}.`, '');
     const hg = med.get('host-gw')!;
-    const ratioHeads = [...variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${v} / kernel`), ...directVariants.map((v) => `${v} / host-gw`)];
+    const kv6 = med.get('kernel-vxlan-v6')!;
+    const ratioHeads = [...ipv4Variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${v} / kernel`), ...directVariants.map((v) => `${v} / host-gw`), 'twill-v6 / kernel-v6'];
     lines.push(`| metric | ${variants.join(' | ')} | ${ratioHeads.join(' | ')} |`);
     lines.push(`|---|${variants.map(() => '--:').join('|')}|${ratioHeads.map(() => '--:').join('|')}|`);
     for (const m of metrics) {
@@ -169,13 +183,14 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
         return `${med.get(v)![m.key].toFixed(digits)}${r.min === r.max ? '' : `<br>${r.min.toFixed(digits)}-${r.max.toFixed(digits)}`}`;
       });
       const ratios = [
-        ...variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${(med.get(v)![m.key] / kv[m.key]).toFixed(2)}x`),
+        ...ipv4Variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${(med.get(v)![m.key] / kv[m.key]).toFixed(2)}x`),
         ...directVariants.map((v) => `${(med.get(v)![m.key] / hg[m.key]).toFixed(2)}x`),
+        `${(med.get('twill-v6')![m.key] / kv6[m.key]).toFixed(2)}x`,
       ];
       lines.push(`| ${m.label} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
     }
     lines.push('', '| target | measured | met |', '|---|--:|---|');
-    for (const t of [...evaluateTargets(mode, samples), ...evaluateBackendTargets(samples)]) lines.push(`| ${t.target} | ${t.measured} | ${t.met ? 'yes' : `no, ${t.shortBy}`} |`);
+    for (const t of [...evaluateTargets(mode, samples), ...evaluateBackendTargets(samples), ...evaluateIpv6Targets(mode, samples)]) lines.push(`| ${t.target} | ${t.measured} | ${t.met ? 'yes' : `no, ${t.shortBy}`} |`);
     lines.push('');
   }
   for (const s of ctx.sections ?? []) lines.push(s, '');

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Sample, Variant } from '../../controller/bench/bench.js';
 import { profileShares } from '../../controller/bench/bench.js';
 import { ANALYSIS_MARKER, keptAnalysis } from '../../controller/bench/run.js';
-import { evaluateBackendTargets, evaluateTargets, median, renderReport, variants } from '../../controller/bench/report.js';
+import { evaluateBackendTargets, evaluateIpv6Targets, evaluateTargets, median, renderReport, variants } from '../../controller/bench/report.js';
 
 const sample = (over: Partial<Sample>): Sample => ({
   tcp1Gbps: 10,
@@ -58,6 +58,22 @@ describe('bench report', () => {
     ]);
   });
 
+  it("holds twill's IPv6 to the fast path's kernel-VXLAN targets against flanneld's IPv6 device, and to nothing against host-gw", () => {
+    const samples = new Map<Variant, Sample[]>(variants.map((v) => [v, [sample(v === 'twill-v6' ? { udpKpps: 160, tcpLatSameCpuUs: 9 } : v === 'twill' ? { udpKpps: 1 } : {})]]));
+    expect(evaluateIpv6Targets('veth', samples).map((r) => [r.target, r.measured, r.met])).toEqual([
+      ['UDP 64 B received (kpps): twill-v6 / kernel VXLAN over IPv6 >= 1.50x', '1.60x', true],
+      ['CPU per received 64 B datagram (us): twill-v6 / kernel VXLAN over IPv6 <= 0.70x', '1.00x', false],
+      ['TCP latency, one CPU (us): twill-v6 / kernel VXLAN over IPv6 <= 0.80x', '0.90x', false],
+      ['TCP 1 stream (Gbit/s): twill-v6 / kernel VXLAN over IPv6 >= 1.00x', '1.00x', true],
+      ['TCP 4 streams (Gbit/s): twill-v6 / kernel VXLAN over IPv6 >= 1.00x', '1.00x', true],
+    ]);
+    expect(evaluateIpv6Targets('wire', samples).map((r) => r.target)).toEqual([
+      'TCP 1 stream (Gbit/s): twill-v6 / kernel VXLAN over IPv6 >= 1.00x',
+      'TCP 4 streams (Gbit/s): twill-v6 / kernel VXLAN over IPv6 >= 1.00x',
+      'UDP 64 B received (kpps): twill-v6 / kernel VXLAN over IPv6 >= 1.30x',
+    ]);
+  });
+
   it('renders every variant, the ratios, the regime and the targets', () => {
     const doc = renderReport(
       { command: 'twill bench --reps 1', started: new Date('2026-11-23T00:00:00Z'), commit: 'abc1234', discarded: 0, machine: 'test machine', reps: 1, seconds: 1, sections: ['## extra'] },
@@ -66,8 +82,9 @@ describe('bench report', () => {
     expect(doc).toContain('Command: `twill bench --reps 1`');
     expect(doc).toContain('## Underlay mode: wire; nodes: kube-proxy');
     expect(doc).toContain(`| metric | ${variants.join(' | ')} |`);
-    expect(doc).toContain('| TCP 1 stream (Gbit/s) | 5.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 0.50x |');
-    expect(doc).toContain('| twill-host-gw / host-gw | twill-direct / host-gw |');
+    expect(doc).toContain('| TCP 1 stream (Gbit/s) | 5.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 0.50x |');
+    expect(doc).toContain('| twill-host-gw / host-gw | twill-direct / host-gw | twill-v6 / kernel-v6 |');
+    expect(doc).toContain('| TCP 1 stream (Gbit/s): twill-v6 / kernel VXLAN over IPv6 >= 1.00x | 1.00x | yes |');
     expect(doc).toContain('| TCP latency, one CPU (us): twill-host-gw / host-gw <= 0.85x | 1.00x | no, 18% above the bound |');
     expect(doc).toContain('| TCP 1 stream (Gbit/s): twill / kernel VXLAN >= 1.00x | 0.50x | no, 50% below the bound |');
     expect(doc).toContain('twill 1514 / 64000');
