@@ -122,6 +122,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     watcher?: LeaseWatcher;
     reconciler?: Reconciler;
     masq?: IptablesMasq;
+    /** ip6tables, with IPv6 */
+    masq6?: IptablesMasq;
     endpoints?: EndpointSync;
     /** as the last attach decided it (BPF mode) */
     fastPath?: FastPathState;
@@ -140,6 +142,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
           reconciles: status.reconciler?.count,
           fastPath: status.mode === 'bpf' ? { ...status.fastPath, endpoints: status.endpoints?.state } : undefined,
           iptables: status.masq && { writes: status.masq.writes, error: status.masq.error },
+          ip6tables: status.masq6 && { writes: status.masq6.writes, error: status.masq6.error },
         }),
         metrics: () => agentMetricsText({ pinDir: flags.pinDir, ...status }),
       })
@@ -366,19 +369,19 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   };
 
   let own = await acquireWithRetry();
-  // Masquerade and forward-accept rules follow the lease; they are never removed on exit.
-  // IPv4 only: IPv6 masquerade (flannel's ip6tables rules) is not done yet.
+  // Masquerade and forward-accept rules follow the lease, per family (iptables, ip6tables); they are never removed on exit.
+  const masqFlags = { ipMasq: flags.ipMasq, randomFully: !flags.ipMasqFullyRandomDisable, forwardRules: flags.iptablesForwardRules };
   const masq = datapath4 ? new IptablesMasq({ resyncSeconds: flags.iptablesResync, log: logger('masq') }) : undefined;
+  const masq6 = ipv6 ? new IptablesMasq({ resyncSeconds: flags.iptablesResync, log: logger('masq6'), family: 6 }) : undefined;
   status.masq = masq;
-  const masqInput = (lease: OwnLease, v4 = datapath4!.networks) => ({
-    network: v4.network,
-    subnet: lease.subnet,
-    ipMasq: flags.ipMasq,
-    randomFully: !flags.ipMasqFullyRandomDisable,
-    forwardRules: flags.iptablesForwardRules,
-  });
-  await masq?.update(masqInput(own));
+  status.masq6 = masq6;
+  const updateMasq = async (lease: OwnLease) => {
+    if (masq) await masq.update({ ...masqFlags, network: datapath4!.networks.network, subnet: lease.subnet });
+    if (masq6 && lease.subnet6) await masq6.update({ ...masqFlags, family: 6, network: config.ipv6Network!, subnet: lease.subnet6 });
+  };
+  await updateMasq(own);
   masq?.startResync();
+  masq6?.startResync();
   const selfOf = (lease: OwnLease) => ({
     subnet: datapath4 ? formatCidr(lease.subnet) : '',
     publicIp: datapath4?.publicIp ?? '',
@@ -459,7 +462,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       log.error('lease moved to another subnet: pods on the old subnet lose connectivity until they are recreated', { from: held, to: describeSubnets(own) });
       reconciler.setSelf(selfOf(own));
       reconciler.setDatapath(await program(own), await program6(own));
-      await masq?.update(masqInput(own));
+      await updateMasq(own);
       writeSubnetFile(flags.subnetFile, subnetFile(own));
     }
     reconciler.update(watcher.leases);

@@ -24,6 +24,8 @@ const WAIT_FOR_XTABLES_LOCK = ['-w', '5'];
 export interface IptablesMasqOptions {
   resyncSeconds: number;
   log: Logger;
+  /** 6: the same chains in ip6tables, for the IPv6 network */
+  family?: 4 | 6;
 }
 
 export class IptablesMasq {
@@ -65,10 +67,10 @@ export class IptablesMasq {
     try {
       const desired = desiredRules(this.input);
       // One iptables-save of every table: a single process per check is what a node pays every few seconds.
-      const saved = parseIptablesSave(await this.iptables('iptables-save', []));
+      const saved = parseIptablesSave(await this.iptables(`${this.tool}-save`, []));
       const plan = planRestore(saved, desired);
       if (plan.script) {
-        await this.iptables('iptables-restore', [...WAIT_FOR_XTABLES_LOCK, '--noflush'], plan.script);
+        await this.iptables(`${this.tool}-restore`, [...WAIT_FOR_XTABLES_LOCK, '--noflush'], plan.script);
         this.writes++;
         // Expected when rules are first set or the lease moved; on a resync someone changed them.
         if (why === 'update') this.opts.log.info('iptables rules written', { changes: plan.repairs });
@@ -83,6 +85,10 @@ export class IptablesMasq {
       this.lastError = message;
       this.error = message;
     }
+  }
+
+  private get tool(): string {
+    return this.opts.family === 6 ? 'ip6tables' : 'iptables';
   }
 
   private async iptables(program: string, args: string[], input?: string): Promise<string> {

@@ -1,29 +1,30 @@
 import { cidrContains, formatCidr, type Cidr } from '../net/ipv4.js';
+import { cidr6Contains, formatCidr6, type Cidr6 } from '../net/ipv6.js';
 
 /*
  * flannel's --ip-masq and forward-accept rules as data, and the iptables-restore input that
  * brings a node's saved tables to them. Pure: network config, own lease and flags in; rule
  * text out. Rules are written exactly as `iptables-save` prints them, so "in sync" is string
- * equality with what the kernel reports back.
+ * equality with what the kernel reports back. IPv6 gets the same chains in ip6tables, as
+ * flannel's masqIP6Rules writes them (pkg/trafficmngr/iptables), with IPv6's multicast range.
  */
 
 /** kube-proxy marks what it wants masqueraded itself; flannel must not NAT those twice. */
 export const KUBE_PROXY_MASQ_MARK = '0x4000/0x4000';
-const MULTICAST = '224.0.0.0/4';
+const MULTICAST = { 4: '224.0.0.0/4', 6: 'ff00::/8' } as const;
 const MASQ_COMMENT = '-m comment --comment "flanneld masq"';
 const FORWARD_COMMENT = '-m comment --comment "flanneld forward"';
 
-export interface MasqInput {
-  /** the cluster network (flannel's Network, C) */
-  network: Cidr;
-  /** this node's lease (P) */
-  subnet: Cidr;
+interface MasqFlags {
   ipMasq: boolean;
   /** MASQUERADE --random-fully, unless --ip-masq-fully-random-disable */
   randomFully: boolean;
   /** --iptables-forward-rules */
   forwardRules: boolean;
 }
+
+/** The cluster network (flannel's Network, C) and this node's lease (P), of one family: iptables' or ip6tables'. */
+export type MasqInput = MasqFlags & ({ family?: 4; network: Cidr; subnet: Cidr } | { family: 6; network: Cidr6; subnet: Cidr6 });
 
 /** One chain of ours and the single rule that jumps to it from a built-in chain. */
 export interface ManagedChain {
@@ -49,9 +50,8 @@ export class MasqInputError extends Error {
   override name = 'MasqInputError';
 }
 
-export function masqChain(network: Cidr, subnet: Cidr, randomFully: boolean): ManagedChain {
-  const C = formatCidr(network);
-  const P = formatCidr(subnet);
+/** C and P as iptables-save prints them, and the family's multicast range. */
+export function masqChain(C: string, P: string, randomFully: boolean, multicast: string = MULTICAST[4]): ManagedChain {
   const masquerade = `-j MASQUERADE${randomFully ? ' --random-fully' : ''}`;
   return {
     table: 'nat',
@@ -66,15 +66,14 @@ export function masqChain(network: Cidr, subnet: Cidr, randomFully: boolean): Ma
       `-s ${C} -d ${P} ${MASQ_COMMENT} -j RETURN`,
       // Outside traffic that reached a pod of ours through this node keeps its source too.
       `! -s ${C} -d ${P} ${MASQ_COMMENT} -j RETURN`,
-      `-s ${C} ! -d ${MULTICAST} ${MASQ_COMMENT} ${masquerade}`,
+      `-s ${C} ! -d ${multicast} ${MASQ_COMMENT} ${masquerade}`,
       // The host talking to remote pods gets a source address those pods can answer.
       `! -s ${C} -d ${C} ${MASQ_COMMENT} ${masquerade}`,
     ],
   };
 }
 
-export function forwardChain(network: Cidr): ManagedChain {
-  const C = formatCidr(network);
+export function forwardChain(C: string): ManagedChain {
   return {
     table: 'filter',
     chain: 'FLANNEL-FWD',
@@ -87,11 +86,13 @@ export function forwardChain(network: Cidr): ManagedChain {
 
 /** The rule set for this node: what must exist and what must not. */
 export function desiredRules(input: MasqInput): DesiredRules {
-  if (!cidrContains(input.network, input.subnet)) {
-    throw new MasqInputError(`lease ${formatCidr(input.subnet)} is not inside the network ${formatCidr(input.network)}`);
-  }
-  const masq = masqChain(input.network, input.subnet, input.randomFully);
-  const forward = forwardChain(input.network);
+  const [C, P, inside] =
+    input.family === 6
+      ? [formatCidr6(input.network), formatCidr6(input.subnet), cidr6Contains(input.network, input.subnet)]
+      : [formatCidr(input.network), formatCidr(input.subnet), cidrContains(input.network, input.subnet)];
+  if (!inside) throw new MasqInputError(`lease ${P} is not inside the network ${C}`);
+  const masq = masqChain(C, P, input.randomFully, MULTICAST[input.family ?? 4]);
+  const forward = forwardChain(C);
   return {
     present: [...(input.ipMasq ? [masq] : []), ...(input.forwardRules ? [forward] : [])],
     absent: [...(input.ipMasq ? [] : [masq]), ...(input.forwardRules ? [] : [forward])],

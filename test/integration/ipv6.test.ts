@@ -7,6 +7,8 @@ import { bounceAgent, etcdctl, labUpFresh, pingFlowsRunning, PREFIX, stopPingFlo
 import { stopAll } from '../support/proc.js';
 import { tcpTransfer, udpProbe } from '../support/traffic.js';
 import { underlayCapture } from '../support/stack-watch.js';
+import { desiredRules } from '../../controller/masq/rules.js';
+import { parseCidr6 } from '../../controller/net/ipv6.js';
 
 /*
  * IPv6 pod networks in flannel's layout, driven by the agents: a dual-stack lab ("t6d": two twill
@@ -157,6 +159,20 @@ describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
     const per = await stopPingFlowsPerFlow(flows);
     expect(per.every((f) => f.sent > 0)).toBe(true);
     expect(per.filter((f) => f.lost > 0)).toEqual([]);
+  });
+  it("with --ip-masq a pod reaches a host outside the cluster network over IPv6, through flannel's ip6tables masquerade", async () => {
+    const n1 = node(lab, 'n1');
+    const outside = lab.underlay6!.gateway; // the underlay namespace: no route back to the pods' IPv6 network
+    const pod = podOf(lab, 'n1');
+    expect(await pingOk(pod, outside)).toBe(false);
+    await bounceAgent(lab, n1, 'SIGTERM', ['--ip-masq']);
+    const saved = (await run(['ip6tables-save', '-t', 'nat'], { netns: n1.netns })).stdout;
+    const [masq] = desiredRules({ family: 6, network: parseCidr6(lab.ipv6Network!)!, subnet: parseCidr6(n1.subnet6!)!, ipMasq: true, randomFully: true, forwardRules: false }).present;
+    expect(saved.split('\n').filter((l) => l.startsWith('-A FLANNEL-POSTRTG ')).map((l) => l.slice('-A FLANNEL-POSTRTG '.length))).toEqual(masq.rules);
+    expect(saved).toContain('-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG');
+    expect(await pingOk(pod, outside)).toBe(true);
+    // Pod to pod keeps its source: the other pods still answer the pod's own address.
+    expect(await pingOk(podOf(lab, 'n2'), v6Of(pod))).toBe(true);
   });
 });
 

@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { desiredRules, MasqInputError, parseIptablesSave, planRestore, type MasqInput } from '../../controller/masq/rules.js';
-import { parseCidr } from '../../controller/net/ipv4.js';
+import { parseCidr, type Cidr } from '../../controller/net/ipv4.js';
+import { parseCidr6 } from '../../controller/net/ipv6.js';
 
-const input = (over: Partial<MasqInput> = {}): MasqInput => ({
+type Flags = Pick<MasqInput, 'ipMasq' | 'randomFully' | 'forwardRules'>;
+const input = (over: Partial<Flags> & { network?: Cidr; subnet?: Cidr } = {}): MasqInput => ({
   network: parseCidr('10.244.0.0/16')!,
   subnet: parseCidr('10.244.3.0/24')!,
   ipMasq: true,
@@ -169,5 +171,22 @@ describe('the restore plan', () => {
       'COMMIT',
     ]);
     expect(planRestore(parseIptablesSave('*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n'), off)).toEqual({ repairs: [] });
+  });
+
+  it("writes the same chains for IPv6, as flannel's masqIP6Rules does for ip6tables, with IPv6's multicast range", () => {
+    const v6 = desiredRules({ family: 6, network: parseCidr6('fd10:244::/56')!, subnet: parseCidr6('fd10:244:0:37::/64')!, ipMasq: true, randomFully: true, forwardRules: true });
+    const [masq, forward] = v6.present;
+    expect(masq.rules).toEqual([
+      '-m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
+      '-s fd10:244:0:37::/64 -d fd10:244::/56 -m comment --comment "flanneld masq" -j RETURN',
+      '-s fd10:244::/56 -d fd10:244:0:37::/64 -m comment --comment "flanneld masq" -j RETURN',
+      '! -s fd10:244::/56 -d fd10:244:0:37::/64 -m comment --comment "flanneld masq" -j RETURN',
+      '-s fd10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
+      '! -s fd10:244::/56 -d fd10:244::/56 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
+    ]);
+    expect(forward.rules).toEqual(['-s fd10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT', '-d fd10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT']);
+    expect(() => desiredRules({ family: 6, network: parseCidr6('fd10:244::/56')!, subnet: parseCidr6('fd99::/64')!, ipMasq: true, randomFully: true, forwardRules: false })).toThrow(
+      'lease fd99::/64 is not inside the network fd10:244::/56',
+    );
   });
 });
