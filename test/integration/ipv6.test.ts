@@ -160,6 +160,16 @@ describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
     expect(per.every((f) => f.sent > 0)).toBe(true);
     expect(per.filter((f) => f.lost > 0)).toEqual([]);
   });
+  it("router advertisements on the underlay still reach the BPF nodes' stacks past the decap program", async () => {
+    const received = async (n: LabNode) => Number(/^Icmp6InRouterAdvertisements\s+(\d+)$/m.exec((await run(['cat', '/proc/net/snmp6'], { netns: n.netns })).stdout)?.[1]);
+    const bpfNodes = lab.nodes.filter((n) => n.dataplane === 'bpf');
+    const before = await Promise.all(bpfNodes.map(received));
+    const ra = "from scapy.all import *; sendp(Ether(dst='33:33:00:00:00:01')/IPv6(src='fe80::77', dst='ff02::1', hlim=255)/ICMPv6ND_RA()/ICMPv6NDOptPrefixInfo(prefix='fd77::', prefixlen=64), iface='br0', count=3, verbose=0)";
+    await run(['/usr/bin/python3', '-c', ra], { netns: lab.underlay.netns });
+    const after = await Promise.all(bpfNodes.map(received));
+    expect(after.map((a, i) => a - before[i])).toEqual(bpfNodes.map(() => 3));
+  });
+
   it("with --ip-masq a pod reaches a host outside the cluster network over IPv6, through flannel's ip6tables masquerade", async () => {
     const n1 = node(lab, 'n1');
     const outside = lab.underlay6!.gateway; // the underlay namespace: no route back to the pods' IPv6 network
