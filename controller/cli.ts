@@ -11,6 +11,7 @@ const help = `twill: an eBPF VXLAN dataplane for flannel networks
   twill dataplane attach|detach|sync ...       load, upgrade or remove a node's datapath
   twill maps [--pin-dir DIR] [--json]          decode the pinned BPF maps
   twill status [--pin-dir DIR] [--healthz H:P] one node's lease, peers, counters, attach points (no etcd)
+  twill probe [--iface IF] [--json]            what this kernel offers twill, and what auto picks
   twill cni install [--dir D] [--name flannel] install the flannel-compatible CNI plugin
   twill docker-opts [--subnet-file F]          Docker's --bip/--mtu/--ip-masq from the subnet file
   twill bench [--reps 3] [--modes veth,wire]   twill vs kernel VXLAN vs host-gw vs raw veth
@@ -39,6 +40,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./cli/maps.js')).mapsCli(rest);
     case 'status':
       return (await import('./cli/status.js')).statusCli(rest);
+    case 'probe':
+      return (await import('./cli/probe.js')).probeCli(rest);
     case 'lab':
       return (await import('./cli/lab.js')).labCommand(rest);
     case 'version':
