@@ -4,6 +4,7 @@ import { attachDataplane, detachDataplane, readAttachState, removeTunnelDevice, 
 import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DirectRoutes, lookUpUnderlayRoutes } from '../dataplane/direct-routes.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { probeAndChoose, recordKernelFallback } from '../dataplane/kernel-record.js';
 import { backendOverhead, parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
 import { EtcdStore } from '../etcd/store.js';
 import { IptablesMasq } from '../masq/iptables.js';
@@ -165,7 +166,9 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     }
   };
 
-  let mode: 'bpf' | 'kernel' = flags.dataplane === 'kernel' ? 'kernel' : 'bpf';
+  // What the kernel offers decides `auto` (logged, and recorded for `twill status`).
+  const kernelChoice = await probeAndChoose(flags.pinDir, { dataplane: flags.dataplane, decapHook: flags.decapHook, fastPath: flags.fastPath, backend }, iface.name);
+  let mode: 'bpf' | 'kernel' = kernelChoice.choice.dataplane;
 
   /** Sets up this node's datapath for the lease we hold; run again if the lease ever moves. */
   const program = async (own: OwnLease): Promise<Datapath> => {
@@ -201,6 +204,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       } catch (err) {
         if (flags.dataplane !== 'auto') throw err;
         log.warn('BPF datapath unavailable on this kernel, using kernel VXLAN as flannel does', { error: (err as Error).message });
+        recordKernelFallback(flags.pinDir, (err as Error).message);
         mode = 'kernel';
       }
     }

@@ -2,6 +2,8 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { BpfLink, BpfMap } from '../bpf/libbpf.js';
 import { readAttachState, type AttachState, type FastPathState } from '../dataplane/attach.js';
+import { formatProbe, type DataplaneChoice, type KernelProbe } from '../dataplane/kernel-choice.js';
+import { readKernelRecord } from '../dataplane/kernel-record.js';
 import { listPodLinks, type PodLink } from '../dataplane/pod-links.js';
 import { pinPaths } from '../dataplane/spec.js';
 import { formatCidr } from '../net/ipv4.js';
@@ -63,6 +65,10 @@ export interface StatusDoc {
   drops: Record<string, number>;
   pinned: PinnedObject[];
   health?: HealthDoc;
+  /** the kernel's capabilities as the agent probed them at start (`twill probe` probes anew) */
+  probe?: KernelProbe;
+  /** what the agent picked from them and why; attach, decap and fastPath above say what held */
+  dataplaneChoice?: DataplaneChoice;
   /** what does not add up; empty on a healthy node */
   problems: string[];
 }
@@ -188,6 +194,7 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
   const pinned = bpf ? listPinned(opts.pinDir) : [];
   const links = pinPaths(opts.pinDir);
   const health = opts.healthz ? await readHealth(opts.healthz) : undefined;
+  const kernel = readKernelRecord(opts.pinDir);
   const { encap_packets, encap_bytes, decap_packets, decap_bytes, ...rest } = maps.stats;
   const doc: Omit<StatusDoc, 'problems'> = {
     pinDir: opts.pinDir,
@@ -206,6 +213,8 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
     drops: Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== 0)),
     pinned,
     health,
+    probe: kernel?.probe,
+    dataplaneChoice: kernel?.choice,
   };
   const has = (p: string) => pinned.some((o) => o.path === p);
   return { ...doc, problems: findProblems(doc, { encap: has(links.encapLink), decap: has(links.decapLink) }) };
@@ -230,6 +239,11 @@ export function describeHooks(a: AttachState): FastPathDoc['hooks'] {
 function printStatus(s: StatusDoc): void {
   console.log(`node       ${s.node ? formatNodeLine(s.node) : s.bpf ? '(not configured)' : `(no BPF datapath under ${s.pinDir})`}`);
   if (s.backend) console.log(`backend    ${s.backend}`);
+  if (s.dataplaneChoice) {
+    console.log(`dataplane  ${s.dataplaneChoice.dataplane} (requested ${s.dataplaneChoice.requested}): ${s.dataplaneChoice.reasons.dataplane}`);
+    if (s.dataplaneChoice.reasons.attach) console.log(`tc attach  ${s.dataplaneChoice.attach}: ${s.dataplaneChoice.reasons.attach}`);
+  }
+  if (s.probe) console.log(`kernel     ${s.probe.kernel}, probed ${s.probe.probedAt}\n${formatProbe(s.probe).map((l) => `  ${l}`).join('\n')}`);
   console.log(`lease      ${s.lease.subnet ?? '?'}${s.lease.expiresAt ? `  expires ${s.lease.expiresAt}` : ''}`);
   const f = s.subnetFile;
   console.log(`subnet.env ${f.path}: ${f.error ?? `network ${f.network} subnet ${f.subnet} mtu ${f.mtu} ipmasq ${f.ipMasq}`}`);
