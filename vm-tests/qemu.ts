@@ -18,6 +18,8 @@ export interface GuestSpec {
   tap: string;
   netns: string;
   image: string;
+  /** One of the image's kernels (a name under image/kernels, e.g. 6.1.0-50-amd64); the newest if absent. */
+  kernel?: string;
   /** Host directory shared read-only; the guest mounts it at GUEST_SHARE. */
   share: string;
   runDir: string;
@@ -54,10 +56,11 @@ export class Guest {
       'init=/usr/local/sbin/twill-vm-init',
       `twill.hostname=${spec.name} twill.ip=${spec.address} twill.share=${GUEST_SHARE}`,
     ].join(' ');
+    const boot = spec.kernel ? path.join(spec.image, 'kernels', spec.kernel) : spec.image;
     const argv = [
       'qemu-system-x86_64', '-name', spec.name, '-nodefaults', '-display', 'none', '-no-reboot',
       '-accel', 'tcg,thread=multi,tb-size=128', '-cpu', 'max', '-smp', '1', '-m', String(spec.memoryMb ?? 768),
-      '-kernel', path.join(spec.image, 'vmlinuz'), '-initrd', path.join(spec.image, 'initrd-fast.img'), '-append', append,
+      '-kernel', path.join(boot, 'vmlinuz'), '-initrd', path.join(boot, 'initrd-fast.img'), '-append', append,
       '-drive', `file=${path.join(spec.image, 'rootfs.ext4')},if=virtio,format=raw,snapshot=on`,
       '-netdev', `tap,id=underlay,ifname=${spec.tap},script=no,downscript=no`,
       '-device', `virtio-net-pci,netdev=underlay,mac=${spec.mac}`,
