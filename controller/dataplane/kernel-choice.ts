@@ -31,7 +31,7 @@ export const FIRST_KERNEL: Record<CapabilityName, string> = {
   redirectPeer: '5.10',
   redirectNeigh: '5.10',
   checkMtu: '5.12',
-  conntrackKfuncs: '5.18',
+  conntrackKfuncs: '5.19',
   ringbuf: '5.8',
   xdpNative: 'driver',
 };

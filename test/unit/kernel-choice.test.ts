@@ -29,7 +29,7 @@ describe('chooseDataplane: what auto picks on each kernel', () => {
   it('5.15 (Ubuntu 22.04): no tcx and no conntrack kfuncs: clsact and the stack path', () => {
     const c = chooseDataplane(kernel('5.15.0-100-generic', ['tcx', 'conntrackKfuncs']), auto);
     expect(c).toMatchObject({ dataplane: 'bpf', attach: 'clsact', fastPath: false });
-    expect(c.reasons.fastPath).toMatch(/^no conntrack kfuncs \(Linux 5\.18\+\)/);
+    expect(c.reasons.fastPath).toMatch(/^no conntrack kfuncs \(Linux 5\.19\+\)/);
   });
 
   it('5.10: no bpf_check_mtu, which every program calls: kernel VXLAN, naming what is missing', () => {
