@@ -142,7 +142,8 @@ async function readHealth(address: string): Promise<HealthDoc> {
 /** Pure: cross-checks what the node's files and maps say. */
 export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { encap: boolean; decap: boolean }): string[] {
   const problems: string[] = [];
-  const kernelMode = doc.health?.detail?.mode === 'kernel';
+  // The agent's healthz, or without it the kernel record it wrote at start, says kernel VXLAN on purpose.
+  const kernelMode = doc.health?.detail?.mode === 'kernel' || (!doc.health && doc.dataplaneChoice?.dataplane === 'kernel');
   if (!doc.bpf) {
     if (!kernelMode) problems.push(`no BPF datapath is pinned under ${doc.pinDir} (a kernel VXLAN node, or a wrong --pin-dir)`);
   } else if (!doc.node) problems.push('twill_config is empty: the datapath was never configured');
