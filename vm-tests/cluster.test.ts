@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../controller/util/exec.js';
 import { ipBatch } from '../controller/netlink/ip.js';
+import { formatChoiceLine } from '../controller/dataplane/kernel-choice.js';
 import { formatIpv4, parseCidr } from '../controller/net/ipv4.js';
 import { repoRoot } from '../test/support/build.js';
 import { parseVxlan, readPcapFrames } from '../test/support/pcap.js';
@@ -11,21 +12,30 @@ import { startInNetns, stopAll } from '../test/support/proc.js';
 import { Guest, GUEST_SHARE } from './qemu.js';
 
 /*
- * The namespace lab's cross-node assertions on real VMs, each with its own kernel (Debian's
- * 6.12 from bookworm-backports): etcd on tvm1, twill's BPF datapath on tvm1 and tvm2, flannel's
- * kernel VXLAN setup (`--dataplane kernel`) on tvm3, one pod per VM through the CNI plugin.
+ * The namespace lab's cross-node assertions on real VMs, each with its own kernel: etcd on tvm1,
+ * twill's BPF datapath (`--dataplane auto`) on tvm1 and tvm2, flannel's kernel VXLAN setup
+ * (`--dataplane kernel`) on tvm3, one pod per VM through the CNI plugin. Run once per kernel of
+ * the image, one cluster after the other (2 cores): Debian's 6.12 from bookworm-backports, and
+ * bookworm's stock 6.1, which has no tcx. What auto picks differs; the checks do not.
  */
 const NETNS = 'tvm-net';
 const BRIDGE = 'tvm-br0';
 const RUN_DIR = '/run/twill-vm-tests';
 const PIN_DIR = '/sys/fs/bpf/twill';
 const nodes = [
-  { name: 'tvm1', ip: '192.168.79.1', dataplane: 'bpf' },
-  { name: 'tvm2', ip: '192.168.79.2', dataplane: 'bpf' },
+  { name: 'tvm1', ip: '192.168.79.1', dataplane: 'auto' },
+  { name: 'tvm2', ip: '192.168.79.2', dataplane: 'auto' },
   { name: 'tvm3', ip: '192.168.79.3', dataplane: 'kernel' },
 ] as const;
 type NodeName = (typeof nodes)[number]['name'];
 const ETCD = `http://${nodes[0].ip}:2379`;
+
+/** Each kernel series the image holds, and how auto must attach tc programs there. */
+const kernels = [
+  { series: '6.12', attach: 'tcx' },
+  { series: '6.1', attach: 'clsact' },
+] as const;
+type Kernel = (typeof kernels)[number];
 
 const guests = new Map<NodeName, Guest>();
 const podIp = new Map<NodeName, string>();
@@ -38,8 +48,20 @@ async function removeNetwork(): Promise<void> {
   await run(['ip', 'netns', 'del', NETNS], { allowFailure: true });
 }
 
-beforeAll(async () => {
+/** The image's kernel of one series (6.1 must not match 6.12). */
+function kernelOf(image: string, series: string): string {
+  const all = readFileSync(path.join(image, 'kernel-versions'), 'utf8').split('\n').filter(Boolean);
+  const kver = all.find((k) => k.startsWith(`${series}.`));
+  if (!kver) throw new Error(`the image ${image} has no ${series} kernel (it has ${all.join(', ')}): rebuild it with vm-tests/image.sh`);
+  return kver;
+}
+
+async function bootCluster(kernel: Kernel): Promise<void> {
   const image = execFileSync(path.join(repoRoot, 'vm-tests/image.sh'), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  const kver = kernelOf(image, kernel.series);
+  guests.clear();
+  podIp.clear();
+  subnetOf.clear();
   Guest.killLeftovers(RUN_DIR);
   await removeNetwork();
   rmSync(RUN_DIR, { recursive: true, force: true });
@@ -51,7 +73,7 @@ beforeAll(async () => {
       const tap = `tvm-tap${i + 1}`;
       await ipBatch([`tuntap add ${tap} mode tap`, `link set ${tap} master ${BRIDGE} up`], { netns: NETNS });
       const mac = `52:54:00:79:00:0${i + 1}`;
-      guests.set(n.name, await Guest.boot({ name: n.name, address: `${n.ip}/24`, mac, tap, netns: NETNS, image, share: repoRoot, runDir: RUN_DIR }, 600_000));
+      guests.set(n.name, await Guest.boot({ name: n.name, address: `${n.ip}/24`, mac, tap, netns: NETNS, image, kernel: kver, share: repoRoot, runDir: RUN_DIR }, 600_000));
     }),
   );
   const failed = booted.filter((b): b is PromiseRejectedResult => b.status === 'rejected');
@@ -61,25 +83,42 @@ beforeAll(async () => {
   // Agents one after the other: under TCG each start is CPU-bound, and in parallel they only slow each other.
   for (const n of nodes) subnetOf.set(n.name, (await nodeSh(n.name, `agent ${ETCD} ${n.dataplane} eth0`)).match(/FLANNEL_SUBNET=(\S+)/)![1]);
   for (const n of nodes) podIp.set(n.name, (await nodeSh(n.name, 'pod pod1')).trim());
-}, 1_800_000);
+}
 
-afterAll(async () => {
+async function stopCluster(): Promise<void> {
   await stopAll();
   await Promise.all([...guests.values()].map((g) => g.stop()));
   await removeNetwork();
-}, 120_000);
+}
 
-describe('3 QEMU VMs: twill BPF on tvm1 and tvm2, flannel kernel VXLAN on tvm3', () => {
-  it('each VM runs its own 6.12 kernel and the datapath it was given', async () => {
+/** A twill command's JSON: stderr (warnings) kept apart, shown only if the command fails. */
+const cliJson = async (name: NodeName, args: string) =>
+  JSON.parse(await guest(name).sh(`node ${GUEST_SHARE}/dist/controller/cli.js ${args} 2>/run/twill-cli.err || { cat /run/twill-cli.err; exit 1; }`));
+const statusOf = (name: NodeName) => cliJson(name, `status --pin-dir ${PIN_DIR} --subnet-file /run/flannel/subnet.env --json`);
+
+describe.each(kernels)('3 QEMU VMs on Linux $series: twill BPF (auto) on tvm1 and tvm2, flannel kernel VXLAN on tvm3', (kernel) => {
+  beforeAll(() => bootCluster(kernel), 1_800_000);
+  afterAll(stopCluster, 120_000);
+
+  it(`each VM runs its own ${kernel.series} kernel and the datapath auto picked (${kernel.attach})`, async () => {
     for (const n of nodes) {
-      expect(await guest(n.name).sh('uname -r')).toMatch(/^6\.12\./);
+      expect(await guest(n.name).sh('uname -r')).toMatch(new RegExp(`^${kernel.series.replace('.', '\\.')}\\.`));
       // Filtered here: bookworm's iproute2 prints an empty object per other link for `-j link show type vxlan`.
       const vxlan = (JSON.parse(await guest(n.name).sh('ip -d -j link show')) as { linkinfo?: { info_kind?: string } }[]).filter((l) => l.linkinfo?.info_kind === 'vxlan');
       const links = await guest(n.name).exec(`ls ${PIN_DIR}/links`);
-      if (n.dataplane === 'bpf') {
+      if (n.dataplane === 'auto') {
         // Only twill's receive-only tunnel device: flow-based, no FDB, no routes.
         expect(vxlan).toEqual([expect.objectContaining({ ifname: 'twill-rx', linkinfo: expect.objectContaining({ info_data: expect.objectContaining({ external: true }) }) })]);
-        expect(links.output.split(/\s+/)).toEqual(expect.arrayContaining(['decap', 'encap', 'pods']));
+        const status = await statusOf(n.name);
+        expect(status.dataplaneChoice).toMatchObject({ requested: 'auto', dataplane: 'bpf', attach: kernel.attach });
+        expect(status.probe.capabilities.tcx.present).toBe(kernel.attach === 'tcx');
+        expect(status.attach.encap.mode).toBe(kernel.attach);
+        if (kernel.attach === 'tcx') expect(links.output.split(/\s+/)).toEqual(expect.arrayContaining(['decap', 'encap', 'pods']));
+        else {
+          // clsact filters live in the qdisc: nothing to pin, tc lists them.
+          expect(await guest(n.name).sh('tc filter show dev twill0 egress')).toMatch(/twill_encap/);
+          expect(await guest(n.name).sh('tc filter show dev eth0 ingress')).toMatch(/twill_decap_tc/);
+        }
       } else {
         expect(vxlan[0]).toMatchObject({ ifname: 'flannel.1', linkinfo: { info_kind: 'vxlan', info_data: { id: 1, port: 8472, learning: false, local: n.ip } } });
         expect(links.code).not.toBe(0);
@@ -130,14 +169,23 @@ describe('3 QEMU VMs: twill BPF on tvm1 and tvm2, flannel kernel VXLAN on tvm3',
     expect(total('decap_packets')).toBeGreaterThan(0);
   });
 
-  it('carries the pods\' traffic on the fast path, with conntrack checks, and says where decap runs on virtio_net', async () => {
+  it('carries the pods\' traffic on the fast path, with conntrack checks, and says where decap runs on virtio_net and why', async () => {
     type PathEntry = { formatted: { key: number; values: { cpu: number; value: Record<string, number> }[] } };
     const paths = JSON.parse(await guest('tvm1').sh(`bpftool -j map dump pinned ${PIN_DIR}/twill_path_stats`)) as PathEntry[];
     const fast = (dir: number) => paths.filter((e) => e.formatted.key === dir).flatMap((e) => e.formatted.values).reduce((sum, v) => sum + v.value.fast, 0);
     expect({ send: fast(0) > 0, receive: fast(1) > 0 }).toEqual({ send: true, receive: true });
-    const status = JSON.parse(await guest('tvm1').sh(`node /twill/dist/controller/cli.js status --pin-dir ${PIN_DIR} --subnet-file /run/flannel/subnet.env --json`));
+    const status = await statusOf('tvm1');
     expect(status.fastPath).toMatchObject({ enabled: true, conntrack: true });
     expect(status.attach.decap).toMatchObject({ requested: 'auto', hook: expect.stringMatching(/^(xdp|tc)$/), reason: expect.any(String) });
     console.log(`VM tier: decap on virtio_net under QEMU: ${status.attach.decap.hook} (${status.attach.decap.reason})`);
+    // The README's kernel table quotes this line (native XDP probed on tvm3, whose eth0 runs no XDP).
+    const probe = await cliJson('tvm3', 'probe --iface eth0 --json');
+    expect(probe.capabilities.xdpNative.present).toEqual(expect.any(Boolean));
+    const capabilities = { ...status.probe.capabilities, xdpNative: probe.capabilities.xdpNative };
+    const actual = { attach: status.attach.encap.mode, decap: status.attach.decap.hook, fastPath: status.fastPath.enabled };
+    console.log(`VM tier kernel matrix: ${formatChoiceLine({ ...status.probe, capabilities }, status.dataplaneChoice, actual)}`);
+    // The agent says why, in its log as in its status.
+    expect(await guest('tvm1').sh('grep -c "kernel probed: dataplane chosen" /run/twill-vm/agent.log')).toMatch(/^1\s*$/);
+    console.log(`VM tier kernel ${status.probe.kernel}: auto's reasons: ${JSON.stringify(status.dataplaneChoice.reasons)}`);
   });
 });

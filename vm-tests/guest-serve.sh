@@ -12,6 +12,13 @@ mount -t devpts devpts /dev/pts
 
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -n 1; }
 hostname "$(arg twill.hostname)"
+# A checkout whose node_modules links outside itself (a git worktree sharing another's) gets that
+# directory as a second share, mounted where the link points.
+deps=$(arg twill.deps)
+if [ -n "$deps" ]; then
+  mkdir -p "$deps"
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose,ro twill-deps "$deps"
+fi
 for m in virtio_net virtio_console; do modprobe "$m"; done
 ip link set lo up
 ip addr add "$(arg twill.ip)" dev eth0

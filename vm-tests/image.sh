@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Builds the guest image of the VM tier from Debian packages (mmdebstrap: bookworm, with the
-# 6.12 kernel from bookworm-backports), or reuses it: images are cached under
+# Builds the guest image of the VM tier from Debian packages (mmdebstrap: bookworm, with two
+# kernels: 6.12 from bookworm-backports and bookworm's stock 6.1, so one image proves both), or
+# reuses it: images are cached under
 # $TWILL_VM_CACHE (default /var/cache/twill-vm) keyed by a hash of everything that goes in
 # (this script, the guest init, the host's node binary). Prints the image directory, which holds
 #   rootfs/        the unpacked root file system (vagrant-box.sh builds the box from it)
 #   rootfs.ext4    the same as a raw ext4 disk (guests use it with snapshot=on, never writing it)
-#   vmlinuz, initrd.img (Debian's), initrd-fast.img (busybox: virtio + ext4 only, boots fast)
+#   vmlinuz, initrd.img (Debian's), initrd-fast.img (busybox: virtio + ext4 only, boots fast):
+#                  the newest kernel (6.12), the one vagrant-box.sh and a guest without a choice boot
+#   kernels/KVER/{vmlinuz,initrd-fast.img}   every installed kernel, 6.12 and 6.1 alike
+#   kernel-versions  their versions, one a line (kernel-version: the newest alone)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${TWILL_VM_CACHE:-/var/cache/twill-vm}
@@ -42,6 +46,7 @@ start=$SECONDS
 mmdebstrap --quiet --variant=minbase --include="$(IFS=,; echo "${packages[*]}"),linux-image-amd64/$suite-backports" \
   --customize-hook="cp '$node_bin' \"\$1/usr/bin/node\"" \
   --customize-hook="install -m 0755 '$here/guest/twill-vm-init' \"\$1/usr/local/sbin/twill-vm-init\"" \
+  --customize-hook='chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --allow-downgrades linux-image-amd64/bookworm >&2' \
   --customize-hook='echo "/dev/vda / ext4 defaults 0 1" > "$1/etc/fstab"' \
   --customize-hook='printf "[Match]\nName=eth*\n\n[Network]\nDHCP=yes\n" > "$1/etc/systemd/network/50-eth.network"' \
   --customize-hook='chroot "$1" systemctl enable systemd-networkd >/dev/null 2>&1' \
@@ -50,34 +55,47 @@ mmdebstrap --quiet --variant=minbase --include="$(IFS=,; echo "${packages[*]}"),
   "$suite" "$work/rootfs" "deb $mirror $suite main" "deb $mirror $suite-backports main"
 say "debootstrapped in $((SECONDS - start)) s"
 
-kver=$(ls "$work/rootfs/lib/modules" | sort -V | tail -n 1)
-cp "$work/rootfs/boot/vmlinuz-$kver" "$work/vmlinuz"
-cp "$work/rootfs/boot/initrd.img-$kver" "$work/initrd.img"
+# bookworm's linux-image-amd64 (a downgrade of the backports metapackage) pulled in the stock 6.1
+# image beside 6.12: both kernels, their modules in the one rootfs, each guest boots either by path.
+kvers=$(ls "$work/rootfs/lib/modules" | sort -V)
+[ "$(echo "$kvers" | wc -l)" -ge 2 ] || { echo "vm-tests/image.sh: expected two kernels in the image, found: $kvers" >&2; exit 1; }
+kver=$(echo "$kvers" | tail -n 1)
 
-# The fast initrd: busybox, the modules for a virtio disk with ext4 (in load order), an init.
-fast=$work/initrd-fast
-mkdir -p "$fast/bin" "$fast/modules"
-cp /bin/busybox "$fast/bin/busybox"
-ln -s busybox "$fast/bin/sh"
-install -m 0755 "$here/guest/initrd-init" "$fast/init"
-for m in virtio_pci virtio_blk ext4; do chroot "$work/rootfs" modprobe -S "$kver" --show-depends "$m"; done | awk '$1 == "insmod" {print $2}' | awk '!seen[$0]++' |
-  while read -r ko; do
-    name=$(basename "$ko"); name=${name%.xz}; name=${name%.zst}
-    case "$ko" in
-      *.xz) xz -dc "$work/rootfs$ko" > "$fast/modules/$name" ;;
-      *.zst) zstd -qdc "$work/rootfs$ko" > "$fast/modules/$name" ;;
-      *) cp "$work/rootfs$ko" "$fast/modules/$name" ;;
-    esac
-    echo "$name" >> "$fast/modules.order"
-  done
-(cd "$fast" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd-fast.img"
-rm -rf "$fast"
+# The fast initrd of one kernel: busybox, the modules for a virtio disk with ext4 (in load order), an init.
+fast_initrd() {
+  local kv=$1 dest=$2 fast=$work/initrd-fast
+  rm -rf "$fast"
+  mkdir -p "$fast/bin" "$fast/modules"
+  cp /bin/busybox "$fast/bin/busybox"
+  ln -s busybox "$fast/bin/sh"
+  install -m 0755 "$here/guest/initrd-init" "$fast/init"
+  for m in virtio_pci virtio_blk ext4; do chroot "$work/rootfs" modprobe -S "$kv" --show-depends "$m"; done | awk '$1 == "insmod" {print $2}' | awk '!seen[$0]++' |
+    while read -r ko; do
+      name=$(basename "$ko"); name=${name%.xz}; name=${name%.zst}
+      case "$ko" in
+        *.xz) xz -dc "$work/rootfs$ko" > "$fast/modules/$name" ;;
+        *.zst) zstd -qdc "$work/rootfs$ko" > "$fast/modules/$name" ;;
+        *) cp "$work/rootfs$ko" "$fast/modules/$name" ;;
+      esac
+      echo "$name" >> "$fast/modules.order"
+    done
+  (cd "$fast" && find . | cpio -o -H newc --quiet | gzip -1) > "$dest"
+  rm -rf "$fast"
+}
+for kv in $kvers; do
+  mkdir -p "$work/kernels/$kv"
+  cp "$work/rootfs/boot/vmlinuz-$kv" "$work/kernels/$kv/vmlinuz"
+  fast_initrd "$kv" "$work/kernels/$kv/initrd-fast.img"
+done
+cp "$work/kernels/$kver/vmlinuz" "$work/kernels/$kver/initrd-fast.img" "$work/"
+cp "$work/rootfs/boot/initrd.img-$kver" "$work/initrd.img"
 
 mke2fs -q -t ext4 -L twill-root -d "$work/rootfs" "$work/rootfs.ext4" 3G >&2
 echo "$kver" > "$work/kernel-version"
+echo "$kvers" > "$work/kernel-versions"
 touch "$work/.complete"
 # Only the newest image is kept: older keys are dead once an input changed.
 find "$cache" -maxdepth 1 -name 'image-*' ! -name "image-$key" ! -name "image-$key.tmp" -exec rm -rf {} +
 mv "$work" "$out"
-say "image $out ready in $((SECONDS - start)) s (kernel $kver)"
+say "image $out ready in $((SECONDS - start)) s (kernels $(echo $kvers))"
 echo "$out"

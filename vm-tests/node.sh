@@ -30,7 +30,9 @@ log_of() { if [ -d /run/systemd/system ]; then journalctl -q -u "twill-$1" | tai
 wait_until() {
   local what=$1 tries=$2; shift 2
   for ((i = 0; i < tries; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
-  die "$what: not ready after $tries tries"
+  # Not die: the caller shows the daemon's log first.
+  echo "node.sh: $what: not ready after $tries tries" >&2
+  return 1
 }
 
 case "${1:-}" in

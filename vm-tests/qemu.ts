@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -18,6 +18,8 @@ export interface GuestSpec {
   tap: string;
   netns: string;
   image: string;
+  /** One of the image's kernels (a name under image/kernels, e.g. 6.1.0-50-amd64); the newest if absent. */
+  kernel?: string;
   /** Host directory shared read-only; the guest mounts it at GUEST_SHARE. */
   share: string;
   runDir: string;
@@ -30,6 +32,14 @@ export const GUEST_SHARE = '/twill';
 export interface ExecResult {
   code: number;
   output: string;
+}
+
+/** node_modules when it is a link out of the share (a worktree using another checkout's): its target. */
+function outsideDeps(share: string): string | undefined {
+  const link = path.join(share, 'node_modules');
+  if (!existsSync(link) || !lstatSync(link).isSymbolicLink()) return undefined;
+  const target = realpathSync(link);
+  return target.startsWith(`${realpathSync(share)}/`) ? undefined : target;
 }
 
 export class GuestError extends Error {
@@ -49,19 +59,24 @@ export class Guest {
     mkdirSync(spec.runDir, { recursive: true });
     this.consoleLog = path.join(spec.runDir, `${spec.name}.console.log`);
     this.ip = spec.address.split('/')[0];
+    const deps = outsideDeps(spec.share);
     const append = [
-      'root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 quiet loglevel=4',
+      // no_timer_check: under TCG on a loaded host the IO-APIC timer check can miss its ticks and panic the boot.
+      'root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 quiet loglevel=4 no_timer_check',
       'init=/usr/local/sbin/twill-vm-init',
       `twill.hostname=${spec.name} twill.ip=${spec.address} twill.share=${GUEST_SHARE}`,
+      ...(deps ? [`twill.deps=${deps}`] : []),
     ].join(' ');
+    const boot = spec.kernel ? path.join(spec.image, 'kernels', spec.kernel) : spec.image;
     const argv = [
       'qemu-system-x86_64', '-name', spec.name, '-nodefaults', '-display', 'none', '-no-reboot',
       '-accel', 'tcg,thread=multi,tb-size=128', '-cpu', 'max', '-smp', '1', '-m', String(spec.memoryMb ?? 768),
-      '-kernel', path.join(spec.image, 'vmlinuz'), '-initrd', path.join(spec.image, 'initrd-fast.img'), '-append', append,
+      '-kernel', path.join(boot, 'vmlinuz'), '-initrd', path.join(boot, 'initrd-fast.img'), '-append', append,
       '-drive', `file=${path.join(spec.image, 'rootfs.ext4')},if=virtio,format=raw,snapshot=on`,
       '-netdev', `tap,id=underlay,ifname=${spec.tap},script=no,downscript=no`,
       '-device', `virtio-net-pci,netdev=underlay,mac=${spec.mac}`,
       '-virtfs', `local,path=${spec.share},mount_tag=twill,security_model=none,readonly=on`,
+      ...(deps ? ['-virtfs', `local,path=${deps},mount_tag=twill-deps,security_model=none,readonly=on`] : []),
       '-device', 'virtio-serial-pci',
       '-chardev', `socket,id=ctl,path=${this.controlPath},server=on,wait=off`,
       '-device', 'virtserialport,chardev=ctl,name=twill.ctl',

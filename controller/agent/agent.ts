@@ -7,6 +7,7 @@ import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { config6For, ensureOverlay6, VXLAN6_OVERHEAD } from '../dataplane/ipv6.js';
 import { CONFIG6_ENABLED } from '../../maps/layout.js';
+import { probeAndChoose, recordKernelFallback } from '../dataplane/kernel-record.js';
 import { backendOverhead, parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
 import { EtcdStore } from '../etcd/store.js';
 import { IptablesMasq } from '../masq/iptables.js';
@@ -231,9 +232,9 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     }
   };
 
-  // An IPv6-only network has no IPv4 for the BPF dataplane to carry: auto takes flannel's devices.
-  let mode: 'bpf' | 'kernel' = flags.dataplane === 'kernel' || !datapath4 ? 'kernel' : 'bpf';
-  if (!datapath4 && flags.dataplane === 'auto') log.info('an IPv6-only network: using kernel VXLAN (flannel-v6.<VNI>), as the BPF dataplane needs IPv4 so far');
+  // What the kernel offers decides `auto` (logged, and recorded for `twill status`).
+  const kernelChoice = await probeAndChoose(flags.pinDir, { dataplane: flags.dataplane, decapHook: flags.decapHook, fastPath: flags.fastPath, backend, ipv6Only: !datapath4 }, iface.name);
+  let mode: 'bpf' | 'kernel' = kernelChoice.choice.dataplane;
 
   /** Sets up this node's datapath for the lease we hold; run again if the lease ever moves. */
   const program = async (own: OwnLease): Promise<Datapath> => {
@@ -275,6 +276,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       } catch (err) {
         if (flags.dataplane !== 'auto') throw err;
         log.warn('BPF datapath unavailable on this kernel, using kernel VXLAN as flannel does', { error: (err as Error).message });
+        recordKernelFallback(flags.pinDir, (err as Error).message);
         mode = 'kernel';
       }
     }

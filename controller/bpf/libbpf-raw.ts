@@ -108,10 +108,20 @@ export const raw = {
   xdpDetach: lib.func('int bpf_xdp_detach(int ifindex, uint32_t flags, const twill_bpf_xdp_attach_opts *opts)'),
   numPossibleCpus: lib.func('int libbpf_num_possible_cpus(void)'),
   setPrint: lib.func('void *libbpf_set_print(twill_libbpf_print_fn *fn)'),
+  // feature probes (probe.ts): 1 supported, 0 not, -errno when the probe itself failed
+  probeProgType: lib.func('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)'),
+  probeMapType: lib.func('int libbpf_probe_bpf_map_type(int map_type, const void *opts)'),
+  probeHelper: lib.func('int libbpf_probe_bpf_helper(int prog_type, int helper_id, const void *opts)'),
+  progLoad: lib.func('int bpf_prog_load(int prog_type, const char *name, const char *license, const void *insns, size_t insn_cnt, const void *opts)'),
+  btfParse: lib.func('void *btf__parse(const char *path, void *btf_ext)'),
+  btfParseSplit: lib.func('void *btf__parse_split(const char *path, void *base_btf)'),
+  btfFindByNameKind: lib.func('int btf__find_by_name_kind(void *btf, const char *name, uint32_t kind)'),
+  btfFree: lib.func('void btf__free(void *btf)'),
 
   strerror: libc.func('const char *strerror(int errnum)'),
   close: libc.func('int close(int fd)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
   ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *name)'),
   vsnprintf: libc.func('int vsnprintf(void *buf, size_t size, void *fmt, void *ap)'),
+  setns: libc.func('int setns(int fd, int nstype)'),
 };

@@ -24,7 +24,7 @@ const EOPNOTSUPP = 95;
 /** The kernel's internal ENOTSUPP leaks out of bpf() for "this map type has no batch ops". */
 const ENOTSUPP = 524;
 
-function errnoText(errno: number): string {
+export function errnoText(errno: number): string {
   if (errno === ENOTSUPP) return 'Operation not supported (kernel ENOTSUPP)';
   return raw.strerror(errno) as string;
 }

@@ -139,3 +139,8 @@ export const agentOpts: OptTable = Object.fromEntries(
     return [name, spec];
   }),
 );
+
+export const probeOpts = {
+  iface: { type: 'string', default: '', describe: 'underlay interface: also probe native XDP on its driver (attaches an XDP_PASS program for a moment)' },
+  json: { type: 'boolean', default: false, describe: 'machine-readable output' },
+} satisfies OptTable;

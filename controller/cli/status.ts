@@ -2,6 +2,8 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { BpfLink, BpfMap } from '../bpf/libbpf.js';
 import { readAttachState, type AttachState, type FastPathState } from '../dataplane/attach.js';
+import { formatProbe, type DataplaneChoice, type KernelProbe } from '../dataplane/kernel-choice.js';
+import { readKernelRecord } from '../dataplane/kernel-record.js';
 import { listPodLinks, type PodLink } from '../dataplane/pod-links.js';
 import { pinPaths } from '../dataplane/spec.js';
 import { formatCidr } from '../net/ipv4.js';
@@ -70,6 +72,10 @@ export interface StatusDoc {
   drops: Record<string, number>;
   pinned: PinnedObject[];
   health?: HealthDoc;
+  /** the kernel's capabilities as the agent probed them at start (`twill probe` probes anew) */
+  probe?: KernelProbe;
+  /** what the agent picked from them and why; attach, decap and fastPath above say what held */
+  dataplaneChoice?: DataplaneChoice;
   /** what does not add up; empty on a healthy node */
   problems: string[];
 }
@@ -145,7 +151,8 @@ async function readHealth(address: string): Promise<HealthDoc> {
 /** Pure: cross-checks what the node's files and maps say. */
 export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { encap: boolean; decap: boolean }): string[] {
   const problems: string[] = [];
-  const kernelMode = doc.health?.detail?.mode === 'kernel';
+  // The agent's healthz, or without it the kernel record it wrote at start, says kernel VXLAN on purpose.
+  const kernelMode = doc.health?.detail?.mode === 'kernel' || (!doc.health && doc.dataplaneChoice?.dataplane === 'kernel');
   if (!doc.bpf) {
     if (!kernelMode) problems.push(`no BPF datapath is pinned under ${doc.pinDir} (a kernel VXLAN node, or a wrong --pin-dir)`);
   } else if (!doc.node) problems.push('twill_config is empty: the datapath was never configured');
@@ -197,6 +204,7 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
   const pinned = bpf ? listPinned(opts.pinDir) : [];
   const links = pinPaths(opts.pinDir);
   const health = opts.healthz ? await readHealth(opts.healthz) : undefined;
+  const kernel = readKernelRecord(opts.pinDir);
   const { encap_packets, encap_bytes, decap_packets, decap_bytes, ...rest } = maps.stats;
   const doc: Omit<StatusDoc, 'problems'> = {
     pinDir: opts.pinDir,
@@ -216,6 +224,8 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
     drops: Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== 0)),
     pinned,
     health,
+    probe: kernel?.probe,
+    dataplaneChoice: kernel?.choice,
   };
   const has = (p: string) => pinned.some((o) => o.path === p);
   return { ...doc, problems: findProblems(doc, { encap: has(links.encapLink), decap: has(links.decapLink) }) };
@@ -240,6 +250,11 @@ export function describeHooks(a: AttachState): FastPathDoc['hooks'] {
 function printStatus(s: StatusDoc): void {
   console.log(`node       ${s.node ? formatNodeLine(s.node) : s.bpf ? '(not configured)' : `(no BPF datapath under ${s.pinDir})`}`);
   if (s.backend) console.log(`backend    ${s.backend}`);
+  if (s.dataplaneChoice) {
+    console.log(`dataplane  ${s.dataplaneChoice.dataplane} (requested ${s.dataplaneChoice.requested}): ${s.dataplaneChoice.reasons.dataplane}`);
+    if (s.dataplaneChoice.reasons.attach) console.log(`tc attach  ${s.dataplaneChoice.attach}: ${s.dataplaneChoice.reasons.attach}`);
+  }
+  if (s.probe) console.log(`kernel     ${s.probe.kernel}, probed ${s.probe.probedAt}\n${formatProbe(s.probe).map((l) => `  ${l}`).join('\n')}`);
   console.log(`lease      ${s.lease.subnet ?? '?'}${s.lease.subnet6 ? ` ${s.lease.subnet6}` : ''}${s.lease.expiresAt ? `  expires ${s.lease.expiresAt}` : ''}`);
   const f = s.subnetFile;
   const v6 = f.ipv6Subnet ? ` ipv6 network ${f.ipv6Network} subnet ${f.ipv6Subnet}` : '';

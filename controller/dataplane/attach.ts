@@ -21,6 +21,7 @@ import { linkShow } from '../netlink/ip.js';
 import { logger } from '../util/log.js';
 import { bpfObjectDir } from '../util/paths.js';
 import { DatapathMaps } from './datapath-maps.js';
+import { chooseDecapHook } from './kernel-choice.js';
 import { ensureOverlayDevice, ensureTunnelDevice, removeOverlayDevice, setLooseRpFilter, tunnelDeviceUp } from './overlay-device.js';
 import { detachPodLinks, swapPodLinks } from './pod-links.js';
 import { pinPaths, type DataplaneSpec } from './spec.js';
@@ -378,7 +379,7 @@ function attachUnderlay(
   const tcPin = wasXdp ? paths.deliverLink : paths.decapLink;
   const tc = attachTc(prog.tc, dev.ifindex, 'ingress', tcPin, wasXdp ? previous?.deliver?.mode : before);
 
-  const choice = chooseHook(requested, dev.kind);
+  const choice = chooseDecapHook(requested, dev.kind);
   if (choice.hook === 'xdp') {
     const xdp = attachDecapXdp(prog.xdp, dev.ifindex, paths.decapLink, choice.nativeOnly, previous);
     if (xdp.link || xdp.mode) {
@@ -393,16 +394,6 @@ function attachUnderlay(
     if (tc.mode === 'tcx') renameSync(paths.deliverLink, paths.decapLink);
   }
   return { mode: tc.mode, hook: 'tc', reason: choice.reason, swapped: tc.swapped && !wasXdp };
-}
-
-/** Pure: where decap should run, and why. */
-function chooseHook(requested: DataplaneSpec['decapHook'] | 'host-gw', kind?: string): { hook: 'xdp' | 'tc'; nativeOnly: boolean; reason: string } {
-  if (requested === 'host-gw') return { hook: 'tc', nativeOnly: false, reason: 'host-gw: nothing to decapsulate; tc delivers the peers\' plain packets into pods' };
-  if (requested === 'tc') return { hook: 'tc', nativeOnly: false, reason: 'requested (--decap-hook tc)' };
-  if (requested === 'xdp') return { hook: 'xdp', nativeOnly: false, reason: 'requested (--decap-hook xdp)' };
-  if (kind === 'veth')
-    return { hook: 'tc', nativeOnly: false, reason: 'auto: the underlay is a veth, where XDP copies every packet and turns off the peer\'s segmentation offload' };
-  return { hook: 'xdp', nativeOnly: true, reason: 'auto: native XDP, ahead of GRO' };
 }
 
 /**

@@ -14,6 +14,7 @@ import { cliEntry } from '../util/paths.js';
 import { installCniPlugin } from '../cni/install.js';
 import { isAgent, startAgent, stopAgent, waitForSubnetFile, type AgentProcess } from './agents.js';
 import { isEtcd, startEtcd, stopEtcd, type EtcdProcess } from './etcd.js';
+import { kernelRecordPath } from '../dataplane/kernel-record.js';
 
 const log = logger('lab');
 
@@ -561,6 +562,7 @@ export async function labDown(name: string, progress: Progress = () => undefined
         await run([process.execPath, cliEntry(), 'dataplane', 'detach', '--pin-dir', node.pinDir], { netns: node.netns }).catch((err: Error) =>
           log.warn('datapath detach failed, removing the namespace anyway', { node: node.name, error: err.message }),
         );
+      rmSync(kernelRecordPath(node.pinDir), { force: true });
     }
     for (const pod of state.pods) {
       const node = state.nodes.find((n) => n.name === pod.node);

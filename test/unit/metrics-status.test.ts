@@ -59,6 +59,8 @@ describe('twill status cross-checks', () => {
       'no BPF datapath is pinned under /sys/fs/bpf/twill (a kernel VXLAN node, or a wrong --pin-dir)',
     ]);
     expect(findProblems({ ...noPins, health: { ...healthy.health!, detail: { mode: 'kernel' } } }, { encap: false, decap: false })).toEqual([]);
+    const kernelChoice = { requested: 'auto' as const, dataplane: 'kernel' as const, reasons: { dataplane: 'auto: kernel 5.10 lacks bpf_check_mtu' } };
+    expect(findProblems({ ...noPins, health: undefined, dataplaneChoice: kernelChoice }, { encap: false, decap: false })).toEqual([]);
   });
 
   it('does not expect a link pin for legacy attachments', () => {
