@@ -4,6 +4,7 @@ import { repoRoot } from '../util/paths.js';
 import os from 'node:os';
 import { otherCpuOver } from './cpu.js';
 import { addKubeProxy, measure, profile, regime, setUnderlayMode, setUp, tearDown, type Endpoints, type NodeProfile, type Sample, type UnderlayMode, type Variant } from './bench.js';
+import { cniCostBench, cniCostSection } from './cni-cost.js';
 import { controlPlaneBench, controlPlaneSection } from './control-plane.js';
 import { profileSection, renderReport, variants, type ModeResult, type Regime, type VariantProfile } from './report.js';
 
@@ -17,6 +18,8 @@ export interface BenchOptions {
   /** leases for the control-plane scale run (0: skip it), and timed single puts */
   leases: number;
   puts: number;
+  /** pods timed through twill's CNI plugin and through its delegates alone (0: skip it) */
+  cniPods: number;
   /** perf profiles of every variant under UDP and TCP load, per mode */
   profile: boolean;
   /** measured in turn: the nodes as the lab makes them, then with kube-proxy's rules added */
@@ -130,6 +133,10 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
     }
   } finally {
     await tearDown();
+  }
+  if (o.cniPods > 0) {
+    await quiet(o.maxBackground, say);
+    sections.push(cniCostSection(await cniCostBench(o.cniPods, say)));
   }
   if (o.leases > 0) sections.push(controlPlaneSection(await controlPlaneBench(o.leases, o.puts, say)));
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';

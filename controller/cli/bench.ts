@@ -9,12 +9,13 @@ export async function benchCli(argv: string[]): Promise<number> {
   if (o.modes !== '' && modes.some((m) => m !== 'veth' && m !== 'wire')) throw new UsageError(`--modes ${o.modes}: expected veth and/or wire`);
   if (o.modes === '') modes.length = 0;
   if (o.reps < 1 || o.seconds < 1) throw new UsageError('--reps and --seconds must be at least 1');
+  if (!Number.isInteger(o['cni-pods']) || o['cni-pods'] < 0) throw new UsageError(`--cni-pods ${o['cni-pods']}: a whole number, 0 to skip`);
   const nodeProfiles = o.nodes.split(',');
   if (nodeProfiles.some((n) => n !== 'bare' && n !== 'kube-proxy')) throw new UsageError(`--nodes ${o.nodes}: expected bare and/or kube-proxy`);
   if (nodeProfiles.includes('kube-proxy') && nodeProfiles.indexOf('kube-proxy') < nodeProfiles.indexOf('bare'))
     throw new UsageError(`--nodes ${o.nodes}: bare must come first (kube-proxy's rules stay once added)`);
   const doc = await runBench(
-    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out: o.out || undefined, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'], leases: o.leases, puts: o.puts, profile: o.profile, nodeProfiles: nodeProfiles as ('bare' | 'kube-proxy')[] },
+    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out: o.out || undefined, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'], leases: o.leases, puts: o.puts, cniPods: o['cni-pods'], profile: o.profile, nodeProfiles: nodeProfiles as ('bare' | 'kube-proxy')[] },
     (m) => console.error(m),
   );
   console.log(doc);

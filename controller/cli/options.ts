@@ -45,6 +45,7 @@ export const benchOpts = {
   leases: { type: 'number', default: 10000, describe: 'leases in etcd for the control-plane run (0 skips it)' },
   profile: { type: 'boolean', default: true, describe: 'perf profiles of every variant (--profile=false to skip)' },
   puts: { type: 'number', default: 200, describe: 'single lease puts timed until they reach the map' },
+  'cni-pods': { type: 'number', default: 20, describe: "pods added and deleted through twill's CNI plugin, and as many through its delegates alone (0 skips it)" },
   nodes: { type: 'string', default: 'bare,kube-proxy', describe: "node profiles measured in turn: bare (as the lab makes them), kube-proxy (with kube-proxy's rules: conntrack active)" },
 } satisfies OptTable;
 

@@ -512,6 +512,11 @@ function cniConf(state: LabState, node: LabNode) {
 
 const cniPath = (state: LabState) => `${stateDir(state.name)}/cni-bin:${CNI_BIN}`;
 
+/** What the lab hands a node's CNI plugin: the netconf, CNI_PATH and where twill's plugin is (the bench times it). */
+export function labCniSetup(state: LabState, node: LabNode): { conf: ReturnType<typeof cniConf>; cniPath: string; plugin: string } {
+  return { conf: cniConf(state, node), cniPath: cniPath(state), plugin: `${stateDir(state.name)}/cni-bin/flannel` };
+}
+
 async function cni(state: LabState, command: 'ADD' | 'DEL', plugin: string, conf: object, node: LabNode, pod: LabPod, ifname = 'eth0', args?: string) {
   const dir = plugin === 'flannel' ? `${stateDir(state.name)}/cni-bin` : CNI_BIN;
   const res = await run([`${dir}/${plugin}`], {

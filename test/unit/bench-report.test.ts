@@ -128,3 +128,15 @@ describe('bench report', () => {
     ]);
   });
 });
+
+describe('CNI plugin cost report', () => {
+  it("reports p50, p90 and the range per operation, and holds twill's ADD to 30 ms over the delegates' at the median", async () => {
+    const { cniCostSection } = await import('../../controller/bench/cni-cost.js');
+    const doc = cniCostSection({ n: 4, twill: { add: [50, 60, 70, 80], del: [40, 40, 40, 40] }, delegates: { add: [20, 30, 30, 40], del: [10, 10, 10, 10] } });
+    expect(doc).toContain("| ADD, twill's plugin | 65.0 | 80.0 | 50.0-80.0 |");
+    expect(doc).toContain('| ADD, delegates alone | 30.0 | 40.0 | 20.0-40.0 |');
+    expect(doc).toContain('| twill adds at most 30 ms to an ADD (p50) | 35.0 ms | no, 5.0 ms over |');
+    const within = cniCostSection({ n: 1, twill: { add: [45], del: [1] }, delegates: { add: [20], del: [1] } });
+    expect(within).toContain('| twill adds at most 30 ms to an ADD (p50) | 25.0 ms | yes |');
+  });
+});
