@@ -255,7 +255,7 @@ describe('maps and lifecycle', () => {
     // Each kill lands once the loader has begun attaching (its overlay device is ready, the BPF
     // objects are next) and before it finished: it never got to log "datapath attached".
     for (const delayMs of [0, 10, 30]) {
-      const loader = startInNetns(n1.netns, [process.execPath, cliPath, ...attachArgs('n1'), '-v']);
+      const loader = startInNetns(n1.netns, [process.execPath, cliPath, ...attachArgs('n1'), '-v', '--log-format', 'json']);
       await loader.waitFor(/"msg":"overlay device ready"/, 20_000);
       if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
       loader.kill('SIGKILL');

@@ -52,8 +52,8 @@ describe('twill lab', () => {
     expect(n2.vtepMac).toMatch(/^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/); // unicast, locally administered
     const firstPodIp = (subnet: string) => subnet.replace(/0\/24$/, '2');
     expect(status.pods).toEqual([
-      { name: 'n1-p1', netns: `${LAB}-n1-p1`, ip: firstPodIp(n1.subnet), node: 'n1' },
-      { name: 'n2-p1', netns: `${LAB}-n2-p1`, ip: firstPodIp(n2.subnet), node: 'n2' },
+      { name: 'n1-p1', netns: `${LAB}-n1-p1`, ip: firstPodIp(n1.subnet), ips: [firstPodIp(n1.subnet)], node: 'n1' },
+      { name: 'n2-p1', netns: `${LAB}-n2-p1`, ip: firstPodIp(n2.subnet), ips: [firstPodIp(n2.subnet)], node: 'n2' },
     ]);
     const mtu = (await run(['ip', '-n', `${LAB}-n1-p1`, '-j', 'link', 'show', 'eth0'])).stdout;
     expect(JSON.parse(mtu)[0].mtu).toBe(1450);
