@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { configChangeReport, ipv4Networks, parseNetworkConfig, ConfigError, UnsupportedConfigError, waitLogDue, type Ipv4Networks, type NetworkConfig } from '../config/network-config.js';
-import { attachDataplane, detachDataplane, readAttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp, type FastPathState } from '../dataplane/attach.js';
+import { attachDataplane, detachDataplane, readAttachState, type AttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp, type FastPathState } from '../dataplane/attach.js';
 import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DirectRoutes, lookUpUnderlayRoutes } from '../dataplane/direct-routes.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
@@ -89,7 +89,7 @@ function previousVtepMacs(pinDir: string): { vtepMac?: string; vtepMac6?: string
 }
 
 /** The tunnel device the last attach made (twill-rx unless --tunnel-device said otherwise). */
-const tunnelDeviceOf = (pinDir: string) => readAttachState(pinDir)?.tunnel?.iface ?? 'twill-rx';
+const tunnelDeviceOf = (tunnel: AttachState['tunnel']) => tunnel?.iface ?? 'twill-rx';
 
 /** flannel's IPv6 VXLAN device (pkg/backend/vxlan/vxlan.go): its MAC is the IPv6 VtepMAC flanneld had. */
 const kernelVxlanMac6 = async (vni: number) => (await linkShow(`flannel-v6.${vni}`))?.address;
@@ -301,7 +301,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     if (!ipv6 || !own.subnet6) return undefined;
     const subnet6 = formatCidr6(own.subnet6);
     if (mode === 'bpf') {
-      await ensureOverlay6({ overlayDevice: flags.overlayDevice, tunnelDevice: tunnelDeviceOf(flags.pinDir), subnet6, network6: ipv6.network, underlayMtu });
+      await ensureOverlay6({ overlayDevice: flags.overlayDevice, tunnelDevice: tunnelDeviceOf(readAttachState(flags.pinDir)?.tunnel), subnet6, network6: ipv6.network, underlayMtu });
       const maps6 = DatapathMaps6.open(flags.pinDir);
       writeConfig6(maps6, subnet6);
       return maps6;
@@ -318,7 +318,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
    */
   const writeConfig6 = (maps6: DatapathMaps6, subnet6: string): boolean => {
     const tunnel = readAttachState(flags.pinDir)?.tunnel;
-    const cfg = config6For({ publicIp6: ipv6!.publicIp, vtepMac6: vtepMac6!, subnet6, network6: ipv6!.network, tunnelDevice: tunnelDeviceOf(flags.pinDir) });
+    const cfg = config6For({ publicIp6: ipv6!.publicIp, vtepMac6: vtepMac6!, subnet6, network6: ipv6!.network, tunnelDevice: tunnelDeviceOf(tunnel) });
     maps6.writeConfig({ ...cfg, flags: tunnel?.up ? CONFIG6_ENABLED : 0 });
     return tunnel?.up === true;
   };
@@ -359,7 +359,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       if (ipv6 && own.subnet6 && DatapathMaps6.present(flags.pinDir)) {
         const maps6 = DatapathMaps6.open(flags.pinDir);
         try {
-          if (writeConfig6(maps6, formatCidr6(own.subnet6))) log.info('IPv6 datapath on', { tunnelDevice: tunnelDeviceOf(flags.pinDir) });
+          if (writeConfig6(maps6, formatCidr6(own.subnet6))) log.info('IPv6 datapath on', { tunnelDevice: tunnelDeviceOf(readAttachState(flags.pinDir)?.tunnel) });
         } finally {
           maps6.close();
         }

@@ -3,7 +3,7 @@ import { delegateConfig } from '../cni/plugin.js';
 import { labCniSetup, labDown, labUp } from '../lab/lab.js';
 import { ip } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
-import { median } from './report.js';
+import { median, percentile } from './report.js';
 
 /*
  * What twill's CNI plugin costs a pod: ADD and DEL through it (the `flannel` plugin the lab
@@ -27,8 +27,6 @@ export interface CniCostResult {
 }
 
 const LAB = { name: 'bn', underlayCidr: '192.168.106.0/24' };
-
-const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
 
 async function timed(argv: string[], input: string, env: NodeJS.ProcessEnv, netns: string): Promise<number> {
   const started = performance.now();

@@ -6,7 +6,7 @@ import { labDown, labUp, restartAgent, type LabState } from '../lab/lab.js';
 import { BpfMap } from '../bpf/libbpf.js';
 import { run } from '../util/exec.js';
 import { cliEntry } from '../util/paths.js';
-import { median } from './report.js';
+import { median, percentile } from './report.js';
 import { waitFor } from './wait.js';
 
 /*
@@ -46,8 +46,6 @@ function rssMb(pid: number): { rss: number; peak: number } {
   const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
   return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
 }
-
-const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
 
 export async function controlPlaneBench(leases: number, puts: number, say: (m: string) => void): Promise<ControlPlaneResult> {
   await labDown(LAB.name);

@@ -26,6 +26,9 @@ export const metrics: { key: Metric; label: string; better: 'higher' | 'lower' }
 ];
 const byKey = new Map(metrics.map((m) => [m.key, m]));
 
+/** The nearest-rank p-th percentile. */
+export const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;

@@ -47,12 +47,12 @@ export class DatapathMaps6 {
 
   /** The IPv6 VtepMAC a previous agent wrote, if it wrote one: it survives restarts as IPv4's does. */
   static readPinnedMac(pinDir: string): string | undefined {
-    const maps = DatapathMaps6.open(pinDir);
+    const map = BpfMap.fromPin(`${pinDir}/twill_config6`);
     try {
-      const c = maps.readConfig();
+      const c = new TypedMap(map, mapSpecs.twill_config6.key, mapSpecs.twill_config6.value).get({ index: 0 });
       return c && c.vtep_mac6 !== '00:00:00:00:00:00' ? c.vtep_mac6 : undefined;
     } finally {
-      maps.close();
+      map.close();
     }
   }
 
@@ -95,6 +95,10 @@ export class DatapathMaps6 {
 
   readEndpoints(): Map<string, Endpoint> {
     return new Map(this.endpoints.entries().map(([k, v]) => [k.ip6, v]));
+  }
+
+  deleteEndpoint(ip6: string): void {
+    this.endpoints.delete({ ip6 });
   }
 
   /** Brings twill_endpoints6 to `desired` (pod IPv6 address -> entry) by difference only. */

@@ -14,7 +14,7 @@ export function forgetEndpointEntry(pinDir: string, ip: string, ip6?: string): v
   if (!ip6 || !DatapathMaps6.present(pinDir)) return;
   const maps6 = DatapathMaps6.open(pinDir);
   try {
-    maps6.syncEndpoints(new Map([...maps6.readEndpoints()].filter(([a]) => a !== ip6)));
+    maps6.deleteEndpoint(ip6);
   } finally {
     maps6.close();
   }
