@@ -297,12 +297,13 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
    * to twill-rx, whose IPv6 socket the kernel's vxlan driver encapsulates and decapsulates with.
    * Kernel: flannel-v6.<VNI> exactly as flanneld makes it.
    */
-  const program6 = async (own: OwnLease): Promise<Datapath | undefined> => {
+  const program6 = async (own: OwnLease, datapath: Datapath): Promise<Datapath | undefined> => {
     if (!ipv6 || !own.subnet6) return undefined;
     const subnet6 = formatCidr6(own.subnet6);
     if (mode === 'bpf') {
       await ensureOverlay6({ overlayDevice: flags.overlayDevice, tunnelDevice: tunnelDeviceOf(readAttachState(flags.pinDir)?.tunnel), subnet6, network6: ipv6.network, underlayMtu });
-      const maps6 = DatapathMaps6.open(flags.pinDir);
+      // A peer's IPv6 traffic counts in the slot its IPv4 entries got in the same pass.
+      const maps6 = DatapathMaps6.open(flags.pinDir, datapath instanceof DatapathMaps ? (ip) => datapath.statsSlotOf(ip) : undefined);
       writeConfig6(maps6, subnet6);
       return maps6;
     }
@@ -310,6 +311,11 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     if (readAttachState(flags.pinDir)?.tunnel) await removeTunnelDevice(flags.pinDir);
     await ensureKernelVxlan({ family: 6, vni: config.backend.vni, port: config.backend.port, underlayIface: iface.name, localIp: ipv6.address, vtepMac: vtepMac6!, subnet: subnet6, underlayMtu });
     return new KernelVxlanDatapath(config.backend.vni, ipv6.subnetLen, ipv6.network, 6);
+  };
+
+  const setDatapaths = async (own: OwnLease): Promise<void> => {
+    const datapath = await program(own);
+    reconciler.setDatapath(datapath, await program6(own, datapath));
   };
 
   /**
@@ -413,7 +419,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   // the reconciler holds watch events until the datapath is there.
   await watcher.start();
   reconciler.update(watcher.leases);
-  reconciler.setDatapath(await program(own), await program6(own));
+  await setDatapaths(own);
   log.info('datapath mode', { mode, requested: flags.dataplane });
   await reconciler.settled();
   await removeOtherMode();
@@ -463,7 +469,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     if (describeSubnets(own) !== held) {
       log.error('lease moved to another subnet: pods on the old subnet lose connectivity until they are recreated', { from: held, to: describeSubnets(own) });
       reconciler.setSelf(selfOf(own));
-      reconciler.setDatapath(await program(own), await program6(own));
+      await setDatapaths(own);
       await updateMasq(own);
       writeSubnetFile(flags.subnetFile, subnetFile(own));
     }

@@ -45,8 +45,9 @@ export interface MapsDoc {
   ipv6?: {
     config: TwillConfig6 | undefined;
     enabled: boolean;
-    subnets: { subnet: string; publicIp: string; vtepMac: string }[];
-    peers: { publicIp: string; subnet: string; vtepMac: string }[];
+    /** statsSlot: the peer's row in `traffic`, shared with its IPv4 entries (0: unattributed) */
+    subnets: { subnet: string; publicIp: string; vtepMac: string; statsSlot: number }[];
+    peers: { publicIp: string; subnet: string; vtepMac: string; statsSlot: number }[];
     endpoints: { ip: string; ifindex: number; mac: string; gatewayMac: string; mtu: number; encapMtu: number }[];
   };
 }
@@ -62,8 +63,8 @@ function readIpv6Doc(pinDir: string): MapsDoc['ipv6'] {
     return {
       config,
       enabled: ((config?.flags ?? 0) & CONFIG6_ENABLED) !== 0,
-      subnets: [...maps6.readSubnets()].map(([s, r]) => ({ subnet: `${s}/${config?.subnet6_len ?? 0}`, publicIp: r.public_ip6, vtepMac: r.vtep_mac6 })),
-      peers: [...maps6.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet6}/${p.subnet6_len}`, vtepMac: p.vtep_mac6 })),
+      subnets: [...maps6.readSubnets()].map(([s, r]) => ({ subnet: `${s}/${config?.subnet6_len ?? 0}`, publicIp: r.public_ip6, vtepMac: r.vtep_mac6, statsSlot: r.stats_slot })),
+      peers: [...maps6.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet6}/${p.subnet6_len}`, vtepMac: p.vtep_mac6, statsSlot: p.stats_slot })),
       endpoints: endpointDocs(maps6.readEndpoints()),
     };
   } finally {

@@ -160,6 +160,11 @@ export class DatapathMaps {
     return { upserted: diff.upsert.map(([ip]) => ip), removed: diff.remove };
   }
 
+  /** The counter slot this object last gave the peer at `publicIp` (UNATTRIBUTED_STATS_SLOT: none). */
+  statsSlotOf(publicIp: string): number {
+    return this.slotTable.slots.get(publicIp) ?? UNATTRIBUTED_STATS_SLOT;
+  }
+
   /** Traffic per peer (from twill_peer_stats), plus what entries without a slot carried. */
   peerTraffic(): { peers: PeerTraffic[]; unattributed: PeerStats } {
     const subnetLen = this.readConfig()?.subnet_len;

@@ -26,9 +26,10 @@ import type { SyncResult } from './datapath-maps.js';
 /**
  * The IPv6 maps of one node (twill_config6, twill_subnets6, twill_peers6, twill_endpoints6),
  * opened by path like DatapathMaps. The reconciler gives it the IPv6 side of the lease set, in
- * the same DesiredMaps shape as IPv4's (subnet base and PublicIPv6 as keys). IPv6 entries carry
- * no per-peer counter slot of their own: their traffic counts in twill_stats and, per peer, as
- * unattributed.
+ * the same DesiredMaps shape as IPv4's (subnet base and PublicIPv6 as keys). A peer's IPv6
+ * entries count into the per-peer slot of its IPv4 entries (`statsSlotOf`, from IPv4's
+ * DatapathMaps), so `twill maps` and the metrics show one node's traffic in both families on one
+ * row; a peer without IPv4 entries counts as unattributed.
  */
 export class DatapathMaps6 {
   readonly mode = 'bpf';
@@ -38,6 +39,7 @@ export class DatapathMaps6 {
     private readonly peers: TypedMap<FieldsOf<typeof peer6KeyStruct>, FieldsOf<typeof peer6Struct>>,
     private readonly endpoints: TypedMap<FieldsOf<typeof endpoint6KeyStruct>, FieldsOf<typeof endpointStruct>>,
     private readonly handles: BpfMap[],
+    private readonly statsSlotOf: (publicIp: string) => number,
   ) {}
 
   /** Whether this pin set has the IPv6 maps (a datapath attached by a build before IPv6 has not). */
@@ -56,7 +58,8 @@ export class DatapathMaps6 {
     }
   }
 
-  static open(pinDir: string): DatapathMaps6 {
+  /** @param statsSlotOf  a peer's IPv4 counter slot by its PublicIP (UNATTRIBUTED_STATS_SLOT when it has none) */
+  static open(pinDir: string, statsSlotOf: (publicIp: string) => number = () => UNATTRIBUTED_STATS_SLOT): DatapathMaps6 {
     const opened: BpfMap[] = [];
     const pin = (name: MapName) => {
       const m = BpfMap.fromPin(`${pinDir}/${name}`);
@@ -70,6 +73,7 @@ export class DatapathMaps6 {
         new TypedMap(pin('twill_peers6'), mapSpecs.twill_peers6.key, mapSpecs.twill_peers6.value),
         new TypedMap(pin('twill_endpoints6'), mapSpecs.twill_endpoints6.key, mapSpecs.twill_endpoints6.value),
         opened,
+        statsSlotOf,
       );
     } catch (err) {
       for (const m of opened) m.close();
@@ -114,9 +118,13 @@ export class DatapathMaps6 {
    * sends to it, and a departing one is no longer sent to before its packets are refused.
    */
   sync(desired: DesiredMaps): SyncResult {
-    const subnets = new Map<string, Remote6>([...desired.subnets].map(([base, r]) => [base, { public_ip6: r.public_ip, vtep_mac6: r.vtep_mac, flags: r.flags, stats_slot: UNATTRIBUTED_STATS_SLOT }]));
+    const slot = (publicIp6: string) => {
+      const publicIp = desired.counterPeers?.get(publicIp6);
+      return publicIp === undefined ? UNATTRIBUTED_STATS_SLOT : this.statsSlotOf(publicIp);
+    };
+    const subnets = new Map<string, Remote6>([...desired.subnets].map(([base, r]) => [base, { public_ip6: r.public_ip, vtep_mac6: r.vtep_mac, flags: r.flags, stats_slot: slot(r.public_ip) }]));
     const peers = new Map<string, Peer6>(
-      [...desired.peers].map(([ip, p]) => [ip, { subnet6: p.subnet, vtep_mac6: p.vtep_mac, subnet6_len: p.subnet_len, flags: p.flags, stats_slot: UNATTRIBUTED_STATS_SLOT }]),
+      [...desired.peers].map(([ip, p]) => [ip, { subnet6: p.subnet, vtep_mac6: p.vtep_mac, subnet6_len: p.subnet_len, flags: p.flags, stats_slot: slot(ip) }]),
     );
     const subnetDiff = diffMap(this.readSubnets(), subnets);
     const peerDiff = diffMap(this.readPeers(), peers);

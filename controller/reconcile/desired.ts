@@ -54,6 +54,11 @@ export interface DesiredMaps {
   peers: Map<string, DesiredPeer>;
   /** leases left out, with why (own lease, conflicts) */
   skipped: { lease: NodeLease; reason: string }[];
+  /**
+   * IPv6 only: PublicIPv6 -> the PublicIP of the same lease, whose per-peer counter slot the
+   * peer's IPv6 entries share (one node, one row of counters, both families)
+   */
+  counterPeers?: Map<string, string>;
 }
 
 export function desiredMaps(self: { subnet: string; publicIp: string }, leases: readonly NodeLease[]): DesiredMaps {

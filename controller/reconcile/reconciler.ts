@@ -3,7 +3,7 @@ import type { SyncResult } from '../dataplane/datapath-maps.js';
 import { hostGwRefusal, type UnderlayRoute } from '../dataplane/direct-routes.js';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
-import { leaseKey, sameLease, type Lease } from '../subnet/lease.js';
+import { leaseKey, NO_PUBLIC_IP, sameLease, type Lease } from '../subnet/lease.js';
 import type { LeaseChange } from '../subnet/watcher.js';
 import type { Logger } from '../util/log.js';
 import { DesiredState, desiredMaps, type DesiredMaps, type MapChanges, type NodeLease } from './desired.js';
@@ -227,12 +227,18 @@ export class Reconciler {
   private async apply6(leases: ReadonlyMap<string, Lease>, full: boolean): Promise<SyncResult | undefined> {
     if (!this.datapath6 || !this.self.subnet6 || !this.self.publicIpv6) return undefined;
     const leases6: NodeLease[] = [];
+    const publicIpOf = new Map<string, string>();
     for (const l of leases.values()) {
       const n = this.usable6(l);
-      if (n) leases6.push(n);
+      if (!n) continue;
+      leases6.push(n);
+      if (l.publicIp !== NO_PUBLIC_IP) publicIpOf.set(n.publicIp, l.publicIp);
     }
-    const desired = desiredMaps({ subnet: this.self.subnet6, publicIp: this.self.publicIpv6 }, leases6);
-    const key = JSON.stringify([...desired.subnets]);
+    const maps6 = desiredMaps({ subnet: this.self.subnet6, publicIp: this.self.publicIpv6 }, leases6);
+    const counterPeers = new Map([...maps6.peers.keys()].flatMap((ip6) => (publicIpOf.has(ip6) ? [[ip6, publicIpOf.get(ip6)!] as const] : [])));
+    const desired = { ...maps6, counterPeers };
+    // A peer's counter slot follows its IPv4 entries, which this pass may just have (re)assigned.
+    const key = JSON.stringify([[...desired.subnets], [...counterPeers]]);
     if (!full && key === this.last6) return undefined;
     for (const s of desired.skipped) this.warnOnce(s.lease.subnet, s.lease.publicIp, s.reason);
     const result = await this.datapath6.sync(desired);

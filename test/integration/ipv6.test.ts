@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MapsDoc } from '../../controller/cli/maps.js';
 import type { LabNode, LabPod, LabState } from '../../controller/lab/lab.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
@@ -45,6 +46,9 @@ async function v6DeviceState(n: LabNode) {
     fdb: (await j(['bridge', '-j', 'fdb', 'show', 'dev', 'flannel-v6.1'])).filter((f) => f.dst).map((f) => ({ mac: f.mac, dst: f.dst })),
   };
 }
+
+type MapsDocV6 = MapsDoc & { ipv6: NonNullable<MapsDoc['ipv6']> };
+const mapsDoc = async (n: LabNode) => JSON.parse((await twill(['maps', '--pin-dir', n.pinDir, '--json'])).stdout) as MapsDocV6;
 
 describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
   beforeAll(async () => {
@@ -92,17 +96,32 @@ describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
 
   it("the BPF nodes' IPv6 maps hold every other node's IPv6 subnet, PublicIPv6 and IPv6 VtepMAC, and their pods' IPv6 endpoints; IPv6 is on", async () => {
     for (const n of lab.nodes.filter((x) => x.dataplane === 'bpf')) {
-      const doc = JSON.parse((await twill(['maps', '--pin-dir', n.pinDir, '--json'])).stdout) as { ipv6: { enabled: boolean; config: { public_ip6: string; subnet6: string }; subnets: unknown[]; peers: unknown[]; endpoints: { ip: string; encapMtu: number }[] } };
+      const doc = await mapsDoc(n);
       const others = lab.nodes.filter((o) => o !== n);
       expect(doc.ipv6.enabled).toBe(true);
       expect(doc.ipv6.config).toMatchObject({ public_ip6: n.underlayIp6, subnet6: n.subnet6!.split('/')[0] });
-      expect(doc.ipv6.subnets).toEqual(expect.arrayContaining(others.map((o) => ({ subnet: o.subnet6, publicIp: o.underlayIp6, vtepMac: o.vtepMac6 }))));
+      // Each peer's IPv6 entries count in the slot of its IPv4 entries: one row of counters per node.
+      const slotOf = (o: LabNode) => doc.peers.find((p) => p.publicIp === o.underlayIp)!.statsSlot;
+      for (const o of others) expect(slotOf(o)).toBeGreaterThan(0);
+      expect(doc.ipv6.subnets).toEqual(expect.arrayContaining(others.map((o) => ({ subnet: o.subnet6, publicIp: o.underlayIp6, vtepMac: o.vtepMac6, statsSlot: slotOf(o) }))));
       expect(doc.ipv6.subnets).toHaveLength(others.length);
-      expect(doc.ipv6.peers).toEqual(expect.arrayContaining(others.map((o) => ({ publicIp: o.underlayIp6, subnet: o.subnet6, vtepMac: o.vtepMac6 }))));
+      expect(doc.ipv6.peers).toEqual(expect.arrayContaining(others.map((o) => ({ publicIp: o.underlayIp6, subnet: o.subnet6, vtepMac: o.vtepMac6, statsSlot: slotOf(o) }))));
       expect(doc.ipv6.endpoints).toEqual([expect.objectContaining({ ip: v6Of(podOf(lab, n.name)), encapMtu: 1430 })]);
       // No flannel-v6.1 on a BPF node: twill-rx carries IPv6's VXLAN port.
       expect((await run(['ip', '-j', 'link', 'show', 'type', 'vxlan'], { netns: n.netns })).stdout).not.toContain('flannel');
     }
+  });
+
+  it("IPv6 pod traffic counts in the peer's row of per-peer counters, both ways, not as unattributed", async () => {
+    const [n1, n2] = ['n1', 'n2'].map((n) => node(lab, n));
+    const row = (doc: MapsDocV6) => doc.traffic.find((t) => t.publicIp === n2.underlayIp)!;
+    const before = await mapsDoc(n1);
+    const pings = await run(['ping', '-c', '20', '-i', '0.02', '-W', '1', v6Of(podOf(lab, 'n2'))], { netns: podOf(lab, 'n1').netns, allowFailure: true });
+    expect(pings.stdout).toContain('20 received');
+    const after = await mapsDoc(n1);
+    expect(row(after).encap_packets - row(before).encap_packets).toBeGreaterThanOrEqual(20);
+    expect(row(after).decap_packets - row(before).decap_packets).toBeGreaterThanOrEqual(20);
+    expect(after.unattributed).toEqual(before.unattributed);
   });
 
   it("the kernel node's flannel-v6.1 holds exactly flanneld's entries for each other node: route via the subnet's base onlink, a permanent neighbour, an FDB entry to its PublicIPv6; MTU underlay - 70", async () => {

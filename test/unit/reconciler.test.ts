@@ -76,6 +76,25 @@ describe('Reconciler', () => {
     expect([...dp.state.keys()].sort()).toEqual(['10.244.2.0', '10.244.4.0']);
   });
 
+  it("hands the IPv6 datapath each peer's IPv4 PublicIP beside its IPv6 entries, so both families count in one per-peer row", async () => {
+    const dual = (n: number): Lease => {
+      const r = parseLeaseKV(
+        `/coreos.com/network/subnets/10.244.${n}.0-24&fd00:0:0:${n}::-64`,
+        encodeLeaseValue({ backendType: 'vxlan', publicIp: `192.168.0.${n}`, publicIpv6: `fd01::${n}`, vni: 1, vtepMac: `02:00:00:00:00:0${n}`, vtepMac6: `02:00:00:00:06:0${n}` }),
+      );
+      if (!r.ok) throw new Error(r.reason);
+      return r.lease;
+    };
+    const seen6: DesiredMaps[] = [];
+    const dp6: Datapath = { sync: (d) => (seen6.push(d), { subnetsAdded: d.subnets.size, subnetsRemoved: 0, peersAdded: d.peers.size, peersRemoved: 0 }) };
+    const r = new Reconciler(undefined, { subnet: '10.244.1.0/24', publicIp: '192.168.0.1', subnet6: 'fd00:0:0:1::/64', publicIpv6: 'fd01::1' }, { backend: 'vxlan', vni: 1, directRouting: false, families: { ipv4: true, ipv6: true } }, logger('test'));
+    r.setDatapath(new MemoryDatapath(), dp6);
+    r.update(new Map([1, 2, 3].map((n) => [`10.244.${n}.0/24`, dual(n)])));
+    await r.settled();
+    expect([...seen6.at(-1)!.peers.keys()].sort()).toEqual(['fd01::2', 'fd01::3']);
+    expect(seen6.at(-1)!.counterPeers).toEqual(new Map([['fd01::2', '192.168.0.2'], ['fd01::3', '192.168.0.3']]));
+  });
+
   it('says at info which peers came, changed and went; a start with many peers is one summary', async () => {
     const lines: string[] = [];
     const capture: Logger = { debug: () => undefined, warn: () => undefined, error: () => undefined, info: (m, f) => void lines.push(`${m} ${JSON.stringify(f)}`), child: () => capture };
