@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { configChangeReport, ipv4Networks, parseNetworkConfig, ConfigError, UnsupportedConfigError, waitLogDue, type Ipv4Networks, type NetworkConfig } from '../config/network-config.js';
 import { attachDataplane, detachDataplane, readAttachState, type AttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp, type FastPathState } from '../dataplane/attach.js';
 import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
-import { DirectRoutes, lookUpUnderlayRoutes } from '../dataplane/direct-routes.js';
+import { DirectRoutes, lookUpUnderlayRoutes, VxlanWithDirectRoutes } from '../dataplane/direct-routes.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { config6For, ensureOverlay6, VXLAN6_OVERHEAD } from '../dataplane/ipv6.js';
@@ -101,8 +101,6 @@ const kernelVxlanMac6 = async (vni: number) => (await linkShow(`flannel-v6.${vni
  */
 export function ipv6DatapathSupport(config: NetworkConfig, dataplane: AgentFlags['dataplane'] = 'auto'): string | undefined {
   if (!config.enableIPv6) return undefined;
-  if (config.backend.type === 'host-gw') return 'EnableIPv6 with the host-gw backend: twill carries IPv6 with the vxlan backend only so far (set EnableIPv6 false, or run flanneld on these nodes)';
-  if (config.backend.directRouting) return 'EnableIPv6 with Backend.DirectRouting: twill does not route IPv6 peers directly yet (set DirectRouting false, or EnableIPv6 false)';
   if (!config.enableIPv4 && dataplane === 'bpf')
     return "EnableIPv4 false with --dataplane bpf: twill's BPF dataplane needs an IPv4 network beside IPv6 so far; an IPv6-only network runs on --dataplane kernel (auto picks it)";
   return undefined;
@@ -300,12 +298,15 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const program6 = async (own: OwnLease, datapath: Datapath): Promise<Datapath | undefined> => {
     if (!ipv6 || !own.subnet6) return undefined;
     const subnet6 = formatCidr6(own.subnet6);
+    // host-gw's IPv6 is flannel's GetV6Route on either dataplane: the programs pass IPv6 to the stack.
+    if (backend === 'host-gw') return new KernelHostGwDatapath(ipv6.network, ipv6.subnetLen, iface.name, 6);
     if (mode === 'bpf') {
       await ensureOverlay6({ overlayDevice: flags.overlayDevice, tunnelDevice: tunnelDeviceOf(readAttachState(flags.pinDir)?.tunnel), subnet6, network6: ipv6.network, underlayMtu });
       // A peer's IPv6 traffic counts in the slot its IPv4 entries got in the same pass.
       const maps6 = DatapathMaps6.open(flags.pinDir, datapath instanceof DatapathMaps ? (ip) => datapath.statsSlotOf(ip) : undefined);
       writeConfig6(maps6, subnet6);
-      return maps6;
+      // IPv6 peers on our segment get flannel's v6 direct route; the stack forwards their traffic.
+      return config.backend.directRouting ? new VxlanWithDirectRoutes(maps6, new DirectRoutes(ipv6.network, ipv6.subnetLen, undefined, 6)) : maps6;
     }
     // flannel-v6.<VNI> needs the VXLAN port (IPv6's) that twill-rx holds in both families.
     if (readAttachState(flags.pinDir)?.tunnel) await removeTunnelDevice(flags.pinDir);
@@ -362,7 +363,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       if (await removeKernelVxlan(config.backend.vni, undefined, 6)) log.info('switched from kernel VXLAN to BPF: removed the IPv6 vxlan device');
       const tunnel = await retryTunnelDeviceUp(flags.pinDir);
       if (!tunnel.up) log.warn(`the tunnel device is not up: fragmented VXLAN is dropped and tc decap gets no GRO${ipv6 ? '; IPv6 is not carried' : ''}`, { reason: tunnel.reason });
-      if (ipv6 && own.subnet6 && DatapathMaps6.present(flags.pinDir)) {
+      // host-gw carries IPv6 by kernel routes: the programs' IPv6 stays off, as no twill-rx exists.
+      if (ipv6 && own.subnet6 && backend !== 'host-gw' && DatapathMaps6.present(flags.pinDir)) {
         const maps6 = DatapathMaps6.open(flags.pinDir);
         try {
           if (writeConfig6(maps6, formatCidr6(own.subnet6))) log.info('IPv6 datapath on', { tunnelDevice: tunnelDeviceOf(readAttachState(flags.pinDir)?.tunnel) });

@@ -1,6 +1,9 @@
 import { ipBatch, ipJson } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
+import { isDirect, type DesiredMaps } from '../reconcile/desired.js';
+import type { SyncResult } from './datapath-maps.js';
 import { cidrContains, parseCidr } from '../net/ipv4.js';
+import { cidr6Contains, parseCidr6 } from '../net/ipv6.js';
 
 /*
  * Peers on our L2 segment, as flannel judges them, and the kernel routes flannel gives them.
@@ -56,14 +59,22 @@ interface RouteEntry {
   flags?: string[];
 }
 
+/** Pure: whether `dst` (a route's destination) is a subnet of the family's `network` with `subnetLen`. */
+function isPeerSubnet(dst: string, network: string, subnetLen: number, family: 4 | 6): boolean {
+  if (family === 6) {
+    const d = parseCidr6(dst);
+    return d !== undefined && d.len === subnetLen && cidr6Contains(parseCidr6(network)!, d);
+  }
+  const d = parseCidr(dst);
+  return d !== undefined && d.len === subnetLen && cidrContains(parseCidr(network)!, d);
+}
+
 /** Pure: the direct routes to peer subnets among a route listing (subnet base -> gateway). */
-export function directRoutesIn(routes: readonly RouteEntry[], network: string, subnetLen: number): Map<string, string> {
-  const net = parseCidr(network)!;
+export function directRoutesIn(routes: readonly RouteEntry[], network: string, subnetLen: number, family: 4 | 6 = 4): Map<string, string> {
   const out = new Map<string, string>();
   for (const r of routes) {
-    const dst = parseCidr(r.dst);
-    // flannel.<VNI>'s routes are `via <subnet base> onlink`: those are the VXLAN ones.
-    if (!dst || dst.len !== subnetLen || !cidrContains(net, dst) || !r.gateway || r.flags?.includes('onlink')) continue;
+    // flannel.<VNI>'s (flannel-v6.<VNI>'s) routes are `via <subnet base> onlink`: those are the VXLAN ones.
+    if (!r.gateway || r.flags?.includes('onlink') || !isPeerSubnet(r.dst, network, subnetLen, family)) continue;
     out.set(r.dst.split('/')[0], r.gateway);
   }
   return out;
@@ -79,10 +90,12 @@ export class DirectRoutes {
     private readonly network: string,
     private readonly subnetLen: number,
     private readonly dev?: string,
+    /** 6: IPv6 subnets via PublicIPv6, as flannel's GetV6Route and v6 direct routes */
+    private readonly family: 4 | 6 = 4,
   ) {}
 
   async current(): Promise<Map<string, string>> {
-    return directRoutesIn(await ipJson<RouteEntry[]>(['-4', 'route', 'show', 'table', 'main']), this.network, this.subnetLen);
+    return directRoutesIn(await ipJson<RouteEntry[]>([`-${this.family}`, 'route', 'show', 'table', 'main']), this.network, this.subnetLen, this.family);
   }
 
   /** Brings the direct routes to `want` (subnet base -> PublicIP); returns how many were added and removed. */
@@ -94,5 +107,32 @@ export class DirectRoutes {
     await ipBatch(add.map(([s, gw]) => `route replace ${s}/${this.subnetLen} via ${gw}${dev}`));
     await ipBatch(remove.map((s) => `route del ${s}/${this.subnetLen} via ${have.get(s)}`));
     return { added: add.length, removed: remove.length };
+  }
+}
+
+/** Subnet base -> PublicIP of the desired remotes routed directly: what DirectRoutes programs. */
+export const directGateways = (desired: DesiredMaps) => new Map([...desired.subnets].filter(([, r]) => isDirect(r)).map(([s, r]) => [s, r.public_ip]));
+
+/** The desired state without the directly routed remotes: what goes to VXLAN. */
+export const viaVxlanOnly = (desired: DesiredMaps): DesiredMaps => ({ ...desired, subnets: new Map([...desired.subnets].filter(([, r]) => !isDirect(r))) });
+
+/**
+ * A VXLAN datapath beside flannel's direct routes (IPv6 with DirectRouting on the BPF dataplane):
+ * a peer on our segment gets `<subnet> via <PublicIP>` and no VXLAN entry; VXLAN from it is still
+ * accepted (it stays a peer). A peer moving either way gets its new route or entry before it
+ * loses the old one: both carry its traffic meanwhile.
+ */
+export class VxlanWithDirectRoutes {
+  constructor(
+    private readonly vxlan: { sync(desired: DesiredMaps): SyncResult | Promise<SyncResult> },
+    private readonly routes: DirectRoutes,
+  ) {}
+
+  async sync(desired: DesiredMaps): Promise<SyncResult> {
+    const want = directGateways(desired);
+    const a = await this.routes.sync(new Map([...(await this.routes.current()), ...want]));
+    const v = await this.vxlan.sync(viaVxlanOnly(desired));
+    const r = await this.routes.sync(want);
+    return { subnetsAdded: v.subnetsAdded + a.added, subnetsRemoved: v.subnetsRemoved + r.removed, peersAdded: v.peersAdded, peersRemoved: v.peersRemoved };
   }
 }

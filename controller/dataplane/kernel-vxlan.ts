@@ -1,8 +1,8 @@
 import { ip, ipBatch, ipJson, linkShow } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
-import { isDirect, type DesiredMaps } from '../reconcile/desired.js';
-import { DirectRoutes } from './direct-routes.js';
+import type { DesiredMaps } from '../reconcile/desired.js';
+import { directGateways, DirectRoutes, viaVxlanOnly } from './direct-routes.js';
 import { VXLAN6_OVERHEAD, VXLAN_OVERHEAD } from './spec.js';
 import type { SyncResult } from './datapath-maps.js';
 
@@ -91,11 +91,6 @@ export async function removeKernelVxlan(vni: number, drainMs = 200, family: IpFa
 
 type Remote = { public_ip: string; vtep_mac: string };
 
-/** The desired remotes reached through VXLAN, by subnet base. */
-const vxlanRemotes = (desired: DesiredMaps) => new Map([...desired.subnets].filter(([, r]) => !isDirect(r)));
-
-/** Subnet base -> PublicIP of the desired remotes routed directly: what DirectRoutes programs. */
-const directGateways = (desired: DesiredMaps) => new Map([...desired.subnets].filter(([, r]) => isDirect(r)).map(([s, r]) => [s, r.public_ip]));
 
 /**
  * The kernel state for the lease set: read back from netlink and changed by difference. With
@@ -104,15 +99,14 @@ const directGateways = (desired: DesiredMaps) => new Map([...desired.subnets].fi
  */
 export class KernelVxlanDatapath {
   readonly mode = 'kernel';
-  /** IPv6 has no direct routes yet: DirectRouting is refused with EnableIPv6 (network-config.ts) */
-  private readonly direct?: DirectRoutes;
+  private readonly direct: DirectRoutes;
   constructor(
     private readonly vni: number,
     private readonly subnetLen: number,
     network: string,
     private readonly family: IpFamily = 4,
   ) {
-    if (family === 4) this.direct = new DirectRoutes(network, subnetLen);
+    this.direct = new DirectRoutes(network, subnetLen, undefined, family);
   }
 
   private get dev() {
@@ -142,7 +136,7 @@ export class KernelVxlanDatapath {
   async sync(desired: DesiredMaps): Promise<SyncResult> {
     const dev = this.dev;
     const have = await this.current();
-    const viaVxlan = vxlanRemotes(desired);
+    const viaVxlan = viaVxlanOnly(desired).subnets;
     const upsert = [...viaVxlan].filter(([s, r]) => have.get(s)?.public_ip !== r.public_ip || have.get(s)?.vtep_mac !== r.vtep_mac);
     const remove = [...have.keys()].filter((s) => !viaVxlan.has(s));
     const len = this.subnetLen;
@@ -150,7 +144,7 @@ export class KernelVxlanDatapath {
     await ipBatch(gone.map(([s]) => `neigh del ${s} dev ${dev}`));
     await bridgeBatch(gone.filter(([, r]) => ![...viaVxlan.values()].some((d) => d.vtep_mac === r.vtep_mac)).map(([, r]) => `fdb del ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self`));
     await ipBatch(gone.map(([s]) => `route del ${s}/${len} dev ${dev}`));
-    const direct = this.direct ? await this.direct.sync(directGateways(desired)) : { added: 0, removed: 0 };
+    const direct = await this.direct.sync(directGateways(desired));
     // flannel's order for each lease, kept by running each kind as one batch in that order.
     await ipBatch(upsert.map(([s, r]) => `neigh replace ${s} lladdr ${r.vtep_mac} dev ${dev} nud permanent`));
     await bridgeBatch(upsert.map(([, r]) => `fdb replace ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self permanent`));
@@ -167,8 +161,8 @@ export class KernelVxlanDatapath {
 export class KernelHostGwDatapath {
   readonly mode = 'kernel';
   private readonly routes: DirectRoutes;
-  constructor(network: string, subnetLen: number, iface: string) {
-    this.routes = new DirectRoutes(network, subnetLen, iface);
+  constructor(network: string, subnetLen: number, iface: string, family: IpFamily = 4) {
+    this.routes = new DirectRoutes(network, subnetLen, iface, family);
   }
 
   async sync(desired: DesiredMaps): Promise<SyncResult> {

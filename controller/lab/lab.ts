@@ -152,8 +152,6 @@ export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }):
   if (o.routedNodes > o.nodes) throw new LabError(`--routed-nodes ${o.routedNodes}: more than --nodes ${o.nodes}`);
   if (o.directRouting && o.backend !== 'vxlan') throw new LabError(`--direct-routing: an option of the vxlan backend, not of ${o.backend}`);
   if (o.routedNodes > 0 && o.underlayCidr.startsWith('192.168.255.')) throw new LabError(`--underlay ${o.underlayCidr}: the routed segment takes the next /24, and there is none`);
-  if (o.ipFamily !== 'ipv4' && o.backend !== 'vxlan') throw new LabError(`--ip-family ${o.ipFamily}: twill carries IPv6 with the vxlan backend only so far`);
-  if (o.ipFamily !== 'ipv4' && o.directRouting) throw new LabError(`--ip-family ${o.ipFamily}: DirectRouting is not carried for IPv6 yet`);
   if (o.ipFamily === 'ipv6' && o.kernelNodes < o.nodes) throw new LabError(`--ip-family ipv6: twill's BPF dataplane needs IPv4 beside IPv6 so far; an IPv6-only lab runs kernel nodes only (--kernel-nodes ${o.nodes})`);
   if (o.nodes >= 2 ** (o.subnetLen - netLen)) throw new LabError(`--nodes ${o.nodes}: network ${o.network} holds only ${2 ** (o.subnetLen - netLen) - 1} /${o.subnetLen} subnets after the first`);
   return o;
@@ -307,7 +305,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     if (labHasIpv6(state)) {
       if (!file.ipv6Subnet) throw new LabError(`node ${node.name}: subnet file ${node.subnetFile} names no IPv6 subnet (FLANNEL_IPV6_SUBNET)`);
       node.subnet6 = formatCidr6(file.ipv6Subnet);
-      node.vtepMac6 = await readVtepMac6(node);
+      node.vtepMac6 = await readVtepMac6(node, state.backend);
     }
     saveState(state);
     const leases = [node.subnet, node.subnet6].filter(Boolean).join(' and ');
@@ -460,8 +458,9 @@ export async function readVtepMac(node: LabNode, backend: LabState['backend'] = 
   return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel.1'], { netns: node.netns })) as { address: string }[])[0].address;
 }
 
-/** From the pinned IPv6 config map of a BPF node, or the flannel-v6.1 device of a kernel one. */
-export async function readVtepMac6(node: LabNode): Promise<string> {
+/** From the pinned IPv6 config map of a BPF node, or the flannel-v6.1 device of a kernel one; none for host-gw. */
+export async function readVtepMac6(node: LabNode, backend: LabState['backend'] = 'vxlan'): Promise<string> {
+  if (backend === 'host-gw') return '';
   if (DatapathMaps6.present(node.pinDir)) return DatapathMaps6.readPinnedMac(node.pinDir) ?? '';
   return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel-v6.1'], { netns: node.netns })) as { address: string }[])[0].address;
 }

@@ -106,7 +106,12 @@ export class Reconciler {
   private async learnRoutes(leases: Iterable<Lease>, refresh: boolean): Promise<void> {
     if (!this.needsRoutes) return;
     const ips = new Set<string>();
-    for (const l of leases) if (refresh || !this.routes.has(l.publicIp)) ips.add(l.publicIp);
+    const ipv6 = this.policy.families?.ipv6 ?? false;
+    for (const l of leases) {
+      if (refresh || !this.routes.has(l.publicIp)) ips.add(l.publicIp);
+      if (ipv6 && l.publicIpv6 && (refresh || !this.routes.has(l.publicIpv6))) ips.add(l.publicIpv6);
+    }
+    ips.delete(NO_PUBLIC_IP);
     if (refresh) this.routes = new Map();
     for (const [ip, r] of await this.policy.underlay!([...ips])) this.routes.set(ip, r);
   }
@@ -206,19 +211,26 @@ export class Reconciler {
   }
 
   /**
-   * The IPv6 side of a lease, as flannel's vxlan backend carries it on flannel-v6.<VNI>: its IPv6
-   * subnet, PublicIPv6 and BackendV6Data's VtepMAC; undefined (logged once) when it has none of
-   * them or another backend's.
+   * The IPv6 side of a lease, as flannel's backends carry it: vxlan on flannel-v6.<VNI> (its IPv6
+   * subnet, PublicIPv6 and BackendV6Data's VtepMAC) or, with DirectRouting and the PublicIPv6 on
+   * our segment, by a direct route, as host-gw always does; undefined (logged once) when it
+   * cannot be carried.
    */
   private usable6(l: Lease): NodeLease | undefined {
     if (!l.subnet6) return undefined; // an IPv4-only lease in a dual-stack network: flannel skips its IPv6 side too
     const subnet = formatCidr6(l.subnet6);
+    const { backend, vni } = this.policy;
+    const route = l.publicIpv6 ? this.routes.get(l.publicIpv6) : undefined;
     let skip: string | undefined;
-    if (l.backendType !== this.policy.backend) skip = `backend type ${JSON.stringify(l.backendType)} is not ${this.policy.backend}`;
+    if (l.backendType !== backend) skip = `backend type ${JSON.stringify(l.backendType)} is not ${backend}`;
     else if (!l.publicIpv6) skip = 'no PublicIPv6';
+    else if (backend === 'host-gw') skip = hostGwRefusal(subnet, l.publicIpv6, route);
     else if (!l.vtepMac6) skip = 'no IPv6 VtepMAC (BackendV6Data)';
-    else if (l.vni !== undefined && l.vni !== this.policy.vni) skip = `VNI ${l.vni} differs from ours (${this.policy.vni})`;
-    if (!skip) return { subnet, publicIp: l.publicIpv6!, vtepMac: l.vtepMac6, createRevision: l.createRevision };
+    else if (l.vni !== undefined && l.vni !== vni) skip = `VNI ${l.vni} differs from ours (${vni})`;
+    if (!skip) {
+      const direct = backend === 'host-gw' || (this.policy.directRouting && route?.kind === 'direct');
+      return { subnet, publicIp: l.publicIpv6!, vtepMac: l.vtepMac6, direct, createRevision: l.createRevision };
+    }
     this.warnOnce(subnet, l.publicIpv6 ?? '', skip);
     return undefined;
   }

@@ -42,6 +42,17 @@ describe("flannel's judgement of the underlay route to a peer (ip.DirectRouting)
     ];
     expect(directRoutesIn(routes, '10.244.0.0/16', 24)).toEqual(new Map([['10.244.2.0', '192.168.1.2']]));
   });
+  it("finds IPv6 direct routes (flannel's GetV6Route) among IPv6 routes, not flannel-v6.1's onlink ones nor others", () => {
+    const routes = [
+      { dst: 'default', gateway: 'fe80::1' },
+      { dst: 'fd10:244:0:2::/64', gateway: 'fd00:1::2', dev: 'eth0' },
+      { dst: 'fd10:244:0:3::/64', gateway: 'fd10:244:0:3::', dev: 'flannel-v6.1', flags: ['onlink'] },
+      { dst: 'fd10:244::/48', dev: 'twill0' },
+      { dst: 'fd10:999:0:4::/64', gateway: 'fd00:1::4' },
+      { dst: 'fd10:244:0:5::/80', gateway: 'fd00:1::5' },
+    ];
+    expect(directRoutesIn(routes, 'fd10:244::/48', 64, 6)).toEqual(new Map([['fd10:244:0:2::', 'fd00:1::2']]));
+  });
 });
 
 describe('desired state with direct peers', () => {

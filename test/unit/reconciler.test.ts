@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { SyncResult } from '../../controller/dataplane/datapath-maps.js';
-import type { DesiredMaps, MapChanges } from '../../controller/reconcile/desired.js';
+import type { UnderlayRoute } from '../../controller/dataplane/direct-routes.js';
+import { isDirect, type DesiredMaps, type MapChanges } from '../../controller/reconcile/desired.js';
 import { Reconciler, type Datapath } from '../../controller/reconcile/reconciler.js';
 import { parseLeaseKV, encodeLeaseValue, type Lease } from '../../controller/subnet/lease.js';
 import { logger, type Logger } from '../../controller/util/log.js';
@@ -74,6 +75,30 @@ describe('Reconciler', () => {
     await r.settled();
     expect(dp.calls).toEqual(['sync', 'apply', 'sync', 'sync', 'apply']);
     expect([...dp.state.keys()].sort()).toEqual(['10.244.2.0', '10.244.4.0']);
+  });
+
+  it("routes IPv6 peers as flannel does: host-gw only to PublicIPv6s on our segment, DirectRouting directly there and in VXLAN elsewhere", async () => {
+    const lease6 = (n: number, backendType: 'vxlan' | 'host-gw'): Lease => {
+      const attrs = backendType === 'vxlan' ? { backendType, vni: 1, vtepMac: `02:00:00:00:00:0${n}`, vtepMac6: `02:00:00:00:06:0${n}` } : { backendType };
+      const r = parseLeaseKV(`/coreos.com/network/subnets/10.244.${n}.0-24&fd00:0:0:${n}::-64`, encodeLeaseValue({ publicIp: `192.168.0.${n}`, publicIpv6: `fd01::${n}`, ...attrs }));
+      if (!r.ok) throw new Error(r.reason);
+      return r.lease;
+    };
+    // fd01::2 answers `ip route get` without a gateway (our segment); fd01::3 through one.
+    const underlay = async (ips: string[]) => new Map(ips.map((ip): [string, UnderlayRoute] => [ip, ip.endsWith('::3') || ip.endsWith('.3') ? { kind: 'routed', gateway: 'fe80::1' } : { kind: 'direct' }]));
+    const run6 = async (backend: 'vxlan' | 'host-gw', directRouting: boolean) => {
+      const seen6: DesiredMaps[] = [];
+      const dp6: Datapath = { sync: (d) => (seen6.push(d), { subnetsAdded: 0, subnetsRemoved: 0, peersAdded: 0, peersRemoved: 0 }) };
+      const self = { subnet: '10.244.1.0/24', publicIp: '192.168.0.1', subnet6: 'fd00:0:0:1::/64', publicIpv6: 'fd01::1' };
+      const r = new Reconciler(undefined, self, { backend, vni: 1, directRouting, underlay, families: { ipv4: true, ipv6: true } }, logger('test'));
+      r.setDatapath(new MemoryDatapath(), dp6);
+      r.update(new Map([1, 2, 3].map((n) => [`10.244.${n}.0/24`, lease6(n, backend)])));
+      await r.settled();
+      return new Map([...seen6.at(-1)!.subnets].map(([base, remote]) => [base, isDirect(remote) ? `direct via ${remote.public_ip}` : `vxlan to ${remote.public_ip}`]));
+    };
+    expect(await run6('host-gw', false)).toEqual(new Map([['fd00:0:0:2::', 'direct via fd01::2']]));
+    expect(await run6('vxlan', true)).toEqual(new Map([['fd00:0:0:2::', 'direct via fd01::2'], ['fd00:0:0:3::', 'vxlan to fd01::3']]));
+    expect(await run6('vxlan', false)).toEqual(new Map([['fd00:0:0:2::', 'vxlan to fd01::2'], ['fd00:0:0:3::', 'vxlan to fd01::3']]));
   });
 
   it("hands the IPv6 datapath each peer's IPv4 PublicIP beside its IPv6 entries, so both families count in one per-peer row", async () => {
