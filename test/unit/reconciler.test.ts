@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { SyncResult } from '../../controller/dataplane/datapath-maps.js';
 import type { DesiredMaps, MapChanges } from '../../controller/reconcile/desired.js';
-import { Reconciler, type Datapath } from '../../controller/reconcile/reconciler.js';
+import { Reconciler, type Datapath, type SyncResult } from '../../controller/reconcile/reconciler.js';
 import { parseLeaseKV, encodeLeaseValue, type Lease } from '../../controller/subnet/lease.js';
 import { logger, type Logger } from '../../controller/util/log.js';
 
