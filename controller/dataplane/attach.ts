@@ -263,7 +263,7 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
     }
 
     const previous = readAttachState(spec.pinDir);
-    const encap = attachTc(objects.encap.program('twill_encap'), overlayIfindex, 'egress', paths.encapLink, previous?.encap.mode);
+    const encap = attachTc(objects.encap.program('twill_encap'), { name: spec.overlayDevice, ifindex: overlayIfindex }, 'egress', paths.encapLink, previous?.encap.mode);
     const hostGw = spec.backend === 'host-gw';
     const decap = attachUnderlay(
       { tc: objects.decap.program('twill_decap_tc'), xdp: objects.decap.program('twill_decap') },
@@ -278,7 +278,7 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
     else {
       await ensureTunnelDevice(spec.tunnelDevice, spec.port, spec.subnet);
       const tunnelIfindex = ifNameToIndex(spec.tunnelDevice);
-      const tunnelTc = attachTc(objects.decap.program('twill_tunnel_rx'), tunnelIfindex, 'ingress', paths.tunnelLink, previous?.tunnel?.mode);
+      const tunnelTc = attachTc(objects.decap.program('twill_tunnel_rx'), { name: spec.tunnelDevice, ifindex: tunnelIfindex }, 'ingress', paths.tunnelLink, previous?.tunnel?.mode);
       tunnel = { iface: spec.tunnelDevice, ifindex: tunnelIfindex, mode: tunnelTc.mode, ...(await tunnelDeviceUp(spec.tunnelDevice)) };
     }
     const podProgram = objects.pod.program('twill_from_pod');
@@ -368,15 +368,26 @@ function pinAndRelease(link: BpfLink, pin: string): void {
 }
 
 /** A tc program on one direction of a device: tcx link where the kernel has it, else clsact. */
-function attachTc(prog: ProgramRef, ifindex: number, direction: 'ingress' | 'egress', pin: string, previousMode?: string): { mode: TcMode; swapped: boolean } {
+function attachTc(prog: ProgramRef, dev: { name: string; ifindex: number }, direction: 'ingress' | 'egress', pin: string, previousMode?: string): { mode: TcMode; swapped: boolean } {
+  const { ifindex } = dev;
   if (swapOnPinnedLink(pin, ifindex, prog, direction === 'ingress' ? TCX_INGRESS : TCX_EGRESS)) return { mode: 'tcx', swapped: true };
-  if (probeTcx()) {
-    pinAndRelease(BpfLink.attachTcx(prog, ifindex, direction), pin);
-    return { mode: 'tcx', swapped: false };
+  const context = `attaching ${prog.name} at tc ${direction} of ${dev.name} (ifindex ${ifindex})`;
+  try {
+    if (probeTcx()) {
+      pinAndRelease(BpfLink.attachTcx(prog, ifindex, direction), pin);
+      return { mode: 'tcx', swapped: false };
+    }
+    // clsact filters live in the qdisc, not in a process: replacing one is the swap.
+    tcClsactAttach(prog, ifindex, direction, { handle: 1, priority: 1 });
+  } catch (err) {
+    throw attachError(context, err);
   }
-  // clsact filters live in the qdisc, not in a process: replacing one is the swap.
-  tcClsactAttach(prog, ifindex, direction, { handle: 1, priority: 1 });
   return { mode: 'clsact', swapped: previousMode === 'clsact' };
+}
+
+/** An attach failure with the device and program it was for (the binding's error knows the ifindex only). */
+function attachError(context: string, err: unknown): Error {
+  return new Error(`${context}: ${(err as Error).message}`, { cause: err });
 }
 
 interface UnderlayDevice {
@@ -412,7 +423,7 @@ function attachUnderlay(
   const wasXdp = before !== undefined && !isTcMode(before);
   // The tc program is pinned as `decap` when decap runs in tc, as `deliver` when it runs in XDP.
   const tcPin = wasXdp ? paths.deliverLink : paths.decapLink;
-  const tc = attachTc(prog.tc, dev.ifindex, 'ingress', tcPin, wasXdp ? previous?.deliver?.mode : before);
+  const tc = attachTc(prog.tc, dev, 'ingress', tcPin, wasXdp ? previous?.deliver?.mode : before);
 
   const choice = chooseDecapHook(requested, dev.kind);
   if (choice.hook === 'xdp') {
@@ -455,7 +466,7 @@ function attachDecapXdp(prog: BpfProgram, dev: UnderlayDevice, pin: string, nati
       log.info('no native XDP on the underlay driver: decap runs in tc', { iface: dev.name, ifindex, error: (err as Error).message });
       return { swapped: false };
     }
-    if (lacking !== 'xdp-link') throw new Error(`${context}: ${(err as Error).message}`, { cause: err });
+    if (lacking !== 'xdp-link') throw attachError(context, err);
     log.warn('no XDP links in this kernel, attaching through netlink instead', { iface: dev.name, ifindex, error: (err as Error).message });
   }
   try {
@@ -472,19 +483,15 @@ function attachDecapXdp(prog: BpfProgram, dev: UnderlayDevice, pin: string, nati
   try {
     xdpAttachLegacy(prog, ifindex, 'generic');
   } catch (err) {
-    throw new Error(`${context}: ${(err as Error).message}`, { cause: err });
+    throw attachError(context, err);
   }
   return { mode: 'xdp-generic', swapped: false };
 }
 
-/**
- * What the kernel or driver lacks, if that is what the failed attach means; otherwise the
- * failure is rethrown with its context (a netlink XDP attach's "not supported" in native mode is
- * the only one that returns).
- */
+/** What the kernel or driver lacks, when that is what the failed attach means; any other failure is rethrown with its context. */
 function unsupportedAttach(attempt: 'xdp-link' | 'xdp-native', err: unknown, context: string) {
   const lacking = err instanceof BpfError ? unsupportedBy(attempt, err.errno) : undefined;
-  if (!lacking) throw new Error(`${context}: ${(err as Error).message}`, { cause: err });
+  if (!lacking) throw attachError(context, err);
   return lacking;
 }
 
