@@ -1,5 +1,23 @@
-import type { BpfMap } from '../controller/bpf/libbpf.js';
 import type { FieldKind, StructCodec, Decoded } from './codec.js';
+
+/**
+ * What the typed wrappers need of an open BPF map (controller/bpf's BpfMap is one). Declared
+ * here so that maps/, the layouts shared with the C structs, depends on nothing outside itself:
+ * the binding and the agent depend on the layouts, never the other way round.
+ */
+export interface MapHandle {
+  readonly name: string;
+  info(): { keySize: number; valueSize: number };
+  /** Bytes of one value as user space sees it (every CPU's slot for per-CPU maps). */
+  readonly valueBufferSize: number;
+  lookup(key: Buffer): Buffer | undefined;
+  update(key: Buffer, value: Buffer): void;
+  delete(key: Buffer): boolean;
+  entries(): Array<[Buffer, Buffer]>;
+  updateBatch(keys: Buffer[], values: Buffer[]): void;
+  deleteBatch(keys: Buffer[]): void;
+  close(): void;
+}
 
 /**
  * A BPF map with typed keys and values (in the spirit of cilium/ebpf's Map): callers deal in
@@ -7,7 +25,7 @@ import type { FieldKind, StructCodec, Decoded } from './codec.js';
  */
 export class TypedMap<KF extends Record<string, FieldKind>, VF extends Record<string, FieldKind>> {
   constructor(
-    readonly map: BpfMap,
+    readonly map: MapHandle,
     readonly key: StructCodec<KF>,
     readonly value: StructCodec<VF>,
   ) {
@@ -54,7 +72,7 @@ export class TypedMap<KF extends Record<string, FieldKind>, VF extends Record<st
 /** A per-CPU array: reads return every CPU's slot; `sum` folds numeric fields across CPUs. */
 export class PerCpuArray<VF extends Record<string, FieldKind>> {
   constructor(
-    readonly map: BpfMap,
+    readonly map: MapHandle,
     readonly value: StructCodec<VF>,
   ) {
     if (map.info().valueSize !== value.size)

@@ -3,7 +3,7 @@ import koffi from 'koffi';
 /*
  * Raw koffi declarations for the system libbpf (libbpf.so.1, Debian's 1.1.2) and the few libc
  * calls the binding needs. Nothing here is exported outside controller/bpf: pointers are
- * untyped and every int function returns -errno, so only libbpf.ts may call these.
+ * untyped and every int function returns -errno, so only the binding's typed wrappers call these.
  *
  * The opts structs mirror /usr/include/bpf/{libbpf,bpf}.h of libbpf 1.1.2 field for field;
  * their trailing `size_t :0` only pads to 8 bytes, which koffi's natural alignment reproduces.
@@ -108,7 +108,7 @@ export const raw = {
   xdpDetach: lib.func('int bpf_xdp_detach(int ifindex, uint32_t flags, const twill_bpf_xdp_attach_opts *opts)'),
   numPossibleCpus: lib.func('int libbpf_num_possible_cpus(void)'),
   setPrint: lib.func('void *libbpf_set_print(twill_libbpf_print_fn *fn)'),
-  // feature probes (probe.ts): 1 supported, 0 not, -errno when the probe itself failed
+  // feature probes (probes.ts): 1 supported, 0 not, -errno when the probe itself failed
   probeProgType: lib.func('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)'),
   probeMapType: lib.func('int libbpf_probe_bpf_map_type(int map_type, const void *opts)'),
   probeHelper: lib.func('int libbpf_probe_bpf_helper(int prog_type, int helper_id, const void *opts)'),

@@ -1,4 +1,4 @@
-import { probeKernel } from '../bpf/probe.js';
+import { probeKernel } from '../dataplane/kernel-probe.js';
 import { chooseDataplane, formatProbe } from '../dataplane/kernel-choice.js';
 import { linkShow } from '../netlink/ip.js';
 import { parseArgs } from './args.js';

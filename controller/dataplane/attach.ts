@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -11,9 +11,11 @@ import {
   probeTcx,
   tcClsactAttach,
   tcClsactDetach,
+  unsupportedBy,
   xdpAttachLegacy,
   xdpDetachLegacy,
   type BpfProgram,
+  type LinkKind,
   type ProgramRef,
 } from '../bpf/libbpf.js';
 import { CONFIG_FAST_PATH, LAYOUT_VERSION, mapSpecs } from '../../maps/layout.js';
@@ -23,7 +25,7 @@ import { bpfObjectDir } from '../util/paths.js';
 import { DatapathMaps } from './datapath-maps.js';
 import { chooseDecapHook } from './kernel-choice.js';
 import { ensureOverlayDevice, ensureTunnelDevice, removeOverlayDevice, setLooseRpFilter, tunnelDeviceUp } from './overlay-device.js';
-import { detachPodLinks, swapPodLinks } from './pod-links.js';
+import { detachPodLinks, POD_LINK, swapPodLinks } from './pod-links.js';
 import { pinPaths, type DataplaneSpec } from './spec.js';
 
 const log = logger('dataplane');
@@ -221,6 +223,8 @@ function loadObjects(objectDir: string, pinDir: string, wantFastPath: boolean): 
 }
 
 export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDirInUse(), hooks: AttachHooks = {}): Promise<AttachResult> {
+  // Before anything changes: a pin twill would reuse must hold the link twill put there.
+  checkPinnedLinks(spec.pinDir, readAttachState(spec.pinDir));
   retireIncompatiblePins(spec.pinDir);
   const underlay = await linkShow(spec.underlayIface);
   if (!underlay) throw new Error(`underlay interface ${spec.underlayIface} not found in this network namespace`);
@@ -259,11 +263,11 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
     }
 
     const previous = readAttachState(spec.pinDir);
-    const encap = attachTc(objects.encap.program('twill_encap'), overlayIfindex, 'egress', paths.encapLink, previous?.encap.mode);
+    const encap = attachTc(objects.encap.program('twill_encap'), { name: spec.overlayDevice, ifindex: overlayIfindex }, 'egress', paths.encapLink, previous?.encap.mode);
     const hostGw = spec.backend === 'host-gw';
     const decap = attachUnderlay(
       { tc: objects.decap.program('twill_decap_tc'), xdp: objects.decap.program('twill_decap') },
-      { ifindex: underlayIfindex, kind: underlay.linkinfo?.info_kind },
+      { name: spec.underlayIface, ifindex: underlayIfindex, kind: underlay.linkinfo?.info_kind },
       hostGw ? 'host-gw' : spec.decapHook,
       paths,
       previous,
@@ -274,7 +278,7 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
     else {
       await ensureTunnelDevice(spec.tunnelDevice, spec.port, spec.subnet);
       const tunnelIfindex = ifNameToIndex(spec.tunnelDevice);
-      const tunnelTc = attachTc(objects.decap.program('twill_tunnel_rx'), tunnelIfindex, 'ingress', paths.tunnelLink, previous?.tunnel?.mode);
+      const tunnelTc = attachTc(objects.decap.program('twill_tunnel_rx'), { name: spec.tunnelDevice, ifindex: tunnelIfindex }, 'ingress', paths.tunnelLink, previous?.tunnel?.mode);
       tunnel = { iface: spec.tunnelDevice, ifindex: tunnelIfindex, mode: tunnelTc.mode, ...(await tunnelDeviceUp(spec.tunnelDevice)) };
     }
     const podProgram = objects.pod.program('twill_from_pod');
@@ -312,10 +316,35 @@ function replacePin(prog: BpfProgram, pin: string): void {
   prog.pin(pin);
 }
 
+const TCX_INGRESS: LinkKind = { type: 'tcx', direction: 'ingress' };
+const TCX_EGRESS: LinkKind = { type: 'tcx', direction: 'egress' };
+const XDP_LINK: LinkKind = { type: 'xdp' };
+
+/** The link each pin of a node holds; the decap pin's depends on where decap ran. */
+function expectedLinks(pinDir: string, previous: AttachState | undefined): Array<[string, LinkKind]> {
+  const paths = pinPaths(pinDir);
+  const pods = existsSync(paths.podLinks) ? readdirSync(paths.podLinks).map((veth): [string, LinkKind] => [path.join(paths.podLinks, veth), POD_LINK]) : [];
+  return [
+    [paths.encapLink, TCX_EGRESS],
+    [paths.decapLink, previous?.decap.mode === 'xdp-link' ? XDP_LINK : TCX_INGRESS],
+    [paths.deliverLink, TCX_INGRESS],
+    [paths.tunnelLink, TCX_INGRESS],
+    ...pods,
+  ];
+}
+
+/**
+ * Throws, naming the pin and what it holds, if a link twill would reuse (swap its program onto,
+ * or detach) is not of the type and direction twill pins there.
+ */
+export function checkPinnedLinks(pinDir: string, previous: AttachState | undefined): void {
+  for (const [pin, kind] of expectedLinks(pinDir, previous)) if (existsSync(pin)) BpfLink.fromPin(pin, kind).close();
+}
+
 /** Reuses a pinned link if it still hooks the same device; a link whose device vanished is replaced. */
-function reusableLink(pin: string, ifindex: number): BpfLink | undefined {
+function reusableLink(pin: string, ifindex: number, kind: LinkKind): BpfLink | undefined {
   if (!existsSync(pin)) return undefined;
-  const link = BpfLink.fromPin(pin);
+  const link = BpfLink.fromPin(pin, kind);
   if (link.info().ifindex === ifindex) return link;
   log.warn('pinned link points at another or a deleted device, replacing it', { pin, linkIfindex: link.info().ifindex, ifindex });
   link.close();
@@ -324,8 +353,8 @@ function reusableLink(pin: string, ifindex: number): BpfLink | undefined {
 }
 
 /** The upgrade path: the link stays, only its program changes (atomically). */
-function swapOnPinnedLink(pin: string, ifindex: number, prog: ProgramRef): boolean {
-  const existing = reusableLink(pin, ifindex);
+function swapOnPinnedLink(pin: string, ifindex: number, prog: ProgramRef, kind: LinkKind): boolean {
+  const existing = reusableLink(pin, ifindex, kind);
   if (!existing) return false;
   existing.update(prog);
   existing.close();
@@ -339,15 +368,32 @@ function pinAndRelease(link: BpfLink, pin: string): void {
 }
 
 /** A tc program on one direction of a device: tcx link where the kernel has it, else clsact. */
-function attachTc(prog: ProgramRef, ifindex: number, direction: 'ingress' | 'egress', pin: string, previousMode?: string): { mode: TcMode; swapped: boolean } {
-  if (swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'tcx', swapped: true };
-  if (probeTcx()) {
-    pinAndRelease(BpfLink.attachTcx(prog, ifindex, direction), pin);
-    return { mode: 'tcx', swapped: false };
+function attachTc(prog: ProgramRef, dev: { name: string; ifindex: number }, direction: 'ingress' | 'egress', pin: string, previousMode?: string): { mode: TcMode; swapped: boolean } {
+  const { ifindex } = dev;
+  if (swapOnPinnedLink(pin, ifindex, prog, direction === 'ingress' ? TCX_INGRESS : TCX_EGRESS)) return { mode: 'tcx', swapped: true };
+  const context = `attaching ${prog.name} at tc ${direction} of ${dev.name} (ifindex ${ifindex})`;
+  try {
+    if (probeTcx()) {
+      pinAndRelease(BpfLink.attachTcx(prog, ifindex, direction), pin);
+      return { mode: 'tcx', swapped: false };
+    }
+    // clsact filters live in the qdisc, not in a process: replacing one is the swap.
+    tcClsactAttach(prog, ifindex, direction, { handle: 1, priority: 1 });
+  } catch (err) {
+    throw attachError(context, err);
   }
-  // clsact filters live in the qdisc, not in a process: replacing one is the swap.
-  tcClsactAttach(prog, ifindex, direction, { handle: 1, priority: 1 });
   return { mode: 'clsact', swapped: previousMode === 'clsact' };
+}
+
+/** An attach failure with the device and program it was for (the binding's error knows the ifindex only). */
+function attachError(context: string, err: unknown): Error {
+  return new Error(`${context}: ${(err as Error).message}`, { cause: err });
+}
+
+interface UnderlayDevice {
+  name: string;
+  ifindex: number;
+  kind?: string;
 }
 
 interface UnderlayAttach {
@@ -368,7 +414,7 @@ interface UnderlayAttach {
  */
 function attachUnderlay(
   prog: { tc: BpfProgram; xdp: BpfProgram },
-  dev: { ifindex: number; kind?: string },
+  dev: UnderlayDevice,
   requested: DataplaneSpec['decapHook'] | 'host-gw',
   paths: ReturnType<typeof pinPaths>,
   previous?: AttachState,
@@ -377,11 +423,11 @@ function attachUnderlay(
   const wasXdp = before !== undefined && !isTcMode(before);
   // The tc program is pinned as `decap` when decap runs in tc, as `deliver` when it runs in XDP.
   const tcPin = wasXdp ? paths.deliverLink : paths.decapLink;
-  const tc = attachTc(prog.tc, dev.ifindex, 'ingress', tcPin, wasXdp ? previous?.deliver?.mode : before);
+  const tc = attachTc(prog.tc, dev, 'ingress', tcPin, wasXdp ? previous?.deliver?.mode : before);
 
   const choice = chooseDecapHook(requested, dev.kind);
   if (choice.hook === 'xdp') {
-    const xdp = attachDecapXdp(prog.xdp, dev.ifindex, paths.decapLink, choice.nativeOnly, previous);
+    const xdp = attachDecapXdp(prog.xdp, dev, paths.decapLink, choice.nativeOnly, previous);
     if (xdp.link || xdp.mode) {
       if (!wasXdp && tc.mode === 'tcx') renameSync(paths.decapLink, paths.deliverLink);
       if (xdp.link) pinAndRelease(xdp.link, paths.decapLink);
@@ -399,39 +445,60 @@ function attachUnderlay(
 /**
  * twill_decap in XDP. Returns the new link unpinned (the caller pins it once the tc program's pin
  * has moved out of the way), or the mode of an attachment that needs no pin; neither when
- * nativeOnly and the driver has no native XDP.
+ * nativeOnly and the driver has no native XDP. Falls back to an older way of attaching only when
+ * the kernel or driver lacks the newer one (attach-fallback.ts); any other failure is thrown,
+ * naming the device and the program.
  */
-function attachDecapXdp(prog: BpfProgram, ifindex: number, pin: string, nativeOnly: boolean, previous?: AttachState): { link?: BpfLink; mode?: DecapMode; swapped: boolean } {
-  if (previous?.decap.mode === 'xdp-link' && swapOnPinnedLink(pin, ifindex, prog)) return { mode: 'xdp-link', swapped: true };
+function attachDecapXdp(prog: BpfProgram, dev: UnderlayDevice, pin: string, nativeOnly: boolean, previous?: AttachState): { link?: BpfLink; mode?: DecapMode; swapped: boolean } {
+  const { ifindex } = dev;
+  if (previous?.decap.mode === 'xdp-link' && swapOnPinnedLink(pin, ifindex, prog, XDP_LINK)) return { mode: 'xdp-link', swapped: true };
   // A netlink attachment (from a kernel without XDP links) is replaced in place: a link would be refused beside it.
   if (previous?.decap.mode === 'xdp-native' || previous?.decap.mode === 'xdp-generic') {
     xdpAttachLegacy(prog, ifindex, legacyXdpMode(previous.decap.mode));
     return { mode: previous.decap.mode, swapped: true };
   }
+  const context = `attaching ${prog.name} in XDP on ${dev.name} (ifindex ${ifindex})`;
   try {
     return { link: BpfLink.attachXdp(prog, ifindex, nativeOnly ? 'native' : 'any'), swapped: false };
   } catch (err) {
-    if (!(err instanceof BpfError)) throw err;
-    if (nativeOnly) {
-      log.info('no native XDP on the underlay driver: decap runs in tc', { ifindex, error: err.message });
+    const lacking = unsupportedAttach('xdp-link', err, context);
+    if (lacking === 'native-xdp' && nativeOnly) {
+      log.info('no native XDP on the underlay driver: decap runs in tc', { iface: dev.name, ifindex, error: (err as Error).message });
       return { swapped: false };
     }
-    log.warn('XDP link attach failed, falling back to a legacy XDP attachment', { ifindex, error: err.message });
+    if (lacking !== 'xdp-link') throw attachError(context, err);
+    log.warn('no XDP links in this kernel, attaching through netlink instead', { iface: dev.name, ifindex, error: (err as Error).message });
   }
   try {
     xdpAttachLegacy(prog, ifindex, 'native');
     return { mode: 'xdp-native', swapped: false };
   } catch (err) {
-    log.warn('native XDP unavailable, using generic XDP (runs after GRO: slower)', { ifindex, error: (err as Error).message });
-    xdpAttachLegacy(prog, ifindex, 'generic');
-    return { mode: 'xdp-generic', swapped: false };
+    unsupportedAttach('xdp-native', err, context);
+    if (nativeOnly) {
+      log.info('no native XDP on the underlay driver: decap runs in tc', { iface: dev.name, ifindex, error: (err as Error).message });
+      return { swapped: false };
+    }
+    log.warn('native XDP unavailable, using generic XDP (runs after GRO: slower)', { iface: dev.name, ifindex, error: (err as Error).message });
   }
+  try {
+    xdpAttachLegacy(prog, ifindex, 'generic');
+  } catch (err) {
+    throw attachError(context, err);
+  }
+  return { mode: 'xdp-generic', swapped: false };
+}
+
+/** What the kernel or driver lacks, when that is what the failed attach means; any other failure is rethrown with its context. */
+function unsupportedAttach(attempt: 'xdp-link' | 'xdp-native', err: unknown, context: string) {
+  const lacking = err instanceof BpfError ? unsupportedBy(attempt, err.errno) : undefined;
+  if (!lacking) throw attachError(context, err);
+  return lacking;
 }
 
 /** Takes decap out of XDP (the tc program is already there to take over). */
 function removeXdp(previous: AttachState, pin: string): void {
   if (previous.decap.mode === 'xdp-link' && existsSync(pin)) {
-    const link = BpfLink.fromPin(pin);
+    const link = BpfLink.fromPin(pin, XDP_LINK);
     link.detach();
     link.close();
     rmSync(pin);

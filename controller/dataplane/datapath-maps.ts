@@ -29,6 +29,7 @@ import {
 } from '../../maps/layout.js';
 import { PerCpuArray, TypedMap } from '../../maps/typed-map.js';
 import { diffMap, type DesiredMaps, type DesiredPeer, type DesiredRemote, type MapChanges, type MapDiff } from '../reconcile/desired.js';
+import type { SyncResult } from '../reconcile/reconciler.js';
 import { StatsSlotTable, assignStatsSlots, type SlotAssignment } from '../reconcile/stats-slots.js';
 import { logger } from '../util/log.js';
 
@@ -50,13 +51,6 @@ function slotted(slots: ReadonlyMap<string, number>) {
     remote: ([k, v]: readonly [string, DesiredRemote]): [string, Remote] => [k, { ...v, stats_slot: slot(v.public_ip) }],
     peer: ([k, v]: readonly [string, DesiredPeer]): [string, Peer] => [k, { ...v, stats_slot: slot(k) }],
   };
-}
-
-export interface SyncResult {
-  subnetsAdded: number;
-  subnetsRemoved: number;
-  peersAdded: number;
-  peersRemoved: number;
 }
 
 /**

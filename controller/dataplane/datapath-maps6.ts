@@ -20,7 +20,7 @@ import {
 import { TypedMap } from '../../maps/typed-map.js';
 import { BpfMap } from '../bpf/libbpf.js';
 import { diffMap, type DesiredMaps } from '../reconcile/desired.js';
-import type { SyncResult } from './datapath-maps.js';
+import type { SyncResult } from '../reconcile/reconciler.js';
 
 
 /**

@@ -1,9 +1,10 @@
 import { ipBatch, ipJson } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
 import { isDirect, type DesiredMaps } from '../reconcile/desired.js';
-import type { SyncResult } from './datapath-maps.js';
+import type { SyncResult } from '../reconcile/reconciler.js';
 import { cidrContains, parseCidr } from '../net/ipv4.js';
 import { cidr6Contains, parseCidr6 } from '../net/ipv6.js';
+import type { UnderlayRoute } from '../reconcile/underlay.js';
 
 /*
  * Peers on our L2 segment, as flannel judges them, and the kernel routes flannel gives them.
@@ -13,9 +14,6 @@ import { cidr6Contains, parseCidr6 } from '../net/ipv6.js';
  * on-link: `ip route get <PublicIP>` answers with one route and no gateway
  * (flannel's ip.DirectRouting). host-gw cannot reach any other peer.
  */
-
-/** How this node reaches a peer's PublicIP. */
-export type UnderlayRoute = { kind: 'direct'; dev?: string } | { kind: 'routed'; gateway: string; dev?: string } | { kind: 'unreachable'; error: string };
 
 interface RouteGetAnswer {
   type?: string;
@@ -43,13 +41,6 @@ export async function lookUpUnderlayRoutes(ips: readonly string[]): Promise<Map<
   }
   for (const a of ips) out.set(a, underlayRoute(answers.get(a)));
   return out;
-}
-
-/** Why host-gw cannot carry a peer, in the words of flannel's failed route add; undefined if it can. */
-export function hostGwRefusal(subnet: string, publicIp: string, route: UnderlayRoute | undefined): string | undefined {
-  if (route?.kind === 'direct') return undefined;
-  const how = !route ? 'its route is not known yet' : route.kind === 'routed' ? `the route to it goes via gateway ${route.gateway}` : `no route to it (${route.error})`;
-  return `Error adding route to ${subnet} via ${publicIp}: not on our L2 segment (${how}); host-gw needs direct layer 2 connectivity between nodes`;
 }
 
 interface RouteEntry {

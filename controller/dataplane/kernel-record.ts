@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { probeKernel } from '../bpf/probe.js';
+import { probeKernel } from './kernel-probe.js';
 import { linkShow } from '../netlink/ip.js';
 import { logger } from '../util/log.js';
 import { chooseDataplane, type ChoiceRequest, type DataplaneChoice, type KernelProbe } from './kernel-choice.js';

@@ -4,7 +4,7 @@ import { logger } from '../util/log.js';
 import type { DesiredMaps } from '../reconcile/desired.js';
 import { directGateways, DirectRoutes, viaVxlanOnly } from './direct-routes.js';
 import { VXLAN6_OVERHEAD, VXLAN_OVERHEAD } from './spec.js';
-import type { SyncResult } from './datapath-maps.js';
+import type { SyncResult } from '../reconcile/reconciler.js';
 
 const log = logger('kernel-vxlan');
 

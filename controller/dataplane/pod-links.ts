@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { BpfLink, PinnedProgram, probeTcx, tcClsactAttach, type ProgramRef } from '../bpf/libbpf.js';
+import { BpfLink, PinnedProgram, probeTcx, tcClsactAttach, type LinkKind, type ProgramRef } from '../bpf/libbpf.js';
 import { logger } from '../util/log.js';
 import { pinPaths } from './spec.js';
 
@@ -12,6 +12,9 @@ const log = logger('pod-links');
  * node's own links, and an upgrade swaps its program in place. A veth that is deleted takes its
  * attachment with it; the pin left behind is defunct and is removed by the next sync.
  */
+
+/** What every pin under links/pods holds. */
+export const POD_LINK: LinkKind = { type: 'tcx', direction: 'ingress' };
 
 export interface PodVeth {
   ifname: string;
@@ -47,7 +50,7 @@ export function swapPodLinks(pinDir: string, prog: ProgramRef): number {
       rmSync(pin, { force: true });
       continue;
     }
-    const link = BpfLink.fromPin(pin);
+    const link = BpfLink.fromPin(pin, POD_LINK);
     try {
       link.update(prog);
       swapped++;
@@ -79,7 +82,7 @@ export function syncPodLinks(pinDir: string, wanted: readonly PodVeth[]): { atta
     }
     const pin = path.join(dir, l.ifname);
     if (l.ifindex !== 0) {
-      const link = BpfLink.fromPin(pin);
+      const link = BpfLink.fromPin(pin, POD_LINK);
       link.detach();
       link.close();
     }

@@ -1,14 +1,25 @@
 import type { BackendType } from '../config/network-config.js';
-import type { SyncResult } from '../dataplane/datapath-maps.js';
-import { hostGwRefusal, type UnderlayRoute } from '../dataplane/direct-routes.js';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
 import { leaseKey, NO_PUBLIC_IP, sameLease, type Lease } from '../subnet/lease.js';
 import type { LeaseChange } from '../subnet/watcher.js';
 import type { Logger } from '../util/log.js';
 import { DesiredState, desiredMaps, type DesiredMaps, type MapChanges, type NodeLease } from './desired.js';
+import { hostGwRefusal, type UnderlayRoute } from './underlay.js';
 
-/** What the reconciler drives: the BPF maps, or flannel's kernel VXLAN state. */
+/** What one sync or apply changed in a datapath. */
+export interface SyncResult {
+  subnetsAdded: number;
+  subnetsRemoved: number;
+  peersAdded: number;
+  peersRemoved: number;
+}
+
+/**
+ * What the reconciler drives: the BPF maps, or flannel's kernel VXLAN state. Declared here, and
+ * implemented in controller/dataplane, so the flow runs one way: desired state -> reconciler ->
+ * datapath.
+ */
 export interface Datapath {
   /** Brings the datapath to `desired` by difference with its live state, read back. */
   sync(desired: DesiredMaps): SyncResult | Promise<SyncResult>;

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { SyncResult } from '../../controller/dataplane/datapath-maps.js';
-import { directRoutesIn, hostGwRefusal, underlayRoute, type UnderlayRoute } from '../../controller/dataplane/direct-routes.js';
+import { directRoutesIn, underlayRoute } from '../../controller/dataplane/direct-routes.js';
 import { desiredMaps, isDirect, type DesiredMaps, type DesiredRemote } from '../../controller/reconcile/desired.js';
-import { Reconciler, type LeasePolicy } from '../../controller/reconcile/reconciler.js';
+import { Reconciler, type LeasePolicy, type SyncResult } from '../../controller/reconcile/reconciler.js';
+import { hostGwRefusal, type UnderlayRoute } from '../../controller/reconcile/underlay.js';
 import { encodeLeaseValue, parseLeaseKV, type Lease, type LeaseAttrs } from '../../controller/subnet/lease.js';
 import { logger } from '../../controller/util/log.js';
 import { REMOTE_DIRECT } from '../../maps/layout.js';

@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { SyncResult } from '../../controller/dataplane/datapath-maps.js';
-import type { UnderlayRoute } from '../../controller/dataplane/direct-routes.js';
 import { isDirect, type DesiredMaps, type MapChanges } from '../../controller/reconcile/desired.js';
-import { Reconciler, type Datapath } from '../../controller/reconcile/reconciler.js';
+import { Reconciler, type Datapath, type SyncResult } from '../../controller/reconcile/reconciler.js';
+import type { UnderlayRoute } from '../../controller/reconcile/underlay.js';
 import { parseLeaseKV, encodeLeaseValue, type Lease } from '../../controller/subnet/lease.js';
 import { logger, type Logger } from '../../controller/util/log.js';
 

@@ -1,9 +1,20 @@
 import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import os from 'node:os';
-import type { Capability, KernelProbe } from '../dataplane/kernel-choice.js';
-import { BpfError, BpfLink, errnoText, ifNameToIndex, type ProgramRef } from './libbpf.js';
-import { raw } from './libbpf-raw.js';
+import {
+  BpfError,
+  BpfLink,
+  Btf,
+  errnoText,
+  ifNameToIndex,
+  loadInstructions,
+  probeHelper as libbpfProbeHelper,
+  probeMapType,
+  setThreadNetns,
+  unsupportedBy,
+  type ProgramRef,
+} from '../bpf/libbpf.js';
+import type { Capability, KernelProbe } from './kernel-choice.js';
 
 /*
  * Real kernel probes for `twill probe` and `--dataplane auto`: libbpf's own probes (each loads a
@@ -16,8 +27,6 @@ const PROG_TYPE = { sched_cls: 3, xdp: 6 } as const;
 const MAP_TYPE_RINGBUF = 27;
 /** enum bpf_func_id */
 const HELPER = { redirect_neigh: 152, redirect_peer: 155, check_mtu: 163 } as const;
-const BTF_KIND_FUNC = 12;
-const CLONE_NEWNET = 0x40000000;
 const VMLINUX_BTF = '/sys/kernel/btf/vmlinux';
 /** Names of what the probe creates: tkm-<pid>, so a leftover says whose it was. */
 const PROBE_PREFIX = 'tkm';
@@ -30,7 +39,7 @@ function fromLibbpf(rc: number, what: string): Capability {
 }
 
 function probeHelper(name: keyof typeof HELPER): Capability {
-  return fromLibbpf(raw.probeHelper(PROG_TYPE.sched_cls, HELPER[name], null) as number, `libbpf_probe_bpf_helper(sched_cls, bpf_${name})`);
+  return fromLibbpf(libbpfProbeHelper(PROG_TYPE.sched_cls, HELPER[name]), `libbpf_probe_bpf_helper(sched_cls, bpf_${name})`);
 }
 
 /** A program that returns `ret` at once: the smallest thing the kernel will attach. */
@@ -39,10 +48,7 @@ function loadTrivialProgram(type: keyof typeof PROG_TYPE, ret: number): ProgramR
   insns.writeUInt8(0xb7, 0); // r0 = ret
   insns.writeInt32LE(ret, 4);
   insns.writeUInt8(0x95, 8); // exit
-  const name = `${PROBE_PREFIX}_${type}`;
-  const fd = raw.progLoad(PROG_TYPE[type], name, 'GPL', insns, 2, null) as number;
-  if (fd < 0) throw new BpfError('bpf_prog_load', -fd, `${type} probe program`);
-  return { fd, name, close: () => raw.close(fd) };
+  return loadInstructions(PROG_TYPE[type], `${PROBE_PREFIX}_${type}`, insns);
 }
 
 function ip(args: string[]): void {
@@ -58,11 +64,11 @@ function inNetns<T>(netns: string, fn: () => T): T {
   const home = openSync('/proc/thread-self/ns/net', 'r');
   const target = openSync(`/run/netns/${netns}`, 'r');
   try {
-    if ((raw.setns(target, CLONE_NEWNET) as number) !== 0) throw new Error(`setns into netns ${netns} failed`);
+    if (!setThreadNetns(target)) throw new Error(`setns into netns ${netns} failed`);
     try {
       return fn();
     } finally {
-      if ((raw.setns(home, CLONE_NEWNET) as number) !== 0) throw new Error(`setns back from netns ${netns} failed: this process is stranded there`);
+      if (!setThreadNetns(home)) throw new Error(`setns back from netns ${netns} failed: this process is stranded there`);
     }
   } finally {
     closeSync(target);
@@ -84,7 +90,7 @@ function probeTcxAttach(): Capability {
         BpfLink.attachTcx(p, ifNameToIndex(`${PROBE_PREFIX}0`), 'ingress').close();
         return { present: true, detail: `tcx ingress link on a veth in netns ${netns}: attached` };
       } catch (err) {
-        if (err instanceof BpfError && err.errno === 22 /* EINVAL: unknown attach type */)
+        if (err instanceof BpfError && unsupportedBy('tcx-link', err.errno))
           return { present: false, detail: `tcx ingress link on a veth in netns ${netns}: the kernel refuses the attach type (EINVAL)` };
         return { present: undefined, detail: `tcx ingress link on a veth in netns ${netns}: ${(err as Error).message}` };
       }
@@ -98,9 +104,9 @@ function probeTcxAttach(): Capability {
 }
 
 /** The kernel's own type information: kfuncs are found in it, and twill's kfunc externs need it. */
-function probeBtf(): { cap: Capability; vmlinux?: unknown } {
+function probeBtf(): { cap: Capability; vmlinux?: Btf } {
   if (!existsSync(VMLINUX_BTF)) return { cap: { present: false, detail: `${VMLINUX_BTF} missing (CONFIG_DEBUG_INFO_BTF off)` } };
-  const btf = raw.btfParse(VMLINUX_BTF, null);
+  const btf = Btf.parse(VMLINUX_BTF);
   if (!btf) return { cap: { present: undefined, detail: `btf__parse(${VMLINUX_BTF}) failed` } };
   return { cap: { present: true, detail: `${VMLINUX_BTF} parsed` }, vmlinux: btf };
 }
@@ -109,23 +115,23 @@ function probeBtf(): { cap: Capability; vmlinux?: unknown } {
  * bpf_skb_ct_lookup and bpf_ct_release as BTF functions, in vmlinux (conntrack built in) or in
  * nf_conntrack's module BTF. The module is loaded first if it can be, as the agent does at attach.
  */
-function probeConntrackKfuncs(vmlinux: unknown): Capability {
+function probeConntrackKfuncs(vmlinux: Btf | undefined): Capability {
   const kfuncs = ['bpf_skb_ct_lookup', 'bpf_ct_release'];
   if (!vmlinux) return { present: undefined, detail: 'no vmlinux BTF to look kfuncs up in' };
-  const has = (btf: unknown) => kfuncs.every((f) => (raw.btfFindByNameKind(btf, f, BTF_KIND_FUNC) as number) > 0);
+  const has = (btf: Btf) => kfuncs.every((f) => btf.hasFunction(f));
   if (has(vmlinux)) return { present: true, detail: `${kfuncs.join(', ')} in ${VMLINUX_BTF}` };
   const modBtf = '/sys/kernel/btf/nf_conntrack';
   let loaded = '';
   if (!existsSync(modBtf) && spawnSync('modprobe', ['nf_conntrack']).status === 0) loaded = ' (module loaded for the probe)';
   if (!existsSync(modBtf)) return { present: false, detail: `not in ${VMLINUX_BTF}, and no nf_conntrack module BTF (${modBtf})` };
-  const split = raw.btfParseSplit(modBtf, vmlinux);
+  const split = Btf.parseSplit(modBtf, vmlinux);
   if (!split) return { present: undefined, detail: `btf__parse_split(${modBtf}) failed` };
   try {
     return has(split)
       ? { present: true, detail: `${kfuncs.join(', ')} in ${modBtf}${loaded}` }
       : { present: false, detail: `${kfuncs.join(', ')} not in ${VMLINUX_BTF} nor ${modBtf}${loaded}` };
   } finally {
-    raw.btfFree(split);
+    split.free();
   }
 }
 
@@ -150,7 +156,7 @@ function probeXdpNative(iface: string): Capability {
     BpfLink.attachXdp(prog, ifNameToIndex(iface), 'native').close();
     return { present: true, detail: `XDP link in driver mode on ${iface} (${driver}): attached and removed` };
   } catch (err) {
-    if (err instanceof BpfError && (err.errno === 95 || err.errno === 22))
+    if (err instanceof BpfError && unsupportedBy('xdp-link', err.errno))
       return { present: false, detail: `XDP link in driver mode on ${iface} (${driver}): ${errnoText(err.errno)}` };
     return { present: undefined, detail: `XDP probe on ${iface}: ${(err as Error).message}` };
   } finally {
@@ -176,13 +182,13 @@ export function probeKernel(opts: { iface?: string } = {}): KernelProbe {
         redirectNeigh: probeHelper('redirect_neigh'),
         checkMtu: probeHelper('check_mtu'),
         conntrackKfuncs: probeConntrackKfuncs(btf.vmlinux),
-        ringbuf: fromLibbpf(raw.probeMapType(MAP_TYPE_RINGBUF, null) as number, 'libbpf_probe_bpf_map_type(ringbuf)'),
+        ringbuf: fromLibbpf(probeMapType(MAP_TYPE_RINGBUF), 'libbpf_probe_bpf_map_type(ringbuf)'),
         ...(opts.iface ? { xdpNative: probeXdpNative(opts.iface) } : {}),
       },
       ...(opts.iface ? { iface: opts.iface } : {}),
       probedAt: new Date().toISOString(),
     };
   } finally {
-    if (btf.vmlinux) raw.btfFree(btf.vmlinux);
+    btf.vmlinux?.free();
   }
 }
