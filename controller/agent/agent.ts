@@ -94,18 +94,6 @@ const tunnelDeviceOf = (tunnel: AttachState['tunnel']) => tunnel?.iface ?? 'twil
 /** flannel's IPv6 VXLAN device (pkg/backend/vxlan/vxlan.go): its MAC is the IPv6 VtepMAC flanneld had. */
 const kernelVxlanMac6 = async (vni: number) => (await linkShow(`flannel-v6.${vni}`))?.address;
 
-/**
- * The one place that refuses what twill does not carry of IPv6 yet. Checked with the config,
- * before a lease is acquired, so a node that could not carry the traffic never holds a subnet
- * its peers would route to.
- */
-export function ipv6DatapathSupport(config: NetworkConfig, dataplane: AgentFlags['dataplane'] = 'auto'): string | undefined {
-  if (!config.enableIPv6) return undefined;
-  if (!config.enableIPv4 && dataplane === 'bpf')
-    return "EnableIPv4 false with --dataplane bpf: twill's BPF dataplane needs an IPv4 network beside IPv6 so far; an IPv6-only network runs on --dataplane kernel (auto picks it)";
-  return undefined;
-}
-
 export async function runAgent(flags: AgentFlags): Promise<never> {
   if (flags.v >= 2) setLogLevel('debug');
   else if (flags.v >= 1) setLogLevel('info');
@@ -164,9 +152,6 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   let datapath4: { networks: Ipv4Networks; address: string; publicIp: string } | undefined;
   try {
     ({ config, text: configText } = await waitForConfig(store, status));
-    // First: an operator running IPv6 is told that, not that some interface lacks an address.
-    const refusal = ipv6DatapathSupport(config, flags.dataplane);
-    if (refusal) throw new UnsupportedConfigError(`${store.configKey}: ${refusal}`);
     // As flanneld: the config says which families the interface must have addresses of.
     iface = await selectIface({
       iface: flags.iface,
@@ -231,7 +216,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   };
 
   // What the kernel offers decides `auto` (logged, and recorded for `twill status`).
-  const kernelChoice = await probeAndChoose(flags.pinDir, { dataplane: flags.dataplane, decapHook: flags.decapHook, fastPath: flags.fastPath, backend, ipv6Only: !datapath4 }, iface.name);
+  const kernelChoice = await probeAndChoose(flags.pinDir, { dataplane: flags.dataplane, decapHook: flags.decapHook, fastPath: flags.fastPath, backend }, iface.name);
   let mode: 'bpf' | 'kernel' = kernelChoice.choice.dataplane;
 
   /** Sets up this node's datapath for the lease we hold; run again if the lease ever moves. */
@@ -239,19 +224,13 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     status.lease = config.enableIPv4 ? formatCidr(own.subnet) : undefined;
     status.lease6 = own.subnet6 && formatCidr6(own.subnet6);
     status.mode = undefined; // until this mode is programmed
-    if (!datapath4) {
-      status.mode = mode;
-      return noDatapath;
-    }
-    const { networks: v4, address: v4Address } = datapath4;
     if (mode === 'bpf') {
       const spec = parseDataplaneSpec({
         pinDir: flags.pinDir,
         underlayIface: iface.name,
-        publicIp: v4Address,
+        // An IPv6-only node attaches the programs with no IPv4 identity: twill_config6 is its identity.
+        ...(datapath4 && { publicIp: datapath4.address, subnet: formatCidr(own.subnet), network: formatCidr(datapath4.networks.network) }),
         vtepMac,
-        subnet: formatCidr(own.subnet),
-        network: formatCidr(v4.network),
         backend,
         vni: config.backend.vni,
         port: config.backend.port,
@@ -278,6 +257,12 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
         mode = 'kernel';
       }
     }
+    // IPv6 only on the kernel dataplane: flannel-v6.<VNI> (program6) is all there is.
+    if (!datapath4) {
+      status.mode = mode;
+      return noDatapath;
+    }
+    const { networks: v4, address: v4Address } = datapath4;
     if (backend === 'host-gw') {
       status.mode = mode;
       return new KernelHostGwDatapath(formatCidr(v4.network), v4.subnetLen, iface.name);
@@ -357,8 +342,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     if (mode === 'bpf' || backend === 'host-gw') {
       if (await removeKernelVxlan(config.backend.vni)) log.info(`switched from kernel VXLAN to ${mode === 'bpf' ? 'BPF' : 'host-gw routes'}: removed the vxlan device`);
     }
-    if (mode === 'bpf' && datapath4) {
-      const stale = await new DirectRoutes(formatCidr(datapath4.networks.network), datapath4.networks.subnetLen).sync(new Map());
+    if (mode === 'bpf') {
+      const stale = datapath4 ? await new DirectRoutes(formatCidr(datapath4.networks.network), datapath4.networks.subnetLen).sync(new Map()) : { removed: 0 };
       if (stale.removed) log.info('switched from kernel routes to BPF: removed the direct routes to peers', { routes: stale.removed });
       if (await removeKernelVxlan(config.backend.vni, undefined, 6)) log.info('switched from kernel VXLAN to BPF: removed the IPv6 vxlan device');
       const tunnel = await retryTunnelDeviceUp(flags.pinDir);

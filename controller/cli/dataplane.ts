@@ -48,9 +48,11 @@ export async function dataplaneCli(argv: string[]): Promise<number> {
       if (!parsed.success) throw new UsageError(`--leases: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
       const state = readAttachState(o['pin-dir']);
       if (!state) throw new UsageError(`--pin-dir ${o['pin-dir']}: no datapath attached there`);
+      const { subnet, publicIp } = state.spec;
+      if (!subnet || !publicIp) throw new UsageError(`--pin-dir ${o['pin-dir']}: the datapath there is IPv6-only, and sync programs IPv4 leases`);
       const maps = DatapathMaps.open(o['pin-dir']);
       try {
-        const desired = desiredMaps({ subnet: state.spec.subnet, publicIp: state.spec.publicIp }, parsed.data);
+        const desired = desiredMaps({ subnet, publicIp }, parsed.data);
         for (const s of desired.skipped) console.error(`skipped lease ${s.lease.subnet}: ${s.reason}`);
         console.log(JSON.stringify(maps.sync(desired)));
       } finally {

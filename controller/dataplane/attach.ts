@@ -28,6 +28,9 @@ import { ensureOverlayDevice, ensureTunnelDevice, removeOverlayDevice, setLooseR
 import { detachPodLinks, POD_LINK, swapPodLinks } from './pod-links.js';
 import { pinPaths, type DataplaneSpec } from './spec.js';
 
+/** twill_config's IPv4 identity on an IPv6-only node */
+const NO_IPV4 = '0.0.0.0';
+const NO_IPV4_CIDR = `${NO_IPV4}/0`;
 const log = logger('dataplane');
 
 type DecapMode = 'xdp-link' | 'xdp-native' | 'xdp-generic' | 'tcx' | 'clsact';
@@ -242,10 +245,11 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
     // Config first: the programs must never run against a half-written identity.
     const maps = DatapathMaps.open(spec.pinDir);
     try {
-      const [subnet, subnetLen] = spec.subnet.split('/');
-      const [network, networkLen] = spec.network.split('/');
+      // An IPv6-only node: zeros, so no IPv4 VXLAN is ever addressed to us (our PublicIP would be 0.0.0.0).
+      const [subnet, subnetLen] = (spec.subnet ?? NO_IPV4_CIDR).split('/');
+      const [network, networkLen] = (spec.network ?? NO_IPV4_CIDR).split('/');
       maps.writeConfig({
-        public_ip: spec.publicIp,
+        public_ip: spec.publicIp ?? NO_IPV4,
         vtep_mac: spec.vtepMac.toLowerCase(),
         underlay_mac: underlay.address!,
         subnet,

@@ -55,8 +55,6 @@ export interface ChoiceRequest {
   backend: 'vxlan' | 'host-gw';
   /** the underlay's link kind (`veth`, or undefined for a physical NIC) */
   underlayKind?: string;
-  /** the network config has IPv6 only (EnableIPv4 false), which the BPF dataplane does not carry yet */
-  ipv6Only?: boolean;
 }
 
 export interface DataplaneChoice {
@@ -81,8 +79,6 @@ export function chooseDataplane(probe: KernelProbe, req: ChoiceRequest): Datapla
   const caps = probe.capabilities;
   const requested = req.dataplane;
   if (requested === 'kernel') return { requested, dataplane: 'kernel', reasons: { dataplane: 'requested (--dataplane kernel): kernel VXLAN as flannel does' } };
-  if (req.ipv6Only && requested === 'auto')
-    return { requested, dataplane: 'kernel', reasons: { dataplane: "auto: an IPv6-only network, and twill's BPF dataplane needs IPv4 beside IPv6 so far: kernel VXLAN (flannel-v6.<VNI>) as flannel does" } };
   const lacking = REQUIRED_HELPERS.filter((h) => missing(caps[h]));
   if (lacking.length && requested === 'auto')
     return {

@@ -20,7 +20,6 @@ const deviceKinds = ['dummy', 'ifb'] as const;
 export async function ensureOverlayDevice(spec: DataplaneSpec, underlayMtu: number): Promise<void> {
   const dev = spec.overlayDevice;
   const mtu = underlayMtu - backendOverhead(spec.backend);
-  const [base, len] = spec.subnet.split('/');
   const existing = await linkShow(dev);
   const kind = existing?.linkinfo?.info_kind;
   if (existing && !deviceKinds.includes(kind as (typeof deviceKinds)[number]))
@@ -32,19 +31,26 @@ export async function ensureOverlayDevice(spec: DataplaneSpec, underlayMtu: numb
     `link set ${dev} mtu ${mtu}`,
     `link set ${dev} up`,
   ]);
+  // An IPv6-only node: no IPv4 address and no IPv4 route (ensureOverlay6 adds the IPv6Network's).
+  if (!spec.subnet || !spec.network) {
+    await setOnlyAddress(dev, undefined);
+    log.info('overlay device ready (IPv6 only)', { dev, mtu });
+    return;
+  }
+  const [base, len] = spec.subnet.split('/');
   const want = `${base}/32`;
   await setOnlyAddress(dev, want);
   await ip(['route', 'replace', spec.network, 'dev', dev, 'src', base]);
   log.info('overlay device ready', { dev, mtu, address: want, route: spec.network, subnetLen: Number(len) });
 }
 
-/** `want` and no other IPv4 address on `dev`; it changes only when the lease moved to another subnet. */
-async function setOnlyAddress(dev: string, want: string): Promise<void> {
+/** `want` (none: no address) and no other IPv4 address on `dev`; it changes only when the lease moved to another subnet. */
+async function setOnlyAddress(dev: string, want: string | undefined): Promise<void> {
   const addrs = JSON.parse(await ip(['-j', '-4', 'addr', 'show', 'dev', dev])) as { addr_info: { local: string; prefixlen: number }[] }[];
   for (const a of addrs[0]?.addr_info ?? []) {
     if (`${a.local}/${a.prefixlen}` !== want) await ip(['addr', 'del', `${a.local}/${a.prefixlen}`, 'dev', dev]);
   }
-  if (!(addrs[0]?.addr_info ?? []).some((a) => `${a.local}/${a.prefixlen}` === want)) await ip(['addr', 'add', want, 'dev', dev]);
+  if (want && !(addrs[0]?.addr_info ?? []).some((a) => `${a.local}/${a.prefixlen}` === want)) await ip(['addr', 'add', want, 'dev', dev]);
 }
 
 /**
@@ -90,14 +96,15 @@ export async function removeOverlayDevice(dev: string): Promise<boolean> {
  * source check refuses every packet arriving on a device without an IPv4 address whenever
  * rp_filter is on, even in loose mode.
  */
-export async function ensureTunnelDevice(dev: string, port: number, subnet: string): Promise<void> {
+export async function ensureTunnelDevice(dev: string, port: number, subnet: string | undefined): Promise<void> {
   const existing = await linkShow(dev);
   if (existing && existing.linkinfo?.info_kind !== 'vxlan')
     throw new Error(`tunnel device ${dev} exists but is a ${existing.linkinfo?.info_kind ?? 'unknown'} device, not vxlan: refusing to take it over`);
   if (!existing) await ip(['link', 'add', dev, 'type', 'vxlan', 'dstport', String(port), 'external']);
   await ipBatch([`link set ${dev} addrgenmode none`]);
   setLooseRpFilter(dev);
-  await setOnlyAddress(dev, `${subnet.split('/')[0]}/32`);
+  // IPv6 has no such source check: an IPv6-only node's tunnel device needs no address.
+  await setOnlyAddress(dev, subnet && `${subnet.split('/')[0]}/32`);
 }
 
 /** Up, unless another vxlan device holds the port; says which when it cannot. */

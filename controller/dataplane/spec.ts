@@ -8,10 +8,12 @@ const mac = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC addr
 export const dataplaneSpecSchema = z.object({
   pinDir: z.string().startsWith('/sys/fs/bpf/', 'a directory under /sys/fs/bpf'),
   underlayIface: z.string().min(1).max(15),
-  publicIp: ipv4,
+  /** The IPv4 identity; all three absent in an IPv6-only network (twill_config6 carries the node's identity there). */
+  publicIp: ipv4.optional(),
+  /** the VtepMAC twill_config keeps (an IPv6-only node's lease publishes none, but a restart keeps it) */
   vtepMac: mac,
-  subnet: cidr,
-  network: cidr,
+  subnet: cidr.optional(),
+  network: cidr.optional(),
   /**
    * flannel's backend: vxlan (per-peer VXLAN, or direct routes for peers flagged so in the maps),
    * or host-gw (every peer routed directly: no VXLAN port, no tunnel device, no XDP).
@@ -32,6 +34,9 @@ export const dataplaneSpecSchema = z.object({
   decapHook: z.enum(['auto', 'xdp', 'tc']).default('auto'),
   /** Pod traffic to and from remote pods bypasses the host stack where it needs nothing from it. */
   fastPath: z.boolean().default(true),
+}).refine((s) => [s.publicIp, s.subnet, s.network].every((v) => v === undefined) || [s.publicIp, s.subnet, s.network].every((v) => v !== undefined), {
+  message: 'publicIp, subnet and network come together (all absent: an IPv6-only node)',
+  path: ['publicIp'],
 });
 
 export type DataplaneSpec = z.output<typeof dataplaneSpecSchema>;

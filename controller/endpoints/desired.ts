@@ -65,7 +65,7 @@ export function planEndpoints(input: {
   const problems: string[] = [];
   const stale: EndpointRecord[] = [];
   // Address -> the claim that wins it: records over discovery, the newest record over older ones.
-  type Claim = { port: BridgePort; mac: string; addedAt: string; source: string; ip6?: string };
+  type Claim = { port: BridgePort; mac: string; addedAt: string; source: string; ip?: string; ip6?: string };
   const claims = new Map<string, Claim>();
   const claim = (ip: string, c: Claim) => {
     const have = claims.get(ip);
@@ -84,27 +84,34 @@ export function planEndpoints(input: {
       stale.push(r);
       continue;
     }
-    if (!inSubnet(r.ip)) {
+    if (r.ip !== undefined && !inSubnet(r.ip)) {
       problems.push(`pod ${r.containerId} has ${r.ip}, outside this node's subnet ${input.subnet}: left to the stack`);
       continue;
     }
-    claim(r.ip, { port, mac: r.mac, addedAt: r.addedAt, source: `container ${r.containerId}`, ip6: inSubnet6(r.ip6) ? r.ip6 : undefined });
+    const ip6 = inSubnet6(r.ip6) ? r.ip6 : undefined;
+    // An IPv6-only pod is claimed by its IPv6 address.
+    const key = r.ip ?? ip6;
+    if (key === undefined) {
+      problems.push(`pod ${r.containerId} has ${r.ip6}, outside this node's IPv6 subnet ${input.subnet6 ?? '(none)'}: left to the stack`);
+      continue;
+    }
+    claim(key, { port, mac: r.mac, addedAt: r.addedAt, source: `container ${r.containerId}`, ip: r.ip, ip6 });
   }
   const unrecorded = portsWithoutRecord(input.records, input.ports);
   for (const d of input.discovered ?? []) {
     const port = unrecorded.find((p) => p.ifname === d.hostVeth);
     if (!port || !inSubnet(d.ip)) continue;
-    claim(d.ip, { port, mac: d.mac, addedAt: '', source: 'the scan of its namespace' });
+    claim(d.ip, { port, mac: d.mac, addedAt: '', source: 'the scan of its namespace', ip: d.ip });
   }
 
   const endpoints = new Map<string, Endpoint>();
   const endpoints6 = new Map<string, Endpoint>();
   const veths = new Map<string, PodVeth>();
-  for (const [ip, c] of claims) {
+  for (const c of claims.values()) {
     const gateway = input.bridgeMacs.get(c.port.bridge);
     if (!gateway) continue;
     const entry = { ifindex: c.port.ifindex, mac: c.mac, gateway_mac: gateway, mtu: c.port.mtu, encap_mtu: input.encapMtu, flags: 0 };
-    endpoints.set(ip, entry);
+    if (c.ip) endpoints.set(c.ip, entry);
     if (c.ip6 && input.encapMtu6) endpoints6.set(c.ip6, { ...entry, encap_mtu: input.encapMtu6 });
     veths.set(c.port.ifname, { ifname: c.port.ifname, ifindex: c.port.ifindex });
   }

@@ -3,13 +3,15 @@ import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 
 /** Removes one pod's twill_endpoints entry (and its twill_endpoints6 one) through the pins (the CNI plugin's DEL). */
-export function forgetEndpointEntry(pinDir: string, ip: string, ip6?: string): void {
+export function forgetEndpointEntry(pinDir: string, ip: string | undefined, ip6?: string): void {
   if (!existsSync(`${pinDir}/twill_endpoints`)) return;
-  const maps = DatapathMaps.open(pinDir);
-  try {
-    maps.endpoints?.delete({ ip });
-  } finally {
-    maps.close();
+  if (ip) {
+    const maps = DatapathMaps.open(pinDir);
+    try {
+      maps.endpoints?.delete({ ip });
+    } finally {
+      maps.close();
+    }
   }
   if (!ip6 || !DatapathMaps6.present(pinDir)) return;
   const maps6 = DatapathMaps6.open(pinDir);

@@ -18,8 +18,12 @@ export const endpointRecordSchema = z.object({
   containerId: z.string().min(1),
   ifname: z.string().min(1),
   netns: z.string().optional(),
-  ip: z.string().refine((s) => parseIpv4(s) !== undefined, 'an IPv4 address'),
-  /** the pod's IPv6 address in a dual-stack network (records of builds before IPv6 have none) */
+  /** the pod's IPv4 address (none in an IPv6-only network) */
+  ip: z
+    .string()
+    .refine((s) => parseIpv4(s) !== undefined, 'an IPv4 address')
+    .optional(),
+  /** the pod's IPv6 address in a dual-stack or IPv6-only network (records of builds before IPv6 have none) */
   ip6: z
     .string()
     .refine((s) => parseIpv6(s) !== undefined, 'an IPv6 address')
@@ -28,7 +32,7 @@ export const endpointRecordSchema = z.object({
   hostVeth: z.string().min(1).max(15),
   bridge: z.string().min(1).max(15),
   addedAt: z.string(),
-});
+}).refine((r) => r.ip !== undefined || r.ip6 !== undefined, { message: 'an IPv4 or an IPv6 address', path: ['ip'] });
 export type EndpointRecord = z.output<typeof endpointRecordSchema>;
 
 export const endpointsDirFor = (subnetFile: string) => path.join(path.dirname(subnetFile), 'endpoints');
@@ -73,7 +77,7 @@ const cniResultSchema = z.object({
 /**
  * Pure: the record for a successful ADD, from the delegate's result (the bridge plugin lists the
  * bridge, the host-side veth and the pod's interface, in that order). Undefined when the result
- * does not describe a bridged pod with an IPv4 address: such a pod simply stays on the stack path.
+ * does not describe a bridged pod with an address: such a pod simply stays on the stack path.
  */
 export function recordFromCniResult(
   result: unknown,
@@ -83,16 +87,18 @@ export function recordFromCniResult(
   if (!parsed.success) return undefined;
   const { interfaces, ips } = parsed.data;
   const v4 = ips.find((i) => parseIpv4(i.address.split('/')[0]) !== undefined && i.interface !== undefined);
-  if (!v4) return undefined;
-  const v6 = ips.find((i) => i.interface === v4.interface && parseIpv6(i.address.split('/')[0]) !== undefined);
-  const pod = interfaces[v4.interface!];
+  // The pod's interface is the one its first address is on (IPv4, or IPv6 in an IPv6-only network).
+  const podIndex = v4?.interface ?? ips.find((i) => i.interface !== undefined && parseIpv6(i.address.split('/')[0]) !== undefined)?.interface;
+  if (podIndex === undefined) return undefined;
+  const v6 = ips.find((i) => i.interface === podIndex && parseIpv6(i.address.split('/')[0]) !== undefined);
+  const pod = interfaces[podIndex];
   const hostVeth = interfaces.find((i) => !i.sandbox && i.name !== ctx.bridge);
   if (!pod?.mac || !pod.sandbox || !hostVeth || !interfaces.some((i) => i.name === ctx.bridge && !i.sandbox)) return undefined;
   const rec = endpointRecordSchema.safeParse({
     containerId: ctx.containerId,
     ifname: ctx.ifname,
     netns: ctx.netns,
-    ip: v4.address.split('/')[0],
+    ...(v4 ? { ip: v4.address.split('/')[0] } : {}),
     ...(v6 ? { ip6: formatIpv6(parseIpv6(v6.address.split('/')[0])!) } : {}),
     mac: pod.mac.toLowerCase(),
     hostVeth: hostVeth.name,

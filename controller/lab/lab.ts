@@ -152,7 +152,6 @@ export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }):
   if (o.routedNodes > o.nodes) throw new LabError(`--routed-nodes ${o.routedNodes}: more than --nodes ${o.nodes}`);
   if (o.directRouting && o.backend !== 'vxlan') throw new LabError(`--direct-routing: an option of the vxlan backend, not of ${o.backend}`);
   if (o.routedNodes > 0 && o.underlayCidr.startsWith('192.168.255.')) throw new LabError(`--underlay ${o.underlayCidr}: the routed segment takes the next /24, and there is none`);
-  if (o.ipFamily === 'ipv6' && o.kernelNodes < o.nodes) throw new LabError(`--ip-family ipv6: twill's BPF dataplane needs IPv4 beside IPv6 so far; an IPv6-only lab runs kernel nodes only (--kernel-nodes ${o.nodes})`);
   if (o.nodes >= 2 ** (o.subnetLen - netLen)) throw new LabError(`--nodes ${o.nodes}: network ${o.network} holds only ${2 ** (o.subnetLen - netLen) - 1} /${o.subnetLen} subnets after the first`);
   return o;
 }
@@ -346,8 +345,8 @@ export async function addLabPod(state: LabState, nodeName: string, opts: { name?
   // IPv6 addresses are tentative until duplicate address detection is done (a second or so): the
   // pod's, and its gateway's on the node's bridge. Until then the pod reaches nothing over IPv6.
   if (labHasIpv6(state)) for (const ns of [pod.netns, node.netns]) await waitUntilNotTentative(ns);
-  // The BPF endpoints map holds IPv4 pods (the fast path is IPv4's).
-  if (node.dataplane === 'bpf' && labHasIpv4(state) && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, true);
+  // Until the agent has put the pod in its endpoints map (twill_endpoints6 for an IPv6-only pod).
+  if (node.dataplane === 'bpf' && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, true);
   return pod;
 }
 
@@ -360,7 +359,7 @@ export async function removeLabPod(state: LabState, podName: string): Promise<vo
   await ip(['netns', 'del', pod.netns]);
   state.pods = state.pods.filter((p) => p !== pod);
   saveState(state);
-  if (node.dataplane === 'bpf' && labHasIpv4(state) && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, false);
+  if (node.dataplane === 'bpf' && node.agent && isAgent(node.agent.pid, node.pinDir)) await waitForEndpoint(node, pod.ip, false);
 }
 
 async function waitUntilNotTentative(netns: string, timeoutMs = 10_000): Promise<void> {
@@ -376,7 +375,7 @@ async function waitUntilNotTentative(netns: string, timeoutMs = 10_000): Promise
 async function waitForEndpoint(node: LabNode, podIp: string, present: boolean, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const maps = DatapathMaps.open(node.pinDir);
+    const maps = podIp.includes(':') ? DatapathMaps6.open(node.pinDir) : DatapathMaps.open(node.pinDir);
     let has: boolean;
     try {
       has = maps.readEndpoints().has(podIp);

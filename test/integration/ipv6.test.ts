@@ -14,7 +14,8 @@ import { parseCidr6 } from '../../controller/net/ipv6.js';
 /*
  * IPv6 pod networks in flannel's layout, driven by the agents: a dual-stack lab ("t6d": two twill
  * BPF nodes and one node set up exactly as flanneld sets it up, --dataplane kernel) and an
- * IPv6-only one ("t6s", kernel nodes: the BPF dataplane needs IPv4 beside IPv6 so far), with real
+ * IPv6-only one ("t6s": a BPF node with no IPv4 identity and a flanneld-style node), and dual-stack
+ * labs with host-gw ("t6h") and DirectRouting ("t6r"), with real
  * pods made by the CNI plugins, real leases in etcd and real traffic in both families. The BPF
  * programs' handling of IPv6 packets (checksums, Packet Too Big, hostile VXLAN) is proven packet
  * by packet in dataplane-v6.test.ts; this file proves the agent programs them from etcd.
@@ -272,7 +273,7 @@ describe('an IPv6-only lab', () => {
   beforeAll(async () => {
     buildBpf();
     buildTs();
-    l6 = await labUpFresh('t6s', ['--nodes', '2', '--kernel-nodes', '2', '--pods-per-node', '1', '--ip-family', 'ipv6', '--underlay', '192.168.102.0/24']);
+    l6 = await labUpFresh('t6s', ['--nodes', '2', '--kernel-nodes', '1', '--pods-per-node', '1', '--ip-family', 'ipv6', '--underlay', '192.168.102.0/24']);
   }, 240_000);
 
   afterAll(async () => {
@@ -299,10 +300,31 @@ describe('an IPv6-only lab', () => {
     expect(t.received).toBe(t.sent);
   });
 
-  it('a lab asked for IPv6-only BPF nodes is refused up front, naming what is missing', async () => {
-    const res = await twill(['lab', 'up', '--name', 't6x', '--nodes', '2', '--ip-family', 'ipv6', '--underlay', '192.168.103.0/24']);
-    expect(res.code).toBe(2);
-    expect(res.stderr).toContain("--ip-family ipv6: twill's BPF dataplane needs IPv4 beside IPv6 so far");
-    expect((await run(['ip', 'netns', 'list'])).stdout).not.toContain('t6x-');
+  it('the BPF node runs with no IPv4 identity: twill_config6 is who it is, its pod is on the IPv6 fast path, and IPv6 goes in VXLAN over IPv6', async () => {
+    const bpf = l6.nodes.find((n) => n.dataplane === 'bpf')!;
+    const kernel = l6.nodes.find((n) => n.dataplane === 'kernel')!;
+    const [pod, other] = [podOf(l6, bpf.name), podOf(l6, kernel.name)];
+    const before = await mapsDoc(bpf);
+    expect(before.config).toMatchObject({ public_ip: '0.0.0.0', subnet: '0.0.0.0', subnet_len: 0 });
+    expect(before.subnets).toEqual([]);
+    expect(before.ipv6).toMatchObject({ enabled: true, config: { public_ip6: bpf.underlayIp6, subnet6: bpf.subnet6!.split('/')[0] } });
+    expect(before.ipv6.subnets).toEqual([expect.objectContaining({ subnet: kernel.subnet6, publicIp: kernel.underlayIp6, vtepMac: kernel.vtepMac6 })]);
+    expect(before.ipv6.endpoints).toEqual([expect.objectContaining({ ip: pod.ip, encapMtu: 1430 })]);
+    // No IPv4 on twill0 or twill-rx, and no IPv4 route to them.
+    for (const dev of ['twill0', 'twill-rx']) expect((await run(['ip', '-4', 'addr', 'show', 'dev', dev], { netns: bpf.netns })).stdout.trim()).toBe('');
+    const seen = await underlayCapture(l6.underlay.netns, bpf.name, async () => expect(await pingOk(pod, other.ip)).toBe(true), 6);
+    expect(seen.lines.some((l) => l.includes(`${bpf.underlayIp6}.`) && l.includes(`${kernel.underlayIp6}.8472`))).toBe(true);
+    const after = await mapsDoc(bpf);
+    expect(after.path!.send.fast).toBeGreaterThan(before.path!.send.fast);
+    expect(after.path!.receive.fast).toBeGreaterThan(before.path!.receive.fast);
+  });
+
+  it('the IPv6-only BPF node restarted under ping flows loses no packet', async () => {
+    const flows = await pingFlowsRunning(l6, v6Of);
+    await bounceAgent(l6, l6.nodes.find((n) => n.dataplane === 'bpf')!, 'SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    const per = await stopPingFlowsPerFlow(flows);
+    expect(per.every((f) => f.sent > 0)).toBe(true);
+    expect(per.filter((f) => f.lost > 0)).toEqual([]);
   });
 });

@@ -34,8 +34,14 @@ describe('the CNI plugin\'s endpoint record', () => {
     expect(recordFromCniResult(v1, ctx)?.ip).toBe('10.244.1.2');
   });
 
+  it('an IPv6-only pod (IPv6-only network) gets a record with its IPv6 address and no IPv4 one', () => {
+    const rec6 = recordFromCniResult({ ...bridgeResult, ips: [{ interface: 2, address: 'fd00::2/64' }] }, ctx);
+    expect(rec6).toMatchObject({ ip6: 'fd00::2', hostVeth: 'veth7438f870', mac: '5a:11:22:33:44:55' });
+    expect(rec6).not.toHaveProperty('ip');
+  });
+
   it.each([
-    ['no IPv4 address', { ...bridgeResult, ips: [{ interface: 2, address: 'fd00::2/64' }] }],
+    ['no address', { ...bridgeResult, ips: [] }],
     ['an address on no interface', { ...bridgeResult, ips: [{ address: '10.244.1.2/24' }] }],
     ['no bridge (another delegate)', { ...bridgeResult, interfaces: bridgeResult.interfaces.filter((i) => i.name !== 'cni0') }],
     ['the pod interface has no MAC', { ...bridgeResult, interfaces: [bridgeResult.interfaces[0], bridgeResult.interfaces[1], { name: 'eth0', sandbox: '/run/netns/p1' }] }],
@@ -88,6 +94,15 @@ describe('which pods the fast path serves', () => {
     const p = plan([rec('10.244.9.2', 'vethA')], [port('vethA', 5)]);
     expect(p.endpoints.size).toBe(0);
     expect(p.problems[0]).toMatch(/outside this node's subnet/);
+  });
+
+  it('an IPv6-only pod is planned into the IPv6 endpoints by its IPv6 address, and nothing IPv4', () => {
+    const p = planEndpoints({ subnet: '0.0.0.0/0', encapMtu: 1450, subnet6: 'fd00:0:0:1::/64', encapMtu6: 1430, records: [{ ...rec('10.244.1.2', 'vethA'), ip: undefined, ip6: 'fd00:0:0:1::2' }], ports: [port('vethA', 5)], bridgeMacs });
+    expect(p.endpoints.size).toBe(0);
+    expect([...p.endpoints6]).toEqual([['fd00:0:0:1::2', expect.objectContaining({ ifindex: 5, encap_mtu: 1430 })]]);
+    const outside = planEndpoints({ subnet: '0.0.0.0/0', encapMtu: 1450, subnet6: 'fd00:0:0:1::/64', encapMtu6: 1430, records: [{ ...rec('10.244.1.2', 'vethA'), ip: undefined, ip6: 'fd00:0:0:9::2' }], ports: [port('vethA', 5)], bridgeMacs });
+    expect(outside.endpoints6.size).toBe(0);
+    expect(outside.problems[0]).toMatch(/outside this node's IPv6 subnet/);
   });
 
   it('a port without a record is served from what the scan found in its namespace; a record beats the scan', () => {

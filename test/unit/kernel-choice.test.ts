@@ -41,12 +41,6 @@ describe('chooseDataplane: what auto picks on each kernel', () => {
     });
   });
 
-  it('an IPv6-only network: auto takes kernel VXLAN even on a kernel with everything, and says why', () => {
-    const c = chooseDataplane(kernel('6.18.0'), { ...auto, ipv6Only: true });
-    expect(c).toMatchObject({ dataplane: 'kernel' });
-    expect(c.reasons.dataplane).toMatch(/^auto: an IPv6-only network/);
-  });
-
   it('an explicit request is honoured: kernel always, bpf even where a helper is missing (attach then fails loudly)', () => {
     expect(chooseDataplane(kernel('6.12.1'), { ...auto, dataplane: 'kernel' })).toMatchObject({ dataplane: 'kernel', reasons: { dataplane: expect.stringMatching(/^requested/) } });
     expect(chooseDataplane(kernel('5.4.0', ['checkMtu']), { ...auto, dataplane: 'bpf' })).toMatchObject({ dataplane: 'bpf', reasons: { dataplane: 'requested (--dataplane bpf)' } });
