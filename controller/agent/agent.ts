@@ -288,7 +288,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     if (mode === 'bpf') {
       await ensureOverlay6({ overlayDevice: flags.overlayDevice, tunnelDevice: tunnelDeviceOf(readAttachState(flags.pinDir)?.tunnel), subnet6, network6: ipv6.network, underlayMtu });
       // A peer's IPv6 traffic counts in the slot its IPv4 entries got in the same pass.
-      const maps6 = DatapathMaps6.open(flags.pinDir, datapath instanceof DatapathMaps ? (ip) => datapath.statsSlotOf(ip) : undefined);
+      // (IPv6 only: the IPv6 entries hold counter slots of their own.)
+      const maps6 = DatapathMaps6.open(flags.pinDir, datapath4 && datapath instanceof DatapathMaps ? (ip) => datapath.statsSlotOf(ip) : undefined);
       writeConfig6(maps6, subnet6);
       // IPv6 peers on our segment get flannel's v6 direct route; the stack forwards their traffic.
       return config.backend.directRouting ? new VxlanWithDirectRoutes(maps6, new DirectRoutes(ipv6.network, ipv6.subnetLen, undefined, 6)) : maps6;

@@ -21,6 +21,7 @@ import {
   type MapName,
   type PathStats,
   type Peer,
+  type Peer6,
   type PeerStats,
   type Remote,
   type Stats,
@@ -57,6 +58,17 @@ function slotted(slots: ReadonlyMap<string, number>) {
  * The pinned maps of one node, opened by path: needs no netns and no loaded object, so the
  * lab, the agent, `twill maps` and tests all read and write the same live maps.
  */
+/** twill_peers6 as pinned (empty before a build with IPv6 attached), for the per-peer listing. */
+function readPeers6(pinDir: string): Map<string, Peer6> {
+  if (!existsSync(`${pinDir}/twill_peers6`)) return new Map();
+  const map = BpfMap.fromPin(`${pinDir}/twill_peers6`);
+  try {
+    return new Map(new TypedMap(map, mapSpecs.twill_peers6.key, mapSpecs.twill_peers6.value).entries().map(([k, v]) => [k.public_ip6, v]));
+  } finally {
+    map.close();
+  }
+}
+
 export class DatapathMaps {
   private constructor(
     readonly pinDir: string,
@@ -159,18 +171,19 @@ export class DatapathMaps {
     return this.slotTable.slots.get(publicIp) ?? UNATTRIBUTED_STATS_SLOT;
   }
 
-  /** Traffic per peer (from twill_peer_stats), plus what entries without a slot carried. */
+  /**
+   * Traffic per peer (from twill_peer_stats), plus what entries without a slot carried. A peer
+   * with IPv6 entries only (an IPv6-only network) is listed by its PublicIPv6 and IPv6 subnet; a
+   * dual-stack peer's IPv6 entries share its IPv4 slot, so it is listed once.
+   */
   peerTraffic(): { peers: PeerTraffic[]; unattributed: PeerStats } {
     const subnetLen = this.readConfig()?.subnet_len;
-    const peers = [...this.readPeers()]
-      .filter(([, p]) => p.stats_slot !== UNATTRIBUTED_STATS_SLOT)
-      .map(([ip, p]) => ({
-        publicIp: ip,
-        subnet: `${p.subnet}/${p.subnet_len || subnetLen}`,
-        vtepMac: p.vtep_mac,
-        slot: p.stats_slot,
-        ...this.peerStatsArray.sum(p.stats_slot),
-      }));
+    const rows = [...this.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len || subnetLen}`, vtepMac: p.vtep_mac, slot: p.stats_slot }));
+    const listed = new Set(rows.map((r) => r.slot));
+    for (const [ip6, p] of readPeers6(this.pinDir)) {
+      if (!listed.has(p.stats_slot)) rows.push({ publicIp: ip6, subnet: `${p.subnet6}/${p.subnet6_len}`, vtepMac: p.vtep_mac6, slot: p.stats_slot });
+    }
+    const peers = rows.filter((r) => r.slot !== UNATTRIBUTED_STATS_SLOT).map((r) => ({ ...r, ...this.peerStatsArray.sum(r.slot) }));
     return { peers, unattributed: this.peerStatsArray.sum(UNATTRIBUTED_STATS_SLOT) };
   }
 

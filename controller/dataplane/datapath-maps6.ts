@@ -2,7 +2,9 @@ import { existsSync } from 'node:fs';
 import type { FieldsOf } from '../../maps/codec.js';
 import {
   mapSpecs,
+  MAX_STATS_SLOTS,
   UNATTRIBUTED_STATS_SLOT,
+  type peerStatsStruct,
   type config6Struct,
   type endpoint6KeyStruct,
   type endpointStruct,
@@ -17,7 +19,8 @@ import {
   type TwillConfig6,
   type u32Key,
 } from '../../maps/layout.js';
-import { TypedMap } from '../../maps/typed-map.js';
+import { PerCpuArray, TypedMap } from '../../maps/typed-map.js';
+import { assignStatsSlots } from '../reconcile/stats-slots.js';
 import { BpfMap } from '../bpf/libbpf.js';
 import { diffMap, type DesiredMaps } from '../reconcile/desired.js';
 import type { SyncResult } from '../reconcile/reconciler.js';
@@ -29,7 +32,8 @@ import type { SyncResult } from '../reconcile/reconciler.js';
  * the same DesiredMaps shape as IPv4's (subnet base and PublicIPv6 as keys). A peer's IPv6
  * entries count into the per-peer slot of its IPv4 entries (`statsSlotOf`, from IPv4's
  * DatapathMaps), so `twill maps` and the metrics show one node's traffic in both families on one
- * row; a peer without IPv4 entries counts as unattributed.
+ * row. In an IPv6-only network (`statsSlotOf` absent) the IPv6 entries hold slots of their own,
+ * given out and zeroed as IPv4's are.
  */
 export class DatapathMaps6 {
   readonly mode = 'bpf';
@@ -39,7 +43,9 @@ export class DatapathMaps6 {
     private readonly peers: TypedMap<FieldsOf<typeof peer6KeyStruct>, FieldsOf<typeof peer6Struct>>,
     private readonly endpoints: TypedMap<FieldsOf<typeof endpoint6KeyStruct>, FieldsOf<typeof endpointStruct>>,
     private readonly handles: BpfMap[],
-    private readonly statsSlotOf: (publicIp: string) => number,
+    /** a dual-stack peer's IPv4 counter slot; absent in an IPv6-only network, where slots are ours to give */
+    private readonly statsSlotOf: ((publicIp: string) => number) | undefined,
+    private readonly peerStatsArray: PerCpuArray<FieldsOf<typeof peerStatsStruct>>,
   ) {}
 
   /** Whether this pin set has the IPv6 maps (a datapath attached by a build before IPv6 has not). */
@@ -58,8 +64,8 @@ export class DatapathMaps6 {
     }
   }
 
-  /** @param statsSlotOf  a peer's IPv4 counter slot by its PublicIP (UNATTRIBUTED_STATS_SLOT when it has none) */
-  static open(pinDir: string, statsSlotOf: (publicIp: string) => number = () => UNATTRIBUTED_STATS_SLOT): DatapathMaps6 {
+  /** @param statsSlotOf  a peer's IPv4 counter slot by its PublicIP (UNATTRIBUTED_STATS_SLOT when it has none); absent: IPv6 only */
+  static open(pinDir: string, statsSlotOf?: (publicIp: string) => number): DatapathMaps6 {
     const opened: BpfMap[] = [];
     const pin = (name: MapName) => {
       const m = BpfMap.fromPin(`${pinDir}/${name}`);
@@ -74,6 +80,7 @@ export class DatapathMaps6 {
         new TypedMap(pin('twill_endpoints6'), mapSpecs.twill_endpoints6.key, mapSpecs.twill_endpoints6.value),
         opened,
         statsSlotOf,
+        new PerCpuArray(pin('twill_peer_stats'), mapSpecs.twill_peer_stats.value),
       );
     } catch (err) {
       for (const m of opened) m.close();
@@ -118,9 +125,11 @@ export class DatapathMaps6 {
    * sends to it, and a departing one is no longer sent to before its packets are refused.
    */
   sync(desired: DesiredMaps): SyncResult {
+    const own = this.statsSlotOf ? undefined : this.ownSlots(desired);
     const slot = (publicIp6: string) => {
+      if (own) return own.get(publicIp6) ?? UNATTRIBUTED_STATS_SLOT;
       const publicIp = desired.counterPeers?.get(publicIp6);
-      return publicIp === undefined ? UNATTRIBUTED_STATS_SLOT : this.statsSlotOf(publicIp);
+      return publicIp === undefined ? UNATTRIBUTED_STATS_SLOT : this.statsSlotOf!(publicIp);
     };
     const subnets = new Map<string, Remote6>([...desired.subnets].map(([base, r]) => [base, { public_ip6: r.public_ip, vtep_mac6: r.vtep_mac, flags: r.flags, stats_slot: slot(r.public_ip) }]));
     const peers = new Map<string, Peer6>(
@@ -133,6 +142,14 @@ export class DatapathMaps6 {
     this.subnets.deleteMany(subnetDiff.remove.map((k) => ({ subnet6: k })));
     this.peers.deleteMany(peerDiff.remove.map((k) => ({ public_ip6: k })));
     return { subnetsAdded: subnetDiff.upsert.length, subnetsRemoved: subnetDiff.remove.length, peersAdded: peerDiff.upsert.length, peersRemoved: peerDiff.remove.length };
+  }
+
+  /** IPv6 only: each peer keeps its slot while it stays; a new one gets a free slot, zeroed before any entry points at it. */
+  private ownSlots(desired: DesiredMaps): ReadonlyMap<string, number> {
+    const held = new Map([...this.readPeers()].map(([ip, p]) => [ip, p.stats_slot]));
+    const assignment = assignStatsSlots(held, desired.peers.keys(), MAX_STATS_SLOTS, UNATTRIBUTED_STATS_SLOT);
+    this.peerStatsArray.zero(assignment.fresh);
+    return assignment.slots;
   }
 
   close(): void {

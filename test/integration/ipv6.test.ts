@@ -317,6 +317,15 @@ describe('an IPv6-only lab', () => {
     const after = await mapsDoc(bpf);
     expect(after.path!.send.fast).toBeGreaterThan(before.path!.send.fast);
     expect(after.path!.receive.fast).toBeGreaterThan(before.path!.receive.fast);
+    // The peer has a counter slot of its own, listed by its PublicIPv6: the ping counts there, not as unattributed.
+    const slot = after.ipv6.peers.find((p) => p.publicIp === kernel.underlayIp6)!.statsSlot;
+    expect(slot).toBeGreaterThan(0);
+    expect(after.ipv6.subnets[0].statsSlot).toBe(slot);
+    const row = (d: MapsDocV6) => d.traffic.find((t) => t.publicIp === kernel.underlayIp6);
+    expect(row(after)).toMatchObject({ subnet: kernel.subnet6, statsSlot: slot });
+    expect(row(after)!.encap_packets - (row(before)?.encap_packets ?? 0)).toBeGreaterThanOrEqual(2);
+    expect(row(after)!.decap_packets - (row(before)?.decap_packets ?? 0)).toBeGreaterThanOrEqual(2);
+    expect(after.unattributed).toEqual(before.unattributed);
   });
 
   it('the IPv6-only BPF node restarted under ping flows loses no packet', async () => {
