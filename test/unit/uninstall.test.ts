@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { TWILL_PLUGIN_MARKER, twillPluginTarget } from '../../controller/cni/install.js';
 import { desiredRules, parseIptablesSave, planRestore } from '../../controller/masq/rules.js';
 import { parseCidr } from '../../controller/net/ipv4.js';
+import { runCli } from '../../controller/cli/main.js';
 import { agentPinDir, describeStep, flannelDevice, planUninstall, type NodeFindings, type UninstallOptions } from '../../controller/uninstall/plan.js';
 
 const opts: UninstallOptions = { pinDir: '/sys/fs/bpf/twill', subnetFile: '/run/flannel/subnet.env', cniPlugin: '/opt/cni/bin/flannel', cniConf: '', installDir: '', keepFlannel: false };
@@ -155,5 +156,17 @@ describe('flannelDevice and twillPluginTarget', () => {
     expect(twillPluginTarget(ours)).toEqual({ root: '/opt/twill/0.1.0' });
     expect(twillPluginTarget('\x7fELF\x02\x01\x01')).toBeUndefined();
     expect(twillPluginTarget(`#!/bin/sh\nexec /usr/bin/flannel\n`)).toBeUndefined();
+  });
+});
+
+describe('twill uninstall: bad flags are named before anything is looked at', () => {
+  it.each([
+    [['--pin-dir', '/tmp/twill'], '--pin-dir /tmp/twill: not a directory under /sys/fs/bpf'],
+    [['--subnet-file', 'subnet.env'], '--subnet-file subnet.env: not an absolute path'],
+    [['--cni-conf', 'net.d/10-flannel.conflist'], '--cni-conf net.d/10-flannel.conflist: not an absolute path'],
+    [['--cni-plugin', '../flannel'], '--cni-plugin ../flannel: not a plugin name'],
+    [['extra'], 'unexpected argument extra'],
+  ])('%j', async (argv, message) => {
+    await expect(runCli(['uninstall', ...argv])).rejects.toThrow(message);
   });
 });
