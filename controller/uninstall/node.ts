@@ -37,14 +37,14 @@ export function findAgents(): AgentProcessFound[] {
   const out: AgentProcessFound[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    let found: { pinDir?: string } | undefined;
+    let pinDir: string | undefined;
     try {
       const env = Object.fromEntries(readNul(`/proc/${entry}/environ`).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
-      found = agentPinDir(readNul(`/proc/${entry}/cmdline`), env);
+      pinDir = agentPinDir(readNul(`/proc/${entry}/cmdline`), env);
     } catch {
       continue; // exited meanwhile, or a kernel thread
     }
-    if (found) out.push({ pid: Number(entry), pinDir: found.pinDir, sameNetns: netnsOf(Number(entry)) === ours });
+    if (pinDir) out.push({ pid: Number(entry), pinDir, sameNetns: netnsOf(Number(entry)) === ours });
   }
   return out;
 }
@@ -117,6 +117,19 @@ export async function findOnNode(o: UninstallOptions, overlayDevice: string, tun
   };
 }
 
+const RUN_TWILL = '/run/twill';
+
+/**
+ * The empty directories above a removed record under /run/twill (dataplane/, kernel/), up to
+ * /run/twill itself, which stays: the DaemonSet mounts it there.
+ */
+function pruneEmptyParents(removed: string): void {
+  for (let dir = path.dirname(removed); dir.startsWith(`${RUN_TWILL}/`); dir = path.dirname(dir)) {
+    if (!existsSync(dir) || readdirSync(dir).length > 0) return;
+    rmdirSync(dir);
+  }
+}
+
 /** Carries one step out; what it removed, one line each. */
 export async function executeStep(s: Step, o: UninstallOptions, overlayDevice: string): Promise<string[]> {
   switch (s.kind) {
@@ -128,6 +141,7 @@ export async function executeStep(s: Step, o: UninstallOptions, overlayDevice: s
         await run(['ip', 'link', 'del', overlayDevice]);
         removed.push(`device ${overlayDevice}`);
       }
+      pruneEmptyParents(path.dirname(pinPaths(s.pinDir).attachState));
       return removed;
     }
     case 'vxlan-device':
@@ -145,6 +159,7 @@ export async function executeStep(s: Step, o: UninstallOptions, overlayDevice: s
     case 'file':
     case 'directory': {
       rmSync(s.path, { recursive: s.kind === 'directory', force: true });
+      pruneEmptyParents(s.path);
       const parent = path.dirname(s.path);
       // An install dir left empty goes too; any other parent (/opt/cni/bin, /run/flannel) stays.
       if (s.kind === 'directory' && o.installDir && parent === path.resolve(o.installDir) && readdirSync(parent).length === 0) rmdirSync(parent);

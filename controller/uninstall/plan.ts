@@ -1,5 +1,5 @@
 import { takeGlobalFlags } from '../cli/main.js';
-import { parseAgentFlags } from '../agent/flags.js';
+import { agentFlagTable } from '../agent/flags.js';
 import { managedChains, planRestore, type SavedTable } from '../masq/rules.js';
 
 /*
@@ -26,8 +26,7 @@ export interface UninstallOptions {
 /** A twill agent process: its pid, the pin directory it serves, whether it is in our network namespace. */
 export interface AgentProcessFound {
   pid: number;
-  /** undefined: its command line did not parse (it is treated as serving this node) */
-  pinDir?: string;
+  pinDir: string;
   sameNetns: boolean;
 }
 
@@ -76,12 +75,16 @@ export function flannelDevice(name: string): { vni: number; family: 4 | 6 } | un
   return m ? { vni: Number(m[2]), family: m[1] ? 6 : 4 } : undefined;
 }
 
+const DEFAULT_PIN_DIR = String(agentFlagTable.find((f) => f.name === 'pin-dir')!.def);
+
 /**
- * The command line of a running `twill agent` (the process's argv and environment, as
- * /proc/<pid>/cmdline and environ hold them): the pin directory it serves, or `undefined` pinDir
- * when its flags do not parse; no result when it is no twill agent.
+ * The pin directory a running `twill agent` serves, from its argv and environment as
+ * /proc/<pid>/cmdline and environ hold them; undefined when the process is no twill agent.
+ * Read the way the agent's parser reads it (`--pin-dir X`, `-pin-dir=X`, FLANNELD_PIN_DIR, the
+ * default), without judging the other flags: an agent of another version may take flags this
+ * build does not know, and it serves its pin dir all the same.
  */
-export function agentPinDir(argv: readonly string[], env: NodeJS.ProcessEnv): { pinDir?: string } | undefined {
+export function agentPinDir(argv: readonly string[], env: NodeJS.ProcessEnv): string | undefined {
   // node [V8 flags] <.../bin/twill or .../cli.js> [global flags] agent [flags]
   const script = argv.findIndex((a, i) => i > 0 && /(^|\/)(twill|cli\.js)$/.test(a));
   if (script < 0) return undefined;
@@ -92,17 +95,18 @@ export function agentPinDir(argv: readonly string[], env: NodeJS.ProcessEnv): { 
     return undefined;
   }
   if (rest[0] !== 'agent') return undefined;
-  try {
-    return { pinDir: parseAgentFlags(rest.slice(1), env).pinDir };
-  } catch {
-    return { pinDir: undefined };
+  let pinDir: string | undefined;
+  for (let i = 1; i < rest.length; i++) {
+    const m = /^--?pin-dir(?:=(.*))?$/s.exec(rest[i]);
+    if (m) pinDir = m[1] ?? rest[++i];
   }
+  return pinDir ?? (env.FLANNELD_PIN_DIR || DEFAULT_PIN_DIR);
 }
 
 export function planUninstall(found: NodeFindings, o: UninstallOptions): UninstallPlan {
-  const running = found.agents.filter((a) => a.sameNetns || a.pinDir === undefined || a.pinDir === o.pinDir);
+  const running = found.agents.filter((a) => a.sameNetns || a.pinDir === o.pinDir);
   if (running.length > 0) {
-    const which = running.map((a) => `pid ${a.pid} (${a.pinDir ? `--pin-dir ${a.pinDir}` : 'flags unreadable'}${a.sameNetns ? ', this network namespace' : ''})`).join(', ');
+    const which = running.map((a) => `pid ${a.pid} (--pin-dir ${a.pinDir}${a.sameNetns ? ', this network namespace' : ''})`).join(', ');
     return {
       refusal: `a twill agent is running on this node: ${which}. Stop it first (systemctl stop twill, or delete the DaemonSet); uninstall would pull the datapath from under it and it would put it back`,
       steps: [],

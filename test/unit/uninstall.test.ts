@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { TWILL_PLUGIN_MARKER, twillPluginTarget } from '../../controller/cni/install.js';
 import { desiredRules, parseIptablesSave, planRestore } from '../../controller/masq/rules.js';
 import { parseCidr } from '../../controller/net/ipv4.js';
-import { runCli } from '../../controller/cli/main.js';
+import { parseAgentFlags } from '../../controller/agent/flags.js';
+import { runCli, takeGlobalFlags } from '../../controller/cli/main.js';
 import { agentPinDir, describeStep, flannelDevice, planUninstall, type NodeFindings, type UninstallOptions } from '../../controller/uninstall/plan.js';
 
 const opts: UninstallOptions = { pinDir: '/sys/fs/bpf/twill', subnetFile: '/run/flannel/subnet.env', cniPlugin: '/opt/cni/bin/flannel', cniConf: '', installDir: '', keepFlannel: false };
@@ -112,7 +113,6 @@ describe('planUninstall', () => {
     for (const agent of [
       { pid: 42, pinDir: '/sys/fs/bpf/twill', sameNetns: false },
       { pid: 42, pinDir: '/sys/fs/bpf/other', sameNetns: true },
-      { pid: 42, pinDir: undefined, sameNetns: false },
     ]) {
       const plan = planUninstall({ ...fullNode(), agents: [agent] }, opts);
       expect(plan.steps).toEqual([]);
@@ -128,19 +128,30 @@ describe('planUninstall', () => {
 });
 
 describe('agentPinDir: a twill agent among the processes', () => {
-  it('reads the pin dir from bin/twill, cli.js, global flags before the command, -pin-dir and FLANNELD_PIN_DIR', () => {
-    expect(agentPinDir(['node', '--max-semi-space-size=1', '/opt/twill/bin/twill', 'agent', '--pin-dir=/sys/fs/bpf/twill-lab/x-n1', '--log-format=json'], {})).toEqual({ pinDir: '/sys/fs/bpf/twill-lab/x-n1' });
-    expect(agentPinDir(['/usr/lib/twill/node/bin/node', '/usr/lib/twill/dist/controller/cli.js', 'agent', '--ip-masq'], {})).toEqual({ pinDir: '/sys/fs/bpf/twill' });
-    expect(agentPinDir(['node', '/x/dist/controller/cli.js', '--log-format', 'json', 'agent', '-pin-dir', '/sys/fs/bpf/a'], {})).toEqual({ pinDir: '/sys/fs/bpf/a' });
-    expect(agentPinDir(['node', '/x/bin/twill', 'agent'], { FLANNELD_PIN_DIR: '/sys/fs/bpf/b' })).toEqual({ pinDir: '/sys/fs/bpf/b' });
+  it('reads the pin dir from bin/twill, cli.js, global flags before the command, -pin-dir and FLANNELD_PIN_DIR, as the agent does', () => {
+    const cases: [string[], NodeJS.ProcessEnv][] = [
+      [['node', '--max-semi-space-size=1', '/opt/twill/bin/twill', 'agent', '--pin-dir=/sys/fs/bpf/twill-lab/x-n1', '--log-format=json'], {}],
+      [['/usr/lib/twill/node/bin/node', '/usr/lib/twill/dist/controller/cli.js', 'agent', '--ip-masq'], {}],
+      [['node', '/x/dist/controller/cli.js', '--log-format', 'json', 'agent', '-pin-dir', '/sys/fs/bpf/a'], {}],
+      [['node', '/x/bin/twill', 'agent', '--ip-masq'], { FLANNELD_PIN_DIR: '/sys/fs/bpf/b' }],
+      [['node', '/x/bin/twill', 'agent', '--pin-dir', '/sys/fs/bpf/c'], { FLANNELD_PIN_DIR: '/sys/fs/bpf/b' }],
+    ];
+    for (const [argv, env] of cases) {
+      const asParsed = parseAgentFlags(takeGlobalFlags(argv.slice(argv.findIndex((a) => a === 'agent'))).argv.slice(1), env).pinDir;
+      expect(agentPinDir(argv, env), argv.join(' ')).toBe(asParsed);
+    }
+    expect(cases.map(([argv, env]) => agentPinDir(argv, env))).toEqual(['/sys/fs/bpf/twill-lab/x-n1', '/sys/fs/bpf/twill', '/sys/fs/bpf/a', '/sys/fs/bpf/b', '/sys/fs/bpf/c']);
   });
 
-  it('is undefined for other twill commands and other programs, and names no pin dir for flags that do not parse', () => {
+  it("finds the pin dir of an agent of another version, whose flags this build does not know", () => {
+    expect(agentPinDir(['node', '/x/bin/twill', 'agent', '--flag-of-a-later-version=false', '--pin-dir=/sys/fs/bpf/d'], {})).toBe('/sys/fs/bpf/d');
+  });
+
+  it('is undefined for other twill commands and other programs', () => {
     expect(agentPinDir(['node', '/x/bin/twill', 'uninstall', '--pin-dir', '/sys/fs/bpf/twill'], {})).toBeUndefined();
     expect(agentPinDir(['node', '/x/bin/twill', 'lab', 'up'], {})).toBeUndefined();
     expect(agentPinDir(['/usr/sbin/flanneld', 'agent'], {})).toBeUndefined();
     expect(agentPinDir(['twill'], {})).toBeUndefined();
-    expect(agentPinDir(['node', '/x/bin/twill', 'agent', '--no-such-flag'], {})).toEqual({ pinDir: undefined });
   });
 });
 
