@@ -13,7 +13,7 @@ import { ipJson, linkShow } from '../netlink/ip.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
-import { agentPinDir, flannelDevice, type AgentProcessFound, type NodeFindings, type Step, type UninstallOptions } from './plan.js';
+import { agentPinDir, describeUnpinned, flannelDevice, type AgentProcessFound, type NodeFindings, type Step, type UninstallOptions, type UnpinnedProgram } from './plan.js';
 
 const log = logger('uninstall');
 
@@ -53,6 +53,30 @@ export function findAgents(): AgentProcessFound[] {
 function pinsUnder(dir: string): string[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir, { recursive: true, encoding: 'utf8' }).map((p) => path.join(dir, p)).sort();
+}
+
+const XDP_MODES = { 1: 'xdpdrv', 2: 'xdpgeneric', 3: 'xdpoffload' } as const;
+const isTwillProgram = (name: string | undefined) => name?.startsWith('twill_') === true;
+
+/** Every twill program on a device of this namespace that no pin holds: XDP by netlink, clsact filters. */
+export async function findUnpinnedPrograms(): Promise<UnpinnedProgram[]> {
+  type Link = { ifname: string; xdp?: { attached?: { mode: number; prog?: { name?: string } }[] } };
+  type Filter = { pref: number; options?: { handle?: string; prog?: { name?: string } } };
+  const out: UnpinnedProgram[] = [];
+  for (const link of await ipJson<Link[]>(['-d', 'link', 'show'])) {
+    for (const a of link.xdp?.attached ?? []) {
+      const mode = XDP_MODES[a.mode as keyof typeof XDP_MODES];
+      // mode 4 is a bpf_link: it ends with its pin (or its process), not by netlink.
+      if (mode && isTwillProgram(a.prog?.name)) out.push({ dev: link.ifname, prog: a.prog!.name!, hook: { kind: 'xdp', mode } });
+    }
+    for (const direction of ['ingress', 'egress'] as const) {
+      const res = await run(['tc', '-j', 'filter', 'show', 'dev', link.ifname, direction], { allowFailure: true });
+      if (res.code !== 0 || !res.stdout.trim()) continue; // no clsact qdisc, or the device went
+      for (const f of JSON.parse(res.stdout) as Filter[])
+        if (f.options?.handle && isTwillProgram(f.options.prog?.name)) out.push({ dev: link.ifname, prog: f.options.prog!.name!, hook: { kind: 'tc', direction, pref: f.pref, handle: f.options.handle } });
+    }
+  }
+  return out;
 }
 
 async function iptablesSaved(family: 4 | 6): Promise<Map<string, SavedTable> | undefined> {
@@ -98,6 +122,7 @@ export async function findOnNode(o: UninstallOptions, overlayDevice: string, tun
   const endpointsDir = endpointsDirFor(o.subnetFile);
   return {
     agents: findAgents(),
+    unpinnedPrograms: await findUnpinnedPrograms(),
     bpf: {
       pins: pinsUnder(o.pinDir),
       attachState: existsSync(path.dirname(attachState)) ? path.dirname(attachState) : undefined,
@@ -142,6 +167,16 @@ export async function executeStep(s: Step, o: UninstallOptions, overlayDevice: s
         removed.push(`device ${overlayDevice}`);
       }
       pruneEmptyParents(path.dirname(pinPaths(s.pinDir).attachState));
+      return removed;
+    }
+    case 'unpinned-programs': {
+      // Looked for again: the detach before may have taken some of them.
+      const removed: string[] = [];
+      for (const u of await findUnpinnedPrograms()) {
+        if (u.hook.kind === 'xdp') await run(['ip', 'link', 'set', 'dev', u.dev, u.hook.mode, 'off']);
+        else await run(['tc', 'filter', 'del', 'dev', u.dev, u.hook.direction, 'pref', String(u.hook.pref), 'handle', u.hook.handle, 'bpf']);
+        removed.push(describeUnpinned(u));
+      }
       return removed;
     }
     case 'vxlan-device':

@@ -34,6 +34,8 @@ export interface NodeFindings {
   agents: AgentProcessFound[];
   /** the BPF datapath's traces: pins under the pin dir, the attach state, twill0/twill-rx, the kernel record */
   bpf: { pins: string[]; attachState?: string; devices: string[]; kernelRecord?: string };
+  /** twill's programs attached without a pin (netlink XDP, clsact filters), found on every device */
+  unpinnedPrograms: UnpinnedProgram[];
   /** flannel.<VNI> / flannel-v6.<VNI> */
   vxlanDevices: string[];
   /** flannel's routes to directly routed peers (host-gw, DirectRouting), as `<subnet> via <PublicIP>` */
@@ -51,8 +53,23 @@ export interface NodeFindings {
   };
 }
 
+/**
+ * A twill program attached the way that leaves no pin: XDP through netlink (kernels without XDP
+ * links) or a clsact filter (kernels without tcx). Nothing but its device's removal or an
+ * explicit detach ends it, so it would outlive the agent and the pins.
+ */
+export interface UnpinnedProgram {
+  dev: string;
+  prog: string;
+  hook: { kind: 'xdp'; mode: 'xdpdrv' | 'xdpgeneric' | 'xdpoffload' } | { kind: 'tc'; direction: 'ingress' | 'egress'; pref: number; handle: string };
+}
+
+export const describeUnpinned = (u: UnpinnedProgram) =>
+  u.hook.kind === 'xdp' ? `${u.prog} (${u.hook.mode}) on ${u.dev}` : `${u.prog} (clsact ${u.hook.direction} pref ${u.hook.pref}) on ${u.dev}`;
+
 export type Step =
   | { kind: 'bpf-datapath'; pinDir: string; found: string[] }
+  | { kind: 'unpinned-programs'; found: UnpinnedProgram[] }
   | { kind: 'vxlan-device'; name: string; vni: number; family: 4 | 6 }
   | { kind: 'direct-routes'; routes: string[] }
   | { kind: 'iptables'; family: 4 | 6; script: string; chains: string[] }
@@ -117,6 +134,8 @@ export function planUninstall(found: NodeFindings, o: UninstallOptions): Uninsta
   const kept: UninstallPlan['kept'] = [];
   const bpf = [...found.bpf.devices.map((d) => `device ${d}`), ...found.bpf.pins, ...(found.bpf.attachState ? [found.bpf.attachState] : [])];
   if (bpf.length) steps.push({ kind: 'bpf-datapath', pinDir: o.pinDir, found: bpf });
+  // After the detach, which takes the ones its attach state records; these are what is left.
+  if (found.unpinnedPrograms.length) steps.push({ kind: 'unpinned-programs', found: found.unpinnedPrograms });
 
   for (const name of found.vxlanDevices) {
     const dev = flannelDevice(name);
@@ -157,6 +176,8 @@ export function describeStep(s: Step): string {
   switch (s.kind) {
     case 'bpf-datapath':
       return `BPF datapath of ${s.pinDir}: ${s.found.join(', ')}`;
+    case 'unpinned-programs':
+      return `programs attached without a pin: ${s.found.map(describeUnpinned).join(', ')}`;
     case 'vxlan-device':
       return `device ${s.name} and its neighbour, FDB and route entries`;
     case 'direct-routes':

@@ -4,12 +4,15 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopAgent } from '../../controller/lab/agents.js';
 import type { LabNode, LabState } from '../../controller/lab/lab.js';
+import { ifNameToIndex, PinnedProgram, tcClsactAttach } from '../../controller/bpf/libbpf.js';
 import { readAttachState } from '../../controller/dataplane/attach.js';
+import { pinPaths } from '../../controller/dataplane/spec.js';
 import { kernelRecordPath } from '../../controller/dataplane/kernel-record.js';
 import type { UninstallReport } from '../../controller/cli/uninstall.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, repoRoot } from '../support/build.js';
 import { startInNetns, stopAll } from '../support/proc.js';
+import { enterNetns } from '../support/setns.js';
 import { ping } from '../support/traffic.js';
 import { bounceAgent, etcdctl, fakeLease, labUpFresh, leaseKey, pingFlowsRunning, readMaps, stopPingFlows, twill, until, vxlanDevices } from '../support/lab-session.js';
 
@@ -118,6 +121,18 @@ describe('uninstall on nodes whose agents are gone', () => {
     // The DaemonSet's install-cni-plugin copy, and something else in that directory that is not one.
     for (const dir of ['0.1.0', 'unrelated']) mkdirSync(path.join(d.install, dir), { recursive: true });
     cpSync(path.join(repoRoot, 'package.json'), path.join(d.install, '0.1.0/package.json'));
+    // A kernel without tcx attaches pods with clsact filters, which no pin holds: one on the pod's veth, as the agent makes it there.
+    const veth = (JSON.parse((await run(['ip', '-n', n1.netns, '-j', 'link', 'show', 'type', 'veth'])).stdout) as { ifname: string }[]).map((l) => l.ifname).find((n) => n !== 'eth0')!;
+    const back = enterNetns(`/run/netns/${n1.netns}`);
+    try {
+      const prog = PinnedProgram.fromPin(pinPaths(n1.pinDir).podProgram);
+      tcClsactAttach(prog, ifNameToIndex(veth), 'ingress', { handle: 1, priority: 1 });
+      prog.close();
+    } finally {
+      back();
+    }
+    const podFilters = async () => (await run(['tc', 'filter', 'show', 'dev', veth, 'ingress'], { netns: n1.netns })).stdout;
+    expect(await podFilters()).toContain('twill_from_pod');
     const links = await pinnedLinkIds(n1);
     expect(links.length).toBeGreaterThanOrEqual(4); // encap, decap (XDP), deliver, tunnel-rx, the pod's
     expect(await iptablesSave(n1)).toContain(':FLANNEL-FWD');
@@ -137,12 +152,14 @@ describe('uninstall on nodes whose agents are gone', () => {
     for (const id of links) expect(await linkExists(id), `link ${id}`).toBe(false);
     expect((await run(['ip', '-d', 'link', 'show', 'eth0'], { netns: n1.netns })).stdout).not.toMatch(/xdp/);
     for (const dev of ['twill0', 'twill-rx']) expect(await hasDevice(n1, dev)).toBe(false);
+    expect(await podFilters()).not.toContain('twill_');
     expect(await iptablesSave(n1)).not.toContain('FLANNEL');
     for (const p of [n1.pinDir, attachDir, kernelRecordPath(n1.pinDir), endpoints, n1.subnetFile, path.join(d.bin, 'flannel'), d.conf, path.join(d.install, '0.1.0')]) expect(existsSync(p), p).toBe(false);
     expect(existsSync(path.join(d.install, 'unrelated'))).toBe(true);
     expect(report.removed).toEqual(
       expect.arrayContaining([
         `${n1.pinDir}/links/decap`,
+        `twill_from_pod (clsact ingress pref 1) on ${veth}`,
         'device twill-rx',
         'device twill0',
         n1.pinDir,

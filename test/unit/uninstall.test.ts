@@ -30,6 +30,7 @@ const emptySaved = parseIptablesSave('*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n*
 const fullNode = (): NodeFindings => ({
   agents: [],
   bpf: { pins: ['/sys/fs/bpf/twill/links', '/sys/fs/bpf/twill/links/decap', '/sys/fs/bpf/twill/twill_config'], attachState: '/run/twill/dataplane/twill', devices: ['twill0', 'twill-rx'], kernelRecord: '/run/twill/kernel/twill.json' },
+  unpinnedPrograms: [],
   vxlanDevices: [],
   directRoutes: [],
   iptables: [
@@ -42,6 +43,7 @@ const fullNode = (): NodeFindings => ({
 const emptyNode = (): NodeFindings => ({
   agents: [],
   bpf: { pins: [], devices: [] },
+  unpinnedPrograms: [],
   vxlanDevices: [],
   directRoutes: [],
   iptables: [{ family: 4, saved: emptySaved }],
@@ -69,6 +71,17 @@ describe('planUninstall', () => {
     const flagsOff = desiredRules({ network: parseCidr('10.244.0.0/16')!, subnet: parseCidr('10.244.1.0/24')!, ipMasq: false, randomFully: true, forwardRules: false });
     expect(step).toMatchObject({ family: 4, script: planRestore(savedWithChains, flagsOff).script });
     expect(step?.kind === 'iptables' && step.script).toContain('-X FLANNEL-FWD');
+  });
+
+  it('removes twill programs attached without a pin right after the detach, naming each', () => {
+    const found = fullNode();
+    found.unpinnedPrograms = [
+      { dev: 'veth1234', prog: 'twill_from_pod', hook: { kind: 'tc', direction: 'ingress', pref: 1, handle: '0x1' } },
+      { dev: 'eth0', prog: 'twill_decap', hook: { kind: 'xdp', mode: 'xdpdrv' } },
+    ];
+    const steps = planUninstall(found, opts).steps;
+    expect(steps.map((s) => s.kind).slice(0, 2)).toEqual(['bpf-datapath', 'unpinned-programs']);
+    expect(describeStep(steps[1])).toBe('programs attached without a pin: twill_from_pod (clsact ingress pref 1) on veth1234, twill_decap (xdpdrv) on eth0');
   });
 
   it("removes flannel's devices and routes on a kernel node, each device with its VNI and family", () => {
