@@ -158,9 +158,9 @@ export function planUninstall(found: NodeFindings, o: UninstallOptions): Uninsta
   }
 
   const f = found.files;
-  if (f.cniPlugin?.twill) steps.push({ kind: 'file', path: o.cniPlugin, what: `twill's CNI plugin${f.cniPlugin.runs ? ` (runs ${f.cniPlugin.runs})` : ''}` });
+  if (f.cniPlugin?.twill) steps.push({ kind: 'file', path: o.cniPlugin, what: `twill's CNI plugin${f.cniPlugin.runs ? `, running ${f.cniPlugin.runs}` : ''}` });
   else if (f.cniPlugin) kept.push({ name: o.cniPlugin, why: 'not a plugin twill wrote (flannel\'s own?)' });
-  if (f.cniConf) steps.push({ kind: 'file', path: o.cniConf, what: 'CNI conflist (--cni-conf)' });
+  if (f.cniConf) steps.push({ kind: 'file', path: o.cniConf, what: 'CNI conflist, --cni-conf' });
   for (const copy of f.installCopies) steps.push({ kind: 'directory', path: copy, what: "twill's copy for the CNI plugin" });
   if (f.endpointsDir) steps.push({ kind: 'directory', path: f.endpointsDir, what: "the CNI plugin's pod records" });
   if (found.bpf.kernelRecord) steps.push({ kind: 'file', path: found.bpf.kernelRecord, what: "the agent's kernel probe record" });

@@ -262,7 +262,7 @@ describe('the uninstall manifest', () => {
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
     expect(first.stdout.split('\n').filter(Boolean).sort()).toEqual(
-      [`removed  ${plugin} (twill's CNI plugin (runs ${repoRoot}))`, `removed  ${conf} (CNI conflist (--cni-conf))`, `removed  ${copy} (twill's copy for the CNI plugin)`].sort(),
+      [`removed  ${plugin} (twill's CNI plugin, running ${repoRoot})`, `removed  ${conf} (CNI conflist, --cni-conf)`, `removed  ${copy} (twill's copy for the CNI plugin)`].sort(),
     );
     for (const p of [plugin, conf, copy]) expect(existsSync(p), p).toBe(false);
     const second = await run(argv, { netns: UNINSTALL_NS, allowFailure: true });

@@ -164,8 +164,8 @@ describe('uninstall on nodes whose agents are gone', () => {
         'device twill0',
         n1.pinDir,
         'iptables filter FLANNEL-FWD and its jump',
-        `${path.join(d.bin, 'flannel')} (twill's CNI plugin (runs ${repoRoot}))`,
-        `${d.conf} (CNI conflist (--cni-conf))`,
+        `${path.join(d.bin, 'flannel')} (twill's CNI plugin, running ${repoRoot})`,
+        `${d.conf} (CNI conflist, --cni-conf)`,
         `${path.join(d.install, '0.1.0')} (twill's copy for the CNI plugin)`,
         `${endpoints} (the CNI plugin's pod records)`,
         `${kernelRecordPath(n1.pinDir)} (the agent's kernel probe record)`,
@@ -235,7 +235,7 @@ describe('rollback: a twill BPF node becomes a flanneld-identical kernel node un
     const subnetFile = readFileSync(n1.subnetFile, 'utf8');
     const { code, report } = await uninstall(lab, n1, ['--keep-flannel']);
     expect(code).toBe(0);
-    expect(report.removed).toEqual(expect.arrayContaining([`${path.join(hostDirs(n1).bin, 'flannel')} (twill's CNI plugin (runs ${repoRoot}))`, `${kernelRecordPath(n1.pinDir)} (the agent's kernel probe record)`]));
+    expect(report.removed).toEqual(expect.arrayContaining([`${path.join(hostDirs(n1).bin, 'flannel')} (twill's CNI plugin, running ${repoRoot})`, `${kernelRecordPath(n1.pinDir)} (the agent's kernel probe record)`]));
     expect(report.kept.map((k) => k.name)).toEqual(['device flannel.1 and its neighbour, FDB and route entries', 'iptables filter FLANNEL-FWD', n1.subnetFile]);
     // What is left is what flanneld leaves: flannel.1 with an FDB entry per peer, its subnet file, no twill.
     expect(await vxlanDevices(n1.netns)).toEqual([{ ifname: 'flannel.1', external: false, fdbEntries: 2 }]);
@@ -250,4 +250,29 @@ describe('rollback: a twill BPF node becomes a flanneld-identical kernel node un
     for (const a of lab.pods) for (const b of lab.pods) if (a.node !== b.node) expect((await ping(a.netns, b.ip)).code).toBe(0);
     expect(lost).toBe(0);
   }, 180_000);
+});
+
+describe("uninstall on a kernel host-gw node", () => {
+  const LAB = 'tu3';
+  let lab: LabState;
+  beforeAll(async () => {
+    lab = await labUpFresh(LAB, ['--nodes', '2', '--kernel-nodes', '1', '--backend', 'host-gw', '--pods-per-node', '1', '--underlay', '192.168.113.0/24']);
+  }, 180_000);
+  afterAll(async () => {
+    await twill(['lab', 'down', '--name', LAB]);
+  }, 60_000);
+
+  it("removes flannel's route to each peer, found with the network the subnet file names", async () => {
+    const [n1, n2] = lab.nodes;
+    const route = `${n1.subnet} via ${n1.underlayIp}`;
+    expect((await run(['ip', '-n', n2.netns, 'route', 'show', n1.subnet])).stdout).toContain(`${route} dev eth0`);
+    await stopAgent(n2.agent!.pid, n2.pinDir);
+    const dry = await uninstall(lab, n2, ['--keep-flannel', '--dry-run']);
+    expect(dry.report.kept).toContainEqual({ name: `routes ${route}`, why: 'kept for flanneld (--keep-flannel)' });
+    const { code, report } = await uninstall(lab, n2);
+    expect(code).toBe(0);
+    expect(report.removed).toContain(`route ${route}`);
+    expect((await run(['ip', '-n', n2.netns, 'route', 'show', n1.subnet])).stdout).toBe('');
+    expect((await uninstall(lab, n2)).report.removed).toEqual([]);
+  });
 });

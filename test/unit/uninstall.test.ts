@@ -58,7 +58,7 @@ describe('planUninstall', () => {
     expect(plan.steps.map(describeStep)).toEqual([
       'BPF datapath of /sys/fs/bpf/twill: device twill0, device twill-rx, /sys/fs/bpf/twill/links, /sys/fs/bpf/twill/links/decap, /sys/fs/bpf/twill/twill_config, /run/twill/dataplane/twill',
       'iptables nat FLANNEL-POSTRTG, filter FLANNEL-FWD and their jumps',
-      "/opt/cni/bin/flannel (twill's CNI plugin (runs /opt/twill/0.1.0))",
+      "/opt/cni/bin/flannel (twill's CNI plugin, running /opt/twill/0.1.0)",
       "/run/flannel/endpoints (the CNI plugin's pod records)",
       "/run/twill/kernel/twill.json (the agent's kernel probe record)",
       '/run/flannel/subnet.env (subnet file)',
