@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import { twillPluginTarget } from '../cni/install.js';
-import { detachDataplane } from '../dataplane/attach.js';
+import { detachDataplane, readAttachState } from '../dataplane/attach.js';
 import { directRoutesIn, DirectRoutes } from '../dataplane/direct-routes.js';
 import { kernelRecordPath } from '../dataplane/kernel-record.js';
 import { removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
@@ -13,7 +13,7 @@ import { ipJson, linkShow } from '../netlink/ip.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
-import { agentPinDir, describeUnpinned, flannelDevice, type AgentProcessFound, type NodeFindings, type Step, type UninstallOptions, type UnpinnedProgram } from './plan.js';
+import { agentPinDir, describeUnpinned, flannelDevice, takenByDetach, type AgentProcessFound, type NodeFindings, type Step, type UninstallOptions, type UnpinnedProgram } from './plan.js';
 
 const log = logger('uninstall');
 
@@ -66,7 +66,7 @@ export async function findUnpinnedPrograms(): Promise<UnpinnedProgram[]> {
   for (const link of await ipJson<Link[]>(['-d', 'link', 'show'])) {
     for (const a of link.xdp?.attached ?? []) {
       const mode = XDP_MODES[a.mode as keyof typeof XDP_MODES];
-      // mode 4 is a bpf_link: it ends with its pin (or its process), not by netlink.
+      // An XDP link shows here too, in its mode: the detach takes those, and it runs first.
       if (mode && isTwillProgram(a.prog?.name)) out.push({ dev: link.ifname, prog: a.prog!.name!, hook: { kind: 'xdp', mode } });
     }
     for (const direction of ['ingress', 'egress'] as const) {
@@ -114,7 +114,7 @@ function installCopies(dir: string): string[] {
 
 export async function findOnNode(o: UninstallOptions, overlayDevice: string, tunnelDevice: string): Promise<NodeFindings> {
   const attachState = pinPaths(o.pinDir).attachState;
-  const devices = [];
+  const devices: string[] = [];
   for (const d of [overlayDevice, tunnelDevice]) if (await linkShow(d)) devices.push(d);
   const vxlan = await ipJson<{ ifname: string; linkinfo?: { info_kind?: string } }[]>(['-d', 'link', 'show', 'type', 'vxlan']);
   const plugin = existsSync(o.cniPlugin) ? readFileSync(o.cniPlugin, 'latin1') : undefined;
@@ -122,7 +122,7 @@ export async function findOnNode(o: UninstallOptions, overlayDevice: string, tun
   const endpointsDir = endpointsDirFor(o.subnetFile);
   return {
     agents: findAgents(),
-    unpinnedPrograms: await findUnpinnedPrograms(),
+    unpinnedPrograms: (await findUnpinnedPrograms()).filter((u) => !takenByDetach(u, readAttachState(o.pinDir), devices)),
     bpf: {
       pins: pinsUnder(o.pinDir),
       attachState: existsSync(path.dirname(attachState)) ? path.dirname(attachState) : undefined,
@@ -173,9 +173,13 @@ export async function executeStep(s: Step, o: UninstallOptions, overlayDevice: s
       // Looked for again: the detach before may have taken some of them.
       const removed: string[] = [];
       for (const u of await findUnpinnedPrograms()) {
-        if (u.hook.kind === 'xdp') await run(['ip', 'link', 'set', 'dev', u.dev, u.hook.mode, 'off']);
-        else await run(['tc', 'filter', 'del', 'dev', u.dev, u.hook.direction, 'pref', String(u.hook.pref), 'handle', u.hook.handle, 'bpf']);
-        removed.push(describeUnpinned(u));
+        const res =
+          u.hook.kind === 'xdp'
+            ? await run(['ip', 'link', 'set', 'dev', u.dev, u.hook.mode, 'off'], { allowFailure: true })
+            : await run(['tc', 'filter', 'del', 'dev', u.dev, u.hook.direction, 'pref', String(u.hook.pref), 'handle', u.hook.handle, 'bpf'], { allowFailure: true });
+        // An XDP link some process still holds refuses netlink: said, and the rest goes on.
+        if (res.code === 0) removed.push(describeUnpinned(u));
+        else log.warn('cannot remove a twill program', { program: describeUnpinned(u), error: res.stderr.trim() });
       }
       return removed;
     }

@@ -1,5 +1,6 @@
 import { takeGlobalFlags } from '../cli/main.js';
 import { agentFlagTable } from '../agent/flags.js';
+import type { AttachState } from '../dataplane/attach.js';
 import { managedChains, planRestore, type SavedTable } from '../masq/rules.js';
 
 /*
@@ -62,6 +63,19 @@ export interface UnpinnedProgram {
   dev: string;
   prog: string;
   hook: { kind: 'xdp'; mode: 'xdpdrv' | 'xdpgeneric' | 'xdpoffload' } | { kind: 'tc'; direction: 'ingress' | 'egress'; pref: number; handle: string };
+}
+
+/**
+ * Pure: whether the agent's detach takes this attachment, by what its attach state records (XDP
+ * or a clsact filter on the underlay, a clsact filter on the overlay device) or because the
+ * device goes with it; the rest is for the sweep after it.
+ */
+export function takenByDetach(u: UnpinnedProgram, state: Pick<AttachState, 'encap' | 'decap' | 'deliver' | 'tunnel'> | undefined, devices: readonly string[]): boolean {
+  if (devices.includes(u.dev)) return true;
+  if (!state) return false;
+  if (u.hook.kind === 'xdp') return u.dev === state.decap.iface && state.decap.mode.startsWith('xdp');
+  if (u.hook.direction === 'ingress') return u.dev === state.decap.iface && (state.decap.mode === 'clsact' || state.deliver?.mode === 'clsact');
+  return u.dev === state.encap.iface && state.encap.mode === 'clsact';
 }
 
 export const describeUnpinned = (u: UnpinnedProgram) =>

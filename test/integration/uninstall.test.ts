@@ -144,6 +144,8 @@ describe('uninstall on nodes whose agents are gone', () => {
     const dry = await uninstall(lab, n1, [...extra, '--dry-run']);
     expect(dry.code).toBe(0);
     expect(dry.report.removed.join('\n')).toContain(`BPF datapath of ${n1.pinDir}: device twill0, device twill-rx`);
+    // The XDP link on eth0 is the detach's; the pod veth's filter is left for the sweep after it.
+    expect(dry.report.removed).toContain(`programs attached without a pin: twill_from_pod (clsact ingress pref 1) on ${veth}`);
     expect(existsSync(`${n1.pinDir}/links/decap`)).toBe(true); // a dry run changes nothing
 
     const { code, report } = await uninstall(lab, n1, extra);

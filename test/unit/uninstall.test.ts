@@ -4,7 +4,7 @@ import { desiredRules, parseIptablesSave, planRestore } from '../../controller/m
 import { parseCidr } from '../../controller/net/ipv4.js';
 import { parseAgentFlags } from '../../controller/agent/flags.js';
 import { runCli, takeGlobalFlags } from '../../controller/cli/main.js';
-import { agentPinDir, describeStep, flannelDevice, planUninstall, type NodeFindings, type UninstallOptions } from '../../controller/uninstall/plan.js';
+import { agentPinDir, describeStep, flannelDevice, planUninstall, takenByDetach, type NodeFindings, type UninstallOptions, type UnpinnedProgram } from '../../controller/uninstall/plan.js';
 
 const opts: UninstallOptions = { pinDir: '/sys/fs/bpf/twill', subnetFile: '/run/flannel/subnet.env', cniPlugin: '/opt/cni/bin/flannel', cniConf: '', installDir: '', keepFlannel: false };
 
@@ -82,6 +82,21 @@ describe('planUninstall', () => {
     const steps = planUninstall(found, opts).steps;
     expect(steps.map((s) => s.kind).slice(0, 2)).toEqual(['bpf-datapath', 'unpinned-programs']);
     expect(describeStep(steps[1])).toBe('programs attached without a pin: twill_from_pod (clsact ingress pref 1) on veth1234, twill_decap (xdpdrv) on eth0');
+  });
+
+  it('leaves to the detach what its attach state records and the devices it removes, and sweeps the rest', () => {
+    const state = {
+      encap: { mode: 'clsact' as const, iface: 'twill0', ifindex: 5 },
+      decap: { mode: 'xdp-native' as const, iface: 'eth0', ifindex: 2 },
+      deliver: { mode: 'clsact' as const, iface: 'eth0', ifindex: 2 },
+    };
+    const xdp = (dev: string) => ({ dev, prog: 'twill_decap', hook: { kind: 'xdp' as const, mode: 'xdpdrv' as const } });
+    const tc = (dev: string, direction: 'ingress' | 'egress') => ({ dev, prog: 'twill_x', hook: { kind: 'tc' as const, direction, pref: 1, handle: '0x1' } });
+    const taken = (u: UnpinnedProgram) => takenByDetach(u, state, ['twill-rx']);
+    expect([xdp('eth0'), tc('eth0', 'ingress'), tc('twill0', 'egress'), tc('twill-rx', 'ingress')].map(taken)).toEqual([true, true, true, true]);
+    expect([xdp('eth1'), tc('veth1', 'ingress'), tc('eth0', 'egress')].map(taken)).toEqual([false, false, false]);
+    expect(takenByDetach(xdp('eth0'), { ...state, decap: { mode: 'tcx', iface: 'eth0', ifindex: 2 } }, [])).toBe(false);
+    expect(takenByDetach(tc('veth1', 'ingress'), undefined, [])).toBe(false);
   });
 
   it("removes flannel's devices and routes on a kernel node, each device with its VNI and family", () => {
