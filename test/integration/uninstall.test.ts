@@ -20,8 +20,9 @@ import { bounceAgent, etcdctl, fakeLease, labUpFresh, leaseKey, pingFlowsRunning
  * `twill uninstall` on lab nodes whose agents are gone ("tu1", underlay 192.168.111.0/24): a BPF
  * node with decap in XDP whose agent crashed, and a kernel VXLAN node with --ip-masq; and the
  * rollback of a BPF node to a flanneld-identical kernel node under traffic ("tu2", underlay
- * 192.168.112.0/24), step by step as deploy/README.md describes it. A namespace "tu1-np" on
- * tu1's underlay plays a peer that joined after n1's agent died.
+ * 192.168.112.0/24), step by step as deploy/README.md describes it; then a kernel host-gw node
+ * ("tu3") and dual-stack nodes ("tu4"), one lab after the other on 192.168.113.0/24. A
+ * namespace "tu1-np" on tu1's underlay plays a peer that joined after n1's agent died.
  */
 const craft = path.join(repoRoot, 'test/support/craft.py');
 const listen = path.join(repoRoot, 'test/support/udp-listen.py');
@@ -276,5 +277,38 @@ describe("uninstall on a kernel host-gw node", () => {
     expect(report.removed).toContain(`route ${route}`);
     expect((await run(['ip', '-n', n2.netns, 'route', 'show', n1.subnet])).stdout).toBe('');
     expect((await uninstall(lab, n2)).report.removed).toEqual([]);
+  });
+});
+
+describe('uninstall on dual-stack nodes (after the host-gw lab, on its underlay)', () => {
+  const LAB = 'tu4';
+  let lab: LabState;
+  beforeAll(async () => {
+    lab = await labUpFresh(LAB, ['--nodes', '2', '--kernel-nodes', '1', '--ip-family', 'dual', '--pods-per-node', '1', '--underlay', '192.168.113.0/24']);
+  }, 180_000);
+  afterAll(async () => {
+    await twill(['lab', 'down', '--name', LAB]);
+  }, 60_000);
+
+  it('removes flannel-v6.1 and the ip6tables chains from a kernel node, and the IPv6 route with twill0 from a BPF node', async () => {
+    const [n1, n2] = lab.nodes;
+    await bounceAgent(lab, n2, 'SIGTERM', ['--ip-masq']);
+    expect((await run(['ip6tables-save'], { netns: n2.netns })).stdout).toContain(':FLANNEL-POSTRTG');
+    for (const n of lab.nodes) await stopAgent(n.agent!.pid, n.pinDir);
+    const kernel = await uninstall(lab, n2);
+    expect(kernel.code).toBe(0);
+    expect(kernel.report.removed).toEqual(
+      expect.arrayContaining(['device flannel.1 and its neighbour, FDB and route entries', 'device flannel-v6.1 and its neighbour, FDB and route entries', 'ip6tables nat FLANNEL-POSTRTG and its jump', 'ip6tables filter FLANNEL-FWD and its jump']),
+    );
+    expect(await hasDevice(n2, 'flannel-v6.1')).toBe(false);
+    expect((await run(['ip6tables-save'], { netns: n2.netns })).stdout).not.toContain('FLANNEL');
+
+    expect((await run(['ip', '-n', n1.netns, '-6', 'route'])).stdout).toContain('dev twill0');
+    const bpf = await uninstall(lab, n1);
+    expect(bpf.code).toBe(0);
+    expect(bpf.report.removed).toContain('device twill0');
+    expect((await run(['ip', '-n', n1.netns, '-6', 'route'])).stdout).not.toContain('twill0');
+    expect(existsSync(n1.pinDir)).toBe(false);
+    for (const n of lab.nodes) expect((await uninstall(lab, n)).report.removed).toEqual([]);
   });
 });
