@@ -1,3 +1,4 @@
+import { UsageError } from '../util/usage-error.js';
 /** Declarative option parsing for twill's own subcommands: every error names the flag. */
 export type OptType = 'string' | 'number' | 'boolean';
 export interface OptSpec {
@@ -11,9 +12,7 @@ export interface OptSpec {
 }
 export type OptTable = Record<string, OptSpec>;
 
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
+export { UsageError } from '../util/usage-error.js';
 
 type Parsed<T extends OptTable> = { [K in keyof T]: T[K]['type'] extends 'number' ? number : T[K]['type'] extends 'boolean' ? boolean : string } & {
   _: string[];

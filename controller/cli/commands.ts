@@ -32,6 +32,7 @@ export const commands: readonly Command[] = [
   { name: 'maps', summary: 'decodes the pinned BPF maps (no etcd needed)', flags: o.mapsOpts, run: async (a) => (await import('./maps.js')).mapsCli(a) },
   { name: 'status', summary: "one node's lease, peers, counters and attach points (no etcd needed)", flags: o.statusOpts, run: async (a) => (await import('./status.js')).statusCli(a) },
   { name: 'probe', summary: 'what this kernel offers twill (tcx, helpers, conntrack kfuncs, BTF, XDP), and what --dataplane auto picks', flags: o.probeOpts, run: async (a) => (await import('./probe.js')).probeCli(a) },
+  { name: 'uninstall', summary: 'removes everything twill put on this node (run in its network namespace, with the agent stopped) and says what', flags: o.uninstallOpts, run: async (a) => (await import('./uninstall.js')).uninstallCli(a) },
   { name: 'cni install', summary: 'installs the flannel-compatible CNI plugin', flags: o.cniInstallOpts, run: async (a) => (await import('./cni.js')).cniCli(['install', ...a]) },
   { name: 'docker-opts', summary: "Docker's --bip, --ip-masq and --mtu from the subnet file, as flannel's mk-docker-opts.sh writes them", flags: o.dockerOptsOpts, run: async (a) => (await import('./cni.js')).dockerOptsCli(a) },
   { name: 'bench', summary: 'twill against kernel VXLAN, host-gw and raw veth', flags: o.benchOpts, run: async (a) => (await import('./bench.js')).benchCli(a) },

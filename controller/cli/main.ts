@@ -1,28 +1,10 @@
-import { setLogFormat, setLogLevel, type LogFormat } from '../util/log.js';
+import { takeGlobalFlags } from '../util/global-flags.js';
+import { setLogFormat, setLogLevel } from '../util/log.js';
 import { twillVersion } from '../util/paths.js';
 import { UsageError } from './args.js';
 import { commandHelp, findCommand, groupHelp, subcommands, topHelp } from './commands.js';
 
 const isHelp = (a: string) => a === '--help' || a === '-h' || a === '-help';
-
-/**
- * Takes the global flags off the command line. The agent keeps -v: flanneld's -v=N is its own
- * flag there, parsed with the rest of flanneld's flags.
- */
-export function takeGlobalFlags(argv: readonly string[]): { argv: string[]; logFormat?: LogFormat; verbose: boolean } {
-  const out: string[] = [];
-  let logFormat: string | undefined;
-  let verbose = false;
-  for (let i = 0; i < argv.length; i++) {
-    const m = /^--?log-format(?:=(.*))?$/.exec(argv[i]);
-    if (m) {
-      logFormat = m[1] ?? argv[++i];
-      if (logFormat !== 'text' && logFormat !== 'json') throw new UsageError(`--log-format ${logFormat ?? '(none)'}: expected text or json`);
-    } else if (argv[i] === '-v' && argv[0] !== 'agent') verbose = true;
-    else out.push(argv[i]);
-  }
-  return { argv: out, logFormat: logFormat as LogFormat | undefined, verbose };
-}
 
 /** Runs one twill command line; the exit status, or a UsageError (status 2) naming what is wrong. */
 export async function runCli(args: readonly string[]): Promise<number> {

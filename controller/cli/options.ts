@@ -65,6 +65,19 @@ export const attachOpts = {
 export const detachOpts = { 'pin-dir': pinDir('this node') } satisfies OptTable;
 export const syncOpts = { ...detachOpts, leases: { type: 'string', default: '-', describe: 'JSON file of leases, - for stdin' } } satisfies OptTable;
 
+export const uninstallOpts = {
+  'pin-dir': pinDir('the node'),
+  'subnet-file': { type: 'string', default: '/run/flannel/subnet.env', describe: "the agent's subnet file; the CNI plugin's pod records beside it go too" },
+  'cni-bin-dir': { type: 'string', default: '/opt/cni/bin', describe: "where `twill cni install` put the plugin (removed only if twill wrote it)" },
+  'cni-plugin': { type: 'string', default: 'flannel', describe: 'the plugin\'s name there' },
+  'cni-conf': { type: 'string', default: '', describe: "a conflist to remove, e.g. /etc/cni/net.d/10-flannel.conflist (flannel uses the same file: none unless given)" },
+  'install-dir': { type: 'string', default: '', describe: "where the DaemonSet copies twill for the CNI plugin (/opt/twill): its copies are removed" },
+  'overlay-device': { type: 'string', default: 'twill0', describe: "the agent's --overlay-device" },
+  'keep-flannel': { type: 'boolean', default: false, describe: 'leave what flanneld takes over (flannel.<VNI>, routes to peers, the subnet file, the FLANNEL-* chains): the rollback to flanneld' },
+  'dry-run': { type: 'boolean', default: false, describe: 'say what would be removed, remove nothing' },
+  json: { type: 'boolean', default: false, describe: 'machine-readable output' },
+} satisfies OptTable;
+
 export const labNameOpt = { name: { type: 'string', default: 'twl', describe: 'lab name (namespaces are <name>-...)' } } satisfies OptTable;
 export const labUpOpts = {
   ...labNameOpt,

@@ -50,15 +50,23 @@ export class MasqInputError extends Error {
   override name = 'MasqInputError';
 }
 
+const MASQ_HOOK = { table: 'nat', chain: 'FLANNEL-POSTRTG', hook: 'POSTROUTING', jump: `${MASQ_COMMENT} -j FLANNEL-POSTRTG`, jumpFirst: true } as const;
+const FORWARD_HOOK = { table: 'filter', chain: 'FLANNEL-FWD', hook: 'FORWARD', jump: `${FORWARD_COMMENT} -j FLANNEL-FWD`, jumpFirst: false } as const;
+
+/**
+ * Every chain of ours with its jump, whatever their rules: what uninstall removes (planRestore
+ * with them all absent), in iptables and ip6tables alike.
+ */
+export const managedChains: readonly ManagedChain[] = [
+  { ...MASQ_HOOK, rules: [] },
+  { ...FORWARD_HOOK, rules: [] },
+];
+
 /** C and P as iptables-save prints them, and the family's multicast range. */
 export function masqChain(C: string, P: string, randomFully: boolean, multicast: string = MULTICAST[4]): ManagedChain {
   const masquerade = `-j MASQUERADE${randomFully ? ' --random-fully' : ''}`;
   return {
-    table: 'nat',
-    chain: 'FLANNEL-POSTRTG',
-    hook: 'POSTROUTING',
-    jump: `${MASQ_COMMENT} -j FLANNEL-POSTRTG`,
-    jumpFirst: true,
+    ...MASQ_HOOK,
     rules: [
       `-m mark --mark ${KUBE_PROXY_MASQ_MARK} ${MASQ_COMMENT} -j RETURN`,
       // Pod to pod inside the cluster keeps its source address, in both directions.
@@ -75,11 +83,7 @@ export function masqChain(C: string, P: string, randomFully: boolean, multicast:
 
 export function forwardChain(C: string): ManagedChain {
   return {
-    table: 'filter',
-    chain: 'FLANNEL-FWD',
-    hook: 'FORWARD',
-    jump: `${FORWARD_COMMENT} -j FLANNEL-FWD`,
-    jumpFirst: false,
+    ...FORWARD_HOOK,
     rules: [`-s ${C} ${FORWARD_COMMENT} -j ACCEPT`, `-d ${C} ${FORWARD_COMMENT} -j ACCEPT`],
   };
 }

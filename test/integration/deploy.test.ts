@@ -16,6 +16,8 @@ import { buildTs, repoRoot } from '../support/build.js';
  */
 const unitPath = path.join(repoRoot, 'deploy/systemd/twill.service');
 const manifestPath = path.join(repoRoot, 'deploy/kubernetes/twill.yaml');
+const uninstallManifestPath = path.join(repoRoot, 'deploy/kubernetes/twill-uninstall.yaml');
+const UNINSTALL_NS = 'tu-ds';
 const NODE_NS = 'tqd-node';
 const POD_NS = 'tqd-pod';
 const SYSTEM_CNI_BIN = '/usr/lib/cni';
@@ -23,6 +25,7 @@ const SYSTEM_CNI_BIN = '/usr/lib/cni';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Kubernetes objects, checked field by field below
 type Obj = any;
 let docs: Obj[];
+let uninstallDocs: Obj[];
 let scratch: string;
 const kind = (k: string) => docs.find((d) => d?.kind === k);
 const daemonSet = () => kind('DaemonSet');
@@ -51,12 +54,13 @@ function unitSection(text: string, section: string): Map<string, string> {
 beforeAll(async () => {
   buildTs();
   docs = await parseYaml(readFileSync(manifestPath, 'utf8'));
+  uninstallDocs = await parseYaml(readFileSync(uninstallManifestPath, 'utf8'));
   scratch = mkdtempSync(path.join(tmpdir(), 'tqd-'));
-  for (const ns of [NODE_NS, POD_NS]) await run(['ip', 'netns', 'del', ns], { allowFailure: true });
+  for (const ns of [NODE_NS, POD_NS, UNINSTALL_NS]) await run(['ip', 'netns', 'del', ns], { allowFailure: true });
 }, 120_000);
 
 afterAll(async () => {
-  for (const ns of [POD_NS, NODE_NS]) await run(['ip', 'netns', 'del', ns], { allowFailure: true });
+  for (const ns of [POD_NS, NODE_NS, UNINSTALL_NS]) await run(['ip', 'netns', 'del', ns], { allowFailure: true });
   rmSync(scratch, { recursive: true, force: true });
 });
 
@@ -189,5 +193,79 @@ describe("the manifest's CNI install and conflist, for real", () => {
     await runList('DEL');
     expect((await run(['ip', '-n', POD_NS, 'link', 'show', 'eth0'], { allowFailure: true })).code).not.toBe(0);
     expect((await run(['iptables-save', '-t', 'nat'], { netns: NODE_NS })).stdout).not.toContain('18080');
+  });
+});
+
+describe('the uninstall manifest', () => {
+  const ds = () => uninstallDocs.find((d) => d?.kind === 'DaemonSet');
+  const step = () => ds().spec.template.spec.initContainers[0];
+  /** The agent DaemonSet's host paths by their path in the container, and the uninstall's. */
+  const hostMounts = (spec: Obj, c: Obj) => {
+    const hostPath = new Map<string, string>(spec.volumes.filter((v: Obj) => v.hostPath).map((v: Obj) => [v.name, v.hostPath.path]));
+    return new Map<string, string>(c.volumeMounts.map((m: Obj) => [m.mountPath, hostPath.get(m.name)]));
+  };
+
+  it("is a DaemonSet alone, in twill's namespace, on every node twill runs on, with the host's PIDs (to see an agent) and network", () => {
+    expect(uninstallDocs.filter(Boolean).map((d) => `${d.apiVersion} ${d.kind}`)).toEqual(['apps/v1 DaemonSet']);
+    expect(ds().metadata.namespace).toBe(daemonSet().metadata.namespace);
+    expect(ds().spec.template.metadata.labels).toMatchObject(ds().spec.selector.matchLabels);
+    const spec = ds().spec.template.spec;
+    expect({ hostNetwork: spec.hostNetwork, hostPID: spec.hostPID, privileged: step().securityContext.privileged }).toEqual({ hostNetwork: true, hostPID: true, privileged: true });
+    expect(spec.tolerations).toEqual(podSpec().tolerations);
+    expect(spec.affinity).toEqual(podSpec().affinity);
+    for (const c of [...spec.initContainers, ...spec.containers]) expect(c.image).toBe(podSpec().containers[0].image);
+  });
+
+  it("runs `twill uninstall` on the very host paths the agent's DaemonSet writes: pins, state, subnet file, plugin, conflist, copies", async () => {
+    const { parseArgs } = await import('../../controller/cli/args.js');
+    const { uninstallOpts } = await import('../../controller/cli/options.js');
+    const c = step();
+    expect(c.command).toEqual(podSpec().containers[0].command);
+    expect(c.args[0]).toBe('uninstall');
+    const o = parseArgs(c.args.slice(1), uninstallOpts);
+    const agent = hostMounts(podSpec(), podSpec().containers[0]);
+    const mine = hostMounts(ds().spec.template.spec, c);
+    const agentFlags = parseAgentFlags(podSpec().containers[0].args.slice(1), {});
+    // What the agent writes, where the uninstall looks for it (flag defaults included), from the same host directory.
+    for (const [what, p] of [['pins', o['pin-dir']], ['subnet file', path.dirname(o['subnet-file'])], ['state', '/run/twill'], ['xtables lock', '/run/xtables.lock']] as const) {
+      const mount = [...agent.keys()].find((m) => p === m || p.startsWith(`${m}/`));
+      expect(mount, what).toBeDefined();
+      expect(mine.get(mount!), what).toBe(agent.get(mount!));
+    }
+    expect(o['pin-dir']).toBe(agentFlags.pinDir);
+    expect(o['subnet-file']).toBe(agentFlags.subnetFile);
+    const plugin = initContainer('install-cni-plugin');
+    const pluginHost = hostMounts(podSpec(), plugin);
+    expect(mine.get(o['cni-bin-dir'])).toBe(pluginHost.get('/opt/cni/bin'));
+    expect(/cni install --dir (\S+) --name (\S+)/.exec(plugin.command[2])?.slice(1)).toEqual([o['cni-bin-dir'], o['cni-plugin']]);
+    expect(mine.get(o['install-dir'])).toBe(pluginHost.get('/opt/twill'));
+    expect(o['cni-conf']).toBe(initContainer('install-cni').args[2]);
+    expect(mine.get(path.dirname(o['cni-conf']))).toBe(hostMounts(podSpec(), initContainer('install-cni')).get('/etc/cni/net.d'));
+  });
+
+  it("its command, run for real against scratch host directories, removes the plugin, the conflist and the copy, then finds nothing", async () => {
+    const host = path.join(scratch, 'uninstall-host');
+    const redirect = (a: string) => a.replace(/=\//, `=${host}/`);
+    const c = step();
+    const argv = [process.execPath, path.join(repoRoot, 'dist/controller/cli.js'), ...c.args.map(redirect), `--pin-dir=/sys/fs/bpf/${UNINSTALL_NS}`, `--subnet-file=${host}/run/flannel/subnet.env`];
+    const plugin = path.join(host, 'opt/cni/bin/flannel');
+    const conf = path.join(host, 'etc/cni/net.d/10-flannel.conflist');
+    const copy = path.join(host, 'opt/twill/0.1.0');
+    mkdirSync(copy, { recursive: true });
+    mkdirSync(path.dirname(conf), { recursive: true });
+    cpSync(path.join(repoRoot, 'package.json'), path.join(copy, 'package.json'));
+    writeFileSync(conf, kind('ConfigMap').data['cni-conf.json']);
+    const { installCniPlugin } = await import('../../controller/cni/install.js');
+    installCniPlugin(path.dirname(plugin), 'flannel');
+    await run(['ip', 'netns', 'add', UNINSTALL_NS]);
+    const first = await run(argv, { netns: UNINSTALL_NS, allowFailure: true });
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    expect(first.stdout.split('\n').filter(Boolean).sort()).toEqual(
+      [`removed  ${plugin} (twill's CNI plugin, running ${repoRoot})`, `removed  ${conf} (CNI conflist, --cni-conf)`, `removed  ${copy} (twill's copy for the CNI plugin)`].sort(),
+    );
+    for (const p of [plugin, conf, copy]) expect(existsSync(p), p).toBe(false);
+    const second = await run(argv, { netns: UNINSTALL_NS, allowFailure: true });
+    expect(second).toMatchObject({ code: 0, stdout: `nothing to remove: no trace of twill for /sys/fs/bpf/${UNINSTALL_NS} on this node\n` });
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatRecord, type LogRecord } from '../../controller/util/log.js';
-import { takeGlobalFlags } from '../../controller/cli/main.js';
+import { takeGlobalFlags } from '../../controller/util/global-flags.js';
 
 const bare: LogRecord = { ts: '2026-11-30T15:48:20.123Z', level: 'info', component: 'agent', msg: 'lease renewed' };
 const rec: LogRecord = { ...bare, lease: '10.244.1.0/24', expiresInS: 86340 };
