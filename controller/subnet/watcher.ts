@@ -1,8 +1,8 @@
 import { isUnreachable } from '../etcd/outage.js';
-import type { EtcdStore, WatchEvent } from '../etcd/store.js';
 import { describeSubnets } from './allocate.js';
 import type { Logger } from '../util/log.js';
 import { leaseKey, parseLeaseKV, sameLease, type Lease } from './lease.js';
+import type { LeaseStore, WatchEvent } from './lease-store.js';
 import { routableLease, usableLeases } from './manager.js';
 import type { NetworkConfig } from '../config/network-config.js';
 
@@ -27,7 +27,7 @@ export class LeaseWatcher {
   resyncs = 0;
 
   constructor(
-    private readonly store: EtcdStore,
+    private readonly store: LeaseStore,
     private readonly onChange: (change: LeaseChange, all: ReadonlyMap<string, Lease>) => void,
     private readonly log: Logger,
     private readonly onEvent?: (e: WatchEvent) => void,
