@@ -1,5 +1,5 @@
 /** Declarative option parsing for twill's own subcommands: every error names the flag. */
-export type OptType = 'string' | 'number' | 'boolean';
+type OptType = 'string' | 'number' | 'boolean';
 export interface OptSpec {
   type: OptType;
   default?: string | number | boolean;

@@ -97,7 +97,7 @@ export const globalOpts = {
 } satisfies OptTable;
 
 /** One line per agent flag; the names, kinds and defaults come from the agent's parser. */
-export const agentFlagHelp: Record<string, string> = {
+const agentFlagHelp: Record<string, string> = {
   'etcd-endpoints': 'etcd endpoints, comma-separated http(s)://host:port',
   'etcd-prefix': 'etcd prefix of the network config and leases',
   'etcd-cafile': 'CA certificate for etcd over TLS',

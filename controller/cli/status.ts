@@ -16,13 +16,13 @@ import { formatNodeLine, formatPathLine, formatTrafficLine, readMapsDoc, type Ma
 const MAP_TYPES: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array' };
 const LINK_TYPES: Record<number, string> = { 6: 'xdp', 11: 'tcx', 13: 'netkit' };
 
-export interface PinnedObject {
+interface PinnedObject {
   path: string;
   kind: 'map' | 'link' | 'unknown';
   detail: string;
 }
 
-export interface SubnetFileDoc {
+interface SubnetFileDoc {
   path: string;
   network?: string;
   subnet?: string;
@@ -35,7 +35,7 @@ export interface SubnetFileDoc {
   error?: string;
 }
 
-export interface HealthDoc {
+interface HealthDoc {
   address: string;
   live?: boolean;
   ready?: boolean;
@@ -44,7 +44,7 @@ export interface HealthDoc {
 }
 
 /** How pod traffic goes through this node, hook by hook. */
-export interface FastPathDoc extends FastPathState {
+interface FastPathDoc extends FastPathState {
   /** the path each hook gives pod traffic, in words */
   hooks: { send: string; receive: string; tunnel?: string };
   endpoints: NonNullable<MapsDoc['endpoints']>;
@@ -193,7 +193,7 @@ const noMaps = (pinDir: string): MapsDoc => ({
  * Without pins (a kernel VXLAN node) the subnet file and healthz still tell something; with
  * neither pins nor a subnet file there is nothing to report, and that is an error.
  */
-export async function readStatus(opts: { pinDir: string; subnetFile: string; healthz?: string }): Promise<StatusDoc> {
+async function readStatus(opts: { pinDir: string; subnetFile: string; healthz?: string }): Promise<StatusDoc> {
   const bpf = existsSync(`${opts.pinDir}/twill_config`);
   const subnetFile = readSubnetFileDoc(opts.subnetFile);
   if (!bpf && subnetFile.error && !opts.healthz) readMapsDoc(opts.pinDir); // throws, naming the pin dir
@@ -232,7 +232,7 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
 }
 
 /** Pure: which path pod traffic takes at each hook, from what is attached. */
-export function describeHooks(a: AttachState): FastPathDoc['hooks'] {
+function describeHooks(a: AttachState): FastPathDoc['hooks'] {
   const fast = a.fastPath?.enabled;
   const overlay = `${a.encap.iface} (${a.spec.backend === 'host-gw' ? 'routed to the peer' : 'encap'} at tc egress)`;
   const decap = a.decap.hook === 'xdp' ? `XDP decap on ${a.decap.iface} (ahead of GRO)` : `tc decap on ${a.decap.iface} (after GRO)`;

@@ -14,7 +14,7 @@ import { endpointsDirFor, readEndpointRecord, readPinDirPointer, recordFromCniRe
  * `flannel`, so existing conflists keep working.
  */
 
-export interface CniNetConf {
+interface CniNetConf {
   cniVersion?: string;
   name: string;
   type: string;
@@ -24,7 +24,7 @@ export interface CniNetConf {
   ipam?: Record<string, unknown>;
 }
 
-export class CniError extends Error {
+class CniError extends Error {
   constructor(
     readonly code: number,
     message: string,

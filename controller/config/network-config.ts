@@ -9,13 +9,13 @@ import { formatIpv6, parseCidr6, parseIpv6, type Cidr6 } from '../net/ipv6.js';
  */
 
 /** The backends twill implements, on both dataplanes. */
-export const SUPPORTED_BACKENDS = ['vxlan', 'host-gw'] as const;
+const SUPPORTED_BACKENDS = ['vxlan', 'host-gw'] as const;
 export type BackendType = (typeof SUPPORTED_BACKENDS)[number];
 
 /** flannel's other backends: known, and refused by name rather than as typos. */
 const FLANNEL_ONLY_BACKENDS = ['udp', 'ipip', 'wireguard', 'ipsec', 'alloc', 'extension', 'aws-vpc', 'gce', 'ali-vpc', 'tencent-vpc'];
 
-export interface BackendConfig {
+interface BackendConfig {
   type: BackendType;
   vni: number;
   port: number;
@@ -35,7 +35,7 @@ export interface Ipv4Networks {
 }
 
 /** The IPv6 half: present exactly when EnableIPv6 is true. */
-export interface Ipv6Networks {
+interface Ipv6Networks {
   ipv6Network: Cidr6;
   ipv6SubnetLen: number;
   ipv6SubnetMin: Cidr6;

@@ -61,7 +61,7 @@ export interface FastPathState {
   reason: string;
 }
 
-export interface AttachResult {
+interface AttachResult {
   state: AttachState;
   /** true when existing links were kept and only their programs swapped */
   swapped: { encap: boolean; decap: boolean };
@@ -72,7 +72,7 @@ export interface AttachResult {
  * namespace. Idempotent: a second run swaps the programs on the existing pinned links
  * atomically and leaves map contents alone, so a restart never interrupts traffic.
  */
-export interface AttachHooks {
+interface AttachHooks {
   /**
    * Runs with the maps open and the config written, before any program is attached: the agent
    * fills in the peers here, so decap never runs with an empty allow-list (which would drop
@@ -85,12 +85,12 @@ export interface AttachHooks {
  * Where the BPF objects come from: the checkout's build, unless TWILL_BPF_DIR names another
  * directory (a packaged install, or an upgrade test loading a second build).
  */
-export const objectDirInUse = () => process.env.TWILL_BPF_DIR || bpfObjectDir();
+const objectDirInUse = () => process.env.TWILL_BPF_DIR || bpfObjectDir();
 
 /** enum bpf_map_type, for the kinds maps/layout.ts may declare */
 const MAP_TYPE_IDS: Record<string, number> = { hash: 1, array: 2, percpu_hash: 5, percpu_array: 6, lru_hash: 9, lpm_trie: 11 };
 
-export interface RetiredPin {
+interface RetiredPin {
   pin: string;
   found: string;
   expected: string;
@@ -128,7 +128,7 @@ export function retireIncompatiblePins(pinDir: string): RetiredPin[] {
   return retired;
 }
 
-export type ConntrackSupport = 'present' | 'absent' | 'unavailable';
+type ConntrackSupport = 'present' | 'absent' | 'unavailable';
 
 /**
  * Pure: whether the kernel has conntrack (`present`: built in or loaded), cannot have it

@@ -8,7 +8,7 @@ import { chooseDataplane, type ChoiceRequest, type DataplaneChoice, type KernelP
 const log = logger('kernel');
 
 /** What the agent probed and picked at start, for `twill status` (which has no agent to ask). */
-export interface KernelRecord {
+interface KernelRecord {
   probe: KernelProbe;
   choice: DataplaneChoice;
 }

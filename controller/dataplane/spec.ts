@@ -5,7 +5,7 @@ const ipv4 = z.string().regex(/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0
 const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/, 'an IPv4 CIDR like 10.244.1.0/24');
 const mac = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:01');
 
-export const dataplaneSpecSchema = z.object({
+const dataplaneSpecSchema = z.object({
   pinDir: z.string().startsWith('/sys/fs/bpf/', 'a directory under /sys/fs/bpf'),
   underlayIface: z.string().min(1).max(15),
   publicIp: ipv4,
@@ -35,7 +35,6 @@ export const dataplaneSpecSchema = z.object({
 });
 
 export type DataplaneSpec = z.output<typeof dataplaneSpecSchema>;
-export type DataplaneSpecInput = z.input<typeof dataplaneSpecSchema>;
 
 export const VXLAN_OVERHEAD = 50;
 /** Outer IPv6 + UDP + VXLAN + inner Ethernet. */
@@ -44,7 +43,7 @@ export const VXLAN6_OVERHEAD = 70;
 /** What the backend adds to every packet on the underlay: the pods' and the overlay device's MTU is the underlay's less this. */
 export const backendOverhead = (backend: DataplaneSpec['backend']) => (backend === 'host-gw' ? 0 : VXLAN_OVERHEAD);
 
-export class SpecError extends Error {
+class SpecError extends Error {
   override name = 'SpecError';
 }
 

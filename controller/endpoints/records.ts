@@ -14,7 +14,7 @@ import { formatIpv6, parseIpv6 } from '../net/ipv6.js';
  */
 
 const mac = z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, 'a lower-case MAC address');
-export const endpointRecordSchema = z.object({
+const endpointRecordSchema = z.object({
   containerId: z.string().min(1),
   ifname: z.string().min(1),
   netns: z.string().optional(),

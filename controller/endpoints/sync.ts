@@ -8,7 +8,7 @@ import { planEndpoints, portsWithoutRecord } from './desired.js';
 import { readEndpointRecords, writePinDirPointer } from './records.js';
 import { discoverPods, scanBridges } from './scan.js';
 
-export interface EndpointSyncOptions {
+interface EndpointSyncOptions {
   pinDir: string;
   /** where the CNI plugin records the pods it adds */
   recordsDir: string;
@@ -28,7 +28,7 @@ export interface EndpointSyncOptions {
   resyncMs?: number;
 }
 
-export interface EndpointSyncState {
+interface EndpointSyncState {
   endpoints: number;
   podLinks: number;
   syncs: number;

@@ -13,7 +13,7 @@ const log = logger('etcd');
  * read at a revision, created by transaction, kept alive, watched from a revision).
  */
 
-export interface EtcdOptions {
+interface EtcdOptions {
   endpoints: string[];
   prefix: string;
   caFile?: string;
@@ -25,7 +25,7 @@ export interface EtcdOptions {
   timeoutMs?: number;
 }
 
-export class EtcdConfigError extends Error {
+class EtcdConfigError extends Error {
   override name = 'EtcdConfigError';
 }
 
@@ -220,7 +220,7 @@ export class EtcdStore implements LeaseStore {
   }
 }
 
-export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
     p.then(

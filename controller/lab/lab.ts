@@ -29,7 +29,7 @@ const log = logger('lab');
 
 // Checked with the same parser the lab computes addresses with: octets in range, no host bits.
 const cidr = z.string().refine((c) => parseCidr(c, true) !== undefined, 'an IPv4 CIDR like 10.244.0.0/16, with no host bits');
-export const labOptionsSchema = z.object({
+const labOptionsSchema = z.object({
   name: z.string().regex(/^[a-z][a-z0-9]{0,5}$/, '1-6 lowercase letters or digits, starting with a letter'),
   nodes: z.number().int().min(1).max(50),
   kernelNodes: z.number().int().min(0).max(50),
@@ -55,7 +55,7 @@ export const labOptionsSchema = z.object({
 });
 export type LabOptions = z.output<typeof labOptionsSchema>;
 
-export const labDefaults: Omit<LabOptions, 'nodes'> = {
+const labDefaults: Omit<LabOptions, 'nodes'> = {
   name: 'twl',
   podsPerNode: 2,
   kernelNodes: 0,
@@ -142,7 +142,7 @@ const CNI_BIN = '/usr/lib/cni';
 const ETCD_PREFIX = '/coreos.com/network';
 const HEALTHZ_PORT = 8471;
 
-export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }): LabOptions {
+function parseLabOptions(input: Partial<LabOptions> & { nodes: number }): LabOptions {
   const res = labOptionsSchema.safeParse({ ...labDefaults, ...input });
   if (!res.success) throw new LabError(res.error.issues.map((i) => `--${flagName(String(i.path[0]))}: ${i.message}`).join('; '));
   const o = res.data;
@@ -169,15 +169,15 @@ function hostIn(cidrText: string, host: number): string {
  * The IPv6 twin of an underlay /24: 192.168.77.0/24 -> fd00:192:168:77::/64, host .N -> ::N (in
  * hex), so an address reads as its IPv4 one.
  */
-export function underlay6Of(cidr4: string): string {
+function underlay6Of(cidr4: string): string {
   const [a, b, c] = cidr4.split('/')[0].split('.');
   return `fd00:${a}:${b}:${c}::/64`;
 }
 
-export const host6In = (cidr6: string, host: number) => `${cidr6.split('::/')[0]}::${host.toString(16)}`;
+const host6In = (cidr6: string, host: number) => `${cidr6.split('::/')[0]}::${host.toString(16)}`;
 
-export const labHasIpv6 = (state: Pick<LabState, 'ipFamily'>) => state.ipFamily === 'ipv6' || state.ipFamily === 'dual';
-export const labHasIpv4 = (state: Pick<LabState, 'ipFamily'>) => state.ipFamily !== 'ipv6';
+const labHasIpv6 = (state: Pick<LabState, 'ipFamily'>) => state.ipFamily === 'ipv6' || state.ipFamily === 'dual';
+const labHasIpv4 = (state: Pick<LabState, 'ipFamily'>) => state.ipFamily !== 'ipv6';
 
 function saveState(state: LabState): void {
   mkdirSync(stateDir(state.name), { recursive: true });
@@ -447,7 +447,7 @@ async function ensureNetworkConfig(state: LabState, o: LabOptions): Promise<stri
 }
 
 /** From the pinned config map of a BPF node, or the vxlan device of a kernel one; none for host-gw, whose leases carry no VTEP. */
-export async function readVtepMac(node: LabNode, backend: LabState['backend'] = 'vxlan'): Promise<string> {
+async function readVtepMac(node: LabNode, backend: LabState['backend'] = 'vxlan'): Promise<string> {
   if (backend === 'host-gw') return '';
   if (existsSync(`${node.pinDir}/twill_config`)) {
     const maps = DatapathMaps.open(node.pinDir);
@@ -461,7 +461,7 @@ export async function readVtepMac(node: LabNode, backend: LabState['backend'] = 
 }
 
 /** From the pinned IPv6 config map of a BPF node, or the flannel-v6.1 device of a kernel one. */
-export async function readVtepMac6(node: LabNode): Promise<string> {
+async function readVtepMac6(node: LabNode): Promise<string> {
   if (DatapathMaps6.present(node.pinDir)) return DatapathMaps6.readPinnedMac(node.pinDir) ?? '';
   return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel-v6.1'], { netns: node.netns })) as { address: string }[])[0].address;
 }

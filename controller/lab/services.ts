@@ -23,7 +23,7 @@ export interface LabService {
 const chainId = (...parts: string[]) => createHash('sha256').update(parts.join('/')).digest('base64url').replace(/[-_]/g, 'X').slice(0, 16).toUpperCase();
 
 /** The nat table kube-proxy would install for these services (pure). */
-export function kubeProxyRules(network: string, services: readonly LabService[]): string {
+function kubeProxyRules(network: string, services: readonly LabService[]): string {
   const chains = ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ'];
   const rules: string[] = [
     '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',

@@ -10,7 +10,7 @@ import { cidr6Contains, formatCidr6, type Cidr6 } from '../net/ipv6.js';
  */
 
 /** kube-proxy marks what it wants masqueraded itself; flannel must not NAT those twice. */
-export const KUBE_PROXY_MASQ_MARK = '0x4000/0x4000';
+const KUBE_PROXY_MASQ_MARK = '0x4000/0x4000';
 const MULTICAST = { 4: '224.0.0.0/4', 6: 'ff00::/8' } as const;
 const MASQ_COMMENT = '-m comment --comment "flanneld masq"';
 const FORWARD_COMMENT = '-m comment --comment "flanneld forward"';
@@ -27,7 +27,7 @@ interface MasqFlags {
 export type MasqInput = MasqFlags & ({ family?: 4; network: Cidr; subnet: Cidr } | { family: 6; network: Cidr6; subnet: Cidr6 });
 
 /** One chain of ours and the single rule that jumps to it from a built-in chain. */
-export interface ManagedChain {
+interface ManagedChain {
   table: 'nat' | 'filter';
   chain: string;
   /** the built-in chain that jumps to ours */
@@ -40,7 +40,7 @@ export interface ManagedChain {
   rules: string[];
 }
 
-export interface DesiredRules {
+interface DesiredRules {
   present: ManagedChain[];
   /** chains of ours that must not exist (the flag is off): removed with their jump if found */
   absent: ManagedChain[];
@@ -51,7 +51,7 @@ export class MasqInputError extends Error {
 }
 
 /** C and P as iptables-save prints them, and the family's multicast range. */
-export function masqChain(C: string, P: string, randomFully: boolean, multicast: string = MULTICAST[4]): ManagedChain {
+function masqChain(C: string, P: string, randomFully: boolean, multicast: string = MULTICAST[4]): ManagedChain {
   const masquerade = `-j MASQUERADE${randomFully ? ' --random-fully' : ''}`;
   return {
     table: 'nat',
@@ -73,7 +73,7 @@ export function masqChain(C: string, P: string, randomFully: boolean, multicast:
   };
 }
 
-export function forwardChain(C: string): ManagedChain {
+function forwardChain(C: string): ManagedChain {
   return {
     table: 'filter',
     chain: 'FLANNEL-FWD',
@@ -100,7 +100,7 @@ export function desiredRules(input: MasqInput): DesiredRules {
 }
 
 /** What `iptables-save` says about one table: declared chains and every "-A" line in order. */
-export interface SavedTable {
+interface SavedTable {
   chains: Set<string>;
   rules: string[];
 }
@@ -121,7 +121,7 @@ export function parseIptablesSave(text: string): Map<string, SavedTable> {
   return tables;
 }
 
-export interface RestorePlan {
+interface RestorePlan {
   /** input for `iptables-restore --noflush`, or undefined when the tables already match */
   script?: string;
   /** what differed, for the log */

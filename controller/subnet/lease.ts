@@ -71,11 +71,6 @@ export function parseSubnetKeyParts(key: string): { subnet: Cidr; subnet6?: Cidr
   return subnet6 && { subnet, subnet6 };
 }
 
-/** The IPv4 part of a lease key; undefined when the key is not one. */
-export function parseSubnetKey(key: string): Cidr | undefined {
-  return parseSubnetKeyParts(key)?.subnet;
-}
-
 const macRe = /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/;
 const leaseValueSchema = z.object({
   PublicIP: z.string({ error: 'PublicIP must be a string' }).refine((s) => parseIpv4(s) !== undefined, { error: (i) => `PublicIP ${JSON.stringify(i.input)} is not an IPv4 address` }),

@@ -3,7 +3,7 @@ import { type Cidr } from '../net/ipv4.js';
 import { formatIpv6, parseIpv6, type Cidr6 } from '../net/ipv6.js';
 import type { Logger } from '../util/log.js';
 import { decideAcquire, describeSubnets, unroutableReason } from './allocate.js';
-import { encodeLeaseValue, isReservation, type LeaseAttrs, parseLeaseKV, subnetKey, type Lease, type LeaseParse } from './lease.js';
+import { encodeLeaseValue, type LeaseAttrs, parseLeaseKV, subnetKey, type Lease, type LeaseParse } from './lease.js';
 import { LeaseGoneError, type HeldLease, type LeaseStore } from './lease-store.js';
 
 /** What we hold in etcd. */
@@ -170,5 +170,3 @@ export class SubnetManager {
     return !p.ok || !this.isOurs(p.lease);
   }
 }
-
-export { isReservation };

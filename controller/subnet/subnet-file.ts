@@ -9,7 +9,7 @@ import type { NetworkConfig } from '../config/network-config.js';
  * of lines is there when the network enables that family: an IPv6-only file has no
  * FLANNEL_NETWORK or FLANNEL_SUBNET.
  */
-export interface SubnetFile {
+interface SubnetFile {
   network?: Cidr;
   subnet?: Cidr;
   ipv6Network?: Cidr6;
@@ -19,7 +19,7 @@ export interface SubnetFile {
 }
 
 /** What the agent writes: at least one family's network and subnet. */
-export type SubnetFileContents = SubnetFile & ({ network: Cidr; subnet: Cidr } | { ipv6Network: Cidr6; ipv6Subnet: Cidr6 });
+type SubnetFileContents = SubnetFile & ({ network: Cidr; subnet: Cidr } | { ipv6Network: Cidr6; ipv6Subnet: Cidr6 });
 
 /** What the agent writes for a lease: each enabled family's network and our subnet in it. */
 export function subnetFileFor(config: NetworkConfig, lease: { subnet: Cidr; subnet6?: Cidr6 }, o: { mtu: number; ipMasq: boolean }): SubnetFileContents {
