@@ -18,13 +18,15 @@ import {
 } from '../bpf/libbpf.js';
 import { CONFIG_FAST_PATH, LAYOUT_VERSION, mapSpecs } from '../../maps/layout.js';
 import { linkShow } from '../netlink/ip.js';
+import { z } from 'zod';
 import { logger } from '../util/log.js';
 import { bpfObjectDir } from '../util/paths.js';
+import { readStateFile } from '../util/state-file.js';
 import { DatapathMaps } from './datapath-maps.js';
 import { chooseDecapHook } from './kernel-choice.js';
 import { ensureOverlayDevice, ensureTunnelDevice, removeOverlayDevice, setLooseRpFilter, tunnelDeviceUp } from './overlay-device.js';
 import { detachPodLinks, swapPodLinks } from './pod-links.js';
-import { pinPaths, type DataplaneSpec } from './spec.js';
+import { dataplaneSpecSchema, pinPaths, type DataplaneSpec } from './spec.js';
 
 const log = logger('dataplane');
 
@@ -60,6 +62,26 @@ export interface FastPathState {
   /** why it is off, or how it runs */
   reason: string;
 }
+
+const tcMode = z.enum(['tcx', 'clsact']);
+const attached = { iface: z.string(), ifindex: z.number().int() };
+/** Loose: a field a newer version added survives this version's rewrite of the file. */
+const attachStateSchema: z.ZodType<AttachState> = z.looseObject({
+  spec: dataplaneSpecSchema,
+  encap: z.object({ mode: tcMode, ...attached }),
+  decap: z.object({
+    mode: z.enum(['xdp-link', 'xdp-native', 'xdp-generic', 'tcx', 'clsact']),
+    ...attached,
+    hook: z.enum(['xdp', 'tc']).optional(),
+    requested: z.enum(['auto', 'xdp', 'tc']).optional(),
+    reason: z.string().optional(),
+  }),
+  deliver: z.object({ mode: tcMode, ...attached }).optional(),
+  fastPath: z.object({ requested: z.boolean(), enabled: z.boolean(), conntrack: z.boolean(), reason: z.string() }).optional(),
+  tunnel: z.object({ mode: tcMode, ...attached, up: z.boolean(), reason: z.string().optional() }).optional(),
+  layoutVersion: z.number().int(),
+  attachedAt: z.string(),
+});
 
 interface AttachResult {
   state: AttachState;
@@ -470,7 +492,7 @@ export async function retryTunnelDeviceUp(pinDir: string): Promise<{ up: boolean
 export function readAttachState(pinDir: string): AttachState | undefined {
   const file = pinPaths(pinDir).attachState;
   if (!existsSync(file)) return undefined;
-  return JSON.parse(readFileSync(file, 'utf8')) as AttachState;
+  return readStateFile('attach state', file, attachStateSchema);
 }
 
 function writeAttachState(pinDir: string, state: AttachState): void {

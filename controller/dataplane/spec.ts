@@ -5,7 +5,7 @@ const ipv4 = z.string().regex(/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0
 const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/, 'an IPv4 CIDR like 10.244.1.0/24');
 const mac = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:01');
 
-const dataplaneSpecSchema = z.object({
+export const dataplaneSpecSchema = z.object({
   pinDir: z.string().startsWith('/sys/fs/bpf/', 'a directory under /sys/fs/bpf'),
   underlayIface: z.string().min(1).max(15),
   publicIp: ipv4,

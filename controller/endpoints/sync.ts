@@ -94,7 +94,7 @@ export class EndpointSync {
         }
       }
       const links = syncPodLinks(this.o.pinDir, this.o.fastPath ? plan.veths : []);
-      const problems = [...plan.problems, ...invalid.map((i) => `endpoint record ${i.file}: ${i.error}`)];
+      const problems = [...plan.problems, ...invalid.map((i) => i.error)];
       for (const p of problems.filter((p) => !this.state.problems.includes(p))) this.o.log.warn('endpoint problem', { problem: p });
       Object.assign(this.state, { endpoints: plan.endpoints.size, podLinks: this.o.fastPath ? plan.veths.length : 0, problems, lastError: undefined });
       this.state.syncs++;

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
@@ -11,6 +11,7 @@ import { formatCidr6 } from '../net/ipv6.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
 import { cliEntry } from '../util/paths.js';
+import { readStateFile } from '../util/state-file.js';
 import { installCniPlugin } from '../cni/install.js';
 import { isAgent, startAgent, stopAgent, waitForSubnetFile, type AgentProcess } from './agents.js';
 import { isEtcd, startEtcd, stopEtcd, type EtcdProcess } from './etcd.js';
@@ -132,6 +133,50 @@ export interface LabState {
 }
 type Progress = (msg: string) => void;
 
+/*
+ * The state file as read back (by `lab status`, `lab down`, the tests): written field by field
+ * while a lab is made, so a node's addresses may still be empty. Loose objects: what a newer
+ * version added survives this one's rewrite.
+ */
+const etcdProcessSchema = z.looseObject({ pid: z.number().int(), endpoint: z.string(), dataDir: z.string(), logFile: z.string(), netns: z.string().optional() });
+const labStateSchema: z.ZodType<LabState> = z.looseObject({
+  name: z.string(),
+  network: z.string(),
+  subnetLen: z.number().int(),
+  podMtu: z.number().int(),
+  pinRoot: z.string(),
+  underlay: z.looseObject({ netns: z.string(), bridge: z.string(), cidr: z.string(), gateway: z.string() }),
+  routedSegment: z.looseObject({ bridge: z.string(), cidr: z.string(), gateway: z.string() }).optional(),
+  backend: labOptionsSchema.shape.backend.optional(),
+  directRouting: z.boolean().optional(),
+  ipFamily: labOptionsSchema.shape.ipFamily.optional(),
+  ipv6Network: z.string().optional(),
+  underlay6: z.looseObject({ cidr: z.string(), gateway: z.string(), routedCidr: z.string().optional(), routedGateway: z.string().optional() }).optional(),
+  etcd: etcdProcessSchema.extend({ prefix: z.string() }).optional(),
+  etcdMembers: z.array(etcdProcessSchema).optional(),
+  fastPath: z.boolean().optional(),
+  decapHook: labOptionsSchema.shape.decapHook.optional(),
+  nodes: z.array(
+    z.looseObject({
+      name: z.string(),
+      netns: z.string(),
+      iface: z.literal('eth0'),
+      underlayIp: z.string(),
+      underlayIp6: z.string().optional(),
+      subnet6: z.string().optional(),
+      vtepMac6: z.string().optional(),
+      underlayMac: z.string(),
+      subnet: z.string(),
+      vtepMac: z.string(),
+      pinDir: z.string(),
+      subnetFile: z.string(),
+      dataplane: z.enum(['bpf', 'kernel']),
+      agent: z.looseObject({ pid: z.number().int(), log: z.string(), healthz: z.string() }).optional(),
+    }),
+  ),
+  pods: z.array(z.looseObject({ name: z.string(), netns: z.string(), ip: z.string(), ips: z.array(z.string()).optional(), node: z.string(), containerId: z.string() })),
+});
+
 export class LabError extends Error {
   override name = 'LabError';
 }
@@ -189,7 +234,7 @@ function saveState(state: LabState): void {
 export async function labStatus(name: string): Promise<LabState | undefined> {
   const file = labStatePath(name);
   if (!existsSync(file)) return undefined;
-  return JSON.parse(readFileSync(file, 'utf8')) as LabState;
+  return readStateFile('lab state', file, labStateSchema);
 }
 
 export async function labUp(input: Partial<LabOptions> & { nodes: number }, progress: Progress = () => undefined): Promise<LabState> {
