@@ -8,7 +8,7 @@ import { listPodLinks, type PodLink } from '../dataplane/pod-links.js';
 import { pinPaths } from '../dataplane/spec.js';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
-import { parseSubnetFile } from '../subnet/subnet-file.js';
+import { checkSubnetFile } from '../subnet/subnet-file.js';
 import { parseArgs } from './args.js';
 import { statusOpts } from './options.js';
 import { formatNodeLine, formatPathLine, formatTrafficLine, readMapsDoc, type MapsDoc, type PeerTrafficDoc, type TrafficCounters } from './maps.js';
@@ -121,7 +121,7 @@ function describePin(p: string): PinnedObject {
 
 function readSubnetFileDoc(file: string): SubnetFileDoc {
   try {
-    const f = parseSubnetFile(readFileSync(file, 'utf8'));
+    const { file: f, problems } = checkSubnetFile(readFileSync(file, 'utf8'));
     return {
       path: file,
       network: f.network && formatCidr(f.network),
@@ -130,6 +130,7 @@ function readSubnetFileDoc(file: string): SubnetFileDoc {
       ipv6Subnet: f.ipv6Subnet && formatCidr6(f.ipv6Subnet),
       mtu: f.mtu,
       ipMasq: f.ipMasq,
+      error: problems.length ? problems.join('; ') : undefined,
     };
   } catch (err) {
     return { path: file, error: (err as Error).message };

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
-import { parseSubnetFile } from '../subnet/subnet-file.js';
+import { checkSubnetFile, parseSubnetFile } from '../subnet/subnet-file.js';
 import { endpointsDirFor, readEndpointRecord, readPinDirPointer, recordFromCniResult, removeEndpointRecord, writeEndpointRecord } from '../endpoints/records.js';
 import { readStateFile } from '../util/state-file.js';
 
@@ -147,6 +147,8 @@ export async function cniMain(stdin: string, env: NodeJS.ProcessEnv): Promise<{ 
       } catch (err) {
         throw new CniError(11, `cannot read subnet file ${subnetFile} (is the agent running?): ${(err as NodeJS.ErrnoException).code}`);
       }
+      const { problems } = checkSubnetFile(text);
+      if (problems.length) throw new CniError(7, `subnet file ${subnetFile}: ${problems.join('; ')}`);
       const delegate = delegateConfig(conf, text);
       mkdirSync(dataDir, { recursive: true });
       writeFileSync(`${saved}.tmp`, JSON.stringify(delegate));

@@ -8,6 +8,8 @@ import { kernelRecordPath, readKernelRecord, recordKernelFallback } from '../../
 import { pinPaths } from '../../controller/dataplane/spec.js';
 import { readEndpointRecords } from '../../controller/endpoints/records.js';
 import { labStatePath, labStatus } from '../../controller/lab/lab.js';
+import { parseCidr } from '../../controller/net/ipv4.js';
+import { checkSubnetFile } from '../../controller/subnet/subnet-file.js';
 import { parseStateFile, StateFileError } from '../../controller/util/state-file.js';
 import { LAYOUT_VERSION } from '../../maps/layout.js';
 
@@ -129,6 +131,29 @@ describe("the lab's state", () => {
   it('names the file and the field that is wrong', async () => {
     put(labStatePath(labName), { ...state, nodes: [{ ...node, dataplane: 'ebpf' }], pods: [{ ...state.pods[0], ip: 7 }] });
     await expect(labStatus(labName)).rejects.toThrow(`lab state ${labStatePath(labName)}: nodes.0.dataplane: Invalid option: expected one of "bpf"|"kernel"; pods.0.ip: Invalid input: expected string, received number`);
+  });
+});
+
+describe('the subnet file', () => {
+  it('names each variable whose value is unusable, and leaves it out', () => {
+    const { file, problems } = checkSubnetFile('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.300.1/24\nFLANNEL_IPV6_SUBNET=fc00::1/200\nFLANNEL_MTU=14a0\nFLANNEL_IPMASQ=yes\n');
+    expect(file).toEqual({ network: parseCidr('10.244.0.0/16') });
+    expect(problems).toEqual([
+      'FLANNEL_SUBNET=10.244.300.1/24: not an IPv4 CIDR',
+      'FLANNEL_IPV6_SUBNET=fc00::1/200: not an IPv6 CIDR',
+      'FLANNEL_MTU=14a0: not a number',
+      'FLANNEL_IPMASQ=yes: not true or false',
+    ]);
+    expect(checkSubnetFile('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n').problems).toEqual([]);
+  });
+
+  it('fails a CNI ADD on one, naming the file and the variable, before anything is delegated', async () => {
+    const dataDir = path.join(tmp, 'cni-add');
+    const subnetFile = path.join(tmp, 'bad-subnet.env');
+    put(subnetFile, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=big\nFLANNEL_IPMASQ=false\n');
+    const res = await cniMain(JSON.stringify({ name: 'n', type: 'flannel', dataDir, subnetFile }), { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c8' });
+    expect(JSON.parse(res.out)).toMatchObject({ code: 7, msg: `subnet file ${subnetFile}: FLANNEL_MTU=big: not a number` });
+    expect(existsSync(path.join(dataDir, 'c8'))).toBe(false);
   });
 });
 
