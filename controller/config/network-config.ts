@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { formatIpv4, parseCidr, parseIpv4, type Cidr } from '../net/ipv4.js';
 import { formatIpv6, parseCidr6, parseIpv6, type Cidr6 } from '../net/ipv6.js';
+import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
 
 /*
  * flannel's network config (<prefix>/config) with flannel's defaults and validation.
@@ -113,7 +114,7 @@ const topSchema = z.object({
 });
 const backendSchema = z.object({
   Type: str.optional(),
-  VNI: uint(0xffffff).optional(),
+  VNI: uint(VNI_MAX).optional(),
   Port: uint(65535).optional(),
   MTU: uint(65535).optional(),
   GBP: bool.optional(),
@@ -276,7 +277,7 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     backend: {
       type: type as BackendType,
       vni: b.VNI || 1, // flannel treats 0 as unset
-      port: b.Port || 8472,
+      port: b.Port || FLANNEL_VXLAN_PORT,
       // host-gw has no options of its own in flannel: its MTU is the interface's, and it routes every peer directly.
       mtu: type === 'vxlan' ? b.MTU || undefined : undefined,
       gbp: b.GBP ?? false,

@@ -186,6 +186,9 @@ export const labStatePath = (name: string) => `${stateDir(name)}/state.json`;
 const CNI_BIN = '/usr/lib/cni';
 const ETCD_PREFIX = '/coreos.com/network';
 const HEALTHZ_PORT = 8471;
+/** etcd's registered ports, on each member's own address */
+const ETCD_CLIENT_PORT = 2379;
+const ETCD_PEER_PORT = 2380;
 
 function parseLabOptions(input: Partial<LabOptions> & { nodes: number }): LabOptions {
   const res = labOptionsSchema.safeParse({ ...labDefaults, ...input });
@@ -439,7 +442,7 @@ async function waitForEndpoint(node: LabNode, podIp: string, present: boolean, t
 
 function etcdOptions(name: string, host: string, member = 1) {
   const id = member === 1 ? 'etcd' : `etcd${member}`;
-  return { name: `${name}-${id}`, host, clientPort: 2379, peerPort: 2380, dataDir: `${stateDir(name)}/${id}/data`, logFile: `${stateDir(name)}/${id}/etcd.log`, netns: `${name}-${id}` };
+  return { name: `${name}-${id}`, host, clientPort: ETCD_CLIENT_PORT, peerPort: ETCD_PEER_PORT, dataDir: `${stateDir(name)}/${id}/data`, logFile: `${stateDir(name)}/${id}/etcd.log`, netns: `${name}-${id}` };
 }
 
 /** Stops member `index` (0-based) of the lab's etcd cluster, data kept; tests take members away. */

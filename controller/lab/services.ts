@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { KUBE_MARK_MASQ_BIT } from '../masq/rules.js';
 import { run } from '../util/exec.js';
 import type { LabState } from './lab.js';
 
@@ -29,9 +30,9 @@ function kubeProxyRules(network: string, services: readonly LabService[]): strin
     '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
     '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
     '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
-    '-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000',
-    '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
-    '-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0',
+    `-A KUBE-MARK-MASQ -j MARK --set-xmark ${KUBE_MARK_MASQ_BIT}/${KUBE_MARK_MASQ_BIT}`,
+    `-A KUBE-POSTROUTING -m mark ! --mark ${KUBE_MARK_MASQ_BIT}/${KUBE_MARK_MASQ_BIT} -j RETURN`,
+    `-A KUBE-POSTROUTING -j MARK --set-xmark ${KUBE_MARK_MASQ_BIT}/0x0`,
     '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
   ];
   for (const svc of services) {

@@ -9,8 +9,9 @@ import { cidr6Contains, formatCidr6, type Cidr6 } from '../net/ipv6.js';
  * flannel's masqIP6Rules writes them (pkg/trafficmngr/iptables), with IPv6's multicast range.
  */
 
-/** kube-proxy marks what it wants masqueraded itself; flannel must not NAT those twice. */
-const KUBE_PROXY_MASQ_MARK = '0x4000/0x4000';
+/** kube-proxy's KUBE-MARK-MASQ bit: it marks what it wants masqueraded itself, and flannel must not NAT those twice. */
+export const KUBE_MARK_MASQ_BIT = '0x4000';
+const KUBE_PROXY_MASQ_MARK = `${KUBE_MARK_MASQ_BIT}/${KUBE_MARK_MASQ_BIT}`;
 const MULTICAST = { 4: '224.0.0.0/4', 6: 'ff00::/8' } as const;
 const MASQ_COMMENT = '-m comment --comment "flanneld masq"';
 const FORWARD_COMMENT = '-m comment --comment "flanneld forward"';

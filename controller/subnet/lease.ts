@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { formatCidr, parseCidr, parseIpv4, type Cidr } from '../net/ipv4.js';
 import { formatCidr6, formatIpv6, parseCidr6, parseIpv6, sameCidr6, type Cidr6 } from '../net/ipv6.js';
+import { VNI_MAX } from '../net/vxlan.js';
 
 /*
  * flannel's lease records (pkg/subnet/subnet.go MakeSubnetKey, pkg/lease/lease.go LeaseAttrs):
@@ -87,7 +88,7 @@ const leaseValueSchema = z.object({
 const vxlanDataSchema = (field: 'BackendData' | 'BackendV6Data') =>
   z.object(
     {
-      VNI: z.number({ error: `${field}.VNI must be a number` }).int().min(0).max(0xffffff).optional(),
+      VNI: z.number({ error: `${field}.VNI must be a number` }).int().min(0).max(VNI_MAX).optional(),
       VtepMAC: z.string({ error: `${field}.VtepMAC must be a string` }).regex(macRe, { error: (i) => `${field}.VtepMAC ${JSON.stringify(i.input)} is not a MAC address` }),
     },
     { error: `${field} must be an object` },
