@@ -32,6 +32,9 @@ interface SubnetFileDoc {
   ipv6Subnet?: string;
   mtu?: number;
   ipMasq?: boolean;
+  /** variables whose value cannot be used, each with why (they are left out above) */
+  unusable?: string[];
+  /** the file could not be read */
   error?: string;
 }
 
@@ -130,7 +133,7 @@ function readSubnetFileDoc(file: string): SubnetFileDoc {
       ipv6Subnet: f.ipv6Subnet && formatCidr6(f.ipv6Subnet),
       mtu: f.mtu,
       ipMasq: f.ipMasq,
-      error: problems.length ? problems.join('; ') : undefined,
+      unusable: problems.length ? problems : undefined,
     };
   } catch (err) {
     return { path: file, error: (err as Error).message };
@@ -165,6 +168,7 @@ export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { en
   if (doc.subnetFile.error) problems.push(`subnet file: ${doc.subnetFile.error}`);
   else if (doc.lease.subnet && doc.subnetFile.subnet !== doc.lease.subnet)
     problems.push(`subnet file says ${doc.subnetFile.subnet ?? 'nothing'}, the datapath holds ${doc.lease.subnet}`);
+  if (doc.subnetFile.unusable) problems.push(`subnet file ${doc.subnetFile.path}: ${doc.subnetFile.unusable.join('; ')}`);
   const fp = doc.fastPath;
   if (fp) {
     if (fp.requested && !fp.enabled) problems.push(`fast path off: ${fp.reason}`);

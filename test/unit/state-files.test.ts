@@ -1,7 +1,8 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { statusCli } from '../../controller/cli/status.js';
 import { cniMain } from '../../controller/cni/plugin.js';
 import { readAttachState } from '../../controller/dataplane/attach.js';
 import { kernelRecordPath, readKernelRecord, recordKernelFallback } from '../../controller/dataplane/kernel-record.js';
@@ -123,9 +124,9 @@ describe("the lab's state", () => {
     pods: [{ name: 'n1-p1', netns: 'tlsf-n1-p1', ip: '10.244.1.2', node: 'n1', containerId: 'c1' }],
   };
 
-  it('reads back a lab made half-way (a node without its addresses yet)', async () => {
-    put(labStatePath(labName), state);
-    expect(await labStatus(labName)).toEqual(state);
+  it('reads back a lab made half-way (a node without its addresses yet), keeping a field a newer version added', async () => {
+    put(labStatePath(labName), { ...state, nodes: [{ ...node, monitor: 'on' }] });
+    expect(await labStatus(labName)).toEqual({ ...state, nodes: [{ ...node, monitor: 'on' }] });
   });
 
   it('names the file and the field that is wrong', async () => {
@@ -154,6 +155,21 @@ describe('the subnet file', () => {
     const res = await cniMain(JSON.stringify({ name: 'n', type: 'flannel', dataDir, subnetFile }), { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c8' });
     expect(JSON.parse(res.out)).toMatchObject({ code: 7, msg: `subnet file ${subnetFile}: FLANNEL_MTU=big: not a number` });
     expect(existsSync(path.join(dataDir, 'c8'))).toBe(false);
+  });
+
+  it('shows in twill status, as the file\'s unusable variables and as a problem, without hiding the rest', async () => {
+    const file = path.join(tmp, 'status-subnet.env');
+    put(file, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=big\nFLANNEL_IPMASQ=false\n');
+    const out: string[] = [];
+    const print = vi.spyOn(console, 'log').mockImplementation((line: unknown) => void out.push(String(line)));
+    try {
+      await statusCli(['--pin-dir', `/sys/fs/bpf/tl-status-${process.pid}`, '--subnet-file', file, '--json']);
+    } finally {
+      print.mockRestore();
+    }
+    const doc = JSON.parse(out.join('\n')) as { subnetFile: Record<string, unknown>; problems: string[] };
+    expect(doc.subnetFile).toEqual({ path: file, network: '10.244.0.0/16', subnet: '10.244.1.0/24', ipMasq: false, unusable: ['FLANNEL_MTU=big: not a number'] });
+    expect(doc.problems).toContain(`subnet file ${file}: FLANNEL_MTU=big: not a number`);
   });
 });
 
