@@ -22,6 +22,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <linux/pkt_cls.h>
+#include <linux/if_packet.h>
 #include "maps.bpf.h"
 #include "vxlan.h"
 #include "fastpath.h"
@@ -66,7 +67,7 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return NOT_OURS;
 	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP || ip->ihl < 5)
+	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP || ip->ihl < IPV4_IHL_MIN)
 		return NOT_OURS;
 
 	struct twill_config *cfg = twill_get_config();
@@ -74,7 +75,7 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 		return NOT_OURS;
 
 	/* Options move the UDP header; find it to tell VXLAN with options from other UDP. */
-	__u32 ihl_bytes = ip->ihl * 4;
+	__u32 ihl_bytes = IPV4_IHL_BYTES(ip->ihl);
 	udp = (void *)ip + ihl_bytes;
 	if ((void *)(udp + 1) > data_end)
 		return NOT_OURS;                     /* truncated and not identifiable: the stack drops it */
@@ -104,7 +105,7 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 		return REFUSE(drop_malformed);
 	if (!(vx->vx_flags & bpf_htonl(VXLAN_FLAG_I)))
 		return REFUSE(drop_malformed);
-	if (vx->vx_vni != bpf_htonl(cfg->vni << 8))
+	if (vx->vx_vni != bpf_htonl(cfg->vni << VXLAN_VNI_SHIFT))
 		return REFUSE(drop_bad_vni);
 	if ((void *)(ieth + 1) > data_end)
 		return REFUSE(drop_malformed);
@@ -112,13 +113,13 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 		return REFUSE(drop_inner_not_ipv4);
 	if ((void *)(iip + 1) > data_end)
 		return REFUSE(drop_malformed);
-	if (iip->version != 4 || iip->ihl < 5)
+	if (iip->version != IPV4_VERSION || iip->ihl < IPV4_IHL_MIN)
 		return REFUSE(drop_malformed);
 
 	/* The outer lengths must cover what they claim to carry: no reading past a short packet. */
 	__u32 outer_len = bpf_ntohs(ip->tot_len);
 	if (outer_len > frame_len || outer_len < VXLAN_OVERHEAD + bpf_ntohs(iip->tot_len) ||
-	    bpf_ntohs(udp->len) != outer_len - sizeof(struct iphdr) || bpf_ntohs(iip->tot_len) < iip->ihl * 4)
+	    bpf_ntohs(udp->len) != outer_len - sizeof(struct iphdr) || bpf_ntohs(iip->tot_len) < IPV4_IHL_BYTES(iip->ihl))
 		return REFUSE(drop_malformed);
 
 	if (!twill_in_own_subnet(cfg, iip->daddr))
@@ -267,8 +268,8 @@ static __always_inline int judge6(struct __sk_buff *skb, const struct twill_conf
 	if (!cfg6 || cfg->vxlan_port == 0 || bpf_skb_load_bytes(skb, 0, &o, sizeof(o)))
 		return TC_ACT_OK;
 	__u32 saddr[4], daddr[4];
-	__builtin_memcpy(saddr, &o.ip6.saddr, 16);
-	__builtin_memcpy(daddr, &o.ip6.daddr, 16);
+	__builtin_memcpy(saddr, &o.ip6.saddr, sizeof(saddr));
+	__builtin_memcpy(daddr, &o.ip6.daddr, sizeof(daddr));
 	if (o.ip6.nexthdr != IPPROTO_UDP || o.udp.dest != bpf_htons(cfg->vxlan_port) || !ipv6_eq(daddr, (const __u32 *)cfg6->public_ip6))
 		return TC_ACT_OK;
 
@@ -282,11 +283,11 @@ static __always_inline int judge6(struct __sk_buff *skb, const struct twill_conf
 	__u32 plen = bpf_ntohs(o.ip6.payload_len);
 	if (bpf_skb_load_bytes(skb, sizeof(o), &in, sizeof(in)) || !(in.vx.vx_flags & bpf_htonl(VXLAN_FLAG_I)) ||
 	    (plen && (plen > skb->len - ETH_HLEN - sizeof(struct ipv6hdr) || bpf_ntohs(o.udp.len) != plen)) ||
-	    (in.eth.h_proto == bpf_htons(ETH_P_IPV6) && in.ip6.version != 6)) {
+	    (in.eth.h_proto == bpf_htons(ETH_P_IPV6) && in.ip6.version != IPV6_VERSION)) {
 		TWILL_COUNT(stats, drop_malformed);
 		return TC_ACT_SHOT;
 	}
-	if (in.vx.vx_vni != bpf_htonl(cfg->vni << 8)) {
+	if (in.vx.vx_vni != bpf_htonl(cfg->vni << VXLAN_VNI_SHIFT)) {
 		TWILL_COUNT(stats, drop_bad_vni);
 		return TC_ACT_SHOT;
 	}
@@ -294,7 +295,7 @@ static __always_inline int judge6(struct __sk_buff *skb, const struct twill_conf
 		TWILL_COUNT(stats, drop_inner_not_ipv6);
 		return TC_ACT_SHOT;
 	}
-	__builtin_memcpy(daddr, &in.ip6.daddr, 16);
+	__builtin_memcpy(daddr, &in.ip6.daddr, sizeof(daddr));
 	if (!twill_in_own_subnet6(cfg6, daddr)) {
 		TWILL_COUNT(stats, drop_inner_dst);
 		return TC_ACT_SHOT;
@@ -378,7 +379,7 @@ static __always_inline int deliver6(struct __sk_buff *skb, const struct twill_co
 		return TC_ACT_OK;
 	}
 	__u32 daddr[4];
-	__builtin_memcpy(daddr, &ip6->daddr, 16);
+	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
 	struct twill_endpoint *ep = twill_get_endpoint6(daddr);
 	if (!ep) {
 		PATH_COUNT(ps, no_endpoint, n);
@@ -427,7 +428,7 @@ static __always_inline int tunnel_rx6(struct __sk_buff *skb, const struct twill_
 		return TC_ACT_SHOT;
 	}
 	__u32 daddr[4];
-	__builtin_memcpy(daddr, &ip6->daddr, 16);
+	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
 	if (!twill_in_own_subnet6(cfg6, daddr)) {
 		TWILL_COUNT(stats, drop_inner_dst);
 		return TC_ACT_SHOT;
@@ -437,7 +438,7 @@ static __always_inline int tunnel_rx6(struct __sk_buff *skb, const struct twill_
 	if (ret != TC_ACT_OK)
 		return ret;
 	/* Addressed to the sender's idea of our v6 VTEP, not to this device: the stack must take it as ours. */
-	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
+	bpf_skb_change_type(skb, PACKET_HOST);
 	return TC_ACT_OK;
 }
 
@@ -482,7 +483,7 @@ int twill_tunnel_rx(struct __sk_buff *skb)
 	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_RECEIVE);
 	PATH_COUNT(ps, fragment, 1);
 	/* Addressed to the sender's idea of our VTEP, not to this device: the stack must take it as ours. */
-	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
+	bpf_skb_change_type(skb, PACKET_HOST);
 	return TC_ACT_OK;
 }
 

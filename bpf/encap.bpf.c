@@ -35,7 +35,7 @@ static __always_inline int encap6(struct __sk_buff *skb, const struct twill_conf
 		return TC_ACT_SHOT;
 	}
 	__u32 daddr[4];
-	__builtin_memcpy(daddr, &inner->daddr, 16);
+	__builtin_memcpy(daddr, &inner->daddr, sizeof(daddr));
 	struct twill_remote6 *remote = twill_get_remote6(cfg6, daddr);
 	if (!remote) {
 		TWILL_COUNT(stats, drop_no_peer);

@@ -36,8 +36,8 @@ static __always_inline int from_pod6(struct __sk_buff *skb, const struct twill_c
 	if (!cfg6 || cfg6->tunnel_ifindex == 0 || (void *)(ip6 + 1) > data_end)
 		STACK(not_ipv4);
 	__u32 saddr[4], daddr[4];
-	__builtin_memcpy(saddr, &ip6->saddr, 16);
-	__builtin_memcpy(daddr, &ip6->daddr, 16);
+	__builtin_memcpy(saddr, &ip6->saddr, sizeof(saddr));
+	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
 	struct twill_remote6 *remote = twill_get_remote6(cfg6, daddr);
 	if (!remote)
 		STACK(not_remote);

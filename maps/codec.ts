@@ -28,7 +28,7 @@ type FieldValue<K extends FieldKind> = K extends 'u64' ? bigint : K extends 'ipv
 
 export type Decoded<F extends Record<string, FieldKind>> = { [N in keyof F]: FieldValue<F[N]> };
 
-export interface FieldLayout {
+interface FieldLayout {
   name: string;
   kind: FieldKind;
   offset: number;

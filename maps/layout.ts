@@ -84,7 +84,7 @@ export const peer6Struct = struct('twill_peer6', { subnet6: 'ipv6', vtep_mac6: '
 
 export const endpointKeyStruct = struct('twill_endpoint_key', { ip: 'ipv4' });
 export const endpointStruct = struct('twill_endpoint', { ifindex: 'u32', mac: 'mac', gateway_mac: 'mac', mtu: 'u16', encap_mtu: 'u16', flags: 'u32' });
-export const MAX_ENDPOINTS = 8192;
+const MAX_ENDPOINTS = 8192;
 /** twill_endpoints6: the same value as twill_endpoints; encap_mtu is the underlay's MTU less 70 (IPv6 VXLAN). */
 export const endpoint6KeyStruct = struct('twill_endpoint6_key', { ip6: 'ipv6' });
 
@@ -107,18 +107,14 @@ export const pathStatsStruct = struct('twill_path_stats', {
 });
 
 export type TwillConfig = Value<typeof configStruct>;
-export type SubnetKey = Value<typeof subnetKeyStruct>;
 export type Remote = Value<typeof remoteStruct>;
-export type PeerKey = Value<typeof peerKeyStruct>;
 export type Peer = Value<typeof peerStruct>;
 export type Stats = Value<typeof statsStruct>;
 export type PeerStats = Value<typeof peerStatsStruct>;
 export type Endpoint = Value<typeof endpointStruct>;
 export type PathStats = Value<typeof pathStatsStruct>;
 export type TwillConfig6 = Value<typeof config6Struct>;
-export type Subnet6Key = Value<typeof subnet6KeyStruct>;
 export type Remote6 = Value<typeof remote6Struct>;
-export type Peer6Key = Value<typeof peer6KeyStruct>;
 export type Peer6 = Value<typeof peer6Struct>;
 
 /** Every pinned map: its name (also the pin file name), kind, and codecs. */
@@ -137,4 +133,3 @@ export const mapSpecs = {
 } as const;
 
 export type MapName = keyof typeof mapSpecs;
-export const mapNames = Object.keys(mapSpecs) as MapName[];

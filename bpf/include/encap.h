@@ -37,8 +37,13 @@ static __always_inline __u16 ipv4_header_csum(const struct iphdr *ip)
 static __always_inline __u8 outer_tos(__u8 inner_tos)
 {
 	__u8 ecn = inner_tos & INET_ECN_MASK;
-	return ecn == INET_ECN_CE ? 2 : ecn;
+	return ecn == INET_ECN_CE ? INET_ECN_ECT_0 : ecn;
 }
+
+/* Mixing constants: 2^32 / the golden ratio, and murmur3's 32-bit finaliser (fmix32). */
+#define HASH_GOLDEN_RATIO_32 0x9e3779b1u
+#define MURMUR3_FMIX32_C1    0x85ebca6bu
+#define MURMUR3_FMIX32_C2    0xc2b2ae35u
 
 /*
  * The outer UDP source port: a hash of the inner flow folded into 32768..60999, like the kernel's
@@ -52,13 +57,13 @@ static __always_inline __u16 encap_source_port(const struct __sk_buff *skb, cons
 	if (!h) {
 		const __u32 *ports = (const void *)(ip + 1);
 		h = ip->saddr ^ ((ip->daddr << 16) | (ip->daddr >> 16)) ^ ip->protocol;
-		if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) && ip->ihl == 5 && !(ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) &&
+		if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) && ip->ihl == IPV4_IHL_MIN && !(ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) &&
 		    (const void *)(ports + 1) <= data_end)
-			h ^= *ports * 0x9e3779b1u;
+			h ^= *ports * HASH_GOLDEN_RATIO_32;
 		h ^= h >> 16;
-		h *= 0x85ebca6bu;
+		h *= MURMUR3_FMIX32_C1;
 		h ^= h >> 13;
-		h *= 0xc2b2ae35u;
+		h *= MURMUR3_FMIX32_C2;
 		h ^= h >> 16;
 	}
 	return (__u16)((((__u64)h * (VXLAN_SPORT_MAX - VXLAN_SPORT_MIN)) >> 32) + VXLAN_SPORT_MIN);
@@ -117,12 +122,12 @@ static __always_inline enum encap_result vxlan_encap(struct __sk_buff *skb, cons
 	struct vxlan_encap_hdr h = {};
 	h.outer_eth.h_proto = bpf_htons(ETH_P_IP);
 	struct iphdr ip = {
-		.version = 4,
-		.ihl = 5,
+		.version = IPV4_VERSION,
+		.ihl = IPV4_IHL_MIN,
 		.tos = outer_tos(inner_tos),
 		.tot_len = bpf_htons(skb->len - ETH_HLEN),
 		.frag_off = bpf_htons(IP_DF),
-		.ttl = 64,
+		.ttl = VXLAN_OUTER_TTL,
 		.protocol = IPPROTO_UDP,
 		.saddr = ipv4_u32(cfg->public_ip),
 		.daddr = ipv4_u32(remote->public_ip),
@@ -134,7 +139,7 @@ static __always_inline enum encap_result vxlan_encap(struct __sk_buff *skb, cons
 	h.udp.len = bpf_htons(skb->len - ETH_HLEN - sizeof(struct iphdr));
 	h.udp.check = 0;                               /* legal for IPv4, as the kernel's VXLAN sends it */
 	h.vxlan.vx_flags = bpf_htonl(VXLAN_FLAG_I);
-	h.vxlan.vx_vni = bpf_htonl(cfg->vni << 8);
+	h.vxlan.vx_vni = bpf_htonl(cfg->vni << VXLAN_VNI_SHIFT);
 	__builtin_memcpy(h.inner_eth.h_dest, remote->vtep_mac, ETH_ALEN);
 	__builtin_memcpy(h.inner_eth.h_source, cfg->vtep_mac, ETH_ALEN);
 	h.inner_eth.h_proto = bpf_htons(ETH_P_IP);
@@ -172,10 +177,10 @@ static __always_inline long vxlan6_encap_redirect(struct __sk_buff *skb, const s
 	__u32 inner_len = skb->len;
 	struct bpf_tunnel_key key = {};
 
-	__builtin_memcpy(key.remote_ipv6, remote->public_ip6, 16);
-	__builtin_memcpy(key.local_ipv6, cfg6->public_ip6, 16);
+	__builtin_memcpy(key.remote_ipv6, remote->public_ip6, sizeof(key.remote_ipv6));
+	__builtin_memcpy(key.local_ipv6, cfg6->public_ip6, sizeof(key.local_ipv6));
 	key.tunnel_id = cfg->vni;
-	key.tunnel_ttl = 64;
+	key.tunnel_ttl = VXLAN_OUTER_TTL;
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6))
 		return -1;
 	if (bpf_skb_store_bytes(skb, 0, remote->vtep_mac6, ETH_ALEN, 0) ||
@@ -192,7 +197,7 @@ static __always_inline long vxlan6_encap_redirect(struct __sk_buff *skb, const s
  */
 static __always_inline long direct_send(const struct twill_config *cfg, const struct twill_remote *remote)
 {
-	struct bpf_redir_neigh nh = { .nh_family = 2 /* AF_INET */ };
+	struct bpf_redir_neigh nh = { .nh_family = AF_INET };
 	nh.ipv4_nh = ipv4_u32(remote->public_ip);
 	return bpf_redirect_neigh(cfg->underlay_ifindex, &nh, sizeof(nh), 0);
 }

@@ -109,7 +109,7 @@ static __always_inline bool conntrack_knows(struct __sk_buff *skb, const struct 
 static __always_inline bool may_bypass(struct __sk_buff *skb, const struct iphdr *ip, const void *data_end, struct twill_path_stats *ps, __u32 n)
 {
 	/* Version 4 with a 20-byte header, not a fragment: the stack reassembles, and honours options. */
-	if (*(const __u8 *)ip != 0x45 || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))) {
+	if (*(const __u8 *)ip != IPV4_VERSION_IHL_PLAIN || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))) {
 		PATH_COUNT(ps, fragment, n);
 		return false;
 	}
@@ -148,7 +148,7 @@ static __always_inline bool may_bypass(struct __sk_buff *skb, const struct iphdr
  */
 static __always_inline bool may_bypass6(struct __sk_buff *skb, const struct ipv6hdr *ip6, const void *data_end, struct twill_path_stats *ps, __u32 n)
 {
-	if (ip6->version != 6) {
+	if (ip6->version != IPV6_VERSION) {
 		PATH_COUNT(ps, fragment, n);
 		return false;
 	}
@@ -172,8 +172,8 @@ static __always_inline bool may_bypass6(struct __sk_buff *skb, const struct ipv6
 			return false;
 		}
 		struct bpf_sock_tuple tuple = {};
-		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
-		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
+		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, sizeof(tuple.ipv6.saddr));
+		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, sizeof(tuple.ipv6.daddr));
 		tuple.ipv6.sport = ports->source;
 		tuple.ipv6.dport = ports->dest;
 		if (!conntrack_has(skb, &tuple, sizeof(tuple.ipv6), ip6->nexthdr))
@@ -205,7 +205,7 @@ static __always_inline bool fits(struct __sk_buff *skb, __u32 mtu, __u32 ifindex
 	return bpf_check_mtu(skb, ifindex, &mtu_len, overhead, 0) == 0;
 }
 
-/* What a router does to a packet it forwards (the kernel's ip_decrease_ttl). */
+/* What a router does to a packet it forwards (the kernel's ip_decrease_ttl: the TTL is the high byte of its checksummed word). */
 static __always_inline void ip_decrease_ttl(struct iphdr *ip)
 {
 	__u32 check = ip->check;

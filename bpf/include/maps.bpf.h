@@ -62,7 +62,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, TWILL_PATH_DIRECTIONS);
 	__type(key, __u32);
 	__type(value, struct twill_path_stats);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -196,14 +196,14 @@ static __always_inline struct twill_remote6 *twill_get_remote6(const struct twil
 static __always_inline struct twill_peer6 *twill_get_peer6(const __u32 addr[4])
 {
 	struct twill_peer6_key key;
-	__builtin_memcpy(key.public_ip6, addr, 16);
+	__builtin_memcpy(key.public_ip6, addr, sizeof(key.public_ip6));
 	return bpf_map_lookup_elem(&twill_peers6, &key);
 }
 
 static __always_inline struct twill_endpoint *twill_get_endpoint6(const __u32 addr[4])
 {
 	struct twill_endpoint6_key key;
-	__builtin_memcpy(key.ip6, addr, 16);
+	__builtin_memcpy(key.ip6, addr, sizeof(key.ip6));
 	return bpf_map_lookup_elem(&twill_endpoints6, &key);
 }
 

@@ -152,6 +152,7 @@ struct twill_endpoint6_key {
 
 #define TWILL_PATH_SEND    0
 #define TWILL_PATH_RECEIVE 1
+#define TWILL_PATH_DIRECTIONS 2
 
 /*
  * IPv6 (flannel's dual stack: inner IPv6 in VXLAN over an IPv6 underlay, same VNI and port as

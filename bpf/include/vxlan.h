@@ -16,6 +16,10 @@ struct vxlanhdr {
 };
 
 #define VXLAN_FLAG_I 0x08000000u   /* "VNI present", the only flag flannel sets */
+#define VXLAN_VNI_SHIFT 8          /* vx_vni holds the VNI above one reserved byte */
+
+/* The outer TTL of VXLAN: the kernel's default (ip_default_ttl), as flannel.1's packets get it. */
+#define VXLAN_OUTER_TTL 64
 
 /* Outer IPv4 + UDP + VXLAN + inner Ethernet: what encap adds and decap strips. */
 #define VXLAN_OVERHEAD (sizeof(struct iphdr) + sizeof(struct udphdr) + sizeof(struct vxlanhdr) + ETH_HLEN)
@@ -31,8 +35,22 @@ struct vxlanhdr {
 #define IP_OFFSET 0x1FFF
 #define IP_DF     0x4000
 
-#define INET_ECN_MASK 3
-#define INET_ECN_CE   3
+#define IPV4_VERSION 4
+#define IPV6_VERSION 6
+/* ihl counts 32-bit words: 5 is the 20-byte header without options. */
+#define IPV4_IHL_MIN 5
+#define IPV4_IHL_BYTES(ihl) ((ihl) * 4)
+/* The first byte of an IPv4 header without options: version 4, ihl 5 (0x45). */
+#define IPV4_VERSION_IHL_PLAIN ((IPV4_VERSION << 4) | IPV4_IHL_MIN)
+
+#define INET_ECN_MASK  3
+#define INET_ECN_ECT_0 2
+#define INET_ECN_CE    3
+
+/* From the socket headers, which the BPF target does not have. */
+#ifndef AF_INET
+#define AF_INET 2
+#endif
 
 static __always_inline __u32 ipv4_u32(const __u8 a[4])
 {

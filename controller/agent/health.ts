@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PROMETHEUS_CONTENT_TYPE } from '../metrics/prometheus.js';
 
-export interface HealthState {
+interface HealthState {
   /** Ready once the datapath is programmed and the subnet file written (flannel's readiness). */
   ready(): boolean;
   /** Why not ready, for the /readyz body. */

@@ -13,7 +13,7 @@ export interface IfaceAddrs {
   addr_info: { family: string; local: string; prefixlen: number; scope?: string; deprecated?: boolean; tentative?: boolean; dadfailed?: boolean }[];
 }
 
-export interface IfaceOptions {
+interface IfaceOptions {
   iface?: string[];
   ifaceRegex?: string[];
   ifaceCanReach?: string;
@@ -40,14 +40,14 @@ export interface ChosenIface {
 }
 
 /** What `ip route` said: for IPv4, and with a 6 for IPv6 (each asked only when that family is enabled). */
-export interface RouteHint {
+interface RouteHint {
   defaultDev?: string;
   defaultDev6?: string;
   canReachDev?: string;
   canReachSrc?: string;
 }
 
-export class IfaceError extends Error {
+class IfaceError extends Error {
   override name = 'IfaceError';
 }
 

@@ -237,7 +237,7 @@ export async function regime(e: Endpoints, seconds: number): Promise<{ wireMax: 
 }
 
 
-export interface Profile {
+interface Profile {
   workload: string;
   /** kernel and user symbols with their share of all CPU samples, largest first */
   top: { percent: number; symbol: string }[];

@@ -13,14 +13,14 @@ import { median, percentile } from './report.js';
  */
 
 /** Issue 14: twill may add at most this much to a pod's ADD, at the median. */
-export const CNI_ADD_BUDGET_MS = 30;
+const CNI_ADD_BUDGET_MS = 30;
 
-export interface CniTimes {
+interface CniTimes {
   add: number[];
   del: number[];
 }
 
-export interface CniCostResult {
+interface CniCostResult {
   n: number;
   twill: CniTimes;
   delegates: CniTimes;

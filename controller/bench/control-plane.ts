@@ -14,7 +14,7 @@ import { waitFor } from './wait.js';
  * empty datapath, and single lease puts timed until they reach that agent's map.
  */
 
-export interface ControlPlaneResult {
+interface ControlPlaneResult {
   leases: number;
   startToProgrammedMs: number;
   putToMapMs: { p50: number; p99: number; max: number; n: number };

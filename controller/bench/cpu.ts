@@ -44,7 +44,7 @@ function otherProcesses(): Map<number, ProcCpu> {
   return out;
 }
 
-export interface CpuWatch {
+interface CpuWatch {
   /** Share of all CPUs (0..1) that other processes used since start, and the biggest of them. */
   stop(): { share: number; top: string };
 }

@@ -10,11 +10,11 @@ export const variants: Variant[] = ['twill', 'twill-stack', 'twill-xdp', 'twill-
 const ipv4Variants = variants.filter((v) => !ipv6Variants.includes(v));
 /** The variants that route pods directly, compared with flannel's host-gw as well as with kernel VXLAN. */
 const directVariants: Variant[] = ['twill-host-gw', 'twill-direct'];
-export type Metric = Exclude<keyof Sample, 'otherCpuShare' | 'otherCpuTop'>;
-export type Medians = Map<Variant, Record<Metric, number>>;
+type Metric = Exclude<keyof Sample, 'otherCpuShare' | 'otherCpuTop'>;
+type Medians = Map<Variant, Record<Metric, number>>;
 export type Regime = { wireMax: number; receiverMax: number };
 
-export const metrics: { key: Metric; label: string; better: 'higher' | 'lower' }[] = [
+const metrics: { key: Metric; label: string; better: 'higher' | 'lower' }[] = [
   { key: 'tcp1Gbps', label: 'TCP 1 stream (Gbit/s)', better: 'higher' },
   { key: 'tcp4Gbps', label: 'TCP 4 streams (Gbit/s)', better: 'higher' },
   { key: 'udpKpps', label: 'UDP 64 B received (kpps)', better: 'higher' },
@@ -35,21 +35,21 @@ export function median(xs: number[]): number {
 }
 
 /** The smallest and largest repetition of each metric, per variant: printed next to the median. */
-export type Spreads = Map<Variant, Record<Metric, { min: number; max: number }>>;
+type Spreads = Map<Variant, Record<Metric, { min: number; max: number }>>;
 
-export function spreads(samples: Map<Variant, Sample[]>): Spreads {
+function spreads(samples: Map<Variant, Sample[]>): Spreads {
   return new Map(
     [...samples].map(([v, ss]) => [v, Object.fromEntries(metrics.map((m) => [m.key, { min: Math.min(...ss.map((s) => s[m.key])), max: Math.max(...ss.map((s) => s[m.key])) }])) as Record<Metric, { min: number; max: number }>]),
   );
 }
 
-export function medians(samples: Map<Variant, Sample[]>): Medians {
+function medians(samples: Map<Variant, Sample[]>): Medians {
   return new Map(
     [...samples].map(([v, ss]) => [v, Object.fromEntries(metrics.map((m) => [m.key, median(ss.map((s) => s[m.key]))])) as Record<Metric, number>]),
   );
 }
 
-export interface TargetResult {
+interface TargetResult {
   target: string;
   measured: string;
   met: boolean;
@@ -131,7 +131,7 @@ export interface ModeResult {
   regimes: Map<Variant, Regime>;
 }
 
-export interface ReportContext {
+interface ReportContext {
   command: string;
   started: Date;
   machine: string;

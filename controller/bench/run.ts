@@ -8,7 +8,7 @@ import { cniCostBench, cniCostSection } from './cni-cost.js';
 import { controlPlaneBench, controlPlaneSection } from './control-plane.js';
 import { profileSection, renderReport, variants, type ModeResult, type Regime, type VariantProfile } from './report.js';
 
-export interface BenchOptions {
+interface BenchOptions {
   reps: number;
   seconds: number;
   modes: UnderlayMode[];

@@ -1,6 +1,6 @@
 import { UsageError } from '../util/usage-error.js';
 /** Declarative option parsing for twill's own subcommands: every error names the flag. */
-export type OptType = 'string' | 'number' | 'boolean';
+type OptType = 'string' | 'number' | 'boolean';
 export interface OptSpec {
   type: OptType;
   default?: string | number | boolean;

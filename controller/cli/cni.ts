@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { installCniPlugin } from '../cni/install.js';
-import { parseSubnetFile } from '../subnet/subnet-file.js';
+import { checkSubnetFile } from '../subnet/subnet-file.js';
 import { hostAddress } from '../net/ipv4.js';
 import { parseArgs, UsageError } from './args.js';
 import { cniInstallOpts, dockerOptsOpts } from './options.js';
@@ -29,15 +29,14 @@ export interface DockerOptsChoice {
  * environment join ours in name order.
  */
 export function dockerOptsFile(subnetFile: string, o: DockerOptsChoice, env: NodeJS.ProcessEnv): string {
-  const vars = parseSubnetFile(subnetFile);
-  const masqText = /^FLANNEL_IPMASQ=(.*)$/m.exec(subnetFile)?.[1].trim();
-  if (!vars.subnet || vars.mtu === undefined || masqText === undefined) throw new UsageError('needs FLANNEL_SUBNET, FLANNEL_MTU and FLANNEL_IPMASQ');
-  if (masqText !== 'true' && masqText !== 'false') throw new UsageError(`invalid value of FLANNEL_IPMASQ: ${masqText}`);
+  const { file: vars, problems } = checkSubnetFile(subnetFile);
+  if (problems.length) throw new UsageError(problems.join('; '));
+  if (!vars.subnet || vars.mtu === undefined || vars.ipMasq === undefined) throw new UsageError('needs FLANNEL_SUBNET, FLANNEL_MTU and FLANNEL_IPMASQ');
   const opts: Record<string, string> = Object.fromEntries(Object.entries(env).filter(([k, v]) => k.startsWith('DOCKER_OPT_') && v !== undefined)) as Record<string, string>;
   opts.DOCKER_OPT_BIP = `--bip=${hostAddress(vars.subnet, 1)}/${vars.subnet.len}`;
   opts.DOCKER_OPT_MTU = `--mtu=${vars.mtu}`;
   // Docker masquerades only when flannel does not.
-  if (!o.noIpMasq) opts.DOCKER_OPT_IPMASQ = `--ip-masq=${masqText === 'false'}`;
+  if (!o.noIpMasq) opts.DOCKER_OPT_IPMASQ = `--ip-masq=${!vars.ipMasq}`;
   else delete opts.DOCKER_OPT_IPMASQ;
   const both = !o.individual && !o.combined;
   const names = Object.keys(opts).sort();

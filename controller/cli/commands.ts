@@ -5,7 +5,7 @@ import * as o from './options.js';
  * Every command twill answers to. The dispatcher finds commands here and nowhere else, so a
  * command cannot be reachable without a summary and a flag table for its help.
  */
-export interface Command {
+interface Command {
   /** the words after `twill`, e.g. 'lab pod add' */
   name: string;
   /** positional arguments, for the usage line */

@@ -57,7 +57,7 @@ export async function runDemo(state: LabState): Promise<number> {
   return ok ? 0 : 1;
 }
 
-export async function iperfOnce(client: LabPod, server: LabPod, seconds = 1): Promise<number> {
+async function iperfOnce(client: LabPod, server: LabPod, seconds = 1): Promise<number> {
   const port = '5201';
   const srv = spawn('nsenter', [`--net=/run/netns/${server.netns}`, '--', 'iperf3', '-s', '-1', '--forceflush', '-p', port], { stdio: ['ignore', 'pipe', 'pipe'] });
   try {

@@ -1,5 +1,6 @@
 import { agentFlagTable } from '../agent/flags.js';
 import type { OptSpec, OptTable } from './args.js';
+import { FLANNEL_VXLAN_PORT } from '../net/vxlan.js';
 
 /*
  * The flag tables of twill's own commands. They live apart from the commands so that help can
@@ -57,7 +58,7 @@ export const attachOpts = {
   subnet: { type: 'string', required: true, describe: "this node's subnet (CIDR)" },
   network: { type: 'string', required: true, describe: 'cluster network (CIDR)' },
   vni: { type: 'number', default: 1, describe: 'VXLAN VNI' },
-  port: { type: 'number', default: 8472, describe: 'VXLAN UDP port' },
+  port: { type: 'number', default: FLANNEL_VXLAN_PORT, describe: 'VXLAN UDP port' },
   mtu: { type: 'number', describe: 'underlay MTU (default: the interface MTU)' },
   'overlay-device': { type: 'string', default: 'twill0', describe: 'name of the overlay device' },
   hold: { type: 'boolean', default: false, describe: 'stay running after attaching, until a signal (as an agent does)' },
@@ -110,7 +111,7 @@ export const globalOpts = {
 } satisfies OptTable;
 
 /** One line per agent flag; the names, kinds and defaults come from the agent's parser. */
-export const agentFlagHelp: Record<string, string> = {
+const agentFlagHelp: Record<string, string> = {
   'etcd-endpoints': 'etcd endpoints, comma-separated http(s)://host:port',
   'etcd-prefix': 'etcd prefix of the network config and leases',
   'etcd-cafile': 'CA certificate for etcd over TLS',

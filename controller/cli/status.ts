@@ -8,7 +8,7 @@ import { listPodLinks, type PodLink } from '../dataplane/pod-links.js';
 import { pinPaths } from '../dataplane/spec.js';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
-import { parseSubnetFile } from '../subnet/subnet-file.js';
+import { checkSubnetFile } from '../subnet/subnet-file.js';
 import { parseArgs } from './args.js';
 import { statusOpts } from './options.js';
 import { formatNodeLine, formatPathLine, formatTrafficLine, readMapsDoc, type MapsDoc, type PeerTrafficDoc, type TrafficCounters } from './maps.js';
@@ -16,13 +16,13 @@ import { formatNodeLine, formatPathLine, formatTrafficLine, readMapsDoc, type Ma
 const MAP_TYPES: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array' };
 const LINK_TYPES: Record<number, string> = { 6: 'xdp', 11: 'tcx', 13: 'netkit' };
 
-export interface PinnedObject {
+interface PinnedObject {
   path: string;
   kind: 'map' | 'link' | 'unknown';
   detail: string;
 }
 
-export interface SubnetFileDoc {
+interface SubnetFileDoc {
   path: string;
   network?: string;
   subnet?: string;
@@ -32,10 +32,13 @@ export interface SubnetFileDoc {
   ipv6Subnet?: string;
   mtu?: number;
   ipMasq?: boolean;
+  /** variables whose value cannot be used, each with why (they are left out above) */
+  unusable?: string[];
+  /** the file could not be read */
   error?: string;
 }
 
-export interface HealthDoc {
+interface HealthDoc {
   address: string;
   live?: boolean;
   ready?: boolean;
@@ -44,7 +47,7 @@ export interface HealthDoc {
 }
 
 /** How pod traffic goes through this node, hook by hook. */
-export interface FastPathDoc extends FastPathState {
+interface FastPathDoc extends FastPathState {
   /** the path each hook gives pod traffic, in words */
   hooks: { send: string; receive: string; tunnel?: string };
   endpoints: NonNullable<MapsDoc['endpoints']>;
@@ -121,7 +124,7 @@ function describePin(p: string): PinnedObject {
 
 function readSubnetFileDoc(file: string): SubnetFileDoc {
   try {
-    const f = parseSubnetFile(readFileSync(file, 'utf8'));
+    const { file: f, problems } = checkSubnetFile(readFileSync(file, 'utf8'));
     return {
       path: file,
       network: f.network && formatCidr(f.network),
@@ -130,6 +133,7 @@ function readSubnetFileDoc(file: string): SubnetFileDoc {
       ipv6Subnet: f.ipv6Subnet && formatCidr6(f.ipv6Subnet),
       mtu: f.mtu,
       ipMasq: f.ipMasq,
+      unusable: problems.length ? problems : undefined,
     };
   } catch (err) {
     return { path: file, error: (err as Error).message };
@@ -164,6 +168,7 @@ export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { en
   if (doc.subnetFile.error) problems.push(`subnet file: ${doc.subnetFile.error}`);
   else if (doc.lease.subnet && doc.subnetFile.subnet !== doc.lease.subnet)
     problems.push(`subnet file says ${doc.subnetFile.subnet ?? 'nothing'}, the datapath holds ${doc.lease.subnet}`);
+  if (doc.subnetFile.unusable) problems.push(`subnet file ${doc.subnetFile.path}: ${doc.subnetFile.unusable.join('; ')}`);
   const fp = doc.fastPath;
   if (fp) {
     if (fp.requested && !fp.enabled) problems.push(`fast path off: ${fp.reason}`);
@@ -193,7 +198,7 @@ const noMaps = (pinDir: string): MapsDoc => ({
  * Without pins (a kernel VXLAN node) the subnet file and healthz still tell something; with
  * neither pins nor a subnet file there is nothing to report, and that is an error.
  */
-export async function readStatus(opts: { pinDir: string; subnetFile: string; healthz?: string }): Promise<StatusDoc> {
+async function readStatus(opts: { pinDir: string; subnetFile: string; healthz?: string }): Promise<StatusDoc> {
   const bpf = existsSync(`${opts.pinDir}/twill_config`);
   const subnetFile = readSubnetFileDoc(opts.subnetFile);
   if (!bpf && subnetFile.error && !opts.healthz) readMapsDoc(opts.pinDir); // throws, naming the pin dir
@@ -232,7 +237,7 @@ export async function readStatus(opts: { pinDir: string; subnetFile: string; hea
 }
 
 /** Pure: which path pod traffic takes at each hook, from what is attached. */
-export function describeHooks(a: AttachState): FastPathDoc['hooks'] {
+function describeHooks(a: AttachState): FastPathDoc['hooks'] {
   const fast = a.fastPath?.enabled;
   const overlay = `${a.encap.iface} (${a.spec.backend === 'host-gw' ? 'routed to the peer' : 'encap'} at tc egress)`;
   const decap = a.decap.hook === 'xdp' ? `XDP decap on ${a.decap.iface} (ahead of GRO)` : `tc decap on ${a.decap.iface} (after GRO)`;

@@ -1,10 +1,12 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { z } from 'zod';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
-import { parseSubnetFile } from '../subnet/subnet-file.js';
+import { checkSubnetFile, parseSubnetFile } from '../subnet/subnet-file.js';
 import { endpointsDirFor, readEndpointRecord, readPinDirPointer, recordFromCniResult, removeEndpointRecord, writeEndpointRecord } from '../endpoints/records.js';
+import { readStateFile } from '../util/state-file.js';
 
 /*
  * A CNI meta-plugin that behaves like flannel's: it reads the subnet file written by the
@@ -14,7 +16,7 @@ import { endpointsDirFor, readEndpointRecord, readPinDirPointer, recordFromCniRe
  * `flannel`, so existing conflists keep working.
  */
 
-export interface CniNetConf {
+interface CniNetConf {
   cniVersion?: string;
   name: string;
   type: string;
@@ -24,7 +26,10 @@ export interface CniNetConf {
   ipam?: Record<string, unknown>;
 }
 
-export class CniError extends Error {
+/** What ADD saved for DEL and CHECK: the delegate's config, which must at least name its plugin. */
+const savedDelegateSchema = z.looseObject({ type: z.string().min(1) });
+
+class CniError extends Error {
   constructor(
     readonly code: number,
     message: string,
@@ -142,6 +147,8 @@ export async function cniMain(stdin: string, env: NodeJS.ProcessEnv): Promise<{ 
       } catch (err) {
         throw new CniError(11, `cannot read subnet file ${subnetFile} (is the agent running?): ${(err as NodeJS.ErrnoException).code}`);
       }
+      const { problems } = checkSubnetFile(text);
+      if (problems.length) throw new CniError(7, `subnet file ${subnetFile}: ${problems.join('; ')}`);
       const delegate = delegateConfig(conf, text);
       mkdirSync(dataDir, { recursive: true });
       writeFileSync(`${saved}.tmp`, JSON.stringify(delegate));
@@ -157,8 +164,8 @@ export async function cniMain(stdin: string, env: NodeJS.ProcessEnv): Promise<{ 
     if (command === 'DEL' || command === 'CHECK') {
       if (command === 'DEL') await forgetEndpoint(subnetFile, env);
       if (!existsSync(saved)) return { out: '', code: 0 }; // DEL is idempotent; nothing was added
-      const delegate = JSON.parse(readFileSync(saved, 'utf8')) as Record<string, unknown>;
-      const res = runDelegate(String(delegate.type), delegate, env);
+      const delegate = readStateFile('saved delegate config', saved, savedDelegateSchema);
+      const res = runDelegate(delegate.type, delegate, env);
       if (res.code !== 0) return { out: res.stdout, code: res.code };
       if (command === 'DEL') rmSync(saved, { force: true });
       return { out: res.stdout, code: 0 };

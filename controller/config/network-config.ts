@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { formatIpv4, parseCidr, parseIpv4, type Cidr } from '../net/ipv4.js';
 import { formatIpv6, parseCidr6, parseIpv6, type Cidr6 } from '../net/ipv6.js';
+import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
 
 /*
  * flannel's network config (<prefix>/config) with flannel's defaults and validation.
@@ -9,13 +10,13 @@ import { formatIpv6, parseCidr6, parseIpv6, type Cidr6 } from '../net/ipv6.js';
  */
 
 /** The backends twill implements, on both dataplanes. */
-export const SUPPORTED_BACKENDS = ['vxlan', 'host-gw'] as const;
+const SUPPORTED_BACKENDS = ['vxlan', 'host-gw'] as const;
 export type BackendType = (typeof SUPPORTED_BACKENDS)[number];
 
 /** flannel's other backends: known, and refused by name rather than as typos. */
 const FLANNEL_ONLY_BACKENDS = ['udp', 'ipip', 'wireguard', 'ipsec', 'alloc', 'extension', 'aws-vpc', 'gce', 'ali-vpc', 'tencent-vpc'];
 
-export interface BackendConfig {
+interface BackendConfig {
   type: BackendType;
   vni: number;
   port: number;
@@ -35,7 +36,7 @@ export interface Ipv4Networks {
 }
 
 /** The IPv6 half: present exactly when EnableIPv6 is true. */
-export interface Ipv6Networks {
+interface Ipv6Networks {
   ipv6Network: Cidr6;
   ipv6SubnetLen: number;
   ipv6SubnetMin: Cidr6;
@@ -113,7 +114,7 @@ const topSchema = z.object({
 });
 const backendSchema = z.object({
   Type: str.optional(),
-  VNI: uint(0xffffff).optional(),
+  VNI: uint(VNI_MAX).optional(),
   Port: uint(65535).optional(),
   MTU: uint(65535).optional(),
   GBP: bool.optional(),
@@ -276,7 +277,7 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     backend: {
       type: type as BackendType,
       vni: b.VNI || 1, // flannel treats 0 as unset
-      port: b.Port || 8472,
+      port: b.Port || FLANNEL_VXLAN_PORT,
       // host-gw has no options of its own in flannel: its MTU is the interface's, and it routes every peer directly.
       mtu: type === 'vxlan' ? b.MTU || undefined : undefined,
       gbp: b.GBP ?? false,

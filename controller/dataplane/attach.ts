@@ -20,13 +20,15 @@ import {
 } from '../bpf/libbpf.js';
 import { CONFIG_FAST_PATH, LAYOUT_VERSION, mapSpecs } from '../../maps/layout.js';
 import { linkShow } from '../netlink/ip.js';
+import { z } from 'zod';
 import { logger } from '../util/log.js';
 import { bpfObjectDir } from '../util/paths.js';
+import { readStateFile } from '../util/state-file.js';
 import { DatapathMaps } from './datapath-maps.js';
 import { chooseDecapHook } from './kernel-choice.js';
 import { ensureOverlayDevice, ensureTunnelDevice, removeOverlayDevice, setLooseRpFilter, tunnelDeviceUp } from './overlay-device.js';
 import { detachPodLinks, POD_LINK, swapPodLinks } from './pod-links.js';
-import { pinPaths, type DataplaneSpec } from './spec.js';
+import { dataplaneSpecSchema, pinPaths, type DataplaneSpec } from './spec.js';
 
 /** twill_config's IPv4 identity on an IPv6-only node */
 const NO_IPV4 = '0.0.0.0';
@@ -66,7 +68,27 @@ export interface FastPathState {
   reason: string;
 }
 
-export interface AttachResult {
+const tcMode = z.enum(['tcx', 'clsact']);
+const attached = { iface: z.string(), ifindex: z.number().int() };
+/** Loose: a field a newer version added survives this version's rewrite of the file. */
+const attachStateSchema: z.ZodType<AttachState> = z.looseObject({
+  spec: dataplaneSpecSchema,
+  encap: z.object({ mode: tcMode, ...attached }),
+  decap: z.object({
+    mode: z.enum(['xdp-link', 'xdp-native', 'xdp-generic', 'tcx', 'clsact']),
+    ...attached,
+    hook: z.enum(['xdp', 'tc']).optional(),
+    requested: z.enum(['auto', 'xdp', 'tc']).optional(),
+    reason: z.string().optional(),
+  }),
+  deliver: z.object({ mode: tcMode, ...attached }).optional(),
+  fastPath: z.object({ requested: z.boolean(), enabled: z.boolean(), conntrack: z.boolean(), reason: z.string() }).optional(),
+  tunnel: z.object({ mode: tcMode, ...attached, up: z.boolean(), reason: z.string().optional() }).optional(),
+  layoutVersion: z.number().int(),
+  attachedAt: z.string(),
+});
+
+interface AttachResult {
   state: AttachState;
   /** true when existing links were kept and only their programs swapped */
   swapped: { encap: boolean; decap: boolean };
@@ -77,7 +99,7 @@ export interface AttachResult {
  * namespace. Idempotent: a second run swaps the programs on the existing pinned links
  * atomically and leaves map contents alone, so a restart never interrupts traffic.
  */
-export interface AttachHooks {
+interface AttachHooks {
   /**
    * Runs with the maps open and the config written, before any program is attached: the agent
    * fills in the peers here, so decap never runs with an empty allow-list (which would drop
@@ -90,12 +112,12 @@ export interface AttachHooks {
  * Where the BPF objects come from: the checkout's build, unless TWILL_BPF_DIR names another
  * directory (a packaged install, or an upgrade test loading a second build).
  */
-export const objectDirInUse = () => process.env.TWILL_BPF_DIR || bpfObjectDir();
+const objectDirInUse = () => process.env.TWILL_BPF_DIR || bpfObjectDir();
 
 /** enum bpf_map_type, for the kinds maps/layout.ts may declare */
 const MAP_TYPE_IDS: Record<string, number> = { hash: 1, array: 2, percpu_hash: 5, percpu_array: 6, lru_hash: 9, lpm_trie: 11 };
 
-export interface RetiredPin {
+interface RetiredPin {
   pin: string;
   found: string;
   expected: string;
@@ -133,7 +155,7 @@ export function retireIncompatiblePins(pinDir: string): RetiredPin[] {
   return retired;
 }
 
-export type ConntrackSupport = 'present' | 'absent' | 'unavailable';
+type ConntrackSupport = 'present' | 'absent' | 'unavailable';
 
 /**
  * Pure: whether the kernel has conntrack (`present`: built in or loaded), cannot have it
@@ -541,7 +563,7 @@ export async function retryTunnelDeviceUp(pinDir: string): Promise<{ up: boolean
 export function readAttachState(pinDir: string): AttachState | undefined {
   const file = pinPaths(pinDir).attachState;
   if (!existsSync(file)) return undefined;
-  return JSON.parse(readFileSync(file, 'utf8')) as AttachState;
+  return readStateFile('attach state', file, attachStateSchema);
 }
 
 function writeAttachState(pinDir: string, state: AttachState): void {

@@ -30,7 +30,7 @@ import { VXLAN6_OVERHEAD } from './spec.js';
 
 export { VXLAN6_OVERHEAD };
 
-export interface Overlay6 {
+interface Overlay6 {
   /** twill0 */
   overlayDevice: string;
   /** twill-rx */
@@ -61,7 +61,7 @@ export async function ensureOverlay6(o: Overlay6): Promise<void> {
   await ip(['-6', 'route', 'replace', o.network6, 'dev', o.overlayDevice, 'mtu', 'lock', String(o.underlayMtu - VXLAN6_OVERHEAD)]);
 }
 
-export interface Identity6 {
+interface Identity6 {
   publicIp6: string;
   vtepMac6: string;
   subnet6: string;

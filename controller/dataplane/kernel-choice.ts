@@ -11,7 +11,7 @@ export interface Capability {
   detail: string;
 }
 
-export const CAPABILITIES = ['btf', 'tcx', 'redirectPeer', 'redirectNeigh', 'checkMtu', 'conntrackKfuncs', 'ringbuf', 'xdpNative'] as const;
+const CAPABILITIES = ['btf', 'tcx', 'redirectPeer', 'redirectNeigh', 'checkMtu', 'conntrackKfuncs', 'ringbuf', 'xdpNative'] as const;
 export type CapabilityName = (typeof CAPABILITIES)[number];
 
 export interface KernelProbe {
@@ -25,7 +25,7 @@ export interface KernelProbe {
 }
 
 /** The first upstream release with each capability (for reasons and the README's minimums). */
-export const FIRST_KERNEL: Record<CapabilityName, string> = {
+const FIRST_KERNEL: Record<CapabilityName, string> = {
   btf: '5.4',
   tcx: '6.6',
   redirectPeer: '5.10',
@@ -37,7 +37,7 @@ export const FIRST_KERNEL: Record<CapabilityName, string> = {
 };
 
 /** What each capability is called where users read it (the BPF helper's own name where there is one). */
-export const CAPABILITY_LABEL: Record<CapabilityName, string> = {
+const CAPABILITY_LABEL: Record<CapabilityName, string> = {
   btf: 'BTF (vmlinux)',
   tcx: 'tcx',
   redirectPeer: 'bpf_redirect_peer',
@@ -131,7 +131,7 @@ export function chooseDecapHook(
 }
 
 /** The fast path as the probe predicts it; attach loads the programs and reports what held. */
-export function chooseFastPath(requested: boolean, kfuncs: Capability): { enabled: boolean; reason: string } {
+function chooseFastPath(requested: boolean, kfuncs: Capability): { enabled: boolean; reason: string } {
   if (!requested) return { enabled: false, reason: 'turned off (--fast-path=false)' };
   if (kfuncs.present === false)
     return { enabled: false, reason: `no ${since('conntrackKfuncs')} (${kfuncs.detail}): stack path, unless the kernel has no conntrack at all` };

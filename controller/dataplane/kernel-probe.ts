@@ -27,6 +27,10 @@ const PROG_TYPE = { sched_cls: 3, xdp: 6 } as const;
 const MAP_TYPE_RINGBUF = 27;
 /** enum bpf_func_id */
 const HELPER = { redirect_neigh: 152, redirect_peer: 155, check_mtu: 163 } as const;
+/** The two instructions of the trivial program (BPF_ALU64 | BPF_MOV | BPF_K, and BPF_JMP | BPF_EXIT): r0 = imm; exit. */
+const BPF_MOV64_IMM = 0xb7;
+const BPF_EXIT = 0x95;
+const BPF_INSN_SIZE = 8;
 const VMLINUX_BTF = '/sys/kernel/btf/vmlinux';
 /** Names of what the probe creates: tkm-<pid>, so a leftover says whose it was. */
 const PROBE_PREFIX = 'tkm';
@@ -44,10 +48,10 @@ function probeHelper(name: keyof typeof HELPER): Capability {
 
 /** A program that returns `ret` at once: the smallest thing the kernel will attach. */
 function loadTrivialProgram(type: keyof typeof PROG_TYPE, ret: number): ProgramRef & { close(): void } {
-  const insns = Buffer.alloc(16);
-  insns.writeUInt8(0xb7, 0); // r0 = ret
-  insns.writeInt32LE(ret, 4);
-  insns.writeUInt8(0x95, 8); // exit
+  const insns = Buffer.alloc(2 * BPF_INSN_SIZE);
+  insns.writeUInt8(BPF_MOV64_IMM, 0); // r0 = ret
+  insns.writeInt32LE(ret, 4); // the immediate
+  insns.writeUInt8(BPF_EXIT, BPF_INSN_SIZE);
   return loadInstructions(PROG_TYPE[type], `${PROBE_PREFIX}_${type}`, insns);
 }
 

@@ -1,17 +1,47 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { z } from 'zod';
 import { probeKernel } from './kernel-probe.js';
 import { linkShow } from '../netlink/ip.js';
 import { logger } from '../util/log.js';
-import { chooseDataplane, type ChoiceRequest, type DataplaneChoice, type KernelProbe } from './kernel-choice.js';
+import { readStateFile } from '../util/state-file.js';
+import { chooseDataplane, type Capability, type ChoiceRequest, type DataplaneChoice, type KernelProbe } from './kernel-choice.js';
 
 const log = logger('kernel');
 
 /** What the agent probed and picked at start, for `twill status` (which has no agent to ask). */
-export interface KernelRecord {
+interface KernelRecord {
   probe: KernelProbe;
   choice: DataplaneChoice;
 }
+
+// `present` undefined (the probe failed) is written as no key at all.
+const capability = z.object({ present: z.boolean().optional(), detail: z.string() }).transform((c): Capability => ({ present: c.present, detail: c.detail }));
+const kernelRecordSchema: z.ZodType<KernelRecord> = z.object({
+  probe: z.object({
+    kernel: z.string(),
+    capabilities: z.object({
+      btf: capability,
+      tcx: capability,
+      redirectPeer: capability,
+      redirectNeigh: capability,
+      checkMtu: capability,
+      conntrackKfuncs: capability,
+      ringbuf: capability,
+      xdpNative: capability.optional(),
+    }),
+    iface: z.string().optional(),
+    probedAt: z.string(),
+  }),
+  choice: z.object({
+    requested: z.enum(['bpf', 'kernel', 'auto']),
+    dataplane: z.enum(['bpf', 'kernel']),
+    attach: z.enum(['tcx', 'clsact']).optional(),
+    decap: z.enum(['xdp', 'tc']).optional(),
+    fastPath: z.boolean().optional(),
+    reasons: z.object({ dataplane: z.string(), attach: z.string().optional(), decap: z.string().optional(), fastPath: z.string().optional() }),
+  }),
+});
 
 /**
  * Beside the attach state's directory, not in it: detaching the BPF datapath removes that
@@ -22,7 +52,7 @@ export const kernelRecordPath = (pinDir: string) => `/run/twill/kernel/${pinDir.
 export function readKernelRecord(pinDir: string): KernelRecord | undefined {
   const file = kernelRecordPath(pinDir);
   if (!existsSync(file)) return undefined;
-  return JSON.parse(readFileSync(file, 'utf8')) as KernelRecord;
+  return readStateFile('kernel record', file, kernelRecordSchema);
 }
 
 /**

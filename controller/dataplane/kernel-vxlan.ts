@@ -22,9 +22,9 @@ const log = logger('kernel-vxlan');
  * creates it, so a flanneld node's flannel-v6.<VNI> has underlay - 70, and so does ours.
  */
 
-export type IpFamily = 4 | 6;
+type IpFamily = 4 | 6;
 
-export interface KernelVxlanSpec {
+interface KernelVxlanSpec {
   /** absent: 4 */
   family?: IpFamily;
   vni: number;
@@ -38,7 +38,7 @@ export interface KernelVxlanSpec {
   underlayMtu: number;
 }
 
-export const vxlanDeviceName = (vni: number, family: IpFamily = 4) => (family === 6 ? `flannel-v6.${vni}` : `flannel.${vni}`);
+const vxlanDeviceName = (vni: number, family: IpFamily = 4) => (family === 6 ? `flannel-v6.${vni}` : `flannel.${vni}`);
 
 interface VxlanLinkInfo {
   ifname: string;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
 
 /** Where and as whom a node's datapath runs; validated before anything is touched. */
 const ipv4 = z.string().regex(/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/, 'an IPv4 address');
@@ -19,8 +20,8 @@ export const dataplaneSpecSchema = z.object({
    * or host-gw (every peer routed directly: no VXLAN port, no tunnel device, no XDP).
    */
   backend: z.enum(['vxlan', 'host-gw']).default('vxlan'),
-  vni: z.number().int().min(0).max(0xffffff).default(1),
-  port: z.number().int().min(1).max(65535).default(8472),
+  vni: z.number().int().min(0).max(VNI_MAX).default(1),
+  port: z.number().int().min(1).max(65535).default(FLANNEL_VXLAN_PORT),
   /** Underlay MTU; the overlay device gets 50 bytes less (IPv4 VXLAN overhead). */
   mtu: z.number().int().min(576).max(65535).optional(),
   overlayDevice: z.string().min(1).max(15).default('twill0'),
@@ -40,7 +41,6 @@ export const dataplaneSpecSchema = z.object({
 });
 
 export type DataplaneSpec = z.output<typeof dataplaneSpecSchema>;
-export type DataplaneSpecInput = z.input<typeof dataplaneSpecSchema>;
 
 export const VXLAN_OVERHEAD = 50;
 /** Outer IPv6 + UDP + VXLAN + inner Ethernet. */
@@ -49,7 +49,7 @@ export const VXLAN6_OVERHEAD = 70;
 /** What the backend adds to every packet on the underlay: the pods' and the overlay device's MTU is the underlay's less this. */
 export const backendOverhead = (backend: DataplaneSpec['backend']) => (backend === 'host-gw' ? 0 : VXLAN_OVERHEAD);
 
-export class SpecError extends Error {
+class SpecError extends Error {
   override name = 'SpecError';
 }
 

@@ -27,7 +27,7 @@ export interface DiscoveredPod {
   mac: string;
 }
 
-export interface EndpointPlan {
+interface EndpointPlan {
   /** pod address -> twill_endpoints entry */
   endpoints: Map<string, Endpoint>;
   /** pod IPv6 address -> twill_endpoints6 entry (recorded pods with an address in our IPv6 subnet) */

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { parseIpv4 } from '../net/ipv4.js';
 import { formatIpv6, parseIpv6 } from '../net/ipv6.js';
+import { readStateFile, StateFileError } from '../util/state-file.js';
 
 /*
  * What the CNI plugin records about every pod it adds, for the agent to put the pod on the fast
@@ -14,7 +15,7 @@ import { formatIpv6, parseIpv6 } from '../net/ipv6.js';
  */
 
 const mac = z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, 'a lower-case MAC address');
-export const endpointRecordSchema = z.object({
+const endpointRecordSchema = z.object({
   containerId: z.string().min(1),
   ifname: z.string().min(1),
   netns: z.string().optional(),
@@ -61,12 +62,8 @@ export function readEndpointRecord(dir: string, containerId: string, ifname: str
   }
 }
 
-/** A record file's contents, or an error that names what is wrong with them. */
-function parseRecordFile(file: string): EndpointRecord {
-  const res = endpointRecordSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
-  if (!res.success) throw new Error(res.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
-  return res.data;
-}
+/** A record file's contents, or an error that names the file and what is wrong with it. */
+const parseRecordFile = (file: string): EndpointRecord => readStateFile('endpoint record', file, endpointRecordSchema);
 const recordFile = (dir: string, containerId: string, ifname: string) => path.join(dir, `${containerId}_${ifname}.json`);
 
 const cniResultSchema = z.object({
@@ -119,7 +116,7 @@ export function removeEndpointRecord(dir: string, containerId: string, ifname: s
   rmSync(recordFile(dir, containerId, ifname), { force: true });
 }
 
-/** Every record in the directory; a file that does not parse is reported, not fatal. */
+/** Every record in the directory; a file that does not parse is reported (its error names it), not fatal. */
 export function readEndpointRecords(dir: string): { records: EndpointRecord[]; invalid: { file: string; error: string }[] } {
   const records: EndpointRecord[] = [];
   const invalid: { file: string; error: string }[] = [];
@@ -135,7 +132,7 @@ export function readEndpointRecords(dir: string): { records: EndpointRecord[]; i
       records.push(parseRecordFile(file));
     } catch (err) {
       // Removed between the listing and the read (a DEL), or not JSON.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') invalid.push({ file, error: (err as Error).message });
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') invalid.push({ file, error: err instanceof StateFileError ? err.message : `endpoint record ${file}: ${(err as Error).message}` });
     }
   }
   return { records, invalid };

@@ -8,7 +8,7 @@ import { planEndpoints, portsWithoutRecord } from './desired.js';
 import { readEndpointRecords, writePinDirPointer } from './records.js';
 import { discoverPods, scanBridges } from './scan.js';
 
-export interface EndpointSyncOptions {
+interface EndpointSyncOptions {
   pinDir: string;
   /** where the CNI plugin records the pods it adds */
   recordsDir: string;
@@ -28,7 +28,7 @@ export interface EndpointSyncOptions {
   resyncMs?: number;
 }
 
-export interface EndpointSyncState {
+interface EndpointSyncState {
   endpoints: number;
   podLinks: number;
   syncs: number;
@@ -94,7 +94,7 @@ export class EndpointSync {
         }
       }
       const links = syncPodLinks(this.o.pinDir, this.o.fastPath ? plan.veths : []);
-      const problems = [...plan.problems, ...invalid.map((i) => `endpoint record ${i.file}: ${i.error}`)];
+      const problems = [...plan.problems, ...invalid.map((i) => i.error)];
       for (const p of problems.filter((p) => !this.state.problems.includes(p))) this.o.log.warn('endpoint problem', { problem: p });
       Object.assign(this.state, { endpoints: plan.endpoints.size, podLinks: this.o.fastPath ? plan.veths.length : 0, problems, lastError: undefined });
       this.state.syncs++;

@@ -15,7 +15,7 @@ export function isUnreachable(err: unknown): boolean {
   return err instanceof Error && (isRecoverableError(err) || UNREACHABLE.test(err.message));
 }
 
-export interface OutageLine {
+interface OutageLine {
   level: 'warn' | 'info';
   msg: string;
   fields: Record<string, unknown>;

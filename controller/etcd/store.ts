@@ -1,6 +1,7 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease as EtcdLease } from 'etcd3';
+import { LeaseGoneError, type HeldLease, type LeaseRecord, type LeaseStore, type WatchEvent, type WatchHandle } from '../subnet/lease-store.js';
 import { logger } from '../util/log.js';
 import { EtcdOutage, isUnreachable } from './outage.js';
 
@@ -8,11 +9,11 @@ const log = logger('etcd');
 
 /*
  * The etcd edge. etcd3 (npm) is in maintenance mode, so the rest of twill sees only this
- * interface: flannel's keys under one prefix, read at a revision, created by transaction,
- * kept alive, watched from a revision.
+ * class: flannel's config key, and its lease records as a LeaseStore (keys under one prefix,
+ * read at a revision, created by transaction, kept alive, watched from a revision).
  */
 
-export interface EtcdOptions {
+interface EtcdOptions {
   endpoints: string[];
   prefix: string;
   caFile?: string;
@@ -24,35 +25,8 @@ export interface EtcdOptions {
   timeoutMs?: number;
 }
 
-export interface LeaseRecord {
-  key: string;
-  value: string;
-  /** etcd lease id in decimal, "0" when the key has none (a reservation) */
-  lease: string;
-  modRevision: string;
-  /** when the key was created: stable across rewrites, so the older of two claims can be told */
-  createRevision: string;
-}
-
-export interface WatchEvent {
-  type: 'put' | 'delete';
-  record: LeaseRecord;
-  revision: string;
-}
-
-export interface WatchHandle {
-  /** settles when the watch stops for good: compacted, canceled, or closed */
-  ended: Promise<Error>;
-  cancel(): Promise<void>;
-}
-
-export class EtcdConfigError extends Error {
+class EtcdConfigError extends Error {
   override name = 'EtcdConfigError';
-}
-
-/** etcd answered that the lease no longer exists (expired or revoked): renewing cannot help. */
-export class LeaseGoneError extends Error {
-  override name = 'LeaseGoneError';
 }
 
 /**
@@ -76,7 +50,7 @@ function readCredential(flag: string, file: string | undefined, kind: 'certifica
   return pem;
 }
 
-export class EtcdStore {
+export class EtcdStore implements LeaseStore {
   private readonly client: Etcd3;
   readonly subnetsPrefix: string;
   private readonly outage: EtcdOutage;
@@ -137,7 +111,10 @@ export class EtcdStore {
     await this.client.put(this.configKey).value(text);
   }
 
-  /** Every lease record, and the revision they were read at (watch from revision + 1). */
+  isUnreachable(err: unknown): boolean {
+    return isUnreachable(err);
+  }
+
   async listLeases(): Promise<{ revision: string; records: LeaseRecord[] }> {
     const res = await this.track(this.client.getAll().prefix(this.subnetsPrefix).exec());
     return {
@@ -146,8 +123,7 @@ export class EtcdStore {
     };
   }
 
-  /** flannel's "put if version == 0", bound to a fresh etcd lease. Returns undefined if someone else won. */
-  async createLease(subnetKey: string, value: string, ttlSeconds: number): Promise<EtcdLease | undefined> {
+  async createLease(subnetKey: string, value: string, ttlSeconds: number): Promise<HeldLease | undefined> {
     const key = this.subnetsPrefix + subnetKey;
     const lease = this.client.lease(ttlSeconds, { autoKeepAlive: false });
     const id = await this.track(lease.grant());
@@ -156,25 +132,33 @@ export class EtcdStore {
       await lease.revoke().catch(() => undefined);
       return undefined;
     }
-    return lease;
+    return this.held(lease, id);
   }
 
-  /** Rewrites a record we already hold, only if nobody touched it since `modRevision`. */
-  async rewriteLease(subnetKey: string, value: string, modRevision: string, ttlSeconds: number | undefined): Promise<EtcdLease | null | undefined> {
+  async rewriteLease(subnetKey: string, value: string, modRevision: string, ttlSeconds: number | undefined): Promise<HeldLease | null | undefined> {
     const key = this.subnetsPrefix + subnetKey;
     const lease = ttlSeconds === undefined ? null : this.client.lease(ttlSeconds, { autoKeepAlive: false });
     const put = this.client.put(key).value(value);
-    if (lease) put.lease(await this.track(lease.grant()));
+    const id = lease && (await this.track(lease.grant()));
+    if (id) put.lease(id);
     const res = await this.client.if(key, 'Mod', '==', modRevision).then(put).commit();
     if (!res.succeeded) {
       await lease?.revoke().catch(() => undefined);
       return undefined;
     }
-    return lease;
+    return lease && id ? this.held(lease, id) : null;
+  }
+
+  private held(lease: EtcdLease, id: string): HeldLease {
+    return {
+      id,
+      keepalive: () => this.keepalive(lease),
+      revoke: () => lease.revoke().catch(() => undefined),
+    };
   }
 
   /** Refreshes the TTL; throws LeaseGoneError when etcd says the lease is gone, anything else when etcd could not be asked. */
-  async keepalive(lease: EtcdLease): Promise<number> {
+  private async keepalive(lease: EtcdLease): Promise<number> {
     try {
       const res = await this.track(withTimeout(lease.keepaliveOnce(), this.opts.timeoutMs ?? 5000, 'etcd lease keepalive'));
       return Number(res.TTL);
@@ -202,9 +186,8 @@ export class EtcdStore {
   }
 
   /**
-   * `onReconnect` fires when the client re-established the watch after losing its connection.
-   * etcd3 resubscribes by itself, but not from the last revision it delivered (seen here: a
-   * delete made while disconnected never arrived), so the caller must re-list and diff then.
+   * etcd3 resubscribes by itself after a lost connection, but not from the last revision it
+   * delivered (seen here: a delete made while disconnected never arrived): hence `onReconnect`.
    */
   async watchLeases(fromRevision: string, onEvent: (e: WatchEvent) => void, onReconnect?: () => void): Promise<WatchHandle> {
     const watcher = await this.track(this.client.watch().prefix(this.subnetsPrefix).withPreviousKV().startRevision(fromRevision).create());
@@ -241,7 +224,7 @@ export class EtcdStore {
   }
 }
 
-export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
     p.then(

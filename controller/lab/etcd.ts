@@ -15,14 +15,14 @@ export interface EtcdProcess {
   netns?: string;
 }
 
-export interface EtcdTls {
+interface EtcdTls {
   cert: string;
   key: string;
   /** CA that client certificates must chain to (client-cert-auth) */
   ca: string;
 }
 
-export interface EtcdStartOptions {
+interface EtcdStartOptions {
   name: string;
   host: string;
   clientPort: number;

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
@@ -11,6 +11,7 @@ import { formatCidr6 } from '../net/ipv6.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
 import { cliEntry } from '../util/paths.js';
+import { readStateFile } from '../util/state-file.js';
 import { installCniPlugin } from '../cni/install.js';
 import { isAgent, startAgent, stopAgent, waitForSubnetFile, type AgentProcess } from './agents.js';
 import { isEtcd, startEtcd, stopEtcd, type EtcdProcess } from './etcd.js';
@@ -29,7 +30,7 @@ const log = logger('lab');
 
 // Checked with the same parser the lab computes addresses with: octets in range, no host bits.
 const cidr = z.string().refine((c) => parseCidr(c, true) !== undefined, 'an IPv4 CIDR like 10.244.0.0/16, with no host bits');
-export const labOptionsSchema = z.object({
+const labOptionsSchema = z.object({
   name: z.string().regex(/^[a-z][a-z0-9]{0,5}$/, '1-6 lowercase letters or digits, starting with a letter'),
   nodes: z.number().int().min(1).max(50),
   kernelNodes: z.number().int().min(0).max(50),
@@ -55,7 +56,7 @@ export const labOptionsSchema = z.object({
 });
 export type LabOptions = z.output<typeof labOptionsSchema>;
 
-export const labDefaults: Omit<LabOptions, 'nodes'> = {
+const labDefaults: Omit<LabOptions, 'nodes'> = {
   name: 'twl',
   podsPerNode: 2,
   kernelNodes: 0,
@@ -132,6 +133,50 @@ export interface LabState {
 }
 type Progress = (msg: string) => void;
 
+/*
+ * The state file as read back (by `lab status`, `lab down`, the tests): written field by field
+ * while a lab is made, so a node's addresses may still be empty. Loose objects: what a newer
+ * version added survives this one's rewrite.
+ */
+const etcdProcessSchema = z.looseObject({ pid: z.number().int(), endpoint: z.string(), dataDir: z.string(), logFile: z.string(), netns: z.string().optional() });
+const labStateSchema: z.ZodType<LabState> = z.looseObject({
+  name: z.string(),
+  network: z.string(),
+  subnetLen: z.number().int(),
+  podMtu: z.number().int(),
+  pinRoot: z.string(),
+  underlay: z.looseObject({ netns: z.string(), bridge: z.string(), cidr: z.string(), gateway: z.string() }),
+  routedSegment: z.looseObject({ bridge: z.string(), cidr: z.string(), gateway: z.string() }).optional(),
+  backend: labOptionsSchema.shape.backend.optional(),
+  directRouting: z.boolean().optional(),
+  ipFamily: labOptionsSchema.shape.ipFamily.optional(),
+  ipv6Network: z.string().optional(),
+  underlay6: z.looseObject({ cidr: z.string(), gateway: z.string(), routedCidr: z.string().optional(), routedGateway: z.string().optional() }).optional(),
+  etcd: etcdProcessSchema.extend({ prefix: z.string() }).optional(),
+  etcdMembers: z.array(etcdProcessSchema).optional(),
+  fastPath: z.boolean().optional(),
+  decapHook: labOptionsSchema.shape.decapHook.optional(),
+  nodes: z.array(
+    z.looseObject({
+      name: z.string(),
+      netns: z.string(),
+      iface: z.literal('eth0'),
+      underlayIp: z.string(),
+      underlayIp6: z.string().optional(),
+      subnet6: z.string().optional(),
+      vtepMac6: z.string().optional(),
+      underlayMac: z.string(),
+      subnet: z.string(),
+      vtepMac: z.string(),
+      pinDir: z.string(),
+      subnetFile: z.string(),
+      dataplane: z.enum(['bpf', 'kernel']),
+      agent: z.looseObject({ pid: z.number().int(), log: z.string(), healthz: z.string() }).optional(),
+    }),
+  ),
+  pods: z.array(z.looseObject({ name: z.string(), netns: z.string(), ip: z.string(), ips: z.array(z.string()).optional(), node: z.string(), containerId: z.string() })),
+});
+
 export class LabError extends Error {
   override name = 'LabError';
 }
@@ -141,8 +186,11 @@ export const labStatePath = (name: string) => `${stateDir(name)}/state.json`;
 const CNI_BIN = '/usr/lib/cni';
 const ETCD_PREFIX = '/coreos.com/network';
 const HEALTHZ_PORT = 8471;
+/** etcd's registered ports, on each member's own address */
+const ETCD_CLIENT_PORT = 2379;
+const ETCD_PEER_PORT = 2380;
 
-export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }): LabOptions {
+function parseLabOptions(input: Partial<LabOptions> & { nodes: number }): LabOptions {
   const res = labOptionsSchema.safeParse({ ...labDefaults, ...input });
   if (!res.success) throw new LabError(res.error.issues.map((i) => `--${flagName(String(i.path[0]))}: ${i.message}`).join('; '));
   const o = res.data;
@@ -166,15 +214,15 @@ function hostIn(cidrText: string, host: number): string {
  * The IPv6 twin of an underlay /24: 192.168.77.0/24 -> fd00:192:168:77::/64, host .N -> ::N (in
  * hex), so an address reads as its IPv4 one.
  */
-export function underlay6Of(cidr4: string): string {
+function underlay6Of(cidr4: string): string {
   const [a, b, c] = cidr4.split('/')[0].split('.');
   return `fd00:${a}:${b}:${c}::/64`;
 }
 
-export const host6In = (cidr6: string, host: number) => `${cidr6.split('::/')[0]}::${host.toString(16)}`;
+const host6In = (cidr6: string, host: number) => `${cidr6.split('::/')[0]}::${host.toString(16)}`;
 
-export const labHasIpv6 = (state: Pick<LabState, 'ipFamily'>) => state.ipFamily === 'ipv6' || state.ipFamily === 'dual';
-export const labHasIpv4 = (state: Pick<LabState, 'ipFamily'>) => state.ipFamily !== 'ipv6';
+const labHasIpv6 = (state: Pick<LabState, 'ipFamily'>) => state.ipFamily === 'ipv6' || state.ipFamily === 'dual';
+const labHasIpv4 = (state: Pick<LabState, 'ipFamily'>) => state.ipFamily !== 'ipv6';
 
 function saveState(state: LabState): void {
   mkdirSync(stateDir(state.name), { recursive: true });
@@ -186,7 +234,7 @@ function saveState(state: LabState): void {
 export async function labStatus(name: string): Promise<LabState | undefined> {
   const file = labStatePath(name);
   if (!existsSync(file)) return undefined;
-  return JSON.parse(readFileSync(file, 'utf8')) as LabState;
+  return readStateFile('lab state', file, labStateSchema);
 }
 
 export async function labUp(input: Partial<LabOptions> & { nodes: number }, progress: Progress = () => undefined): Promise<LabState> {
@@ -391,7 +439,7 @@ async function waitForEndpoint(node: LabNode, podIp: string, present: boolean, t
 
 function etcdOptions(name: string, host: string, member = 1) {
   const id = member === 1 ? 'etcd' : `etcd${member}`;
-  return { name: `${name}-${id}`, host, clientPort: 2379, peerPort: 2380, dataDir: `${stateDir(name)}/${id}/data`, logFile: `${stateDir(name)}/${id}/etcd.log`, netns: `${name}-${id}` };
+  return { name: `${name}-${id}`, host, clientPort: ETCD_CLIENT_PORT, peerPort: ETCD_PEER_PORT, dataDir: `${stateDir(name)}/${id}/data`, logFile: `${stateDir(name)}/${id}/etcd.log`, netns: `${name}-${id}` };
 }
 
 /** Stops member `index` (0-based) of the lab's etcd cluster, data kept; tests take members away. */
@@ -444,7 +492,7 @@ async function ensureNetworkConfig(state: LabState, o: LabOptions): Promise<stri
 }
 
 /** From the pinned config map of a BPF node, or the vxlan device of a kernel one; none for host-gw, whose leases carry no VTEP. */
-export async function readVtepMac(node: LabNode, backend: LabState['backend'] = 'vxlan'): Promise<string> {
+async function readVtepMac(node: LabNode, backend: LabState['backend'] = 'vxlan'): Promise<string> {
   if (backend === 'host-gw') return '';
   if (existsSync(`${node.pinDir}/twill_config`)) {
     const maps = DatapathMaps.open(node.pinDir);
@@ -458,7 +506,7 @@ export async function readVtepMac(node: LabNode, backend: LabState['backend'] = 
 }
 
 /** From the pinned IPv6 config map of a BPF node, or the flannel-v6.1 device of a kernel one; none for host-gw. */
-export async function readVtepMac6(node: LabNode, backend: LabState['backend'] = 'vxlan'): Promise<string> {
+async function readVtepMac6(node: LabNode, backend: LabState['backend'] = 'vxlan'): Promise<string> {
   if (backend === 'host-gw') return '';
   if (DatapathMaps6.present(node.pinDir)) return DatapathMaps6.readPinnedMac(node.pinDir) ?? '';
   return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel-v6.1'], { netns: node.netns })) as { address: string }[])[0].address;

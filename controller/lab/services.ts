@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { KUBE_MARK_MASQ_BIT } from '../masq/rules.js';
 import { run } from '../util/exec.js';
 import type { LabState } from './lab.js';
 
@@ -23,15 +24,15 @@ export interface LabService {
 const chainId = (...parts: string[]) => createHash('sha256').update(parts.join('/')).digest('base64url').replace(/[-_]/g, 'X').slice(0, 16).toUpperCase();
 
 /** The nat table kube-proxy would install for these services (pure). */
-export function kubeProxyRules(network: string, services: readonly LabService[]): string {
+function kubeProxyRules(network: string, services: readonly LabService[]): string {
   const chains = ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ'];
   const rules: string[] = [
     '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
     '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
     '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
-    '-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000',
-    '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
-    '-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0',
+    `-A KUBE-MARK-MASQ -j MARK --set-xmark ${KUBE_MARK_MASQ_BIT}/${KUBE_MARK_MASQ_BIT}`,
+    `-A KUBE-POSTROUTING -m mark ! --mark ${KUBE_MARK_MASQ_BIT}/${KUBE_MARK_MASQ_BIT} -j RETURN`,
+    `-A KUBE-POSTROUTING -j MARK --set-xmark ${KUBE_MARK_MASQ_BIT}/0x0`,
     '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
   ];
   for (const svc of services) {

@@ -21,7 +21,7 @@ import { desiredRules, parseIptablesSave, planRestore, type MasqInput } from './
 
 const WAIT_FOR_XTABLES_LOCK = ['-w', '5'];
 
-export interface IptablesMasqOptions {
+interface IptablesMasqOptions {
   resyncSeconds: number;
   log: Logger;
   /** 6: the same chains in ip6tables, for the IPv6 network */

@@ -9,8 +9,9 @@ import { cidr6Contains, formatCidr6, type Cidr6 } from '../net/ipv6.js';
  * flannel's masqIP6Rules writes them (pkg/trafficmngr/iptables), with IPv6's multicast range.
  */
 
-/** kube-proxy marks what it wants masqueraded itself; flannel must not NAT those twice. */
-export const KUBE_PROXY_MASQ_MARK = '0x4000/0x4000';
+/** kube-proxy's KUBE-MARK-MASQ bit: it marks what it wants masqueraded itself, and flannel must not NAT those twice. */
+export const KUBE_MARK_MASQ_BIT = '0x4000';
+const KUBE_PROXY_MASQ_MARK = `${KUBE_MARK_MASQ_BIT}/${KUBE_MARK_MASQ_BIT}`;
 const MULTICAST = { 4: '224.0.0.0/4', 6: 'ff00::/8' } as const;
 const MASQ_COMMENT = '-m comment --comment "flanneld masq"';
 const FORWARD_COMMENT = '-m comment --comment "flanneld forward"';
@@ -27,7 +28,7 @@ interface MasqFlags {
 export type MasqInput = MasqFlags & ({ family?: 4; network: Cidr; subnet: Cidr } | { family: 6; network: Cidr6; subnet: Cidr6 });
 
 /** One chain of ours and the single rule that jumps to it from a built-in chain. */
-export interface ManagedChain {
+interface ManagedChain {
   table: 'nat' | 'filter';
   chain: string;
   /** the built-in chain that jumps to ours */
@@ -40,7 +41,7 @@ export interface ManagedChain {
   rules: string[];
 }
 
-export interface DesiredRules {
+interface DesiredRules {
   present: ManagedChain[];
   /** chains of ours that must not exist (the flag is off): removed with their jump if found */
   absent: ManagedChain[];
@@ -63,7 +64,7 @@ export const managedChains: readonly ManagedChain[] = [
 ];
 
 /** C and P as iptables-save prints them, and the family's multicast range. */
-export function masqChain(C: string, P: string, randomFully: boolean, multicast: string = MULTICAST[4]): ManagedChain {
+function masqChain(C: string, P: string, randomFully: boolean, multicast: string = MULTICAST[4]): ManagedChain {
   const masquerade = `-j MASQUERADE${randomFully ? ' --random-fully' : ''}`;
   return {
     ...MASQ_HOOK,
@@ -81,7 +82,7 @@ export function masqChain(C: string, P: string, randomFully: boolean, multicast:
   };
 }
 
-export function forwardChain(C: string): ManagedChain {
+function forwardChain(C: string): ManagedChain {
   return {
     ...FORWARD_HOOK,
     rules: [`-s ${C} ${FORWARD_COMMENT} -j ACCEPT`, `-d ${C} ${FORWARD_COMMENT} -j ACCEPT`],
@@ -125,7 +126,7 @@ export function parseIptablesSave(text: string): Map<string, SavedTable> {
   return tables;
 }
 
-export interface RestorePlan {
+interface RestorePlan {
   /** input for `iptables-restore --noflush`, or undefined when the tables already match */
   script?: string;
   /** what differed, for the log */

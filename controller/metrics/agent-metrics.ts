@@ -19,7 +19,7 @@ export interface AgentSnapshot {
 const STACK_REASONS = ['not_ipv4', 'not_remote', 'no_endpoint', 'source', 'conntrack', 'ttl', 'fragment', 'protocol', 'too_big', 'disabled', 'error'] as const satisfies readonly (keyof PathStats)[];
 
 /** The lease watcher's states, all reported (1 for the current one) so a dashboard sees transitions. */
-export const WATCH_STATES = ['starting', 'watching', 'resyncing', 'backoff'] as const;
+const WATCH_STATES = ['starting', 'watching', 'resyncing', 'backoff'] as const;
 
 const DROP_PREFIX = 'drop_';
 

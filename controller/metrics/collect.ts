@@ -6,7 +6,7 @@ import { agentMetricFamilies, type AgentSnapshot } from './agent-metrics.js';
 import { formatPrometheus } from './prometheus.js';
 
 /** What the agent exposes to /metrics: its live objects, read at scrape time. */
-export interface AgentMetricSources {
+interface AgentMetricSources {
   pinDir: string;
   ready: boolean;
   mode?: 'bpf' | 'kernel';
@@ -18,7 +18,7 @@ export interface AgentMetricSources {
 }
 
 /** The edge: reads the pinned counters (opened per scrape, so a replaced map is never stale). */
-export function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
+function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
   const own = src.manager?.own;
   const snapshot: AgentSnapshot = {
     ready: src.ready,

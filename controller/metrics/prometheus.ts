@@ -3,7 +3,7 @@
  * https://prometheus.io/docs/instrumenting/exposition_formats/
  */
 
-export type MetricType = 'counter' | 'gauge' | 'summary' | 'untyped';
+type MetricType = 'counter' | 'gauge' | 'summary' | 'untyped';
 
 export interface Sample {
   labels?: Readonly<Record<string, string>>;

@@ -18,7 +18,7 @@ export function formatIpv4(n: number): string {
   return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
 }
 
-export function maskOf(len: number): number {
+function maskOf(len: number): number {
   return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
 }
 
@@ -44,10 +44,6 @@ export function cidrContains(outer: Cidr, inner: Cidr): boolean {
 
 export function cidrOverlaps(a: Cidr, b: Cidr): boolean {
   return cidrContains(a, b) || cidrContains(b, a);
-}
-
-export function cidrSize(c: Cidr): number {
-  return 2 ** (32 - c.len);
 }
 
 /** The address `offset` hosts into the prefix (offset 1 = the first usable address). */

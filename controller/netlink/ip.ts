@@ -4,7 +4,7 @@ import { run } from '../util/exec.js';
  * iproute2 is twill's netlink edge: every link, address and route change goes through `ip`,
  * so what twill does can be replayed and inspected with the same tool an operator uses.
  */
-export interface IpOptions {
+interface IpOptions {
   /** Named network namespace (`ip -n`); omitted = the caller's own namespace. */
   netns?: string;
 }
@@ -28,7 +28,7 @@ export async function ipBatch(lines: readonly string[], opts: IpOptions = {}): P
   await run(ipArgv(['-batch', '-'], opts), { input: lines.join('\n') + '\n' });
 }
 
-export interface LinkInfo {
+interface LinkInfo {
   ifindex: number;
   ifname: string;
   mtu: number;
@@ -44,14 +44,4 @@ export async function linkShow(name: string, opts: IpOptions = {}): Promise<Link
   if (res.code !== 0) return undefined;
   const links = JSON.parse(res.stdout) as LinkInfo[];
   return links[0];
-}
-
-export interface AddrInfo {
-  ifname: string;
-  addr_info: { family: string; local: string; prefixlen: number }[];
-}
-
-export async function netnsExists(name: string): Promise<boolean> {
-  const out = await run(['ip', 'netns', 'list'], {});
-  return out.stdout.split('\n').some((l) => l.split(' ')[0] === name);
 }

@@ -40,7 +40,7 @@ export interface LeasePolicy {
 }
 
 /** Who we are, per address family: our own lease and address are never programmed as a peer. */
-export interface SelfIdentity {
+interface SelfIdentity {
   subnet: string;
   publicIp: string;
   /** with IPv6 enabled: our lease's IPv6 subnet and our PublicIPv6 */
@@ -52,14 +52,14 @@ export interface SelfIdentity {
 export const noDatapath: Datapath = { sync: () => ({ subnetsAdded: 0, subnetsRemoved: 0, peersAdded: 0, peersRemoved: 0 }) };
 
 /** How often the live state is read back and diffed in full, to repair drift made behind our back. */
-export const FULL_SYNC_INTERVAL_MS = 60_000;
+const FULL_SYNC_INTERVAL_MS = 60_000;
 /** Up to this many peer changes in one write get a line each; a start or a mass change gets one summary. */
-export const PEER_LINES_MAX = 10;
+const PEER_LINES_MAX = 10;
 
-export type PeerEvent = { change: 'added' | 'changed' | 'removed'; subnet: string; publicIp: string };
+type PeerEvent = { change: 'added' | 'changed' | 'removed'; subnet: string; publicIp: string };
 
 /** The info lines an operator follows peers by: one per peer for a few, a summary for many. */
-export function peerLines(events: readonly PeerEvent[]): { msg: string; fields: Record<string, unknown> }[] {
+function peerLines(events: readonly PeerEvent[]): { msg: string; fields: Record<string, unknown> }[] {
   if (events.length <= PEER_LINES_MAX) return events.map(({ change, subnet, publicIp }) => ({ msg: `peer ${change}`, fields: { subnet, publicIp } }));
   const count = (c: PeerEvent['change']) => events.filter((e) => e.change === c).length;
   return [{ msg: 'peers changed', fields: { added: count('added'), changed: count('changed'), removed: count('removed') } }];

@@ -1,6 +1,6 @@
 import type { NetworkConfig } from '../config/network-config.js';
 import { cidrContains, cidrOverlaps, formatCidr, type Cidr } from '../net/ipv4.js';
-import { cidr6Contains, cidr6Overlaps, formatCidr6, nthSubnet6, sameCidr6, type Cidr6 } from '../net/ipv6.js';
+import { cidr6Contains, cidr6Overlaps, formatCidr6, nthSubnet6, type Cidr6 } from '../net/ipv6.js';
 import { isReservation, NO_SUBNET, type Lease } from './lease.js';
 
 /*
@@ -9,7 +9,7 @@ import { isReservation, NO_SUBNET, type Lease } from './lease.js';
  * decision against etcd and comes back here if a transaction loses a race.
  */
 
-export type AcquireDecision =
+type AcquireDecision =
   | { action: 'reuse'; lease: Lease; reservation: boolean }
   /** `subnet` is NO_SUBNET in an IPv6-only network; `subnet6` is there when IPv6 is enabled */
   | { action: 'allocate'; subnet: Cidr; subnet6?: Cidr6; stale: Lease[]; via: 'hint' | 'random' }
@@ -140,5 +140,3 @@ export function describeSubnets(s: Subnets): string {
   const v4 = s.subnet.len === 0 && s.subnet6 ? [] : [formatCidr(s.subnet)];
   return [...v4, ...(s.subnet6 ? [formatCidr6(s.subnet6)] : [])].join(' ');
 }
-
-export const sameSubnets = (a: Subnets, b: Subnets) => a.subnet.ip === b.subnet.ip && a.subnet.len === b.subnet.len && sameCidr6(a.subnet6, b.subnet6);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { formatCidr, parseCidr, parseIpv4, type Cidr } from '../net/ipv4.js';
 import { formatCidr6, formatIpv6, parseCidr6, parseIpv6, sameCidr6, type Cidr6 } from '../net/ipv6.js';
+import { VNI_MAX } from '../net/vxlan.js';
 
 /*
  * flannel's lease records (pkg/subnet/subnet.go MakeSubnetKey, pkg/lease/lease.go LeaseAttrs):
@@ -71,11 +72,6 @@ export function parseSubnetKeyParts(key: string): { subnet: Cidr; subnet6?: Cidr
   return subnet6 && { subnet, subnet6 };
 }
 
-/** The IPv4 part of a lease key; undefined when the key is not one. */
-export function parseSubnetKey(key: string): Cidr | undefined {
-  return parseSubnetKeyParts(key)?.subnet;
-}
-
 const macRe = /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/;
 const leaseValueSchema = z.object({
   PublicIP: z.string({ error: 'PublicIP must be a string' }).refine((s) => parseIpv4(s) !== undefined, { error: (i) => `PublicIP ${JSON.stringify(i.input)} is not an IPv4 address` }),
@@ -92,7 +88,7 @@ const leaseValueSchema = z.object({
 const vxlanDataSchema = (field: 'BackendData' | 'BackendV6Data') =>
   z.object(
     {
-      VNI: z.number({ error: `${field}.VNI must be a number` }).int().min(0).max(0xffffff).optional(),
+      VNI: z.number({ error: `${field}.VNI must be a number` }).int().min(0).max(VNI_MAX).optional(),
       VtepMAC: z.string({ error: `${field}.VtepMAC must be a string` }).regex(macRe, { error: (i) => `${field}.VtepMAC ${JSON.stringify(i.input)} is not a MAC address` }),
     },
     { error: `${field} must be an object` },

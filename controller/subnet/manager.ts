@@ -1,11 +1,10 @@
-import type { Lease as EtcdLease } from 'etcd3';
 import type { NetworkConfig } from '../config/network-config.js';
-import { LeaseGoneError, type EtcdStore } from '../etcd/store.js';
 import { type Cidr } from '../net/ipv4.js';
 import { formatIpv6, parseIpv6, type Cidr6 } from '../net/ipv6.js';
 import type { Logger } from '../util/log.js';
 import { decideAcquire, describeSubnets, unroutableReason } from './allocate.js';
-import { encodeLeaseValue, isReservation, type LeaseAttrs, parseLeaseKV, subnetKey, type Lease, type LeaseParse } from './lease.js';
+import { encodeLeaseValue, type LeaseAttrs, parseLeaseKV, subnetKey, type Lease, type LeaseParse } from './lease.js';
+import { LeaseGoneError, type HeldLease, type LeaseStore } from './lease-store.js';
 
 /** What we hold in etcd. */
 export interface OwnLease {
@@ -16,7 +15,7 @@ export interface OwnLease {
   key: string;
   reservation: boolean;
   /** null for a reservation, which has no TTL and is never converted into one */
-  etcdLease: EtcdLease | null;
+  etcdLease: HeldLease | null;
   expiresAt?: number;
 }
 
@@ -53,7 +52,7 @@ export class SubnetManager {
   own?: OwnLease;
 
   constructor(
-    private readonly store: EtcdStore,
+    private readonly store: LeaseStore,
     private readonly config: NetworkConfig,
     private readonly attrs: NodeAttrs,
     private readonly opts: { ttlSeconds: number; renewMarginSeconds: number; hint?: Cidr; hint6?: Cidr6; log: Logger; random?: () => number },
@@ -126,13 +125,13 @@ export class SubnetManager {
     const current = parseLeaseKV(record.key, record.value);
     if (current.ok && this.isOurs(current.lease)) return undefined;
     try {
-      await this.store.keepalive(own.etcdLease);
+      await own.etcdLease.keepalive();
     } catch {
       return undefined;
     }
     const lease = await this.store.rewriteLease(own.key, value, record.modRevision, this.opts.ttlSeconds);
     if (!lease) return undefined;
-    await own.etcdLease.revoke().catch(() => undefined);
+    await own.etcdLease.revoke();
     this.opts.log.error('our lease record was overwritten while we hold the subnet: ignoring the write and restoring ours', {
       subnet: describeSubnets(own),
       overwrittenWith: current.ok ? { publicIp: current.lease.publicIp, publicIpv6: current.lease.publicIpv6 } : { problem: current.reason },
@@ -154,7 +153,7 @@ export class SubnetManager {
     const own = this.own;
     if (!own?.etcdLease) return true;
     try {
-      const ttl = await this.store.keepalive(own.etcdLease);
+      const ttl = await own.etcdLease.keepalive();
       own.expiresAt = Date.now() + ttl * 1000;
       return true;
     } catch (err) {
@@ -171,5 +170,3 @@ export class SubnetManager {
     return !p.ok || !this.isOurs(p.lease);
   }
 }
-
-export { isReservation };

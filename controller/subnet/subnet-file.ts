@@ -1,5 +1,6 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { z } from 'zod';
 import { formatCidr, hostAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 import { formatCidr6, hostAddress6, parseCidr6, type Cidr6 } from '../net/ipv6.js';
 import type { NetworkConfig } from '../config/network-config.js';
@@ -9,7 +10,7 @@ import type { NetworkConfig } from '../config/network-config.js';
  * of lines is there when the network enables that family: an IPv6-only file has no
  * FLANNEL_NETWORK or FLANNEL_SUBNET.
  */
-export interface SubnetFile {
+interface SubnetFile {
   network?: Cidr;
   subnet?: Cidr;
   ipv6Network?: Cidr6;
@@ -19,7 +20,7 @@ export interface SubnetFile {
 }
 
 /** What the agent writes: at least one family's network and subnet. */
-export type SubnetFileContents = SubnetFile & ({ network: Cidr; subnet: Cidr } | { ipv6Network: Cidr6; ipv6Subnet: Cidr6 });
+type SubnetFileContents = SubnetFile & ({ network: Cidr; subnet: Cidr } | { ipv6Network: Cidr6; ipv6Subnet: Cidr6 });
 
 /** What the agent writes for a lease: each enabled family's network and our subnet in it. */
 export function subnetFileFor(config: NetworkConfig, lease: { subnet: Cidr; subnet6?: Cidr6 }, o: { mtu: number; ipMasq: boolean }): SubnetFileContents {
@@ -40,25 +41,37 @@ export function formatSubnetFile(f: SubnetFileContents): string {
   return `${out}FLANNEL_MTU=${f.mtu}\nFLANNEL_IPMASQ=${f.ipMasq}\n`;
 }
 
-export function parseSubnetFile(text: string): Partial<SubnetFile> {
+/** Each variable read back, and what makes a value unusable (flanneld writes FLANNEL_IPMASQ as true or false). */
+const cidrVar = <T>(parse: (s: string) => T | undefined, what: string) => z.string().transform((s, ctx) => parse(s) ?? (ctx.addIssue({ code: 'custom', message: `not ${what}` }), z.NEVER));
+const subnetFileVars = {
+  network: ['FLANNEL_NETWORK', cidrVar(parseCidr, 'an IPv4 CIDR')],
+  subnet: ['FLANNEL_SUBNET', cidrVar(parseCidr, 'an IPv4 CIDR')],
+  ipv6Network: ['FLANNEL_IPV6_NETWORK', cidrVar(parseCidr6, 'an IPv6 CIDR')],
+  ipv6Subnet: ['FLANNEL_IPV6_SUBNET', cidrVar(parseCidr6, 'an IPv6 CIDR')],
+  mtu: ['FLANNEL_MTU', z.string().regex(/^\d+$/, 'not a number').transform(Number)],
+  ipMasq: ['FLANNEL_IPMASQ', z.enum(['true', 'false'], 'not true or false').transform((s) => s === 'true')],
+} as const;
+
+/** Pure: what a subnet file says, and each variable whose value is not usable (left out of `file`). */
+export function checkSubnetFile(text: string): { file: Partial<SubnetFile>; problems: string[] } {
   const vars = new Map<string, string>();
   for (const line of text.split('\n')) {
     const m = /^\s*([A-Z0-9_]+)=(.*)$/.exec(line);
     if (m) vars.set(m[1], m[2].trim());
   }
-  const out: Partial<SubnetFile> = {};
-  const net = vars.get('FLANNEL_NETWORK') && parseCidr(vars.get('FLANNEL_NETWORK')!);
-  if (net) out.network = net;
-  const sub = vars.get('FLANNEL_SUBNET') && parseCidr(vars.get('FLANNEL_SUBNET')!);
-  if (sub) out.subnet = sub;
-  const net6 = vars.get('FLANNEL_IPV6_NETWORK') && parseCidr6(vars.get('FLANNEL_IPV6_NETWORK')!);
-  if (net6) out.ipv6Network = net6;
-  const sub6 = vars.get('FLANNEL_IPV6_SUBNET') && parseCidr6(vars.get('FLANNEL_IPV6_SUBNET')!);
-  if (sub6) out.ipv6Subnet = sub6;
-  if (vars.has('FLANNEL_MTU') && /^\d+$/.test(vars.get('FLANNEL_MTU')!)) out.mtu = Number(vars.get('FLANNEL_MTU'));
-  if (vars.has('FLANNEL_IPMASQ')) out.ipMasq = vars.get('FLANNEL_IPMASQ') === 'true';
-  return out;
+  const file: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [field, [name, schema]] of Object.entries(subnetFileVars)) {
+    const raw = vars.get(name);
+    if (raw === undefined) continue;
+    const res = (schema as z.ZodType).safeParse(raw);
+    if (res.success) file[field] = res.data;
+    else problems.push(`${name}=${raw}: ${res.error.issues[0].message}`);
+  }
+  return { file: file as Partial<SubnetFile>, problems };
 }
+
+export const parseSubnetFile = (text: string): Partial<SubnetFile> => checkSubnetFile(text).file;
 
 /** The previous subnets, if a readable subnet file names them: flannel's second choice at start (previousSubnet, previousIPv6Subnet). */
 export function readSubnetHints(file: string): { hint?: Cidr; hint6?: Cidr6 } {

@@ -1,8 +1,7 @@
-import { isUnreachable } from '../etcd/outage.js';
-import type { EtcdStore, WatchEvent } from '../etcd/store.js';
 import { describeSubnets } from './allocate.js';
 import type { Logger } from '../util/log.js';
 import { leaseKey, parseLeaseKV, sameLease, type Lease } from './lease.js';
+import type { LeaseStore, WatchEvent } from './lease-store.js';
 import { routableLease, usableLeases } from './manager.js';
 import type { NetworkConfig } from '../config/network-config.js';
 
@@ -27,7 +26,7 @@ export class LeaseWatcher {
   resyncs = 0;
 
   constructor(
-    private readonly store: EtcdStore,
+    private readonly store: LeaseStore,
     private readonly onChange: (change: LeaseChange, all: ReadonlyMap<string, Lease>) => void,
     private readonly log: Logger,
     private readonly onEvent?: (e: WatchEvent) => void,
@@ -103,7 +102,7 @@ export class LeaseWatcher {
 
   /** The store reports an unreachable etcd once for all callers; each retry here says it again only at debug. */
   private quietWhileUnreachable(err: unknown) {
-    return isUnreachable(err) ? this.log.debug : this.log.warn;
+    return this.store.isUnreachable(err) ? this.log.debug : this.log.warn;
   }
 
   private apply(e: WatchEvent): void {

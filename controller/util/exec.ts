@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 
-export class CommandError extends Error {
+class CommandError extends Error {
   constructor(
     readonly argv: readonly string[],
     readonly code: number | null,
@@ -11,7 +11,7 @@ export class CommandError extends Error {
   }
 }
 
-export interface RunOptions {
+interface RunOptions {
   input?: string;
   env?: NodeJS.ProcessEnv;
   /** Run inside this named network namespace (via nsenter, which keeps /sys/fs/bpf visible). */
@@ -20,7 +20,7 @@ export interface RunOptions {
   allowFailure?: boolean;
 }
 
-export interface RunResult {
+interface RunResult {
   code: number | null;
   stdout: string;
   stderr: string;

@@ -3,7 +3,7 @@
  * (--log-format json or TWILL_LOG_FORMAT=json). Quiet by default (warn and above; the agent
  * raises it to info); TWILL_LOG=info|debug or -v raises the level.
  */
-export type Level = 'debug' | 'info' | 'warn' | 'error';
+type Level = 'debug' | 'info' | 'warn' | 'error';
 export type LogFormat = 'text' | 'json';
 const order: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error -- a plain ES module without types: the CI runs it with node alone
 import { tally } from '../../scripts/ci-tally.mjs';
@@ -42,5 +43,20 @@ describe("the CI's verdict from the test command's log", () => {
     expect(out[out.length - 1]).toBe('2 passed, 1 failed');
     expect(out).toContain('ci: part fake ended (status 137) without reporting a tally: it crashed or was killed');
     expect(run.status).toBe(1);
+  });
+
+  it('counts the type check as one test of its own, failed when tsc fails', () => {
+    const script = `. scripts/test-parts.sh; run_check good true; run_check bad false; echo rc=$rc`;
+    const log = spawnSync('bash', ['-c', script], { cwd: repoRoot, encoding: 'utf8' }).stdout;
+    expect(log).toBe('1 passed, 0 failed\n[twill-test] part good exit 0\n0 passed, 1 failed\n[twill-test] part bad exit 1\nrc=1\n');
+    expect(last(verdict(log))).toBe('1 passed, 1 failed');
+  });
+
+  it('type-checks the tests with the code before the suites run', () => {
+    const testSh = readFileSync(`${repoRoot}/scripts/test.sh`, 'utf8');
+    expect(testSh.indexOf('run_check typecheck npx tsc -p tsconfig.test.json')).toBeGreaterThan(-1);
+    expect(testSh.indexOf('run_check typecheck')).toBeLessThan(testSh.indexOf('run_part namespace'));
+    const tsconfig = JSON.parse(readFileSync(`${repoRoot}/tsconfig.test.json`, 'utf8')) as { include: string[] };
+    expect(tsconfig.include).toEqual(expect.arrayContaining(['controller/**/*.ts', 'test/**/*.ts']));
   });
 });
