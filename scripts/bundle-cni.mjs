@@ -2,9 +2,10 @@
 // Bundles the CNI plugin (dist/controller/cni/main.js, from tsc) into one CommonJS file,
 // dist/controller/cni/twill-cni.cjs, which `twill cni install` points the plugin at. The
 // container runtime starts a process per pod ADD and DEL; one pre-linked script spares each of
-// them the ES module loader resolving and linking dozens of files (zod alone is ~100), which cost
-// more than Node's own start-up (README, "CNI"). koffi stays external: it loads a native addon
-// found relative to its package, and the plugin requires it only on a DEL that edits a map.
+// them the ES module loader resolving and linking a hundred files (zod's alone are 95), which
+// cost more than Node's own start-up (README, "CNI"). What the DEL's import() reaches (libbpf)
+// becomes a second file, twill-cni-forget.cjs, required only by a DEL that edits a map. koffi
+// stays external: it finds its native addon relative to its own package.
 import { renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
