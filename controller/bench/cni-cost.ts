@@ -41,7 +41,7 @@ async function timed(argv: string[], input: string, env: NodeJS.ProcessEnv, netn
   const started = performance.now();
   const res = await run(argv, { input, env, netns, allowFailure: true });
   const ms = performance.now() - started;
-  if (res.code !== 0) throw new Error(`${argv[0]} ${env.CNI_COMMAND} failed: ${(res.stdout + res.stderr).trim()}`);
+  if (res.code !== 0) throw new Error(`${argv[0]} ${env.CNI_COMMAND ?? argv.slice(1).join(' ')} failed: ${(res.stdout + res.stderr).trim()}`);
   return ms;
 }
 
