@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
 import { checkSubnetFile, parseSubnetFile } from '../subnet/subnet-file.js';
@@ -27,7 +27,7 @@ interface CniNetConf {
 }
 
 /** What ADD saved for DEL and CHECK: the delegate's config, which must at least name its plugin. */
-const savedDelegateSchema = z.looseObject({ type: z.string().min(1) });
+const savedDelegateSchema = z.looseObject({ type: z.string().check(z.minLength(1)) });
 
 class CniError extends Error {
   constructor(

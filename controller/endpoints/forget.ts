@@ -1,23 +1,31 @@
 import { existsSync } from 'node:fs';
-import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
+import { BpfMap } from '../bpf/libbpf.js';
+import type { FieldKind, StructCodec } from '../../maps/codec.js';
+import { mapSpecs } from '../../maps/layout.js';
+import { TypedMap } from '../../maps/typed-map.js';
 
-/** Removes one pod's twill_endpoints entry (and its twill_endpoints6 one) through the pins (the CNI plugin's DEL). */
+/*
+ * Removes one pod's twill_endpoints entry (and its twill_endpoints6 one) through the pins (the
+ * CNI plugin's DEL). Only those two pins are opened, not the node's whole map set: this runs once
+ * per deleted pod, in a process that starts for it.
+ */
 export function forgetEndpointEntry(pinDir: string, ip: string | undefined, ip6?: string): void {
   if (!existsSync(`${pinDir}/twill_endpoints`)) return;
-  if (ip) {
-    const maps = DatapathMaps.open(pinDir);
-    try {
-      maps.endpoints?.delete({ ip });
-    } finally {
-      maps.close();
-    }
-  }
-  if (!ip6 || !DatapathMaps6.present(pinDir)) return;
-  const maps6 = DatapathMaps6.open(pinDir);
+  // An IPv6-only pod has no IPv4 entry.
+  if (ip) deleteThroughPin(`${pinDir}/twill_endpoints`, mapSpecs.twill_endpoints, { ip });
+  // A datapath attached by a build before IPv6 has no twill_endpoints6.
+  if (ip6 && existsSync(`${pinDir}/twill_endpoints6`)) deleteThroughPin(`${pinDir}/twill_endpoints6`, mapSpecs.twill_endpoints6, { ip6 });
+}
+
+function deleteThroughPin<KF extends Record<string, FieldKind>, VF extends Record<string, FieldKind>>(
+  pinPath: string,
+  spec: { key: StructCodec<KF>; value: StructCodec<VF> },
+  key: Parameters<TypedMap<KF, VF>['delete']>[0],
+): void {
+  const map = BpfMap.fromPin(pinPath);
   try {
-    maps6.deleteEndpoint(ip6);
+    new TypedMap(map, spec.key, spec.value).delete(key);
   } finally {
-    maps6.close();
+    map.close();
   }
 }

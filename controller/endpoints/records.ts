@@ -1,6 +1,7 @@
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+// zod's tree-shakable API: the CNI plugin bundles this file, and each pod's ADD pays for what it loads.
+import * as z from 'zod/mini';
 import { parseIpv4 } from '../net/ipv4.js';
 import { formatIpv6, parseIpv6 } from '../net/ipv6.js';
 import { readStateFile, StateFileError } from '../util/state-file.js';
@@ -14,26 +15,23 @@ import { readStateFile, StateFileError } from '../util/state-file.js';
  * the pods.
  */
 
-const mac = z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, 'a lower-case MAC address');
-const endpointRecordSchema = z.object({
-  containerId: z.string().min(1),
-  ifname: z.string().min(1),
-  netns: z.string().optional(),
-  /** the pod's IPv4 address (none in an IPv6-only network) */
-  ip: z
-    .string()
-    .refine((s) => parseIpv4(s) !== undefined, 'an IPv4 address')
-    .optional(),
-  /** the pod's IPv6 address in a dual-stack or IPv6-only network (records of builds before IPv6 have none) */
-  ip6: z
-    .string()
-    .refine((s) => parseIpv6(s) !== undefined, 'an IPv6 address')
-    .optional(),
-  mac,
-  hostVeth: z.string().min(1).max(15),
-  bridge: z.string().min(1).max(15),
-  addedAt: z.string(),
-}).refine((r) => r.ip !== undefined || r.ip6 !== undefined, { message: 'an IPv4 or an IPv6 address', path: ['ip'] });
+const mac = z.string().check(z.regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, 'a lower-case MAC address'));
+const nonEmpty = (max?: number) => z.string().check(z.minLength(1), ...(max === undefined ? [] : [z.maxLength(max)]));
+export const endpointRecordSchema = z
+  .object({
+    containerId: nonEmpty(),
+    ifname: nonEmpty(),
+    netns: z.optional(z.string()),
+    /** the pod's IPv4 address (none in an IPv6-only network) */
+    ip: z.optional(z.string().check(z.refine((s) => parseIpv4(s) !== undefined, 'an IPv4 address'))),
+    /** the pod's IPv6 address in a dual-stack or IPv6-only network (records of builds before IPv6 have none) */
+    ip6: z.optional(z.string().check(z.refine((s) => parseIpv6(s) !== undefined, 'an IPv6 address'))),
+    mac,
+    hostVeth: nonEmpty(15),
+    bridge: nonEmpty(15),
+    addedAt: z.string(),
+  })
+  .check(z.refine((r) => r.ip !== undefined || r.ip6 !== undefined, { message: 'an IPv4 or an IPv6 address', path: ['ip'] }));
 export type EndpointRecord = z.output<typeof endpointRecordSchema>;
 
 export const endpointsDirFor = (subnetFile: string) => path.join(path.dirname(subnetFile), 'endpoints');
@@ -67,8 +65,8 @@ const parseRecordFile = (file: string): EndpointRecord => readStateFile('endpoin
 const recordFile = (dir: string, containerId: string, ifname: string) => path.join(dir, `${containerId}_${ifname}.json`);
 
 const cniResultSchema = z.object({
-  interfaces: z.array(z.object({ name: z.string(), mac: z.string().optional(), sandbox: z.string().optional() })).default([]),
-  ips: z.array(z.object({ address: z.string(), interface: z.number().int().optional() })).default([]),
+  interfaces: z._default(z.array(z.object({ name: z.string(), mac: z.optional(z.string()), sandbox: z.optional(z.string()) })), []),
+  ips: z._default(z.array(z.object({ address: z.string(), interface: z.optional(z.int()) })), []),
 });
 
 /**

@@ -1,6 +1,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+// zod's tree-shakable API: the CNI plugin reads this file at every pod ADD (its bundle loads only zod/mini).
+import * as z from 'zod/mini';
 import { formatCidr, hostAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 import { formatCidr6, hostAddress6, parseCidr6, type Cidr6 } from '../net/ipv6.js';
 import type { NetworkConfig } from '../config/network-config.js';
@@ -42,14 +43,18 @@ export function formatSubnetFile(f: SubnetFileContents): string {
 }
 
 /** Each variable read back, and what makes a value unusable (flanneld writes FLANNEL_IPMASQ as true or false). */
-const cidrVar = <T>(parse: (s: string) => T | undefined, what: string) => z.string().transform((s, ctx) => parse(s) ?? (ctx.addIssue({ code: 'custom', message: `not ${what}` }), z.NEVER));
+const cidrVar = <T>(parse: (s: string) => T | undefined, what: string) =>
+  z.pipe(
+    z.string(),
+    z.transform((s: string, ctx) => parse(s) ?? (ctx.issues.push({ code: 'custom', message: `not ${what}`, input: s }), z.NEVER)),
+  );
 const subnetFileVars = {
   network: ['FLANNEL_NETWORK', cidrVar(parseCidr, 'an IPv4 CIDR')],
   subnet: ['FLANNEL_SUBNET', cidrVar(parseCidr, 'an IPv4 CIDR')],
   ipv6Network: ['FLANNEL_IPV6_NETWORK', cidrVar(parseCidr6, 'an IPv6 CIDR')],
   ipv6Subnet: ['FLANNEL_IPV6_SUBNET', cidrVar(parseCidr6, 'an IPv6 CIDR')],
-  mtu: ['FLANNEL_MTU', z.string().regex(/^\d+$/, 'not a number').transform(Number)],
-  ipMasq: ['FLANNEL_IPMASQ', z.enum(['true', 'false'], 'not true or false').transform((s) => s === 'true')],
+  mtu: ['FLANNEL_MTU', z.pipe(z.string().check(z.regex(/^\d+$/, 'not a number')), z.transform(Number))],
+  ipMasq: ['FLANNEL_IPMASQ', z.pipe(z.enum(['true', 'false'], 'not true or false'), z.transform((s: 'true' | 'false') => s === 'true'))],
 } as const;
 
 /** Pure: what a subnet file says, and each variable whose value is not usable (left out of `file`). */
@@ -64,7 +69,7 @@ export function checkSubnetFile(text: string): { file: Partial<SubnetFile>; prob
   for (const [field, [name, schema]] of Object.entries(subnetFileVars)) {
     const raw = vars.get(name);
     if (raw === undefined) continue;
-    const res = (schema as z.ZodType).safeParse(raw);
+    const res = z.safeParse(schema as z.ZodMiniType, raw);
     if (res.success) file[field] = res.data;
     else problems.push(`${name}=${raw}: ${res.error.issues[0].message}`);
   }

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
-import type { z } from 'zod';
+// zod's core: both classic schemas (the agent's) and zod/mini ones (the CNI plugin's) are checked here.
+import type { $ZodType, output } from 'zod/v4/core';
+import { safeParse } from 'zod/mini';
 
 /*
  * twill's own JSON state files (the attach state, the kernel record, the lab's state, the CNI
@@ -13,19 +15,19 @@ export class StateFileError extends Error {
 }
 
 /** Pure: `text`, the contents of `file`, checked against `schema`. `what` names the file for a reader ("attach state"). */
-export function parseStateFile<S extends z.ZodType>(what: string, file: string, text: string, schema: S): z.output<S> {
+export function parseStateFile<S extends $ZodType>(what: string, file: string, text: string, schema: S): output<S> {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (err) {
     throw new StateFileError(`${what} ${file}: not JSON (${(err as Error).message})`);
   }
-  const res = schema.safeParse(doc);
+  const res = safeParse(schema, doc);
   if (!res.success) throw new StateFileError(`${what} ${file}: ${res.error.issues.map((i) => `${i.path.length ? i.path.join('.') : 'the document'}: ${i.message}`).join('; ')}`);
   return res.data;
 }
 
 /** Reads and checks a state file; a missing or unreadable file throws as readFileSync does (callers test existence). */
-export function readStateFile<S extends z.ZodType>(what: string, file: string, schema: S): z.output<S> {
+export function readStateFile<S extends $ZodType>(what: string, file: string, schema: S): output<S> {
   return parseStateFile(what, file, readFileSync(file, 'utf8'), schema);
 }

@@ -153,7 +153,7 @@ describe("the manifest's CNI install and conflist, for real", () => {
     const version = (JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
     const installed = path.join(host, 'opt/twill', version);
     expect(existsSync(path.join(installed, '.complete'))).toBe(true);
-    expect(readFileSync(path.join(pluginDir, 'flannel'), 'utf8')).toContain(`exec ${installed}/node/bin/node ${installed}/dist/controller/cni/main.js`);
+    expect(readFileSync(path.join(pluginDir, 'flannel'), 'utf8')).toContain(`exec ${installed}/node/bin/node ${installed}/dist/controller/cni/twill-cni.cjs`);
   });
 
   it('a pod is added and deleted through flannel + portmap with the real bridge, host-local and portmap plugins', async () => {

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopAgent } from '../../controller/lab/agents.js';
+import { endpointsDirFor, readEndpointRecord } from '../../controller/endpoints/records.js';
 import { addLabPod, removeLabPod, type LabNode, type LabState } from '../../controller/lab/lab.js';
 import { applyServices } from '../../controller/lab/services.js';
 import { run } from '../../controller/util/exec.js';
@@ -250,6 +251,9 @@ describe('pods come and go', () => {
   it('a pod deleted while the agent was down leaves nothing behind, and a new pod with its address works meanwhile and after', async () => {
     const n1 = node('n1');
     const doomed = await addLabPod(lab, 'n1');
+    // addLabPod waits for the pod's map entry; the agent pins the veth's link just after writing it.
+    const doomedVeth = readEndpointRecord(endpointsDirFor(n1.subnetFile), doomed.containerId, 'eth0')!.hostVeth;
+    await until("the doomed pod's link pinned", async () => podLinks(n1).includes(doomedVeth));
     const linksWithIt = podLinks(n1);
     await stopAgent(n1.agent!.pid, n1.pinDir, 'SIGKILL');
     await removeLabPod(lab, doomed.name);

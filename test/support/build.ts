@@ -10,9 +10,10 @@ export function buildBpf(): void {
   execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: 'inherit' });
 }
 
-/** Builds the TypeScript into dist/ for tests that run the CLI as a separate process. */
+/** Builds the TypeScript into dist/ for tests that run the CLI as a separate process, and bundles the CNI plugin from it. */
 export function buildTs(): void {
   execFileSync('npx', ['tsc', '-p', path.join(repoRoot, 'tsconfig.json')], { stdio: 'inherit', cwd: repoRoot });
+  execFileSync(process.execPath, [path.join(repoRoot, 'scripts/bundle-cni.mjs')], { stdio: 'inherit', cwd: repoRoot });
 }
 
 export const cliPath = path.join(repoRoot, 'dist/controller/cli.js');

@@ -139,4 +139,22 @@ describe('CNI plugin cost report', () => {
     const within = cniCostSection({ n: 1, twill: { add: [45], del: [1] }, delegates: { add: [20], del: [1] } });
     expect(within).toContain('| twill adds at most 30 ms to an ADD (p50) | 25.0 ms | yes |');
   });
+
+  it("sets each operation's p50 against the delegates', and shows the unbundled entry and Node's bare start-up from the same rounds", async () => {
+    const { cniCostSection } = await import('../../controller/bench/cni-cost.js');
+    const doc = cniCostSection({
+      n: 2,
+      twill: { add: [60, 80], del: [90, 110] },
+      unbundled: { add: [140, 160], del: [190, 210] },
+      delegates: { add: [20, 20], del: [40, 40] },
+      nodeStart: [35, 45],
+    });
+    expect(doc).toContain("| ADD, twill's plugin | 70.0 | 80.0 | 60.0-80.0 | 3.50 |");
+    expect(doc).toContain("| ADD, twill's plugin unbundled (ES modules) | 150.0 | 160.0 | 140.0-160.0 | 7.50 |");
+    expect(doc).toContain('| ADD, delegates alone | 20.0 | 20.0 | 20.0-20.0 | 1.00 |');
+    expect(doc).toContain("| DEL, twill's plugin | 100.0 | 110.0 | 90.0-110.0 | 2.50 |");
+    expect(doc).toContain('| Node start-up alone (`node -e 0`) | 40.0 | 45.0 | 35.0-45.0 | 2.00 |');
+    expect(doc).toContain("| of which Node's start-up (`node -e 0`, p50) | 40.0 ms | alone exceeds the budget |");
+    expect(doc).toContain("| the bundle's ADD over the unbundled entry's (p50) | 0.47 x | |");
+  });
 });
