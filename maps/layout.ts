@@ -113,7 +113,7 @@ export const monitorStruct = struct('twill_monitor', {
   flags: 'u32',
   trace_sample: 'u32',
   owner_pid: 'u32',
-  reserved: 'u32',
+  owner_pidns: 'u32',
   owner_start: 'u64',
   lost: 'u64',
 });

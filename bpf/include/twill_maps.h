@@ -213,7 +213,7 @@ struct twill_monitor {
 	__u32 flags;             /* TWILL_MONITOR_* bits */
 	__u32 trace_sample;      /* TRACE: keep one decision in trace_sample, chosen at random (0 and 1: every one) */
 	__u32 owner_pid;         /* the monitor that set flags */
-	__u32 reserved;          /* 0 */
+	__u32 owner_pidns;       /* inode of its pid namespace: its pid means something only there */
 	__u64 owner_start;       /* its start time, field 22 of /proc/<pid>/stat: a reused pid is not taken for it */
 	__u64 lost;              /* events the ring buffer had no room for */
 };
