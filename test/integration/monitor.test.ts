@@ -13,13 +13,17 @@ import { startInNetns, stopAll, type Background } from '../support/proc.js';
 import { ping } from '../support/traffic.js';
 
 /*
- * `twill monitor` against a real 2-node lab (lab "tm" on 192.168.114.0/24): hostile VXLAN from
- * scapy, real pod traffic, the real ring buffer. Every event is read on node n1.
+ * `twill monitor` against real 2-node labs: "tm" (IPv4, decap at tc, on 192.168.114.0/24), then
+ * "tmx" (dual stack, decap in XDP, on 192.168.115.0/24). Hostile VXLAN from scapy, real pod
+ * traffic, the real ring buffer. Every event is read on node n1.
  */
 const LAB = 'tm';
+const XDP_LAB = 'tmx';
 const twill = (args: string[]) => run([process.execPath, cliPath, ...args]);
 const craft = path.join(repoRoot, 'test/support/craft.py');
+const craft6 = path.join(repoRoot, 'test/support/craft6.py');
 
+/** The lab the helpers below act on: "tm", then "tmx" for the last block. */
 let lab: LabState;
 const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
 const pod = (name: string) => lab.pods.find((p) => p.name === name)!;
@@ -96,6 +100,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await stopAll();
   await twill(['lab', 'down', '--name', LAB]);
+  await twill(['lab', 'down', '--name', XDP_LAB]);
 }, 120_000);
 
 describe('nobody listening', () => {
@@ -230,5 +235,46 @@ describe('who owns the switch', () => {
     expect(monitorSwitch()).toMatchObject({ flags: 0, owner_pid: 0 });
     const agentLog = readFileSync(node('n1').agent!.log, 'utf8');
     expect(agentLog).toMatch(new RegExp(`a twill monitor ended without turning events off.*"pid":${pid}`));
+  });
+});
+
+describe('decap in XDP, and IPv6 (dual-stack lab)', () => {
+  beforeAll(async () => {
+    await twill(['lab', 'down', '--name', XDP_LAB]).catch(() => undefined);
+    await twill(['lab', 'up', '--name', XDP_LAB, '--nodes', '2', '--pods-per-node', '1', '--underlay', '192.168.115.0/24', '--decap-hook', 'xdp', '--ip-family', 'dual']);
+    lab = JSON.parse((await twill(['lab', 'status', '--name', XDP_LAB, '--json'])).stdout) as LabState;
+  }, 240_000);
+
+  /** IPv6 VXLAN at layer 2 from n2 (craft6.py), to n1's pod. */
+  async function send6(kind: string): Promise<void> {
+    const [n1, n2] = [node('n1'), node('n2')];
+    const n1Mac = (JSON.parse((await run(['ip', '-n', n1.netns, '-j', 'link', 'show', 'eth0'])).stdout) as { address: string }[])[0].address;
+    await run(['/usr/bin/python3', craft6, kind, 'eth0', n1Mac, n2.underlayIp6!, n1.underlayIp6!, pod('n1-p1').ips![1], '1', '8472', n1.vtepMac6!], { netns: n2.netns });
+  }
+
+  it('IPv4 drops in XDP name the hook xdp-decap; IPv6 ones at tc carry IPv6 outer and inner addresses', async () => {
+    const [n1, n2] = [node('n1'), node('n2')];
+    const pod6 = pod('n1-p1').ips![1];
+    const m = await startMonitor(['--json', '--count', '3']);
+    await fromPeer('bad-vni');
+    await send6('bad-vni');
+    await send6('unknown-source');
+    expect(await m.exited).toBe(0);
+    const inner6 = { family: 6, src: 'fd76:b6:1:2::77', dst: pod6, protocol: 'udp', dport: 9999 };
+    expect(jsonEvents(m)).toMatchObject([
+      { reason: 'drop_bad_vni', hook: 'xdp-decap', program: 'twill_decap', outer: { family: 4, src: n2.underlayIp, dst: n1.underlayIp, vni: 2 }, inner: { dst: pod('n1-p1').ip }, peer: { publicIp: n2.underlayIp } },
+      { reason: 'drop_bad_vni', hook: 'tc-decap', outer: { family: 6, src: n2.underlayIp6, dst: n1.underlayIp6, vni: 2 }, inner: inner6, peer: { publicIp: n2.underlayIp6 } },
+      { reason: 'drop_unknown_source', hook: 'tc-decap', outer: { family: 6, src: 'fd76:b6::99', dst: n1.underlayIp6 }, inner: inner6, peer: { slot: 0, publicIp: 'fd76:b6::99' } },
+    ]);
+  });
+
+  it('IPv6 fast-path decisions are traced on both sides (twill_from_pod, twill_tunnel_rx)', async () => {
+    const [a, b] = [pod('n1-p1'), pod('n2-p1')];
+    const m = await startMonitor(['--type', 'trace', '--reason', 'fast', '--address', b.ips![1], '--json', '--count', '2']);
+    expect((await run(['ping', '-6', '-c', '2', '-W', '2', '-i', '0.2', b.ips![1]], { netns: a.netns, allowFailure: true })).code).toBe(0);
+    expect(await m.exited).toBe(0);
+    const events = jsonEvents(m);
+    expect(events.map((e) => e.hook).sort()).toEqual(['pod-send', 'tunnel-rx']);
+    for (const e of events) expect(e).toMatchObject({ kind: 'trace', path: 'fast', inner: { family: 6, protocol: 'icmpv6' } });
   });
 });
