@@ -80,9 +80,8 @@ const jsonEvents = (m: Background): MonitorEvent[] =>
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as MonitorEvent);
 
-async function stats(): Promise<Record<string, number>> {
-  return (JSON.parse((await twill(['maps', '--pin-dir', pinDir(), '--json'])).stdout) as { stats: Record<string, number> }).stats;
-}
+const mapsDoc = async () => JSON.parse((await twill(['maps', '--pin-dir', pinDir(), '--json'])).stdout) as { stats: Record<string, number>; monitor: Record<string, unknown> };
+const stats = async () => (await mapsDoc()).stats;
 
 async function until(what: string, cond: () => boolean): Promise<void> {
   for (let i = 0; i < 300 && !cond(); i++) await new Promise((r) => setTimeout(r, 200));
@@ -106,6 +105,8 @@ afterAll(async () => {
 describe('nobody listening', () => {
   it('the switch is off and a drop is counted but writes no event', async () => {
     expect(monitorSwitch().flags).toBe(0);
+    expect((await mapsDoc()).monitor).toEqual({ drops: false, trace: false, traceSample: 0, ownerPid: 0, lost: 0 });
+    expect((await twill(['maps', '--pin-dir', pinDir()])).stdout).toContain('twill_monitor  off (no twill monitor listening)');
     drain();
     const before = await stats();
     await fromPeer('bad-vni');
@@ -229,6 +230,7 @@ describe('who owns the switch', () => {
     const m = await startMonitor(['--type', 'all']);
     const pid = m.child.pid!;
     expect(monitorSwitch()).toMatchObject({ flags: MONITOR_DROPS | MONITOR_TRACE, owner_pid: pid });
+    expect((await mapsDoc()).monitor).toMatchObject({ drops: true, trace: true, traceSample: 1, ownerPid: pid });
     m.kill('SIGKILL');
     await m.exited;
     await until('the agent to turn events off', () => monitorSwitch().flags === 0);
