@@ -91,13 +91,9 @@ export async function monitorCli(argv: string[]): Promise<number> {
 function listen(opts: MonitorOptions, sw: MonitorSwitch, ring: RingBuffer): Promise<number> {
   const ctx = decodeContext(opts.pinDir);
   const before = sw.read();
-  sw.write({ ...before, flags: opts.flags, trace_sample: opts.traceSample, owner_pid: process.pid, owner_pidns: pidNamespace(), owner_start: processStart(process.pid) ?? 0n });
   // Whatever way the process ends short of SIGKILL, the programs stop writing events.
   const offAtExit = () => sw.off();
   process.once('exit', offAtExit);
-  const kinds = [...opts.filter.kinds].join(' and ');
-  process.stderr.write(`twill monitor: listening for ${kinds} events on ${opts.pinDir} (Ctrl-C stops)\n`);
-
   return new Promise<number>((resolve, reject) => {
     let printed = 0;
     let timer: NodeJS.Timeout | undefined;
@@ -124,7 +120,10 @@ function listen(opts: MonitorOptions, sw: MonitorSwitch, ring: RingBuffer): Prom
         finish(err);
       }
     };
+    // Handlers first: a signal from here on ends the monitor cleanly, events turned off.
     for (const s of signals) process.once(s, onSignal);
+    sw.write({ ...before, flags: opts.flags, trace_sample: opts.traceSample, owner_pid: process.pid, owner_pidns: pidNamespace(), owner_start: processStart(process.pid) ?? 0n });
     timer = setInterval(tick, POLL_MS);
+    process.stderr.write(`twill monitor: listening for ${[...opts.filter.kinds].join(' and ')} events on ${opts.pinDir} (Ctrl-C stops)\n`);
   });
 }

@@ -226,6 +226,25 @@ describe('who owns the switch', () => {
     expect(monitorSwitch()).toMatchObject({ flags: 0, owner_pid: 0 });
   });
 
+  it('a monitor that finds events left on by a monitor that is gone takes over', async () => {
+    const gone = await run(['sh', '-c', 'echo $$']);
+    const deadPid = Number(gone.stdout.trim());
+    const agent = node('n1').agent!.pid;
+    // The agent would turn them off too (next test): paused, it leaves this to the monitor.
+    process.kill(agent, 'SIGSTOP');
+    try {
+      setSwitch({ flags: MONITOR_DROPS, trace_sample: 1, owner_pid: deadPid, owner_pidns: pidNamespace(), owner_start: 1n });
+      const m = await startMonitor([]);
+      expect(m.output()).toContain(`events were left on by monitor pid ${deadPid}, which is gone; taking over`);
+      expect(monitorSwitch()).toMatchObject({ flags: MONITOR_DROPS, owner_pid: m.child.pid });
+      m.kill('SIGINT');
+      expect(await m.exited).toBe(0);
+      expect(monitorSwitch()).toMatchObject({ flags: 0, owner_pid: 0 });
+    } finally {
+      process.kill(agent, 'SIGCONT');
+    }
+  });
+
   it('a monitor killed with SIGKILL leaves events on; the agent notices its owner is gone and turns them off', async () => {
     const m = await startMonitor(['--type', 'all']);
     const pid = m.child.pid!;
