@@ -107,6 +107,10 @@ describe('nobody listening', () => {
     expect(monitorSwitch().flags).toBe(0);
     expect((await mapsDoc()).monitor).toEqual({ drops: false, trace: false, traceSample: 0, ownerPid: 0, lost: 0 });
     expect((await twill(['maps', '--pin-dir', pinDir()])).stdout).toContain('twill_monitor  off (no twill monitor listening)');
+    const bad = await run([process.execPath, cliPath, 'monitor', '--pin-dir', pinDir(), '--reason', 'drop_bogus'], { allowFailure: true });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--reason drop_bogus: not a reason of --type drop events');
+    expect(monitorSwitch().flags).toBe(0);
     drain();
     const before = await stats();
     await fromPeer('bad-vni');
