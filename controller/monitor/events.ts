@@ -110,6 +110,7 @@ export interface DecodeContext {
 }
 
 const RECEIVE_HOOKS = new Set(['xdp-decap', 'tc-decap', 'tunnel-rx']);
+const fieldOffset = (name: string) => eventStruct.fields.find((f) => f.name === name)!.offset;
 
 /** A twill_event record, as the ring buffer hands it over. */
 export function decodeEvent(record: Buffer, ctx: DecodeContext): MonitorEvent {
@@ -120,9 +121,9 @@ export function decodeEvent(record: Buffer, ctx: DecodeContext): MonitorEvent {
   const { outer: fromHeaders, inner: innerEp } = readHeaders(e.headers.subarray(0, e.captured), ctx.vxlanPort);
   let outer = fromHeaders;
   if (!outer && (e.tunnel_family === 4 || e.tunnel_family === 6)) {
-    const v4 = (b: Buffer) => ipv4At(b, 0);
-    const at = (f: 'tunnel_src' | 'tunnel_dst') => (e.tunnel_family === 4 ? v4(record.subarray(fieldOffset(f), fieldOffset(f) + 4)) : e[f]);
-    outer = { family: e.tunnel_family, src: at('tunnel_src'), dst: at('tunnel_dst') };
+    // An IPv4 tunnel address is in the first 4 of the 16 bytes, which the codec reads as IPv6.
+    const address = (f: 'tunnel_src' | 'tunnel_dst') => (e.tunnel_family === 4 ? ipv4At(record, fieldOffset(f)) : e[f]);
+    outer = { family: e.tunnel_family, src: address('tunnel_src'), dst: address('tunnel_dst') };
   }
   const receive = RECEIVE_HOOKS.has(hook.hook);
   const publicIp = (e.peer_slot ? ctx.peerBySlot(e.peer_slot) : undefined) ?? (receive ? outer?.src : outer?.dst);
@@ -143,8 +144,6 @@ export function decodeEvent(record: Buffer, ctx: DecodeContext): MonitorEvent {
   if (innerEp) event.inner = innerEp;
   return event;
 }
-
-const fieldOffset = (name: string) => eventStruct.fields.find((f) => f.name === name)!.offset;
 
 /** What a user asked `twill monitor` for. */
 export interface MonitorFilter {
