@@ -108,19 +108,42 @@ static __noinline int twill_emit_skb(struct __sk_buff *skb, __u32 what, __u32 pe
 	return 0;
 }
 
-/* Only decap.bpf.c has an XDP program: elsewhere this is unused, and says so. */
+/*
+ * The packet's first bytes into ev->headers by direct access, 128 at once or else in halving
+ * chunks: bpf_xdp_load_bytes would do it in one call but came in Linux 5.18, and the datapath
+ * loads from 5.12 (README, *Kernels*). Only decap.bpf.c has an XDP program: elsewhere this is
+ * unused, and says so.
+ */
+#define TWILL_XDP_COPY(size) \
+	if (data + off + (size) <= data_end) { \
+		__builtin_memcpy(ev->headers + off, data + off, size); \
+		off += (size); \
+	}
+
 static __noinline __attribute__((unused)) int twill_emit_xdp(struct xdp_md *ctx, __u32 what, __u32 peer_slot)
 {
 	struct twill_event *ev = twill_event_reserve(what);
 	if (!ev)
 		return 0;
-	__u64 len = (__u64)ctx->data_end - ctx->data;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 off = 0;
 	ev->ifindex = ctx->ingress_ifindex;
-	ev->len = len;
+	ev->len = data_end - data;
 	ev->peer_slot = peer_slot;
-	__u64 n = twill_capture_len(len);
-	if (n > 0 && bpf_xdp_load_bytes(ctx, 0, ev->headers, n) == 0)
-		ev->captured = n;
+	if (data + TWILL_EVENT_HEADERS <= data_end) {
+		__builtin_memcpy(ev->headers, data, TWILL_EVENT_HEADERS);
+		off = TWILL_EVENT_HEADERS;
+	} else {
+		TWILL_XDP_COPY(64)
+		TWILL_XDP_COPY(32)
+		TWILL_XDP_COPY(16)
+		TWILL_XDP_COPY(8)
+		TWILL_XDP_COPY(4)
+		TWILL_XDP_COPY(2)
+		TWILL_XDP_COPY(1)
+	}
+	ev->captured = off;
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
