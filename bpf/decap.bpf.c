@@ -26,17 +26,20 @@
 #include "maps.bpf.h"
 #include "vxlan.h"
 #include "fastpath.h"
+#include "monitor.h"
 
 enum verdict { NOT_OURS, REFUSED, DECAP };
 
-static __always_inline enum verdict refuse(struct twill_stats *stats, __u64 *counter)
+/* Counts a refusal and names its twill_stats counter in *why, for the caller's drop event. */
+static __always_inline enum verdict refuse(struct twill_stats *stats, __u64 *counter, __u8 *why, __u8 reason)
 {
 	if (stats)
 		(*counter)++;
+	*why = reason;
 	return REFUSED;
 }
 
-#define REFUSE(reason) refuse(stats, stats ? &stats->reason : 0)
+#define REFUSE(reason) refuse(stats, stats ? &stats->reason : 0, why, TWILL_DROP_REASON(reason))
 
 /* RFC 6040 decapsulation: a CE mark on the outer header survives onto an ECN-capable inner one. */
 static __always_inline void propagate_ce(const struct iphdr *outer, struct iphdr *inner)
@@ -55,10 +58,10 @@ static __always_inline void propagate_ce(const struct iphdr *outer, struct iphdr
 /*
  * The checks both hooks make. `data` is the outer Ethernet header; `frame_len` the bytes from
  * the outer IP header to the end of the packet (for a GSO super-packet, all its segments).
- * On DECAP the inner IP header has had any outer CE mark applied; *peer_slot is the sender's
- * counter slot.
+ * On DECAP the inner IP header has had any outer CE mark applied. *peer_slot is the sender's
+ * counter slot once it is known to be a peer; on REFUSED *why is the drop's twill_stats reason.
  */
-static __always_inline enum verdict classify(void *data, void *data_end, __u32 frame_len, struct ethhdr **inner_eth, __u16 *peer_slot)
+static __always_inline enum verdict classify(void *data, void *data_end, __u32 frame_len, struct ethhdr **inner_eth, __u16 *peer_slot, __u8 *why)
 {
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
@@ -97,6 +100,7 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 	struct twill_peer *peer = twill_get_peer(ip->saddr);
 	if (!peer)
 		return REFUSE(drop_unknown_source);
+	*peer_slot = peer->stats_slot;
 
 	struct vxlanhdr *vx = (void *)(udp + 1);
 	struct ethhdr *ieth = (void *)(vx + 1);
@@ -129,7 +133,6 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 	/* The inner frame is addressed to the sender's idea of our VTEP; the underlay device takes only its own MAC. */
 	__builtin_memcpy(ieth->h_dest, cfg->underlay_mac, ETH_ALEN);
 	*inner_eth = ieth;
-	*peer_slot = peer->stats_slot;
 	return DECAP;
 }
 
@@ -153,12 +156,15 @@ int twill_decap(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *ieth;
-	__u16 slot;
+	__u16 slot = 0;
+	__u8 why = 0;
 
-	switch (classify(data, data_end, data_end - data - ETH_HLEN, &ieth, &slot)) {
+	switch (classify(data, data_end, data_end - data - ETH_HLEN, &ieth, &slot, &why)) {
 	case NOT_OURS:
 		return XDP_PASS;
 	case REFUSED:
+		if (twill_monitoring(TWILL_MONITOR_DROPS))
+			twill_emit_xdp(ctx, TWILL_EVENT_WHAT(TWILL_EVENT_DROP, TWILL_HOOK_XDP_DECAP, why), slot);
 		return XDP_DROP;
 	default:
 		break;
@@ -166,18 +172,23 @@ int twill_decap(struct xdp_md *ctx)
 	__u64 inner_len = data_end - (void *)ieth;
 	if (bpf_xdp_adjust_head(ctx, (int)((void *)ieth - data))) {
 		struct twill_stats *stats = twill_get_stats();
-		refuse(stats, stats ? &stats->drop_malformed : 0);
+		TWILL_COUNT(stats, drop_malformed);
+		if (twill_monitoring(TWILL_MONITOR_DROPS))
+			twill_emit_xdp(ctx, TWILL_EVENT_WHAT(TWILL_EVENT_DROP, TWILL_HOOK_XDP_DECAP, TWILL_DROP_REASON(drop_malformed)), slot);
 		return XDP_DROP;
 	}
 	count_decap(slot, inner_len);
 	return XDP_PASS;
 }
 
+/* To the stack, counted and (while a monitor traces) reported; `slot` is the sender's. */
+#define RX_STACK(hook, reason, slot) do { PATH_COUNT(ps, reason, n); twill_trace(skb, hook, TWILL_PATH_REASON(reason), slot); return TC_ACT_OK; } while (0)
+
 /*
  * The receive half of the fast path, on a decapped frame at skb->data (Ethernet, then IPv4).
  * Delivers it into the local pod it is for, or returns TC_ACT_OK for the stack to route it.
  */
-static __always_inline int deliver(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_path_stats *ps)
+static __always_inline int deliver(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_path_stats *ps, __u16 slot)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -187,27 +198,25 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct twill_con
 
 	if ((void *)(ip + 1) > data_end)
 		return TC_ACT_OK;
-	if (!(cfg->flags & TWILL_CONFIG_FAST_PATH)) {
-		PATH_COUNT(ps, disabled, n);
-		return TC_ACT_OK;
-	}
+	if (!(cfg->flags & TWILL_CONFIG_FAST_PATH))
+		RX_STACK(TWILL_HOOK_TC_DECAP, disabled, slot);
 	struct twill_endpoint *ep = twill_get_endpoint(ip->daddr);
-	if (!ep) {
-		PATH_COUNT(ps, no_endpoint, n);
+	if (!ep)
+		RX_STACK(TWILL_HOOK_TC_DECAP, no_endpoint, slot);
+	__u32 why = may_bypass(skb, ip, data_end, ps, n);
+	if (why) {
+		twill_trace(skb, TWILL_HOOK_TC_DECAP, why, slot);
 		return TC_ACT_OK;
 	}
-	if (!may_bypass(skb, ip, data_end, ps, n))
-		return TC_ACT_OK;
 	/* Bigger than the pod's link: the stack forwards it as a router does (ICMP if DF, else fragments). */
-	if (!fits(skb, ep->mtu, ep->ifindex, 0)) {
-		PATH_COUNT(ps, too_big, n);
-		return TC_ACT_OK;
-	}
+	if (!fits(skb, ep->mtu, ep->ifindex, 0))
+		RX_STACK(TWILL_HOOK_TC_DECAP, too_big, slot);
 	/* The node would have routed it into the pod: one hop, from the pod's gateway. */
 	ip_decrease_ttl(ip);
 	__builtin_memcpy(eth->h_dest, ep->mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, ep->gateway_mac, ETH_ALEN);
 	PATH_COUNT(ps, fast, n);
+	twill_trace(skb, TWILL_HOOK_TC_DECAP, PATH_FAST, slot);
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
@@ -232,10 +241,10 @@ static __always_inline int deliver_decapped(struct __sk_buff *skb, const struct 
 	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_RECEIVE);
 	struct twill_remote *remote = twill_get_remote(cfg, ip->saddr);
 	if (!remote || (!(remote->flags & TWILL_REMOTE_DIRECT) && !mac_eq(eth->h_source, remote->vtep_mac))) {
-		PATH_COUNT(ps, source, segments(skb));
-		return TC_ACT_OK;
+		__u32 n = segments(skb);
+		RX_STACK(TWILL_HOOK_TC_DECAP, source, remote ? remote->stats_slot : 0);
 	}
-	return deliver(skb, cfg, ps);
+	return deliver(skb, cfg, ps, remote->stats_slot);
 }
 
 /*
@@ -259,6 +268,8 @@ struct v6_inner {
 	struct ipv6hdr ip6;
 } __attribute__((packed));
 
+#define DROP6(field, slot) do { TWILL_DROP(skb, stats, TWILL_HOOK_TC_DECAP, field, slot); return TC_ACT_SHOT; } while (0)
+
 static __always_inline int judge6(struct __sk_buff *skb, const struct twill_config *cfg)
 {
 	struct twill_config6 *cfg6 = twill_get_config6();
@@ -275,31 +286,23 @@ static __always_inline int judge6(struct __sk_buff *skb, const struct twill_conf
 
 	/* From here on the packet claims to be IPv6 VXLAN for us. */
 	struct twill_stats *stats = twill_get_stats();
-	if (!twill_get_peer6(saddr)) {
-		TWILL_COUNT(stats, drop_unknown_source);
-		return TC_ACT_SHOT;
-	}
+	struct twill_peer6 *peer = twill_get_peer6(saddr);
+	if (!peer)
+		DROP6(drop_unknown_source, 0);
+	__u16 slot = peer->stats_slot;
 	/* payload_len 0 is a jumbogram (BIG TCP after GRO): its length is the skb's. */
 	__u32 plen = bpf_ntohs(o.ip6.payload_len);
 	if (bpf_skb_load_bytes(skb, sizeof(o), &in, sizeof(in)) || !(in.vx.vx_flags & bpf_htonl(VXLAN_FLAG_I)) ||
 	    (plen && (plen > skb->len - ETH_HLEN - sizeof(struct ipv6hdr) || bpf_ntohs(o.udp.len) != plen)) ||
-	    (in.eth.h_proto == bpf_htons(ETH_P_IPV6) && in.ip6.version != IPV6_VERSION)) {
-		TWILL_COUNT(stats, drop_malformed);
-		return TC_ACT_SHOT;
-	}
-	if (in.vx.vx_vni != bpf_htonl(cfg->vni << VXLAN_VNI_SHIFT)) {
-		TWILL_COUNT(stats, drop_bad_vni);
-		return TC_ACT_SHOT;
-	}
-	if (in.eth.h_proto != bpf_htons(ETH_P_IPV6)) {
-		TWILL_COUNT(stats, drop_inner_not_ipv6);
-		return TC_ACT_SHOT;
-	}
+	    (in.eth.h_proto == bpf_htons(ETH_P_IPV6) && in.ip6.version != IPV6_VERSION))
+		DROP6(drop_malformed, slot);
+	if (in.vx.vx_vni != bpf_htonl(cfg->vni << VXLAN_VNI_SHIFT))
+		DROP6(drop_bad_vni, slot);
+	if (in.eth.h_proto != bpf_htons(ETH_P_IPV6))
+		DROP6(drop_inner_not_ipv6, slot);
 	__builtin_memcpy(daddr, &in.ip6.daddr, sizeof(daddr));
-	if (!twill_in_own_subnet6(cfg6, daddr)) {
-		TWILL_COUNT(stats, drop_inner_dst);
-		return TC_ACT_SHOT;
-	}
+	if (!twill_in_own_subnet6(cfg6, daddr))
+		DROP6(drop_inner_dst, slot);
 	return TC_ACT_OK;
 }
 
@@ -324,12 +327,15 @@ int twill_decap_tc(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *ieth;
-	__u16 slot;
+	__u16 slot = 0;
+	__u8 why = 0;
 
-	switch (classify(data, data_end, skb->len - ETH_HLEN, &ieth, &slot)) {
+	switch (classify(data, data_end, skb->len - ETH_HLEN, &ieth, &slot, &why)) {
 	case NOT_OURS:
 		return deliver_decapped(skb, cfg);
 	case REFUSED:
+		if (twill_monitoring(TWILL_MONITOR_DROPS))
+			twill_emit_skb(skb, TWILL_EVENT_WHAT(TWILL_EVENT_DROP, TWILL_HOOK_TC_DECAP, why), slot, 0);
 		return TC_ACT_SHOT;
 	default:
 		break;
@@ -341,11 +347,11 @@ int twill_decap_tc(struct __sk_buff *skb)
 	 */
 	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) {
 		struct twill_stats *stats = twill_get_stats();
-		refuse(stats, stats ? &stats->drop_malformed : 0);
+		TWILL_DROP(skb, stats, TWILL_HOOK_TC_DECAP, drop_malformed, slot);
 		return TC_ACT_SHOT;
 	}
 	count_decap(slot, skb->len);  /* the inner frame, as XDP counts it: the kept outer Ethernet header stands in for the inner one */
-	return deliver(skb, cfg, twill_get_path_stats(TWILL_PATH_RECEIVE));
+	return deliver(skb, cfg, twill_get_path_stats(TWILL_PATH_RECEIVE), slot);
 }
 
 /*
@@ -360,7 +366,7 @@ int twill_decap_tc(struct __sk_buff *skb)
  * The receive half of the IPv6 fast path, on what twill-rx decapped (Ethernet, then IPv6): into
  * the local pod it is for, or TC_ACT_OK for the stack to route it.
  */
-static __always_inline int deliver6(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_path_stats *ps)
+static __always_inline int deliver6(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_path_stats *ps, __u16 slot)
 {
 	/* Direct access reaches only the linear part: the ports (or the echo header) must be in it. */
 	__u32 headers = ETH_HLEN + sizeof(struct ipv6hdr) + sizeof(struct udphdr);
@@ -374,67 +380,78 @@ static __always_inline int deliver6(struct __sk_buff *skb, const struct twill_co
 
 	if ((void *)(ip6 + 1) > data_end)
 		return TC_ACT_OK;
-	if (!(cfg->flags & TWILL_CONFIG_FAST_PATH)) {
-		PATH_COUNT(ps, disabled, n);
-		return TC_ACT_OK;
-	}
+	if (!(cfg->flags & TWILL_CONFIG_FAST_PATH))
+		RX_STACK(TWILL_HOOK_TUNNEL_RX, disabled, slot);
 	__u32 daddr[4];
 	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
 	struct twill_endpoint *ep = twill_get_endpoint6(daddr);
-	if (!ep) {
-		PATH_COUNT(ps, no_endpoint, n);
+	if (!ep)
+		RX_STACK(TWILL_HOOK_TUNNEL_RX, no_endpoint, slot);
+	__u32 why = may_bypass6(skb, ip6, data_end, ps, n);
+	if (why) {
+		twill_trace(skb, TWILL_HOOK_TUNNEL_RX, why, slot);
 		return TC_ACT_OK;
 	}
-	if (!may_bypass6(skb, ip6, data_end, ps, n))
-		return TC_ACT_OK;
-	if (!fits(skb, ep->mtu, ep->ifindex, 0)) {
-		PATH_COUNT(ps, too_big, n);
-		return TC_ACT_OK;
-	}
+	if (!fits(skb, ep->mtu, ep->ifindex, 0))
+		RX_STACK(TWILL_HOOK_TUNNEL_RX, too_big, slot);
 	ip6->hop_limit--;
 	__builtin_memcpy(eth->h_dest, ep->mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, ep->gateway_mac, ETH_ALEN);
 	PATH_COUNT(ps, fast, n);
+	twill_trace(skb, TWILL_HOOK_TUNNEL_RX, PATH_FAST, slot);
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
+
+/*
+ * A drop in twill_tunnel_rx, reported with the outer addresses the tunnel key kept: the packet
+ * itself starts at the inner Ethernet header. Returns TC_ACT_SHOT.
+ */
+static __always_inline int tunnel_drop(struct __sk_buff *skb, const struct bpf_tunnel_key *key, int v6, __u8 reason, __u16 slot)
+{
+	if (twill_monitoring(TWILL_MONITOR_DROPS)) {
+		struct twill_tunnel_addrs t = {};
+		if (v6) {
+			t.family = 6;
+			__builtin_memcpy(t.src, key->remote_ipv6, 16);
+			__builtin_memcpy(t.dst, key->local_ipv6, 16);
+		} else {
+			__u32 src = bpf_htonl(key->remote_ipv4), dst = bpf_htonl(key->local_ipv4);
+			t.family = 4;
+			__builtin_memcpy(t.src, &src, 4);
+			__builtin_memcpy(t.dst, &dst, 4);
+		}
+		twill_emit_skb(skb, TWILL_EVENT_WHAT(TWILL_EVENT_DROP, TWILL_HOOK_TUNNEL_RX, reason), slot, &t);
+	}
+	return TC_ACT_SHOT;
+}
+
+#define TUNNEL_DROP(field, v6, slot) do { TWILL_COUNT(stats, field); return tunnel_drop(skb, key, v6, TWILL_DROP_REASON(field), slot); } while (0)
 
 /* twill_tunnel_rx for IPv6 VXLAN: the same judgement against twill_config6 and twill_peers6. */
 static __always_inline int tunnel_rx6(struct __sk_buff *skb, const struct twill_config *cfg, const struct bpf_tunnel_key *key, struct twill_stats *stats)
 {
 	struct twill_config6 *cfg6 = twill_get_config6();
-	if (!cfg6) {
-		TWILL_COUNT(stats, drop_unknown_source);
-		return TC_ACT_SHOT;
-	}
-	if (!ipv6_eq(key->local_ipv6, (const __u32 *)cfg6->public_ip6)) {
-		TWILL_COUNT(stats, drop_malformed);
-		return TC_ACT_SHOT;
-	}
+	if (!cfg6)
+		TUNNEL_DROP(drop_unknown_source, 1, 0);
+	if (!ipv6_eq(key->local_ipv6, (const __u32 *)cfg6->public_ip6))
+		TUNNEL_DROP(drop_malformed, 1, 0);
 	struct twill_peer6 *peer = twill_get_peer6(key->remote_ipv6);
-	if (!peer) {
-		TWILL_COUNT(stats, drop_unknown_source);
-		return TC_ACT_SHOT;
-	}
-	if (key->tunnel_id != cfg->vni) {
-		TWILL_COUNT(stats, drop_bad_vni);
-		return TC_ACT_SHOT;
-	}
+	if (!peer)
+		TUNNEL_DROP(drop_unknown_source, 1, 0);
+	if (key->tunnel_id != cfg->vni)
+		TUNNEL_DROP(drop_bad_vni, 1, peer->stats_slot);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct ipv6hdr *ip6 = (void *)(eth + 1);
-	if ((void *)(ip6 + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6)) {
-		TWILL_COUNT(stats, drop_inner_not_ipv6);
-		return TC_ACT_SHOT;
-	}
+	if ((void *)(ip6 + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		TUNNEL_DROP(drop_inner_not_ipv6, 1, peer->stats_slot);
 	__u32 daddr[4];
 	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
-	if (!twill_in_own_subnet6(cfg6, daddr)) {
-		TWILL_COUNT(stats, drop_inner_dst);
-		return TC_ACT_SHOT;
-	}
+	if (!twill_in_own_subnet6(cfg6, daddr))
+		TUNNEL_DROP(drop_inner_dst, 1, peer->stats_slot);
 	count_decap(peer->stats_slot, skb->len);
-	int ret = deliver6(skb, cfg, twill_get_path_stats(TWILL_PATH_RECEIVE));
+	int ret = deliver6(skb, cfg, twill_get_path_stats(TWILL_PATH_RECEIVE), peer->stats_slot);
 	if (ret != TC_ACT_OK)
 		return ret;
 	/* Addressed to the sender's idea of our v6 VTEP, not to this device: the stack must take it as ours. */
@@ -447,41 +464,32 @@ int twill_tunnel_rx(struct __sk_buff *skb)
 {
 	struct twill_stats *stats = twill_get_stats();
 	struct twill_config *cfg = twill_get_config();
-	struct bpf_tunnel_key key = {};
+	struct bpf_tunnel_key tunnel_key = {}, *key = &tunnel_key;
 
 	if (!cfg)
 		return TC_ACT_SHOT;
 	/* The device's IPv6 socket decapped it (a flow-based device listens on both families). */
-	if (!bpf_skb_get_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6))
-		return tunnel_rx6(skb, cfg, &key, stats);
-	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) || key.local_ipv4 != bpf_ntohl(ipv4_u32(cfg->public_ip))) {
-		TWILL_COUNT(stats, drop_malformed);
-		return TC_ACT_SHOT;
-	}
-	struct twill_peer *peer = twill_get_peer(bpf_htonl(key.remote_ipv4));
-	if (!peer) {
-		TWILL_COUNT(stats, drop_unknown_source);
-		return TC_ACT_SHOT;
-	}
-	if (key.tunnel_id != cfg->vni) {
-		TWILL_COUNT(stats, drop_bad_vni);
-		return TC_ACT_SHOT;
-	}
+	if (!bpf_skb_get_tunnel_key(skb, key, sizeof(*key), BPF_F_TUNINFO_IPV6))
+		return tunnel_rx6(skb, cfg, key, stats);
+	if (bpf_skb_get_tunnel_key(skb, key, sizeof(*key), 0) || key->local_ipv4 != bpf_ntohl(ipv4_u32(cfg->public_ip)))
+		TUNNEL_DROP(drop_malformed, 0, 0);
+	struct twill_peer *peer = twill_get_peer(bpf_htonl(key->remote_ipv4));
+	if (!peer)
+		TUNNEL_DROP(drop_unknown_source, 0, 0);
+	if (key->tunnel_id != cfg->vni)
+		TUNNEL_DROP(drop_bad_vni, 0, peer->stats_slot);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP)) {
-		TWILL_COUNT(stats, drop_inner_not_ipv4);
-		return TC_ACT_SHOT;
-	}
-	if (!twill_in_own_subnet(cfg, ip->daddr)) {
-		TWILL_COUNT(stats, drop_inner_dst);
-		return TC_ACT_SHOT;
-	}
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		TUNNEL_DROP(drop_inner_not_ipv4, 0, peer->stats_slot);
+	if (!twill_in_own_subnet(cfg, ip->daddr))
+		TUNNEL_DROP(drop_inner_dst, 0, peer->stats_slot);
 	count_decap(peer->stats_slot, skb->len);
 	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_RECEIVE);
 	PATH_COUNT(ps, fragment, 1);
+	twill_trace(skb, TWILL_HOOK_TUNNEL_RX, TWILL_PATH_REASON(fragment), peer->stats_slot);
 	/* Addressed to the sender's idea of our VTEP, not to this device: the stack must take it as ours. */
 	bpf_skb_change_type(skb, PACKET_HOST);
 	return TC_ACT_OK;

@@ -19,7 +19,11 @@
 #include "encap.h"
 #include "fastpath.h"
 
-#define STACK(reason) do { PATH_COUNT(ps, reason, n); return TC_ACT_OK; } while (0)
+/* To the stack, counted and (while a monitor traces) reported. */
+#define STACK(reason) do { PATH_COUNT(ps, reason, n); twill_trace(skb, TWILL_HOOK_FROM_POD, TWILL_PATH_REASON(reason), 0); return TC_ACT_OK; } while (0)
+#define STACK_WHY(why) do { twill_trace(skb, TWILL_HOOK_FROM_POD, why, 0); return TC_ACT_OK; } while (0)
+#define FAST(slot) twill_trace(skb, TWILL_HOOK_FROM_POD, PATH_FAST, slot)
+#define ENCAP_ERROR(stats, slot) TWILL_DROP(skb, stats, TWILL_HOOK_FROM_POD, drop_encap_error, slot)
 
 /*
  * IPv6 from a pod to a remote pod: the same checks as IPv4's, then IPv6 VXLAN through twill-rx as
@@ -44,8 +48,9 @@ static __always_inline int from_pod6(struct __sk_buff *skb, const struct twill_c
 	struct twill_endpoint *ep = twill_get_endpoint6(saddr);
 	if (!ep || ep->ifindex != skb->ifindex || !mac_eq(eth->h_dest, ep->gateway_mac))
 		STACK(source);
-	if (!may_bypass6(skb, ip6, data_end, ps, n))
-		return TC_ACT_OK;
+	__u32 why = may_bypass6(skb, ip6, data_end, ps, n);
+	if (why)
+		STACK_WHY(why);
 	if (!fits(skb, ep->encap_mtu, cfg->underlay_ifindex, VXLAN6_OVERHEAD))
 		STACK(too_big);
 
@@ -54,10 +59,11 @@ static __always_inline int from_pod6(struct __sk_buff *skb, const struct twill_c
 	struct twill_stats *stats = twill_get_stats();
 	long ret = vxlan6_encap_redirect(skb, cfg, cfg6, remote, stats);
 	if (ret != TC_ACT_REDIRECT) {
-		TWILL_COUNT(stats, drop_encap_error);
+		ENCAP_ERROR(stats, remote->stats_slot);
 		return TC_ACT_SHOT;
 	}
 	PATH_COUNT(ps, fast, n);
+	FAST(remote->stats_slot);
 	return ret;
 }
 
@@ -89,8 +95,9 @@ int twill_from_pod(struct __sk_buff *skb)
 	if (!ep || ep->ifindex != skb->ifindex || !mac_eq(eth->h_dest, ep->gateway_mac))
 		STACK(source);
 
-	if (!may_bypass(skb, ip, data_end, ps, n))
-		return TC_ACT_OK;
+	__u32 why = may_bypass(skb, ip, data_end, ps, n);
+	if (why)
+		STACK_WHY(why);
 
 	/*
 	 * Too big for the underlay (once encapsulated): the stack sends "fragmentation needed" (DF)
@@ -105,6 +112,7 @@ int twill_from_pod(struct __sk_buff *skb)
 	if (direct) {
 		ip_decrease_ttl(ip);
 		PATH_COUNT(ps, fast, n);
+		FAST(remote->stats_slot);
 		return direct_send(cfg, remote);
 	}
 
@@ -115,7 +123,7 @@ int twill_from_pod(struct __sk_buff *skb)
 	case ENCAP_UNCHANGED:
 		STACK(error);
 	default:
-		TWILL_COUNT(stats, drop_encap_error);
+		ENCAP_ERROR(stats, remote->stats_slot);
 		return TC_ACT_SHOT;
 	}
 
@@ -124,11 +132,12 @@ int twill_from_pod(struct __sk_buff *skb)
 	data_end = (void *)(long)skb->data_end;
 	struct iphdr *inner = data + ETH_HLEN + VXLAN_OVERHEAD;
 	if ((void *)(inner + 1) > data_end) {
-		TWILL_COUNT(stats, drop_encap_error);
+		ENCAP_ERROR(stats, remote->stats_slot);
 		return TC_ACT_SHOT;
 	}
 	ip_decrease_ttl(inner);
 	PATH_COUNT(ps, fast, n);
+	FAST(remote->stats_slot);
 	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
 }
 

@@ -7,7 +7,7 @@
  * C field names, so what `twill maps` prints lines up with what `bpftool map dump` prints.
  */
 
-export type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'ipv4' | 'ipv6' | 'mac';
+export type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'ipv4' | 'ipv6' | 'mac' | 'frame';
 
 interface KindInfo {
   size: number;
@@ -22,9 +22,10 @@ const kinds: Record<FieldKind, KindInfo> = {
   ipv4: { size: 4, align: 1 }, // __u8[4], network order
   ipv6: { size: 16, align: 1 }, // __u8[16], network order
   mac: { size: 6, align: 1 }, // __u8[6]
+  frame: { size: 128, align: 1 }, // __u8[TWILL_EVENT_HEADERS]: a packet's first bytes, as they are
 };
 
-type FieldValue<K extends FieldKind> = K extends 'u64' ? bigint : K extends 'ipv4' | 'ipv6' | 'mac' ? string : number;
+type FieldValue<K extends FieldKind> = K extends 'u64' ? bigint : K extends 'ipv4' | 'ipv6' | 'mac' ? string : K extends 'frame' ? Buffer : number;
 
 export type Decoded<F extends Record<string, FieldKind>> = { [N in keyof F]: FieldValue<F[N]> };
 
@@ -112,6 +113,11 @@ function writeField(buf: Buffer, at: number, f: FieldLayout, v: unknown, owner: 
     case 'mac':
       parseMacInto(String(v), buf, at, where);
       return;
+    case 'frame':
+      if (!Buffer.isBuffer(v) || v.length > f.size) throw new CodecError(`${where}: expected a Buffer of at most ${f.size} bytes`);
+      buf.fill(0, at, at + f.size);
+      v.copy(buf, at);
+      return;
   }
 }
 
@@ -131,6 +137,8 @@ function readField(buf: Buffer, at: number, f: FieldLayout): unknown {
       return formatIpv6(buf.subarray(at, at + 16));
     case 'mac':
       return [...buf.subarray(at, at + 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
+    case 'frame':
+      return Buffer.from(buf.subarray(at, at + f.size));
   }
 }
 

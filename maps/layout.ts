@@ -5,7 +5,7 @@ import { struct, type Value } from './codec.js';
  * match the C structs exactly; test/integration/btf-layout.test.ts enforces it.
  */
 
-export const LAYOUT_VERSION = 4;
+export const LAYOUT_VERSION = 5;
 
 /** twill_config.flags: pod traffic to and from remote pods may bypass the host stack. */
 export const CONFIG_FAST_PATH = 0x1;
@@ -106,6 +106,47 @@ export const pathStatsStruct = struct('twill_path_stats', {
   error: 'u64',
 });
 
+/** twill_monitor.flags: what `twill monitor` asks the programs for. */
+export const MONITOR_DROPS = 0x1;
+export const MONITOR_TRACE = 0x2;
+export const monitorStruct = struct('twill_monitor', {
+  flags: 'u32',
+  trace_sample: 'u32',
+  owner_pid: 'u32',
+  owner_pidns: 'u32',
+  owner_start: 'u64',
+  lost: 'u64',
+});
+
+/** twill_event.kind */
+export const EVENT_DROP = 1;
+export const EVENT_TRACE = 2;
+/** twill_event.hook, by the program that saw the packet */
+export const eventHooks: Record<number, { hook: string; program: string }> = {
+  1: { hook: 'tc-encap', program: 'twill_encap' },
+  2: { hook: 'pod-send', program: 'twill_from_pod' },
+  3: { hook: 'xdp-decap', program: 'twill_decap' },
+  4: { hook: 'tc-decap', program: 'twill_decap_tc' },
+  5: { hook: 'tunnel-rx', program: 'twill_tunnel_rx' },
+};
+export const eventStruct = struct('twill_event', {
+  time_ns: 'u64',
+  ifindex: 'u32',
+  len: 'u32',
+  kind: 'u8',
+  hook: 'u8',
+  reason: 'u8',
+  tunnel_family: 'u8',
+  peer_slot: 'u16',
+  captured: 'u16',
+  tunnel_src: 'ipv6',
+  tunnel_dst: 'ipv6',
+  headers: 'frame',
+});
+/** The ring buffer twill_events: no key or value, max_entries is its size in bytes. */
+export const EVENTS_MAP = 'twill_events';
+export const EVENTS_BYTES = 256 * 1024;
+
 export type TwillConfig = Value<typeof configStruct>;
 export type Remote = Value<typeof remoteStruct>;
 export type Peer = Value<typeof peerStruct>;
@@ -116,6 +157,8 @@ export type PathStats = Value<typeof pathStatsStruct>;
 export type TwillConfig6 = Value<typeof config6Struct>;
 export type Remote6 = Value<typeof remote6Struct>;
 export type Peer6 = Value<typeof peer6Struct>;
+export type MonitorControl = Value<typeof monitorStruct>;
+export type TwillEvent = Value<typeof eventStruct>;
 
 /** Every pinned map: its name (also the pin file name), kind, and codecs. */
 export const mapSpecs = {
@@ -130,6 +173,7 @@ export const mapSpecs = {
   twill_subnets6: { kind: 'hash', key: subnet6KeyStruct, value: remote6Struct, maxEntries: 65536 },
   twill_peers6: { kind: 'hash', key: peer6KeyStruct, value: peer6Struct, maxEntries: 65536 },
   twill_endpoints6: { kind: 'hash', key: endpoint6KeyStruct, value: endpointStruct, maxEntries: MAX_ENDPOINTS },
+  twill_monitor: { kind: 'array', key: u32Key, value: monitorStruct, maxEntries: 1 },
 } as const;
 
 export type MapName = keyof typeof mapSpecs;

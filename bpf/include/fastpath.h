@@ -16,6 +16,7 @@
 #include <linux/in6.h>
 #include "maps.bpf.h"
 #include "vxlan.h"
+#include "monitor.h"
 
 /* <linux/icmp.h> drags in libc's headers, which a BPF target does not have. */
 struct icmp_echo_hdr {
@@ -29,6 +30,12 @@ struct icmp_echo_hdr {
 #define ICMP_ECHO      8
 
 #define PATH_COUNT(ps, field, n) do { if (ps) (ps)->field += (n); } while (0)
+
+/* Counts a packet left to the stack and gives its reason, for the caller's trace and return. */
+#define PATH_STACK(ps, field, n) ({ PATH_COUNT(ps, field, n); TWILL_PATH_REASON(field); })
+
+/* may_bypass's answer when the packet may take the fast path */
+#define PATH_FAST TWILL_PATH_REASON(fast)
 
 /* A GSO packet counts as the segments it stands for, as the wire and the pod see them. */
 static __always_inline __u32 segments(const struct __sk_buff *skb)
@@ -104,37 +111,32 @@ static __always_inline bool conntrack_knows(struct __sk_buff *skb, const struct 
 
 /*
  * The checks both directions make on an IPv4 packet whose addresses already qualify. `ip` is in
- * the linear part of the skb with at least its fixed header; false (counted) sends it to the stack.
+ * the linear part of the skb with at least its fixed header. PATH_FAST (0) if it may bypass the
+ * stack, else the twill_path_stats reason it goes there for, counted.
  */
-static __always_inline bool may_bypass(struct __sk_buff *skb, const struct iphdr *ip, const void *data_end, struct twill_path_stats *ps, __u32 n)
+static __always_inline __u32 may_bypass(struct __sk_buff *skb, const struct iphdr *ip, const void *data_end, struct twill_path_stats *ps, __u32 n)
 {
 	/* Version 4 with a 20-byte header, not a fragment: the stack reassembles, and honours options. */
-	if (*(const __u8 *)ip != IPV4_VERSION_IHL_PLAIN || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))) {
-		PATH_COUNT(ps, fragment, n);
-		return false;
-	}
-	if (ip->ttl <= 1) {
-		PATH_COUNT(ps, ttl, n);
-		return false;
-	}
+	if (*(const __u8 *)ip != IPV4_VERSION_IHL_PLAIN || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+		return PATH_STACK(ps, fragment, n);
+	if (ip->ttl <= 1)
+		return PATH_STACK(ps, ttl, n);
 	const void *l4 = ip + 1;
 	switch (ip->protocol) {
 	case IPPROTO_ICMP: {
 		/* Echo carries no NAT here (kube-proxy translates TCP, UDP and SCTP); errors relate to a flow. */
 		const struct icmp_echo_hdr *icmp = l4;
 		if ((const void *)(icmp + 1) <= data_end && (icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY))
-			return true;
+			return PATH_FAST;
 		break;
 	}
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
 		if (!conntrack_knows(skb, ip, l4, data_end))
-			return true;
-		PATH_COUNT(ps, conntrack, n);
-		return false;
+			return PATH_FAST;
+		return PATH_STACK(ps, conntrack, n);
 	}
-	PATH_COUNT(ps, protocol, n);
-	return false;
+	return PATH_STACK(ps, protocol, n);
 }
 
 #define ICMPV6_ECHO_REQUEST 128
@@ -146,50 +148,41 @@ static __always_inline bool may_bypass(struct __sk_buff *skb, const struct iphdr
  * conntrack. Neighbour discovery and router advertisements never get here: they are not addressed
  * to a remote pod.
  */
-static __always_inline bool may_bypass6(struct __sk_buff *skb, const struct ipv6hdr *ip6, const void *data_end, struct twill_path_stats *ps, __u32 n)
+static __always_inline __u32 may_bypass6(struct __sk_buff *skb, const struct ipv6hdr *ip6, const void *data_end, struct twill_path_stats *ps, __u32 n)
 {
-	if (ip6->version != IPV6_VERSION) {
-		PATH_COUNT(ps, fragment, n);
-		return false;
-	}
-	if (ip6->hop_limit <= 1) {
-		PATH_COUNT(ps, ttl, n);
-		return false;
-	}
+	if (ip6->version != IPV6_VERSION)
+		return PATH_STACK(ps, fragment, n);
+	if (ip6->hop_limit <= 1)
+		return PATH_STACK(ps, ttl, n);
 	const void *l4 = ip6 + 1;
 	switch (ip6->nexthdr) {
 	case IPPROTO_ICMPV6: {
 		const struct icmp_echo_hdr *icmp = l4;
 		if ((const void *)(icmp + 1) <= data_end && (icmp->type == ICMPV6_ECHO_REQUEST || icmp->type == ICMPV6_ECHO_REPLY))
-			return true;
+			return PATH_FAST;
 		break;
 	}
 	case IPPROTO_TCP:
 	case IPPROTO_UDP: {
 		const struct udphdr *ports = l4;
-		if ((const void *)(ports + 1) > data_end) {
-			PATH_COUNT(ps, conntrack, n);
-			return false;
-		}
+		if ((const void *)(ports + 1) > data_end)
+			return PATH_STACK(ps, conntrack, n);
 		struct bpf_sock_tuple tuple = {};
 		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, sizeof(tuple.ipv6.saddr));
 		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, sizeof(tuple.ipv6.daddr));
 		tuple.ipv6.sport = ports->source;
 		tuple.ipv6.dport = ports->dest;
 		if (!conntrack_has(skb, &tuple, sizeof(tuple.ipv6), ip6->nexthdr))
-			return true;
-		PATH_COUNT(ps, conntrack, n);
-		return false;
+			return PATH_FAST;
+		return PATH_STACK(ps, conntrack, n);
 	}
 	case IPPROTO_HOPOPTS:
 	case IPPROTO_ROUTING:
 	case IPPROTO_FRAGMENT:
 	case IPPROTO_DSTOPTS:
-		PATH_COUNT(ps, fragment, n);
-		return false;
+		return PATH_STACK(ps, fragment, n);
 	}
-	PATH_COUNT(ps, protocol, n);
-	return false;
+	return PATH_STACK(ps, protocol, n);
 }
 
 /*

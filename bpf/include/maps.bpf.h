@@ -100,6 +100,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } twill_endpoints6 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct twill_monitor);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_monitor SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, TWILL_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_events SEC(".maps");
+
 static __always_inline struct twill_config *twill_get_config(void)
 {
 	__u32 zero = 0;

@@ -17,7 +17,7 @@
 
 #include <linux/types.h>
 
-#define TWILL_LAYOUT_VERSION 4
+#define TWILL_LAYOUT_VERSION 5
 
 /* Single-entry array "twill_config": this node's identity and the cluster shape. */
 struct twill_config {
@@ -199,6 +199,71 @@ struct twill_peer6 {
 	__u8  flags;             /* reserved, 0 */
 	__u16 stats_slot;
 };
+
+/*
+ * `twill monitor` (layout 5: two maps added, none changed, so pins of layout 4 are kept and the
+ * two new maps are created beside them).
+ *
+ * Single-entry array "twill_monitor": whether anybody listens. Only `twill monitor` sets flags,
+ * and clears them when it ends; while they are 0 the programs write no event, and what a drop or
+ * a fast-path decision costs is this array's lookup (inlined by the verifier) and one branch.
+ * owner_pid/owner_start name the monitor that set them, so that the agent (and the next monitor)
+ * can tell a monitor killed with SIGKILL from a live one and clear what it left on.
+ */
+struct twill_monitor {
+	__u32 flags;             /* TWILL_MONITOR_* bits */
+	__u32 trace_sample;      /* TRACE: keep one decision in trace_sample, chosen at random (0 and 1: every one) */
+	__u32 owner_pid;         /* the monitor that set flags */
+	__u32 owner_pidns;       /* inode of its pid namespace: its pid means something only there */
+	__u64 owner_start;       /* its start time, field 22 of /proc/<pid>/stat: a reused pid is not taken for it */
+	__u64 lost;              /* events the ring buffer had no room for */
+};
+
+#define TWILL_MONITOR_DROPS 0x1u /* every counted drop */
+#define TWILL_MONITOR_TRACE 0x2u /* fast-path and stack-path decisions of twill_from_pod, twill_decap_tc and twill_tunnel_rx */
+
+/* twill_event.kind */
+#define TWILL_EVENT_DROP  1
+#define TWILL_EVENT_TRACE 2
+
+/* twill_event.hook: the program (and so the attach point) that saw the packet */
+#define TWILL_HOOK_ENCAP     1   /* twill_encap, tc egress of twill0: the stack path's send */
+#define TWILL_HOOK_FROM_POD  2   /* twill_from_pod, tcx ingress of a pod's veth: the fast path's send */
+#define TWILL_HOOK_XDP_DECAP 3   /* twill_decap, XDP on the underlay */
+#define TWILL_HOOK_TC_DECAP  4   /* twill_decap_tc, tcx ingress of the underlay */
+#define TWILL_HOOK_TUNNEL_RX 5   /* twill_tunnel_rx, tc ingress of twill-rx */
+
+/*
+ * The reason an event carries is the counter the program bumped for it, as its index in 8-byte
+ * words: of twill_stats for a drop, of twill_path_stats for a decision (0 there is `fast`). User
+ * space names it from the same struct layout `twill maps` prints, so the two always agree.
+ */
+#define TWILL_DROP_REASON(field) ((__u8)(__builtin_offsetof(struct twill_stats, field) / 8))
+#define TWILL_PATH_REASON(field) ((__u8)(__builtin_offsetof(struct twill_path_stats, field) / 8))
+
+#define TWILL_EVENT_HEADERS 128  /* outer Ethernet, IPv6, UDP, VXLAN, inner Ethernet, IPv6 and ports fit */
+
+/*
+ * Ring buffer "twill_events": one record per drop or sampled decision while twill_monitor asks.
+ * The packet's first bytes travel as they are, and user space reads the outer and inner
+ * addresses out of them: parsing costs nothing in the datapath.
+ */
+struct twill_event {
+	__u64 time_ns;           /* bpf_ktime_get_ns() */
+	__u32 ifindex;           /* the device the hook runs on */
+	__u32 len;               /* the packet's bytes at the hook (a GSO packet: all its segments) */
+	__u8  kind;              /* TWILL_EVENT_* */
+	__u8  hook;              /* TWILL_HOOK_* */
+	__u8  reason;            /* TWILL_DROP_REASON / TWILL_PATH_REASON */
+	__u8  tunnel_family;     /* 4 or 6: tunnel_src/dst hold outer addresses the packet no longer has (twill-rx decapped it); 0: none */
+	__u16 peer_slot;         /* the peer's twill_peer_stats slot; 0: not known */
+	__u16 captured;          /* bytes of the packet in headers */
+	__u8  tunnel_src[16];    /* IPv4 in the first 4 bytes */
+	__u8  tunnel_dst[16];
+	__u8  headers[TWILL_EVENT_HEADERS];  /* the packet from its Ethernet header, as the hook saw it */
+};
+
+#define TWILL_EVENTS_BYTES (256 * 1024)
 
 #define TWILL_MAX_ENDPOINTS 8192
 #define TWILL_MAX_SUBNETS 65536

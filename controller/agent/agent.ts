@@ -7,6 +7,7 @@ import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { config6For, ensureOverlay6, VXLAN6_OVERHEAD } from '../dataplane/ipv6.js';
 import { CONFIG6_ENABLED } from '../../maps/layout.js';
+import { clearAbandonedMonitor } from '../monitor/control.js';
 import { probeAndChoose, recordKernelFallback } from '../dataplane/kernel-record.js';
 import { backendOverhead, parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
 import { EtcdStore } from '../etcd/store.js';
@@ -36,6 +37,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** How often a wait for the config says it is still waiting, and how often the config is re-read after start. */
 const CONFIG_WAIT_LOG_MS = 30_000;
 const CONFIG_RECHECK_MS = 10_000;
+const MONITOR_CHECK_MS = 5_000;
 
 /**
  * flannel reads the config once at start and waits for it to exist; an invalid one is reported
@@ -78,6 +80,18 @@ function watchConfigChanges(store: EtcdStore, running: string, status: { configE
     reported = report;
   };
   setInterval(() => void check(), CONFIG_RECHECK_MS).unref();
+}
+
+/** Events a `twill monitor` killed with SIGKILL left on are turned off within MONITOR_CHECK_MS (controller/monitor/control.ts). */
+function watchAbandonedMonitor(pinDir: string): void {
+  const check = () => {
+    try {
+      clearAbandonedMonitor(pinDir);
+    } catch (err) {
+      log.debug('could not check twill_monitor', { error: (err as Error).message });
+    }
+  };
+  setInterval(check, MONITOR_CHECK_MS).unref();
 }
 
 /** The VtepMACs survive restarts: they are read back from the pinned config map when there is one. */
@@ -416,6 +430,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   writeSubnetFile(flags.subnetFile, subnetFile(own));
   status.ready = true;
   watchConfigChanges(store, configText, status);
+  if (mode === 'bpf') watchAbandonedMonitor(flags.pinDir);
   sdNotify(`READY=1\nSTATUS=lease ${describeSubnets(own)}`);
   log.info('ready', { lease: describeSubnets(own), reservation: own.reservation, subnetFile: flags.subnetFile, pinDir: flags.pinDir });
 

@@ -17,3 +17,4 @@ export { BpfMap, numPossibleCpus, type MapInfo } from './map.js';
 export { BpfObject, BpfProgram, PinnedProgram, loadInstructions, type OpenOptions, type ProgramRef } from './object.js';
 export { Btf, probeHelper, probeMapType, probeTcx, setThreadNetns } from './probes.js';
 export { setLibbpfLogger } from './verifier-log.js';
+export { RingBuffer } from './ringbuf.js';

@@ -30,6 +30,7 @@ export const commands: readonly Command[] = [
   { name: 'dataplane detach', summary: "removes a node's datapath", flags: o.detachOpts, run: (a) => dataplane('detach', a) },
   { name: 'dataplane sync', summary: 'programs peers from a JSON lease list, without etcd', flags: o.syncOpts, run: (a) => dataplane('sync', a) },
   { name: 'maps', summary: 'decodes the pinned BPF maps (no etcd needed)', flags: o.mapsOpts, run: async (a) => (await import('./maps.js')).mapsCli(a) },
+  { name: 'monitor', summary: 'datapath drops (reason, hook, outer and inner addresses, peer) and sampled path decisions as they happen; events cost nothing while nobody listens', flags: o.monitorOpts, run: async (a) => (await import('./monitor.js')).monitorCli(a) },
   { name: 'status', summary: "one node's lease, peers, counters and attach points (no etcd needed)", flags: o.statusOpts, run: async (a) => (await import('./status.js')).statusCli(a) },
   { name: 'probe', summary: 'what this kernel offers twill (tcx, helpers, conntrack kfuncs, BTF, XDP), and what --dataplane auto picks', flags: o.probeOpts, run: async (a) => (await import('./probe.js')).probeCli(a) },
   { name: 'uninstall', summary: 'removes everything twill put on this node (run in its network namespace, with the agent stopped) and says what', flags: o.uninstallOpts, run: async (a) => (await import('./uninstall.js')).uninstallCli(a) },

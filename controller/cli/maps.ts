@@ -1,9 +1,10 @@
 import { existsSync } from 'node:fs';
 import { readAttachState, type AttachState } from '../dataplane/attach.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import { CONFIG6_ENABLED, type Endpoint, type TwillConfig, type TwillConfig6 } from '../../maps/layout.js';
+import { CONFIG6_ENABLED, MONITOR_DROPS, MONITOR_TRACE, type Endpoint, type TwillConfig, type TwillConfig6 } from '../../maps/layout.js';
 import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { isDirect } from '../reconcile/desired.js';
+import { MonitorSwitch } from '../monitor/control.js';
 import { parseArgs } from './args.js';
 import { mapsOpts } from './options.js';
 
@@ -50,6 +51,19 @@ export interface MapsDoc {
     peers: { publicIp: string; subnet: string; vtepMac: string; statsSlot: number }[];
     endpoints: { ip: string; ifindex: number; mac: string; gatewayMac: string; mtu: number; encapMtu: number }[];
   };
+  /** twill_monitor (absent before layout 5): whether a `twill monitor` listens, and events lost for want of room */
+  monitor?: { drops: boolean; trace: boolean; traceSample: number; ownerPid: number; lost: number };
+}
+
+function readMonitorDoc(pinDir: string): MapsDoc['monitor'] {
+  const sw = MonitorSwitch.open(pinDir);
+  if (!sw) return undefined;
+  try {
+    const c = sw.read();
+    return { drops: (c.flags & MONITOR_DROPS) !== 0, trace: (c.flags & MONITOR_TRACE) !== 0, traceSample: c.trace_sample, ownerPid: c.owner_pid, lost: Number(c.lost) };
+  } finally {
+    sw.close();
+  }
 }
 
 const endpointDocs = (entries: Map<string, Endpoint>) =>
@@ -104,6 +118,7 @@ export function readMapsDoc(pinDir: string): MapsDoc {
       endpoints: maps.endpoints && endpointDocs(maps.readEndpoints()),
       path: path && { send: counters(path.send), receive: counters(path.receive) },
       ipv6: readIpv6Doc(pinDir),
+      monitor: readMonitorDoc(pinDir),
     };
   } finally {
     maps.close();
@@ -156,6 +171,11 @@ export async function mapsCli(argv: string[]): Promise<number> {
     for (const e of doc.ipv6.endpoints) console.log(`  ${e.ip.padEnd(24)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}  mtu ${e.mtu}, encapsulated up to ${e.encapMtu}`);
   }
   if (doc.path) console.log(`twill_path_stats\n  send     ${formatPathLine(doc.path.send)}\n  receive  ${formatPathLine(doc.path.receive)}`);
+  if (doc.monitor) {
+    const m = doc.monitor;
+    const on = [m.drops && 'drops', m.trace && `trace (1 in ${m.traceSample})`].filter(Boolean).join(' and ');
+    console.log(`twill_monitor  ${on ? `${on} for twill monitor pid ${m.ownerPid}` : 'off (no twill monitor listening)'}${m.lost ? `, ${m.lost} events lost` : ''}`);
+  }
   console.log('twill_stats');
   for (const [k, v] of Object.entries(doc.stats)) if (v !== 0 || !k.startsWith('drop_')) console.log(`  ${k.padEnd(22)} ${v}`);
   return 0;

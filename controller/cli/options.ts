@@ -15,6 +15,16 @@ export const mapsOpts = {
   json: { type: 'boolean', default: false, describe: 'machine-readable output' },
 } satisfies OptTable;
 
+export const monitorOpts = {
+  'pin-dir': pinDir('the node'),
+  json: { type: 'boolean', default: false, describe: 'one JSON object per event and line' },
+  type: { type: 'string', default: 'drop', describe: 'drop (every counted drop), trace (sampled fast/stack path decisions) or all' },
+  reason: { type: 'string', default: '', describe: "only these reasons, comma-separated, named as twill maps names the counters (drop_bad_vni, conntrack, fast, ...)" },
+  address: { type: 'string', default: '', describe: 'only events with an outer, inner or peer address in this IPv4/IPv6 address or CIDR' },
+  'trace-sample': { type: 'number', default: 1, describe: 'trace one path decision in this many, chosen at random (1: every one)' },
+  count: { type: 'number', default: 0, describe: 'stop after this many events (0: until Ctrl-C or SIGTERM)' },
+} satisfies OptTable;
+
 export const statusOpts = {
   'pin-dir': pinDir('the node'),
   'subnet-file': { type: 'string', default: '/run/flannel/subnet.env', describe: "the agent's subnet file" },

@@ -13,7 +13,7 @@ import { parseArgs } from './args.js';
 import { statusOpts } from './options.js';
 import { formatNodeLine, formatPathLine, formatTrafficLine, readMapsDoc, type MapsDoc, type PeerTrafficDoc, type TrafficCounters } from './maps.js';
 
-const MAP_TYPES: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array' };
+const MAP_TYPES: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array', 27: 'ringbuf' };
 const LINK_TYPES: Record<number, string> = { 6: 'xdp', 11: 'tcx', 13: 'netkit' };
 
 interface PinnedObject {

@@ -18,7 +18,7 @@ import {
   type LinkKind,
   type ProgramRef,
 } from '../bpf/libbpf.js';
-import { CONFIG_FAST_PATH, LAYOUT_VERSION, mapSpecs } from '../../maps/layout.js';
+import { CONFIG_FAST_PATH, EVENTS_BYTES, EVENTS_MAP, LAYOUT_VERSION, mapSpecs } from '../../maps/layout.js';
 import { linkShow } from '../netlink/ip.js';
 import { z } from 'zod';
 import { logger } from '../util/log.js';
@@ -115,7 +115,13 @@ interface AttachHooks {
 const objectDirInUse = () => process.env.TWILL_BPF_DIR || bpfObjectDir();
 
 /** enum bpf_map_type, for the kinds maps/layout.ts may declare */
-const MAP_TYPE_IDS: Record<string, number> = { hash: 1, array: 2, percpu_hash: 5, percpu_array: 6, lru_hash: 9, lpm_trie: 11 };
+const MAP_TYPE_IDS: Record<string, number> = { hash: 1, array: 2, percpu_hash: 5, percpu_array: 6, lru_hash: 9, lpm_trie: 11, ringbuf: 27 };
+
+/** Every pinned map's shape as this build declares it; the ring buffer has no key or value. */
+const pinnedShapes = [
+  ...Object.entries(mapSpecs).map(([name, s]) => ({ name, kind: s.kind as string, keySize: s.key.size, valueSize: s.value.size, maxEntries: s.maxEntries as number })),
+  { name: EVENTS_MAP, kind: 'ringbuf', keySize: 0, valueSize: 0, maxEntries: EVENTS_BYTES },
+];
 
 interface RetiredPin {
   pin: string;
@@ -133,8 +139,8 @@ interface RetiredPin {
  */
 export function retireIncompatiblePins(pinDir: string): RetiredPin[] {
   const retired: RetiredPin[] = [];
-  for (const [name, want] of Object.entries(mapSpecs)) {
-    const pin = `${pinDir}/${name}`;
+  for (const want of pinnedShapes) {
+    const pin = `${pinDir}/${want.name}`;
     if (!existsSync(pin)) continue;
     let found: string;
     try {
@@ -146,7 +152,7 @@ export function retireIncompatiblePins(pinDir: string): RetiredPin[] {
       found = `unreadable (${(err as Error).message})`;
     }
     const type = MAP_TYPE_IDS[want.kind] ?? /^type (\d+)/.exec(found)?.[1]; // a kind not listed here: judged by sizes only
-    const expected = `type ${type}, key ${want.key.size} B, value ${want.value.size} B, ${want.maxEntries} entries`;
+    const expected = `type ${type}, key ${want.keySize} B, value ${want.valueSize} B, ${want.maxEntries} entries`;
     if (found === expected) continue;
     log.warn('pinned map has another layout than this build: replacing it', { pin, found, expected });
     rmSync(pin, { force: true });

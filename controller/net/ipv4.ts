@@ -18,7 +18,7 @@ export function formatIpv4(n: number): string {
   return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
 }
 
-function maskOf(len: number): number {
+export function maskOf(len: number): number {
   return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
 }
 

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mapSpecs, configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct, endpoint6KeyStruct } from '../../maps/layout.js';
+import { mapSpecs, configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct, endpoint6KeyStruct, monitorStruct, eventStruct, EVENTS_MAP, EVENTS_BYTES } from '../../maps/layout.js';
 import type { FieldKind, StructCodec } from '../../maps/codec.js';
 import { bpfBuildDir, buildBpf } from '../support/build.js';
 
@@ -41,6 +41,7 @@ function shapeOf(btf: Map<number, BtfType>, id: number): FieldKind | string {
     if (t.nr_elems === 4) return 'ipv4';
     if (t.nr_elems === 6) return 'mac';
     if (t.nr_elems === 16) return 'ipv6';
+    if (t.nr_elems === 128) return 'frame';
   }
   if (t.kind === 'INT') return ({ 1: 'u8', 2: 'u16', 4: 'u32', 8: 'u64' } as Record<number, string>)[t.size!] ?? `int${t.size}`;
   return `${t.kind}:${t.name}`;
@@ -51,7 +52,7 @@ function findStruct(btf: Map<number, BtfType>, name: string): BtfType | undefine
 }
 
 const objects = ['encap.bpf.o', 'decap.bpf.o', 'decap-noct.bpf.o', 'pod.bpf.o', 'pod-noct.bpf.o'];
-const structs: StructCodec<Record<string, FieldKind>>[] = [configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct, endpoint6KeyStruct];
+const structs: StructCodec<Record<string, FieldKind>>[] = [configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct, endpoint6KeyStruct, monitorStruct, eventStruct];
 
 describe('maps/layout.ts matches the BTF of the built objects', () => {
   const btfs = new Map<string, Map<number, BtfType>>();
@@ -91,6 +92,13 @@ describe('maps/layout.ts matches the BTF of the built objects', () => {
         const valueType = resolve(btf, pointee('value'));
         expect(valueType.name, `${name}.value type`).toBe(spec.value.cName);
       }
+      // The ring buffer has no key or value: its max_entries is its size in bytes.
+      const events = [...btf.values()].find((t) => t.kind === 'VAR' && t.name === EVENTS_MAP);
+      expect(events, `map ${EVENTS_MAP} missing from ${object}`).toBeDefined();
+      const def = resolve(btf, events!.type_id!);
+      const uint = (m: string) => resolve(btf, resolve(btf, def.members!.find((x) => x.name === m)!.type_id).type_id!).nr_elems;
+      expect(uint('type'), `${EVENTS_MAP}.type`).toBe(27); // BPF_MAP_TYPE_RINGBUF
+      expect(uint('max_entries'), `${EVENTS_MAP}.max_entries`).toBe(EVENTS_BYTES);
     });
   }
 });
