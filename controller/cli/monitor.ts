@@ -14,19 +14,22 @@ const POLL_MS = 100;
 /** A slot no peer map named is looked up again at most this often (a peer added since the start). */
 const PEER_REFRESH_MS = 1000;
 
-/** Every peer's PublicIP by its stats slot, IPv4 and IPv6. */
-function readPeerSlots(pinDir: string): Map<number, string> {
-  const slots = new Map<number, string>();
+/**
+ * Every peer's PublicIP by its stats slot, per family: a dual-stack peer's IPv4 and IPv6 entries
+ * share one slot, and an event names the address of its own family.
+ */
+function readPeerSlots(pinDir: string): Record<4 | 6, Map<number, string>> {
+  const slots = { 4: new Map<number, string>(), 6: new Map<number, string>() };
   const maps = DatapathMaps.open(pinDir);
   try {
-    for (const [ip, p] of maps.readPeers()) slots.set(p.stats_slot, ip);
+    for (const [ip, p] of maps.readPeers()) slots[4].set(p.stats_slot, ip);
   } finally {
     maps.close();
   }
   if (DatapathMaps6.present(pinDir)) {
     const maps6 = DatapathMaps6.open(pinDir);
     try {
-      for (const [ip, p] of maps6.readPeers()) if (!slots.has(p.stats_slot)) slots.set(p.stats_slot, ip);
+      for (const [ip, p] of maps6.readPeers()) slots[6].set(p.stats_slot, ip);
     } finally {
       maps6.close();
     }
@@ -37,16 +40,17 @@ function readPeerSlots(pinDir: string): Map<number, string> {
 function decodeContext(pinDir: string): DecodeContext {
   let slots = readPeerSlots(pinDir);
   let refreshedAt = Date.now();
+  const lookUp = (slot: number, family: 4 | 6) => slots[family].get(slot) ?? slots[family === 4 ? 6 : 4].get(slot);
   return {
     vxlanPort: DatapathMaps.readPinnedConfig(pinDir)?.vxlan_port ?? 0,
     // process.hrtime is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
     wallOffsetNs: BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint(),
-    peerBySlot(slot) {
-      if (!slots.has(slot) && Date.now() - refreshedAt >= PEER_REFRESH_MS) {
+    peerBySlot(slot, family) {
+      if (lookUp(slot, family) === undefined && Date.now() - refreshedAt >= PEER_REFRESH_MS) {
         slots = readPeerSlots(pinDir);
         refreshedAt = Date.now();
       }
-      return slots.get(slot);
+      return lookUp(slot, family);
     },
   };
 }

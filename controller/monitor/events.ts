@@ -105,8 +105,8 @@ export interface DecodeContext {
   vxlanPort: number;
   /** wall clock minus CLOCK_MONOTONIC, in nanoseconds: turns bpf_ktime_get_ns() into a time of day */
   wallOffsetNs: bigint;
-  /** a peer's PublicIP by its stats slot */
-  peerBySlot(slot: number): string | undefined;
+  /** a peer's PublicIP by its stats slot, of the event's address family where the peer has one */
+  peerBySlot(slot: number, family: 4 | 6): string | undefined;
 }
 
 const RECEIVE_HOOKS = new Set(['xdp-decap', 'tc-decap', 'tunnel-rx']);
@@ -126,7 +126,8 @@ export function decodeEvent(record: Buffer, ctx: DecodeContext): MonitorEvent {
     outer = { family: e.tunnel_family, src: address('tunnel_src'), dst: address('tunnel_dst') };
   }
   const receive = RECEIVE_HOOKS.has(hook.hook);
-  const publicIp = (e.peer_slot ? ctx.peerBySlot(e.peer_slot) : undefined) ?? (receive ? outer?.src : outer?.dst);
+  const family = outer?.family ?? innerEp?.family ?? 4;
+  const publicIp = (e.peer_slot ? ctx.peerBySlot(e.peer_slot, family) : undefined) ?? (receive ? outer?.src : outer?.dst);
   const wallNs = e.time_ns + ctx.wallOffsetNs;
   const event: MonitorEvent = {
     time: new Date(Number(wallNs / 1_000_000n)).toISOString(),

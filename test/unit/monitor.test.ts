@@ -83,7 +83,8 @@ function record(o: { kind: number; hook: number; reason: number; slot?: number; 
   return buf;
 }
 
-const ctx: DecodeContext = { vxlanPort: 8472, wallOffsetNs: 1_700_000_000_000_000_000n, peerBySlot: (s) => (s === 3 ? '192.168.114.2' : undefined) };
+// Slot 3: a dual-stack peer, whose IPv4 and IPv6 entries share the slot.
+const ctx: DecodeContext = { vxlanPort: 8472, wallOffsetNs: 1_700_000_000_000_000_000n, peerBySlot: (s, family) => (s === 3 ? (family === 6 ? 'fd00:192:168:114::2' : '192.168.114.2') : undefined) };
 
 describe('reasons', () => {
   it('are the names of the counters twill maps prints: every drop_ field of twill_stats, every field of twill_path_stats', () => {
@@ -147,6 +148,15 @@ describe('readHeaders', () => {
       outer: { family: 6, src: 'fd00:192:168:114::2', dst: 'fd00:192:168:114::1', vni: 1 },
       inner: { family: 6, src: 'fd10:244:0:2::5', dst: 'fd10:244:0:1::2', protocol: 'icmpv6' },
     });
+  });
+
+  it("an IPv6 event from a dual-stack peer names the peer's PublicIPv6, an IPv4 one its PublicIP", () => {
+    const inner = Buffer.concat([eth(0x86dd), ipv6('fd10:244:0:2::5', 'fd10:244:0:1::2', 58, Buffer.alloc(8))]);
+    const pkt = Buffer.concat([eth(0x86dd), ipv6('fd00:192:168:114::2', 'fd00:192:168:114::1', 17, udp(45000, 8472, vxlan(2, inner)))]);
+    const e6 = decodeEvent(record({ kind: EVENT_DROP, hook: 4, reason: reasonIndex(statsStruct.fields, 'drop_bad_vni'), slot: 3, headers: pkt }), ctx);
+    expect(e6.peer).toEqual({ slot: 3, publicIp: 'fd00:192:168:114::2' });
+    const e4 = decodeEvent(record({ kind: EVENT_DROP, hook: 4, reason: reasonIndex(statsStruct.fields, 'drop_bad_vni'), slot: 3, headers: vxlanPacket(2) }), ctx);
+    expect(e4.peer).toEqual({ slot: 3, publicIp: '192.168.114.2' });
   });
 
   it('VXLAN whose inner frame is not IP (ARP): outer only', () => {
