@@ -25,7 +25,7 @@ import { endpointsDirFor } from '../endpoints/records.js';
 import { EndpointSync } from '../endpoints/sync.js';
 import { logger, setLogLevel } from '../util/log.js';
 import type { AgentFlags } from './flags.js';
-import { agentMetricsText } from '../metrics/collect.js';
+import { openAgentMetrics } from '../metrics/collect.js';
 import { startHealthServer } from './health.js';
 import { selectIface, type ChosenIface } from './iface.js';
 import { sdNotify } from './sd-notify.js';
@@ -130,7 +130,8 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     fastPath?: FastPathState;
   } = { ready: false };
 
-  const health = flags.healthzPort
+  const metrics = flags.healthzPort ? await openAgentMetrics(() => ({ pinDir: flags.pinDir, ...status }), { perPeer: flags.metricsPerPeer }) : undefined;
+  const health = metrics
     ? await startHealthServer(flags.healthzIp, flags.healthzPort, {
         ready: () => status.ready,
         detail: () => ({
@@ -145,7 +146,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
           iptables: status.masq && { writes: status.masq.writes, error: status.masq.error },
           ip6tables: status.masq6 && { writes: status.masq6.writes, error: status.masq6.error },
         }),
-        metrics: () => agentMetricsText({ pinDir: flags.pinDir, ...status }),
+        metrics: async () => ({ contentType: metrics.contentType, body: await metrics.text() }),
       })
     : undefined;
   if (health) log.info('health server listening', { address: health.address });

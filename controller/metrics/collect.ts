@@ -1,9 +1,11 @@
 import { existsSync } from 'node:fs';
+import { LAYOUT_VERSION } from '../../maps/layout.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { formatCidr } from '../net/ipv4.js';
 import type { OwnLease } from '../subnet/manager.js';
-import { agentMetricFamilies, type AgentSnapshot } from './agent-metrics.js';
-import { formatPrometheus } from './prometheus.js';
+import { twillVersion } from '../util/paths.js';
+import { agentMetricFamilies, type AgentSnapshot, type MetricsOptions } from './agent-metrics.js';
+import type { AgentRegistry } from './registry.js';
 
 /** What the agent exposes to /metrics: its live objects, read at scrape time. */
 export interface AgentMetricSources {
@@ -48,4 +50,14 @@ export function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
   return snapshot;
 }
 
-export const agentMetricsText = (src: AgentMetricSources): string => formatPrometheus(agentMetricFamilies(readAgentSnapshot(src)));
+/**
+ * The agent's /metrics. prom-client is loaded here, only by an agent that serves metrics
+ * (--healthz-port), not by every agent or command.
+ */
+export async function openAgentMetrics(src: () => AgentMetricSources, opts: MetricsOptions): Promise<AgentRegistry> {
+  const { AgentRegistry, EVENT_LOOP_RESOLUTION_MS } = await import('./registry.js');
+  return new AgentRegistry(() => agentMetricFamilies(readAgentSnapshot(src()), opts), {
+    build: { version: twillVersion(), mapLayout: LAYOUT_VERSION },
+    eventLoopResolutionMs: EVENT_LOOP_RESOLUTION_MS,
+  });
+}
