@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // What /metrics through prom-client costs (the numbers in README, Metrics): the lazy import and
 // first scrape in fresh processes with the agent's V8 flags, then one lab node's agent run
-// alternately with its /metrics scraped every second and with no metrics server (and, with
+// alternately with its /metrics scraped every second, the same without per-peer series, and with
+// no metrics server (and, with
 // --baseline, another build's bin/twill scraped the same way), reading its resident memory and
 // CPU time from /proc. Needs `npm run build`, root and the lab's tools.
+// With --leases N, etcd first holds N fake leases (as the control-plane bench puts them), so
+// the agent holds N peers and /metrics has 4 series for each.
 //   node scripts/metrics-cost.mjs [--name tpc] [--underlay 192.168.117.0/24] [--rounds 2]
-//        [--seconds 40] [--baseline /path/to/other/checkout/bin/twill]
+//        [--seconds 40] [--leases 0] [--baseline /path/to/other/checkout/bin/twill]
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -17,6 +20,7 @@ const { values: o } = parseArgs({
     underlay: { type: 'string', default: '192.168.117.0/24' },
     rounds: { type: 'string', default: '2' },
     seconds: { type: 'string', default: '40' },
+    leases: { type: 'string', default: '0' },
     baseline: { type: 'string' },
   },
 });
@@ -56,13 +60,20 @@ const curl = (netns, url) => spawnSync('nsenter', [`--net=/run/netns/${netns}`, 
 
 await labDown(o.name);
 try {
-  const state = await labUp({ name: o.name, underlayCidr: o.underlay, nodes: 2, podsPerNode: 1 });
+  const leases = Number(o.leases);
+  const state = await labUp({ name: o.name, underlayCidr: o.underlay, nodes: 2, ...(leases ? { podsPerNode: 0, network: '10.0.0.0/8', subnetLen: 24 } : { podsPerNode: 1 }) });
   const n1 = state.nodes[0];
+  if (leases) {
+    const fill = JSON.stringify({ endpoint: state.etcd.endpoint, prefix: state.etcd.prefix, count: leases });
+    const res = spawnSync('nsenter', [`--net=/run/netns/${state.etcd.netns}`, '--', process.execPath, `${root}dist/controller/bench/lease-probe.js`, 'fill', fill], { encoding: 'utf8' });
+    if (res.status !== 0) throw new Error(`lease fill: ${res.stderr}`);
+  }
   const args = readFileSync(`/proc/${n1.agent.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
   const agentArgs = args.slice(args.indexOf('agent') + 1);
   await stopAgent(n1.agent.pid, n1.pinDir);
   const configs = [
     { label: 'this build, /metrics scraped every second', bin: `${root}bin/twill`, extra: [], scraped: true },
+    { label: 'this build, --metrics-per-peer=false, scraped every second', bin: `${root}bin/twill`, extra: ['--metrics-per-peer=false'], scraped: true },
     { label: 'this build, no metrics server (--healthz-port=0)', bin: `${root}bin/twill`, extra: ['--healthz-port=0'], scraped: false },
     ...(o.baseline ? [{ label: `${o.baseline}, /metrics scraped every second`, bin: o.baseline, extra: [], scraped: true }] : []),
   ];
@@ -85,7 +96,7 @@ try {
     console.log(
       `${label}: RSS ${median(rs.map((r) => r.rssMb)).toFixed(1)} MB, peak ${median(rs.map((r) => r.peakMb)).toFixed(1)} MB, CPU ${median(rs.map((r) => r.cpuS)).toFixed(2)} s in ${o.seconds} s from start, ${median(rs.map((r) => r.steadyCpuMsPerMin)).toFixed(0)} ms/min in the second half (median of ${rs.length}; RSS per round ${rs.map((r) => r.rssMb.toFixed(1)).join(', ')})`,
     );
-  console.log(`load average ${load()}`);
+  console.log(`load average ${load()}${leases ? `; ${leases} leases in etcd` : ''}`);
 } finally {
   await labDown(o.name);
 }

@@ -161,6 +161,11 @@ export class DatapathMaps {
   }
 
   /** Traffic per peer (from twill_peer_stats), plus what entries without a slot carried. */
+  /** The peers peerTraffic() reports, counted without reading their counters. */
+  peerCount(): number {
+    return [...this.readPeers().values()].filter((p) => p.stats_slot !== UNATTRIBUTED_STATS_SLOT).length;
+  }
+
   peerTraffic(): { peers: PeerTraffic[]; unattributed: PeerStats } {
     const subnetLen = this.readConfig()?.subnet_len;
     const peers = [...this.readPeers()]

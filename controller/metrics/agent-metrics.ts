@@ -38,8 +38,13 @@ export interface AgentSnapshot {
   lease?: { subnet: string; reservation: boolean; /** ms since the epoch; none for a reservation */ expiresAt?: number };
   reconcile?: { count: number; errors: number; lastDurationMs: number; totalDurationMs: number };
   watch?: { state: string; resyncs: number };
-  /** BPF mode only: the pinned counters, summed over CPUs */
-  datapath?: { stats: Stats; peers: readonly PeerTraffic[]; unattributed: PeerStats; path?: { send: PathStats; receive: PathStats } };
+  /** BPF mode only: the pinned counters, summed over CPUs; per peer only when asked for (see MetricsOptions) */
+  datapath?: {
+    stats: Stats;
+    peerCount: number;
+    traffic?: { peers: readonly PeerTraffic[]; unattributed: PeerStats };
+    path?: { send: PathStats; receive: PathStats };
+  };
   /** BPF mode only: the fast path's switch and the local pods it serves */
   fastPath?: { enabled: boolean; endpoints: number; podLinks: number };
 }
@@ -121,10 +126,10 @@ export function agentMetricFamilies(s: AgentSnapshot, opts: MetricsOptions): Met
     );
   }
   if (d) {
-    out.push(gauge('twill_peers', 'Peers in the datapath (twill_peers entries).', [{ value: d.peers.length }]));
+    out.push(gauge('twill_peers', 'Peers in the datapath (twill_peers entries).', [{ value: d.peerCount }]));
     // Off for large clusters: these grow with the peers, on every node (see --metrics-per-peer).
-    if (opts.perPeer)
-      for (const [field, help] of peerCounters) out.push(counter(`twill_peer_${field}_total`, help, peerSamples(d, field), ['peer', 'subnet']));
+    if (opts.perPeer && d.traffic)
+      for (const [field, help] of peerCounters) out.push(counter(`twill_peer_${field}_total`, help, peerSamples(d.traffic, field), ['peer', 'subnet']));
     const drops = Object.entries(d.stats).filter(([k]) => k.startsWith(DROP_PREFIX));
     out.push(
       counter('twill_encap_packets_total', 'Packets encapsulated, all peers.', [{ value: d.stats.encap_packets }]),
@@ -142,7 +147,7 @@ export function agentMetricFamilies(s: AgentSnapshot, opts: MetricsOptions): Met
   return out;
 }
 
-function peerSamples(d: NonNullable<AgentSnapshot['datapath']>, field: keyof PeerStats): Sample[] {
+function peerSamples(d: NonNullable<NonNullable<AgentSnapshot['datapath']>['traffic']>, field: keyof PeerStats): Sample[] {
   const samples: Sample[] = d.peers.map((p) => ({ labels: { peer: p.publicIp, subnet: p.subnet }, value: p[field] }));
   // Entries written without a counter slot: shown only when they carried traffic.
   if (d.unattributed[field] > 0n) samples.push({ labels: { peer: 'unattributed', subnet: '' }, value: d.unattributed[field] });

@@ -20,7 +20,7 @@ export interface AgentMetricSources {
 }
 
 /** The edge: reads the pinned counters (opened per scrape, so a replaced map is never stale). */
-export function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
+export function readAgentSnapshot(src: AgentMetricSources, opts: MetricsOptions): AgentSnapshot {
   const own = src.manager?.own;
   const snapshot: AgentSnapshot = {
     ready: src.ready,
@@ -37,7 +37,9 @@ export function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
   if (src.mode === 'bpf' && existsSync(`${src.pinDir}/twill_peer_stats`)) {
     const maps = DatapathMaps.open(src.pinDir);
     try {
-      snapshot.datapath = { stats: maps.stats(), ...maps.peerTraffic(), path: maps.pathStats() };
+      // Summing every peer's per-CPU counters is most of a scrape's cost on a large cluster.
+      const traffic = opts.perPeer ? maps.peerTraffic() : undefined;
+      snapshot.datapath = { stats: maps.stats(), peerCount: traffic?.peers.length ?? maps.peerCount(), traffic, path: maps.pathStats() };
     } finally {
       maps.close();
     }
@@ -56,7 +58,7 @@ export function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
  */
 export async function openAgentMetrics(src: () => AgentMetricSources, opts: MetricsOptions): Promise<AgentRegistry> {
   const { AgentRegistry, EVENT_LOOP_RESOLUTION_MS } = await import('./registry.js');
-  return new AgentRegistry(() => agentMetricFamilies(readAgentSnapshot(src()), opts), {
+  return new AgentRegistry(() => agentMetricFamilies(readAgentSnapshot(src(), opts), opts), {
     build: { version: twillVersion(), mapLayout: LAYOUT_VERSION },
     eventLoopResolutionMs: EVENT_LOOP_RESOLUTION_MS,
   });

@@ -17,11 +17,14 @@ export const fullSnapshot: AgentSnapshot = {
   watch: { state: 'watching', resyncs: 2 },
   datapath: {
     stats: counted<Stats>(statsStruct.fields, 100),
-    peers: [
-      { publicIp: '192.168.77.2', subnet: '10.244.2.0/24', vtepMac: '0a:58:00:00:00:02', slot: 1, encap_packets: 6n, encap_bytes: 600n, decap_packets: 5n, decap_bytes: 500n },
-      { publicIp: '192.168.77.3', subnet: '10.244.3.0/24', vtepMac: '0a:58:00:00:00:03', slot: 2, encap_packets: 4n, encap_bytes: 400n, decap_packets: 0n, decap_bytes: 0n },
-    ],
-    unattributed: { encap_packets: 0n, encap_bytes: 0n, decap_packets: 9n, decap_bytes: 900n },
+    peerCount: 2,
+    traffic: {
+      peers: [
+        { publicIp: '192.168.77.2', subnet: '10.244.2.0/24', vtepMac: '0a:58:00:00:00:02', slot: 1, encap_packets: 6n, encap_bytes: 600n, decap_packets: 5n, decap_bytes: 500n },
+        { publicIp: '192.168.77.3', subnet: '10.244.3.0/24', vtepMac: '0a:58:00:00:00:03', slot: 2, encap_packets: 4n, encap_bytes: 400n, decap_packets: 0n, decap_bytes: 0n },
+      ],
+      unattributed: { encap_packets: 0n, encap_bytes: 0n, decap_packets: 9n, decap_bytes: 900n },
+    },
     path: { send: counted<PathStats>(pathStatsStruct.fields, 200), receive: counted<PathStats>(pathStatsStruct.fields, 300) },
   },
   fastPath: { enabled: true, endpoints: 3, podLinks: 2 },
