@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 // What /metrics through prom-client costs (the numbers in README, Metrics): the lazy import and
 // first scrape in fresh processes with the agent's V8 flags, then one lab node's agent run
-// alternately with its /metrics scraped every second, the same without per-peer series, and with
-// no metrics server (and, with
-// --baseline, another build's bin/twill scraped the same way), reading its resident memory and
-// CPU time from /proc. Needs `npm run build`, root and the lab's tools.
+// alternately with its /metrics scraped every --scrape-every seconds, the same without per-peer
+// series, and with no metrics server (and, with --baseline, another build's bin/twill scraped
+// the same way), reading its resident memory and CPU time from /proc. Needs `npm run build`,
+// root and the lab's tools.
 // With --leases N, etcd first holds N fake leases (as the control-plane bench puts them), so
 // the agent holds N peers and /metrics has 4 series for each.
 //   node scripts/metrics-cost.mjs [--name tpc] [--underlay 192.168.117.0/24] [--rounds 2]
-//        [--seconds 40] [--leases 0] [--baseline /path/to/other/checkout/bin/twill]
+//        [--seconds 40] [--leases 0] [--scrape-every 1 (seconds; 0: never)]
+//        [--baseline /path/to/other/checkout/bin/twill]
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -21,6 +22,7 @@ const { values: o } = parseArgs({
     rounds: { type: 'string', default: '2' },
     seconds: { type: 'string', default: '40' },
     leases: { type: 'string', default: '0' },
+    'scrape-every': { type: 'string', default: '1' },
     baseline: { type: 'string' },
   },
 });
@@ -71,11 +73,13 @@ try {
   const args = readFileSync(`/proc/${n1.agent.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
   const agentArgs = args.slice(args.indexOf('agent') + 1);
   await stopAgent(n1.agent.pid, n1.pinDir);
+  const scrapeEvery = Number(o['scrape-every']);
+  const scraped = scrapeEvery > 0 ? `/metrics scraped every ${scrapeEvery} s` : 'metrics server not scraped';
   const configs = [
-    { label: 'this build, /metrics scraped every second', bin: `${root}bin/twill`, extra: [], scraped: true },
-    { label: 'this build, --metrics-per-peer=false, scraped every second', bin: `${root}bin/twill`, extra: ['--metrics-per-peer=false'], scraped: true },
+    { label: `this build, ${scraped}`, bin: `${root}bin/twill`, extra: [], scraped: true },
+    { label: `this build, --metrics-per-peer=false, ${scraped}`, bin: `${root}bin/twill`, extra: ['--metrics-per-peer=false'], scraped: true },
     { label: 'this build, no metrics server (--healthz-port=0)', bin: `${root}bin/twill`, extra: ['--healthz-port=0'], scraped: false },
-    ...(o.baseline ? [{ label: `${o.baseline}, /metrics scraped every second`, bin: o.baseline, extra: [], scraped: true }] : []),
+    ...(o.baseline ? [{ label: `${o.baseline}, ${scraped}`, bin: o.baseline, extra: [], scraped: true }] : []),
   ];
   const results = new Map(configs.map((c) => [c.label, []]));
   for (let round = 0; round < Number(o.rounds); round++)
@@ -85,7 +89,7 @@ try {
       let half;
       for (let s = 0; s < seconds; s++) {
         await sleep(1000);
-        if (c.scraped) curl(n1.netns, `http://${n1.agent.healthz}/metrics`);
+        if (c.scraped && scrapeEvery > 0 && s % scrapeEvery === 0) curl(n1.netns, `http://${n1.agent.healthz}/metrics`);
         if (s === Math.floor(seconds / 2)) half = procStats(child.pid);
       }
       const end = procStats(child.pid);
