@@ -26,7 +26,7 @@ import { endpointsDirFor } from '../endpoints/records.js';
 import { EndpointSync } from '../endpoints/sync.js';
 import { logger, setLogLevel } from '../util/log.js';
 import type { AgentFlags } from './flags.js';
-import { agentMetricsText } from '../metrics/collect.js';
+import { openAgentMetrics } from '../metrics/collect.js';
 import { startHealthServer } from './health.js';
 import { selectIface, type ChosenIface } from './iface.js';
 import { sdNotify } from './sd-notify.js';
@@ -130,6 +130,10 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     fastPath?: FastPathState;
   } = { ready: false };
 
+  // prom-client (about 13 MB and 75+ ms to import) is loaded at the first scrape, not at start:
+  // an agent nobody scrapes stays as small as before it.
+  let metrics: ReturnType<typeof openAgentMetrics> | undefined;
+  const openMetrics = () => (metrics ??= openAgentMetrics(() => ({ pinDir: flags.pinDir, ...status }), { perPeer: flags.metricsPerPeer }));
   const health = flags.healthzPort
     ? await startHealthServer(flags.healthzIp, flags.healthzPort, {
         ready: () => status.ready,
@@ -145,7 +149,10 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
           iptables: status.masq && { writes: status.masq.writes, error: status.masq.error },
           ip6tables: status.masq6 && { writes: status.masq6.writes, error: status.masq6.error },
         }),
-        metrics: () => agentMetricsText({ pinDir: flags.pinDir, ...status }),
+        metrics: async () => {
+          const registry = await openMetrics();
+          return { contentType: registry.contentType, body: await registry.text() };
+        },
       })
     : undefined;
   if (health) log.info('health server listening', { address: health.address });

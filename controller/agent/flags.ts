@@ -42,6 +42,7 @@ export interface AgentFlags {
   overlayDevice: string;
   decapHook: 'auto' | 'xdp' | 'tc';
   fastPath: boolean;
+  metricsPerPeer: boolean;
 }
 
 export class FlagError extends Error {
@@ -99,6 +100,7 @@ const specs: Record<string, Spec> = {
   'overlay-device': { key: 'overlayDevice', kind: 'string', def: 'twill0' },
   'decap-hook': { key: 'decapHook', kind: 'string', def: 'auto', check: (v: string) => (['auto', 'xdp', 'tc'].includes(v) ? undefined : 'must be auto, xdp or tc') },
   'fast-path': { key: 'fastPath', kind: 'bool', def: true },
+  'metrics-per-peer': { key: 'metricsPerPeer', kind: 'bool', def: true },
 };
 
 /** flanneld flags twill knows but does not implement: named in the error rather than "unknown". */

@@ -1,14 +1,13 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { PROMETHEUS_CONTENT_TYPE } from '../metrics/prometheus.js';
 
 interface HealthState {
   /** Ready once the datapath is programmed and the subnet file written (flannel's readiness). */
   ready(): boolean;
   /** Why not ready, for the /readyz body. */
   detail(): Record<string, unknown>;
-  /** Prometheus text for /metrics; absent: 404. */
-  metrics?(): string;
+  /** /metrics: Prometheus text and its content type; absent: 404. */
+  metrics?(): Promise<{ contentType: string; body: string }>;
 }
 
 /**
@@ -16,7 +15,7 @@ interface HealthState {
  * is useful, /metrics for Prometheus.
  */
 export async function startHealthServer(host: string, port: number, state: HealthState): Promise<{ address: string; close(): Promise<void> }> {
-  const server = http.createServer((req, res) => {
+  const server = http.createServer(async (req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET') {
       res.writeHead(405).end();
@@ -28,15 +27,15 @@ export async function startHealthServer(host: string, port: number, state: Healt
       const ready = state.ready();
       res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready, ...state.detail() }) + '\n');
     } else if (url === '/metrics' && state.metrics) {
-      let body: string;
+      let scrape: { contentType: string; body: string };
       try {
-        body = state.metrics();
+        scrape = await state.metrics();
       } catch (err) {
         // A scrape that cannot read the counters fails visibly rather than reporting zeros.
         res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics unavailable: ${(err as Error).message}\n`);
         return;
       }
-      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE }).end(body);
+      res.writeHead(200, { 'content-type': scrape.contentType }).end(scrape.body);
     } else {
       res.writeHead(404).end();
     }

@@ -153,6 +153,7 @@ const agentFlagHelp: Record<string, string> = {
   'overlay-device': 'name of the overlay device',
   'decap-hook': 'where received VXLAN is decapsulated: auto, xdp or tc',
   'fast-path': 'pod traffic bypasses the host stack where it may',
+  'metrics-per-peer': "/metrics has each peer's traffic counters (4 series per peer; false for large clusters)",
 };
 
 const agentKinds: Record<(typeof agentFlagTable)[number]['kind'], OptSpec['type']> = { string: 'string', list: 'string', int: 'number', bool: 'boolean' };

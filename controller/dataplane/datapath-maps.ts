@@ -171,20 +171,30 @@ export class DatapathMaps {
     return this.slotTable.slots.get(publicIp) ?? UNATTRIBUTED_STATS_SLOT;
   }
 
+  /** The peers peerTraffic() reports, counted without reading their counters. */
+  peerCount(): number {
+    return this.peerRows().length;
+  }
+
   /**
    * Traffic per peer (from twill_peer_stats), plus what entries without a slot carried. A peer
    * with IPv6 entries only (an IPv6-only network) is listed by its PublicIPv6 and IPv6 subnet; a
    * dual-stack peer's IPv6 entries share its IPv4 slot, so it is listed once.
    */
   peerTraffic(): { peers: PeerTraffic[]; unattributed: PeerStats } {
+    const peers = this.peerRows().map((r) => ({ ...r, ...this.peerStatsArray.sum(r.slot) }));
+    return { peers, unattributed: this.peerStatsArray.sum(UNATTRIBUTED_STATS_SLOT) };
+  }
+
+  /** Every peer with a counter slot: IPv4 peers, then IPv6-only ones. */
+  private peerRows(): { publicIp: string; subnet: string; vtepMac: string; slot: number }[] {
     const subnetLen = this.readConfig()?.subnet_len;
     const rows = [...this.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len || subnetLen}`, vtepMac: p.vtep_mac, slot: p.stats_slot }));
     const listed = new Set(rows.map((r) => r.slot));
     for (const [ip6, p] of readPeers6(this.pinDir)) {
       if (!listed.has(p.stats_slot)) rows.push({ publicIp: ip6, subnet: `${p.subnet6}/${p.subnet6_len}`, vtepMac: p.vtep_mac6, slot: p.stats_slot });
     }
-    const peers = rows.filter((r) => r.slot !== UNATTRIBUTED_STATS_SLOT).map((r) => ({ ...r, ...this.peerStatsArray.sum(r.slot) }));
-    return { peers, unattributed: this.peerStatsArray.sum(UNATTRIBUTED_STATS_SLOT) };
+    return rows.filter((r) => r.slot !== UNATTRIBUTED_STATS_SLOT);
   }
 
   /**

@@ -1,6 +1,35 @@
 import type { PathStats, PeerStats, Stats } from '../../maps/layout.js';
 import type { PeerTraffic } from '../dataplane/datapath-maps.js';
-import type { MetricFamily, Sample } from './prometheus.js';
+
+/*
+ * twill's own metrics as data: what a scrape reports, computed from one snapshot. Names, label
+ * names and types are an interface (test/unit/metrics-interface.test.ts holds them to what
+ * 15aa35c served); registry.ts hands the families to prom-client for exposition.
+ */
+
+export type MetricType = 'counter' | 'gauge' | 'summary';
+
+export interface Sample {
+  labels?: Readonly<Record<string, string>>;
+  /** bigint for the BPF counters (u64); Prometheus stores a float64 either way */
+  value: number | bigint;
+  /** for summaries: `_sum` or `_count` after the family name */
+  suffix?: '_sum' | '_count';
+}
+
+export interface MetricFamily {
+  name: string;
+  help: string;
+  type: MetricType;
+  /** declared, not taken from the samples: a labelled family with no samples shows no series */
+  labelNames: readonly string[];
+  samples: readonly Sample[];
+}
+
+export interface MetricsOptions {
+  /** the per-peer traffic families (4 series per peer); the node totals are there either way */
+  perPeer: boolean;
+}
 
 /** Everything /metrics reports, as read at scrape time. Pure data: no handles, no clocks. */
 export interface AgentSnapshot {
@@ -9,8 +38,13 @@ export interface AgentSnapshot {
   lease?: { subnet: string; reservation: boolean; /** ms since the epoch; none for a reservation */ expiresAt?: number };
   reconcile?: { count: number; errors: number; lastDurationMs: number; totalDurationMs: number };
   watch?: { state: string; resyncs: number };
-  /** BPF mode only: the pinned counters, summed over CPUs */
-  datapath?: { stats: Stats; peers: readonly PeerTraffic[]; unattributed: PeerStats; path?: { send: PathStats; receive: PathStats } };
+  /** BPF mode only: the pinned counters, summed over CPUs; per peer only when asked for (see MetricsOptions) */
+  datapath?: {
+    stats: Stats;
+    peerCount: number;
+    traffic?: { peers: readonly PeerTraffic[]; unattributed: PeerStats };
+    path?: { send: PathStats; receive: PathStats };
+  };
   /** BPF mode only: the fast path's switch and the local pods it serves */
   fastPath?: { enabled: boolean; endpoints: number; podLinks: number };
 }
@@ -30,17 +64,17 @@ const peerCounters = [
   ['decap_bytes', 'Inner frame bytes from the peer decapsulated and delivered.'],
 ] as const satisfies readonly (readonly [keyof PeerStats, string])[];
 
-const gauge = (name: string, help: string, samples: Sample[]): MetricFamily => ({ name, help, type: 'gauge', samples });
-const counter = (name: string, help: string, samples: Sample[]): MetricFamily => ({ name, help, type: 'counter', samples });
+const gauge = (name: string, help: string, samples: Sample[], labelNames: readonly string[] = []): MetricFamily => ({ name, help, type: 'gauge', labelNames, samples });
+const counter = (name: string, help: string, samples: Sample[], labelNames: readonly string[] = []): MetricFamily => ({ name, help, type: 'counter', labelNames, samples });
 
-export function agentMetricFamilies(s: AgentSnapshot): MetricFamily[] {
+export function agentMetricFamilies(s: AgentSnapshot, opts: MetricsOptions): MetricFamily[] {
   const out: MetricFamily[] = [gauge('twill_ready', '1 once the datapath is programmed and the subnet file written.', [{ value: s.ready ? 1 : 0 }])];
-  if (s.mode) out.push(gauge('twill_dataplane_info', 'The datapath this node runs (bpf, or kernel VXLAN as flannel).', [{ labels: { mode: s.mode }, value: 1 }]));
+  if (s.mode) out.push(gauge('twill_dataplane_info', 'The datapath this node runs (bpf, or kernel VXLAN as flannel).', [{ labels: { mode: s.mode }, value: 1 }], ['mode']));
 
   if (s.lease) {
-    out.push(gauge('twill_lease_info', "This node's subnet lease.", [{ labels: { subnet: s.lease.subnet, reservation: String(s.lease.reservation) }, value: 1 }]));
+    out.push(gauge('twill_lease_info', "This node's subnet lease.", [{ labels: { subnet: s.lease.subnet, reservation: String(s.lease.reservation) }, value: 1 }], ['subnet', 'reservation']));
     if (s.lease.expiresAt !== undefined)
-      out.push(gauge('twill_lease_expiry_timestamp_seconds', 'When our lease expires unless renewed (Unix time).', [{ labels: { subnet: s.lease.subnet }, value: Math.round(s.lease.expiresAt / 1000) }]));
+      out.push(gauge('twill_lease_expiry_timestamp_seconds', 'When our lease expires unless renewed (Unix time).', [{ labels: { subnet: s.lease.subnet }, value: Math.round(s.lease.expiresAt / 1000) }], ['subnet']));
   }
 
   if (s.reconcile) {
@@ -52,6 +86,7 @@ export function agentMetricFamilies(s: AgentSnapshot): MetricFamily[] {
         name: 'twill_reconcile_duration_seconds',
         help: 'Time spent in datapath syncs, failed ones included.',
         type: 'summary',
+        labelNames: [],
         samples: [
           { suffix: '_sum', value: s.reconcile.totalDurationMs / 1000 },
           { suffix: '_count', value: s.reconcile.count + s.reconcile.errors },
@@ -64,7 +99,7 @@ export function agentMetricFamilies(s: AgentSnapshot): MetricFamily[] {
     const states: readonly string[] = WATCH_STATES.includes(s.watch.state as (typeof WATCH_STATES)[number]) ? WATCH_STATES : [...WATCH_STATES, s.watch.state];
     out.push(
       gauge('twill_etcd_watch_up', '1 while the etcd lease watch is established.', [{ value: s.watch.state === 'watching' ? 1 : 0 }]),
-      gauge('twill_etcd_watch_state', 'The etcd lease watch state (1 for the current one).', states.map((state) => ({ labels: { state }, value: state === s.watch!.state ? 1 : 0 }))),
+      gauge('twill_etcd_watch_state', 'The etcd lease watch state (1 for the current one).', states.map((state) => ({ labels: { state }, value: state === s.watch!.state ? 1 : 0 })), ['state']),
       counter('twill_etcd_watch_resyncs_total', 'Full lease listings (at start and after every watch reconnect).', [{ value: s.watch.resyncs }]),
     );
   }
@@ -81,22 +116,20 @@ export function agentMetricFamilies(s: AgentSnapshot): MetricFamily[] {
   if (d?.path) {
     const directions = [['send', d.path.send], ['receive', d.path.receive]] as const;
     out.push(
-      counter('twill_fast_path_packets_total', 'Pod packets that bypassed the host stack: sent from a local pod (send) or delivered into one (receive).', directions.map(([direction, p]) => ({ labels: { direction }, value: p.fast }))),
+      counter('twill_fast_path_packets_total', 'Pod packets that bypassed the host stack: sent from a local pod (send) or delivered into one (receive).', directions.map(([direction, p]) => ({ labels: { direction }, value: p.fast })), ['direction']),
       counter(
         'twill_stack_path_packets_total',
         'Packets the fast path handed to the host stack, by direction and reason (see twill_path_stats in bpf/include/twill_maps.h).',
         directions.flatMap(([direction, p]) => STACK_REASONS.map((reason) => ({ labels: { direction, reason }, value: p[reason] }))),
+        ['direction', 'reason'],
       ),
     );
   }
   if (d) {
-    out.push(gauge('twill_peers', 'Peers in the datapath (twill_peers entries).', [{ value: d.peers.length }]));
-    for (const [field, help] of peerCounters) {
-      const samples: Sample[] = d.peers.map((p) => ({ labels: { peer: p.publicIp, subnet: p.subnet }, value: p[field] }));
-      // Entries written without a counter slot: shown only when they carried traffic.
-      if (d.unattributed[field] > 0n) samples.push({ labels: { peer: 'unattributed', subnet: '' }, value: d.unattributed[field] });
-      out.push(counter(`twill_peer_${field}_total`, help, samples));
-    }
+    out.push(gauge('twill_peers', 'Peers in the datapath (twill_peers entries).', [{ value: d.peerCount }]));
+    // Off for large clusters: these grow with the peers, on every node (see --metrics-per-peer).
+    if (opts.perPeer && d.traffic)
+      for (const [field, help] of peerCounters) out.push(counter(`twill_peer_${field}_total`, help, peerSamples(d.traffic, field), ['peer', 'subnet']));
     const drops = Object.entries(d.stats).filter(([k]) => k.startsWith(DROP_PREFIX));
     out.push(
       counter('twill_encap_packets_total', 'Packets encapsulated, all peers.', [{ value: d.stats.encap_packets }]),
@@ -107,8 +140,16 @@ export function agentMetricFamilies(s: AgentSnapshot): MetricFamily[] {
         'twill_datapath_drops_total',
         'Packets the BPF programs dropped, by reason (see bpf/include/twill_maps.h).',
         drops.map(([k, v]) => ({ labels: { reason: k.slice(DROP_PREFIX.length) }, value: v })),
+        ['reason'],
       ),
     );
   }
   return out;
+}
+
+function peerSamples(d: NonNullable<NonNullable<AgentSnapshot['datapath']>['traffic']>, field: keyof PeerStats): Sample[] {
+  const samples: Sample[] = d.peers.map((p) => ({ labels: { peer: p.publicIp, subnet: p.subnet }, value: p[field] }));
+  // Entries written without a counter slot: shown only when they carried traffic.
+  if (d.unattributed[field] > 0n) samples.push({ labels: { peer: 'unattributed', subnet: '' }, value: d.unattributed[field] });
+  return samples;
 }

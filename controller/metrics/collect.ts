@@ -1,9 +1,11 @@
 import { existsSync } from 'node:fs';
+import { LAYOUT_VERSION } from '../../maps/layout.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { formatCidr } from '../net/ipv4.js';
 import type { OwnLease } from '../subnet/manager.js';
-import { agentMetricFamilies, type AgentSnapshot } from './agent-metrics.js';
-import { formatPrometheus } from './prometheus.js';
+import { twillVersion } from '../util/paths.js';
+import { agentMetricFamilies, type AgentSnapshot, type MetricsOptions } from './agent-metrics.js';
+import type { AgentRegistry } from './registry.js';
 
 /** What the agent exposes to /metrics: its live objects, read at scrape time. */
 interface AgentMetricSources {
@@ -18,7 +20,7 @@ interface AgentMetricSources {
 }
 
 /** The edge: reads the pinned counters (opened per scrape, so a replaced map is never stale). */
-function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
+export function readAgentSnapshot(src: AgentMetricSources, opts: MetricsOptions): AgentSnapshot {
   const own = src.manager?.own;
   const snapshot: AgentSnapshot = {
     ready: src.ready,
@@ -35,7 +37,9 @@ function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
   if (src.mode === 'bpf' && existsSync(`${src.pinDir}/twill_peer_stats`)) {
     const maps = DatapathMaps.open(src.pinDir);
     try {
-      snapshot.datapath = { stats: maps.stats(), ...maps.peerTraffic(), path: maps.pathStats() };
+      // Summing every peer's per-CPU counters is most of a scrape's cost on a large cluster.
+      const traffic = opts.perPeer ? maps.peerTraffic() : undefined;
+      snapshot.datapath = { stats: maps.stats(), peerCount: traffic?.peers.length ?? maps.peerCount(), traffic, path: maps.pathStats() };
     } finally {
       maps.close();
     }
@@ -48,4 +52,14 @@ function readAgentSnapshot(src: AgentMetricSources): AgentSnapshot {
   return snapshot;
 }
 
-export const agentMetricsText = (src: AgentMetricSources): string => formatPrometheus(agentMetricFamilies(readAgentSnapshot(src)));
+/**
+ * The agent's /metrics. prom-client is loaded here, only by an agent that serves metrics
+ * (--healthz-port), not by every agent or command.
+ */
+export async function openAgentMetrics(src: () => AgentMetricSources, opts: MetricsOptions): Promise<AgentRegistry> {
+  const { AgentRegistry, EVENT_LOOP_RESOLUTION_MS } = await import('./registry.js');
+  return new AgentRegistry(() => agentMetricFamilies(readAgentSnapshot(src(), opts), opts), {
+    build: { version: twillVersion(), mapLayout: LAYOUT_VERSION },
+    eventLoopResolutionMs: EVENT_LOOP_RESOLUTION_MS,
+  });
+}

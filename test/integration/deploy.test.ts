@@ -18,6 +18,9 @@ const unitPath = path.join(repoRoot, 'deploy/systemd/twill.service');
 const manifestPath = path.join(repoRoot, 'deploy/kubernetes/twill.yaml');
 const uninstallManifestPath = path.join(repoRoot, 'deploy/kubernetes/twill-uninstall.yaml');
 const UNINSTALL_NS = 'tu-ds';
+const monitoringPath = path.join(repoRoot, 'deploy/kubernetes/twill-monitoring.yaml');
+/** What the downward API gives status.hostIP on some node, for the tests below. */
+const NODE_IP = '10.0.0.21';
 const NODE_NS = 'tqd-node';
 const POD_NS = 'tqd-pod';
 const SYSTEM_CNI_BIN = '/usr/lib/cni';
@@ -26,6 +29,7 @@ const SYSTEM_CNI_BIN = '/usr/lib/cni';
 type Obj = any;
 let docs: Obj[];
 let uninstallDocs: Obj[];
+let monitoring: Obj[];
 let scratch: string;
 const kind = (k: string) => docs.find((d) => d?.kind === k);
 const daemonSet = () => kind('DaemonSet');
@@ -38,6 +42,20 @@ async function parseYaml(text: string): Promise<Obj[]> {
   if (res.code !== 0) throw new Error(`YAML: ${res.stderr.trim().split('\n').pop()} (python3-yaml is needed for this test)`);
   return JSON.parse(res.stdout) as Obj[];
 }
+
+/** The container's environment as kubelet sets it: values, ConfigMap keys, and the downward API's status.hostIP. */
+function containerEnv(c: Obj, cm: Obj): Record<string, string> {
+  const value = (e: Obj): string => {
+    if (e.value !== undefined) return e.value;
+    if (e.valueFrom.configMapKeyRef) return cm.data[e.valueFrom.configMapKeyRef.key];
+    if (e.valueFrom.fieldRef?.fieldPath === 'status.hostIP') return NODE_IP;
+    throw new Error(`env ${e.name}: a source this test does not know`);
+  };
+  return Object.fromEntries(c.env.map((e: Obj) => [e.name, value(e)]));
+}
+
+/** kubelet's expansion of $(VAR) in command and args from the container's environment; $$ is a literal $. */
+const expandArgs = (args: string[], env: Record<string, string>) => args.map((a) => a.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, name?: string) => (name === undefined ? '$' : (env[name] ?? m))));
 
 /** Unit file lines "Key=value" of one section, in order. */
 function unitSection(text: string, section: string): Map<string, string> {
@@ -55,6 +73,7 @@ beforeAll(async () => {
   buildTs();
   docs = await parseYaml(readFileSync(manifestPath, 'utf8'));
   uninstallDocs = await parseYaml(readFileSync(uninstallManifestPath, 'utf8'));
+  monitoring = (await parseYaml(readFileSync(monitoringPath, 'utf8'))).filter(Boolean);
   scratch = mkdtempSync(path.join(tmpdir(), 'tqd-'));
   for (const ns of [NODE_NS, POD_NS, UNINSTALL_NS]) await run(['ip', 'netns', 'del', ns], { allowFailure: true });
 }, 120_000);
@@ -109,13 +128,42 @@ describe('Kubernetes manifest', () => {
   it("gives the agent a command line and environment its flag parser accepts, with --ip-masq, etcd from the ConfigMap", () => {
     const [agent] = podSpec().containers;
     const cm = kind('ConfigMap');
-    const env = Object.fromEntries(agent.env.map((e: Obj) => [e.name, e.value ?? cm.data[e.valueFrom.configMapKeyRef.key]]));
+    const env = containerEnv(agent, cm);
     expect(agent.command.at(-1)).toBe('/usr/lib/twill/dist/controller/cli.js');
     expect(agent.args[0]).toBe('agent');
-    const flags = parseAgentFlags(agent.args.slice(1), env);
+    const flags = parseAgentFlags(expandArgs(agent.args.slice(1), env), env);
     expect(flags).toMatchObject({ ipMasq: true, etcdEndpoints: [cm.data['etcd-endpoints']], etcdPrefix: cm.data['etcd-prefix'], healthzPort: 8471 });
     for (const probe of [agent.livenessProbe, agent.readinessProbe]) expect(probe.httpGet.port).toBe(flags.healthzPort);
     expect(agent.readinessProbe.httpGet.path).toBe('/readyz');
+  });
+
+  it("serves /metrics on the node's address, where the probes and the prometheus.io annotations point", () => {
+    const spec = podSpec();
+    const [agent] = spec.containers;
+    const flags = parseAgentFlags(expandArgs(agent.args.slice(1), containerEnv(agent, kind('ConfigMap'))));
+    // Not loopback (a Prometheus pod could not reach it) and not 0.0.0.0 (every interface of the node).
+    expect(flags.healthzIp).toBe(NODE_IP);
+    // kubelet probes the pod's IP when no host is given, which with hostNetwork is the node's.
+    expect(spec.hostNetwork).toBe(true);
+    for (const probe of [agent.livenessProbe, agent.readinessProbe]) expect(probe.httpGet.host).toBeUndefined();
+    const annotations = daemonSet().spec.template.metadata.annotations;
+    expect(annotations).toEqual({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(flags.healthzPort), 'prometheus.io/path': '/metrics' });
+    expect(agent.ports).toEqual([{ name: 'metrics', containerPort: flags.healthzPort, protocol: 'TCP' }]);
+  });
+
+  it('has an optional headless Service and ServiceMonitor that select the agents and scrape that port', () => {
+    expect(monitoring.map((d) => `${d.apiVersion} ${d.kind}`)).toEqual(['v1 Service', 'monitoring.coreos.com/v1 ServiceMonitor']);
+    const [service, monitor] = monitoring;
+    const ds = daemonSet();
+    for (const d of monitoring) expect(d.metadata.namespace).toBe(ds.metadata.namespace);
+    expect(service.spec.clusterIP).toBe('None');
+    expect(ds.spec.template.metadata.labels).toMatchObject(service.spec.selector);
+    const [port] = service.spec.ports;
+    expect(podSpec().containers[0].ports.find((p: Obj) => p.name === port.targetPort)?.containerPort).toBe(port.port);
+    expect(service.metadata.labels).toMatchObject(monitor.spec.selector.matchLabels);
+    expect(monitor.spec.namespaceSelector.matchNames).toEqual([ds.metadata.namespace]);
+    expect(monitor.spec.endpoints).toMatchObject([{ port: port.name, path: '/metrics', interval: '30s' }]);
+    expect(monitor.spec.endpoints[0].relabelings).toEqual([{ sourceLabels: ['__meta_kubernetes_pod_node_name'], targetLabel: 'node' }]);
   });
 
   it('installs the conflist from the ConfigMap where kubelet looks', () => {

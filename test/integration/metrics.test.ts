@@ -1,8 +1,9 @@
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopAgent } from '../../controller/lab/agents.js';
 import { restartAgent, startLabEtcd, stopLabEtcd, type LabNode, type LabState } from '../../controller/lab/lab.js';
 import { run } from '../../controller/util/exec.js';
+import { LAYOUT_VERSION } from '../../maps/layout.js';
 import type { MapsDoc } from '../../controller/cli/maps.js';
 import type { StatusDoc } from '../../controller/cli/status.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
@@ -10,11 +11,13 @@ import { ping } from '../support/traffic.js';
 import { labUpFresh, until } from '../support/lab-session.js';
 
 /*
- * /metrics, `twill status` and `twill maps` against a real lab (lab name "tmx", one pod per
+ * /metrics, `twill status` and `twill maps` against a real lab (lab name "tpm", one pod per
  * node; n1-n3 run BPF, n4 flannel's kernel VXLAN): counters must move with real traffic, for
- * the right peer only; status and maps must keep working with the lab's etcd stopped.
+ * the right peer only; the process and runtime metrics and build info sit beside them; status
+ * and maps must keep working with the lab's etcd stopped.
  */
-const LAB = 'tmx';
+const LAB = 'tpm';
+const UNDERLAY = '192.168.116.0/24';
 const PREFIX = '/coreos.com/network';
 const twill = (args: string[], netns?: string) => run([process.execPath, cliPath, ...args], { netns, allowFailure: true });
 let lab: LabState;
@@ -23,11 +26,16 @@ const podOf = (n: LabNode) => lab.pods.find((p) => p.node === n.name)!;
 const etcdctl = (...args: string[]) =>
   run(['etcdctl', '--endpoints', lab.etcd!.endpoint, '--command-timeout=5s', ...args], { netns: lab.etcd!.netns, env: { ...process.env, ETCDCTL_API: '3' } });
 
-/** One scrape of a node's /metrics, as `name{labels}` -> value. */
-async function scrape(n: LabNode): Promise<Map<string, number>> {
-  const res = await run(['curl', '-sfi', `http://${n.agent!.healthz}/metrics`], { netns: n.netns });
+/** One scrape of a node's /metrics (from its own namespace unless `from` says another's), as text. */
+async function scrapeText(n: LabNode, from: LabNode = n): Promise<string> {
+  const res = await run(['curl', '-sfi', `http://${n.agent!.healthz}/metrics`], { netns: from.netns });
   const [head, body] = res.stdout.split('\r\n\r\n');
   expect(head).toMatch(/content-type: text\/plain; version=0\.0\.4/i);
+  return body;
+}
+/** One scrape of a node's /metrics, as `name{labels}` -> value. */
+async function scrape(n: LabNode, from: LabNode = n): Promise<Map<string, number>> {
+  const body = await scrapeText(n, from);
   const samples = new Map<string, number>();
   for (const line of body.split('\n')) {
     if (!line || line.startsWith('#')) continue;
@@ -41,7 +49,7 @@ const peerSample = (metric: string, peer: LabNode) => `twill_peer_${metric}_tota
 beforeAll(async () => {
   buildBpf();
   buildTs();
-  lab = await labUpFresh(LAB, ['--nodes', '4', '--kernel-nodes', '1', '--pods-per-node', '1']);
+  lab = await labUpFresh(LAB, ['--nodes', '4', '--kernel-nodes', '1', '--pods-per-node', '1', '--underlay', UNDERLAY]);
 }, 180_000);
 
 afterAll(async () => {
@@ -101,7 +109,7 @@ describe('/metrics', () => {
     const n1 = node('n1');
     const subnet = lab.network.replace(/\.0\.0\/16$/, '.200.0/24');
     const key = `${PREFIX}/subnets/${subnet.replace('/', '-')}`;
-    const ghost = '192.168.77.200';
+    const ghost = UNDERLAY.replace(/\.0\/24$/, '.200');
     await etcdctl('put', key, JSON.stringify({ PublicIP: ghost, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '0a:58:00:00:c8:00' } }));
     try {
       const sample = `twill_peer_encap_packets_total{peer="${ghost}",subnet="${subnet}"}`;
@@ -117,6 +125,57 @@ describe('/metrics', () => {
     await until('the peer gone from /metrics', async () => ![...(await scrape(n1)).keys()].some((k) => k.includes(ghost)));
     expect((await scrape(n1)).get('twill_peers')).toBe(lab.nodes.length - 1);
   });
+});
+
+describe("the agent process, beside twill's own metrics", () => {
+  const families = (text: string) => [...text.matchAll(/^# TYPE (twill_\S+) (\S+)$/gm)].map(([, name, type]) => `${name} ${type}`).sort();
+
+  it('reports its resident memory, CPU, open fds, heap, event-loop lag and build, from another node too', async () => {
+    const n1 = node('n1');
+    // Scraped from n2's namespace over the underlay, as a Prometheus elsewhere in the cluster would.
+    const m = await scrape(n1, node('n2'));
+    expect(m.get('process_resident_memory_bytes')).toBeGreaterThan(0);
+    expect(m.get('process_cpu_seconds_total')).toBeGreaterThan(0);
+    expect(m.get('process_open_fds')).toBeGreaterThan(0);
+    expect(m.get('process_open_fds')).toBeLessThanOrEqual(m.get('process_max_fds')!);
+    expect(m.get('nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
+    expect(m.get('nodejs_heap_size_used_bytes')).toBeLessThanOrEqual(m.get('nodejs_heap_size_total_bytes')!);
+    expect(m.has('nodejs_eventloop_lag_seconds')).toBe(true);
+    expect(m.get('nodejs_eventloop_lag_p99_seconds')).toBeGreaterThan(0);
+    const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    expect(m.get(`twill_build_info{version="${version}",map_layout="${LAYOUT_VERSION}"}`)).toBe(1);
+  });
+
+  it("serves a BPF node every family 15aa35c served, with its type, and twill_build_info beside them", async () => {
+    const before = readFileSync(new URL('../fixtures/metrics/agent-15aa35c.prom', import.meta.url), 'utf8');
+    expect(families(await scrapeText(node('n1')))).toEqual([...families(before), 'twill_build_info gauge'].sort());
+  });
+});
+
+describe('--metrics-per-peer=false', () => {
+  const n3 = () => node('n3');
+  const restart = async (args: string[]) => {
+    await stopAgent(n3().agent!.pid, n3().pinDir);
+    restartAgent(lab, n3(), args);
+    await until('n3 ready again', async () => (await run(['curl', '-sf', `http://${n3().agent!.healthz}/readyz`], { netns: n3().netns, allowFailure: true })).code === 0);
+  };
+  afterAll(() => restart([]), 60_000);
+
+  it('leaves out every per-peer series and keeps the node totals, which still count', async () => {
+    await restart(['--metrics-per-peer=false']);
+    const before = await scrapeText(n3());
+    expect(before).not.toMatch(/^# TYPE twill_peer_/m);
+    expect(before).not.toMatch(/^twill_peer_/m);
+    const m = await scrape(n3());
+    expect(m.get('twill_peers')).toBe(lab.nodes.length - 1);
+    expect((await ping(podOf(n3()).netns, podOf(node('n1')).ip, 3)).code).toBe(0);
+    const after = await scrape(n3());
+    expect(after.get('twill_encap_packets_total')! - m.get('twill_encap_packets_total')!).toBeGreaterThanOrEqual(3);
+    expect(after.get('twill_decap_packets_total')! - m.get('twill_decap_packets_total')!).toBeGreaterThanOrEqual(3);
+    // The counters are still kept in the datapath: only /metrics leaves them out.
+    const maps = JSON.parse((await twill(['maps', '--pin-dir', n3().pinDir, '--json'])).stdout) as MapsDoc;
+    expect(maps.traffic.find((t) => t.publicIp === node('n1').underlayIp)!.encap_packets).toBeGreaterThanOrEqual(3);
+  }, 60_000);
 });
 
 describe('a kernel VXLAN node', () => {

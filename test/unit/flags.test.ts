@@ -16,7 +16,15 @@ describe('flanneld flags', () => {
       pinDir: '/sys/fs/bpf/twill',
       fastPath: true,
       decapHook: 'auto',
+      metricsPerPeer: true,
     });
+  });
+
+  it('takes --metrics-per-peer off by flag or variable, and names a bad value', () => {
+    expect(parseAgentFlags(['--metrics-per-peer=false']).metricsPerPeer).toBe(false);
+    expect(parseAgentFlags(['--metrics-per-peer', 'false']).metricsPerPeer).toBe(false);
+    expect(parseAgentFlags([], { FLANNELD_METRICS_PER_PEER: 'false' }).metricsPerPeer).toBe(false);
+    expect(() => parseAgentFlags(['--metrics-per-peer=some'])).toThrow(/--metrics-per-peer=some: not a boolean/);
   });
 
   it('takes --fast-path and --decap-hook in every spelling, a boolean with a separate true/false too', () => {
