@@ -27,6 +27,11 @@ const craft6 = path.join(repoRoot, 'test/support/craft6.py');
 let lab: LabState;
 const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
 const pod = (name: string) => lab.pods.find((p) => p.name === name)!;
+/** Where craft.py's inner-dst-elsewhere packet goes: n1's pod address with the third octet's top bit flipped, another node's /24. */
+const elsewhere = () => {
+  const [a, b, c] = pod('n1-p1').ip.split('.');
+  return `${a}.${b}.${Number(c) ^ 128}.9`;
+};
 const pinDir = () => node('n1').pinDir;
 
 /** A crafted VXLAN packet to n1's pod, sent from `fromNetns` with outer source `src`. */
@@ -136,7 +141,7 @@ describe('drops', () => {
     expect(events[0]).toMatchObject({ kind: 'drop', reason: 'drop_bad_vni', hook: 'tc-decap', program: 'twill_decap_tc', outer: { family: 4, src: n2.underlayIp, dst: n1.underlayIp, vni: 2 }, inner: { ...inner, dst: pod('n1-p1').ip }, peer: { publicIp: n2.underlayIp } });
     expect(events[0].peer.slot).toBeGreaterThan(0);
     expect(events[1]).toMatchObject({ reason: 'drop_ip_options', hook: 'tc-decap', outer: { src: n2.underlayIp, dst: n1.underlayIp }, inner: { ...inner, dst: pod('n1-p1').ip }, peer: { publicIp: n2.underlayIp } });
-    expect(events[2]).toMatchObject({ reason: 'drop_inner_dst', outer: { src: n2.underlayIp, vni: 1 }, inner: { ...inner, dst: '10.244.9.9' }, peer: { slot: events[0].peer.slot, publicIp: n2.underlayIp } });
+    expect(events[2]).toMatchObject({ reason: 'drop_inner_dst', outer: { src: n2.underlayIp, vni: 1 }, inner: { ...inner, dst: elsewhere() }, peer: { slot: events[0].peer.slot, publicIp: n2.underlayIp } });
     expect(events[3]).toMatchObject({ reason: 'drop_unknown_source', outer: { src: lab.underlay.gateway, dst: n1.underlayIp }, peer: { slot: 0, publicIp: lab.underlay.gateway } });
     // The names are twill_stats' own, and each event is one count there.
     for (const e of events) expect(after[e.reason] - before[e.reason], e.reason).toBe(events.filter((x) => x.reason === e.reason).length);
@@ -160,10 +165,10 @@ describe('drops', () => {
   });
 
   it('--reason and --address pass only what matches both; text is one line per event', async () => {
-    const m = await startMonitor(['--reason', 'drop_inner_dst,drop_bad_vni', '--address', '10.244.9.0/24', '--count', '1']);
+    const m = await startMonitor(['--reason', 'drop_inner_dst,drop_bad_vni', '--address', `${elsewhere().replace(/\.9$/, '.0')}/24`, '--count', '1']);
     await fromPeer('ip-options'); // another reason
-    await fromPeer('bad-vni'); // to the pod's address, outside 10.244.9.0/24
-    await fromPeer('inner-dst-elsewhere'); // to 10.244.9.9
+    await fromPeer('bad-vni'); // to the pod's address, outside that /24
+    await fromPeer('inner-dst-elsewhere');
     expect(await m.exited).toBe(0);
     const lines = m
       .output()
@@ -171,7 +176,7 @@ describe('drops', () => {
       .filter((l) => /^\d\d:/.test(l));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(
-      new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3} drop drop_inner_dst tc-decap if \\d+ outer ${node('n2').underlayIp} -> ${node('n1').underlayIp} vni 1 inner udp 10\\.244\\.2\\.77:\\d+ -> 10\\.244\\.9\\.9:9999 peer ${node('n2').underlayIp} \\(slot \\d+\\) len \\d+$`),
+      new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3} drop drop_inner_dst tc-decap if \\d+ outer ${node('n2').underlayIp} -> ${node('n1').underlayIp} vni 1 inner udp 10\\.244\\.2\\.77:\\d+ -> ${elsewhere().replaceAll('.', '\\.')}:9999 peer ${node('n2').underlayIp} \\(slot \\d+\\) len \\d+$`),
     );
   });
 });

@@ -14,6 +14,11 @@ kind, src, dst, inner_dst, vni, port, vtep_mac = sys.argv[1:8]
 PROBE = ("twill-probe:" + kind).encode()
 vni, port = int(vni), int(port)
 
+# In the cluster network but in another /24 than INNER_DST, whichever subnet the node leased (a
+# fixed address would be the node's own now and then: leases are allocated at random).
+a, b, c, _ = inner_dst.split(".")
+ELSEWHERE = f"{a}.{b}.{int(c) ^ 128}.9"
+
 inner_ip = IP(src="10.244.2.77", dst=inner_dst, ttl=63) / UDP(sport=40000, dport=9999) / Raw(PROBE)
 inner = Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / inner_ip
 
@@ -38,7 +43,7 @@ packets = {
     "inner-len-oversize": outer / udp / vxlan(payload=Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / IP(src="10.244.2.77", dst=inner_dst, len=1400) / UDP(sport=40000, dport=9999) / Raw(PROBE)),
     "oversize": IP(src=src, dst=dst) / udp / vxlan(payload=Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / IP(src="10.244.2.77", dst=inner_dst) / UDP(sport=40000, dport=9999) / Raw(PROBE * 300)),
     "truncated-outer-udp": IP(src=src, dst=dst, flags="DF", proto=17) / Raw(b"\x1f\x40\x21"),
-    "inner-dst-elsewhere": outer / udp / vxlan(payload=Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / IP(src="10.244.2.77", dst="10.244.9.9") / UDP(dport=9999) / Raw(PROBE)),
+    "inner-dst-elsewhere": outer / udp / vxlan(payload=Ether(src="0a:58:00:00:00:99", dst=vtep_mac) / IP(src="10.244.2.77", dst=ELSEWHERE) / UDP(dport=9999) / Raw(PROBE)),
 }
 
 if kind == "fragment":
