@@ -273,7 +273,8 @@ describe('the uninstall manifest', () => {
     const o = parseArgs(c.args.slice(1), uninstallOpts);
     const agent = hostMounts(podSpec(), podSpec().containers[0]);
     const mine = hostMounts(ds().spec.template.spec, c);
-    const agentFlags = parseAgentFlags(podSpec().containers[0].args.slice(1), {});
+    const agentContainer = podSpec().containers[0];
+    const agentFlags = parseAgentFlags(expandArgs(agentContainer.args.slice(1), containerEnv(agentContainer, kind('ConfigMap'))), {});
     // What the agent writes, where the uninstall looks for it (flag defaults included), from the same host directory.
     for (const [what, p] of [['pins', o['pin-dir']], ['subnet file', path.dirname(o['subnet-file'])], ['state', '/run/twill'], ['xtables lock', '/run/xtables.lock']] as const) {
       const mount = [...agent.keys()].find((m) => p === m || p.startsWith(`${m}/`));
