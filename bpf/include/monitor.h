@@ -76,16 +76,19 @@ static __always_inline struct twill_event *twill_event_reserve(__u32 what)
 }
 
 /*
- * Bytes of a packet of `len` bytes to copy: 0..TWILL_EVENT_HEADERS. 64-bit and behind a barrier, so
- * that the register the helper gets is the one compared (clang would compare a zero-extended copy,
- * which leaves the verifier no bound on the original).
+ * Bytes to copy of a packet of `len` (> 0) bytes: 1..TWILL_EVENT_HEADERS. bpf_skb_load_bytes
+ * wants a size the verifier knows is at least 1, and a `!= 0` test teaches 6.1's verifier no
+ * lower bound (newer ones learn it), so the bound is built as (len - 1, at most HEADERS - 1) + 1.
+ * 64-bit and behind a barrier, so that the register the helper gets is the one bounded (clang
+ * would bound a zero-extended copy, which leaves the verifier nothing on the original).
  */
 static __always_inline __u64 twill_capture_len(__u64 len)
 {
-	if (len > TWILL_EVENT_HEADERS)
-		len = TWILL_EVENT_HEADERS;
-	asm volatile("" : "+r"(len));
-	return len;
+	__u64 last = len - 1;
+	if (last > TWILL_EVENT_HEADERS - 1)
+		last = TWILL_EVENT_HEADERS - 1;
+	asm volatile("" : "+r"(last));
+	return last + 1;
 }
 
 static __noinline int twill_emit_skb(struct __sk_buff *skb, __u32 what, __u32 peer_slot, const struct twill_tunnel_addrs *tunnel)
@@ -101,9 +104,11 @@ static __noinline int twill_emit_skb(struct __sk_buff *skb, __u32 what, __u32 pe
 		__builtin_memcpy(ev->tunnel_src, tunnel->src, 16);
 		__builtin_memcpy(ev->tunnel_dst, tunnel->dst, 16);
 	}
-	__u64 n = twill_capture_len(skb->len);
-	if (n > 0 && bpf_skb_load_bytes(skb, 0, ev->headers, n) == 0)
-		ev->captured = n;
+	if (skb->len > 0) {
+		__u64 n = twill_capture_len(skb->len);
+		if (bpf_skb_load_bytes(skb, 0, ev->headers, n) == 0)
+			ev->captured = n;
+	}
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
