@@ -94,6 +94,10 @@ async function removeAll(): Promise<void> {
   if (existsSync(`/run/netns/${NS}`)) await inNetns(() => detachDataplane(pinDir)).catch(() => undefined);
   rmSync(pinDir, { recursive: true, force: true });
   rmSync(path.dirname(paths.attachState), { recursive: true, force: true });
+  // A link whose last pin goes is released after an RCU grace period and a workqueue run (bpffs
+  // frees the inode's reference from an RCU callback): the hook is free only once the kernel got
+  // there, and the next test must not find it still held.
+  if (existsSync(`/run/netns/${NS}`)) for (let i = 0; i < 200 && (await xdpProgOn('und0')) !== undefined; i++) await new Promise((r) => setTimeout(r, 25));
 }
 
 beforeAll(async () => {

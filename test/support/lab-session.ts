@@ -103,15 +103,33 @@ export function startPingFlows(lab: LabState, addrOf: (p: LabPod) => string = (p
   return lab.pods.flatMap((a) => lab.pods.filter((b) => b.node !== a.node).map((b) => Object.assign(startInNetns(a.netns, ['ping', '-i', '0.02', '-W', '1', addrOf(b)]), { from: a.node, to: b.node })));
 }
 
-/** Stops the flows; what each sent and lost. */
+/** Pings sent in the last second before a flow stops (-i 0.02, -W 1): still waiting for their reply, not yet lost. */
+const IN_FLIGHT_AT_STOP = 50;
+
+/**
+ * Stops the flows; what each sent and lost. ping stops at once on SIGINT and counts what was
+ * still in flight as lost: on a loaded machine a reply or two is. So a packet is lost when it
+ * was never answered and a later one was, or when more than a second's worth at the end went
+ * unanswered (then all of the unanswered tail counts).
+ */
 export async function stopPingFlowsPerFlow(flows: PingFlow[]): Promise<{ from: string; to: string; sent: number; lost: number }[]> {
   for (const f of flows) f.kill('SIGINT');
   await Promise.all(flows.map((f) => f.exited));
   return flows.map((f) => {
     const m = /(\d+) packets transmitted, (\d+) received/.exec(f.output());
     if (!m) throw new Error(`no ping summary from ${f.from} to ${f.to}: ${f.output().slice(-200)}`);
-    return { from: f.from, to: f.to, sent: Number(m[1]), lost: Number(m[1]) - Number(m[2]) };
+    return { from: f.from, to: f.to, sent: Number(m[1]), lost: pingLoss(f.output(), Number(m[1])) };
   });
+}
+
+/** Pure: packets lost in a ping run's output, `sent` in all (see stopPingFlowsPerFlow). */
+export function pingLoss(output: string, sent: number): number {
+  const answered = new Set([...output.matchAll(/bytes from .*?icmp_seq=(\d+)/g)].map((x) => Number(x[1])));
+  const last = Math.max(0, ...answered);
+  let gaps = 0;
+  for (let seq = 1; seq <= last; seq++) if (!answered.has(seq)) gaps++;
+  const tail = sent - last;
+  return gaps + (tail > IN_FLIGHT_AT_STOP ? tail : 0);
 }
 
 export async function stopPingFlows(flows: PingFlow[]): Promise<{ sent: number; lost: number }> {
