@@ -42,4 +42,7 @@ fi
 
 say "building BPF objects and TypeScript"
 npm run --silent build
+# flanneld and flannel's CNI plugin, which the lab's --flanneld-nodes and the tests run beside
+# twill: built once per pinned version (scripts/peers/versions.env) and cached.
+scripts/peers/build.sh
 say "ready"

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the real programs twill is tested beside (scripts/peers/versions.env) with Go, through
+# the module proxy, into a cache it reuses: /var/cache/twill-peers/<name>-<version>/ (override
+# with TWILL_PEERS_CACHE). A program is built once per version; a failed build fails this script
+# naming the module and version, and nothing is put in its place.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+. "$here/versions.env"
+cache=${TWILL_PEERS_CACHE:-/var/cache/twill-peers}
+say() { printf '[peers] %s\n' "$*"; }
+fail() {
+  printf '[peers] FAILED: %s\n' "$*" >&2
+  exit 1
+}
+
+command -v go >/dev/null || fail "no Go toolchain on the PATH: flanneld ($FLANNELD_MODULE@$FLANNELD_VERSION) and flannel's CNI plugin ($FLANNEL_CNI_MODULE@$FLANNEL_CNI_VERSION) cannot be built"
+# Debian's golang-go is older than flanneld's go.mod asks for; Go fetches the toolchain it names
+# through the same proxy.
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto} GOFLAGS=-mod=mod
+
+# build NAME VERSION MODULE COMMAND...: runs COMMAND with $out set to the cache folder, unless
+# that folder already holds NAME. COMMAND runs where `set -e` does not reach (an `if`), so its
+# steps are chained with && and each one's failure is its own.
+build() {
+  local name=$1 version=$2 module=$3
+  shift 3
+  out="$cache/$name-$version"
+  if [ -x "$out/$name" ]; then
+    say "$name $version cached in $out"
+    return
+  fi
+  say "building $name $version ($module) ..."
+  local start=$SECONDS log
+  log=$(mktemp)
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  if ! "$@" >"$log" 2>&1; then
+    tail -20 "$log" >&2
+    rm -rf "$out.tmp" "$log"
+    fail "$name: go could not build $module@$version (output above)"
+  fi
+  rm -f "$log"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  say "built $name $version in $((SECONDS - start)) s: $out/$name"
+}
+
+flanneld_build() {
+  local src
+  grep -q "^require $FLANNELD_MODULE $FLANNELD_VERSION\$" "$here/flanneld/go.mod" ||
+    { echo "scripts/peers/flanneld/go.mod does not require $FLANNELD_MODULE $FLANNELD_VERSION, as versions.env says"; return 1; }
+  # cgo as flannel's own Makefile builds it: the udp backend is written in C.
+  (cd "$here/flanneld" && go build -trimpath -o "$out.tmp/flanneld" \
+    -ldflags "-s -w -X $FLANNELD_MODULE/pkg/version.Version=$FLANNELD_VERSION" "$FLANNELD_MODULE") &&
+    src=$(cd "$here/flanneld" && go list -m -f '{{.Dir}}' "$FLANNELD_MODULE") &&
+    # mk-docker-opts.sh ships in the module; tests run flannel's own copy of it.
+    install -m 0755 "$src/dist/mk-docker-opts.sh" "$out.tmp/mk-docker-opts.sh"
+}
+
+cni_build() {
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "$FLANNEL_CNI_PACKAGE@$FLANNEL_CNI_VERSION"
+}
+
+build flanneld "$FLANNELD_VERSION" "$FLANNELD_MODULE" flanneld_build
+build flannel "$FLANNEL_CNI_VERSION" "$FLANNEL_CNI_MODULE" cni_build
+# What a test asks of the binary it runs, checked once here so a bad build never reaches them.
+got=$("$cache/flanneld-$FLANNELD_VERSION/flanneld" --version 2>&1) || true
+[ "$got" = "$FLANNELD_VERSION" ] || fail "flanneld --version says '$got', expected $FLANNELD_VERSION"
