@@ -32,8 +32,8 @@ export async function runDemo(state: LabState): Promise<number> {
 
   console.log('datapath counters (encap/decap packets per node; pod packets by path: fast, or to the stack by reason)');
   for (const node of state.nodes) {
-    if (node.dataplane === 'kernel') {
-      console.log(`  ${node.name}: kernel VXLAN (flannel.1), no BPF counters`);
+    if (node.dataplane !== 'bpf') {
+      console.log(`  ${node.name}: ${node.dataplane === 'flanneld' ? `flanneld ${node.flanneldVersion}` : 'twill'}, kernel VXLAN (flannel.1), no BPF counters`);
       continue;
     }
     const maps = DatapathMaps.open(node.pinDir);
@@ -50,7 +50,7 @@ export async function runDemo(state: LabState): Promise<number> {
   const ok = failedPings === 0 && failedTcp === 0;
   console.log(
     ok
-      ? `summary: all ${cross.length} cross-node pod pairs answered and ${nodePairs.length} TCP transfers completed through twill's BPF datapath${families.has('IPv6') ? ' (both families)' : ''}`
+      ? `summary: all ${cross.length} cross-node pod pairs answered and ${nodePairs.length} TCP transfers completed${datapaths(state)}${families.has('IPv6') ? ' (both families)' : ''}`
       : `summary: ${failedPings} of ${cross.length} pings and ${failedTcp} of ${nodePairs.length} TCP transfers FAILED`,
   );
   console.log(`next: bin/twill lab status | bin/twill maps --pin-dir ${state.nodes[0].pinDir} | bin/twill lab down`);
@@ -75,4 +75,11 @@ async function iperfOnce(client: LabPod, server: LabPod, seconds = 1): Promise<n
   } finally {
     srv.kill();
   }
+}
+
+/** What carried the traffic: twill's BPF datapath alone, or beside kernel VXLAN nodes (twill's or flanneld's). */
+function datapaths(state: LabState): string {
+  const kinds = new Set(state.nodes.map((n) => n.dataplane));
+  const named = [kinds.has('bpf') && "twill's BPF datapath", kinds.has('kernel') && "twill's kernel VXLAN", kinds.has('flanneld') && `flanneld ${state.nodes.find((n) => n.flanneldVersion)?.flanneldVersion}`].filter(Boolean);
+  return ` through ${named.join(', ').replace(/, ([^,]*)$/, ' and $1')}`;
 }

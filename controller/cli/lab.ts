@@ -17,6 +17,7 @@ export async function labCommand(argv: string[]): Promise<number> {
             nodes: o.nodes,
             podsPerNode: o['pods-per-node'],
             kernelNodes: o['kernel-nodes'],
+            flanneldNodes: o['flanneld-nodes'],
             network: o.network,
             subnetLen: o['subnet-len'],
             underlayCidr: o.underlay,
@@ -31,7 +32,7 @@ export async function labCommand(argv: string[]): Promise<number> {
           },
           progress,
         );
-        console.error(`lab ${state.name} up in ${((Date.now() - started) / 1000).toFixed(1)} s: etcd ${state.etcd!.endpoint}, ${state.nodes.length} nodes each running twill agent, ${state.pods.length} pods`);
+        console.error(`lab ${state.name} up in ${((Date.now() - started) / 1000).toFixed(1)} s: etcd ${state.etcd!.endpoint}, ${nodeKinds(state)}, ${state.pods.length} pods`);
         console.error(`next: twill lab demo --name ${state.name} | twill lab status --name ${state.name} | twill lab down --name ${state.name}`);
         return 0;
       }
@@ -79,6 +80,13 @@ export async function labCommand(argv: string[]): Promise<number> {
   }
 }
 
+function nodeKinds(state: LabState): string {
+  const count = (d: LabState['nodes'][number]['dataplane']) => state.nodes.filter((n) => n.dataplane === d).length;
+  const flanneld = count('flanneld');
+  const agents = state.nodes.length - flanneld;
+  return [agents && `${agents} node${agents === 1 ? '' : 's'} running twill agent`, flanneld && `${flanneld} running flanneld ${state.nodes.find((n) => n.flanneldVersion)?.flanneldVersion ?? ''}`.trim()].filter(Boolean).join(', ');
+}
+
 function printStatus(state: LabState, json: boolean): void {
   if (json) {
     const doc = {
@@ -92,9 +100,10 @@ function printStatus(state: LabState, json: boolean): void {
       underlay6: state.underlay6,
       routedSegment: state.routedSegment,
       etcd: state.etcd && { netns: state.etcd.netns, endpoint: state.etcd.endpoint, prefix: state.etcd.prefix, pid: state.etcd.pid },
-      nodes: state.nodes.map(({ name, netns, underlayIp, underlayIp6, subnet, subnet6, vtepMac, vtepMac6, pinDir, iface, subnetFile, agent, dataplane }) => ({
+      nodes: state.nodes.map(({ name, netns, underlayIp, underlayIp6, subnet, subnet6, vtepMac, vtepMac6, pinDir, iface, subnetFile, agent, dataplane, flanneldVersion }) => ({
         name,
         dataplane,
+        flanneldVersion,
         netns,
         underlayIp,
         underlayIp6,
@@ -120,7 +129,7 @@ function printStatus(state: LabState, json: boolean): void {
   console.log('nodes');
   for (const n of state.nodes)
     console.log(
-      `  ${n.name.padEnd(4)} ${n.dataplane.padEnd(6)} ${n.netns.padEnd(10)} ${[n.underlayIp, n.underlayIp6].filter(Boolean).join(' ').padEnd(15)} ${[n.subnet, n.subnet6].filter(Boolean).join(' ').padEnd(16)} vtep ${[n.vtepMac, n.vtepMac6].filter(Boolean).join(' ')}  ${n.pinDir}  agent pid ${n.agent?.pid ?? '-'} healthz ${n.agent?.healthz ?? '-'}`,
+      `  ${n.name.padEnd(4)} ${n.dataplane.padEnd(8)} ${n.netns.padEnd(10)} ${[n.underlayIp, n.underlayIp6].filter(Boolean).join(' ').padEnd(15)} ${[n.subnet, n.subnet6].filter(Boolean).join(' ').padEnd(16)} vtep ${[n.vtepMac, n.vtepMac6].filter(Boolean).join(' ')}  ${n.pinDir}  agent pid ${n.agent?.pid ?? '-'} healthz ${n.agent?.healthz ?? '-'}`,
     );
   console.log('pods');
   for (const p of state.pods) console.log(`  ${p.name.padEnd(7)} ${p.netns.padEnd(13)} ${(p.ips ?? [p.ip]).join(' ').padEnd(15)} on ${p.node}`);

@@ -2,17 +2,26 @@ import { spawn } from 'node:child_process';
 import { existsSync, openSync, readFileSync } from 'node:fs';
 import { twillBin } from '../util/paths.js';
 
-/** One `twill agent` per lab node, detached so it outlives `twill lab up`, stopped by pid. */
+/**
+ * One node daemon per lab node, `twill agent` or the real flanneld, detached so it outlives
+ * `twill lab up`, stopped by pid.
+ */
 export interface AgentProcess {
   pid: number;
   log: string;
   healthz: string;
 }
 
-export function startAgent(opts: { netns: string; args: string[]; logFile: string; healthz: string }): AgentProcess {
+interface DaemonOptions {
+  netns: string;
+  args: string[];
+  logFile: string;
+  healthz: string;
+}
+
+function startDaemon(command: string[], opts: DaemonOptions): AgentProcess {
   const log = openSync(opts.logFile, 'a');
-  // Through bin/twill, as an operator runs it, so the lab's agents get its V8 flags too.
-  const child = spawn('nsenter', [`--net=/run/netns/${opts.netns}`, '--', twillBin(), 'agent', ...opts.args], {
+  const child = spawn('nsenter', [`--net=/run/netns/${opts.netns}`, '--', ...command, ...opts.args], {
     detached: true,
     stdio: ['ignore', log, log],
   });
@@ -20,22 +29,42 @@ export function startAgent(opts: { netns: string; args: string[]; logFile: strin
   return { pid: child.pid!, log: opts.logFile, healthz: opts.healthz };
 }
 
+// Through bin/twill, as an operator runs it, so the lab's agents get its V8 flags too.
+export const startAgent = (opts: DaemonOptions): AgentProcess => startDaemon([twillBin(), 'agent'], opts);
+
+/** flanneld itself (the binary `bin`), with the flags it is given. */
+export const startFlanneld = (bin: string, opts: DaemonOptions): AgentProcess => startDaemon([bin], opts);
+
+const cmdline = (pid: number): string => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return '';
+  }
+};
+
 /** True while `pid` is still a twill agent with this pin directory (pids get reused). */
 export function isAgent(pid: number, pinDir: string): boolean {
-  try {
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return cmdline.includes('agent') && cmdline.includes(pinDir);
-  } catch {
-    return false;
-  }
+  const c = cmdline(pid);
+  return c.includes('agent') && c.includes(pinDir);
 }
 
-export async function stopAgent(pid: number, pinDir: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (!isAgent(pid, pinDir)) return;
-  process.kill(pid, signal);
-  for (let i = 0; i < 100 && isAgent(pid, pinDir); i++) await new Promise((r) => setTimeout(r, 50));
-  if (isAgent(pid, pinDir)) process.kill(pid, 'SIGKILL');
+/** True while `pid` is still a flanneld writing `subnetFile`. */
+export function isFlanneld(pid: number, subnetFile: string): boolean {
+  const c = cmdline(pid);
+  return c.includes('flanneld') && c.includes(subnetFile);
 }
+
+/** `signal` (SIGTERM, as an init system sends), then SIGKILL if it is still there after 5 s. */
+async function stopWhile(pid: number, alive: () => boolean, signal: NodeJS.Signals): Promise<void> {
+  if (!alive()) return;
+  process.kill(pid, signal);
+  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 50));
+  if (alive()) process.kill(pid, 'SIGKILL');
+}
+
+export const stopAgent = (pid: number, pinDir: string, signal: NodeJS.Signals = 'SIGTERM') => stopWhile(pid, () => isAgent(pid, pinDir), signal);
+export const stopFlanneld = (pid: number, subnetFile: string, signal: NodeJS.Signals = 'SIGTERM') => stopWhile(pid, () => isFlanneld(pid, subnetFile), signal);
 
 /**
  * Whether the process is still there. Right after spawn() the child has not exec'd yet and

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
@@ -13,7 +13,8 @@ import { logger } from '../util/log.js';
 import { cliEntry } from '../util/paths.js';
 import { readStateFile } from '../util/state-file.js';
 import { installCniPlugin } from '../cni/install.js';
-import { isAgent, startAgent, stopAgent, waitForSubnetFile, type AgentProcess } from './agents.js';
+import { isAgent, isFlanneld, startAgent, startFlanneld, stopAgent, stopFlanneld, waitForSubnetFile, type AgentProcess } from './agents.js';
+import { flannelCniPlugin, flanneld } from './peers.js';
 import { isEtcd, startEtcd, stopEtcd, type EtcdProcess } from './etcd.js';
 import { kernelRecordPath } from '../dataplane/kernel-record.js';
 
@@ -22,8 +23,9 @@ const log = logger('lab');
 /*
  * A multi-node cluster on one machine: an underlay bridge in its own namespace, etcd in another,
  * one namespace per node running `twill agent` (which leases the node's subnet and programs
- * its datapath), and pods made by the real CNI plugins over the subnet each agent leased, the
- * way flannel's CNI plugin delegates to them. The root namespace is never touched. Everything
+ * its datapath) or, on the last --flanneld-nodes, the real flanneld, and pods made by the real
+ * CNI plugins over the subnet each node leased, the way flannel's CNI plugin delegates to them
+ * (flannel's own plugin on flanneld nodes). The root namespace is never touched. Everything
  * made is recorded in a state file as it is made, so `labDown` can remove a lab that failed
  * half-way.
  */
@@ -34,6 +36,8 @@ const labOptionsSchema = z.object({
   name: z.string().regex(/^[a-z][a-z0-9]{0,5}$/, '1-6 lowercase letters or digits, starting with a letter'),
   nodes: z.number().int().min(1).max(50),
   kernelNodes: z.number().int().min(0).max(50),
+  /** how many nodes (the last ones, after the kernel nodes) run the real flanneld and flannel's CNI plugin */
+  flanneldNodes: z.number().int().min(0).max(50),
   podsPerNode: z.number().int().min(0).max(20),
   network: cidr,
   subnetLen: z.number().int().min(16).max(28),
@@ -60,6 +64,7 @@ const labDefaults: Omit<LabOptions, 'nodes'> = {
   name: 'twl',
   podsPerNode: 2,
   kernelNodes: 0,
+  flanneldNodes: 0,
   network: '10.244.0.0/16',
   subnetLen: 24,
   underlayCidr: '192.168.77.0/24',
@@ -90,8 +95,14 @@ export interface LabNode {
   vtepMac: string;
   pinDir: string;
   subnetFile: string;
-  /** what the node's agent runs: twill's BPF datapath, or flannel's kernel VXLAN setup */
-  dataplane: 'bpf' | 'kernel';
+  /**
+   * what the node runs: twill's BPF datapath, twill's own copy of flannel's kernel VXLAN setup,
+   * or the real flanneld (with flannel's CNI plugin for its pods)
+   */
+  dataplane: 'bpf' | 'kernel' | 'flanneld';
+  /** the release a flanneld node runs */
+  flanneldVersion?: string;
+  /** the node's daemon: twill agent, or flanneld on a flanneld node */
   agent?: AgentProcess;
 }
 export interface LabPod {
@@ -170,7 +181,8 @@ const labStateSchema: z.ZodType<LabState> = z.looseObject({
       vtepMac: z.string(),
       pinDir: z.string(),
       subnetFile: z.string(),
-      dataplane: z.enum(['bpf', 'kernel']),
+      dataplane: z.enum(['bpf', 'kernel', 'flanneld']),
+      flanneldVersion: z.string().optional(),
       agent: z.looseObject({ pid: z.number().int(), log: z.string(), healthz: z.string() }).optional(),
     }),
   ),
@@ -196,7 +208,8 @@ function parseLabOptions(input: Partial<LabOptions> & { nodes: number }): LabOpt
   const o = res.data;
   const [, netLen] = o.network.split('/').map(Number);
   if (o.subnetLen <= netLen) throw new LabError(`--subnet-len ${o.subnetLen}: must be longer than the network's /${netLen}`);
-  if (o.kernelNodes > o.nodes) throw new LabError(`--kernel-nodes ${o.kernelNodes}: more than --nodes ${o.nodes}`);
+  if (o.kernelNodes + o.flanneldNodes > o.nodes)
+    throw new LabError(`--kernel-nodes ${o.kernelNodes} and --flanneld-nodes ${o.flanneldNodes}: together more than --nodes ${o.nodes}`);
   if (o.routedNodes > o.nodes) throw new LabError(`--routed-nodes ${o.routedNodes}: more than --nodes ${o.nodes}`);
   if (o.directRouting && o.backend !== 'vxlan') throw new LabError(`--direct-routing: an option of the vxlan backend, not of ${o.backend}`);
   if (o.routedNodes > 0 && o.underlayCidr.startsWith('192.168.255.')) throw new LabError(`--underlay ${o.underlayCidr}: the routed segment takes the next /24, and there is none`);
@@ -313,7 +326,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
       vtepMac: '',
       pinDir: `${o.pinRoot}/${o.name}-n${i}`,
       subnetFile: `${stateDir(o.name)}/n${i}/subnet.env`,
-      dataplane: i > o.nodes - o.kernelNodes ? 'kernel' : 'bpf',
+      dataplane: i > o.nodes - o.flanneldNodes ? 'flanneld' : i > o.nodes - o.flanneldNodes - o.kernelNodes ? 'kernel' : 'bpf',
     };
     state.nodes.push(node);
     saveState(state);
@@ -329,15 +342,10 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
       await run(['sysctl', '-qw', `${key}=${value}`], { netns: node.netns });
     node.underlayMac = (JSON.parse(await ip(['-j', 'link', 'show', 'eth0'], { netns: node.netns })) as { address: string }[])[0].address;
     mkdirSync(path.dirname(node.subnetFile), { recursive: true });
-    node.agent = startAgent({
-      netns: node.netns,
-      logFile: `${path.dirname(node.subnetFile)}/agent.log`,
-      healthz: `${node.underlayIp}:${HEALTHZ_PORT}`,
-      args: agentArgs(state, node),
-    });
-    saveState(state);
+    startNodeDaemon(state, node);
     const kernelKind = o.backend === 'host-gw' ? 'kernel host-gw routes' : `kernel VXLAN${o.directRouting ? ' with direct routes' : ''}`;
-    say(`node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}${node.underlayIp6 ? ` ${node.underlayIp6}` : ''}${onRouted ? ' (routed segment)' : ''}, agent pid ${node.agent.pid} (${node.dataplane === 'bpf' ? 'twill BPF' : `${kernelKind}, as flannel`})`);
+    const runs = { bpf: 'twill BPF', kernel: `twill, ${kernelKind} as flannel`, flanneld: `flanneld ${node.flanneldVersion}, ${kernelKind}` }[node.dataplane];
+    say(`node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}${node.underlayIp6 ? ` ${node.underlayIp6}` : ''}${onRouted ? ' (routed segment)' : ''}, ${node.dataplane === 'flanneld' ? 'flanneld' : 'agent'} pid ${node.agent!.pid} (${runs})`);
   }
 
   // Each agent leases a subnet from etcd and programs its datapath; its subnet file says which.
@@ -364,7 +372,8 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
   for (const node of state.nodes) {
     for (let k = 1; k <= o.podsPerNode; k++) {
       const pod = await addLabPod(state, node.name, { name: `${node.name}-p${k}` });
-      say(`pod ${pod.name}: ${(pod.ips ?? [pod.ip]).join(' ')} (CNI flannel -> bridge + host-local)${node.dataplane === 'bpf' ? (o.fastPath ? ', on the fast path' : ', known to the agent (fast path off)') : ''}`);
+      const plugin = node.dataplane === 'flanneld' ? `flannel's CNI plugin ${flannelCniPlugin().version}` : 'twill\'s CNI flannel';
+      say(`pod ${pod.name}: ${(pod.ips ?? [pod.ip]).join(' ')} (${plugin} -> bridge + host-local)${node.dataplane === 'bpf' ? (o.fastPath ? ', on the fast path' : ', known to the agent (fast path off)') : ''}`);
     }
   }
   return state;
@@ -379,6 +388,7 @@ export async function addLabPod(state: LabState, nodeName: string, opts: { name?
   const node = state.nodes.find((n) => n.name === nodeName);
   if (!node) throw new LabError(`no node ${nodeName} in lab ${state.name}`);
   if (!existsSync(`${stateDir(state.name)}/cni-bin/flannel`)) installCniPlugin(`${stateDir(state.name)}/cni-bin`, 'flannel');
+  if (node.dataplane === 'flanneld') installFlannelCniPlugin(state);
   let name = opts.name;
   for (let k = 1; !name; k++) if (!state.pods.some((p) => p.name === `${node.name}-p${k}`) && !(await namespaceExists(`${node.netns}-p${k}`))) name = `${node.name}-p${k}`;
   if (state.pods.some((p) => p.name === name)) throw new LabError(`pod ${name} exists in lab ${state.name}`);
@@ -512,6 +522,19 @@ async function readVtepMac6(node: LabNode, backend: LabState['backend'] = 'vxlan
   return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel-v6.1'], { netns: node.netns })) as { address: string }[])[0].address;
 }
 
+/** flanneld's flags on a lab node: the lab's etcd and network, the node's underlay, and masquerading as kube-flannel.yml runs it. */
+function flanneldArgs(state: LabState, node: LabNode): string[] {
+  return [
+    `--etcd-endpoints=${(state.etcdMembers ?? [state.etcd!]).map((e) => e.endpoint).join(',')}`,
+    `--etcd-prefix=${state.etcd!.prefix}`,
+    '--iface=eth0',
+    `--subnet-file=${node.subnetFile}`,
+    '--ip-masq',
+    `--healthz-ip=${node.underlayIp}`,
+    `--healthz-port=${HEALTHZ_PORT}`,
+  ];
+}
+
 function agentArgs(state: LabState, node: LabNode): string[] {
   return [
     `--dataplane=${node.dataplane}`,
@@ -530,11 +553,34 @@ function agentArgs(state: LabState, node: LabNode): string[] {
   ];
 }
 
-/** Restarts one node's agent with the same flags, plus any given (tests kill and restart agents). */
-export function restartAgent(state: LabState, node: LabNode, extraArgs: string[] = []): AgentProcess {
-  node.agent = startAgent({ netns: node.netns, logFile: node.agent?.log ?? `${path.dirname(node.subnetFile)}/agent.log`, healthz: `${node.underlayIp}:${HEALTHZ_PORT}`, args: [...agentArgs(state, node), ...extraArgs] });
+/**
+ * Starts a node's daemon (twill agent, or flanneld on a flanneld node) with the lab's flags plus
+ * any given; tests kill and restart them through restartAgent and stopNodeDaemon.
+ */
+function startNodeDaemon(state: LabState, node: LabNode, extraArgs: string[] = []): AgentProcess {
+  const opts = { netns: node.netns, logFile: node.agent?.log ?? `${path.dirname(node.subnetFile)}/agent.log`, healthz: `${node.underlayIp}:${HEALTHZ_PORT}` };
+  if (node.dataplane === 'flanneld') {
+    const bin = flanneld();
+    node.flanneldVersion = bin.version;
+    node.agent = startFlanneld(bin.bin, { ...opts, args: [...flanneldArgs(state, node), ...extraArgs] });
+  } else node.agent = startAgent({ ...opts, args: [...agentArgs(state, node), ...extraArgs] });
   saveState(state);
   return node.agent;
+}
+
+export const restartAgent = startNodeDaemon;
+
+/** Whether the node's daemon (twill agent or flanneld) still runs. */
+export function nodeDaemonRunning(node: LabNode): boolean {
+  if (!node.agent) return false;
+  return node.dataplane === 'flanneld' ? isFlanneld(node.agent.pid, node.subnetFile) : isAgent(node.agent.pid, node.pinDir);
+}
+
+/** Stops the node's daemon; both leave their datapath in place on SIGTERM. */
+export async function stopNodeDaemon(node: LabNode, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (!node.agent) return;
+  if (node.dataplane === 'flanneld') await stopFlanneld(node.agent.pid, node.subnetFile, signal);
+  else await stopAgent(node.agent.pid, node.pinDir, signal);
 }
 
 /**
@@ -556,15 +602,26 @@ function cniConf(state: LabState, node: LabNode) {
   };
 }
 
-const cniPath = (state: LabState) => `${stateDir(state.name)}/cni-bin:${CNI_BIN}`;
+/** Where a node's `flannel` plugin is: twill's, or flannel's own on a flanneld node. */
+const cniBinDir = (state: LabState, node: LabNode) => `${stateDir(state.name)}/${node.dataplane === 'flanneld' ? 'cni-bin-flannel' : 'cni-bin'}`;
+const cniPath = (state: LabState, node: LabNode) => `${cniBinDir(state, node)}:${CNI_BIN}`;
+
+/** flannel's CNI plugin from the build cache, where a flanneld node's CNI_PATH finds it. */
+function installFlannelCniPlugin(state: LabState): void {
+  const dir = `${stateDir(state.name)}/cni-bin-flannel`;
+  if (existsSync(`${dir}/flannel`)) return;
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(flannelCniPlugin().bin, `${dir}/flannel`);
+  chmodSync(`${dir}/flannel`, 0o755);
+}
 
 /** What the lab hands a node's CNI plugin: the netconf, CNI_PATH and where twill's plugin is (the bench times it). */
 export function labCniSetup(state: LabState, node: LabNode): { conf: ReturnType<typeof cniConf>; cniPath: string; plugin: string } {
-  return { conf: cniConf(state, node), cniPath: cniPath(state), plugin: `${stateDir(state.name)}/cni-bin/flannel` };
+  return { conf: cniConf(state, node), cniPath: cniPath(state, node), plugin: `${cniBinDir(state, node)}/flannel` };
 }
 
 async function cni(state: LabState, command: 'ADD' | 'DEL', plugin: string, conf: object, node: LabNode, pod: LabPod, ifname = 'eth0', args?: string) {
-  const dir = plugin === 'flannel' ? `${stateDir(state.name)}/cni-bin` : CNI_BIN;
+  const dir = plugin === 'flannel' ? cniBinDir(state, node) : CNI_BIN;
   const res = await run([`${dir}/${plugin}`], {
     netns: node.netns,
     input: JSON.stringify(conf),
@@ -575,7 +632,7 @@ async function cni(state: LabState, command: 'ADD' | 'DEL', plugin: string, conf
       CNI_CONTAINERID: pod.containerId,
       CNI_NETNS: `/run/netns/${pod.netns}`,
       CNI_IFNAME: ifname,
-      CNI_PATH: cniPath(state),
+      CNI_PATH: cniPath(state, node),
       ...(args ? { CNI_ARGS: args } : {}),
     },
   });
@@ -607,9 +664,9 @@ export async function labDown(name: string, progress: Progress = () => undefined
   const state = await labStatus(name);
   if (state) {
     for (const node of state.nodes) {
-      if (node.agent) await stopAgent(node.agent.pid, node.pinDir);
-      // The agent leaves its datapath in place on purpose; the lab removes it.
-      if (await namespaceExists(node.netns))
+      await stopNodeDaemon(node);
+      // The agent leaves its datapath in place on purpose; the lab removes it. flanneld's goes with the namespace.
+      if (node.dataplane !== 'flanneld' && (await namespaceExists(node.netns)))
         await run([process.execPath, cliEntry(), 'dataplane', 'detach', '--pin-dir', node.pinDir], { netns: node.netns }).catch((err: Error) =>
           log.warn('datapath detach failed, removing the namespace anyway', { node: node.name, error: err.message }),
         );

@@ -131,7 +131,7 @@ describe("the lab's state", () => {
 
   it('names the file and the field that is wrong', async () => {
     put(labStatePath(labName), { ...state, nodes: [{ ...node, dataplane: 'ebpf' }], pods: [{ ...state.pods[0], ip: 7 }] });
-    await expect(labStatus(labName)).rejects.toThrow(`lab state ${labStatePath(labName)}: nodes.0.dataplane: Invalid option: expected one of "bpf"|"kernel"; pods.0.ip: Invalid input: expected string, received number`);
+    await expect(labStatus(labName)).rejects.toThrow(`lab state ${labStatePath(labName)}: nodes.0.dataplane: Invalid option: expected one of "bpf"|"kernel"|"flanneld"; pods.0.ip: Invalid input: expected string, received number`);
   });
 });
 

@@ -1,0 +1,18 @@
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseVersionsFile } from '../../controller/lab/peers.js';
+import { repoRoot } from '../support/build.js';
+
+describe('the pinned real peers (scripts/peers/versions.env)', () => {
+  it('parses KEY=value lines and skips comments', () => {
+    expect(parseVersionsFile('# a comment\nA=1\n\nB_2=v0.1.0  \nnot a line\n')).toEqual({ A: '1', B_2: 'v0.1.0' });
+  });
+
+  it('names an exact release of each program, and the flanneld build module requires the same one', () => {
+    const v = parseVersionsFile(readFileSync(path.join(repoRoot, 'scripts/peers/versions.env'), 'utf8'));
+    for (const key of ['FLANNELD_VERSION', 'FLANNEL_CNI_VERSION']) expect(v[key], key).toMatch(/^v\d+\.\d+\.\d+$/);
+    const goMod = readFileSync(path.join(repoRoot, 'scripts/peers/flanneld/go.mod'), 'utf8');
+    expect(goMod).toContain(`require ${v.FLANNELD_MODULE} ${v.FLANNELD_VERSION}\n`);
+  });
+});
