@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { labStatus, restartAgent, type LabNode, type LabPod, type LabState } from '../../controller/lab/lab.js';
-import { pidAlive, stopAgent } from '../../controller/lab/agents.js';
+import { labStatus, restartAgent, stopNodeDaemon, type LabNode, type LabPod, type LabState } from '../../controller/lab/lab.js';
+import { pidAlive } from '../../controller/lab/agents.js';
 import { DatapathMaps } from '../../controller/dataplane/datapath-maps.js';
 import { run } from '../../controller/util/exec.js';
 import { cliPath } from './build.js';
@@ -78,17 +78,23 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined | f
 
 export const agentLog = (n: LabNode) => readFileSync(n.agent!.log, 'utf8');
 
-/** Restarts a node's agent (after `signal`) and waits until it says ready; returns what it logged. */
-export async function bounceAgent(lab: LabState, n: LabNode, signal: NodeJS.Signals, extraArgs: string[] = []): Promise<string> {
-  await stopAgent(n.agent!.pid, n.pinDir, signal);
+/**
+ * Restarts a node's daemon (after `signal`), twill agent or flanneld, and waits until it is
+ * ready (twill: it says so; flanneld: it wrote its subnet file); returns what it logged.
+ * `whileStopped` runs between the two (a test edits etcd while the node is down).
+ */
+export async function bounceAgent(lab: LabState, n: LabNode, signal: NodeJS.Signals, extraArgs: string[] = [], whileStopped?: () => Promise<void>): Promise<string> {
+  await stopNodeDaemon(n, signal);
+  await whileStopped?.();
   const from = agentLog(n).length;
   const agent = restartAgent(lab, n, extraArgs);
+  const readyLine = n.dataplane === 'flanneld' ? 'Wrote subnet file' : '"msg":"ready"';
   await until(
-    `the agent on ${n.name} to be ready`,
+    `the ${n.dataplane === 'flanneld' ? 'flanneld' : 'agent'} on ${n.name} to be ready`,
     async () => {
       const since = agentLog(n).slice(from);
-      if (!pidAlive(agent.pid)) throw new Error(`agent on ${n.name} exited: ${since.slice(-1500)}`);
-      return since.includes('"msg":"ready"');
+      if (!pidAlive(agent.pid)) throw new Error(`${n.dataplane === 'flanneld' ? 'flanneld' : 'agent'} on ${n.name} exited: ${since.slice(-1500)}`);
+      return since.includes(readyLine);
     },
     60_000,
   );
