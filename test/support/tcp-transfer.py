@@ -3,11 +3,15 @@
 
   tcp-transfer.py sink PORT [6]         accept one connection (on IPv6 with 6), read to EOF, print "<bytes> <sha256>"
   tcp-transfer.py send HOST PORT BYTES  send BYTES pseudo-random bytes, print "<bytes> <sha256>"
+  tcp-transfer.py stream HOST PORT      print "streaming", send 16 KiB every 10 ms until SIGTERM or
+                                        SIGINT, then finish cleanly and print "<bytes> <sha256>"
 """
 import hashlib
 import random
+import signal
 import socket
 import sys
+import time
 
 mode = sys.argv[1]
 if mode == "sink":
@@ -28,6 +32,24 @@ if mode == "sink":
         h.update(chunk)
         n += len(chunk)
     print(n, h.hexdigest(), flush=True)
+elif mode == "stream":
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(1))
+    host, port = sys.argv[2], int(sys.argv[3])
+    rng = random.Random(port)
+    s = socket.create_connection((host, port), timeout=30)
+    print("streaming", flush=True)
+    h, sent = hashlib.sha256(), 0
+    while not stop:
+        chunk = rng.randbytes(16384)
+        s.sendall(chunk)
+        h.update(chunk)
+        sent += len(chunk)
+        time.sleep(0.01)
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)
+    print(sent, h.hexdigest(), flush=True)
 else:
     host, port, total = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     rng = random.Random(total)

@@ -1,0 +1,134 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LabNode, LabPod, LabState } from '../../controller/lab/lab.js';
+import { flanneld } from '../../controller/lab/peers.js';
+import type { UninstallReport } from '../../controller/cli/uninstall.js';
+import { run } from '../../controller/util/exec.js';
+import { buildBpf, buildTs, repoRoot } from '../support/build.js';
+import { startInNetns, stopAll, type Background } from '../support/proc.js';
+import { bounceAgent, etcdctl, labUpFresh, leaseKey, pingFlowsRunning, stopPingFlowsPerFlow, twill, vxlanDevices } from '../support/lab-session.js';
+
+/*
+ * A cluster of real flanneld nodes moved to twill node by node and back, under ping flows between
+ * every pod pair and a TCP stream through the moving node, by the procedures the README and
+ * deploy/README.md give: flanneld stopped and twill started on the node (it takes over the
+ * node's lease); back, twill's kernel mode, `twill uninstall --keep-flannel`, flanneld started.
+ * Lab "tfm" on 192.168.146.0/24.
+ */
+const transfer = path.join(repoRoot, 'test/support/tcp-transfer.py');
+const LAB = 'tfm';
+let lab: LabState;
+let scratch: string;
+
+beforeAll(async () => {
+  buildBpf();
+  buildTs();
+  flanneld();
+  scratch = mkdtempSync(path.join(tmpdir(), 'tfm-'));
+  lab = await labUpFresh(LAB, ['--nodes', '3', '--flanneld-nodes', '3', '--pods-per-node', '1', '--underlay', '192.168.146.0/24']);
+}, 300_000);
+afterAll(async () => {
+  await stopAll();
+  await twill(['lab', 'down', '--name', LAB]);
+  rmSync(scratch, { recursive: true, force: true });
+}, 60_000);
+
+const podOf = (n: LabNode) => lab.pods.find((p) => p.node === n.name)!;
+const nextNode = (n: LabNode) => lab.nodes[(lab.nodes.indexOf(n) + 1) % lab.nodes.length];
+
+interface Stream {
+  sink: Background;
+  source: Background;
+  what: string;
+}
+let port = 5600;
+/** A paced TCP stream from one pod to another (16 KiB every 10 ms), checked end to end when stopped. */
+async function startStream(from: LabPod, to: LabPod): Promise<Stream> {
+  const p = port++;
+  const sink = startInNetns(to.netns, ['/usr/bin/python3', transfer, 'sink', String(p)]);
+  await sink.waitFor(/listening/);
+  const source = startInNetns(from.netns, ['/usr/bin/python3', transfer, 'stream', to.ip, String(p)]);
+  await source.waitFor(/streaming/);
+  return { sink, source, what: `${from.name} -> ${to.name}` };
+}
+async function stopStream(s: Stream): Promise<{ sent: string; received: string }> {
+  s.source.kill('SIGTERM');
+  await Promise.all([s.source.exited, s.sink.exited]);
+  const last = (b: Background) => b.output().trim().split('\n').pop() ?? '';
+  return { sent: last(s.source), received: last(s.sink) };
+}
+
+/** Runs `step` under ping flows between every pod pair and TCP streams both ways through `n`; what was lost. */
+async function underTraffic(n: LabNode, what: string, step: () => Promise<void>): Promise<string> {
+  const flows = await pingFlowsRunning(lab);
+  const streams = [await startStream(podOf(n), podOf(nextNode(n))), await startStream(podOf(nextNode(n)), podOf(n))];
+  await step();
+  await new Promise((r) => setTimeout(r, 2000)); // traffic through the moved node afterwards
+  const each = await stopPingFlowsPerFlow(flows);
+  for (const s of streams) {
+    const r = await stopStream(s);
+    expect(r.received, `TCP stream ${s.what} during ${what}`).toBe(r.sent);
+    expect(r.sent, `TCP stream ${s.what}`).toMatch(/^[1-9]\d* [0-9a-f]{64}$/);
+  }
+  for (const f of each) expect(f.lost, `${what}: ping ${f.from} -> ${f.to}, ${f.lost} of ${f.sent} lost`).toBe(0);
+  return `${what}: ${each.reduce((a, f) => a + f.lost, 0)} of ${each.reduce((a, f) => a + f.sent, 0)} packets lost (${each.length} flows), 2 TCP streams intact`;
+}
+
+const leaseValue = async (n: LabNode) => JSON.parse((await etcdctl(lab, 'get', '--print-value-only', leaseKey(n.subnet))).stdout) as { PublicIP: string; BackendData: { VtepMAC: string } };
+
+describe(`flanneld to twill and back, node by node, under traffic`, () => {
+  const report: string[] = [];
+  afterAll(() => console.log(`flanneld migration report (${flanneld().version}):\n  ${report.join('\n  ')}`));
+
+  it('moves each flanneld node to twill (flanneld stopped, twill agent started on the same lease): nothing lost', async () => {
+    for (const n of lab.nodes) {
+      const subnetFile = readFileSync(n.subnetFile, 'utf8');
+      const mac = (await leaseValue(n)).BackendData.VtepMAC;
+      report.push(
+        await underTraffic(n, `${n.name} flanneld -> twill`, async () => {
+          // With flanneld's own flags: the lab runs it with --ip-masq.
+          await bounceAgent(lab, n, 'SIGTERM', ['--ip-masq'], async () => {
+            n.dataplane = 'bpf';
+          });
+        }),
+      );
+      // twill took the lease over as it was: same subnet, same VtepMAC, the same subnet file.
+      expect(readFileSync(n.subnetFile, 'utf8')).toBe(subnetFile);
+      expect((await leaseValue(n)).BackendData.VtepMAC).toBe(mac);
+      expect(await vxlanDevices(n.netns)).toEqual([{ ifname: 'twill-rx', external: true, fdbEntries: 0 }]);
+    }
+  }, 300_000);
+
+  it("moves each twill node back to flanneld by deploy/README.md's rollback (kernel mode, uninstall --keep-flannel, flanneld): nothing lost", async () => {
+    for (const n of lab.nodes) {
+      const mac = (await leaseValue(n)).BackendData.VtepMAC;
+      report.push(
+        await underTraffic(n, `${n.name} twill -> flanneld`, async () => {
+          await bounceAgent(lab, n, 'SIGTERM', ['--ip-masq', '--dataplane=kernel']);
+          await bounceAgent(lab, n, 'SIGTERM', [], async () => {
+            const res = await twill(['uninstall', '--pin-dir', n.pinDir, '--subnet-file', n.subnetFile, '--cni-bin-dir', path.join(scratch, n.name), '--keep-flannel', '--json'], n.netns);
+            expect(res.code, res.stderr).toBe(0);
+            // What flanneld takes over is kept; nothing of twill's is left for it to trip on.
+            const kept = (JSON.parse(res.stdout) as UninstallReport).kept.map((k) => k.name);
+            expect(kept).toEqual(['device flannel.1 and its neighbour, FDB and route entries', 'iptables nat FLANNEL-POSTRTG, filter FLANNEL-FWD', n.subnetFile]);
+            expect(await vxlanDevices(n.netns)).toEqual([{ ifname: 'flannel.1', external: false, fdbEntries: 2 }]);
+            expect((await run(['ip', 'link', 'show', 'twill0'], { netns: n.netns, allowFailure: true })).code).not.toBe(0);
+            expect(existsSync(n.pinDir)).toBe(false);
+            n.dataplane = 'flanneld';
+          });
+        }),
+      );
+      expect((await leaseValue(n)).BackendData.VtepMAC).toBe(mac);
+      expect(await vxlanDevices(n.netns)).toEqual([{ ifname: 'flannel.1', external: false, fdbEntries: 2 }]);
+    }
+  }, 300_000);
+
+  it('ends as it began: flanneld on every node, each node routing the others', async () => {
+    for (const n of lab.nodes) {
+      expect(n.dataplane).toBe('flanneld');
+      expect((await run(['ip', 'route', 'show', 'dev', 'flannel.1'], { netns: n.netns })).stdout.trim().split('\n')).toHaveLength(2);
+    }
+  });
+});
