@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import { stopAgent } from '../lab/agents.js';
-import { labDown, labUp, stopLabEtcd, type LabOptions, type LabPod, type LabState } from '../lab/lab.js';
+import { labDown, labUp, stopLabEtcd, stopNodeDaemon, type LabOptions, type LabPod, type LabState } from '../lab/lab.js';
+import { flanneld } from '../lab/peers.js';
 import { applyServices } from '../lab/services.js';
 import { ip, ipBatch } from '../netlink/ip.js';
 import { run } from '../util/exec.js';
@@ -8,8 +8,9 @@ import { machineJiffies, watchOtherCpu } from './cpu.js';
 
 /*
  * Side-by-side datapath benchmark: the same 2-node topology (a pod behind cni0 on each node,
- * nodes on a shared underlay bridge) for twill, flannel's kernel VXLAN, host-gw routes, and a
- * raw veth between two pods, measured interleaved (each repetition runs every variant in turn).
+ * nodes on a shared underlay bridge) for twill, the real flanneld's kernel VXLAN and host-gw
+ * routes, and a raw veth between two pods, measured interleaved (each repetition runs every
+ * variant in turn).
  */
 
 /**
@@ -17,8 +18,10 @@ import { machineJiffies, watchOtherCpu } from './cpu.js';
  * path off (--fast-path=false: every packet through both nodes' stacks, as before the fast path),
  * twill's fast path with decap in XDP (--decap-hook xdp), twill with the host-gw backend, twill
  * with vxlan DirectRouting (both nodes on one segment, so routed directly), and the references:
- * kernel VXLAN and host-gw, each set up exactly as flanneld sets it up; and IPv6 pod traffic in
- * dual-stack labs, twill as shipped against flanneld's flannel-v6.<VNI> (VXLAN over IPv6).
+ * kernel VXLAN and host-gw, set up by the real flanneld (scripts/peers/versions.env) on both
+ * nodes; and IPv6 pod traffic in dual-stack labs, twill as shipped against flanneld's
+ * flannel-v6.<VNI> (VXLAN over IPv6). No node masquerades (flanneld runs without --ip-masq, as
+ * twill does here), so conntrack is idle on every variant's nodes until the kube-proxy profile.
  */
 export type Variant = 'twill' | 'twill-stack' | 'twill-xdp' | 'twill-host-gw' | 'twill-direct' | 'kernel-vxlan' | 'host-gw' | 'raw-veth' | 'twill-v6' | 'kernel-vxlan-v6';
 /** The variants measured with IPv6 pod traffic (between the pods' IPv6 addresses, over an IPv6 underlay). */
@@ -56,7 +59,7 @@ const RAW = { a: 'bv-a', b: 'bv-b' };
 async function quietLab(state: LabState): Promise<void> {
   // The datapath needs neither the agents nor etcd once programmed; stopping them keeps the
   // measurement free of their (small) CPU use.
-  for (const n of state.nodes) await stopAgent(n.agent!.pid, n.pinDir);
+  for (const n of state.nodes) await stopNodeDaemon(n);
   await stopLabEtcd(state);
 }
 
@@ -100,10 +103,11 @@ export async function setUp(variant: Variant, progress: (m: string) => void): Pr
     return { client: { netns: RAW.a, ip: '10.99.0.1' }, server: { netns: RAW.b, ip: '10.99.0.2' }, links: [[RAW.a, 'eth0'], [RAW.b, 'eth0']], wireTap: [RAW.a, 'eth0'], receiverTap: [RAW.b, 'eth0'] };
   }
   const { name, underlay, args } = labNames[variant];
-  const state = await labUp({ name, nodes: 2, podsPerNode: 1, kernelNodes: variant.startsWith('twill') ? 0 : 2, underlayCidr: underlay, ...args }, () => undefined);
+  const reference = !variant.startsWith('twill');
+  const state = await labUp({ name, nodes: 2, podsPerNode: 1, flanneldNodes: reference ? 2 : 0, ipMasq: 'none', underlayCidr: underlay, ...args }, () => undefined);
   await quietLab(state);
   const ipv6 = ipv6Variants.includes(variant);
-  progress(`${variant}: lab ${name} (2 nodes, 1 pod each${args?.backend === 'host-gw' ? ', host-gw: pod MTU 1500' : ''}${ipv6 ? ', dual-stack, measured over IPv6' : ''}) ready, agents and etcd stopped`);
+  progress(`${variant}: lab ${name} (2 nodes${reference ? ` running flanneld ${flanneld().version}` : ''}, 1 pod each${args?.backend === 'host-gw' ? ', host-gw: pod MTU 1500' : ''}${ipv6 ? ', dual-stack, measured over IPv6' : ''}) ready, ${reference ? 'flanneld' : 'agents'} and etcd stopped`);
   return labEndpoints(state, ipv6);
 }
 

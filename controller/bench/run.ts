@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { flanneld } from '../lab/peers.js';
 import { repoRoot } from '../util/paths.js';
 import os from 'node:os';
 import { otherCpuOver } from './cpu.js';
@@ -141,7 +142,7 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
   if (o.leases > 0) sections.push(controlPlaneSection(await controlPlaneBench(o.leases, o.puts, say)));
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const doc = renderReport(
-    { command: o.command, started, commit, discarded: discards.count, reps: o.reps, seconds: o.seconds, machine: `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`, sections },
+    { command: o.command, started, commit, flanneldVersion: flanneld().version, discarded: discards.count, reps: o.reps, seconds: o.seconds, machine: `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`, sections },
     results,
   );
   if (o.out) {

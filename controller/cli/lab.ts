@@ -18,6 +18,7 @@ export async function labCommand(argv: string[]): Promise<number> {
             podsPerNode: o['pods-per-node'],
             kernelNodes: o['kernel-nodes'],
             flanneldNodes: o['flanneld-nodes'],
+            ipMasq: o['ip-masq'] as 'flanneld' | 'all' | 'none',
             network: o.network,
             subnetLen: o['subnet-len'],
             underlayCidr: o.underlay,

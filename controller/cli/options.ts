@@ -105,6 +105,7 @@ export const labUpOpts = {
   backend: { type: 'string', default: 'vxlan', describe: "the network config's Backend.Type: vxlan or host-gw" },
   'direct-routing': { type: 'boolean', default: false, describe: 'vxlan with DirectRouting: peers on the same L2 segment are routed without VXLAN' },
   'routed-nodes': { type: 'number', default: 0, describe: 'how many nodes (the last ones) sit on a second L2 segment, behind a router' },
+  'ip-masq': { type: 'string', default: 'flanneld', describe: 'which nodes run with --ip-masq: flanneld (the flanneld nodes, as kube-flannel.yml runs it), all, or none' },
   'ip-family': { type: 'string', default: 'ipv4', describe: 'the pod network: ipv4, ipv6 or dual (dual-stack); with IPv6 the underlay is dual-stack' },
   'ipv6-network': { type: 'string', default: 'fd10:244::/56', describe: "the config's IPv6Network, /64 per node" },
 } satisfies OptTable;

@@ -38,6 +38,11 @@ const labOptionsSchema = z.object({
   kernelNodes: z.number().int().min(0).max(50),
   /** how many nodes (the last ones, after the kernel nodes) run the real flanneld and flannel's CNI plugin */
   flanneldNodes: z.number().int().min(0).max(50),
+  /**
+   * which nodes masquerade traffic leaving the network (--ip-masq): the flanneld nodes only, as
+   * kube-flannel.yml runs flanneld and as twill's lab always ran its agents; every node; or none
+   */
+  ipMasq: z.enum(['flanneld', 'all', 'none']),
   podsPerNode: z.number().int().min(0).max(20),
   network: cidr,
   subnetLen: z.number().int().min(16).max(28),
@@ -65,6 +70,7 @@ const labDefaults: Omit<LabOptions, 'nodes'> = {
   podsPerNode: 2,
   kernelNodes: 0,
   flanneldNodes: 0,
+  ipMasq: 'flanneld',
   network: '10.244.0.0/16',
   subnetLen: 24,
   underlayCidr: '192.168.77.0/24',
@@ -136,6 +142,8 @@ export interface LabState {
   etcd?: EtcdProcess & { prefix: string };
   /** every member when the lab runs a 3-member cluster; agents are given all their endpoints */
   etcdMembers?: EtcdProcess[];
+  /** which nodes run with --ip-masq (absent in labs made before flanneld nodes: none did) */
+  ipMasq?: LabOptions['ipMasq'];
   /** the BPF agents' --fast-path and --decap-hook (absent in labs made before they existed: the defaults) */
   fastPath?: boolean;
   decapHook?: LabOptions['decapHook'];
@@ -166,6 +174,7 @@ const labStateSchema: z.ZodType<LabState> = z.looseObject({
   etcd: etcdProcessSchema.extend({ prefix: z.string() }).optional(),
   etcdMembers: z.array(etcdProcessSchema).optional(),
   fastPath: z.boolean().optional(),
+  ipMasq: labOptionsSchema.shape.ipMasq.optional(),
   decapHook: labOptionsSchema.shape.decapHook.optional(),
   nodes: z.array(
     z.looseObject({
@@ -272,6 +281,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     ipv6Network: o.ipFamily === 'ipv4' ? undefined : o.ipv6Network,
     fastPath: o.fastPath,
     decapHook: o.decapHook,
+    ipMasq: o.ipMasq,
     nodes: [],
     pods: [],
   };
@@ -522,14 +532,14 @@ async function readVtepMac6(node: LabNode, backend: LabState['backend'] = 'vxlan
   return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel-v6.1'], { netns: node.netns })) as { address: string }[])[0].address;
 }
 
-/** flanneld's flags on a lab node: the lab's etcd and network, the node's underlay, and masquerading as kube-flannel.yml runs it. */
+/** flanneld's flags on a lab node: the lab's etcd and network, the node's underlay, and masquerading as kube-flannel.yml runs it (unless --ip-masq none). */
 function flanneldArgs(state: LabState, node: LabNode): string[] {
   return [
     `--etcd-endpoints=${(state.etcdMembers ?? [state.etcd!]).map((e) => e.endpoint).join(',')}`,
     `--etcd-prefix=${state.etcd!.prefix}`,
     '--iface=eth0',
     `--subnet-file=${node.subnetFile}`,
-    '--ip-masq',
+    ...(state.ipMasq !== 'none' ? ['--ip-masq'] : []),
     `--healthz-ip=${node.underlayIp}`,
     `--healthz-port=${HEALTHZ_PORT}`,
   ];
@@ -545,6 +555,7 @@ function agentArgs(state: LabState, node: LabNode): string[] {
     '--iface=eth0',
     `--pin-dir=${node.pinDir}`,
     `--subnet-file=${node.subnetFile}`,
+    ...(state.ipMasq === 'all' ? ['--ip-masq'] : []),
     `--healthz-ip=${node.underlayIp}`,
     `--healthz-port=${HEALTHZ_PORT}`,
     '-v=1',

@@ -27,7 +27,8 @@ beforeAll(async () => {
   buildTs();
   flanneld();
   scratch = mkdtempSync(path.join(tmpdir(), 'tfm-'));
-  lab = await labUpFresh(LAB, ['--nodes', '3', '--flanneld-nodes', '3', '--pods-per-node', '1', '--underlay', '192.168.146.0/24']);
+  // Every node with --ip-masq: twill takes a node over with flanneld's own flags.
+  lab = await labUpFresh(LAB, ['--nodes', '3', '--flanneld-nodes', '3', '--ip-masq', 'all', '--pods-per-node', '1', '--underlay', '192.168.146.0/24']);
 }, 300_000);
 afterAll(async () => {
   await stopAll();
@@ -88,8 +89,7 @@ describe(`flanneld to twill and back, node by node, under traffic`, () => {
       const mac = (await leaseValue(n)).BackendData.VtepMAC;
       report.push(
         await underTraffic(n, `${n.name} flanneld -> twill`, async () => {
-          // With flanneld's own flags: the lab runs it with --ip-masq.
-          await bounceAgent(lab, n, 'SIGTERM', ['--ip-masq'], async () => {
+          await bounceAgent(lab, n, 'SIGTERM', [], async () => {
             n.dataplane = 'bpf';
           });
         }),
@@ -106,7 +106,7 @@ describe(`flanneld to twill and back, node by node, under traffic`, () => {
       const mac = (await leaseValue(n)).BackendData.VtepMAC;
       report.push(
         await underTraffic(n, `${n.name} twill -> flanneld`, async () => {
-          await bounceAgent(lab, n, 'SIGTERM', ['--ip-masq', '--dataplane=kernel']);
+          await bounceAgent(lab, n, 'SIGTERM', ['--dataplane=kernel']);
           await bounceAgent(lab, n, 'SIGTERM', [], async () => {
             const res = await twill(['uninstall', '--pin-dir', n.pinDir, '--subnet-file', n.subnetFile, '--cni-bin-dir', path.join(scratch, n.name), '--keep-flannel', '--json'], n.netns);
             expect(res.code, res.stderr).toBe(0);

@@ -76,7 +76,7 @@ describe('bench report', () => {
 
   it('renders every variant, the ratios, the regime and the targets', () => {
     const doc = renderReport(
-      { command: 'twill bench --reps 1', started: new Date('2026-11-23T00:00:00Z'), commit: 'abc1234', discarded: 0, machine: 'test machine', reps: 1, seconds: 1, sections: ['## extra'] },
+      { command: 'twill bench --reps 1', started: new Date('2026-11-23T00:00:00Z'), commit: 'abc1234', flanneldVersion: 'v0.28.10', discarded: 0, machine: 'test machine', reps: 1, seconds: 1, sections: ['## extra'] },
       [{ mode: 'wire', nodes: 'kube-proxy', samples: world({ tcp1Gbps: 5 }), regimes: new Map(variants.map((v) => [v, { wireMax: 1514, receiverMax: 64000 }])) }],
     );
     expect(doc).toContain('Command: `twill bench --reps 1`');
@@ -96,7 +96,7 @@ describe('bench report', () => {
     const samples = new Map<Variant, Sample[]>(variants.map((v) => [v, [100, 100, 100].map((u, i) => sample({ udpKpps: v === 'twill' ? [160, 170, 140][i] : u }))]));
     const udp = evaluateTargets('veth', samples).find((t) => t.target.startsWith('UDP 64 B received (kpps): twill / kernel VXLAN'))!;
     expect(udp).toMatchObject({ measured: '1.60x (1.40-1.70)', met: false, shortBy: 'the median meets it, 1 of 3 repetitions do not' });
-    const doc = renderReport({ command: 'twill bench', started: new Date(0), commit: 'abc1234', discarded: 2, machine: 'm', reps: 3, seconds: 1 }, [
+    const doc = renderReport({ command: 'twill bench', started: new Date(0), commit: 'abc1234', flanneldVersion: 'v0.28.10', discarded: 2, machine: 'm', reps: 3, seconds: 1 }, [
       { mode: 'veth', nodes: 'bare', samples, regimes: new Map(variants.map((v) => [v, { wireMax: 1, receiverMax: 1 }])) },
     ]);
     expect(doc).toContain('| UDP 64 B received (kpps) | 160.0<br>140.0-170.0 | 100.0 |');
@@ -105,7 +105,7 @@ describe('bench report', () => {
   });
 
   it('says that no sample was discarded when none was', () => {
-    const doc = renderReport({ command: 'twill bench', started: new Date(0), commit: 'abc1234', discarded: 0, machine: 'm', reps: 1, seconds: 1 }, []);
+    const doc = renderReport({ command: 'twill bench', started: new Date(0), commit: 'abc1234', flanneldVersion: 'v0.28.10', discarded: 0, machine: 'm', reps: 1, seconds: 1 }, []);
     expect(doc).toContain("No sample was discarded for other programs' CPU use.");
     expect(doc).not.toContain('were discarded');
   });
