@@ -29,7 +29,12 @@ const { values: o } = parseArgs({
 const { labUp, labDown } = await import(`${root}dist/controller/lab/lab.js`);
 const { stopAgent } = await import(`${root}dist/controller/lab/agents.js`);
 const v8Flags = ['--max-semi-space-size=1', '--max-old-space-size=256']; // as bin/twill
-const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+// The true median: the mean of the two middle values when there is an even number of them.
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // 1. The import the agent does when --healthz-port is set, its first scrape and later ones.

@@ -63,19 +63,27 @@ interface TargetResult {
  * the reference: the target is met only when every repetition's ratio meets it, not the median
  * alone. `measured` is the ratio of the medians, with the range of the per-repetition ratios.
  */
-function ratioTarget(samples: Map<Variant, Sample[]>, subject: Variant, metric: Metric, bound: number, against: Variant = 'kernel-vxlan'): TargetResult {
+export function ratioTarget(samples: Map<Variant, Sample[]>, subject: Variant, metric: Metric, bound: number, against: Variant = 'kernel-vxlan'): TargetResult {
   const m = byKey.get(metric)!;
-  const a = samples.get(subject)!;
-  const b = samples.get(against)!;
+  const a = samples.get(subject) ?? [];
+  const b = samples.get(against) ?? [];
+  const name = against === 'kernel-vxlan' ? 'kernel VXLAN' : against === 'kernel-vxlan-v6' ? 'kernel VXLAN over IPv6' : against;
+  const target = `${m.label}: ${subject} / ${name} ${m.better === 'higher' ? '>=' : '<='} ${bound.toFixed(2)}x`;
+  // No target is met without data: a missing variant, no repetitions, or a zero or non-finite
+  // sample (a failed measurement) would otherwise give an empty minimum or an infinite ratio.
+  const usable = (xs: Sample[]) => xs.length > 0 && xs.every((s) => Number.isFinite(s[metric]) && s[metric] > 0);
+  if (!usable(a) || !usable(b) || a.length !== b.length) {
+    const why = [!usable(a) && `${subject} has ${a.length ? 'a zero or missing sample' : 'no samples'}`, !usable(b) && `${against} has ${b.length ? 'a zero or missing sample' : 'no samples'}`, usable(a) && usable(b) && `${a.length} repetitions against ${b.length}`].filter(Boolean).join('; ');
+    return { target, measured: 'no data', met: false, shortBy: `not measured: ${why}` };
+  }
   const ratio = median(a.map((s) => s[metric])) / median(b.map((s) => s[metric]));
-  const perRep = a.slice(0, b.length).map((s, i) => s[metric] / b[i][metric]);
+  const perRep = a.map((s, i) => s[metric] / b[i][metric]);
   const worst = m.better === 'higher' ? Math.min(...perRep) : Math.max(...perRep);
   const meets = (r: number) => (m.better === 'higher' ? r >= bound : r <= bound);
   const met = meets(worst);
-  const name = against === 'kernel-vxlan' ? 'kernel VXLAN' : against === 'kernel-vxlan-v6' ? 'kernel VXLAN over IPv6' : against;
   const range = perRep.length > 1 ? ` (${Math.min(...perRep).toFixed(2)}-${Math.max(...perRep).toFixed(2)})` : '';
   return {
-    target: `${m.label}: ${subject} / ${name} ${m.better === 'higher' ? '>=' : '<='} ${bound.toFixed(2)}x`,
+    target,
     measured: `${ratio.toFixed(2)}x${range}`,
     met,
     shortBy: met ? '' : meets(ratio) ? `the median meets it, ${perRep.filter((r) => !meets(r)).length} of ${perRep.length} repetitions do not` : `${(Math.abs(ratio - bound) / bound * 100).toFixed(0)}% ${m.better === 'higher' ? 'below' : 'above'} the bound`,

@@ -378,8 +378,7 @@ describe('with a flannel node (kernel flannel-v6.1) on the other side', () => {
       expect(t.received).toBe(t.sent);
     }
     const fastCounted = [delta(beforePath[0], pathStats(n1, PATH_SEND)).fast ?? 0, delta(beforePath[1], pathStats(n1, PATH_RECEIVE)).fast ?? 0];
-    if (fast) expect(fastCounted.every((c) => c > 0)).toBe(true);
-    else expect(fastCounted).toEqual([0, 0]);
+    expect(fastCounted.map((c) => c > 0)).toEqual([fast, fast]);
     const d = delta(before, stats(n1));
     expect(d.encap_packets).toBeGreaterThan(0);
     expect(d.decap_packets).toBeGreaterThan(0);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Sample, Variant } from '../../controller/bench/bench.js';
 import { profileShares } from '../../controller/bench/bench.js';
 import { ANALYSIS_MARKER, keptAnalysis } from '../../controller/bench/run.js';
-import { evaluateBackendTargets, evaluateIpv6Targets, evaluateTargets, median, renderReport, variants } from '../../controller/bench/report.js';
+import { evaluateBackendTargets, evaluateIpv6Targets, evaluateTargets, median, ratioTarget, renderReport, variants } from '../../controller/bench/report.js';
 
 const sample = (over: Partial<Sample>): Sample => ({
   tcp1Gbps: 10,
@@ -21,6 +21,25 @@ const world = (twill: Partial<Sample>, hostGw: Partial<Sample> = {}) =>
   new Map<Variant, Sample[]>(variants.map((v) => [v, [sample(v === 'twill' ? twill : v === 'host-gw' ? hostGw : {})]]));
 
 describe('bench report', () => {
+  it('calls no target met without data: a variant with no samples, a zero sample, or unequal repetitions', () => {
+    const ok = [sample({ udpKpps: 200 }), sample({ udpKpps: 200 })];
+    const ref = [sample({}), sample({})];
+    expect(ratioTarget(new Map<Variant, Sample[]>([['twill', ok], ['kernel-vxlan', ref]]), 'twill', 'udpKpps', 1.5)).toMatchObject({ met: true, measured: '2.00x (2.00-2.00)' });
+    const cases: [string, Map<Variant, Sample[]>, string][] = [
+      ['no samples at all', new Map(), 'twill has no samples; kernel-vxlan has no samples'],
+      ['an empty subject', new Map<Variant, Sample[]>([['twill', []], ['kernel-vxlan', ref]]), 'twill has no samples'],
+      ['an empty reference', new Map<Variant, Sample[]>([['twill', ok], ['kernel-vxlan', []]]), 'kernel-vxlan has no samples'],
+      ['a zero sample', new Map<Variant, Sample[]>([['twill', [ok[0], sample({ udpKpps: 0, cpuUsPerPkt: 0 })]], ['kernel-vxlan', ref]]), 'twill has a zero or missing sample'],
+      ['a zero reference (an infinite ratio)', new Map<Variant, Sample[]>([['twill', ok], ['kernel-vxlan', [ref[0], sample({ udpKpps: 0, cpuUsPerPkt: 0 })]]]), 'kernel-vxlan has a zero or missing sample'],
+      ['unequal repetitions', new Map<Variant, Sample[]>([['twill', ok], ['kernel-vxlan', [ref[0]]]]), '2 repetitions against 1'],
+    ];
+    for (const [what, samples, why] of cases) {
+      // Lower-is-better too: an empty maximum would have been -Infinity, "met".
+      for (const [metric, bound] of [['udpKpps', 1.5], ['cpuUsPerPkt', 0.7]] as const)
+        expect(ratioTarget(samples, 'twill', metric, bound), what).toMatchObject({ met: false, measured: 'no data', shortBy: `not measured: ${why}` });
+    }
+  });
+
   it('takes the median of an odd and an even number of samples', () => {
     expect(median([3, 1, 2])).toBe(2);
     expect(median([4, 1, 3, 2])).toBe(2.5);
