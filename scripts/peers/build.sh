@@ -14,6 +14,9 @@ fail() {
   exit 1
 }
 
+# The Go that machines of this project's kind ship lives in /usr/local/go; a login shell puts it
+# on the PATH, a CI runner's environment may not.
+command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
 command -v go >/dev/null || fail "no Go toolchain on the PATH: flanneld ($FLANNELD_MODULE@$FLANNELD_VERSION) and flannel's CNI plugin ($FLANNEL_CNI_MODULE@$FLANNEL_CNI_VERSION) cannot be built"
 # Debian's golang-go is older than flanneld's go.mod asks for; Go fetches the toolchain it names
 # through the same proxy.

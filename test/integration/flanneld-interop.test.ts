@@ -27,6 +27,14 @@ afterAll(async () => {
   await stopAll();
 });
 
+/** A lab for one describe block: up before its tests, down after them. */
+function useLab(name: string, args: string[], got: (l: LabState) => void): void {
+  beforeAll(async () => got(await labUpFresh(name, args)), 180_000);
+  afterAll(async () => {
+    await twill(['lab', 'down', '--name', name]);
+  }, 60_000);
+}
+
 const node = (l: LabState, name: string) => l.nodes.find((n) => n.name === name)!;
 const kind = (l: LabState, p: LabPod) => node(l, p.node).dataplane;
 const json = async (n: LabNode, args: string[]) => JSON.parse((await run(args, { netns: n.netns })).stdout || '[]') as Record<string, unknown>[];
@@ -94,12 +102,7 @@ async function leaseOf(l: LabState, subnet: string): Promise<{ value: Record<str
 describe('vxlan: two twill BPF nodes and the real flanneld', () => {
   const LAB = 'tfv';
   let lab: LabState;
-  beforeAll(async () => {
-    lab = await labUpFresh(LAB, ['--nodes', '3', '--flanneld-nodes', '1', '--pods-per-node', '1', '--underlay', '192.168.141.0/24']);
-  }, 180_000);
-  afterAll(async () => {
-    await twill(['lab', 'down', '--name', LAB]);
-  }, 60_000);
+  useLab(LAB, ['--nodes', '3', '--flanneld-nodes', '1', '--pods-per-node', '1', '--underlay', '192.168.141.0/24'], (l) => (lab = l));
 
   it('runs flanneld of the pinned release on n3, and twill BPF on n1 and n2', async () => {
     expect(lab.nodes.map((n) => [n.dataplane, n.flanneldVersion])).toEqual([
@@ -204,12 +207,7 @@ describe('vxlan: two twill BPF nodes and the real flanneld', () => {
 describe('host-gw: a twill BPF node and the real flanneld', () => {
   const LAB = 'tfh';
   let lab: LabState;
-  beforeAll(async () => {
-    lab = await labUpFresh(LAB, ['--nodes', '2', '--flanneld-nodes', '1', '--backend', 'host-gw', '--pods-per-node', '1', '--underlay', '192.168.142.0/24']);
-  }, 180_000);
-  afterAll(async () => {
-    await twill(['lab', 'down', '--name', LAB]);
-  }, 60_000);
+  useLab(LAB, ['--nodes', '2', '--flanneld-nodes', '1', '--backend', 'host-gw', '--pods-per-node', '1', '--underlay', '192.168.142.0/24'], (l) => (lab = l));
 
   it("flanneld routes the twill node's subnet via its PublicIP and nothing else; twill routes flanneld's directly", async () => {
     const [n1, n2] = [node(lab, 'n1'), node(lab, 'n2')];
@@ -226,12 +224,7 @@ describe('host-gw: a twill BPF node and the real flanneld', () => {
 describe('vxlan DirectRouting: twill BPF n1, n2 and flanneld n3 on one segment, flanneld n4 behind a router', () => {
   const LAB = 'tfd';
   let lab: LabState;
-  beforeAll(async () => {
-    lab = await labUpFresh(LAB, ['--nodes', '4', '--flanneld-nodes', '2', '--routed-nodes', '1', '--direct-routing', '--pods-per-node', '1', '--underlay', '192.168.143.0/24']);
-  }, 180_000);
-  afterAll(async () => {
-    await twill(['lab', 'down', '--name', LAB]);
-  }, 60_000);
+  useLab(LAB, ['--nodes', '4', '--flanneld-nodes', '2', '--routed-nodes', '1', '--direct-routing', '--pods-per-node', '1', '--underlay', '192.168.143.0/24'], (l) => (lab = l));
 
   it('flanneld on the shared segment routes twill nodes directly and the routed node by VXLAN; the routed flanneld reaches every twill node by VXLAN', async () => {
     const [n1, n2, n3, n4] = ['n1', 'n2', 'n3', 'n4'].map((x) => node(lab, x));
@@ -249,12 +242,7 @@ describe('vxlan DirectRouting: twill BPF n1, n2 and flanneld n3 on one segment, 
 describe('dual stack: a twill BPF node and the real flanneld', () => {
   const LAB = 'tfs';
   let lab: LabState;
-  beforeAll(async () => {
-    lab = await labUpFresh(LAB, ['--nodes', '2', '--flanneld-nodes', '1', '--ip-family', 'dual', '--pods-per-node', '1', '--underlay', '192.168.144.0/24']);
-  }, 180_000);
-  afterAll(async () => {
-    await twill(['lab', 'down', '--name', LAB]);
-  }, 60_000);
+  useLab(LAB, ['--nodes', '2', '--flanneld-nodes', '1', '--ip-family', 'dual', '--pods-per-node', '1', '--underlay', '192.168.144.0/24'], (l) => (lab = l));
 
   it("flanneld's flannel.1 and flannel-v6.1 each hold exactly the twill node's entries", async () => {
     const [n1, n2] = [node(lab, 'n1'), node(lab, 'n2')];
@@ -287,12 +275,7 @@ describe('dual stack: a twill BPF node and the real flanneld', () => {
 describe('IPv6 only: twill routes to the real flanneld, which programs no IPv6-only peer', () => {
   const LAB = 'tf6';
   let lab: LabState;
-  beforeAll(async () => {
-    lab = await labUpFresh(LAB, ['--nodes', '2', '--flanneld-nodes', '1', '--ip-family', 'ipv6', '--pods-per-node', '1', '--underlay', '192.168.145.0/24']);
-  }, 180_000);
-  afterAll(async () => {
-    await twill(['lab', 'down', '--name', LAB]);
-  }, 60_000);
+  useLab(LAB, ['--nodes', '2', '--flanneld-nodes', '1', '--ip-family', 'ipv6', '--pods-per-node', '1', '--underlay', '192.168.145.0/24'], (l) => (lab = l));
 
   it("twill's IPv6 maps hold flanneld's lease: its subnet, PublicIPv6 and VtepMAC", async () => {
     const [n1, n2] = [node(lab, 'n1'), node(lab, 'n2')];
