@@ -261,6 +261,8 @@ export async function labStatus(name: string): Promise<LabState | undefined> {
 
 export async function labUp(input: Partial<LabOptions> & { nodes: number }, progress: Progress = () => undefined): Promise<LabState> {
   const o = parseLabOptions(input);
+  // Before anything is made: a lab cannot half-start for want of flanneld's build.
+  if (o.flanneldNodes > 0) for (const peer of [flanneld, flannelCniPlugin]) peer();
   if ((await labStatus(o.name)) || (await labNamespaces(o.name)).length) {
     progress(`lab ${o.name} exists: removing it first`);
     await labDown(o.name, progress);
