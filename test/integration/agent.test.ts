@@ -5,7 +5,7 @@ import { labStatus, restartAgent, startLabEtcd, stopLabEtcd, type LabNode, type 
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
 import { startInNetns, stopAll } from '../support/proc.js';
-import { bounceAgent, labUpFresh, until } from '../support/lab-session.js';
+import { bounceAgent, expectNoLoss, labUpFresh, startPingFlow, stopPingFlows, until } from '../support/lab-session.js';
 
 /*
  * twill agent against a real etcd in the lab: 3 nodes, one pod each, lab name "twa".
@@ -104,14 +104,13 @@ describe('twill agent with a real etcd', () => {
   it('survives kill -9 during traffic: no packet lost, the restart reuses the subnet and rewrites no map entry', async () => {
     const n1 = node('n1');
     const before = await maps(n1);
-    const flow = startInNetns(pod('n2-p1').netns, ['ping', '-c', '80', '-i', '0.05', '-W', '1', pod('n1-p1').ip]);
-    await flow.waitFor(/bytes from/);
+    const flow = startPingFlow(pod('n2-p1'), pod('n1-p1').ip, 'n1');
+    await flow.waitFor(/^first reply$/m);
     await stopAgent(n1.agent!.pid, n1.pinDir, 'SIGKILL');
     const logLength = log(n1).length;
     const agent = restartAgent(lab, n1);
     await until('the restarted agent to be ready', async () => log(n1).slice(logLength).includes('"msg":"ready"'));
-    await flow.exited;
-    expect(flow.output()).toMatch(/80 packets transmitted, 80 received, 0% packet loss/);
+    expectNoLoss(await stopPingFlows([flow], { lastFault: Date.now() }));
     const restartLog = log(n1).slice(logLength);
     expect(restartLog).toMatch(/"msg":"reusing our lease","subnet":"10\.244\.\d+\.0\/24"/);
     expect(restartLog).toContain(`"lease":"${n1.subnet}"`);

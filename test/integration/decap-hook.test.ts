@@ -8,7 +8,7 @@ import { run } from '../../controller/util/exec.js';
 import { repoRoot } from '../../controller/util/paths.js';
 import { buildBpf, buildTs } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
-import { bounceAgent, labUpFresh, pingFlowsRunning, readMaps, stopPingFlows, twill } from '../support/lab-session.js';
+import { bounceAgent, expectNoLoss, labUpFresh, pingFlowsRunning, readMaps, stopPingFlows, twill } from '../support/lab-session.js';
 
 /*
  * --decap-hook: auto (tc on this veth underlay), XDP, and moving a running node between the two
@@ -44,12 +44,11 @@ afterAll(async () => {
   await twill(['lab', 'down', '--name', LAB]);
 });
 
-/** Moves every node to `hook` under continuous cross-node pings; returns the pings lost. */
-async function moveTo(hook: 'xdp' | 'tc' | 'auto'): Promise<{ sent: number; lost: number }> {
+/** Moves every node to `hook` under continuous cross-node pings, which go on 2 s after the last move; returns the pings lost. */
+async function moveTo(hook: 'xdp' | 'tc' | 'auto'): Promise<Awaited<ReturnType<typeof stopPingFlows>>> {
   const flows = await pingFlowsRunning(lab);
   for (const n of lab.nodes) await bounceAgent(lab, n, 'SIGTERM', ['--decap-hook', hook]);
-  await new Promise((r) => setTimeout(r, 300));
-  return stopPingFlows(flows);
+  return stopPingFlows(flows, { lastFault: Date.now() });
 }
 
 describe('where decap runs', () => {
@@ -80,9 +79,9 @@ describe('where decap runs', () => {
   });
 
   it('moves to XDP on running nodes without losing a packet; the tc program stays to deliver into pods', async () => {
-    const { sent, lost } = await moveTo('xdp');
-    expect(sent).toBeGreaterThan(20);
-    expect(lost).toBe(0);
+    const loss = await moveTo('xdp');
+    expect(loss.sent).toBeGreaterThan(20);
+    expectNoLoss(loss);
     expect(lab.nodes.map((n) => readAttachState(n.pinDir)?.decap.mode)).toEqual(['xdp-link', 'xdp-link']);
     for (const n of lab.nodes) {
       expect(decapLink(n).type).toBe(LINK_TYPE_XDP);
@@ -97,8 +96,7 @@ describe('where decap runs', () => {
   });
 
   it('moves back to tc without losing a packet, and leaves no XDP program behind', async () => {
-    const { lost } = await moveTo('auto');
-    expect(lost).toBe(0);
+    expectNoLoss(await moveTo('auto'));
     expect(lab.nodes.map((n) => readAttachState(n.pinDir)?.decap.mode)).toEqual(['tcx', 'tcx']);
     for (const n of lab.nodes) {
       expect(decapLink(n)).toMatchObject({ type: LINK_TYPE_TCX, attachType: BPF_TCX_INGRESS });

@@ -6,7 +6,7 @@ import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
 import { ping, tcpTransfer, udpProbe } from '../support/traffic.js';
-import { agentLog, bounceAgent, etcdctl, labUpFresh, leaseKey, pingFlowsRunning, readMaps, stopPingFlowsPerFlow, twill, until } from '../support/lab-session.js';
+import { agentLog, bounceAgent, etcdctl, expectNoLoss, labUpFresh, leaseKey, lossLine, pingFlowsRunning, readMaps, stopPingFlows, twill, until } from '../support/lab-session.js';
 
 /*
  * twill nodes in one cluster with the real flanneld (scripts/peers/versions.env), its pods made
@@ -81,12 +81,11 @@ async function allPairs(l: LabState, opts: { tcp?: boolean } = {}): Promise<stri
   return failed;
 }
 
-async function expectNoLoss(flows: Awaited<ReturnType<typeof pingFlowsRunning>>, what: string): Promise<void> {
-  const each = await stopPingFlowsPerFlow(flows);
-  const lost = each.filter((f) => f.lost > 0).map((f) => `${f.from}->${f.to}: ${f.lost} of ${f.sent}`);
-  console.log(`flanneld interop: ${what}: ${each.reduce((a, f) => a + f.lost, 0)} of ${each.reduce((a, f) => a + f.sent, 0)} packets lost`);
-  expect(lost, what).toEqual([]);
-  for (const f of each) expect(f.sent, `${f.from}->${f.to}`).toBeGreaterThan(0);
+/** Stops the flows at least 2 s after the last fault (`lastFault`) and asserts none lost, in all and after it. */
+async function noLossSince(flows: Awaited<ReturnType<typeof pingFlowsRunning>>, lastFault: number, what: string): Promise<void> {
+  const loss = await stopPingFlows(flows, { lastFault });
+  console.log(`flanneld interop: ${what}: ${lossLine(loss)}`);
+  expectNoLoss(loss);
 }
 
 /**
@@ -136,8 +135,7 @@ describe('vxlan: two twill BPF nodes and the real flanneld', () => {
     const before = await vxlanEntries(n3, 'flannel.1', '-4');
     const flows = await pingFlowsRunning(lab);
     await bounceAgent(lab, n3, 'SIGTERM');
-    await new Promise((r) => setTimeout(r, 2000));
-    await expectNoLoss(flows, 'flanneld restarted');
+    await noLossSince(flows, Date.now(), 'flanneld restarted');
     expect(await vxlanEntries(n3, 'flannel.1', '-4')).toEqual(before);
   }, 120_000);
 
@@ -147,8 +145,7 @@ describe('vxlan: two twill BPF nodes and the real flanneld', () => {
     const flows = await pingFlowsRunning(lab);
     await bounceAgent(lab, node(lab, 'n1'), 'SIGTERM');
     await bounceAgent(lab, node(lab, 'n2'), 'SIGKILL');
-    await new Promise((r) => setTimeout(r, 2000));
-    await expectNoLoss(flows, 'twill restarted (SIGTERM on n1, SIGKILL on n2)');
+    await noLossSince(flows, Date.now(), 'twill restarted (SIGTERM on n1, SIGKILL on n2)');
     expect(await vxlanEntries(n3, 'flannel.1', '-4')).toEqual(before);
   }, 120_000);
 
@@ -165,8 +162,7 @@ describe('vxlan: two twill BPF nodes and the real flanneld', () => {
     const fromN1 = agentLog(n1).length;
     const flows = await pingFlowsRunning(lab);
     await until('flanneld to renew its lease', async () => agentLog(n3).slice(from).includes('Lease renewed, new expiration'), 90_000);
-    await new Promise((r) => setTimeout(r, 2000));
-    await expectNoLoss(flows, 'lease renewals on both sides');
+    await noLossSince(flows, Date.now(), 'lease renewals on both sides');
     const renewed = (await leaseOf(lab, n3.subnet))!;
     expect(renewed.leaseId).not.toBe(flanneldLease);
     expect(renewed.value).toMatchObject({ PublicIP: n3.underlayIp, BackendData: { VtepMAC: n3.vtepMac } });
@@ -259,8 +255,7 @@ describe('dual stack: a twill BPF node and the real flanneld', () => {
     const flows = [...(await pingFlowsRunning(lab)), ...(await pingFlowsRunning(lab, v6))];
     await bounceAgent(lab, node(lab, 'n2'), 'SIGTERM');
     await bounceAgent(lab, node(lab, 'n1'), 'SIGTERM');
-    await new Promise((r) => setTimeout(r, 2000));
-    await expectNoLoss(flows, 'dual stack, flanneld then twill restarted');
+    await noLossSince(flows, Date.now(), 'dual stack, flanneld then twill restarted');
   }, 120_000);
 });
 

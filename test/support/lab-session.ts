@@ -1,15 +1,17 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { expect } from 'vitest';
 import { labStatus, restartAgent, stopNodeDaemon, type LabNode, type LabPod, type LabState } from '../../controller/lab/lab.js';
 import { pidAlive } from '../../controller/lab/agents.js';
 import { DatapathMaps } from '../../controller/dataplane/datapath-maps.js';
 import { run } from '../../controller/util/exec.js';
-import { cliPath } from './build.js';
+import { cliPath, repoRoot } from './build.js';
 import { startInNetns, type Background } from './proc.js';
 
 /*
  * Driving a lab from a test: bring it up through the CLI, read a node's maps through its pins,
  * talk to the lab's etcd with etcdctl from its namespace, restart agents and wait for them, and
- * measure packet loss with pings between every cross-node pod pair.
+ * measure packet loss with echo flows between every cross-node pod pair.
  */
 
 export const PREFIX = '/coreos.com/network';
@@ -101,54 +103,117 @@ export async function bounceAgent(lab: LabState, n: LabNode, signal: NodeJS.Sign
   return agentLog(n).slice(from);
 }
 
-/** A ping flow from one pod to another (their nodes' names). */
+/** A ping flow from one pod to another (their nodes' names): test/support/pinger.py in the first pod's namespace. */
 export type PingFlow = Background & { from: string; to: string };
 
-/** Pings between every ordered pair of pods on different nodes (to the address `addrOf` picks), every 20 ms, until stopped. */
+const PINGER = path.join(repoRoot, 'test/support/pinger.py');
+
+/** One flow from `from` to `addr`, an echo every 20 ms, until stopped. */
+export function startPingFlow(from: LabPod, addr: string, to: string): PingFlow {
+  return Object.assign(startInNetns(from.netns, ['/usr/bin/python3', PINGER, addr, '20', String(REPLY_GRACE_MS)]), { from: from.node, to });
+}
+
+/** Flows between every ordered pair of pods on different nodes (to the address `addrOf` picks), every 20 ms, until stopped. */
 export function startPingFlows(lab: LabState, addrOf: (p: LabPod) => string = (p) => p.ip): PingFlow[] {
-  return lab.pods.flatMap((a) => lab.pods.filter((b) => b.node !== a.node).map((b) => Object.assign(startInNetns(a.netns, ['ping', '-i', '0.02', '-W', '1', addrOf(b)]), { from: a.node, to: b.node })));
-}
-
-/** Pings sent in the last second before a flow stops (-i 0.02, -W 1): still waiting for their reply, not yet lost. */
-const IN_FLIGHT_AT_STOP = 50;
-
-/**
- * Stops the flows; what each sent and lost. ping stops at once on SIGINT and counts what was
- * still in flight as lost: on a loaded machine a reply or two is. So a packet is lost when it
- * was never answered and a later one was, or when more than a second's worth at the end went
- * unanswered (then all of the unanswered tail counts).
- */
-export async function stopPingFlowsPerFlow(flows: PingFlow[]): Promise<{ from: string; to: string; sent: number; lost: number }[]> {
-  for (const f of flows) f.kill('SIGINT');
-  await Promise.all(flows.map((f) => f.exited));
-  return flows.map((f) => {
-    const m = /(\d+) packets transmitted, (\d+) received/.exec(f.output());
-    if (!m) throw new Error(`no ping summary from ${f.from} to ${f.to}: ${f.output().slice(-200)}`);
-    return { from: f.from, to: f.to, sent: Number(m[1]), lost: pingLoss(f.output(), Number(m[1])) };
-  });
-}
-
-/** Pure: packets lost in a ping run's output, `sent` in all (see stopPingFlowsPerFlow). */
-export function pingLoss(output: string, sent: number): number {
-  const answered = new Set([...output.matchAll(/bytes from .*?icmp_seq=(\d+)/g)].map((x) => Number(x[1])));
-  const last = Math.max(0, ...answered);
-  let gaps = 0;
-  for (let seq = 1; seq <= last; seq++) if (!answered.has(seq)) gaps++;
-  const tail = sent - last;
-  return gaps + (tail > IN_FLIGHT_AT_STOP ? tail : 0);
-}
-
-export async function stopPingFlows(flows: PingFlow[]): Promise<{ sent: number; lost: number }> {
-  const each = await stopPingFlowsPerFlow(flows);
-  return { sent: each.reduce((a, f) => a + f.sent, 0), lost: each.reduce((a, f) => a + f.lost, 0) };
+  return lab.pods.flatMap((a) => lab.pods.filter((b) => b.node !== a.node).map((b) => startPingFlow(a, addrOf(b), b.node)));
 }
 
 /** Starts the flows and waits until each has had its first reply. */
 export async function pingFlowsRunning(lab: LabState, addrOf?: (p: LabPod) => string): Promise<PingFlow[]> {
   const flows = startPingFlows(lab, addrOf);
-  await Promise.all(flows.map((f) => f.waitFor(/bytes from/)));
+  await Promise.all(flows.map((f) => f.waitFor(/^first reply$/m)));
   return flows;
 }
+
+/** How long a stopped flow waits for the replies to what it sent (the pinger's grace): later, a packet is lost. */
+const REPLY_GRACE_MS = 1500;
+/** How long the flows go on after the last fault, at least, before they stop: that window is asserted on its own. */
+export const AFTER_LAST_FAULT_MS = 2000;
+
+/** What pinger.py prints when it stops: per sequence number, when it was sent and when answered (epoch ms). */
+export interface PingerResult {
+  target: string;
+  intervalMs: number;
+  graceMs: number;
+  packets: [seq: number, sentAt: number, answeredAt: number | null][];
+}
+
+export interface FlowLoss {
+  sent: number;
+  lost: number;
+  /** the packets sent at or after the last fault, and those of them lost */
+  sentAfterLastFault: number;
+  lostAfterLastFault: number;
+  /** when each lost packet was sent (epoch ms) */
+  lostSentAt: number[];
+}
+
+/**
+ * Pure: the loss of one flow, counted by sequence number. The pinger waited for the reply to
+ * every packet it sent before it stopped, so a packet without one is lost, wherever it is in
+ * the run: the last ones too.
+ */
+export function countLoss(r: PingerResult, lastFault: number): FlowLoss {
+  const lost = r.packets.filter((p) => p[2] === null);
+  return {
+    sent: r.packets.length,
+    lost: lost.length,
+    sentAfterLastFault: r.packets.filter((p) => p[1] >= lastFault).length,
+    lostAfterLastFault: lost.filter((p) => p[1] >= lastFault).length,
+    lostSentAt: lost.map((p) => p[1]),
+  };
+}
+
+/** Pure: the result line of a pinger's output. */
+export function pingerResult(output: string): PingerResult | undefined {
+  const line = output.split('\n').find((l) => l.startsWith('{"target"'));
+  return line ? (JSON.parse(line) as PingerResult) : undefined;
+}
+
+export interface StopOptions {
+  /** when the test's last fault ended (Date.now() right after it) */
+  lastFault: number;
+  /** the flows go on until this long after it (AFTER_LAST_FAULT_MS); 0 stops them at once */
+  afterMs?: number;
+}
+
+/**
+ * Stops the flows AFTER_LAST_FAULT_MS or more after the last fault; what each sent and lost, in
+ * all and from the last fault on. Each pinger stops sending, waits for the replies still due,
+ * then reports: nothing is in flight when it is counted.
+ */
+export async function stopPingFlowsPerFlow(flows: PingFlow[], { lastFault, afterMs = AFTER_LAST_FAULT_MS }: StopOptions): Promise<({ from: string; to: string } & FlowLoss)[]> {
+  const wait = lastFault + afterMs - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  for (const f of flows) f.kill('SIGINT');
+  await Promise.all(flows.map((f) => f.exited));
+  return flows.map((f) => {
+    const r = pingerResult(f.output());
+    if (!r) throw new Error(`no result from the flow ${f.from} -> ${f.to}: ${f.output().slice(-300)}`);
+    return { from: f.from, to: f.to, ...countLoss(r, lastFault) };
+  });
+}
+
+/** stopPingFlowsPerFlow summed over the flows, with each flow's own counts in `perFlow`. */
+export async function stopPingFlows(flows: PingFlow[], opts: StopOptions): Promise<Omit<FlowLoss, 'lostSentAt'> & { perFlow: ({ from: string; to: string } & FlowLoss)[] }> {
+  const perFlow = await stopPingFlowsPerFlow(flows, opts);
+  const sum = (k: 'sent' | 'lost' | 'sentAfterLastFault' | 'lostAfterLastFault') => perFlow.reduce((a, f) => a + f[k], 0);
+  return { sent: sum('sent'), lost: sum('lost'), sentAfterLastFault: sum('sentAfterLastFault'), lostAfterLastFault: sum('lostAfterLastFault'), perFlow };
+}
+
+/**
+ * What a zero-loss test asserts of its flows: none lost in all, none lost after the last fault,
+ * and every flow sent after it (so the window after it was measured, flow by flow).
+ */
+export function expectNoLoss(loss: Awaited<ReturnType<typeof stopPingFlows>>): void {
+  expect(loss.perFlow.filter((f) => f.lost > 0 || f.lostAfterLastFault > 0).map((f) => ({ ...f, lostSentAt: f.lostSentAt.slice(0, 10).map((t) => new Date(t).toISOString()) }))).toEqual([]);
+  expect(loss.perFlow.filter((f) => f.sentAfterLastFault === 0).map((f) => `${f.from} -> ${f.to}`)).toEqual([]);
+  expect(loss.lost).toBe(0);
+}
+
+/** How the tests print a loss: "L of S packets lost (l of s after the last fault)". */
+export const lossLine = (loss: { sent: number; lost: number; sentAfterLastFault: number; lostAfterLastFault: number }, after = 'the last fault') =>
+  `${loss.lost} of ${loss.sent} packets lost (${loss.lostAfterLastFault} of ${loss.sentAfterLastFault} after ${after})`;
 
 /**
  * The vxlan devices in a node's namespace, with whether each is flow-based ("external") and how
