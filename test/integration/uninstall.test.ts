@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,15 +13,14 @@ import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, repoRoot } from '../support/build.js';
 import { startInNetns, stopAll } from '../support/proc.js';
 import { enterNetns } from '../support/setns.js';
-import { ping } from '../support/traffic.js';
-import { bounceAgent, etcdctl, expectNoLoss, fakeLease, labUpFresh, leaseKey, lossLine, pingFlowsRunning, readMaps, stopPingFlows, twill, until, vxlanDevices } from '../support/lab-session.js';
+import { bounceAgent, etcdctl, fakeLease, labUpFresh, leaseKey, readMaps, twill, until } from '../support/lab-session.js';
 
 /*
  * `twill uninstall` on lab nodes whose agents are gone ("tu1", underlay 192.168.111.0/24): a BPF
- * node with decap in XDP whose agent crashed, and a kernel VXLAN node with --ip-masq; and the
- * rollback of a BPF node to a flanneld-identical kernel node under traffic ("tu2", underlay
- * 192.168.112.0/24), step by step as deploy/README.md describes it; then a kernel host-gw node
- * ("tu3") and dual-stack nodes ("tu4"), one lab after the other on 192.168.113.0/24. A
+ * node with decap in XDP whose agent crashed, and a kernel VXLAN node with --ip-masq; then a
+ * kernel host-gw node ("tu3") and dual-stack nodes ("tu4"), one lab after the other on
+ * 192.168.113.0/24. The rollback to flanneld that deploy/README.md describes is run against the
+ * real flanneld in flanneld-migration.test.ts. A
  * namespace "tu1-np" on tu1's underlay plays a peer that joined after n1's agent died.
  */
 const craft = path.join(repoRoot, 'test/support/craft.py');
@@ -214,45 +213,6 @@ describe('uninstall on nodes whose agents are gone', () => {
     expect(report.kept).toEqual([{ name: path.join(d.bin, 'flannel'), why: "not a plugin twill wrote (flannel's own?)" }]);
     expect((await uninstall(lab, n3)).report.removed).toEqual([]);
   });
-});
-
-describe('rollback: a twill BPF node becomes a flanneld-identical kernel node under traffic', () => {
-  const LAB = 'tu2';
-  let lab: LabState;
-  beforeAll(async () => {
-    lab = await labUpFresh(LAB, ['--nodes', '3', '--pods-per-node', '1', '--underlay', '192.168.112.0/24']);
-  }, 180_000);
-  afterAll(async () => {
-    await twill(['lab', 'down', '--name', LAB]);
-  }, 60_000);
-
-  it("the deploy/README.md procedure loses no packet between any pod pair, and leaves flanneld's state only", async () => {
-    const n1 = lab.nodes[0];
-    expect((await twill(['cni', 'install', '--dir', hostDirs(n1).bin, '--name', 'flannel'])).code).toBe(0);
-    const flows = await pingFlowsRunning(lab);
-    // 1-2: stop twill, start its flanneld-identical kernel dataplane with the same flags; it
-    // programs flannel.1 fully, then removes the BPF datapath.
-    await bounceAgent(lab, n1, 'SIGTERM', ['--dataplane=kernel']);
-    // 3: stop it; 4: remove what is twill's only.
-    await stopAgent(n1.agent!.pid, n1.pinDir);
-    const subnetFile = readFileSync(n1.subnetFile, 'utf8');
-    const { code, report } = await uninstall(lab, n1, ['--keep-flannel']);
-    expect(code).toBe(0);
-    expect(report.removed).toEqual(expect.arrayContaining([`${path.join(hostDirs(n1).bin, 'flannel')} (twill's CNI plugin, running ${repoRoot})`, `${kernelRecordPath(n1.pinDir)} (the agent's kernel probe record)`]));
-    expect(report.kept.map((k) => k.name)).toEqual(['device flannel.1 and its neighbour, FDB and route entries', 'iptables filter FLANNEL-FWD', n1.subnetFile]);
-    // What is left is what flanneld leaves: flannel.1 with an FDB entry per peer, its subnet file, no twill.
-    expect(await vxlanDevices(n1.netns)).toEqual([{ ifname: 'flannel.1', external: false, fdbEntries: 2 }]);
-    expect(readFileSync(n1.subnetFile, 'utf8')).toBe(subnetFile);
-    expect(await hasDevice(n1, 'twill0')).toBe(false);
-    expect(existsSync(n1.pinDir)).toBe(false);
-    // 5: flanneld takes over (here twill's kernel dataplane, which programs what flanneld does: interop.test.ts).
-    await bounceAgent(lab, n1, 'SIGTERM', ['--dataplane=kernel']);
-    // Traffic through the taken-over node for 2 s before the flows stop.
-    const loss = await stopPingFlows(flows, { lastFault: Date.now() });
-    console.log(`rollback report (6 ordered pod pairs, 20 ms interval): ${lossLine(loss, 'the takeover')}`);
-    for (const a of lab.pods) for (const b of lab.pods) if (a.node !== b.node) expect((await ping(a.netns, b.ip)).code).toBe(0);
-    expectNoLoss(loss);
-  }, 180_000);
 });
 
 describe("uninstall on a kernel host-gw node", () => {
