@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, configChangeReport, ipv4Networks, ipv6Networks, parseNetworkConfig, UnsupportedConfigError, waitLogDue } from '../../controller/config/network-config.js';
+import { ConfigError, configChangeReport, FatalConfigError, ipv4Networks, ipv6Networks, parseNetworkConfig, UnsupportedConfigError, waitLogDue } from '../../controller/config/network-config.js';
 import { formatCidr } from '../../controller/net/ipv4.js';
 import { formatCidr6 } from '../../controller/net/ipv6.js';
 
@@ -71,6 +71,32 @@ describe('flannel network config', () => {
   ])('refuses an unsupported option: %s', (text, message) => {
     expect(() => parseNetworkConfig(text)).toThrow(UnsupportedConfigError);
     expect(() => parseNetworkConfig(text)).toThrow(message);
+  });
+
+  // flanneld retries a config that fails its check (getConfig) and exits on what it finds wrong
+  // after it (test/integration/flanneld-parity.test.ts runs both against each of these).
+  it.each([
+    ['{"Network":"10.244.0.0/16","EnableIPv4":false,"Backend":{"Type":"vxlan"}}', true, /EnableIPv4 and EnableIPv6 are both false/],
+    ['{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0","Backend":{"Type":"vxlan"}}', true, /no subnet is left to lease/],
+    ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":-1}}', true, /Backend.VNI: must not be negative/],
+    ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":"1"}}', true, /Backend.VNI: must be a number/],
+    ['{"Network":"10.244.0.0/16","Backend":{"Type":1}}', false, /Backend.Type: must be a string/],
+    ['{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"udp"}}', false, /SubnetLen 31/],
+    ['{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan","VNI":-1}}', false, /SubnetLen 31/],
+  ])('%s: fatal %s', (text, fatal, message) => {
+    let err: unknown;
+    try {
+      parseNetworkConfig(text);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err instanceof FatalConfigError).toBe(fatal);
+    expect((err as Error).message).toMatch(message);
+  });
+
+  it('reads no options of host-gw, as flannel does: whatever Backend holds besides Type', () => {
+    expect(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":-1,"Port":"x"}}').backend).toMatchObject({ type: 'host-gw', vni: 1 });
   });
 
   it('keeps an invalid config apart from an unsupported one (the agent waits for the first, exits on the second)', () => {
