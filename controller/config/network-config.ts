@@ -301,7 +301,8 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     ...families,
     backend: {
       type: type as BackendType,
-      vni: b.VNI || 1, // flannel treats 0 as unset
+      // flanneld's default applies only when VNI is absent: an explicit 0 is VNI 0 (flannel.0), and peers must agree on it.
+      vni: b.VNI ?? 1,
       port: b.Port || FLANNEL_VXLAN_PORT,
       // host-gw has no options of its own in flannel: its MTU is the interface's, and it routes every peer directly.
       mtu: type === 'vxlan' ? b.MTU || undefined : undefined,

@@ -12,7 +12,7 @@ describe('flannel network config', () => {
   it.each([
     ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}', { network: '10.244.0.0/16', subnetLen: 24, min: '10.244.1.0/24', max: '10.244.255.0/24', vni: 1, port: 8472, mtu: undefined }],
     ['{"network":"10.0.0.0/24","backend":{"type":"vxlan","vni":7,"port":4789,"mtu":9000}}', { network: '10.0.0.0/24', subnetLen: 26, min: '10.0.0.64/26', max: '10.0.0.192/26', vni: 7, port: 4789, mtu: 9000 }],
-    ['{"Network":"10.1.0.0/22","SubnetLen":0,"Backend":{"Type":"VXLAN","VNI":0,"Port":0}}', { network: '10.1.0.0/22', subnetLen: 24, min: '10.1.1.0/24', max: '10.1.3.0/24', vni: 1, port: 8472, mtu: undefined }],
+    ['{"Network":"10.1.0.0/22","SubnetLen":0,"Backend":{"Type":"VXLAN","VNI":0,"Port":0}}', { network: '10.1.0.0/22', subnetLen: 24, min: '10.1.1.0/24', max: '10.1.3.0/24', vni: 0, port: 8472, mtu: undefined }],
     ['{"Network":"172.16.0.0/12","SubnetLen":20,"SubnetMin":"172.16.32.0","SubnetMax":"172.16.64.0","Backend":{"Type":"vxlan"},"Unknown":1}', { network: '172.16.0.0/12', subnetLen: 20, min: '172.16.32.0/20', max: '172.16.64.0/20', vni: 1, port: 8472, mtu: undefined }],
   ])('accepts %s with flannel defaults', (text, expected) => {
     expect(summary(text)).toEqual(expected);
