@@ -90,3 +90,132 @@ describe('1. subnet.env, byte for byte, for the same config and lease', () => {
     expect(fromTwill).toBe(fromFlanneld);
   }, 60_000);
 });
+
+/**
+ * One network config, started against by flanneld and then by twill. `field`: what twill's refusal
+ * must name. `differs`: a deliberate difference, with twill's outcome and why.
+ */
+interface ConfigRow {
+  name: string;
+  config: string;
+  field?: RegExp;
+  flags?: string[];
+  /** both `accepts` with `files: true`: both run, but write different subnet files */
+  differs?: { flanneld: Outcome['kind']; twill: Outcome['kind']; files?: true; reason: string };
+}
+
+const vx = (extra: Record<string, unknown> = {}, backend: Record<string, unknown> = {}) => JSON.stringify({ Network: '10.244.0.0/16', ...extra, Backend: { Type: 'vxlan', ...backend } });
+const NOT_IMPLEMENTED = 'a flannel backend or option twill does not implement: twill exits naming it, where flanneld runs it';
+
+const rows: ConfigRow[] = [
+  // valid
+  { name: 'vxlan, defaults', config: vx() },
+  { name: 'host-gw', config: '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}' },
+  { name: 'SubnetLen 20', config: vx({ SubnetLen: 20 }) },
+  { name: '/26 Network, no SubnetLen (/28 each)', config: JSON.stringify({ Network: '10.10.0.0/26', Backend: { Type: 'vxlan' } }) },
+  { name: '/28 Network, no SubnetLen (/30 each)', config: JSON.stringify({ Network: '10.10.0.0/28', Backend: { Type: 'vxlan' } }) },
+  { name: 'SubnetLen 30 in a /28', config: JSON.stringify({ Network: '10.10.0.0/28', SubnetLen: 30, Backend: { Type: 'vxlan' } }) },
+  { name: 'SubnetMin and SubnetMax', config: vx({ SubnetMin: '10.244.100.0', SubnetMax: '10.244.110.0' }) },
+  { name: 'field names in lower case', config: '{"network":"10.244.0.0/16","subnetlen":24,"backend":{"type":"vxlan","vni":3}}' },
+  { name: 'Backend.Type in upper case', config: vx({}, { Type: 'VXLAN' }) },
+  { name: 'unknown fields ignored', config: vx({ Foo: 1 }, { Bar: 'x' }) },
+  { name: 'VNI 4096, Port 4789', config: vx({}, { VNI: 4096, Port: 4789 }) },
+  { name: 'VNI 0 (VNI 0, not the default)', config: vx({}, { VNI: 0 }) },
+  { name: 'DirectRouting', config: vx({}, { DirectRouting: true }) },
+  { name: 'Network with host bits', config: vx({ Network: '10.244.1.0/16' }) },
+  { name: 'EnableNFTables', config: vx({ EnableNFTables: true }) },
+  { name: 'dual stack', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56' }) },
+  { name: 'IPv6 only', config: JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd10:244::/56', Backend: { Type: 'vxlan' } }) },
+  { name: 'IPv6 only, IPv6SubnetLen 80', config: JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetLen: 80, Backend: { Type: 'vxlan' } }) },
+  // flannel backends and options twill does not implement
+  { name: 'udp backend', config: vx({}, { Type: 'udp' }), field: /Backend\.Type "udp"/, differs: { flanneld: 'accepts', twill: 'exits', reason: NOT_IMPLEMENTED } },
+  { name: 'no Backend (udp)', config: '{"Network":"10.244.0.0/16"}', field: /Backend\.Type missing/, differs: { flanneld: 'accepts', twill: 'exits', reason: NOT_IMPLEMENTED } },
+  { name: 'vxlan GBP', config: vx({}, { GBP: true }), field: /Backend\.GBP/, differs: { flanneld: 'accepts', twill: 'exits', reason: NOT_IMPLEMENTED } },
+  { name: 'vxlan Learning', config: vx({}, { Learning: true }), field: /Backend\.Learning/, differs: { flanneld: 'accepts', twill: 'exits', reason: NOT_IMPLEMENTED } },
+  { name: 'udp backend, SubnetLen 31', config: vx({ SubnetLen: 31 }, { Type: 'udp' }), field: /SubnetLen 31/ },
+  { name: 'host-gw ignores vxlan options', config: '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":-1,"Port":"x","MTU":-5}}' },
+  // invalid
+  { name: 'Network missing', config: '{"Backend":{"Type":"vxlan"}}', field: /Network: missing/ },
+  { name: 'Network not a CIDR', config: vx({ Network: '10.244.0.0' }), field: /Network "10\.244\.0\.0"/ },
+  { name: 'Network an IPv6 CIDR', config: vx({ Network: 'fd00::/64' }), field: /Network "fd00::\/64"/ },
+  { name: '/29 Network', config: vx({ Network: '10.244.0.0/29' }), field: /Network 10\.244\.0\.0\/29/ },
+  { name: 'SubnetLen 31 (too long)', config: vx({ SubnetLen: 31 }), field: /SubnetLen 31/ },
+  { name: 'SubnetLen 17 in a /16 (too short)', config: vx({ SubnetLen: 17 }), field: /SubnetLen 17/ },
+  { name: 'SubnetLen negative', config: vx({ SubnetLen: -1 }), field: /SubnetLen/ },
+  { name: 'SubnetLen a string', config: vx({ SubnetLen: '24' }), field: /SubnetLen/ },
+  { name: 'SubnetMin outside the Network', config: vx({ SubnetMin: '10.245.1.0' }), field: /SubnetMin 10\.245\.1\.0/ },
+  { name: 'SubnetMin misaligned', config: vx({ SubnetMin: '10.244.1.5' }), field: /SubnetMin 10\.244\.1\.5/ },
+  { name: 'SubnetMax misaligned', config: vx({ SubnetMax: '10.244.200.128' }), field: /SubnetMax 10\.244\.200\.128/ },
+  { name: 'SubnetMin above SubnetMax', config: vx({ SubnetMin: '10.244.200.0', SubnetMax: '10.244.100.0' }), field: /SubnetMin/ },
+  { name: 'unknown Backend.Type', config: vx({}, { Type: 'vxlan2' }), field: /Backend\.Type "vxlan2"/ },
+  { name: 'Backend not an object', config: '{"Network":"10.244.0.0/16","Backend":"vxlan"}', field: /Backend/ },
+  { name: 'Backend.Type a number', config: '{"Network":"10.244.0.0/16","Backend":{"Type":1}}', field: /Backend\.Type/ },
+  { name: 'negative VNI', config: vx({}, { VNI: -1 }), field: /Backend\.VNI/ },
+  { name: 'VNI above 2^24-1', config: vx({}, { VNI: 16777216 }), field: /Backend\.VNI/ },
+  { name: 'VNI a string', config: vx({}, { VNI: '1' }), field: /Backend\.VNI: must be a number/ },
+  {
+    name: 'Port above 65535',
+    config: vx({}, { Port: 70000 }),
+    field: /Backend\.Port: must be <= 65535/,
+    differs: { flanneld: 'accepts', twill: 'exits', reason: 'flanneld hands 70000 to netlink as a 16-bit port (70000 - 65536 = 4464): a flanneld bug twill does not copy' },
+  },
+  {
+    name: 'negative MTU',
+    config: vx({}, { MTU: -1 }),
+    field: /Backend\.MTU: must not be negative/,
+    differs: { flanneld: 'accepts', twill: 'exits', reason: 'flanneld writes FLANNEL_MTU=-51 (the MTU minus VXLAN overhead, unchecked): a flanneld bug twill does not copy' },
+  },
+  {
+    name: 'MTU 0',
+    config: vx({}, { MTU: 0 }),
+    differs: { flanneld: 'accepts', twill: 'accepts', files: true, reason: 'flanneld takes an explicit 0 as the MTU and writes FLANNEL_MTU=-50; twill takes 0 as unset (the interface MTU), as Port 0 is in both' },
+  },
+  { name: 'bad JSON', config: '{"Network":"10.244.0.0/16",', field: /not valid JSON/ },
+  { name: 'not an object', config: '[]', field: /must be a JSON object/ },
+  { name: 'EnableIPv4 and EnableIPv6 false', config: vx({ EnableIPv4: false }), field: /EnableIPv4 and EnableIPv6/ },
+  { name: 'EnableIPv6 without IPv6Network', config: vx({ EnableIPv6: true }), field: /IPv6Network: missing/ },
+  { name: 'IPv6Network /125', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/125' }), field: /IPv6Network fd10:244::\/125/ },
+  { name: 'IPv6SubnetLen 127', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetLen: 127 }), field: /IPv6SubnetLen 127/ },
+  { name: 'IPv6SubnetLen 57 in a /56', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetLen: 57 }), field: /IPv6SubnetLen 57/ },
+  { name: 'IPv6SubnetMin outside', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetMin: 'fd11::' }), field: /IPv6SubnetMin fd11::/ },
+  { name: 'IPv6SubnetMin misaligned', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetMin: 'fd10:244:0:1::1' }), field: /IPv6SubnetMin fd10:244:0:1::1/ },
+  { name: 'IPv6Network an IPv4 CIDR', config: vx({ EnableIPv6: true, IPv6Network: '10.0.0.0/8' }), field: /IPv6Network "10\.0\.0\.0\/8"/ },
+];
+
+describe('3. network configs: flanneld and twill accept and refuse the same ones', () => {
+  const table: string[] = [];
+  afterAll(() => {
+    console.log(table.join('\n'));
+  });
+
+  it.each(rows)('$name', async (row) => {
+    await node.setMtu(1500);
+    await node.reset(row.config);
+    const f = await node.flanneld(row.flags);
+    const leaseF = await node.leases();
+    // twill finds flanneld's lease (same PublicIP) and reuses it: accepted configs must give the same file.
+    const t = await node.twill(row.flags);
+    const leaseT = await node.leases();
+    const verdict = row.differs ? `differs by design: ${row.differs.reason}` : f.kind === t.kind ? 'agree' : 'DISAGREE';
+    const line = `PARITY ${row.name.padEnd(40)} | ${row.config.padEnd(100)} | flanneld ${describeOutcome(f).slice(0, 140)} | twill ${describeOutcome(t).slice(0, 200)} | ${verdict}`;
+    table.push(line);
+    console.log(line);
+    if (f.kind === 'accepts' && t.kind === 'accepts') console.log(`PARITY-LEASE ${row.name}\n  flanneld ${leaseF}\n  twill    ${leaseT}`);
+    if (row.differs) {
+      expect([f.kind, t.kind]).toEqual([row.differs.flanneld, row.differs.twill]);
+      if (row.differs.files && f.kind === 'accepts' && t.kind === 'accepts') {
+        console.log(`PARITY-FILES ${row.name}\n  flanneld ${JSON.stringify(f.file)}\n  twill    ${JSON.stringify(t.file)}`);
+        expect(t.file).not.toBe(f.file);
+      }
+    } else {
+      expect(t.kind).toBe(f.kind);
+      if (f.kind === 'accepts' && t.kind === 'accepts') {
+        expect(t.file).toBe(f.file);
+        // The same lease record: twill took flanneld's over, with the same attributes.
+        expect(leaseT).toBe(leaseF);
+      }
+    }
+    if (t.kind !== 'accepts') expect(t.kind === 'exits' ? t.message : t.message).toMatch(row.field ?? /^$/);
+    if (t.kind === 'exits') expect(t.code).toBe(1);
+  }, 60_000);
+});

@@ -33,6 +33,8 @@ export interface ParityNode {
   /** a fresh start: config set (or deleted), no leases, no subnet files left to hint at a subnet */
   reset(config: string | undefined): Promise<void>;
   setMtu(mtu: number): Promise<void>;
+  /** every lease record, as `key value` lines */
+  leases(): Promise<string>;
   flanneld(extra?: string[]): Promise<Outcome>;
   twill(extra?: string[]): Promise<Outcome>;
   destroy(): Promise<void>;
@@ -106,10 +108,16 @@ export async function createParityNode(netns: string, address: string, address6:
     pinDir,
     etcdctl,
     async reset(config) {
+      // Devices the last program left (flannel.<VNI>, twill's): a later row must not trip over them.
+      const links = JSON.parse((await sh(['ip', '-n', netns, '-j', 'link', 'show'])).stdout) as { ifname: string }[];
+      for (const l of links) if (!['lo', 'eth0', 'eth0p'].includes(l.ifname)) await run(['ip', '-n', netns, 'link', 'del', l.ifname], { allowFailure: true });
       await etcdctl('del', '--prefix', `${PREFIX}/`);
       if (config !== undefined) await etcdctl('put', `${PREFIX}/config`, '--', config);
       rmSync(files.flanneld, { force: true });
       rmSync(files.twill, { force: true });
+    },
+    async leases() {
+      return (await etcdctl('get', '--prefix', `${PREFIX}/subnets/`)).trim().split('\n').reduce<string[]>((out, line, i) => (i % 2 ? [...out.slice(0, -1), `${out.at(-1)} ${line}`] : [...out, line]), []).join('\n');
     },
     async setMtu(mtu) {
       await sh(['ip', '-n', netns, 'link', 'set', 'eth0p', 'mtu', String(mtu)]);
@@ -132,7 +140,9 @@ export async function createParityNode(netns: string, address: string, address6:
         '--dataplane=kernel',
         ...extra,
       ]);
-      return observe(p, files.twill, /waiting for a usable network config.*/, /^twill: |ERROR/, 20_000);
+      const o = await observe(p, files.twill, /waiting for a usable network config.*/, /^twill: |ERROR/, 20_000);
+      // The text log quotes values JSON-style: read the message as written.
+      return o.kind === 'accepts' ? o : { ...o, message: o.message.replace(/\\"/g, '"') };
     },
     destroy,
   };
