@@ -1,4 +1,5 @@
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { flanneld, mkDockerOpts } from '../../controller/lab/peers.js';
@@ -200,6 +201,7 @@ describe('3. network configs: flanneld and twill accept and refuse the same ones
     const line = `PARITY ${row.name.padEnd(40)} | ${row.config.padEnd(100)} | flanneld ${describeOutcome(f).slice(0, 140)} | twill ${describeOutcome(t).slice(0, 200)} | ${verdict}`;
     table.push(line);
     console.log(line);
+    if (f.kind === 'accepts' && row.name === 'IPv6 only') subnetFiles.set('IPv6 only', f.file);
     if (f.kind === 'accepts' && t.kind === 'accepts') console.log(`PARITY-LEASE ${row.name}\n  flanneld ${leaseF}\n  twill    ${leaseT}`);
     if (row.differs) {
       expect([f.kind, t.kind]).toEqual([row.differs.flanneld, row.differs.twill]);
@@ -218,4 +220,116 @@ describe('3. network configs: flanneld and twill accept and refuse the same ones
     if (t.kind !== 'accepts') expect(t.kind === 'exits' ? t.message : t.message).toMatch(row.field ?? /^$/);
     if (t.kind === 'exits') expect(t.code).toBe(1);
   }, 60_000);
+});
+
+describe("2. twill docker-opts and flannel's mk-docker-opts.sh, on the same subnet files", () => {
+  const variants: { args: string[]; env?: Record<string, string> }[] = [
+    { args: [] },
+    { args: ['-c'] },
+    { args: ['-i'] },
+    { args: ['-ic'] },
+    { args: ['-m'] },
+    { args: ['-c', '-m'] },
+    { args: ['-im'] },
+    { args: ['-k', 'EXTRA_OPTS'] },
+    { args: ['-c', '-k', 'EXTRA_OPTS'], env: { EXTRA_OPTS: '--debug' } },
+    { args: [], env: { DOCKER_OPT_DNS: '--dns=10.0.0.10' } },
+    { args: ['-ck', 'DOCKER_OPTS'], env: { DOCKER_OPTS: '--log-level=warn', DOCKER_OPT_DNS: '--dns=10.0.0.10' } },
+  ];
+  let dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'tpar-dock-'));
+    // The script ends by looking for a route to the subnet in `ip route show`: a namespace of its own has none.
+    await run(['ip', 'netns', 'del', DOCKER_NS], { allowFailure: true });
+    await run(['ip', 'netns', 'add', DOCKER_NS]);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** Both programs, each with only PATH and the variant's variables in its environment (the script takes every DOCKER_OPT_* it finds there). */
+  async function both(subnetFile: string, v: { args: string[]; env?: Record<string, string> }) {
+    const env = { PATH: process.env.PATH!, ...v.env };
+    const out = { script: path.join(dir, 'script.env'), twill: path.join(dir, 'twill.env') };
+    rmSync(out.script, { force: true });
+    rmSync(out.twill, { force: true });
+    const script = await run([mkDockerOpts(), '-f', subnetFile, '-d', out.script, ...v.args], { netns: DOCKER_NS, env, allowFailure: true });
+    const twill = await run([twillBin(), 'docker-opts', '-f', subnetFile, '-d', out.twill, ...v.args], { netns: DOCKER_NS, env, allowFailure: true });
+    const read = (f: string) => {
+      try {
+        return readFileSync(f, 'utf8');
+      } catch {
+        return '(none)';
+      }
+    };
+    return {
+      script: { ok: script.code === 0, file: read(out.script), stderr: script.stderr.trim() },
+      twill: { ok: twill.code === 0, file: read(out.twill), stderr: twill.stderr.trim() },
+    };
+  }
+
+  it('part 1 gave the subnet files to compare on', () => {
+    expect([...subnetFiles.keys()]).toEqual(expect.arrayContaining(['vxlan', 'vxlan --ip-masq', 'host-gw underlay MTU 9000 --ip-masq', 'dual-stack vxlan', 'IPv6 only']));
+  });
+
+  it.each(['vxlan', 'vxlan --ip-masq', 'host-gw underlay MTU 9000 --ip-masq', 'vxlan /26 subnets of a /20', 'dual-stack vxlan', 'IPv6 only'])('the subnet file of %s, every option', async (name) => {
+    const contents = subnetFiles.get(name);
+    expect(contents, `part 1 wrote no subnet file for ${name}`).toBeDefined();
+    const subnetFile = path.join(dir, 'subnet.env');
+    writeFileSync(subnetFile, contents!);
+    const failures: string[] = [];
+    for (const v of variants) {
+      const r = await both(subnetFile, v);
+      const label = `${name} ${v.args.join(' ')}${v.env ? ` env ${JSON.stringify(v.env)}` : ''}`;
+      console.log(`PARITY-DOCKER ${label}: script ${r.script.ok ? 'ok' : `failed (${r.script.stderr})`} ${JSON.stringify(r.script.file)} | twill ${r.twill.ok ? 'ok' : `failed (${r.twill.stderr})`} ${JSON.stringify(r.twill.file)}`);
+      if (r.script.ok !== r.twill.ok || r.script.file !== r.twill.file) failures.push(label);
+    }
+    expect(failures).toEqual([]);
+  }, 120_000);
+
+  const vxlanFile = () => subnetFiles.get('vxlan')!;
+  const edges: { name: string; contents: () => string | undefined; args: string[]; env?: Record<string, string>; route?: true; differs?: string }[] = [
+    { name: 'no FLANNEL_MTU', contents: () => vxlanFile().replace(/FLANNEL_MTU=.*\n/, ''), args: [] },
+    { name: 'FLANNEL_IPMASQ=yes', contents: () => vxlanFile().replace(/FLANNEL_IPMASQ=.*\n/, 'FLANNEL_IPMASQ=yes\n'), args: [] },
+    { name: '-m with DOCKER_OPT_IPMASQ in the environment', contents: vxlanFile, args: ['-m'], env: { DOCKER_OPT_IPMASQ: '--ip-masq=true' } },
+    { name: 'a route to our subnet via another node', contents: vxlanFile, args: ['-c'], route: true },
+    {
+      name: 'no subnet file',
+      contents: () => undefined,
+      args: [],
+      differs: 'the script writes options without --bip (Docker would pick a bridge subnet of its own); twill refuses, naming the file',
+    },
+    {
+      name: 'a subnet file without FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET',
+      contents: () => 'FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n',
+      args: [],
+      differs: 'as for no file: the script writes options without --bip; twill refuses a file the agent could not have written',
+    },
+  ];
+
+  it.each(edges)('$name', async (e) => {
+    const subnetFile = path.join(dir, 'edge.env');
+    rmSync(subnetFile, { force: true });
+    const contents = e.contents();
+    if (contents !== undefined) writeFileSync(subnetFile, contents);
+    if (e.route) {
+      // Our subnet routed to another node's address, as a stale host-gw route would be.
+      const subnet = /FLANNEL_SUBNET=(\d+\.\d+\.\d+)\.1\/(\d+)/.exec(contents!)!;
+      await run(['ip', '-n', DOCKER_NS, 'link', 'add', 'tpar-r0', 'type', 'veth', 'peer', 'name', 'tpar-r1']);
+      await run(['ip', '-n', DOCKER_NS, 'addr', 'add', '192.168.132.2/24', 'dev', 'tpar-r0']);
+      await run(['ip', '-n', DOCKER_NS, 'link', 'set', 'tpar-r0', 'up']);
+      await run(['ip', '-n', DOCKER_NS, 'link', 'set', 'tpar-r1', 'up']);
+      await run(['ip', '-n', DOCKER_NS, 'route', 'add', `${subnet[1]}.0/${subnet[2]}`, 'via', '192.168.132.1']);
+    }
+    try {
+      const r = await both(subnetFile, { args: e.args, env: e.env });
+      console.log(`PARITY-DOCKER edge ${e.name}: script ${r.script.ok ? 'ok' : `failed (${r.script.stderr})`} ${JSON.stringify(r.script.file)} | twill ${r.twill.ok ? 'ok' : `failed (${r.twill.stderr})`} ${JSON.stringify(r.twill.file)}${e.differs ? ` | differs by design: ${e.differs}` : ''}`);
+      if (e.differs) {
+        expect([r.script.ok, r.twill.ok]).toEqual([true, false]);
+      } else {
+        expect(r.twill.ok).toBe(r.script.ok);
+        expect(r.twill.file).toBe(r.script.file);
+      }
+    } finally {
+      if (e.route) await run(['ip', '-n', DOCKER_NS, 'link', 'del', 'tpar-r0'], { allowFailure: true });
+    }
+  });
 });
