@@ -5,8 +5,8 @@ import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
 
 /*
  * flannel's network config (<prefix>/config) with flannel's defaults and validation.
- * Go's encoding/json matches field names case-insensitively (an exact match wins), and
- * ignores unknown fields; so does this parser.
+ * Go's encoding/json matches field names case-insensitively (a later key for the same field
+ * wins), and ignores unknown fields; so does this parser.
  */
 
 /** The backends twill implements, on both dataplanes. */
@@ -93,15 +93,16 @@ export class UnsupportedConfigError extends FatalConfigError {
 const topFields = ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 'EnableIPv6', 'IPv6Network', 'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax', 'Backend'] as const;
 const backendFields = ['Type', 'VNI', 'Port', 'MTU', 'GBP', 'Learning', 'DirectRouting', 'MacPrefix'] as const;
 
-/** Go json field matching: the exact name, else the first case-insensitive one. */
+/**
+ * Go's encoding/json, key by key in document order: each key sets the field of its exact name,
+ * else of the same name in another case, and a later key for the same field overwrites an
+ * earlier one, whatever its case ({"Network":A,"network":B} is B).
+ */
 function goFields<const F extends readonly string[]>(obj: Record<string, unknown>, fields: F): Partial<Record<F[number], unknown>> {
   const out: Partial<Record<F[number], unknown>> = {};
-  for (const f of fields) {
-    if (f in obj) out[f as F[number]] = obj[f];
-    else {
-      const k = Object.keys(obj).find((key) => key.toLowerCase() === f.toLowerCase());
-      if (k !== undefined) out[f as F[number]] = obj[k];
-    }
+  for (const key of Object.keys(obj)) {
+    const f = fields.find((name) => name === key) ?? fields.find((name) => name.toLowerCase() === key.toLowerCase());
+    if (f !== undefined) out[f as F[number]] = obj[key];
   }
   return out;
 }

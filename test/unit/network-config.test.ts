@@ -95,6 +95,12 @@ describe('flannel network config', () => {
     expect((err as Error).message).toMatch(message);
   });
 
+  it('takes a field given twice in two cases from the later key, as Go does, whichever is the exact name', () => {
+    expect(summary('{"Network":"10.244.0.0/16","network":"10.50.0.0/16","Backend":{"Type":"vxlan"}}').network).toBe('10.50.0.0/16');
+    expect(summary('{"network":"10.50.0.0/16","Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}').network).toBe('10.244.0.0/16');
+    expect(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","type":"host-gw"}}').backend.type).toBe('host-gw');
+  });
+
   it('reads no options of host-gw, as flannel does: whatever Backend holds besides Type', () => {
     expect(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":-1,"Port":"x"}}').backend).toMatchObject({ type: 'host-gw', vni: 1 });
   });
