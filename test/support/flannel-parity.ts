@@ -140,7 +140,8 @@ export async function createParityNode(netns: string, address: string, address6:
         '--dataplane=kernel',
         ...extra,
       ]);
-      const o = await observe(p, files.twill, /waiting for a usable network config.*/, /^twill: |ERROR/, 20_000);
+      // Longer than flanneld's: node's start-up on a loaded machine; a config is still decided at the first sign.
+      const o = await observe(p, files.twill, /waiting for a usable network config.*/, /^twill: |ERROR/, 15_000);
       // The text log quotes values JSON-style: read the message as written.
       return o.kind === 'accepts' ? o : { ...o, message: o.message.replace(/\\"/g, '"') };
     },
