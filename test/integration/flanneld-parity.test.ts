@@ -78,6 +78,20 @@ describe('1. subnet.env, byte for byte, for the same config and lease', () => {
     },
   ];
 
+  it("no lease in etcd: both take the subnet the file names from a previous run (flannel's previousSubnet)", async () => {
+    const config = '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd10:244::/56","Backend":{"Type":"vxlan"}}';
+    // FLANNEL_MTU=1 tells the hint from what either program writes.
+    const hint = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.99.1/24\nFLANNEL_IPV6_NETWORK=fd10:244::/56\nFLANNEL_IPV6_SUBNET=fd10:244:0:63::1/64\nFLANNEL_MTU=1\nFLANNEL_IPMASQ=false\n';
+    await node.setMtu(1500);
+    await node.reset(config);
+    const fromFlanneld = accepted(await node.flanneld([], hint));
+    await node.reset(config); // flanneld's lease gone: twill must find the subnet in the file too
+    const fromTwill = accepted(await node.twill([], hint));
+    console.log(`PARITY-SUBNET hint: ${JSON.stringify(fromFlanneld)}`);
+    expect(fromFlanneld).toBe(hint.replace('FLANNEL_MTU=1\n', 'FLANNEL_MTU=1450\n'));
+    expect(fromTwill).toBe(fromFlanneld);
+  }, 60_000);
+
   it.each(cases)('$name', async (c) => {
     await node.setMtu(c.mtu ?? 1500);
     await node.reset(c.config);

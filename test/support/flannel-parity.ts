@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startEtcd, stopEtcd, type EtcdProcess } from '../../controller/lab/etcd.js';
@@ -35,8 +35,9 @@ export interface ParityNode {
   setMtu(mtu: number): Promise<void>;
   /** every lease record, as `key value` lines */
   leases(): Promise<string>;
-  flanneld(extra?: string[]): Promise<Outcome>;
-  twill(extra?: string[]): Promise<Outcome>;
+  /** `hint`: a subnet file to find at start (both read it for their previous subnet) */
+  flanneld(extra?: string[], hint?: string): Promise<Outcome>;
+  twill(extra?: string[], hint?: string): Promise<Outcome>;
   destroy(): Promise<void>;
 }
 
@@ -50,16 +51,18 @@ function lastLine(out: string, pattern: RegExp): string {
 
 /**
  * Runs a program until it shows what it does with the config: writes `subnetFile`, exits, or
- * prints `waiting` (a retry loop); `boundMs` bounds a program that does none of these, which
+ * prints `waiting` (a retry loop); `before`: what the file held at start (a subnet hint), which
+ * does not count as written. `boundMs` bounds a program that does none of these, which
  * counts as waiting. The program is stopped before this returns.
  */
-async function observe(p: Background, subnetFile: string, waiting: RegExp, errorLine: RegExp, boundMs: number): Promise<Outcome> {
+async function observe(p: Background, subnetFile: string, waiting: RegExp, errorLine: RegExp, boundMs: number, before?: string): Promise<Outcome> {
   const deadline = Date.now() + boundMs;
   let outcome: Outcome | undefined;
   let exitCode: number | null | undefined;
   void p.exited.then((c) => (exitCode = c));
   while (!outcome) {
-    if (existsSync(subnetFile)) outcome = { kind: 'accepts', file: readFileSync(subnetFile, 'utf8') };
+    const file = existsSync(subnetFile) ? readFileSync(subnetFile, 'utf8') : undefined;
+    if (file !== undefined && file !== before) outcome = { kind: 'accepts', file };
     else if (exitCode !== undefined) outcome = { kind: 'exits', code: exitCode, message: lastLine(p.output(), errorLine) };
     else if (waiting.test(p.output())) outcome = { kind: 'waits', message: lastLine(p.output(), waiting) };
     else if (Date.now() > deadline) outcome = { kind: 'waits', message: `(nothing within ${boundMs} ms) ${lastLine(p.output(), errorLine)}` };
@@ -123,12 +126,14 @@ export async function createParityNode(netns: string, address: string, address6:
       await sh(['ip', '-n', netns, 'link', 'set', 'eth0p', 'mtu', String(mtu)]);
       await sh(['ip', '-n', netns, 'link', 'set', 'eth0', 'mtu', String(mtu)]);
     },
-    async flanneld(extra = []) {
+    async flanneld(extra = [], hint) {
       const bin = flanneld().bin;
+      if (hint !== undefined) writeFileSync(files.flanneld, hint);
       const p = startInNetns(netns, [bin, `--etcd-endpoints=${endpoint}`, `--etcd-prefix=${PREFIX}`, '--iface=eth0', `--subnet-file=${files.flanneld}`, ...extra]);
-      return observe(p, files.flanneld, /Couldn't fetch network config: .*/, /^[EF]\d{4} /, 8000);
+      return observe(p, files.flanneld, /Couldn't fetch network config: .*/, /^[EF]\d{4} /, 8000, hint);
     },
-    async twill(extra = []) {
+    async twill(extra = [], hint) {
+      if (hint !== undefined) writeFileSync(files.twill, hint);
       const p = startInNetns(netns, [
         twillBin(),
         'agent',
@@ -141,7 +146,7 @@ export async function createParityNode(netns: string, address: string, address6:
         ...extra,
       ]);
       // Longer than flanneld's: node's start-up on a loaded machine; a config is still decided at the first sign.
-      const o = await observe(p, files.twill, /waiting for a usable network config.*/, /^twill: |ERROR/, 15_000);
+      const o = await observe(p, files.twill, /waiting for a usable network config.*/, /^twill: |ERROR/, 15_000, hint);
       // The text log quotes values JSON-style: read the message as written.
       return o.kind === 'accepts' ? o : { ...o, message: o.message.replace(/\\"/g, '"') };
     },
