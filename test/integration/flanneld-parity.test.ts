@@ -143,6 +143,7 @@ const rows: ConfigRow[] = [
   { name: 'VNI 0 (VNI 0, not the default)', config: vx({}, { VNI: 0 }) },
   { name: 'DirectRouting', config: vx({}, { DirectRouting: true }) },
   { name: 'Network with host bits', config: vx({ Network: '10.244.1.0/16' }) },
+  // Accepted by both; flanneld then keeps its masquerade and forward rules in nftables, twill in iptables (not compared here).
   { name: 'EnableNFTables', config: vx({ EnableNFTables: true }) },
   { name: 'dual stack', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56' }) },
   { name: 'IPv6 only', config: JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd10:244::/56', Backend: { Type: 'vxlan' } }) },
