@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { configChangeReport, ipv4Networks, parseNetworkConfig, ConfigError, UnsupportedConfigError, waitLogDue, type Ipv4Networks, type NetworkConfig } from '../config/network-config.js';
+import { configChangeReport, ipv4Networks, parseNetworkConfig, ConfigError, FatalConfigError, UnsupportedConfigError, waitLogDue, type Ipv4Networks, type NetworkConfig } from '../config/network-config.js';
 import { attachDataplane, detachDataplane, readAttachState, type AttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp, type FastPathState } from '../dataplane/attach.js';
 import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DirectRoutes, lookUpUnderlayRoutes, VxlanWithDirectRoutes } from '../dataplane/direct-routes.js';
@@ -41,8 +41,9 @@ const MONITOR_CHECK_MS = 5_000;
 
 /**
  * flannel reads the config once at start and waits for it to exist; an invalid one is reported
- * and waited out too (someone may be fixing it). One that asks for what twill does not implement
- * throws UnsupportedConfigError: no wait would help.
+ * and waited out too (someone may be fixing it), as flanneld retries one that fails its check.
+ * One flanneld exits on, or one that asks for what twill does not implement, throws
+ * FatalConfigError: no wait would help.
  */
 async function waitForConfig(store: EtcdStore, status: { configError?: string }): Promise<{ config: NetworkConfig; text: string }> {
   let last: { problem: string; at: number } | undefined;
@@ -53,7 +54,10 @@ async function waitForConfig(store: EtcdStore, status: { configError?: string })
       if (text !== undefined) return { config: parseNetworkConfig(text), text };
       problem = `no network config at ${store.configKey} yet`;
     } catch (err) {
-      if (err instanceof UnsupportedConfigError) throw new UnsupportedConfigError(`${store.configKey}: ${err.message}`);
+      if (err instanceof FatalConfigError) {
+        err.message = `${store.configKey}: ${err.message}`;
+        throw err;
+      }
       problem = err instanceof ConfigError ? `${store.configKey}: ${err.message}` : store.describeError(err);
     }
     status.configError = problem;
@@ -194,7 +198,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   } catch (err) {
     // Neither a config twill cannot run nor an interface without the addresses it needs gets better by waiting.
     store.close();
-    if (err instanceof UnsupportedConfigError) log.error('cannot run this network config; exiting', { problem: err.message });
+    if (err instanceof FatalConfigError) log.error('cannot run this network config; exiting', { problem: err.message });
     throw err;
   }
   status.configError = undefined;

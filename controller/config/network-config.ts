@@ -5,8 +5,8 @@ import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
 
 /*
  * flannel's network config (<prefix>/config) with flannel's defaults and validation.
- * Go's encoding/json matches field names case-insensitively (an exact match wins), and
- * ignores unknown fields; so does this parser.
+ * Go's encoding/json matches field names case-insensitively (a later key for the same field
+ * wins), and ignores unknown fields; so does this parser.
  */
 
 /** The backends twill implements, on both dataplanes. */
@@ -71,26 +71,38 @@ export class ConfigError extends Error {
 }
 
 /**
+ * A config that passes flanneld's config check (ParseConfig, CheckNetworkConfig), on which
+ * flanneld then exits 1 rather than retrying: no address family (GetIPFamily), an unknown
+ * backend, backend options it cannot decode or a VXLAN device cannot have (RegisterNetwork),
+ * a subnet range with no subnet in it (AcquireLease: out of subnets). The agent names it and
+ * exits 1 too. A config that fails the check is a plain ConfigError, waited out as flanneld does.
+ */
+export class FatalConfigError extends ConfigError {
+  override name = 'FatalConfigError';
+}
+
+/**
  * A config that is valid for flannel but asks for what twill does not do (another backend, an
  * option): waiting would not help, so the agent names it and exits, as flanneld exits on an
- * unknown backend. Its message lists the invalid fields too, if there are any.
+ * unknown backend. Its message lists the fatal fields too, if there are any.
  */
-export class UnsupportedConfigError extends ConfigError {
+export class UnsupportedConfigError extends FatalConfigError {
   override name = 'UnsupportedConfigError';
 }
 
 const topFields = ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 'EnableIPv6', 'IPv6Network', 'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax', 'Backend'] as const;
 const backendFields = ['Type', 'VNI', 'Port', 'MTU', 'GBP', 'Learning', 'DirectRouting', 'MacPrefix'] as const;
 
-/** Go json field matching: the exact name, else the first case-insensitive one. */
+/**
+ * Go's encoding/json, key by key in document order: each key sets the field of its exact name,
+ * else of the same name in another case, and a later key for the same field overwrites an
+ * earlier one, whatever its case ({"Network":A,"network":B} is B).
+ */
 function goFields<const F extends readonly string[]>(obj: Record<string, unknown>, fields: F): Partial<Record<F[number], unknown>> {
   const out: Partial<Record<F[number], unknown>> = {};
-  for (const f of fields) {
-    if (f in obj) out[f as F[number]] = obj[f];
-    else {
-      const k = Object.keys(obj).find((key) => key.toLowerCase() === f.toLowerCase());
-      if (k !== undefined) out[f as F[number]] = obj[k];
-    }
+  for (const key of Object.keys(obj)) {
+    const f = fields.find((name) => name === key) ?? fields.find((name) => name.toLowerCase() === key.toLowerCase());
+    if (f !== undefined) out[f as F[number]] = obj[key];
   }
   return out;
 }
@@ -112,8 +124,10 @@ const topSchema = z.object({
   IPv6SubnetMax: str.optional(),
   Backend: z.record(z.string(), z.unknown(), { error: 'must be an object' }).optional(),
 });
-const backendSchema = z.object({
-  Type: str.optional(),
+/** What flanneld decodes with the config (parseBackendType): a bad Type is waited out with the rest. */
+const backendTypeSchema = z.object({ Type: str.optional() });
+/** What flanneld's vxlan backend decodes when it starts (parseVXLANConfig): a bad value makes it exit. */
+const vxlanSchema = z.object({
   VNI: uint(VNI_MAX).optional(),
   Port: uint(65535).optional(),
   MTU: uint(65535).optional(),
@@ -184,6 +198,7 @@ function familyNetworks(
   f: FamilyRules,
   given: { network?: string; len?: number; min?: string; max?: string },
   problems: string[],
+  fatal: string[],
 ): { network: FamilyCidr; subnetLen: number; min: FamilyCidr; max: FamilyCidr } | undefined {
   const n = f.fields;
   const fmt = (c: FamilyCidr) => `${f.format(c.ip)}/${c.len}`;
@@ -225,7 +240,8 @@ function familyNetworks(
   };
   const min = bound(n.min, given.min, network.ip + step);
   const max = bound(n.max, given.max, network.ip + (1n << BigInt(f.bits - network.len)) - step);
-  if (min && max && min.ip > max.ip) problems.push(`${n.min} ${fmt(min)} is above ${n.max} ${fmt(max)}`);
+  // flannel's check allows it; no subnet fits, so flanneld exits when it asks for a lease (out of subnets).
+  if (min && max && min.ip > max.ip) fatal.push(`${n.min} ${fmt(min)} is above ${n.max} ${fmt(max)}: no subnet is left to lease`);
   return min && max ? { network, subnetLen, min, max } : undefined;
 }
 
@@ -242,29 +258,39 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   if (!top.success) throw new ConfigError(`invalid config: ${zodProblems(top.error, '').join('; ')}`);
   const t = top.data;
   const backendRaw = goFields((t.Backend ?? {}) as Record<string, unknown>, backendFields);
-  const be = backendSchema.safeParse(backendRaw);
-  if (!be.success) throw new ConfigError(`invalid config: ${zodProblems(be.error, 'Backend.').join('; ')}`);
-  const b = be.data;
+  const bt = backendTypeSchema.safeParse(backendRaw);
+  if (!bt.success) throw new ConfigError(`invalid config: ${zodProblems(bt.error, 'Backend.').join('; ')}`);
 
+  // Three kinds of problem, in flanneld's order: its config check fails (it retries: we wait),
+  // a backend twill does not implement, or what flanneld exits on once past its check.
   const problems: string[] = [];
   const unsupported: string[] = [];
+  const fatal: string[] = [];
   const enableIPv4 = t.EnableIPv4 ?? true;
   const enableIPv6 = t.EnableIPv6 ?? false;
-  if (!enableIPv4 && !enableIPv6) problems.push('EnableIPv4 and EnableIPv6 are both false: nothing to do');
-  const type = (b.Type ?? 'udp').toLowerCase(); // flannel's default backend is udp
+  if (!enableIPv4 && !enableIPv6) fatal.push('EnableIPv4 and EnableIPv6 are both false: nothing to do');
+  const typeName = bt.data.Type;
+  const type = (typeName ?? 'udp').toLowerCase(); // flannel's default backend is udp
   const supported = `twill implements ${SUPPORTED_BACKENDS.join(' and ')}`;
-  if (b.Type === undefined) unsupported.push(`Backend.Type missing: flannel's default is the udp backend, which twill does not implement (${supported}; set Type)`);
-  else if (FLANNEL_ONLY_BACKENDS.includes(type)) unsupported.push(`Backend.Type ${JSON.stringify(b.Type)}: flannel's ${type} backend is not supported (${supported})`);
-  else if (!(SUPPORTED_BACKENDS as readonly string[]).includes(type)) unsupported.push(`Backend.Type ${JSON.stringify(b.Type)}: no such flannel backend (${supported})`);
+  if (typeName === undefined) unsupported.push(`Backend.Type missing: flannel's default is the udp backend, which twill does not implement (${supported}; set Type)`);
+  else if (FLANNEL_ONLY_BACKENDS.includes(type)) unsupported.push(`Backend.Type ${JSON.stringify(typeName)}: flannel's ${type} backend is not supported (${supported})`);
+  else if (!(SUPPORTED_BACKENDS as readonly string[]).includes(type)) unsupported.push(`Backend.Type ${JSON.stringify(typeName)}: no such flannel backend (${supported})`);
+  // Only the vxlan backend reads options: host-gw ignores whatever else Backend holds, as flannel's does.
+  let b: z.infer<typeof vxlanSchema> = {};
   if (type === 'vxlan') {
+    const vx = vxlanSchema.safeParse(backendRaw);
+    if (!vx.success) fatal.push(...zodProblems(vx.error, 'Backend.'));
+    else b = vx.data;
     if (b.GBP) unsupported.push('Backend.GBP true: VXLAN group-based policy is not supported by twill');
     if (b.Learning) unsupported.push('Backend.Learning true: twill programs every peer from its lease, it does not learn VTEPs from traffic');
   }
 
-  const v4 = enableIPv4 ? familyNetworks(IPV4, { network: t.Network, len: t.SubnetLen, min: t.SubnetMin, max: t.SubnetMax }, problems) : undefined;
-  const v6 = enableIPv6 ? familyNetworks(IPV6, { network: t.IPv6Network, len: t.IPv6SubnetLen, min: t.IPv6SubnetMin, max: t.IPv6SubnetMax }, problems) : undefined;
-  if (unsupported.length) throw new UnsupportedConfigError(`unsupported config: ${[...unsupported, ...problems].join('; ')}`);
-  if (problems.length) throw new ConfigError(`invalid config: ${problems.join('; ')}`);
+  const v4 = enableIPv4 ? familyNetworks(IPV4, { network: t.Network, len: t.SubnetLen, min: t.SubnetMin, max: t.SubnetMax }, problems, fatal) : undefined;
+  const v6 = enableIPv6 ? familyNetworks(IPV6, { network: t.IPv6Network, len: t.IPv6SubnetLen, min: t.IPv6SubnetMin, max: t.IPv6SubnetMax }, problems, fatal) : undefined;
+  // flanneld checks the networks before it looks at the backend: while they are invalid it retries, whatever the backend.
+  if (problems.length) throw new ConfigError(`invalid config: ${[...unsupported, ...problems].join('; ')}`);
+  if (unsupported.length) throw new UnsupportedConfigError(`unsupported config: ${[...unsupported, ...fatal].join('; ')}`);
+  if (fatal.length) throw new FatalConfigError(`invalid config: ${fatal.join('; ')}`);
   const toV4 = (c: FamilyCidr): Cidr => ({ ip: Number(c.ip), len: c.len });
   const families = {
     ...(v4 ? { enableIPv4: true as const, network: toV4(v4.network), subnetLen: v4.subnetLen, subnetMin: toV4(v4.min), subnetMax: toV4(v4.max) } : { enableIPv4: false as const }),
@@ -276,7 +302,8 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     ...families,
     backend: {
       type: type as BackendType,
-      vni: b.VNI || 1, // flannel treats 0 as unset
+      // flanneld's default applies only when VNI is absent: an explicit 0 is VNI 0 (flannel.0), and peers must agree on it.
+      vni: b.VNI ?? 1,
       port: b.Port || FLANNEL_VXLAN_PORT,
       // host-gw has no options of its own in flannel: its MTU is the interface's, and it routes every peer directly.
       mtu: type === 'vxlan' ? b.MTU || undefined : undefined,

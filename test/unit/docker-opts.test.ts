@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { dockerOptsFile, type DockerOptsChoice } from '../../controller/cli/cni.js';
+import { dockerOptsFile, routeToOwnSubnet, type DockerOptsChoice } from '../../controller/cli/cni.js';
 import { runCli } from '../../controller/cli/main.js';
 
 const subnetEnv = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
@@ -38,8 +38,24 @@ describe("twill docker-opts: mk-docker-opts.sh's output", () => {
   });
 
   it('refuses a subnet file without the variables, or with an FLANNEL_IPMASQ that is not a boolean', () => {
-    expect(() => dockerOptsFile('FLANNEL_MTU=1450\n', none, {})).toThrow(/needs FLANNEL_SUBNET, FLANNEL_MTU and FLANNEL_IPMASQ/);
+    expect(() => dockerOptsFile('FLANNEL_MTU=1450\n', none, {})).toThrow(/has no FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET/);
     expect(() => dockerOptsFile(subnetEnv.replace('IPMASQ=true', 'IPMASQ=yes'), none, {})).toThrow(/FLANNEL_IPMASQ=yes: not true or false/);
+  });
+
+  it('writes each option whose variable is there: an IPv6-only file gives no --bip, a file without FLANNEL_MTU no --mtu', () => {
+    const v6 = 'FLANNEL_IPV6_NETWORK=fd10:244::/56\nFLANNEL_IPV6_SUBNET=fd10:244:0:35::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n';
+    expect(dockerOptsFile(v6, none, {})).toBe('DOCKER_OPT_IPMASQ="--ip-masq=true"\nDOCKER_OPT_MTU="--mtu=1450"\nDOCKER_OPTS=" --ip-masq=true --mtu=1450"\n');
+    expect(dockerOptsFile(subnetEnv.replace('FLANNEL_MTU=1450\n', ''), { ...none, combined: true }, {})).toBe('DOCKER_OPTS=" --bip=10.244.7.1/24 --ip-masq=false"\n');
+  });
+
+  it("-m leaves out our --ip-masq, not a DOCKER_OPT_IPMASQ from the environment", () => {
+    expect(dockerOptsFile(subnetEnv, { ...none, combined: true, noIpMasq: true }, { DOCKER_OPT_IPMASQ: '--ip-masq=true' })).toBe('DOCKER_OPTS=" --bip=10.244.7.1/24 --ip-masq=true --mtu=1450"\n');
+  });
+
+  it('finds a route to our own subnet through a gateway, as the script does before it exits 1', () => {
+    expect(routeToOwnSubnet(subnetEnv, [{ dst: '10.244.0.0/16' }, { dst: '10.244.7.0/24', gateway: '192.168.1.9' }])).toBe('10.244.7.0/24 via 192.168.1.9');
+    expect(routeToOwnSubnet(subnetEnv, [{ dst: '10.244.7.0/24', nexthops: [{ gateway: '192.168.1.9' }, { gateway: '192.168.1.10' }] }])).toBe('10.244.7.0/24 via 192.168.1.9,192.168.1.10');
+    expect(routeToOwnSubnet(subnetEnv, [{ dst: '10.244.7.0/24' }, { dst: '110.244.7.0/24', gateway: '192.168.1.9' }, { dst: '10.244.8.0/24', gateway: '192.168.1.9' }])).toBeUndefined();
   });
 
   describe('the command line', () => {

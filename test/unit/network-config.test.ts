@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, configChangeReport, ipv4Networks, ipv6Networks, parseNetworkConfig, UnsupportedConfigError, waitLogDue } from '../../controller/config/network-config.js';
+import { ConfigError, configChangeReport, FatalConfigError, ipv4Networks, ipv6Networks, parseNetworkConfig, UnsupportedConfigError, waitLogDue } from '../../controller/config/network-config.js';
 import { formatCidr } from '../../controller/net/ipv4.js';
 import { formatCidr6 } from '../../controller/net/ipv6.js';
 
@@ -12,7 +12,7 @@ describe('flannel network config', () => {
   it.each([
     ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}', { network: '10.244.0.0/16', subnetLen: 24, min: '10.244.1.0/24', max: '10.244.255.0/24', vni: 1, port: 8472, mtu: undefined }],
     ['{"network":"10.0.0.0/24","backend":{"type":"vxlan","vni":7,"port":4789,"mtu":9000}}', { network: '10.0.0.0/24', subnetLen: 26, min: '10.0.0.64/26', max: '10.0.0.192/26', vni: 7, port: 4789, mtu: 9000 }],
-    ['{"Network":"10.1.0.0/22","SubnetLen":0,"Backend":{"Type":"VXLAN","VNI":0,"Port":0}}', { network: '10.1.0.0/22', subnetLen: 24, min: '10.1.1.0/24', max: '10.1.3.0/24', vni: 1, port: 8472, mtu: undefined }],
+    ['{"Network":"10.1.0.0/22","SubnetLen":0,"Backend":{"Type":"VXLAN","VNI":0,"Port":0}}', { network: '10.1.0.0/22', subnetLen: 24, min: '10.1.1.0/24', max: '10.1.3.0/24', vni: 0, port: 8472, mtu: undefined }],
     ['{"Network":"172.16.0.0/12","SubnetLen":20,"SubnetMin":"172.16.32.0","SubnetMax":"172.16.64.0","Backend":{"Type":"vxlan"},"Unknown":1}', { network: '172.16.0.0/12', subnetLen: 20, min: '172.16.32.0/20', max: '172.16.64.0/20', vni: 1, port: 8472, mtu: undefined }],
   ])('accepts %s with flannel defaults', (text, expected) => {
     expect(summary(text)).toEqual(expected);
@@ -71,6 +71,38 @@ describe('flannel network config', () => {
   ])('refuses an unsupported option: %s', (text, message) => {
     expect(() => parseNetworkConfig(text)).toThrow(UnsupportedConfigError);
     expect(() => parseNetworkConfig(text)).toThrow(message);
+  });
+
+  // flanneld retries a config that fails its check (getConfig) and exits on what it finds wrong
+  // after it (test/integration/flanneld-parity.test.ts runs both against each of these).
+  it.each([
+    ['{"Network":"10.244.0.0/16","EnableIPv4":false,"Backend":{"Type":"vxlan"}}', true, /EnableIPv4 and EnableIPv6 are both false/],
+    ['{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0","Backend":{"Type":"vxlan"}}', true, /no subnet is left to lease/],
+    ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":-1}}', true, /Backend.VNI: must not be negative/],
+    ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":"1"}}', true, /Backend.VNI: must be a number/],
+    ['{"Network":"10.244.0.0/16","Backend":{"Type":1}}', false, /Backend.Type: must be a string/],
+    ['{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"udp"}}', false, /SubnetLen 31/],
+    ['{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan","VNI":-1}}', false, /SubnetLen 31/],
+  ])('%s: fatal %s', (text, fatal, message) => {
+    let err: unknown;
+    try {
+      parseNetworkConfig(text);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err instanceof FatalConfigError).toBe(fatal);
+    expect((err as Error).message).toMatch(message);
+  });
+
+  it('takes a field given twice in two cases from the later key, as Go does, whichever is the exact name', () => {
+    expect(summary('{"Network":"10.244.0.0/16","network":"10.50.0.0/16","Backend":{"Type":"vxlan"}}').network).toBe('10.50.0.0/16');
+    expect(summary('{"network":"10.50.0.0/16","Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}').network).toBe('10.244.0.0/16');
+    expect(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","type":"host-gw"}}').backend.type).toBe('host-gw');
+  });
+
+  it('reads no options of host-gw, as flannel does: whatever Backend holds besides Type', () => {
+    expect(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":-1,"Port":"x"}}').backend).toMatchObject({ type: 'host-gw', vni: 1 });
   });
 
   it('keeps an invalid config apart from an unsupported one (the agent waits for the first, exits on the second)', () => {
