@@ -6,7 +6,7 @@
  * `<!-- m: KEY -->...<!-- /m -->` gets the lines that start with KEY. A marked cell no line of the
  * run fills is an error: the row's test no longer prints what the row quotes. The numbers a row
  * quotes are then what a run printed, not copied by hand.
- *   scripts/test.sh test/integration/reliability-*.test.ts test/integration/interop.test.ts 2>&1 | node scripts/reliability-report.mjs RELIABILITY.md
+ *   scripts/test.sh test/integration/reliability-*.test.ts test/integration/interop.test.ts test/integration/flanneld-interop.test.ts test/integration/flanneld-migration.test.ts 2>&1 | node scripts/reliability-report.mjs RELIABILITY.md
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

@@ -84,7 +84,7 @@ async function allPairs(l: LabState, opts: { tcp?: boolean } = {}): Promise<stri
 /** Stops the flows at least 2 s after the last fault (`lastFault`) and asserts none lost, in all and after it. */
 async function noLossSince(flows: Awaited<ReturnType<typeof pingFlowsRunning>>, lastFault: number, what: string): Promise<void> {
   const loss = await stopPingFlows(flows, { lastFault });
-  console.log(`flanneld interop: ${what}: ${lossLine(loss)}`);
+  console.log(`RELIABILITY flanneld interop (${flanneld().version}): ${what}: ${lossLine(loss)}`);
   expectNoLoss(loss);
 }
 

@@ -81,7 +81,8 @@ const leaseValue = async (n: LabNode) => JSON.parse((await etcdctl(lab, 'get', '
 
 describe(`flanneld to twill and back, node by node, under traffic`, () => {
   const report: string[] = [];
-  afterAll(() => console.log(`flanneld migration report (${flanneld().version}):\n  ${report.join('\n  ')}`));
+  // One RELIABILITY line per switch, for RELIABILITY.md (scripts/reliability-report.mjs).
+  afterAll(() => console.log(report.map((r) => `RELIABILITY flanneld migration (${flanneld().version}): ${r}`).join('\n')));
 
   it('moves each flanneld node to twill (flanneld stopped, twill agent started on the same lease): nothing lost', async () => {
     for (const n of lab.nodes) {
