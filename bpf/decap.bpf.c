@@ -355,14 +355,6 @@ int twill_decap_tc(struct __sk_buff *skb)
 }
 
 /*
- * twill_tunnel_rx: tc ingress of twill-rx, the flow-based vxlan device that holds the VXLAN UDP
- * port for twill (no FDB, no neighbours, no routes). Its socket gives the underlay UDP-tunnel GRO
- * ahead of twill_decap_tc, and the kernel decaps with it the only VXLAN our hooks leave to the
- * stack: fragments, once reassembled (a kernel peer's flannel.1 does not set DF). What it
- * decapped is judged here as classify() judges the rest, then handed to the stack as a packet for
- * this host, which routes it to the pod.
- */
-/*
  * The receive half of the IPv6 fast path, on what twill-rx decapped (Ethernet, then IPv6): into
  * the local pod it is for, or TC_ACT_OK for the stack to route it.
  */
@@ -459,6 +451,14 @@ static __always_inline int tunnel_rx6(struct __sk_buff *skb, const struct twill_
 	return TC_ACT_OK;
 }
 
+/*
+ * twill_tunnel_rx: tc ingress of twill-rx, the flow-based vxlan device that holds the VXLAN UDP
+ * port for twill (no FDB, no neighbours, no routes). Its socket gives the underlay UDP-tunnel GRO
+ * ahead of twill_decap_tc, and the kernel decaps with it the only VXLAN our hooks leave to the
+ * stack: fragments, once reassembled (a kernel peer's flannel.1 does not set DF). What it
+ * decapped is judged here as classify() judges the rest, then handed to the stack as a packet for
+ * this host, which routes it to the pod.
+ */
 SEC("tc")
 int twill_tunnel_rx(struct __sk_buff *skb)
 {

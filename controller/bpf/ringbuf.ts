@@ -1,5 +1,5 @@
 import koffi from 'koffi';
-import { BpfError } from './libbpf.js';
+import { BpfError } from './errors.js';
 
 /*
  * A consumer of a BPF ring buffer (BPF_MAP_TYPE_RINGBUF) through libbpf's ring_buffer__new and

@@ -94,11 +94,7 @@ interface AttachResult {
   swapped: { encap: boolean; decap: boolean };
 }
 
-/**
- * Installs (or upgrades in place) one node's datapath. Must run inside the node's network
- * namespace. Idempotent: a second run swaps the programs on the existing pinned links
- * atomically and leaves map contents alone, so a restart never interrupts traffic.
- */
+/** What the caller does at fixed points of an attach. */
 interface AttachHooks {
   /**
    * Runs with the maps open and the config written, before any program is attached: the agent
@@ -253,6 +249,11 @@ function loadObjects(objectDir: string, pinDir: string, wantFastPath: boolean): 
   }
 }
 
+/**
+ * Installs (or upgrades in place) one node's datapath. Must run inside the node's network
+ * namespace. Idempotent: a second run swaps the programs on the existing pinned links
+ * atomically and leaves map contents alone, so a restart never interrupts traffic.
+ */
 export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDirInUse(), hooks: AttachHooks = {}): Promise<AttachResult> {
   // Before anything changes: a pin twill would reuse must hold the link twill put there.
   checkPinnedLinks(spec.pinDir, readAttachState(spec.pinDir));

@@ -108,10 +108,6 @@ export class DatapathMaps6 {
     return new Map(this.endpoints.entries().map(([k, v]) => [k.ip6, v]));
   }
 
-  deleteEndpoint(ip6: string): void {
-    this.endpoints.delete({ ip6 });
-  }
-
   /** Brings twill_endpoints6 to `desired` (pod IPv6 address -> entry) by difference only. */
   syncEndpoints(desired: ReadonlyMap<string, Endpoint>): { upserted: string[]; removed: string[] } {
     const diff = diffMap(this.readEndpoints(), desired);

@@ -1,5 +1,5 @@
 /*
- * Pure: from what the running kernel offers (controller/bpf/probe.ts finds out) to the dataplane
+ * Pure: from what the running kernel offers (controller/dataplane/kernel-probe.ts finds out) to the dataplane
  * `auto` picks, each choice with the reason a user reads in the log and in `twill status`.
  * No I/O here, so every kernel of the README's table is a unit test.
  */

@@ -1,9 +1,11 @@
 import { z } from 'zod';
+import { parseCidr, parseIpv4 } from '../net/ipv4.js';
 import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
 
 /** Where and as whom a node's datapath runs; validated before anything is touched. */
-const ipv4 = z.string().regex(/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/, 'an IPv4 address');
-const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/, 'an IPv4 CIDR like 10.244.1.0/24');
+// Through controller/net's parsers, the ones the rest of twill reads addresses with: octets in range.
+const ipv4 = z.string().refine((t) => parseIpv4(t) !== undefined, 'an IPv4 address');
+const cidr = z.string().refine((t) => parseCidr(t) !== undefined, 'an IPv4 CIDR like 10.244.1.0/24');
 const mac = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:01');
 
 export const dataplaneSpecSchema = z.object({
