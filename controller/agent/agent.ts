@@ -9,7 +9,7 @@ import { config6For, ensureOverlay6, VXLAN6_OVERHEAD } from '../dataplane/ipv6.j
 import { CONFIG6_ENABLED } from '../../maps/layout.js';
 import { clearAbandonedMonitor } from '../monitor/control.js';
 import { probeAndChoose, recordKernelFallback } from '../dataplane/kernel-record.js';
-import { backendOverhead, parseDataplaneSpec, VXLAN_OVERHEAD } from '../dataplane/spec.js';
+import { backendOverhead, parseDataplaneSpec, TUNNEL_DEVICE, VXLAN_OVERHEAD } from '../dataplane/spec.js';
 import { EtcdStore } from '../etcd/store.js';
 import { IptablesMasq } from '../masq/iptables.js';
 import { formatCidr } from '../net/ipv4.js';
@@ -107,7 +107,7 @@ function previousVtepMacs(pinDir: string): { vtepMac?: string; vtepMac6?: string
 }
 
 /** The tunnel device the last attach made (twill-rx unless --tunnel-device said otherwise). */
-const tunnelDeviceOf = (tunnel: AttachState['tunnel']) => tunnel?.iface ?? 'twill-rx';
+const tunnelDeviceOf = (tunnel: AttachState['tunnel']) => tunnel?.iface ?? TUNNEL_DEVICE;
 
 /** flannel's IPv6 VXLAN device (pkg/backend/vxlan/vxlan.go): its MAC is the IPv6 VtepMAC flanneld had. */
 const kernelVxlanMac6 = async (vni: number) => (await linkShow(`flannel-v6.${vni}`))?.address;

@@ -1,3 +1,4 @@
+import { OVERLAY_DEVICE } from '../dataplane/spec.js';
 import { parseIpv4 } from '../net/ipv4.js';
 import { parseIpv6 } from '../net/ipv6.js';
 
@@ -97,7 +98,7 @@ const specs: Record<string, Spec> = {
   'pin-dir': { key: 'pinDir', kind: 'string', def: '/sys/fs/bpf/twill', check: ((v: string) => (v.startsWith('/sys/fs/bpf/') ? undefined : 'must be a directory under /sys/fs/bpf')) },
   dataplane: { key: 'dataplane', kind: 'string', def: 'auto', check: ((v: string) => (['bpf', 'kernel', 'auto'].includes(v) ? undefined : 'must be bpf, kernel or auto')) },
   'subnet-lease-ttl': { key: 'subnetLeaseTtl', kind: 'int', def: 86400, check: range(10, 86400 * 30) },
-  'overlay-device': { key: 'overlayDevice', kind: 'string', def: 'twill0' },
+  'overlay-device': { key: 'overlayDevice', kind: 'string', def: OVERLAY_DEVICE },
   'decap-hook': { key: 'decapHook', kind: 'string', def: 'auto', check: (v: string) => (['auto', 'xdp', 'tc'].includes(v) ? undefined : 'must be auto, xdp or tc') },
   'fast-path': { key: 'fastPath', kind: 'bool', def: true },
   'metrics-per-peer': { key: 'metricsPerPeer', kind: 'bool', def: true },

@@ -14,6 +14,7 @@ export { BpfError, errnoText } from './errors.js';
 export { BpfLink, ifNameToIndex, tcClsactAttach, tcClsactDetach, xdpAttachLegacy, xdpDetachLegacy } from './link.js';
 export type { LinkInfo, LinkKind, TcxDirection } from './link-kind.js';
 export { BpfMap, numPossibleCpus, type MapInfo } from './map.js';
+export { BPF_MAP_TYPES, mapTypeName, type BpfMapKind } from './map-types.js';
 export { BpfObject, BpfProgram, PinnedProgram, loadInstructions, type OpenOptions, type ProgramRef } from './object.js';
 export { Btf, probeHelper, probeMapType, probeTcx, setThreadNetns } from './probes.js';
 export { setLibbpfLogger } from './verifier-log.js';

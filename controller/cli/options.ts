@@ -1,6 +1,7 @@
 import { agentFlagTable } from '../agent/flags.js';
 import type { OptSpec, OptTable } from './args.js';
 import { FLANNEL_VXLAN_PORT } from '../net/vxlan.js';
+import { OVERLAY_DEVICE } from '../dataplane/spec.js';
 
 /*
  * The flag tables of twill's own commands. They live apart from the commands so that help can
@@ -70,7 +71,7 @@ export const attachOpts = {
   vni: { type: 'number', default: 1, describe: 'VXLAN VNI' },
   port: { type: 'number', default: FLANNEL_VXLAN_PORT, describe: 'VXLAN UDP port' },
   mtu: { type: 'number', describe: 'underlay MTU (default: the interface MTU)' },
-  'overlay-device': { type: 'string', default: 'twill0', describe: 'name of the overlay device' },
+  'overlay-device': { type: 'string', default: OVERLAY_DEVICE, describe: 'name of the overlay device' },
   hold: { type: 'boolean', default: false, describe: 'stay running after attaching, until a signal (as an agent does)' },
 } satisfies OptTable;
 export const detachOpts = { 'pin-dir': pinDir('this node') } satisfies OptTable;
@@ -83,7 +84,7 @@ export const uninstallOpts = {
   'cni-plugin': { type: 'string', default: 'flannel', describe: 'the plugin\'s name there' },
   'cni-conf': { type: 'string', default: '', describe: "a conflist to remove, e.g. /etc/cni/net.d/10-flannel.conflist (flannel uses the same file: none unless given)" },
   'install-dir': { type: 'string', default: '', describe: "where the DaemonSet copies twill for the CNI plugin (/opt/twill): its copies are removed" },
-  'overlay-device': { type: 'string', default: 'twill0', describe: "the agent's --overlay-device" },
+  'overlay-device': { type: 'string', default: OVERLAY_DEVICE, describe: "the agent's --overlay-device" },
   'keep-flannel': { type: 'boolean', default: false, describe: 'leave what flanneld takes over (flannel.<VNI>, routes to peers, the subnet file, the FLANNEL-* chains): the rollback to flanneld' },
   'dry-run': { type: 'boolean', default: false, describe: 'say what would be removed, remove nothing' },
   json: { type: 'boolean', default: false, describe: 'machine-readable output' },

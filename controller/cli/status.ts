@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { BpfLink, BpfMap } from '../bpf/libbpf.js';
+import { BpfLink, BpfMap, mapTypeName } from '../bpf/libbpf.js';
 import { readAttachState, type AttachState, type FastPathState } from '../dataplane/attach.js';
 import { formatProbe, type DataplaneChoice, type KernelProbe } from '../dataplane/kernel-choice.js';
 import { readKernelRecord } from '../dataplane/kernel-record.js';
@@ -13,7 +13,6 @@ import { parseArgs } from './args.js';
 import { statusOpts } from './options.js';
 import { formatNodeLine, formatPathLine, formatTrafficLine, readMapsDoc, type MapsDoc, type PeerTrafficDoc, type TrafficCounters } from './maps.js';
 
-const MAP_TYPES: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array', 27: 'ringbuf' };
 const LINK_TYPES: Record<number, string> = { 6: 'xdp', 11: 'tcx', 13: 'netkit' };
 
 interface PinnedObject {
@@ -102,7 +101,7 @@ function describePin(p: string): PinnedObject {
     const m = BpfMap.fromPin(p);
     try {
       const i = m.info();
-      return { path: p, kind: 'map', detail: `${MAP_TYPES[i.type] ?? `type ${i.type}`}, key ${i.keySize} B, value ${i.valueSize} B, max ${i.maxEntries}` };
+      return { path: p, kind: 'map', detail: `${mapTypeName(i.type) ?? `type ${i.type}`}, key ${i.keySize} B, value ${i.valueSize} B, max ${i.maxEntries}` };
     } finally {
       m.close();
     }

@@ -3,6 +3,7 @@ import { describeStep, planUninstall, type UninstallOptions } from '../uninstall
 import { executeStep, findOnNode } from '../uninstall/node.js';
 import { parseArgs, UsageError } from './args.js';
 import { uninstallOpts } from './options.js';
+import { TUNNEL_DEVICE } from '../dataplane/spec.js';
 
 /** What `--json` prints: every list is there, empty when there was nothing. */
 export interface UninstallReport {
@@ -31,7 +32,7 @@ export async function uninstallCli(argv: string[]): Promise<number> {
     installDir: o['install-dir'],
     keepFlannel: o['keep-flannel'],
   };
-  const plan = planUninstall(await findOnNode(opts, o['overlay-device'], 'twill-rx'), opts);
+  const plan = planUninstall(await findOnNode(opts, o['overlay-device'], TUNNEL_DEVICE), opts);
   const report: UninstallReport = { pinDir: opts.pinDir, dryRun: o['dry-run'], refused: plan.refusal, removed: [], kept: plan.kept };
   if (!plan.refusal) {
     if (o['dry-run']) report.removed = plan.steps.map(describeStep);

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, w
 import os from 'node:os';
 import path from 'node:path';
 import {
+  BPF_MAP_TYPES,
   BpfError,
   BpfLink,
   BpfMap,
@@ -14,6 +15,7 @@ import {
   unsupportedBy,
   xdpAttachLegacy,
   xdpDetachLegacy,
+  type BpfMapKind,
   type BpfProgram,
   type LinkKind,
   type ProgramRef,
@@ -28,7 +30,7 @@ import { DatapathMaps } from './datapath-maps.js';
 import { chooseDecapHook } from './kernel-choice.js';
 import { ensureOverlayDevice, ensureTunnelDevice, removeOverlayDevice, setLooseRpFilter, tunnelDeviceUp } from './overlay-device.js';
 import { detachPodLinks, POD_LINK, swapPodLinks } from './pod-links.js';
-import { dataplaneSpecSchema, pinPaths, type DataplaneSpec } from './spec.js';
+import { dataplaneSpecSchema, OVERLAY_DEVICE, pinPaths, TUNNEL_DEVICE, type DataplaneSpec } from './spec.js';
 
 /** twill_config's IPv4 identity on an IPv6-only node */
 const NO_IPV4 = '0.0.0.0';
@@ -110,9 +112,6 @@ interface AttachHooks {
  */
 const objectDirInUse = () => process.env.TWILL_BPF_DIR || bpfObjectDir();
 
-/** enum bpf_map_type, for the kinds maps/layout.ts may declare */
-const MAP_TYPE_IDS: Record<string, number> = { hash: 1, array: 2, percpu_hash: 5, percpu_array: 6, lru_hash: 9, lpm_trie: 11, ringbuf: 27 };
-
 /** Every pinned map's shape as this build declares it; the ring buffer has no key or value. */
 const pinnedShapes = [
   ...Object.entries(mapSpecs).map(([name, s]) => ({ name, kind: s.kind as string, keySize: s.key.size, valueSize: s.value.size, maxEntries: s.maxEntries as number })),
@@ -147,7 +146,7 @@ export function retireIncompatiblePins(pinDir: string): RetiredPin[] {
     } catch (err) {
       found = `unreadable (${(err as Error).message})`;
     }
-    const type = MAP_TYPE_IDS[want.kind] ?? /^type (\d+)/.exec(found)?.[1]; // a kind not listed here: judged by sizes only
+    const type = (want.kind in BPF_MAP_TYPES ? BPF_MAP_TYPES[want.kind as BpfMapKind] : undefined) ?? /^type (\d+)/.exec(found)?.[1]; // a kind not listed there: judged by sizes only
     const expected = `type ${type}, key ${want.keySize} B, value ${want.valueSize} B, ${want.maxEntries} entries`;
     if (found === expected) continue;
     log.warn('pinned map has another layout than this build: replacing it', { pin, found, expected });
@@ -546,7 +545,7 @@ function removeXdp(previous: AttachState, pin: string): void {
  */
 export async function removeTunnelDevice(pinDir: string, state = readAttachState(pinDir)): Promise<string[]> {
   const removed: string[] = [];
-  const dev = state?.tunnel?.iface ?? 'twill-rx';
+  const dev = state?.tunnel?.iface ?? TUNNEL_DEVICE;
   if (await removeOverlayDevice(dev)) removed.push(`device ${dev}`);
   const pin = pinPaths(pinDir).tunnelLink;
   if (existsSync(pin)) {
@@ -611,7 +610,7 @@ export async function detachDataplane(pinDir: string): Promise<{ removed: string
     tcClsactDetach(state.encap.ifindex, 'egress', { handle: 1, priority: 1 });
     removed.push(`clsact egress on ${state.encap.iface}`);
   }
-  const dev = state?.spec.overlayDevice ?? 'twill0';
+  const dev = state?.spec.overlayDevice ?? OVERLAY_DEVICE;
   if (await removeOverlayDevice(dev)) removed.push(`device ${dev}`);
   if (existsSync(pinDir)) {
     rmSync(pinDir, { recursive: true, force: true });

@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import os from 'node:os';
 import {
+  BPF_MAP_TYPES,
   BpfError,
   BpfLink,
   Btf,
@@ -24,7 +25,6 @@ import type { Capability, KernelProbe } from './kernel-choice.js';
  */
 
 const PROG_TYPE = { sched_cls: 3, xdp: 6 } as const;
-const MAP_TYPE_RINGBUF = 27;
 /** enum bpf_func_id */
 const HELPER = { redirect_neigh: 152, redirect_peer: 155, check_mtu: 163 } as const;
 /** The two instructions of the trivial program (BPF_ALU64 | BPF_MOV | BPF_K, and BPF_JMP | BPF_EXIT): r0 = imm; exit. */
@@ -186,7 +186,7 @@ export function probeKernel(opts: { iface?: string } = {}): KernelProbe {
         redirectNeigh: probeHelper('redirect_neigh'),
         checkMtu: probeHelper('check_mtu'),
         conntrackKfuncs: probeConntrackKfuncs(btf.vmlinux),
-        ringbuf: fromLibbpf(probeMapType(MAP_TYPE_RINGBUF), 'libbpf_probe_bpf_map_type(ringbuf)'),
+        ringbuf: fromLibbpf(probeMapType(BPF_MAP_TYPES.ringbuf), 'libbpf_probe_bpf_map_type(ringbuf)'),
         ...(opts.iface ? { xdpNative: probeXdpNative(opts.iface) } : {}),
       },
       ...(opts.iface ? { iface: opts.iface } : {}),

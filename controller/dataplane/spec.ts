@@ -2,6 +2,11 @@ import { z } from 'zod';
 import { parseCidr, parseIpv4 } from '../net/ipv4.js';
 import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
 
+/** The overlay device the stack routes remote subnets to (a BPF node's flannel.<VNI>). */
+export const OVERLAY_DEVICE = 'twill0';
+/** The receive-only, flow-based vxlan device that holds the VXLAN port. */
+export const TUNNEL_DEVICE = 'twill-rx';
+
 /** Where and as whom a node's datapath runs; validated before anything is touched. */
 // Through controller/net's parsers, the ones the rest of twill reads addresses with: octets in range.
 const ipv4 = z.string().refine((t) => parseIpv4(t) !== undefined, 'an IPv4 address');
@@ -26,9 +31,9 @@ export const dataplaneSpecSchema = z.object({
   port: z.number().int().min(1).max(65535).default(FLANNEL_VXLAN_PORT),
   /** Underlay MTU; the overlay device gets 50 bytes less (IPv4 VXLAN overhead). */
   mtu: z.number().int().min(576).max(65535).optional(),
-  overlayDevice: z.string().min(1).max(15).default('twill0'),
+  overlayDevice: z.string().min(1).max(15).default(OVERLAY_DEVICE),
   /** the receive-only flow-based vxlan device that holds the VXLAN port (GRO, reassembled fragments) */
-  tunnelDevice: z.string().min(1).max(15).default('twill-rx'),
+  tunnelDevice: z.string().min(1).max(15).default(TUNNEL_DEVICE),
   /**
    * Where decap runs: XDP ahead of GRO (NICs with native XDP), or tc ingress after GRO (veth
    * underlays, where XDP costs a copy per packet and disables the sending peer's segmentation
