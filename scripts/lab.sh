@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-node dist/controller/cli.js lab up --nodes 3 --pods-per-node 2 "$@"
-node dist/controller/cli.js lab demo
+bin/twill lab up --nodes 3 --pods-per-node 2 "$@"
+bin/twill lab demo

@@ -7,7 +7,7 @@
 // root and the lab's tools.
 // With --leases N, etcd first holds N fake leases (as the control-plane bench puts them), so
 // the agent holds N peers and /metrics has 4 series for each.
-//   node scripts/metrics-cost.mjs [--name tpc] [--underlay 192.168.117.0/24] [--rounds 2]
+//   .runtime/node/bin/node scripts/metrics-cost.mjs [--name tpc] [--underlay 192.168.117.0/24] [--rounds 2]
 //        [--seconds 40] [--leases 0] [--scrape-every 1 (seconds; 0: never)]
 //        [--baseline /path/to/other/checkout/bin/twill]
 import { spawn, spawnSync } from 'node:child_process';
@@ -15,6 +15,9 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 const root = new URL('..', import.meta.url).pathname;
+// The Node twill runs on (runtimeNode: the pinned .runtime/node), whichever node runs this script.
+const { runtimeNode } = await import(`${root}dist/controller/util/paths.js`);
+const node = runtimeNode();
 const { values: o } = parseArgs({
   options: {
     name: { type: 'string', default: 'tpc' },
@@ -49,7 +52,7 @@ const probe = `
   for (let i = 0; i < 100; i++) await registry.text();
   console.log(JSON.stringify({ importMs: t1 - t0, firstScrapeMs: t2 - t1, scrapeMs: (performance.now() - t2) / 100, rssMb: (rss() - r0) / 2 ** 20 }));
   process.exit(0);`;
-const imports = Array.from({ length: 11 }, () => JSON.parse(spawnSync(process.execPath, [...v8Flags, '--input-type=module', '-e', probe], { encoding: 'utf8' }).stdout));
+const imports = Array.from({ length: 11 }, () => JSON.parse(spawnSync(node, [...v8Flags, '--input-type=module', '-e', probe], { encoding: 'utf8' }).stdout));
 const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
 console.log(
   `import of prom-client and the registry (median of 11): ${median(imports.map((r) => r.importMs)).toFixed(0)} ms, first scrape ${median(imports.map((r) => r.firstScrapeMs)).toFixed(0)} ms, later scrapes ${median(imports.map((r) => r.scrapeMs)).toFixed(2)} ms each (process metrics only), RSS +${median(imports.map((r) => r.rssMb)).toFixed(1)} MB (load average ${load()})`,
@@ -72,7 +75,7 @@ try {
   const n1 = state.nodes[0];
   if (leases) {
     const fill = JSON.stringify({ endpoint: state.etcd.endpoint, prefix: state.etcd.prefix, count: leases });
-    const res = spawnSync('nsenter', [`--net=/run/netns/${state.etcd.netns}`, '--', process.execPath, `${root}dist/controller/bench/lease-probe.js`, 'fill', fill], { encoding: 'utf8' });
+    const res = spawnSync('nsenter', [`--net=/run/netns/${state.etcd.netns}`, '--', node, `${root}dist/controller/bench/lease-probe.js`, 'fill', fill], { encoding: 'utf8' });
     if (res.status !== 0) throw new Error(`lease fill: ${res.stderr}`);
   }
   const args = readFileSync(`/proc/${n1.agent.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);

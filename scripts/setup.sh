@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything twill needs on Debian 12 and builds it. Safe to run again: it installs
-# only missing packages, reinstalls npm modules only when the lockfile changed, and the BPF
-# and TypeScript builds are incremental.
+# only missing packages, fetches the pinned Node.js only when it is not installed and checked,
+# reinstalls npm modules only when the lockfile changed, and the BPF and TypeScript builds are
+# incremental. twill runs on the Node.js it installs in .runtime/node (scripts/runtime/), not on
+# the machine's `node`: that one (or any npm) only serves to fetch it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,17 @@ if [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != bpf_fs ]; then
   mkdir -p /sys/fs/bpf
   mount -t bpf bpf /sys/fs/bpf
 fi
+
+# npm only downloads the pinned runtime; with none on the machine, Debian's (and its nodejs,
+# which twill never runs on) does that.
+if ! command -v npm >/dev/null; then
+  say "installing Debian's npm to fetch the pinned Node.js"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
+scripts/runtime/install.sh
+# From here on, `node` (npm's own, the build's, the tests') is the pinned runtime.
+export PATH="$PWD/.runtime/node/bin:$PATH"
 
 lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ "$(cat node_modules/.twill-lock-hash 2>/dev/null)" != "$lock_hash" ]; then

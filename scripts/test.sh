@@ -6,14 +6,24 @@
 # with its own "N passed, N failed" line and a "[twill-test] part NAME exit STATUS" line, which
 # scripts/ci-tally.mjs turns into the CI's verdict. Arguments select vitest files (the namespace
 # suites only).
+#
+# Everything runs on the pinned Node.js that scripts/setup.sh installs (.runtime/node, Node 24
+# LTS), never on the machine's `node`: vitest and what the tests start (process.execPath, `node`
+# on the PATH) run on it. The unit suite runs once more on the oldest Node that package.json's
+# `engines` allows (.runtime/node-floor, 22.19.0), as its own part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-[ $# -gt 0 ] && exec npx vitest run "$@"
+runtime=$PWD/.runtime/node/bin/node
+floor=$PWD/.runtime/node-floor/bin/node
+export PATH="$PWD/.runtime/node/bin:$PATH"
+[ $# -gt 0 ] && exec "$runtime" node_modules/vitest/vitest.mjs run "$@"
 rc=0
 . scripts/test-parts.sh
-run_check typecheck npx tsc -p tsconfig.test.json
-run_part namespace npx vitest run
+echo "[twill-test] Node $("$runtime" --version) (pinned runtime); engines floor $("$floor" --version)"
+run_check typecheck "$runtime" node_modules/typescript/bin/tsc -p tsconfig.test.json
+run_part unit-node-floor env PATH="$PWD/.runtime/node-floor/bin:$PATH" "$floor" node_modules/vitest/vitest.mjs run test/unit
+run_part namespace "$runtime" node_modules/vitest/vitest.mjs run
 if [ "${TWILL_VM_TESTS:-1}" != 0 ]; then
   run_part vm vm-tests/run.sh
   run_part vagrant vm-tests/vagrant-smoke.sh

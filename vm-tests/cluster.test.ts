@@ -93,7 +93,7 @@ async function stopCluster(): Promise<void> {
 
 /** A twill command's JSON: stderr (warnings) kept apart, shown only if the command fails. */
 const cliJson = async (name: NodeName, args: string) =>
-  JSON.parse(await guest(name).sh(`node ${GUEST_SHARE}/dist/controller/cli.js ${args} 2>/run/twill-cli.err || { cat /run/twill-cli.err; exit 1; }`));
+  JSON.parse(await guest(name).sh(`${GUEST_SHARE}/bin/twill ${args} 2>/run/twill-cli.err || { cat /run/twill-cli.err; exit 1; }`));
 const statusOf = (name: NodeName) => cliJson(name, `status --pin-dir ${PIN_DIR} --subnet-file /run/flannel/subnet.env --json`);
 
 describe.each(kernels)('3 QEMU VMs on Linux $series: twill BPF (auto) on tvm1 and tvm2, flannel kernel VXLAN on tvm3', (kernel) => {

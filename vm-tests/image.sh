@@ -3,7 +3,7 @@
 # kernels: 6.12 from bookworm-backports and bookworm's stock 6.1, so one image proves both), or
 # reuses it: images are cached under
 # $TWILL_VM_CACHE (default /var/cache/twill-vm) keyed by a hash of everything that goes in
-# (this script, the guest init, the host's node binary). Prints the image directory, which holds
+# (this script, the guest init, the pinned node binary). Prints the image directory, which holds
 #   rootfs/        the unpacked root file system (vagrant-box.sh builds the box from it)
 #   rootfs.ext4    the same as a raw ext4 disk (guests use it with snapshot=on, never writing it)
 #   vmlinuz, initrd.img (Debian's), initrd-fast.img (busybox: virtio + ext4 only, boots fast):
@@ -15,9 +15,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${TWILL_VM_CACHE:-/var/cache/twill-vm}
 suite=bookworm
 mirror=http://deb.debian.org/debian
-node_bin=$(readlink -f "$(command -v node)")
-# The guest runs the host's checkout (dist/, bpf/build/*.o, node_modules over 9p) with the host's
-# Node 20 binary (bookworm's nodejs is 18). Nothing is compiled in the guest.
+node_bin=$(readlink -f "$here/../.runtime/node/bin/node")
+[ -x "$node_bin" ] || { echo "vm-tests/image.sh: no pinned Node.js in .runtime/node (run scripts/setup.sh)" >&2; exit 1; }
+# The guest runs the host's checkout (dist/, bpf/build/*.o, node_modules over 9p); bin/twill
+# there runs on the checkout's pinned Node (.runtime/node, Node 24), which is also the guest's
+# /usr/bin/node (bookworm's nodejs is 18). Nothing is compiled in the guest.
 packages=(systemd-sysv udev kmod iproute2 iputils-ping bpftool libbpf1 libstdc++6 etcd-server etcd-client
           containernetworking-plugins iptables nftables procps tcpdump openssh-server sudo rsync
           ca-certificates netbase busybox-static)

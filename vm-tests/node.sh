@@ -53,14 +53,14 @@ case "${1:-}" in
   agent)
     endpoint=${2:?etcd endpoint}; dataplane=${3:?dataplane}; iface=${4:?interface}
     rm -f "$subnet_file"
-    daemon agent node "$repo/bin/twill" agent --dataplane="$dataplane" --etcd-endpoints="$endpoint" \
+    daemon agent "$repo/bin/twill" agent --dataplane="$dataplane" --etcd-endpoints="$endpoint" \
       --etcd-prefix="$prefix" --iface="$iface" --subnet-file="$subnet_file" -v=1
     wait_until "twill agent" 300 test -s "$subnet_file" || { log_of agent; exit 1; }
     grep FLANNEL_SUBNET "$subnet_file"
     ;;
   pod)
     name=${2:?pod name}
-    node "$repo/bin/twill" cni install --dir /opt/cni/bin --name flannel >/dev/null
+    "$repo/bin/twill" cni install --dir /opt/cni/bin --name flannel >/dev/null
     ip netns add "$name" 2>/dev/null || die "pod $name exists"
     conf='{"cniVersion":"0.4.0","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true,"ipMasq":false}}'
     CNI_COMMAND=ADD CNI_CONTAINERID="$(hostname)-$name" CNI_NETNS="/run/netns/$name" CNI_IFNAME=eth0 \

@@ -11,7 +11,8 @@ if ! vm-tests/setup.sh || ! vm-tests/image.sh >/dev/null; then
   exit 1
 fi
 echo "[vm-tests] guest image ready after $((SECONDS - start)) s"
-npx vitest run --config vm-tests/vitest.config.ts "$@"
+# On the pinned Node, as the namespace suite (scripts/test.sh).
+.runtime/node/bin/node node_modules/vitest/vitest.mjs run --config vm-tests/vitest.config.ts "$@"
 rc=$?
 echo "[vm-tests] VM tier took $((SECONDS - start)) s"
 exit $rc

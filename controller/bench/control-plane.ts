@@ -5,7 +5,7 @@ import { stopAgent } from '../lab/agents.js';
 import { labDown, labUp, restartAgent, type LabState } from '../lab/lab.js';
 import { BpfMap } from '../bpf/libbpf.js';
 import { run } from '../util/exec.js';
-import { cliEntry } from '../util/paths.js';
+import { cliEntry, runtimeNode } from '../util/paths.js';
 import { median, percentile } from './report.js';
 import { waitFor } from './wait.js';
 
@@ -26,7 +26,7 @@ const LAB = { name: 'bc', underlayCidr: '192.168.94.0/24' };
 const probe = path.join(path.dirname(fileURLToPath(import.meta.url)), 'lease-probe.js');
 
 async function probeRun(state: LabState, mode: 'fill' | 'latency', args: object): Promise<any> {
-  const res = await run([process.execPath, probe, mode, JSON.stringify({ endpoint: state.etcd!.endpoint, prefix: state.etcd!.prefix, ...args })], { netns: state.etcd!.netns });
+  const res = await run([runtimeNode(), probe, mode, JSON.stringify({ endpoint: state.etcd!.endpoint, prefix: state.etcd!.prefix, ...args })], { netns: state.etcd!.netns });
   return JSON.parse(res.stdout);
 }
 
@@ -59,7 +59,7 @@ export async function controlPlaneBench(leases: number, puts: number, say: (m: s
 
     // From an empty datapath: stop the agent and remove everything it pinned.
     await stopAgent(b.agent!.pid, b.pinDir);
-    await run([process.execPath, cliEntry(), 'dataplane', 'detach', '--pin-dir', b.pinDir], { netns: b.netns });
+    await run([runtimeNode(), cliEntry(), 'dataplane', 'detach', '--pin-dir', b.pinDir], { netns: b.netns });
     say(`control plane: ${leases} leases in etcd; starting ${b.name}'s agent on an empty datapath`);
     const t0 = process.hrtime.bigint();
     const agent = restartAgent(state, b);

@@ -21,6 +21,8 @@ interface BenchOptions {
   puts: number;
   /** pods timed through twill's CNI plugin and through its delegates alone (0: skip it) */
   cniPods: number;
+  /** the lab that run uses (default: cni-cost.ts's) */
+  cniLab?: { name: string; underlayCidr: string };
   /** perf profiles of every variant under UDP and TCP load, per mode */
   profile: boolean;
   /** measured in turn: the nodes as the lab makes them, then with kube-proxy's rules added */
@@ -137,7 +139,7 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
   }
   if (o.cniPods > 0) {
     await quiet(o.maxBackground, say);
-    sections.push(cniCostSection(await cniCostBench(o.cniPods, say)));
+    sections.push(cniCostSection(await cniCostBench(o.cniPods, say, o.cniLab)));
   }
   if (o.leases > 0) sections.push(controlPlaneSection(await controlPlaneBench(o.leases, o.puts, say)));
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';

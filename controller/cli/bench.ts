@@ -15,7 +15,7 @@ export async function benchCli(argv: string[]): Promise<number> {
   if (nodeProfiles.includes('kube-proxy') && nodeProfiles.indexOf('kube-proxy') < nodeProfiles.indexOf('bare'))
     throw new UsageError(`--nodes ${o.nodes}: bare must come first (kube-proxy's rules stay once added)`);
   const doc = await runBench(
-    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out: o.out || undefined, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'], leases: o.leases, puts: o.puts, cniPods: o['cni-pods'], profile: o.profile, nodeProfiles: nodeProfiles as ('bare' | 'kube-proxy')[] },
+    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out: o.out || undefined, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'], leases: o.leases, puts: o.puts, cniPods: o['cni-pods'], cniLab: { name: o['cni-lab'], underlayCidr: o['cni-underlay'] }, profile: o.profile, nodeProfiles: nodeProfiles as ('bare' | 'kube-proxy')[] },
     (m) => console.error(m),
   );
   console.log(doc);

@@ -58,6 +58,8 @@ export const benchOpts = {
   profile: { type: 'boolean', default: true, describe: 'perf profiles of every variant (--profile=false to skip)' },
   puts: { type: 'number', default: 200, describe: 'single lease puts timed until they reach the map' },
   'cni-pods': { type: 'number', default: 20, describe: "pods added and deleted through twill's CNI plugin, and as many through its delegates alone (0 skips it)" },
+  'cni-lab': { type: 'string', default: 'bn', describe: "name of the one-node lab the CNI plugin's cost is measured in (beside another lab of the same name it fails)" },
+  'cni-underlay': { type: 'string', default: '192.168.106.0/24', describe: 'underlay of that lab' },
   nodes: { type: 'string', default: 'bare,kube-proxy', describe: "node profiles measured in turn: bare (as the lab makes them), kube-proxy (with kube-proxy's rules: conntrack active)" },
 } satisfies OptTable;
 

@@ -10,7 +10,7 @@ import { formatCidr, hostAddress, parseCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
-import { cliEntry } from '../util/paths.js';
+import { cliEntry, runtimeNode } from '../util/paths.js';
 import { readStateFile } from '../util/state-file.js';
 import { installCniPlugin } from '../cni/install.js';
 import { isAgent, isFlanneld, startAgent, startFlanneld, stopAgent, stopFlanneld, waitForSubnetFile, type AgentProcess } from './agents.js';
@@ -680,7 +680,7 @@ export async function labDown(name: string, progress: Progress = () => undefined
       await stopNodeDaemon(node);
       // The agent leaves its datapath in place on purpose; the lab removes it. flanneld's goes with the namespace.
       if (node.dataplane !== 'flanneld' && (await namespaceExists(node.netns)))
-        await run([process.execPath, cliEntry(), 'dataplane', 'detach', '--pin-dir', node.pinDir], { netns: node.netns }).catch((err: Error) =>
+        await run([runtimeNode(), cliEntry(), 'dataplane', 'detach', '--pin-dir', node.pinDir], { netns: node.netns }).catch((err: Error) =>
           log.warn('datapath detach failed, removing the namespace anyway', { node: node.name, error: err.message }),
         );
       rmSync(kernelRecordPath(node.pinDir), { force: true });

@@ -24,5 +24,19 @@ function readPackage(): { dir: string; version: string } {
 
 export const bpfObjectDir = () => path.join(repoRoot(), 'bpf/build');
 export const cliEntry = () => path.join(repoRoot(), 'dist/controller/cli.js');
-/** The executable operators run (systemd, the DaemonSet): it carries the agent's V8 flags. */
+/** The executable operators run (systemd, the DaemonSet): it carries the agent's V8 flags and runs on runtimeNode(). */
 export const twillBin = () => path.join(repoRoot(), 'bin/twill');
+
+/**
+ * The Node.js binary this tree of twill runs on, as bin/twill finds it: the pinned runtime
+ * scripts/setup.sh installs (.runtime/node, a link to the pinned version), else the image's and
+ * its host copy's node/bin/node, else (a tree with neither) the node running this code. What twill
+ * starts to run itself (the CNI plugin script, a detach in a lab namespace) uses it, never the
+ * machine's `node`.
+ */
+export function runtimeNode(root: string = repoRoot()): string {
+  for (const candidate of [path.join(root, '.runtime/node/bin/node'), path.join(root, 'node/bin/node')]) {
+    if (existsSync(candidate)) return candidate;
+  }
+  return process.execPath;
+}

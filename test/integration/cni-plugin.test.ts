@@ -1,9 +1,10 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BpfMap, BpfObject } from '../../controller/bpf/libbpf.js';
-import { cniBundle, installCniPlugin } from '../../controller/cni/install.js';
+import { CNI_COMPILE_CACHE, cniBundle, cniCompileCacheDir, installCniPlugin } from '../../controller/cni/install.js';
+import { repoRoot, runtimeNode } from '../../controller/util/paths.js';
 import { endpointsDirFor, writePinDirPointer } from '../../controller/endpoints/records.js';
 import { run } from '../../controller/util/exec.js';
 import { mapSpecs } from '../../maps/layout.js';
@@ -84,11 +85,14 @@ afterAll(async () => {
 });
 
 describe('the installed CNI plugin, bundled', () => {
-  it('is a shell script that runs the bundle with the node binary that installed it, without NODE_OPTIONS or NODE_EXTRA_CA_CERTS', () => {
+  it("is a shell script that runs the bundle on the tree's pinned Node (the one these tests run on), without NODE_OPTIONS or NODE_EXTRA_CA_CERTS, and with the compile cache as chosen", () => {
     const script = readFileSync(plugin, 'utf8');
     expect(script).toMatch(/^#!\/bin\/sh\n/);
-    expect(script).toContain('unset NODE_OPTIONS NODE_EXTRA_CA_CERTS\n');
-    expect(script).toContain(`exec ${process.execPath} ${cniBundle()}\n`);
+    expect(script).toContain('unset NODE_OPTIONS NODE_EXTRA_CA_CERTS NODE_COMPILE_CACHE\n');
+    expect(script).toContain(`exec ${runtimeNode()} ${cniBundle()}\n`);
+    expect(runtimeNode()).toBe(path.join(repoRoot(), '.runtime/node/bin/node'));
+    expect(realpathSync(runtimeNode())).toBe(realpathSync(process.execPath));
+    expect(script.includes(`export NODE_COMPILE_CACHE=${cniCompileCacheDir()}\n`)).toBe(CNI_COMPILE_CACHE);
   });
 
   it('answers VERSION even when the environment names a CA bundle and Node options that would break Node', async () => {

@@ -54,7 +54,7 @@ describe("the CI's verdict from the test command's log", () => {
 
   it('type-checks the tests with the code before the suites run', () => {
     const testSh = readFileSync(`${repoRoot}/scripts/test.sh`, 'utf8');
-    expect(testSh.indexOf('run_check typecheck npx tsc -p tsconfig.test.json')).toBeGreaterThan(-1);
+    expect(testSh.indexOf('run_check typecheck "$runtime" node_modules/typescript/bin/tsc -p tsconfig.test.json')).toBeGreaterThan(-1);
     expect(testSh.indexOf('run_check typecheck')).toBeLessThan(testSh.indexOf('run_part namespace'));
     const tsconfig = JSON.parse(readFileSync(`${repoRoot}/tsconfig.test.json`, 'utf8')) as { include: string[] };
     expect(tsconfig.include).toEqual(expect.arrayContaining(['controller/**/*.ts', 'test/**/*.ts']));

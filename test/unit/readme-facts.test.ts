@@ -8,10 +8,14 @@ const pkg = JSON.parse(read('package.json')) as { engines: { node: string }; lic
 
 // The set-up facts in the README are read from the files they describe, so neither can change alone.
 describe("the README's prerequisites", () => {
-  it("names package.json's Node version", () => {
-    const major = /^>=(\d+)$/.exec(pkg.engines.node)?.[1];
-    expect(major).toBeDefined();
-    expect(prerequisites).toContain(`Node.js ${major} or later`);
+  it("names the pinned Node set-up installs and package.json's engines floor, and asks for no Node beforehand", () => {
+    const floor = /^>=(\d+\.\d+)$/.exec(pkg.engines.node)?.[1];
+    expect(floor).toBeDefined();
+    expect(prerequisites).toContain(`**Node.js ${floor} or later**`);
+    const pinned = /^NODE_VERSION=(\S+)$/m.exec(read('scripts/runtime/versions.env'))![1];
+    expect(prerequisites).toContain(`twill runs on **Node.js ${pinned}**`);
+    expect(prerequisites).toContain('**Node.js: none beforehand.**');
+    expect(prerequisites).not.toMatch(/installed beforehand|does not install Node/);
   });
 
   it('lists exactly the Debian packages scripts/setup.sh installs', () => {
