@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error: a plain ES module script, no types
 import { ancestorIn, checkDocuments, measurements, writeBlock } from '../../scripts/doc-blocks.mjs';
+// @ts-expect-error: a plain ES module script, no types
+import { vmReport } from '../../scripts/vm-report.mjs';
 
 /*
  * Every number the documents quote as a measurement was printed by a program at a commit of this
@@ -75,5 +77,28 @@ describe('writing a block', () => {
   });
   it('finds measurements by unit and ratio, not hex or versions', () => {
     expect(measurements('0x4000, v0.28.10, 6.12, 1.52x, 3 kpps, 24.3 Gbit/s, 17%, 5 minutes').map((m: { text: string }) => m.text)).toEqual(['1.52x', '3 kpps', '24.3 Gbit/s', '17%', '5 minutes']);
+  });
+});
+
+describe("the VM tier's block", () => {
+  const run = [
+    '[vm-tests] guest image ready after 3 s',
+    ' \u001b[32m✓\u001b[39m vm-tests/cluster.test.ts',
+    'VM tier kernel matrix: kernel 6.12.95+deb12-amd64: bpf attach=tcx decap=xdp path=fast | btf=yes tcx=yes xdpNative=yes',
+    'VM tier kernel matrix: kernel 6.1.0-50-amd64: bpf attach=clsact decap=xdp path=fast | btf=yes tcx=no xdpNative=yes',
+    '',
+    '10 passed, 0 failed',
+    '[vm-tests] VM tier took 512 s',
+  ].join('\n');
+  it('is the kernel table, one row per printed matrix line, and the run\'s tally and time', () => {
+    const block = vmReport(run) as string;
+    expect(block).toContain('| 6.12 | VM tier | `kernel 6.12.95+deb12-amd64: bpf attach=tcx decap=xdp path=fast \\| btf=yes tcx=yes xdpNative=yes` |');
+    expect(block).toContain('| 6.1 | VM tier | `kernel 6.1.0-50-amd64: bpf attach=clsact');
+    expect(block).toContain('10 passed, 0 failed; guest image ready after 3 s; the VM tier took 512 s in all');
+  });
+  it('is refused from a run with a failure or a skipped test, or without a matrix line', () => {
+    expect(() => vmReport(run.replace('0 failed', '1 failed'))).toThrow(/did not pass/);
+    expect(() => vmReport(run.replace('0 failed', '0 failed, 2 skipped'))).toThrow(/did not pass/);
+    expect(() => vmReport(run.replace(/VM tier kernel matrix/g, 'x'))).toThrow(/no "VM tier kernel matrix:"/);
   });
 });
