@@ -33,7 +33,9 @@ const { values: o } = parseArgs({
     block: { type: 'string', default: 'metrics-cost' },
   },
 });
-if (o.write) cleanHead(root, [path.relative(root, path.resolve(o.write))]); // refuse before minutes of measuring, not after
+// Refused before minutes of measuring, not after; the block must name the commit measured, so a
+// commit made meanwhile makes the write fail.
+const measuredAt = o.write ? cleanHead(root, [path.relative(root, path.resolve(o.write))]) : undefined;
 const printed = [];
 const say = (line) => {
   console.log(line);
@@ -124,6 +126,6 @@ try {
 }
 if (o.write) {
   const command = ['node scripts/metrics-cost.mjs', ...process.argv.slice(2)].join(' ');
-  const at = writeBlockFile(o.write, o.block, command, printed.map((l) => `- ${l}`).join('\n'));
+  const at = writeBlockFile(o.write, o.block, command, printed.map((l) => `- ${l}`).join('\n'), measuredAt);
   console.error(`${o.write}: block ${o.block} written, at ${at}`);
 }
