@@ -26,16 +26,39 @@ export const ALLOW = [
   { phrase: '120 MB target', reason: "the control-plane bench's memory target (controller/bench/control-plane.ts)" },
   { phrase: '30 ms budget', reason: "issue 14's CNI budget (controller/bench/cni-cost.ts)" },
   { phrase: 'at most 30 ms', reason: "issue 14's CNI budget (controller/bench/cni-cost.ts)" },
-  { phrase: '200 ms later', reason: "the kernel mode's delay before it deletes flannel.<VNI> (controller/dataplane)" },
+  { phrase: '200 ms later', reason: "removeKernelVxlan's drainMs (controller/dataplane/kernel-vxlan.ts)" },
   { phrase: 'every 20 ms', reason: "the tests' ping interval" },
   { phrase: 'every 100 ms', reason: "the agent's event-loop sampling interval (controller/metrics)" },
   { phrase: 'default 10 ms', reason: "prom-client's default sampling interval, which twill does not use" },
-  { phrase: 'within 5 s', reason: "the agent's check of the monitor's owner, every 5 s" },
+  { phrase: 'within 5 s', reason: "MONITOR_CHECK_MS in controller/agent/agent.ts" },
   { phrase: '5 s apart', reason: "RestartSec=5 in deploy/systemd/twill.service" },
   { phrase: '(256 KB)', reason: "twill_events' size in bpf/include/twill_maps.h" },
   { phrase: 'stopped for 60 s', reason: "the fault test's outage, a parameter" },
   { phrase: '768 MB each', reason: "the QEMU guests' memory (vm-tests/qemu.ts)" },
 ];
+
+describe('the documents quote measurements only from generated blocks', () => {
+  const docs = [
+    { name: 'README.md', text: read('README.md'), lint: true },
+    { name: 'deploy/README.md', text: read('deploy/README.md'), lint: true },
+    { name: 'vm-tests/README.md', text: read('vm-tests/README.md'), lint: true },
+  ];
+
+  it('has blocks naming commits of this history, citations their blocks hold, and no measurement typed by hand', () => {
+    expect(check(docs)).toEqual([]);
+  });
+
+  it('names, in BENCHMARKS.md and RELIABILITY.md (written whole by their scripts), commits of this history', () => {
+    const bench = /^Date: .*Commit: ([0-9a-f]{7,40})\./m.exec(read('BENCHMARKS.md'));
+    const reliability = /^Run of .* at commit ([0-9a-f]{7,40})\b/m.exec(read('RELIABILITY.md'));
+    expect([bench?.[1], reliability?.[1]].map((c) => c !== undefined && isAncestor(c))).toEqual([true, true]);
+  });
+
+  it('allows every phrase of the allowlist somewhere (an entry no document needs is removed)', () => {
+    const all = docs.map((d) => d.text).join('\n').replace(/\s+/g, ' ');
+    expect(ALLOW.filter((a) => !all.includes(a.phrase)).map((a) => a.phrase)).toEqual([]);
+  });
+});
 
 describe('negative controls: the check reports each defect', () => {
   const fixture = { name: 'defects.md', text: read('test/fixtures/doc-numbers/defects.md'), lint: true };
