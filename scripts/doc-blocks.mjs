@@ -136,10 +136,15 @@ export function writeBlock(doc, id, { command, commit, body }) {
   return doc.slice(0, b.start) + text + doc.slice(b.end);
 }
 
+/** HEAD of the checkout holding FILE; throws when the tree differs from it but for FILE. */
+export function cleanHeadFor(file) {
+  const root = spawnSync('git', ['rev-parse', '--show-toplevel'], { cwd: path.dirname(path.resolve(file)), encoding: 'utf8' }).stdout.trim();
+  return cleanHead(root, [path.relative(root, path.resolve(file))]);
+}
+
 /** Writes block ID of FILE with what a program printed, naming the command and HEAD (which must be clean but for FILE). */
 export function writeBlockFile(file, id, command, body, commit) {
-  const root = spawnSync('git', ['rev-parse', '--show-toplevel'], { cwd: path.dirname(path.resolve(file)), encoding: 'utf8' }).stdout.trim();
-  const head = cleanHead(root, [path.relative(root, path.resolve(file))]);
+  const head = cleanHeadFor(file);
   if (commit !== undefined && commit !== head) throw new Error(`the output was produced at commit ${commit}, not at HEAD (${head})`);
   writeFileSync(file, writeBlock(readFileSync(file, 'utf8'), id, { command, commit: head, body }));
   return head;
