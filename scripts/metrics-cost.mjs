@@ -9,10 +9,15 @@
 // the agent holds N peers and /metrics has 4 series for each.
 //   .runtime/node/bin/node scripts/metrics-cost.mjs [--name tpc] [--underlay 192.168.117.0/24] [--rounds 2]
 //        [--seconds 40] [--leases 0] [--scrape-every 1 (seconds; 0: never)]
-//        [--baseline /path/to/other/checkout/bin/twill]
+//        [--baseline /path/to/other/checkout/bin/twill] [--write README.md [--block metrics-cost]]
+// With --write, the lines it prints also replace the generated block --block of that document
+// (scripts/doc-blocks.mjs), which then names this command and the commit measured; the working
+// tree must be clean but for that document.
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import path from 'node:path';
+import { cleanHead, writeBlockFile } from './doc-blocks.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 // The Node twill runs on (runtimeNode: the pinned .runtime/node), whichever node runs this script.
@@ -27,8 +32,18 @@ const { values: o } = parseArgs({
     leases: { type: 'string', default: '0' },
     'scrape-every': { type: 'string', default: '1' },
     baseline: { type: 'string' },
+    write: { type: 'string' },
+    block: { type: 'string', default: 'metrics-cost' },
   },
 });
+// Refused before minutes of measuring, not after; the block must name the commit measured, so a
+// commit made meanwhile makes the write fail.
+const measuredAt = o.write ? cleanHead(root, [path.relative(root, path.resolve(o.write))]) : undefined;
+const printed = [];
+const say = (line) => {
+  console.log(line);
+  printed.push(line);
+};
 const { labUp, labDown } = await import(`${root}dist/controller/lab/lab.js`);
 const { stopAgent } = await import(`${root}dist/controller/lab/agents.js`);
 const v8Flags = ['--max-semi-space-size=1', '--max-old-space-size=256']; // as bin/twill
@@ -54,7 +69,7 @@ const probe = `
   process.exit(0);`;
 const imports = Array.from({ length: 11 }, () => JSON.parse(spawnSync(node, [...v8Flags, '--input-type=module', '-e', probe], { encoding: 'utf8' }).stdout));
 const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
-console.log(
+say(
   `import of prom-client and the registry (median of 11): ${median(imports.map((r) => r.importMs)).toFixed(0)} ms, first scrape ${median(imports.map((r) => r.firstScrapeMs)).toFixed(0)} ms, later scrapes ${median(imports.map((r) => r.scrapeMs)).toFixed(2)} ms each (process metrics only), RSS +${median(imports.map((r) => r.rssMb)).toFixed(1)} MB (load average ${load()})`,
 );
 
@@ -105,10 +120,15 @@ try {
       await stopAgent(child.pid, n1.pinDir);
     }
   for (const [label, rs] of results)
-    console.log(
+    say(
       `${label}: RSS ${median(rs.map((r) => r.rssMb)).toFixed(1)} MB, peak ${median(rs.map((r) => r.peakMb)).toFixed(1)} MB, CPU ${median(rs.map((r) => r.cpuS)).toFixed(2)} s in ${o.seconds} s from start, ${median(rs.map((r) => r.steadyCpuMsPerMin)).toFixed(0)} ms/min in the second half (median of ${rs.length}; RSS per round ${rs.map((r) => r.rssMb.toFixed(1)).join(', ')})`,
     );
-  console.log(`load average ${load()}${leases ? `; ${leases} leases in etcd` : ''}`);
+  say(`load average ${load()}${leases ? `; ${leases} leases in etcd` : ''}`);
 } finally {
   await labDown(o.name);
+}
+if (o.write) {
+  const command = ['node scripts/metrics-cost.mjs', ...process.argv.slice(2)].join(' ');
+  const at = writeBlockFile(o.write, o.block, command, printed.map((l) => `- ${l}`).join('\n'), measuredAt);
+  console.error(`${o.write}: block ${o.block} written, at ${at}`);
 }
