@@ -165,6 +165,19 @@ const nodesText: Record<NodeProfile, string> = {
   'kube-proxy': "Nodes: with kube-proxy's rules (conntrack active, as on a Kubernetes node).",
 };
 
+const profileText: Record<NodeProfile, string> = {
+  bare: "**bare**, the nodes as the lab makes them (flannel's FORWARD accepts, no NAT rules, so conntrack tracks nothing)",
+  'kube-proxy': "**kube-proxy**, with kube-proxy's iptables rules for one ClusterIP Service added on every node of every variant, so that conntrack is active in the nodes' namespaces as on any Kubernetes node",
+};
+
+/** What the run measured of the node profiles: the report says only what was run. */
+function profilesText(measured: Set<NodeProfile>): string {
+  const run = (['bare', 'kube-proxy'] as const).filter((p) => measured.has(p));
+  if (run.length === 2) return `Two node profiles, measured in turn on the same labs: ${profileText.bare}, then ${profileText['kube-proxy']}. The measured traffic is pod to pod in both.`;
+  if (run.length === 1) return `One node profile in this run (\`--nodes ${run[0]}\`): ${profileText[run[0]]}. The measured traffic is pod to pod.`;
+  return 'No datapath mode was measured in this run.';
+}
+
 export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
   const lines = [
     '# Benchmarks',
@@ -175,7 +188,7 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
     '',
     `Each number is the median of ${ctx.reps} interleaved repetitions (every variant in turn, per repetition), ${ctx.seconds} s per measurement, on the same 2-node topology: a pod behind cni0 on each node, nodes on a shared underlay bridge. Variants: twill as shipped (the fast path; decap hook auto, which is tc on this veth underlay), twill-stack (--fast-path=false: every packet crosses both nodes' stacks), twill-xdp (the fast path with decap in XDP), twill-host-gw (twill with flannel's host-gw backend: no encapsulation, pod MTU 1500), twill-direct (twill with vxlan DirectRouting; the two nodes share a segment, so pods are routed directly at pod MTU 1450), kernel VXLAN and host-gw each set up by the real flanneld ${ctx.flanneldVersion} on both nodes, run without --ip-masq as twill's nodes are (host-gw: pod MTU 1500), and a raw veth between the two pods (this machine's limit); then IPv6 pod traffic in dual-stack labs, twill-v6 (twill as shipped, between the pods' IPv6 addresses: VXLAN over IPv6 through twill-rx) against kernel-vxlan-v6 (flanneld's flannel-v6.<VNI>), compared with each other (pod MTU 1450 in both; IPv6 VXLAN adds 70 bytes, so the IPv6 route's MTU is 1430). Clients run on CPU 0 and servers on CPU 1 (qperf's one-CPU latency: both on CPU 0). A ratio is variant / kernel VXLAN in the same run, or, for the directly routed variants, also variant / host-gw. CPU per packet is the whole machine's busy time (both nodes, both pods, iperf3) during the UDP run divided by the datagrams received. Each cell is the median, with the smallest and largest repetition below it; a target is met only when the ratio of every repetition (repetition i of one variant against repetition i of the other) meets it. ${ctx.discarded ? `${ctx.discarded} sample${ctx.discarded > 1 ? 's were' : ' was'} discarded because other programs took a noticeable share of the CPUs during ${ctx.discarded > 1 ? 'them' : 'it'}, and measured again.` : 'No sample was discarded for other programs\' CPU use.'}`,
     '',
-    "Two node profiles, measured in turn on the same labs: **bare**, the nodes as the lab makes them (flannel's FORWARD accepts, no NAT rules, so conntrack tracks nothing), then **kube-proxy**, with kube-proxy's iptables rules for one ClusterIP Service added on every node of every variant, so that conntrack is active in the nodes' namespaces as on any Kubernetes node. The measured traffic is pod to pod in both.",
+    profilesText(new Set(modes.map((m) => m.nodes))),
     '',
   ];
   for (const { mode, nodes, samples, regimes } of modes) {

@@ -100,6 +100,9 @@ describe('bench report', () => {
     );
     expect(doc).toContain('Command: `twill bench --reps 1`');
     expect(doc).toContain('## Underlay mode: wire; nodes: kube-proxy');
+    // Only what was run: this report measured the kube-proxy profile alone.
+    expect(doc).toContain('One node profile in this run (`--nodes kube-proxy`)');
+    expect(doc).not.toContain('Two node profiles');
     expect(doc).toContain(`| metric | ${variants.join(' | ')} |`);
     expect(doc).toContain('| TCP 1 stream (Gbit/s) | 5.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 0.50x |');
     expect(doc).toContain('| twill-host-gw / host-gw | twill-direct / host-gw | twill-v6 / kernel-v6 |');
