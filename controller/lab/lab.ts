@@ -534,32 +534,32 @@ async function readVtepMac6(node: LabNode, backend: LabState['backend'] = 'vxlan
   return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel-v6.1'], { netns: node.netns })) as { address: string }[])[0].address;
 }
 
-/** flanneld's flags on a lab node: the lab's etcd and network, the node's underlay, and masquerading as kube-flannel.yml runs it (unless --ip-masq none). */
-function flanneldArgs(state: LabState, node: LabNode): string[] {
+/**
+ * The flags flanneld and twill agent share (twill takes flanneld's): the lab's etcd, the node's
+ * underlay, subnet file and health address, and whether it masquerades.
+ */
+function flannelFlags(state: LabState, node: LabNode, ipMasq: boolean): string[] {
   return [
     `--etcd-endpoints=${(state.etcdMembers ?? [state.etcd!]).map((e) => e.endpoint).join(',')}`,
     `--etcd-prefix=${state.etcd!.prefix}`,
     '--iface=eth0',
     `--subnet-file=${node.subnetFile}`,
-    ...(state.ipMasq !== 'none' ? ['--ip-masq'] : []),
+    ...(ipMasq ? ['--ip-masq'] : []),
     `--healthz-ip=${node.underlayIp}`,
     `--healthz-port=${HEALTHZ_PORT}`,
   ];
 }
+
+/** flanneld masquerades as kube-flannel.yml runs it, unless --ip-masq none. */
+const flanneldArgs = (state: LabState, node: LabNode): string[] => flannelFlags(state, node, state.ipMasq !== 'none');
 
 function agentArgs(state: LabState, node: LabNode): string[] {
   return [
     `--dataplane=${node.dataplane}`,
     `--fast-path=${state.fastPath ?? labDefaults.fastPath}`,
     `--decap-hook=${state.decapHook ?? labDefaults.decapHook}`,
-    `--etcd-endpoints=${(state.etcdMembers ?? [state.etcd!]).map((e) => e.endpoint).join(',')}`,
-    `--etcd-prefix=${state.etcd!.prefix}`,
-    '--iface=eth0',
+    ...flannelFlags(state, node, state.ipMasq === 'all'),
     `--pin-dir=${node.pinDir}`,
-    `--subnet-file=${node.subnetFile}`,
-    ...(state.ipMasq === 'all' ? ['--ip-masq'] : []),
-    `--healthz-ip=${node.underlayIp}`,
-    `--healthz-port=${HEALTHZ_PORT}`,
     '-v=1',
     // Tests and the bench read these logs line by line.
     '--log-format=json',
