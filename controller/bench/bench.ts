@@ -1,5 +1,9 @@
 import { spawn } from 'node:child_process';
-import { labDown, labUp, stopLabEtcd, stopNodeDaemon, type LabOptions, type LabPod, type LabState } from '../lab/lab.js';
+import { stopLabEtcd } from '../lab/etcd-cluster.js';
+import { labDown, labUp } from '../lab/lab.js';
+import { stopNodeDaemon } from '../lab/node-daemons.js';
+import type { LabOptions } from '../lab/options.js';
+import type { LabPod, LabState } from '../lab/state.js';
 import { flanneld } from '../lab/peers.js';
 import { applyServices } from '../lab/services.js';
 import { ip, ipBatch } from '../netlink/ip.js';

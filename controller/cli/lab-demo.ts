@@ -1,4 +1,4 @@
-import type { LabPod, LabState } from '../lab/lab.js';
+import type { LabPod, LabState } from '../lab/state.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { counters, formatPathLine } from './maps.js';
 import { spawn } from 'node:child_process';

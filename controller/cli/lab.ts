@@ -1,4 +1,7 @@
-import { addLabPod, labDown, labStatus, labUp, LabError, removeLabPod, type LabState } from '../lab/lab.js';
+import { LabError } from '../lab/errors.js';
+import { labDown, labUp } from '../lab/lab.js';
+import { addLabPod, removeLabPod } from '../lab/pods.js';
+import { labStatus, type LabState } from '../lab/state.js';
 import { parseArgs, requireOpts, UsageError } from './args.js';
 import { labNameOpt as nameOpt, labPodOpts as podOpts, labStatusOpts, labUpOpts as upOpts } from './options.js';
 import { runDemo } from './lab-demo.js';

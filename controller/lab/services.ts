@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { KUBE_MARK_MASQ_BIT } from '../masq/rules.js';
 import { run } from '../util/exec.js';
-import type { LabState } from './lab.js';
+import type { LabState } from './state.js';
 
 /*
  * Kubernetes Services in the lab, as kube-proxy's iptables mode writes them: nat PREROUTING and

@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 // zod's core: both classic schemas (the agent's) and zod/mini ones (the CNI plugin's) are checked here.
 import type { $ZodType, output } from 'zod/v4/core';
 import { safeParse } from 'zod/mini';
@@ -30,4 +31,14 @@ export function parseStateFile<S extends $ZodType>(what: string, file: string, t
 /** Reads and checks a state file; a missing or unreadable file throws as readFileSync does (callers test existence). */
 export function readStateFile<S extends $ZodType>(what: string, file: string, schema: S): output<S> {
   return parseStateFile(what, file, readFileSync(file, 'utf8'), schema);
+}
+
+/**
+ * Writes a state file whole or not at all (a temporary file renamed over it), so a reader never
+ * sees half of one, whenever the writer dies; the directory is made if it is missing.
+ */
+export function writeStateFile(file: string, doc: unknown): void {
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(`${file}.tmp`, JSON.stringify(doc, null, 2) + '\n');
+  renameSync(`${file}.tmp`, file);
 }

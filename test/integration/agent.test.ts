@@ -1,7 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAgent, pidAlive, stopAgent } from '../../controller/lab/agents.js';
-import { labStatus, restartAgent, startLabEtcd, stopLabEtcd, type LabNode, type LabState } from '../../controller/lab/lab.js';
+import { startLabEtcd, stopLabEtcd } from '../../controller/lab/etcd-cluster.js';
+import { restartAgent } from '../../controller/lab/node-daemons.js';
+import { labStatus, type LabNode, type LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
 import { startInNetns, stopAll } from '../support/proc.js';

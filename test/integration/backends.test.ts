@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LabNode, LabState } from '../../controller/lab/lab.js';
+import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { applyServices } from '../../controller/lab/services.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, repoRoot } from '../support/build.js';

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LabState } from '../../controller/lab/lab.js';
+import type { LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath, repoRoot } from '../support/build.js';
 import { parseVxlan, readPcapFrames } from '../support/pcap.js';

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAttachState } from '../../controller/dataplane/attach.js';
 import { BpfLink } from '../../controller/bpf/libbpf.js';
-import type { LabNode, LabState } from '../../controller/lab/lab.js';
+import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { repoRoot } from '../../controller/util/paths.js';
 import { buildBpf, buildTs } from '../support/build.js';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LabNode, LabPod, LabState } from '../../controller/lab/lab.js';
+import type { LabNode, LabPod, LabState } from '../../controller/lab/state.js';
 import { flanneld } from '../../controller/lab/peers.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';

@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LabNode, LabPod, LabState } from '../../controller/lab/lab.js';
+import type { LabNode, LabPod, LabState } from '../../controller/lab/state.js';
 import { flanneld } from '../../controller/lab/peers.js';
 import type { UninstallReport } from '../../controller/cli/uninstall.js';
 import { run } from '../../controller/util/exec.js';

@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pidAlive, stopAgent } from '../../controller/lab/agents.js';
-import { restartAgent, type LabNode, type LabState } from '../../controller/lab/lab.js';
+import { restartAgent } from '../../controller/lab/node-daemons.js';
+import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath } from '../support/build.js';
 import { stopAll } from '../support/proc.js';

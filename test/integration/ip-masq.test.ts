@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopAgent } from '../../controller/lab/agents.js';
-import type { LabNode, LabPod, LabState } from '../../controller/lab/lab.js';
+import type { LabNode, LabPod, LabState } from '../../controller/lab/state.js';
 import { desiredRules } from '../../controller/masq/rules.js';
 import { parseCidr } from '../../controller/net/ipv4.js';
 import { run } from '../../controller/util/exec.js';

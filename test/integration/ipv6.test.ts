@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MapsDoc } from '../../controller/cli/maps.js';
-import type { LabNode, LabPod, LabState } from '../../controller/lab/lab.js';
+import type { LabNode, LabPod, LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
 import { bounceAgent, etcdctl, expectNoLoss, labUpFresh, pingFlowsRunning, PREFIX, stopPingFlows, twill } from '../support/lab-session.js';

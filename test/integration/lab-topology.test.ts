@@ -1,6 +1,8 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labDown, labStatePath, labStatus, labUp, LabError, type LabState } from '../../controller/lab/lab.js';
+import { LabError } from '../../controller/lab/errors.js';
+import { labDown, labUp } from '../../controller/lab/lab.js';
+import { labStatePath, labStatus, type LabState } from '../../controller/lab/state.js';
 import { cidrContains, parseCidr } from '../../controller/net/ipv4.js';
 import { run } from '../../controller/util/exec.js';
 import { buildTs } from '../support/build.js';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LabState } from '../../controller/lab/lab.js';
+import type { LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
 import { stopAll } from '../support/proc.js';

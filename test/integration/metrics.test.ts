@@ -1,7 +1,9 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopAgent } from '../../controller/lab/agents.js';
-import { restartAgent, startLabEtcd, stopLabEtcd, type LabNode, type LabState } from '../../controller/lab/lab.js';
+import { startLabEtcd, stopLabEtcd } from '../../controller/lab/etcd-cluster.js';
+import { restartAgent } from '../../controller/lab/node-daemons.js';
+import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { LAYOUT_VERSION } from '../../maps/layout.js';
 import type { MapsDoc } from '../../controller/cli/maps.js';

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BpfMap } from '../../controller/bpf/libbpf.js';
 import { RingBuffer } from '../../controller/bpf/ringbuf.js';
-import type { LabState } from '../../controller/lab/lab.js';
+import type { LabState } from '../../controller/lab/state.js';
 import { MonitorSwitch, pidNamespace, processStart } from '../../controller/monitor/control.js';
 import { decodeEvent, type MonitorEvent } from '../../controller/monitor/events.js';
 import { run } from '../../controller/util/exec.js';

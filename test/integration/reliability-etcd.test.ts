@@ -1,7 +1,10 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAgent, stopAgent } from '../../controller/lab/agents.js';
-import { labDown, labUp, restartAgent, startLabEtcdMember, stopLabEtcdMember, type LabState } from '../../controller/lab/lab.js';
+import { startLabEtcdMember, stopLabEtcdMember } from '../../controller/lab/etcd-cluster.js';
+import { labDown, labUp } from '../../controller/lab/lab.js';
+import { restartAgent } from '../../controller/lab/node-daemons.js';
+import type { LabState } from '../../controller/lab/state.js';
 import { formatCidr } from '../../controller/net/ipv4.js';
 import { parseSubnetFile } from '../../controller/subnet/subnet-file.js';
 import { run } from '../../controller/util/exec.js';

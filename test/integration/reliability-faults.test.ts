@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAgent, stopAgent } from '../../controller/lab/agents.js';
-import { startLabEtcd, stopLabEtcd, type LabNode, type LabState } from '../../controller/lab/lab.js';
+import { startLabEtcd, stopLabEtcd } from '../../controller/lab/etcd-cluster.js';
+import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, repoRoot } from '../support/build.js';
 import {

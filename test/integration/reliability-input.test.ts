@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAgent } from '../../controller/lab/agents.js';
-import type { LabState } from '../../controller/lab/lab.js';
+import type { LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath, repoRoot } from '../support/build.js';
 import { agentLog, bounceAgent, etcdctl, fakeLease, labUpFresh, leaseKey, mapEntries, PREFIX, readMaps, twill, until } from '../support/lab-session.js';

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LabState } from '../../controller/lab/lab.js';
+import type { LabState } from '../../controller/lab/state.js';
 import { applyServices, type LabService } from '../../controller/lab/services.js';
 import { run } from '../../controller/util/exec.js';
 import { labUpFresh } from '../support/lab-session.js';

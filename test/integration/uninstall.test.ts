@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopAgent } from '../../controller/lab/agents.js';
-import type { LabNode, LabState } from '../../controller/lab/lab.js';
+import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { ifNameToIndex, PinnedProgram, tcClsactAttach } from '../../controller/bpf/libbpf.js';
 import { readAttachState } from '../../controller/dataplane/attach.js';
 import { pinPaths } from '../../controller/dataplane/spec.js';

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { labStatus, restartAgent, stopNodeDaemon, type LabNode, type LabPod, type LabState } from '../../controller/lab/lab.js';
+import { restartAgent, stopNodeDaemon } from '../../controller/lab/node-daemons.js';
+import { labStatus, type LabNode, type LabPod, type LabState } from '../../controller/lab/state.js';
 import { pidAlive } from '../../controller/lab/agents.js';
 import { DatapathMaps } from '../../controller/dataplane/datapath-maps.js';
 import { run } from '../../controller/util/exec.js';

@@ -1,4 +1,4 @@
-import type { LabNode } from '../../controller/lab/lab.js';
+import type { LabNode } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { startInNetns } from './proc.js';
 

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { LabPod } from '../../controller/lab/lab.js';
+import type { LabPod } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { repoRoot } from './build.js';
 import { startInNetns } from './proc.js';

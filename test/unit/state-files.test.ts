@@ -8,7 +8,7 @@ import { readAttachState } from '../../controller/dataplane/attach.js';
 import { kernelRecordPath, readKernelRecord, recordKernelFallback } from '../../controller/dataplane/kernel-record.js';
 import { pinPaths } from '../../controller/dataplane/spec.js';
 import { readEndpointRecords } from '../../controller/endpoints/records.js';
-import { labStatePath, labStatus } from '../../controller/lab/lab.js';
+import { labStatePath, labStatus } from '../../controller/lab/state.js';
 import { parseCidr } from '../../controller/net/ipv4.js';
 import { checkSubnetFile } from '../../controller/subnet/subnet-file.js';
 import { parseStateFile, StateFileError } from '../../controller/util/state-file.js';
