@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs';
 import { configChangeReport, ipv4Networks, parseNetworkConfig, ConfigError, FatalConfigError, UnsupportedConfigError, waitLogDue, type Ipv4Networks, type NetworkConfig } from '../config/network-config.js';
-import { attachDataplane, detachDataplane, readAttachState, type AttachState, removeTunnelDevice, retireIncompatiblePins, retryTunnelDeviceUp, type FastPathState } from '../dataplane/attach.js';
+import { attachDataplane, detachDataplane, removeTunnelDevice, retryTunnelDeviceUp } from '../dataplane/attach.js';
+import { readAttachState, type AttachState, type FastPathState } from '../dataplane/attach-state.js';
+import { retireIncompatiblePins } from '../dataplane/bpf-objects.js';
 import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
 import { DirectRoutes, lookUpUnderlayRoutes, VxlanWithDirectRoutes } from '../dataplane/direct-routes.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';

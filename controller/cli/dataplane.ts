@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { attachDataplane, detachDataplane, readAttachState } from '../dataplane/attach.js';
+import { attachDataplane, detachDataplane } from '../dataplane/attach.js';
+import { readAttachState } from '../dataplane/attach-state.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { parseDataplaneSpec } from '../dataplane/spec.js';
 import { desiredMaps } from '../reconcile/desired.js';

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readAttachState, type AttachState } from '../dataplane/attach.js';
+import { readAttachState, type AttachState } from '../dataplane/attach-state.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { CONFIG6_ENABLED, MONITOR_DROPS, MONITOR_TRACE, type Endpoint, type TwillConfig, type TwillConfig6 } from '../../maps/layout.js';
 import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';

@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { BpfLink, BpfMap, mapTypeName } from '../bpf/libbpf.js';
-import { readAttachState, type AttachState, type FastPathState } from '../dataplane/attach.js';
+import { readAttachState, type AttachState, type FastPathState } from '../dataplane/attach-state.js';
 import { formatProbe, type DataplaneChoice, type KernelProbe } from '../dataplane/kernel-choice.js';
 import { readKernelRecord } from '../dataplane/kernel-record.js';
 import { listPodLinks, type PodLink } from '../dataplane/pod-links.js';

@@ -1,13 +1,8 @@
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import {
-  BPF_MAP_TYPES,
   BpfError,
   BpfLink,
-  BpfMap,
-  BpfObject,
   ifNameToIndex,
   probeTcx,
   tcClsactAttach,
@@ -15,80 +10,35 @@ import {
   unsupportedBy,
   xdpAttachLegacy,
   xdpDetachLegacy,
-  type BpfMapKind,
   type BpfProgram,
   type LinkKind,
   type ProgramRef,
 } from '../bpf/libbpf.js';
-import { CONFIG_FAST_PATH, EVENTS_BYTES, EVENTS_MAP, LAYOUT_VERSION, mapSpecs } from '../../maps/layout.js';
+import { CONFIG_FAST_PATH, LAYOUT_VERSION } from '../../maps/layout.js';
 import { linkShow } from '../netlink/ip.js';
-import { z } from 'zod';
 import { logger } from '../util/log.js';
-import { bpfObjectDir } from '../util/paths.js';
-import { readStateFile } from '../util/state-file.js';
+import { isTcMode, readAttachState, writeAttachState, type AttachState, type DecapMode, type TcMode } from './attach-state.js';
+import { loadObjects, objectDirInUse, retireIncompatiblePins } from './bpf-objects.js';
 import { DatapathMaps } from './datapath-maps.js';
 import { chooseDecapHook } from './kernel-choice.js';
 import { ensureOverlayDevice, ensureTunnelDevice, removeOverlayDevice, setLooseRpFilter, tunnelDeviceUp } from './overlay-device.js';
 import { detachPodLinks, POD_LINK, swapPodLinks } from './pod-links.js';
-import { dataplaneSpecSchema, OVERLAY_DEVICE, pinPaths, TUNNEL_DEVICE, type DataplaneSpec } from './spec.js';
+import { OVERLAY_DEVICE, pinPaths, TUNNEL_DEVICE, type DataplaneSpec } from './spec.js';
+
+/*
+ * The attach choreography: the order in which a node's datapath is put in place (config before
+ * programs, peers before decap), kept or swapped on the links an earlier run pinned, moved
+ * between XDP and tc without a gap, and taken away again. What it attached is recorded in the
+ * attach state (attach-state.ts); which objects it loads is bpf-objects.ts's choice.
+ */
 
 /** twill_config's IPv4 identity on an IPv6-only node */
 const NO_IPV4 = '0.0.0.0';
 const NO_IPV4_CIDR = `${NO_IPV4}/0`;
 const log = logger('dataplane');
 
-type DecapMode = 'xdp-link' | 'xdp-native' | 'xdp-generic' | 'tcx' | 'clsact';
-type TcMode = 'tcx' | 'clsact';
-const isTcMode = (m: DecapMode): m is TcMode => m === 'tcx' || m === 'clsact';
 /** The netlink XDP mode of an attachment made without a link. */
 const legacyXdpMode = (m: 'xdp-native' | 'xdp-generic') => (m === 'xdp-native' ? 'native' : 'generic');
-
-/** What is attached where; written next to the pins so status and detach need no flags. */
-export interface AttachState {
-  spec: DataplaneSpec;
-  encap: { mode: TcMode; iface: string; ifindex: number };
-  /** hook, requested and reason: absent in states written before `--decap-hook auto` */
-  decap: { mode: DecapMode; iface: string; ifindex: number; hook?: 'xdp' | 'tc'; requested?: DataplaneSpec['decapHook']; reason?: string };
-  /** with decap in XDP: the tc program on the same device that delivers decapped packets into pods */
-  deliver?: { mode: TcMode; iface: string; ifindex: number };
-  /** absent in states written before the fast path existed */
-  fastPath?: FastPathState;
-  /** the receive-only vxlan device that holds the VXLAN port; up false while flannel.<VNI> holds it */
-  tunnel?: { iface: string; ifindex: number; mode: TcMode; up: boolean; reason?: string };
-  layoutVersion: number;
-  attachedAt: string;
-}
-
-export interface FastPathState {
-  /** --fast-path as given */
-  requested: boolean;
-  /** pod traffic to and from remote pods may bypass the host stack (twill_config.flags) */
-  enabled: boolean;
-  /** the programs look flows up in the node's conntrack (false: the kernel has no conntrack) */
-  conntrack: boolean;
-  /** why it is off, or how it runs */
-  reason: string;
-}
-
-const tcMode = z.enum(['tcx', 'clsact']);
-const attached = { iface: z.string(), ifindex: z.number().int() };
-/** Loose: a field a newer version added survives this version's rewrite of the file. */
-const attachStateSchema: z.ZodType<AttachState> = z.looseObject({
-  spec: dataplaneSpecSchema,
-  encap: z.object({ mode: tcMode, ...attached }),
-  decap: z.object({
-    mode: z.enum(['xdp-link', 'xdp-native', 'xdp-generic', 'tcx', 'clsact']),
-    ...attached,
-    hook: z.enum(['xdp', 'tc']).optional(),
-    requested: z.enum(['auto', 'xdp', 'tc']).optional(),
-    reason: z.string().optional(),
-  }),
-  deliver: z.object({ mode: tcMode, ...attached }).optional(),
-  fastPath: z.object({ requested: z.boolean(), enabled: z.boolean(), conntrack: z.boolean(), reason: z.string() }).optional(),
-  tunnel: z.object({ mode: tcMode, ...attached, up: z.boolean(), reason: z.string().optional() }).optional(),
-  layoutVersion: z.number().int(),
-  attachedAt: z.string(),
-});
 
 interface AttachResult {
   state: AttachState;
@@ -106,147 +56,7 @@ interface AttachHooks {
   beforeAttach?(maps: DatapathMaps): Promise<void>;
 }
 
-/**
- * Where the BPF objects come from: the checkout's build, unless TWILL_BPF_DIR names another
- * directory (a packaged install, or an upgrade test loading a second build).
- */
-const objectDirInUse = () => process.env.TWILL_BPF_DIR || bpfObjectDir();
 
-/** Every pinned map's shape as this build declares it; the ring buffer has no key or value. */
-const pinnedShapes = [
-  ...Object.entries(mapSpecs).map(([name, s]) => ({ name, kind: s.kind as string, keySize: s.key.size, valueSize: s.value.size, maxEntries: s.maxEntries as number })),
-  { name: EVENTS_MAP, kind: 'ringbuf', keySize: 0, valueSize: 0, maxEntries: EVENTS_BYTES },
-];
-
-interface RetiredPin {
-  pin: string;
-  found: string;
-  expected: string;
-}
-
-/**
- * A pinned map left by a build with another layout (a struct grew, a size changed) cannot be
- * reused: libbpf refuses to load against it and the typed map wrappers refuse to open it, so
- * an upgrade would crash. Its pin is removed instead, so the next load creates the map afresh
- * and the agent refills it. Programs still attached keep the old map alive until their links
- * are swapped, so forwarding goes on meanwhile; what is lost is the content of that one map
- * (counters, or the VtepMAC if it was the config map's layout that changed).
- */
-export function retireIncompatiblePins(pinDir: string): RetiredPin[] {
-  const retired: RetiredPin[] = [];
-  for (const want of pinnedShapes) {
-    const pin = `${pinDir}/${want.name}`;
-    if (!existsSync(pin)) continue;
-    let found: string;
-    try {
-      const map = BpfMap.fromPin(pin);
-      const i = map.info();
-      map.close();
-      found = `type ${i.type}, key ${i.keySize} B, value ${i.valueSize} B, ${i.maxEntries} entries`;
-    } catch (err) {
-      found = `unreadable (${(err as Error).message})`;
-    }
-    const type = (want.kind in BPF_MAP_TYPES ? BPF_MAP_TYPES[want.kind as BpfMapKind] : undefined) ?? /^type (\d+)/.exec(found)?.[1]; // a kind not listed there: judged by sizes only
-    const expected = `type ${type}, key ${want.keySize} B, value ${want.valueSize} B, ${want.maxEntries} entries`;
-    if (found === expected) continue;
-    log.warn('pinned map has another layout than this build: replacing it', { pin, found, expected });
-    rmSync(pin, { force: true });
-    retired.push({ pin, found, expected });
-  }
-  return retired;
-}
-
-type ConntrackSupport = 'present' | 'absent' | 'unavailable';
-
-/**
- * Pure: whether the kernel has conntrack (`present`: built in or loaded), cannot have it
- * (`absent`: its module list, modules.dep, has no nf_conntrack), or may get it later though it is
- * not loaded now (`unavailable`: the module exists, or the module list cannot be read, as in a
- * container without /lib/modules). Only `absent` lets the programs skip the conntrack check.
- */
-export function conntrackSupport(loaded: boolean, modulesDep: string | undefined): ConntrackSupport {
-  if (loaded) return 'present';
-  if (modulesDep === undefined || /nf_conntrack\.ko/.test(modulesDep)) return 'unavailable';
-  return 'absent';
-}
-
-/**
- * The kernel's conntrack, its module loaded here if it is not yet (kube-proxy may load it later,
- * and the programs must look flows up from the start).
- */
-function kernelConntrack(): ConntrackSupport {
-  const loaded = () => existsSync('/sys/module/nf_conntrack');
-  if (!loaded() && spawnSync('modprobe', ['nf_conntrack']).status === 0 && loaded())
-    log.info('loaded the nf_conntrack module, so that the fast path can respect NAT state');
-  let modulesDep: string | undefined;
-  try {
-    modulesDep = readFileSync(`/lib/modules/${os.release()}/modules.dep`, 'utf8');
-  } catch {
-    modulesDep = undefined;
-  }
-  return conntrackSupport(loaded(), modulesDep);
-}
-
-/** What libbpf says when an extern kfunc is not in the kernel's (or a module's) BTF. */
-const MISSING_CT_KFUNC = /extern \(func ksym\) 'bpf_(skb_ct_lookup|ct_release)'/;
-
-interface LoadedObjects {
-  encap: BpfObject;
-  decap: BpfObject;
-  pod: BpfObject;
-  fastPath: FastPathState;
-  close(): void;
-}
-
-/**
- * The programs that consult conntrack (decap's delivery, the pods' send side) come in two
- * builds. The one with the conntrack kfuncs is loaded where it can be; without them the fast
- * path is only safe on a kernel that has no conntrack at all (no NAT state can exist there),
- * and is turned off everywhere else (the stack path goes on as before).
- */
-function loadObjects(objectDir: string, pinDir: string, wantFastPath: boolean): LoadedObjects {
-  const opened: BpfObject[] = [];
-  const load = (file: string) => {
-    const obj = BpfObject.open(path.join(objectDir, file), { pinRootPath: pinDir });
-    opened.push(obj);
-    obj.load();
-    return obj;
-  };
-  const close = () => opened.forEach((o) => o.close());
-  // What the kernel allows, whatever was asked for; then the switch.
-  const state = (allowed: boolean, conntrack: boolean, why: string): FastPathState => ({
-    requested: wantFastPath,
-    enabled: wantFastPath && allowed,
-    conntrack,
-    reason: wantFastPath || !allowed ? why : 'turned off (--fast-path=false)',
-  });
-  try {
-    const encap = load('encap.bpf.o');
-    const conntrack = kernelConntrack();
-    if (conntrack === 'absent')
-      return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath: state(true, false, 'this kernel has no conntrack, so no NAT state to respect'), close };
-    if (conntrack === 'unavailable') {
-      const fastPath = state(false, false, 'conntrack is a module this agent could not load (no modprobe or no /lib/modules?): NAT state could appear unseen, so stack path only');
-      log.warn('fast path off', { reason: fastPath.reason });
-      return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath, close };
-    }
-    try {
-      const decap = load('decap.bpf.o');
-      const pod = load('pod.bpf.o');
-      return { encap, decap, pod, fastPath: state(true, true, 'flows unknown to conntrack bypass the stack'), close };
-    } catch (err) {
-      // Only a missing kfunc is this case; any other refusal is a real error, reported as such.
-      if (!(err instanceof BpfError) || !MISSING_CT_KFUNC.test(`${err.message}\n${err.verifierLog ?? ''}`)) throw err;
-      const fastPath = state(false, false, 'the kernel cannot look flows up in conntrack from BPF (no conntrack kfuncs): stack path only');
-      log.warn('fast path off: the programs that consult conntrack did not load', { reason: fastPath.reason, error: err.message.split('\n')[0] });
-      opened.splice(1).forEach((o) => o.close());
-      return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath, close };
-    }
-  } catch (err) {
-    close();
-    throw err;
-  }
-}
 
 /**
  * Installs (or upgrades in place) one node's datapath. Must run inside the node's network
@@ -566,18 +376,6 @@ export async function retryTunnelDeviceUp(pinDir: string): Promise<{ up: boolean
   return res;
 }
 
-export function readAttachState(pinDir: string): AttachState | undefined {
-  const file = pinPaths(pinDir).attachState;
-  if (!existsSync(file)) return undefined;
-  return readStateFile('attach state', file, attachStateSchema);
-}
-
-function writeAttachState(pinDir: string, state: AttachState): void {
-  const file = pinPaths(pinDir).attachState;
-  mkdirSync(path.dirname(file), { recursive: true });
-  writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 2) + '\n');
-  renameSync(`${file}.tmp`, file);
-}
 
 /**
  * Removes everything attachDataplane made: links (detached, not just unpinned) including the

@@ -1,7 +1,8 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import { twillPluginTarget } from '../cni/install.js';
-import { detachDataplane, readAttachState } from '../dataplane/attach.js';
+import { detachDataplane } from '../dataplane/attach.js';
+import { readAttachState } from '../dataplane/attach-state.js';
 import { directRoutesIn, DirectRoutes } from '../dataplane/direct-routes.js';
 import { kernelRecordPath } from '../dataplane/kernel-record.js';
 import { removeKernelVxlan } from '../dataplane/kernel-vxlan.js';

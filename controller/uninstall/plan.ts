@@ -1,6 +1,6 @@
 import { takeGlobalFlags } from '../util/global-flags.js';
 import { agentFlagTable } from '../agent/flags.js';
-import type { AttachState } from '../dataplane/attach.js';
+import type { AttachState } from '../dataplane/attach-state.js';
 import { managedChains, planRestore, type SavedTable } from '../masq/rules.js';
 
 /*

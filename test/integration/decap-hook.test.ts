@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readAttachState } from '../../controller/dataplane/attach.js';
+import { readAttachState } from '../../controller/dataplane/attach-state.js';
 import { BpfLink } from '../../controller/bpf/libbpf.js';
 import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopAgent } from '../../controller/lab/agents.js';
 import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { ifNameToIndex, PinnedProgram, tcClsactAttach } from '../../controller/bpf/libbpf.js';
-import { readAttachState } from '../../controller/dataplane/attach.js';
+import { readAttachState } from '../../controller/dataplane/attach-state.js';
 import { pinPaths } from '../../controller/dataplane/spec.js';
 import { kernelRecordPath } from '../../controller/dataplane/kernel-record.js';
 import type { UninstallReport } from '../../controller/cli/uninstall.js';

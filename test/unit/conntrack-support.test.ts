@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { conntrackSupport } from '../../controller/dataplane/attach.js';
+import { conntrackSupport } from '../../controller/dataplane/bpf-objects.js';
 
 // modules.dep lines as Debian's kernels write them.
 const withModule = 'kernel/net/netfilter/nf_conntrack.ko.xz: kernel/net/netfilter/nf_defrag_ipv6.ko.xz kernel/net/ipv4/netfilter/nf_defrag_ipv4.ko.xz\n';

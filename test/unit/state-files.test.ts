@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { statusCli } from '../../controller/cli/status.js';
 import { cniMain } from '../../controller/cni/plugin.js';
-import { readAttachState } from '../../controller/dataplane/attach.js';
+import { readAttachState } from '../../controller/dataplane/attach-state.js';
 import { kernelRecordPath, readKernelRecord, recordKernelFallback } from '../../controller/dataplane/kernel-record.js';
 import { pinPaths } from '../../controller/dataplane/spec.js';
 import { readEndpointRecords } from '../../controller/endpoints/records.js';
