@@ -1,3 +1,4 @@
+import { choiceList, DATAPLANES, DECAP_HOOKS, type Dataplane, type DecapHook } from '../config/choices.js';
 import { OVERLAY_DEVICE } from '../dataplane/spec.js';
 import { parseIpv4 } from '../net/ipv4.js';
 import { parseIpv6 } from '../net/ipv6.js';
@@ -38,10 +39,10 @@ export interface AgentFlags {
   vmodule?: string;
   // twill's own
   pinDir: string;
-  dataplane: 'bpf' | 'kernel' | 'auto';
+  dataplane: Dataplane;
   subnetLeaseTtl: number;
   overlayDevice: string;
-  decapHook: 'auto' | 'xdp' | 'tc';
+  decapHook: DecapHook;
   fastPath: boolean;
   metricsPerPeer: boolean;
 }
@@ -67,6 +68,7 @@ const ip = (v: string) => (parseIpv4(v) === undefined ? 'not an IPv4 address' : 
 const ip6 = (v: string) => (parseIpv6(v) === undefined ? 'not an IPv6 address' : undefined);
 const anyIp = (v: string) => (parseIpv4(v) === undefined && parseIpv6(v) === undefined ? 'not an IPv4 or IPv6 address' : undefined);
 const range = (lo: number, hi: number) => (v: number) => (v < lo || v > hi ? `must be between ${lo} and ${hi}` : undefined);
+const oneOf = (choices: readonly string[]) => (v: string) => (choices.includes(v) ? undefined : `must be ${choiceList(choices)}`);
 
 const specs: Record<string, Spec> = {
   'etcd-endpoints': { key: 'etcdEndpoints', kind: 'list', def: ['http://127.0.0.1:4001', 'http://127.0.0.1:2379'], check: badEndpoint },
@@ -96,10 +98,10 @@ const specs: Record<string, Spec> = {
   alsologtostderr: { key: 'alsologtostderr', kind: 'bool', def: false },
   vmodule: { key: 'vmodule', kind: 'string', check: (v: string) => (/^([^=,]+=\d+)(,[^=,]+=\d+)*$/.test(v) ? undefined : 'expected pattern=N[,pattern=N...]') },
   'pin-dir': { key: 'pinDir', kind: 'string', def: '/sys/fs/bpf/twill', check: ((v: string) => (v.startsWith('/sys/fs/bpf/') ? undefined : 'must be a directory under /sys/fs/bpf')) },
-  dataplane: { key: 'dataplane', kind: 'string', def: 'auto', check: ((v: string) => (['bpf', 'kernel', 'auto'].includes(v) ? undefined : 'must be bpf, kernel or auto')) },
+  dataplane: { key: 'dataplane', kind: 'string', def: 'auto', check: oneOf(DATAPLANES) },
   'subnet-lease-ttl': { key: 'subnetLeaseTtl', kind: 'int', def: 86400, check: range(10, 86400 * 30) },
   'overlay-device': { key: 'overlayDevice', kind: 'string', def: OVERLAY_DEVICE },
-  'decap-hook': { key: 'decapHook', kind: 'string', def: 'auto', check: (v: string) => (['auto', 'xdp', 'tc'].includes(v) ? undefined : 'must be auto, xdp or tc') },
+  'decap-hook': { key: 'decapHook', kind: 'string', def: 'auto', check: oneOf(DECAP_HOOKS) },
   'fast-path': { key: 'fastPath', kind: 'bool', def: true },
   'metrics-per-peer': { key: 'metricsPerPeer', kind: 'bool', def: true },
 };

@@ -1,3 +1,4 @@
+import type { Backend, DecapHook } from '../config/choices.js';
 import { LabError } from '../lab/errors.js';
 import { labDown, labUp } from '../lab/lab.js';
 import { addLabPod, removeLabPod } from '../lab/pods.js';
@@ -27,8 +28,8 @@ export async function labCommand(argv: string[]): Promise<number> {
             underlayCidr: o.underlay,
             etcdMembers: o['etcd-members'] as 1 | 3,
             fastPath: o['fast-path'],
-            decapHook: o['decap-hook'] as 'auto' | 'xdp' | 'tc',
-            backend: o.backend as 'vxlan' | 'host-gw',
+            decapHook: o['decap-hook'] as DecapHook,
+            backend: o.backend as Backend,
             directRouting: o['direct-routing'],
             routedNodes: o['routed-nodes'],
             ipFamily: o['ip-family'] as 'ipv4' | 'ipv6' | 'dual',

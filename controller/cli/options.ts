@@ -2,6 +2,7 @@ import { agentFlagTable } from '../agent/flags.js';
 import type { OptSpec, OptTable } from './args.js';
 import { FLANNEL_VXLAN_PORT } from '../net/vxlan.js';
 import { OVERLAY_DEVICE } from '../dataplane/spec.js';
+import { BACKENDS, choiceList, DECAP_HOOKS } from '../config/choices.js';
 
 /*
  * The flag tables of twill's own commands. They live apart from the commands so that help can
@@ -104,8 +105,8 @@ export const labUpOpts = {
   underlay: { type: 'string', default: '192.168.77.0/24', describe: 'underlay network (/24)' },
   'etcd-members': { type: 'number', default: 1, describe: 'etcd members: 1, or 3 for a cluster that survives losing one' },
   'fast-path': { type: 'boolean', default: true, describe: "the BPF agents' --fast-path: pod traffic bypasses the host stack where it may" },
-  'decap-hook': { type: 'string', default: 'auto', describe: "the BPF agents' --decap-hook: auto, xdp or tc" },
-  backend: { type: 'string', default: 'vxlan', describe: "the network config's Backend.Type: vxlan or host-gw" },
+  'decap-hook': { type: 'string', default: 'auto', describe: `the BPF agents' --decap-hook: ${choiceList(DECAP_HOOKS)}` },
+  backend: { type: 'string', default: 'vxlan', describe: `the network config's Backend.Type: ${choiceList(BACKENDS)}` },
   'direct-routing': { type: 'boolean', default: false, describe: 'vxlan with DirectRouting: peers on the same L2 segment are routed without VXLAN' },
   'routed-nodes': { type: 'number', default: 0, describe: 'how many nodes (the last ones) sit on a second L2 segment, behind a router' },
   'ip-masq': { type: 'string', default: 'flanneld', describe: 'which nodes run with --ip-masq: flanneld (the flanneld nodes, as kube-flannel.yml runs it), all, or none' },
@@ -156,7 +157,7 @@ const agentFlagHelp: Record<string, string> = {
   dataplane: 'bpf, kernel (VXLAN as flanneld programs it) or auto (bpf where the kernel can)',
   'subnet-lease-ttl': 'seconds a new lease lives unless renewed',
   'overlay-device': 'name of the overlay device',
-  'decap-hook': 'where received VXLAN is decapsulated: auto, xdp or tc',
+  'decap-hook': `where received VXLAN is decapsulated: ${choiceList(DECAP_HOOKS)}`,
   'fast-path': 'pod traffic bypasses the host stack where it may',
   'metrics-per-peer': "/metrics has each peer's traffic counters (4 series per peer; false for large clusters)",
 };

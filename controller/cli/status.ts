@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import type { Backend } from '../config/choices.js';
 import { BpfLink, BpfMap, mapTypeName } from '../bpf/libbpf.js';
 import { readAttachState, type AttachState, type FastPathState } from '../dataplane/attach-state.js';
 import { formatProbe, type DataplaneChoice, type KernelProbe } from '../dataplane/kernel-choice.js';
@@ -67,7 +68,7 @@ export interface StatusDoc {
   /** absent on a node whose datapath an older build attached */
   fastPath?: FastPathDoc;
   /** the network config's backend, as the datapath was attached for it (absent before backends, and on kernel nodes) */
-  backend?: 'vxlan' | 'host-gw';
+  backend?: Backend;
   /** route: as in `twill maps` (vxlan, or direct to the PublicIP) */
   peers: (MapsDoc['peers'][number] & Partial<PeerTrafficDoc> & { route?: MapsDoc['subnets'][number]['route'] })[];
   totals: TrafficCounters;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { BACKENDS, type Backend } from './choices.js';
 import { formatIpv4, parseCidr, parseIpv4, type Cidr } from '../net/ipv4.js';
 import { formatIpv6, parseCidr6, parseIpv6, type Cidr6 } from '../net/ipv6.js';
 import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
@@ -10,8 +11,7 @@ import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
  */
 
 /** The backends twill implements, on both dataplanes. */
-const SUPPORTED_BACKENDS = ['vxlan', 'host-gw'] as const;
-export type BackendType = (typeof SUPPORTED_BACKENDS)[number];
+export type BackendType = Backend;
 
 /** flannel's other backends: known, and refused by name rather than as typos. */
 const FLANNEL_ONLY_BACKENDS = ['udp', 'ipip', 'wireguard', 'ipsec', 'alloc', 'extension', 'aws-vpc', 'gce', 'ali-vpc', 'tencent-vpc'];
@@ -271,10 +271,10 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   if (!enableIPv4 && !enableIPv6) fatal.push('EnableIPv4 and EnableIPv6 are both false: nothing to do');
   const typeName = bt.data.Type;
   const type = (typeName ?? 'udp').toLowerCase(); // flannel's default backend is udp
-  const supported = `twill implements ${SUPPORTED_BACKENDS.join(' and ')}`;
+  const supported = `twill implements ${BACKENDS.join(' and ')}`;
   if (typeName === undefined) unsupported.push(`Backend.Type missing: flannel's default is the udp backend, which twill does not implement (${supported}; set Type)`);
   else if (FLANNEL_ONLY_BACKENDS.includes(type)) unsupported.push(`Backend.Type ${JSON.stringify(typeName)}: flannel's ${type} backend is not supported (${supported})`);
-  else if (!(SUPPORTED_BACKENDS as readonly string[]).includes(type)) unsupported.push(`Backend.Type ${JSON.stringify(typeName)}: no such flannel backend (${supported})`);
+  else if (!(BACKENDS as readonly string[]).includes(type)) unsupported.push(`Backend.Type ${JSON.stringify(typeName)}: no such flannel backend (${supported})`);
   // Only the vxlan backend reads options: host-gw ignores whatever else Backend holds, as flannel's does.
   let b: z.infer<typeof vxlanSchema> = {};
   if (type === 'vxlan') {

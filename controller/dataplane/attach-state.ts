@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
+import { decapHookSchema } from '../config/choices.js';
 import { readStateFile, writeStateFile } from '../util/state-file.js';
 import { dataplaneSpecSchema, pinPaths, type DataplaneSpec } from './spec.js';
 
@@ -54,7 +55,7 @@ const attachStateSchema: z.ZodType<AttachState> = z.looseObject({
     mode: z.enum(DECAP_MODES),
     ...attached,
     hook: z.enum(['xdp', 'tc']).optional(),
-    requested: z.enum(['auto', 'xdp', 'tc']).optional(),
+    requested: decapHookSchema.optional(),
     reason: z.string().optional(),
   }),
   deliver: z.object({ mode: tcMode, ...attached }).optional(),

@@ -4,6 +4,8 @@
  * No I/O here, so every kernel of the README's table is a unit test.
  */
 
+import type { Backend, Dataplane, DecapHook } from '../config/choices.js';
+
 /** One capability as probed: present, absent, or undefined when the probe itself failed. */
 export interface Capability {
   present: boolean | undefined;
@@ -49,10 +51,10 @@ const CAPABILITY_LABEL: Record<CapabilityName, string> = {
 };
 
 export interface ChoiceRequest {
-  dataplane: 'bpf' | 'kernel' | 'auto';
-  decapHook: 'auto' | 'xdp' | 'tc';
+  dataplane: Dataplane;
+  decapHook: DecapHook;
   fastPath: boolean;
-  backend: 'vxlan' | 'host-gw';
+  backend: Backend;
   /** the underlay's link kind (`veth`, or undefined for a physical NIC) */
   underlayKind?: string;
 }

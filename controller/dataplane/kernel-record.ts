@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { dataplaneSchema } from '../config/choices.js';
 import { probeKernel } from './kernel-probe.js';
 import { linkShow } from '../netlink/ip.js';
 import { logger } from '../util/log.js';
@@ -34,7 +35,7 @@ const kernelRecordSchema: z.ZodType<KernelRecord> = z.object({
     probedAt: z.string(),
   }),
   choice: z.object({
-    requested: z.enum(['bpf', 'kernel', 'auto']),
+    requested: dataplaneSchema,
     dataplane: z.enum(['bpf', 'kernel']),
     attach: z.enum(['tcx', 'clsact']).optional(),
     decap: z.enum(['xdp', 'tc']).optional(),

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { backendSchema, decapHookSchema } from '../config/choices.js';
 import { parseCidr, parseIpv4 } from '../net/ipv4.js';
 import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
 
@@ -26,7 +27,7 @@ export const dataplaneSpecSchema = z.object({
    * flannel's backend: vxlan (per-peer VXLAN, or direct routes for peers flagged so in the maps),
    * or host-gw (every peer routed directly: no VXLAN port, no tunnel device, no XDP).
    */
-  backend: z.enum(['vxlan', 'host-gw']).default('vxlan'),
+  backend: backendSchema.default('vxlan'),
   vni: z.number().int().min(0).max(VNI_MAX).default(1),
   port: z.number().int().min(1).max(65535).default(FLANNEL_VXLAN_PORT),
   /** Underlay MTU; the overlay device gets 50 bytes less (IPv4 VXLAN overhead). */
@@ -39,7 +40,7 @@ export const dataplaneSpecSchema = z.object({
    * underlays, where XDP costs a copy per packet and disables the sending peer's segmentation
    * offload, and drivers without native XDP). auto picks by the underlay's driver.
    */
-  decapHook: z.enum(['auto', 'xdp', 'tc']).default('auto'),
+  decapHook: decapHookSchema.default('auto'),
   /** Pod traffic to and from remote pods bypasses the host stack where it needs nothing from it. */
   fastPath: z.boolean().default(true),
 }).refine((s) => [s.publicIp, s.subnet, s.network].every((v) => v === undefined) || [s.publicIp, s.subnet, s.network].every((v) => v !== undefined), {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { backendSchema, decapHookSchema } from '../config/choices.js';
 import { parseCidr } from '../net/ipv4.js';
 import { LabError } from './errors.js';
 
@@ -29,9 +30,9 @@ export const labOptionsSchema = z.object({
   etcdMembers: z.union([z.literal(1), z.literal(3)], { error: '1, or 3 for a cluster that survives losing a member' }),
   /** passed to every BPF node's agent */
   fastPath: z.boolean(),
-  decapHook: z.enum(['auto', 'xdp', 'tc']),
+  decapHook: decapHookSchema,
   /** the network config's Backend.Type, and for vxlan its DirectRouting */
-  backend: z.enum(['vxlan', 'host-gw']),
+  backend: backendSchema,
   directRouting: z.boolean(),
   /** how many nodes (the last ones) sit on a second L2 segment, reached from the first through a router */
   routedNodes: z.number().int().min(0).max(50),
