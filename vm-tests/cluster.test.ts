@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../controller/util/exec.js';
 import { ipBatch } from '../controller/netlink/ip.js';
-import { formatChoiceLine } from '../controller/dataplane/kernel-choice.js';
+import { formatChoiceLine } from '../controller/dataplane/dataplane-choice.js';
 import { formatIpv4, parseCidr } from '../controller/net/ipv4.js';
 import { repoRoot } from '../test/support/build.js';
 import { parseVxlan, readPcapFrames } from '../test/support/pcap.js';

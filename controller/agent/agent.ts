@@ -3,14 +3,14 @@ import { configChangeReport, ipv4Networks, parseNetworkConfig, ConfigError, Fata
 import { attachDataplane, detachDataplane, removeTunnelDevice, retryTunnelDeviceUp } from '../dataplane/attach.js';
 import { readAttachState, type AttachState, type FastPathState } from '../dataplane/attach-state.js';
 import { retireIncompatiblePins } from '../dataplane/bpf-objects.js';
-import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
+import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDatapath, removeKernelVxlan } from '../dataplane/flannel-vxlan.js';
 import { DirectRoutes, lookUpUnderlayRoutes, VxlanWithDirectRoutes } from '../dataplane/direct-routes.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { config6For, ensureOverlay6, VXLAN6_OVERHEAD } from '../dataplane/ipv6.js';
 import { CONFIG6_ENABLED } from '../../maps/layout.js';
 import { clearAbandonedMonitor } from '../monitor/control.js';
-import { probeAndChoose, recordKernelFallback } from '../dataplane/kernel-record.js';
+import { probeAndChoose, recordKernelFallback } from '../dataplane/choice-record.js';
 import { backendOverhead, parseDataplaneSpec, TUNNEL_DEVICE, VXLAN_OVERHEAD } from '../dataplane/spec.js';
 import { EtcdStore } from '../etcd/store.js';
 import { IptablesMasq } from '../masq/iptables.js';

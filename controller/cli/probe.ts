@@ -1,5 +1,5 @@
-import { probeKernel } from '../dataplane/kernel-probe.js';
-import { chooseDataplane, formatProbe } from '../dataplane/kernel-choice.js';
+import { probeKernelFeatures } from '../dataplane/feature-probe.js';
+import { chooseDataplane, formatProbe } from '../dataplane/dataplane-choice.js';
 import { linkShow } from '../netlink/ip.js';
 import { parseArgs } from './args.js';
 import { probeOpts } from './options.js';
@@ -10,7 +10,7 @@ export async function probeCli(argv: string[]): Promise<number> {
   const iface = o.iface || undefined;
   const underlay = iface ? await linkShow(iface) : undefined;
   if (iface && !underlay) throw new Error(`--iface ${iface}: no such interface in this network namespace`);
-  const probe = probeKernel({ iface });
+  const probe = probeKernelFeatures({ iface });
   const auto = chooseDataplane(probe, { dataplane: 'auto', decapHook: 'auto', fastPath: true, backend: 'vxlan', underlayKind: underlay?.linkinfo?.info_kind });
   if (o.json) {
     console.log(JSON.stringify({ ...probe, auto }, null, 2));

@@ -3,8 +3,8 @@ import path from 'node:path';
 import type { Backend } from '../config/choices.js';
 import { BpfLink, BpfMap, mapTypeName } from '../bpf/libbpf.js';
 import { readAttachState, type AttachState, type FastPathState } from '../dataplane/attach-state.js';
-import { formatProbe, type DataplaneChoice, type KernelProbe } from '../dataplane/kernel-choice.js';
-import { readKernelRecord } from '../dataplane/kernel-record.js';
+import { formatProbe, type DataplaneChoice, type FeatureProbe } from '../dataplane/dataplane-choice.js';
+import { readChoiceRecord } from '../dataplane/choice-record.js';
 import { listPodLinks, type PodLink } from '../dataplane/pod-links.js';
 import { pinPaths } from '../dataplane/spec.js';
 import { formatCidr } from '../net/ipv4.js';
@@ -76,7 +76,7 @@ export interface StatusDoc {
   pinned: PinnedObject[];
   health?: HealthDoc;
   /** the kernel's capabilities as the agent probed them at start (`twill probe` probes anew) */
-  probe?: KernelProbe;
+  probe?: FeatureProbe;
   /** what the agent picked from them and why; attach, decap and fastPath above say what held */
   dataplaneChoice?: DataplaneChoice;
   /** what does not add up; empty on a healthy node */
@@ -209,7 +209,7 @@ async function readStatus(opts: { pinDir: string; subnetFile: string; healthz?: 
   const pinned = bpf ? listPinned(opts.pinDir) : [];
   const links = pinPaths(opts.pinDir);
   const health = opts.healthz ? await readHealth(opts.healthz) : undefined;
-  const kernel = readKernelRecord(opts.pinDir);
+  const kernel = readChoiceRecord(opts.pinDir);
   const { encap_packets, encap_bytes, decap_packets, decap_bytes, ...rest } = maps.stats;
   const doc: Omit<StatusDoc, 'problems'> = {
     pinDir: opts.pinDir,

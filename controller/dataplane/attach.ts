@@ -20,7 +20,7 @@ import { logger } from '../util/log.js';
 import { isTcMode, readAttachState, writeAttachState, type AttachState, type DecapMode, type TcMode } from './attach-state.js';
 import { loadObjects, objectDirInUse, retireIncompatiblePins } from './bpf-objects.js';
 import { DatapathMaps } from './datapath-maps.js';
-import { chooseDecapHook } from './kernel-choice.js';
+import { chooseDecapHook } from './dataplane-choice.js';
 import { ensureOverlayDevice, ensureTunnelDevice, removeOverlayDevice, setLooseRpFilter, tunnelDeviceUp } from './overlay-device.js';
 import { detachPodLinks, POD_LINK, swapPodLinks } from './pod-links.js';
 import { OVERLAY_DEVICE, pinPaths, TUNNEL_DEVICE, type DataplaneSpec } from './spec.js';

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { kernelRecordPath } from '../dataplane/kernel-record.js';
+import { choiceRecordPath } from '../dataplane/choice-record.js';
 import { backendOverhead } from '../dataplane/spec.js';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
@@ -171,7 +171,7 @@ export async function labDown(name: string, progress: Progress = () => undefined
         await run([runtimeNode(), cliEntry(), 'dataplane', 'detach', '--pin-dir', node.pinDir], { netns: node.netns }).catch((err: Error) =>
           log.warn('datapath detach failed, removing the namespace anyway', { node: node.name, error: err.message }),
         );
-      rmSync(kernelRecordPath(node.pinDir), { force: true });
+      rmSync(choiceRecordPath(node.pinDir), { force: true });
     }
     for (const pod of state.pods) {
       const node = state.nodes.find((n) => n.name === pod.node);

@@ -4,8 +4,8 @@ import { twillPluginTarget } from '../cni/install.js';
 import { detachDataplane } from '../dataplane/attach.js';
 import { readAttachState } from '../dataplane/attach-state.js';
 import { directRoutesIn, DirectRoutes } from '../dataplane/direct-routes.js';
-import { kernelRecordPath } from '../dataplane/kernel-record.js';
-import { removeKernelVxlan } from '../dataplane/kernel-vxlan.js';
+import { choiceRecordPath } from '../dataplane/choice-record.js';
+import { removeKernelVxlan } from '../dataplane/flannel-vxlan.js';
 import { pinPaths } from '../dataplane/spec.js';
 import { endpointsDirFor } from '../endpoints/records.js';
 import { parseIptablesSave, type SavedTable } from '../masq/rules.js';
@@ -128,7 +128,7 @@ export async function findOnNode(o: UninstallOptions, overlayDevice: string, tun
       pins: pinsUnder(o.pinDir),
       attachState: existsSync(path.dirname(attachState)) ? path.dirname(attachState) : undefined,
       devices,
-      kernelRecord: existsSync(kernelRecordPath(o.pinDir)) ? kernelRecordPath(o.pinDir) : undefined,
+      kernelRecord: existsSync(choiceRecordPath(o.pinDir)) ? choiceRecordPath(o.pinDir) : undefined,
     },
     vxlanDevices: vxlan.map((l) => l.ifname).filter((n) => flannelDevice(n)),
     directRoutes: (await directRoutesNow(o.subnetFile)).routes,

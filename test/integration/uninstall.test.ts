@@ -7,7 +7,7 @@ import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { ifNameToIndex, PinnedProgram, tcClsactAttach } from '../../controller/bpf/libbpf.js';
 import { readAttachState } from '../../controller/dataplane/attach-state.js';
 import { pinPaths } from '../../controller/dataplane/spec.js';
-import { kernelRecordPath } from '../../controller/dataplane/kernel-record.js';
+import { choiceRecordPath } from '../../controller/dataplane/choice-record.js';
 import type { UninstallReport } from '../../controller/cli/uninstall.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, repoRoot } from '../support/build.js';
@@ -138,7 +138,7 @@ describe('uninstall on nodes whose agents are gone', () => {
     expect(await iptablesSave(n1)).toContain(':FLANNEL-FWD');
     const attachDir = path.dirname(`/run/twill/dataplane/${n1.pinDir.replace('/sys/fs/bpf/', '')}/attach.json`);
     const endpoints = path.join(path.dirname(n1.subnetFile), 'endpoints');
-    for (const p of [n1.pinDir, attachDir, kernelRecordPath(n1.pinDir), endpoints, n1.subnetFile]) expect(existsSync(p), p).toBe(true);
+    for (const p of [n1.pinDir, attachDir, choiceRecordPath(n1.pinDir), endpoints, n1.subnetFile]) expect(existsSync(p), p).toBe(true);
 
     const extra = ['--cni-conf', d.conf, '--install-dir', d.install];
     const dry = await uninstall(lab, n1, [...extra, '--dry-run']);
@@ -156,7 +156,7 @@ describe('uninstall on nodes whose agents are gone', () => {
     for (const dev of ['twill0', 'twill-rx']) expect(await hasDevice(n1, dev)).toBe(false);
     expect(await podFilters()).not.toContain('twill_');
     expect(await iptablesSave(n1)).not.toContain('FLANNEL');
-    for (const p of [n1.pinDir, attachDir, kernelRecordPath(n1.pinDir), endpoints, n1.subnetFile, path.join(d.bin, 'flannel'), d.conf, path.join(d.install, '0.1.0')]) expect(existsSync(p), p).toBe(false);
+    for (const p of [n1.pinDir, attachDir, choiceRecordPath(n1.pinDir), endpoints, n1.subnetFile, path.join(d.bin, 'flannel'), d.conf, path.join(d.install, '0.1.0')]) expect(existsSync(p), p).toBe(false);
     expect(existsSync(path.join(d.install, 'unrelated'))).toBe(true);
     expect(report.removed).toEqual(
       expect.arrayContaining([
@@ -170,7 +170,7 @@ describe('uninstall on nodes whose agents are gone', () => {
         `${d.conf} (CNI conflist, --cni-conf)`,
         `${path.join(d.install, '0.1.0')} (twill's copy for the CNI plugin)`,
         `${endpoints} (the CNI plugin's pod records)`,
-        `${kernelRecordPath(n1.pinDir)} (the agent's kernel probe record)`,
+        `${choiceRecordPath(n1.pinDir)} (the agent's kernel probe record)`,
         `${n1.subnetFile} (subnet file)`,
       ]),
     );
@@ -205,7 +205,7 @@ describe('uninstall on nodes whose agents are gone', () => {
     expect(await hasDevice(n3, 'flannel.1')).toBe(false);
     expect((await run(['ip', '-n', n3.netns, 'route'])).stdout).not.toContain('flannel.1');
     expect(await iptablesSave(n3)).not.toContain('FLANNEL');
-    for (const p of [kernelRecordPath(n3.pinDir), n3.subnetFile]) expect(existsSync(p), p).toBe(false);
+    for (const p of [choiceRecordPath(n3.pinDir), n3.subnetFile]) expect(existsSync(p), p).toBe(false);
     expect(existsSync(path.join(d.bin, 'flannel'))).toBe(true);
     expect(report.removed).toEqual(
       expect.arrayContaining(['device flannel.1 and its neighbour, FDB and route entries', 'iptables nat FLANNEL-POSTRTG and its jump', 'iptables filter FLANNEL-FWD and its jump', `${n3.subnetFile} (subnet file)`]),

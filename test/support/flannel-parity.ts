@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import { startEtcd, stopEtcd, type EtcdProcess } from '../../controller/lab/etcd.js';
-import { kernelRecordPath } from '../../controller/dataplane/kernel-record.js';
+import { choiceRecordPath } from '../../controller/dataplane/choice-record.js';
 import { pinPaths } from '../../controller/dataplane/spec.js';
 import { flanneld } from '../../controller/lab/peers.js';
 import { run } from '../../controller/util/exec.js';
@@ -94,7 +94,7 @@ export async function createParityNode(netns: string, address: string, address6:
     await run(['ip', 'netns', 'del', netns], { allowFailure: true });
     rmSync(pinDir, { recursive: true, force: true });
     // What the kernel-dataplane agent records about the node, by pin directory.
-    rmSync(kernelRecordPath(pinDir), { force: true });
+    rmSync(choiceRecordPath(pinDir), { force: true });
     rmSync(path.dirname(pinPaths(pinDir).attachState), { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   };

@@ -26,7 +26,7 @@ export const ALLOW = [
   { phrase: '120 MB target', reason: "the control-plane bench's memory target (controller/bench/control-plane.ts)" },
   { phrase: '30 ms budget', reason: "issue 14's CNI budget (controller/bench/cni-cost.ts)" },
   { phrase: 'at most 30 ms', reason: "issue 14's CNI budget (controller/bench/cni-cost.ts)" },
-  { phrase: '200 ms later', reason: "removeKernelVxlan's drainMs (controller/dataplane/kernel-vxlan.ts)" },
+  { phrase: '200 ms later', reason: "removeKernelVxlan's drainMs (controller/dataplane/flannel-vxlan.ts)" },
   { phrase: 'every 20 ms', reason: "the tests' ping interval" },
   { phrase: 'every 100 ms', reason: "the agent's event-loop sampling interval (controller/metrics)" },
   { phrase: 'default 10 ms', reason: "prom-client's default sampling interval, which twill does not use" },

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { statusCli } from '../../controller/cli/status.js';
 import { cniMain } from '../../controller/cni/plugin.js';
 import { readAttachState } from '../../controller/dataplane/attach-state.js';
-import { kernelRecordPath, readKernelRecord, recordKernelFallback } from '../../controller/dataplane/kernel-record.js';
+import { choiceRecordPath, readChoiceRecord, recordKernelFallback } from '../../controller/dataplane/choice-record.js';
 import { pinPaths } from '../../controller/dataplane/spec.js';
 import { readEndpointRecords } from '../../controller/endpoints/records.js';
 import { labStatePath, labStatus } from '../../controller/lab/state.js';
@@ -85,17 +85,17 @@ describe('the kernel record', () => {
   };
 
   it('reads back as written (a failed probe has no `present`), and the fallback rewrites it', () => {
-    put(kernelRecordPath(pinDir), record);
-    expect(readKernelRecord(pinDir)).toEqual({ ...record, probe: { ...record.probe, capabilities: { ...record.probe.capabilities, conntrackKfuncs: { present: undefined, detail: 'the probe failed' } } } });
+    put(choiceRecordPath(pinDir), record);
+    expect(readChoiceRecord(pinDir)).toEqual({ ...record, probe: { ...record.probe, capabilities: { ...record.probe.capabilities, conntrackKfuncs: { present: undefined, detail: 'the probe failed' } } } });
     recordKernelFallback(pinDir, 'verifier says no');
-    expect(readKernelRecord(pinDir)?.choice).toEqual({ requested: 'auto', dataplane: 'kernel', reasons: { dataplane: 'auto: the BPF datapath did not attach (verifier says no): kernel VXLAN as flannel does' } });
+    expect(readChoiceRecord(pinDir)?.choice).toEqual({ requested: 'auto', dataplane: 'kernel', reasons: { dataplane: 'auto: the BPF datapath did not attach (verifier says no): kernel VXLAN as flannel does' } });
   });
 
   it('names the file and the field that is wrong', () => {
-    const file = kernelRecordPath(pinDir);
+    const file = choiceRecordPath(pinDir);
     const { tcx: _tcx, ...withoutTcx } = record.probe.capabilities;
     put(file, { ...record, probe: { ...record.probe, capabilities: withoutTcx }, choice: { ...record.choice, dataplane: 'ebpf' } });
-    expect(() => readKernelRecord(pinDir)).toThrow(`kernel record ${file}: probe.capabilities.tcx: Invalid input: expected object, received undefined; choice.dataplane: Invalid option: expected one of "bpf"|"kernel"`);
+    expect(() => readChoiceRecord(pinDir)).toThrow(`kernel record ${file}: probe.capabilities.tcx: Invalid input: expected object, received undefined; choice.dataplane: Invalid option: expected one of "bpf"|"kernel"`);
   });
 });
 

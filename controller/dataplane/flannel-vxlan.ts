@@ -9,17 +9,20 @@ import type { SyncResult } from '../reconcile/reconciler.js';
 const log = logger('kernel-vxlan');
 
 /*
- * flannel's vxlan backend, reproduced: the fallback for kernels without what the BPF datapath
- * needs, and a flannel-identical peer for interop tests and benchmarks. Per node and address
- * family a vxlan device, flannel.<VNI> for IPv4 and flannel-v6.<VNI> for IPv6 (nolearning, the
- * subnet's base address as /32 or /128, the family's VtepMAC as its address, outer headers of
- * that family from the interface's address); per remote lease, in flannel's order: a permanent
- * neighbour entry for the peer's base address, a permanent FDB entry sending its VtepMAC to its
- * PublicIP (PublicIPv6), an onlink route.
+ * flannel's vxlan backend, reproduced: `--dataplane kernel`, the fallback for kernels without the
+ * features the BPF datapath needs, and a flannel-identical peer for interop tests and benchmarks.
+ * "Kernel VXLAN" in the names here (KernelVxlanDatapath, ensureKernelVxlan) is this mode, as the
+ * flag calls it; the kernel's features are feature-probe.ts's.
  *
- * flannel's newVXLANDevice (pkg/backend/vxlan/device.go) asks for underlay - 50 for both
- * devices; the kernel clamps an IPv6 vxlan device to its lower device's MTU less 70 when it
- * creates it, so a flanneld node's flannel-v6.<VNI> has underlay - 70, and so does ours.
+ * Per node and address family a vxlan device, flannel.<VNI> for IPv4 and flannel-v6.<VNI> for IPv6
+ * (nolearning, the subnet's base address as /32 or /128, the family's VtepMAC as its address,
+ * outer headers of that family from the interface's address); per remote lease, in flannel's
+ * order: a permanent neighbour entry for the peer's base address, a permanent FDB entry sending
+ * its VtepMAC to its PublicIP (PublicIPv6), an onlink route.
+ *
+ * flannel's newVXLANDevice (pkg/backend/vxlan/device.go) asks for underlay - 50 for both devices;
+ * the kernel clamps an IPv6 vxlan device to its lower device's MTU less 70 when it creates it, so
+ * a flanneld node's flannel-v6.<VNI> has underlay - 70, and so does ours.
  */
 
 type IpFamily = 4 | 6;

@@ -1,14 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { chooseDataplane, chooseDecapHook, formatChoiceLine, formatProbe, type Capability, type CapabilityName, type ChoiceRequest, type KernelProbe } from '../../controller/dataplane/kernel-choice.js';
+import { chooseDataplane, chooseDecapHook, formatChoiceLine, formatProbe, type Capability, type CapabilityName, type ChoiceRequest, type FeatureProbe } from '../../controller/dataplane/dataplane-choice.js';
 
 const yes: Capability = { present: true, detail: 'probed: yes' };
 const no: Capability = { present: false, detail: 'probed: no' };
 const unknown: Capability = { present: undefined, detail: 'probe failed' };
 
 /** A kernel with everything (6.6+), minus what `without` names. */
-function kernel(release: string, without: CapabilityName[] = [], extra: Partial<Record<CapabilityName, Capability>> = {}): KernelProbe {
+function kernel(release: string, without: CapabilityName[] = [], extra: Partial<Record<CapabilityName, Capability>> = {}): FeatureProbe {
   const all = { btf: yes, tcx: yes, redirectPeer: yes, redirectNeigh: yes, checkMtu: yes, conntrackKfuncs: yes, ringbuf: yes };
-  const capabilities = { ...all, ...Object.fromEntries(without.map((c) => [c, no])), ...extra } as KernelProbe['capabilities'];
+  const capabilities = { ...all, ...Object.fromEntries(without.map((c) => [c, no])), ...extra } as FeatureProbe['capabilities'];
   return { kernel: release, capabilities, probedAt: '2026-01-01T00:00:00.000Z' };
 }
 const auto: ChoiceRequest = { dataplane: 'auto', decapHook: 'auto', fastPath: true, backend: 'vxlan' };

@@ -15,10 +15,10 @@ import {
   unsupportedBy,
   type ProgramRef,
 } from '../bpf/libbpf.js';
-import type { Capability, KernelProbe } from './kernel-choice.js';
+import type { Capability, FeatureProbe } from './dataplane-choice.js';
 
 /*
- * Real kernel probes for `twill probe` and `--dataplane auto`: libbpf's own probes (each loads a
+ * Real probes of the kernel's features, for `twill probe` and `--dataplane auto`: libbpf's own probes (each loads a
  * tiny program or map and asks the verifier), BTF lookups of the conntrack kfuncs, a tcx attach
  * on a veth in a throwaway network namespace, and an XDP attach in driver mode on the named
  * underlay. Everything made here is removed before the function returns.
@@ -174,7 +174,7 @@ function driverOf(iface: string): string {
 }
 
 /** Probes the running kernel; must run as root (CAP_BPF and CAP_NET_ADMIN) in the node's netns. */
-export function probeKernel(opts: { iface?: string } = {}): KernelProbe {
+export function probeKernelFeatures(opts: { iface?: string } = {}): FeatureProbe {
   const btf = probeBtf();
   try {
     return {

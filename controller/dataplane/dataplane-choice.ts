@@ -1,7 +1,8 @@
 /*
- * Pure: from what the running kernel offers (controller/dataplane/kernel-probe.ts finds out) to the dataplane
- * `auto` picks, each choice with the reason a user reads in the log and in `twill status`.
- * No I/O here, so every kernel of the README's table is a unit test.
+ * Pure: from the features the running kernel offers (feature-probe.ts finds out) to the dataplane
+ * `auto` picks, each choice with the reason a user reads in the log and in `twill status`: twill's
+ * BPF datapath, or `kernel`, flannel's kernel VXLAN mode (flannel-vxlan.ts). No I/O here, so
+ * every kernel of the README's table is a unit test.
  */
 
 import type { Backend, Dataplane, DecapHook } from '../config/choices.js';
@@ -16,7 +17,7 @@ export interface Capability {
 const CAPABILITIES = ['btf', 'tcx', 'redirectPeer', 'redirectNeigh', 'checkMtu', 'conntrackKfuncs', 'ringbuf', 'xdpNative'] as const;
 export type CapabilityName = (typeof CAPABILITIES)[number];
 
-export interface KernelProbe {
+export interface FeatureProbe {
   /** uname -r */
   kernel: string;
   /** xdpNative only when an interface was named */
@@ -77,7 +78,7 @@ const REQUIRED_HELPERS = ['redirectNeigh', 'checkMtu', 'redirectPeer'] as const;
 const missing = (c: Capability | undefined) => c?.present === false;
 const since = (name: CapabilityName) => `${CAPABILITY_LABEL[name]} (Linux ${FIRST_KERNEL[name]}+)`;
 
-export function chooseDataplane(probe: KernelProbe, req: ChoiceRequest): DataplaneChoice {
+export function chooseDataplane(probe: FeatureProbe, req: ChoiceRequest): DataplaneChoice {
   const caps = probe.capabilities;
   const requested = req.dataplane;
   if (requested === 'kernel') return { requested, dataplane: 'kernel', reasons: { dataplane: 'requested (--dataplane kernel): kernel VXLAN as flannel does' } };
@@ -141,7 +142,7 @@ function chooseFastPath(requested: boolean, kfuncs: Capability): { enabled: bool
 }
 
 /** One line per capability, for `twill probe` and the VM tier's matrix. */
-export function formatProbe(probe: KernelProbe): string[] {
+export function formatProbe(probe: FeatureProbe): string[] {
   return CAPABILITIES.filter((c) => probe.capabilities[c]).map((c) => {
     const cap = probe.capabilities[c]!;
     const mark = cap.present === undefined ? '?' : cap.present ? 'yes' : 'no';
@@ -150,7 +151,7 @@ export function formatProbe(probe: KernelProbe): string[] {
 }
 
 /** The VM tier's one line per kernel, which the README's table quotes. */
-export function formatChoiceLine(probe: KernelProbe, choice: DataplaneChoice, actual?: { attach?: string; decap?: string; fastPath?: boolean }): string {
+export function formatChoiceLine(probe: FeatureProbe, choice: DataplaneChoice, actual?: { attach?: string; decap?: string; fastPath?: boolean }): string {
   const yes = (c: CapabilityName) => `${c}=${probe.capabilities[c]?.present === undefined ? '?' : probe.capabilities[c]!.present ? 'yes' : 'no'}`;
   const got = actual ?? { attach: choice.attach, decap: choice.decap, fastPath: choice.fastPath };
   const mode = choice.dataplane === 'kernel' ? 'kernel-vxlan' : `bpf attach=${got.attach} decap=${got.decap} path=${got.fastPath ? 'fast' : 'stack'}`;
