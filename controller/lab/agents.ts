@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, readFileSync } from 'node:fs';
 import { twillBin } from '../util/paths.js';
+import { cmdline, stopWhile } from './processes.js';
 
 /**
  * One node daemon per lab node, `twill agent` or the real flanneld, detached so it outlives
@@ -35,14 +36,6 @@ export const startAgent = (opts: DaemonOptions): AgentProcess => startDaemon([tw
 /** flanneld itself (the binary `bin`), with the flags it is given. */
 export const startFlanneld = (bin: string, opts: DaemonOptions): AgentProcess => startDaemon([bin], opts);
 
-const cmdline = (pid: number): string => {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return '';
-  }
-};
-
 /** True while `pid` is still a twill agent with this pin directory (pids get reused). */
 export function isAgent(pid: number, pinDir: string): boolean {
   const c = cmdline(pid);
@@ -53,14 +46,6 @@ export function isAgent(pid: number, pinDir: string): boolean {
 export function isFlanneld(pid: number, subnetFile: string): boolean {
   const c = cmdline(pid);
   return c.includes('flanneld') && c.includes(subnetFile);
-}
-
-/** `signal` (SIGTERM, as an init system sends), then SIGKILL if it is still there after 5 s. */
-async function stopWhile(pid: number, alive: () => boolean, signal: NodeJS.Signals): Promise<void> {
-  if (!alive()) return;
-  process.kill(pid, signal);
-  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 50));
-  if (alive()) process.kill(pid, 'SIGKILL');
 }
 
 export const stopAgent = (pid: number, pinDir: string, signal: NodeJS.Signals = 'SIGTERM') => stopWhile(pid, () => isAgent(pid, pinDir), signal);

@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, readFileSync } from 'node:fs';
 import { Etcd3 } from 'etcd3';
+import { cmdline, stopWhile } from './processes.js';
 
 /**
- * A single-member etcd (Debian's etcd-server) for the lab and the tests, optionally inside a
- * network namespace. Detached: it outlives the command that started it; `stopEtcd` ends it
- * by pid after checking that the pid is still that etcd.
+ * An etcd member (Debian's etcd-server) for the lab and the tests: alone, or one of a cluster
+ * (initialCluster), optionally inside a network namespace. Detached: it outlives the command that
+ * started it; `stopEtcd` ends it by pid after checking that the pid is still that etcd.
  */
 export interface EtcdProcess {
   pid: number;
@@ -105,18 +106,10 @@ function hasExited(pid: number): boolean {
   }
 }
 
+/** True while `proc.pid` is still the etcd with this data directory (pids get reused). */
 export function isEtcd(proc: Pick<EtcdProcess, 'pid' | 'dataDir'>): boolean {
-  try {
-    const cmdline = readFileSync(`/proc/${proc.pid}/cmdline`, 'utf8');
-    return cmdline.includes('etcd') && cmdline.includes(proc.dataDir);
-  } catch {
-    return false;
-  }
+  const c = cmdline(proc.pid);
+  return c.includes('etcd') && c.includes(proc.dataDir);
 }
 
-export async function stopEtcd(proc: Pick<EtcdProcess, 'pid' | 'dataDir'>, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (!isEtcd(proc)) return;
-  process.kill(proc.pid, signal);
-  for (let i = 0; i < 100 && isEtcd(proc); i++) await new Promise((r) => setTimeout(r, 50));
-  if (isEtcd(proc)) process.kill(proc.pid, 'SIGKILL');
-}
+export const stopEtcd = (proc: Pick<EtcdProcess, 'pid' | 'dataDir'>, signal: NodeJS.Signals = 'SIGTERM') => stopWhile(proc.pid, () => isEtcd(proc), signal);
