@@ -56,8 +56,6 @@ interface AttachHooks {
   beforeAttach?(maps: DatapathMaps): Promise<void>;
 }
 
-
-
 /**
  * Installs (or upgrades in place) one node's datapath. Must run inside the node's network
  * namespace. Idempotent: a second run swaps the programs on the existing pinned links

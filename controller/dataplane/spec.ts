@@ -8,12 +8,12 @@ export const OVERLAY_DEVICE = 'twill0';
 /** The receive-only, flow-based vxlan device that holds the VXLAN port. */
 export const TUNNEL_DEVICE = 'twill-rx';
 
-/** Where and as whom a node's datapath runs; validated before anything is touched. */
 // Through controller/net's parsers, the ones the rest of twill reads addresses with: octets in range.
 const ipv4 = z.string().refine((t) => parseIpv4(t) !== undefined, 'an IPv4 address');
 const cidr = z.string().refine((t) => parseCidr(t) !== undefined, 'an IPv4 CIDR like 10.244.1.0/24');
 const mac = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:01');
 
+/** Where and as whom a node's datapath runs; validated before anything is touched. */
 export const dataplaneSpecSchema = z.object({
   pinDir: z.string().startsWith('/sys/fs/bpf/', 'a directory under /sys/fs/bpf'),
   underlayIface: z.string().min(1).max(15),
@@ -30,7 +30,7 @@ export const dataplaneSpecSchema = z.object({
   backend: backendSchema.default('vxlan'),
   vni: z.number().int().min(0).max(VNI_MAX).default(1),
   port: z.number().int().min(1).max(65535).default(FLANNEL_VXLAN_PORT),
-  /** Underlay MTU; the overlay device gets 50 bytes less (IPv4 VXLAN overhead). */
+  /** Underlay MTU; the overlay device gets the backend's overhead less (backendOverhead: 50 for VXLAN, none for host-gw). */
   mtu: z.number().int().min(576).max(65535).optional(),
   overlayDevice: z.string().min(1).max(15).default(OVERLAY_DEVICE),
   /** the receive-only flow-based vxlan device that holds the VXLAN port (GRO, reassembled fragments) */
