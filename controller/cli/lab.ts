@@ -1,6 +1,7 @@
 import type { Backend, DecapHook } from '../config/choices.js';
 import { LabError } from '../lab/errors.js';
 import { labDown, labUp } from '../lab/lab.js';
+import type { LabOptions } from '../lab/options.js';
 import { addLabPod, removeLabPod } from '../lab/pods.js';
 import { labStatus, type LabState } from '../lab/state.js';
 import { parseArgs, requireOpts, UsageError } from './args.js';
@@ -22,7 +23,7 @@ export async function labCommand(argv: string[]): Promise<number> {
             podsPerNode: o['pods-per-node'],
             kernelNodes: o['kernel-nodes'],
             flanneldNodes: o['flanneld-nodes'],
-            ipMasq: o['ip-masq'] as 'flanneld' | 'all' | 'none',
+            ipMasq: o['ip-masq'] as LabOptions['ipMasq'],
             network: o.network,
             subnetLen: o['subnet-len'],
             underlayCidr: o.underlay,
@@ -32,7 +33,7 @@ export async function labCommand(argv: string[]): Promise<number> {
             backend: o.backend as Backend,
             directRouting: o['direct-routing'],
             routedNodes: o['routed-nodes'],
-            ipFamily: o['ip-family'] as 'ipv4' | 'ipv6' | 'dual',
+            ipFamily: o['ip-family'] as LabOptions['ipFamily'],
             ipv6Network: o['ipv6-network'],
           },
           progress,
