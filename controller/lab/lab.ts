@@ -2,7 +2,6 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync
 import path from 'node:path';
 import { z } from 'zod';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { backendOverhead } from '../dataplane/spec.js';
 import { ip, ipBatch } from '../netlink/ip.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
@@ -445,10 +444,10 @@ async function waitUntilNotTentative(netns: string, timeoutMs = 10_000): Promise
 async function waitForEndpoint(node: LabNode, podIp: string, present: boolean, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const maps = podIp.includes(':') ? DatapathMaps6.open(node.pinDir) : DatapathMaps.open(node.pinDir);
+    const maps = DatapathMaps.open(node.pinDir);
     let has: boolean;
     try {
-      has = maps.readEndpoints().has(podIp);
+      has = maps.familyOf(podIp)?.readEndpoints().has(podIp) ?? false;
     } finally {
       maps.close();
     }
@@ -530,7 +529,7 @@ async function readVtepMac(node: LabNode, backend: LabState['backend'] = 'vxlan'
 /** From the pinned IPv6 config map of a BPF node, or the flannel-v6.1 device of a kernel one; none for host-gw. */
 async function readVtepMac6(node: LabNode, backend: LabState['backend'] = 'vxlan'): Promise<string> {
   if (backend === 'host-gw') return '';
-  if (DatapathMaps6.present(node.pinDir)) return DatapathMaps6.readPinnedMac(node.pinDir) ?? '';
+  if (existsSync(`${node.pinDir}/twill_config6`)) return DatapathMaps.readPinnedMac6(node.pinDir) ?? '';
   return (JSON.parse(await ip(['-j', 'link', 'show', 'flannel-v6.1'], { netns: node.netns })) as { address: string }[])[0].address;
 }
 
