@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 // @ts-expect-error: a plain ES module script, no types
 import { ancestorIn, checkDocuments, measurements, writeBlock } from '../../scripts/doc-blocks.mjs';
 // @ts-expect-error: a plain ES module script, no types
-import { vmReport } from '../../scripts/vm-report.mjs';
+import { BLOCK as VM_BLOCK, COMMAND as VM_COMMAND, vmReport } from '../../scripts/vm-report.mjs';
 
 /*
  * Every number the documents quote as a measurement was printed by a program at a commit of this
@@ -123,6 +123,11 @@ describe("the VM tier's block", () => {
     expect(block).toContain('| 6.12 | VM tier | `kernel 6.12.95+deb12-amd64: bpf attach=tcx decap=xdp path=fast \\| btf=yes tcx=yes xdpNative=yes` |');
     expect(block).toContain('| 6.1 | VM tier | `kernel 6.1.0-50-amd64: bpf attach=clsact');
     expect(block).toContain('10 passed, 0 failed; guest image ready after 3 s; the VM tier took 512 s in all');
+  });
+  it('is written by scripts/vm-report.mjs into the document that holds it (docs/kernels.md, since the design left README.md)', () => {
+    const file = /vm-report\.mjs (\S+)$/.exec(VM_COMMAND as string)?.[1];
+    expect(file).toBe('docs/kernels.md');
+    expect(read(file!)).toContain(`<!-- generated: ${VM_BLOCK as string} by`);
   });
   it('is refused from a run with a failure or a skipped test, or without a matrix line', () => {
     expect(() => vmReport(run.replace('0 failed', '1 failed'))).toThrow(/did not pass/);
