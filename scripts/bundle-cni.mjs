@@ -3,7 +3,7 @@
 // dist/controller/cni/twill-cni.cjs, which `twill cni install` points the plugin at. The
 // container runtime starts a process per pod ADD and DEL; one pre-linked script spares each of
 // them the ES module loader resolving and linking a hundred files (zod's alone are 95), which
-// cost more than Node's own start-up (README, "CNI"). What the DEL's import() reaches (libbpf)
+// cost more than Node's own start-up (docs/cni.md). What the DEL's import() reaches (libbpf)
 // becomes a second file, twill-cni-forget.cjs, required only by a DEL that edits a map. koffi
 // stays external: it finds its native addon relative to its own package.
 import { renameSync, writeFileSync } from 'node:fs';

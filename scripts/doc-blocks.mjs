@@ -16,7 +16,7 @@
  *   <!-- from: ID -->1.9x<!-- /from -->
  *
  * and every number inside the citation must be in the block. test/unit/doc-numbers.test.ts runs
- * checkDocuments over README.md, deploy/README.md and vm-tests/README.md: a block whose commit is
+ * checkDocuments over README.md, docs/*.md, deploy/README.md and vm-tests/README.md: a block whose commit is
  * not in the history, a citation of a number its block lacks, or a measurement-looking number
  * outside blocks and citations (and not on the test's allowlist of specifications) fails it.
  * (RELIABILITY.md's latest-run block and BENCHMARKS.md are written whole by their own scripts;

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// What /metrics through prom-client costs (the numbers in README, Metrics): the lazy import and
+// What /metrics through prom-client costs (the numbers in docs/metrics.md): the lazy import and
 // first scrape in fresh processes with the agent's V8 flags, then one lab node's agent run
 // alternately with its /metrics scraped every --scrape-every seconds, the same without per-peer
 // series, and with no metrics server (and, with --baseline, another build's bin/twill scraped
@@ -9,7 +9,7 @@
 // the agent holds N peers and /metrics has 4 series for each.
 //   .runtime/node/bin/node scripts/metrics-cost.mjs [--name tpc] [--underlay 192.168.117.0/24] [--rounds 2]
 //        [--seconds 40] [--leases 0] [--scrape-every 1 (seconds; 0: never)]
-//        [--baseline /path/to/other/checkout/bin/twill] [--write README.md [--block metrics-cost]]
+//        [--baseline /path/to/other/checkout/bin/twill] [--write docs/metrics.md [--block metrics-cost]]
 // With --write, the lines it prints also replace the generated block --block of that document
 // (scripts/doc-blocks.mjs), which then names this command and the commit measured; the working
 // tree must be clean but for that document.

@@ -1,17 +1,18 @@
 #!/usr/bin/env node
 /*
- * Puts what a run of the VM tier printed into the README's generated block `vm-tier`
+ * Puts what a run of the VM tier printed into docs/kernels.md's generated block `vm-tier`
  * (scripts/doc-blocks.mjs), naming the command and the commit: the kernel table's rows are the
  * run's `VM tier kernel matrix: ...` lines (vm-tests/cluster.test.ts prints each only once every
  * field of it is asserted), followed by the run's tally and times. A run with a failed test, or
  * without a line for each kernel, writes nothing.
- *   vm-tests/run.sh 2>&1 | node scripts/vm-report.mjs README.md
+ *   vm-tests/run.sh 2>&1 | node scripts/vm-report.mjs docs/kernels.md
+ * (The block moved there from README.md with its header, which names the command as run then.)
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { writeBlockFile } from './doc-blocks.mjs';
 
-export const COMMAND = 'vm-tests/run.sh 2>&1 | node scripts/vm-report.mjs README.md';
+export const COMMAND = 'vm-tests/run.sh 2>&1 | node scripts/vm-report.mjs docs/kernels.md';
 export const BLOCK = 'vm-tier';
 // eslint-disable-next-line no-control-regex
 const ANSI = /\x1b\[[0-9;]*m/g;
@@ -36,7 +37,7 @@ export function vmReport(output) {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const file = process.argv[2] ?? 'README.md';
+  const file = process.argv[2] ?? 'docs/kernels.md';
   const at = writeBlockFile(file, BLOCK, COMMAND, vmReport(readFileSync(0, 'utf8')));
   console.error(`${file}: block ${BLOCK} written, at ${at}`);
 }

@@ -33,7 +33,7 @@ const ETCD = `http://${nodes[0].ip}:2379`;
 /**
  * Each kernel series the image holds, and what auto must pick there: how tc programs attach,
  * where decap runs (XDP in driver mode: virtio_net has native XDP), the fast path, and every
- * capability the probe reports. The README's kernel table is the line printed from these, after
+ * capability the probe reports. docs/kernels.md's kernel table is the line printed from these, after
  * they are asserted (scripts/vm-report.mjs puts it there).
  */
 const allYes = { btf: true, tcx: true, redirectPeer: true, redirectNeigh: true, checkMtu: true, conntrackKfuncs: true, ringbuf: true, xdpNative: true };
@@ -202,7 +202,7 @@ describe.each(kernels)('3 QEMU VMs on Linux $series: twill BPF (auto) on tvm1 an
     expect(present).toEqual(kernel.capabilities);
     const actual = { attach: status.attach.encap.mode, decap: status.attach.decap.hook, fastPath: status.fastPath.enabled };
     expect(actual).toEqual({ attach: kernel.attach, decap: kernel.decap, fastPath: kernel.path === 'fast' });
-    // Printed only once every field of it is asserted above: the README's kernel table is this line.
+    // Printed only once every field of it is asserted above: docs/kernels.md's kernel table is this line.
     console.log(`VM tier kernel matrix: ${formatChoiceLine({ ...status.probe, capabilities }, status.dataplaneChoice, actual)}`);
     // The agent says why, in its log as in its status.
     expect(await guest('tvm1').sh('grep -c "kernel probed: dataplane chosen" /run/twill-vm/agent.log')).toMatch(/^1\s*$/);

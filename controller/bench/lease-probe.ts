@@ -59,7 +59,7 @@ async function latency(client: Etcd3, prefix: string, pinDir: string, puts: numb
       const t0 = process.hrtime.bigint();
       await client.put(`${prefix}/subnets/${subnetKey(subnet)}`).value(fakeLease(i));
       for (;;) {
-        if (maps.subnets.get({ subnet: formatIpv4(subnet.ip) })) break;
+        if (maps.ipv4.readSubnet(formatIpv4(subnet.ip))) break;
         if (Number(process.hrtime.bigint() - t0) > 10e9) throw new Error(`lease ${subnetKey(subnet)} not in ${pinDir}/twill_subnets after 10 s`);
         await new Promise((r) => setTimeout(r, 1));
       }

@@ -55,7 +55,7 @@ export async function dataplaneCli(argv: string[]): Promise<number> {
       try {
         const desired = desiredMaps({ subnet, publicIp }, parsed.data);
         for (const s of desired.skipped) console.error(`skipped lease ${s.lease.subnet}: ${s.reason}`);
-        console.log(JSON.stringify(maps.sync(desired)));
+        console.log(JSON.stringify(maps.ipv4.sync(desired)));
       } finally {
         maps.close();
       }

@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { readAttachState, type AttachState } from '../dataplane/attach-state.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import { CONFIG6_ENABLED, MONITOR_DROPS, MONITOR_TRACE, type Endpoint, type TwillConfig, type TwillConfig6 } from '../../maps/layout.js';
-import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
+import type { FamilyMaps } from '../dataplane/family-maps.js';
+import { CONFIG6_ENABLED, MONITOR_DROPS, MONITOR_TRACE, type Endpoint, type Remote, type TwillConfig, type TwillConfig6 } from '../../maps/layout.js';
 import { isDirect } from '../reconcile/desired.js';
 import { MonitorSwitch } from '../monitor/control.js';
 import { parseArgs } from './args.js';
@@ -69,22 +69,21 @@ function readMonitorDoc(pinDir: string): MapsDoc['monitor'] {
 const endpointDocs = (entries: Map<string, Endpoint>) =>
   [...entries].map(([ip, e]) => ({ ip, ifindex: e.ifindex, mac: e.mac, gatewayMac: e.gateway_mac, mtu: e.mtu, encapMtu: e.encap_mtu }));
 
-function readIpv6Doc(pinDir: string): MapsDoc['ipv6'] {
-  if (!DatapathMaps6.present(pinDir)) return undefined;
-  const maps6 = DatapathMaps6.open(pinDir);
-  try {
-    const config = maps6.readConfig();
-    return {
-      config,
-      enabled: ((config?.flags ?? 0) & CONFIG6_ENABLED) !== 0,
-      subnets: [...maps6.readSubnets()].map(([s, r]) => ({ subnet: `${s}/${config?.subnet6_len ?? 0}`, publicIp: r.public_ip6, vtepMac: r.vtep_mac6, statsSlot: r.stats_slot })),
-      peers: [...maps6.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet6}/${p.subnet6_len}`, vtepMac: p.vtep_mac6, statsSlot: p.stats_slot })),
-      endpoints: endpointDocs(maps6.readEndpoints()),
-    };
-  } finally {
-    maps6.close();
-  }
+function readIpv6Doc(maps: DatapathMaps): MapsDoc['ipv6'] {
+  if (!maps.ipv6) return undefined;
+  const config = maps.readConfig6();
+  return {
+    config,
+    enabled: ((config?.flags ?? 0) & CONFIG6_ENABLED) !== 0,
+    subnets: [...maps.ipv6.readSubnets()].map((e) => subnetDoc(e, config?.subnet6_len ?? 0)),
+    peers: peerDocs(maps.ipv6),
+    endpoints: endpointDocs(maps.ipv6.readEndpoints()),
+  };
 }
+
+const subnetDoc = ([base, r]: [string, Remote], subnetLen: number) => ({ subnet: `${base}/${subnetLen}`, publicIp: r.public_ip, vtepMac: r.vtep_mac, statsSlot: r.stats_slot });
+
+const peerDocs = (family: FamilyMaps) => [...family.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac, statsSlot: p.stats_slot }));
 
 /** Reads the pins only: no etcd, no agent, no netns needed. */
 export function readMapsDoc(pinDir: string): MapsDoc {
@@ -93,15 +92,10 @@ export function readMapsDoc(pinDir: string): MapsDoc {
   const maps = DatapathMaps.open(pinDir);
   try {
     const config = maps.readConfig();
-    const subnetLen = config?.subnet_len ?? 0;
-    const subnets = [...maps.readSubnets()].map(([s, r]) => ({
-      subnet: `${s}/${subnetLen}`,
-      publicIp: r.public_ip,
-      vtepMac: r.vtep_mac,
-      statsSlot: r.stats_slot,
-      route: isDirect(r) ? ('direct' as const) : ('vxlan' as const),
-    }));
-    const peers = [...maps.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac, statsSlot: p.stats_slot }));
+    // The route (VXLAN or direct) is in the IPv4 document only, as it always was.
+    // The route (VXLAN or direct) is in the IPv4 document only, as it always was.
+    const subnets = [...maps.ipv4.readSubnets()].map((e) => ({ ...subnetDoc(e, config?.subnet_len ?? 0), route: isDirect(e[1]) ? ('direct' as const) : ('vxlan' as const) }));
+    const peers = peerDocs(maps.ipv4);
     const { peers: perPeer, unattributed } = maps.peerTraffic();
     const traffic = perPeer.map(({ publicIp, subnet, vtepMac, slot, ...c }) => ({ publicIp, subnet, vtepMac, statsSlot: slot, ...counters(c) }) as PeerTrafficDoc);
     const attach = readAttachState(pinDir);
@@ -115,9 +109,9 @@ export function readMapsDoc(pinDir: string): MapsDoc {
       stats: counters(maps.stats()),
       traffic,
       unattributed: counters(unattributed) as unknown as TrafficCounters,
-      endpoints: maps.endpoints && endpointDocs(maps.readEndpoints()),
+      endpoints: maps.ipv4.hasEndpoints ? endpointDocs(maps.ipv4.readEndpoints()) : undefined,
       path: path && { send: counters(path.send), receive: counters(path.receive) },
-      ipv6: readIpv6Doc(pinDir),
+      ipv6: readIpv6Doc(maps),
       monitor: readMonitorDoc(pinDir),
     };
   } finally {

@@ -2,7 +2,6 @@ import { existsSync } from 'node:fs';
 import { BpfMap } from '../bpf/libbpf.js';
 import { RingBuffer } from '../bpf/libbpf.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { EVENTS_MAP } from '../../maps/layout.js';
 import { MonitorSwitch, ownerAlive, pidNamespace, processStart } from '../monitor/control.js';
 import { decodeEvent, formatEvent, matches, monitorOptions, type DecodeContext, type MonitorOptions } from '../monitor/events.js';
@@ -22,17 +21,9 @@ function readPeerSlots(pinDir: string): Record<4 | 6, Map<number, string>> {
   const slots = { 4: new Map<number, string>(), 6: new Map<number, string>() };
   const maps = DatapathMaps.open(pinDir);
   try {
-    for (const [ip, p] of maps.readPeers()) slots[4].set(p.stats_slot, ip);
+    for (const family of maps.families) for (const [ip, p] of family.readPeers()) slots[family.family].set(p.stats_slot, ip);
   } finally {
     maps.close();
-  }
-  if (DatapathMaps6.present(pinDir)) {
-    const maps6 = DatapathMaps6.open(pinDir);
-    try {
-      for (const [ip, p] of maps6.readPeers()) slots[6].set(p.stats_slot, ip);
-    } finally {
-      maps6.close();
-    }
   }
   return slots;
 }

@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { syncPodLinks } from '../dataplane/pod-links.js';
 import type { Logger } from '../util/log.js';
 import { planEndpoints, portsWithoutRecord } from './desired.js';
@@ -28,7 +27,7 @@ interface EndpointSyncOptions {
   resyncMs?: number;
 }
 
-interface EndpointSyncState {
+export interface EndpointSyncState {
   endpoints: number;
   podLinks: number;
   syncs: number;
@@ -78,20 +77,16 @@ export class EndpointSync {
       const discovered = await discoverPods(portsWithoutRecord(records, ports));
       const plan = planEndpoints({ subnet: this.o.subnet, encapMtu: this.o.encapMtu, subnet6: this.o.subnet6, encapMtu6: this.o.encapMtu6, records, ports, bridgeMacs, discovered });
       const maps = DatapathMaps.open(this.o.pinDir);
-      let changed;
+      const changed: { upserted: string[]; removed: string[] } = { upserted: [], removed: [] };
       try {
-        changed = maps.syncEndpoints(plan.endpoints);
+        const families = [{ maps: maps.ipv4, endpoints: plan.endpoints }, ...(this.o.subnet6 && maps.ipv6 ? [{ maps: maps.ipv6, endpoints: plan.endpoints6 }] : [])];
+        for (const f of families) {
+          const c = f.maps.syncEndpoints(f.endpoints);
+          changed.upserted.push(...c.upserted);
+          changed.removed.push(...c.removed);
+        }
       } finally {
         maps.close();
-      }
-      if (this.o.subnet6 && DatapathMaps6.present(this.o.pinDir)) {
-        const maps6 = DatapathMaps6.open(this.o.pinDir);
-        try {
-          const changed6 = maps6.syncEndpoints(plan.endpoints6);
-          changed = { upserted: [...changed.upserted, ...changed6.upserted], removed: [...changed.removed, ...changed6.removed] };
-        } finally {
-          maps6.close();
-        }
       }
       const links = syncPodLinks(this.o.pinDir, this.o.fastPath ? plan.veths : []);
       const problems = [...plan.problems, ...invalid.map((i) => i.error)];

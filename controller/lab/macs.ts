@@ -1,6 +1,5 @@
 import { existsSync } from 'node:fs';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { ip } from '../netlink/ip.js';
 import type { LabNode, LabState } from './state.js';
 
@@ -31,6 +30,6 @@ export async function readVtepMac(node: LabNode, backend: LabState['backend'] = 
 /** From the pinned IPv6 config map of a BPF node, or the flannel-v6.1 device of a kernel one; none for host-gw. */
 export async function readVtepMac6(node: LabNode, backend: LabState['backend'] = 'vxlan'): Promise<string> {
   if (backend === 'host-gw') return '';
-  if (DatapathMaps6.present(node.pinDir)) return DatapathMaps6.readPinnedMac(node.pinDir) ?? '';
+  if (existsSync(`${node.pinDir}/twill_config6`)) return DatapathMaps.readPinnedMac6(node.pinDir) ?? '';
   return deviceMac(node, 'flannel-v6.1');
 }

@@ -1,5 +1,4 @@
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import { DatapathMaps6 } from '../dataplane/datapath-maps6.js';
 import { ip } from '../netlink/ip.js';
 import { labHasIpv6 } from './addressing.js';
 import { isAgent } from './agents.js';
@@ -70,10 +69,10 @@ async function waitUntilNotTentative(netns: string, timeoutMs = 10_000): Promise
 async function waitForEndpoint(node: LabNode, podIp: string, present: boolean, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const maps = podIp.includes(':') ? DatapathMaps6.open(node.pinDir) : DatapathMaps.open(node.pinDir);
+    const maps = DatapathMaps.open(node.pinDir);
     let has: boolean;
     try {
-      has = maps.readEndpoints().has(podIp);
+      has = maps.familyOf(podIp)?.readEndpoints().has(podIp) ?? false;
     } finally {
       maps.close();
     }

@@ -8,7 +8,7 @@ import { agentMetricFamilies, type AgentSnapshot, type MetricsOptions } from './
 import type { AgentRegistry } from './registry.js';
 
 /** What the agent exposes to /metrics: its live objects, read at scrape time. */
-interface AgentMetricSources {
+export interface AgentMetricSources {
   pinDir: string;
   ready: boolean;
   mode?: 'bpf' | 'kernel';

@@ -14,6 +14,11 @@ export interface NodeLease {
   direct?: boolean;
   /** etcd's create revision of the record, when it came from etcd: the older claim to a PublicIP wins */
   createRevision?: string;
+  /**
+   * An IPv6 lease's IPv4 PublicIP, when it has one: its IPv6 entries count in the per-peer
+   * counter slot of its IPv4 entries (one node, one row of counters, both families)
+   */
+  counterPeer?: string;
 }
 
 /**
@@ -54,17 +59,15 @@ export interface DesiredMaps {
   peers: Map<string, DesiredPeer>;
   /** leases left out, with why (own lease, conflicts) */
   skipped: { lease: NodeLease; reason: string }[];
-  /**
-   * IPv6 only: PublicIPv6 -> the PublicIP of the same lease, whose per-peer counter slot the
-   * peer's IPv6 entries share (one node, one row of counters, both families)
-   */
-  counterPeers?: Map<string, string>;
+  /** peer -> its lease's counterPeer, for the peers whose lease names one (NodeLease.counterPeer) */
+  counterPeers?: ReadonlyMap<string, string>;
 }
 
 export function desiredMaps(self: { subnet: string; publicIp: string }, leases: readonly NodeLease[]): DesiredMaps {
   const subnets = new Map<string, DesiredRemote>();
   const peers = new Map<string, DesiredPeer>();
   const skipped: DesiredMaps['skipped'] = [];
+  const counterPeers = new Map<string, string>();
   // Who holds each PublicIP, decided first; then leases in subnet order, so that of two sharing a
   // base address the later one wins, the same way on every node and every run.
   const holder = new Map<string, NodeLease>();
@@ -91,14 +94,17 @@ export function desiredMaps(self: { subnet: string; publicIp: string }, leases: 
     }
     subnets.set(base, remoteOf(lease));
     peers.set(lease.publicIp, peerOf(lease));
+    if (lease.counterPeer !== undefined) counterPeers.set(lease.publicIp, lease.counterPeer);
   }
-  return { subnets, peers, skipped };
+  return { subnets, peers, skipped, counterPeers };
 }
 
 /** Entry-level changes to both maps. */
 export interface MapChanges {
   subnets: MapDiff<DesiredRemote>;
   peers: MapDiff<DesiredPeer>;
+  /** every peer's counterPeer as of these changes (DesiredMaps.counterPeers) */
+  counterPeers?: ReadonlyMap<string, string>;
 }
 
 const baseOf = (cidr: string) => cidr.slice(0, cidr.indexOf('/'));
@@ -113,6 +119,7 @@ const baseOf = (cidr: string) => cidr.slice(0, cidr.indexOf('/'));
 export class DesiredState {
   readonly subnets = new Map<string, DesiredRemote>();
   readonly peers = new Map<string, DesiredPeer>();
+  readonly counterPeers = new Map<string, string>();
   private readonly leases = new Map<string, NodeLease>();
   private readonly byIp = new Map<string, Set<string>>();
   private readonly byBase = new Map<string, Set<string>>();
@@ -139,7 +146,7 @@ export class DesiredState {
       }
       bases.add(baseOf(cidr));
     }
-    const out: MapChanges = { subnets: { upsert: [], remove: [] }, peers: { upsert: [], remove: [] } };
+    const out: MapChanges = { subnets: { upsert: [], remove: [] }, peers: { upsert: [], remove: [] }, counterPeers: this.counterPeers };
     for (const ip of ips) {
       const before = this.peers.get(ip);
       if (before) bases.add(before.subnet);
@@ -147,6 +154,8 @@ export class DesiredState {
       const lease = winner && this.leases.get(winner)!;
       if (winner) bases.add(baseOf(winner));
       record(this.peers, out.peers, ip, before, lease && peerOf(lease));
+      if (lease && lease.counterPeer !== undefined) this.counterPeers.set(ip, lease.counterPeer);
+      else this.counterPeers.delete(ip);
     }
     for (const base of bases) {
       let winner: string | undefined;
@@ -158,7 +167,7 @@ export class DesiredState {
   }
 
   snapshot(): DesiredMaps {
-    return { subnets: new Map(this.subnets), peers: new Map(this.peers), skipped: [] };
+    return { subnets: new Map(this.subnets), peers: new Map(this.peers), skipped: [], counterPeers: new Map(this.counterPeers) };
   }
 
   /** Why a lease we hold is not in the maps, as desiredMaps() would say it; undefined if it is, or is our own. */

@@ -40,7 +40,7 @@ export interface LeasePolicy {
 }
 
 /** Who we are, per address family: our own lease and address are never programmed as a peer. */
-interface SelfIdentity {
+export interface SelfIdentity {
   subnet: string;
   publicIp: string;
   /** with IPv6 enabled: our lease's IPv6 subnet and our PublicIPv6 */
@@ -48,8 +48,37 @@ interface SelfIdentity {
   publicIpv6?: string;
 }
 
+type IpFamily = 4 | 6;
+
+/** What carries each family's leases: IPv4's datapath, and IPv6's when the network has IPv6. */
+export interface Datapaths {
+  ipv4: Datapath;
+  ipv6?: Datapath;
+}
+
+export interface ReconcilerOptions {
+  self: SelfIdentity;
+  policy: LeasePolicy;
+  log: Logger;
+  /** none yet: updates wait for setDatapaths() */
+  datapaths?: Datapaths;
+}
+
+/**
+ * One family's share of the work: its datapath, who we are in it, the desired state kept lease
+ * by lease, and each lease as last seen with the underlay route it was judged by.
+ */
+interface FamilyLane {
+  family: IpFamily;
+  datapath: Datapath;
+  self: { subnet: string; publicIp: string };
+  state: DesiredState;
+  seen: Map<string, { lease: Lease; route?: UnderlayRoute['kind'] }>;
+}
+
 /** A datapath that carries nothing: the IPv4 side of an IPv6-only network. */
-export const noDatapath: Datapath = { sync: () => ({ subnetsAdded: 0, subnetsRemoved: 0, peersAdded: 0, peersRemoved: 0 }) };
+const NOTHING: SyncResult = { subnetsAdded: 0, subnetsRemoved: 0, peersAdded: 0, peersRemoved: 0 };
+export const noDatapath: Datapath = { sync: () => NOTHING, apply: () => NOTHING };
 
 /** How often the live state is read back and diffed in full, to repair drift made behind our back. */
 const FULL_SYNC_INTERVAL_MS = 60_000;
@@ -86,28 +115,25 @@ export class Reconciler {
   private pendingKeys = new Set<string>();
   private running?: Promise<void>;
   private readonly warned = new Set<string>();
-  /** the desired state and the lease objects it was built from, with the underlay route each was judged by */
-  private state?: DesiredState;
-  private seen = new Map<string, { lease: Lease; route?: UnderlayRoute['kind'] }>();
+  private self: SelfIdentity;
+  private readonly policy: LeasePolicy;
+  private readonly log: Logger;
+  private datapaths?: Datapaths;
+  /** per family, built afresh (empty state, full sync) after setSelf() or setDatapaths() */
+  private lanes?: FamilyLane[];
   private peerEvents: PeerEvent[] = [];
   /** per PublicIP, refreshed for all at every full sync (the underlay may change under us) */
   private routes = new Map<string, UnderlayRoute>();
-  /** whether the datapath holds exactly what `state` says (false until a sync completes) */
+  /** whether the datapaths hold exactly what the lanes' states say (false until a sync completes) */
   private trusted = false;
   private lastFullSync = 0;
-  /** the IPv6 side: its own datapath (flannel-v6.<VNI>), given the whole IPv6 state whenever it changes */
-  private datapath6?: Datapath;
-  private last6?: string;
-  /** the IPv6 state last written, for status */
-  desired6?: DesiredMaps;
 
-  constructor(
-    /** none yet: updates wait for setDatapath() */
-    private datapath: Datapath | undefined,
-    private self: SelfIdentity,
-    private readonly policy: LeasePolicy,
-    private readonly log: Logger,
-  ) {}
+  constructor(o: ReconcilerOptions) {
+    this.self = o.self;
+    this.policy = o.policy;
+    this.log = o.log;
+    this.datapaths = o.datapaths;
+  }
 
   private get needsRoutes(): boolean {
     return this.policy.underlay !== undefined && (this.policy.backend === 'host-gw' || this.policy.directRouting);
@@ -129,21 +155,27 @@ export class Reconciler {
 
   setSelf(self: SelfIdentity): void {
     this.self = self;
-    this.state = undefined;
-    this.last6 = undefined;
+    this.lanes = undefined;
   }
 
-  /** `datapath6` carries the IPv6 leases when the network has IPv6. */
-  setDatapath(datapath: Datapath, datapath6?: Datapath): void {
-    this.datapath = datapath;
-    this.datapath6 = datapath6;
-    this.last6 = undefined;
-    this.trusted = false;
+  setDatapaths(datapaths: Datapaths): void {
+    this.datapaths = datapaths;
+    this.lanes = undefined;
     this.kick();
   }
 
   private get ipv4(): boolean {
     return this.policy.families?.ipv4 ?? true;
+  }
+
+  /** IPv4's lane, and IPv6's when there is an IPv6 datapath and we have an IPv6 identity. */
+  private makeLanes(datapaths: Datapaths): FamilyLane[] {
+    const lane = (family: IpFamily, datapath: Datapath, self: FamilyLane['self']): FamilyLane => ({ family, datapath, self, state: new DesiredState(self), seen: new Map() });
+    const { subnet6, publicIpv6 } = this.self;
+    return [
+      lane(4, datapaths.ipv4, { subnet: this.self.subnet, publicIp: this.self.publicIp }),
+      ...(datapaths.ipv6 && subnet6 && publicIpv6 ? [lane(6, datapaths.ipv6, { subnet: subnet6, publicIp: publicIpv6 })] : []),
+    ];
   }
 
   /**
@@ -158,7 +190,7 @@ export class Reconciler {
   }
 
   private kick(): void {
-    if (!this.datapath) return; // held until setDatapath()
+    if (!this.datapaths) return; // held until setDatapaths()
     this.running ??= (async () => {
       await new Promise((r) => setImmediate(r));
       while (this.pending) {
@@ -178,41 +210,45 @@ export class Reconciler {
     while (this.running) await this.running;
   }
 
-  /** The desired datapath state for a lease set, as the next sync would write it. */
+  /** The desired IPv4 datapath state for a lease set, as the next sync would write it. */
   async desired(leases: Iterable<Lease>): Promise<DesiredMaps> {
     const list = [...leases];
     await this.learnRoutes(list, false);
-    const desired = desiredMaps(this.self, this.usable(list));
+    const desired = desiredMaps(this.self, list.flatMap((l) => this.usable(l, 4) ?? []));
     for (const s of desired.skipped) this.log.warn('ignoring conflicting lease', { subnet: s.lease.subnet, publicIp: s.lease.publicIp, reason: s.reason });
     return desired;
   }
 
-  private usable(leases: Iterable<Lease>): NodeLease[] {
-    const out: NodeLease[] = [];
-    for (const l of leases) {
-      const n = this.usableOne(l);
-      if (n) out.push(n);
-    }
-    return out;
-  }
-
-  /** The lease as the datapath carries it, or undefined (logged once per reason) when it cannot. */
-  private usableOne(l: Lease): NodeLease | undefined {
-    if (!this.ipv4) return undefined; // an IPv6-only network: every lease's IPv4 part is empty
-    const subnet = formatCidr(l.subnet);
+  /**
+   * One family's side of a lease as the datapath carries it, or undefined (logged once per
+   * reason) when it cannot: vxlan (the family's subnet, PublicIP and VtepMAC) or, with
+   * DirectRouting and the PublicIP on our segment, a direct route, as host-gw always does. The
+   * IPv6 side is flannel's: its IPv6 subnet, PublicIPv6 and BackendV6Data's VtepMAC.
+   */
+  private usable(l: Lease, family: IpFamily): NodeLease | undefined {
+    if (family === 4 && !this.ipv4) return undefined; // an IPv6-only network: every lease's IPv4 part is empty
+    // An IPv4-only lease in a dual-stack network: flannel skips its IPv6 side too.
+    const side =
+      family === 4
+        ? { subnet: formatCidr(l.subnet), publicIp: l.publicIp, vtepMac: l.vtepMac, noVtep: 'no VtepMAC' }
+        : l.subnet6 && { subnet: formatCidr6(l.subnet6), publicIp: l.publicIpv6, vtepMac: l.vtepMac6, noVtep: 'no IPv6 VtepMAC (BackendV6Data)' };
+    if (!side) return undefined;
     const { backend, vni } = this.policy;
-    const route = this.routes.get(l.publicIp);
+    const route = side.publicIp ? this.routes.get(side.publicIp) : undefined;
     // flannel's backends each ignore the others' leases ("Ignoring non-host-gw subnet").
     let skip: string | undefined;
     if (l.backendType !== backend) skip = `backend type ${JSON.stringify(l.backendType)} is not ${backend}`;
-    else if (backend === 'host-gw') skip = hostGwRefusal(subnet, l.publicIp, route); // our own address answers as local: direct
-    else if (!l.vtepMac) skip = 'no VtepMAC';
+    else if (!side.publicIp) skip = 'no PublicIPv6';
+    else if (backend === 'host-gw') skip = hostGwRefusal(side.subnet, side.publicIp, route); // our own address answers as local: direct
+    else if (!side.vtepMac) skip = side.noVtep;
     else if (l.vni !== undefined && l.vni !== vni) skip = `VNI ${l.vni} differs from ours (${vni})`;
     if (!skip) {
       const direct = backend === 'host-gw' || (this.policy.directRouting && route?.kind === 'direct');
-      return { subnet, publicIp: l.publicIp, vtepMac: l.vtepMac, direct, createRevision: l.createRevision };
+      // A dual-stack peer's IPv6 entries count in the slot of its IPv4 ones.
+      const counterPeer = family === 6 && l.publicIp !== NO_PUBLIC_IP ? l.publicIp : undefined;
+      return { subnet: side.subnet, publicIp: side.publicIp!, vtepMac: side.vtepMac, direct, createRevision: l.createRevision, ...(counterPeer && { counterPeer }) };
     }
-    this.warnOnce(subnet, l.publicIp, skip);
+    this.warnOnce(side.subnet, side.publicIp ?? '', skip);
     return undefined;
   }
 
@@ -221,111 +257,65 @@ export class Reconciler {
     this.warned.add(`${subnet} ${reason}`);
   }
 
-  /**
-   * The IPv6 side of a lease, as flannel's backends carry it: vxlan on flannel-v6.<VNI> (its IPv6
-   * subnet, PublicIPv6 and BackendV6Data's VtepMAC) or, with DirectRouting and the PublicIPv6 on
-   * our segment, by a direct route, as host-gw always does; undefined (logged once) when it
-   * cannot be carried.
-   */
-  private usable6(l: Lease): NodeLease | undefined {
-    if (!l.subnet6) return undefined; // an IPv4-only lease in a dual-stack network: flannel skips its IPv6 side too
-    const subnet = formatCidr6(l.subnet6);
-    const { backend, vni } = this.policy;
-    const route = l.publicIpv6 ? this.routes.get(l.publicIpv6) : undefined;
-    let skip: string | undefined;
-    if (l.backendType !== backend) skip = `backend type ${JSON.stringify(l.backendType)} is not ${backend}`;
-    else if (!l.publicIpv6) skip = 'no PublicIPv6';
-    else if (backend === 'host-gw') skip = hostGwRefusal(subnet, l.publicIpv6, route);
-    else if (!l.vtepMac6) skip = 'no IPv6 VtepMAC (BackendV6Data)';
-    else if (l.vni !== undefined && l.vni !== vni) skip = `VNI ${l.vni} differs from ours (${vni})`;
-    if (!skip) {
-      const direct = backend === 'host-gw' || (this.policy.directRouting && route?.kind === 'direct');
-      return { subnet, publicIp: l.publicIpv6!, vtepMac: l.vtepMac6, direct, createRevision: l.createRevision };
-    }
-    this.warnOnce(subnet, l.publicIpv6 ?? '', skip);
-    return undefined;
-  }
-
-  /** Writes the IPv6 state when it changed (or on a full sync); returns what that changed. */
-  private async apply6(leases: ReadonlyMap<string, Lease>, full: boolean): Promise<SyncResult | undefined> {
-    if (!this.datapath6 || !this.self.subnet6 || !this.self.publicIpv6) return undefined;
-    const leases6: NodeLease[] = [];
-    const publicIpOf = new Map<string, string>();
-    for (const l of leases.values()) {
-      const n = this.usable6(l);
-      if (!n) continue;
-      leases6.push(n);
-      if (l.publicIp !== NO_PUBLIC_IP) publicIpOf.set(n.publicIp, l.publicIp);
-    }
-    const maps6 = desiredMaps({ subnet: this.self.subnet6, publicIp: this.self.publicIpv6 }, leases6);
-    const counterPeers = new Map([...maps6.peers.keys()].flatMap((ip6) => (publicIpOf.has(ip6) ? [[ip6, publicIpOf.get(ip6)!] as const] : [])));
-    const desired = { ...maps6, counterPeers };
-    // A peer's counter slot follows its IPv4 entries, which this pass may just have (re)assigned.
-    const key = JSON.stringify([[...desired.subnets], [...counterPeers]]);
-    if (!full && key === this.last6) return undefined;
-    for (const s of desired.skipped) this.warnOnce(s.lease.subnet, s.lease.publicIp, s.reason);
-    const result = await this.datapath6.sync(desired);
-    this.last6 = key;
-    this.desired6 = desired;
-    return result;
-  }
-
-  /** The leases that differ from the last apply (among `keys` if given), as DesiredState changes; `seen` follows. */
-  private leaseChanges(leases: ReadonlyMap<string, Lease>, keys?: ReadonlySet<string>): [string, NodeLease | undefined][] {
+  /** The leases that differ from the lane's last apply (among `keys` if given), as DesiredState changes; `seen` follows. */
+  private leaseChanges(lane: FamilyLane, leases: ReadonlyMap<string, Lease>, keys?: ReadonlySet<string>): [string, NodeLease | undefined][] {
     const changes: [string, NodeLease | undefined][] = [];
+    // The family's subnet of a lease (none: an IPv4-only lease on the IPv6 lane).
+    const subnetOf = (l: Lease) => (lane.family === 4 ? formatCidr(l.subnet) : l.subnet6 && formatCidr6(l.subnet6));
+    // Peers come and go once per lease: the first lane says so.
+    const events = lane === this.lanes![0] ? this.peerEvents : [];
     const check = (key: string) => {
       const l = leases.get(key);
-      const before = this.seen.get(key);
+      const before = lane.seen.get(key);
       if (l) {
-        const route = this.routes.get(l.publicIp)?.kind;
+        const route = this.routes.get((lane.family === 4 ? l.publicIp : l.publicIpv6) ?? '')?.kind;
         if (before && (before.lease === l || sameLease(before.lease, l)) && before.route === route) return;
-        this.seen.set(key, { lease: l, route });
-        changes.push([formatCidr(l.subnet), this.usableOne(l)]);
-        this.peerEvents.push({ change: before ? 'changed' : 'added', subnet: formatCidr(l.subnet), publicIp: l.publicIp });
+        lane.seen.set(key, { lease: l, route });
+        const was = before && subnetOf(before.lease);
+        const subnet = subnetOf(l);
+        if (was && was !== subnet) changes.push([was, undefined]);
+        if (subnet) changes.push([subnet, this.usable(l, lane.family)]);
+        events.push({ change: before ? 'changed' : 'added', subnet: formatCidr(l.subnet), publicIp: l.publicIp });
       } else if (before) {
-        this.seen.delete(key);
-        changes.push([formatCidr(before.lease.subnet), undefined]);
-        this.peerEvents.push({ change: 'removed', subnet: formatCidr(before.lease.subnet), publicIp: before.lease.publicIp });
+        lane.seen.delete(key);
+        const was = subnetOf(before.lease);
+        if (was) changes.push([was, undefined]);
+        events.push({ change: 'removed', subnet: formatCidr(before.lease.subnet), publicIp: before.lease.publicIp });
       }
     };
     if (keys) for (const key of keys) check(key);
-    else for (const key of new Set([...leases.keys(), ...this.seen.keys()])) check(key);
+    else for (const key of new Set([...leases.keys(), ...lane.seen.keys()])) check(key);
     return changes;
   }
 
   private async apply(leases: ReadonlyMap<string, Lease>, keys?: ReadonlySet<string>): Promise<void> {
     const started = performance.now();
     try {
-      if (!this.state) {
-        this.state = new DesiredState(this.self);
-        this.seen = new Map();
+      if (!this.lanes) {
+        this.lanes = this.makeLanes(this.datapaths!);
         this.peerEvents = [];
         this.trusted = false;
         keys = undefined;
       }
-      const state = this.state;
-      const datapath = this.datapath!;
-      const full = !this.trusted || !datapath.apply || started - this.lastFullSync >= FULL_SYNC_INTERVAL_MS;
+      const full = !this.trusted || started - this.lastFullSync >= FULL_SYNC_INTERVAL_MS;
+      // A datapath that can only sync (flannel's kernel devices, direct routes) is synced in full every time.
+      const fullOf = (lane: FamilyLane) => full || !lane.datapath.apply;
+      const anyFull = this.lanes.some(fullOf);
       // A full sync looks every lease's route up again: a peer may have moved on or off our segment.
-      if (full && this.needsRoutes) keys = undefined;
-      await this.learnRoutes(keys ? [...keys].flatMap((k) => leases.get(k) ?? []) : leases.values(), full);
-      const leaseChanges = this.leaseChanges(leases, keys);
-      const changes = state.update(leaseChanges);
-      for (const [cidr, lease] of leaseChanges) {
-        const why = lease && state.whySkipped(cidr);
-        if (why) this.log.warn('ignoring conflicting lease', { subnet: cidr, publicIp: lease.publicIp, reason: why });
-      }
+      if (anyFull && this.needsRoutes) keys = undefined;
+      await this.learnRoutes(keys ? [...keys].flatMap((k) => leases.get(k) ?? []) : leases.values(), anyFull);
       this.trusted = false; // until this write is known to have completed
-      this.lastResult = full ? await datapath.sync(state.snapshot()) : await datapath.apply!(changes);
-      const r6 = await this.apply6(leases, full);
-      if (r6) this.lastResult = addResults(this.lastResult, r6);
+      let result = NOTHING;
+      for (const lane of this.lanes) result = addResults(result, await this.applyLane(lane, leases, keys, fullOf(lane)));
+      this.lastResult = result;
       this.trusted = true;
       if (full) this.lastFullSync = started;
       this.count++;
-      const r = this.lastResult;
       for (const line of peerLines(this.peerEvents.filter((e) => e.subnet !== this.self.subnet))) this.log.info(line.msg, line.fields);
       this.peerEvents = [];
-      if (r.subnetsAdded + r.subnetsRemoved + r.peersAdded + r.peersRemoved) this.log.info('datapath updated', { ...r, peers: state.peers.size, ...(this.desired6 ? { peers6: this.desired6.subnets.size } : {}), full, ms: Math.round(performance.now() - started) });
+      const [v4, v6] = this.lanes;
+      if (result.subnetsAdded + result.subnetsRemoved + result.peersAdded + result.peersRemoved)
+        this.log.info('datapath updated', { ...result, peers: v4.state.peers.size, ...(v6 ? { peers6: v6.state.subnets.size } : {}), full, ms: Math.round(performance.now() - started) });
     } catch (err) {
       this.errors++;
       this.log.error('reconcile failed; will retry with the next change or resync', { error: (err as Error).message });
@@ -334,6 +324,17 @@ export class Reconciler {
       this.lastDurationMs = performance.now() - started;
       this.totalDurationMs += this.lastDurationMs;
     }
+  }
+
+  /** One family's write: the whole state on a full sync, else only the entries the changed leases touch. */
+  private async applyLane(lane: FamilyLane, leases: ReadonlyMap<string, Lease>, keys: ReadonlySet<string> | undefined, full: boolean): Promise<SyncResult> {
+    const leaseChanges = this.leaseChanges(lane, leases, keys);
+    const changes = lane.state.update(leaseChanges);
+    for (const [cidr, lease] of leaseChanges) {
+      const why = lease && lane.state.whySkipped(cidr);
+      if (why) this.log.warn('ignoring conflicting lease', { subnet: cidr, publicIp: lease.publicIp, reason: why });
+    }
+    return full ? lane.datapath.sync(lane.state.snapshot()) : lane.datapath.apply!(changes);
   }
 }
 

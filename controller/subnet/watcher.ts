@@ -11,6 +11,17 @@ export interface LeaseChange {
   changed: Lease[];
 }
 
+export interface LeaseWatcherOptions {
+  store: LeaseStore;
+  /** every change to the lease set, with the whole set after it */
+  onChange: (change: LeaseChange, all: ReadonlyMap<string, Lease>) => void;
+  log: Logger;
+  /** every raw watch event, before it is applied (the agent spots the loss of its own lease here) */
+  onEvent?: (e: WatchEvent) => void;
+  /** leases the datapath could not carry under this config are reported and left out */
+  routableIn?: NetworkConfig;
+}
+
 /**
  * Keeps the set of leases current: a listing at revision R, then a watch from R+1. When the
  * watch ends (etcd compacted past it, or canceled it) or its connection was re-established,
@@ -25,14 +36,15 @@ export class LeaseWatcher {
   state: 'starting' | 'watching' | 'resyncing' | 'backoff' = 'starting';
   resyncs = 0;
 
-  constructor(
-    private readonly store: LeaseStore,
-    private readonly onChange: (change: LeaseChange, all: ReadonlyMap<string, Lease>) => void,
-    private readonly log: Logger,
-    private readonly onEvent?: (e: WatchEvent) => void,
-    /** leases the datapath could not carry under this config are reported and left out */
-    private readonly routableIn?: NetworkConfig,
-  ) {}
+  private readonly store: LeaseStore;
+  private readonly onChange: LeaseWatcherOptions['onChange'];
+  private readonly log: Logger;
+  private readonly onEvent?: LeaseWatcherOptions['onEvent'];
+  private readonly routableIn?: NetworkConfig;
+
+  constructor(o: LeaseWatcherOptions) {
+    ({ store: this.store, onChange: this.onChange, log: this.log, onEvent: this.onEvent, routableIn: this.routableIn } = o);
+  }
 
   /** Resolves after the first listing has been applied; keeps watching in the background. */
   async start(): Promise<void> {

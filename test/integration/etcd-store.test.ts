@@ -60,7 +60,7 @@ describe('IPv6 leases against a real etcd', () => {
       expect(records.find((r) => r.key.endsWith(a.key))!.value).toBe(
         '{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::1","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:06:01"}}',
       );
-      const watcher = new LeaseWatcher(s, () => undefined, log, undefined, config);
+      const watcher = new LeaseWatcher({ store: s, onChange: () => undefined, log, routableIn: config });
       await watcher.start();
       expect([...watcher.leases.values()].map((l) => l.publicIpv6).sort()).toEqual(['fd00::1', 'fd00::2']);
       await watcher.stop();

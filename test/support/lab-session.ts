@@ -50,11 +50,11 @@ export async function readMaps(n: LabNode): Promise<MapsDoc> {
     const config = maps.readConfig();
     return {
       config,
-      subnets: [...maps.readSubnets()].map(([s, r]) => ({ subnet: `${s}/${config?.subnet_len ?? 0}`, publicIp: r.public_ip, vtepMac: r.vtep_mac })),
-      peers: [...maps.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac })),
+      subnets: [...maps.ipv4.readSubnets()].map(([s, r]) => ({ subnet: `${s}/${config?.subnet_len ?? 0}`, publicIp: r.public_ip, vtepMac: r.vtep_mac })),
+      peers: [...maps.ipv4.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac })),
       stats: numbers(maps.stats()),
       path: ((p) => p && { send: numbers(p.send), receive: numbers(p.receive) })(maps.pathStats()),
-      endpoints: new Map([...maps.readEndpoints()].map(([ip, e]) => [ip, e.ifindex])),
+      endpoints: new Map([...maps.ipv4.readEndpoints()].map(([ip, e]) => [ip, e.ifindex])),
     };
   } finally {
     maps.close();

@@ -93,7 +93,7 @@ describe('Reconciler per backend', () => {
   };
   const make = (policy: Omit<LeasePolicy, 'underlay' | 'vni'>) => {
     const dp = new RecordingDatapath();
-    const r = new Reconciler(dp, { subnet: '10.244.1.0/24', publicIp: '192.168.1.1' }, { ...policy, vni: 1, underlay }, logger('test'));
+    const r = new Reconciler({ self: { subnet: '10.244.1.0/24', publicIp: '192.168.1.1' }, policy: { ...policy, vni: 1, underlay }, log: logger('test'), datapaths: { ipv4: dp } });
     return { dp, r };
   };
   const direct = (dp: RecordingDatapath) => Object.fromEntries([...dp.subnets].map(([s, r]) => [s, isDirect(r)]));

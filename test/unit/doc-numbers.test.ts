@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error: a plain ES module script, no types
 import { ancestorIn, checkDocuments, measurements, writeBlock } from '../../scripts/doc-blocks.mjs';
 // @ts-expect-error: a plain ES module script, no types
-import { vmReport } from '../../scripts/vm-report.mjs';
+import { BLOCK as VM_BLOCK, COMMAND as VM_COMMAND, vmReport } from '../../scripts/vm-report.mjs';
 
 /*
  * Every number the documents quote as a measurement was printed by a program at a commit of this
@@ -37,11 +37,16 @@ export const ALLOW = [
   { phrase: '768 MB each', reason: "the QEMU guests' memory (vm-tests/qemu.ts)" },
 ];
 
+/** docs/*.md: the design, moved out of README.md, under the same rule. */
+const docsFiles = (): string[] =>
+  existsSync(new URL('docs/', root)) ? readdirSync(new URL('docs/', root)).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`) : [];
+
 describe('the documents quote measurements only from generated blocks', () => {
   const docs = [
     { name: 'README.md', text: read('README.md'), lint: true },
     { name: 'deploy/README.md', text: read('deploy/README.md'), lint: true },
     { name: 'vm-tests/README.md', text: read('vm-tests/README.md'), lint: true },
+    ...docsFiles().map((name) => ({ name, text: read(name), lint: true })),
   ];
 
   it('has blocks naming commits of this history, citations their blocks hold, and no measurement typed by hand', () => {
@@ -118,6 +123,11 @@ describe("the VM tier's block", () => {
     expect(block).toContain('| 6.12 | VM tier | `kernel 6.12.95+deb12-amd64: bpf attach=tcx decap=xdp path=fast \\| btf=yes tcx=yes xdpNative=yes` |');
     expect(block).toContain('| 6.1 | VM tier | `kernel 6.1.0-50-amd64: bpf attach=clsact');
     expect(block).toContain('10 passed, 0 failed; guest image ready after 3 s; the VM tier took 512 s in all');
+  });
+  it('is written by scripts/vm-report.mjs into the document that holds it (docs/kernels.md, since the design left README.md)', () => {
+    const file = /vm-report\.mjs (\S+)$/.exec(VM_COMMAND as string)?.[1];
+    expect(file).toBe('docs/kernels.md');
+    expect(read(file!)).toContain(`<!-- generated: ${VM_BLOCK as string} by`);
   });
   it('is refused from a run with a failure or a skipped test, or without a matrix line', () => {
     expect(() => vmReport(run.replace('0 failed', '1 failed'))).toThrow(/did not pass/);

@@ -32,7 +32,7 @@ function watched(store: MemoryLeaseStore) {
     error: (m) => void lines.push(`error ${m}`),
     child: () => log,
   };
-  const watcher = new LeaseWatcher(store, (c) => void changes.push(summary(c)), log, (e) => void events.push(e), config);
+  const watcher = new LeaseWatcher({ store, onChange: (c) => void changes.push(summary(c)), log, onEvent: (e) => void events.push(e), routableIn: config });
   /** Resolves once `done` holds (the test's timeout fails it otherwise). */
   const until = async (done: () => boolean): Promise<void> => {
     while (!done()) await new Promise((r) => setTimeout(r, 5));

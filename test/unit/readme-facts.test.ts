@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 
 const read = (p: string) => readFileSync(new URL(`../../${p}`, import.meta.url), 'utf8');
 const readme = read('README.md');
-const prerequisites = readme.slice(readme.indexOf('## Prerequisites'), readme.indexOf('## Set-up: two commands'));
+// From its heading (under *Set-up*) to the next heading of any level.
+const prerequisites = readme.slice(readme.indexOf('### Prerequisites'), readme.indexOf('\n#', readme.indexOf('### Prerequisites')));
 const pkg = JSON.parse(read('package.json')) as { engines: { node: string }; license: string };
 
 // The set-up facts in the README are read from the files they describe, so neither can change alone.

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { isDirect, type DesiredMaps, type MapChanges } from '../../controller/reconcile/desired.js';
 import { Reconciler, type Datapath, type SyncResult } from '../../controller/reconcile/reconciler.js';
 import type { UnderlayRoute } from '../../controller/reconcile/underlay.js';
-import { parseLeaseKV, encodeLeaseValue, type Lease } from '../../controller/subnet/lease.js';
+import { encodeLeaseValue, leaseKey, parseLeaseKV, type Lease } from '../../controller/subnet/lease.js';
 import { logger, type Logger } from '../../controller/util/log.js';
 
 /** A datapath that keeps its state in memory and records whether each write was a full sync or an apply. */
@@ -39,10 +39,19 @@ function lease(n: number): Lease {
   if (!r.ok) throw new Error(r.reason);
   return r.lease;
 }
+/** A dual-stack vxlan lease of node n. */
+function dual(n: number): Lease {
+  const r = parseLeaseKV(
+    `/coreos.com/network/subnets/10.244.${n}.0-24&fd00:0:0:${n}::-64`,
+    encodeLeaseValue({ backendType: 'vxlan', publicIp: `192.168.0.${n}`, publicIpv6: `fd01::${n}`, vni: 1, vtepMac: `02:00:00:00:00:0${n}`, vtepMac6: `02:00:00:00:06:0${n}` }),
+  );
+  if (!r.ok) throw new Error(r.reason);
+  return r.lease;
+}
 const leaseSet = (...ns: number[]) => new Map(ns.map((n) => [`10.244.${n}.0/24`, lease(n)]));
 
 describe('Reconciler', () => {
-  const make = (dp: Datapath) => new Reconciler(dp, { subnet: '10.244.1.0/24', publicIp: '192.168.0.1' }, { backend: 'vxlan', vni: 1, directRouting: false }, logger('test'));
+  const make = (dp: Datapath) => new Reconciler({ self: { subnet: '10.244.1.0/24', publicIp: '192.168.0.1' }, policy: { backend: 'vxlan', vni: 1, directRouting: false }, log: logger('test'), datapaths: { ipv4: dp } });
 
   it('syncs in full first, then writes only what each change touches', async () => {
     const dp = new MemoryDatapath();
@@ -67,7 +76,7 @@ describe('Reconciler', () => {
     expect(r.errors).toBe(1);
     r.update(leaseSet(2, 3));
     await r.settled();
-    r.setDatapath(dp);
+    r.setDatapaths({ ipv4: dp });
     r.update(leaseSet(2, 3, 4));
     await r.settled();
     r.update(leaseSet(2, 4));
@@ -89,8 +98,8 @@ describe('Reconciler', () => {
       const seen6: DesiredMaps[] = [];
       const dp6: Datapath = { sync: (d) => (seen6.push(d), { subnetsAdded: 0, subnetsRemoved: 0, peersAdded: 0, peersRemoved: 0 }) };
       const self = { subnet: '10.244.1.0/24', publicIp: '192.168.0.1', subnet6: 'fd00:0:0:1::/64', publicIpv6: 'fd01::1' };
-      const r = new Reconciler(undefined, self, { backend, vni: 1, directRouting, underlay, families: { ipv4: true, ipv6: true } }, logger('test'));
-      r.setDatapath(new MemoryDatapath(), dp6);
+      const r = new Reconciler({ self, policy: { backend, vni: 1, directRouting, underlay, families: { ipv4: true, ipv6: true } }, log: logger('test') });
+      r.setDatapaths({ ipv4: new MemoryDatapath(), ipv6: dp6 });
       r.update(new Map([1, 2, 3].map((n) => [`10.244.${n}.0/24`, lease6(n, backend)])));
       await r.settled();
       return new Map([...seen6.at(-1)!.subnets].map(([base, remote]) => [base, isDirect(remote) ? `direct via ${remote.public_ip}` : `vxlan to ${remote.public_ip}`]));
@@ -101,28 +110,42 @@ describe('Reconciler', () => {
   });
 
   it("hands the IPv6 datapath each peer's IPv4 PublicIP beside its IPv6 entries, so both families count in one per-peer row", async () => {
-    const dual = (n: number): Lease => {
-      const r = parseLeaseKV(
-        `/coreos.com/network/subnets/10.244.${n}.0-24&fd00:0:0:${n}::-64`,
-        encodeLeaseValue({ backendType: 'vxlan', publicIp: `192.168.0.${n}`, publicIpv6: `fd01::${n}`, vni: 1, vtepMac: `02:00:00:00:00:0${n}`, vtepMac6: `02:00:00:00:06:0${n}` }),
-      );
-      if (!r.ok) throw new Error(r.reason);
-      return r.lease;
-    };
     const seen6: DesiredMaps[] = [];
     const dp6: Datapath = { sync: (d) => (seen6.push(d), { subnetsAdded: d.subnets.size, subnetsRemoved: 0, peersAdded: d.peers.size, peersRemoved: 0 }) };
-    const r = new Reconciler(undefined, { subnet: '10.244.1.0/24', publicIp: '192.168.0.1', subnet6: 'fd00:0:0:1::/64', publicIpv6: 'fd01::1' }, { backend: 'vxlan', vni: 1, directRouting: false, families: { ipv4: true, ipv6: true } }, logger('test'));
-    r.setDatapath(new MemoryDatapath(), dp6);
+    const r = new Reconciler({ self: { subnet: '10.244.1.0/24', publicIp: '192.168.0.1', subnet6: 'fd00:0:0:1::/64', publicIpv6: 'fd01::1' }, policy: { backend: 'vxlan', vni: 1, directRouting: false, families: { ipv4: true, ipv6: true } }, log: logger('test') });
+    r.setDatapaths({ ipv4: new MemoryDatapath(), ipv6: dp6 });
     r.update(new Map([1, 2, 3].map((n) => [`10.244.${n}.0/24`, dual(n)])));
     await r.settled();
     expect([...seen6.at(-1)!.peers.keys()].sort()).toEqual(['fd01::2', 'fd01::3']);
     expect(seen6.at(-1)!.counterPeers).toEqual(new Map([['fd01::2', '192.168.0.2'], ['fd01::3', '192.168.0.3']]));
   });
 
+  it('writes IPv6 as it writes IPv4: a full sync first, then only the entries a lease change touches, each with its IPv4 counter peer', async () => {
+    const dp4 = new MemoryDatapath();
+    const dp6 = new MemoryDatapath();
+    const applied6: MapChanges[] = [];
+    const apply6 = dp6.apply.bind(dp6);
+    dp6.apply = (c) => (applied6.push(c), apply6(c));
+    const self = { subnet: '10.244.1.0/24', publicIp: '192.168.0.1', subnet6: 'fd00:0:0:1::/64', publicIpv6: 'fd01::1' };
+    const r = new Reconciler({ self, policy: { backend: 'vxlan', vni: 1, directRouting: false, families: { ipv4: true, ipv6: true } }, log: logger('test'), datapaths: { ipv4: dp4, ipv6: dp6 } });
+    const leases = new Map([1, 2, 3].map((n) => [leaseKey(dual(n)), dual(n)]));
+    r.update(leases);
+    await r.settled();
+    const added = new Map([...leases, [leaseKey(dual(4)), dual(4)]]);
+    r.update(added, { added: [dual(4)], changed: [], removed: [] });
+    await r.settled();
+    expect(dp4.calls).toEqual(['sync', 'apply']);
+    expect(dp6.calls).toEqual(['sync', 'apply']);
+    expect([...dp4.state.keys()].sort()).toEqual(['10.244.2.0', '10.244.3.0', '10.244.4.0']);
+    expect([...dp6.state.keys()].sort()).toEqual(['fd00:0:0:2::', 'fd00:0:0:3::', 'fd00:0:0:4::']);
+    expect(applied6.at(-1)!.subnets.upsert.map(([base]) => base)).toEqual(['fd00:0:0:4::']);
+    expect(applied6.at(-1)!.counterPeers?.get('fd01::4')).toBe('192.168.0.4');
+  });
+
   it('says at info which peers came, changed and went; a start with many peers is one summary', async () => {
     const lines: string[] = [];
     const capture: Logger = { debug: () => undefined, warn: () => undefined, error: () => undefined, info: (m, f) => void lines.push(`${m} ${JSON.stringify(f)}`), child: () => capture };
-    const r = new Reconciler(new MemoryDatapath(), { subnet: '10.244.1.0/24', publicIp: '192.168.0.1' }, { backend: 'vxlan', vni: 1, directRouting: false }, capture);
+    const r = new Reconciler({ self: { subnet: '10.244.1.0/24', publicIp: '192.168.0.1' }, policy: { backend: 'vxlan', vni: 1, directRouting: false }, log: capture, datapaths: { ipv4: new MemoryDatapath() } });
     const many = Array.from({ length: 20 }, (_, i) => i + 1);
     r.update(leaseSet(...many));
     await r.settled();
