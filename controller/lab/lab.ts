@@ -4,7 +4,7 @@ import { choiceRecordPath } from '../dataplane/choice-record.js';
 import { backendOverhead } from '../dataplane/spec.js';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
-import { ip, ipBatch } from '../netlink/ip.js';
+import { ip } from '../netlink/ip.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
@@ -15,7 +15,7 @@ import { cniDel, installTwillCniPlugin } from './cni.js';
 import { LabError } from './errors.js';
 import { startLabEtcdCluster, stopLabEtcdCluster } from './etcd-cluster.js';
 import { deviceMac, readVtepMac, readVtepMac6 } from './macs.js';
-import { attachToUnderlay, labNamespaces, namespaceExists } from './namespaces.js';
+import { connectNode, labNamespaces, makeUnderlay, namespaceExists } from './namespaces.js';
 import { startNodeDaemon, stopNodeDaemon } from './node-daemons.js';
 import { labDefaults, parseLabOptions, type LabOptions } from './options.js';
 import { flannelCniPlugin, flanneld } from './peers.js';
@@ -77,23 +77,10 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
   let step = 0;
   const say = (msg: string) => progress(`[${++step}/${steps}] ${msg}`);
 
-  const ul = state.underlay.netns;
-  await ip(['netns', 'add', ul]);
-  await ipBatch(['link set lo up', 'link add br0 type bridge', `addr add ${gateway}/24 dev br0`, `link set br0 mtu ${o.mtu} up`], { netns: ul });
-  const routed = state.routedSegment;
-  if (routed) {
-    // The underlay namespace is the router between the two segments.
-    await ipBatch(['link add br1 type bridge', `addr add ${routed.gateway}/24 dev br1`, `link set br1 mtu ${o.mtu} up`], { netns: ul });
-    await run(['sysctl', '-qw', 'net.ipv4.ip_forward=1'], { netns: ul });
-  }
-  const u6 = state.underlay6;
-  if (u6) {
-    await ipBatch([`addr add ${u6.gateway}/64 dev br0 nodad`, ...(u6.routedGateway ? [`addr add ${u6.routedGateway}/64 dev br1 nodad`] : [])], { netns: ul });
-    await run(['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1'], { netns: ul });
-  }
-  say(`underlay ${ul}: bridge br0, ${o.underlayCidr}${u6 ? ` and ${u6.cidr}` : ''}, gateway ${gateway}${routed ? `; bridge br1, ${routed.cidr}, gateway ${routed.gateway}, routed to br0` : ''}`);
-
+  say(await makeUnderlay(state, o.mtu));
   say(await startLabEtcdCluster(state, o));
+
+  const u6 = state.underlay6;
 
   for (let i = 1; i <= o.nodes; i++) {
     const onRouted = i > o.nodes - o.routedNodes;
@@ -112,16 +99,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     };
     state.nodes.push(node);
     saveState(state);
-    await attachToUnderlay(state, node.netns, node.name, node.underlayIp, o.mtu, onRouted ? state.routedSegment : undefined);
-    if (u6) await ipBatch([`addr add ${node.underlayIp6}/64 dev eth0 nodad`, `route add default via ${onRouted ? u6.routedGateway : u6.gateway} dev eth0`], { netns: node.netns });
-    for (const [key, value] of [
-      ['net.ipv4.ip_forward', '1'],
-      ['net.ipv4.conf.all.rp_filter', '0'],
-      ['net.ipv4.conf.default.rp_filter', '0'],
-      // A node routes its pods' IPv6 as it routes their IPv4.
-      ...(u6 ? [['net.ipv6.conf.all.forwarding', '1']] : []),
-    ])
-      await run(['sysctl', '-qw', `${key}=${value}`], { netns: node.netns });
+    await connectNode(state, node, onRouted, o.mtu);
     node.underlayMac = await deviceMac(node, 'eth0');
     mkdirSync(path.dirname(node.subnetFile), { recursive: true });
     startNodeDaemon(state, node);
