@@ -6,7 +6,9 @@
  * `<!-- m: KEY -->...<!-- /m -->` gets the lines that start with KEY. A marked cell no line of the
  * run fills is an error: the row's test no longer prints what the row quotes. The numbers a row
  * quotes are then what a run printed, not copied by hand.
- *   scripts/test.sh test/integration/reliability-*.test.ts test/integration/interop.test.ts test/integration/flanneld-interop.test.ts test/integration/flanneld-migration.test.ts 2>&1 | node scripts/reliability-report.mjs RELIABILITY.md
+ *   scripts/test.sh test/integration/reliability-*.test.ts test/integration/interop.test.ts \
+ *     test/integration/flanneld-interop.test.ts test/integration/flanneld-migration.test.ts 2>&1 |
+ *     node scripts/reliability-report.mjs RELIABILITY.md
  * (or a whole namespace-suite run's output). The run's label names the commit, from git: the
  * working tree must be clean but for the file written.
  */

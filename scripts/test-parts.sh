@@ -10,7 +10,7 @@ run_part() {
   if [ "$status" != 0 ] && [ "$rc" = 0 ]; then rc=$status; fi
 }
 
-# A part that is one check with no tally of its own (the type check): it counts as one test,
+# A part that is one check with no tally of its own (the type check, the format check, the lint): it counts as one test,
 # passed when the command exits 0.
 run_check() {
   local name=$1

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs and builds what it needs, type-checks the code with the tests
-# (tsconfig.test.json), then runs every vitest suite (unit tests, and integration tests on the
+# (tsconfig.test.json), checks the sources' formatting (Prettier, .prettierrc.json) and lints
+# them (ESLint with typescript-eslint's type-aware rules, eslint.config.mjs), each a check of its
+# own, then runs every vitest suite (unit tests, and integration tests on the
 # real kernel, real etcd and real CNI plugins), then the VM tier (vm-tests/run.sh: three QEMU
 # guests with their own kernels) and the Vagrant lab's smoke run (vm-tests/vagrant-smoke.sh); TWILL_VM_TESTS=0 skips both, and says so. Each part ends
 # with its own "N passed, N failed" line and a "[twill-test] part NAME exit STATUS" line, which
@@ -22,6 +24,8 @@ rc=0
 . scripts/test-parts.sh
 echo "[twill-test] Node $("$runtime" --version) (pinned runtime); engines floor $("$floor" --version)"
 run_check typecheck "$runtime" node_modules/typescript/bin/tsc -p tsconfig.test.json
+run_check format "$runtime" node_modules/prettier/bin/prettier.cjs --check .
+run_check lint "$runtime" node_modules/eslint/bin/eslint.js --max-warnings 0 .
 run_part unit-node-floor env PATH="$PWD/.runtime/node-floor/bin:$PATH" "$floor" node_modules/vitest/vitest.mjs run test/unit
 run_part namespace "$runtime" node_modules/vitest/vitest.mjs run
 if [ "${TWILL_VM_TESTS:-1}" != 0 ]; then

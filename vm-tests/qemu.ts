@@ -131,7 +131,7 @@ export class Guest {
     }
     const first = await guest.exec('echo ready', Math.max(deadline - Date.now(), 1));
     if (first.output.trim() !== 'ready') {
-      guest.stop();
+      await guest.stop();
       throw new GuestError(`${spec.name} did not come up: ${first.output}\nconsole:\n${guest.consoleTail()}`);
     }
     return guest;

@@ -132,7 +132,7 @@ function familySides(config: NetworkConfig, iface: ChosenIface): { ipv4?: Ipv4Si
   const networks = ipv4Networks(config);
   return {
     ipv4: networks && iface.address && iface.publicIp ? { networks, address: iface.address, publicIp: iface.publicIp } : undefined,
-    ipv6: config.enableIPv6 ? { network: formatCidr6(config.ipv6Network!), subnetLen: config.ipv6SubnetLen, address: iface.address6!, publicIp: iface.publicIpv6! } : undefined,
+    ipv6: config.enableIPv6 ? { network: formatCidr6(config.ipv6Network), subnetLen: config.ipv6SubnetLen, address: iface.address6!, publicIp: iface.publicIpv6! } : undefined,
   };
 }
 

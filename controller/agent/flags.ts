@@ -52,10 +52,12 @@ export class FlagError extends Error {
 }
 
 type Kind = 'string' | 'list' | 'int' | 'bool';
+/** What a flag's text converts to, by its kind. */
+type FlagValue = string | string[] | number | boolean;
 interface Spec {
   key: keyof AgentFlags;
   kind: Kind;
-  def?: unknown;
+  def?: FlagValue;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each check takes the type of its own kind
   check?: (v: any) => string | undefined;
 }
@@ -114,7 +116,7 @@ const unsupported: Record<string, string> = {
   'subnet-lease-ttl-kube': 'twill uses the etcd subnet manager only',
 };
 
-function convert(name: string, spec: Spec, text: string): unknown {
+function convert(name: string, spec: Spec, text: string): FlagValue {
   switch (spec.kind) {
     case 'string':
       return text;
@@ -130,7 +132,7 @@ function convert(name: string, spec: Spec, text: string): unknown {
 }
 
 export function parseAgentFlags(argv: readonly string[], env: NodeJS.ProcessEnv = {}): AgentFlags {
-  const fromFlags = new Map<string, unknown>();
+  const fromFlags = new Map<string, FlagValue>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const m = /^--?([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
@@ -154,13 +156,13 @@ export function parseAgentFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
   const out: Record<string, unknown> = {};
   for (const [name, spec] of Object.entries(specs)) {
     const envName = `FLANNELD_${name.toUpperCase().replace(/-/g, '_')}`;
-    let value: unknown;
+    let value: FlagValue | undefined;
     let source = `--${name}`;
     if (fromFlags.has(name)) value = fromFlags.get(name);
     else if (env[envName] !== undefined && env[envName] !== '') {
       source = envName;
       try {
-        value = convert(name, spec, env[envName]!);
+        value = convert(name, spec, env[envName]);
       } catch (err) {
         throw new FlagError((err as Error).message.replace(`--${name}`, envName));
       }

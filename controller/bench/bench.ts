@@ -170,11 +170,16 @@ export interface Sample {
 const CLIENT_CPU = '0';
 const SERVER_CPU = '1';
 
-async function iperf(e: Endpoints, args: string[]): Promise<Record<string, any>> {
+/** The fields of iperf3's -J report that measure() reads (TCP runs fill sum_received, UDP runs sum). */
+interface IperfReport {
+  end: { sum: { packets: number; lost_packets: number; seconds: number }; sum_received: { bits_per_second: number } };
+}
+
+async function iperf(e: Endpoints, args: string[]): Promise<IperfReport> {
   const srv = await startServer(e.server.netns, ['taskset', '-c', SERVER_CPU, 'iperf3', '-s', '-1', '--forceflush', '-p', '5401'], /Server listening/);
   try {
     const res = await run(['taskset', '-c', CLIENT_CPU, 'iperf3', '-c', e.server.ip, '-p', '5401', '-J', ...args], { netns: e.client.netns });
-    return JSON.parse(res.stdout);
+    return JSON.parse(res.stdout) as IperfReport;
   } finally {
     await srv.stop();
   }

@@ -27,7 +27,7 @@ interface ControlPlaneResult {
 const LAB = { name: 'bc', underlayCidr: '192.168.94.0/24' };
 const probe = path.join(path.dirname(fileURLToPath(import.meta.url)), 'lease-probe.js');
 
-async function probeRun(state: LabState, mode: 'fill' | 'latency', args: object): Promise<any> {
+async function probeRun(state: LabState, mode: 'fill' | 'latency', args: object): Promise<unknown> {
   const res = await run([runtimeNode(), probe, mode, JSON.stringify({ endpoint: state.etcd!.endpoint, prefix: state.etcd!.prefix, ...args })], { netns: state.etcd!.netns });
   return JSON.parse(res.stdout);
 }

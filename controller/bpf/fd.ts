@@ -26,7 +26,7 @@ export function pinFd(fd: number, pinPath: string, what: string): void {
 
 /** What kind of BPF object an fd is, from /proc/self/fdinfo (map_type / link_type / prog_type). */
 function fdKind(fd: number): 'map' | 'link' | 'prog' | 'other' {
-  let info = '';
+  let info: string;
   try {
     info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
   } catch {

@@ -96,7 +96,7 @@ export class BpfObject {
       kernel_log_size: 0,
       kernel_log_level: 0,
     };
-    const h = raw.objectOpenFile(objPath, o);
+    const h: unknown = raw.objectOpenFile(objPath, o);
     if (!h) throw new BpfError('bpf_object__open_file', koffi.errno(), objPath);
     return new BpfObject((raw.objectName(h) as string) || objPath, objPath, h);
   }
@@ -115,7 +115,7 @@ export class BpfObject {
 
   program(name: string): BpfProgram {
     this.assertOpen();
-    const p = raw.findProgram(this.handle, name);
+    const p: unknown = raw.findProgram(this.handle, name);
     if (!p) throw new Error(`BPF object ${this.name} (${this.path}): no BPF program named ${name}`);
     return new BpfProgram(name, p, this);
   }
@@ -123,7 +123,7 @@ export class BpfObject {
   programs(): BpfProgram[] {
     this.assertOpen();
     const out: BpfProgram[] = [];
-    for (let p = raw.nextProgram(this.handle, null); p; p = raw.nextProgram(this.handle, p))
+    for (let p: unknown = raw.nextProgram(this.handle, null); p; p = raw.nextProgram(this.handle, p))
       out.push(new BpfProgram(raw.programName(p) as string, p, this));
     return out;
   }
@@ -131,7 +131,7 @@ export class BpfObject {
   /** An fd-owning handle (a dup of the object's fd): close() it; it stays valid after the object's close(). */
   map(name: string): BpfMap {
     this.assertOpen();
-    const m = raw.findMap(this.handle, name);
+    const m: unknown = raw.findMap(this.handle, name);
     if (!m) throw new Error(`BPF object ${this.name} (${this.path}): no map named ${name}`);
     return this.mapHandle(name, m);
   }
@@ -139,7 +139,7 @@ export class BpfObject {
   maps(): BpfMap[] {
     this.assertOpen();
     const out: BpfMap[] = [];
-    for (let m = raw.nextMap(this.handle, null); m; m = raw.nextMap(this.handle, m)) out.push(this.mapHandle(raw.mapName(m) as string, m));
+    for (let m: unknown = raw.nextMap(this.handle, null); m; m = raw.nextMap(this.handle, m)) out.push(this.mapHandle(raw.mapName(m) as string, m));
     return out;
   }
 

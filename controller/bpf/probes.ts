@@ -46,13 +46,13 @@ export class Btf {
 
   /** undefined when libbpf cannot parse the file */
   static parse(path: string): Btf | undefined {
-    const h = raw.btfParse(path, null);
+    const h: unknown = raw.btfParse(path, null);
     return h ? new Btf(h) : undefined;
   }
 
   /** A module's BTF, which refers to types of its base (vmlinux). */
   static parseSplit(path: string, base: Btf): Btf | undefined {
-    const h = raw.btfParseSplit(path, base.handle);
+    const h: unknown = raw.btfParseSplit(path, base.handle);
     return h ? new Btf(h) : undefined;
   }
 

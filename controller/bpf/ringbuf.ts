@@ -36,7 +36,7 @@ export class RingBuffer {
       },
       koffi.pointer(SampleFn),
     );
-    const h = ringBufferNew(mapFd, this.callback, null, null);
+    const h: unknown = ringBufferNew(mapFd, this.callback, null, null);
     if (!h) {
       koffi.unregister(this.callback);
       throw new BpfError('ring_buffer__new', koffi.errno(), what);

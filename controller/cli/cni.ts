@@ -91,7 +91,7 @@ export async function dockerOptsCli(argv: string[]): Promise<number> {
     try {
       writeFileSync(o.dest, out);
     } catch (err) {
-      throw new Error(`-d ${o.dest}: cannot write: ${(err as NodeJS.ErrnoException).code}`);
+      throw new Error(`-d ${o.dest}: cannot write: ${(err as NodeJS.ErrnoException).code}`, { cause: err });
     }
   }
   // As the script: the file is written, then the command fails if our subnet is routed elsewhere.

@@ -91,9 +91,8 @@ function listen(opts: MonitorOptions, sw: MonitorSwitch, ring: RingBuffer): Prom
   process.once('exit', offAtExit);
   return new Promise<number>((resolve, reject) => {
     let printed = 0;
-    let timer: NodeJS.Timeout | undefined;
     const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-    const finish = (err?: unknown) => {
+    const finish = (err?: Error) => {
       clearInterval(timer);
       for (const s of signals) process.removeListener(s, onSignal);
       process.removeListener('exit', offAtExit);
@@ -112,13 +111,14 @@ function listen(opts: MonitorOptions, sw: MonitorSwitch, ring: RingBuffer): Prom
           if (opts.count > 0 && ++printed >= opts.count) return finish();
         }
       } catch (err) {
-        finish(err);
+        // ring.consume() and decodeEvent() throw Errors
+        finish(err as Error);
       }
     };
     // Handlers first: a signal from here on ends the monitor cleanly, events turned off.
     for (const s of signals) process.once(s, onSignal);
     sw.write({ ...before, flags: opts.flags, trace_sample: opts.traceSample, owner_pid: process.pid, owner_pidns: pidNamespace(), owner_start: processStart(process.pid) ?? 0n });
-    timer = setInterval(tick, POLL_MS);
+    const timer = setInterval(tick, POLL_MS);
     process.stderr.write(`twill monitor: listening for ${[...opts.filter.kinds].join(' and ')} events on ${opts.pinDir} (Ctrl-C stops)\n`);
   });
 }

@@ -167,7 +167,7 @@ const agentKinds: Record<(typeof agentFlagTable)[number]['kind'], OptSpec['type'
 export const agentOpts: OptTable = Object.fromEntries(
   agentFlagTable.map(({ name, kind, def }) => {
     const spec: OptSpec = { type: agentKinds[kind], describe: agentFlagHelp[name] ?? '' };
-    if (def !== undefined && !(Array.isArray(def) && def.length === 0)) spec.default = Array.isArray(def) ? def.join(',') : (def as string | number | boolean);
+    if (def !== undefined && !(Array.isArray(def) && def.length === 0)) spec.default = Array.isArray(def) ? def.join(',') : def;
     return [name, spec];
   }),
 );

@@ -12,7 +12,7 @@ export const cniBundle = () => path.join(repoRoot(), 'dist/controller/cni/twill-
  * The script a container runtime executes. NODE_OPTIONS and NODE_EXTRA_CA_CERTS come from the
  * runtime's environment, not the pod's: the plugin needs neither (it makes no TLS connection),
  * and a CA bundle named there is read at every Node start-up, before any of twill's code runs
- * (about 50 ms per ADD on the reference machine, README "CNI"). The delegates are Go programs
+ * (about 50 ms per ADD on the reference machine, docs/cni.md). The delegates are Go programs
  * and do not read them either. NODE_COMPILE_CACHE is the plugin's own choice, never the
  * environment's: with `compileCache` (a directory) Node keeps the bundle's compiled code there
  * and reuses it at the next start-up; without, it compiles the bundle every time.
@@ -31,7 +31,7 @@ export const cniCompileCacheDir = () => path.join(path.dirname(cniBundle()), '.c
 
 /**
  * Whether the installed plugin uses Node's compile cache: the faster of the two in `twill bench`
- * on Node 24 (README "CNI": ADD 0.89x at the median over 80 pods, and faster in 4 of 5 runs).
+ * on Node 24 (docs/cni.md: its generated cni-cost block compares the two at the median).
  * A cache directory Node cannot write (a read-only tree) only means no cache.
  */
 export const CNI_COMPILE_CACHE = true;

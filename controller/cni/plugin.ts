@@ -156,7 +156,7 @@ export async function cniMain(stdin: string, env: NodeJS.ProcessEnv): Promise<{ 
       const res = runDelegate(String(delegate.type), delegate, env);
       if (res.code !== 0) {
         rmSync(saved, { force: true });
-        return { out: res.stdout || JSON.stringify(new CniError(7, `delegate ${delegate.type} failed`, res.stderr)), code: res.code };
+        return { out: res.stdout || JSON.stringify(new CniError(7, `delegate ${String(delegate.type)} failed`, res.stderr)), code: res.code };
       }
       recordEndpoint(subnetFile, delegate, res.stdout, env);
       return { out: res.stdout, code: 0 };

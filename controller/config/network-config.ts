@@ -257,7 +257,7 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   const top = topSchema.safeParse(goFields(doc as Record<string, unknown>, topFields));
   if (!top.success) throw new ConfigError(`invalid config: ${zodProblems(top.error, '').join('; ')}`);
   const t = top.data;
-  const backendRaw = goFields((t.Backend ?? {}) as Record<string, unknown>, backendFields);
+  const backendRaw = goFields(t.Backend ?? {}, backendFields);
   const bt = backendTypeSchema.safeParse(backendRaw);
   if (!bt.success) throw new ConfigError(`invalid config: ${zodProblems(bt.error, 'Backend.').join('; ')}`);
 

@@ -152,7 +152,7 @@ export function formatProbe(probe: FeatureProbe): string[] {
 
 /** The VM tier's one line per kernel, which the README's table quotes. */
 export function formatChoiceLine(probe: FeatureProbe, choice: DataplaneChoice, actual?: { attach?: string; decap?: string; fastPath?: boolean }): string {
-  const yes = (c: CapabilityName) => `${c}=${probe.capabilities[c]?.present === undefined ? '?' : probe.capabilities[c]!.present ? 'yes' : 'no'}`;
+  const yes = (c: CapabilityName) => `${c}=${probe.capabilities[c]?.present === undefined ? '?' : probe.capabilities[c].present ? 'yes' : 'no'}`;
   const got = actual ?? { attach: choice.attach, decap: choice.decap, fastPath: choice.fastPath };
   const mode = choice.dataplane === 'kernel' ? 'kernel-vxlan' : `bpf attach=${got.attach} decap=${got.decap} path=${got.fastPath ? 'fast' : 'stack'}`;
   return `kernel ${probe.kernel}: ${mode} | ${CAPABILITIES.filter((c) => probe.capabilities[c]).map(yes).join(' ')}`;

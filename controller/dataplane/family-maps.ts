@@ -84,7 +84,7 @@ export class FamilyMaps {
     try {
       const endpoints = family === 6 || existsSync(`${pinDir}/${names.endpoints}`) ? typed(names.endpoints) : undefined;
       const peerStats = slots === 'own' ? ((m) => (opened.push(m), new PerCpuArray(m, mapSpecs.twill_peer_stats.value)))(BpfMap.fromPin(`${pinDir}/twill_peer_stats`)) : undefined;
-      return new FamilyMaps(family, typed(names.subnets), typed(names.peers), endpoints, slots, peerStats as PerCpuArray<Record<string, FieldKind>> | undefined, opened);
+      return new FamilyMaps(family, typed(names.subnets), typed(names.peers), endpoints, slots, peerStats, opened);
     } catch (err) {
       for (const m of opened) m.close();
       throw err;

@@ -69,11 +69,16 @@ function inNetns<T>(netns: string, fn: () => T): T {
   const target = openSync(`/run/netns/${netns}`, 'r');
   try {
     if (!setThreadNetns(target)) throw new Error(`setns into netns ${netns} failed`);
+    let out: { value: T } | { error: unknown };
     try {
-      return fn();
-    } finally {
-      if (!setThreadNetns(home)) throw new Error(`setns back from netns ${netns} failed: this process is stranded there`);
+      out = { value: fn() };
+    } catch (error) {
+      out = { error };
     }
+    // A thread stranded in the other netns outweighs fn's own result or error (kept as the cause).
+    if (!setThreadNetns(home)) throw new Error(`setns back from netns ${netns} failed: this process is stranded there`, { cause: 'error' in out ? out.error : undefined });
+    if ('error' in out) throw out.error;
+    return out.value;
   } finally {
     closeSync(target);
     closeSync(home);

@@ -101,7 +101,6 @@ type Remote = { public_ip: string; vtep_mac: string };
  * entries; a peer moving between the two loses its old entries before it gets the new ones.
  */
 export class KernelVxlanDatapath {
-  readonly mode = 'kernel';
   private readonly direct: DirectRoutes;
   constructor(
     private readonly vni: number,
@@ -162,7 +161,6 @@ export class KernelVxlanDatapath {
 
 /** flannel's host-gw backend: one route per peer, `<subnet> via <PublicIP> dev <iface>`, and nothing else. */
 export class KernelHostGwDatapath {
-  readonly mode = 'kernel';
   private readonly routes: DirectRoutes;
   constructor(network: string, subnetLen: number, iface: string, family: IpFamily = 4) {
     this.routes = new DirectRoutes(network, subnetLen, iface, family);

@@ -129,7 +129,7 @@ export class EndpointSync {
   private startMonitor(): void {
     if (this.stopped) return;
     const child = spawn('ip', ['-o', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    child.stdout!.on('data', () => this.request());
+    child.stdout.on('data', () => this.request());
     child.on('error', () => undefined);
     child.on('exit', () => {
       if (this.stopped) return;

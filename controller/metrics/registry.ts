@@ -21,7 +21,7 @@ export interface AgentRegistryOptions {
   build: BuildInfo;
   /**
    * perf_hooks' event-loop delay sampling interval in ms: the timer wakes the process this
-   * often, so it is coarser than prom-client's 10 ms default (see README, Metrics).
+   * often, so it is coarser than prom-client's 10 ms default (see docs/metrics.md).
    */
   eventLoopResolutionMs: number;
 }

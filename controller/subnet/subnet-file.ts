@@ -73,7 +73,7 @@ export function checkSubnetFile(text: string): { file: Partial<SubnetFile>; prob
     if (res.success) file[field] = res.data;
     else problems.push(`${name}=${raw}: ${res.error.issues[0].message}`);
   }
-  return { file: file as Partial<SubnetFile>, problems };
+  return { file, problems };
 }
 
 export const parseSubnetFile = (text: string): Partial<SubnetFile> => checkSubnetFile(text).file;

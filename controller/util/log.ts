@@ -21,12 +21,13 @@ export function setLogFormat(f: LogFormat): void {
   format = f;
 }
 
+/** Its functions use no `this`: callers pass them around detached (`(bad ? log.error : log.warn)(...)`). */
 export interface Logger {
-  debug(msg: string, fields?: Record<string, unknown>): void;
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-  child(fields: Record<string, unknown>): Logger;
+  debug: (msg: string, fields?: Record<string, unknown>) => void;
+  info: (msg: string, fields?: Record<string, unknown>) => void;
+  warn: (msg: string, fields?: Record<string, unknown>) => void;
+  error: (msg: string, fields?: Record<string, unknown>) => void;
+  child: (fields: Record<string, unknown>) => Logger;
 }
 
 export interface LogRecord {

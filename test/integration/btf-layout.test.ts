@@ -34,8 +34,8 @@ function sizeOf(btf: Map<number, BtfType>, id: number): number {
   return t.size!;
 }
 
-/** What a member must look like in BTF for each codec field kind. */
-function shapeOf(btf: Map<number, BtfType>, id: number): FieldKind | string {
+/** What a member looks like in BTF: a codec field kind (FieldKind) when it is one, else its BTF kind and name. */
+function shapeOf(btf: Map<number, BtfType>, id: number): string {
   const t = resolve(btf, id);
   if (t.kind === 'ARRAY' && sizeOf(btf, t.type_id!) === 1) {
     if (t.nr_elems === 4) return 'ipv4';

@@ -224,7 +224,7 @@ describe('vxlan DirectRouting: twill BPF n1, n2 and flanneld n3 on one segment, 
 
   it('flanneld on the shared segment routes twill nodes directly and the routed node by VXLAN; the routed flanneld reaches every twill node by VXLAN', async () => {
     const [n1, n2, n3, n4] = ['n1', 'n2', 'n3', 'n4'].map((x) => node(lab, x));
-    const direct = async (n: LabNode) => (await json(n, ['ip', '-4', '-j', 'route', 'show', 'dev', 'eth0'])).filter((r) => r.gateway && r.dst !== 'default').map((r) => `${r.dst} via ${r.gateway}`).sort();
+    const direct = async (n: LabNode) => (await json(n, ['ip', '-4', '-j', 'route', 'show', 'dev', 'eth0'])).filter((r) => r.gateway && r.dst !== 'default').map((r) => `${String(r.dst)} via ${String(r.gateway)}`).sort();
     expect(await direct(n3)).toEqual([`${n1.subnet} via ${n1.underlayIp}`, `${n2.subnet} via ${n2.underlayIp}`].sort());
     expect(await vxlanEntries(n3, 'flannel.1', '-4')).toEqual(expectedVxlanEntries([n4], false));
     expect(await vxlanEntries(n4, 'flannel.1', '-4')).toEqual(expectedVxlanEntries([n1, n2, n3], false));

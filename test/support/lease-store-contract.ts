@@ -11,9 +11,9 @@ import { LeaseGoneError, type LeaseStore, type WatchEvent } from '../../controll
 export interface ContractSubject {
   store: LeaseStore;
   /** a plain put without a lease, as an operator's `etcdctl put` */
-  putRaw(subnetKey: string, value: string): Promise<void>;
+  putRaw: (subnetKey: string, value: string) => Promise<void>;
   /** compacts history up to the current revision */
-  compact(): Promise<void>;
+  compact: () => Promise<void>;
 }
 
 /** Waits for a watch to deliver `n` events (etcd's arrive over the network). */

@@ -21,8 +21,8 @@ export function startInNetns(netns: string | undefined, argv: string[]): Backgro
     out += d.toString();
     for (const l of listeners) l();
   };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
   const exited = new Promise<number | null>((resolve) =>
     child.on('close', (code) => {
       started.delete(child);

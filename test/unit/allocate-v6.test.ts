@@ -53,7 +53,8 @@ describe('acquire decision, dual stack', () => {
   });
 
   it('says which family is exhausted', () => {
-    const small = parseNetworkConfig('{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/124","Backend":{"Type":"vxlan"}}'); // /126s: ::4 ::8 ::c
+    // /126s: ::4 ::8 ::c
+    const small = parseNetworkConfig('{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/124","Backend":{"Type":"vxlan"}}');
     const leases = ['fc00::4/126', 'fc00::8/126', 'fc00::c/126'].map((s, i) => lease(`10.244.${i + 1}.0/24`, s, `10.1.0.${i}`));
     expect(freeSubnets6(small, leases)).toEqual([]);
     expect(decideAcquire({ config: small, publicIp: '10.9.9.9', leases })).toMatchObject({ action: 'exhausted', family: 'IPv6' });

@@ -57,7 +57,7 @@ const innerUdp = Buffer.concat([eth(0x0800), ipv4('10.244.2.77', '10.244.1.2', 1
 const vxlanPacket = (vni: number, src = '192.168.114.2', dst = '192.168.114.1') =>
   Buffer.concat([eth(0x0800), ipv4(src, dst, 17, udp(45000, 8472, vxlan(vni, innerUdp)))]);
 
-const reasonIndex = (fields: typeof statsStruct.fields | typeof pathStatsStruct.fields, name: string) => fields.find((f) => f.name === name)!.offset / 8;
+const reasonIndex = (fields: typeof statsStruct.fields, name: string) => fields.find((f) => f.name === name)!.offset / 8;
 
 function record(o: { kind: number; hook: number; reason: number; slot?: number; headers?: Buffer; tunnel?: { family: number; src: string; dst: string } }): Buffer {
   const headers = (o.headers ?? Buffer.alloc(0)).subarray(0, 128);
