@@ -23,4 +23,5 @@ export type Backend = (typeof BACKENDS)[number];
 export const backendSchema = z.enum(BACKENDS);
 
 /** Pure: a choice list as the flag parser's errors put it, "bpf, kernel or auto". */
-export const choiceList = (choices: readonly string[]): string => (choices.length > 1 ? `${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}` : choices.join(''));
+export const choiceList = (choices: readonly string[]): string =>
+  choices.length > 1 ? `${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}` : choices.join('');

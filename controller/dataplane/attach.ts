@@ -103,7 +103,13 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
     }
 
     const previous = readAttachState(spec.pinDir);
-    const encap = attachTc(objects.encap.program('twill_encap'), { name: spec.overlayDevice, ifindex: overlayIfindex }, 'egress', paths.encapLink, previous?.encap.mode);
+    const encap = attachTc(
+      objects.encap.program('twill_encap'),
+      { name: spec.overlayDevice, ifindex: overlayIfindex },
+      'egress',
+      paths.encapLink,
+      previous?.encap.mode,
+    );
     const hostGw = spec.backend === 'host-gw';
     const decap = attachUnderlay(
       { tc: objects.decap.program('twill_decap_tc'), xdp: objects.decap.program('twill_decap') },
@@ -118,7 +124,13 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
     else {
       await ensureTunnelDevice(spec.tunnelDevice, spec.port, spec.subnet);
       const tunnelIfindex = ifNameToIndex(spec.tunnelDevice);
-      const tunnelTc = attachTc(objects.decap.program('twill_tunnel_rx'), { name: spec.tunnelDevice, ifindex: tunnelIfindex }, 'ingress', paths.tunnelLink, previous?.tunnel?.mode);
+      const tunnelTc = attachTc(
+        objects.decap.program('twill_tunnel_rx'),
+        { name: spec.tunnelDevice, ifindex: tunnelIfindex },
+        'ingress',
+        paths.tunnelLink,
+        previous?.tunnel?.mode,
+      );
       tunnel = { iface: spec.tunnelDevice, ifindex: tunnelIfindex, mode: tunnelTc.mode, ...(await tunnelDeviceUp(spec.tunnelDevice)) };
     }
     const podProgram = objects.pod.program('twill_from_pod');
@@ -208,7 +220,13 @@ function pinAndRelease(link: BpfLink, pin: string): void {
 }
 
 /** A tc program on one direction of a device: tcx link where the kernel has it, else clsact. */
-function attachTc(prog: ProgramRef, dev: { name: string; ifindex: number }, direction: 'ingress' | 'egress', pin: string, previousMode?: string): { mode: TcMode; swapped: boolean } {
+function attachTc(
+  prog: ProgramRef,
+  dev: { name: string; ifindex: number },
+  direction: 'ingress' | 'egress',
+  pin: string,
+  previousMode?: string,
+): { mode: TcMode; swapped: boolean } {
   const { ifindex } = dev;
   if (swapOnPinnedLink(pin, ifindex, prog, direction === 'ingress' ? TCX_INGRESS : TCX_EGRESS)) return { mode: 'tcx', swapped: true };
   const context = `attaching ${prog.name} at tc ${direction} of ${dev.name} (ifindex ${ifindex})`;
@@ -289,7 +307,13 @@ function attachUnderlay(
  * the kernel or driver lacks the newer one (attach-fallback.ts); any other failure is thrown,
  * naming the device and the program.
  */
-function attachDecapXdp(prog: BpfProgram, dev: UnderlayDevice, pin: string, nativeOnly: boolean, previous?: AttachState): { link?: BpfLink; mode?: DecapMode; swapped: boolean } {
+function attachDecapXdp(
+  prog: BpfProgram,
+  dev: UnderlayDevice,
+  pin: string,
+  nativeOnly: boolean,
+  previous?: AttachState,
+): { link?: BpfLink; mode?: DecapMode; swapped: boolean } {
   const { ifindex } = dev;
   if (previous?.decap.mode === 'xdp-link' && swapOnPinnedLink(pin, ifindex, prog, XDP_LINK)) return { mode: 'xdp-link', swapped: true };
   // A netlink attachment (from a kernel without XDP links) is replaced in place: a link would be refused beside it.
@@ -373,7 +397,6 @@ export async function retryTunnelDeviceUp(pinDir: string): Promise<{ up: boolean
   writeAttachState(pinDir, { ...state, tunnel: { ...state.tunnel, up: res.up, reason: res.reason } });
   return res;
 }
-
 
 /**
  * Removes everything attachDataplane made: links (detached, not just unpinned) including the

@@ -24,7 +24,7 @@ export const objectDirInUse = () => process.env.TWILL_BPF_DIR || bpfObjectDir();
 
 /** Every pinned map's shape as this build declares it; the ring buffer has no key or value. */
 const pinnedShapes = [
-  ...Object.entries(mapSpecs).map(([name, s]) => ({ name, kind: s.kind as string, keySize: s.key.size, valueSize: s.value.size, maxEntries: s.maxEntries as number })),
+  ...Object.entries(mapSpecs).map(([name, s]) => ({ name, kind: s.kind, keySize: s.key.size, valueSize: s.value.size, maxEntries: s.maxEntries })),
   { name: EVENTS_MAP, kind: 'ringbuf', keySize: 0, valueSize: 0, maxEntries: EVENTS_BYTES },
 ];
 
@@ -134,9 +134,19 @@ export function loadObjects(objectDir: string, pinDir: string, wantFastPath: boo
     const encap = load('encap.bpf.o');
     const conntrack = kernelConntrack();
     if (conntrack === 'absent')
-      return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath: state(true, false, 'this kernel has no conntrack, so no NAT state to respect'), close };
+      return {
+        encap,
+        decap: load('decap-noct.bpf.o'),
+        pod: load('pod-noct.bpf.o'),
+        fastPath: state(true, false, 'this kernel has no conntrack, so no NAT state to respect'),
+        close,
+      };
     if (conntrack === 'unavailable') {
-      const fastPath = state(false, false, 'conntrack is a module this agent could not load (no modprobe or no /lib/modules?): NAT state could appear unseen, so stack path only');
+      const fastPath = state(
+        false,
+        false,
+        'conntrack is a module this agent could not load (no modprobe or no /lib/modules?): NAT state could appear unseen, so stack path only',
+      );
       log.warn('fast path off', { reason: fastPath.reason });
       return { encap, decap: load('decap-noct.bpf.o'), pod: load('pod-noct.bpf.o'), fastPath, close };
     }

@@ -82,7 +82,10 @@ export async function cniAdd(state: LabState, node: LabNode, pod: LabPod, reques
   const out = JSON.parse(await cni(state, 'ADD', 'flannel', cniConf(state, node), node, pod, 'eth0', args)) as { ips?: { address: string }[] };
   const addrs = (out.ips ?? []).map((a) => a.address.split('/')[0]).sort((a, b) => Number(a.includes(':')) - Number(b.includes(':')));
   const want = Number(labHasIpv4(state)) + Number(labHasIpv6(state));
-  if (addrs.length !== want) throw new LabError(`CNI ADD for pod ${pod.name} returned ${addrs.length} addresses, expected ${want} (${state.ipFamily ?? 'ipv4'}): ${JSON.stringify(out)}`);
+  if (addrs.length !== want)
+    throw new LabError(
+      `CNI ADD for pod ${pod.name} returned ${addrs.length} addresses, expected ${want} (${state.ipFamily ?? 'ipv4'}): ${JSON.stringify(out)}`,
+    );
   return addrs;
 }
 

@@ -18,7 +18,15 @@ const ETCD_PEER_PORT = 2380;
 
 function etcdOptions(name: string, host: string, member = 1) {
   const id = member === 1 ? 'etcd' : `etcd${member}`;
-  return { name: `${name}-${id}`, host, clientPort: ETCD_CLIENT_PORT, peerPort: ETCD_PEER_PORT, dataDir: `${labStateDir(name)}/${id}/data`, logFile: `${labStateDir(name)}/${id}/etcd.log`, netns: `${name}-${id}` };
+  return {
+    name: `${name}-${id}`,
+    host,
+    clientPort: ETCD_CLIENT_PORT,
+    peerPort: ETCD_PEER_PORT,
+    dataDir: `${labStateDir(name)}/${id}/data`,
+    logFile: `${labStateDir(name)}/${id}/etcd.log`,
+    netns: `${name}-${id}`,
+  };
 }
 
 /** Starts the members, records them, and writes the network config; returns what to tell the user. */
@@ -78,6 +86,8 @@ async function ensureNetworkConfig(state: LabState, o: LabOptions): Promise<stri
   const v4 = o.ipFamily !== 'ipv6' ? { Network: o.network, SubnetLen: o.subnetLen } : { EnableIPv4: false };
   const v6 = o.ipFamily !== 'ipv4' ? { EnableIPv6: true, IPv6Network: o.ipv6Network, IPv6SubnetLen: 64 } : {};
   await etcdctl(state, ['put', key], JSON.stringify({ ...v4, ...v6, Backend: backend }));
-  const nets = [o.ipFamily !== 'ipv6' && `${o.network}, /${o.subnetLen} per node`, o.ipFamily !== 'ipv4' && `${o.ipv6Network}, /64 per node`].filter(Boolean).join(' and ');
+  const nets = [o.ipFamily !== 'ipv6' && `${o.network}, /${o.subnetLen} per node`, o.ipFamily !== 'ipv4' && `${o.ipv6Network}, /64 per node`]
+    .filter(Boolean)
+    .join(' and ');
   return `network config written: ${nets}, ${o.backend}${o.directRouting ? ' with DirectRouting' : ''}`;
 }

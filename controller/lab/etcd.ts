@@ -42,14 +42,22 @@ export async function startEtcd(opts: EtcdStartOptions): Promise<EtcdProcess> {
   const peer = `http://${opts.host}:${opts.peerPort}`;
   const argv = [
     '/usr/bin/etcd',
-    '--name', opts.name,
-    '--data-dir', opts.dataDir,
-    '--listen-client-urls', client,
-    '--advertise-client-urls', client,
-    '--listen-peer-urls', peer,
-    '--initial-advertise-peer-urls', peer,
-    '--initial-cluster', opts.initialCluster ?? `${opts.name}=${peer}`,
-    '--initial-cluster-state', 'new',
+    '--name',
+    opts.name,
+    '--data-dir',
+    opts.dataDir,
+    '--listen-client-urls',
+    client,
+    '--advertise-client-urls',
+    client,
+    '--listen-peer-urls',
+    peer,
+    '--initial-advertise-peer-urls',
+    peer,
+    '--initial-cluster',
+    opts.initialCluster ?? `${opts.name}=${peer}`,
+    '--initial-cluster-state',
+    'new',
     ...(opts.tls ? ['--cert-file', opts.tls.cert, '--key-file', opts.tls.key, '--client-cert-auth', '--trusted-ca-file', opts.tls.ca] : []),
   ];
   const full = opts.netns ? ['nsenter', `--net=/run/netns/${opts.netns}`, '--', ...argv] : argv;
@@ -68,7 +76,11 @@ async function waitForEtcd(proc: EtcdProcess, tls?: EtcdTls, timeoutMs = 20_000)
   const probe = async () => {
     if (proc.netns) {
       const { run } = await import('../util/exec.js');
-      const r = await run(['etcdctl', '--endpoints', proc.endpoint, '--command-timeout=1s', 'endpoint', 'health'], { netns: proc.netns, allowFailure: true, env: { ...process.env, ETCDCTL_API: '3' } });
+      const r = await run(['etcdctl', '--endpoints', proc.endpoint, '--command-timeout=1s', 'endpoint', 'health'], {
+        netns: proc.netns,
+        allowFailure: true,
+        env: { ...process.env, ETCDCTL_API: '3' },
+      });
       return r.code === 0;
     }
     const c = new Etcd3({
@@ -86,7 +98,8 @@ async function waitForEtcd(proc: EtcdProcess, tls?: EtcdTls, timeoutMs = 20_000)
     }
   };
   while (Date.now() < deadline) {
-    if (hasExited(proc.pid)) throw new Error(`etcd exited during start-up; log ${proc.logFile}:\n${readFileSync(proc.logFile, 'utf8').split('\n').slice(-15).join('\n')}`);
+    if (hasExited(proc.pid))
+      throw new Error(`etcd exited during start-up; log ${proc.logFile}:\n${readFileSync(proc.logFile, 'utf8').split('\n').slice(-15).join('\n')}`);
     if (await probe()) return;
     await new Promise((r) => setTimeout(r, 200));
   }

@@ -70,7 +70,11 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
   if (labHasIpv6(state)) {
     const cidr6 = underlay6Of(o.underlayCidr);
     const routed6 = underlay6Of(routedCidr);
-    state.underlay6 = { cidr: cidr6, gateway: host6In(cidr6, 254), ...(state.routedSegment ? { routedCidr: routed6, routedGateway: host6In(routed6, 254) } : {}) };
+    state.underlay6 = {
+      cidr: cidr6,
+      gateway: host6In(cidr6, 254),
+      ...(state.routedSegment ? { routedCidr: routed6, routedGateway: host6In(routed6, 254) } : {}),
+    };
   }
   saveState(state);
   const steps = 2 + o.nodes * 2 + o.nodes * o.podsPerNode;
@@ -105,7 +109,9 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     startNodeDaemon(state, node);
     const kernelKind = o.backend === 'host-gw' ? 'kernel host-gw routes' : `kernel VXLAN${o.directRouting ? ' with direct routes' : ''}`;
     const runs = { bpf: 'twill BPF', kernel: `twill, ${kernelKind} as flannel`, flanneld: `flanneld ${node.flanneldVersion}, ${kernelKind}` }[node.dataplane];
-    say(`node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}${node.underlayIp6 ? ` ${node.underlayIp6}` : ''}${onRouted ? ' (routed segment)' : ''}, ${node.dataplane === 'flanneld' ? 'flanneld' : 'agent'} pid ${node.agent!.pid} (${runs})`);
+    say(
+      `node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}${node.underlayIp6 ? ` ${node.underlayIp6}` : ''}${onRouted ? ' (routed segment)' : ''}, ${node.dataplane === 'flanneld' ? 'flanneld' : 'agent'} pid ${node.agent!.pid} (${runs})`,
+    );
   }
 
   // Each agent leases a subnet from etcd and programs its datapath; its subnet file says which.
@@ -132,8 +138,10 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
   for (const node of state.nodes) {
     for (let k = 1; k <= o.podsPerNode; k++) {
       const pod = await addLabPod(state, node.name, { name: `${node.name}-p${k}` });
-      const plugin = node.dataplane === 'flanneld' ? `flannel's CNI plugin ${flannelCniPlugin().version}` : 'twill\'s CNI flannel';
-      say(`pod ${pod.name}: ${(pod.ips ?? [pod.ip]).join(' ')} (${plugin} -> bridge + host-local)${node.dataplane === 'bpf' ? (o.fastPath ? ', on the fast path' : ', known to the agent (fast path off)') : ''}`);
+      const plugin = node.dataplane === 'flanneld' ? `flannel's CNI plugin ${flannelCniPlugin().version}` : "twill's CNI flannel";
+      say(
+        `pod ${pod.name}: ${(pod.ips ?? [pod.ip]).join(' ')} (${plugin} -> bridge + host-local)${node.dataplane === 'bpf' ? (o.fastPath ? ', on the fast path' : ', known to the agent (fast path off)') : ''}`,
+      );
     }
   }
   return state;

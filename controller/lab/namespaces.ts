@@ -22,9 +22,33 @@ export async function namespaceExists(ns: string): Promise<boolean> {
 }
 
 /** A namespace with eth0 on an underlay bridge (the first segment's, unless given): address, default route via its gateway, lo up. */
-export async function attachToUnderlay(state: LabState, netns: string, port: string, address: string, mtu: number, segment: { bridge: string; gateway: string } = state.underlay): Promise<void> {
+export async function attachToUnderlay(
+  state: LabState,
+  netns: string,
+  port: string,
+  address: string,
+  mtu: number,
+  segment: { bridge: string; gateway: string } = state.underlay,
+): Promise<void> {
   await ip(['netns', 'add', netns]);
-  await ip(['link', 'add', 'eth0', 'netns', netns, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', port, 'netns', state.underlay.netns, 'mtu', String(mtu)]);
+  await ip([
+    'link',
+    'add',
+    'eth0',
+    'netns',
+    netns,
+    'mtu',
+    String(mtu),
+    'type',
+    'veth',
+    'peer',
+    'name',
+    port,
+    'netns',
+    state.underlay.netns,
+    'mtu',
+    String(mtu),
+  ]);
   await ipBatch([`link set ${port} master ${segment.bridge} up`], { netns: state.underlay.netns });
   await ipBatch(['link set lo up', `addr add ${address}/24 dev eth0`, 'link set eth0 up', `route add default via ${segment.gateway}`], { netns });
 }
@@ -52,7 +76,10 @@ export async function makeUnderlay(state: LabState, mtu: number): Promise<string
 export async function connectNode(state: LabState, node: LabNode, onRouted: boolean, mtu: number): Promise<void> {
   await attachToUnderlay(state, node.netns, node.name, node.underlayIp, mtu, onRouted ? state.routedSegment : undefined);
   const u6 = state.underlay6;
-  if (u6) await ipBatch([`addr add ${node.underlayIp6}/64 dev eth0 nodad`, `route add default via ${onRouted ? u6.routedGateway : u6.gateway} dev eth0`], { netns: node.netns });
+  if (u6)
+    await ipBatch([`addr add ${node.underlayIp6}/64 dev eth0 nodad`, `route add default via ${onRouted ? u6.routedGateway : u6.gateway} dev eth0`], {
+      netns: node.netns,
+    });
   for (const [key, value] of [
     ['net.ipv4.ip_forward', '1'],
     ['net.ipv4.conf.all.rp_filter', '0'],

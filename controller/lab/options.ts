@@ -39,7 +39,9 @@ export const labOptionsSchema = z.object({
   /** the pod network's families: the config's EnableIPv4 and EnableIPv6 */
   ipFamily: z.enum(['ipv4', 'ipv6', 'dual']),
   /** the config's IPv6Network (with IPv6SubnetLen 64, flannel's default) */
-  ipv6Network: z.string().regex(/^fd[0-9a-f]{2}(:[0-9a-f]{1,4}){0,3}::\/(4[0-9]|5[0-9]|6[0-2])$/, 'a unique-local IPv6 CIDR like fd10:244::/56, shorter than /63'),
+  ipv6Network: z
+    .string()
+    .regex(/^fd[0-9a-f]{2}(:[0-9a-f]{1,4}){0,3}::\/(4[0-9]|5[0-9]|6[0-2])$/, 'a unique-local IPv6 CIDR like fd10:244::/56, shorter than /63'),
 });
 export type LabOptions = z.output<typeof labOptionsSchema>;
 
@@ -75,8 +77,10 @@ export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }):
     throw new LabError(`--kernel-nodes ${o.kernelNodes} and --flanneld-nodes ${o.flanneldNodes}: together more than --nodes ${o.nodes}`);
   if (o.routedNodes > o.nodes) throw new LabError(`--routed-nodes ${o.routedNodes}: more than --nodes ${o.nodes}`);
   if (o.directRouting && o.backend !== 'vxlan') throw new LabError(`--direct-routing: an option of the vxlan backend, not of ${o.backend}`);
-  if (o.routedNodes > 0 && o.underlayCidr.startsWith('192.168.255.')) throw new LabError(`--underlay ${o.underlayCidr}: the routed segment takes the next /24, and there is none`);
-  if (o.nodes >= 2 ** (o.subnetLen - netLen)) throw new LabError(`--nodes ${o.nodes}: network ${o.network} holds only ${2 ** (o.subnetLen - netLen) - 1} /${o.subnetLen} subnets after the first`);
+  if (o.routedNodes > 0 && o.underlayCidr.startsWith('192.168.255.'))
+    throw new LabError(`--underlay ${o.underlayCidr}: the routed segment takes the next /24, and there is none`);
+  if (o.nodes >= 2 ** (o.subnetLen - netLen))
+    throw new LabError(`--nodes ${o.nodes}: network ${o.network} holds only ${2 ** (o.subnetLen - netLen) - 1} /${o.subnetLen} subnets after the first`);
   return o;
 }
 

@@ -23,7 +23,8 @@ export async function addLabPod(state: LabState, nodeName: string, opts: { name?
   installTwillCniPlugin(state);
   if (node.dataplane === 'flanneld') installFlannelCniPlugin(state);
   let name = opts.name;
-  for (let k = 1; !name; k++) if (!state.pods.some((p) => p.name === `${node.name}-p${k}`) && !(await namespaceExists(`${node.netns}-p${k}`))) name = `${node.name}-p${k}`;
+  for (let k = 1; !name; k++)
+    if (!state.pods.some((p) => p.name === `${node.name}-p${k}`) && !(await namespaceExists(`${node.netns}-p${k}`))) name = `${node.name}-p${k}`;
   if (state.pods.some((p) => p.name === name)) throw new LabError(`pod ${name} exists in lab ${state.name}`);
   const suffix = name.slice(node.name.length + 1);
   const pod: LabPod = { name, netns: `${node.netns}-${suffix}`, ip: '', node: node.name, containerId: `${state.name}-${name}` };
@@ -57,8 +58,10 @@ export async function removeLabPod(state: LabState, podName: string): Promise<vo
 const agentRuns = (node: LabNode) => node.dataplane === 'bpf' && node.agent !== undefined && isAgent(node.agent.pid, node.pinDir);
 
 async function waitUntilNotTentative(netns: string, timeoutMs = 10_000): Promise<void> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    const tentative = (JSON.parse(await ip(['-6', '-j', 'addr', 'show', 'tentative'], { netns })) as { addr_info?: unknown[] }[]).some((l) => (l.addr_info ?? []).length > 0);
+  for (const deadline = Date.now() + timeoutMs; ;) {
+    const tentative = (JSON.parse(await ip(['-6', '-j', 'addr', 'show', 'tentative'], { netns })) as { addr_info?: unknown[] }[]).some(
+      (l) => (l.addr_info ?? []).length > 0,
+    );
     if (!tentative) return;
     if (Date.now() > deadline) throw new LabError(`netns ${netns}: IPv6 addresses still tentative after ${timeoutMs / 1000} s`);
     await new Promise((r) => setTimeout(r, 50));
@@ -78,7 +81,9 @@ async function waitForEndpoint(node: LabNode, podIp: string, present: boolean, t
     }
     if (has === present) return;
     if (Date.now() > deadline)
-      throw new LabError(`node ${node.name}: pod ${podIp} ${present ? 'never appeared in' : 'never left'} its endpoints map in ${timeoutMs / 1000} s; agent log ${node.agent?.log}`);
+      throw new LabError(
+        `node ${node.name}: pod ${podIp} ${present ? 'never appeared in' : 'never left'} its endpoints map in ${timeoutMs / 1000} s; agent log ${node.agent?.log}`,
+      );
     await new Promise((r) => setTimeout(r, 20));
   }
 }

@@ -81,7 +81,13 @@ export interface LabState {
  * while a lab is made, so a node's addresses may still be empty. Loose objects: what a newer
  * version added survives this one's rewrite.
  */
-const etcdProcessSchema = z.looseObject({ pid: z.number().int(), endpoint: z.string(), dataDir: z.string(), logFile: z.string(), netns: z.string().optional() });
+const etcdProcessSchema = z.looseObject({
+  pid: z.number().int(),
+  endpoint: z.string(),
+  dataDir: z.string(),
+  logFile: z.string(),
+  netns: z.string().optional(),
+});
 const labStateSchema: z.ZodType<LabState> = z.looseObject({
   name: z.string(),
   network: z.string(),
@@ -119,7 +125,9 @@ const labStateSchema: z.ZodType<LabState> = z.looseObject({
       agent: z.looseObject({ pid: z.number().int(), log: z.string(), healthz: z.string() }).optional(),
     }),
   ),
-  pods: z.array(z.looseObject({ name: z.string(), netns: z.string(), ip: z.string(), ips: z.array(z.string()).optional(), node: z.string(), containerId: z.string() })),
+  pods: z.array(
+    z.looseObject({ name: z.string(), netns: z.string(), ip: z.string(), ips: z.array(z.string()).optional(), node: z.string(), containerId: z.string() }),
+  ),
 });
 
 /** Where a lab keeps its state file, its nodes' subnet files and logs, etcd's data and the CNI plugins. */
