@@ -148,7 +148,7 @@ export class NodeDatapath {
       });
       try {
         // Peers first, programs second: decap must know every peer the moment it runs.
-        const attached = await attachDataplane(spec, undefined, { beforeAttach: async (maps) => void maps.ipv4.sync(peers) });
+        const attached = await attachDataplane({ spec, beforeAttach: async (maps) => void maps.ipv4.sync(peers) });
         this.attach = attached.state;
         this.fastPath = attached.state.fastPath;
         await this.syncEndpoints(own, attached.state.fastPath?.enabled ?? false);

@@ -30,7 +30,7 @@ export async function dataplaneCli(argv: string[]): Promise<number> {
         mtu: o.mtu,
         overlayDevice: o['overlay-device'],
       });
-      const res = await attachDataplane(spec);
+      const res = await attachDataplane({ spec });
       console.log(JSON.stringify({ attached: res.state.encap, decap: res.state.decap, swapped: res.swapped }));
       if (o.hold) await waitForSignal();
       return 0;

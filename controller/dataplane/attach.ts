@@ -46,14 +46,16 @@ interface AttachResult {
   swapped: { encap: boolean; decap: boolean };
 }
 
-/** What the caller does at fixed points of an attach. */
-interface AttachHooks {
+export interface AttachOptions {
+  spec: DataplaneSpec;
+  /** where the BPF objects are: the checkout's build unless TWILL_BPF_DIR names another */
+  objectDir?: string;
   /**
    * Runs with the maps open and the config written, before any program is attached: the agent
    * fills in the peers here, so decap never runs with an empty allow-list (which would drop
    * every peer's traffic for the moment it takes the reconciler to catch up).
    */
-  beforeAttach?(maps: DatapathMaps): Promise<void>;
+  beforeAttach?: (maps: DatapathMaps) => Promise<void>;
 }
 
 /**
@@ -61,7 +63,7 @@ interface AttachHooks {
  * namespace. Idempotent: a second run swaps the programs on the existing pinned links
  * atomically and leaves map contents alone, so a restart never interrupts traffic.
  */
-export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDirInUse(), hooks: AttachHooks = {}): Promise<AttachResult> {
+export async function attachDataplane({ spec, objectDir = objectDirInUse(), beforeAttach }: AttachOptions): Promise<AttachResult> {
   // Before anything changes: a pin twill would reuse must hold the link twill put there.
   checkPinnedLinks(spec.pinDir, readAttachState(spec.pinDir));
   retireIncompatiblePins(spec.pinDir);
@@ -97,7 +99,7 @@ export async function attachDataplane(spec: DataplaneSpec, objectDir = objectDir
         underlay_ifindex: underlayIfindex,
         flags: objects.fastPath.enabled ? CONFIG_FAST_PATH : 0,
       });
-      await hooks.beforeAttach?.(maps);
+      await beforeAttach?.(maps);
     } finally {
       maps.close();
     }

@@ -133,7 +133,7 @@ describe('a pinned link of the wrong type is refused, and nothing changes', () =
     const xdp = await xdpProgOn('und0');
     expect(files).toEqual([path.relative(pinDir, pin)]);
 
-    await expect(inNetns(() => attachDataplane(spec('tc')))).rejects.toThrow(expected);
+    await expect(inNetns(() => attachDataplane({ spec: spec('tc') }))).rejects.toThrow(expected);
 
     expect(linkAt(pin)).toEqual(before); // same link, same program, same device
     expect(pinnedFiles()).toEqual(files); // no map, program or link pinned
@@ -151,7 +151,7 @@ describe('XDP attach falls back only when the kernel or driver lacks a way of at
       const held = await xdpProgOn('und0');
       expect(held).toBeGreaterThan(0);
 
-      await expect(inNetns(() => attachDataplane(spec('xdp')))).rejects.toThrow(
+      await expect(inNetns(() => attachDataplane({ spec: spec('xdp') }))).rejects.toThrow(
         /attaching twill_decap in XDP on und0 \(ifindex \d+\): bpf_link_create\(xdp twill_decap on ifindex \d+\) failed: Device or resource busy \(errno 16\)/,
       );
       expect(await xdpProgOn('und0')).toBe(held);

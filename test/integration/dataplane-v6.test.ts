@@ -118,7 +118,7 @@ async function attachNode(n: (typeof nodes)[number]): Promise<void> {
       port: PORT,
       decapHook: 'tc',
     });
-    await attachDataplane(spec);
+    await attachDataplane({ spec });
     await ensureOverlay6({ overlayDevice: 'twill0', tunnelDevice: 'twill-rx', subnet6: n.subnet6, network6: NETWORK6, underlayMtu: 1500 });
     const maps = openMaps(n.pinDir);
     opened.push(maps);
