@@ -30,16 +30,13 @@
 
 enum verdict { NOT_OURS, REFUSED, DECAP };
 
-/* Counts a refusal and names its twill_stats counter in *why, for the caller's drop event. */
-static __always_inline enum verdict refuse(struct twill_stats *stats, __u64 *counter, __u8 *why, __u8 reason)
+/* Counts a refusal under twill_stats' counter `reason` and names it in *why, for the caller's drop event. */
+static __always_inline enum verdict refuse(struct twill_stats *stats, __u8 *why, __u8 reason)
 {
-	if (stats)
-		(*counter)++;
+	twill_count_drop(stats, reason);
 	*why = reason;
 	return REFUSED;
 }
-
-#define REFUSE(reason) refuse(stats, stats ? &stats->reason : 0, why, TWILL_DROP_REASON(reason))
 
 /* RFC 6040 decapsulation: a CE mark on the outer header survives onto an ECN-capable inner one. */
 static __always_inline void propagate_ce(const struct iphdr *outer, struct iphdr *inner)
@@ -95,39 +92,39 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 	struct twill_stats *stats = twill_get_stats();
 
 	if (ihl_bytes != sizeof(struct iphdr))
-		return REFUSE(drop_ip_options);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_ip_options));
 
 	struct twill_peer *peer = twill_get_peer(ip->saddr);
 	if (!peer)
-		return REFUSE(drop_unknown_source);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_unknown_source));
 	*peer_slot = peer->stats_slot;
 
 	struct vxlanhdr *vx = (void *)(udp + 1);
 	struct ethhdr *ieth = (void *)(vx + 1);
 	struct iphdr *iip = (void *)(ieth + 1);
 	if ((void *)(vx + 1) > data_end)
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 	if (!(vx->vx_flags & bpf_htonl(VXLAN_FLAG_I)))
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 	if (vx->vx_vni != bpf_htonl(cfg->vni << VXLAN_VNI_SHIFT))
-		return REFUSE(drop_bad_vni);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_bad_vni));
 	if ((void *)(ieth + 1) > data_end)
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 	if (ieth->h_proto != bpf_htons(ETH_P_IP))
-		return REFUSE(drop_inner_not_ipv4);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_inner_not_ipv4));
 	if ((void *)(iip + 1) > data_end)
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 	if (iip->version != IPV4_VERSION || iip->ihl < IPV4_IHL_MIN)
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 
 	/* The outer lengths must cover what they claim to carry: no reading past a short packet. */
 	__u32 outer_len = bpf_ntohs(ip->tot_len);
 	if (outer_len > frame_len || outer_len < VXLAN_OVERHEAD + bpf_ntohs(iip->tot_len) ||
 	    bpf_ntohs(udp->len) != outer_len - sizeof(struct iphdr) || bpf_ntohs(iip->tot_len) < IPV4_IHL_BYTES(iip->ihl))
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 
 	if (!twill_in_own_subnet(cfg, iip->daddr))
-		return REFUSE(drop_inner_dst);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_inner_dst));
 
 	propagate_ce(ip, iip);
 	/* The inner frame is addressed to the sender's idea of our VTEP; the underlay device takes only its own MAC. */
@@ -171,8 +168,7 @@ int twill_decap(struct xdp_md *ctx)
 	}
 	__u64 inner_len = data_end - (void *)ieth;
 	if (bpf_xdp_adjust_head(ctx, (int)((void *)ieth - data))) {
-		struct twill_stats *stats = twill_get_stats();
-		TWILL_COUNT(stats, drop_malformed);
+		twill_count_drop(twill_get_stats(), TWILL_DROP_REASON(drop_malformed));
 		if (twill_monitoring(TWILL_MONITOR_DROPS))
 			twill_emit_xdp(ctx, TWILL_EVENT_WHAT(TWILL_EVENT_DROP, TWILL_HOOK_XDP_DECAP, TWILL_DROP_REASON(drop_malformed)), slot);
 		return XDP_DROP;
@@ -180,9 +176,6 @@ int twill_decap(struct xdp_md *ctx)
 	count_decap(slot, inner_len);
 	return XDP_PASS;
 }
-
-/* To the stack, counted and (while a monitor traces) reported; `slot` is the sender's. */
-#define RX_STACK(hook, reason, slot) do { PATH_COUNT(ps, reason, n); twill_trace(skb, hook, TWILL_PATH_REASON(reason), slot); return TC_ACT_OK; } while (0)
 
 /*
  * The receive half of the fast path, on a decapped frame at skb->data (Ethernet, then IPv4).
@@ -199,24 +192,21 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct twill_con
 	if ((void *)(ip + 1) > data_end)
 		return TC_ACT_OK;
 	if (!(cfg->flags & TWILL_CONFIG_FAST_PATH))
-		RX_STACK(TWILL_HOOK_TC_DECAP, disabled, slot);
+		return path_stack(skb, ps, TWILL_HOOK_TC_DECAP, TWILL_PATH_REASON(disabled), slot, n);
 	struct twill_endpoint *ep = twill_get_endpoint(ip->daddr);
 	if (!ep)
-		RX_STACK(TWILL_HOOK_TC_DECAP, no_endpoint, slot);
+		return path_stack(skb, ps, TWILL_HOOK_TC_DECAP, TWILL_PATH_REASON(no_endpoint), slot, n);
 	__u32 why = may_bypass(skb, ip, data_end, ps, n);
-	if (why) {
-		twill_trace(skb, TWILL_HOOK_TC_DECAP, why, slot);
-		return TC_ACT_OK;
-	}
+	if (why)
+		return path_stacked(skb, TWILL_HOOK_TC_DECAP, why, slot);
 	/* Bigger than the pod's link: the stack forwards it as a router does (ICMP if DF, else fragments). */
 	if (!fits(skb, ep->mtu, ep->ifindex, 0))
-		RX_STACK(TWILL_HOOK_TC_DECAP, too_big, slot);
+		return path_stack(skb, ps, TWILL_HOOK_TC_DECAP, TWILL_PATH_REASON(too_big), slot, n);
 	/* The node would have routed it into the pod: one hop, from the pod's gateway. */
 	ip_decrease_ttl(ip);
 	__builtin_memcpy(eth->h_dest, ep->mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, ep->gateway_mac, ETH_ALEN);
-	PATH_COUNT(ps, fast, n);
-	twill_trace(skb, TWILL_HOOK_TC_DECAP, PATH_FAST, slot);
+	path_fast(skb, ps, TWILL_HOOK_TC_DECAP, slot, n);
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
@@ -240,10 +230,8 @@ static __always_inline int deliver_decapped(struct __sk_buff *skb, const struct 
 		return TC_ACT_OK;
 	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_RECEIVE);
 	struct twill_remote *remote = twill_get_remote(cfg, ip->saddr);
-	if (!remote || (!(remote->flags & TWILL_REMOTE_DIRECT) && !mac_eq(eth->h_source, remote->vtep_mac))) {
-		__u32 n = segments(skb);
-		RX_STACK(TWILL_HOOK_TC_DECAP, source, remote ? remote->stats_slot : 0);
-	}
+	if (!remote || (!(remote->flags & TWILL_REMOTE_DIRECT) && !mac_eq(eth->h_source, remote->vtep_mac)))
+		return path_stack(skb, ps, TWILL_HOOK_TC_DECAP, TWILL_PATH_REASON(source), remote ? remote->stats_slot : 0, segments(skb));
 	return deliver(skb, cfg, ps, remote->stats_slot);
 }
 
@@ -268,7 +256,11 @@ struct v6_inner {
 	struct ipv6hdr ip6;
 } __attribute__((packed));
 
-#define DROP6(field, slot) do { TWILL_DROP(skb, stats, TWILL_HOOK_TC_DECAP, field, slot); return TC_ACT_SHOT; } while (0)
+/* A drop in twill_decap_tc, counted and (while a monitor listens) reported. */
+static __always_inline int decap_drop(struct __sk_buff *skb, struct twill_stats *stats, __u8 reason, __u16 slot)
+{
+	return twill_drop(skb, stats, TWILL_HOOK_TC_DECAP, reason, slot);
+}
 
 static __always_inline int judge6(struct __sk_buff *skb, const struct twill_config *cfg)
 {
@@ -288,21 +280,21 @@ static __always_inline int judge6(struct __sk_buff *skb, const struct twill_conf
 	struct twill_stats *stats = twill_get_stats();
 	struct twill_peer6 *peer = twill_get_peer6(saddr);
 	if (!peer)
-		DROP6(drop_unknown_source, 0);
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_unknown_source), 0);
 	__u16 slot = peer->stats_slot;
 	/* payload_len 0 is a jumbogram (BIG TCP after GRO): its length is the skb's. */
 	__u32 plen = bpf_ntohs(o.ip6.payload_len);
 	if (bpf_skb_load_bytes(skb, sizeof(o), &in, sizeof(in)) || !(in.vx.vx_flags & bpf_htonl(VXLAN_FLAG_I)) ||
 	    (plen && (plen > skb->len - ETH_HLEN - sizeof(struct ipv6hdr) || bpf_ntohs(o.udp.len) != plen)) ||
 	    (in.eth.h_proto == bpf_htons(ETH_P_IPV6) && in.ip6.version != IPV6_VERSION))
-		DROP6(drop_malformed, slot);
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_malformed), slot);
 	if (in.vx.vx_vni != bpf_htonl(cfg->vni << VXLAN_VNI_SHIFT))
-		DROP6(drop_bad_vni, slot);
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_bad_vni), slot);
 	if (in.eth.h_proto != bpf_htons(ETH_P_IPV6))
-		DROP6(drop_inner_not_ipv6, slot);
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_inner_not_ipv6), slot);
 	__builtin_memcpy(daddr, &in.ip6.daddr, sizeof(daddr));
 	if (!twill_in_own_subnet6(cfg6, daddr))
-		DROP6(drop_inner_dst, slot);
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_inner_dst), slot);
 	return TC_ACT_OK;
 }
 
@@ -345,11 +337,8 @@ int twill_decap_tc(struct __sk_buff *skb)
 	 * header (addressed to this device). FIXED_GSO: a super-packet's gso_size is already the
 	 * inner segment size.
 	 */
-	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) {
-		struct twill_stats *stats = twill_get_stats();
-		TWILL_DROP(skb, stats, TWILL_HOOK_TC_DECAP, drop_malformed, slot);
-		return TC_ACT_SHOT;
-	}
+	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+		return decap_drop(skb, twill_get_stats(), TWILL_DROP_REASON(drop_malformed), slot);
 	count_decap(slot, skb->len);  /* the inner frame, as XDP counts it: the kept outer Ethernet header stands in for the inner one */
 	return deliver(skb, cfg, twill_get_path_stats(TWILL_PATH_RECEIVE), slot);
 }
@@ -373,33 +362,31 @@ static __always_inline int deliver6(struct __sk_buff *skb, const struct twill_co
 	if ((void *)(ip6 + 1) > data_end)
 		return TC_ACT_OK;
 	if (!(cfg->flags & TWILL_CONFIG_FAST_PATH))
-		RX_STACK(TWILL_HOOK_TUNNEL_RX, disabled, slot);
+		return path_stack(skb, ps, TWILL_HOOK_TUNNEL_RX, TWILL_PATH_REASON(disabled), slot, n);
 	__u32 daddr[4];
 	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
 	struct twill_endpoint *ep = twill_get_endpoint6(daddr);
 	if (!ep)
-		RX_STACK(TWILL_HOOK_TUNNEL_RX, no_endpoint, slot);
+		return path_stack(skb, ps, TWILL_HOOK_TUNNEL_RX, TWILL_PATH_REASON(no_endpoint), slot, n);
 	__u32 why = may_bypass6(skb, ip6, data_end, ps, n);
-	if (why) {
-		twill_trace(skb, TWILL_HOOK_TUNNEL_RX, why, slot);
-		return TC_ACT_OK;
-	}
+	if (why)
+		return path_stacked(skb, TWILL_HOOK_TUNNEL_RX, why, slot);
 	if (!fits(skb, ep->mtu, ep->ifindex, 0))
-		RX_STACK(TWILL_HOOK_TUNNEL_RX, too_big, slot);
+		return path_stack(skb, ps, TWILL_HOOK_TUNNEL_RX, TWILL_PATH_REASON(too_big), slot, n);
 	ip6->hop_limit--;
 	__builtin_memcpy(eth->h_dest, ep->mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, ep->gateway_mac, ETH_ALEN);
-	PATH_COUNT(ps, fast, n);
-	twill_trace(skb, TWILL_HOOK_TUNNEL_RX, PATH_FAST, slot);
+	path_fast(skb, ps, TWILL_HOOK_TUNNEL_RX, slot, n);
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
 /*
- * A drop in twill_tunnel_rx, reported with the outer addresses the tunnel key kept: the packet
- * itself starts at the inner Ethernet header. Returns TC_ACT_SHOT.
+ * A drop in twill_tunnel_rx, counted, and reported with the outer addresses the tunnel key kept:
+ * the packet itself starts at the inner Ethernet header. Returns TC_ACT_SHOT.
  */
-static __always_inline int tunnel_drop(struct __sk_buff *skb, const struct bpf_tunnel_key *key, int v6, __u8 reason, __u16 slot)
+static __always_inline int tunnel_drop(struct __sk_buff *skb, struct twill_stats *stats, const struct bpf_tunnel_key *key, int v6, __u8 reason, __u16 slot)
 {
+	twill_count_drop(stats, reason);
 	if (twill_monitoring(TWILL_MONITOR_DROPS)) {
 		struct twill_tunnel_addrs t = {};
 		if (v6) {
@@ -417,31 +404,29 @@ static __always_inline int tunnel_drop(struct __sk_buff *skb, const struct bpf_t
 	return TC_ACT_SHOT;
 }
 
-#define TUNNEL_DROP(field, v6, slot) do { TWILL_COUNT(stats, field); return tunnel_drop(skb, key, v6, TWILL_DROP_REASON(field), slot); } while (0)
-
 /* twill_tunnel_rx for IPv6 VXLAN: the same judgement against twill_config6 and twill_peers6. */
 static __always_inline int tunnel_rx6(struct __sk_buff *skb, const struct twill_config *cfg, const struct bpf_tunnel_key *key, struct twill_stats *stats)
 {
 	struct twill_config6 *cfg6 = twill_get_config6();
 	if (!cfg6)
-		TUNNEL_DROP(drop_unknown_source, 1, 0);
+		return tunnel_drop(skb, stats, key, 1, TWILL_DROP_REASON(drop_unknown_source), 0);
 	if (!ipv6_eq(key->local_ipv6, (const __u32 *)cfg6->public_ip6))
-		TUNNEL_DROP(drop_malformed, 1, 0);
+		return tunnel_drop(skb, stats, key, 1, TWILL_DROP_REASON(drop_malformed), 0);
 	struct twill_peer6 *peer = twill_get_peer6(key->remote_ipv6);
 	if (!peer)
-		TUNNEL_DROP(drop_unknown_source, 1, 0);
+		return tunnel_drop(skb, stats, key, 1, TWILL_DROP_REASON(drop_unknown_source), 0);
 	if (key->tunnel_id != cfg->vni)
-		TUNNEL_DROP(drop_bad_vni, 1, peer->stats_slot);
+		return tunnel_drop(skb, stats, key, 1, TWILL_DROP_REASON(drop_bad_vni), peer->stats_slot);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct ipv6hdr *ip6 = (void *)(eth + 1);
 	if ((void *)(ip6 + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
-		TUNNEL_DROP(drop_inner_not_ipv6, 1, peer->stats_slot);
+		return tunnel_drop(skb, stats, key, 1, TWILL_DROP_REASON(drop_inner_not_ipv6), peer->stats_slot);
 	__u32 daddr[4];
 	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
 	if (!twill_in_own_subnet6(cfg6, daddr))
-		TUNNEL_DROP(drop_inner_dst, 1, peer->stats_slot);
+		return tunnel_drop(skb, stats, key, 1, TWILL_DROP_REASON(drop_inner_dst), peer->stats_slot);
 	count_decap(peer->stats_slot, skb->len);
 	int ret = deliver6(skb, cfg, twill_get_path_stats(TWILL_PATH_RECEIVE), peer->stats_slot);
 	if (ret != TC_ACT_OK)
@@ -472,24 +457,23 @@ int twill_tunnel_rx(struct __sk_buff *skb)
 	if (!bpf_skb_get_tunnel_key(skb, key, sizeof(*key), BPF_F_TUNINFO_IPV6))
 		return tunnel_rx6(skb, cfg, key, stats);
 	if (bpf_skb_get_tunnel_key(skb, key, sizeof(*key), 0) || key->local_ipv4 != bpf_ntohl(ipv4_u32(cfg->public_ip)))
-		TUNNEL_DROP(drop_malformed, 0, 0);
+		return tunnel_drop(skb, stats, key, 0, TWILL_DROP_REASON(drop_malformed), 0);
 	struct twill_peer *peer = twill_get_peer(bpf_htonl(key->remote_ipv4));
 	if (!peer)
-		TUNNEL_DROP(drop_unknown_source, 0, 0);
+		return tunnel_drop(skb, stats, key, 0, TWILL_DROP_REASON(drop_unknown_source), 0);
 	if (key->tunnel_id != cfg->vni)
-		TUNNEL_DROP(drop_bad_vni, 0, peer->stats_slot);
+		return tunnel_drop(skb, stats, key, 0, TWILL_DROP_REASON(drop_bad_vni), peer->stats_slot);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		TUNNEL_DROP(drop_inner_not_ipv4, 0, peer->stats_slot);
+		return tunnel_drop(skb, stats, key, 0, TWILL_DROP_REASON(drop_inner_not_ipv4), peer->stats_slot);
 	if (!twill_in_own_subnet(cfg, ip->daddr))
-		TUNNEL_DROP(drop_inner_dst, 0, peer->stats_slot);
+		return tunnel_drop(skb, stats, key, 0, TWILL_DROP_REASON(drop_inner_dst), peer->stats_slot);
 	count_decap(peer->stats_slot, skb->len);
 	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_RECEIVE);
-	PATH_COUNT(ps, fragment, 1);
-	twill_trace(skb, TWILL_HOOK_TUNNEL_RX, TWILL_PATH_REASON(fragment), peer->stats_slot);
+	twill_trace(skb, TWILL_HOOK_TUNNEL_RX, path_count(ps, TWILL_PATH_REASON(fragment), 1), peer->stats_slot);
 	/* Addressed to the sender's idea of our VTEP, not to this device: the stack must take it as ours. */
 	bpf_skb_change_type(skb, PACKET_HOST);
 	return TC_ACT_OK;

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <linux/in6.h>
@@ -29,13 +30,39 @@ struct icmp_echo_hdr {
 #define ICMP_ECHOREPLY 0
 #define ICMP_ECHO      8
 
-#define PATH_COUNT(ps, field, n) do { if (ps) (ps)->field += (n); } while (0)
-
-/* Counts a packet left to the stack and gives its reason, for the caller's trace and return. */
-#define PATH_STACK(ps, field, n) ({ PATH_COUNT(ps, field, n); TWILL_PATH_REASON(field); })
-
 /* may_bypass's answer when the packet may take the fast path */
 #define PATH_FAST TWILL_PATH_REASON(fast)
+
+/*
+ * Adds `n` packets to the twill_path_stats counter `reason` names (TWILL_PATH_REASON: its index in
+ * 8-byte words, which is also what the decision's trace reports) and returns the reason. Per-CPU
+ * slot: a plain add is race-free; the bound costs nothing for a constant reason.
+ */
+static __always_inline __u8 path_count(struct twill_path_stats *ps, __u8 reason, __u32 n)
+{
+	if (ps && reason < sizeof(*ps) / sizeof(__u64))
+		((__u64 *)ps)[reason] += n;
+	return reason;
+}
+
+/* A packet left to the stack for `reason`, already counted (may_bypass's answer): traced, TC_ACT_OK. */
+static __always_inline int path_stacked(struct __sk_buff *skb, __u8 hook, __u8 reason, __u16 slot)
+{
+	twill_trace(skb, hook, reason, slot);
+	return TC_ACT_OK;
+}
+
+/* A packet left to the stack for `reason`: counted as its `n` segments, traced, TC_ACT_OK. */
+static __always_inline int path_stack(struct __sk_buff *skb, struct twill_path_stats *ps, __u8 hook, __u8 reason, __u16 slot, __u32 n)
+{
+	return path_stacked(skb, hook, path_count(ps, reason, n), slot);
+}
+
+/* A packet the fast path carries (its verdict is the caller's): counted, traced. */
+static __always_inline void path_fast(struct __sk_buff *skb, struct twill_path_stats *ps, __u8 hook, __u16 slot, __u32 n)
+{
+	twill_trace(skb, hook, path_count(ps, PATH_FAST, n), slot);
+}
 
 /* A GSO packet counts as the segments it stands for, as the wire and the pod see them. */
 static __always_inline __u32 segments(const struct __sk_buff *skb)
@@ -118,9 +145,9 @@ static __always_inline __u32 may_bypass(struct __sk_buff *skb, const struct iphd
 {
 	/* Version 4 with a 20-byte header, not a fragment: the stack reassembles, and honours options. */
 	if (*(const __u8 *)ip != IPV4_VERSION_IHL_PLAIN || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
-		return PATH_STACK(ps, fragment, n);
+		return path_count(ps, TWILL_PATH_REASON(fragment), n);
 	if (ip->ttl <= 1)
-		return PATH_STACK(ps, ttl, n);
+		return path_count(ps, TWILL_PATH_REASON(ttl), n);
 	const void *l4 = ip + 1;
 	switch (ip->protocol) {
 	case IPPROTO_ICMP: {
@@ -134,9 +161,9 @@ static __always_inline __u32 may_bypass(struct __sk_buff *skb, const struct iphd
 	case IPPROTO_UDP:
 		if (!conntrack_knows(skb, ip, l4, data_end))
 			return PATH_FAST;
-		return PATH_STACK(ps, conntrack, n);
+		return path_count(ps, TWILL_PATH_REASON(conntrack), n);
 	}
-	return PATH_STACK(ps, protocol, n);
+	return path_count(ps, TWILL_PATH_REASON(protocol), n);
 }
 
 #define ICMPV6_ECHO_REQUEST 128
@@ -151,9 +178,9 @@ static __always_inline __u32 may_bypass(struct __sk_buff *skb, const struct iphd
 static __always_inline __u32 may_bypass6(struct __sk_buff *skb, const struct ipv6hdr *ip6, const void *data_end, struct twill_path_stats *ps, __u32 n)
 {
 	if (ip6->version != IPV6_VERSION)
-		return PATH_STACK(ps, fragment, n);
+		return path_count(ps, TWILL_PATH_REASON(fragment), n);
 	if (ip6->hop_limit <= 1)
-		return PATH_STACK(ps, ttl, n);
+		return path_count(ps, TWILL_PATH_REASON(ttl), n);
 	const void *l4 = ip6 + 1;
 	switch (ip6->nexthdr) {
 	case IPPROTO_ICMPV6: {
@@ -166,7 +193,7 @@ static __always_inline __u32 may_bypass6(struct __sk_buff *skb, const struct ipv
 	case IPPROTO_UDP: {
 		const struct udphdr *ports = l4;
 		if ((const void *)(ports + 1) > data_end)
-			return PATH_STACK(ps, conntrack, n);
+			return path_count(ps, TWILL_PATH_REASON(conntrack), n);
 		struct bpf_sock_tuple tuple = {};
 		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, sizeof(tuple.ipv6.saddr));
 		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, sizeof(tuple.ipv6.daddr));
@@ -174,15 +201,15 @@ static __always_inline __u32 may_bypass6(struct __sk_buff *skb, const struct ipv
 		tuple.ipv6.dport = ports->dest;
 		if (!conntrack_has(skb, &tuple, sizeof(tuple.ipv6), ip6->nexthdr))
 			return PATH_FAST;
-		return PATH_STACK(ps, conntrack, n);
+		return path_count(ps, TWILL_PATH_REASON(conntrack), n);
 	}
 	case IPPROTO_HOPOPTS:
 	case IPPROTO_ROUTING:
 	case IPPROTO_FRAGMENT:
 	case IPPROTO_DSTOPTS:
-		return PATH_STACK(ps, fragment, n);
+		return path_count(ps, TWILL_PATH_REASON(fragment), n);
 	}
-	return PATH_STACK(ps, protocol, n);
+	return path_count(ps, TWILL_PATH_REASON(protocol), n);
 }
 
 /*

@@ -221,7 +221,15 @@ static __always_inline struct twill_endpoint *twill_get_endpoint6(const __u32 ad
 	return bpf_map_lookup_elem(&twill_endpoints6, &key);
 }
 
-/* Per-CPU slot: a plain increment is race-free. */
-#define TWILL_COUNT(stats, field) do { if (stats) (stats)->field++; } while (0)
+/*
+ * Counts a drop under the twill_stats counter `reason` names (TWILL_DROP_REASON: its index in
+ * 8-byte words, which is also what the drop's event reports). Per-CPU slot: a plain increment is
+ * race-free. The bound costs nothing for a constant reason and keeps any other inside the value.
+ */
+static __always_inline void twill_count_drop(struct twill_stats *stats, __u8 reason)
+{
+	if (stats && reason < sizeof(*stats) / sizeof(__u64))
+		((__u64 *)stats)[reason]++;
+}
 
 #endif
