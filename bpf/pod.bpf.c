@@ -8,9 +8,10 @@
  * would have done after the stack forwarded it (TTL decremented once, flannel's wire format),
  * or, for a peer on our L2 segment (host-gw, DirectRouting), routed to its PublicIP unchanged
  * but for the TTL, and handed straight to the underlay: no bridge, no br_netfilter, no FORWARD, no routing of
- * the node. Everything else (same-node traffic, Services, traffic leaving the cluster, ARP,
- * IPv6, ICMP errors, fragments, flows conntrack knows) continues into the bridge and the stack
- * untouched, counted by reason in twill_path_stats.
+ * the node. IPv6 to a remote pod goes the same way as IPv6 VXLAN (from_pod6). Everything else
+ * (same-node traffic, Services, traffic leaving the cluster, ARP, ICMP errors, fragments, flows
+ * conntrack knows) continues into the bridge and the stack untouched, counted by reason in
+ * twill_path_stats.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>

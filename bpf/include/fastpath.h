@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * What the fast path may carry past the host stack, in either direction: IPv4 TCP, UDP and ICMP
- * echo, unfragmented and without options, with TTL to spare, of a flow the node's conntrack has
- * no entry for. A flow conntrack knows may carry NAT (kube-proxy's DNAT of a Service, SNAT of a
+ * What the fast path may carry past the host stack, in either direction: TCP, UDP and ICMP echo
+ * over IPv4 (unfragmented, without options) or IPv6 (no extension header), with TTL or hop limit
+ * to spare, of a flow the node's conntrack has no entry for. A flow conntrack knows may carry NAT (kube-proxy's DNAT of a Service, SNAT of a
  * NodePort) or state that its rules check (--ctstate INVALID), and both directions of such a flow
  * must keep crossing the stack. Everything else goes to the stack too, counted by reason.
  */
@@ -213,7 +213,7 @@ static __always_inline __u32 may_bypass6(struct __sk_buff *skb, const struct ipv
 }
 
 /*
- * Whether the IPv4 packet after the Ethernet header fits `mtu` (plus `overhead` once
+ * Whether the IP packet after the Ethernet header fits `mtu` (plus `overhead` once
  * encapsulated). A single packet is measured here; a GSO packet's segments by the kernel, and
  * so is any packet when the agent gave no MTU.
  */
