@@ -32,6 +32,12 @@ static __always_inline int encap_error(struct __sk_buff *skb, struct twill_stats
 	return twill_drop(skb, stats, TWILL_HOOK_FROM_POD, TWILL_DROP_REASON(drop_encap_error), slot);
 }
 
+/* Only the veth's own pod, routing through its gateway: a spoofed source is the stack's to judge. */
+static __always_inline bool from_own_pod(const struct __sk_buff *skb, const struct ethhdr *eth, const struct twill_endpoint *ep)
+{
+	return ep && ep->ifindex == skb->ifindex && mac_eq(eth->h_dest, ep->gateway_mac);
+}
+
 /*
  * IPv6 from a pod to a remote pod: the same checks as IPv4's, then IPv6 VXLAN through twill-rx as
  * twill_encap sends it (encap.h: the kernel's vxlan driver encapsulates and checksums).
@@ -53,7 +59,7 @@ static __always_inline int from_pod6(struct __sk_buff *skb, const struct twill_c
 	if (!remote)
 		return to_stack(skb, ps, TWILL_PATH_REASON(not_remote), n);
 	struct twill_endpoint *ep = twill_get_endpoint6(saddr);
-	if (!ep || ep->ifindex != skb->ifindex || !mac_eq(eth->h_dest, ep->gateway_mac))
+	if (!from_own_pod(skb, eth, ep))
 		return to_stack(skb, ps, TWILL_PATH_REASON(source), n);
 	__u32 why = may_bypass6(skb, ip6, data_end, ps, n);
 	if (why)
@@ -94,9 +100,8 @@ int twill_from_pod(struct __sk_buff *skb)
 	if (!remote)
 		return to_stack(skb, ps, TWILL_PATH_REASON(not_remote), n);
 
-	/* Only the veth's own pod, routing through its gateway: a spoofed source is the stack's to judge. */
 	struct twill_endpoint *ep = twill_get_endpoint(ip->saddr);
-	if (!ep || ep->ifindex != skb->ifindex || !mac_eq(eth->h_dest, ep->gateway_mac))
+	if (!from_own_pod(skb, eth, ep))
 		return to_stack(skb, ps, TWILL_PATH_REASON(source), n);
 
 	__u32 why = may_bypass(skb, ip, data_end, ps, n);

@@ -123,17 +123,50 @@ static __always_inline bool conntrack_has(struct __sk_buff *skb, struct bpf_sock
 #endif
 }
 
-static __always_inline bool conntrack_knows(struct __sk_buff *skb, const struct iphdr *ip, const void *l4, const void *data_end)
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY   129
+
+/*
+ * The half of may_bypass both families share, on what follows the IP header (`l3`, of `v6`'s
+ * family; `v6` is a constant in each caller): ICMP echo may bypass the stack, as may TCP and UDP
+ * of a flow conntrack has no entry for; anything else goes to the stack.
+ */
+static __always_inline __u32 transport_may_bypass(struct __sk_buff *skb, bool v6, const void *l3, __u8 proto, const void *l4, const void *data_end,
+						  struct twill_path_stats *ps, __u32 n)
 {
+	if (proto == (v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP)) {
+		/* Echo carries no NAT here (kube-proxy translates TCP, UDP and SCTP); errors relate to a flow. */
+		const struct icmp_echo_hdr *icmp = l4;
+		if ((const void *)(icmp + 1) <= data_end &&
+		    (v6 ? icmp->type == ICMPV6_ECHO_REQUEST || icmp->type == ICMPV6_ECHO_REPLY : icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY))
+			return PATH_FAST;
+		return path_count(ps, TWILL_PATH_REASON(protocol), n);
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return path_count(ps, TWILL_PATH_REASON(protocol), n);
 	const struct udphdr *ports = l4; /* source and destination ports sit alike in TCP and UDP */
 	if ((const void *)(ports + 1) > data_end)
-		return true;
+		return path_count(ps, TWILL_PATH_REASON(conntrack), n);   /* when in doubt, the stack */
 	struct bpf_sock_tuple tuple = {};
-	tuple.ipv4.saddr = ip->saddr;
-	tuple.ipv4.daddr = ip->daddr;
-	tuple.ipv4.sport = ports->source;
-	tuple.ipv4.dport = ports->dest;
-	return conntrack_has(skb, &tuple, sizeof(tuple.ipv4), ip->protocol);
+	__u32 tuple_size;
+	if (v6) {
+		const struct ipv6hdr *ip6 = l3;
+		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, sizeof(tuple.ipv6.saddr));
+		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, sizeof(tuple.ipv6.daddr));
+		tuple.ipv6.sport = ports->source;
+		tuple.ipv6.dport = ports->dest;
+		tuple_size = sizeof(tuple.ipv6);
+	} else {
+		const struct iphdr *ip = l3;
+		tuple.ipv4.saddr = ip->saddr;
+		tuple.ipv4.daddr = ip->daddr;
+		tuple.ipv4.sport = ports->source;
+		tuple.ipv4.dport = ports->dest;
+		tuple_size = sizeof(tuple.ipv4);
+	}
+	if (!conntrack_has(skb, &tuple, tuple_size, proto))
+		return PATH_FAST;
+	return path_count(ps, TWILL_PATH_REASON(conntrack), n);
 }
 
 /*
@@ -148,26 +181,8 @@ static __always_inline __u32 may_bypass(struct __sk_buff *skb, const struct iphd
 		return path_count(ps, TWILL_PATH_REASON(fragment), n);
 	if (ip->ttl <= 1)
 		return path_count(ps, TWILL_PATH_REASON(ttl), n);
-	const void *l4 = ip + 1;
-	switch (ip->protocol) {
-	case IPPROTO_ICMP: {
-		/* Echo carries no NAT here (kube-proxy translates TCP, UDP and SCTP); errors relate to a flow. */
-		const struct icmp_echo_hdr *icmp = l4;
-		if ((const void *)(icmp + 1) <= data_end && (icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY))
-			return PATH_FAST;
-		break;
-	}
-	case IPPROTO_TCP:
-	case IPPROTO_UDP:
-		if (!conntrack_knows(skb, ip, l4, data_end))
-			return PATH_FAST;
-		return path_count(ps, TWILL_PATH_REASON(conntrack), n);
-	}
-	return path_count(ps, TWILL_PATH_REASON(protocol), n);
+	return transport_may_bypass(skb, false, ip, ip->protocol, ip + 1, data_end, ps, n);
 }
-
-#define ICMPV6_ECHO_REQUEST 128
-#define ICMPV6_ECHO_REPLY   129
 
 /*
  * may_bypass for IPv6: TCP, UDP or ICMPv6 echo directly after the fixed header (an extension
@@ -181,35 +196,14 @@ static __always_inline __u32 may_bypass6(struct __sk_buff *skb, const struct ipv
 		return path_count(ps, TWILL_PATH_REASON(fragment), n);
 	if (ip6->hop_limit <= 1)
 		return path_count(ps, TWILL_PATH_REASON(ttl), n);
-	const void *l4 = ip6 + 1;
 	switch (ip6->nexthdr) {
-	case IPPROTO_ICMPV6: {
-		const struct icmp_echo_hdr *icmp = l4;
-		if ((const void *)(icmp + 1) <= data_end && (icmp->type == ICMPV6_ECHO_REQUEST || icmp->type == ICMPV6_ECHO_REPLY))
-			return PATH_FAST;
-		break;
-	}
-	case IPPROTO_TCP:
-	case IPPROTO_UDP: {
-		const struct udphdr *ports = l4;
-		if ((const void *)(ports + 1) > data_end)
-			return path_count(ps, TWILL_PATH_REASON(conntrack), n);
-		struct bpf_sock_tuple tuple = {};
-		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, sizeof(tuple.ipv6.saddr));
-		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, sizeof(tuple.ipv6.daddr));
-		tuple.ipv6.sport = ports->source;
-		tuple.ipv6.dport = ports->dest;
-		if (!conntrack_has(skb, &tuple, sizeof(tuple.ipv6), ip6->nexthdr))
-			return PATH_FAST;
-		return path_count(ps, TWILL_PATH_REASON(conntrack), n);
-	}
 	case IPPROTO_HOPOPTS:
 	case IPPROTO_ROUTING:
 	case IPPROTO_FRAGMENT:
 	case IPPROTO_DSTOPTS:
 		return path_count(ps, TWILL_PATH_REASON(fragment), n);
 	}
-	return path_count(ps, TWILL_PATH_REASON(protocol), n);
+	return transport_may_bypass(skb, true, ip6, ip6->nexthdr, ip6 + 1, data_end, ps, n);
 }
 
 /*

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Map definitions shared by every twill program. Each is pinned by name under the
- * node's pin directory (libbpf's pin_root_path), so the encap and decap objects and
+ * node's pin directory (libbpf's pin_root_path), so the encap, decap and pod objects and
  * every later loader reuse one set of maps, and the maps outlive the agent.
  */
 #ifndef TWILL_MAPS_BPF_H
