@@ -12,11 +12,13 @@
  *    XDP, where an XDP program makes the kernel copy every packet (and, on a veth, strips
  *    segmentation offload from the sending peer), so that GSO super-packets are decapped whole.
  *
- * The receive half of the fast path runs in twill_decap_tc, which is attached in both cases:
- * an inner packet for a local pod that may bypass the stack (fastpath.h) is handed straight to
- * the pod's interface (bpf_redirect_peer) with the MACs the pod expects, instead of being routed
- * through the node and its bridge. With decap in XDP it sees the inner packets after GRO, and
- * takes only those that come from a peer's VTEP. What it does not take, the stack routes.
+ * The receive half of the fast path runs in twill_decap_tc for IPv4, which is attached in both
+ * cases, and in twill_tunnel_rx for IPv6, which twill-rx's socket decaps: an inner packet for a
+ * local pod that may bypass the stack (fastpath.h) is handed straight to the pod's interface
+ * (bpf_redirect_peer) with the MACs the pod expects, instead of being routed through the node and
+ * its bridge; one delivery tail (local_delivery) serves both families. With decap in XDP,
+ * twill_decap_tc sees the inner packets after GRO, and takes only those that come from a peer's
+ * VTEP. What the fast path does not take, the stack routes.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -30,16 +32,13 @@
 
 enum verdict { NOT_OURS, REFUSED, DECAP };
 
-/* Counts a refusal and names its twill_stats counter in *why, for the caller's drop event. */
-static __always_inline enum verdict refuse(struct twill_stats *stats, __u64 *counter, __u8 *why, __u8 reason)
+/* Counts a refusal under twill_stats' counter `reason` and names it in *why, for the caller's drop event. */
+static __always_inline enum verdict refuse(struct twill_stats *stats, __u8 *why, __u8 reason)
 {
-	if (stats)
-		(*counter)++;
+	twill_count_drop(stats, reason);
 	*why = reason;
 	return REFUSED;
 }
-
-#define REFUSE(reason) refuse(stats, stats ? &stats->reason : 0, why, TWILL_DROP_REASON(reason))
 
 /* RFC 6040 decapsulation: a CE mark on the outer header survives onto an ECN-capable inner one. */
 static __always_inline void propagate_ce(const struct iphdr *outer, struct iphdr *inner)
@@ -95,39 +94,39 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 	struct twill_stats *stats = twill_get_stats();
 
 	if (ihl_bytes != sizeof(struct iphdr))
-		return REFUSE(drop_ip_options);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_ip_options));
 
 	struct twill_peer *peer = twill_get_peer(ip->saddr);
 	if (!peer)
-		return REFUSE(drop_unknown_source);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_unknown_source));
 	*peer_slot = peer->stats_slot;
 
 	struct vxlanhdr *vx = (void *)(udp + 1);
 	struct ethhdr *ieth = (void *)(vx + 1);
 	struct iphdr *iip = (void *)(ieth + 1);
 	if ((void *)(vx + 1) > data_end)
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 	if (!(vx->vx_flags & bpf_htonl(VXLAN_FLAG_I)))
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 	if (vx->vx_vni != bpf_htonl(cfg->vni << VXLAN_VNI_SHIFT))
-		return REFUSE(drop_bad_vni);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_bad_vni));
 	if ((void *)(ieth + 1) > data_end)
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 	if (ieth->h_proto != bpf_htons(ETH_P_IP))
-		return REFUSE(drop_inner_not_ipv4);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_inner_not_ipv4));
 	if ((void *)(iip + 1) > data_end)
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 	if (iip->version != IPV4_VERSION || iip->ihl < IPV4_IHL_MIN)
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 
 	/* The outer lengths must cover what they claim to carry: no reading past a short packet. */
 	__u32 outer_len = bpf_ntohs(ip->tot_len);
 	if (outer_len > frame_len || outer_len < VXLAN_OVERHEAD + bpf_ntohs(iip->tot_len) ||
 	    bpf_ntohs(udp->len) != outer_len - sizeof(struct iphdr) || bpf_ntohs(iip->tot_len) < IPV4_IHL_BYTES(iip->ihl))
-		return REFUSE(drop_malformed);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_malformed));
 
 	if (!twill_in_own_subnet(cfg, iip->daddr))
-		return REFUSE(drop_inner_dst);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_inner_dst));
 
 	propagate_ce(ip, iip);
 	/* The inner frame is addressed to the sender's idea of our VTEP; the underlay device takes only its own MAC. */
@@ -171,8 +170,7 @@ int twill_decap(struct xdp_md *ctx)
 	}
 	__u64 inner_len = data_end - (void *)ieth;
 	if (bpf_xdp_adjust_head(ctx, (int)((void *)ieth - data))) {
-		struct twill_stats *stats = twill_get_stats();
-		TWILL_COUNT(stats, drop_malformed);
+		twill_count_drop(twill_get_stats(), TWILL_DROP_REASON(drop_malformed));
 		if (twill_monitoring(TWILL_MONITOR_DROPS))
 			twill_emit_xdp(ctx, TWILL_EVENT_WHAT(TWILL_EVENT_DROP, TWILL_HOOK_XDP_DECAP, TWILL_DROP_REASON(drop_malformed)), slot);
 		return XDP_DROP;
@@ -181,42 +179,70 @@ int twill_decap(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-/* To the stack, counted and (while a monitor traces) reported; `slot` is the sender's. */
-#define RX_STACK(hook, reason, slot) do { PATH_COUNT(ps, reason, n); twill_trace(skb, hook, TWILL_PATH_REASON(reason), slot); return TC_ACT_OK; } while (0)
+/* The pod an IPv4 packet is for, if it is this node's. */
+static __always_inline struct twill_endpoint *ipv4_endpoint(const struct iphdr *ip)
+{
+	return twill_get_endpoint(ip->daddr);
+}
+
+static __always_inline struct twill_endpoint *ipv6_endpoint(const struct ipv6hdr *ip6)
+{
+	__u32 daddr[4];
+	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
+	return twill_get_endpoint6(daddr);
+}
 
 /*
- * The receive half of the fast path, on a decapped frame at skb->data (Ethernet, then IPv4).
- * Delivers it into the local pod it is for, or returns TC_ACT_OK for the stack to route it.
+ * Direct access reaches only the linear part: the ports (or the echo header) must be in it. What
+ * twill-rx decapped may not have them there; IPv4 comes from twill_decap_tc, which pulled
+ * DECAP_HEADERS (more than this) before anything else.
  */
-static __always_inline int deliver(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_path_stats *ps, __u16 slot)
+static __always_inline void ipv6_pull_headers(struct __sk_buff *skb)
 {
+	__u32 headers = ETH_HLEN + sizeof(struct ipv6hdr) + sizeof(struct udphdr);
+	if ((void *)(long)skb->data + headers > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, skb->len < headers ? skb->len : headers);
+}
+
+/*
+ * The receive half of the fast path, for both families, as Cilium's local_delivery() is: on a
+ * decapped frame at skb->data (Ethernet, then IPv4, or IPv6 when `v6`), delivers it into the
+ * local pod it is for (bpf_redirect_peer) with the MACs the pod expects, or returns TC_ACT_OK for
+ * the stack to route it, counted by reason in `ps` and traced as `hook` saw it. `v6` is a
+ * constant in each caller: the compiler keeps only that family's branches, which are where the
+ * families differ (the endpoint's key, may_bypass, the hop count).
+ */
+static __always_inline int local_delivery(struct __sk_buff *skb, const struct twill_config *cfg, bool v6, struct twill_path_stats *ps, __u8 hook, __u16 slot)
+{
+	if (v6)
+		ipv6_pull_headers(skb);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
+	void *l3 = eth + 1;
 	__u32 n = segments(skb);
 
-	if ((void *)(ip + 1) > data_end)
+	if (l3 + (v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) > data_end)
 		return TC_ACT_OK;
 	if (!(cfg->flags & TWILL_CONFIG_FAST_PATH))
-		RX_STACK(TWILL_HOOK_TC_DECAP, disabled, slot);
-	struct twill_endpoint *ep = twill_get_endpoint(ip->daddr);
+		return path_stack(skb, ps, hook, TWILL_PATH_REASON(disabled), slot, n);
+	struct twill_endpoint *ep = v6 ? ipv6_endpoint(l3) : ipv4_endpoint(l3);
 	if (!ep)
-		RX_STACK(TWILL_HOOK_TC_DECAP, no_endpoint, slot);
-	__u32 why = may_bypass(skb, ip, data_end, ps, n);
-	if (why) {
-		twill_trace(skb, TWILL_HOOK_TC_DECAP, why, slot);
-		return TC_ACT_OK;
-	}
+		return path_stack(skb, ps, hook, TWILL_PATH_REASON(no_endpoint), slot, n);
+	__u32 why = v6 ? may_bypass6(skb, l3, data_end, ps, n) : may_bypass(skb, l3, data_end, ps, n);
+	if (why)
+		return path_stacked(skb, hook, why, slot);
 	/* Bigger than the pod's link: the stack forwards it as a router does (ICMP if DF, else fragments). */
 	if (!fits(skb, ep->mtu, ep->ifindex, 0))
-		RX_STACK(TWILL_HOOK_TC_DECAP, too_big, slot);
-	/* The node would have routed it into the pod: one hop, from the pod's gateway. */
-	ip_decrease_ttl(ip);
+		return path_stack(skb, ps, hook, TWILL_PATH_REASON(too_big), slot, n);
+	/* The node would have routed it into the pod: one hop (IPv6 has no header checksum to fix), from the pod's gateway. */
+	if (v6)
+		((struct ipv6hdr *)l3)->hop_limit--;
+	else
+		ip_decrease_ttl(l3);
 	__builtin_memcpy(eth->h_dest, ep->mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, ep->gateway_mac, ETH_ALEN);
-	PATH_COUNT(ps, fast, n);
-	twill_trace(skb, TWILL_HOOK_TC_DECAP, PATH_FAST, slot);
+	path_fast(skb, ps, hook, slot, n);
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
@@ -240,22 +266,12 @@ static __always_inline int deliver_decapped(struct __sk_buff *skb, const struct 
 		return TC_ACT_OK;
 	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_RECEIVE);
 	struct twill_remote *remote = twill_get_remote(cfg, ip->saddr);
-	if (!remote || (!(remote->flags & TWILL_REMOTE_DIRECT) && !mac_eq(eth->h_source, remote->vtep_mac))) {
-		__u32 n = segments(skb);
-		RX_STACK(TWILL_HOOK_TC_DECAP, source, remote ? remote->stats_slot : 0);
-	}
-	return deliver(skb, cfg, ps, remote->stats_slot);
+	if (!remote || (!(remote->flags & TWILL_REMOTE_DIRECT) && !mac_eq(eth->h_source, remote->vtep_mac)))
+		return path_stack(skb, ps, TWILL_HOOK_TC_DECAP, TWILL_PATH_REASON(source), remote ? remote->stats_slot : 0, segments(skb));
+	return local_delivery(skb, cfg, false, ps, TWILL_HOOK_TC_DECAP, remote->stats_slot);
 }
 
-/*
- * IPv6 VXLAN on the underlay. It is not decapped here but by twill-rx's socket (which owns the
- * port for IPv6 as for IPv4 and checks the outer UDP checksum), and judged there again by
- * twill_tunnel_rx, which alone sees what the stack reassembled. What is judged here is what the
- * tunnel socket would drop unexplained (truncated VXLAN) and what can be refused before the stack
- * spends anything on it; every refusal is counted. Everything else, neighbour discovery and router
- * advertisements included, passes untouched. Fragments (an extension header after the IPv6
- * header) pass too: only the reassembled packet can be judged.
- */
+/* The outer headers of IPv6 VXLAN, and what follows them, as judge6 reads them. */
 struct v6_outer {
 	struct ethhdr eth;
 	struct ipv6hdr ip6;
@@ -268,8 +284,21 @@ struct v6_inner {
 	struct ipv6hdr ip6;
 } __attribute__((packed));
 
-#define DROP6(field, slot) do { TWILL_DROP(skb, stats, TWILL_HOOK_TC_DECAP, field, slot); return TC_ACT_SHOT; } while (0)
+/* A drop in twill_decap_tc, counted and (while a monitor listens) reported. */
+static __always_inline int decap_drop(struct __sk_buff *skb, struct twill_stats *stats, __u8 reason, __u16 slot)
+{
+	return twill_drop(skb, stats, TWILL_HOOK_TC_DECAP, reason, slot);
+}
 
+/*
+ * IPv6 VXLAN on the underlay. It is not decapped here but by twill-rx's socket (which owns the
+ * port for IPv6 as for IPv4 and checks the outer UDP checksum), and judged there again by
+ * twill_tunnel_rx, which alone sees what the stack reassembled. What is judged here is what the
+ * tunnel socket would drop unexplained (truncated VXLAN) and what can be refused before the stack
+ * spends anything on it; every refusal is counted. Everything else, neighbour discovery and router
+ * advertisements included, passes untouched. Fragments (an extension header after the IPv6
+ * header) pass too: only the reassembled packet can be judged.
+ */
 static __always_inline int judge6(struct __sk_buff *skb, const struct twill_config *cfg)
 {
 	struct twill_config6 *cfg6 = twill_get_config6();
@@ -288,21 +317,21 @@ static __always_inline int judge6(struct __sk_buff *skb, const struct twill_conf
 	struct twill_stats *stats = twill_get_stats();
 	struct twill_peer6 *peer = twill_get_peer6(saddr);
 	if (!peer)
-		DROP6(drop_unknown_source, 0);
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_unknown_source), 0);
 	__u16 slot = peer->stats_slot;
 	/* payload_len 0 is a jumbogram (BIG TCP after GRO): its length is the skb's. */
 	__u32 plen = bpf_ntohs(o.ip6.payload_len);
 	if (bpf_skb_load_bytes(skb, sizeof(o), &in, sizeof(in)) || !(in.vx.vx_flags & bpf_htonl(VXLAN_FLAG_I)) ||
 	    (plen && (plen > skb->len - ETH_HLEN - sizeof(struct ipv6hdr) || bpf_ntohs(o.udp.len) != plen)) ||
 	    (in.eth.h_proto == bpf_htons(ETH_P_IPV6) && in.ip6.version != IPV6_VERSION))
-		DROP6(drop_malformed, slot);
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_malformed), slot);
 	if (in.vx.vx_vni != bpf_htonl(cfg->vni << VXLAN_VNI_SHIFT))
-		DROP6(drop_bad_vni, slot);
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_bad_vni), slot);
 	if (in.eth.h_proto != bpf_htons(ETH_P_IPV6))
-		DROP6(drop_inner_not_ipv6, slot);
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_inner_not_ipv6), slot);
 	__builtin_memcpy(daddr, &in.ip6.daddr, sizeof(daddr));
 	if (!twill_in_own_subnet6(cfg6, daddr))
-		DROP6(drop_inner_dst, slot);
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_inner_dst), slot);
 	return TC_ACT_OK;
 }
 
@@ -345,61 +374,20 @@ int twill_decap_tc(struct __sk_buff *skb)
 	 * header (addressed to this device). FIXED_GSO: a super-packet's gso_size is already the
 	 * inner segment size.
 	 */
-	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) {
-		struct twill_stats *stats = twill_get_stats();
-		TWILL_DROP(skb, stats, TWILL_HOOK_TC_DECAP, drop_malformed, slot);
-		return TC_ACT_SHOT;
-	}
+	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+		return decap_drop(skb, twill_get_stats(), TWILL_DROP_REASON(drop_malformed), slot);
 	count_decap(slot, skb->len);  /* the inner frame, as XDP counts it: the kept outer Ethernet header stands in for the inner one */
-	return deliver(skb, cfg, twill_get_path_stats(TWILL_PATH_RECEIVE), slot);
+	return local_delivery(skb, cfg, false, twill_get_path_stats(TWILL_PATH_RECEIVE), TWILL_HOOK_TC_DECAP, slot);
 }
 
-/*
- * The receive half of the IPv6 fast path, on what twill-rx decapped (Ethernet, then IPv6): into
- * the local pod it is for, or TC_ACT_OK for the stack to route it.
- */
-static __always_inline int deliver6(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_path_stats *ps, __u16 slot)
-{
-	/* Direct access reaches only the linear part: the ports (or the echo header) must be in it. */
-	__u32 headers = ETH_HLEN + sizeof(struct ipv6hdr) + sizeof(struct udphdr);
-	if ((void *)(long)skb->data + headers > (void *)(long)skb->data_end)
-		bpf_skb_pull_data(skb, skb->len < headers ? skb->len : headers);
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct ipv6hdr *ip6 = (void *)(eth + 1);
-	__u32 n = segments(skb);
-
-	if ((void *)(ip6 + 1) > data_end)
-		return TC_ACT_OK;
-	if (!(cfg->flags & TWILL_CONFIG_FAST_PATH))
-		RX_STACK(TWILL_HOOK_TUNNEL_RX, disabled, slot);
-	__u32 daddr[4];
-	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
-	struct twill_endpoint *ep = twill_get_endpoint6(daddr);
-	if (!ep)
-		RX_STACK(TWILL_HOOK_TUNNEL_RX, no_endpoint, slot);
-	__u32 why = may_bypass6(skb, ip6, data_end, ps, n);
-	if (why) {
-		twill_trace(skb, TWILL_HOOK_TUNNEL_RX, why, slot);
-		return TC_ACT_OK;
-	}
-	if (!fits(skb, ep->mtu, ep->ifindex, 0))
-		RX_STACK(TWILL_HOOK_TUNNEL_RX, too_big, slot);
-	ip6->hop_limit--;
-	__builtin_memcpy(eth->h_dest, ep->mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, ep->gateway_mac, ETH_ALEN);
-	PATH_COUNT(ps, fast, n);
-	twill_trace(skb, TWILL_HOOK_TUNNEL_RX, PATH_FAST, slot);
-	return bpf_redirect_peer(ep->ifindex, 0);
-}
 
 /*
- * A drop in twill_tunnel_rx, reported with the outer addresses the tunnel key kept: the packet
- * itself starts at the inner Ethernet header. Returns TC_ACT_SHOT.
+ * A drop in twill_tunnel_rx, counted, and reported with the outer addresses the tunnel key kept:
+ * the packet itself starts at the inner Ethernet header. Returns TC_ACT_SHOT.
  */
-static __always_inline int tunnel_drop(struct __sk_buff *skb, const struct bpf_tunnel_key *key, int v6, __u8 reason, __u16 slot)
+static __always_inline int tunnel_drop(struct __sk_buff *skb, struct twill_stats *stats, const struct bpf_tunnel_key *key, bool v6, __u8 reason, __u16 slot)
 {
+	twill_count_drop(stats, reason);
 	if (twill_monitoring(TWILL_MONITOR_DROPS)) {
 		struct twill_tunnel_addrs t = {};
 		if (v6) {
@@ -417,79 +405,104 @@ static __always_inline int tunnel_drop(struct __sk_buff *skb, const struct bpf_t
 	return TC_ACT_SHOT;
 }
 
-#define TUNNEL_DROP(field, v6, slot) do { TWILL_COUNT(stats, field); return tunnel_drop(skb, key, v6, TWILL_DROP_REASON(field), slot); } while (0)
-
-/* twill_tunnel_rx for IPv6 VXLAN: the same judgement against twill_config6 and twill_peers6. */
-static __always_inline int tunnel_rx6(struct __sk_buff *skb, const struct twill_config *cfg, const struct bpf_tunnel_key *key, struct twill_stats *stats)
+/*
+ * The outer half of twill_tunnel_rx's judgement, per family: sent to our PublicIP by a peer.
+ * 0, with the peer's counter slot in *slot, or the twill_stats reason to drop it for.
+ */
+static __always_inline __u8 ipv4_tunnel_peer(struct __sk_buff *skb, const struct twill_config *cfg, struct bpf_tunnel_key *key, __u16 *slot)
 {
-	struct twill_config6 *cfg6 = twill_get_config6();
+	if (bpf_skb_get_tunnel_key(skb, key, sizeof(*key), 0) || key->local_ipv4 != bpf_ntohl(ipv4_u32(cfg->public_ip)))
+		return TWILL_DROP_REASON(drop_malformed);
+	struct twill_peer *peer = twill_get_peer(bpf_htonl(key->remote_ipv4));
+	if (!peer)
+		return TWILL_DROP_REASON(drop_unknown_source);
+	*slot = peer->stats_slot;
+	return 0;
+}
+
+static __always_inline __u8 ipv6_tunnel_peer(const struct twill_config6 *cfg6, const struct bpf_tunnel_key *key, __u16 *slot)
+{
 	if (!cfg6)
-		TUNNEL_DROP(drop_unknown_source, 1, 0);
+		return TWILL_DROP_REASON(drop_unknown_source);
 	if (!ipv6_eq(key->local_ipv6, (const __u32 *)cfg6->public_ip6))
-		TUNNEL_DROP(drop_malformed, 1, 0);
+		return TWILL_DROP_REASON(drop_malformed);
 	struct twill_peer6 *peer = twill_get_peer6(key->remote_ipv6);
 	if (!peer)
-		TUNNEL_DROP(drop_unknown_source, 1, 0);
-	if (key->tunnel_id != cfg->vni)
-		TUNNEL_DROP(drop_bad_vni, 1, peer->stats_slot);
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct ipv6hdr *ip6 = (void *)(eth + 1);
-	if ((void *)(ip6 + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
-		TUNNEL_DROP(drop_inner_not_ipv6, 1, peer->stats_slot);
+		return TWILL_DROP_REASON(drop_unknown_source);
+	*slot = peer->stats_slot;
+	return 0;
+}
+
+/* The inner half, per family: an inner frame of the outer family, for our subnet. 0 or the reason. */
+static __always_inline __u8 ipv4_tunnel_inner(const struct ethhdr *eth, const void *data_end, const struct twill_config *cfg)
+{
+	const struct iphdr *ip = (const void *)(eth + 1);
+	if ((const void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TWILL_DROP_REASON(drop_inner_not_ipv4);
+	return twill_in_own_subnet(cfg, ip->daddr) ? 0 : TWILL_DROP_REASON(drop_inner_dst);
+}
+
+static __always_inline __u8 ipv6_tunnel_inner(const struct ethhdr *eth, const void *data_end, const struct twill_config6 *cfg6)
+{
+	const struct ipv6hdr *ip6 = (const void *)(eth + 1);
+	if ((const void *)(ip6 + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return TWILL_DROP_REASON(drop_inner_not_ipv6);
 	__u32 daddr[4];
 	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
-	if (!twill_in_own_subnet6(cfg6, daddr))
-		TUNNEL_DROP(drop_inner_dst, 1, peer->stats_slot);
-	count_decap(peer->stats_slot, skb->len);
-	int ret = deliver6(skb, cfg, twill_get_path_stats(TWILL_PATH_RECEIVE), peer->stats_slot);
-	if (ret != TC_ACT_OK)
-		return ret;
-	/* Addressed to the sender's idea of our v6 VTEP, not to this device: the stack must take it as ours. */
-	bpf_skb_change_type(skb, PACKET_HOST);
-	return TC_ACT_OK;
+	return twill_in_own_subnet6(cfg6, daddr) ? 0 : TWILL_DROP_REASON(drop_inner_dst);
+}
+
+/*
+ * twill_tunnel_rx's judgement, as classify() judges what twill_decap_tc decaps: from a peer, to
+ * our PublicIP, with our VNI, of the outer family and for our subnet. 0, or the twill_stats
+ * reason to drop it for; *slot is the sender's counter slot once it is known to be a peer.
+ */
+static __always_inline __u8 tunnel_refusal(struct __sk_buff *skb, const struct twill_config *cfg, const struct twill_config6 *cfg6, struct bpf_tunnel_key *key,
+					   bool v6, __u16 *slot)
+{
+	__u8 why = v6 ? ipv6_tunnel_peer(cfg6, key, slot) : ipv4_tunnel_peer(skb, cfg, key, slot);
+	if (why)
+		return why;
+	if (key->tunnel_id != cfg->vni)
+		return TWILL_DROP_REASON(drop_bad_vni);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	return v6 ? ipv6_tunnel_inner(data, data_end, cfg6) : ipv4_tunnel_inner(data, data_end, cfg);
 }
 
 /*
  * twill_tunnel_rx: tc ingress of twill-rx, the flow-based vxlan device that holds the VXLAN UDP
- * port for twill (no FDB, no neighbours, no routes). Its socket gives the underlay UDP-tunnel GRO
- * ahead of twill_decap_tc, and the kernel decaps with it the only VXLAN our hooks leave to the
- * stack: fragments, once reassembled (a kernel peer's flannel.1 does not set DF). What it
- * decapped is judged here as classify() judges the rest, then handed to the stack as a packet for
- * this host, which routes it to the pod.
+ * port for twill (no FDB, no neighbours, no routes), for both families. What the kernel decapped
+ * there is judged (tunnel_refusal) and counted as decapped, then:
+ *  - IPv4: only fragments get here, once the stack reassembled them (a kernel peer's flannel.1
+ *    does not set DF): twill_decap_tc decaps all other IPv4 VXLAN itself, and its socket gives
+ *    the underlay UDP-tunnel GRO ahead of that hook. They are left to the stack, counted as
+ *    `fragment`, as they were before.
+ *  - IPv6: all IPv6 VXLAN is decapped here (judge6 says why): the fast path delivers it into the
+ *    local pod (local_delivery) or leaves it to the stack.
+ * What is left to the stack goes as a packet for this host, which routes it to the pod.
  */
 SEC("tc")
 int twill_tunnel_rx(struct __sk_buff *skb)
 {
 	struct twill_stats *stats = twill_get_stats();
 	struct twill_config *cfg = twill_get_config();
-	struct bpf_tunnel_key tunnel_key = {}, *key = &tunnel_key;
+	struct bpf_tunnel_key key = {};
+	__u16 slot = 0;
 
 	if (!cfg)
 		return TC_ACT_SHOT;
 	/* The device's IPv6 socket decapped it (a flow-based device listens on both families). */
-	if (!bpf_skb_get_tunnel_key(skb, key, sizeof(*key), BPF_F_TUNINFO_IPV6))
-		return tunnel_rx6(skb, cfg, key, stats);
-	if (bpf_skb_get_tunnel_key(skb, key, sizeof(*key), 0) || key->local_ipv4 != bpf_ntohl(ipv4_u32(cfg->public_ip)))
-		TUNNEL_DROP(drop_malformed, 0, 0);
-	struct twill_peer *peer = twill_get_peer(bpf_htonl(key->remote_ipv4));
-	if (!peer)
-		TUNNEL_DROP(drop_unknown_source, 0, 0);
-	if (key->tunnel_id != cfg->vni)
-		TUNNEL_DROP(drop_bad_vni, 0, peer->stats_slot);
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		TUNNEL_DROP(drop_inner_not_ipv4, 0, peer->stats_slot);
-	if (!twill_in_own_subnet(cfg, ip->daddr))
-		TUNNEL_DROP(drop_inner_dst, 0, peer->stats_slot);
-	count_decap(peer->stats_slot, skb->len);
+	bool v6 = !bpf_skb_get_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6);
+	__u8 why = tunnel_refusal(skb, cfg, v6 ? twill_get_config6() : 0, &key, v6, &slot);
+	if (why)
+		return tunnel_drop(skb, stats, &key, v6, why, slot);
+	count_decap(slot, skb->len);
 	struct twill_path_stats *ps = twill_get_path_stats(TWILL_PATH_RECEIVE);
-	PATH_COUNT(ps, fragment, 1);
-	twill_trace(skb, TWILL_HOOK_TUNNEL_RX, TWILL_PATH_REASON(fragment), peer->stats_slot);
+	int ret = v6 ? local_delivery(skb, cfg, true, ps, TWILL_HOOK_TUNNEL_RX, slot)
+		     : path_stack(skb, ps, TWILL_HOOK_TUNNEL_RX, TWILL_PATH_REASON(fragment), slot, 1);
+	if (ret != TC_ACT_OK)
+		return ret;
 	/* Addressed to the sender's idea of our VTEP, not to this device: the stack must take it as ours. */
 	bpf_skb_change_type(skb, PACKET_HOST);
 	return TC_ACT_OK;

@@ -19,7 +19,10 @@
 #include "monitor.h"
 
 /* Counted, and reported while a monitor listens, with the peer's slot where one was found. */
-#define DROP(field, slot) do { TWILL_DROP(skb, stats, TWILL_HOOK_ENCAP, field, slot); return TC_ACT_SHOT; } while (0)
+static __always_inline int encap_drop(struct __sk_buff *skb, struct twill_stats *stats, __u8 reason, __u16 slot)
+{
+	return twill_drop(skb, stats, TWILL_HOOK_ENCAP, reason, slot);
+}
 
 /*
  * IPv6 to a remote pod. The route of the IPv6Network to twill0 carries an MTU of the underlay's
@@ -35,18 +38,18 @@ static __always_inline int encap6(struct __sk_buff *skb, const struct twill_conf
 	struct twill_config6 *cfg6 = twill_get_config6();
 
 	if (!cfg6 || cfg6->tunnel_ifindex == 0 || (void *)(inner + 1) > data_end)
-		DROP(drop_not_ipv4, 0);
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_not_ipv4), 0);
 	__u32 daddr[4];
 	__builtin_memcpy(daddr, &inner->daddr, sizeof(daddr));
 	struct twill_remote6 *remote = twill_get_remote6(cfg6, daddr);
 	if (!remote)
-		DROP(drop_no_peer, 0);
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_no_peer), 0);
 	__u32 mtu_len = 0;
 	if (bpf_check_mtu(skb, cfg->underlay_ifindex, &mtu_len, VXLAN6_OVERHEAD, 0))
-		DROP(drop_too_big, remote->stats_slot);
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_too_big), remote->stats_slot);
 	long ret = vxlan6_encap_redirect(skb, cfg, cfg6, remote, stats);
 	if (ret != TC_ACT_REDIRECT)
-		DROP(drop_encap_error, remote->stats_slot);
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_encap_error), remote->stats_slot);
 	return ret;
 }
 
@@ -66,25 +69,25 @@ int twill_encap(struct __sk_buff *skb)
 	if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IPV6))
 		return encap6(skb, cfg, stats);
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		DROP(drop_not_ipv4, 0);
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_not_ipv4), 0);
 	inner = (void *)(eth + 1);
 	if ((void *)(inner + 1) > data_end)
-		DROP(drop_not_ipv4, 0);
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_not_ipv4), 0);
 
 	struct twill_remote *remote = twill_get_remote(cfg, inner->daddr);
 	if (!remote)
-		DROP(drop_no_peer, 0);
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_no_peer), 0);
 
 	/* Checked before the headers grow: for GSO packets the helper checks each segment. */
 	int direct = remote->flags & TWILL_REMOTE_DIRECT;
 	__u32 mtu_len = 0;
 	if (bpf_check_mtu(skb, cfg->underlay_ifindex, &mtu_len, direct ? 0 : VXLAN_OVERHEAD, 0))
-		DROP(drop_too_big, remote->stats_slot);
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_too_big), remote->stats_slot);
 	if (direct)
 		return direct_send(cfg, remote);
 
 	if (vxlan_encap(skb, cfg, remote, inner->tos, encap_source_port(skb, inner, data_end), stats) != ENCAP_OK)
-		DROP(drop_encap_error, remote->stats_slot);
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_encap_error), remote->stats_slot);
 	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
 }
 

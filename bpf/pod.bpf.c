@@ -8,9 +8,10 @@
  * would have done after the stack forwarded it (TTL decremented once, flannel's wire format),
  * or, for a peer on our L2 segment (host-gw, DirectRouting), routed to its PublicIP unchanged
  * but for the TTL, and handed straight to the underlay: no bridge, no br_netfilter, no FORWARD, no routing of
- * the node. Everything else (same-node traffic, Services, traffic leaving the cluster, ARP,
- * IPv6, ICMP errors, fragments, flows conntrack knows) continues into the bridge and the stack
- * untouched, counted by reason in twill_path_stats.
+ * the node. IPv6 to a remote pod goes the same way as IPv6 VXLAN (from_pod6). Everything else
+ * (same-node traffic, Services, traffic leaving the cluster, ARP, ICMP errors, fragments, flows
+ * conntrack knows) continues into the bridge and the stack untouched, counted by reason in
+ * twill_path_stats.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -19,11 +20,23 @@
 #include "encap.h"
 #include "fastpath.h"
 
-/* To the stack, counted and (while a monitor traces) reported. */
-#define STACK(reason) do { PATH_COUNT(ps, reason, n); twill_trace(skb, TWILL_HOOK_FROM_POD, TWILL_PATH_REASON(reason), 0); return TC_ACT_OK; } while (0)
-#define STACK_WHY(why) do { twill_trace(skb, TWILL_HOOK_FROM_POD, why, 0); return TC_ACT_OK; } while (0)
-#define FAST(slot) twill_trace(skb, TWILL_HOOK_FROM_POD, PATH_FAST, slot)
-#define ENCAP_ERROR(stats, slot) TWILL_DROP(skb, stats, TWILL_HOOK_FROM_POD, drop_encap_error, slot)
+/* To the stack for `reason`, counted and (while a monitor traces) reported. */
+static __always_inline int to_stack(struct __sk_buff *skb, struct twill_path_stats *ps, __u8 reason, __u32 n)
+{
+	return path_stack(skb, ps, TWILL_HOOK_FROM_POD, reason, 0, n);
+}
+
+/* A helper refused once the packet was half-changed: it cannot go to the stack any more. */
+static __always_inline int encap_error(struct __sk_buff *skb, struct twill_stats *stats, __u16 slot)
+{
+	return twill_drop(skb, stats, TWILL_HOOK_FROM_POD, TWILL_DROP_REASON(drop_encap_error), slot);
+}
+
+/* Only the veth's own pod, routing through its gateway: a spoofed source is the stack's to judge. */
+static __always_inline bool from_own_pod(const struct __sk_buff *skb, const struct ethhdr *eth, const struct twill_endpoint *ep)
+{
+	return ep && ep->ifindex == skb->ifindex && mac_eq(eth->h_dest, ep->gateway_mac);
+}
 
 /*
  * IPv6 from a pod to a remote pod: the same checks as IPv4's, then IPv6 VXLAN through twill-rx as
@@ -38,32 +51,29 @@ static __always_inline int from_pod6(struct __sk_buff *skb, const struct twill_c
 	struct twill_config6 *cfg6 = twill_get_config6();
 
 	if (!cfg6 || cfg6->tunnel_ifindex == 0 || (void *)(ip6 + 1) > data_end)
-		STACK(not_ipv4);
+		return to_stack(skb, ps, TWILL_PATH_REASON(not_ipv4), n);
 	__u32 saddr[4], daddr[4];
 	__builtin_memcpy(saddr, &ip6->saddr, sizeof(saddr));
 	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
 	struct twill_remote6 *remote = twill_get_remote6(cfg6, daddr);
 	if (!remote)
-		STACK(not_remote);
+		return to_stack(skb, ps, TWILL_PATH_REASON(not_remote), n);
 	struct twill_endpoint *ep = twill_get_endpoint6(saddr);
-	if (!ep || ep->ifindex != skb->ifindex || !mac_eq(eth->h_dest, ep->gateway_mac))
-		STACK(source);
+	if (!from_own_pod(skb, eth, ep))
+		return to_stack(skb, ps, TWILL_PATH_REASON(source), n);
 	__u32 why = may_bypass6(skb, ip6, data_end, ps, n);
 	if (why)
-		STACK_WHY(why);
+		return path_stacked(skb, TWILL_HOOK_FROM_POD, why, 0);
 	if (!fits(skb, ep->encap_mtu, cfg->underlay_ifindex, VXLAN6_OVERHEAD))
-		STACK(too_big);
+		return to_stack(skb, ps, TWILL_PATH_REASON(too_big), n);
 
 	/* One hop, as the node's forwarding would have counted it (IPv6 has no header checksum). */
 	ip6->hop_limit--;
 	struct twill_stats *stats = twill_get_stats();
 	long ret = vxlan6_encap_redirect(skb, cfg, cfg6, remote, stats);
-	if (ret != TC_ACT_REDIRECT) {
-		ENCAP_ERROR(stats, remote->stats_slot);
-		return TC_ACT_SHOT;
-	}
-	PATH_COUNT(ps, fast, n);
-	FAST(remote->stats_slot);
+	if (ret != TC_ACT_REDIRECT)
+		return encap_error(skb, stats, remote->stats_slot);
+	path_fast(skb, ps, TWILL_HOOK_FROM_POD, remote->stats_slot, n);
 	return ret;
 }
 
@@ -79,25 +89,24 @@ int twill_from_pod(struct __sk_buff *skb)
 	__u32 n = segments(skb);
 
 	if (!cfg || !(cfg->flags & TWILL_CONFIG_FAST_PATH) || cfg->underlay_ifindex == 0)
-		STACK(disabled);
+		return to_stack(skb, ps, TWILL_PATH_REASON(disabled), n);
 	if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IPV6))
 		return from_pod6(skb, cfg, ps, n);
 	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		STACK(not_ipv4);
+		return to_stack(skb, ps, TWILL_PATH_REASON(not_ipv4), n);
 
 	/* Destination first: Services, this node and the outside world leave here, at one lookup. */
 	struct twill_remote *remote = twill_get_remote(cfg, ip->daddr);
 	if (!remote)
-		STACK(not_remote);
+		return to_stack(skb, ps, TWILL_PATH_REASON(not_remote), n);
 
-	/* Only the veth's own pod, routing through its gateway: a spoofed source is the stack's to judge. */
 	struct twill_endpoint *ep = twill_get_endpoint(ip->saddr);
-	if (!ep || ep->ifindex != skb->ifindex || !mac_eq(eth->h_dest, ep->gateway_mac))
-		STACK(source);
+	if (!from_own_pod(skb, eth, ep))
+		return to_stack(skb, ps, TWILL_PATH_REASON(source), n);
 
 	__u32 why = may_bypass(skb, ip, data_end, ps, n);
 	if (why)
-		STACK_WHY(why);
+		return path_stacked(skb, TWILL_HOOK_FROM_POD, why, 0);
 
 	/*
 	 * Too big for the underlay (once encapsulated): the stack sends "fragmentation needed" (DF)
@@ -106,13 +115,12 @@ int twill_from_pod(struct __sk_buff *skb)
 	int direct = remote->flags & TWILL_REMOTE_DIRECT;
 	if (direct ? !fits(skb, ep->encap_mtu ? ep->encap_mtu + VXLAN_OVERHEAD : 0, cfg->underlay_ifindex, 0)
 		   : !fits(skb, ep->encap_mtu, cfg->underlay_ifindex, VXLAN_OVERHEAD))
-		STACK(too_big);
+		return to_stack(skb, ps, TWILL_PATH_REASON(too_big), n);
 
 	/* A peer on our L2 segment: routed to it as the node would (one hop), not encapsulated. */
 	if (direct) {
 		ip_decrease_ttl(ip);
-		PATH_COUNT(ps, fast, n);
-		FAST(remote->stats_slot);
+		path_fast(skb, ps, TWILL_HOOK_FROM_POD, remote->stats_slot, n);
 		return direct_send(cfg, remote);
 	}
 
@@ -121,23 +129,19 @@ int twill_from_pod(struct __sk_buff *skb)
 	case ENCAP_OK:
 		break;
 	case ENCAP_UNCHANGED:
-		STACK(error);
+		return to_stack(skb, ps, TWILL_PATH_REASON(error), n);
 	default:
-		ENCAP_ERROR(stats, remote->stats_slot);
-		return TC_ACT_SHOT;
+		return encap_error(skb, stats, remote->stats_slot);
 	}
 
 	/* One hop, as the node's forwarding would have counted it; the headers moved, so find them again. */
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	struct iphdr *inner = data + ETH_HLEN + VXLAN_OVERHEAD;
-	if ((void *)(inner + 1) > data_end) {
-		ENCAP_ERROR(stats, remote->stats_slot);
-		return TC_ACT_SHOT;
-	}
+	if ((void *)(inner + 1) > data_end)
+		return encap_error(skb, stats, remote->stats_slot);
 	ip_decrease_ttl(inner);
-	PATH_COUNT(ps, fast, n);
-	FAST(remote->stats_slot);
+	path_fast(skb, ps, TWILL_HOOK_FROM_POD, remote->stats_slot, n);
 	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
 }
 

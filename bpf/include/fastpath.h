@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * What the fast path may carry past the host stack, in either direction: IPv4 TCP, UDP and ICMP
- * echo, unfragmented and without options, with TTL to spare, of a flow the node's conntrack has
- * no entry for. A flow conntrack knows may carry NAT (kube-proxy's DNAT of a Service, SNAT of a
+ * What the fast path may carry past the host stack, in either direction: TCP, UDP and ICMP echo
+ * over IPv4 (unfragmented, without options) or IPv6 (no extension header), with TTL or hop limit
+ * to spare, of a flow the node's conntrack has no entry for. A flow conntrack knows may carry NAT (kube-proxy's DNAT of a Service, SNAT of a
  * NodePort) or state that its rules check (--ctstate INVALID), and both directions of such a flow
  * must keep crossing the stack. Everything else goes to the stack too, counted by reason.
  */
@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <linux/in6.h>
@@ -29,13 +30,39 @@ struct icmp_echo_hdr {
 #define ICMP_ECHOREPLY 0
 #define ICMP_ECHO      8
 
-#define PATH_COUNT(ps, field, n) do { if (ps) (ps)->field += (n); } while (0)
-
-/* Counts a packet left to the stack and gives its reason, for the caller's trace and return. */
-#define PATH_STACK(ps, field, n) ({ PATH_COUNT(ps, field, n); TWILL_PATH_REASON(field); })
-
 /* may_bypass's answer when the packet may take the fast path */
 #define PATH_FAST TWILL_PATH_REASON(fast)
+
+/*
+ * Adds `n` packets to the twill_path_stats counter `reason` names (TWILL_PATH_REASON: its index in
+ * 8-byte words, which is also what the decision's trace reports) and returns the reason. Per-CPU
+ * slot: a plain add is race-free; the bound costs nothing for a constant reason.
+ */
+static __always_inline __u8 path_count(struct twill_path_stats *ps, __u8 reason, __u32 n)
+{
+	if (ps && reason < sizeof(*ps) / sizeof(__u64))
+		((__u64 *)ps)[reason] += n;
+	return reason;
+}
+
+/* A packet left to the stack for `reason`, already counted (may_bypass's answer): traced, TC_ACT_OK. */
+static __always_inline int path_stacked(struct __sk_buff *skb, __u8 hook, __u8 reason, __u16 slot)
+{
+	twill_trace(skb, hook, reason, slot);
+	return TC_ACT_OK;
+}
+
+/* A packet left to the stack for `reason`: counted as its `n` segments, traced, TC_ACT_OK. */
+static __always_inline int path_stack(struct __sk_buff *skb, struct twill_path_stats *ps, __u8 hook, __u8 reason, __u16 slot, __u32 n)
+{
+	return path_stacked(skb, hook, path_count(ps, reason, n), slot);
+}
+
+/* A packet the fast path carries (its verdict is the caller's): counted, traced. */
+static __always_inline void path_fast(struct __sk_buff *skb, struct twill_path_stats *ps, __u8 hook, __u16 slot, __u32 n)
+{
+	twill_trace(skb, hook, path_count(ps, PATH_FAST, n), slot);
+}
 
 /* A GSO packet counts as the segments it stands for, as the wire and the pod see them. */
 static __always_inline __u32 segments(const struct __sk_buff *skb)
@@ -96,17 +123,50 @@ static __always_inline bool conntrack_has(struct __sk_buff *skb, struct bpf_sock
 #endif
 }
 
-static __always_inline bool conntrack_knows(struct __sk_buff *skb, const struct iphdr *ip, const void *l4, const void *data_end)
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY   129
+
+/*
+ * The half of may_bypass both families share, on what follows the IP header (`l3`, of `v6`'s
+ * family; `v6` is a constant in each caller): ICMP echo may bypass the stack, as may TCP and UDP
+ * of a flow conntrack has no entry for; anything else goes to the stack.
+ */
+static __always_inline __u32 transport_may_bypass(struct __sk_buff *skb, bool v6, const void *l3, __u8 proto, const void *l4, const void *data_end,
+						  struct twill_path_stats *ps, __u32 n)
 {
+	if (proto == (v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP)) {
+		/* Echo carries no NAT here (kube-proxy translates TCP, UDP and SCTP); errors relate to a flow. */
+		const struct icmp_echo_hdr *icmp = l4;
+		if ((const void *)(icmp + 1) <= data_end &&
+		    (v6 ? icmp->type == ICMPV6_ECHO_REQUEST || icmp->type == ICMPV6_ECHO_REPLY : icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY))
+			return PATH_FAST;
+		return path_count(ps, TWILL_PATH_REASON(protocol), n);
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return path_count(ps, TWILL_PATH_REASON(protocol), n);
 	const struct udphdr *ports = l4; /* source and destination ports sit alike in TCP and UDP */
 	if ((const void *)(ports + 1) > data_end)
-		return true;
+		return path_count(ps, TWILL_PATH_REASON(conntrack), n);   /* when in doubt, the stack */
 	struct bpf_sock_tuple tuple = {};
-	tuple.ipv4.saddr = ip->saddr;
-	tuple.ipv4.daddr = ip->daddr;
-	tuple.ipv4.sport = ports->source;
-	tuple.ipv4.dport = ports->dest;
-	return conntrack_has(skb, &tuple, sizeof(tuple.ipv4), ip->protocol);
+	__u32 tuple_size;
+	if (v6) {
+		const struct ipv6hdr *ip6 = l3;
+		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, sizeof(tuple.ipv6.saddr));
+		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, sizeof(tuple.ipv6.daddr));
+		tuple.ipv6.sport = ports->source;
+		tuple.ipv6.dport = ports->dest;
+		tuple_size = sizeof(tuple.ipv6);
+	} else {
+		const struct iphdr *ip = l3;
+		tuple.ipv4.saddr = ip->saddr;
+		tuple.ipv4.daddr = ip->daddr;
+		tuple.ipv4.sport = ports->source;
+		tuple.ipv4.dport = ports->dest;
+		tuple_size = sizeof(tuple.ipv4);
+	}
+	if (!conntrack_has(skb, &tuple, tuple_size, proto))
+		return PATH_FAST;
+	return path_count(ps, TWILL_PATH_REASON(conntrack), n);
 }
 
 /*
@@ -118,29 +178,11 @@ static __always_inline __u32 may_bypass(struct __sk_buff *skb, const struct iphd
 {
 	/* Version 4 with a 20-byte header, not a fragment: the stack reassembles, and honours options. */
 	if (*(const __u8 *)ip != IPV4_VERSION_IHL_PLAIN || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
-		return PATH_STACK(ps, fragment, n);
+		return path_count(ps, TWILL_PATH_REASON(fragment), n);
 	if (ip->ttl <= 1)
-		return PATH_STACK(ps, ttl, n);
-	const void *l4 = ip + 1;
-	switch (ip->protocol) {
-	case IPPROTO_ICMP: {
-		/* Echo carries no NAT here (kube-proxy translates TCP, UDP and SCTP); errors relate to a flow. */
-		const struct icmp_echo_hdr *icmp = l4;
-		if ((const void *)(icmp + 1) <= data_end && (icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY))
-			return PATH_FAST;
-		break;
-	}
-	case IPPROTO_TCP:
-	case IPPROTO_UDP:
-		if (!conntrack_knows(skb, ip, l4, data_end))
-			return PATH_FAST;
-		return PATH_STACK(ps, conntrack, n);
-	}
-	return PATH_STACK(ps, protocol, n);
+		return path_count(ps, TWILL_PATH_REASON(ttl), n);
+	return transport_may_bypass(skb, false, ip, ip->protocol, ip + 1, data_end, ps, n);
 }
-
-#define ICMPV6_ECHO_REQUEST 128
-#define ICMPV6_ECHO_REPLY   129
 
 /*
  * may_bypass for IPv6: TCP, UDP or ICMPv6 echo directly after the fixed header (an extension
@@ -151,42 +193,21 @@ static __always_inline __u32 may_bypass(struct __sk_buff *skb, const struct iphd
 static __always_inline __u32 may_bypass6(struct __sk_buff *skb, const struct ipv6hdr *ip6, const void *data_end, struct twill_path_stats *ps, __u32 n)
 {
 	if (ip6->version != IPV6_VERSION)
-		return PATH_STACK(ps, fragment, n);
+		return path_count(ps, TWILL_PATH_REASON(fragment), n);
 	if (ip6->hop_limit <= 1)
-		return PATH_STACK(ps, ttl, n);
-	const void *l4 = ip6 + 1;
+		return path_count(ps, TWILL_PATH_REASON(ttl), n);
 	switch (ip6->nexthdr) {
-	case IPPROTO_ICMPV6: {
-		const struct icmp_echo_hdr *icmp = l4;
-		if ((const void *)(icmp + 1) <= data_end && (icmp->type == ICMPV6_ECHO_REQUEST || icmp->type == ICMPV6_ECHO_REPLY))
-			return PATH_FAST;
-		break;
-	}
-	case IPPROTO_TCP:
-	case IPPROTO_UDP: {
-		const struct udphdr *ports = l4;
-		if ((const void *)(ports + 1) > data_end)
-			return PATH_STACK(ps, conntrack, n);
-		struct bpf_sock_tuple tuple = {};
-		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, sizeof(tuple.ipv6.saddr));
-		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, sizeof(tuple.ipv6.daddr));
-		tuple.ipv6.sport = ports->source;
-		tuple.ipv6.dport = ports->dest;
-		if (!conntrack_has(skb, &tuple, sizeof(tuple.ipv6), ip6->nexthdr))
-			return PATH_FAST;
-		return PATH_STACK(ps, conntrack, n);
-	}
 	case IPPROTO_HOPOPTS:
 	case IPPROTO_ROUTING:
 	case IPPROTO_FRAGMENT:
 	case IPPROTO_DSTOPTS:
-		return PATH_STACK(ps, fragment, n);
+		return path_count(ps, TWILL_PATH_REASON(fragment), n);
 	}
-	return PATH_STACK(ps, protocol, n);
+	return transport_may_bypass(skb, true, ip6, ip6->nexthdr, ip6 + 1, data_end, ps, n);
 }
 
 /*
- * Whether the IPv4 packet after the Ethernet header fits `mtu` (plus `overhead` once
+ * Whether the IP packet after the Ethernet header fits `mtu` (plus `overhead` once
  * encapsulated). A single packet is measured here; a GSO packet's segments by the kernel, and
  * so is any packet when the agent gave no MTU.
  */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Map definitions shared by every twill program. Each is pinned by name under the
- * node's pin directory (libbpf's pin_root_path), so the encap and decap objects and
+ * node's pin directory (libbpf's pin_root_path), so the encap, decap and pod objects and
  * every later loader reuse one set of maps, and the maps outlive the agent.
  */
 #ifndef TWILL_MAPS_BPF_H
@@ -221,7 +221,15 @@ static __always_inline struct twill_endpoint *twill_get_endpoint6(const __u32 ad
 	return bpf_map_lookup_elem(&twill_endpoints6, &key);
 }
 
-/* Per-CPU slot: a plain increment is race-free. */
-#define TWILL_COUNT(stats, field) do { if (stats) (stats)->field++; } while (0)
+/*
+ * Counts a drop under the twill_stats counter `reason` names (TWILL_DROP_REASON: its index in
+ * 8-byte words, which is also what the drop's event reports). Per-CPU slot: a plain increment is
+ * race-free. The bound costs nothing for a constant reason and keeps any other inside the value.
+ */
+static __always_inline void twill_count_drop(struct twill_stats *stats, __u8 reason)
+{
+	if (stats && reason < sizeof(*stats) / sizeof(__u64))
+		((__u64 *)stats)[reason]++;
+}
 
 #endif

@@ -13,6 +13,7 @@
 #define TWILL_MONITOR_H
 
 #include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include "maps.bpf.h"
 
@@ -153,13 +154,18 @@ static __noinline __attribute__((unused)) int twill_emit_xdp(struct xdp_md *ctx,
 	return 0;
 }
 
-/* A drop the program has counted under twill_stats' `reason` field, reported while a monitor listens. */
-#define TWILL_DROP_EVENT(skb, hook, field, slot) \
-	do { if (twill_monitoring(TWILL_MONITOR_DROPS)) twill_emit_skb(skb, TWILL_EVENT_WHAT(TWILL_EVENT_DROP, hook, TWILL_DROP_REASON(field)), slot, 0); } while (0)
-
-/* Counts a drop and reports it; the program then returns TC_ACT_SHOT. */
-#define TWILL_DROP(skb, stats, hook, field, slot) \
-	do { TWILL_COUNT(stats, field); TWILL_DROP_EVENT(skb, hook, field, slot); } while (0)
+/*
+ * Counts a drop under twill_stats' counter `reason` (TWILL_DROP_REASON) and reports it while a
+ * monitor listens; `slot` is the peer's, where one was found. Returns TC_ACT_SHOT, the verdict of
+ * every such drop, for the caller to return.
+ */
+static __always_inline int twill_drop(struct __sk_buff *skb, struct twill_stats *stats, __u8 hook, __u8 reason, __u16 slot)
+{
+	twill_count_drop(stats, reason);
+	if (twill_monitoring(TWILL_MONITOR_DROPS))
+		twill_emit_skb(skb, TWILL_EVENT_WHAT(TWILL_EVENT_DROP, hook, reason), slot, 0);
+	return TC_ACT_SHOT;
+}
 
 /* A fast-path decision (`fast`, or the twill_path_stats reason it left the packet to the stack for). */
 static __always_inline void twill_trace(struct __sk_buff *skb, __u8 hook, __u8 reason, __u16 slot)

@@ -27,9 +27,15 @@ import { machineJiffies, watchOtherCpu } from './cpu.js';
  * flannel-v6.<VNI> (VXLAN over IPv6). No node masquerades (flanneld runs without --ip-masq, as
  * twill does here), so conntrack is idle on every variant's nodes until the kube-proxy profile.
  */
-export type Variant = 'twill' | 'twill-stack' | 'twill-xdp' | 'twill-host-gw' | 'twill-direct' | 'kernel-vxlan' | 'host-gw' | 'raw-veth' | 'twill-v6' | 'kernel-vxlan-v6';
+export type Variant = 'twill' | 'twill-stack' | 'twill-xdp' | 'twill-host-gw' | 'twill-direct' | 'kernel-vxlan' | 'host-gw' | 'raw-veth' | 'twill-v6' | 'kernel-vxlan-v6' | BaselineVariant;
+/**
+ * twill as shipped, over IPv4 and IPv6, loading its BPF objects from another directory
+ * (--baseline-objects: another commit's build): measured only beside twill and twill-v6, in the
+ * same run, to tell a datapath change from the machine's noise.
+ */
+export type BaselineVariant = 'twill-baseline' | 'twill-v6-baseline';
 /** The variants measured with IPv6 pod traffic (between the pods' IPv6 addresses, over an IPv6 underlay). */
-export const ipv6Variants: readonly Variant[] = ['twill-v6', 'kernel-vxlan-v6'];
+export const ipv6Variants: readonly Variant[] = ['twill-v6', 'kernel-vxlan-v6', 'twill-v6-baseline'];
 export type UnderlayMode = 'veth' | 'wire';
 /** the nodes as the lab makes them, or with kube-proxy's rules as on a Kubernetes node */
 export type NodeProfile = 'bare' | 'kube-proxy';
@@ -57,7 +63,26 @@ const labNames: Record<Exclude<Variant, 'raw-veth'>, { name: string; underlay: s
   'host-gw': { name: 'bh', underlay: '192.168.93.0/24', args: { backend: 'host-gw' } },
   'twill-v6': { name: 'bt6', underlay: '192.168.104.0/24', args: { ipFamily: 'dual' } },
   'kernel-vxlan-v6': { name: 'bk6', underlay: '192.168.105.0/24', args: { ipFamily: 'dual' } },
+  'twill-baseline': { name: 'btb', underlay: '192.168.103.0/24' },
+  'twill-v6-baseline': { name: 'bt6b', underlay: '192.168.107.0/24', args: { ipFamily: 'dual' } },
 };
+const isBaseline = (v: Variant): v is BaselineVariant => v === 'twill-baseline' || v === 'twill-v6-baseline';
+
+/**
+ * Runs `f` with TWILL_BPF_DIR naming `dir`, which the lab's agents inherit and load their BPF
+ * objects from (controller/dataplane/attach.ts); no `dir`: the checkout's build, as always.
+ */
+async function withObjectDir<T>(dir: string | undefined, f: () => Promise<T>): Promise<T> {
+  if (!dir) return f();
+  const before = process.env.TWILL_BPF_DIR;
+  process.env.TWILL_BPF_DIR = dir;
+  try {
+    return await f();
+  } finally {
+    if (before === undefined) delete process.env.TWILL_BPF_DIR;
+    else process.env.TWILL_BPF_DIR = before;
+  }
+}
 const RAW = { a: 'bv-a', b: 'bv-b' };
 
 async function quietLab(state: LabState): Promise<void> {
@@ -95,7 +120,8 @@ export async function addKubeProxy(e: Endpoints): Promise<void> {
   await applyServices(e.lab, [{ name: 'bench/echo', clusterIp: '10.96.0.10', port: 80, targetPort: 8080, endpoints: [server.ip] }]);
 }
 
-export async function setUp(variant: Variant, progress: (m: string) => void): Promise<Endpoints> {
+/** `baselineObjects`: the directory a baseline variant's agents load their BPF objects from. */
+export async function setUp(variant: Variant, progress: (m: string) => void, baselineObjects?: string): Promise<Endpoints> {
   if (variant === 'raw-veth') {
     await tearDownRaw();
     await ip(['netns', 'add', RAW.a]);
@@ -108,10 +134,12 @@ export async function setUp(variant: Variant, progress: (m: string) => void): Pr
   }
   const { name, underlay, args } = labNames[variant];
   const reference = !variant.startsWith('twill');
-  const state = await labUp({ name, nodes: 2, podsPerNode: 1, flanneldNodes: reference ? 2 : 0, ipMasq: 'none', underlayCidr: underlay, ...args }, () => undefined);
+  if (isBaseline(variant) && !baselineObjects) throw new Error(`${variant} needs the directory of the baseline's BPF objects (--baseline-objects)`);
+  const objects = isBaseline(variant) ? baselineObjects : undefined;
+  const state = await withObjectDir(objects, () => labUp({ name, nodes: 2, podsPerNode: 1, flanneldNodes: reference ? 2 : 0, ipMasq: 'none', underlayCidr: underlay, ...args }, () => undefined));
   await quietLab(state);
   const ipv6 = ipv6Variants.includes(variant);
-  progress(`${variant}: lab ${name} (2 nodes${reference ? ` running flanneld ${flanneld().version}` : ''}, 1 pod each${args?.backend === 'host-gw' ? ', host-gw: pod MTU 1500' : ''}${ipv6 ? ', dual-stack, measured over IPv6' : ''}) ready, ${reference ? 'flanneld' : 'agents'} and etcd stopped`);
+  progress(`${variant}: lab ${name} (2 nodes${reference ? ` running flanneld ${flanneld().version}` : ''}, 1 pod each${args?.backend === 'host-gw' ? ', host-gw: pod MTU 1500' : ''}${ipv6 ? ', dual-stack, measured over IPv6' : ''}${objects ? `, BPF objects from ${objects}` : ''}) ready, ${reference ? 'flanneld' : 'agents'} and etcd stopped`);
   return labEndpoints(state, ipv6);
 }
 

@@ -1,4 +1,4 @@
-import { ipv6Variants, type NodeProfile, type Sample, type UnderlayMode, type Variant } from './bench.js';
+import { ipv6Variants, type BaselineVariant, type NodeProfile, type Sample, type UnderlayMode, type Variant } from './bench.js';
 
 /*
  * Pure part of the benchmark: medians, ratios to kernel VXLAN, the issue's targets and the
@@ -239,5 +239,81 @@ export function profileSection(mode: UnderlayMode, nodes: NodeProfile, profiles:
     for (let i = 0; i < depth; i++) lines.push(`| ${i + 1} | ${rows.map((r) => (r.top[i] ? `${r.top[i].symbol} ${r.top[i].percent.toFixed(1)}%` : '')).join(' | ')} |`);
     lines.push('');
   }
+  return lines.join('\n');
+}
+
+/** What a --baseline-objects run compares: each twill variant measured beside itself on the baseline's objects. */
+export const baselinePairs: Record<'twill' | 'twill-v6', BaselineVariant> = { twill: 'twill-baseline', 'twill-v6': 'twill-v6-baseline' };
+
+/** The metrics a datapath change must not regress, new / baseline per repetition. */
+const baselineMetrics: Metric[] = ['udpKpps', 'tcp1Gbps', 'tcp4Gbps'];
+
+export interface BaselineComparison {
+  subject: Variant;
+  baseline: Variant;
+  /** per repetition i: subject's repetition i / baseline's repetition i, per metric */
+  ratios: Record<string, number>[];
+  /** the smallest ratio of any repetition and metric */
+  worst: number;
+  /** every ratio >= the bound (no data: false) */
+  met: boolean;
+}
+
+/**
+ * Repetition i of the subject against repetition i of the baseline (they ran back to back), for
+ * UDP pps and TCP with 1 and 4 streams: no regression only if every one of those ratios is at
+ * least `bound`, not the median alone.
+ */
+export function baselineComparison(samples: Map<Variant, Sample[]>, subject: Variant, baseline: Variant, bound: number): BaselineComparison {
+  const a = samples.get(subject) ?? [];
+  const b = samples.get(baseline) ?? [];
+  const ratios = a.length === b.length ? a.map((s, i) => Object.fromEntries(baselineMetrics.map((m) => [m, s[m] / b[i][m]]))) : [];
+  const all = ratios.flatMap((r) => Object.values(r));
+  const worst = all.length ? Math.min(...all) : NaN;
+  return { subject, baseline, ratios, worst, met: all.length > 0 && all.every((r) => Number.isFinite(r) && r >= bound) };
+}
+
+interface BaselineContext {
+  command: string;
+  started: Date;
+  machine: string;
+  commit: string;
+  reps: number;
+  seconds: number;
+  discarded: number;
+  /** the baseline's objects, and the commit they were built from where the directory says */
+  baselineObjects: string;
+  baselineCommit?: string;
+  /** the 1-minute load average before and after the measurements: the noise every ratio carries */
+  load: [number, number];
+  bound: number;
+}
+
+/** The report of a --baseline-objects run: per mode and repetition, new / baseline, and the verdict. */
+export function renderBaselineReport(ctx: BaselineContext, modes: ModeResult[], subjects: (keyof typeof baselinePairs)[]): string {
+  const lines = [
+    '# Datapath against a baseline',
+    '',
+    `Command: \`${ctx.command}\``,
+    '',
+    `Date: ${ctx.started.toISOString()}. Commit: ${ctx.commit}. Baseline: the BPF objects in ${ctx.baselineObjects}${ctx.baselineCommit ? `, built at ${ctx.baselineCommit}` : ''}. Machine: ${ctx.machine}. Load average (1 min) ${ctx.load[0].toFixed(2)} before, ${ctx.load[1].toFixed(2)} after.`,
+    '',
+    `${ctx.reps} interleaved repetitions, ${ctx.seconds} s per measurement; the agent, the labs and everything but the BPF objects are the same for both. A ratio is this commit / the baseline, repetition i against repetition i. ${ctx.discarded ? `${ctx.discarded} sample(s) discarded for other programs' CPU use and measured again.` : "No sample was discarded for other programs' CPU use."}`,
+    '',
+  ];
+  const verdicts: boolean[] = [];
+  for (const { mode, nodes, samples } of modes) {
+    lines.push(`## ${mode} mode, ${nodes} nodes`, '', '| variant | rep | UDP 64 B pps | TCP 1 stream | TCP 4 streams |', '|---|--:|--:|--:|--:|');
+    for (const s of subjects) {
+      const c = baselineComparison(samples, s, baselinePairs[s], ctx.bound);
+      verdicts.push(c.met);
+      if (c.ratios.length === 0) lines.push(`| ${s} / ${c.baseline} | - | no data | no data | no data |`);
+      c.ratios.forEach((r, i) => lines.push(`| ${s} / ${c.baseline} | ${i + 1} | ${baselineMetrics.map((m) => `${r[m].toFixed(3)}x`).join(' | ')} |`));
+      lines.push(`| ${s}: every repetition >= ${ctx.bound}x | | ${c.met ? 'yes' : 'no'} (worst ${Number.isFinite(c.worst) ? c.worst.toFixed(3) : '-'}x) | | |`);
+    }
+    lines.push('');
+  }
+  const met = verdicts.length > 0 && verdicts.every(Boolean);
+  lines.push(`Verdict: ${met ? `every repetition is >= ${ctx.bound}x on UDP pps and TCP` : `not every repetition is >= ${ctx.bound}x on UDP pps and TCP`}.`, '');
   return lines.join('\n');
 }

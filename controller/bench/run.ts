@@ -7,7 +7,7 @@ import { otherCpuOver } from './cpu.js';
 import { addKubeProxy, measure, profile, regime, setUnderlayMode, setUp, tearDown, type Endpoints, type NodeProfile, type Sample, type UnderlayMode, type Variant } from './bench.js';
 import { cniCostBench, cniCostSection } from './cni-cost.js';
 import { controlPlaneBench, controlPlaneSection } from './control-plane.js';
-import { profileSection, renderReport, variants, type ModeResult, type Regime, type VariantProfile } from './report.js';
+import { baselinePairs, profileSection, renderBaselineReport, renderReport, variants, type ModeResult, type Regime, type VariantProfile } from './report.js';
 
 interface BenchOptions {
   reps: number;
@@ -27,6 +27,22 @@ interface BenchOptions {
   profile: boolean;
   /** measured in turn: the nodes as the lab makes them, then with kube-proxy's rules added */
   nodeProfiles: NodeProfile[];
+  /**
+   * Another build's BPF objects: the run then measures only `baselineSubjects`, each beside itself
+   * on these objects, and reports new / baseline per repetition instead of the comparison with
+   * flannel (which stays in BENCHMARKS.md, never replaced by such a run).
+   */
+  baselineObjects?: string;
+  baselineSubjects?: (keyof typeof baselinePairs)[];
+}
+
+/** The least new / baseline any repetition may show on UDP pps and TCP: no datapath regression beyond noise. */
+const BASELINE_BOUND = 0.97;
+
+/** The commit a baseline directory was built from, where scripts/bpf-objects-at.sh wrote it down. */
+function baselineCommit(dir: string): string | undefined {
+  const file = `${dir}/COMMIT`;
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
 }
 
 /** Waits for a quiet machine; refuses to measure on a busy one. */
@@ -96,25 +112,30 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
   const endpoints = new Map<Variant, Endpoints>();
   const results: ModeResult[] = [];
   const sections: string[] = [];
+  const subjects = o.baselineSubjects ?? ['twill'];
+  const measured: Variant[] = o.baselineObjects ? subjects.flatMap((v) => [v, baselinePairs[v]]) : variants;
+  const loadBefore = os.loadavg()[0];
   try {
-    if (o.modes.length > 0) for (const v of variants) endpoints.set(v, await setUp(v, (m) => say(`setup ${m}`)));
+    if (o.modes.length > 0) for (const v of measured) endpoints.set(v, await setUp(v, (m) => say(`setup ${m}`), o.baselineObjects));
     for (const nodes of o.modes.length > 0 ? o.nodeProfiles : []) {
       if (nodes === 'kube-proxy') {
-        for (const v of variants) await addKubeProxy(endpoints.get(v)!);
+        for (const v of measured) await addKubeProxy(endpoints.get(v)!);
         say("kube-proxy's rules installed on every node");
       }
       for (const mode of o.modes) {
         const tag = `[${mode}, ${nodes}]`;
-        for (const v of variants) await setUnderlayMode(endpoints.get(v)!, mode);
+        for (const v of measured) await setUnderlayMode(endpoints.get(v)!, mode);
         const reg = new Map<Variant, Regime>();
-        for (const v of variants) {
+        for (const v of measured) {
           reg.set(v, await regime(endpoints.get(v)!, 1));
           checkRegime(mode, v, reg.get(v)!);
         }
-        say(`${tag} frame sizes (largest on the underlay / largest taken in by the receiver): ${variants.map((v) => `${v} ${reg.get(v)!.wireMax}/${reg.get(v)!.receiverMax}`).join(', ')}`);
-        const byVariant = new Map<Variant, Sample[]>(variants.map((v) => [v, []]));
+        say(`${tag} frame sizes (largest on the underlay / largest taken in by the receiver): ${measured.map((v) => `${v} ${reg.get(v)!.wireMax}/${reg.get(v)!.receiverMax}`).join(', ')}`);
+        const byVariant = new Map<Variant, Sample[]>(measured.map((v) => [v, []]));
         for (let rep = 1; rep <= o.reps; rep++) {
-          for (const v of variants) {
+          // Against a baseline, each pair runs in alternating order: neither side always goes first.
+          const order = o.baselineObjects && rep % 2 === 0 ? [...measured].reverse() : measured;
+          for (const v of order) {
             const s = await cleanSample(endpoints.get(v)!, o, `${mode} ${nodes} rep ${rep} ${v}`, say, discards);
             byVariant.get(v)!.push(s);
             say(`${tag} rep ${rep}/${o.reps} ${v.padEnd(12)} tcp1 ${s.tcp1Gbps.toFixed(2)} Gbit/s, udp ${s.udpKpps.toFixed(0)} kpps, ${s.cpuUsPerPkt.toFixed(1)} us/pkt, tcp_lat ${s.tcpLatSameCpuUs.toFixed(1)} us`);
@@ -124,12 +145,12 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
         if (o.profile) {
           const profiles: VariantProfile[] = [];
           for (const workload of ['udp64', 'tcp1'] as const) {
-            for (const v of variants) {
+            for (const v of measured) {
               await quiet(o.maxBackground, say);
               profiles.push({ variant: v, ...(await profile(endpoints.get(v)!, workload, o.seconds)) });
             }
           }
-          say(`${tag} profiled ${variants.length} variants under UDP and TCP load`);
+          say(`${tag} profiled ${measured.length} variants under UDP and TCP load`);
           sections.push(profileSection(mode, nodes, profiles));
         }
       }
@@ -143,8 +164,18 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
   }
   if (o.leases > 0) sections.push(controlPlaneSection(await controlPlaneBench(o.leases, o.puts, say)));
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  const machine = `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`;
+  if (o.baselineObjects) {
+    const doc = renderBaselineReport(
+      { command: o.command, started, commit, machine, reps: o.reps, seconds: o.seconds, discarded: discards.count, baselineObjects: o.baselineObjects, baselineCommit: baselineCommit(o.baselineObjects), load: [loadBefore, os.loadavg()[0]], bound: BASELINE_BOUND },
+      results,
+      subjects,
+    );
+    if (o.out) writeFileSync(o.out, doc);
+    return doc + sections.join('\n');
+  }
   const doc = renderReport(
-    { command: o.command, started, commit, flanneldVersion: flanneld().version, discarded: discards.count, reps: o.reps, seconds: o.seconds, machine: `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`, sections },
+    { command: o.command, started, commit, flanneldVersion: flanneld().version, discarded: discards.count, reps: o.reps, seconds: o.seconds, machine, sections },
     results,
   );
   if (o.out) {

@@ -62,6 +62,12 @@ export const benchOpts = {
   'cni-lab': { type: 'string', default: 'bn', describe: "name of the one-node lab the CNI plugin's cost is measured in (beside another lab of the same name it fails)" },
   'cni-underlay': { type: 'string', default: '192.168.106.0/24', describe: 'underlay of that lab' },
   nodes: { type: 'string', default: 'bare,kube-proxy', describe: "node profiles measured in turn: bare (as the lab makes them), kube-proxy (with kube-proxy's rules: conntrack active)" },
+  'baseline-objects': {
+    type: 'string',
+    default: '',
+    describe: "another build's BPF objects (scripts/bpf-objects-at.sh REV): measure only twill beside twill on these, and report new / baseline per repetition (never written to BENCHMARKS.md)",
+  },
+  'baseline-variants': { type: 'string', default: 'twill', describe: 'with --baseline-objects: twill and/or twill-v6' },
 } satisfies OptTable;
 
 export const attachOpts = {

@@ -180,3 +180,38 @@ describe('CNI plugin cost report', () => {
     expect(doc).toContain("| the bundle's ADD over the unbundled entry's (p50) | 0.47 x | |");
   });
 });
+
+describe('comparison with a baseline build (--baseline-objects)', () => {
+  const ctx = { command: 'twill bench --baseline-objects /tmp/b', started: new Date(0), machine: 'm', commit: 'abc', reps: 2, seconds: 1, discarded: 0, baselineObjects: '/tmp/b', baselineCommit: 'def', load: [1, 2] as [number, number], bound: 0.97 };
+  const pair = (twill: Partial<Sample>[], baseline: Partial<Sample>[]) =>
+    new Map<Variant, Sample[]>([['twill', twill.map(sample)], ['twill-baseline', baseline.map(sample)]]);
+
+  it('is met only when every repetition of UDP pps and TCP (1 and 4 streams) is at least the bound, repetition against repetition', async () => {
+    const { baselineComparison } = await import('../../controller/bench/report.js');
+    const ok = baselineComparison(pair([{ udpKpps: 98 }, { udpKpps: 120, tcp1Gbps: 9.8 }], [{}, {}]), 'twill', 'twill-baseline', 0.97);
+    expect(ok).toMatchObject({ met: true, worst: 0.98 });
+    for (const [metric, ratio] of Object.entries({ udpKpps: 1.2, tcp1Gbps: 0.98, tcp4Gbps: 1 })) expect(ok.ratios[1][metric]).toBeCloseTo(ratio, 9);
+    // The median (1.10x) would pass; the one repetition at 0.96x of TCP with 4 streams does not.
+    const one = baselineComparison(pair([{ udpKpps: 120 }, { tcp4Gbps: 9.6 }], [{}, {}]), 'twill', 'twill-baseline', 0.97);
+    expect(one).toMatchObject({ met: false, worst: 0.96 });
+    // Latency and CPU are not what is judged here.
+    expect(baselineComparison(pair([{ tcpLatSameCpuUs: 100, cpuUsPerPkt: 100 }], [{}]), 'twill', 'twill-baseline', 0.97).met).toBe(true);
+    for (const broken of [pair([{}], []), pair([], []), pair([{ udpKpps: 0 }], [{ udpKpps: 0 }])]) expect(baselineComparison(broken, 'twill', 'twill-baseline', 0.97).met).toBe(false);
+  });
+
+  it('prints each repetition’s ratios, the worst, the verdict, the baseline and the load average', async () => {
+    const { renderBaselineReport } = await import('../../controller/bench/report.js');
+    const doc = renderBaselineReport(ctx, [{ mode: 'wire', nodes: 'bare', samples: pair([{ udpKpps: 101 }, { tcp1Gbps: 9.5 }], [{}, {}]), regimes: new Map() }], ['twill']);
+    const wanted = [
+      'Baseline: the BPF objects in /tmp/b, built at def.',
+      'Load average (1 min) 1.00 before, 2.00 after.',
+      '| twill / twill-baseline | 1 | 1.010x | 1.000x | 1.000x |',
+      '| twill / twill-baseline | 2 | 1.000x | 0.950x | 1.000x |',
+      '| twill: every repetition >= 0.97x | | no (worst 0.950x) | | |',
+      'Verdict: not every repetition is >= 0.97x on UDP pps and TCP.',
+    ];
+    for (const line of wanted) expect(doc).toContain(line);
+    const good = renderBaselineReport(ctx, [{ mode: 'veth', nodes: 'bare', samples: pair([{}], [{}]), regimes: new Map() }], ['twill']);
+    expect(good).toContain('Verdict: every repetition is >= 0.97x on UDP pps and TCP.');
+  });
+});
