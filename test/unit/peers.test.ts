@@ -11,8 +11,18 @@ describe('the pinned real peers (scripts/peers/versions.env)', () => {
 
   it('names an exact release of each program, and the flanneld build module requires the same one', () => {
     const v = parseVersionsFile(readFileSync(path.join(repoRoot, 'scripts/peers/versions.env'), 'utf8'));
-    for (const key of ['FLANNELD_VERSION', 'FLANNEL_CNI_VERSION']) expect(v[key], key).toMatch(/^v\d+\.\d+\.\d+$/);
+    for (const key of ['FLANNELD_VERSION', 'FLANNEL_CNI_VERSION', 'KUBERNETES_VERSION']) expect(v[key], key).toMatch(/^v\d+\.\d+\.\d+$/);
     const goMod = readFileSync(path.join(repoRoot, 'scripts/peers/flanneld/go.mod'), 'utf8');
     expect(goMod).toContain(`require ${v.FLANNELD_MODULE} ${v.FLANNELD_VERSION}\n`);
+  });
+
+  it('builds Kubernetes from one release: the build module requires it and pins every staging module it replaces at the matching v0', () => {
+    const v = parseVersionsFile(readFileSync(path.join(repoRoot, 'scripts/peers/versions.env'), 'utf8'));
+    const goMod = readFileSync(path.join(repoRoot, 'scripts/peers/kubernetes/go.mod'), 'utf8');
+    expect(goMod).toContain(`require ${v.KUBERNETES_MODULE} ${v.KUBERNETES_VERSION}\n`);
+    const staging = `v0.${v.KUBERNETES_VERSION.slice('v1.'.length)}`;
+    const replaced = [...goMod.matchAll(/^\s*(k8s\.io\/\S+) => (\S+) (\S+)$/gm)];
+    expect(replaced.length).toBeGreaterThan(20);
+    for (const [, from, to, version] of replaced) expect(`${from} => ${to} ${version}`).toBe(`${from} => ${from} ${staging}`);
   });
 });
