@@ -8,13 +8,15 @@ import { hasExited, startEtcd, stopEtcd, type EtcdProcess } from '../../controll
 import { startKubeControlPlane, type KubeControlPlane, type KubeControlPlaneOptions } from '../../controller/lab/kube-control-plane.js';
 import { kubeApiserver, kubeControllerManager, kubectl } from '../../controller/lab/peers.js';
 import { run } from '../../controller/util/exec.js';
+import { until } from '../support/lab-session.js';
 
 /*
  * The real kube-apiserver and kube-controller-manager (scripts/peers/versions.env) against
  * Debian's etcd: Nodes registered as kubelet registers them get distinct podCIDRs from the node
  * IPAM controller, inside the cluster CIDR, in both families when the cluster is dual-stack.
  * Its own etcd on 127.0.0.1:23791/23801 and API server on 127.0.0.1:16443 (controller manager
- * 16444); each cluster below keeps its objects under its own etcd prefix.
+ * 16444); each cluster below keeps its objects under its own etcd prefix. The last one runs,
+ * with an etcd of its own, in network namespace tkcp-ns on 192.168.150.10, as the lab will.
  */
 
 let dir: string;
@@ -72,8 +74,11 @@ interface RegisteredNode {
   addresses: string[];
 }
 
+/** The namespace the control plane in use runs in (kubectl must reach it from there). */
+let planeNetns: string | undefined;
+
 const kubectlJson = async (args: string[], input?: string) => {
-  const r = await run([kubectl().bin, '--kubeconfig', plane!.adminKubeconfig, ...args], { input });
+  const r = await run([kubectl().bin, '--kubeconfig', plane!.adminKubeconfig, ...args], { input, netns: planeNetns });
   return r.stdout ? (JSON.parse(r.stdout) as Record<string, any>) : {};
 };
 
@@ -95,10 +100,10 @@ async function podCidrs(name: string, families: number, timeoutMs = 120_000): Pr
   throw new Error(`node ${name} has no podCIDRs for ${families} families after ${timeoutMs} ms (spec ${JSON.stringify(spec)}); kube-controller-manager log ${plane?.controllerManager.logFile}`);
 }
 
-function useControlPlane(name: string, extra: Partial<KubeControlPlaneOptions>): () => KubeControlPlaneOptions {
+function useControlPlane(name: string, extra: Partial<KubeControlPlaneOptions>, etcdOf = () => etcd!): () => KubeControlPlaneOptions {
   const opts = (): KubeControlPlaneOptions => ({
     stateDir: path.join(dir, name),
-    etcdEndpoint: etcd!.endpoint,
+    etcdEndpoint: etcdOf().endpoint,
     etcdPrefix: `/${name}`,
     clusterCidr: '10.244.0.0/16',
     nodeCidrMaskSize: 24,
@@ -107,11 +112,13 @@ function useControlPlane(name: string, extra: Partial<KubeControlPlaneOptions>):
     ...extra,
   });
   beforeAll(async () => {
+    planeNetns = opts().netns;
     plane = await startKubeControlPlane(opts());
   }, 300_000);
   afterAll(async () => {
     await plane?.stop();
     plane = undefined;
+    planeNetns = undefined;
   }, 60_000);
   return opts;
 }
@@ -179,5 +186,40 @@ describe('a dual-stack cluster', () => {
     }
     expect(a.podCIDRs[0]).not.toBe(b.podCIDRs[0]);
     expect(a.podCIDRs[1]).not.toBe(b.podCIDRs[1]);
+  });
+});
+
+describe('a cluster inside a network namespace, on an address of its own', () => {
+  // The lab's shape: the control plane and its etcd in a namespace, the API server on a
+  // non-loopback address, so the `kubernetes` Service gets that address as its endpoint.
+  const NS = 'tkcp-ns';
+  const ADDRESS = '192.168.150.10';
+  let nsEtcd: EtcdProcess | undefined;
+  beforeAll(async () => {
+    await run(['ip', 'netns', 'del', NS], { allowFailure: true });
+    await run(['ip', 'netns', 'add', NS]);
+    await run(['ip', '-n', NS, 'link', 'set', 'lo', 'up']);
+    // A veth pair with both ends inside (this kernel has no dummy devices): an up, non-loopback interface.
+    await run(['ip', '-n', NS, 'link', 'add', 'tkcp0', 'type', 'veth', 'peer', 'name', 'tkcp1']);
+    await run(['ip', '-n', NS, 'addr', 'add', `${ADDRESS}/24`, 'dev', 'tkcp0']);
+    for (const dev of ['tkcp0', 'tkcp1']) await run(['ip', '-n', NS, 'link', 'set', dev, 'up']);
+    nsEtcd = await startEtcd({ name: 'tkcp-ns', host: '127.0.0.1', clientPort: 23791, peerPort: 23801, dataDir: path.join(dir, 'etcd-ns'), logFile: path.join(dir, 'etcd-ns.log'), netns: NS });
+  });
+  afterAll(async () => {
+    if (nsEtcd) await stopEtcd(nsEtcd);
+    await run(['ip', 'netns', 'del', NS], { allowFailure: true });
+  }, 60_000);
+  const opts = useControlPlane('tkcp-ns', { netns: NS, listen: { address: ADDRESS, port: 16443 } }, () => nsEtcd!);
+
+  it('serves the `kubernetes` Service from its address and allocates podCIDRs', async () => {
+    // The API server's endpoint reconciler writes it soon after start-up, not before /readyz.
+    const addresses = await until('the kubernetes Service endpoint', async () => {
+      const slices = await kubectlJson(['get', 'endpointslices', '-n', 'default', '-l', 'kubernetes.io/service-name=kubernetes', '-o', 'json']);
+      const found = (slices.items as Record<string, any>[]).flatMap((sl) => ((sl.endpoints ?? []) as Record<string, any>[]).flatMap((e) => e.addresses as string[]));
+      return found.length > 0 && found;
+    }, 120_000);
+    expect(addresses).toEqual([ADDRESS]);
+    await registerNode({ name: 'tkcp-a', addresses: ['192.168.150.1'] });
+    expect(cidrInside((await podCidrs('tkcp-a', 1)).podCIDR, opts().clusterCidr)).toBe(true);
   });
 });
