@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { parseVersionsFile } from '../../controller/lab/peers.js';
+import { kubeApiserver, kubeControllerManager, kubectl, parseVersionsFile, PeerMissingError } from '../../controller/lab/peers.js';
 import { repoRoot } from '../support/build.js';
 
 describe('the pinned real peers (scripts/peers/versions.env)', () => {
@@ -24,5 +25,21 @@ describe('the pinned real peers (scripts/peers/versions.env)', () => {
     const replaced = [...goMod.matchAll(/^\s*(k8s\.io\/\S+) => (\S+) (\S+)$/gm)];
     expect(replaced.length).toBeGreaterThan(20);
     for (const [, from, to, version] of replaced) expect(`${from} => ${to} ${version}`).toBe(`${from} => ${from} ${staging}`);
+  });
+
+  it('names the module and the release of a Kubernetes program that is not built, rather than running anything else', () => {
+    const empty = mkdtempSync(path.join(os.tmpdir(), 'tkcp-peers-'));
+    const before = process.env.TWILL_PEERS_CACHE;
+    process.env.TWILL_PEERS_CACHE = empty;
+    try {
+      for (const accessor of [kubeApiserver, kubeControllerManager, kubectl]) {
+        expect(accessor).toThrow(PeerMissingError);
+        expect(accessor).toThrow(/v1\.\d+\.\d+ \(module k8s\.io\/kubernetes\) is not built/);
+      }
+    } finally {
+      if (before === undefined) delete process.env.TWILL_PEERS_CACHE;
+      else process.env.TWILL_PEERS_CACHE = before;
+      rmSync(empty, { recursive: true });
+    }
   });
 });
