@@ -110,7 +110,7 @@ async function waitForEtcd(proc: EtcdProcess, tls?: EtcdTls, timeoutMs = 20_000)
  * Gone, or a zombie. Not `!isEtcd()`: while nsenter execs etcd the cmdline reads empty for a
  * moment, which made a healthy start look like an early exit now and then.
  */
-function hasExited(pid: number): boolean {
+export function hasExited(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');

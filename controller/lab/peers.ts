@@ -3,13 +3,14 @@ import path from 'node:path';
 import { repoRoot } from '../util/paths.js';
 
 /*
- * The real programs twill is tested beside (flanneld, flannel's CNI plugin), at the exact
- * releases scripts/peers/versions.env names, built by scripts/peers/build.sh into its cache.
+ * The real programs twill is tested beside (flanneld, flannel's CNI plugin, Kubernetes' API
+ * server, controller manager and kubectl), at the exact releases scripts/peers/versions.env
+ * names, built by scripts/peers/build.sh into its cache.
  * Nothing here stands in for them: a missing build is an error naming the module and version.
  */
 
 export interface PeerProgram {
-  /** what the cache calls it: flanneld, flannel (the CNI plugin) */
+  /** what the cache calls it: flanneld, flannel (the CNI plugin), kube-apiserver, ... */
   name: string;
   module: string;
   version: string;
@@ -61,3 +62,13 @@ export function flannelCniPlugin(): PeerProgram {
   const v = versions();
   return program('flannel', v.FLANNEL_CNI_MODULE, v.FLANNEL_CNI_VERSION);
 }
+
+/** Kubernetes' programs, all from one release of k8s.io/kubernetes (scripts/peers/kubernetes/). */
+function kubernetesProgram(name: string): PeerProgram {
+  const v = versions();
+  return program(name, v.KUBERNETES_MODULE, v.KUBERNETES_VERSION);
+}
+
+export const kubeApiserver = (): PeerProgram => kubernetesProgram('kube-apiserver');
+export const kubeControllerManager = (): PeerProgram => kubernetesProgram('kube-controller-manager');
+export const kubectl = (): PeerProgram => kubernetesProgram('kubectl');
