@@ -3,8 +3,7 @@ import type { EndpointSyncState } from '../endpoints/sync.js';
 import type { IptablesMasq } from '../masq/iptables.js';
 import type { AgentMetricSources } from '../metrics/collect.js';
 import type { Reconciler } from '../reconcile/reconciler.js';
-import type { SubnetManager } from '../subnet/manager.js';
-import type { LeaseWatcher } from '../subnet/watcher.js';
+import type { SubnetSource } from './subnet-source.js';
 import type { DataplaneMode, NodeDatapath } from './node-datapath.js';
 
 /** /readyz's body beside `ready`: an interface (fields are added, never renamed or removed). */
@@ -16,7 +15,9 @@ export interface ReadyzDetail {
   leaseExpiresAt?: string;
   mode?: DataplaneMode;
   configError?: string;
-  watch?: LeaseWatcher['state'];
+  watch?: string;
+  /** where the subnet and the peers come from, and whether its watch is established */
+  subnetManager?: { kind: SubnetSource['kind']; connected: boolean };
   reconciles?: number;
   fastPath?: Partial<FastPathState> & { endpoints?: EndpointSyncState };
   iptables?: { writes: number; error?: string };
@@ -33,8 +34,7 @@ export class AgentStatus {
   configError?: string;
   lease?: string;
   lease6?: string;
-  manager?: SubnetManager;
-  watcher?: LeaseWatcher;
+  subnets?: SubnetSource;
   reconciler?: Reconciler;
   masq?: IptablesMasq;
   /** ip6tables, with IPv6 */
@@ -49,7 +49,7 @@ export class AgentStatus {
   }
 
   detail(): ReadyzDetail {
-    const expiresAt = this.manager?.own?.expiresAt;
+    const expiresAt = this.subnets?.own?.expiresAt;
     const masq = (m: IptablesMasq | undefined) => m && { writes: m.writes, error: m.error };
     return {
       lease: this.lease,
@@ -57,7 +57,8 @@ export class AgentStatus {
       leaseExpiresAt: expiresAt ? new Date(expiresAt).toISOString() : undefined,
       mode: this.mode,
       configError: this.configError,
-      watch: this.watcher?.state,
+      watch: this.subnets?.watchState,
+      subnetManager: this.subnets && { kind: this.subnets.kind, connected: this.subnets.connected },
       reconciles: this.reconciler?.count,
       fastPath: this.mode === 'bpf' ? { ...this.datapath?.fastPath, endpoints: this.datapath?.endpoints?.state } : undefined,
       iptables: masq(this.masq),
@@ -70,9 +71,9 @@ export class AgentStatus {
       pinDir: this.pinDir,
       ready: this.ready,
       mode: this.mode,
-      manager: this.manager,
+      manager: this.subnets,
       reconciler: this.reconciler,
-      watcher: this.watcher,
+      watcher: this.subnets && { state: this.subnets.watchState, resyncs: this.subnets.resyncs, kind: this.subnets.kind, ignoredNodes: this.subnets.ignoredNodes },
       endpoints: this.datapath?.endpoints,
       fastPath: this.datapath?.fastPath,
     };

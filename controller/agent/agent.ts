@@ -2,7 +2,6 @@ import { configChangeReport, ipv4Networks, parseNetworkConfig, ConfigError, Fata
 import { lookUpUnderlayRoutes } from '../dataplane/direct-routes.js';
 import { probeAndChoose } from '../dataplane/choice-record.js';
 import { backendOverhead } from '../dataplane/spec.js';
-import { EtcdStore } from '../etcd/store.js';
 import { IptablesMasq } from '../masq/iptables.js';
 import { openAgentMetrics } from '../metrics/collect.js';
 import { clearAbandonedMonitor } from '../monitor/control.js';
@@ -11,9 +10,8 @@ import { formatCidr6 } from '../net/ipv6.js';
 import { Reconciler } from '../reconcile/reconciler.js';
 import { describeSubnets } from '../subnet/allocate.js';
 import { NO_PUBLIC_IP, type LeaseAttrs } from '../subnet/lease.js';
-import { SubnetManager, type OwnLease } from '../subnet/manager.js';
-import { readSubnetHints, subnetFileFor, writeSubnetFile } from '../subnet/subnet-file.js';
-import { LeaseWatcher } from '../subnet/watcher.js';
+import type { OwnLease } from '../subnet/manager.js';
+import { subnetFileFor, writeSubnetFile } from '../subnet/subnet-file.js';
 import { logger, setLogLevel } from '../util/log.js';
 import { AgentStatus } from './agent-status.js';
 import type { AgentFlags } from './flags.js';
@@ -21,61 +19,12 @@ import { startHealthServer } from './health.js';
 import { selectIface, type ChosenIface } from './iface.js';
 import { NodeDatapath, rememberedVtepMacs, type Ipv4Side, type Ipv6Side } from './node-datapath.js';
 import { sdNotify } from './sd-notify.js';
+import { subnetSource, type SubnetSource } from './subnet-source.js';
 
 const log = logger('agent');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** How often a wait for the config says it is still waiting, and how often the config is re-read after start. */
-const CONFIG_WAIT_LOG_MS = 30_000;
-const CONFIG_RECHECK_MS = 10_000;
 const MONITOR_CHECK_MS = 5_000;
-
-/**
- * flannel reads the config once at start and waits for it to exist; an invalid one is reported
- * and waited out too (someone may be fixing it), as flanneld retries one that fails its check.
- * One flanneld exits on, or one that asks for what twill does not implement, throws
- * FatalConfigError: no wait would help.
- */
-async function waitForConfig(store: EtcdStore, status: { configError?: string }): Promise<{ config: NetworkConfig; text: string }> {
-  let last: { problem: string; at: number } | undefined;
-  for (;;) {
-    let problem: string;
-    try {
-      const text = await store.getConfig();
-      if (text !== undefined) return { config: parseNetworkConfig(text), text };
-      problem = `no network config at ${store.configKey} yet`;
-    } catch (err) {
-      if (err instanceof FatalConfigError) {
-        err.message = `${store.configKey}: ${err.message}`;
-        throw err;
-      }
-      problem = err instanceof ConfigError ? `${store.configKey}: ${err.message}` : store.describeError(err);
-    }
-    status.configError = problem;
-    if (waitLogDue(problem, last, Date.now(), CONFIG_WAIT_LOG_MS)) {
-      (problem.startsWith('no network config') ? log.warn : log.error)('waiting for a usable network config', { problem, retryEveryMs: 1000 });
-      last = { problem, at: Date.now() };
-    }
-    await sleep(1000);
-  }
-}
-
-/** After start: an edit of the config is reported (readyz, status, one log line per change), never applied. */
-function watchConfigChanges(store: EtcdStore, running: string, status: { configError?: string }): void {
-  let reported: string | undefined;
-  const check = async () => {
-    let report: string | undefined;
-    try {
-      report = configChangeReport(running, await store.getConfig());
-    } catch {
-      return; // etcd unreachable: the lease watcher reports that
-    }
-    status.configError = report;
-    if (report && report !== reported) log.error('network config changed', { problem: report });
-    reported = report;
-  };
-  setInterval(() => void check(), CONFIG_RECHECK_MS).unref();
-}
 
 /** Events a `twill monitor` killed with SIGKILL left on are turned off within MONITOR_CHECK_MS (controller/monitor/control.ts). */
 function watchAbandonedMonitor(pinDir: string): void {
@@ -100,16 +49,18 @@ function leaseAttrs(config: NetworkConfig, iface: ChosenIface, macs: { vtepMac: 
  * The network config, and the interface it runs on. A config twill cannot run, or an interface
  * without the addresses it needs, does not get better by waiting: those throw.
  */
-async function configAndIface(store: EtcdStore, flags: AgentFlags, status: AgentStatus): Promise<{ config: NetworkConfig; configText: string; iface: ChosenIface }> {
+async function configAndIface(source: SubnetSource, flags: AgentFlags, status: AgentStatus) {
   try {
-    const { config, text: configText } = await waitForConfig(store, status);
-    // As flanneld: the config says which families the interface must have addresses of.
+    const { config, text: configText } = await source.networkConfig(status);
+    const stored = await source.stored();
+    // As flanneld: the config says which families the interface must have addresses of; a Node's
+    // node-public-ip annotations stand for --public-ip(v6).
     const iface = await selectIface({
       iface: flags.iface,
       ifaceRegex: flags.ifaceRegex,
       ifaceCanReach: flags.ifaceCanReach,
-      publicIp: flags.publicIp,
-      publicIpv6: flags.publicIpv6,
+      publicIp: stored.publicIp ?? flags.publicIp,
+      publicIpv6: stored.publicIpv6 ?? flags.publicIpv6,
       families: { ipv4: config.enableIPv4, ipv6: config.enableIPv6 },
     });
     log.info('using interface', { iface: iface.name, address: iface.address, publicIp: iface.publicIp, address6: iface.address6, publicIpv6: iface.publicIpv6, reason: iface.reason });
@@ -119,9 +70,9 @@ async function configAndIface(store: EtcdStore, flags: AgentFlags, status: Agent
     if (config.backend.type === 'host-gw' && iface.publicIpv6 !== iface.address6)
       throw new UnsupportedConfigError(`--public-ipv6 ${iface.publicIpv6} differs from the interface's address ${iface.address6}, meaning that probably you're on a NAT, which is not supported by host-gw backend`);
     status.configError = undefined;
-    return { config, configText, iface };
+    return { config, configText, iface, stored };
   } catch (err) {
-    store.close();
+    await source.close();
     if (err instanceof FatalConfigError) log.error('cannot run this network config; exiting', { problem: err.message });
     throw err;
   }
@@ -196,45 +147,21 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const status = new AgentStatus(flags.pinDir);
   const health = await serveHealth(flags, status);
 
-  const store = new EtcdStore({
-    endpoints: flags.etcdEndpoints,
-    prefix: flags.etcdPrefix,
-    caFile: flags.etcdCafile,
-    certFile: flags.etcdCertfile,
-    keyFile: flags.etcdKeyfile,
-    username: flags.etcdUsername,
-    password: flags.etcdPassword,
-  });
-  const { config, configText, iface } = await configAndIface(store, flags, status);
+  const source = subnetSource(flags);
+  status.subnets = source;
+  const { config, configText, iface, stored } = await configAndIface(source, flags, status);
   logNetworkConfig(config);
   const sides = familySides(config, iface);
   const underlayMtu = config.backend.mtu ?? iface.mtu;
-  const macs = await rememberedVtepMacs(flags.pinDir, config.backend.vni, config.enableIPv6);
-
-  const manager = new SubnetManager(store, config, leaseAttrs(config, iface, macs), {
-    ttlSeconds: flags.subnetLeaseTtl,
-    renewMarginSeconds: flags.subnetLeaseRenewMargin * 60,
-    ...readSubnetHints(flags.subnetFile),
-    log,
-  });
-  status.manager = manager;
-  const acquireWithRetry = async (held?: OwnLease): Promise<OwnLease> => {
-    for (let delay = 1000; ; delay = Math.min(delay * 2, 30_000)) {
-      try {
-        return await manager.acquire(held?.subnet, held?.subnet6);
-      } catch (err) {
-        log.error('cannot acquire a subnet lease, retrying', { error: (err as Error).message, retryInMs: delay });
-        await sleep(delay);
-      }
-    }
-  };
+  const macs = await rememberedVtepMacs(flags.pinDir, config.backend.vni, config.enableIPv6, stored);
+  const attrs = leaseAttrs(config, iface, macs);
 
   // What the kernel offers decides `auto` (logged, and recorded for `twill status`).
   const kernelChoice = await probeAndChoose(flags.pinDir, { dataplane: flags.dataplane, decapHook: flags.decapHook, fastPath: flags.fastPath, backend: config.backend.type }, iface.name);
   const datapath = new NodeDatapath({ flags, config, iface, ...sides, ...macs, underlayMtu, mode: kernelChoice.choice.dataplane });
   status.datapath = datapath;
 
-  let own = await acquireWithRetry();
+  let own = await source.acquire(attrs);
   const setLease = (lease: OwnLease) => {
     status.lease = config.enableIPv4 ? formatCidr(lease.subnet) : undefined;
     status.lease6 = lease.subnet6 && formatCidr6(lease.subnet6);
@@ -254,21 +181,18 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const reconciler = new Reconciler({ self: selfOf(own), policy, log });
   status.reconciler = reconciler;
   let lostSignal: (() => void) | undefined;
-  const watcher = new LeaseWatcher({
-    store,
-    onChange: (change, all) => reconciler.update(all, change),
-    log,
-    onEvent: (e) => {
-      if (manager.isOwnLeaseLost({ type: e.type, key: e.record.key, value: e.record.value })) lostSignal?.();
-    },
-    routableIn: config,
-  });
-  status.watcher = watcher;
   // Listed once, before the datapath is attached (which programs every peer from this listing);
   // the reconciler holds watch events until the datapath is there.
-  await watcher.start();
-  reconciler.update(watcher.leases);
-  const program = async (lease: OwnLease) => reconciler.setDatapaths(await datapath.program(lease, await reconciler.desired(watcher.leases.values())));
+  await source.watch({
+    onChange: (change, all) => reconciler.update(all, change),
+    onLost: () => lostSignal?.(),
+    onFatal: (err) => {
+      log.error('the subnet manager refuses this agent; exiting', { kind: source.kind, error: err.message });
+      process.exit(1);
+    },
+  });
+  reconciler.update(source.leases);
+  const program = async (lease: OwnLease) => reconciler.setDatapaths(await datapath.program(lease, await reconciler.desired(source.leases.values())));
   await program(own);
   log.info('datapath mode', { mode: datapath.mode, requested: flags.dataplane });
   await reconciler.settled();
@@ -277,8 +201,9 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const podMtu = underlayMtu - backendOverhead(config.backend.type);
   const subnetFile = (lease: OwnLease) => subnetFileFor(config, lease, { mtu: podMtu, ipMasq: flags.ipMasq });
   writeSubnetFile(flags.subnetFile, subnetFile(own));
+  await source.ready();
   status.ready = true;
-  watchConfigChanges(store, configText, status);
+  source.watchConfig(configText, status);
   if (datapath.mode === 'bpf') watchAbandonedMonitor(flags.pinDir);
   sdNotify(`READY=1\nSTATUS=lease ${describeSubnets(own)}`);
   log.info('ready', { lease: describeSubnets(own), reservation: own.reservation, subnetFile: flags.subnetFile, pinDir: flags.pinDir });
@@ -287,9 +212,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     // The datapath stays: pinned links and maps keep forwarding until the next agent takes over.
     log.info('stopping; datapath left in place', { signal });
     datapath.stop();
-    // etcd may be unreachable, and cancelling a watch waits for it: that must not hold the exit.
-    void Promise.race([watcher.stop(), sleep(2000)]).finally(() => {
-      store.close();
+    void source.close().finally(() => {
       void health?.close();
       process.exit(0);
     });
@@ -300,24 +223,24 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   // Renew before expiry; re-acquire (loudly) when the lease is lost.
   for (;;) {
     const lost = new Promise<'lost'>((resolve) => (lostSignal = () => resolve('lost')));
-    const delay = manager.renewDelay();
+    const delay = source.renewDelay();
     const outcome = await Promise.race([lost, delay === undefined ? new Promise<never>(() => undefined) : sleep(delay).then(() => 'renew' as const)]);
     let gone = outcome === 'lost';
     if (outcome === 'renew') {
       try {
-        gone = !(await manager.renew());
-        if (!gone) log.info('lease renewed', { lease: describeSubnets(own), expiresInS: Math.round(((manager.own?.expiresAt ?? 0) - Date.now()) / 1000) });
+        gone = !(await source.renew());
+        if (!gone) log.info('lease renewed', { lease: describeSubnets(own), expiresInS: Math.round(((source.own?.expiresAt ?? 0) - Date.now()) / 1000) });
       } catch (err) {
         log.warn('lease renewal failed, retrying in a minute or before expiry', { error: (err as Error).message });
-        await Promise.race([lost, sleep(Math.min(60_000, Math.max(1000, ((manager.own?.expiresAt ?? Date.now()) - Date.now()) / 2)))]);
+        await Promise.race([lost, sleep(Math.min(60_000, Math.max(1000, ((source.own?.expiresAt ?? Date.now()) - Date.now()) / 2)))]);
         continue;
       }
     }
     if (!gone) continue;
     status.ready = false;
-    log.error('our subnet lease is gone from etcd: re-acquiring', { lease: describeSubnets(own) });
+    log.error(`our subnet lease is gone from ${source.kind === 'etcd' ? 'etcd' : 'our Node'}: re-acquiring`, { lease: describeSubnets(own) });
     const held = describeSubnets(own);
-    own = await acquireWithRetry(own);
+    own = await source.acquire(attrs, own);
     if (describeSubnets(own) !== held) {
       log.error('lease moved to another subnet: pods on the old subnet lose connectivity until they are recreated', { from: held, to: describeSubnets(own) });
       setLease(own);
@@ -326,7 +249,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
       await masq.update(own);
       writeSubnetFile(flags.subnetFile, subnetFile(own));
     }
-    reconciler.update(watcher.leases);
+    reconciler.update(source.leases);
     status.ready = true;
     log.warn('lease re-acquired', { lease: describeSubnets(own) });
   }

@@ -2,6 +2,7 @@ import { choiceList, DATAPLANES, DECAP_HOOKS, type Dataplane, type DecapHook } f
 import { OVERLAY_DEVICE } from '../dataplane/spec.js';
 import { parseIpv4 } from '../net/ipv4.js';
 import { parseIpv6 } from '../net/ipv6.js';
+import { kubeAnnotations } from '../subnet/kube-nodes.js';
 
 /*
  * flanneld's command line, parsed the way Go's flag package does (-name or --name, =value or a
@@ -37,6 +38,13 @@ export interface AgentFlags {
   logtostderr: boolean;
   alsologtostderr: boolean;
   vmodule?: string;
+  // flanneld's Kubernetes subnet manager
+  kubeSubnetMgr: boolean;
+  kubeApiUrl?: string;
+  kubeconfigFile?: string;
+  kubeAnnotationPrefix: string;
+  netConfigPath: string;
+  setNodeNetworkUnavailable: boolean;
   // twill's own
   pinDir: string;
   dataplane: Dataplane;
@@ -69,6 +77,14 @@ const badEndpoint = (v: string[]) => {
 const ip = (v: string) => (parseIpv4(v) === undefined ? 'not an IPv4 address' : undefined);
 const ip6 = (v: string) => (parseIpv6(v) === undefined ? 'not an IPv6 address' : undefined);
 const anyIp = (v: string) => (parseIpv4(v) === undefined && parseIpv6(v) === undefined ? 'not an IPv4 or IPv6 address' : undefined);
+const annotationPrefix = (v: string) => {
+  try {
+    kubeAnnotations(v);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message.replace(/^--kube-annotation-prefix "[^"]*": /, '');
+  }
+};
 const range = (lo: number, hi: number) => (v: number) => (v < lo || v > hi ? `must be between ${lo} and ${hi}` : undefined);
 const oneOf = (choices: readonly string[]) => (v: string) => (choices.includes(v) ? undefined : `must be ${choiceList(choices)}`);
 
@@ -99,6 +115,12 @@ const specs: Record<string, Spec> = {
   logtostderr: { key: 'logtostderr', kind: 'bool', def: true },
   alsologtostderr: { key: 'alsologtostderr', kind: 'bool', def: false },
   vmodule: { key: 'vmodule', kind: 'string', check: (v: string) => (/^([^=,]+=\d+)(,[^=,]+=\d+)*$/.test(v) ? undefined : 'expected pattern=N[,pattern=N...]') },
+  'kube-subnet-mgr': { key: 'kubeSubnetMgr', kind: 'bool', def: false },
+  'kube-api-url': { key: 'kubeApiUrl', kind: 'string', check: (v: string) => (/^https?:\/\/[^/]+/.test(v) ? undefined : 'must be an http(s):// URL') },
+  'kubeconfig-file': { key: 'kubeconfigFile', kind: 'string' },
+  'kube-annotation-prefix': { key: 'kubeAnnotationPrefix', kind: 'string', def: 'flannel.alpha.coreos.com', check: annotationPrefix },
+  'net-config-path': { key: 'netConfigPath', kind: 'string', def: '/etc/kube-flannel/net-conf.json' },
+  'set-node-network-unavailable': { key: 'setNodeNetworkUnavailable', kind: 'bool', def: true },
   'pin-dir': { key: 'pinDir', kind: 'string', def: '/sys/fs/bpf/twill', check: ((v: string) => (v.startsWith('/sys/fs/bpf/') ? undefined : 'must be a directory under /sys/fs/bpf')) },
   dataplane: { key: 'dataplane', kind: 'string', def: 'auto', check: oneOf(DATAPLANES) },
   'subnet-lease-ttl': { key: 'subnetLeaseTtl', kind: 'int', def: 86400, check: range(10, 86400 * 30) },
@@ -106,14 +128,6 @@ const specs: Record<string, Spec> = {
   'decap-hook': { key: 'decapHook', kind: 'string', def: 'auto', check: oneOf(DECAP_HOOKS) },
   'fast-path': { key: 'fastPath', kind: 'bool', def: true },
   'metrics-per-peer': { key: 'metricsPerPeer', kind: 'bool', def: true },
-};
-
-/** flanneld flags twill knows but does not implement: named in the error rather than "unknown". */
-const unsupported: Record<string, string> = {
-  'kube-subnet-mgr': 'twill uses the etcd subnet manager only',
-  'kubeconfig-file': 'twill uses the etcd subnet manager only',
-  'kube-api-url': 'twill uses the etcd subnet manager only',
-  'subnet-lease-ttl-kube': 'twill uses the etcd subnet manager only',
 };
 
 function convert(name: string, spec: Spec, text: string): FlagValue {
@@ -138,7 +152,6 @@ export function parseAgentFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
     const m = /^--?([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
     if (!m) throw new FlagError(`unexpected argument ${JSON.stringify(arg)}: flags look like --name=value`);
     const [, name, inline] = m;
-    if (unsupported[name]) throw new FlagError(`--${name}: ${unsupported[name]}`);
     const spec = specs[name];
     if (!spec) throw new FlagError(`unknown flag --${name}`);
     let text = inline;

@@ -64,13 +64,19 @@ export interface NodeDatapathOptions {
  * there are some, else from flannel.<VNI> and flannel-v6.<VNI> (a node moving from kernel VXLAN
  * or from flanneld keeps its MACs), else new.
  */
-export async function rememberedVtepMacs(pinDir: string, vni: number, withIpv6: boolean): Promise<{ vtepMac: string; vtepMac6?: string }> {
+export async function rememberedVtepMacs(
+  pinDir: string,
+  vni: number,
+  withIpv6: boolean,
+  /** what the subnet manager kept (a Node's backend-data annotations), after the pins and before the devices */
+  stored: { vtepMac?: string; vtepMac6?: string } = {},
+): Promise<{ vtepMac: string; vtepMac6?: string }> {
   retireIncompatiblePins(pinDir); // maps another build left with another layout could not even be opened
   const pinned = existsSync(`${pinDir}/twill_config`);
-  const vtepMac = (pinned ? DatapathMaps.readPinnedConfig(pinDir)?.vtep_mac : undefined) ?? (await kernelVxlanMac(vni)) ?? randomVtepMac();
+  const vtepMac = (pinned ? DatapathMaps.readPinnedConfig(pinDir)?.vtep_mac : undefined) ?? stored.vtepMac ?? (await kernelVxlanMac(vni)) ?? randomVtepMac();
   if (!withIpv6) return { vtepMac };
   const pinned6 = pinned && DatapathMaps.hasIpv6(pinDir) ? DatapathMaps.readPinnedMac6(pinDir) : undefined;
-  return { vtepMac, vtepMac6: pinned6 ?? (await linkShow(`flannel-v6.${vni}`))?.address ?? randomVtepMac() };
+  return { vtepMac, vtepMac6: pinned6 ?? stored.vtepMac6 ?? (await linkShow(`flannel-v6.${vni}`))?.address ?? randomVtepMac() };
 }
 
 /**

@@ -287,6 +287,8 @@ function printStatus(s: StatusDoc): void {
   console.log(`pinned (${s.pinned.length}) under ${s.pinDir}`);
   for (const o of s.pinned) console.log(`  ${path.relative(s.pinDir, o.path).padEnd(18)} ${o.kind.padEnd(5)} ${o.detail}`);
   if (s.health) console.log(`health     ${s.health.address}: ${s.health.error ?? `live ${s.health.live}, ready ${s.health.ready}`}`);
+  const manager = s.health?.detail?.subnetManager as { kind?: string; connected?: boolean } | undefined;
+  if (manager?.kind) console.log(`subnets    from ${manager.kind === 'kube' ? 'the Kubernetes API (--kube-subnet-mgr)' : 'etcd'}, ${manager.connected ? 'watch connected' : 'watch not connected'}`);
   console.log(s.problems.length ? `problems\n${s.problems.map((p) => `  ${p}`).join('\n')}` : 'problems   none');
 }
 

@@ -37,7 +37,8 @@ export interface AgentSnapshot {
   mode?: 'bpf' | 'kernel';
   lease?: { subnet: string; reservation: boolean; /** ms since the epoch; none for a reservation */ expiresAt?: number };
   reconcile?: { count: number; errors: number; lastDurationMs: number; totalDurationMs: number };
-  watch?: { state: string; resyncs: number };
+  /** the peers' watch: etcd's lease watch, or the Kubernetes Node watch (`kind`, absent: etcd) */
+  watch?: { state: string; resyncs: number; kind?: 'etcd' | 'kube'; ignoredNodes?: number };
   /** BPF mode only: the pinned counters, summed over CPUs; per peer only when asked for (see MetricsOptions) */
   datapath?: {
     stats: Stats;
@@ -96,12 +97,21 @@ export function agentMetricFamilies(s: AgentSnapshot, opts: MetricsOptions): Met
   }
 
   if (s.watch) {
-    const states: readonly string[] = WATCH_STATES.includes(s.watch.state as (typeof WATCH_STATES)[number]) ? WATCH_STATES : [...WATCH_STATES, s.watch.state];
+    const w = s.watch;
+    const kind = w.kind ?? 'etcd';
+    const states: readonly string[] = WATCH_STATES.includes(w.state as (typeof WATCH_STATES)[number]) ? WATCH_STATES : [...WATCH_STATES, w.state];
+    const what = kind === 'etcd' ? 'etcd lease watch' : 'Kubernetes Node watch';
     out.push(
-      gauge('twill_etcd_watch_up', '1 while the etcd lease watch is established.', [{ value: s.watch.state === 'watching' ? 1 : 0 }]),
-      gauge('twill_etcd_watch_state', 'The etcd lease watch state (1 for the current one).', states.map((state) => ({ labels: { state }, value: state === s.watch!.state ? 1 : 0 })), ['state']),
-      counter('twill_etcd_watch_resyncs_total', 'Full lease listings (at start and after every watch reconnect).', [{ value: s.watch.resyncs }]),
+      gauge('twill_subnet_manager_info', 'Where this node takes its subnet and its peers from: etcd, or the Kubernetes API (--kube-subnet-mgr).', [{ labels: { kind }, value: 1 }], ['kind']),
+      gauge(`twill_${kind}_watch_up`, `1 while the ${what} is established.`, [{ value: w.state === 'watching' ? 1 : 0 }]),
+      gauge(`twill_${kind}_watch_state`, `The ${what} state (1 for the current one).`, states.map((state) => ({ labels: { state }, value: state === w.state ? 1 : 0 })), ['state']),
+      counter(
+        `twill_${kind}_watch_resyncs_total`,
+        kind === 'etcd' ? 'Full lease listings (at start and after every watch reconnect).' : 'Full Node listings after the Node watch was lost.',
+        [{ value: w.resyncs }],
+      ),
     );
+    if (w.ignoredNodes !== undefined) out.push(counter('twill_kube_nodes_ignored_total', 'Nodes whose annotations made no usable lease, once per change of them.', [{ value: w.ignoredNodes }]));
   }
 
   if (s.fastPath) {

@@ -112,6 +112,17 @@ describe('agent metrics', () => {
     expect([...bare.keys()].filter((k) => !['twill_ready', 'twill_dataplane_info', 'twill_lease_info'].includes(k.replace(/\{.*/, '')))).toEqual([]);
   });
 
+  it('says which subnet manager is in use and whether its watch is up: the Kubernetes Node watch has families of its own', async () => {
+    const kube = samples(await agentText({ ready: true, watch: { state: 'backoff', resyncs: 3, kind: 'kube', ignoredNodes: 2 } }));
+    expect(kube.get('twill_subnet_manager_info{kind="kube"}')).toBe('1');
+    expect(kube.get('twill_kube_watch_up')).toBe('0');
+    expect(kube.get('twill_kube_watch_state{state="backoff"}')).toBe('1');
+    expect(kube.get('twill_kube_watch_resyncs_total')).toBe('3');
+    expect(kube.get('twill_kube_nodes_ignored_total')).toBe('2');
+    expect([...kube.keys()].some((k) => k.startsWith('twill_etcd_'))).toBe(false);
+    expect(samples(await agentText(fullSnapshot)).get('twill_subnet_manager_info{kind="etcd"}')).toBe('1');
+  });
+
   it('lists a watch state it does not know rather than hiding it', async () => {
     const odd = samples(await agentText({ ready: true, watch: { state: 'lost', resyncs: 0 } }));
     expect(odd.get('twill_etcd_watch_state{state="lost"}')).toBe('1');
