@@ -23,6 +23,7 @@ export async function labCommand(argv: string[]): Promise<number> {
             podsPerNode: o['pods-per-node'],
             kernelNodes: o['kernel-nodes'],
             flanneldNodes: o['flanneld-nodes'],
+            kube: o.kube,
             ipMasq: o['ip-masq'] as LabOptions['ipMasq'],
             network: o.network,
             subnetLen: o['subnet-len'],
@@ -106,6 +107,7 @@ function printStatus(state: LabState, json: boolean): void {
       underlay6: state.underlay6,
       routedSegment: state.routedSegment,
       etcd: state.etcd && { netns: state.etcd.netns, endpoint: state.etcd.endpoint, prefix: state.etcd.prefix, pid: state.etcd.pid },
+      kube: state.kube && { apiserver: state.kube.apiserver, kubeconfig: state.kube.kubeconfig, adminKubeconfig: state.kube.adminKubeconfig, netns: state.kube.netns },
       nodes: state.nodes.map(({ name, netns, underlayIp, underlayIp6, subnet, subnet6, vtepMac, vtepMac6, pinDir, iface, subnetFile, agent, dataplane, flanneldVersion }) => ({
         name,
         dataplane,
@@ -132,6 +134,7 @@ function printStatus(state: LabState, json: boolean): void {
   console.log(`lab ${state.name}: network ${state.network}, backend ${state.backend ?? 'vxlan'}${state.directRouting ? ' with DirectRouting' : ''}, underlay ${state.underlay.cidr} on ${state.underlay.bridge} in ${state.underlay.netns}`);
   if (state.routedSegment) console.log(`routed segment ${state.routedSegment.cidr} on ${state.routedSegment.bridge}, gateway ${state.routedSegment.gateway}`);
   if (state.etcd) console.log(`etcd ${state.etcd.endpoint} (prefix ${state.etcd.prefix}) in ${state.etcd.netns}, pid ${state.etcd.pid}`);
+  if (state.kube) console.log(`Kubernetes ${state.kube.apiserver} in ${state.kube.netns}; the daemons' kubeconfig ${state.kube.kubeconfig} (admin: ${state.kube.adminKubeconfig})`);
   console.log('nodes');
   for (const n of state.nodes)
     console.log(

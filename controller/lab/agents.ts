@@ -18,6 +18,8 @@ interface DaemonOptions {
   args: string[];
   logFile: string;
   healthz: string;
+  /** added to the environment */
+  env?: Record<string, string>;
 }
 
 function startDaemon(command: string[], opts: DaemonOptions): AgentProcess {
@@ -25,6 +27,7 @@ function startDaemon(command: string[], opts: DaemonOptions): AgentProcess {
   const child = spawn('nsenter', [`--net=/run/netns/${opts.netns}`, '--', ...command, ...opts.args], {
     detached: true,
     stdio: ['ignore', log, log],
+    env: opts.env ? { ...process.env, ...opts.env } : process.env,
   });
   child.unref();
   return { pid: child.pid!, log: opts.logFile, healthz: opts.healthz };

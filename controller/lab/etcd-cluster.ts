@@ -78,14 +78,19 @@ function etcdctl(state: LabState, args: string[], input?: string) {
   return run(['etcdctl', '--endpoints', state.etcd!.endpoint, ...args], { netns: state.etcd!.netns, input, env: { ...process.env, ETCDCTL_API: '3' } });
 }
 
+/** flannel's network config for the lab's options: what goes into etcd, or into net-conf.json in Kubernetes mode. */
+export function networkConfigOf(o: LabOptions): object {
+  const backend = o.backend === 'vxlan' && o.directRouting ? { Type: 'vxlan', DirectRouting: true } : { Type: o.backend };
+  const v4 = o.ipFamily !== 'ipv6' ? { Network: o.network, SubnetLen: o.subnetLen } : { EnableIPv4: false };
+  const v6 = o.ipFamily !== 'ipv4' ? { EnableIPv6: true, IPv6Network: o.ipv6Network, IPv6SubnetLen: 64 } : {};
+  return { ...v4, ...v6, Backend: backend };
+}
+
 /** Writes flannel's network config unless one is there already (the lab never overwrites it). */
 async function ensureNetworkConfig(state: LabState, o: LabOptions): Promise<string> {
   const key = `${ETCD_PREFIX}/config`;
   if ((await etcdctl(state, ['get', '--print-value-only', key])).stdout.trim()) return 'network config present';
-  const backend = o.backend === 'vxlan' && o.directRouting ? { Type: 'vxlan', DirectRouting: true } : { Type: o.backend };
-  const v4 = o.ipFamily !== 'ipv6' ? { Network: o.network, SubnetLen: o.subnetLen } : { EnableIPv4: false };
-  const v6 = o.ipFamily !== 'ipv4' ? { EnableIPv6: true, IPv6Network: o.ipv6Network, IPv6SubnetLen: 64 } : {};
-  await etcdctl(state, ['put', key], JSON.stringify({ ...v4, ...v6, Backend: backend }));
+  await etcdctl(state, ['put', key], JSON.stringify(networkConfigOf(o)));
   const nets = [o.ipFamily !== 'ipv6' && `${o.network}, /${o.subnetLen} per node`, o.ipFamily !== 'ipv4' && `${o.ipv6Network}, /64 per node`]
     .filter(Boolean)
     .join(' and ');

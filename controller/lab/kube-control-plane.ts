@@ -153,6 +153,8 @@ export function apiserverArgs(opts: KubeControlPlaneOptions): string[] {
     `--service-account-key-file=${f.serviceAccountPub}`,
     `--service-account-signing-key-file=${f.serviceAccountKey}`,
     '--authorization-mode=Node,RBAC',
+    // As kubeadm runs it: node agents (flannel's, twill's) are privileged DaemonSets.
+    '--allow-privileged=true',
     ...reconciler,
   ];
 }
@@ -357,4 +359,16 @@ export async function startKubeControlPlane(opts: KubeControlPlaneOptions, timeo
     await stopAll();
     throw err;
   }
+}
+
+/**
+ * Starts the API server of a control plane started before (its certificates and files are in
+ * the state dir), after it was stopped: tests take it away and bring it back. Waits until ready.
+ */
+export async function restartKubeApiserver(opts: KubeControlPlaneOptions, timeoutMs = 180_000): Promise<KubeProcess> {
+  const f = controlPlaneFiles(opts.stateDir);
+  await expectPortFree('kube-apiserver', opts.listen.address, opts.listen.port, opts.netns);
+  const apiserver = startDetached('kube-apiserver', kubeApiserver().bin, apiserverArgs(opts), f.apiserverLog, opts);
+  await waitUntilOk(apiserver, httpsUrl(opts.listen.address, opts.listen.port), '/readyz', opts, timeoutMs);
+  return apiserver;
 }

@@ -17,6 +17,7 @@ import { startLabEtcdCluster, stopLabEtcdCluster } from './etcd-cluster.js';
 import { deviceMac, readVtepMac, readVtepMac6 } from './macs.js';
 import { connectNode, labNamespaces, makeUnderlay, namespaceExists } from './namespaces.js';
 import { startNodeDaemon, stopNodeDaemon } from './node-daemons.js';
+import { registerLabNode, startLabKube, stopLabKube } from './kube.js';
 import { labDefaults, parseLabOptions, type LabOptions } from './options.js';
 import { flannelCniPlugin, flanneld } from './peers.js';
 import { addLabPod } from './pods.js';
@@ -77,12 +78,13 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     };
   }
   saveState(state);
-  const steps = 2 + o.nodes * 2 + o.nodes * o.podsPerNode;
+  const steps = 2 + (o.kube ? 1 : 0) + o.nodes * 2 + o.nodes * o.podsPerNode;
   let step = 0;
   const say = (msg: string) => progress(`[${++step}/${steps}] ${msg}`);
 
   say(await makeUnderlay(state, o.mtu));
   say(await startLabEtcdCluster(state, o));
+  if (o.kube) say(await startLabKube(state, o));
 
   const u6 = state.underlay6;
 
@@ -105,6 +107,8 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     saveState(state);
     await connectNode(state, node, onRouted, o.mtu);
     node.underlayMac = await deviceMac(node, 'eth0');
+    // As kubelet registers its Node; the controller manager then gives it a podCIDR.
+    if (state.kube) await registerLabNode(state, node);
     mkdirSync(path.dirname(node.subnetFile), { recursive: true });
     startNodeDaemon(state, node);
     const kernelKind = o.backend === 'host-gw' ? 'kernel host-gw routes' : `kernel VXLAN${o.directRouting ? ' with direct routes' : ''}`;
@@ -164,6 +168,7 @@ export async function labDown(name: string, progress: Progress = () => undefined
       if (!node || !node.subnet || !(await namespaceExists(node.netns))) continue;
       await cniDel(state, node, pod).catch((err: Error) => log.warn('CNI DEL failed', { pod: pod.name, error: err.message }));
     }
+    await stopLabKube(state);
     await stopLabEtcdCluster(state);
   }
   const namespaces = await labNamespaces(name);

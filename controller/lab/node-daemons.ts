@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { isAgent, isFlanneld, startAgent, startFlanneld, stopAgent, stopFlanneld, type AgentProcess } from './agents.js';
+import { kubeFlags } from './kube.js';
 import { labDefaults } from './options.js';
 import { flanneld } from './peers.js';
 import { saveState, type LabNode, type LabState } from './state.js';
@@ -16,9 +17,11 @@ const HEALTHZ_PORT = 8471;
  * underlay, subnet file and health address, and whether it masquerades.
  */
 function flannelFlags(state: LabState, node: LabNode, ipMasq: boolean): string[] {
+  const subnets = state.kube
+    ? kubeFlags(state)
+    : [`--etcd-endpoints=${(state.etcdMembers ?? [state.etcd!]).map((e) => e.endpoint).join(',')}`, `--etcd-prefix=${state.etcd!.prefix}`];
   return [
-    `--etcd-endpoints=${(state.etcdMembers ?? [state.etcd!]).map((e) => e.endpoint).join(',')}`,
-    `--etcd-prefix=${state.etcd!.prefix}`,
+    ...subnets,
     '--iface=eth0',
     `--subnet-file=${node.subnetFile}`,
     ...(ipMasq ? ['--ip-masq'] : []),
@@ -48,7 +51,13 @@ function agentArgs(state: LabState, node: LabNode): string[] {
  * any given; tests kill and restart them through restartAgent and stopNodeDaemon.
  */
 export function startNodeDaemon(state: LabState, node: LabNode, extraArgs: string[] = []): AgentProcess {
-  const opts = { netns: node.netns, logFile: node.agent?.log ?? `${path.dirname(node.subnetFile)}/agent.log`, healthz: `${node.underlayIp}:${HEALTHZ_PORT}` };
+  const opts = {
+    netns: node.netns,
+    logFile: node.agent?.log ?? `${path.dirname(node.subnetFile)}/agent.log`,
+    healthz: `${node.underlayIp}:${HEALTHZ_PORT}`,
+    // Kubernetes mode: the daemon finds its Node by name, as in a DaemonSet with NODE_NAME set.
+    env: state.kube ? { NODE_NAME: node.name } : undefined,
+  };
   if (node.dataplane === 'flanneld') {
     const bin = flanneld();
     node.flanneldVersion = bin.version;

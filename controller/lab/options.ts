@@ -16,6 +16,8 @@ export const labOptionsSchema = z.object({
   kernelNodes: z.number().int().min(0).max(50),
   /** how many nodes (the last ones, after the kernel nodes) run the real flanneld and flannel's CNI plugin */
   flanneldNodes: z.number().int().min(0).max(50),
+  /** Kubernetes mode: a real API server and controller manager; every node daemon runs with --kube-subnet-mgr */
+  kube: z.boolean(),
   /**
    * which nodes masquerade traffic leaving the network (--ip-masq): the flanneld nodes only, as
    * kube-flannel.yml runs flanneld and as twill's lab always ran its agents; every node; or none
@@ -50,6 +52,7 @@ export const labDefaults: Omit<LabOptions, 'nodes'> = {
   podsPerNode: 2,
   kernelNodes: 0,
   flanneldNodes: 0,
+  kube: false,
   ipMasq: 'flanneld',
   network: '10.244.0.0/16',
   subnetLen: 24,

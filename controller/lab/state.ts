@@ -72,8 +72,26 @@ export interface LabState {
   /** the BPF agents' --fast-path and --decap-hook (absent in labs made before they existed: the defaults) */
   fastPath?: boolean;
   decapHook?: LabOptions['decapHook'];
+  /** Kubernetes mode (--kube): the control plane, and what the node daemons are given to reach it */
+  kube?: LabKube;
   nodes: LabNode[];
   pods: LabPod[];
+}
+
+export interface LabKube {
+  /** the namespace kube-apiserver and kube-controller-manager run in */
+  netns: string;
+  /** the API server's URL */
+  apiserver: string;
+  /** the node daemons' kubeconfig: a ServiceAccount token with twill-kube.yaml's RBAC, not admin */
+  kubeconfig: string;
+  adminKubeconfig: string;
+  /** net-conf.json, as kube-flannel-cfg holds it */
+  netConf: string;
+  caCert: string;
+  processes: { program: string; pid: number; logFile: string }[];
+  /** what the control plane was started with, to start its API server again (tests) */
+  options: object;
 }
 
 /*
@@ -106,6 +124,18 @@ const labStateSchema: z.ZodType<LabState> = z.looseObject({
   fastPath: z.boolean().optional(),
   ipMasq: labOptionsSchema.shape.ipMasq.optional(),
   decapHook: labOptionsSchema.shape.decapHook.optional(),
+  kube: z
+    .looseObject({
+      netns: z.string(),
+      apiserver: z.string(),
+      kubeconfig: z.string(),
+      adminKubeconfig: z.string(),
+      netConf: z.string(),
+      caCert: z.string(),
+      processes: z.array(z.looseObject({ program: z.string(), pid: z.number().int(), logFile: z.string() })),
+      options: z.looseObject({}),
+    })
+    .optional(),
   nodes: z.array(
     z.looseObject({
       name: z.string(),

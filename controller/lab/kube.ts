@@ -1,0 +1,150 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { run } from '../util/exec.js';
+import { repoRoot } from '../util/paths.js';
+import { hostIn } from './addressing.js';
+import { LabError } from './errors.js';
+import { networkConfigOf } from './etcd-cluster.js';
+import { restartKubeApiserver, startKubeControlPlane, type KubeControlPlaneOptions } from './kube-control-plane.js';
+import { attachToUnderlay } from './namespaces.js';
+import type { LabOptions } from './options.js';
+import { kubectl } from './peers.js';
+import { cmdline, stopWhile } from './processes.js';
+import { labStateDir, saveState, type LabKube, type LabNode, type LabState } from './state.js';
+
+/*
+ * The lab in Kubernetes mode (--kube): a real kube-apiserver and kube-controller-manager in their
+ * own namespace on the underlay, on the lab's etcd (under /registry, beside flannel's prefix).
+ * The lab registers a Node per lab node as kubelet would, the controller manager gives each a
+ * podCIDR, and the node daemons run with --kube-subnet-mgr and a kubeconfig holding a
+ * ServiceAccount token bound to deploy/kubernetes/twill-kube.yaml's ClusterRole, and nothing more.
+ */
+
+const APISERVER_PORT = 6443;
+/** The cluster's Services: clear of the lab's pod networks and underlays. */
+const SERVICE_CIDR = '10.96.0.0/16';
+const SERVICE_CIDR6 = 'fd96::/108';
+/** twill-kube.yaml's ServiceAccount, which the agents' token is for. */
+const AGENT_ACCOUNT = { namespace: 'kube-flannel', name: 'flannel' };
+const RBAC_KINDS = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'ServiceAccount']);
+
+export const kubeManifestPath = () => path.join(repoRoot(), 'deploy/kubernetes/twill-kube.yaml');
+
+/** The documents of the kube-mode manifest that make its RBAC: what the lab's agents are granted. */
+export function rbacDocuments(manifest: string): string {
+  return manifest
+    .split(/^---$/m)
+    .filter((doc) => RBAC_KINDS.has(/^kind:\s*(\S+)/m.exec(doc)?.[1] ?? ''))
+    .join('---\n');
+}
+
+/** kubectl as the lab's admin, from the control plane's namespace. */
+export function labKubectl(state: LabState, args: string[], input?: string) {
+  const kube = state.kube!;
+  return run([kubectl().bin, `--kubeconfig=${kube.adminKubeconfig}`, ...args], { netns: kube.netns, input });
+}
+
+/** A kubeconfig that authenticates with a bearer token, against the lab's API server. */
+export function tokenKubeconfig(server: string, caCert: string, user: string, token: string): string {
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    '  - name: lab',
+    '    cluster:',
+    `      server: ${server}`,
+    `      certificate-authority: ${caCert}`,
+    'users:',
+    `  - name: ${user}`,
+    '    user:',
+    `      token: ${token}`,
+    'contexts:',
+    '  - name: lab',
+    '    context:',
+    '      cluster: lab',
+    `      user: ${user}`,
+    'current-context: lab',
+    '',
+  ].join('\n');
+}
+
+/** Starts the control plane, grants the agents' ServiceAccount its RBAC, writes their kubeconfig and net-conf.json. */
+export async function startLabKube(state: LabState, o: LabOptions): Promise<string> {
+  if (o.ipFamily === 'ipv6') throw new LabError('--kube: an IPv6-only cluster is not supported by the lab (flanneld cannot run IPv6-only either)');
+  const netns = `${o.name}-kube`;
+  const address = hostIn(o.underlayCidr, 240);
+  await attachToUnderlay(state, netns, 'kube', address, o.mtu);
+  const dir = `${labStateDir(o.name)}/kube`;
+  const dual = o.ipFamily === 'dual';
+  const options: KubeControlPlaneOptions = {
+    stateDir: dir,
+    etcdEndpoint: state.etcd!.endpoint,
+    etcdPrefix: '/registry',
+    clusterCidr: o.network,
+    nodeCidrMaskSize: o.subnetLen,
+    ...(dual ? { clusterCidr6: o.ipv6Network, nodeCidrMaskSize6: 64, serviceCidr6: SERVICE_CIDR6 } : {}),
+    serviceCidr: SERVICE_CIDR,
+    listen: { address, port: APISERVER_PORT },
+    netns,
+  };
+  const cp = await startKubeControlPlane(options);
+  const netConf = `${dir}/net-conf.json`;
+  writeFileSync(netConf, JSON.stringify(networkConfigOf(o), null, 2) + '\n');
+  state.kube = {
+    netns,
+    apiserver: cp.server,
+    adminKubeconfig: cp.adminKubeconfig,
+    kubeconfig: `${dir}/agent.kubeconfig`,
+    netConf,
+    caCert: cp.caCert,
+    processes: [cp.apiserver, cp.controllerManager].map((p) => ({ program: p.program, pid: p.pid, logFile: p.logFile })),
+    options,
+  };
+  saveState(state);
+  await labKubectl(state, ['apply', '-f', '-'], rbacDocuments(readFileSync(kubeManifestPath(), 'utf8')));
+  const token = (await labKubectl(state, ['create', 'token', AGENT_ACCOUNT.name, '-n', AGENT_ACCOUNT.namespace, '--duration=24h'])).stdout.trim();
+  writeFileSync(state.kube.kubeconfig, tokenKubeconfig(cp.server, cp.caCert, `system:serviceaccount:${AGENT_ACCOUNT.namespace}:${AGENT_ACCOUNT.name}`, token), { mode: 0o600 });
+  return `Kubernetes ${cp.server} in ${netns} (kube-apiserver and kube-controller-manager, podCIDRs from ${[o.network, dual && o.ipv6Network].filter(Boolean).join(' and ')})`;
+}
+
+/** Registers the node's Node object as kubelet would: its name and its InternalIP(s). */
+export async function registerLabNode(state: LabState, node: Pick<LabNode, 'name' | 'underlayIp' | 'underlayIp6'>): Promise<void> {
+  const addresses = [{ type: 'InternalIP', address: node.underlayIp }, ...(node.underlayIp6 ? [{ type: 'InternalIP', address: node.underlayIp6 }] : [])];
+  const manifest = { apiVersion: 'v1', kind: 'Node', metadata: { name: node.name, labels: { 'kubernetes.io/os': 'linux', 'kubernetes.io/hostname': node.name } } };
+  await labKubectl(state, ['apply', '-f', '-'], JSON.stringify(manifest));
+  await labKubectl(state, ['patch', 'node', node.name, '--subresource=status', '--type=merge', '-p', JSON.stringify({ status: { addresses } })]);
+}
+
+/** Deletes a node's Node object (tests: a node leaves the cluster). */
+export async function deleteLabNode(state: LabState, name: string): Promise<void> {
+  await labKubectl(state, ['delete', 'node', name, '--wait=true']);
+}
+
+/** The flags that point a node daemon at the lab's API server in place of its etcd. */
+export function kubeFlags(state: LabState): string[] {
+  const kube = state.kube!;
+  return ['--kube-subnet-mgr', `--kubeconfig-file=${kube.kubeconfig}`, `--net-config-path=${kube.netConf}`];
+}
+
+/** Stops the controller manager, then the API server (labDown); each is stopped only while it is still that program. */
+export async function stopLabKube(state: LabState): Promise<void> {
+  for (const p of [...(state.kube?.processes ?? [])].reverse()) await stopKubeProcess(p);
+}
+
+async function stopKubeProcess(p: LabKube['processes'][number]): Promise<void> {
+  const isIt = () => cmdline(p.pid).split('\0').some((arg) => arg === p.program || arg.endsWith(`/${p.program}`));
+  await stopWhile(p.pid, isIt, 'SIGTERM');
+}
+
+/** Stops the API server alone (the controller manager stays): an outage of the control plane, for tests. */
+export async function stopLabApiserver(state: LabState): Promise<void> {
+  await stopKubeProcess(state.kube!.processes.find((p) => p.program === 'kube-apiserver')!);
+}
+
+/** Starts the lab's API server again after stopLabApiserver, and records its new pid. */
+export async function startLabApiserver(state: LabState): Promise<void> {
+  const kube = state.kube!;
+  const started = await restartKubeApiserver(kube.options as KubeControlPlaneOptions);
+  kube.processes = kube.processes.map((p) => (p.program === 'kube-apiserver' ? { program: p.program, pid: started.pid, logFile: started.logFile } : p));
+  saveState(state);
+}
