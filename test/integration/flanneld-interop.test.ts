@@ -5,8 +5,7 @@ import { flanneld } from '../../controller/lab/peers.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
-import { ping, tcpTransfer, udpProbe } from '../support/traffic.js';
-import { agentLog, bounceAgent, etcdctl, expectNoLoss, labUpFresh, leaseKey, lossLine, pingFlowsRunning, readMaps, stopPingFlows, twill, until } from '../support/lab-session.js';
+import { agentLog, allPodPairs, bounceAgent, etcdctl, expectNoLoss, labUpFresh, leaseKey, lossLine, pingFlowsRunning, readMaps, stopPingFlows, twill, until } from '../support/lab-session.js';
 
 /*
  * twill nodes in one cluster with the real flanneld (scripts/peers/versions.env), its pods made
@@ -36,7 +35,6 @@ function useLab(name: string, args: string[], got: (l: LabState) => void): void 
 }
 
 const node = (l: LabState, name: string) => l.nodes.find((n) => n.name === name)!;
-const kind = (l: LabState, p: LabPod) => node(l, p.node).dataplane;
 const json = async (n: LabNode, args: string[]) => JSON.parse((await run(args, { netns: n.netns })).stdout || '[]') as Record<string, unknown>[];
 const base = (cidr: string) => cidr.split('/')[0];
 const byKey = <T extends Record<string, unknown>>(xs: T[]) => xs.map((x) => JSON.stringify(x)).sort();
@@ -60,25 +58,6 @@ function expectedVxlanEntries(peers: LabNode[], v6: boolean) {
     neighs: byKey(peers.map((p) => ({ dst: base(sub(p)), lladdr: mac(p), state: ['PERMANENT'] }))),
     fdb: byKey(peers.map((p) => ({ mac: mac(p), dst: v6 ? p.underlayIp6! : p.underlayIp, state: 'permanent' }))),
   };
-}
-
-/** Every ordered pair of pods on different nodes, to every address of the target: ping, TCP and UDP; what failed, named with the node kinds. */
-async function allPairs(l: LabState, opts: { tcp?: boolean } = {}): Promise<string[]> {
-  const failed: string[] = [];
-  let port = 5400;
-  for (const a of l.pods)
-    for (const b of l.pods) {
-      if (a.node === b.node) continue;
-      for (const addr of b.ips ?? [b.ip]) {
-        const what = `${a.name} (${kind(l, a)}) -> ${addr} on ${b.name} (${kind(l, b)})`;
-        if ((await ping(a.netns, addr, 2)).code !== 0) failed.push(`ping ${what}`);
-        if (opts.tcp === false) continue;
-        const t = await tcpTransfer(a, b, 256 * 1024, port++, addr);
-        if (t.received !== t.sent || t.sent === '') failed.push(`tcp ${what}: sent ${t.sent}, received ${t.received}`);
-        if (!(await udpProbe(a, b, port++, addr))) failed.push(`udp ${what}`);
-      }
-    }
-  return failed;
 }
 
 /** Stops the flows at least 2 s after the last fault (`lastFault`) and asserts none lost, in all and after it. */
@@ -127,7 +106,7 @@ describe('vxlan: two twill BPF nodes and the real flanneld', () => {
   });
 
   it('every pod pair talks both ways between twill and flanneld nodes: ping, TCP and UDP', async () => {
-    expect(await allPairs(lab)).toEqual([]);
+    expect(await allPodPairs(lab)).toEqual([]);
   });
 
   it('flanneld restarted under ping flows: nothing lost, its entries for the twill nodes unchanged', async () => {
@@ -213,7 +192,7 @@ describe('host-gw: a twill BPF node and the real flanneld', () => {
   });
 
   it('every pod pair talks both ways: ping, TCP and UDP', async () => {
-    expect(await allPairs(lab)).toEqual([]);
+    expect(await allPodPairs(lab)).toEqual([]);
   });
 });
 
@@ -231,7 +210,7 @@ describe('vxlan DirectRouting: twill BPF n1, n2 and flanneld n3 on one segment, 
   });
 
   it('every pod pair talks both ways: ping, TCP and UDP', async () => {
-    expect(await allPairs(lab)).toEqual([]);
+    expect(await allPodPairs(lab)).toEqual([]);
   });
 });
 
@@ -247,7 +226,7 @@ describe('dual stack: a twill BPF node and the real flanneld', () => {
   });
 
   it('every pod pair talks both ways in both families: ping, TCP and UDP', async () => {
-    expect(await allPairs(lab)).toEqual([]);
+    expect(await allPodPairs(lab)).toEqual([]);
   });
 
   it('flanneld and twill restarted under ping flows on both families: nothing lost', async () => {

@@ -2,13 +2,13 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LabNode, LabPod, LabState } from '../../controller/lab/state.js';
+import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { flanneld } from '../../controller/lab/peers.js';
 import type { UninstallReport } from '../../controller/cli/uninstall.js';
 import { run } from '../../controller/util/exec.js';
-import { buildBpf, buildTs, repoRoot } from '../support/build.js';
-import { startInNetns, stopAll, type Background } from '../support/proc.js';
-import { bounceAgent, etcdctl, expectNoLoss, labUpFresh, leaseKey, lossLine, pingFlowsRunning, stopPingFlows, twill, vxlanDevices } from '../support/lab-session.js';
+import { buildBpf, buildTs } from '../support/build.js';
+import { stopAll } from '../support/proc.js';
+import { bounceAgent, etcdctl, labUpFresh, leaseKey, twill, underTraffic, vxlanDevices } from '../support/lab-session.js';
 
 /*
  * A cluster of real flanneld nodes moved to twill node by node and back, under ping flows between
@@ -17,7 +17,6 @@ import { bounceAgent, etcdctl, expectNoLoss, labUpFresh, leaseKey, lossLine, pin
  * node's lease); back, twill's kernel mode, `twill uninstall --keep-flannel`, flanneld started.
  * Lab "tfm" on 192.168.146.0/24.
  */
-const transfer = path.join(repoRoot, 'test/support/tcp-transfer.py');
 const LAB = 'tfm';
 let lab: LabState;
 let scratch: string;
@@ -36,47 +35,6 @@ afterAll(async () => {
   rmSync(scratch, { recursive: true, force: true });
 }, 60_000);
 
-const podOf = (n: LabNode) => lab.pods.find((p) => p.node === n.name)!;
-const nextNode = (n: LabNode) => lab.nodes[(lab.nodes.indexOf(n) + 1) % lab.nodes.length];
-
-interface Stream {
-  sink: Background;
-  source: Background;
-  what: string;
-}
-let port = 5600;
-/** A paced TCP stream from one pod to another (16 KiB every 10 ms), checked end to end when stopped. */
-async function startStream(from: LabPod, to: LabPod): Promise<Stream> {
-  const p = port++;
-  const sink = startInNetns(to.netns, ['/usr/bin/python3', transfer, 'sink', String(p)]);
-  await sink.waitFor(/listening/);
-  const source = startInNetns(from.netns, ['/usr/bin/python3', transfer, 'stream', to.ip, String(p)]);
-  await source.waitFor(/streaming/);
-  return { sink, source, what: `${from.name} -> ${to.name}` };
-}
-async function stopStream(s: Stream): Promise<{ sent: string; received: string }> {
-  s.source.kill('SIGTERM');
-  await Promise.all([s.source.exited, s.sink.exited]);
-  const last = (b: Background) => b.output().trim().split('\n').pop() ?? '';
-  return { sent: last(s.source), received: last(s.sink) };
-}
-
-/** Runs `step` under ping flows between every pod pair and TCP streams both ways through `n`; what was lost. */
-async function underTraffic(n: LabNode, what: string, step: () => Promise<void>): Promise<string> {
-  const flows = await pingFlowsRunning(lab);
-  const streams = [await startStream(podOf(n), podOf(nextNode(n))), await startStream(podOf(nextNode(n)), podOf(n))];
-  await step();
-  // The flows go on for 2 s after the step, through the moved node, and count that window apart.
-  const loss = await stopPingFlows(flows, { lastFault: Date.now() });
-  for (const s of streams) {
-    const r = await stopStream(s);
-    expect(r.received, `TCP stream ${s.what} during ${what}`).toBe(r.sent);
-    expect(r.sent, `TCP stream ${s.what}`).toMatch(/^[1-9]\d* [0-9a-f]{64}$/);
-  }
-  expectNoLoss(loss);
-  return `${what}: ${lossLine(loss, 'the switch')} on ${loss.perFlow.length} flows, 2 TCP streams intact`;
-}
-
 const leaseValue = async (n: LabNode) => JSON.parse((await etcdctl(lab, 'get', '--print-value-only', leaseKey(n.subnet))).stdout) as { PublicIP: string; BackendData: { VtepMAC: string } };
 
 describe(`flanneld to twill and back, node by node, under traffic`, () => {
@@ -89,7 +47,7 @@ describe(`flanneld to twill and back, node by node, under traffic`, () => {
       const subnetFile = readFileSync(n.subnetFile, 'utf8');
       const mac = (await leaseValue(n)).BackendData.VtepMAC;
       report.push(
-        await underTraffic(n, `${n.name} flanneld -> twill`, async () => {
+        await underTraffic(lab, n, `${n.name} flanneld -> twill`, async () => {
           await bounceAgent(lab, n, 'SIGTERM', [], async () => {
             n.dataplane = 'bpf';
           });
@@ -106,7 +64,7 @@ describe(`flanneld to twill and back, node by node, under traffic`, () => {
     for (const n of lab.nodes) {
       const mac = (await leaseValue(n)).BackendData.VtepMAC;
       report.push(
-        await underTraffic(n, `${n.name} twill -> flanneld`, async () => {
+        await underTraffic(lab, n, `${n.name} twill -> flanneld`, async () => {
           await bounceAgent(lab, n, 'SIGTERM', ['--dataplane=kernel']);
           await bounceAgent(lab, n, 'SIGTERM', [], async () => {
             const res = await twill(['uninstall', '--pin-dir', n.pinDir, '--subnet-file', n.subnetFile, '--cni-bin-dir', path.join(scratch, n.name), '--keep-flannel', '--json'], n.netns);

@@ -8,6 +8,7 @@ import { DatapathMaps } from '../../controller/dataplane/datapath-maps.js';
 import { run } from '../../controller/util/exec.js';
 import { cliPath, repoRoot } from './build.js';
 import { startInNetns, type Background } from './proc.js';
+import { ping, tcpTransfer, udpProbe } from './traffic.js';
 
 /*
  * Driving a lab from a test: bring it up through the CLI, read a node's maps through its pins,
@@ -230,3 +231,67 @@ export async function vxlanDevices(netns: string): Promise<{ ifname: string; ext
     })),
   );
 }
+
+const nodeOf = (l: LabState, p: LabPod) => l.nodes.find((n) => n.name === p.node)!;
+
+/** Every ordered pair of pods on different nodes, to every address of the target: ping, TCP and UDP; what failed, named with the node kinds. */
+export async function allPodPairs(l: LabState, opts: { tcp?: boolean } = {}): Promise<string[]> {
+  const failed: string[] = [];
+  let port = 5400;
+  for (const a of l.pods)
+    for (const b of l.pods) {
+      if (a.node === b.node) continue;
+      for (const addr of b.ips ?? [b.ip]) {
+        const what = `${a.name} (${nodeOf(l, a).dataplane}) -> ${addr} on ${b.name} (${nodeOf(l, b).dataplane})`;
+        if ((await ping(a.netns, addr, 2)).code !== 0) failed.push(`ping ${what}`);
+        if (opts.tcp === false) continue;
+        const t = await tcpTransfer(a, b, 256 * 1024, port++, addr);
+        if (t.received !== t.sent || t.sent === '') failed.push(`tcp ${what}: sent ${t.sent}, received ${t.received}`);
+        if (!(await udpProbe(a, b, port++, addr))) failed.push(`udp ${what}`);
+      }
+    }
+  return failed;
+}
+
+const TRANSFER = path.join(repoRoot, 'test/support/tcp-transfer.py');
+
+interface Stream {
+  sink: Background;
+  source: Background;
+  what: string;
+}
+let streamPort = 5600;
+/** A paced TCP stream from one pod to another (16 KiB every 10 ms), checked end to end when stopped. */
+async function startStream(from: LabPod, to: LabPod): Promise<Stream> {
+  const p = streamPort++;
+  const sink = startInNetns(to.netns, ['/usr/bin/python3', TRANSFER, 'sink', String(p)]);
+  await sink.waitFor(/listening/);
+  const source = startInNetns(from.netns, ['/usr/bin/python3', TRANSFER, 'stream', to.ip, String(p)]);
+  await source.waitFor(/streaming/);
+  return { sink, source, what: `${from.name} -> ${to.name}` };
+}
+async function stopStream(s: Stream): Promise<{ sent: string; received: string }> {
+  s.source.kill('SIGTERM');
+  await Promise.all([s.source.exited, s.sink.exited]);
+  const last = (b: Background) => b.output().trim().split('\n').pop() ?? '';
+  return { sent: last(s.source), received: last(s.sink) };
+}
+
+/** Runs `step` under ping flows between every pod pair and TCP streams both ways through `n` (a node moving between daemons); what was lost. */
+export async function underTraffic(lab: LabState, n: LabNode, what: string, step: () => Promise<void>): Promise<string> {
+  const podOf = (x: LabNode) => lab.pods.find((p) => p.node === x.name)!;
+  const nextNode = lab.nodes[(lab.nodes.indexOf(n) + 1) % lab.nodes.length];
+  const flows = await pingFlowsRunning(lab);
+  const streams = [await startStream(podOf(n), podOf(nextNode)), await startStream(podOf(nextNode), podOf(n))];
+  await step();
+  // The flows go on for 2 s after the step, through the moved node, and count that window apart.
+  const loss = await stopPingFlows(flows, { lastFault: Date.now() });
+  for (const s of streams) {
+    const r = await stopStream(s);
+    expect(r.received, `TCP stream ${s.what} during ${what}`).toBe(r.sent);
+    expect(r.sent, `TCP stream ${s.what}`).toMatch(/^[1-9]\d* [0-9a-f]{64}$/);
+  }
+  expectNoLoss(loss);
+  return `${what}: ${lossLine(loss, 'the switch')} on ${loss.perFlow.length} flows, 2 TCP streams intact`;
+}
+
