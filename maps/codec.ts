@@ -93,8 +93,7 @@ function writeField(buf: Buffer, at: number, f: FieldLayout, v: unknown, owner: 
     case 'u16':
     case 'u32': {
       const max = 2 ** (8 * f.size) - 1;
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max)
-        throw new CodecError(`${where}: ${String(v)} is not an integer in 0..${max}`);
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new CodecError(`${where}: ${String(v)} is not an integer in 0..${max}`);
       if (f.kind === 'u8') buf.writeUInt8(v, at);
       else if (f.kind === 'u16') buf.writeUInt16LE(v, at);
       else buf.writeUInt32LE(v, at);
@@ -178,7 +177,7 @@ export function formatIpv6(b: Buffer): string {
   const words = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(2 * i));
   let best = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     let j = i;
     while (j < 8 && words[j] === 0) j++;
     if (j - i > bestLen) [best, bestLen] = [i, j - i];
@@ -190,8 +189,7 @@ export function formatIpv6(b: Buffer): string {
 
 function parseMacInto(s: string, buf: Buffer, at: number, where: string): void {
   const parts = s.split(':');
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p)))
-    throw new CodecError(`${where}: ${JSON.stringify(s)} is not a MAC address`);
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) throw new CodecError(`${where}: ${JSON.stringify(s)} is not a MAC address`);
   parts.forEach((p, i) => (buf[at + i] = parseInt(p, 16)));
 }
 

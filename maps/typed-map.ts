@@ -108,10 +108,13 @@ export class PerCpuArray<VF extends Record<string, FieldKind>> {
     const slots = this.perCpu(index);
     const total: Record<string, unknown> = {};
     for (const f of this.value.fields) {
-      total[f.name] = slots.reduce<unknown>((acc, s) => {
-        const v = (s as Record<string, unknown>)[f.name];
-        return typeof v === 'bigint' ? (acc as bigint) + v : typeof v === 'number' ? (acc as number) + v : v;
-      }, f.kind === 'u64' ? 0n : 0);
+      total[f.name] = slots.reduce<unknown>(
+        (acc, s) => {
+          const v = (s as Record<string, unknown>)[f.name];
+          return typeof v === 'bigint' ? (acc as bigint) + v : typeof v === 'number' ? (acc as number) + v : v;
+        },
+        f.kind === 'u64' ? 0n : 0,
+      );
     }
     return total as Decoded<VF>;
   }

@@ -35,7 +35,11 @@ export function tally(log) {
     if (!p) continue;
     parts++;
     const [, name, status] = p;
-    const own = pending.reduce((a, x) => ({ passed: a.passed + x.passed, failed: a.failed + x.failed, skipped: a.skipped + x.skipped }), { passed: 0, failed: 0, skipped: 0 });
+    const own = pending.reduce((a, x) => ({ passed: a.passed + x.passed, failed: a.failed + x.failed, skipped: a.skipped + x.skipped }), {
+      passed: 0,
+      failed: 0,
+      skipped: 0,
+    });
     passed += own.passed;
     failed += own.failed;
     skipped += own.skipped;

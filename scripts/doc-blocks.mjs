@@ -40,7 +40,15 @@ const CITE = /<!-- from: ([\w.-]+) -->([\s\S]*?)<!-- \/from -->/g;
 
 /** The generated blocks of a document, with where they are. */
 export function blocks(doc) {
-  return [...doc.matchAll(BLOCK)].map((m) => ({ id: m[1], command: m[2], commit: m[3], body: m[4], closeId: m[5], start: m.index, end: m.index + m[0].length }));
+  return [...doc.matchAll(BLOCK)].map((m) => ({
+    id: m[1],
+    command: m[2],
+    commit: m[3],
+    body: m[4],
+    closeId: m[5],
+    start: m.index,
+    end: m.index + m[0].length,
+  }));
 }
 
 /** The citations of a document: `<!-- from: ID -->text<!-- /from -->`. */
@@ -74,13 +82,17 @@ export function checkDocuments(docs, isAncestor, allow = []) {
   for (const d of docs) {
     const bs = blocks(d.text);
     const opened = [...d.text.matchAll(OPEN)].length;
-    if (opened !== bs.length) problems.push(`${d.name}: ${opened - bs.length} generated block(s) not well formed (want "<!-- generated: ID by \`COMMAND\` at COMMIT -->" ... "<!-- /generated: ID -->")`);
+    if (opened !== bs.length)
+      problems.push(
+        `${d.name}: ${opened - bs.length} generated block(s) not well formed (want "<!-- generated: ID by \`COMMAND\` at COMMIT -->" ... "<!-- /generated: ID -->")`,
+      );
     for (const b of bs) {
       const where = `${d.name}:${lineOf(d.text, b.start)}`;
       if (b.closeId !== b.id) problems.push(`${where}: block ${b.id} is closed as ${b.closeId}`);
       if (byId.has(b.id)) problems.push(`${where}: block id ${b.id} is used twice`);
       byId.set(b.id, b);
-      if (!/^[0-9a-f]{7,40}$/.test(b.commit) || !isAncestor(b.commit)) problems.push(`${where}: block ${b.id} names commit ${b.commit}, which is not in this history`);
+      if (!/^[0-9a-f]{7,40}$/.test(b.commit) || !isAncestor(b.commit))
+        problems.push(`${where}: block ${b.id} names commit ${b.commit}, which is not in this history`);
       if (!b.command.trim()) problems.push(`${where}: block ${b.id} names no command`);
     }
   }
@@ -103,12 +115,20 @@ export function checkDocuments(docs, isAncestor, allow = []) {
     const covered = [...blocks(d.text), ...citations(d.text)].map((x) => [x.start, x.end]);
     // A phrase matches across line breaks: the documents are wrapped by hand.
     for (const { phrase } of allow) {
-      const re = new RegExp(phrase.split(/\s+/).map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('\\s+'), 'g');
+      const re = new RegExp(
+        phrase
+          .split(/\s+/)
+          .map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+          .join('\\s+'),
+        'g',
+      );
       for (const m of d.text.matchAll(re)) covered.push([m.index, m.index + m[0].length]);
     }
     for (const m of measurements(d.text)) {
       if (covered.some(([a, b]) => m.start >= a && m.end <= b)) continue;
-      problems.push(`${d.name}:${lineOf(d.text, m.start)}: "${m.text}" looks like a measurement typed by hand: generate it (scripts/doc-blocks.mjs), cite a block, remove it, or allowlist it as a specification`);
+      problems.push(
+        `${d.name}:${lineOf(d.text, m.start)}: "${m.text}" looks like a measurement typed by hand: generate it (scripts/doc-blocks.mjs), cite a block, remove it, or allowlist it as a specification`,
+      );
     }
   }
   return problems;
@@ -123,7 +143,10 @@ export function cleanHead(cwd, except = []) {
   const head = git(['rev-parse', '--short', 'HEAD']);
   if (head.status !== 0) throw new Error(`not a git checkout: ${cwd}`);
   const changed = git(['status', '--porcelain', '--untracked-files=no', '--', '.', ...except.map((f) => `:!${f}`)]).stdout.trim();
-  if (changed) throw new Error(`the working tree has uncommitted changes (${changed.split('\n').join('; ')}): commit them first, so that the block names the commit that produced its numbers`);
+  if (changed)
+    throw new Error(
+      `the working tree has uncommitted changes (${changed.split('\n').join('; ')}): commit them first, so that the block names the commit that produced its numbers`,
+    );
   return head.stdout.trim();
 }
 
@@ -158,7 +181,12 @@ export function section(text, heading) {
   const level = /^#+/.exec(heading.trim())[0].length;
   let end = lines.findIndex((l, i) => i > at && /^#+ /.test(l) && /^#+/.exec(l)[0].length <= level);
   if (end < 0) end = lines.length;
-  return lines.slice(at + 1, end).join('\n').trim() + '\n';
+  return (
+    lines
+      .slice(at + 1, end)
+      .join('\n')
+      .trim() + '\n'
+  );
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -86,11 +86,18 @@ const curl = (netns, url) => spawnSync('nsenter', [`--net=/run/netns/${netns}`, 
 await labDown(o.name);
 try {
   const leases = Number(o.leases);
-  const state = await labUp({ name: o.name, underlayCidr: o.underlay, nodes: 2, ...(leases ? { podsPerNode: 0, network: '10.0.0.0/8', subnetLen: 24 } : { podsPerNode: 1 }) });
+  const state = await labUp({
+    name: o.name,
+    underlayCidr: o.underlay,
+    nodes: 2,
+    ...(leases ? { podsPerNode: 0, network: '10.0.0.0/8', subnetLen: 24 } : { podsPerNode: 1 }),
+  });
   const n1 = state.nodes[0];
   if (leases) {
     const fill = JSON.stringify({ endpoint: state.etcd.endpoint, prefix: state.etcd.prefix, count: leases });
-    const res = spawnSync('nsenter', [`--net=/run/netns/${state.etcd.netns}`, '--', node, `${root}dist/controller/bench/lease-probe.js`, 'fill', fill], { encoding: 'utf8' });
+    const res = spawnSync('nsenter', [`--net=/run/netns/${state.etcd.netns}`, '--', node, `${root}dist/controller/bench/lease-probe.js`, 'fill', fill], {
+      encoding: 'utf8',
+    });
     if (res.status !== 0) throw new Error(`lease fill: ${res.stderr}`);
   }
   const args = readFileSync(`/proc/${n1.agent.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);

@@ -20,7 +20,10 @@ const ANSI = /\x1b\[[0-9;]*m/g;
 /** The block's Markdown from a run's output; throws when the run failed or printed no matrix. */
 export function vmReport(output) {
   const lines = output.replace(ANSI, '').split('\n');
-  const tally = lines.map((l) => /^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$/.exec(l.trim())).filter(Boolean).at(-1);
+  const tally = lines
+    .map((l) => /^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$/.exec(l.trim()))
+    .filter(Boolean)
+    .at(-1);
   if (!tally) throw new Error('the output has no "N passed, N failed" line: not a whole run of vm-tests/run.sh');
   if (Number(tally[2]) !== 0 || Number(tally[1]) === 0 || Number(tally[3] ?? 0) !== 0) throw new Error(`the run did not pass (${tally[0]}): nothing written`);
   const matrix = lines.map((l) => /VM tier kernel matrix: (kernel (\d+\.\d+)\S*: .*)$/.exec(l)).filter(Boolean);

@@ -79,7 +79,10 @@ async function bootCluster(kernel: Kernel): Promise<void> {
       const tap = `tvm-tap${i + 1}`;
       await ipBatch([`tuntap add ${tap} mode tap`, `link set ${tap} master ${BRIDGE} up`], { netns: NETNS });
       const mac = `52:54:00:79:00:0${i + 1}`;
-      guests.set(n.name, await Guest.boot({ name: n.name, address: `${n.ip}/24`, mac, tap, netns: NETNS, image, kernel: kver, share: repoRoot, runDir: RUN_DIR }, 600_000));
+      guests.set(
+        n.name,
+        await Guest.boot({ name: n.name, address: `${n.ip}/24`, mac, tap, netns: NETNS, image, kernel: kver, share: repoRoot, runDir: RUN_DIR }, 600_000),
+      );
     }),
   );
   const failed = booted.filter((b): b is PromiseRejectedResult => b.status === 'rejected');
@@ -110,13 +113,19 @@ describe.each(kernels)('3 QEMU VMs on Linux $series: twill BPF (auto) on tvm1 an
     for (const n of nodes) {
       expect(await guest(n.name).sh('uname -r')).toMatch(new RegExp(`^${kernel.series.replace('.', '\\.')}\\.`));
       // Filtered here: bookworm's iproute2 prints an empty object per other link for `-j link show type vxlan`.
-      const vxlan = (JSON.parse(await guest(n.name).sh('ip -d -j link show')) as { linkinfo?: { info_kind?: string } }[]).filter((l) => l.linkinfo?.info_kind === 'vxlan');
+      const vxlan = (JSON.parse(await guest(n.name).sh('ip -d -j link show')) as { linkinfo?: { info_kind?: string } }[]).filter(
+        (l) => l.linkinfo?.info_kind === 'vxlan',
+      );
       const links = await guest(n.name).exec(`ls ${PIN_DIR}/links`);
       if (n.dataplane === 'auto') {
         // Only twill's receive-only tunnel device: flow-based, no FDB, no routes. If auto fell
         // back to kernel VXLAN instead, the failure carries the agent's reason.
-        const fallback = vxlan.some((l) => (l as { ifname?: string }).ifname === 'flannel.1') ? await guest(n.name).sh('grep -m3 -iE "unavailable|error" /run/twill-vm/agent.log || true') : '';
-        expect(vxlan, fallback).toEqual([expect.objectContaining({ ifname: 'twill-rx', linkinfo: expect.objectContaining({ info_data: expect.objectContaining({ external: true }) }) })]);
+        const fallback = vxlan.some((l) => (l as { ifname?: string }).ifname === 'flannel.1')
+          ? await guest(n.name).sh('grep -m3 -iE "unavailable|error" /run/twill-vm/agent.log || true')
+          : '';
+        expect(vxlan, fallback).toEqual([
+          expect.objectContaining({ ifname: 'twill-rx', linkinfo: expect.objectContaining({ info_data: expect.objectContaining({ external: true }) }) }),
+        ]);
         const status = await statusOf(n.name);
         expect(status.dataplaneChoice).toMatchObject({ requested: 'auto', dataplane: 'bpf', attach: kernel.attach });
         expect(status.probe.capabilities.tcx.present).toBe(kernel.attach === 'tcx');
@@ -128,7 +137,10 @@ describe.each(kernels)('3 QEMU VMs on Linux $series: twill BPF (auto) on tvm1 an
           expect(await guest(n.name).sh('tc filter show dev eth0 ingress')).toMatch(/twill_decap_tc/);
         }
       } else {
-        expect(vxlan[0]).toMatchObject({ ifname: 'flannel.1', linkinfo: { info_kind: 'vxlan', info_data: { id: 1, port: 8472, learning: false, local: n.ip } } });
+        expect(vxlan[0]).toMatchObject({
+          ifname: 'flannel.1',
+          linkinfo: { info_kind: 'vxlan', info_data: { id: 1, port: 8472, learning: false, local: n.ip } },
+        });
         expect(links.code).not.toBe(0);
       }
     }
@@ -148,14 +160,22 @@ describe.each(kernels)('3 QEMU VMs on Linux $series: twill BPF (auto) on tvm1 an
     const pcap = path.join(RUN_DIR, 'underlay.pcap');
     const capture = startInNetns(NETNS, ['tcpdump', '-U', '-n', '-i', BRIDGE, '-w', pcap, 'udp', 'port', '8472']);
     await capture.waitFor(/listening on/, 30_000);
-    const pings: Awaited<ReturnType<ReturnType<typeof guest>["exec"]>>[] = [];
+    const pings: Awaited<ReturnType<ReturnType<typeof guest>['exec']>>[] = [];
     for (const [a, b] of pairs) pings.push(await guest(a.name).exec(`ip netns exec pod1 ping -c 2 -W 5 ${podIp.get(b.name)}`, 60_000));
     capture.kill('SIGINT');
     await capture.exited;
-    const frames = readPcapFrames(pcap).map(parseVxlan).filter((f) => f !== undefined);
+    const frames = readPcapFrames(pcap)
+      .map(parseVxlan)
+      .filter((f) => f !== undefined);
     pairs.forEach(([a, b], i) => {
       const request = frames.find((f) => f.innerSrc === podIp.get(a.name) && f.innerDst === podIp.get(b.name) && f.innerProto === 1);
-      expect(request, `${a.name} -> ${b.name}, ping: ${pings[i].output}`).toMatchObject({ outerSrc: a.ip, outerDst: b.ip, udpDstPort: 8472, vni: 1, vxlanFlags: 0x08 });
+      expect(request, `${a.name} -> ${b.name}, ping: ${pings[i].output}`).toMatchObject({
+        outerSrc: a.ip,
+        outerDst: b.ip,
+        udpDstPort: 8472,
+        vni: 1,
+        vxlanFlags: 0x08,
+      });
     });
   });
 
@@ -180,7 +200,11 @@ describe.each(kernels)('3 QEMU VMs on Linux $series: twill BPF (auto) on tvm1 an
   it(`carries the pods' traffic on the fast path, with conntrack checks, decap in ${kernel.decap} (native on virtio_net), and says why`, async () => {
     type PathEntry = { formatted: { key: number; values: { cpu: number; value: Record<string, number> }[] } };
     const paths = JSON.parse(await guest('tvm1').sh(`bpftool -j map dump pinned ${PIN_DIR}/twill_path_stats`)) as PathEntry[];
-    const fast = (dir: number) => paths.filter((e) => e.formatted.key === dir).flatMap((e) => e.formatted.values).reduce((sum, v) => sum + v.value.fast, 0);
+    const fast = (dir: number) =>
+      paths
+        .filter((e) => e.formatted.key === dir)
+        .flatMap((e) => e.formatted.values)
+        .reduce((sum, v) => sum + v.value.fast, 0);
     expect({ send: fast(0) > 0, receive: fast(1) > 0 }).toEqual({ send: true, receive: true });
     const status = await statusOf('tvm1');
     expect(status.fastPath).toMatchObject({ enabled: true, conntrack: true });
@@ -192,7 +216,10 @@ describe.each(kernels)('3 QEMU VMs on Linux $series: twill BPF (auto) on tvm1 an
       for (const n of nodes.filter((x) => x.dataplane === 'auto')) {
         const net = await guest(n.name).sh('bpftool -j net show dev eth0');
         const xdp = (JSON.parse(net) as { xdp?: { mode: string }[] }[]).flatMap((d) => d.xdp ?? []);
-        expect(xdp.map((x) => x.mode), `${n.name}: ${net}`).toEqual(['driver']);
+        expect(
+          xdp.map((x) => x.mode),
+          `${n.name}: ${net}`,
+        ).toEqual(['driver']);
       }
     }
     // Native XDP probed on tvm3, whose eth0 runs no XDP.

@@ -73,7 +73,12 @@ export class AgentStatus {
       mode: this.mode,
       manager: this.subnets,
       reconciler: this.reconciler,
-      watcher: this.subnets && { state: this.subnets.watchState, resyncs: this.subnets.resyncs, kind: this.subnets.kind, ignoredNodes: this.subnets.ignoredNodes },
+      watcher: this.subnets && {
+        state: this.subnets.watchState,
+        resyncs: this.subnets.resyncs,
+        kind: this.subnets.kind,
+        ignoredNodes: this.subnets.ignoredNodes,
+      },
       endpoints: this.datapath?.endpoints,
       fastPath: this.datapath?.fastPath,
     };

@@ -1,4 +1,13 @@
-import { configChangeReport, ipv4Networks, parseNetworkConfig, ConfigError, FatalConfigError, UnsupportedConfigError, waitLogDue, type NetworkConfig } from '../config/network-config.js';
+import {
+  configChangeReport,
+  ipv4Networks,
+  parseNetworkConfig,
+  ConfigError,
+  FatalConfigError,
+  UnsupportedConfigError,
+  waitLogDue,
+  type NetworkConfig,
+} from '../config/network-config.js';
 import { lookUpUnderlayRoutes } from '../dataplane/direct-routes.js';
 import { probeAndChoose } from '../dataplane/choice-record.js';
 import { backendOverhead } from '../dataplane/spec.js';
@@ -42,7 +51,14 @@ function watchAbandonedMonitor(pinDir: string): void {
 function leaseAttrs(config: NetworkConfig, iface: ChosenIface, macs: { vtepMac: string; vtepMac6?: string }): LeaseAttrs {
   const publicIp = iface.publicIp ?? NO_PUBLIC_IP;
   if (config.backend.type === 'host-gw') return { backendType: 'host-gw', publicIp, publicIpv6: iface.publicIpv6 };
-  return { backendType: 'vxlan', publicIp, publicIpv6: iface.publicIpv6, vni: config.backend.vni, vtepMac: config.enableIPv4 ? macs.vtepMac : undefined, vtepMac6: macs.vtepMac6 };
+  return {
+    backendType: 'vxlan',
+    publicIp,
+    publicIpv6: iface.publicIpv6,
+    vni: config.backend.vni,
+    vtepMac: config.enableIPv4 ? macs.vtepMac : undefined,
+    vtepMac6: macs.vtepMac6,
+  };
 }
 
 /**
@@ -63,12 +79,23 @@ async function configAndIface(source: SubnetSource, flags: AgentFlags, status: A
       publicIpv6: stored.publicIpv6 ?? flags.publicIpv6,
       families: { ipv4: config.enableIPv4, ipv6: config.enableIPv6 },
     });
-    log.info('using interface', { iface: iface.name, address: iface.address, publicIp: iface.publicIp, address6: iface.address6, publicIpv6: iface.publicIpv6, reason: iface.reason });
+    log.info('using interface', {
+      iface: iface.name,
+      address: iface.address,
+      publicIp: iface.publicIp,
+      address6: iface.address6,
+      publicIpv6: iface.publicIpv6,
+      reason: iface.reason,
+    });
     // flannel's host-gw refuses a PublicIP that is not the interface's: peers could not route to it.
     if (config.backend.type === 'host-gw' && iface.publicIp !== iface.address)
-      throw new UnsupportedConfigError(`--public-ip ${iface.publicIp} differs from the interface's address ${iface.address}, meaning that probably you're on a NAT, which is not supported by host-gw backend`);
+      throw new UnsupportedConfigError(
+        `--public-ip ${iface.publicIp} differs from the interface's address ${iface.address}, meaning that probably you're on a NAT, which is not supported by host-gw backend`,
+      );
     if (config.backend.type === 'host-gw' && iface.publicIpv6 !== iface.address6)
-      throw new UnsupportedConfigError(`--public-ipv6 ${iface.publicIpv6} differs from the interface's address ${iface.address6}, meaning that probably you're on a NAT, which is not supported by host-gw backend`);
+      throw new UnsupportedConfigError(
+        `--public-ipv6 ${iface.publicIpv6} differs from the interface's address ${iface.address6}, meaning that probably you're on a NAT, which is not supported by host-gw backend`,
+      );
     status.configError = undefined;
     return { config, configText, iface, stored };
   } catch (err) {
@@ -83,7 +110,9 @@ function familySides(config: NetworkConfig, iface: ChosenIface): { ipv4?: Ipv4Si
   const networks = ipv4Networks(config);
   return {
     ipv4: networks && iface.address && iface.publicIp ? { networks, address: iface.address, publicIp: iface.publicIp } : undefined,
-    ipv6: config.enableIPv6 ? { network: formatCidr6(config.ipv6Network), subnetLen: config.ipv6SubnetLen, address: iface.address6!, publicIp: iface.publicIpv6! } : undefined,
+    ipv6: config.enableIPv6
+      ? { network: formatCidr6(config.ipv6Network), subnetLen: config.ipv6SubnetLen, address: iface.address6!, publicIp: iface.publicIpv6! }
+      : undefined,
   };
 }
 
@@ -157,7 +186,11 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   const attrs = leaseAttrs(config, iface, macs);
 
   // What the kernel offers decides `auto` (logged, and recorded for `twill status`).
-  const kernelChoice = await probeAndChoose(flags.pinDir, { dataplane: flags.dataplane, decapHook: flags.decapHook, fastPath: flags.fastPath, backend: config.backend.type }, iface.name);
+  const kernelChoice = await probeAndChoose(
+    flags.pinDir,
+    { dataplane: flags.dataplane, decapHook: flags.decapHook, fastPath: flags.fastPath, backend: config.backend.type },
+    iface.name,
+  );
   const datapath = new NodeDatapath({ flags, config, iface, ...sides, ...macs, underlayMtu, mode: kernelChoice.choice.dataplane });
   status.datapath = datapath;
 
@@ -177,7 +210,13 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
     subnet6: lease.subnet6 && formatCidr6(lease.subnet6),
     publicIpv6: sides.ipv6?.publicIp,
   });
-  const policy = { backend: config.backend.type, vni: config.backend.vni, directRouting: config.backend.directRouting, underlay: lookUpUnderlayRoutes, families: { ipv4: config.enableIPv4, ipv6: config.enableIPv6 } };
+  const policy = {
+    backend: config.backend.type,
+    vni: config.backend.vni,
+    directRouting: config.backend.directRouting,
+    underlay: lookUpUnderlayRoutes,
+    families: { ipv4: config.enableIPv4, ipv6: config.enableIPv6 },
+  };
   const reconciler = new Reconciler({ self: selfOf(own), policy, log });
   status.reconciler = reconciler;
   let lostSignal: (() => void) | undefined;

@@ -90,7 +90,7 @@ const oneOf = (choices: readonly string[]) => (v: string) => (choices.includes(v
 
 const specs: Record<string, Spec> = {
   'etcd-endpoints': { key: 'etcdEndpoints', kind: 'list', def: ['http://127.0.0.1:4001', 'http://127.0.0.1:2379'], check: badEndpoint },
-  'etcd-prefix': { key: 'etcdPrefix', kind: 'string', def: '/coreos.com/network', check: ((v: string) => (v.startsWith('/') ? undefined : 'must start with /')) },
+  'etcd-prefix': { key: 'etcdPrefix', kind: 'string', def: '/coreos.com/network', check: (v: string) => (v.startsWith('/') ? undefined : 'must start with /') },
   'etcd-cafile': { key: 'etcdCafile', kind: 'string' },
   'etcd-certfile': { key: 'etcdCertfile', kind: 'string' },
   'etcd-keyfile': { key: 'etcdKeyfile', kind: 'string' },
@@ -121,7 +121,12 @@ const specs: Record<string, Spec> = {
   'kube-annotation-prefix': { key: 'kubeAnnotationPrefix', kind: 'string', def: 'flannel.alpha.coreos.com', check: annotationPrefix },
   'net-config-path': { key: 'netConfigPath', kind: 'string', def: '/etc/kube-flannel/net-conf.json' },
   'set-node-network-unavailable': { key: 'setNodeNetworkUnavailable', kind: 'bool', def: true },
-  'pin-dir': { key: 'pinDir', kind: 'string', def: '/sys/fs/bpf/twill', check: ((v: string) => (v.startsWith('/sys/fs/bpf/') ? undefined : 'must be a directory under /sys/fs/bpf')) },
+  'pin-dir': {
+    key: 'pinDir',
+    kind: 'string',
+    def: '/sys/fs/bpf/twill',
+    check: (v: string) => (v.startsWith('/sys/fs/bpf/') ? undefined : 'must be a directory under /sys/fs/bpf'),
+  },
   dataplane: { key: 'dataplane', kind: 'string', def: 'auto', check: oneOf(DATAPLANES) },
   'subnet-lease-ttl': { key: 'subnetLeaseTtl', kind: 'int', def: 86400, check: range(10, 86400 * 30) },
   'overlay-device': { key: 'overlayDevice', kind: 'string', def: OVERLAY_DEVICE },
@@ -135,7 +140,10 @@ function convert(name: string, spec: Spec, text: string): FlagValue {
     case 'string':
       return text;
     case 'list':
-      return text.split(',').map((s) => s.trim()).filter(Boolean);
+      return text
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
     case 'int':
       if (!/^-?\d+$/.test(text)) throw new FlagError(`--${name} ${text}: not an integer`);
       return Number(text);
@@ -163,7 +171,8 @@ export function parseAgentFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
       else throw new FlagError(`--${name} needs a value`);
     }
     const value = convert(name, spec, text);
-    if (spec.kind === 'list' && (name === 'iface' || name === 'iface-regex')) fromFlags.set(name, [...((fromFlags.get(name) as string[]) ?? []), ...(value as string[])]);
+    if (spec.kind === 'list' && (name === 'iface' || name === 'iface-regex'))
+      fromFlags.set(name, [...((fromFlags.get(name) as string[]) ?? []), ...(value as string[])]);
     else fromFlags.set(name, value);
   }
   const out: Record<string, unknown> = {};

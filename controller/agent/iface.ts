@@ -57,7 +57,9 @@ const ipv4Of = (l: IfaceAddrs) => l.addr_info.filter((a) => a.family === 'inet' 
  * but a link-local address cannot be a tunnel endpoint for peers on other links, so twill refuses it.
  */
 const ipv6Of = (l: IfaceAddrs) =>
-  l.addr_info.filter((a) => a.family === 'inet6' && a.scope === 'global' && !a.deprecated && !a.tentative && !a.dadfailed).map((a) => formatIpv6(parseIpv6(a.local) ?? 0n));
+  l.addr_info
+    .filter((a) => a.family === 'inet6' && a.scope === 'global' && !a.deprecated && !a.tentative && !a.dadfailed)
+    .map((a) => formatIpv6(parseIpv6(a.local) ?? 0n));
 const canonical6 = (text: string) => {
   const n = parseIpv6(text);
   return n === undefined ? undefined : formatIpv6(n);
@@ -132,8 +134,12 @@ export function chooseIface(links: readonly IfaceAddrs[], opts: IfaceOptions, ro
   const l = fam.ipv4 ? routeHint.defaultDev && byName(routeHint.defaultDev) : undefined;
   const l6 = fam.ipv6 ? routeHint.defaultDev6 && byName(routeHint.defaultDev6) : undefined;
   if (fam.ipv4 && !l) throw new IfaceError('no default route: pass --iface, --iface-regex or --iface-can-reach');
-  if (fam.ipv6 && !l6) throw new IfaceError('no IPv6 default route, which the network config\'s EnableIPv6 needs: pass --iface, --iface-regex or --iface-can-reach');
-  if (l && l6 && l !== l6) throw new IfaceError(`the IPv6 default route's interface ${l6.ifname} must be the IPv4 default route's ${l.ifname} (as flannel requires in dual stack): pass --iface`);
+  if (fam.ipv6 && !l6)
+    throw new IfaceError("no IPv6 default route, which the network config's EnableIPv6 needs: pass --iface, --iface-regex or --iface-can-reach");
+  if (l && l6 && l !== l6)
+    throw new IfaceError(
+      `the IPv6 default route's interface ${l6.ifname} must be the IPv4 default route's ${l.ifname} (as flannel requires in dual stack): pass --iface`,
+    );
   return choose((l || l6) as IfaceAddrs, {}, opts, 'default route');
 }
 

@@ -172,7 +172,15 @@ export class NodeDatapath {
     if (this.backend.type === 'host-gw') return new KernelHostGwDatapath(network, ipv4.networks.subnetLen, iface.name);
     // flannel.<VNI> needs the VXLAN port that twill's tunnel device holds; BPF decap goes on meanwhile.
     await this.removeTunnelDevice();
-    await ensureKernelVxlan({ vni: this.backend.vni, port: this.backend.port, underlayIface: iface.name, localIp: ipv4.address, vtepMac: this.o.vtepMac, subnet: formatCidr(own.subnet), underlayMtu });
+    await ensureKernelVxlan({
+      vni: this.backend.vni,
+      port: this.backend.port,
+      underlayIface: iface.name,
+      localIp: ipv4.address,
+      vtepMac: this.o.vtepMac,
+      subnet: formatCidr(own.subnet),
+      underlayMtu,
+    });
     return new KernelVxlanDatapath(this.backend.vni, ipv4.networks.subnetLen, network);
   }
 
@@ -198,7 +206,16 @@ export class NodeDatapath {
     }
     // flannel-v6.<VNI> needs the VXLAN port (IPv6's) that twill-rx holds in both families.
     await this.removeTunnelDevice();
-    await ensureKernelVxlan({ family: 6, vni: this.backend.vni, port: this.backend.port, underlayIface: iface.name, localIp: ipv6.address, vtepMac: this.o.vtepMac6!, subnet: subnet6, underlayMtu });
+    await ensureKernelVxlan({
+      family: 6,
+      vni: this.backend.vni,
+      port: this.backend.port,
+      underlayIface: iface.name,
+      localIp: ipv6.address,
+      vtepMac: this.o.vtepMac6!,
+      subnet: subnet6,
+      underlayMtu,
+    });
     return new KernelVxlanDatapath(this.backend.vni, ipv6.subnetLen, ipv6.network, 6);
   }
 
@@ -263,7 +280,10 @@ export class NodeDatapath {
     if (await removeKernelVxlan(vni, undefined, 6)) log.info('switched from kernel VXLAN to BPF: removed the IPv6 vxlan device');
     const tunnel = await retryTunnelDeviceUp(this.pinDir);
     if (this.attach?.tunnel) this.attach = { ...this.attach, tunnel: { ...this.attach.tunnel, up: tunnel.up, reason: tunnel.reason } };
-    if (!tunnel.up) log.warn(`the tunnel device is not up: fragmented VXLAN is dropped and tc decap gets no GRO${ipv6 ? '; IPv6 is not carried' : ''}`, { reason: tunnel.reason });
+    if (!tunnel.up)
+      log.warn(`the tunnel device is not up: fragmented VXLAN is dropped and tc decap gets no GRO${ipv6 ? '; IPv6 is not carried' : ''}`, {
+        reason: tunnel.reason,
+      });
     // host-gw carries IPv6 by kernel routes: the programs' IPv6 stays off, as no twill-rx exists.
     if (ipv6 && own.subnet6 && this.backend.type !== 'host-gw' && this.openMaps().ipv6) {
       if (this.writeConfig6(this.openMaps(), formatCidr6(own.subnet6))) log.info('IPv6 datapath on', { tunnelDevice: this.tunnelDevice });

@@ -232,7 +232,14 @@ class KubeSource implements SubnetSource {
     }
     const api = await KubeApi.connect({ apiUrl: this.flags.kubeApiUrl, kubeconfigFile: this.flags.kubeconfigFile });
     const nodeName = await nodeNameOf(api);
-    this.subnets = new KubeSubnets({ api, nodeName, config: this.config, annotationPrefix: this.flags.kubeAnnotationPrefix, setNetworkUnavailable: this.flags.setNodeNetworkUnavailable, log });
+    this.subnets = new KubeSubnets({
+      api,
+      nodeName,
+      config: this.config,
+      annotationPrefix: this.flags.kubeAnnotationPrefix,
+      setNetworkUnavailable: this.flags.setNodeNetworkUnavailable,
+      log,
+    });
     log.info('Kubernetes subnet manager', { server: api.server, node: nodeName, annotationPrefix: this.flags.kubeAnnotationPrefix });
     return { config: this.config, text };
   }

@@ -27,7 +27,18 @@ import { machineJiffies, watchOtherCpu } from './cpu.js';
  * flannel-v6.<VNI> (VXLAN over IPv6). No node masquerades (flanneld runs without --ip-masq, as
  * twill does here), so conntrack is idle on every variant's nodes until the kube-proxy profile.
  */
-export type Variant = 'twill' | 'twill-stack' | 'twill-xdp' | 'twill-host-gw' | 'twill-direct' | 'kernel-vxlan' | 'host-gw' | 'raw-veth' | 'twill-v6' | 'kernel-vxlan-v6' | BaselineVariant;
+export type Variant =
+  | 'twill'
+  | 'twill-stack'
+  | 'twill-xdp'
+  | 'twill-host-gw'
+  | 'twill-direct'
+  | 'kernel-vxlan'
+  | 'host-gw'
+  | 'raw-veth'
+  | 'twill-v6'
+  | 'kernel-vxlan-v6'
+  | BaselineVariant;
 /**
  * twill as shipped, over IPv4 and IPv6, loading its BPF objects from another directory
  * (--baseline-objects: another commit's build): measured only beside twill and twill-v6, in the
@@ -130,16 +141,29 @@ export async function setUp(variant: Variant, progress: (m: string) => void, bas
     await ipBatch(['link set lo up', 'addr add 10.99.0.1/24 dev eth0', 'link set eth0 up'], { netns: RAW.a });
     await ipBatch(['link set lo up', 'addr add 10.99.0.2/24 dev eth0', 'link set eth0 up'], { netns: RAW.b });
     progress('raw-veth: two pod namespaces joined by one veth pair');
-    return { client: { netns: RAW.a, ip: '10.99.0.1' }, server: { netns: RAW.b, ip: '10.99.0.2' }, links: [[RAW.a, 'eth0'], [RAW.b, 'eth0']], wireTap: [RAW.a, 'eth0'], receiverTap: [RAW.b, 'eth0'] };
+    return {
+      client: { netns: RAW.a, ip: '10.99.0.1' },
+      server: { netns: RAW.b, ip: '10.99.0.2' },
+      links: [
+        [RAW.a, 'eth0'],
+        [RAW.b, 'eth0'],
+      ],
+      wireTap: [RAW.a, 'eth0'],
+      receiverTap: [RAW.b, 'eth0'],
+    };
   }
   const { name, underlay, args } = labNames[variant];
   const reference = !variant.startsWith('twill');
   if (isBaseline(variant) && !baselineObjects) throw new Error(`${variant} needs the directory of the baseline's BPF objects (--baseline-objects)`);
   const objects = isBaseline(variant) ? baselineObjects : undefined;
-  const state = await withObjectDir(objects, () => labUp({ name, nodes: 2, podsPerNode: 1, flanneldNodes: reference ? 2 : 0, ipMasq: 'none', underlayCidr: underlay, ...args }, () => undefined));
+  const state = await withObjectDir(objects, () =>
+    labUp({ name, nodes: 2, podsPerNode: 1, flanneldNodes: reference ? 2 : 0, ipMasq: 'none', underlayCidr: underlay, ...args }, () => undefined),
+  );
   await quietLab(state);
   const ipv6 = ipv6Variants.includes(variant);
-  progress(`${variant}: lab ${name} (2 nodes${reference ? ` running flanneld ${flanneld().version}` : ''}, 1 pod each${args?.backend === 'host-gw' ? ', host-gw: pod MTU 1500' : ''}${ipv6 ? ', dual-stack, measured over IPv6' : ''}${objects ? `, BPF objects from ${objects}` : ''}) ready, ${reference ? 'flanneld' : 'agents'} and etcd stopped`);
+  progress(
+    `${variant}: lab ${name} (2 nodes${reference ? ` running flanneld ${flanneld().version}` : ''}, 1 pod each${args?.backend === 'host-gw' ? ', host-gw: pod MTU 1500' : ''}${ipv6 ? ', dual-stack, measured over IPv6' : ''}${objects ? `, BPF objects from ${objects}` : ''}) ready, ${reference ? 'flanneld' : 'agents'} and etcd stopped`,
+  );
   return labEndpoints(state, ipv6);
 }
 
@@ -156,7 +180,10 @@ export async function tearDown(): Promise<void> {
 export async function setUnderlayMode(e: Endpoints, mode: UnderlayMode): Promise<void> {
   const on = mode === 'veth' ? 'on' : 'off';
   for (const [netns, dev] of e.links) {
-    await run(['ethtool', '-K', dev, 'tso', on, 'gso', on, 'tx-udp_tnl-segmentation', on, 'tx-udp_tnl-csum-segmentation', on, 'gro', 'on'], { netns, allowFailure: true });
+    await run(['ethtool', '-K', dev, 'tso', on, 'gso', on, 'tx-udp_tnl-segmentation', on, 'tx-udp_tnl-csum-segmentation', on, 'gro', 'on'], {
+      netns,
+      allowFailure: true,
+    });
   }
 }
 
@@ -169,7 +196,8 @@ function startServer(netns: string, argv: string[], ready: RegExp): Promise<{ st
   return new Promise((resolve, reject) => {
     const onData = (d: Buffer) => {
       out += d.toString();
-      if (ready.test(out)) resolve({ stop: () => new Promise<void>((r) => (child.exitCode !== null ? r() : (child.once('close', () => r()), child.kill('SIGKILL')))) });
+      if (ready.test(out))
+        resolve({ stop: () => new Promise<void>((r) => (child.exitCode !== null ? r() : (child.once('close', () => r()), child.kill('SIGKILL')))) });
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
@@ -219,8 +247,13 @@ async function qperfLat(e: Endpoints, serverCpu: number, clientCpu: number, seco
     // qperf prints nothing once it listens: the client retries until the server is there.
     for (let attempt = 1; ; attempt++) {
       await new Promise((r) => setTimeout(r, 200));
-      const res = await run(['taskset', '-c', String(clientCpu), 'qperf', '-lp', '19766', '-t', String(seconds), e.server.ip, 'tcp_lat', 'udp_lat'], { netns: e.client.netns, allowFailure: true });
-      const lat = [...res.stdout.matchAll(/latency\s*=\s*([\d.]+)\s*(us|ms|ns)/g)].map((m) => Number(m[1]) * (m[2] === 'ms' ? 1000 : m[2] === 'ns' ? 0.001 : 1));
+      const res = await run(['taskset', '-c', String(clientCpu), 'qperf', '-lp', '19766', '-t', String(seconds), e.server.ip, 'tcp_lat', 'udp_lat'], {
+        netns: e.client.netns,
+        allowFailure: true,
+      });
+      const lat = [...res.stdout.matchAll(/latency\s*=\s*([\d.]+)\s*(us|ms|ns)/g)].map(
+        (m) => Number(m[1]) * (m[2] === 'ms' ? 1000 : m[2] === 'ns' ? 0.001 : 1),
+      );
       if (lat.length === 2) return { tcp: lat[0], udp: lat[1] };
       if (attempt === 10) throw new Error(`qperf to ${e.server.ip} failed: ${(res.stdout + res.stderr).trim()}`);
     }
@@ -260,7 +293,9 @@ export async function measure(e: Endpoints, seconds: number): Promise<Sample> {
 export async function regime(e: Endpoints, seconds: number): Promise<{ wireMax: number; receiverMax: number }> {
   const cap = (tap: [string, string], dir: 'in' | 'out') =>
     new Promise<number>((resolve) => {
-      const child = spawn('nsenter', [`--net=/run/netns/${tap[0]}`, '--', 'tcpdump', '-i', tap[1], '-nn', '-e', '-c', '400', '-Q', dir], { stdio: ['ignore', 'pipe', 'ignore'] });
+      const child = spawn('nsenter', [`--net=/run/netns/${tap[0]}`, '--', 'tcpdump', '-i', tap[1], '-nn', '-e', '-c', '400', '-Q', dir], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       const t = setTimeout(() => child.kill('SIGINT'), (seconds + 2) * 1000);
@@ -276,7 +311,6 @@ export async function regime(e: Endpoints, seconds: number): Promise<{ wireMax: 
   await iperf(e, ['-t', String(seconds)]);
   return { wireMax: await wire, receiverMax: await recv };
 }
-
 
 interface Profile {
   workload: string;

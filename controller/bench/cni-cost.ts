@@ -67,7 +67,16 @@ export async function cniCostBench(n: number, say: (m: string) => void, lab: { n
     const delegate = { ...delegateConfig(conf, readFileSync(node.subnetFile, 'utf8')), cniVersion: conf.cniVersion };
     const node24 = runtimeNode();
     const nodeVersion = (await run([node24, '--version'])).stdout.trim();
-    const out: Required<CniCostResult> = { n, twill: { add: [], del: [] }, otherCache: { add: [], del: [] }, unbundled: { add: [], del: [] }, delegates: { add: [], del: [] }, nodeStart: [], compileCache: CNI_COMPILE_CACHE, nodeVersion };
+    const out: Required<CniCostResult> = {
+      n,
+      twill: { add: [], del: [] },
+      otherCache: { add: [], del: [] },
+      unbundled: { add: [], del: [] },
+      delegates: { add: [], del: [] },
+      nodeStart: [],
+      compileCache: CNI_COMPILE_CACHE,
+      nodeVersion,
+    };
     // The plugin with the compile cache the other way; the cache directory is the tree's own
     // (cniCompileCacheDir), emptied first so the warm-up below is what fills it.
     rmSync(cniCompileCacheDir(), { recursive: true, force: true });
@@ -78,14 +87,22 @@ export async function cniCostBench(n: number, say: (m: string) => void, lab: { n
       ['unbundled', [node24, path.join(repoRoot(), 'dist/controller/cni/main.js')], conf],
       ['delegates', ['/usr/lib/cni/bridge'], delegate],
     ] as const;
-    say(`cni: lab ${lab.name} up on Node ${nodeVersion}; ${n} pods each through twill's plugin with and without Node's compile cache (installed: ${CNI_COMPILE_CACHE ? 'with' : 'without'}), its unbundled entry and bridge + host-local alone, and ${n} bare Node start-ups, interleaved`);
+    say(
+      `cni: lab ${lab.name} up on Node ${nodeVersion}; ${n} pods each through twill's plugin with and without Node's compile cache (installed: ${CNI_COMPILE_CACHE ? 'with' : 'without'}), its unbundled entry and bridge + host-local alone, and ${n} bare Node start-ups, interleaved`,
+    );
     for (let i = -1; i < n; i++) {
       // Round -1 is untimed: it fills the compile cache (and the page cache) for every variant.
       for (const [who, argv, netconf] of plugins) {
         const podNs = `${lab.name}-cc`;
         await ip(['netns', 'add', podNs]);
         try {
-          const env = { PATH: process.env.PATH, CNI_CONTAINERID: `${lab.name}-${who}-${i}`, CNI_NETNS: `/run/netns/${podNs}`, CNI_IFNAME: 'eth0', CNI_PATH: cniPath };
+          const env = {
+            PATH: process.env.PATH,
+            CNI_CONTAINERID: `${lab.name}-${who}-${i}`,
+            CNI_NETNS: `/run/netns/${podNs}`,
+            CNI_IFNAME: 'eth0',
+            CNI_PATH: cniPath,
+          };
           const input = JSON.stringify(netconf);
           const add = await timed([...argv], input, { ...env, CNI_COMMAND: 'ADD' }, node.netns);
           const del = await timed([...argv], input, { ...env, CNI_COMMAND: 'DEL' }, node.netns);
@@ -133,8 +150,16 @@ export function cniCostSection(r: CniCostResult): string {
     `| target | measured | met |`,
     '|---|--:|---|',
     `| twill adds at most ${CNI_ADD_BUDGET_MS} ms to an ADD (p50) | ${added.toFixed(1)} ms | ${added <= CNI_ADD_BUDGET_MS ? 'yes' : `no, ${(added - CNI_ADD_BUDGET_MS).toFixed(1)} ms over`} |`,
-    ...(floor !== undefined ? [`| of which Node's start-up (\`node -e 0\`, p50) | ${floor.toFixed(1)} ms | ${floor <= CNI_ADD_BUDGET_MS ? 'fits the budget' : 'alone exceeds the budget'} |`] : []),
-    ...(r.otherCache ? [`| the installed plugin's ADD (${cacheLabel(r.compileCache)}) over the other's (p50) | ${(median(r.twill.add) / median(r.otherCache.add)).toFixed(2)} x | ${median(r.twill.add) <= median(r.otherCache.add) ? 'yes, the installed one is the faster' : 'no: the other is faster, switch CNI_COMPILE_CACHE'} |`] : []),
+    ...(floor !== undefined
+      ? [
+          `| of which Node's start-up (\`node -e 0\`, p50) | ${floor.toFixed(1)} ms | ${floor <= CNI_ADD_BUDGET_MS ? 'fits the budget' : 'alone exceeds the budget'} |`,
+        ]
+      : []),
+    ...(r.otherCache
+      ? [
+          `| the installed plugin's ADD (${cacheLabel(r.compileCache)}) over the other's (p50) | ${(median(r.twill.add) / median(r.otherCache.add)).toFixed(2)} x | ${median(r.twill.add) <= median(r.otherCache.add) ? 'yes, the installed one is the faster' : 'no: the other is faster, switch CNI_COMPILE_CACHE'} |`,
+        ]
+      : []),
     ...(r.unbundled ? [`| the bundle's ADD over the unbundled entry's (p50) | ${(median(r.twill.add) / median(r.unbundled.add)).toFixed(2)} x | |`] : []),
   ].join('\n');
 }

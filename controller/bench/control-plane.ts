@@ -28,7 +28,9 @@ const LAB = { name: 'bc', underlayCidr: '192.168.94.0/24' };
 const probe = path.join(path.dirname(fileURLToPath(import.meta.url)), 'lease-probe.js');
 
 async function probeRun(state: LabState, mode: 'fill' | 'latency', args: object): Promise<unknown> {
-  const res = await run([runtimeNode(), probe, mode, JSON.stringify({ endpoint: state.etcd!.endpoint, prefix: state.etcd!.prefix, ...args })], { netns: state.etcd!.netns });
+  const res = await run([runtimeNode(), probe, mode, JSON.stringify({ endpoint: state.etcd!.endpoint, prefix: state.etcd!.prefix, ...args })], {
+    netns: state.etcd!.netns,
+  });
   return JSON.parse(res.stdout);
 }
 
@@ -87,7 +89,8 @@ export async function controlPlaneBench(leases: number, puts: number, say: (m: s
 }
 
 export function controlPlaneSection(r: ControlPlaneResult): string {
-  const row = (what: string, value: string, target: string, met?: boolean) => `| ${what} | ${value} | ${target} | ${met === undefined ? '' : met ? 'yes' : 'no'} |`;
+  const row = (what: string, value: string, target: string, met?: boolean) =>
+    `| ${what} | ${value} | ${target} | ${met === undefined ? '' : met ? 'yes' : 'no'} |`;
   return [
     `## Control plane at ${r.leases.toLocaleString('en')} leases`,
     '',
@@ -98,6 +101,11 @@ export function controlPlaneSection(r: ControlPlaneResult): string {
     row('agent start -> all leases in the maps', `${(r.startToProgrammedMs / 1000).toFixed(2)} s`, '<= 2 s', r.startToProgrammedMs <= 2000),
     row('lease put -> map entry, p50', `${r.putToMapMs.p50.toFixed(1)} ms`, ''),
     row('lease put -> map entry, p99', `${r.putToMapMs.p99.toFixed(1)} ms`, '< 100 ms', r.putToMapMs.p99 < 100),
-    row('agent peak resident memory (VmHWM), all leases loaded', `${r.agentPeakRssMb.toFixed(0)} MB (resident at the end: ${r.agentRssMb.toFixed(0)} MB)`, '< 120 MB', r.agentPeakRssMb < 120),
+    row(
+      'agent peak resident memory (VmHWM), all leases loaded',
+      `${r.agentPeakRssMb.toFixed(0)} MB (resident at the end: ${r.agentRssMb.toFixed(0)} MB)`,
+      '< 120 MB',
+      r.agentPeakRssMb < 120,
+    ),
   ].join('\n');
 }

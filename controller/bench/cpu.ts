@@ -62,7 +62,8 @@ export function watchOtherCpu(): CpuWatch {
       // USER_HZ is 100 on Linux: a jiffy is 10 ms.
       const total = used.reduce((a, u) => a + Math.max(0, u.jiffies), 0) / 100;
       const share = total / Math.max(1e-3, seconds * os.cpus().length);
-      const top = used[0] && used[0].jiffies > 0 ? `${used[0].comm} (pid ${used[0].pid}, ${(used[0].jiffies / 100 / seconds * 100).toFixed(0)}% of a CPU)` : 'none';
+      const top =
+        used[0] && used[0].jiffies > 0 ? `${used[0].comm} (pid ${used[0].pid}, ${((used[0].jiffies / 100 / seconds) * 100).toFixed(0)}% of a CPU)` : 'none';
       return { share, top };
     },
   };

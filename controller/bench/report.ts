@@ -5,7 +5,18 @@ import { ipv6Variants, type BaselineVariant, type NodeProfile, type Sample, type
  * Markdown report. Kept apart from the measuring so it can be unit-tested.
  */
 
-export const variants: Variant[] = ['twill', 'twill-stack', 'twill-xdp', 'twill-host-gw', 'twill-direct', 'kernel-vxlan', 'host-gw', 'raw-veth', 'twill-v6', 'kernel-vxlan-v6'];
+export const variants: Variant[] = [
+  'twill',
+  'twill-stack',
+  'twill-xdp',
+  'twill-host-gw',
+  'twill-direct',
+  'kernel-vxlan',
+  'host-gw',
+  'raw-veth',
+  'twill-v6',
+  'kernel-vxlan-v6',
+];
 /** The IPv4 variants, each compared with kernel VXLAN over IPv4; the IPv6 ones are compared with each other. */
 const ipv4Variants = variants.filter((v) => !ipv6Variants.includes(v));
 /** The variants that route pods directly, compared with flannel's host-gw as well as with kernel VXLAN. */
@@ -39,7 +50,13 @@ type Spreads = Map<Variant, Record<Metric, { min: number; max: number }>>;
 
 function spreads(samples: Map<Variant, Sample[]>): Spreads {
   return new Map(
-    [...samples].map(([v, ss]) => [v, Object.fromEntries(metrics.map((m) => [m.key, { min: Math.min(...ss.map((s) => s[m.key])), max: Math.max(...ss.map((s) => s[m.key])) }])) as Record<Metric, { min: number; max: number }>]),
+    [...samples].map(([v, ss]) => [
+      v,
+      Object.fromEntries(metrics.map((m) => [m.key, { min: Math.min(...ss.map((s) => s[m.key])), max: Math.max(...ss.map((s) => s[m.key])) }])) as Record<
+        Metric,
+        { min: number; max: number }
+      >,
+    ]),
   );
 }
 
@@ -73,7 +90,13 @@ export function ratioTarget(samples: Map<Variant, Sample[]>, subject: Variant, m
   // sample (a failed measurement) would otherwise give an empty minimum or an infinite ratio.
   const usable = (xs: Sample[]) => xs.length > 0 && xs.every((s) => Number.isFinite(s[metric]) && s[metric] > 0);
   if (!usable(a) || !usable(b) || a.length !== b.length) {
-    const why = [!usable(a) && `${subject} has ${a.length ? 'a zero or missing sample' : 'no samples'}`, !usable(b) && `${against} has ${b.length ? 'a zero or missing sample' : 'no samples'}`, usable(a) && usable(b) && `${a.length} repetitions against ${b.length}`].filter(Boolean).join('; ');
+    const why = [
+      !usable(a) && `${subject} has ${a.length ? 'a zero or missing sample' : 'no samples'}`,
+      !usable(b) && `${against} has ${b.length ? 'a zero or missing sample' : 'no samples'}`,
+      usable(a) && usable(b) && `${a.length} repetitions against ${b.length}`,
+    ]
+      .filter(Boolean)
+      .join('; ');
     return { target, measured: 'no data', met: false, shortBy: `not measured: ${why}` };
   }
   const ratio = median(a.map((s) => s[metric])) / median(b.map((s) => s[metric]));
@@ -86,7 +109,11 @@ export function ratioTarget(samples: Map<Variant, Sample[]>, subject: Variant, m
     target,
     measured: `${ratio.toFixed(2)}x${range}`,
     met,
-    shortBy: met ? '' : meets(ratio) ? `the median meets it, ${perRep.filter((r) => !meets(r)).length} of ${perRep.length} repetitions do not` : `${(Math.abs(ratio - bound) / bound * 100).toFixed(0)}% ${m.better === 'higher' ? 'below' : 'above'} the bound`,
+    shortBy: met
+      ? ''
+      : meets(ratio)
+        ? `the median meets it, ${perRep.filter((r) => !meets(r)).length} of ${perRep.length} repetitions do not`
+        : `${((Math.abs(ratio - bound) / bound) * 100).toFixed(0)}% ${m.better === 'higher' ? 'below' : 'above'} the bound`,
   };
 }
 
@@ -167,13 +194,15 @@ const nodesText: Record<NodeProfile, string> = {
 
 const profileText: Record<NodeProfile, string> = {
   bare: "**bare**, the nodes as the lab makes them (flannel's FORWARD accepts, no NAT rules, so conntrack tracks nothing)",
-  'kube-proxy': "**kube-proxy**, with kube-proxy's iptables rules for one ClusterIP Service added on every node of every variant, so that conntrack is active in the nodes' namespaces as on any Kubernetes node",
+  'kube-proxy':
+    "**kube-proxy**, with kube-proxy's iptables rules for one ClusterIP Service added on every node of every variant, so that conntrack is active in the nodes' namespaces as on any Kubernetes node",
 };
 
 /** What the run measured of the node profiles: the report says only what was run. */
 function profilesText(measured: Set<NodeProfile>): string {
   const run = (['bare', 'kube-proxy'] as const).filter((p) => measured.has(p));
-  if (run.length === 2) return `Two node profiles, measured in turn on the same labs: ${profileText.bare}, then ${profileText['kube-proxy']}. The measured traffic is pod to pod in both.`;
+  if (run.length === 2)
+    return `Two node profiles, measured in turn on the same labs: ${profileText.bare}, then ${profileText['kube-proxy']}. The measured traffic is pod to pod in both.`;
   if (run.length === 1) return `One node profile in this run (\`--nodes ${run[0]}\`): ${profileText[run[0]]}. The measured traffic is pod to pod.`;
   return 'No datapath mode was measured in this run.';
 }
@@ -186,7 +215,7 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
     '',
     `Date: ${ctx.started.toISOString()}. Commit: ${ctx.commit}. Machine: ${ctx.machine}.`,
     '',
-    `Each number is the median of ${ctx.reps} interleaved repetitions (every variant in turn, per repetition), ${ctx.seconds} s per measurement, on the same 2-node topology: a pod behind cni0 on each node, nodes on a shared underlay bridge. Variants: twill as shipped (the fast path; decap hook auto, which is tc on this veth underlay), twill-stack (--fast-path=false: every packet crosses both nodes' stacks), twill-xdp (the fast path with decap in XDP), twill-host-gw (twill with flannel's host-gw backend: no encapsulation, pod MTU 1500), twill-direct (twill with vxlan DirectRouting; the two nodes share a segment, so pods are routed directly at pod MTU 1450), kernel VXLAN and host-gw each set up by the real flanneld ${ctx.flanneldVersion} on both nodes, run without --ip-masq as twill's nodes are (host-gw: pod MTU 1500), and a raw veth between the two pods (this machine's limit); then IPv6 pod traffic in dual-stack labs, twill-v6 (twill as shipped, between the pods' IPv6 addresses: VXLAN over IPv6 through twill-rx) against kernel-vxlan-v6 (flanneld's flannel-v6.<VNI>), compared with each other (pod MTU 1450 in both; IPv6 VXLAN adds 70 bytes, so the IPv6 route's MTU is 1430). Clients run on CPU 0 and servers on CPU 1 (qperf's one-CPU latency: both on CPU 0). A ratio is variant / kernel VXLAN in the same run, or, for the directly routed variants, also variant / host-gw. CPU per packet is the whole machine's busy time (both nodes, both pods, iperf3) during the UDP run divided by the datagrams received. Each cell is the median, with the smallest and largest repetition below it; a target is met only when the ratio of every repetition (repetition i of one variant against repetition i of the other) meets it. ${ctx.discarded ? `${ctx.discarded} sample${ctx.discarded > 1 ? 's were' : ' was'} discarded because other programs took a noticeable share of the CPUs during ${ctx.discarded > 1 ? 'them' : 'it'}, and measured again.` : 'No sample was discarded for other programs\' CPU use.'}`,
+    `Each number is the median of ${ctx.reps} interleaved repetitions (every variant in turn, per repetition), ${ctx.seconds} s per measurement, on the same 2-node topology: a pod behind cni0 on each node, nodes on a shared underlay bridge. Variants: twill as shipped (the fast path; decap hook auto, which is tc on this veth underlay), twill-stack (--fast-path=false: every packet crosses both nodes' stacks), twill-xdp (the fast path with decap in XDP), twill-host-gw (twill with flannel's host-gw backend: no encapsulation, pod MTU 1500), twill-direct (twill with vxlan DirectRouting; the two nodes share a segment, so pods are routed directly at pod MTU 1450), kernel VXLAN and host-gw each set up by the real flanneld ${ctx.flanneldVersion} on both nodes, run without --ip-masq as twill's nodes are (host-gw: pod MTU 1500), and a raw veth between the two pods (this machine's limit); then IPv6 pod traffic in dual-stack labs, twill-v6 (twill as shipped, between the pods' IPv6 addresses: VXLAN over IPv6 through twill-rx) against kernel-vxlan-v6 (flanneld's flannel-v6.<VNI>), compared with each other (pod MTU 1450 in both; IPv6 VXLAN adds 70 bytes, so the IPv6 route's MTU is 1430). Clients run on CPU 0 and servers on CPU 1 (qperf's one-CPU latency: both on CPU 0). A ratio is variant / kernel VXLAN in the same run, or, for the directly routed variants, also variant / host-gw. CPU per packet is the whole machine's busy time (both nodes, both pods, iperf3) during the UDP run divided by the datagrams received. Each cell is the median, with the smallest and largest repetition below it; a target is met only when the ratio of every repetition (repetition i of one variant against repetition i of the other) meets it. ${ctx.discarded ? `${ctx.discarded} sample${ctx.discarded > 1 ? 's were' : ' was'} discarded because other programs took a noticeable share of the CPUs during ${ctx.discarded > 1 ? 'them' : 'it'}, and measured again.` : "No sample was discarded for other programs' CPU use."}`,
     '',
     profilesText(new Set(modes.map((m) => m.nodes))),
     '',
@@ -196,10 +225,17 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
     const spread = spreads(samples);
     const kv = med.get('kernel-vxlan')!;
     lines.push(`## Underlay mode: ${mode}; nodes: ${nodes}`, '', modeText[mode], nodesText[nodes], '');
-    lines.push(`Frames seen (largest on the underlay / largest the receiving node took in after GRO, bytes): ${variants.map((v) => `${v} ${regimes.get(v)!.wireMax} / ${regimes.get(v)!.receiverMax}`).join('; ')}.`, '');
+    lines.push(
+      `Frames seen (largest on the underlay / largest the receiving node took in after GRO, bytes): ${variants.map((v) => `${v} ${regimes.get(v)!.wireMax} / ${regimes.get(v)!.receiverMax}`).join('; ')}.`,
+      '',
+    );
     const hg = med.get('host-gw')!;
     const kv6 = med.get('kernel-vxlan-v6')!;
-    const ratioHeads = [...ipv4Variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${v} / kernel`), ...directVariants.map((v) => `${v} / host-gw`), 'twill-v6 / kernel-v6'];
+    const ratioHeads = [
+      ...ipv4Variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${v} / kernel`),
+      ...directVariants.map((v) => `${v} / host-gw`),
+      'twill-v6 / kernel-v6',
+    ];
     lines.push(`| metric | ${variants.join(' | ')} | ${ratioHeads.join(' | ')} |`);
     lines.push(`|---|${variants.map(() => '--:').join('|')}|${ratioHeads.map(() => '--:').join('|')}|`);
     for (const m of metrics) {
@@ -216,7 +252,8 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
       lines.push(`| ${m.label} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
     }
     lines.push('', '| target | measured | met |', '|---|--:|---|');
-    for (const t of [...evaluateTargets(mode, samples), ...evaluateBackendTargets(samples), ...evaluateIpv6Targets(mode, samples)]) lines.push(`| ${t.target} | ${t.measured} | ${t.met ? 'yes' : `no, ${t.shortBy}`} |`);
+    for (const t of [...evaluateTargets(mode, samples), ...evaluateBackendTargets(samples), ...evaluateIpv6Targets(mode, samples)])
+      lines.push(`| ${t.target} | ${t.measured} | ${t.met ? 'yes' : `no, ${t.shortBy}`} |`);
     lines.push('');
   }
   for (const s of ctx.sections ?? []) lines.push(s, '');
@@ -231,12 +268,18 @@ export interface VariantProfile {
 
 /** perf's view of each variant under the same load: the evidence for where a gap comes from. */
 export function profileSection(mode: UnderlayMode, nodes: NodeProfile, profiles: VariantProfile[]): string {
-  const lines = [`### Profiles, ${mode} mode, ${nodes} nodes`, '', 'System-wide `perf record` (cpu-clock) during one run of each workload: the busiest kernel symbols, each as a share of all non-idle samples (user space included in the total).', ''];
+  const lines = [
+    `### Profiles, ${mode} mode, ${nodes} nodes`,
+    '',
+    'System-wide `perf record` (cpu-clock) during one run of each workload: the busiest kernel symbols, each as a share of all non-idle samples (user space included in the total).',
+    '',
+  ];
   for (const workload of [...new Set(profiles.map((p) => p.workload))]) {
     const rows = profiles.filter((p) => p.workload === workload);
     const depth = Math.max(...rows.map((r) => r.top.length));
     lines.push(`${workload}:`, '', `| # | ${rows.map((r) => r.variant).join(' | ')} |`, `|--:|${rows.map(() => '---').join('|')}|`);
-    for (let i = 0; i < depth; i++) lines.push(`| ${i + 1} | ${rows.map((r) => (r.top[i] ? `${r.top[i].symbol} ${r.top[i].percent.toFixed(1)}%` : '')).join(' | ')} |`);
+    for (let i = 0; i < depth; i++)
+      lines.push(`| ${i + 1} | ${rows.map((r) => (r.top[i] ? `${r.top[i].symbol} ${r.top[i].percent.toFixed(1)}%` : '')).join(' | ')} |`);
     lines.push('');
   }
   return lines.join('\n');
@@ -314,6 +357,9 @@ export function renderBaselineReport(ctx: BaselineContext, modes: ModeResult[], 
     lines.push('');
   }
   const met = verdicts.length > 0 && verdicts.every(Boolean);
-  lines.push(`Verdict: ${met ? `every repetition is >= ${ctx.bound}x on UDP pps and TCP` : `not every repetition is >= ${ctx.bound}x on UDP pps and TCP`}.`, '');
+  lines.push(
+    `Verdict: ${met ? `every repetition is >= ${ctx.bound}x on UDP pps and TCP` : `not every repetition is >= ${ctx.bound}x on UDP pps and TCP`}.`,
+    '',
+  );
   return lines.join('\n');
 }

@@ -4,7 +4,20 @@ import { flanneld } from '../lab/peers.js';
 import { repoRoot } from '../util/paths.js';
 import os from 'node:os';
 import { otherCpuOver } from './cpu.js';
-import { addKubeProxy, measure, profile, regime, setUnderlayMode, setUp, tearDown, type Endpoints, type NodeProfile, type Sample, type UnderlayMode, type Variant } from './bench.js';
+import {
+  addKubeProxy,
+  measure,
+  profile,
+  regime,
+  setUnderlayMode,
+  setUp,
+  tearDown,
+  type Endpoints,
+  type NodeProfile,
+  type Sample,
+  type UnderlayMode,
+  type Variant,
+} from './bench.js';
 import { cniCostBench, cniCostSection } from './cni-cost.js';
 import { controlPlaneBench, controlPlaneSection } from './control-plane.js';
 import { baselinePairs, profileSection, renderBaselineReport, renderReport, variants, type ModeResult, type Regime, type VariantProfile } from './report.js';
@@ -76,7 +89,8 @@ async function cleanSample(e: Endpoints, o: BenchOptions, label: string, say: (m
 function checkRegime(mode: UnderlayMode, v: Variant, r: Regime): void {
   if (mode !== 'wire') return;
   if (r.wireMax > 1518) throw new Error(`wire mode not in effect for ${v}: a ${r.wireMax}-byte frame crossed the underlay (segmentation offload still on)`);
-  if ((v === 'host-gw' || v === 'raw-veth') && r.receiverMax <= 1518) throw new Error(`wire mode not in effect for ${v}: the receiver took in nothing larger than ${r.receiverMax} bytes (GRO not aggregating)`);
+  if ((v === 'host-gw' || v === 'raw-veth') && r.receiverMax <= 1518)
+    throw new Error(`wire mode not in effect for ${v}: the receiver took in nothing larger than ${r.receiverMax} bytes (GRO not aggregating)`);
 }
 
 /** Hand-written analysis below this marker survives a new run; the numbers above it are replaced. */
@@ -130,7 +144,9 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
           reg.set(v, await regime(endpoints.get(v)!, 1));
           checkRegime(mode, v, reg.get(v)!);
         }
-        say(`${tag} frame sizes (largest on the underlay / largest taken in by the receiver): ${measured.map((v) => `${v} ${reg.get(v)!.wireMax}/${reg.get(v)!.receiverMax}`).join(', ')}`);
+        say(
+          `${tag} frame sizes (largest on the underlay / largest taken in by the receiver): ${measured.map((v) => `${v} ${reg.get(v)!.wireMax}/${reg.get(v)!.receiverMax}`).join(', ')}`,
+        );
         const byVariant = new Map<Variant, Sample[]>(measured.map((v) => [v, []]));
         for (let rep = 1; rep <= o.reps; rep++) {
           // Against a baseline, each pair runs in alternating order: neither side always goes first.
@@ -138,7 +154,9 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
           for (const v of order) {
             const s = await cleanSample(endpoints.get(v)!, o, `${mode} ${nodes} rep ${rep} ${v}`, say, discards);
             byVariant.get(v)!.push(s);
-            say(`${tag} rep ${rep}/${o.reps} ${v.padEnd(12)} tcp1 ${s.tcp1Gbps.toFixed(2)} Gbit/s, udp ${s.udpKpps.toFixed(0)} kpps, ${s.cpuUsPerPkt.toFixed(1)} us/pkt, tcp_lat ${s.tcpLatSameCpuUs.toFixed(1)} us`);
+            say(
+              `${tag} rep ${rep}/${o.reps} ${v.padEnd(12)} tcp1 ${s.tcp1Gbps.toFixed(2)} Gbit/s, udp ${s.udpKpps.toFixed(0)} kpps, ${s.cpuUsPerPkt.toFixed(1)} us/pkt, tcp_lat ${s.tcpLatSameCpuUs.toFixed(1)} us`,
+            );
           }
         }
         results.push({ mode, nodes, samples: byVariant, regimes: reg });
@@ -167,7 +185,19 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
   const machine = `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`;
   if (o.baselineObjects) {
     const doc = renderBaselineReport(
-      { command: o.command, started, commit, machine, reps: o.reps, seconds: o.seconds, discarded: discards.count, baselineObjects: o.baselineObjects, baselineCommit: baselineCommit(o.baselineObjects), load: [loadBefore, os.loadavg()[0]], bound: BASELINE_BOUND },
+      {
+        command: o.command,
+        started,
+        commit,
+        machine,
+        reps: o.reps,
+        seconds: o.seconds,
+        discarded: discards.count,
+        baselineObjects: o.baselineObjects,
+        baselineCommit: baselineCommit(o.baselineObjects),
+        load: [loadBefore, os.loadavg()[0]],
+        bound: BASELINE_BOUND,
+      },
       results,
       subjects,
     );
@@ -175,7 +205,17 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
     return doc + sections.join('\n');
   }
   const doc = renderReport(
-    { command: o.command, started, commit, flanneldVersion: flanneld().version, discarded: discards.count, reps: o.reps, seconds: o.seconds, machine, sections },
+    {
+      command: o.command,
+      started,
+      commit,
+      flanneldVersion: flanneld().version,
+      discarded: discards.count,
+      reps: o.reps,
+      seconds: o.seconds,
+      machine,
+      sections,
+    },
     results,
   );
   if (o.out) {

@@ -16,13 +16,30 @@ export async function benchCli(argv: string[]): Promise<number> {
   if (nodeProfiles.includes('kube-proxy') && nodeProfiles.indexOf('kube-proxy') < nodeProfiles.indexOf('bare'))
     throw new UsageError(`--nodes ${o.nodes}: bare must come first (kube-proxy's rules stay once added)`);
   const baselineSubjects = o['baseline-variants'].split(',');
-  if (baselineSubjects.some((v) => v !== 'twill' && v !== 'twill-v6')) throw new UsageError(`--baseline-variants ${o['baseline-variants']}: expected twill and/or twill-v6`);
+  if (baselineSubjects.some((v) => v !== 'twill' && v !== 'twill-v6'))
+    throw new UsageError(`--baseline-variants ${o['baseline-variants']}: expected twill and/or twill-v6`);
   const baseline = o['baseline-objects'] || undefined;
-  if (baseline && !existsSync(`${baseline}/decap.bpf.o`)) throw new UsageError(`--baseline-objects ${baseline}: no decap.bpf.o there (build one with scripts/bpf-objects-at.sh REV)`);
+  if (baseline && !existsSync(`${baseline}/decap.bpf.o`))
+    throw new UsageError(`--baseline-objects ${baseline}: no decap.bpf.o there (build one with scripts/bpf-objects-at.sh REV)`);
   // A comparison with a baseline is not the benchmark of record: it never replaces BENCHMARKS.md.
   const out = o.out && !(baseline && o.out === benchOpts.out.default) ? o.out : undefined;
   const doc = await runBench(
-    { reps: o.reps, seconds: o.seconds, modes: modes as ('veth' | 'wire')[], out, command: `twill bench ${argv.join(' ')}`.trim(), maxBackground: o['max-background'], leases: o.leases, puts: o.puts, cniPods: o['cni-pods'], cniLab: { name: o['cni-lab'], underlayCidr: o['cni-underlay'] }, profile: o.profile, nodeProfiles: nodeProfiles as ('bare' | 'kube-proxy')[], baselineObjects: baseline, baselineSubjects: baselineSubjects as ('twill' | 'twill-v6')[] },
+    {
+      reps: o.reps,
+      seconds: o.seconds,
+      modes: modes as ('veth' | 'wire')[],
+      out,
+      command: `twill bench ${argv.join(' ')}`.trim(),
+      maxBackground: o['max-background'],
+      leases: o.leases,
+      puts: o.puts,
+      cniPods: o['cni-pods'],
+      cniLab: { name: o['cni-lab'], underlayCidr: o['cni-underlay'] },
+      profile: o.profile,
+      nodeProfiles: nodeProfiles as ('bare' | 'kube-proxy')[],
+      baselineObjects: baseline,
+      baselineSubjects: baselineSubjects as ('twill' | 'twill-v6')[],
+    },
     (m) => console.error(m),
   );
   console.log(doc);

@@ -35,7 +35,10 @@ export function dockerOptsFile(subnetFile: string, o: DockerOptsChoice, env: Nod
   const { file: vars, problems } = checkSubnetFile(subnetFile);
   if (problems.length) throw new UsageError(problems.join('; '));
   if (!vars.subnet && !vars.ipv6Subnet) throw new UsageError('has no FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET: not a subnet file the agent wrote');
-  const opts: Record<string, string> = Object.fromEntries(Object.entries(env).filter(([k, v]) => k.startsWith('DOCKER_OPT_') && v !== undefined)) as Record<string, string>;
+  const opts: Record<string, string> = Object.fromEntries(Object.entries(env).filter(([k, v]) => k.startsWith('DOCKER_OPT_') && v !== undefined)) as Record<
+    string,
+    string
+  >;
   if (vars.subnet) opts.DOCKER_OPT_BIP = `--bip=${hostAddress(vars.subnet, 1)}/${vars.subnet.len}`;
   if (vars.mtu !== undefined) opts.DOCKER_OPT_MTU = `--mtu=${vars.mtu}`;
   // Docker masquerades only when flannel does not.

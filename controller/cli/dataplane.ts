@@ -8,7 +8,6 @@ import { desiredMaps } from '../reconcile/desired.js';
 import { parseArgs, requireOpts, UsageError } from './args.js';
 import { attachOpts, detachOpts, syncOpts } from './options.js';
 
-
 const leasesSchema = z.array(z.object({ subnet: z.string(), publicIp: z.string(), vtepMac: z.string() }));
 
 /** `twill dataplane attach|detach|sync|state`: the loader, run inside the node's network namespace. */

@@ -40,7 +40,9 @@ export async function runDemo(state: LabState): Promise<number> {
     try {
       const s = maps.stats();
       const drops = Object.entries(s).filter(([k, v]) => k.startsWith('drop_') && v !== 0n);
-      console.log(`  ${node.name}: encap ${s.encap_packets}, decap ${s.decap_packets}${drops.length ? `, drops ${drops.map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}`);
+      console.log(
+        `  ${node.name}: encap ${s.encap_packets}, decap ${s.decap_packets}${drops.length ? `, drops ${drops.map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}`,
+      );
       const path = maps.pathStats();
       if (path) console.log(`      pods sent: ${formatPathLine(counters(path.send))}\n      pods received: ${formatPathLine(counters(path.receive))}`);
     } finally {
@@ -59,7 +61,9 @@ export async function runDemo(state: LabState): Promise<number> {
 
 async function iperfOnce(client: LabPod, server: LabPod, seconds = 1): Promise<number> {
   const port = '5201';
-  const srv = spawn('nsenter', [`--net=/run/netns/${server.netns}`, '--', 'iperf3', '-s', '-1', '--forceflush', '-p', port], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const srv = spawn('nsenter', [`--net=/run/netns/${server.netns}`, '--', 'iperf3', '-s', '-1', '--forceflush', '-p', port], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   try {
     await new Promise<void>((resolve, reject) => {
       let out = '';
@@ -80,6 +84,10 @@ async function iperfOnce(client: LabPod, server: LabPod, seconds = 1): Promise<n
 /** What carried the traffic: twill's BPF datapath alone, or beside kernel VXLAN nodes (twill's or flanneld's). */
 function datapaths(state: LabState): string {
   const kinds = new Set(state.nodes.map((n) => n.dataplane));
-  const named = [kinds.has('bpf') && "twill's BPF datapath", kinds.has('kernel') && "twill's kernel VXLAN", kinds.has('flanneld') && `flanneld ${state.nodes.find((n) => n.flanneldVersion)?.flanneldVersion}`].filter(Boolean);
+  const named = [
+    kinds.has('bpf') && "twill's BPF datapath",
+    kinds.has('kernel') && "twill's kernel VXLAN",
+    kinds.has('flanneld') && `flanneld ${state.nodes.find((n) => n.flanneldVersion)?.flanneldVersion}`,
+  ].filter(Boolean);
   return ` through ${named.join(', ').replace(/, ([^,]*)$/, ' and $1')}`;
 }

@@ -39,7 +39,9 @@ export async function labCommand(argv: string[]): Promise<number> {
           },
           progress,
         );
-        console.error(`lab ${state.name} up in ${((Date.now() - started) / 1000).toFixed(1)} s: etcd ${state.etcd!.endpoint}, ${nodeKinds(state)}, ${state.pods.length} pods`);
+        console.error(
+          `lab ${state.name} up in ${((Date.now() - started) / 1000).toFixed(1)} s: etcd ${state.etcd!.endpoint}, ${nodeKinds(state)}, ${state.pods.length} pods`,
+        );
         console.error(`next: twill lab demo --name ${state.name} | twill lab status --name ${state.name} | twill lab down --name ${state.name}`);
         return 0;
       }
@@ -91,7 +93,12 @@ function nodeKinds(state: LabState): string {
   const count = (d: LabState['nodes'][number]['dataplane']) => state.nodes.filter((n) => n.dataplane === d).length;
   const flanneld = count('flanneld');
   const agents = state.nodes.length - flanneld;
-  return [agents && `${agents} node${agents === 1 ? '' : 's'} running twill agent`, flanneld && `${flanneld} running flanneld ${state.nodes.find((n) => n.flanneldVersion)?.flanneldVersion ?? ''}`.trim()].filter(Boolean).join(', ');
+  return [
+    agents && `${agents} node${agents === 1 ? '' : 's'} running twill agent`,
+    flanneld && `${flanneld} running flanneld ${state.nodes.find((n) => n.flanneldVersion)?.flanneldVersion ?? ''}`.trim(),
+  ]
+    .filter(Boolean)
+    .join(', ');
 }
 
 function printStatus(state: LabState, json: boolean): void {
@@ -107,23 +114,30 @@ function printStatus(state: LabState, json: boolean): void {
       underlay6: state.underlay6,
       routedSegment: state.routedSegment,
       etcd: state.etcd && { netns: state.etcd.netns, endpoint: state.etcd.endpoint, prefix: state.etcd.prefix, pid: state.etcd.pid },
-      kube: state.kube && { apiserver: state.kube.apiserver, kubeconfig: state.kube.kubeconfig, adminKubeconfig: state.kube.adminKubeconfig, netns: state.kube.netns },
-      nodes: state.nodes.map(({ name, netns, underlayIp, underlayIp6, subnet, subnet6, vtepMac, vtepMac6, pinDir, iface, subnetFile, agent, dataplane, flanneldVersion }) => ({
-        name,
-        dataplane,
-        flanneldVersion,
-        netns,
-        underlayIp,
-        underlayIp6,
-        subnet,
-        subnet6,
-        vtepMac,
-        vtepMac6,
-        pinDir,
-        iface,
-        subnetFile,
-        agent: agent && { pid: agent.pid, healthz: agent.healthz, log: agent.log },
-      })),
+      kube: state.kube && {
+        apiserver: state.kube.apiserver,
+        kubeconfig: state.kube.kubeconfig,
+        adminKubeconfig: state.kube.adminKubeconfig,
+        netns: state.kube.netns,
+      },
+      nodes: state.nodes.map(
+        ({ name, netns, underlayIp, underlayIp6, subnet, subnet6, vtepMac, vtepMac6, pinDir, iface, subnetFile, agent, dataplane, flanneldVersion }) => ({
+          name,
+          dataplane,
+          flanneldVersion,
+          netns,
+          underlayIp,
+          underlayIp6,
+          subnet,
+          subnet6,
+          vtepMac,
+          vtepMac6,
+          pinDir,
+          iface,
+          subnetFile,
+          agent: agent && { pid: agent.pid, healthz: agent.healthz, log: agent.log },
+        }),
+      ),
       pods: state.pods.map(({ name, netns, ip, ips, node }) => ({ name, netns, ip, ips: ips ?? [ip], node })),
       podMtu: state.podMtu,
       subnetLen: state.subnetLen,
@@ -131,10 +145,15 @@ function printStatus(state: LabState, json: boolean): void {
     console.log(JSON.stringify(doc, null, 2));
     return;
   }
-  console.log(`lab ${state.name}: network ${state.network}, backend ${state.backend ?? 'vxlan'}${state.directRouting ? ' with DirectRouting' : ''}, underlay ${state.underlay.cidr} on ${state.underlay.bridge} in ${state.underlay.netns}`);
+  console.log(
+    `lab ${state.name}: network ${state.network}, backend ${state.backend ?? 'vxlan'}${state.directRouting ? ' with DirectRouting' : ''}, underlay ${state.underlay.cidr} on ${state.underlay.bridge} in ${state.underlay.netns}`,
+  );
   if (state.routedSegment) console.log(`routed segment ${state.routedSegment.cidr} on ${state.routedSegment.bridge}, gateway ${state.routedSegment.gateway}`);
   if (state.etcd) console.log(`etcd ${state.etcd.endpoint} (prefix ${state.etcd.prefix}) in ${state.etcd.netns}, pid ${state.etcd.pid}`);
-  if (state.kube) console.log(`Kubernetes ${state.kube.apiserver} in ${state.kube.netns}; the daemons' kubeconfig ${state.kube.kubeconfig} (admin: ${state.kube.adminKubeconfig})`);
+  if (state.kube)
+    console.log(
+      `Kubernetes ${state.kube.apiserver} in ${state.kube.netns}; the daemons' kubeconfig ${state.kube.kubeconfig} (admin: ${state.kube.adminKubeconfig})`,
+    );
   console.log('nodes');
   for (const n of state.nodes)
     console.log(

@@ -60,7 +60,13 @@ function readMonitorDoc(pinDir: string): MapsDoc['monitor'] {
   if (!sw) return undefined;
   try {
     const c = sw.read();
-    return { drops: (c.flags & MONITOR_DROPS) !== 0, trace: (c.flags & MONITOR_TRACE) !== 0, traceSample: c.trace_sample, ownerPid: c.owner_pid, lost: Number(c.lost) };
+    return {
+      drops: (c.flags & MONITOR_DROPS) !== 0,
+      trace: (c.flags & MONITOR_TRACE) !== 0,
+      traceSample: c.trace_sample,
+      ownerPid: c.owner_pid,
+      lost: Number(c.lost),
+    };
   } finally {
     sw.close();
   }
@@ -81,23 +87,33 @@ function readIpv6Doc(maps: DatapathMaps): MapsDoc['ipv6'] {
   };
 }
 
-const subnetDoc = ([base, r]: [string, Remote], subnetLen: number) => ({ subnet: `${base}/${subnetLen}`, publicIp: r.public_ip, vtepMac: r.vtep_mac, statsSlot: r.stats_slot });
+const subnetDoc = ([base, r]: [string, Remote], subnetLen: number) => ({
+  subnet: `${base}/${subnetLen}`,
+  publicIp: r.public_ip,
+  vtepMac: r.vtep_mac,
+  statsSlot: r.stats_slot,
+});
 
-const peerDocs = (family: FamilyMaps) => [...family.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac, statsSlot: p.stats_slot }));
+const peerDocs = (family: FamilyMaps) =>
+  [...family.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac, statsSlot: p.stats_slot }));
 
 /** Reads the pins only: no etcd, no agent, no netns needed. */
 export function readMapsDoc(pinDir: string): MapsDoc {
-  if (!existsSync(`${pinDir}/twill_config`))
-    throw new Error(`no twill datapath is pinned under ${pinDir} (wrong --pin-dir, or the node runs kernel VXLAN)`);
+  if (!existsSync(`${pinDir}/twill_config`)) throw new Error(`no twill datapath is pinned under ${pinDir} (wrong --pin-dir, or the node runs kernel VXLAN)`);
   const maps = DatapathMaps.open(pinDir);
   try {
     const config = maps.readConfig();
     // The route (VXLAN or direct) is in the IPv4 document only, as it always was.
     // The route (VXLAN or direct) is in the IPv4 document only, as it always was.
-    const subnets = [...maps.ipv4.readSubnets()].map((e) => ({ ...subnetDoc(e, config?.subnet_len ?? 0), route: isDirect(e[1]) ? ('direct' as const) : ('vxlan' as const) }));
+    const subnets = [...maps.ipv4.readSubnets()].map((e) => ({
+      ...subnetDoc(e, config?.subnet_len ?? 0),
+      route: isDirect(e[1]) ? ('direct' as const) : ('vxlan' as const),
+    }));
     const peers = peerDocs(maps.ipv4);
     const { peers: perPeer, unattributed } = maps.peerTraffic();
-    const traffic = perPeer.map(({ publicIp, subnet, vtepMac, slot, ...c }) => ({ publicIp, subnet, vtepMac, statsSlot: slot, ...counters(c) }) as PeerTrafficDoc);
+    const traffic = perPeer.map(
+      ({ publicIp, subnet, vtepMac, slot, ...c }) => ({ publicIp, subnet, vtepMac, statsSlot: slot, ...counters(c) }) as PeerTrafficDoc,
+    );
     const attach = readAttachState(pinDir);
     const path = maps.pathStats();
     return {
@@ -129,8 +145,7 @@ export const formatPathLine = (c: Record<string, number>) => {
   return `fast ${fast}, to the stack: ${reasons.length ? reasons.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`;
 };
 
-export const formatTrafficLine = (t: TrafficCounters) =>
-  `out ${t.encap_packets} pkts ${t.encap_bytes} B, in ${t.decap_packets} pkts ${t.decap_bytes} B`;
+export const formatTrafficLine = (t: TrafficCounters) => `out ${t.encap_packets} pkts ${t.encap_bytes} B, in ${t.decap_packets} pkts ${t.decap_bytes} B`;
 
 /** `twill maps`: every pinned map decoded (subnets as CIDRs, MACs as MACs), no etcd needed. */
 export async function mapsCli(argv: string[]): Promise<number> {
@@ -142,9 +157,11 @@ export async function mapsCli(argv: string[]): Promise<number> {
   }
   console.log(`pin dir   ${doc.pinDir}`);
   if (doc.config) console.log(`node      ${formatNodeLine(doc.config)}`);
-  if (doc.attach) console.log(`attached  encap ${doc.attach.encap.mode} on ${doc.attach.encap.iface}, decap ${doc.attach.decap.mode} on ${doc.attach.decap.iface}`);
+  if (doc.attach)
+    console.log(`attached  encap ${doc.attach.encap.mode} on ${doc.attach.encap.iface}, decap ${doc.attach.decap.mode} on ${doc.attach.decap.iface}`);
   console.log(`twill_subnets (${doc.subnets.length})`);
-  for (const s of doc.subnets) console.log(`  ${s.subnet.padEnd(20)} -> ${s.publicIp.padEnd(16)} ${s.vtepMac}  slot ${s.statsSlot}${s.route === 'direct' ? '  direct' : ''}`);
+  for (const s of doc.subnets)
+    console.log(`  ${s.subnet.padEnd(20)} -> ${s.publicIp.padEnd(16)} ${s.vtepMac}  slot ${s.statsSlot}${s.route === 'direct' ? '  direct' : ''}`);
   console.log(`twill_peers (${doc.peers.length})`);
   for (const p of doc.peers) console.log(`  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(20)} ${p.vtepMac}  slot ${p.statsSlot}`);
   console.log(`twill_peer_stats (${doc.traffic.length} slots in use)`);
@@ -152,23 +169,31 @@ export async function mapsCli(argv: string[]): Promise<number> {
   if (Object.values(doc.unattributed).some((v) => v !== 0)) console.log(`  ${'(no slot)'.padEnd(16)} ${formatTrafficLine(doc.unattributed)}`);
   if (doc.endpoints) {
     console.log(`twill_endpoints (${doc.endpoints.length})`);
-    for (const e of doc.endpoints) console.log(`  ${e.ip.padEnd(16)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}  gateway ${e.gatewayMac}  mtu ${e.mtu}, encapsulated up to ${e.encapMtu}`);
+    for (const e of doc.endpoints)
+      console.log(
+        `  ${e.ip.padEnd(16)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}  gateway ${e.gatewayMac}  mtu ${e.mtu}, encapsulated up to ${e.encapMtu}`,
+      );
   }
   if (doc.ipv6?.config && doc.ipv6.config.public_ip6 !== '::') {
     const c = doc.ipv6.config;
-    console.log(`ipv6      ${c.public_ip6}  vtep ${c.vtep_mac6}  subnet ${c.subnet6}/${c.subnet6_len}  network ${c.network6}/${c.network6_len}  ${doc.ipv6.enabled ? 'on' : 'off (the tunnel device is not up)'}`);
+    console.log(
+      `ipv6      ${c.public_ip6}  vtep ${c.vtep_mac6}  subnet ${c.subnet6}/${c.subnet6_len}  network ${c.network6}/${c.network6_len}  ${doc.ipv6.enabled ? 'on' : 'off (the tunnel device is not up)'}`,
+    );
     console.log(`twill_subnets6 (${doc.ipv6.subnets.length})`);
     for (const s of doc.ipv6.subnets) console.log(`  ${s.subnet.padEnd(24)} -> ${s.publicIp.padEnd(24)} ${s.vtepMac}`);
     console.log(`twill_peers6 (${doc.ipv6.peers.length})`);
     for (const p of doc.ipv6.peers) console.log(`  ${p.publicIp.padEnd(24)} ${p.subnet.padEnd(24)} ${p.vtepMac}`);
     console.log(`twill_endpoints6 (${doc.ipv6.endpoints.length})`);
-    for (const e of doc.ipv6.endpoints) console.log(`  ${e.ip.padEnd(24)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}  mtu ${e.mtu}, encapsulated up to ${e.encapMtu}`);
+    for (const e of doc.ipv6.endpoints)
+      console.log(`  ${e.ip.padEnd(24)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}  mtu ${e.mtu}, encapsulated up to ${e.encapMtu}`);
   }
   if (doc.path) console.log(`twill_path_stats\n  send     ${formatPathLine(doc.path.send)}\n  receive  ${formatPathLine(doc.path.receive)}`);
   if (doc.monitor) {
     const m = doc.monitor;
     const on = [m.drops && 'drops', m.trace && `trace (1 in ${m.traceSample})`].filter(Boolean).join(' and ');
-    console.log(`twill_monitor  ${on ? `${on} for twill monitor pid ${m.ownerPid}` : 'off (no twill monitor listening)'}${m.lost ? `, ${m.lost} events lost` : ''}`);
+    console.log(
+      `twill_monitor  ${on ? `${on} for twill monitor pid ${m.ownerPid}` : 'off (no twill monitor listening)'}${m.lost ? `, ${m.lost} events lost` : ''}`,
+    );
   }
   console.log('twill_stats');
   for (const [k, v] of Object.entries(doc.stats)) if (v !== 0 || !k.startsWith('drop_')) console.log(`  ${k.padEnd(22)} ${v}`);

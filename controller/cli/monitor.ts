@@ -117,7 +117,14 @@ function listen(opts: MonitorOptions, sw: MonitorSwitch, ring: RingBuffer): Prom
     };
     // Handlers first: a signal from here on ends the monitor cleanly, events turned off.
     for (const s of signals) process.once(s, onSignal);
-    sw.write({ ...before, flags: opts.flags, trace_sample: opts.traceSample, owner_pid: process.pid, owner_pidns: pidNamespace(), owner_start: processStart(process.pid) ?? 0n });
+    sw.write({
+      ...before,
+      flags: opts.flags,
+      trace_sample: opts.traceSample,
+      owner_pid: process.pid,
+      owner_pidns: pidNamespace(),
+      owner_start: processStart(process.pid) ?? 0n,
+    });
     const timer = setInterval(tick, POLL_MS);
     process.stderr.write(`twill monitor: listening for ${[...opts.filter.kinds].join(' and ')} events on ${opts.pinDir} (Ctrl-C stops)\n`);
   });

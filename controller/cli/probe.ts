@@ -18,7 +18,9 @@ export async function probeCli(argv: string[]): Promise<number> {
   }
   console.log(`kernel ${probe.kernel}${iface ? ` (underlay ${iface})` : ''}`);
   for (const line of formatProbe(probe)) console.log(`  ${line}`);
-  console.log(`auto (vxlan backend): ${auto.dataplane === 'kernel' ? 'kernel VXLAN' : `BPF, ${auto.attach} attach, decap in ${auto.decap}, ${auto.fastPath ? 'fast' : 'stack'} path`}`);
+  console.log(
+    `auto (vxlan backend): ${auto.dataplane === 'kernel' ? 'kernel VXLAN' : `BPF, ${auto.attach} attach, decap in ${auto.decap}, ${auto.fastPath ? 'fast' : 'stack'} path`}`,
+  );
   for (const [what, why] of Object.entries(auto.reasons)) console.log(`  ${what.padEnd(9)} ${why}`);
   return 0;
 }

@@ -113,7 +113,11 @@ function describePin(p: string): PinnedObject {
     const l = BpfLink.fromPin(p);
     try {
       const i = l.info();
-      return { path: p, kind: 'link', detail: `${LINK_TYPES[i.type] ?? `type ${i.type}`}, prog ${i.progId}${i.ifindex !== undefined ? `, ifindex ${i.ifindex}` : ''}` };
+      return {
+        path: p,
+        kind: 'link',
+        detail: `${LINK_TYPES[i.type] ?? `type ${i.type}`}, prog ${i.progId}${i.ifindex !== undefined ? `, ifindex ${i.ifindex}` : ''}`,
+      };
     } finally {
       l.close();
     }
@@ -173,10 +177,14 @@ export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { en
   if (fp) {
     if (fp.requested && !fp.enabled) problems.push(`fast path off: ${fp.reason}`);
     const linked = new Set(fp.podLinks.filter((l) => l.ifindex !== 0).map((l) => l.ifindex));
-    if (fp.enabled) for (const e of fp.endpoints) if (!linked.has(e.ifindex)) problems.push(`pod ${e.ip} (veth ifindex ${e.ifindex}) has no send program: what it sends to remote pods takes the stack path`);
+    if (fp.enabled)
+      for (const e of fp.endpoints)
+        if (!linked.has(e.ifindex))
+          problems.push(`pod ${e.ip} (veth ifindex ${e.ifindex}) has no send program: what it sends to remote pods takes the stack path`);
     for (const l of fp.podLinks) if (l.ifindex === 0) problems.push(`pod link ${l.ifname} is pinned but its veth is gone (the agent's next sync removes it)`);
   }
-  if (doc.attach?.tunnel && !doc.attach.tunnel.up) problems.push(`${doc.attach.tunnel.iface} is down (${doc.attach.tunnel.reason ?? 'unknown reason'}): fragmented VXLAN is dropped and tc decap gets no GRO`);
+  if (doc.attach?.tunnel && !doc.attach.tunnel.up)
+    problems.push(`${doc.attach.tunnel.iface} is down (${doc.attach.tunnel.reason ?? 'unknown reason'}): fragmented VXLAN is dropped and tc decap gets no GRO`);
   for (const p of doc.peers) if (p.statsSlot === 0) problems.push(`peer ${p.publicIp} has no counter slot (written by an older build, or slots exhausted)`);
   if (doc.health?.error) problems.push(`healthz ${doc.health.address}: ${doc.health.error}`);
   else if (doc.health && !doc.health.ready) problems.push(`agent not ready: ${JSON.stringify(doc.health.detail)}`);
@@ -221,8 +229,16 @@ async function readStatus(opts: { pinDir: string; subnetFile: string; healthz?: 
       expiresAt: typeof health?.detail?.leaseExpiresAt === 'string' ? health.detail.leaseExpiresAt : undefined,
     },
     subnetFile,
-    attach: attach && { encap: attach.encap, decap: attach.decap, deliver: attach.deliver, tunnel: attach.tunnel, attachedAt: attach.attachedAt, layoutVersion: attach.layoutVersion },
-    fastPath: attach?.fastPath && maps.path && { ...attach.fastPath, hooks: describeHooks(attach), endpoints: maps.endpoints ?? [], podLinks: listPodLinks(opts.pinDir), ...maps.path },
+    attach: attach && {
+      encap: attach.encap,
+      decap: attach.decap,
+      deliver: attach.deliver,
+      tunnel: attach.tunnel,
+      attachedAt: attach.attachedAt,
+      layoutVersion: attach.layoutVersion,
+    },
+    fastPath: attach?.fastPath &&
+      maps.path && { ...attach.fastPath, hooks: describeHooks(attach), endpoints: maps.endpoints ?? [], podLinks: listPodLinks(opts.pinDir), ...maps.path },
     backend: attach?.spec.backend,
     peers: maps.peers.map((p) => ({ ...traffic.get(p.publicIp), ...p, route: routeOf.get(p.subnet) })),
     totals: { encap_packets, encap_bytes, decap_packets, decap_bytes },
@@ -248,7 +264,9 @@ function describeHooks(a: AttachState): FastPathDoc['hooks'] {
     receive: fast
       ? `${decap}, then straight into local pods (tc ingress of ${a.decap.iface}, bpf_redirect_peer) unless conntrack knows the flow; the rest routed by the stack`
       : `${decap}, then routed by the stack to the pod`,
-    tunnel: a.tunnel && `${a.tunnel.iface} ${a.tunnel.up ? 'up' : 'down'}: UDP-tunnel GRO on the VXLAN port; reassembled fragments decapped there, checked by twill_tunnel_rx, routed by the stack`,
+    tunnel:
+      a.tunnel &&
+      `${a.tunnel.iface} ${a.tunnel.up ? 'up' : 'down'}: UDP-tunnel GRO on the VXLAN port; reassembled fragments decapped there, checked by twill_tunnel_rx, routed by the stack`,
   };
 }
 
@@ -259,18 +277,27 @@ function printStatus(s: StatusDoc): void {
     console.log(`dataplane  ${s.dataplaneChoice.dataplane} (requested ${s.dataplaneChoice.requested}): ${s.dataplaneChoice.reasons.dataplane}`);
     if (s.dataplaneChoice.reasons.attach) console.log(`tc attach  ${s.dataplaneChoice.attach}: ${s.dataplaneChoice.reasons.attach}`);
   }
-  if (s.probe) console.log(`kernel     ${s.probe.kernel}, probed ${s.probe.probedAt}\n${formatProbe(s.probe).map((l) => `  ${l}`).join('\n')}`);
+  if (s.probe)
+    console.log(
+      `kernel     ${s.probe.kernel}, probed ${s.probe.probedAt}\n${formatProbe(s.probe)
+        .map((l) => `  ${l}`)
+        .join('\n')}`,
+    );
   console.log(`lease      ${s.lease.subnet ?? '?'}${s.lease.subnet6 ? ` ${s.lease.subnet6}` : ''}${s.lease.expiresAt ? `  expires ${s.lease.expiresAt}` : ''}`);
   const f = s.subnetFile;
   const v6 = f.ipv6Subnet ? ` ipv6 network ${f.ipv6Network} subnet ${f.ipv6Subnet}` : '';
   console.log(`subnet.env ${f.path}: ${f.error ?? `network ${f.network} subnet ${f.subnet}${v6} mtu ${f.mtu} ipmasq ${f.ipMasq}`}`);
   if (s.attach) {
-    console.log(`attached   encap ${s.attach.encap.mode} on ${s.attach.encap.iface}, decap ${s.attach.decap.mode} on ${s.attach.decap.iface}${s.attach.deliver ? `, deliver ${s.attach.deliver.mode} on ${s.attach.deliver.iface}` : ''} (since ${s.attach.attachedAt})`);
+    console.log(
+      `attached   encap ${s.attach.encap.mode} on ${s.attach.encap.iface}, decap ${s.attach.decap.mode} on ${s.attach.decap.iface}${s.attach.deliver ? `, deliver ${s.attach.deliver.mode} on ${s.attach.deliver.iface}` : ''} (since ${s.attach.attachedAt})`,
+    );
     if (s.attach.decap.reason) console.log(`decap hook ${s.attach.decap.hook}: ${s.attach.decap.reason}`);
   }
   if (s.fastPath) {
     const f = s.fastPath;
-    console.log(`fast path  ${f.enabled ? 'on' : 'off'}: ${f.reason}; ${f.endpoints.length} local pods, ${f.podLinks.filter((l) => l.ifindex !== 0).length} pod veths attached`);
+    console.log(
+      `fast path  ${f.enabled ? 'on' : 'off'}: ${f.reason}; ${f.endpoints.length} local pods, ${f.podLinks.filter((l) => l.ifindex !== 0).length} pod veths attached`,
+    );
     console.log(`  send     ${f.hooks.send}\n           ${formatPathLine(f.send)}`);
     console.log(`  receive  ${f.hooks.receive}\n           ${formatPathLine(f.receive)}`);
     if (f.hooks.tunnel) console.log(`  tunnel   ${f.hooks.tunnel}`);
@@ -288,7 +315,10 @@ function printStatus(s: StatusDoc): void {
   for (const o of s.pinned) console.log(`  ${path.relative(s.pinDir, o.path).padEnd(18)} ${o.kind.padEnd(5)} ${o.detail}`);
   if (s.health) console.log(`health     ${s.health.address}: ${s.health.error ?? `live ${s.health.live}, ready ${s.health.ready}`}`);
   const manager = s.health?.detail?.subnetManager as { kind?: string; connected?: boolean } | undefined;
-  if (manager?.kind) console.log(`subnets    from ${manager.kind === 'kube' ? 'the Kubernetes API (--kube-subnet-mgr)' : 'etcd'}, ${manager.connected ? 'watch connected' : 'watch not connected'}`);
+  if (manager?.kind)
+    console.log(
+      `subnets    from ${manager.kind === 'kube' ? 'the Kubernetes API (--kube-subnet-mgr)' : 'etcd'}, ${manager.connected ? 'watch connected' : 'watch not connected'}`,
+    );
   console.log(s.problems.length ? `problems\n${s.problems.map((p) => `  ${p}`).join('\n')}` : 'problems   none');
 }
 

@@ -23,7 +23,8 @@ export async function uninstallCli(argv: string[]): Promise<number> {
   if (!o['pin-dir'].startsWith('/sys/fs/bpf/')) throw new UsageError(`--pin-dir ${o['pin-dir']}: not a directory under /sys/fs/bpf`);
   if (!/^[a-z][a-z0-9-]*$/.test(o['cni-plugin'])) throw new UsageError(`--cni-plugin ${o['cni-plugin']}: not a plugin name`);
   for (const flag of ['subnet-file', 'cni-bin-dir'] as const) if (!path.isAbsolute(o[flag])) throw new UsageError(`--${flag} ${o[flag]}: not an absolute path`);
-  for (const flag of ['cni-conf', 'install-dir'] as const) if (o[flag] !== '' && !path.isAbsolute(o[flag])) throw new UsageError(`--${flag} ${o[flag]}: not an absolute path`);
+  for (const flag of ['cni-conf', 'install-dir'] as const)
+    if (o[flag] !== '' && !path.isAbsolute(o[flag])) throw new UsageError(`--${flag} ${o[flag]}: not an absolute path`);
   const opts: UninstallOptions = {
     pinDir: o['pin-dir'].replace(/\/+$/, ''),
     subnetFile: o['subnet-file'],

@@ -5,7 +5,14 @@ import * as z from 'zod/mini';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
 import { checkSubnetFile, parseSubnetFile } from '../subnet/subnet-file.js';
-import { endpointsDirFor, readEndpointRecord, readPinDirPointer, recordFromCniResult, removeEndpointRecord, writeEndpointRecord } from '../endpoints/records.js';
+import {
+  endpointsDirFor,
+  readEndpointRecord,
+  readPinDirPointer,
+  recordFromCniResult,
+  removeEndpointRecord,
+  writeEndpointRecord,
+} from '../endpoints/records.js';
 import { readStateFile } from '../util/state-file.js';
 
 /*

@@ -63,7 +63,9 @@ export function ipv4Networks(c: NetworkConfig): Ipv4Networks | undefined {
 
 /** The IPv6 half, if the network has one. */
 export function ipv6Networks(c: NetworkConfig): Ipv6Networks | undefined {
-  return c.enableIPv6 ? { ipv6Network: c.ipv6Network, ipv6SubnetLen: c.ipv6SubnetLen, ipv6SubnetMin: c.ipv6SubnetMin, ipv6SubnetMax: c.ipv6SubnetMax } : undefined;
+  return c.enableIPv6
+    ? { ipv6Network: c.ipv6Network, ipv6SubnetLen: c.ipv6SubnetLen, ipv6SubnetMin: c.ipv6SubnetMin, ipv6SubnetMax: c.ipv6SubnetMax }
+    : undefined;
 }
 
 export class ConfigError extends Error {
@@ -90,7 +92,19 @@ export class UnsupportedConfigError extends FatalConfigError {
   override name = 'UnsupportedConfigError';
 }
 
-const topFields = ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 'EnableIPv6', 'IPv6Network', 'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax', 'Backend'] as const;
+const topFields = [
+  'Network',
+  'SubnetLen',
+  'SubnetMin',
+  'SubnetMax',
+  'EnableIPv4',
+  'EnableIPv6',
+  'IPv6Network',
+  'IPv6SubnetLen',
+  'IPv6SubnetMin',
+  'IPv6SubnetMax',
+  'Backend',
+] as const;
 const backendFields = ['Type', 'VNI', 'Port', 'MTU', 'GBP', 'Learning', 'DirectRouting', 'MacPrefix'] as const;
 
 /**
@@ -272,9 +286,12 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   const typeName = bt.data.Type;
   const type = (typeName ?? 'udp').toLowerCase(); // flannel's default backend is udp
   const supported = `twill implements ${BACKENDS.join(' and ')}`;
-  if (typeName === undefined) unsupported.push(`Backend.Type missing: flannel's default is the udp backend, which twill does not implement (${supported}; set Type)`);
-  else if (FLANNEL_ONLY_BACKENDS.includes(type)) unsupported.push(`Backend.Type ${JSON.stringify(typeName)}: flannel's ${type} backend is not supported (${supported})`);
-  else if (!(BACKENDS as readonly string[]).includes(type)) unsupported.push(`Backend.Type ${JSON.stringify(typeName)}: no such flannel backend (${supported})`);
+  if (typeName === undefined)
+    unsupported.push(`Backend.Type missing: flannel's default is the udp backend, which twill does not implement (${supported}; set Type)`);
+  else if (FLANNEL_ONLY_BACKENDS.includes(type))
+    unsupported.push(`Backend.Type ${JSON.stringify(typeName)}: flannel's ${type} backend is not supported (${supported})`);
+  else if (!(BACKENDS as readonly string[]).includes(type))
+    unsupported.push(`Backend.Type ${JSON.stringify(typeName)}: no such flannel backend (${supported})`);
   // Only the vxlan backend reads options: host-gw ignores whatever else Backend holds, as flannel's does.
   let b: z.infer<typeof vxlanSchema> = {};
   if (type === 'vxlan') {
@@ -286,14 +303,18 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   }
 
   const v4 = enableIPv4 ? familyNetworks(IPV4, { network: t.Network, len: t.SubnetLen, min: t.SubnetMin, max: t.SubnetMax }, problems, fatal) : undefined;
-  const v6 = enableIPv6 ? familyNetworks(IPV6, { network: t.IPv6Network, len: t.IPv6SubnetLen, min: t.IPv6SubnetMin, max: t.IPv6SubnetMax }, problems, fatal) : undefined;
+  const v6 = enableIPv6
+    ? familyNetworks(IPV6, { network: t.IPv6Network, len: t.IPv6SubnetLen, min: t.IPv6SubnetMin, max: t.IPv6SubnetMax }, problems, fatal)
+    : undefined;
   // flanneld checks the networks before it looks at the backend: while they are invalid it retries, whatever the backend.
   if (problems.length) throw new ConfigError(`invalid config: ${[...unsupported, ...problems].join('; ')}`);
   if (unsupported.length) throw new UnsupportedConfigError(`unsupported config: ${[...unsupported, ...fatal].join('; ')}`);
   if (fatal.length) throw new FatalConfigError(`invalid config: ${fatal.join('; ')}`);
   const toV4 = (c: FamilyCidr): Cidr => ({ ip: Number(c.ip), len: c.len });
   const families = {
-    ...(v4 ? { enableIPv4: true as const, network: toV4(v4.network), subnetLen: v4.subnetLen, subnetMin: toV4(v4.min), subnetMax: toV4(v4.max) } : { enableIPv4: false as const }),
+    ...(v4
+      ? { enableIPv4: true as const, network: toV4(v4.network), subnetLen: v4.subnetLen, subnetMin: toV4(v4.min), subnetMax: toV4(v4.max) }
+      : { enableIPv4: false as const }),
     ...(v6
       ? { enableIPv6: true as const, ipv6Network: v6.network, ipv6SubnetLen: v6.subnetLen, ipv6SubnetMin: v6.min, ipv6SubnetMax: v6.max }
       : { enableIPv6: false as const, ipv6SubnetLen: t.IPv6SubnetLen ?? 0 }),

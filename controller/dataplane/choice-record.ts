@@ -69,8 +69,17 @@ export async function probeAndChoose(pinDir: string, req: Omit<ChoiceRequest, 'u
   const probe = probeKernelFeatures();
   const choice = chooseDataplane(probe, { ...req, underlayKind: (await linkShow(underlay))?.linkinfo?.info_kind });
   const caps = Object.fromEntries(Object.entries(probe.capabilities).map(([k, c]) => [k, c.present ?? 'unknown']));
-  log.info('kernel probed: dataplane chosen', { kernel: probe.kernel, capabilities: caps, choice: choice.dataplane, attach: choice.attach, decap: choice.decap, fastPath: choice.fastPath, reasons: choice.reasons });
-  for (const [k, c] of Object.entries(probe.capabilities)) if (c.present === undefined) log.warn('kernel probe inconclusive', { capability: k, detail: c.detail });
+  log.info('kernel probed: dataplane chosen', {
+    kernel: probe.kernel,
+    capabilities: caps,
+    choice: choice.dataplane,
+    attach: choice.attach,
+    decap: choice.decap,
+    fastPath: choice.fastPath,
+    reasons: choice.reasons,
+  });
+  for (const [k, c] of Object.entries(probe.capabilities))
+    if (c.present === undefined) log.warn('kernel probe inconclusive', { capability: k, detail: c.detail });
   const record = { probe, choice };
   writeChoiceRecord(pinDir, record);
   return record;
@@ -81,7 +90,14 @@ export function recordKernelFallback(pinDir: string, error: string): void {
   const record = readChoiceRecord(pinDir);
   if (!record) return;
   const { attach: _a, decap: _d, fastPath: _f, ...choice } = record.choice;
-  writeChoiceRecord(pinDir, { ...record, choice: { ...choice, dataplane: 'kernel', reasons: { dataplane: `auto: the BPF datapath did not attach (${error.split('\n')[0]}): kernel VXLAN as flannel does` } } });
+  writeChoiceRecord(pinDir, {
+    ...record,
+    choice: {
+      ...choice,
+      dataplane: 'kernel',
+      reasons: { dataplane: `auto: the BPF datapath did not attach (${error.split('\n')[0]}): kernel VXLAN as flannel does` },
+    },
+  });
 }
 
 function writeChoiceRecord(pinDir: string, record: ChoiceRecord): void {

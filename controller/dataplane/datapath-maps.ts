@@ -177,7 +177,12 @@ export class DatapathMaps {
   /** Every peer with a counter slot: IPv4 peers, then IPv6-only ones. */
   private peerRows(): { publicIp: string; subnet: string; vtepMac: string; slot: number }[] {
     const subnetLen = this.readConfig()?.subnet_len;
-    const rows = [...this.ipv4.readPeers()].map(([ip, p]) => ({ publicIp: ip, subnet: `${p.subnet}/${p.subnet_len || subnetLen}`, vtepMac: p.vtep_mac, slot: p.stats_slot }));
+    const rows = [...this.ipv4.readPeers()].map(([ip, p]) => ({
+      publicIp: ip,
+      subnet: `${p.subnet}/${p.subnet_len || subnetLen}`,
+      vtepMac: p.vtep_mac,
+      slot: p.stats_slot,
+    }));
     const listed = new Set(rows.map((r) => r.slot));
     for (const [ip6, p] of this.ipv6?.readPeers() ?? []) {
       if (!listed.has(p.stats_slot)) rows.push({ publicIp: ip6, subnet: `${p.subnet}/${p.subnet_len}`, vtepMac: p.vtep_mac, slot: p.stats_slot });

@@ -87,7 +87,9 @@ export function chooseDataplane(probe: FeatureProbe, req: ChoiceRequest): Datapl
     return {
       requested,
       dataplane: 'kernel',
-      reasons: { dataplane: `auto: kernel ${probe.kernel} lacks ${lacking.map(since).join(', ')}, which every twill program calls: kernel VXLAN as flannel does` },
+      reasons: {
+        dataplane: `auto: kernel ${probe.kernel} lacks ${lacking.map(since).join(', ')}, which every twill program calls: kernel VXLAN as flannel does`,
+      },
     };
   const attach = caps.tcx.present === false ? 'clsact' : 'tcx';
   const decap = chooseDecapHook(req.backend === 'host-gw' ? 'host-gw' : req.decapHook, req.underlayKind, caps.xdpNative);
@@ -102,7 +104,9 @@ export function chooseDataplane(probe: FeatureProbe, req: ChoiceRequest): Datapl
       dataplane:
         requested === 'bpf'
           ? 'requested (--dataplane bpf)'
-          : `auto: kernel ${probe.kernel} has ${REQUIRED_HELPERS.filter((h) => !missing(caps[h])).map((h) => CAPABILITY_LABEL[h]).join(', ')}: BPF`,
+          : `auto: kernel ${probe.kernel} has ${REQUIRED_HELPERS.filter((h) => !missing(caps[h]))
+              .map((h) => CAPABILITY_LABEL[h])
+              .join(', ')}: BPF`,
       attach:
         attach === 'tcx'
           ? caps.tcx.present
@@ -124,12 +128,18 @@ export function chooseDecapHook(
   underlayKind?: string,
   xdpNative?: Capability,
 ): { hook: 'xdp' | 'tc'; nativeOnly: boolean; reason: string } {
-  if (requested === 'host-gw') return { hook: 'tc', nativeOnly: false, reason: 'host-gw: nothing to decapsulate; tc delivers the peers\' plain packets into pods' };
+  if (requested === 'host-gw')
+    return { hook: 'tc', nativeOnly: false, reason: "host-gw: nothing to decapsulate; tc delivers the peers' plain packets into pods" };
   if (requested === 'tc') return { hook: 'tc', nativeOnly: false, reason: 'requested (--decap-hook tc)' };
   if (requested === 'xdp') return { hook: 'xdp', nativeOnly: false, reason: 'requested (--decap-hook xdp)' };
   if (underlayKind === 'veth')
-    return { hook: 'tc', nativeOnly: false, reason: 'auto: the underlay is a veth, where XDP copies every packet and turns off the peer\'s segmentation offload' };
-  if (xdpNative?.present === false) return { hook: 'tc', nativeOnly: false, reason: `auto: the underlay's driver has no native XDP (${xdpNative.detail}): decap in tc` };
+    return {
+      hook: 'tc',
+      nativeOnly: false,
+      reason: "auto: the underlay is a veth, where XDP copies every packet and turns off the peer's segmentation offload",
+    };
+  if (xdpNative?.present === false)
+    return { hook: 'tc', nativeOnly: false, reason: `auto: the underlay's driver has no native XDP (${xdpNative.detail}): decap in tc` };
   return { hook: 'xdp', nativeOnly: true, reason: 'auto: native XDP, ahead of GRO' };
 }
 
@@ -138,7 +148,10 @@ function chooseFastPath(requested: boolean, kfuncs: Capability): { enabled: bool
   if (!requested) return { enabled: false, reason: 'turned off (--fast-path=false)' };
   if (kfuncs.present === false)
     return { enabled: false, reason: `no ${since('conntrackKfuncs')} (${kfuncs.detail}): stack path, unless the kernel has no conntrack at all` };
-  return { enabled: true, reason: 'bpf_redirect_peer, bpf_redirect_neigh, bpf_check_mtu and the conntrack kfuncs: flows unknown to conntrack bypass the stack' };
+  return {
+    enabled: true,
+    reason: 'bpf_redirect_peer, bpf_redirect_neigh, bpf_check_mtu and the conntrack kfuncs: flows unknown to conntrack bypass the stack',
+  };
 }
 
 /** One line per capability, for `twill probe` and the VM tier's matrix. */
@@ -155,5 +168,7 @@ export function formatChoiceLine(probe: FeatureProbe, choice: DataplaneChoice, a
   const yes = (c: CapabilityName) => `${c}=${probe.capabilities[c]?.present === undefined ? '?' : probe.capabilities[c].present ? 'yes' : 'no'}`;
   const got = actual ?? { attach: choice.attach, decap: choice.decap, fastPath: choice.fastPath };
   const mode = choice.dataplane === 'kernel' ? 'kernel-vxlan' : `bpf attach=${got.attach} decap=${got.decap} path=${got.fastPath ? 'fast' : 'stack'}`;
-  return `kernel ${probe.kernel}: ${mode} | ${CAPABILITIES.filter((c) => probe.capabilities[c]).map(yes).join(' ')}`;
+  return `kernel ${probe.kernel}: ${mode} | ${CAPABILITIES.filter((c) => probe.capabilities[c])
+    .map(yes)
+    .join(' ')}`;
 }

@@ -29,7 +29,10 @@ const FAMILY_MAPS = {
     endpointKey: 'ip6',
     fields: { public_ip: 'public_ip6', vtep_mac: 'vtep_mac6', subnet: 'subnet6', subnet_len: 'subnet6_len' },
   },
-} as const satisfies Record<IpFamily, { subnets: MapName; peers: MapName; endpoints: MapName; subnetKey: string; peerKey: string; endpointKey: string; fields: Record<string, string> }>;
+} as const satisfies Record<
+  IpFamily,
+  { subnets: MapName; peers: MapName; endpoints: MapName; subnetKey: string; peerKey: string; endpointKey: string; fields: Record<string, string> }
+>;
 
 type Row = Decoded<Record<string, FieldKind>>;
 type AnyMap = TypedMap<Record<string, FieldKind>, Record<string, FieldKind>>;
@@ -83,7 +86,10 @@ export class FamilyMaps {
     };
     try {
       const endpoints = family === 6 || existsSync(`${pinDir}/${names.endpoints}`) ? typed(names.endpoints) : undefined;
-      const peerStats = slots === 'own' ? ((m) => (opened.push(m), new PerCpuArray(m, mapSpecs.twill_peer_stats.value)))(BpfMap.fromPin(`${pinDir}/twill_peer_stats`)) : undefined;
+      const peerStats =
+        slots === 'own'
+          ? ((m) => (opened.push(m), new PerCpuArray(m, mapSpecs.twill_peer_stats.value)))(BpfMap.fromPin(`${pinDir}/twill_peer_stats`))
+          : undefined;
       return new FamilyMaps(family, typed(names.subnets), typed(names.peers), endpoints, slots, peerStats, opened);
     } catch (err) {
       for (const m of opened) m.close();
@@ -164,7 +170,13 @@ export class FamilyMaps {
    * last wrote: a lease event costs a few map updates, whatever the number of peers.
    */
   apply(changes: MapChanges): SyncResult {
-    const got = this.slots === 'own' ? this.slotTable.change(changes.peers.upsert.map(([ip]) => ip), changes.peers.remove) : { fresh: [], unslotted: [] };
+    const got =
+      this.slots === 'own'
+        ? this.slotTable.change(
+            changes.peers.upsert.map(([ip]) => ip),
+            changes.peers.remove,
+          )
+        : { fresh: [], unslotted: [] };
     const slot = this.slotFor(changes.counterPeers);
     return this.write(
       { upsert: changes.subnets.upsert.map(([k, v]) => [k, withSlot(v, slot(v.public_ip))]), remove: changes.subnets.remove },
@@ -184,14 +196,20 @@ export class FamilyMaps {
   }
 
   private write(subnetDiff: MapDiff<Remote>, peerDiff: MapDiff<Peer>, fresh: readonly number[], unslotted: readonly string[]): SyncResult {
-    if (unslotted.length) log.warn('per-peer counter slots exhausted: these peers count as unattributed', { family: this.family, peers: unslotted.length, slots: MAX_STATS_SLOTS });
+    if (unslotted.length)
+      log.warn('per-peer counter slots exhausted: these peers count as unattributed', { family: this.family, peers: unslotted.length, slots: MAX_STATS_SLOTS });
     this.peerStats?.zero(fresh);
     const { subnetKey, peerKey, fields } = this.names;
     this.peers.putMany(peerDiff.upsert.map(([k, v]) => [{ [peerKey]: k }, renamed(v, fields)] as const));
     this.subnets.putMany(subnetDiff.upsert.map(([k, v]) => [{ [subnetKey]: k }, renamed(v, fields)] as const));
     this.subnets.deleteMany(subnetDiff.remove.map((k) => ({ [subnetKey]: k })));
     this.peers.deleteMany(peerDiff.remove.map((k) => ({ [peerKey]: k })));
-    return { subnetsAdded: subnetDiff.upsert.length, subnetsRemoved: subnetDiff.remove.length, peersAdded: peerDiff.upsert.length, peersRemoved: peerDiff.remove.length };
+    return {
+      subnetsAdded: subnetDiff.upsert.length,
+      subnetsRemoved: subnetDiff.remove.length,
+      peersAdded: peerDiff.upsert.length,
+      peersRemoved: peerDiff.remove.length,
+    };
   }
 
   close(): void {

@@ -76,7 +76,8 @@ function inNetns<T>(netns: string, fn: () => T): T {
       out = { error };
     }
     // A thread stranded in the other netns outweighs fn's own result or error (kept as the cause).
-    if (!setThreadNetns(home)) throw new Error(`setns back from netns ${netns} failed: this process is stranded there`, { cause: 'error' in out ? out.error : undefined });
+    if (!setThreadNetns(home))
+      throw new Error(`setns back from netns ${netns} failed: this process is stranded there`, { cause: 'error' in out ? out.error : undefined });
     if ('error' in out) throw out.error;
     return out.value;
   } finally {

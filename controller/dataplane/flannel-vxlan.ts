@@ -56,19 +56,41 @@ export async function ensureKernelVxlan(spec: KernelVxlanSpec): Promise<void> {
   const dev = vxlanDeviceName(spec.vni, family);
   const existing = (await linkShow(dev)) as VxlanLinkInfo | undefined;
   const d = existing?.linkinfo?.info_data;
-  const compatible = existing?.linkinfo?.info_kind === 'vxlan' && d?.id === spec.vni && (d?.local ?? d?.local6) === spec.localIp && d?.port === spec.port && d?.learning === false;
+  const compatible =
+    existing?.linkinfo?.info_kind === 'vxlan' &&
+    d?.id === spec.vni &&
+    (d?.local ?? d?.local6) === spec.localIp &&
+    d?.port === spec.port &&
+    d?.learning === false;
   if (existing && !compatible) {
     log.warn('existing vxlan device does not match the config, recreating it', { dev, found: d });
     await ip(['link', 'del', dev]);
   }
   if (!existing || !compatible)
-    await ip(['link', 'add', dev, 'type', 'vxlan', 'id', String(spec.vni), 'local', spec.localIp, 'dev', spec.underlayIface, 'nolearning', 'dstport', String(spec.port)]);
+    await ip([
+      'link',
+      'add',
+      dev,
+      'type',
+      'vxlan',
+      'id',
+      String(spec.vni),
+      'local',
+      spec.localIp,
+      'dev',
+      spec.underlayIface,
+      'nolearning',
+      'dstport',
+      String(spec.port),
+    ]);
   // Unlike flannel, an MTU or MAC change is applied to an existing device too.
   const mtu = spec.underlayMtu - (family === 6 ? VXLAN6_OVERHEAD : VXLAN_OVERHEAD);
   await ipBatch([`link set ${dev} address ${spec.vtepMac}`, `link set ${dev} mtu ${mtu}`, `link set ${dev} up`]);
   const want = `${spec.subnet.split('/')[0]}/${family === 6 ? 128 : 32}`;
   // The kernel's own fe80:: address of the device stays: neighbour discovery on it is harmless.
-  const addrs = ((await ipJson<{ addr_info: { local: string; prefixlen: number; scope?: string }[] }[]>([`-${family}`, 'addr', 'show', 'dev', dev]))[0]?.addr_info ?? []).filter((a) => a.scope !== 'link');
+  const addrs = (
+    (await ipJson<{ addr_info: { local: string; prefixlen: number; scope?: string }[] }[]>([`-${family}`, 'addr', 'show', 'dev', dev]))[0]?.addr_info ?? []
+  ).filter((a) => a.scope !== 'link');
   for (const a of addrs) if (`${a.local}/${a.prefixlen}` !== want) await ip(['addr', 'del', `${a.local}/${a.prefixlen}`, 'dev', dev]);
   if (!addrs.some((a) => `${a.local}/${a.prefixlen}` === want)) await ip(['addr', 'add', want, 'dev', dev]);
   log.info('vxlan device ready', { dev, vni: spec.vni, local: spec.localIp, port: spec.port, mtu, mac: spec.vtepMac });
@@ -93,7 +115,6 @@ export async function removeKernelVxlan(vni: number, drainMs = 200, family: IpFa
 }
 
 type Remote = { public_ip: string; vtep_mac: string };
-
 
 /**
  * The kernel state for the lease set: read back from netlink and changed by difference. With
@@ -144,7 +165,11 @@ export class KernelVxlanDatapath {
     const len = this.subnetLen;
     const gone = remove.map((s) => [s, have.get(s)!] as const);
     await ipBatch(gone.map(([s]) => `neigh del ${s} dev ${dev}`));
-    await bridgeBatch(gone.filter(([, r]) => ![...viaVxlan.values()].some((d) => d.vtep_mac === r.vtep_mac)).map(([, r]) => `fdb del ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self`));
+    await bridgeBatch(
+      gone
+        .filter(([, r]) => ![...viaVxlan.values()].some((d) => d.vtep_mac === r.vtep_mac))
+        .map(([, r]) => `fdb del ${r.vtep_mac} dev ${dev} dst ${r.public_ip} self`),
+    );
     await ipBatch(gone.map(([s]) => `route del ${s}/${len} dev ${dev}`));
     const direct = await this.direct.sync(directGateways(desired));
     // flannel's order for each lease, kept by running each kind as one batch in that order.

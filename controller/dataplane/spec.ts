@@ -14,39 +14,41 @@ const cidr = z.string().refine((t) => parseCidr(t) !== undefined, 'an IPv4 CIDR 
 const mac = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:01');
 
 /** Where and as whom a node's datapath runs; validated before anything is touched. */
-export const dataplaneSpecSchema = z.object({
-  pinDir: z.string().startsWith('/sys/fs/bpf/', 'a directory under /sys/fs/bpf'),
-  underlayIface: z.string().min(1).max(15),
-  /** The IPv4 identity; all three absent in an IPv6-only network (twill_config6 carries the node's identity there). */
-  publicIp: ipv4.optional(),
-  /** the VtepMAC twill_config keeps (an IPv6-only node's lease publishes none, but a restart keeps it) */
-  vtepMac: mac,
-  subnet: cidr.optional(),
-  network: cidr.optional(),
-  /**
-   * flannel's backend: vxlan (per-peer VXLAN, or direct routes for peers flagged so in the maps),
-   * or host-gw (every peer routed directly: no VXLAN port, no tunnel device, no XDP).
-   */
-  backend: backendSchema.default('vxlan'),
-  vni: z.number().int().min(0).max(VNI_MAX).default(1),
-  port: z.number().int().min(1).max(65535).default(FLANNEL_VXLAN_PORT),
-  /** Underlay MTU; the overlay device gets the backend's overhead less (backendOverhead: 50 for VXLAN, none for host-gw). */
-  mtu: z.number().int().min(576).max(65535).optional(),
-  overlayDevice: z.string().min(1).max(15).default(OVERLAY_DEVICE),
-  /** the receive-only flow-based vxlan device that holds the VXLAN port (GRO, reassembled fragments) */
-  tunnelDevice: z.string().min(1).max(15).default(TUNNEL_DEVICE),
-  /**
-   * Where decap runs: XDP ahead of GRO (NICs with native XDP), or tc ingress after GRO (veth
-   * underlays, where XDP costs a copy per packet and disables the sending peer's segmentation
-   * offload, and drivers without native XDP). auto picks by the underlay's driver.
-   */
-  decapHook: decapHookSchema.default('auto'),
-  /** Pod traffic to and from remote pods bypasses the host stack where it needs nothing from it. */
-  fastPath: z.boolean().default(true),
-}).refine((s) => [s.publicIp, s.subnet, s.network].every((v) => v === undefined) || [s.publicIp, s.subnet, s.network].every((v) => v !== undefined), {
-  message: 'publicIp, subnet and network come together (all absent: an IPv6-only node)',
-  path: ['publicIp'],
-});
+export const dataplaneSpecSchema = z
+  .object({
+    pinDir: z.string().startsWith('/sys/fs/bpf/', 'a directory under /sys/fs/bpf'),
+    underlayIface: z.string().min(1).max(15),
+    /** The IPv4 identity; all three absent in an IPv6-only network (twill_config6 carries the node's identity there). */
+    publicIp: ipv4.optional(),
+    /** the VtepMAC twill_config keeps (an IPv6-only node's lease publishes none, but a restart keeps it) */
+    vtepMac: mac,
+    subnet: cidr.optional(),
+    network: cidr.optional(),
+    /**
+     * flannel's backend: vxlan (per-peer VXLAN, or direct routes for peers flagged so in the maps),
+     * or host-gw (every peer routed directly: no VXLAN port, no tunnel device, no XDP).
+     */
+    backend: backendSchema.default('vxlan'),
+    vni: z.number().int().min(0).max(VNI_MAX).default(1),
+    port: z.number().int().min(1).max(65535).default(FLANNEL_VXLAN_PORT),
+    /** Underlay MTU; the overlay device gets the backend's overhead less (backendOverhead: 50 for VXLAN, none for host-gw). */
+    mtu: z.number().int().min(576).max(65535).optional(),
+    overlayDevice: z.string().min(1).max(15).default(OVERLAY_DEVICE),
+    /** the receive-only flow-based vxlan device that holds the VXLAN port (GRO, reassembled fragments) */
+    tunnelDevice: z.string().min(1).max(15).default(TUNNEL_DEVICE),
+    /**
+     * Where decap runs: XDP ahead of GRO (NICs with native XDP), or tc ingress after GRO (veth
+     * underlays, where XDP costs a copy per packet and disables the sending peer's segmentation
+     * offload, and drivers without native XDP). auto picks by the underlay's driver.
+     */
+    decapHook: decapHookSchema.default('auto'),
+    /** Pod traffic to and from remote pods bypasses the host stack where it needs nothing from it. */
+    fastPath: z.boolean().default(true),
+  })
+  .refine((s) => [s.publicIp, s.subnet, s.network].every((v) => v === undefined) || [s.publicIp, s.subnet, s.network].every((v) => v !== undefined), {
+    message: 'publicIp, subnet and network come together (all absent: an IPv6-only node)',
+    path: ['publicIp'],
+  });
 
 export type DataplaneSpec = z.output<typeof dataplaneSpecSchema>;
 

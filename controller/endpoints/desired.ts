@@ -60,7 +60,8 @@ export function planEndpoints(input: {
   const subnet = parseCidr(input.subnet)!;
   const inSubnet = (ip: string) => cidrContains(subnet, { ip: parseIpv4(ip)!, len: 32 });
   const subnet6 = input.subnet6 === undefined ? undefined : parseCidr6(input.subnet6);
-  const inSubnet6 = (ip6: string | undefined): ip6 is string => subnet6 !== undefined && ip6 !== undefined && cidr6Contains(subnet6, { ip: parseIpv6(ip6)!, len: 128 });
+  const inSubnet6 = (ip6: string | undefined): ip6 is string =>
+    subnet6 !== undefined && ip6 !== undefined && cidr6Contains(subnet6, { ip: parseIpv6(ip6)!, len: 128 });
   const portByName = new Map(input.ports.map((p) => [`${p.bridge}/${p.ifname}`, p]));
   const problems: string[] = [];
   const stale: EndpointRecord[] = [];

@@ -130,7 +130,8 @@ export function readEndpointRecords(dir: string): { records: EndpointRecord[]; i
       records.push(parseRecordFile(file));
     } catch (err) {
       // Removed between the listing and the read (a DEL), or not JSON.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') invalid.push({ file, error: err instanceof StateFileError ? err.message : `endpoint record ${file}: ${(err as Error).message}` });
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        invalid.push({ file, error: err instanceof StateFileError ? err.message : `endpoint record ${file}: ${(err as Error).message}` });
     }
   }
   return { records, invalid };

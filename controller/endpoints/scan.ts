@@ -16,7 +16,9 @@ interface PortJson {
   linkinfo?: { info_kind?: string };
 }
 
-export async function scanBridges(bridges: readonly string[]): Promise<{ ports: (BridgePort & { peerIfindex?: number; peerNetnsId?: number })[]; bridgeMacs: Map<string, string> }> {
+export async function scanBridges(
+  bridges: readonly string[],
+): Promise<{ ports: (BridgePort & { peerIfindex?: number; peerNetnsId?: number })[]; bridgeMacs: Map<string, string> }> {
   const ports: (BridgePort & { peerIfindex?: number; peerNetnsId?: number })[] = [];
   const bridgeMacs = new Map<string, string>();
   for (const bridge of new Set(bridges)) {

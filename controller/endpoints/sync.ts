@@ -75,11 +75,23 @@ export class EndpointSync {
       const bridges = [...(this.o.bridges ?? ['cni0']), ...records.map((r) => r.bridge)];
       const { ports, bridgeMacs } = await scanBridges(bridges);
       const discovered = await discoverPods(portsWithoutRecord(records, ports));
-      const plan = planEndpoints({ subnet: this.o.subnet, encapMtu: this.o.encapMtu, subnet6: this.o.subnet6, encapMtu6: this.o.encapMtu6, records, ports, bridgeMacs, discovered });
+      const plan = planEndpoints({
+        subnet: this.o.subnet,
+        encapMtu: this.o.encapMtu,
+        subnet6: this.o.subnet6,
+        encapMtu6: this.o.encapMtu6,
+        records,
+        ports,
+        bridgeMacs,
+        discovered,
+      });
       const maps = DatapathMaps.open(this.o.pinDir);
       const changed: { upserted: string[]; removed: string[] } = { upserted: [], removed: [] };
       try {
-        const families = [{ maps: maps.ipv4, endpoints: plan.endpoints }, ...(this.o.subnet6 && maps.ipv6 ? [{ maps: maps.ipv6, endpoints: plan.endpoints6 }] : [])];
+        const families = [
+          { maps: maps.ipv4, endpoints: plan.endpoints },
+          ...(this.o.subnet6 && maps.ipv6 ? [{ maps: maps.ipv6, endpoints: plan.endpoints6 }] : []),
+        ];
         for (const f of families) {
           const c = f.maps.syncEndpoints(f.endpoints);
           changed.upserted.push(...c.upserted);
@@ -120,7 +132,9 @@ export class EndpointSync {
     mkdirSync(this.o.recordsDir, { recursive: true });
     writePinDirPointer(this.o.recordsDir, this.o.pinDir);
     this.watcher = watch(this.o.recordsDir, () => this.request());
-    this.watcher.on('error', (err) => this.o.log.warn('watching the endpoint records failed; relying on resyncs', { dir: this.o.recordsDir, error: err.message }));
+    this.watcher.on('error', (err) =>
+      this.o.log.warn('watching the endpoint records failed; relying on resyncs', { dir: this.o.recordsDir, error: err.message }),
+    );
     this.startMonitor();
     this.timer = setInterval(() => this.request(), this.o.resyncMs ?? 30_000);
     this.timer.unref();

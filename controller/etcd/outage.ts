@@ -7,7 +7,8 @@ import { isRecoverableError } from 'etcd3';
  * unreachable and since when. Pure: errors and times in, at most one log line out.
  */
 
-const UNREACHABLE = /circuit breaker is open|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|ECONNRESET|No connection established|deadline exceeded|no answer within|UNAVAILABLE/i;
+const UNREACHABLE =
+  /circuit breaker is open|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|ECONNRESET|No connection established|deadline exceeded|no answer within|UNAVAILABLE/i;
 const BREAKER = /circuit breaker is open/i;
 
 /** Whether the error says etcd could not be reached (rather than that it answered no). */
@@ -52,13 +53,26 @@ export class EtcdOutage {
   /** A call succeeded; one line if that ends an outage. */
   succeeded(now: number): OutageLine | undefined {
     if (this.since === undefined) return undefined;
-    const line: OutageLine = { level: 'info', msg: 'etcd reachable again', fields: { endpoints: this.endpoints.join(','), downForS: Math.round((now - this.since) / 1000) } };
+    const line: OutageLine = {
+      level: 'info',
+      msg: 'etcd reachable again',
+      fields: { endpoints: this.endpoints.join(','), downForS: Math.round((now - this.since) / 1000) },
+    };
     this.since = undefined;
     this.cause = '';
     return line;
   }
 
   private line(level: OutageLine['level'], msg: string, now: number): OutageLine {
-    return { level, msg, fields: { endpoints: this.endpoints.join(','), since: new Date(this.since!).toISOString(), forS: Math.round((now - this.since!) / 1000), cause: this.cause } };
+    return {
+      level,
+      msg,
+      fields: {
+        endpoints: this.endpoints.join(','),
+        since: new Date(this.since!).toISOString(),
+        forS: Math.round((now - this.since!) / 1000),
+        cause: this.cause,
+      },
+    };
   }
 }

@@ -119,7 +119,13 @@ export class EtcdStore implements LeaseStore {
     const res = await this.track(this.client.getAll().prefix(this.subnetsPrefix).exec());
     return {
       revision: res.header.revision,
-      records: res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease || '0', modRevision: kv.mod_revision, createRevision: kv.create_revision })),
+      records: res.kvs.map((kv) => ({
+        key: kv.key.toString(),
+        value: kv.value.toString(),
+        lease: kv.lease || '0',
+        modRevision: kv.mod_revision,
+        createRevision: kv.create_revision,
+      })),
     };
   }
 
@@ -203,7 +209,11 @@ export class EtcdStore implements LeaseStore {
       // etcd 3.4 cancels a watch whose start revision was compacted with an empty reason, and
       // the client drops the compact revision: all the caller can do is resync, and it does.
       watcher.on('error', (err) =>
-        resolve(/Watcher canceled/.test(err.message) ? new Error(`etcd canceled the watch from revision ${fromRevision} (compacted away, or rejected): ${err.message}`) : err),
+        resolve(
+          /Watcher canceled/.test(err.message)
+            ? new Error(`etcd canceled the watch from revision ${fromRevision} (compacted away, or rejected): ${err.message}`)
+            : err,
+        ),
       );
       watcher.on('end', () => resolve(new Error('watch ended')));
     });

@@ -83,7 +83,11 @@ export class KubeSubnets {
   /** What an earlier run left in our Node's annotations: the VtepMACs, and the operator's node-public-ip(s). */
   async stored(): Promise<{ vtepMac?: string; vtepMac6?: string; publicIp?: string; publicIpv6?: string }> {
     const annotations = (await this.ownNode('to read what an earlier run stored')).metadata?.annotations ?? {};
-    return { ...storedVtepMacs(annotations, this.names), publicIp: annotations[this.names.nodePublicIp] || undefined, publicIpv6: annotations[this.names.nodePublicIpv6] || undefined };
+    return {
+      ...storedVtepMacs(annotations, this.names),
+      publicIp: annotations[this.names.nodePublicIp] || undefined,
+      publicIpv6: annotations[this.names.nodePublicIpv6] || undefined,
+    };
   }
 
   /**
@@ -96,17 +100,33 @@ export class KubeSubnets {
     for (;;) {
       const node = await this.ownNode('to acquire our subnet');
       const cidrs = nodeCidrs(nodeView(node));
-      const missing = !cidrs.ok ? cidrs.reason : this.o.config.enableIPv4 && !cidrs.subnet ? 'no IPv4 podCIDR yet' : this.o.config.enableIPv6 && !cidrs.subnet6 ? 'no IPv6 podCIDR yet' : undefined;
+      const missing = !cidrs.ok
+        ? cidrs.reason
+        : this.o.config.enableIPv4 && !cidrs.subnet
+          ? 'no IPv4 podCIDR yet'
+          : this.o.config.enableIPv6 && !cidrs.subnet6
+            ? 'no IPv6 podCIDR yet'
+            : undefined;
       if (!missing && cidrs.ok) {
         const subnet = this.o.config.enableIPv4 ? parseCidr(cidrs.subnet!, true)! : NO_SUBNET;
         const subnet6 = this.o.config.enableIPv6 ? parseCidr6(cidrs.subnet6!) : undefined;
-        const fit = routableLease({ ok: true, lease: { subnet, subnet6, publicIp: attrs.publicIp, backendType: attrs.backendType, etcdLease: '0', modRevision: '0', createRevision: '0' } }, this.o.config);
+        const fit = routableLease(
+          {
+            ok: true,
+            lease: { subnet, subnet6, publicIp: attrs.publicIp, backendType: attrs.backendType, etcdLease: '0', modRevision: '0', createRevision: '0' },
+          },
+          this.o.config,
+        );
         if (!fit.ok) throw new Error(`node ${this.o.nodeName}: ${fit.reason}`);
         const patch = ownNodeAnnotations(node.metadata?.annotations ?? {}, attrs, this.names);
         if (patch) await this.o.api.patchNodeStatus(this.o.nodeName, { metadata: { annotations: patch } });
         this.own = { subnet, subnet6, key: subnetKey(subnet, subnet6), reservation: true, etcdLease: null };
         this.attrs = attrs;
-        this.o.log.info('acquired the subnet of our Node', { node: this.o.nodeName, lease: describeSubnets(this.own), annotated: patch ? Object.keys(patch).length : 0 });
+        this.o.log.info('acquired the subnet of our Node', {
+          node: this.o.nodeName,
+          lease: describeSubnets(this.own),
+          annotated: patch ? Object.keys(patch).length : 0,
+        });
         return this.own;
       }
       if (Date.now() - lastLog >= WAIT_LOG_MS) {
@@ -122,7 +142,14 @@ export class KubeSubnets {
   async complete(): Promise<void> {
     if (!this.o.setNetworkUnavailable) return;
     const now = new Date().toISOString();
-    const condition = { type: 'NetworkUnavailable', status: 'False', reason: 'FlannelIsUp', message: 'Flannel is running on this node', lastTransitionTime: now, lastHeartbeatTime: now };
+    const condition = {
+      type: 'NetworkUnavailable',
+      status: 'False',
+      reason: 'FlannelIsUp',
+      message: 'Flannel is running on this node',
+      lastTransitionTime: now,
+      lastHeartbeatTime: now,
+    };
     await this.o.api.patchNodeStatus(this.o.nodeName, { status: { conditions: [condition] } });
   }
 
@@ -131,7 +158,11 @@ export class KubeSubnets {
    * every change of the lease set, `onOwnNode` a change of our own Node that unpublishes or moves
    * our lease (deleted and registered again, its annotations gone, another podCIDR).
    */
-  async start(o: { onChange: (change: LeaseChange, all: ReadonlyMap<string, Lease>) => void; onOwnNode: () => void; onRefused: (err: Error) => void }): Promise<void> {
+  async start(o: {
+    onChange: (change: LeaseChange, all: ReadonlyMap<string, Lease>) => void;
+    onOwnNode: () => void;
+    onRefused: (err: Error) => void;
+  }): Promise<void> {
     this.onChange = o.onChange;
     this.onOwnNode = o.onOwnNode;
     this.onRefused = o.onRefused;

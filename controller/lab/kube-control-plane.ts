@@ -98,7 +98,8 @@ export function firstServiceIp(cidr: string): string {
     return compressIPv6(out);
   }
   const octets = base.split('.').map(Number);
-  if (octets.length !== 4 || octets.some((o) => !(o >= 0 && o <= 255)) || !(Number(len) >= 0 && Number(len) <= 30)) throw new Error(`service CIDR ${cidr} is not an IPv4 CIDR with room for a service`);
+  if (octets.length !== 4 || octets.some((o) => !(o >= 0 && o <= 255)) || !(Number(len) >= 0 && Number(len) <= 30))
+    throw new Error(`service CIDR ${cidr} is not an IPv4 CIDR with room for a service`);
   const mask = Number(len) === 0 ? 0 : (~0 << (32 - Number(len))) >>> 0;
   const n = ((((octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]) >>> 0) & mask) + 1;
   return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
@@ -115,8 +116,11 @@ function expandIPv6(addr: string): number[] {
 function compressIPv6(groups: string[]): string {
   // The longest run of two or more zero groups becomes "::", as RFC 5952 writes it.
   let best = { at: -1, len: 0 };
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') { i++; continue; }
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && groups[j] === '0') j++;
     if (j - i > best.len && j - i >= 2) best = { at: i, len: j - i };
@@ -214,12 +218,38 @@ async function openssl(args: string[]): Promise<void> {
 }
 
 /** A key and a certificate signed by the CA, with the subject and SANs given. */
-async function signedCert(stateDir: string, f: ReturnType<typeof controlPlaneFiles>, key: string, cert: string, subject: string, extensions: string[]): Promise<void> {
+async function signedCert(
+  stateDir: string,
+  f: ReturnType<typeof controlPlaneFiles>,
+  key: string,
+  cert: string,
+  subject: string,
+  extensions: string[],
+): Promise<void> {
   const csr = `${cert}.csr`;
   const ext = `${cert}.ext`;
   writeFileSync(ext, extensions.join('\n') + '\n');
   await openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-subj', subject, '-out', csr]);
-  await openssl(['x509', '-req', '-in', csr, '-CA', f.caCert, '-CAkey', f.caKey, '-CAcreateserial', '-CAserial', path.join(stateDir, 'ca.srl'), '-days', '365', '-sha256', '-extfile', ext, '-out', cert]);
+  await openssl([
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    f.caCert,
+    '-CAkey',
+    f.caKey,
+    '-CAcreateserial',
+    '-CAserial',
+    path.join(stateDir, 'ca.srl'),
+    '-days',
+    '365',
+    '-sha256',
+    '-extfile',
+    ext,
+    '-out',
+    cert,
+  ]);
 }
 
 /**
@@ -228,7 +258,23 @@ async function signedCert(stateDir: string, f: ReturnType<typeof controlPlaneFil
  */
 async function makeCertificates(opts: KubeControlPlaneOptions): Promise<void> {
   const f = controlPlaneFiles(opts.stateDir);
-  if (!existsSync(f.caCert)) await openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f.caKey, '-subj', '/CN=twill-kubernetes-ca', '-days', '3650', '-sha256', '-out', f.caCert]);
+  if (!existsSync(f.caCert))
+    await openssl([
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      f.caKey,
+      '-subj',
+      '/CN=twill-kubernetes-ca',
+      '-days',
+      '3650',
+      '-sha256',
+      '-out',
+      f.caCert,
+    ]);
   const serviceIps = [opts.serviceCidr, opts.serviceCidr6].filter((c): c is string => !!c).map(firstServiceIp);
   const ips = [...new Set([opts.listen.address, '127.0.0.1', ...serviceIps])];
   const names = ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'];
@@ -238,7 +284,11 @@ async function makeCertificates(opts: KubeControlPlaneOptions): Promise<void> {
   if (!existsSync(f.apiserverCert)) await signedCert(opts.stateDir, f, f.apiserverKey, f.apiserverCert, '/CN=kube-apiserver', server);
   // The controller manager's serving and client certificate in one, as its identity for RBAC.
   if (!existsSync(f.controllerManagerCert))
-    await signedCert(opts.stateDir, f, f.controllerManagerKey, f.controllerManagerCert, '/CN=system:kube-controller-manager', [...server.slice(0, 2), 'extendedKeyUsage=serverAuth,clientAuth', san]);
+    await signedCert(opts.stateDir, f, f.controllerManagerKey, f.controllerManagerCert, '/CN=system:kube-controller-manager', [
+      ...server.slice(0, 2),
+      'extendedKeyUsage=serverAuth,clientAuth',
+      san,
+    ]);
   if (!existsSync(f.adminCert)) await signedCert(opts.stateDir, f, f.adminKey, f.adminCert, '/O=system:masters/CN=twill-admin', client);
   if (!existsSync(f.serviceAccountPub)) {
     await openssl(['genrsa', '-out', f.serviceAccountKey, '2048']);
@@ -305,12 +355,17 @@ async function waitUntilOk(proc: KubeProcess, server: string, rawPath: string, o
   let last = '';
   while (Date.now() < deadline) {
     if (hasExited(proc.pid)) throw new Error(`${proc.program} exited during start-up (serving ${server}); log ${proc.logFile}:\n${tail(proc.logFile)}`);
-    const r = await run([kubectl().bin, '--kubeconfig', f.adminKubeconfig, '--server', server, '--request-timeout=5s', 'get', '--raw', rawPath], { netns: opts.netns, allowFailure: true });
+    const r = await run([kubectl().bin, '--kubeconfig', f.adminKubeconfig, '--server', server, '--request-timeout=5s', 'get', '--raw', rawPath], {
+      netns: opts.netns,
+      allowFailure: true,
+    });
     if (r.code === 0 && r.stdout.trim() === 'ok') return;
     last = (r.stderr || r.stdout).trim();
     await new Promise((r) => setTimeout(r, 500));
   }
-  throw new Error(`${proc.program} at ${server}${rawPath} not ok after ${timeoutMs} ms (last answer: ${last || 'none'}); log ${proc.logFile}:\n${tail(proc.logFile)}`);
+  throw new Error(
+    `${proc.program} at ${server}${rawPath} not ok after ${timeoutMs} ms (last answer: ${last || 'none'}); log ${proc.logFile}:\n${tail(proc.logFile)}`,
+  );
 }
 
 /**
@@ -319,7 +374,8 @@ async function waitUntilOk(proc: KubeProcess, server: string, rawPath: string, o
  */
 async function expectPortFree(program: string, address: string, port: number, netns?: string): Promise<void> {
   const r = await run(['ss', '-Hltn', `sport = :${port}`], { netns });
-  if (r.stdout.trim()) throw new Error(`${program} cannot listen on ${address} port ${port}${netns ? ` in netns ${netns}` : ''}: something already does:\n${r.stdout.trim()}`);
+  if (r.stdout.trim())
+    throw new Error(`${program} cannot listen on ${address} port ${port}${netns ? ` in netns ${netns}` : ''}: something already does:\n${r.stdout.trim()}`);
 }
 
 /**
@@ -338,7 +394,11 @@ export async function startKubeControlPlane(opts: KubeControlPlaneOptions, timeo
   await makeCertificates(opts);
   const server = httpsUrl(opts.listen.address, opts.listen.port);
   writeFileSync(f.adminKubeconfig, kubeconfig(server, f.caCert, 'twill-admin', f.adminCert, f.adminKey), { mode: 0o600 });
-  writeFileSync(f.controllerManagerKubeconfig, kubeconfig(server, f.caCert, 'system:kube-controller-manager', f.controllerManagerCert, f.controllerManagerKey), { mode: 0o600 });
+  writeFileSync(
+    f.controllerManagerKubeconfig,
+    kubeconfig(server, f.caCert, 'system:kube-controller-manager', f.controllerManagerCert, f.controllerManagerKey),
+    { mode: 0o600 },
+  );
 
   await expectPortFree('kube-apiserver', opts.listen.address, opts.listen.port, opts.netns);
   await expectPortFree('kube-controller-manager', opts.listen.address, controllerManagerPort(opts), opts.netns);

@@ -103,14 +103,20 @@ export async function startLabKube(state: LabState, o: LabOptions): Promise<stri
   saveState(state);
   await labKubectl(state, ['apply', '-f', '-'], rbacDocuments(readFileSync(kubeManifestPath(), 'utf8')));
   const token = (await labKubectl(state, ['create', 'token', AGENT_ACCOUNT.name, '-n', AGENT_ACCOUNT.namespace, '--duration=24h'])).stdout.trim();
-  writeFileSync(state.kube.kubeconfig, tokenKubeconfig(cp.server, cp.caCert, `system:serviceaccount:${AGENT_ACCOUNT.namespace}:${AGENT_ACCOUNT.name}`, token), { mode: 0o600 });
+  writeFileSync(state.kube.kubeconfig, tokenKubeconfig(cp.server, cp.caCert, `system:serviceaccount:${AGENT_ACCOUNT.namespace}:${AGENT_ACCOUNT.name}`, token), {
+    mode: 0o600,
+  });
   return `Kubernetes ${cp.server} in ${netns} (kube-apiserver and kube-controller-manager, podCIDRs from ${[o.network, dual && o.ipv6Network].filter(Boolean).join(' and ')})`;
 }
 
 /** Registers the node's Node object as kubelet would: its name and its InternalIP(s). */
 export async function registerLabNode(state: LabState, node: Pick<LabNode, 'name' | 'underlayIp' | 'underlayIp6'>): Promise<void> {
   const addresses = [{ type: 'InternalIP', address: node.underlayIp }, ...(node.underlayIp6 ? [{ type: 'InternalIP', address: node.underlayIp6 }] : [])];
-  const manifest = { apiVersion: 'v1', kind: 'Node', metadata: { name: node.name, labels: { 'kubernetes.io/os': 'linux', 'kubernetes.io/hostname': node.name } } };
+  const manifest = {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name: node.name, labels: { 'kubernetes.io/os': 'linux', 'kubernetes.io/hostname': node.name } },
+  };
   await labKubectl(state, ['apply', '-f', '-'], JSON.stringify(manifest));
   await labKubectl(state, ['patch', 'node', node.name, '--subresource=status', '--type=merge', '-p', JSON.stringify({ status: { addresses } })]);
 }
@@ -132,7 +138,10 @@ export async function stopLabKube(state: LabState): Promise<void> {
 }
 
 async function stopKubeProcess(p: LabKube['processes'][number]): Promise<void> {
-  const isIt = () => cmdline(p.pid).split('\0').some((arg) => arg === p.program || arg.endsWith(`/${p.program}`));
+  const isIt = () =>
+    cmdline(p.pid)
+      .split('\0')
+      .some((arg) => arg === p.program || arg.endsWith(`/${p.program}`));
   await stopWhile(p.pid, isIt, 'SIGTERM');
 }
 

@@ -40,7 +40,10 @@ function versions(): Record<string, string> {
 
 function program(name: string, module: string, version: string): PeerProgram {
   const bin = path.join(cacheDir(), `${name}-${version}`, name);
-  if (!existsSync(bin)) throw new PeerMissingError(`${name} ${version} (module ${module}) is not built in ${path.dirname(bin)}: run scripts/peers/build.sh, which names what the module proxy refused`);
+  if (!existsSync(bin))
+    throw new PeerMissingError(
+      `${name} ${version} (module ${module}) is not built in ${path.dirname(bin)}: run scripts/peers/build.sh, which names what the module proxy refused`,
+    );
   return { name, module, version, bin };
 }
 

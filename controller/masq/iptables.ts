@@ -81,7 +81,8 @@ export class IptablesMasq {
       this.error = undefined;
     } catch (err) {
       const message = (err as Error).message;
-      if (message !== this.lastError) this.opts.log.error('cannot program iptables rules, retrying at the next resync', { error: message, resyncSeconds: this.opts.resyncSeconds });
+      if (message !== this.lastError)
+        this.opts.log.error('cannot program iptables rules, retrying at the next resync', { error: message, resyncSeconds: this.opts.resyncSeconds });
       this.lastError = message;
       this.error = message;
     }

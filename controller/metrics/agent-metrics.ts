@@ -51,7 +51,19 @@ export interface AgentSnapshot {
 }
 
 /** twill_path_stats fields that count packets handed to the stack (all but `fast`). */
-const STACK_REASONS = ['not_ipv4', 'not_remote', 'no_endpoint', 'source', 'conntrack', 'ttl', 'fragment', 'protocol', 'too_big', 'disabled', 'error'] as const satisfies readonly (keyof PathStats)[];
+const STACK_REASONS = [
+  'not_ipv4',
+  'not_remote',
+  'no_endpoint',
+  'source',
+  'conntrack',
+  'ttl',
+  'fragment',
+  'protocol',
+  'too_big',
+  'disabled',
+  'error',
+] as const satisfies readonly (keyof PathStats)[];
 
 /** The lease watcher's states, all reported (1 for the current one) so a dashboard sees transitions. */
 const WATCH_STATES = ['starting', 'watching', 'resyncing', 'backoff'] as const;
@@ -65,17 +77,46 @@ const peerCounters = [
   ['decap_bytes', 'Inner frame bytes from the peer decapsulated and delivered.'],
 ] as const satisfies readonly (readonly [keyof PeerStats, string])[];
 
-const gauge = (name: string, help: string, samples: Sample[], labelNames: readonly string[] = []): MetricFamily => ({ name, help, type: 'gauge', labelNames, samples });
-const counter = (name: string, help: string, samples: Sample[], labelNames: readonly string[] = []): MetricFamily => ({ name, help, type: 'counter', labelNames, samples });
+const gauge = (name: string, help: string, samples: Sample[], labelNames: readonly string[] = []): MetricFamily => ({
+  name,
+  help,
+  type: 'gauge',
+  labelNames,
+  samples,
+});
+const counter = (name: string, help: string, samples: Sample[], labelNames: readonly string[] = []): MetricFamily => ({
+  name,
+  help,
+  type: 'counter',
+  labelNames,
+  samples,
+});
 
 export function agentMetricFamilies(s: AgentSnapshot, opts: MetricsOptions): MetricFamily[] {
   const out: MetricFamily[] = [gauge('twill_ready', '1 once the datapath is programmed and the subnet file written.', [{ value: s.ready ? 1 : 0 }])];
-  if (s.mode) out.push(gauge('twill_dataplane_info', 'The datapath this node runs (bpf, or kernel VXLAN as flannel).', [{ labels: { mode: s.mode }, value: 1 }], ['mode']));
+  if (s.mode)
+    out.push(
+      gauge('twill_dataplane_info', 'The datapath this node runs (bpf, or kernel VXLAN as flannel).', [{ labels: { mode: s.mode }, value: 1 }], ['mode']),
+    );
 
   if (s.lease) {
-    out.push(gauge('twill_lease_info', "This node's subnet lease.", [{ labels: { subnet: s.lease.subnet, reservation: String(s.lease.reservation) }, value: 1 }], ['subnet', 'reservation']));
+    out.push(
+      gauge(
+        'twill_lease_info',
+        "This node's subnet lease.",
+        [{ labels: { subnet: s.lease.subnet, reservation: String(s.lease.reservation) }, value: 1 }],
+        ['subnet', 'reservation'],
+      ),
+    );
     if (s.lease.expiresAt !== undefined)
-      out.push(gauge('twill_lease_expiry_timestamp_seconds', 'When our lease expires unless renewed (Unix time).', [{ labels: { subnet: s.lease.subnet }, value: Math.round(s.lease.expiresAt / 1000) }], ['subnet']));
+      out.push(
+        gauge(
+          'twill_lease_expiry_timestamp_seconds',
+          'When our lease expires unless renewed (Unix time).',
+          [{ labels: { subnet: s.lease.subnet }, value: Math.round(s.lease.expiresAt / 1000) }],
+          ['subnet'],
+        ),
+      );
   }
 
   if (s.reconcile) {
@@ -102,31 +143,54 @@ export function agentMetricFamilies(s: AgentSnapshot, opts: MetricsOptions): Met
     const states: readonly string[] = WATCH_STATES.includes(w.state as (typeof WATCH_STATES)[number]) ? WATCH_STATES : [...WATCH_STATES, w.state];
     const what = kind === 'etcd' ? 'etcd lease watch' : 'Kubernetes Node watch';
     out.push(
-      gauge('twill_subnet_manager_info', 'Where this node takes its subnet and its peers from: etcd, or the Kubernetes API (--kube-subnet-mgr).', [{ labels: { kind }, value: 1 }], ['kind']),
+      gauge(
+        'twill_subnet_manager_info',
+        'Where this node takes its subnet and its peers from: etcd, or the Kubernetes API (--kube-subnet-mgr).',
+        [{ labels: { kind }, value: 1 }],
+        ['kind'],
+      ),
       gauge(`twill_${kind}_watch_up`, `1 while the ${what} is established.`, [{ value: w.state === 'watching' ? 1 : 0 }]),
-      gauge(`twill_${kind}_watch_state`, `The ${what} state (1 for the current one).`, states.map((state) => ({ labels: { state }, value: state === w.state ? 1 : 0 })), ['state']),
+      gauge(
+        `twill_${kind}_watch_state`,
+        `The ${what} state (1 for the current one).`,
+        states.map((state) => ({ labels: { state }, value: state === w.state ? 1 : 0 })),
+        ['state'],
+      ),
       counter(
         `twill_${kind}_watch_resyncs_total`,
         kind === 'etcd' ? 'Full lease listings (at start and after every watch reconnect).' : 'Full Node listings after the Node watch was lost.',
         [{ value: w.resyncs }],
       ),
     );
-    if (w.ignoredNodes !== undefined) out.push(counter('twill_kube_nodes_ignored_total', 'Nodes whose annotations made no usable lease, once per change of them.', [{ value: w.ignoredNodes }]));
+    if (w.ignoredNodes !== undefined)
+      out.push(
+        counter('twill_kube_nodes_ignored_total', 'Nodes whose annotations made no usable lease, once per change of them.', [{ value: w.ignoredNodes }]),
+      );
   }
 
   if (s.fastPath) {
     out.push(
-      gauge('twill_fast_path_enabled', '1 when pod traffic to and from remote pods may bypass the host stack (--fast-path, and a kernel that allows it).', [{ value: s.fastPath.enabled ? 1 : 0 }]),
-      gauge('twill_endpoints', 'Local pods in the fast path\'s endpoints map.', [{ value: s.fastPath.endpoints }]),
+      gauge('twill_fast_path_enabled', '1 when pod traffic to and from remote pods may bypass the host stack (--fast-path, and a kernel that allows it).', [
+        { value: s.fastPath.enabled ? 1 : 0 },
+      ]),
+      gauge('twill_endpoints', "Local pods in the fast path's endpoints map.", [{ value: s.fastPath.endpoints }]),
       gauge('twill_pod_links', 'Pod veths carrying the send half of the fast path.', [{ value: s.fastPath.podLinks }]),
     );
   }
 
   const d = s.datapath;
   if (d?.path) {
-    const directions = [['send', d.path.send], ['receive', d.path.receive]] as const;
+    const directions = [
+      ['send', d.path.send],
+      ['receive', d.path.receive],
+    ] as const;
     out.push(
-      counter('twill_fast_path_packets_total', 'Pod packets that bypassed the host stack: sent from a local pod (send) or delivered into one (receive).', directions.map(([direction, p]) => ({ labels: { direction }, value: p.fast })), ['direction']),
+      counter(
+        'twill_fast_path_packets_total',
+        'Pod packets that bypassed the host stack: sent from a local pod (send) or delivered into one (receive).',
+        directions.map(([direction, p]) => ({ labels: { direction }, value: p.fast })),
+        ['direction'],
+      ),
       counter(
         'twill_stack_path_packets_total',
         'Packets the fast path handed to the host stack, by direction and reason (see twill_path_stats in bpf/include/twill_maps.h).',

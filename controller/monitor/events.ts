@@ -169,7 +169,7 @@ export function parseAddressMatch(text: string): AddressMatch | undefined {
 function addressIn(m: AddressMatch, address: string): boolean {
   if (m.family === 4) {
     const ip = parseIpv4(address);
-    return ip !== undefined && ((ip & maskOf(m.len)) >>> 0) === m.ip;
+    return ip !== undefined && (ip & maskOf(m.len)) >>> 0 === m.ip;
   }
   const ip = parseIpv6(address);
   return ip !== undefined && (ip & maskOf6(m.len)) === m.ip;
@@ -217,21 +217,24 @@ export interface MonitorOptions {
 const TYPES: Record<string, EventKind[]> = { drop: ['drop'], trace: ['trace'], all: ['drop', 'trace'] };
 
 /** Checks the flags of `twill monitor` as parsed; a UsageError names what is wrong. */
-export function monitorOptions(o: { 'pin-dir': string; json: boolean; type: string; reason: string; address: string; 'trace-sample': number; count: number }, given: ReadonlySet<string>): MonitorOptions {
+export function monitorOptions(
+  o: { 'pin-dir': string; json: boolean; type: string; reason: string; address: string; 'trace-sample': number; count: number },
+  given: ReadonlySet<string>,
+): MonitorOptions {
   const kinds = TYPES[o.type];
   if (!kinds) throw new UsageError(`--type ${o.type}: expected drop, trace or all`);
   const valid = new Set([...(kinds.includes('drop') ? dropReasons : []), ...(kinds.includes('trace') ? traceReasons : [])]);
   const reasons = o.reason === '' ? [] : o.reason.split(',').map((r) => r.trim());
   const unknown = reasons.filter((r) => !valid.has(r));
-  if (unknown.length)
-    throw new UsageError(`--reason ${unknown.join(',')}: not a reason of --type ${o.type} events; expected some of ${[...valid].join(', ')}`);
+  if (unknown.length) throw new UsageError(`--reason ${unknown.join(',')}: not a reason of --type ${o.type} events; expected some of ${[...valid].join(', ')}`);
   let address: AddressMatch | undefined;
   if (o.address !== '') {
     address = parseAddressMatch(o.address);
     if (!address) throw new UsageError(`--address ${o.address}: expected an IPv4 or IPv6 address or CIDR`);
   }
   const sample = o['trace-sample'];
-  if (!Number.isInteger(sample) || sample < 1 || sample > 0xffffffff) throw new UsageError(`--trace-sample ${sample}: expected a whole number from 1 (every decision) up`);
+  if (!Number.isInteger(sample) || sample < 1 || sample > 0xffffffff)
+    throw new UsageError(`--trace-sample ${sample}: expected a whole number from 1 (every decision) up`);
   if (given.has('trace-sample') && !kinds.includes('trace')) throw new UsageError(`--trace-sample applies to traces: add --type trace or --type all`);
   if (!Number.isInteger(o.count) || o.count < 0) throw new UsageError(`--count ${o.count}: expected a whole number (0: no limit)`);
   return {

@@ -39,7 +39,7 @@ export function formatCidr(c: Cidr): string {
 }
 
 export function cidrContains(outer: Cidr, inner: Cidr): boolean {
-  return inner.len >= outer.len && ((inner.ip & maskOf(outer.len)) >>> 0) === outer.ip;
+  return inner.len >= outer.len && (inner.ip & maskOf(outer.len)) >>> 0 === outer.ip;
 }
 
 export function cidrOverlaps(a: Cidr, b: Cidr): boolean {

@@ -170,7 +170,13 @@ export class Reconciler {
 
   /** IPv4's lane, and IPv6's when there is an IPv6 datapath and we have an IPv6 identity. */
   private makeLanes(datapaths: Datapaths): FamilyLane[] {
-    const lane = (family: IpFamily, datapath: Datapath, self: FamilyLane['self']): FamilyLane => ({ family, datapath, self, state: new DesiredState(self), seen: new Map() });
+    const lane = (family: IpFamily, datapath: Datapath, self: FamilyLane['self']): FamilyLane => ({
+      family,
+      datapath,
+      self,
+      state: new DesiredState(self),
+      seen: new Map(),
+    });
     const { subnet6, publicIpv6 } = this.self;
     return [
       lane(4, datapaths.ipv4, { subnet: this.self.subnet, publicIp: this.self.publicIp }),
@@ -214,7 +220,10 @@ export class Reconciler {
   async desired(leases: Iterable<Lease>): Promise<DesiredMaps> {
     const list = [...leases];
     await this.learnRoutes(list, false);
-    const desired = desiredMaps(this.self, list.flatMap((l) => this.usable(l, 4) ?? []));
+    const desired = desiredMaps(
+      this.self,
+      list.flatMap((l) => this.usable(l, 4) ?? []),
+    );
     for (const s of desired.skipped) this.log.warn('ignoring conflicting lease', { subnet: s.lease.subnet, publicIp: s.lease.publicIp, reason: s.reason });
     return desired;
   }
@@ -239,14 +248,22 @@ export class Reconciler {
     let skip: string | undefined;
     if (l.backendType !== backend) skip = `backend type ${JSON.stringify(l.backendType)} is not ${backend}`;
     else if (!side.publicIp) skip = 'no PublicIPv6';
-    else if (backend === 'host-gw') skip = hostGwRefusal(side.subnet, side.publicIp, route); // our own address answers as local: direct
+    else if (backend === 'host-gw')
+      skip = hostGwRefusal(side.subnet, side.publicIp, route); // our own address answers as local: direct
     else if (!side.vtepMac) skip = side.noVtep;
     else if (l.vni !== undefined && l.vni !== vni) skip = `VNI ${l.vni} differs from ours (${vni})`;
     if (!skip) {
       const direct = backend === 'host-gw' || (this.policy.directRouting && route?.kind === 'direct');
       // A dual-stack peer's IPv6 entries count in the slot of its IPv4 ones.
       const counterPeer = family === 6 && l.publicIp !== NO_PUBLIC_IP ? l.publicIp : undefined;
-      return { subnet: side.subnet, publicIp: side.publicIp!, vtepMac: side.vtepMac, direct, createRevision: l.createRevision, ...(counterPeer && { counterPeer }) };
+      return {
+        subnet: side.subnet,
+        publicIp: side.publicIp!,
+        vtepMac: side.vtepMac,
+        direct,
+        createRevision: l.createRevision,
+        ...(counterPeer && { counterPeer }),
+      };
     }
     this.warnOnce(side.subnet, side.publicIp ?? '', skip);
     return undefined;
@@ -315,7 +332,13 @@ export class Reconciler {
       this.peerEvents = [];
       const [v4, v6] = this.lanes;
       if (result.subnetsAdded + result.subnetsRemoved + result.peersAdded + result.peersRemoved)
-        this.log.info('datapath updated', { ...result, peers: v4.state.peers.size, ...(v6 ? { peers6: v6.state.subnets.size } : {}), full, ms: Math.round(performance.now() - started) });
+        this.log.info('datapath updated', {
+          ...result,
+          peers: v4.state.peers.size,
+          ...(v6 ? { peers6: v6.state.subnets.size } : {}),
+          full,
+          ms: Math.round(performance.now() - started),
+        });
     } catch (err) {
       this.errors++;
       this.log.error('reconcile failed; will retry with the next change or resync', { error: (err as Error).message });
@@ -339,5 +362,11 @@ export class Reconciler {
 }
 
 function addResults(a: SyncResult, b: SyncResult): SyncResult {
-  return { ...a, subnetsAdded: a.subnetsAdded + b.subnetsAdded, subnetsRemoved: a.subnetsRemoved + b.subnetsRemoved, peersAdded: a.peersAdded + b.peersAdded, peersRemoved: a.peersRemoved + b.peersRemoved };
+  return {
+    ...a,
+    subnetsAdded: a.subnetsAdded + b.subnetsAdded,
+    subnetsRemoved: a.subnetsRemoved + b.subnetsRemoved,
+    peersAdded: a.peersAdded + b.peersAdded,
+    peersRemoved: a.peersRemoved + b.peersRemoved,
+  };
 }

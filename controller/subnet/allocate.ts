@@ -116,7 +116,9 @@ export function decideAcquire(input: {
   const hintUsable =
     (config.enableIPv4 ? input.hint !== undefined : input.hint6 !== undefined) &&
     fitsConfig(config, hinted) &&
-    !others.some((l) => (config.enableIPv4 && cidrOverlaps(l.subnet, hinted.subnet)) || (hinted.subnet6 && l.subnet6 && cidr6Overlaps(l.subnet6, hinted.subnet6)));
+    !others.some(
+      (l) => (config.enableIPv4 && cidrOverlaps(l.subnet, hinted.subnet)) || (hinted.subnet6 && l.subnet6 && cidr6Overlaps(l.subnet6, hinted.subnet6)),
+    );
   if (hintUsable) return { action: 'allocate', ...hinted, stale, via: 'hint' };
 
   // As flannel: each enabled family picks at random among its first 100 free subnets.

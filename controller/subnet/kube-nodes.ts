@@ -126,7 +126,8 @@ export function nodeToLease(node: NodeView, names: KubeAnnotations, families: Fa
 }
 
 /** flannel's BackendData as it writes it into the annotation (Go's json of the vxlan backend's struct). */
-const backendData = (attrs: LeaseAttrs, mac: string | undefined): string => (attrs.backendType === 'vxlan' && mac ? JSON.stringify({ VNI: attrs.vni, VtepMAC: mac.toLowerCase() }) : 'null');
+const backendData = (attrs: LeaseAttrs, mac: string | undefined): string =>
+  attrs.backendType === 'vxlan' && mac ? JSON.stringify({ VNI: attrs.vni, VtepMAC: mac.toLowerCase() }) : 'null';
 
 /**
  * The annotations our own Node must carry, given what it carries now (flannel's AcquireLease):

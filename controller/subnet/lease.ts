@@ -74,7 +74,9 @@ export function parseSubnetKeyParts(key: string): { subnet: Cidr; subnet6?: Cidr
 
 const macRe = /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/;
 const leaseValueSchema = z.object({
-  PublicIP: z.string({ error: 'PublicIP must be a string' }).refine((s) => parseIpv4(s) !== undefined, { error: (i) => `PublicIP ${JSON.stringify(i.input)} is not an IPv4 address` }),
+  PublicIP: z
+    .string({ error: 'PublicIP must be a string' })
+    .refine((s) => parseIpv4(s) !== undefined, { error: (i) => `PublicIP ${JSON.stringify(i.input)} is not an IPv4 address` }),
   PublicIPv6: z
     .string({ error: 'PublicIPv6 must be a string or null' })
     .refine((s) => parseIpv6(s) !== undefined, { error: (i) => `PublicIPv6 ${JSON.stringify(i.input)} is not an IPv6 address` })
@@ -88,8 +90,15 @@ const leaseValueSchema = z.object({
 const vxlanDataSchema = (field: 'BackendData' | 'BackendV6Data') =>
   z.object(
     {
-      VNI: z.number({ error: `${field}.VNI must be a number` }).int().min(0).max(VNI_MAX).optional(),
-      VtepMAC: z.string({ error: `${field}.VtepMAC must be a string` }).regex(macRe, { error: (i) => `${field}.VtepMAC ${JSON.stringify(i.input)} is not a MAC address` }),
+      VNI: z
+        .number({ error: `${field}.VNI must be a number` })
+        .int()
+        .min(0)
+        .max(VNI_MAX)
+        .optional(),
+      VtepMAC: z
+        .string({ error: `${field}.VtepMAC must be a string` })
+        .regex(macRe, { error: (i) => `${field}.VtepMAC ${JSON.stringify(i.input)} is not a MAC address` }),
     },
     { error: `${field} must be an object` },
   );
@@ -147,8 +156,7 @@ function safeJson(s: string): unknown {
  * `vtepMac6` the IPv6 one, each present when that family is enabled.
  */
 export type LeaseAttrs = { publicIp: string; publicIpv6?: string } & (
-  | { backendType: 'vxlan'; vni: number; vtepMac?: string; vtepMac6?: string }
-  | { backendType: 'host-gw' }
+  { backendType: 'vxlan'; vni: number; vtepMac?: string; vtepMac6?: string } | { backendType: 'host-gw' }
 );
 
 /**

@@ -28,7 +28,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * `routableIn`, leases the datapath cannot carry under that config are skipped too (the
  * allocator, which must see every record, passes none).
  */
-export function usableLeases(records: { key: string; value: string; lease: string; modRevision: string; createRevision?: string }[], log: Logger, routableIn?: NetworkConfig): Lease[] {
+export function usableLeases(
+  records: { key: string; value: string; lease: string; modRevision: string; createRevision?: string }[],
+  log: Logger,
+  routableIn?: NetworkConfig,
+): Lease[] {
   const out: Lease[] = [];
   for (const r of records) {
     const p = routableLease(parseLeaseKV(r.key, r.value, r.lease, r.modRevision, r.createRevision), routableIn);
@@ -73,7 +77,15 @@ export class SubnetManager {
     for (let attempt = 1; ; attempt++) {
       const { records } = await this.store.listLeases();
       const leases = usableLeases(records, log);
-      const d = decideAcquire({ config: this.config, publicIp: this.attrs.publicIp, publicIpv6: this.attrs.publicIpv6, leases, hint, hint6, random: this.opts.random });
+      const d = decideAcquire({
+        config: this.config,
+        publicIp: this.attrs.publicIp,
+        publicIpv6: this.attrs.publicIpv6,
+        leases,
+        hint,
+        hint6,
+        random: this.opts.random,
+      });
       const stale = d.action === 'reuse' ? [] : d.stale;
       for (const s of stale) {
         log.warn('deleting our old lease that no longer fits the network config', { subnet: describeSubnets(s) });
@@ -86,7 +98,14 @@ export class SubnetManager {
         const lease = await this.store.rewriteLease(key, value, d.lease.modRevision, d.reservation ? undefined : this.opts.ttlSeconds);
         if (lease !== undefined) {
           if (!d.reservation) await this.store.revokeLeaseId(d.lease.etcdLease);
-          own = { subnet: d.lease.subnet, subnet6: d.lease.subnet6, key, reservation: d.reservation, etcdLease: lease, expiresAt: lease ? Date.now() + this.opts.ttlSeconds * 1000 : undefined };
+          own = {
+            subnet: d.lease.subnet,
+            subnet6: d.lease.subnet6,
+            key,
+            reservation: d.reservation,
+            etcdLease: lease,
+            expiresAt: lease ? Date.now() + this.opts.ttlSeconds * 1000 : undefined,
+          };
           log.info(d.reservation ? 'using our reservation' : 'reusing our lease', { subnet: describeSubnets(d.lease) });
         }
       } else if (d.action === 'allocate') {

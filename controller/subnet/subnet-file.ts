@@ -38,7 +38,8 @@ export function subnetFileFor(config: NetworkConfig, lease: { subnet: Cidr; subn
 export function formatSubnetFile(f: SubnetFileContents): string {
   let out = '';
   if (f.network && f.subnet) out += `FLANNEL_NETWORK=${formatCidr(f.network)}\nFLANNEL_SUBNET=${hostAddress(f.subnet, 1)}/${f.subnet.len}\n`;
-  if (f.ipv6Network && f.ipv6Subnet) out += `FLANNEL_IPV6_NETWORK=${formatCidr6(f.ipv6Network)}\nFLANNEL_IPV6_SUBNET=${hostAddress6(f.ipv6Subnet, 1)}/${f.ipv6Subnet.len}\n`;
+  if (f.ipv6Network && f.ipv6Subnet)
+    out += `FLANNEL_IPV6_NETWORK=${formatCidr6(f.ipv6Network)}\nFLANNEL_IPV6_SUBNET=${hostAddress6(f.ipv6Subnet, 1)}/${f.ipv6Subnet.len}\n`;
   return `${out}FLANNEL_MTU=${f.mtu}\nFLANNEL_IPMASQ=${f.ipMasq}\n`;
 }
 
@@ -54,7 +55,13 @@ const subnetFileVars = {
   ipv6Network: ['FLANNEL_IPV6_NETWORK', cidrVar(parseCidr6, 'an IPv6 CIDR')],
   ipv6Subnet: ['FLANNEL_IPV6_SUBNET', cidrVar(parseCidr6, 'an IPv6 CIDR')],
   mtu: ['FLANNEL_MTU', z.pipe(z.string().check(z.regex(/^\d+$/, 'not a number')), z.transform(Number))],
-  ipMasq: ['FLANNEL_IPMASQ', z.pipe(z.enum(['true', 'false'], 'not true or false'), z.transform((s: 'true' | 'false') => s === 'true'))],
+  ipMasq: [
+    'FLANNEL_IPMASQ',
+    z.pipe(
+      z.enum(['true', 'false'], 'not true or false'),
+      z.transform((s: 'true' | 'false') => s === 'true'),
+    ),
+  ],
 } as const;
 
 /** Pure: what a subnet file says, and each variable whose value is not usable (left out of `file`). */

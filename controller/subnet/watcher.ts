@@ -137,7 +137,12 @@ export class LeaseWatcher {
       (this.leases.has(k) ? change.changed : change.added).push(parsed.lease);
       this.leases.set(k, parsed.lease);
     }
-    this.log.debug('lease event', { type: e.type, subnet: describeSubnets(parsed.lease), publicIp: parsed.lease.publicIp, publicIpv6: parsed.lease.publicIpv6 });
+    this.log.debug('lease event', {
+      type: e.type,
+      subnet: describeSubnets(parsed.lease),
+      publicIp: parsed.lease.publicIp,
+      publicIpv6: parsed.lease.publicIpv6,
+    });
     this.onChange(change, this.leases);
   }
 }

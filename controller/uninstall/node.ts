@@ -14,7 +14,17 @@ import { ipJson, linkShow } from '../netlink/ip.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
-import { agentPinDir, describeUnpinned, flannelDevice, takenByDetach, type AgentProcessFound, type NodeFindings, type Step, type UninstallOptions, type UnpinnedProgram } from './plan.js';
+import {
+  agentPinDir,
+  describeUnpinned,
+  flannelDevice,
+  takenByDetach,
+  type AgentProcessFound,
+  type NodeFindings,
+  type Step,
+  type UninstallOptions,
+  type UnpinnedProgram,
+} from './plan.js';
 
 const log = logger('uninstall');
 
@@ -53,7 +63,9 @@ export function findAgents(): AgentProcessFound[] {
 /** Files and links under the pin dir, deepest last, as paths. */
 function pinsUnder(dir: string): string[] {
   if (!existsSync(dir)) return [];
-  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).map((p) => path.join(dir, p)).sort();
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .map((p) => path.join(dir, p))
+    .sort();
 }
 
 const XDP_MODES = { 1: 'xdpdrv', 2: 'xdpgeneric', 3: 'xdpoffload' } as const;
@@ -74,7 +86,8 @@ export async function findUnpinnedPrograms(): Promise<UnpinnedProgram[]> {
       const res = await run(['tc', '-j', 'filter', 'show', 'dev', link.ifname, direction], { allowFailure: true });
       if (res.code !== 0 || !res.stdout.trim()) continue; // no clsact qdisc, or the device went
       for (const f of JSON.parse(res.stdout) as Filter[])
-        if (f.options?.handle && isTwillProgram(f.options.prog?.name)) out.push({ dev: link.ifname, prog: f.options.prog!.name!, hook: { kind: 'tc', direction, pref: f.pref, handle: f.options.handle } });
+        if (f.options?.handle && isTwillProgram(f.options.prog?.name))
+          out.push({ dev: link.ifname, prog: f.options.prog!.name!, hook: { kind: 'tc', direction, pref: f.pref, handle: f.options.handle } });
     }
   }
   return out;
@@ -132,7 +145,10 @@ export async function findOnNode(o: UninstallOptions, overlayDevice: string, tun
     },
     vxlanDevices: vxlan.map((l) => l.ifname).filter((n) => flannelDevice(n)),
     directRoutes: (await directRoutesNow(o.subnetFile)).routes,
-    iptables: [{ family: 4, saved: await iptablesSaved(4) }, { family: 6, saved: await iptablesSaved(6) }],
+    iptables: [
+      { family: 4, saved: await iptablesSaved(4) },
+      { family: 6, saved: await iptablesSaved(6) },
+    ],
     files: {
       subnetFile: existsSync(o.subnetFile),
       endpointsDir: existsSync(endpointsDir) ? endpointsDir : undefined,
@@ -177,7 +193,9 @@ export async function executeStep(s: Step, o: UninstallOptions, overlayDevice: s
         const res =
           u.hook.kind === 'xdp'
             ? await run(['ip', 'link', 'set', 'dev', u.dev, u.hook.mode, 'off'], { allowFailure: true })
-            : await run(['tc', 'filter', 'del', 'dev', u.dev, u.hook.direction, 'pref', String(u.hook.pref), 'handle', u.hook.handle, 'bpf'], { allowFailure: true });
+            : await run(['tc', 'filter', 'del', 'dev', u.dev, u.hook.direction, 'pref', String(u.hook.pref), 'handle', u.hook.handle, 'bpf'], {
+                allowFailure: true,
+              });
         // An XDP link some process still holds refuses netlink: said, and the rest goes on.
         if (res.code === 0) removed.push(describeUnpinned(u));
         else log.warn('cannot remove a twill program', { program: describeUnpinned(u), error: res.stderr.trim() });

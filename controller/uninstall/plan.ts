@@ -70,7 +70,11 @@ export interface UnpinnedProgram {
  * or a clsact filter on the underlay, a clsact filter on the overlay device) or because the
  * device goes with it; the rest is for the sweep after it.
  */
-export function takenByDetach(u: UnpinnedProgram, state: Pick<AttachState, 'encap' | 'decap' | 'deliver' | 'tunnel'> | undefined, devices: readonly string[]): boolean {
+export function takenByDetach(
+  u: UnpinnedProgram,
+  state: Pick<AttachState, 'encap' | 'decap' | 'deliver' | 'tunnel'> | undefined,
+  devices: readonly string[],
+): boolean {
   if (devices.includes(u.dev)) return true;
   if (!state) return false;
   if (u.hook.kind === 'xdp') return u.dev === state.decap.iface && state.decap.mode.startsWith('xdp');
@@ -165,7 +169,9 @@ export function planUninstall(found: NodeFindings, o: UninstallOptions): Uninsta
     if (!saved) continue;
     const plan = planRestore(saved, { present: [], absent: [...managedChains] });
     if (!plan.script) continue;
-    const chains = managedChains.filter((c) => saved.get(c.table)?.chains.has(c.chain) || saved.get(c.table)?.rules.includes(`-A ${c.hook} ${c.jump}`)).map((c) => `${c.table} ${c.chain}`);
+    const chains = managedChains
+      .filter((c) => saved.get(c.table)?.chains.has(c.chain) || saved.get(c.table)?.rules.includes(`-A ${c.hook} ${c.jump}`))
+      .map((c) => `${c.table} ${c.chain}`);
     const tool = family === 6 ? 'ip6tables' : 'iptables';
     if (o.keepFlannel) kept.push({ name: `${tool} ${chains.join(', ')}`, why: FOR_FLANNELD });
     else steps.push({ kind: 'iptables', family, script: plan.script, chains });
@@ -173,7 +179,7 @@ export function planUninstall(found: NodeFindings, o: UninstallOptions): Uninsta
 
   const f = found.files;
   if (f.cniPlugin?.twill) steps.push({ kind: 'file', path: o.cniPlugin, what: `twill's CNI plugin${f.cniPlugin.runs ? `, running ${f.cniPlugin.runs}` : ''}` });
-  else if (f.cniPlugin) kept.push({ name: o.cniPlugin, why: 'not a plugin twill wrote (flannel\'s own?)' });
+  else if (f.cniPlugin) kept.push({ name: o.cniPlugin, why: "not a plugin twill wrote (flannel's own?)" });
   if (f.cniConf) steps.push({ kind: 'file', path: o.cniConf, what: 'CNI conflist, --cni-conf' });
   for (const copy of f.installCopies) steps.push({ kind: 'directory', path: copy, what: "twill's copy for the CNI plugin" });
   if (f.endpointsDir) steps.push({ kind: 'directory', path: f.endpointsDir, what: "the CNI plugin's pod records" });

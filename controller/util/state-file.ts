@@ -24,7 +24,10 @@ export function parseStateFile<S extends $ZodType>(what: string, file: string, t
     throw new StateFileError(`${what} ${file}: not JSON (${(err as Error).message})`);
   }
   const res = safeParse(schema, doc);
-  if (!res.success) throw new StateFileError(`${what} ${file}: ${res.error.issues.map((i) => `${i.path.length ? i.path.join('.') : 'the document'}: ${i.message}`).join('; ')}`);
+  if (!res.success)
+    throw new StateFileError(
+      `${what} ${file}: ${res.error.issues.map((i) => `${i.path.length ? i.path.join('.') : 'the document'}: ${i.message}`).join('; ')}`,
+    );
   return res.data;
 }
 

@@ -19,7 +19,8 @@ const twill = (args: string[], netns?: string) => run([process.execPath, cliPath
 let lab: LabState;
 const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
 const pod = (name: string) => lab.pods.find((p) => p.name === name)!;
-const etcdctl = (...args: string[]) => run(['etcdctl', '--endpoints', lab.etcd!.endpoint, ...args], { netns: lab.etcd!.netns, env: { ...process.env, ETCDCTL_API: '3' } });
+const etcdctl = (...args: string[]) =>
+  run(['etcdctl', '--endpoints', lab.etcd!.endpoint, ...args], { netns: lab.etcd!.netns, env: { ...process.env, ETCDCTL_API: '3' } });
 const key = (subnet: string) => `${PREFIX}/subnets/${subnet.replace('/', '-')}`;
 const log = (n: LabNode) => readFileSync(n.agent!.log, 'utf8');
 
@@ -54,7 +55,9 @@ afterAll(async () => {
 
 describe('twill agent with a real etcd', () => {
   it('holds one lease per node in etcd, in flannel format, bound to an etcd lease', async () => {
-    const out = JSON.parse((await etcdctl('get', '--prefix', `${PREFIX}/subnets/`, '-w', 'json')).stdout) as { kvs: { key: string; value: string; lease?: number }[] };
+    const out = JSON.parse((await etcdctl('get', '--prefix', `${PREFIX}/subnets/`, '-w', 'json')).stdout) as {
+      kvs: { key: string; value: string; lease?: number }[];
+    };
     expect(out.kvs).toHaveLength(3);
     for (const kv of out.kvs) {
       const value = JSON.parse(Buffer.from(kv.value, 'base64').toString());
@@ -68,16 +71,30 @@ describe('twill agent with a real etcd', () => {
   it.each([
     ['dual stack with host-gw', '{"Network":"10.251.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"host-gw"}}', []],
     ['IPv6 only on bpf', '{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}', ['--dataplane=bpf']],
-  ])('an IPv6 network (%s) on a node whose interface has no IPv6 address: the agent names what is missing and exits before taking a lease', async (name, config, extra) => {
-    const prefix = `/twill-test/ipv6-${name.replaceAll(' ', '-')}`;
-    await etcdctl('put', `${prefix}/config`, config);
-    const pinDir = '/sys/fs/bpf/twill-lab/twa-ipv6';
-    const res = await twill(['agent', `--etcd-endpoints=${lab.etcd!.endpoint}`, `--etcd-prefix=${prefix}`, '--iface=eth0', `--pin-dir=${pinDir}`, '--subnet-file=/run/twill/lab/twa/ipv6.env', ...extra], node('n1').netns);
-    expect(res.code).toBe(1);
-    expect(res.stderr).toContain("has no global IPv6 address, which the network config's EnableIPv6 needs");
-    expect(existsSync(pinDir)).toBe(false);
-    expect((await etcdctl('get', '--prefix', '--keys-only', `${prefix}/subnets`)).stdout.trim()).toBe('');
-  });
+  ])(
+    'an IPv6 network (%s) on a node whose interface has no IPv6 address: the agent names what is missing and exits before taking a lease',
+    async (name, config, extra) => {
+      const prefix = `/twill-test/ipv6-${name.replaceAll(' ', '-')}`;
+      await etcdctl('put', `${prefix}/config`, config);
+      const pinDir = '/sys/fs/bpf/twill-lab/twa-ipv6';
+      const res = await twill(
+        [
+          'agent',
+          `--etcd-endpoints=${lab.etcd!.endpoint}`,
+          `--etcd-prefix=${prefix}`,
+          '--iface=eth0',
+          `--pin-dir=${pinDir}`,
+          '--subnet-file=/run/twill/lab/twa/ipv6.env',
+          ...extra,
+        ],
+        node('n1').netns,
+      );
+      expect(res.code).toBe(1);
+      expect(res.stderr).toContain("has no global IPv6 address, which the network config's EnableIPv6 needs");
+      expect(existsSync(pinDir)).toBe(false);
+      expect((await etcdctl('get', '--prefix', '--keys-only', `${prefix}/subnets`)).stdout.trim()).toBe('');
+    },
+  );
 
   it('rejects a wrong flag value with a message naming it', async () => {
     const res = await twill(['agent', '--subnet-lease-renew-margin', '0']);
@@ -94,7 +111,16 @@ describe('twill agent with a real etcd', () => {
     if (config !== undefined) await etcdctl('put', `${prefix}/config`, config);
     const n1 = node('n1');
     const subnetFile = `/run/twill/lab/${LAB}/bad-subnet.env`;
-    const agent = startInNetns(n1.netns, [process.execPath, cliPath, 'agent', `--etcd-endpoints=${lab.etcd!.endpoint}`, `--etcd-prefix=${prefix}`, '--iface=eth0', `--pin-dir=/sys/fs/bpf/twill-lab/${LAB}-bad`, `--subnet-file=${subnetFile}`]);
+    const agent = startInNetns(n1.netns, [
+      process.execPath,
+      cliPath,
+      'agent',
+      `--etcd-endpoints=${lab.etcd!.endpoint}`,
+      `--etcd-prefix=${prefix}`,
+      '--iface=eth0',
+      `--pin-dir=/sys/fs/bpf/twill-lab/${LAB}-bad`,
+      `--subnet-file=${subnetFile}`,
+    ]);
     await agent.waitFor(/waiting for a usable network config/);
     agent.kill('SIGKILL');
     await agent.exited;
@@ -128,7 +154,10 @@ describe('twill agent with a real etcd', () => {
     const original = Buffer.from((JSON.parse(raw) as { kvs: { value: string }[] }).kvs[0].value, 'base64').toString();
     const leaseHex = leaseIdHex(raw);
     await etcdctl('put', `--lease=${leaseHex}`, key(n2.subnet), fakeLease(n2.underlayIp, '02:11:22:33:44:55'));
-    await until('n1 and n3 to see the new VtepMAC', async () => (await hasSubnet(node('n1'), n2.subnet, '02:11:22:33:44:55')) && hasSubnet(node('n3'), n2.subnet, '02:11:22:33:44:55'));
+    await until(
+      'n1 and n3 to see the new VtepMAC',
+      async () => (await hasSubnet(node('n1'), n2.subnet, '02:11:22:33:44:55')) && hasSubnet(node('n3'), n2.subnet, '02:11:22:33:44:55'),
+    );
     await etcdctl('put', `--lease=${leaseHex}`, key(n2.subnet), original);
     await until('the original VtepMAC back on n1', () => hasSubnet(node('n1'), n2.subnet, n2.vtepMac));
   });
@@ -190,7 +219,11 @@ describe('twill agent with a real etcd', () => {
     await bounceAgent(lab, node('n3'), 'SIGTERM');
     const fake = '10.244.241.0/24';
     await etcdctl('put', key(fake), fakeLease('192.168.77.98', '02:00:00:00:00:98'));
-    await until('every agent to see a lease put after etcd returned', async () => (await hasSubnet(node('n1'), fake)) && (await hasSubnet(node('n2'), fake)) && hasSubnet(node('n3'), fake), 30_000);
+    await until(
+      'every agent to see a lease put after etcd returned',
+      async () => (await hasSubnet(node('n1'), fake)) && (await hasSubnet(node('n2'), fake)) && hasSubnet(node('n3'), fake),
+      30_000,
+    );
     await etcdctl('del', key(fake));
   });
 
@@ -216,7 +249,14 @@ describe('twill agent with a real etcd', () => {
     const logLength = log(n2).length;
     // A 10 s TTL: renewal is due after 5 s (the margin is capped at half the TTL).
     restartAgent(lab, n2, ['--subnet-lease-ttl=10']);
-    await until('the agent to renew twice', async () => (log(n2).slice(logLength).match(/"msg":"lease renewed"/g)?.length ?? 0) >= 2, 30_000);
+    await until(
+      'the agent to renew twice',
+      async () =>
+        (log(n2)
+          .slice(logLength)
+          .match(/"msg":"lease renewed"/g)?.length ?? 0) >= 2,
+      30_000,
+    );
     const raw = (await etcdctl('get', key(n2.subnet), '-w', 'json')).stdout;
     const ttl = JSON.parse((await etcdctl('lease', 'timetolive', leaseIdHex(raw), '-w', 'json')).stdout) as { ttl: number };
     expect(ttl.ttl).toBeGreaterThan(0); // 15+ s after a 10 s grant: alive only through renewal

@@ -86,9 +86,11 @@ function pinnedFiles(dir = pinDir): string[] {
     .sort();
 }
 
-const devices = async () => (JSON.parse((await run(['ip', '-j', 'link', 'show'], { netns: NS })).stdout) as Array<{ ifname: string }>).map((l) => l.ifname).sort();
+const devices = async () =>
+  (JSON.parse((await run(['ip', '-j', 'link', 'show'], { netns: NS })).stdout) as Array<{ ifname: string }>).map((l) => l.ifname).sort();
 const xdpProgOn = async (dev: string) =>
-  (JSON.parse((await run(['ip', '-j', '-d', 'link', 'show', 'dev', dev], { netns: NS })).stdout) as Array<{ xdp?: { prog?: { id: number } } }>)[0].xdp?.prog?.id;
+  (JSON.parse((await run(['ip', '-j', '-d', 'link', 'show', 'dev', dev], { netns: NS })).stdout) as Array<{ xdp?: { prog?: { id: number } } }>)[0].xdp?.prog
+    ?.id;
 
 async function removeAll(): Promise<void> {
   if (existsSync(`/run/netns/${NS}`)) await inNetns(() => detachDataplane(pinDir)).catch(() => undefined);

@@ -22,7 +22,9 @@ const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
 const podOf = (n: string) => lab.pods.find((p) => p.node === n)!;
 const paths = async (n: LabNode) => (await readMaps(n)).path!;
 const pingOk = async (from: string, to: string, count = 3) =>
-  (await run(['ping', '-c', String(count), '-i', '0.05', '-W', '1', podOf(to).ip], { netns: podOf(from).netns, allowFailure: true })).stdout.includes(`${count} received`);
+  (await run(['ping', '-c', String(count), '-i', '0.05', '-W', '1', podOf(to).ip], { netns: podOf(from).netns, allowFailure: true })).stdout.includes(
+    `${count} received`,
+  );
 const mainRoutes = async (n: LabNode) => (await run(['ip', '-4', 'route', 'show'], { netns: n.netns })).stdout.split('\n').map((l) => l.trim());
 
 /** Every ordered pair of these nodes' pods, as "a->b" for those that did not answer. */
@@ -52,7 +54,20 @@ describe('host-gw: n1-n3 twill BPF, n4 as flanneld sets it up, n5 on another seg
   beforeAll(async () => {
     buildBpf();
     buildTs();
-    lab = await labUpFresh('twg', ['--nodes', '5', '--kernel-nodes', '2', '--routed-nodes', '1', '--pods-per-node', '1', '--backend', 'host-gw', '--underlay', '192.168.87.0/24']);
+    lab = await labUpFresh('twg', [
+      '--nodes',
+      '5',
+      '--kernel-nodes',
+      '2',
+      '--routed-nodes',
+      '1',
+      '--pods-per-node',
+      '1',
+      '--backend',
+      'host-gw',
+      '--underlay',
+      '192.168.87.0/24',
+    ]);
   }, 240_000);
   afterAll(async () => {
     await stopAll();
@@ -96,7 +111,7 @@ describe('host-gw: n1-n3 twill BPF, n4 as flanneld sets it up, n5 on another seg
     }
   });
 
-  it('between BPF nodes the pods\' packets bypass cni0 and FORWARD on both sides, and nothing on the wire is VXLAN', async () => {
+  it("between BPF nodes the pods' packets bypass cni0 and FORWARD on both sides, and nothing on the wire is VXLAN", async () => {
     const [n1, n2] = [node('n1'), node('n2')];
     const before = await Promise.all([n1, n2].map(paths));
     const cap = await underlayCapture(lab.underlay.netns, 'n1', () =>
@@ -148,7 +163,19 @@ describe('host-gw: n1-n3 twill BPF, n4 as flanneld sets it up, n5 on another seg
 
 describe('vxlan DirectRouting: n1, n2 twill BPF on one segment; n3 twill BPF and n4 as flanneld on the other, behind a router', () => {
   beforeAll(async () => {
-    lab = await labUpFresh('twd', ['--nodes', '4', '--kernel-nodes', '1', '--routed-nodes', '2', '--pods-per-node', '1', '--direct-routing', '--underlay', '192.168.89.0/24']);
+    lab = await labUpFresh('twd', [
+      '--nodes',
+      '4',
+      '--kernel-nodes',
+      '1',
+      '--routed-nodes',
+      '2',
+      '--pods-per-node',
+      '1',
+      '--direct-routing',
+      '--underlay',
+      '192.168.89.0/24',
+    ]);
   }, 240_000);
 
   it('every pod reaches every other, both ways, across and within segments', async () => {
@@ -209,11 +236,20 @@ describe('configs twill does not run', () => {
     await etcdctl(lab, 'put', `${prefix}/config`, '{"Network":"10.250.0.0/16","Backend":{"Type":"udp"}}');
     const pinDir = '/sys/fs/bpf/twill-lab/twd-unsupported';
     const res = await twill(
-      ['agent', `--etcd-endpoints=${lab.etcd!.endpoint}`, `--etcd-prefix=${prefix}`, '--iface=eth0', `--pin-dir=${pinDir}`, `--subnet-file=/run/twill/lab/twd/unsupported.env`],
+      [
+        'agent',
+        `--etcd-endpoints=${lab.etcd!.endpoint}`,
+        `--etcd-prefix=${prefix}`,
+        '--iface=eth0',
+        `--pin-dir=${pinDir}`,
+        `--subnet-file=/run/twill/lab/twd/unsupported.env`,
+      ],
       n1.netns,
     );
     expect(res.code).toBe(1);
-    expect(res.stderr).toContain(`twill: ${prefix}/config: unsupported config: Backend.Type "udp": flannel's udp backend is not supported (twill implements vxlan and host-gw)`);
+    expect(res.stderr).toContain(
+      `twill: ${prefix}/config: unsupported config: Backend.Type "udp": flannel's udp backend is not supported (twill implements vxlan and host-gw)`,
+    );
     expect(existsSync(pinDir)).toBe(false);
     expect((await etcdctl(lab, 'get', '--prefix', '--keys-only', `${prefix}/subnets`)).stdout.trim()).toBe('');
   });
@@ -233,8 +269,12 @@ describe('configs twill does not run', () => {
         },
         30_000,
       );
-      expect(readyz.configError).toMatch(/changed after start to one twill cannot run \(unsupported config: Backend.Type "wireguard".*the running datapath is unchanged/);
-      const status = JSON.parse((await twill(['status', '--pin-dir', n1.pinDir, '--subnet-file', n1.subnetFile, '--healthz', n1.agent!.healthz, '--json'], n1.netns)).stdout);
+      expect(readyz.configError).toMatch(
+        /changed after start to one twill cannot run \(unsupported config: Backend.Type "wireguard".*the running datapath is unchanged/,
+      );
+      const status = JSON.parse(
+        (await twill(['status', '--pin-dir', n1.pinDir, '--subnet-file', n1.subnetFile, '--healthz', n1.agent!.healthz, '--json'], n1.netns)).stdout,
+      );
       expect(status.problems.some((p: string) => p.startsWith('network config: ') && p.includes('wireguard'))).toBe(true);
       expect((await readMaps(n1)).subnets).toEqual(mapsBefore);
       expect(await failingPairs(['n1', 'n2', 'n3'])).toEqual([]);

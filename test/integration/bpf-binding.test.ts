@@ -42,7 +42,8 @@ async function inNetns<T>(fn: () => T): Promise<T> {
     leave();
   }
 }
-const ifindex = (name: string) => Number(sh(`ip -n ${NS} -j link show ${name} | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ifindex"])'`).trim());
+const ifindex = (name: string) =>
+  Number(sh(`ip -n ${NS} -j link show ${name} | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ifindex"])'`).trim());
 
 beforeAll(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'twill-bb-'));
@@ -50,7 +51,9 @@ beforeAll(() => {
   rejected = path.join(dir, 'rejected.bpf.o');
   compile(path.join(repoRoot, 'test/fixtures/bpf/fixture.bpf.c'), fixture);
   compile(path.join(repoRoot, 'test/fixtures/bpf/rejected.bpf.c'), rejected);
-  sh(`ip netns del ${NS} 2>/dev/null; ip netns add ${NS} && ip -n ${NS} link add bb0 type veth peer name bb1 && ip -n ${NS} link set bb0 up && ip -n ${NS} link set bb1 up`);
+  sh(
+    `ip netns del ${NS} 2>/dev/null; ip netns add ${NS} && ip -n ${NS} link add bb0 type veth peer name bb1 && ip -n ${NS} link set bb0 up && ip -n ${NS} link set bb1 up`,
+  );
 });
 
 afterAll(() => {
@@ -66,7 +69,12 @@ describe('objects and errors', () => {
     const obj = BpfObject.open(fixture, { pinRootPath: pinRoot });
     try {
       obj.load();
-      expect(obj.programs().map((p) => p.name).sort()).toEqual(['fixture_tc_a', 'fixture_tc_b', 'fixture_xdp']);
+      expect(
+        obj
+          .programs()
+          .map((p) => p.name)
+          .sort(),
+      ).toEqual(['fixture_tc_a', 'fixture_tc_b', 'fixture_xdp']);
       expect(obj.program('fixture_xdp').fd).toBeGreaterThan(0);
       expect(obj.map('fixture_hash').info()).toMatchObject({ keySize: 4, valueSize: 8, maxEntries: 4096, type: 1 });
       expect(() => obj.program('nope')).toThrow(/no BPF program named nope/);
@@ -133,7 +141,10 @@ describe('maps', () => {
   it('writes, reads and deletes 1000 entries in batches', () => {
     const m = obj.map('fixture_hash');
     const keys = Array.from({ length: 1000 }, (_, i) => u32(i));
-    m.updateBatch(keys, keys.map((_, i) => u64(i * 3)));
+    m.updateBatch(
+      keys,
+      keys.map((_, i) => u64(i * 3)),
+    );
     const entries = m.entries();
     expect(entries).toHaveLength(1000);
     expect(entries.every(([k, v]) => v.readBigUInt64LE(0) === BigInt(k.readUInt32LE(0) * 3))).toBe(true);

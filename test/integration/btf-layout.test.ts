@@ -1,7 +1,29 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mapSpecs, configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct, endpoint6KeyStruct, monitorStruct, eventStruct, EVENTS_MAP, EVENTS_BYTES } from '../../maps/layout.js';
+import {
+  mapSpecs,
+  configStruct,
+  subnetKeyStruct,
+  remoteStruct,
+  peerKeyStruct,
+  peerStruct,
+  statsStruct,
+  peerStatsStruct,
+  endpointKeyStruct,
+  endpointStruct,
+  pathStatsStruct,
+  config6Struct,
+  subnet6KeyStruct,
+  remote6Struct,
+  peer6KeyStruct,
+  peer6Struct,
+  endpoint6KeyStruct,
+  monitorStruct,
+  eventStruct,
+  EVENTS_MAP,
+  EVENTS_BYTES,
+} from '../../maps/layout.js';
 import type { FieldKind, StructCodec } from '../../maps/codec.js';
 import { bpfBuildDir, buildBpf } from '../support/build.js';
 
@@ -52,7 +74,26 @@ function findStruct(btf: Map<number, BtfType>, name: string): BtfType | undefine
 }
 
 const objects = ['encap.bpf.o', 'decap.bpf.o', 'decap-noct.bpf.o', 'pod.bpf.o', 'pod-noct.bpf.o'];
-const structs: StructCodec<Record<string, FieldKind>>[] = [configStruct, subnetKeyStruct, remoteStruct, peerKeyStruct, peerStruct, statsStruct, peerStatsStruct, endpointKeyStruct, endpointStruct, pathStatsStruct, config6Struct, subnet6KeyStruct, remote6Struct, peer6KeyStruct, peer6Struct, endpoint6KeyStruct, monitorStruct, eventStruct];
+const structs: StructCodec<Record<string, FieldKind>>[] = [
+  configStruct,
+  subnetKeyStruct,
+  remoteStruct,
+  peerKeyStruct,
+  peerStruct,
+  statsStruct,
+  peerStatsStruct,
+  endpointKeyStruct,
+  endpointStruct,
+  pathStatsStruct,
+  config6Struct,
+  subnet6KeyStruct,
+  remote6Struct,
+  peer6KeyStruct,
+  peer6Struct,
+  endpoint6KeyStruct,
+  monitorStruct,
+  eventStruct,
+];
 
 describe('maps/layout.ts matches the BTF of the built objects', () => {
   const btfs = new Map<string, Map<number, BtfType>>();

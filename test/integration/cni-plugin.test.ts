@@ -39,7 +39,15 @@ const cni = (command: string, containerId: string, env: Record<string, string> =
     netns: NODE_NS,
     input: JSON.stringify(netconf()),
     allowFailure: true,
-    env: { PATH: process.env.PATH, CNI_COMMAND: command, CNI_CONTAINERID: containerId, CNI_NETNS: `/run/netns/${POD_NS}`, CNI_IFNAME: 'eth0', CNI_PATH: CNI_BIN, ...env },
+    env: {
+      PATH: process.env.PATH,
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: containerId,
+      CNI_NETNS: `/run/netns/${POD_NS}`,
+      CNI_IFNAME: 'eth0',
+      CNI_PATH: CNI_BIN,
+      ...env,
+    },
   });
 
 const openEndpointMaps = () => ({

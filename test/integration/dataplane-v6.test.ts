@@ -88,16 +88,25 @@ const pathStats = (n: (typeof nodes)[number], direction: number): PathStats => {
   }
 };
 const delta = <T extends Record<string, bigint>>(before: T, after: T) =>
-  Object.fromEntries(Object.keys(after).map((k) => [k, Number(after[k] - before[k])]).filter(([, v]) => v !== 0));
+  Object.fromEntries(
+    Object.keys(after)
+      .map((k) => [k, Number(after[k] - before[k])])
+      .filter(([, v]) => v !== 0),
+  );
 
 /** The fast path for the node's pod (its veth's program and its twill_endpoints6 entry), or not. */
 async function podFastPath(n: (typeof nodes)[number], on: boolean): Promise<void> {
-  const link = (ns: string, dev: string) => sh(ns, ['ip', '-j', 'link', 'show', dev]).then((r) => JSON.parse(r.stdout)[0] as { ifindex: number; address: string });
+  const link = (ns: string, dev: string) =>
+    sh(ns, ['ip', '-j', 'link', 'show', dev]).then((r) => JSON.parse(r.stdout)[0] as { ifindex: number; address: string });
   const veth = await link(n.netns, 'pod0');
   const pod = await link(n.pod.netns, 'eth0');
   const m = openMaps(n.pinDir);
   try {
-    if (on) m.endpoints6.put({ ip6: n.pod.ip }, { ifindex: veth.ifindex, mac: pod.address, gateway_mac: veth.address, mtu: 1500, encap_mtu: 1500 - VXLAN6_OVERHEAD, flags: 0 });
+    if (on)
+      m.endpoints6.put(
+        { ip6: n.pod.ip },
+        { ifindex: veth.ifindex, mac: pod.address, gateway_mac: veth.address, mtu: 1500, encap_mtu: 1500 - VXLAN6_OVERHEAD, flags: 0 },
+      );
     else m.endpoints6.delete({ ip6: n.pod.ip });
   } finally {
     closeMaps(m);
@@ -122,7 +131,10 @@ async function attachNode(n: (typeof nodes)[number]): Promise<void> {
     await ensureOverlay6({ overlayDevice: 'twill0', tunnelDevice: 'twill-rx', subnet6: n.subnet6, network6: NETWORK6, underlayMtu: 1500 });
     const maps = openMaps(n.pinDir);
     opened.push(maps);
-    maps.config6.put({ index: 0 }, config6For({ publicIp6: n.underlayIp6, vtepMac6: n.vtepMac6, subnet6: n.subnet6, network6: NETWORK6, tunnelDevice: 'twill-rx' }));
+    maps.config6.put(
+      { index: 0 },
+      config6For({ publicIp6: n.underlayIp6, vtepMac6: n.vtepMac6, subnet6: n.subnet6, network6: NETWORK6, tunnelDevice: 'twill-rx' }),
+    );
     for (const peer of nodes.filter((p) => p !== n)) {
       const [base, len] = peer.subnet6.split('/');
       maps.subnets6.put({ subnet6: base }, { public_ip6: peer.underlayIp6, vtep_mac6: peer.vtepMac6, flags: 0, stats_slot: 0 });
@@ -177,7 +189,8 @@ afterAll(async () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
-const ping6 = (from: string, to: string, extra: string[] = []) => run(['ping', '-6', '-c', '3', '-i', '0.2', '-W', '2', ...extra, to], { netns: from, allowFailure: true });
+const ping6 = (from: string, to: string, extra: string[] = []) =>
+  run(['ping', '-6', '-c', '3', '-i', '0.2', '-W', '2', ...extra, to], { netns: from, allowFailure: true });
 
 /** Captures on `netns`'s `iface` (by default IPv6 VXLAN on the underlay) while `during` runs; returns the frames. */
 async function capture(netns: string, during: () => Promise<void>, iface = 'und0', filter = 'ip6 and udp port 8472'): Promise<Buffer[]> {
@@ -289,7 +302,8 @@ describe('IPv6 through twill0 and twill-rx (the stack path)', () => {
 
   it('drops and counts IPv6 VXLAN for us that is not from a peer, for another VNI, malformed, or not for our subnet', async () => {
     const und0Mac = JSON.parse((await sh(n1.netns, ['ip', '-j', 'link', 'show', 'und0'])).stdout)[0].address as string;
-    const send = (kind: string) => sh(n2.netns, ['/usr/bin/python3', craft, kind, 'und0', und0Mac, n2.underlayIp6, n1.underlayIp6, n1.pod.ip, String(VNI), String(PORT), n1.vtepMac6]);
+    const send = (kind: string) =>
+      sh(n2.netns, ['/usr/bin/python3', craft, kind, 'und0', und0Mac, n2.underlayIp6, n1.underlayIp6, n1.pod.ip, String(VNI), String(PORT), n1.vtepMac6]);
     const before = stats(n1);
     for (const kind of ['unknown-source', 'bad-vni', 'inner-dst-elsewhere', 'truncated', 'inner-ipv4']) await send(kind);
     expect(delta(before, stats(n1))).toEqual({ drop_unknown_source: 1, drop_bad_vni: 1, drop_inner_dst: 1, drop_malformed: 1, drop_inner_not_ipv6: 1 });
@@ -302,7 +316,8 @@ describe('IPv6 through twill0 and twill-rx (the stack path)', () => {
 
   it('judges fragmented IPv6 VXLAN once the stack has reassembled it: from the peer decapped, from anyone else dropped and counted', async () => {
     const und0Mac = JSON.parse((await sh(n1.netns, ['ip', '-j', 'link', 'show', 'und0'])).stdout)[0].address as string;
-    const send = (kind: string) => sh(n2.netns, ['/usr/bin/python3', craft, kind, 'und0', und0Mac, n2.underlayIp6, n1.underlayIp6, n1.pod.ip, String(VNI), String(PORT), n1.vtepMac6]);
+    const send = (kind: string) =>
+      sh(n2.netns, ['/usr/bin/python3', craft, kind, 'und0', und0Mac, n2.underlayIp6, n1.underlayIp6, n1.pod.ip, String(VNI), String(PORT), n1.vtepMac6]);
     const before = stats(n1);
     await send('fragment');
     await send('fragment-unknown-source');
@@ -316,7 +331,7 @@ describe('the IPv6 fast path (pod veth to IPv6 VXLAN, twill-rx into the pod)', (
     for (const n of nodes) await podFastPath(n, true);
   });
 
-  it('carries ping and TCP between the pods past both nodes\' stacks, with valid checksums on the wire', async () => {
+  it("carries ping and TCP between the pods past both nodes' stacks, with valid checksums on the wire", async () => {
     const before = nodes.map((n) => [pathStats(n, PATH_SEND), pathStats(n, PATH_RECEIVE), stats(n)] as const);
     let transfer = { sent: '', received: '' };
     const frames = await capture(n2.netns, async () => {
@@ -332,10 +347,11 @@ describe('the IPv6 fast path (pod veth to IPv6 VXLAN, twill-rx into the pod)', (
     }
     const toN2 = frames.map(parseVxlan6).filter((v): v is Vxlan6 => !!v && v.dst === canon(n2.underlayIp6));
     expect(toN2.length).toBeGreaterThan(100);
-    for (const v of toN2) expect(v).toMatchObject({ src: canon(n1.underlayIp6), vni: VNI, innerDstMac: n2.vtepMac6, innerSrcMac: n1.vtepMac6, checksumValid: true });
+    for (const v of toN2)
+      expect(v).toMatchObject({ src: canon(n1.underlayIp6), vni: VNI, innerDstMac: n2.vtepMac6, innerSrcMac: n1.vtepMac6, checksumValid: true });
   });
 
-  it('leaves the pods\' neighbour discovery to the stack', async () => {
+  it("leaves the pods' neighbour discovery to the stack", async () => {
     for (const n of nodes) {
       await sh(n.pod.netns, ['ip', '-6', 'neigh', 'flush', 'dev', 'eth0']);
       expect((await ping6(n.pod.netns, n.pod.gateway)).stdout).toMatch(/3 received/);
@@ -350,7 +366,23 @@ describe('with a flannel node (kernel flannel-v6.1) on the other side', () => {
     const [peerBase] = n1.subnet6.split('/');
     const [ownBase] = n2.subnet6.split('/');
     // As flanneld's vxlan backend programs its IPv6 device and one remote lease.
-    await sh(ns, ['ip', 'link', 'add', 'flannel-v6.1', 'type', 'vxlan', 'id', String(VNI), 'local', n2.underlayIp6, 'dev', 'und0', 'nolearning', 'dstport', String(PORT)]);
+    await sh(ns, [
+      'ip',
+      'link',
+      'add',
+      'flannel-v6.1',
+      'type',
+      'vxlan',
+      'id',
+      String(VNI),
+      'local',
+      n2.underlayIp6,
+      'dev',
+      'und0',
+      'nolearning',
+      'dstport',
+      String(PORT),
+    ]);
     await sh(ns, ['ip', 'link', 'set', 'flannel-v6.1', 'address', n2.vtepMac6]);
     await sh(ns, ['ip', '-6', 'addr', 'add', `${ownBase}/128`, 'dev', 'flannel-v6.1', 'nodad']);
     await sh(ns, ['ip', 'link', 'set', 'flannel-v6.1', 'up']);
@@ -386,6 +418,7 @@ describe('with a flannel node (kernel flannel-v6.1) on the other side', () => {
     // What the kernel sent twill is what twill sends the kernel: IPv6 VXLAN, VNI 1, checksummed.
     const fromN2 = frames.map(parseVxlan6).filter((v): v is Vxlan6 => !!v && v.src === canon(n2.underlayIp6));
     expect(fromN2.length).toBeGreaterThan(0);
-    for (const v of fromN2) expect(v).toMatchObject({ dst: canon(n1.underlayIp6), vni: VNI, innerDstMac: n1.vtepMac6, innerSrcMac: n2.vtepMac6, checksumValid: true });
+    for (const v of fromN2)
+      expect(v).toMatchObject({ dst: canon(n1.underlayIp6), vni: VNI, innerDstMac: n1.vtepMac6, innerSrcMac: n2.vtepMac6, checksumValid: true });
   });
 });

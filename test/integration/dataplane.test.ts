@@ -101,7 +101,9 @@ describe('wire format', () => {
       await dump.waitFor(/listening on/);
       expect((await ping(pod('n1-p1').netns, pod('n2-p1').ip, 2)).code).toBe(0);
       await dump.exited;
-      const frames = readPcapFrames(file).map(parseVxlan).filter((f) => f !== undefined);
+      const frames = readPcapFrames(file)
+        .map(parseVxlan)
+        .filter((f) => f !== undefined);
       expect(frames.length).toBeGreaterThanOrEqual(1);
       for (const f of frames) {
         expect(f).toMatchObject({
@@ -172,7 +174,11 @@ describe('hostile and malformed VXLAN', () => {
   it('never delivers malformed packets from a known peer, counts each under its reason, keeps forwarding', async () => {
     const n2 = node('n2');
     const before = await stats('n1');
-    const got = await deliverRound(n2.netns, n2.underlayIp, cases.map(([k]) => k));
+    const got = await deliverRound(
+      n2.netns,
+      n2.underlayIp,
+      cases.map(([k]) => k),
+    );
     const after = await stats('n1');
     expect(got).toEqual(['twill-probe:good']);
     const expected: Record<string, number> = {};
@@ -282,5 +288,20 @@ describe('maps and lifecycle', () => {
 
 function attachArgs(name: string): string[] {
   const n = node(name);
-  return ['dataplane', 'attach', '--pin-dir', n.pinDir, '--iface', n.iface, '--public-ip', n.underlayIp, '--vtep-mac', n.vtepMac, '--subnet', n.subnet, '--network', lab.network];
+  return [
+    'dataplane',
+    'attach',
+    '--pin-dir',
+    n.pinDir,
+    '--iface',
+    n.iface,
+    '--public-ip',
+    n.underlayIp,
+    '--vtep-mac',
+    n.vtepMac,
+    '--subnet',
+    n.subnet,
+    '--network',
+    lab.network,
+  ];
 }

@@ -38,7 +38,10 @@ const initContainer = (name: string) => podSpec().initContainers.find((c: Obj) =
 
 /** Parsed by PyYAML (python3-yaml), a full YAML 1.1 parser, handed over as JSON. */
 async function parseYaml(text: string): Promise<Obj[]> {
-  const res = await run(['python3', '-c', 'import json, sys, yaml; json.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout)'], { input: text, allowFailure: true });
+  const res = await run(['python3', '-c', 'import json, sys, yaml; json.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout)'], {
+    input: text,
+    allowFailure: true,
+  });
   if (res.code !== 0) throw new Error(`YAML: ${res.stderr.trim().split('\n').pop()} (python3-yaml is needed for this test)`);
   return JSON.parse(res.stdout) as Obj[];
 }
@@ -55,7 +58,8 @@ function containerEnv(c: Obj, cm: Obj): Record<string, string> {
 }
 
 /** kubelet's expansion of $(VAR) in command and args from the container's environment; $$ is a literal $. */
-const expandArgs = (args: string[], env: Record<string, string>) => args.map((a) => a.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, name?: string) => (name === undefined ? '$' : (env[name] ?? m))));
+const expandArgs = (args: string[], env: Record<string, string>) =>
+  args.map((a) => a.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, name?: string) => (name === undefined ? '$' : (env[name] ?? m))));
 
 /** Unit file lines "Key=value" of one section, in order. */
 function unitSection(text: string, section: string): Map<string, string> {
@@ -98,7 +102,7 @@ describe('systemd unit', () => {
     expect(res.code).toBe(0);
   });
 
-  it("has a verifier that would catch a bad key (so the check above means something)", async () => {
+  it('has a verifier that would catch a bad key (so the check above means something)', async () => {
     const bad = path.join(scratch, 'bad.service');
     writeFileSync(bad, readFileSync(unitPath, 'utf8').replace('Type=notify', 'Type=notifyy'));
     expect((await run(['systemd-analyze', 'verify', '--man=no', bad], { allowFailure: true })).stderr).toContain('Failed to parse service type');
@@ -125,7 +129,7 @@ describe('Kubernetes manifest', () => {
     for (const c of [...spec.initContainers, ...spec.containers]) for (const m of c.volumeMounts) expect(declared).toContain(m.name);
   });
 
-  it("gives the agent a command line and environment its flag parser accepts, with --ip-masq, etcd from the ConfigMap", () => {
+  it('gives the agent a command line and environment its flag parser accepts, with --ip-masq, etcd from the ConfigMap', () => {
     const [agent] = podSpec().containers;
     const cm = kind('ConfigMap');
     const env = containerEnv(agent, cm);
@@ -218,12 +222,26 @@ describe("the manifest's CNI install and conflist, for real", () => {
     const runList = async (command: 'ADD' | 'DEL') => {
       let prevResult: object | undefined;
       for (const plugin of command === 'ADD' ? list.plugins : [...list.plugins].reverse()) {
-        const conf = { ...plugin, ...paths[plugin.type], name: list.name, cniVersion: list.cniVersion, ...(prevResult && { prevResult }), ...(plugin.capabilities?.portMappings && { runtimeConfig: { portMappings } }) };
+        const conf = {
+          ...plugin,
+          ...paths[plugin.type],
+          name: list.name,
+          cniVersion: list.cniVersion,
+          ...(prevResult && { prevResult }),
+          ...(plugin.capabilities?.portMappings && { runtimeConfig: { portMappings } }),
+        };
         const res = await run([path.join(existsSync(path.join(pluginDir, plugin.type)) ? pluginDir : SYSTEM_CNI_BIN, plugin.type)], {
           netns: NODE_NS,
           input: JSON.stringify(conf),
           allowFailure: true,
-          env: { PATH: process.env.PATH, CNI_COMMAND: command, CNI_CONTAINERID: 'tqd-pod-1', CNI_NETNS: `/run/netns/${POD_NS}`, CNI_IFNAME: 'eth0', CNI_PATH: `${pluginDir}:${SYSTEM_CNI_BIN}` },
+          env: {
+            PATH: process.env.PATH,
+            CNI_COMMAND: command,
+            CNI_CONTAINERID: 'tqd-pod-1',
+            CNI_NETNS: `/run/netns/${POD_NS}`,
+            CNI_IFNAME: 'eth0',
+            CNI_PATH: `${pluginDir}:${SYSTEM_CNI_BIN}`,
+          },
         });
         if (res.code !== 0) throw new Error(`${command} ${plugin.type}: ${res.stdout}${res.stderr}`);
         if (command === 'ADD') prevResult = JSON.parse(res.stdout);
@@ -237,7 +255,9 @@ describe("the manifest's CNI install and conflist, for real", () => {
     const podRoutes = await run(['ip', '-n', POD_NS, 'route'], {});
     expect(podRoutes.stdout).toContain('default via 10.244.5.1'); // isDefaultGateway
     expect((await run(['ip', '-n', POD_NS, 'link', 'show', 'eth0'])).stdout).toContain('mtu 1450');
-    expect((await run(['iptables-save', '-t', 'nat'], { netns: NODE_NS })).stdout).toMatch(new RegExp(`--dport 18080 .*--to-destination ${podIp.replaceAll('.', '\\.')}:80`));
+    expect((await run(['iptables-save', '-t', 'nat'], { netns: NODE_NS })).stdout).toMatch(
+      new RegExp(`--dport 18080 .*--to-destination ${podIp.replaceAll('.', '\\.')}:80`),
+    );
     await runList('DEL');
     expect((await run(['ip', '-n', POD_NS, 'link', 'show', 'eth0'], { allowFailure: true })).code).not.toBe(0);
     expect((await run(['iptables-save', '-t', 'nat'], { netns: NODE_NS })).stdout).not.toContain('18080');
@@ -258,7 +278,11 @@ describe('the uninstall manifest', () => {
     expect(ds().metadata.namespace).toBe(daemonSet().metadata.namespace);
     expect(ds().spec.template.metadata.labels).toMatchObject(ds().spec.selector.matchLabels);
     const spec = ds().spec.template.spec;
-    expect({ hostNetwork: spec.hostNetwork, hostPID: spec.hostPID, privileged: step().securityContext.privileged }).toEqual({ hostNetwork: true, hostPID: true, privileged: true });
+    expect({ hostNetwork: spec.hostNetwork, hostPID: spec.hostPID, privileged: step().securityContext.privileged }).toEqual({
+      hostNetwork: true,
+      hostPID: true,
+      privileged: true,
+    });
     expect(spec.tolerations).toEqual(podSpec().tolerations);
     expect(spec.affinity).toEqual(podSpec().affinity);
     for (const c of [...spec.initContainers, ...spec.containers]) expect(c.image).toBe(podSpec().containers[0].image);
@@ -276,7 +300,12 @@ describe('the uninstall manifest', () => {
     const agentContainer = podSpec().containers[0];
     const agentFlags = parseAgentFlags(expandArgs(agentContainer.args.slice(1), containerEnv(agentContainer, kind('ConfigMap'))), {});
     // What the agent writes, where the uninstall looks for it (flag defaults included), from the same host directory.
-    for (const [what, p] of [['pins', o['pin-dir']], ['subnet file', path.dirname(o['subnet-file'])], ['state', '/run/twill'], ['xtables lock', '/run/xtables.lock']] as const) {
+    for (const [what, p] of [
+      ['pins', o['pin-dir']],
+      ['subnet file', path.dirname(o['subnet-file'])],
+      ['state', '/run/twill'],
+      ['xtables lock', '/run/xtables.lock'],
+    ] as const) {
       const mount = [...agent.keys()].find((m) => p === m || p.startsWith(`${m}/`));
       expect(mount, what).toBeDefined();
       expect(mine.get(mount!), what).toBe(agent.get(mount!));
@@ -292,11 +321,17 @@ describe('the uninstall manifest', () => {
     expect(mine.get(path.dirname(o['cni-conf']))).toBe(hostMounts(podSpec(), initContainer('install-cni')).get('/etc/cni/net.d'));
   });
 
-  it("its command, run for real against scratch host directories, removes the plugin, the conflist and the copy, then finds nothing", async () => {
+  it('its command, run for real against scratch host directories, removes the plugin, the conflist and the copy, then finds nothing', async () => {
     const host = path.join(scratch, 'uninstall-host');
     const redirect = (a: string) => a.replace(/=\//, `=${host}/`);
     const c = step();
-    const argv = [process.execPath, path.join(repoRoot, 'dist/controller/cli.js'), ...c.args.map(redirect), `--pin-dir=/sys/fs/bpf/${UNINSTALL_NS}`, `--subnet-file=${host}/run/flannel/subnet.env`];
+    const argv = [
+      process.execPath,
+      path.join(repoRoot, 'dist/controller/cli.js'),
+      ...c.args.map(redirect),
+      `--pin-dir=/sys/fs/bpf/${UNINSTALL_NS}`,
+      `--subnet-file=${host}/run/flannel/subnet.env`,
+    ];
     const plugin = path.join(host, 'opt/cni/bin/flannel');
     const conf = path.join(host, 'etc/cni/net.d/10-flannel.conflist');
     const copy = path.join(host, 'opt/twill/0.1.0');
@@ -311,7 +346,11 @@ describe('the uninstall manifest', () => {
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
     expect(first.stdout.split('\n').filter(Boolean).sort()).toEqual(
-      [`removed  ${plugin} (twill's CNI plugin, running ${repoRoot})`, `removed  ${conf} (CNI conflist, --cni-conf)`, `removed  ${copy} (twill's copy for the CNI plugin)`].sort(),
+      [
+        `removed  ${plugin} (twill's CNI plugin, running ${repoRoot})`,
+        `removed  ${conf} (CNI conflist, --cni-conf)`,
+        `removed  ${copy} (twill's copy for the CNI plugin)`,
+      ].sort(),
     );
     for (const p of [plugin, conf, copy]) expect(existsSync(p), p).toBe(false);
     const second = await run(argv, { netns: UNINSTALL_NS, allowFailure: true });

@@ -36,7 +36,9 @@ describe('EtcdStore against a real etcd', () => {
   });
 
   it('names an unreadable TLS file', () => {
-    expect(() => new EtcdStore({ endpoints: ['https://127.0.0.1:1'], prefix: '/x', caFile: '/nonexistent/ca.pem' })).toThrow(/--etcd-cafile \/nonexistent\/ca.pem: cannot read: ENOENT/);
+    expect(() => new EtcdStore({ endpoints: ['https://127.0.0.1:1'], prefix: '/x', caFile: '/nonexistent/ca.pem' })).toThrow(
+      /--etcd-cafile \/nonexistent\/ca.pem: cannot read: ENOENT/,
+    );
   });
 });
 
@@ -73,7 +75,12 @@ describe('IPv6 leases against a real etcd', () => {
     const s = v6store('/dual/network');
     try {
       const config = parseNetworkConfig('{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"host-gw"}}');
-      const own = await new SubnetManager(s, config, { backendType: 'host-gw', publicIp: '10.0.0.1', publicIpv6: 'fd00::1' }, { ...opts, hint: { ip: 0x0af40700, len: 24 }, hint6: { ip: 0xfc00_0000_0000_0007n << 64n, len: 64 } }).acquire();
+      const own = await new SubnetManager(
+        s,
+        config,
+        { backendType: 'host-gw', publicIp: '10.0.0.1', publicIpv6: 'fd00::1' },
+        { ...opts, hint: { ip: 0x0af40700, len: 24 }, hint6: { ip: 0xfc00_0000_0000_0007n << 64n, len: 64 } },
+      ).acquire();
       expect(own.key).toBe('10.244.7.0-24&fc00:0:0:7::-64');
       const { records } = await s.listLeases();
       expect(records.find((r) => r.key.endsWith(own.key))!.value).toBe('{"PublicIP":"10.0.0.1","PublicIPv6":"fd00::1","BackendType":"host-gw"}');

@@ -16,7 +16,23 @@ const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'p
 function issue(name: string, ext: string) {
   openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f(`${name}.key`), '-subj', `/CN=${name}`, '-out', f(`${name}.csr`));
   writeFileSync(f(`${name}.ext`), ext);
-  openssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '1', '-extfile', f(`${name}.ext`), '-out', f(`${name}.pem`));
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    f(`${name}.csr`),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '1',
+    '-extfile',
+    f(`${name}.ext`),
+    '-out',
+    f(`${name}.pem`),
+  );
 }
 
 async function freePort(): Promise<number> {
@@ -29,7 +45,10 @@ async function freePort(): Promise<number> {
 }
 
 const etcdctl = (...args: string[]) =>
-  execFileSync('etcdctl', ['--endpoints', etcd.endpoint, '--cacert', f('ca.pem'), '--cert', f('client.pem'), '--key', f('client.key'), ...args], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' });
+  execFileSync('etcdctl', ['--endpoints', etcd.endpoint, '--cacert', f('ca.pem'), '--cert', f('client.pem'), '--key', f('client.key'), ...args], {
+    env: { ...process.env, ETCDCTL_API: '3' },
+    encoding: 'utf8',
+  });
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'twill-etcd-tls-'));
@@ -55,7 +74,13 @@ afterAll(async () => {
 describe('etcd TLS and auth', () => {
   it('talks to etcd over TLS with a client certificate', async () => {
     expect(etcd.endpoint).toMatch(/^https:/);
-    const store = new EtcdStore({ endpoints: [etcd.endpoint], prefix: '/coreos.com/network', caFile: f('ca.pem'), certFile: f('client.pem'), keyFile: f('client.key') });
+    const store = new EtcdStore({
+      endpoints: [etcd.endpoint],
+      prefix: '/coreos.com/network',
+      caFile: f('ca.pem'),
+      certFile: f('client.pem'),
+      keyFile: f('client.key'),
+    });
     try {
       await store.putConfig('{"Network":"10.244.0.0/16"}');
       expect(await store.getConfig()).toBe('{"Network":"10.244.0.0/16"}');

@@ -140,7 +140,15 @@ describe('pod traffic between BPF nodes bypasses the host stack', () => {
       spoofedSource: d(0, 'send', 'source') >= 1,
       arp: d(0, 'send', 'not_ipv4') >= 1,
       plainFromUnderlay: d(0, 'receive', 'source') >= 1,
-    }).toEqual({ sentFragments: true, receivedFragments: true, icmpErrorSent: true, icmpErrorReceived: true, spoofedSource: true, arp: true, plainFromUnderlay: true });
+    }).toEqual({
+      sentFragments: true,
+      receivedFragments: true,
+      icmpErrorSent: true,
+      icmpErrorReceived: true,
+      spoofedSource: true,
+      arp: true,
+      plainFromUnderlay: true,
+    });
   });
 
   it('kernel VXLAN peers are served both ways: sent to and received from flannel.1 on the fast path', async () => {
@@ -211,7 +219,9 @@ describe('flows conntrack knows stay on the stack in both directions', () => {
     // The builds for kernels without conntrack, loaded here under the usual names: the agent takes them for the real ones.
     const dir = mkdtempSync(path.join(os.tmpdir(), 'twf-noct-'));
     const files = readdirSync(bpfBuildDir);
-    for (const f of files) if (f.includes('-noct') || !files.includes(f.replace('.bpf.o', '-noct.bpf.o'))) copyFileSync(path.join(bpfBuildDir, f), path.join(dir, f.replace('-noct', '')));
+    for (const f of files)
+      if (f.includes('-noct') || !files.includes(f.replace('.bpf.o', '-noct.bpf.o')))
+        copyFileSync(path.join(bpfBuildDir, f), path.join(dir, f.replace('-noct', '')));
     const n1 = node('n1');
     process.env.TWILL_BPF_DIR = dir;
     try {

@@ -5,7 +5,21 @@ import { flanneld } from '../../controller/lab/peers.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
-import { agentLog, allPodPairs, bounceAgent, etcdctl, expectNoLoss, labUpFresh, leaseKey, lossLine, pingFlowsRunning, readMaps, stopPingFlows, twill, until } from '../support/lab-session.js';
+import {
+  agentLog,
+  allPodPairs,
+  bounceAgent,
+  etcdctl,
+  expectNoLoss,
+  labUpFresh,
+  leaseKey,
+  lossLine,
+  pingFlowsRunning,
+  readMaps,
+  stopPingFlows,
+  twill,
+  until,
+} from '../support/lab-session.js';
 
 /*
  * twill nodes in one cluster with the real flanneld (scripts/peers/versions.env), its pods made
@@ -43,7 +57,11 @@ const byKey = <T extends Record<string, unknown>>(xs: T[]) => xs.map((x) => JSON
 async function vxlanEntries(n: LabNode, dev: string, family: '-4' | '-6') {
   return {
     // The device's own address and link-local routes are not per-peer entries.
-    routes: byKey((await json(n, ['ip', family, '-j', 'route', 'show', 'dev', dev])).filter((r) => r.gateway).map((r) => ({ dst: r.dst, gateway: r.gateway, onlink: ((r.flags as string[]) ?? []).includes('onlink') }))),
+    routes: byKey(
+      (await json(n, ['ip', family, '-j', 'route', 'show', 'dev', dev]))
+        .filter((r) => r.gateway)
+        .map((r) => ({ dst: r.dst, gateway: r.gateway, onlink: ((r.flags as string[]) ?? []).includes('onlink') })),
+    ),
     neighs: byKey((await json(n, ['ip', family, '-j', 'neigh', 'show', 'dev', dev])).map((r) => ({ dst: r.dst, lladdr: r.lladdr, state: r.state }))),
     fdb: byKey((await json(n, ['bridge', '-j', 'fdb', 'show', 'dev', dev])).filter((f) => f.dst).map((f) => ({ mac: f.mac, dst: f.dst, state: f.state }))),
   };
@@ -102,7 +120,8 @@ describe('vxlan: two twill BPF nodes and the real flanneld', () => {
     const n3 = node(lab, 'n3');
     const lease = await leaseOf(lab, n3.subnet);
     expect(lease?.value).toMatchObject({ PublicIP: n3.underlayIp, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: n3.vtepMac } });
-    for (const n of [node(lab, 'n1'), node(lab, 'n2')]) expect((await readMaps(n)).subnets).toContainEqual({ subnet: n3.subnet, publicIp: n3.underlayIp, vtepMac: n3.vtepMac });
+    for (const n of [node(lab, 'n1'), node(lab, 'n2')])
+      expect((await readMaps(n)).subnets).toContainEqual({ subnet: n3.subnet, publicIp: n3.underlayIp, vtepMac: n3.vtepMac });
   });
 
   it('every pod pair talks both ways between twill and flanneld nodes: ping, TCP and UDP', async () => {
@@ -160,22 +179,36 @@ describe('vxlan: two twill BPF nodes and the real flanneld', () => {
     const [r3, r2] = free;
     const reserve = async (n: LabNode, subnet: string) => {
       await etcdctl(lab, 'del', leaseKey(n.subnet));
-      await etcdctl(lab, 'put', leaseKey(subnet), JSON.stringify({ PublicIP: n.underlayIp, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: n.vtepMac } }));
+      await etcdctl(
+        lab,
+        'put',
+        leaseKey(subnet),
+        JSON.stringify({ PublicIP: n.underlayIp, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: n.vtepMac } }),
+      );
     };
     // flanneld's node: stopped, its lease replaced by a reservation elsewhere, started again.
     await bounceAgent(lab, n3, 'SIGTERM', [], async () => reserve(n3, r3));
     expect(readFileSync(n3.subnetFile, 'utf8')).toContain(`FLANNEL_SUBNET=${base(r3).replace(/\.0$/, '.1')}/24`);
-    for (const n of [node(lab, 'n1'), n2]) await until(`${n.name} to route the reserved ${r3}`, async () => (await readMaps(n)).subnets.some((s) => s.subnet === r3 && s.publicIp === n3.underlayIp));
+    for (const n of [node(lab, 'n1'), n2])
+      await until(`${n.name} to route the reserved ${r3}`, async () =>
+        (await readMaps(n)).subnets.some((s) => s.subnet === r3 && s.publicIp === n3.underlayIp),
+      );
     // A twill node, the same way.
     await bounceAgent(lab, n2, 'SIGTERM', [], async () => reserve(n2, r2));
     expect(readFileSync(n2.subnetFile, 'utf8')).toContain(`FLANNEL_SUBNET=${base(r2).replace(/\.0$/, '.1')}/24`);
-    await until(`flanneld to route the reserved ${r2}`, async () => (await run(['ip', 'route', 'show', r2], { netns: n3.netns })).stdout.includes(`${r2} via ${base(r2)} dev flannel.1 onlink`));
+    await until(`flanneld to route the reserved ${r2}`, async () =>
+      (await run(['ip', 'route', 'show', r2], { netns: n3.netns })).stdout.includes(`${r2} via ${base(r2)} dev flannel.1 onlink`),
+    );
     expect((await leaseOf(lab, r2))!.leaseId, `twill's reserved ${r2} bound to an etcd lease`).toBe('0');
     // flanneld rewrites a reservation it reuses with an etcd lease (its registry's updateSubnet
     // grants one even for a TTL of 0), so the key now expires unless renewed: flannel's own
     // known gap with etcd v3, which twill does not share.
     expect((await leaseOf(lab, r3))!.leaseId, `flanneld's reserved ${r3}`).not.toBe('0');
-    for (const n of [node(lab, 'n1'), n2]) expect((await readMaps(n)).subnets.some((s) => s.subnet === r3 && s.publicIp === n3.underlayIp), n.name).toBe(true);
+    for (const n of [node(lab, 'n1'), n2])
+      expect(
+        (await readMaps(n)).subnets.some((s) => s.subnet === r3 && s.publicIp === n3.underlayIp),
+        n.name,
+      ).toBe(true);
   }, 150_000);
 });
 
@@ -199,11 +232,19 @@ describe('host-gw: a twill BPF node and the real flanneld', () => {
 describe('vxlan DirectRouting: twill BPF n1, n2 and flanneld n3 on one segment, flanneld n4 behind a router', () => {
   const LAB = 'tfd';
   let lab: LabState;
-  useLab(LAB, ['--nodes', '4', '--flanneld-nodes', '2', '--routed-nodes', '1', '--direct-routing', '--pods-per-node', '1', '--underlay', '192.168.143.0/24'], (l) => (lab = l));
+  useLab(
+    LAB,
+    ['--nodes', '4', '--flanneld-nodes', '2', '--routed-nodes', '1', '--direct-routing', '--pods-per-node', '1', '--underlay', '192.168.143.0/24'],
+    (l) => (lab = l),
+  );
 
   it('flanneld on the shared segment routes twill nodes directly and the routed node by VXLAN; the routed flanneld reaches every twill node by VXLAN', async () => {
     const [n1, n2, n3, n4] = ['n1', 'n2', 'n3', 'n4'].map((x) => node(lab, x));
-    const direct = async (n: LabNode) => (await json(n, ['ip', '-4', '-j', 'route', 'show', 'dev', 'eth0'])).filter((r) => r.gateway && r.dst !== 'default').map((r) => `${String(r.dst)} via ${String(r.gateway)}`).sort();
+    const direct = async (n: LabNode) =>
+      (await json(n, ['ip', '-4', '-j', 'route', 'show', 'dev', 'eth0']))
+        .filter((r) => r.gateway && r.dst !== 'default')
+        .map((r) => `${String(r.dst)} via ${String(r.gateway)}`)
+        .sort();
     expect(await direct(n3)).toEqual([`${n1.subnet} via ${n1.underlayIp}`, `${n2.subnet} via ${n2.underlayIp}`].sort());
     expect(await vxlanEntries(n3, 'flannel.1', '-4')).toEqual(expectedVxlanEntries([n4], false));
     expect(await vxlanEntries(n4, 'flannel.1', '-4')).toEqual(expectedVxlanEntries([n1, n2, n3], false));

@@ -35,7 +35,8 @@ afterAll(async () => {
   rmSync(scratch, { recursive: true, force: true });
 }, 60_000);
 
-const leaseValue = async (n: LabNode) => JSON.parse((await etcdctl(lab, 'get', '--print-value-only', leaseKey(n.subnet))).stdout) as { PublicIP: string; BackendData: { VtepMAC: string } };
+const leaseValue = async (n: LabNode) =>
+  JSON.parse((await etcdctl(lab, 'get', '--print-value-only', leaseKey(n.subnet))).stdout) as { PublicIP: string; BackendData: { VtepMAC: string } };
 
 describe(`flanneld to twill and back, node by node, under traffic`, () => {
   const report: string[] = [];
@@ -67,11 +68,18 @@ describe(`flanneld to twill and back, node by node, under traffic`, () => {
         await underTraffic(lab, n, `${n.name} twill -> flanneld`, async () => {
           await bounceAgent(lab, n, 'SIGTERM', ['--dataplane=kernel']);
           await bounceAgent(lab, n, 'SIGTERM', [], async () => {
-            const res = await twill(['uninstall', '--pin-dir', n.pinDir, '--subnet-file', n.subnetFile, '--cni-bin-dir', path.join(scratch, n.name), '--keep-flannel', '--json'], n.netns);
+            const res = await twill(
+              ['uninstall', '--pin-dir', n.pinDir, '--subnet-file', n.subnetFile, '--cni-bin-dir', path.join(scratch, n.name), '--keep-flannel', '--json'],
+              n.netns,
+            );
             expect(res.code, res.stderr).toBe(0);
             // What flanneld takes over is kept; nothing of twill's is left for it to trip on.
             const kept = (JSON.parse(res.stdout) as UninstallReport).kept.map((k) => k.name);
-            expect(kept).toEqual(['device flannel.1 and its neighbour, FDB and route entries', 'iptables nat FLANNEL-POSTRTG, filter FLANNEL-FWD', n.subnetFile]);
+            expect(kept).toEqual([
+              'device flannel.1 and its neighbour, FDB and route entries',
+              'iptables nat FLANNEL-POSTRTG, filter FLANNEL-FWD',
+              n.subnetFile,
+            ]);
             expect(await vxlanDevices(n.netns)).toEqual([{ ifname: 'flannel.1', external: false, fdbEntries: 2 }]);
             expect((await run(['ip', 'link', 'show', 'twill0'], { netns: n.netns, allowFailure: true })).code).not.toBe(0);
             expect(existsSync(n.pinDir)).toBe(false);

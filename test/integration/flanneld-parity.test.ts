@@ -42,7 +42,11 @@ afterAll(async () => {
 /** A subnet key with no etcd lease whose PublicIP is the node's: both programs take it as theirs. */
 async function reserve(subnet: string, subnet6: string | undefined, backendType: 'vxlan' | 'host-gw'): Promise<void> {
   const key = subnetKey(parseCidr(subnet)!, subnet6 ? parseCidr6(subnet6) : undefined);
-  const value = encodeLeaseValue(backendType === 'vxlan' ? { backendType, publicIp: ADDRESS, publicIpv6: subnet6 ? ADDRESS6 : undefined, vni: 1 } : { backendType, publicIp: ADDRESS, publicIpv6: subnet6 ? ADDRESS6 : undefined });
+  const value = encodeLeaseValue(
+    backendType === 'vxlan'
+      ? { backendType, publicIp: ADDRESS, publicIpv6: subnet6 ? ADDRESS6 : undefined, vni: 1 }
+      : { backendType, publicIp: ADDRESS, publicIpv6: subnet6 ? ADDRESS6 : undefined },
+  );
   await node.etcdctl('put', `${PREFIX}/subnets/${key}`, '--', value);
 }
 
@@ -54,13 +58,43 @@ const accepted = (o: Outcome): string => {
 describe('1. subnet.env, byte for byte, for the same config and lease', () => {
   const cases: { name: string; config: string; flags?: string[]; mtu?: number; subnet: string; subnet6?: string; backend: 'vxlan' | 'host-gw' }[] = [
     { name: 'vxlan', config: '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}', subnet: '10.244.57.0/24', backend: 'vxlan' },
-    { name: 'vxlan --ip-masq', config: '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}', flags: ['--ip-masq'], subnet: '10.244.57.0/24', backend: 'vxlan' },
+    {
+      name: 'vxlan --ip-masq',
+      config: '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}',
+      flags: ['--ip-masq'],
+      subnet: '10.244.57.0/24',
+      backend: 'vxlan',
+    },
     { name: 'host-gw', config: '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}', subnet: '10.244.58.0/24', backend: 'host-gw' },
-    { name: 'host-gw --ip-masq', config: '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}', flags: ['--ip-masq'], subnet: '10.244.58.0/24', backend: 'host-gw' },
+    {
+      name: 'host-gw --ip-masq',
+      config: '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}',
+      flags: ['--ip-masq'],
+      subnet: '10.244.58.0/24',
+      backend: 'host-gw',
+    },
     { name: 'vxlan Backend.MTU 1400', config: '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":1400}}', subnet: '10.244.59.0/24', backend: 'vxlan' },
-    { name: 'vxlan underlay MTU 9000', config: '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}', mtu: 9000, subnet: '10.244.60.0/24', backend: 'vxlan' },
-    { name: 'host-gw underlay MTU 9000 --ip-masq', config: '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}', mtu: 9000, flags: ['--ip-masq'], subnet: '10.244.60.0/24', backend: 'host-gw' },
-    { name: 'vxlan /26 subnets of a /20', config: '{"Network":"10.50.16.0/20","SubnetLen":26,"Backend":{"Type":"vxlan","VNI":7}}', subnet: '10.50.17.64/26', backend: 'vxlan' },
+    {
+      name: 'vxlan underlay MTU 9000',
+      config: '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}',
+      mtu: 9000,
+      subnet: '10.244.60.0/24',
+      backend: 'vxlan',
+    },
+    {
+      name: 'host-gw underlay MTU 9000 --ip-masq',
+      config: '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}',
+      mtu: 9000,
+      flags: ['--ip-masq'],
+      subnet: '10.244.60.0/24',
+      backend: 'host-gw',
+    },
+    {
+      name: 'vxlan /26 subnets of a /20',
+      config: '{"Network":"10.50.16.0/20","SubnetLen":26,"Backend":{"Type":"vxlan","VNI":7}}',
+      subnet: '10.50.17.64/26',
+      backend: 'vxlan',
+    },
     {
       name: 'dual-stack vxlan',
       config: '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd10:244::/56","Backend":{"Type":"vxlan"}}',
@@ -81,7 +115,8 @@ describe('1. subnet.env, byte for byte, for the same config and lease', () => {
   it("no lease in etcd: both take the subnet the file names from a previous run (flannel's previousSubnet)", async () => {
     const config = '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd10:244::/56","Backend":{"Type":"vxlan"}}';
     // FLANNEL_MTU=1 tells the hint from what either program writes.
-    const hint = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.99.1/24\nFLANNEL_IPV6_NETWORK=fd10:244::/56\nFLANNEL_IPV6_SUBNET=fd10:244:0:63::1/64\nFLANNEL_MTU=1\nFLANNEL_IPMASQ=false\n';
+    const hint =
+      'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.99.1/24\nFLANNEL_IPV6_NETWORK=fd10:244::/56\nFLANNEL_IPV6_SUBNET=fd10:244:0:63::1/64\nFLANNEL_MTU=1\nFLANNEL_IPMASQ=false\n';
     await node.setMtu(1500);
     await node.reset(config);
     const fromFlanneld = accepted(await node.flanneld([], hint));
@@ -92,20 +127,24 @@ describe('1. subnet.env, byte for byte, for the same config and lease', () => {
     expect(fromTwill).toBe(fromFlanneld);
   }, 60_000);
 
-  it.each(cases)('$name', async (c) => {
-    await node.setMtu(c.mtu ?? 1500);
-    await node.reset(c.config);
-    await reserve(c.subnet, c.subnet6, c.backend);
-    const fromFlanneld = accepted(await node.flanneld(c.flags));
-    const fromTwill = accepted(await node.twill(c.flags));
-    subnetFiles.set(c.name, fromFlanneld);
-    console.log(`PARITY-SUBNET ${c.name}: ${JSON.stringify(fromFlanneld)}`);
-    // Both took the reservation: the file names its first address.
-    const reserved = parseCidr(c.subnet)!;
-    expect(fromFlanneld).toContain(`FLANNEL_SUBNET=${hostAddress(reserved, 1)}/${reserved.len}\n`);
-    if (c.subnet6) expect(fromFlanneld).toContain(`FLANNEL_IPV6_SUBNET=${hostAddress6(parseCidr6(c.subnet6)!, 1)}/64\n`);
-    expect(fromTwill).toBe(fromFlanneld);
-  }, 60_000);
+  it.each(cases)(
+    '$name',
+    async (c) => {
+      await node.setMtu(c.mtu ?? 1500);
+      await node.reset(c.config);
+      await reserve(c.subnet, c.subnet6, c.backend);
+      const fromFlanneld = accepted(await node.flanneld(c.flags));
+      const fromTwill = accepted(await node.twill(c.flags));
+      subnetFiles.set(c.name, fromFlanneld);
+      console.log(`PARITY-SUBNET ${c.name}: ${JSON.stringify(fromFlanneld)}`);
+      // Both took the reservation: the file names its first address.
+      const reserved = parseCidr(c.subnet)!;
+      expect(fromFlanneld).toContain(`FLANNEL_SUBNET=${hostAddress(reserved, 1)}/${reserved.len}\n`);
+      if (c.subnet6) expect(fromFlanneld).toContain(`FLANNEL_IPV6_SUBNET=${hostAddress6(parseCidr6(c.subnet6)!, 1)}/64\n`);
+      expect(fromTwill).toBe(fromFlanneld);
+    },
+    60_000,
+  );
 });
 
 /**
@@ -121,7 +160,8 @@ interface ConfigRow {
   differs?: { flanneld: Outcome['kind']; twill: Outcome['kind']; files?: { flanneld: RegExp; twill: RegExp }; reason: string };
 }
 
-const vx = (extra: Record<string, unknown> = {}, backend: Record<string, unknown> = {}) => JSON.stringify({ Network: '10.244.0.0/16', ...extra, Backend: { Type: 'vxlan', ...backend } });
+const vx = (extra: Record<string, unknown> = {}, backend: Record<string, unknown> = {}) =>
+  JSON.stringify({ Network: '10.244.0.0/16', ...extra, Backend: { Type: 'vxlan', ...backend } });
 const NOT_IMPLEMENTED = 'a flannel backend or option twill does not implement: twill exits naming it, where flanneld runs it';
 
 const rows: ConfigRow[] = [
@@ -147,12 +187,30 @@ const rows: ConfigRow[] = [
   { name: 'EnableNFTables', config: vx({ EnableNFTables: true }) },
   { name: 'dual stack', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56' }) },
   { name: 'IPv6 only', config: JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd10:244::/56', Backend: { Type: 'vxlan' } }) },
-  { name: 'IPv6 only, IPv6SubnetLen 80', config: JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetLen: 80, Backend: { Type: 'vxlan' } }) },
+  {
+    name: 'IPv6 only, IPv6SubnetLen 80',
+    config: JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetLen: 80, Backend: { Type: 'vxlan' } }),
+  },
   // flannel backends and options twill does not implement
-  { name: 'udp backend', config: vx({}, { Type: 'udp' }), field: /Backend\.Type "udp"/, differs: { flanneld: 'accepts', twill: 'exits', reason: NOT_IMPLEMENTED } },
-  { name: 'no Backend (udp)', config: '{"Network":"10.244.0.0/16"}', field: /Backend\.Type missing/, differs: { flanneld: 'accepts', twill: 'exits', reason: NOT_IMPLEMENTED } },
+  {
+    name: 'udp backend',
+    config: vx({}, { Type: 'udp' }),
+    field: /Backend\.Type "udp"/,
+    differs: { flanneld: 'accepts', twill: 'exits', reason: NOT_IMPLEMENTED },
+  },
+  {
+    name: 'no Backend (udp)',
+    config: '{"Network":"10.244.0.0/16"}',
+    field: /Backend\.Type missing/,
+    differs: { flanneld: 'accepts', twill: 'exits', reason: NOT_IMPLEMENTED },
+  },
   { name: 'vxlan GBP', config: vx({}, { GBP: true }), field: /Backend\.GBP/, differs: { flanneld: 'accepts', twill: 'exits', reason: NOT_IMPLEMENTED } },
-  { name: 'vxlan Learning', config: vx({}, { Learning: true }), field: /Backend\.Learning/, differs: { flanneld: 'accepts', twill: 'exits', reason: NOT_IMPLEMENTED } },
+  {
+    name: 'vxlan Learning',
+    config: vx({}, { Learning: true }),
+    field: /Backend\.Learning/,
+    differs: { flanneld: 'accepts', twill: 'exits', reason: NOT_IMPLEMENTED },
+  },
   { name: 'udp backend, SubnetLen 31', config: vx({ SubnetLen: 31 }, { Type: 'udp' }), field: /SubnetLen 31/ },
   { name: 'host-gw ignores vxlan options', config: '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":-1,"Port":"x","MTU":-5}}' },
   // invalid
@@ -178,18 +236,31 @@ const rows: ConfigRow[] = [
     name: 'Port above 65535',
     config: vx({}, { Port: 70000 }),
     field: /Backend\.Port: must be <= 65535/,
-    differs: { flanneld: 'accepts', twill: 'exits', reason: 'flanneld hands 70000 to netlink as a 16-bit port (70000 - 65536 = 4464): a flanneld bug twill does not copy' },
+    differs: {
+      flanneld: 'accepts',
+      twill: 'exits',
+      reason: 'flanneld hands 70000 to netlink as a 16-bit port (70000 - 65536 = 4464): a flanneld bug twill does not copy',
+    },
   },
   {
     name: 'negative MTU',
     config: vx({}, { MTU: -1 }),
     field: /Backend\.MTU: must not be negative/,
-    differs: { flanneld: 'accepts', twill: 'exits', reason: 'flanneld writes FLANNEL_MTU=-51 (the MTU minus VXLAN overhead, unchecked): a flanneld bug twill does not copy' },
+    differs: {
+      flanneld: 'accepts',
+      twill: 'exits',
+      reason: 'flanneld writes FLANNEL_MTU=-51 (the MTU minus VXLAN overhead, unchecked): a flanneld bug twill does not copy',
+    },
   },
   {
     name: 'MTU 0',
     config: vx({}, { MTU: 0 }),
-    differs: { flanneld: 'accepts', twill: 'accepts', files: { flanneld: /FLANNEL_MTU=-50\n/, twill: /FLANNEL_MTU=1450\n/ }, reason: 'flanneld takes an explicit 0 as the MTU and writes FLANNEL_MTU=-50; twill takes 0 as unset (the interface MTU), as Port 0 is in both' },
+    differs: {
+      flanneld: 'accepts',
+      twill: 'accepts',
+      files: { flanneld: /FLANNEL_MTU=-50\n/, twill: /FLANNEL_MTU=1450\n/ },
+      reason: 'flanneld takes an explicit 0 as the MTU and writes FLANNEL_MTU=-50; twill takes 0 as unset (the interface MTU), as Port 0 is in both',
+    },
   },
   { name: 'bad JSON', config: '{"Network":"10.244.0.0/16",', field: /not valid JSON/ },
   { name: 'not an object', config: '[]', field: /must be a JSON object/ },
@@ -199,7 +270,11 @@ const rows: ConfigRow[] = [
   { name: 'IPv6SubnetLen 127', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetLen: 127 }), field: /IPv6SubnetLen 127/ },
   { name: 'IPv6SubnetLen 57 in a /56', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetLen: 57 }), field: /IPv6SubnetLen 57/ },
   { name: 'IPv6SubnetMin outside', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetMin: 'fd11::' }), field: /IPv6SubnetMin fd11::/ },
-  { name: 'IPv6SubnetMin misaligned', config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetMin: 'fd10:244:0:1::1' }), field: /IPv6SubnetMin fd10:244:0:1::1/ },
+  {
+    name: 'IPv6SubnetMin misaligned',
+    config: vx({ EnableIPv6: true, IPv6Network: 'fd10:244::/56', IPv6SubnetMin: 'fd10:244:0:1::1' }),
+    field: /IPv6SubnetMin fd10:244:0:1::1/,
+  },
   { name: 'IPv6Network an IPv4 CIDR', config: vx({ EnableIPv6: true, IPv6Network: '10.0.0.0/8' }), field: /IPv6Network "10\.0\.0\.0\/8"/ },
 ];
 
@@ -209,39 +284,43 @@ describe('3. network configs: flanneld and twill accept and refuse the same ones
     console.log(table.join('\n'));
   });
 
-  it.each(rows)('$name', async (row) => {
-    await node.setMtu(1500);
-    await node.reset(row.config);
-    const f = await node.flanneld(row.flags);
-    const leaseF = await node.leases();
-    // twill finds flanneld's lease (same PublicIP) and reuses it: accepted configs must give the same file.
-    const t = await node.twill(row.flags);
-    const leaseT = await node.leases();
-    const verdict = row.differs ? `differs by design: ${row.differs.reason}` : f.kind === t.kind ? 'agree' : 'DISAGREE';
-    const line = `PARITY ${row.name.padEnd(40)} | ${row.config.padEnd(100)} | flanneld ${describeOutcome(f).slice(0, 140)} | twill ${describeOutcome(t).slice(0, 200)} | ${verdict}`;
-    table.push(line);
-    console.log(line);
-    if (f.kind === 'accepts' && row.name === 'IPv6 only') subnetFiles.set('IPv6 only', f.file);
-    if (f.kind === 'accepts' && t.kind === 'accepts') console.log(`PARITY-LEASE ${row.name}\n  flanneld ${leaseF}\n  twill    ${leaseT}`);
-    if (row.differs) {
-      expect([f.kind, t.kind]).toEqual([row.differs.flanneld, row.differs.twill]);
-      if (row.differs.files && f.kind === 'accepts' && t.kind === 'accepts') {
-        console.log(`PARITY-FILES ${row.name}\n  flanneld ${JSON.stringify(f.file)}\n  twill    ${JSON.stringify(t.file)}`);
-        expect(f.file).toMatch(row.differs.files.flanneld);
-        expect(t.file).toMatch(row.differs.files.twill);
+  it.each(rows)(
+    '$name',
+    async (row) => {
+      await node.setMtu(1500);
+      await node.reset(row.config);
+      const f = await node.flanneld(row.flags);
+      const leaseF = await node.leases();
+      // twill finds flanneld's lease (same PublicIP) and reuses it: accepted configs must give the same file.
+      const t = await node.twill(row.flags);
+      const leaseT = await node.leases();
+      const verdict = row.differs ? `differs by design: ${row.differs.reason}` : f.kind === t.kind ? 'agree' : 'DISAGREE';
+      const line = `PARITY ${row.name.padEnd(40)} | ${row.config.padEnd(100)} | flanneld ${describeOutcome(f).slice(0, 140)} | twill ${describeOutcome(t).slice(0, 200)} | ${verdict}`;
+      table.push(line);
+      console.log(line);
+      if (f.kind === 'accepts' && row.name === 'IPv6 only') subnetFiles.set('IPv6 only', f.file);
+      if (f.kind === 'accepts' && t.kind === 'accepts') console.log(`PARITY-LEASE ${row.name}\n  flanneld ${leaseF}\n  twill    ${leaseT}`);
+      if (row.differs) {
+        expect([f.kind, t.kind]).toEqual([row.differs.flanneld, row.differs.twill]);
+        if (row.differs.files && f.kind === 'accepts' && t.kind === 'accepts') {
+          console.log(`PARITY-FILES ${row.name}\n  flanneld ${JSON.stringify(f.file)}\n  twill    ${JSON.stringify(t.file)}`);
+          expect(f.file).toMatch(row.differs.files.flanneld);
+          expect(t.file).toMatch(row.differs.files.twill);
+        }
+      } else {
+        expect(t.kind).toBe(f.kind);
+        if (f.kind === 'accepts' && t.kind === 'accepts') {
+          expect(t.file).toBe(f.file);
+          // The same lease record: twill took flanneld's over, with the same attributes.
+          expect(leaseT).toBe(leaseF);
+        }
       }
-    } else {
-      expect(t.kind).toBe(f.kind);
-      if (f.kind === 'accepts' && t.kind === 'accepts') {
-        expect(t.file).toBe(f.file);
-        // The same lease record: twill took flanneld's over, with the same attributes.
-        expect(leaseT).toBe(leaseF);
-      }
-    }
-    // A refusal names the field (a row without `field` must not be refused).
-    if (t.kind !== 'accepts') expect(t.message).toMatch(row.field ?? /^$/);
-    if (t.kind === 'exits') expect(t.code).toBe(1);
-  }, 60_000);
+      // A refusal names the field (a row without `field` must not be refused).
+      if (t.kind !== 'accepts') expect(t.message).toMatch(row.field ?? /^$/);
+      if (t.kind === 'exits') expect(t.code).toBe(1);
+    },
+    60_000,
+  );
 });
 
 describe("2. twill docker-opts and flannel's mk-docker-opts.sh, on the same subnet files", () => {
@@ -289,23 +368,31 @@ describe("2. twill docker-opts and flannel's mk-docker-opts.sh, on the same subn
   }
 
   it('parts 1 and 3 gave the subnet files to compare on', () => {
-    expect([...subnetFiles.keys()]).toEqual(expect.arrayContaining(['vxlan', 'vxlan --ip-masq', 'host-gw underlay MTU 9000 --ip-masq', 'dual-stack vxlan', 'IPv6 only']));
+    expect([...subnetFiles.keys()]).toEqual(
+      expect.arrayContaining(['vxlan', 'vxlan --ip-masq', 'host-gw underlay MTU 9000 --ip-masq', 'dual-stack vxlan', 'IPv6 only']),
+    );
   });
 
-  it.each(['vxlan', 'vxlan --ip-masq', 'host-gw underlay MTU 9000 --ip-masq', 'vxlan /26 subnets of a /20', 'dual-stack vxlan', 'IPv6 only'])('the subnet file of %s, every option', async (name) => {
-    const contents = subnetFiles.get(name);
-    expect(contents, `part 1 wrote no subnet file for ${name}`).toBeDefined();
-    const subnetFile = path.join(dir, 'subnet.env');
-    writeFileSync(subnetFile, contents!);
-    const failures: string[] = [];
-    for (const v of variants) {
-      const r = await both(subnetFile, v);
-      const label = `${name} ${v.args.join(' ')}${v.env ? ` env ${JSON.stringify(v.env)}` : ''}`;
-      console.log(`PARITY-DOCKER ${label}: script ${r.script.ok ? 'ok' : `failed (${r.script.stderr})`} ${JSON.stringify(r.script.file)} | twill ${r.twill.ok ? 'ok' : `failed (${r.twill.stderr})`} ${JSON.stringify(r.twill.file)}`);
-      if (r.script.ok !== r.twill.ok || r.script.file !== r.twill.file) failures.push(label);
-    }
-    expect(failures).toEqual([]);
-  }, 120_000);
+  it.each(['vxlan', 'vxlan --ip-masq', 'host-gw underlay MTU 9000 --ip-masq', 'vxlan /26 subnets of a /20', 'dual-stack vxlan', 'IPv6 only'])(
+    'the subnet file of %s, every option',
+    async (name) => {
+      const contents = subnetFiles.get(name);
+      expect(contents, `part 1 wrote no subnet file for ${name}`).toBeDefined();
+      const subnetFile = path.join(dir, 'subnet.env');
+      writeFileSync(subnetFile, contents!);
+      const failures: string[] = [];
+      for (const v of variants) {
+        const r = await both(subnetFile, v);
+        const label = `${name} ${v.args.join(' ')}${v.env ? ` env ${JSON.stringify(v.env)}` : ''}`;
+        console.log(
+          `PARITY-DOCKER ${label}: script ${r.script.ok ? 'ok' : `failed (${r.script.stderr})`} ${JSON.stringify(r.script.file)} | twill ${r.twill.ok ? 'ok' : `failed (${r.twill.stderr})`} ${JSON.stringify(r.twill.file)}`,
+        );
+        if (r.script.ok !== r.twill.ok || r.script.file !== r.twill.file) failures.push(label);
+      }
+      expect(failures).toEqual([]);
+    },
+    120_000,
+  );
 
   const vxlanFile = () => subnetFiles.get('vxlan')!;
   const edges: { name: string; contents: () => string | undefined; args: string[]; env?: Record<string, string>; route?: true; differs?: string }[] = [
@@ -343,7 +430,9 @@ describe("2. twill docker-opts and flannel's mk-docker-opts.sh, on the same subn
     }
     try {
       const r = await both(subnetFile, { args: e.args, env: e.env });
-      console.log(`PARITY-DOCKER edge ${e.name}: script ${r.script.ok ? 'ok' : `failed (${r.script.stderr})`} ${JSON.stringify(r.script.file)} | twill ${r.twill.ok ? 'ok' : `failed (${r.twill.stderr})`} ${JSON.stringify(r.twill.file)}${e.differs ? ` | differs by design: ${e.differs}` : ''}`);
+      console.log(
+        `PARITY-DOCKER edge ${e.name}: script ${r.script.ok ? 'ok' : `failed (${r.script.stderr})`} ${JSON.stringify(r.script.file)} | twill ${r.twill.ok ? 'ok' : `failed (${r.twill.stderr})`} ${JSON.stringify(r.twill.file)}${e.differs ? ` | differs by design: ${e.differs}` : ''}`,
+      );
       if (e.differs) {
         expect([r.script.ok, r.twill.ok]).toEqual([true, false]);
       } else {

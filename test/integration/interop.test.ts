@@ -30,15 +30,21 @@ describe('mixed cluster: 2 BPF nodes and 2 kernel VXLAN nodes', () => {
     await twill(['lab', 'down', '--name', LAB]);
   }, 60_000);
 
-  it('runs flannel\'s exact kernel state on the kernel nodes and BPF on the others', async () => {
+  it("runs flannel's exact kernel state on the kernel nodes and BPF on the others", async () => {
     expect(lab.nodes.map((n) => n.dataplane)).toEqual(['bpf', 'bpf', 'kernel', 'kernel']);
     const n3 = lab.nodes[2];
     const dev = (await run(['ip', '-n', n3.netns, '-d', '-j', 'link', 'show', 'flannel.1'])).stdout;
-    expect(JSON.parse(dev)[0]).toMatchObject({ mtu: 1450, address: n3.vtepMac, linkinfo: { info_kind: 'vxlan', info_data: { id: 1, port: 8472, learning: false, local: n3.underlayIp } } });
+    expect(JSON.parse(dev)[0]).toMatchObject({
+      mtu: 1450,
+      address: n3.vtepMac,
+      linkinfo: { info_kind: 'vxlan', info_data: { id: 1, port: 8472, learning: false, local: n3.underlayIp } },
+    });
     for (const peer of lab.nodes.filter((n) => n !== n3)) {
       const base = peer.subnet.split('/')[0];
       expect((await run(['ip', '-n', n3.netns, 'neigh', 'show', base, 'dev', 'flannel.1'])).stdout).toContain(`lladdr ${peer.vtepMac} PERMANENT`);
-      expect((await run(['bridge', '-n', n3.netns, 'fdb', 'show', 'dev', 'flannel.1'])).stdout).toContain(`${peer.vtepMac} dst ${peer.underlayIp} self permanent`);
+      expect((await run(['bridge', '-n', n3.netns, 'fdb', 'show', 'dev', 'flannel.1'])).stdout).toContain(
+        `${peer.vtepMac} dst ${peer.underlayIp} self permanent`,
+      );
       expect((await run(['ip', '-n', n3.netns, 'route', 'show', peer.subnet])).stdout).toContain(`${peer.subnet} via ${base} dev flannel.1 onlink`);
     }
     expect(await vxlanDevices(lab.nodes[0].netns)).toEqual([{ ifname: 'twill-rx', external: true, fdbEntries: 0 }]);

@@ -51,8 +51,7 @@ except socket.timeout: print("no answer")`;
 }
 
 /** The source address the listener printed for a tag; waits for the line to appear. */
-const seenFrom = (l: Background, tag: string) =>
-  until(`datagram ${tag}`, async () => new RegExp(`^(\\S+) ask ${tag}$`, 'm').exec(l.output())?.[1], 5000);
+const seenFrom = (l: Background, tag: string) => until(`datagram ${tag}`, async () => new RegExp(`^(\\S+) ask ${tag}$`, 'm').exec(l.output())?.[1], 5000);
 
 /**
  * One datagram per new flow, each from its own source port (so every one is a new conntrack
@@ -74,9 +73,11 @@ except KeyboardInterrupt:
 print("sent", sent, flush=True)
 `;
 
-const save = async (n: LabNode, table: string, counters = false) => (await run(['iptables-save', ...(counters ? ['-c'] : []), '-t', table], { netns: n.netns })).stdout;
+const save = async (n: LabNode, table: string, counters = false) =>
+  (await run(['iptables-save', ...(counters ? ['-c'] : []), '-t', table], { netns: n.netns })).stdout;
 const chainRules = async (n: LabNode, table: string, chain: string) => (await save(n, table)).split('\n').filter((l) => l.startsWith(`-A ${chain} `));
-const masqChainPresent = async (n: LabNode) => (await chainRules(n, 'nat', 'FLANNEL-POSTRTG')).length === 6 && (await chainRules(n, 'nat', 'POSTROUTING')).some((l) => l.endsWith('-j FLANNEL-POSTRTG'));
+const masqChainPresent = async (n: LabNode) =>
+  (await chainRules(n, 'nat', 'FLANNEL-POSTRTG')).length === 6 && (await chainRules(n, 'nat', 'POSTROUTING')).some((l) => l.endsWith('-j FLANNEL-POSTRTG'));
 /** Packets counted by the rule that masquerades pod traffic leaving the cluster network. */
 async function outboundMasqCount(n: LabNode): Promise<number> {
   const line = (await save(n, 'nat', true)).split('\n').find((l) => l.includes('-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4'));
@@ -93,7 +94,12 @@ beforeAll(async () => {
   await run(['ip', 'netns', 'add', OUTSIDE_NS]);
   await run(['ip', '-n', lab.underlay.netns, 'link', 'add', 'tqx0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', OUTSIDE_NS]);
   await run(['ip', '-n', lab.underlay.netns, 'link', 'set', 'tqx0', 'master', lab.underlay.bridge, 'up']);
-  for (const cmd of [['link', 'set', 'lo', 'up'], ['addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0'], ['link', 'set', 'eth0', 'up']]) await run(['ip', '-n', OUTSIDE_NS, ...cmd]);
+  for (const cmd of [
+    ['link', 'set', 'lo', 'up'],
+    ['addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0'],
+    ['link', 'set', 'eth0', 'up'],
+  ])
+    await run(['ip', '-n', OUTSIDE_NS, ...cmd]);
   outside = startInNetns(OUTSIDE_NS, ['python3', '-u', '-c', listener]);
   podListener = startInNetns(pod('n2-p1').netns, ['python3', '-u', '-c', listener]);
   await Promise.all([outside.waitFor(/listening/), podListener.waitFor(/listening/)]);
@@ -122,7 +128,13 @@ describe('--ip-masq', () => {
     const n1 = node('n1');
     await bounceAgent(lab, n1, 'SIGTERM', MASQ_ARGS);
     // Exactly flannel's rules, as the kernel reports them back (which is why a restart finds them "in sync").
-    const [masq] = desiredRules({ network: parseCidr(lab.network)!, subnet: parseCidr(n1.subnet)!, ipMasq: true, randomFully: true, forwardRules: true }).present;
+    const [masq] = desiredRules({
+      network: parseCidr(lab.network)!,
+      subnet: parseCidr(n1.subnet)!,
+      ipMasq: true,
+      randomFully: true,
+      forwardRules: true,
+    }).present;
     expect(await chainRules(n1, 'nat', 'FLANNEL-POSTRTG')).toEqual(masq.rules.map((r) => `-A FLANNEL-POSTRTG ${r}`));
     expect(masq.rules.filter((r) => r.endsWith('-j MASQUERADE --random-fully'))).toHaveLength(2);
     expect(await masqChainPresent(n1)).toBe(true);

@@ -26,7 +26,8 @@ const node = (l: LabState, name: string) => l.nodes.find((n) => n.name === name)
 const podOf = (l: LabState, n: string) => l.pods.find((p) => p.node === n)!;
 const v6Of = (p: LabPod) => (p.ips ?? []).find((a) => a.includes(':'))!;
 const v4Of = (p: LabPod) => (p.ips ?? []).find((a) => !a.includes(':'))!;
-const pingOk = async (from: LabPod, addr: string) => (await run(['ping', '-c', '2', '-i', '0.05', '-W', '1', addr], { netns: from.netns, allowFailure: true })).stdout.includes('2 received');
+const pingOk = async (from: LabPod, addr: string) =>
+  (await run(['ping', '-c', '2', '-i', '0.05', '-W', '1', addr], { netns: from.netns, allowFailure: true })).stdout.includes('2 received');
 
 /** The lease record of a node, as stored in etcd: its key's last part and its value. */
 async function leaseRecord(l: LabState, n: LabNode): Promise<{ key: string; value: Record<string, unknown> }> {
@@ -42,7 +43,11 @@ async function leaseRecord(l: LabState, n: LabNode): Promise<{ key: string; valu
 async function v6DeviceState(n: LabNode) {
   const j = async (args: string[]) => JSON.parse((await run(args, { netns: n.netns })).stdout || '[]') as Record<string, unknown>[];
   return {
-    routes: (await j(['ip', '-6', '-j', 'route', 'show', 'dev', 'flannel-v6.1'])).map((r) => ({ dst: r.dst, gateway: r.gateway, onlink: (r.flags as string[] | undefined)?.includes('onlink') ?? false })),
+    routes: (await j(['ip', '-6', '-j', 'route', 'show', 'dev', 'flannel-v6.1'])).map((r) => ({
+      dst: r.dst,
+      gateway: r.gateway,
+      onlink: (r.flags as string[] | undefined)?.includes('onlink') ?? false,
+    })),
     neighs: (await j(['ip', '-6', '-j', 'neigh', 'show', 'dev', 'flannel-v6.1'])).map((r) => ({ dst: r.dst, lladdr: r.lladdr, state: r.state })),
     fdb: (await j(['bridge', '-j', 'fdb', 'show', 'dev', 'flannel-v6.1'])).filter((f) => f.dst).map((f) => ({ mac: f.mac, dst: f.dst })),
   };
@@ -64,7 +69,11 @@ describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
   });
 
   it('every pod has an IPv4 and an IPv6 address, and lab status --json keeps ip and adds ips', async () => {
-    const doc = JSON.parse((await twill(['lab', 'status', '--name', 't6d', '--json'])).stdout) as { ipFamily: string; pods: { ip: string; ips: string[] }[]; nodes: { subnet6: string }[] };
+    const doc = JSON.parse((await twill(['lab', 'status', '--name', 't6d', '--json'])).stdout) as {
+      ipFamily: string;
+      pods: { ip: string; ips: string[] }[];
+      nodes: { subnet6: string }[];
+    };
     expect(doc.ipFamily).toBe('dual');
     expect(doc.pods).toHaveLength(3);
     for (const p of doc.pods) {
@@ -76,11 +85,17 @@ describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
     expect(new Set(doc.nodes.map((n) => n.subnet6)).size).toBe(3);
   });
 
-  it("each lease is stored as flanneld stores a dual-stack one: both subnets in the key, PublicIPv6 and BackendV6Data in the value", async () => {
+  it('each lease is stored as flanneld stores a dual-stack one: both subnets in the key, PublicIPv6 and BackendV6Data in the value', async () => {
     for (const n of lab.nodes) {
       const { key, value } = await leaseRecord(lab, n);
       expect(key).toBe(`${n.subnet.replace('/', '-')}&${n.subnet6!.replace('/', '-')}`);
-      expect(value).toMatchObject({ PublicIP: n.underlayIp, PublicIPv6: n.underlayIp6, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: n.vtepMac }, BackendV6Data: { VNI: 1, VtepMAC: n.vtepMac6 } });
+      expect(value).toMatchObject({
+        PublicIP: n.underlayIp,
+        PublicIPv6: n.underlayIp6,
+        BackendType: 'vxlan',
+        BackendData: { VNI: 1, VtepMAC: n.vtepMac },
+        BackendV6Data: { VNI: 1, VtepMAC: n.vtepMac6 },
+      });
     }
   });
 
@@ -104,9 +119,13 @@ describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
       // Each peer's IPv6 entries count in the slot of its IPv4 entries: one row of counters per node.
       const slotOf = (o: LabNode) => doc.peers.find((p) => p.publicIp === o.underlayIp)!.statsSlot;
       for (const o of others) expect(slotOf(o)).toBeGreaterThan(0);
-      expect(doc.ipv6.subnets).toEqual(expect.arrayContaining(others.map((o) => ({ subnet: o.subnet6, publicIp: o.underlayIp6, vtepMac: o.vtepMac6, statsSlot: slotOf(o) }))));
+      expect(doc.ipv6.subnets).toEqual(
+        expect.arrayContaining(others.map((o) => ({ subnet: o.subnet6, publicIp: o.underlayIp6, vtepMac: o.vtepMac6, statsSlot: slotOf(o) }))),
+      );
       expect(doc.ipv6.subnets).toHaveLength(others.length);
-      expect(doc.ipv6.peers).toEqual(expect.arrayContaining(others.map((o) => ({ publicIp: o.underlayIp6, subnet: o.subnet6, vtepMac: o.vtepMac6, statsSlot: slotOf(o) }))));
+      expect(doc.ipv6.peers).toEqual(
+        expect.arrayContaining(others.map((o) => ({ publicIp: o.underlayIp6, subnet: o.subnet6, vtepMac: o.vtepMac6, statsSlot: slotOf(o) }))),
+      );
       expect(doc.ipv6.endpoints).toEqual([expect.objectContaining({ ip: v6Of(podOf(lab, n.name)), encapMtu: 1430 })]);
       // No flannel-v6.1 on a BPF node: twill-rx carries IPv6's VXLAN port.
       expect((await run(['ip', '-j', 'link', 'show', 'type', 'vxlan'], { netns: n.netns })).stdout).not.toContain('flannel');
@@ -127,7 +146,11 @@ describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
 
   it("the kernel node's flannel-v6.1 holds exactly flanneld's entries for each other node: route via the subnet's base onlink, a permanent neighbour, an FDB entry to its PublicIPv6; MTU underlay - 70", async () => {
     for (const n of lab.nodes.filter((x) => x.dataplane === 'kernel')) {
-      const link = JSON.parse((await run(['ip', '-d', '-j', 'link', 'show', 'flannel-v6.1'], { netns: n.netns })).stdout)[0] as { mtu: number; address: string; linkinfo: { info_data: { id: number; local6: string; port: number; learning: boolean } } };
+      const link = JSON.parse((await run(['ip', '-d', '-j', 'link', 'show', 'flannel-v6.1'], { netns: n.netns })).stdout)[0] as {
+        mtu: number;
+        address: string;
+        linkinfo: { info_data: { id: number; local6: string; port: number; learning: boolean } };
+      };
       expect(link).toMatchObject({ mtu: 1430, address: n.vtepMac6, linkinfo: { info_data: { id: 1, local6: n.underlayIp6, port: 8472, learning: false } } });
       const others = lab.nodes.filter((o) => o !== n);
       const state = await v6DeviceState(n);
@@ -178,10 +201,12 @@ describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
     expectNoLoss(await stopPingFlows(flows, { lastFault: Date.now() }));
   });
   it("router advertisements on the underlay still reach the BPF nodes' stacks past the decap program", async () => {
-    const received = async (n: LabNode) => Number(/^Icmp6InRouterAdvertisements\s+(\d+)$/m.exec((await run(['cat', '/proc/net/snmp6'], { netns: n.netns })).stdout)?.[1]);
+    const received = async (n: LabNode) =>
+      Number(/^Icmp6InRouterAdvertisements\s+(\d+)$/m.exec((await run(['cat', '/proc/net/snmp6'], { netns: n.netns })).stdout)?.[1]);
     const bpfNodes = lab.nodes.filter((n) => n.dataplane === 'bpf');
     const before = await Promise.all(bpfNodes.map(received));
-    const ra = "from scapy.all import *; sendp(Ether(dst='33:33:00:00:00:01')/IPv6(src='fe80::77', dst='ff02::1', hlim=255)/ICMPv6ND_RA()/ICMPv6NDOptPrefixInfo(prefix='fd77::', prefixlen=64), iface='br0', count=3, verbose=0)";
+    const ra =
+      "from scapy.all import *; sendp(Ether(dst='33:33:00:00:00:01')/IPv6(src='fe80::77', dst='ff02::1', hlim=255)/ICMPv6ND_RA()/ICMPv6NDOptPrefixInfo(prefix='fd77::', prefixlen=64), iface='br0', count=3, verbose=0)";
     await run(['/usr/bin/python3', '-c', ra], { netns: lab.underlay.netns });
     const after = await Promise.all(bpfNodes.map(received));
     expect(after.map((a, i) => a - before[i])).toEqual(bpfNodes.map(() => 3));
@@ -194,8 +219,20 @@ describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
     expect(await pingOk(pod, outside)).toBe(false);
     await bounceAgent(lab, n1, 'SIGTERM', ['--ip-masq']);
     const saved = (await run(['ip6tables-save', '-t', 'nat'], { netns: n1.netns })).stdout;
-    const [masq] = desiredRules({ family: 6, network: parseCidr6(lab.ipv6Network!)!, subnet: parseCidr6(n1.subnet6!)!, ipMasq: true, randomFully: true, forwardRules: false }).present;
-    expect(saved.split('\n').filter((l) => l.startsWith('-A FLANNEL-POSTRTG ')).map((l) => l.slice('-A FLANNEL-POSTRTG '.length))).toEqual(masq.rules);
+    const [masq] = desiredRules({
+      family: 6,
+      network: parseCidr6(lab.ipv6Network!)!,
+      subnet: parseCidr6(n1.subnet6!)!,
+      ipMasq: true,
+      randomFully: true,
+      forwardRules: false,
+    }).present;
+    expect(
+      saved
+        .split('\n')
+        .filter((l) => l.startsWith('-A FLANNEL-POSTRTG '))
+        .map((l) => l.slice('-A FLANNEL-POSTRTG '.length)),
+    ).toEqual(masq.rules);
     expect(saved).toContain('-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG');
     expect(await pingOk(pod, outside)).toBe(true);
     // Pod to pod keeps its source: the other pods still answer the pod's own address.
@@ -205,9 +242,15 @@ describe('a dual-stack lab: two BPF nodes and a flanneld-style node', () => {
 
 /** The node's IPv6 routes to other nodes' IPv6 subnets that go straight to a PublicIPv6 (flannel's v6 direct and host-gw routes). */
 async function directRoutes6(l: LabState, n: LabNode) {
-  const routes = JSON.parse((await run(['ip', '-6', '-j', 'route', 'show', 'table', 'main'], { netns: n.netns })).stdout) as { dst: string; gateway?: string; dev: string }[];
+  const routes = JSON.parse((await run(['ip', '-6', '-j', 'route', 'show', 'table', 'main'], { netns: n.netns })).stdout) as {
+    dst: string;
+    gateway?: string;
+    dev: string;
+  }[];
   const others = l.nodes.filter((o) => o !== n);
-  return routes.filter((r) => others.some((o) => o.subnet6 === r.dst && o.underlayIp6 === r.gateway)).map((r) => ({ dst: r.dst, gateway: r.gateway, dev: r.dev }));
+  return routes
+    .filter((r) => others.some((o) => o.subnet6 === r.dst && o.underlayIp6 === r.gateway))
+    .map((r) => ({ dst: r.dst, gateway: r.gateway, dev: r.dev }));
 }
 
 /** What an IPv6 ping between two pods looks like on the underlay: VXLAN between the nodes, or the pods' own packets. */
@@ -329,7 +372,11 @@ describe('an IPv6-only lab', () => {
 
   it('the IPv6-only BPF node restarted under ping flows loses no packet', async () => {
     const flows = await pingFlowsRunning(l6, v6Of);
-    await bounceAgent(l6, l6.nodes.find((n) => n.dataplane === 'bpf')!, 'SIGTERM');
+    await bounceAgent(
+      l6,
+      l6.nodes.find((n) => n.dataplane === 'bpf')!,
+      'SIGTERM',
+    );
     expectNoLoss(await stopPingFlows(flows, { lastFault: Date.now() }));
   });
 });

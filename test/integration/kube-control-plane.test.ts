@@ -29,7 +29,14 @@ beforeAll(async () => {
   kubeControllerManager();
   kubectl();
   dir = mkdtempSync(path.join(os.tmpdir(), 'tkcp-'));
-  etcd = await startEtcd({ name: 'tkcp', host: '127.0.0.1', clientPort: 23791, peerPort: 23801, dataDir: path.join(dir, 'etcd'), logFile: path.join(dir, 'etcd.log') });
+  etcd = await startEtcd({
+    name: 'tkcp',
+    host: '127.0.0.1',
+    clientPort: 23791,
+    peerPort: 23801,
+    dataDir: path.join(dir, 'etcd'),
+    logFile: path.join(dir, 'etcd.log'),
+  });
 });
 
 afterAll(async () => {
@@ -84,7 +91,12 @@ const kubectlJson = async (args: string[], input?: string) => {
 
 /** What kubelet does on its first start: create its Node with its name and InternalIP addresses. */
 async function registerNode(n: RegisteredNode): Promise<void> {
-  const node = { apiVersion: 'v1', kind: 'Node', metadata: { name: n.name }, status: { addresses: n.addresses.map((address) => ({ type: 'InternalIP', address })) } };
+  const node = {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name: n.name },
+    status: { addresses: n.addresses.map((address) => ({ type: 'InternalIP', address })) },
+  };
   await kubectlJson(['create', '-o', 'json', '-f', '-'], JSON.stringify(node));
 }
 
@@ -97,7 +109,9 @@ async function podCidrs(name: string, families: number, timeoutMs = 120_000): Pr
     if ((spec.podCIDRs ?? []).length >= families) return { podCIDR: spec.podCIDR, podCIDRs: spec.podCIDRs };
     await new Promise((r) => setTimeout(r, 500));
   }
-  throw new Error(`node ${name} has no podCIDRs for ${families} families after ${timeoutMs} ms (spec ${JSON.stringify(spec)}); kube-controller-manager log ${plane?.controllerManager.logFile}`);
+  throw new Error(
+    `node ${name} has no podCIDRs for ${families} families after ${timeoutMs} ms (spec ${JSON.stringify(spec)}); kube-controller-manager log ${plane?.controllerManager.logFile}`,
+  );
 }
 
 function useControlPlane(name: string, extra: Partial<KubeControlPlaneOptions>, etcdOf = () => etcd!): () => KubeControlPlaneOptions {
@@ -159,7 +173,14 @@ describe('a port already taken', () => {
     const squatter = createServer();
     await new Promise<void>((resolve) => squatter.listen(16443, '127.0.0.1', resolve));
     try {
-      const opts: KubeControlPlaneOptions = { stateDir: path.join(dir, 'tkcp-taken'), etcdEndpoint: etcd!.endpoint, clusterCidr: '10.244.0.0/16', nodeCidrMaskSize: 24, serviceCidr: '10.96.0.0/12', listen: { address: '127.0.0.1', port: 16443 } };
+      const opts: KubeControlPlaneOptions = {
+        stateDir: path.join(dir, 'tkcp-taken'),
+        etcdEndpoint: etcd!.endpoint,
+        clusterCidr: '10.244.0.0/16',
+        nodeCidrMaskSize: 24,
+        serviceCidr: '10.96.0.0/12',
+        listen: { address: '127.0.0.1', port: 16443 },
+      };
       await expect(startKubeControlPlane(opts)).rejects.toThrow(/kube-apiserver cannot listen on 127\.0\.0\.1 port 16443/);
     } finally {
       await new Promise((resolve) => squatter.close(resolve));
@@ -203,7 +224,15 @@ describe('a cluster inside a network namespace, on an address of its own', () =>
     await run(['ip', '-n', NS, 'link', 'add', 'tkcp0', 'type', 'veth', 'peer', 'name', 'tkcp1']);
     await run(['ip', '-n', NS, 'addr', 'add', `${ADDRESS}/24`, 'dev', 'tkcp0']);
     for (const dev of ['tkcp0', 'tkcp1']) await run(['ip', '-n', NS, 'link', 'set', dev, 'up']);
-    nsEtcd = await startEtcd({ name: 'tkcp-ns', host: '127.0.0.1', clientPort: 23791, peerPort: 23801, dataDir: path.join(dir, 'etcd-ns'), logFile: path.join(dir, 'etcd-ns.log'), netns: NS });
+    nsEtcd = await startEtcd({
+      name: 'tkcp-ns',
+      host: '127.0.0.1',
+      clientPort: 23791,
+      peerPort: 23801,
+      dataDir: path.join(dir, 'etcd-ns'),
+      logFile: path.join(dir, 'etcd-ns.log'),
+      netns: NS,
+    });
   });
   afterAll(async () => {
     if (nsEtcd) await stopEtcd(nsEtcd);
@@ -213,11 +242,17 @@ describe('a cluster inside a network namespace, on an address of its own', () =>
 
   it('serves the `kubernetes` Service from its address and allocates podCIDRs', async () => {
     // The API server's endpoint reconciler writes it soon after start-up, not before /readyz.
-    const addresses = await until('the kubernetes Service endpoint', async () => {
-      const slices = await kubectlJson(['get', 'endpointslices', '-n', 'default', '-l', 'kubernetes.io/service-name=kubernetes', '-o', 'json']);
-      const found = (slices.items as Record<string, any>[]).flatMap((sl) => ((sl.endpoints ?? []) as Record<string, any>[]).flatMap((e) => e.addresses as string[]));
-      return found.length > 0 && found;
-    }, 120_000);
+    const addresses = await until(
+      'the kubernetes Service endpoint',
+      async () => {
+        const slices = await kubectlJson(['get', 'endpointslices', '-n', 'default', '-l', 'kubernetes.io/service-name=kubernetes', '-o', 'json']);
+        const found = (slices.items as Record<string, any>[]).flatMap((sl) =>
+          ((sl.endpoints ?? []) as Record<string, any>[]).flatMap((e) => e.addresses as string[]),
+        );
+        return found.length > 0 && found;
+      },
+      120_000,
+    );
     expect(addresses).toEqual([ADDRESS]);
     await registerNode({ name: 'tkcp-a', addresses: ['192.168.150.1'] });
     expect(cidrInside((await podCidrs('tkcp-a', 1)).podCIDR, opts().clusterCidr)).toBe(true);

@@ -12,7 +12,21 @@ import { saveState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
-import { agentLog, allPodPairs, bounceAgent, expectNoLoss, labUpFresh, lossLine, pingFlowsRunning, readMaps, stopPingFlows, twill, underTraffic, until, vxlanDevices } from '../support/lab-session.js';
+import {
+  agentLog,
+  allPodPairs,
+  bounceAgent,
+  expectNoLoss,
+  labUpFresh,
+  lossLine,
+  pingFlowsRunning,
+  readMaps,
+  stopPingFlows,
+  twill,
+  underTraffic,
+  until,
+  vxlanDevices,
+} from '../support/lab-session.js';
 
 /*
  * Kubernetes mode against a real control plane (kube-apiserver and kube-controller-manager of
@@ -52,7 +66,8 @@ interface Readyz {
   ready?: boolean;
   subnetManager?: { kind: string; connected: boolean };
 }
-const readyz = async (n: LabNode) => JSON.parse((await run(['curl', '-s', `http://${n.agent!.healthz}/readyz`], { netns: n.netns, allowFailure: true })).stdout || '{}') as Readyz;
+const readyz = async (n: LabNode) =>
+  JSON.parse((await run(['curl', '-s', `http://${n.agent!.healthz}/readyz`], { netns: n.netns, allowFailure: true })).stdout || '{}') as Readyz;
 const subnetsOf = async (n: LabNode) => (await readMaps(n)).subnets.map((s) => s.subnet).sort();
 
 describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
@@ -94,7 +109,16 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     await registerLabNode(lab, { name: 'ghost', underlayIp: '192.168.147.99' });
     const cidr = await until('ghost to get a podCIDR', async () => (await nodeObject('ghost')).spec.podCIDR, 30_000);
     const annotate = (mac: string) =>
-      labKubectl(lab, ['annotate', '--overwrite', 'node', 'ghost', `${P}kube-subnet-manager=true`, `${P}backend-type=vxlan`, `${P}public-ip=192.168.147.99`, `${P}backend-data={"VNI":1,"VtepMAC":"${mac}"}`]);
+      labKubectl(lab, [
+        'annotate',
+        '--overwrite',
+        'node',
+        'ghost',
+        `${P}kube-subnet-manager=true`,
+        `${P}backend-type=vxlan`,
+        `${P}public-ip=192.168.147.99`,
+        `${P}backend-data={"VNI":1,"VtepMAC":"${mac}"}`,
+      ]);
     const n1 = node('n1');
     const from = agentLog(n1).length;
     await annotate('not-a-mac');
@@ -105,9 +129,9 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     expect(await subnetsOf(n1)).not.toContain(cidr);
     expect(await readyz(n1)).toMatchObject({ ready: true });
     await annotate('0a:00:00:00:00:99');
-    await until('the mended ghost in n1\'s maps', async () => (await subnetsOf(n1)).includes(cidr), 15_000);
+    await until("the mended ghost in n1's maps", async () => (await subnetsOf(n1)).includes(cidr), 15_000);
     await labKubectl(lab, ['delete', 'node', 'ghost', '--wait=true']);
-    await until('the ghost gone from n1\'s maps', async () => !(await subnetsOf(n1)).includes(cidr), 15_000);
+    await until("the ghost gone from n1's maps", async () => !(await subnetsOf(n1)).includes(cidr), 15_000);
   });
 
   it('with a verb taken from its ClusterRole the agent stops with an error naming it; with the exact ClusterRole it runs', async () => {
@@ -134,19 +158,28 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     const flows = await pingFlowsRunning(lab);
     await stopLabApiserver(lab);
     const stoppedAt = Date.now();
-    await until('every agent to see its Node watch lost', async () => {
-      for (const n of twillNodes) if ((await readyz(n)).subnetManager?.connected !== false) return false;
-      return true;
-    }, 30_000);
+    await until(
+      'every agent to see its Node watch lost',
+      async () => {
+        for (const n of twillNodes) if ((await readyz(n)).subnetManager?.connected !== false) return false;
+        return true;
+      },
+      30_000,
+    );
     await new Promise((r) => setTimeout(r, Math.max(0, 60_000 - (Date.now() - stoppedAt))));
-    for (const n of twillNodes) expect(await readyz(n), `${n.name} during the outage`).toMatchObject({ ready: true, subnetManager: { kind: 'kube', connected: false } });
+    for (const n of twillNodes)
+      expect(await readyz(n), `${n.name} during the outage`).toMatchObject({ ready: true, subnetManager: { kind: 'kube', connected: false } });
     await startLabApiserver(lab);
     const back = Date.now();
     // The client's backoff is capped at 30 s.
-    await until('every agent to reconnect', async () => {
-      for (const n of twillNodes) if ((await readyz(n)).subnetManager?.connected !== true) return false;
-      return true;
-    }, 60_000).catch((err: Error) => {
+    await until(
+      'every agent to reconnect',
+      async () => {
+        for (const n of twillNodes) if ((await readyz(n)).subnetManager?.connected !== true) return false;
+        return true;
+      },
+      60_000,
+    ).catch((err: Error) => {
       throw new Error(`${err.message}; ${twillNodes.map((n) => `${n.name}: ${agentLog(n).trim().split('\n').slice(-6).join('\n')}`).join('\n')}`);
     });
     const loss = await stopPingFlows(flows, { lastFault: back });
@@ -155,8 +188,17 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     // The watch works again: a Node made now (its podCIDR given, not waited for from the
     // controller manager, whose own watches come back at their own pace) reaches the maps.
     const cidr = '10.244.200.0/24';
-    const annotations = { [`${P}kube-subnet-manager`]: 'true', [`${P}backend-type`]: 'vxlan', [`${P}public-ip`]: '192.168.147.98', [`${P}backend-data`]: '{"VNI":1,"VtepMAC":"0a:00:00:00:00:98"}' };
-    await labKubectl(lab, ['create', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'late', annotations }, spec: { podCIDR: cidr, podCIDRs: [cidr] } }));
+    const annotations = {
+      [`${P}kube-subnet-manager`]: 'true',
+      [`${P}backend-type`]: 'vxlan',
+      [`${P}public-ip`]: '192.168.147.98',
+      [`${P}backend-data`]: '{"VNI":1,"VtepMAC":"0a:00:00:00:00:98"}',
+    };
+    await labKubectl(
+      lab,
+      ['create', '-f', '-'],
+      JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'late', annotations }, spec: { podCIDR: cidr, podCIDRs: [cidr] } }),
+    );
     await until("late's subnet in n1's maps", async () => (await subnetsOf(node('n1'))).includes(cidr), 15_000);
     await labKubectl(lab, ['delete', 'node', 'late', '--wait=true']);
   }, 240_000);
@@ -177,14 +219,19 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
       const back = await underTraffic(lab, n3, 'n3 twill -> flanneld (kube)', async () => {
         await bounceAgent(lab, n3, 'SIGTERM', ['--dataplane=kernel']);
         await bounceAgent(lab, n3, 'SIGTERM', [], async () => {
-          const res = await twill(['uninstall', '--pin-dir', n3.pinDir, '--subnet-file', n3.subnetFile, '--cni-bin-dir', scratch, '--keep-flannel', '--json'], n3.netns);
+          const res = await twill(
+            ['uninstall', '--pin-dir', n3.pinDir, '--subnet-file', n3.subnetFile, '--cni-bin-dir', scratch, '--keep-flannel', '--json'],
+            n3.netns,
+          );
           expect(res.code, res.stderr).toBe(0);
           n3.dataplane = 'flanneld';
         });
       });
       expect(await vtepMac()).toBe(mac);
       expect(await vxlanDevices(n3.netns)).toEqual([{ ifname: 'flannel.1', external: false, fdbEntries: 2 }]);
-      console.log(`RELIABILITY kube-mode migration (${flanneld().version}, Kubernetes ${kubeApiserver().version}): ${there}\nRELIABILITY kube-mode migration (${flanneld().version}, Kubernetes ${kubeApiserver().version}): ${back}`);
+      console.log(
+        `RELIABILITY kube-mode migration (${flanneld().version}, Kubernetes ${kubeApiserver().version}): ${there}\nRELIABILITY kube-mode migration (${flanneld().version}, Kubernetes ${kubeApiserver().version}): ${back}`,
+      );
     } finally {
       saveState(lab);
       rmSync(scratch, { recursive: true, force: true });
@@ -199,12 +246,23 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     const docsOf = (file: string) => readFileSync(path.join(dir, file), 'utf8').split(/^---$/m);
     const kindOf = (doc: string) => /^kind:\s*(\S+)/m.exec(doc)?.[1];
     // A dry run creates nothing, so the namespaces the objects go into (twill.yaml's is the others') are made for real first.
-    await labKubectl(lab, ['apply', '-f', '-'], files.flatMap(docsOf).filter((d) => kindOf(d) === 'Namespace').join('---\n'));
+    await labKubectl(
+      lab,
+      ['apply', '-f', '-'],
+      files
+        .flatMap(docsOf)
+        .filter((d) => kindOf(d) === 'Namespace')
+        .join('---\n'),
+    );
     for (const file of files) {
       const docs = docsOf(file);
       // The Prometheus Operator's ServiceMonitor needs its CRD, which this cluster does not have.
       const checked = docs.filter((d) => kindOf(d) && kindOf(d) !== 'ServiceMonitor');
-      const res = await run([kubectl().bin, `--kubeconfig=${lab.kube!.adminKubeconfig}`, 'apply', '--dry-run=server', '-f', '-'], { netns: lab.kube!.netns, input: checked.join('---\n'), allowFailure: true });
+      const res = await run([kubectl().bin, `--kubeconfig=${lab.kube!.adminKubeconfig}`, 'apply', '--dry-run=server', '-f', '-'], {
+        netns: lab.kube!.netns,
+        input: checked.join('---\n'),
+        allowFailure: true,
+      });
       if (res.code !== 0) failed.push(`${file}: ${res.stderr.trim()}`);
     }
     expect(failed).toEqual([]);
@@ -222,15 +280,27 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     const n2 = node('n2');
     await labKubectl(lab, ['delete', 'node', 'n2', '--wait=true']);
     for (const peer of [node('n1')]) await until(`n2's subnet to leave ${peer.name}'s maps`, async () => !(await subnetsOf(peer)).includes(n2.subnet), 5000);
-    await until("n2's route to leave flanneld's node", async () => !(await run(['ip', 'route', 'show', n2.subnet], { netns: node('n3').netns })).stdout.trim(), 5000);
+    await until(
+      "n2's route to leave flanneld's node",
+      async () => !(await run(['ip', 'route', 'show', n2.subnet], { netns: node('n3').netns })).stdout.trim(),
+      5000,
+    );
     await registerLabNode(lab, n2);
     // n2's agent sees its Node again, without its annotations: it publishes them again.
-    const subnet = await until("n2's Node to be annotated again", async () => {
-      const obj = await nodeObject('n2');
-      return obj.metadata.annotations?.[`${P}kube-subnet-manager`] === 'true' && obj.spec.podCIDR;
-    }, 60_000);
+    const subnet = await until(
+      "n2's Node to be annotated again",
+      async () => {
+        const obj = await nodeObject('n2');
+        return obj.metadata.annotations?.[`${P}kube-subnet-manager`] === 'true' && obj.spec.podCIDR;
+      },
+      60_000,
+    );
     await until("n2's subnet back in n1's maps", async () => (await subnetsOf(node('n1'))).includes(subnet), 15_000);
-    await until("n2's route back on flanneld's node", async () => (await run(['ip', 'route', 'show', subnet], { netns: node('n3').netns })).stdout.includes('flannel.1'), 15_000);
+    await until(
+      "n2's route back on flanneld's node",
+      async () => (await run(['ip', 'route', 'show', subnet], { netns: node('n3').netns })).stdout.includes('flannel.1'),
+      15_000,
+    );
     // The controller manager may give the new Node another podCIDR, and then, as with flanneld, a
     // pod of the old one talks no more until it is made again: it is, and every pair talks.
     n2.subnet = subnet;
@@ -241,5 +311,4 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     await addLabPod(lab, 'n2', { name: 'n2-p1' });
     expect(await allPodPairs(lab, { tcp: false })).toEqual([]);
   });
-
 });

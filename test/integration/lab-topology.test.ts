@@ -27,7 +27,11 @@ const sysctl = async (netns: string, key: string) => (await run(['sysctl', '-n',
 const ipj = async <T>(netns: string, args: string[]) => JSON.parse((await run(['ip', '-n', netns, '-j', ...args])).stdout) as T;
 type Link = { ifname: string; mtu: number; address: string; operstate: string; flags: string[]; master?: string };
 type Addr = { ifname: string; addr_info: { family: string; local: string; prefixlen: number }[] };
-const inet = (addrs: Addr[], dev: string) => addrs.find((a) => a.ifname === dev)?.addr_info.filter((i) => i.family === 'inet').map((i) => `${i.local}/${i.prefixlen}`) ?? [];
+const inet = (addrs: Addr[], dev: string) =>
+  addrs
+    .find((a) => a.ifname === dev)
+    ?.addr_info.filter((i) => i.family === 'inet')
+    .map((i) => `${i.local}/${i.prefixlen}`) ?? [];
 
 beforeAll(async () => {
   buildTs(); // node agents run from dist/

@@ -8,7 +8,11 @@ import { buildBpf, buildTs, cliPath } from '../support/build.js';
 /* The lab's command line: options, status output, subnet files, teardown. Lab name "twc". */
 const LAB = 'twc';
 const twill = (args: string[]) => run([process.execPath, cliPath, ...args], { allowFailure: true });
-const namespaces = async () => (await run(['ip', 'netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(`${LAB}-`));
+const namespaces = async () =>
+  (await run(['ip', 'netns', 'list'])).stdout
+    .split('\n')
+    .map((l) => l.split(' ')[0])
+    .filter((n) => n.startsWith(`${LAB}-`));
 
 beforeAll(() => {
   buildBpf();
@@ -57,7 +61,9 @@ describe('twill lab', () => {
     ]);
     const mtu = (await run(['ip', '-n', `${LAB}-n1-p1`, '-j', 'link', 'show', 'eth0'])).stdout;
     expect(JSON.parse(mtu)[0].mtu).toBe(1450);
-    expect(readFileSync(n1.subnetFile, 'utf8')).toBe(`FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=${n1.subnet.replace(/0\/24$/, '1')}/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n`);
+    expect(readFileSync(n1.subnetFile, 'utf8')).toBe(
+      `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=${n1.subnet.replace(/0\/24$/, '1')}/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n`,
+    );
     const health = await run(['curl', '-s', `http://${n2.agent.healthz}/readyz`], { netns: n2.netns, allowFailure: true });
     expect(JSON.parse(health.stdout)).toMatchObject({ ready: true, lease: n2.subnet });
     const text = (await twill(['lab', 'status', '--name', LAB])).stdout;
@@ -68,7 +74,13 @@ describe('twill lab', () => {
     const status = JSON.parse((await twill(['lab', 'status', '--name', LAB, '--json'])).stdout);
     const n1 = status.nodes[0];
     const saved = JSON.parse(readFileSync(`/run/twill/lab/${LAB}/n1/cni-flannel/${LAB}-n1-p1`, 'utf8'));
-    expect(saved).toMatchObject({ type: 'bridge', name: 'cbr0', isGateway: true, mtu: 1450, ipam: { type: 'host-local', ranges: [[{ subnet: n1.subnet }]], routes: [{ dst: '10.244.0.0/16' }] } });
+    expect(saved).toMatchObject({
+      type: 'bridge',
+      name: 'cbr0',
+      isGateway: true,
+      mtu: 1450,
+      ipam: { type: 'host-local', ranges: [[{ subnet: n1.subnet }]], routes: [{ dst: '10.244.0.0/16' }] },
+    });
     const opts = await twill(['docker-opts', '--subnet-file', n1.subnetFile, '-d', '-']);
     expect(opts.stdout).toContain(`DOCKER_OPTS=" --bip=${n1.subnet.replace(/0\/24$/, '1')}/24 --ip-masq=true --mtu=1450"`);
     const dir = mkdtempSync(path.join(os.tmpdir(), 'twill-cni-'));

@@ -3,16 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, 
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  BpfError,
-  BpfLink,
-  BpfMap,
-  BpfObject,
-  ifNameToIndex,
-  numPossibleCpus,
-  probeTcx,
-  setLibbpfLogger,
-} from '../../controller/bpf/libbpf.js';
+import { BpfError, BpfLink, BpfMap, BpfObject, ifNameToIndex, numPossibleCpus, probeTcx, setLibbpfLogger } from '../../controller/bpf/libbpf.js';
 import { repoRoot } from '../support/build.js';
 
 /*
@@ -93,7 +84,23 @@ beforeAll(() => {
   writeFileSync(path.join(tmp, 'package.json'), '{"type":"module"}\n');
   execFileSync(
     'npx',
-    ['tsc', '--outDir', path.join(tmp, 'js'), '--rootDir', repoRoot, '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--target', 'ES2022', '--skipLibCheck', '--types', 'node', path.join(repoRoot, 'controller/bpf/libbpf.ts')],
+    [
+      'tsc',
+      '--outDir',
+      path.join(tmp, 'js'),
+      '--rootDir',
+      repoRoot,
+      '--module',
+      'NodeNext',
+      '--moduleResolution',
+      'NodeNext',
+      '--target',
+      'ES2022',
+      '--skipLibCheck',
+      '--types',
+      'node',
+      path.join(repoRoot, 'controller/bpf/libbpf.ts'),
+    ],
     { cwd: repoRoot, stdio: 'ignore' },
   );
   childLib = path.join(tmp, 'js/controller/bpf/libbpf.js');
@@ -128,7 +135,12 @@ describe('objects, programs and the libbpf log', () => {
     try {
       obj.load();
       expect(obj.name).toBe('lt_named');
-      expect(obj.programs().map((p) => p.name).sort()).toEqual(['lt_tc_a', 'lt_tc_b', 'lt_xdp']);
+      expect(
+        obj
+          .programs()
+          .map((p) => p.name)
+          .sort(),
+      ).toEqual(['lt_tc_a', 'lt_tc_b', 'lt_xdp']);
       expect(obj.program('lt_xdp').fd).toBeGreaterThan(2);
       const maps = obj.maps();
       expect(maps.map((m) => m.name).sort()).toEqual(['lt_array', 'lt_hash', 'lt_lpm', 'lt_percpu', 'lt_pinned']);
@@ -220,7 +232,12 @@ describe('objects, programs and the libbpf log', () => {
     const missing = `${pinRoot}/does-not-exist`;
     check(() => BpfMap.fromPin(missing), new RegExp(`^bpf_obj_get\\(${missing}\\) failed: No such file or directory \\(errno 2\\)$`), 2, 'bpf_obj_get');
     check(() => BpfLink.fromPin(missing), /bpf_obj_get\(.*does-not-exist\) failed: No such file or directory/, 2, 'bpf_obj_get');
-    check(() => BpfObject.open(`${tmp}/nope.bpf.o`), /bpf_object__open_file\(.*nope\.bpf\.o\) failed: No such file or directory \(errno 2\)/, 2, 'bpf_object__open_file');
+    check(
+      () => BpfObject.open(`${tmp}/nope.bpf.o`),
+      /bpf_object__open_file\(.*nope\.bpf\.o\) failed: No such file or directory \(errno 2\)/,
+      2,
+      'bpf_object__open_file',
+    );
     check(() => ifNameToIndex('twa-nodev0'), /^if_nametoindex\(twa-nodev0\) failed: No such device \(errno 19\)$/, 19, 'if_nametoindex');
     // a pin of the wrong kind is refused, not misread
     const obj = BpfObject.open(objPath, { pinRootPath: pinRoot });
@@ -269,7 +286,12 @@ describe('maps', () => {
       expect(() => m.update(u32(9), u64(90), 'exist')).toThrow(/No such file or directory \(errno 2\)/);
       m.update(u32(8), u64(88), 'exist');
       expect(m.lookup(u32(8))!.readBigUInt64LE(0)).toBe(88n);
-      expect(m.keys().map((k) => k.readUInt32LE(0)).sort()).toEqual([7, 8]);
+      expect(
+        m
+          .keys()
+          .map((k) => k.readUInt32LE(0))
+          .sort(),
+      ).toEqual([7, 8]);
       expect(m.delete(u32(7))).toBe(true);
       expect(m.delete(u32(7))).toBe(false);
       expect(m.keys().map((k) => k.readUInt32LE(0))).toEqual([8]);
@@ -285,7 +307,10 @@ describe('maps', () => {
     const m = obj.map('lt_hash');
     try {
       const keys = Array.from({ length: 1000 }, (_, i) => u32(i + 1000));
-      m.updateBatch(keys, keys.map((k) => u64(k.readUInt32LE(0) * 3)));
+      m.updateBatch(
+        keys,
+        keys.map((k) => u64(k.readUInt32LE(0) * 3)),
+      );
       m.updateBatch([], []); // no-op
       expect(() => m.updateBatch([u32(1)], [])).toThrow(/1 keys but 0 values/);
       const got = new Map(m.entries().map(([k, v]) => [k.readUInt32LE(0), v.readBigUInt64LE(0)]));
@@ -296,7 +321,10 @@ describe('maps', () => {
       // delete the first 600, with 5 keys that were never there mixed in
       m.deleteBatch([...keys.slice(0, 300), ...[1, 2, 3, 4, 5].map(u32), ...keys.slice(300, 600)]);
       m.deleteBatch([]);
-      const left = m.entries().map(([k]) => k.readUInt32LE(0)).sort((a, b) => a - b);
+      const left = m
+        .entries()
+        .map(([k]) => k.readUInt32LE(0))
+        .sort((a, b) => a - b);
       expect(left).toEqual(Array.from({ length: 400 }, (_, i) => 1600 + i));
       m.deleteBatch(keys.slice(600));
       expect(m.entries()).toEqual([]);
@@ -336,10 +364,17 @@ describe('maps', () => {
       const k2 = key(16, [10, 9, 0, 0]);
       lpm.update(k1, u32(1));
       lpm.update(k2, u32(2));
-      expect(lpm.entries().map(([k, v]) => [k.toString('hex'), v.readUInt32LE(0)]).sort()).toEqual([
-        [k2.toString('hex'), 2],
-        [k1.toString('hex'), 1],
-      ].sort());
+      expect(
+        lpm
+          .entries()
+          .map(([k, v]) => [k.toString('hex'), v.readUInt32LE(0)])
+          .sort(),
+      ).toEqual(
+        [
+          [k2.toString('hex'), 2],
+          [k1.toString('hex'), 1],
+        ].sort(),
+      );
       lpm.deleteBatch([k1, k2]); // no delete batch for LPM tries: one by one
       expect(lpm.entries()).toEqual([]);
 

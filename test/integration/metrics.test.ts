@@ -95,7 +95,8 @@ describe('/metrics', () => {
     expect(m.get('twill_etcd_watch_up')).toBe(1);
     expect(m.get('twill_etcd_watch_state{state="watching"}')).toBe(1);
     expect(m.get('twill_peers')).toBe(lab.nodes.length - 1);
-    for (const reason of ['no_peer', 'unknown_source', 'bad_vni', 'malformed', 'inner_dst']) expect(m.has(`twill_datapath_drops_total{reason="${reason}"}`), reason).toBe(true);
+    for (const reason of ['no_peer', 'unknown_source', 'bad_vni', 'malformed', 'inner_dst'])
+      expect(m.has(`twill_datapath_drops_total{reason="${reason}"}`), reason).toBe(true);
   });
 
   it('counts drops summed over CPUs: traffic to a subnet nobody holds', async () => {
@@ -112,7 +113,11 @@ describe('/metrics', () => {
     const subnet = lab.network.replace(/\.0\.0\/16$/, '.200.0/24');
     const key = `${PREFIX}/subnets/${subnet.replace('/', '-')}`;
     const ghost = UNDERLAY.replace(/\.0\/24$/, '.200');
-    await etcdctl('put', key, JSON.stringify({ PublicIP: ghost, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '0a:58:00:00:c8:00' } }));
+    await etcdctl(
+      'put',
+      key,
+      JSON.stringify({ PublicIP: ghost, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '0a:58:00:00:c8:00' } }),
+    );
     try {
       const sample = `twill_peer_encap_packets_total{peer="${ghost}",subnet="${subnet}"}`;
       expect(await until('the new peer in /metrics', async () => (await scrape(n1)).get(sample) === 0)).toBe(true);
@@ -148,7 +153,7 @@ describe("the agent process, beside twill's own metrics", () => {
     expect(m.get(`twill_build_info{version="${version}",map_layout="${LAYOUT_VERSION}"}`)).toBe(1);
   });
 
-  it("serves a BPF node every family 15aa35c served, with its type, and twill_build_info and twill_subnet_manager_info beside them", async () => {
+  it('serves a BPF node every family 15aa35c served, with its type, and twill_build_info and twill_subnet_manager_info beside them', async () => {
     const before = readFileSync(new URL('../fixtures/metrics/agent-15aa35c.prom', import.meta.url), 'utf8');
     expect(families(await scrapeText(node('n1')))).toEqual([...families(before), 'twill_build_info gauge', 'twill_subnet_manager_info gauge'].sort());
   });
@@ -159,7 +164,10 @@ describe('--metrics-per-peer=false', () => {
   const restart = async (args: string[]) => {
     await stopAgent(n3().agent!.pid, n3().pinDir);
     restartAgent(lab, n3(), args);
-    await until('n3 ready again', async () => (await run(['curl', '-sf', `http://${n3().agent!.healthz}/readyz`], { netns: n3().netns, allowFailure: true })).code === 0);
+    await until(
+      'n3 ready again',
+      async () => (await run(['curl', '-sf', `http://${n3().agent!.healthz}/readyz`], { netns: n3().netns, allowFailure: true })).code === 0,
+    );
   };
   afterAll(() => restart([]), 60_000);
 
@@ -205,7 +213,10 @@ describe('upgrade from a build without per-peer counters', () => {
     await stopAgent(n2.agent!.pid, n2.pinDir);
     rmSync(`${n2.pinDir}/twill_peer_stats`);
     restartAgent(lab, n2);
-    await until('n2 ready again', async () => (await run(['curl', '-sf', `http://${n2.agent!.healthz}/readyz`], { netns: n2.netns, allowFailure: true })).code === 0);
+    await until(
+      'n2 ready again',
+      async () => (await run(['curl', '-sf', `http://${n2.agent!.healthz}/readyz`], { netns: n2.netns, allowFailure: true })).code === 0,
+    );
     expect(existsSync(`${n2.pinDir}/twill_peer_stats`)).toBe(true);
     expect((await ping(podOf(n2).netns, podOf(node('n1')).ip, 2)).code).toBe(0);
     expect((await scrape(n2)).get(peerSample('encap_packets', node('n1')))).toBeGreaterThanOrEqual(2);
@@ -251,7 +262,9 @@ describe('twill status and twill maps without etcd', () => {
     const text = await twill(['status', '--pin-dir', n1.pinDir, '--subnet-file', n1.subnetFile]);
     expect(text.code).toBe(0);
     expect(text.stdout).toContain(`lease      ${n1.subnet}`);
-    expect(text.stdout).toMatch(new RegExp(`${node('n3').underlayIp.replace(/\./g, '\\.')} +${node('n3').subnet.replace(/\./g, '\\.')} +${node('n3').vtepMac} +out \\d+ pkts`));
+    expect(text.stdout).toMatch(
+      new RegExp(`${node('n3').underlayIp.replace(/\./g, '\\.')} +${node('n3').subnet.replace(/\./g, '\\.')} +${node('n3').vtepMac} +out \\d+ pkts`),
+    );
   });
 
   it('twill maps: every map decoded, subnets as CIDRs, MACs as MACs, per-peer counters', async () => {
@@ -259,7 +272,12 @@ describe('twill status and twill maps without etcd', () => {
     const res = await twill(['maps', '--pin-dir', n1.pinDir, '--json']);
     expect(res.code).toBe(0);
     const m = JSON.parse(res.stdout) as MapsDoc;
-    expect(m.subnets.map((s) => s.subnet).sort()).toEqual(lab.nodes.filter((n) => n !== n1).map((n) => n.subnet).sort());
+    expect(m.subnets.map((s) => s.subnet).sort()).toEqual(
+      lab.nodes
+        .filter((n) => n !== n1)
+        .map((n) => n.subnet)
+        .sort(),
+    );
     for (const e of [...m.subnets, ...m.peers]) {
       expect(e.vtepMac).toMatch(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
       expect(e.subnet).toMatch(/^\d+\.\d+\.\d+\.\d+\/\d+$/);

@@ -85,7 +85,8 @@ const jsonEvents = (m: Background): MonitorEvent[] =>
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as MonitorEvent);
 
-const mapsDoc = async () => JSON.parse((await twill(['maps', '--pin-dir', pinDir(), '--json'])).stdout) as { stats: Record<string, number>; monitor: Record<string, unknown> };
+const mapsDoc = async () =>
+  JSON.parse((await twill(['maps', '--pin-dir', pinDir(), '--json'])).stdout) as { stats: Record<string, number>; monitor: Record<string, unknown> };
 const stats = async () => (await mapsDoc()).stats;
 
 async function until(what: string, cond: () => boolean): Promise<void> {
@@ -138,11 +139,34 @@ describe('drops', () => {
     const inner = { family: 4, src: '10.244.2.77', protocol: 'udp', dport: 9999 };
     const events = jsonEvents(m);
     expect(events).toHaveLength(4);
-    expect(events[0]).toMatchObject({ kind: 'drop', reason: 'drop_bad_vni', hook: 'tc-decap', program: 'twill_decap_tc', outer: { family: 4, src: n2.underlayIp, dst: n1.underlayIp, vni: 2 }, inner: { ...inner, dst: pod('n1-p1').ip }, peer: { publicIp: n2.underlayIp } });
+    expect(events[0]).toMatchObject({
+      kind: 'drop',
+      reason: 'drop_bad_vni',
+      hook: 'tc-decap',
+      program: 'twill_decap_tc',
+      outer: { family: 4, src: n2.underlayIp, dst: n1.underlayIp, vni: 2 },
+      inner: { ...inner, dst: pod('n1-p1').ip },
+      peer: { publicIp: n2.underlayIp },
+    });
     expect(events[0].peer.slot).toBeGreaterThan(0);
-    expect(events[1]).toMatchObject({ reason: 'drop_ip_options', hook: 'tc-decap', outer: { src: n2.underlayIp, dst: n1.underlayIp }, inner: { ...inner, dst: pod('n1-p1').ip }, peer: { publicIp: n2.underlayIp } });
-    expect(events[2]).toMatchObject({ reason: 'drop_inner_dst', outer: { src: n2.underlayIp, vni: 1 }, inner: { ...inner, dst: elsewhere() }, peer: { slot: events[0].peer.slot, publicIp: n2.underlayIp } });
-    expect(events[3]).toMatchObject({ reason: 'drop_unknown_source', outer: { src: lab.underlay.gateway, dst: n1.underlayIp }, peer: { slot: 0, publicIp: lab.underlay.gateway } });
+    expect(events[1]).toMatchObject({
+      reason: 'drop_ip_options',
+      hook: 'tc-decap',
+      outer: { src: n2.underlayIp, dst: n1.underlayIp },
+      inner: { ...inner, dst: pod('n1-p1').ip },
+      peer: { publicIp: n2.underlayIp },
+    });
+    expect(events[2]).toMatchObject({
+      reason: 'drop_inner_dst',
+      outer: { src: n2.underlayIp, vni: 1 },
+      inner: { ...inner, dst: elsewhere() },
+      peer: { slot: events[0].peer.slot, publicIp: n2.underlayIp },
+    });
+    expect(events[3]).toMatchObject({
+      reason: 'drop_unknown_source',
+      outer: { src: lab.underlay.gateway, dst: n1.underlayIp },
+      peer: { slot: 0, publicIp: lab.underlay.gateway },
+    });
     // The names are twill_stats' own, and each event is one count there.
     for (const e of events) expect(after[e.reason] - before[e.reason], e.reason).toBe(events.filter((x) => x.reason === e.reason).length);
     expect(monitorSwitch().flags).toBe(0);
@@ -176,7 +200,9 @@ describe('drops', () => {
       .filter((l) => /^\d\d:/.test(l));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(
-      new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3} drop drop_inner_dst tc-decap if \\d+ outer ${node('n2').underlayIp} -> ${node('n1').underlayIp} vni 1 inner udp 10\\.244\\.2\\.77:\\d+ -> ${elsewhere().replaceAll('.', '\\.')}:9999 peer ${node('n2').underlayIp} \\(slot \\d+\\) len \\d+$`),
+      new RegExp(
+        `^\\d\\d:\\d\\d:\\d\\d\\.\\d{3} drop drop_inner_dst tc-decap if \\d+ outer ${node('n2').underlayIp} -> ${node('n1').underlayIp} vni 1 inner udp 10\\.244\\.2\\.77:\\d+ -> ${elsewhere().replaceAll('.', '\\.')}:9999 peer ${node('n2').underlayIp} \\(slot \\d+\\) len \\d+$`,
+      ),
     );
   });
 });
@@ -199,7 +225,15 @@ describe('trace', () => {
       const events = readRing();
       expect(events.every((e) => e.kind === 'trace')).toBe(true);
       const icmp = (src: string, dst: string) => ({ family: 4, src, dst, protocol: 'icmp' });
-      expect(events).toContainEqual(expect.objectContaining({ hook: 'pod-send', reason: 'fast', path: 'fast', inner: icmp(a.ip, b.ip), outer: expect.objectContaining({ src: node('n1').underlayIp, dst: node('n2').underlayIp }) }));
+      expect(events).toContainEqual(
+        expect.objectContaining({
+          hook: 'pod-send',
+          reason: 'fast',
+          path: 'fast',
+          inner: icmp(a.ip, b.ip),
+          outer: expect.objectContaining({ src: node('n1').underlayIp, dst: node('n2').underlayIp }),
+        }),
+      );
       expect(events).toContainEqual(expect.objectContaining({ hook: 'tc-decap', reason: 'fast', path: 'fast', inner: icmp(b.ip, a.ip) }));
       expect(events).toContainEqual(expect.objectContaining({ hook: 'pod-send', reason: 'not_remote', path: 'stack', inner: icmp(a.ip, gateway) }));
 
@@ -271,7 +305,22 @@ describe('who owns the switch', () => {
 describe('decap in XDP, and IPv6 (dual-stack lab)', () => {
   beforeAll(async () => {
     await twill(['lab', 'down', '--name', XDP_LAB]).catch(() => undefined);
-    await twill(['lab', 'up', '--name', XDP_LAB, '--nodes', '2', '--pods-per-node', '1', '--underlay', '192.168.115.0/24', '--decap-hook', 'xdp', '--ip-family', 'dual']);
+    await twill([
+      'lab',
+      'up',
+      '--name',
+      XDP_LAB,
+      '--nodes',
+      '2',
+      '--pods-per-node',
+      '1',
+      '--underlay',
+      '192.168.115.0/24',
+      '--decap-hook',
+      'xdp',
+      '--ip-family',
+      'dual',
+    ]);
     lab = JSON.parse((await twill(['lab', 'status', '--name', XDP_LAB, '--json'])).stdout) as LabState;
   }, 240_000);
 
@@ -279,7 +328,9 @@ describe('decap in XDP, and IPv6 (dual-stack lab)', () => {
   async function send6(kind: string): Promise<void> {
     const [n1, n2] = [node('n1'), node('n2')];
     const n1Mac = (JSON.parse((await run(['ip', '-n', n1.netns, '-j', 'link', 'show', 'eth0'])).stdout) as { address: string }[])[0].address;
-    await run(['/usr/bin/python3', craft6, kind, 'eth0', n1Mac, n2.underlayIp6!, n1.underlayIp6!, pod('n1-p1').ips![1], '1', '8472', n1.vtepMac6!], { netns: n2.netns });
+    await run(['/usr/bin/python3', craft6, kind, 'eth0', n1Mac, n2.underlayIp6!, n1.underlayIp6!, pod('n1-p1').ips![1], '1', '8472', n1.vtepMac6!], {
+      netns: n2.netns,
+    });
   }
 
   it('IPv4 drops in XDP name the hook xdp-decap; IPv6 ones at tc carry IPv6 outer and inner addresses', async () => {
@@ -292,9 +343,28 @@ describe('decap in XDP, and IPv6 (dual-stack lab)', () => {
     expect(await m.exited).toBe(0);
     const inner6 = { family: 6, src: 'fd76:b6:1:2::77', dst: pod6, protocol: 'udp', dport: 9999 };
     expect(jsonEvents(m)).toMatchObject([
-      { reason: 'drop_bad_vni', hook: 'xdp-decap', program: 'twill_decap', outer: { family: 4, src: n2.underlayIp, dst: n1.underlayIp, vni: 2 }, inner: { dst: pod('n1-p1').ip }, peer: { publicIp: n2.underlayIp } },
-      { reason: 'drop_bad_vni', hook: 'tc-decap', outer: { family: 6, src: n2.underlayIp6, dst: n1.underlayIp6, vni: 2 }, inner: inner6, peer: { publicIp: n2.underlayIp6 } },
-      { reason: 'drop_unknown_source', hook: 'tc-decap', outer: { family: 6, src: 'fd76:b6::99', dst: n1.underlayIp6 }, inner: inner6, peer: { slot: 0, publicIp: 'fd76:b6::99' } },
+      {
+        reason: 'drop_bad_vni',
+        hook: 'xdp-decap',
+        program: 'twill_decap',
+        outer: { family: 4, src: n2.underlayIp, dst: n1.underlayIp, vni: 2 },
+        inner: { dst: pod('n1-p1').ip },
+        peer: { publicIp: n2.underlayIp },
+      },
+      {
+        reason: 'drop_bad_vni',
+        hook: 'tc-decap',
+        outer: { family: 6, src: n2.underlayIp6, dst: n1.underlayIp6, vni: 2 },
+        inner: inner6,
+        peer: { publicIp: n2.underlayIp6 },
+      },
+      {
+        reason: 'drop_unknown_source',
+        hook: 'tc-decap',
+        outer: { family: 6, src: 'fd76:b6::99', dst: n1.underlayIp6 },
+        inner: inner6,
+        peer: { slot: 0, publicIp: 'fd76:b6::99' },
+      },
     ]);
   });
 

@@ -12,7 +12,8 @@ import { buildTs, cliPath } from '../support/build.js';
 const NETNS = 'tkm-itest';
 const [major, minor] = os.release().split('.').map(Number);
 const atLeast = (ma: number, mi: number) => major > ma || (major === ma && minor >= mi);
-const probeJson = async (args: string[] = [], netns?: string) => JSON.parse((await run([process.execPath, cliPath, 'probe', '--json', ...args], { netns })).stdout);
+const probeJson = async (args: string[] = [], netns?: string) =>
+  JSON.parse((await run([process.execPath, cliPath, 'probe', '--json', ...args], { netns })).stdout);
 const probeNamespaces = async () => (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => /^tkm-\d+/.test(l));
 
 beforeAll(async () => {

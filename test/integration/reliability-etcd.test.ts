@@ -9,7 +9,21 @@ import { formatCidr } from '../../controller/net/ipv4.js';
 import { parseSubnetFile } from '../../controller/subnet/subnet-file.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
-import { agentLog, bounceAgent, etcdctl, expectNoLoss, fakeLease, leaseKey, lossLine, mapEntries, PREFIX, pingFlowsRunning, routes, stopPingFlows, until } from '../support/lab-session.js';
+import {
+  agentLog,
+  bounceAgent,
+  etcdctl,
+  expectNoLoss,
+  fakeLease,
+  leaseKey,
+  lossLine,
+  mapEntries,
+  PREFIX,
+  pingFlowsRunning,
+  routes,
+  stopPingFlows,
+  until,
+} from '../support/lab-session.js';
 import { stopAll } from '../support/proc.js';
 
 /*
@@ -33,7 +47,11 @@ describe('a 3-member etcd cluster loses a follower, then the leader', () => {
   /** Index of the member that leads now, as the members that answer see it; -1 if none does. */
   async function leaderIndex(): Promise<number> {
     for (const [i, m] of lab.etcdMembers!.entries()) {
-      const res = await run(['etcdctl', '--endpoints', m.endpoint, '--command-timeout=2s', 'endpoint', 'status', '-w', 'json'], { netns: m.netns, allowFailure: true, env: { ...process.env, ETCDCTL_API: '3' } });
+      const res = await run(['etcdctl', '--endpoints', m.endpoint, '--command-timeout=2s', 'endpoint', 'status', '-w', 'json'], {
+        netns: m.netns,
+        allowFailure: true,
+        env: { ...process.env, ETCDCTL_API: '3' },
+      });
       if (res.code !== 0) continue;
       // Ids are 64-bit: compared as the digits etcdctl printed, never as JSON numbers.
       const self = /"member_id":(\d+)/.exec(res.stdout)?.[1];
@@ -44,10 +62,14 @@ describe('a 3-member etcd cluster loses a follower, then the leader', () => {
     return -1;
   }
   async function awaitLeader(what: string): Promise<number> {
-    const found = await until(what, async () => {
-      const index = await leaderIndex();
-      return index >= 0 ? { index } : undefined;
-    }, 30_000);
+    const found = await until(
+      what,
+      async () => {
+        const index = await leaderIndex();
+        return index >= 0 ? { index } : undefined;
+      },
+      30_000,
+    );
     return found.index;
   }
   /** A lease put through a live member reaches every agent, and leaves them again on delete. */
@@ -142,7 +164,9 @@ describe('a 3-member etcd cluster loses a follower, then the leader', () => {
     const lastFault = Date.now();
 
     const loss = await stopPingFlows(flows, { lastFault });
-    report(`3-member etcd, ${steps.join(', then ')}: ${lossLine(loss, 'the member came back')}; every agent renewed and followed a put and a delete after each loss`);
+    report(
+      `3-member etcd, ${steps.join(', then ')}: ${lossLine(loss, 'the member came back')}; every agent renewed and followed a put and a delete after each loss`,
+    );
     expect(await Promise.all(lab.nodes.map(mapEntries))).toEqual(entries);
     for (const n of lab.nodes) expect(isAgent(n.agent!.pid, n.pinDir)).toBe(true);
     expectNoLoss(loss);
@@ -162,7 +186,12 @@ describe('20 agents starting at once against one etcd', () => {
     // lease or subnet-file hint left, and only 20 subnets to share: every allocation contends.
     for (const n of lab.nodes) await stopAgent(n.agent!.pid, n.pinDir);
     await etcdctl(lab, 'del', '--prefix', `${PREFIX}/subnets/`);
-    await etcdctl(lab, 'put', `${PREFIX}/config`, JSON.stringify({ Network: '10.244.0.0/16', SubnetLen: 24, SubnetMin: '10.244.1.0', SubnetMax: '10.244.20.0', Backend: { Type: 'vxlan' } }));
+    await etcdctl(
+      lab,
+      'put',
+      `${PREFIX}/config`,
+      JSON.stringify({ Network: '10.244.0.0/16', SubnetLen: 24, SubnetMin: '10.244.1.0', SubnetMax: '10.244.20.0', Backend: { Type: 'vxlan' } }),
+    );
     for (const n of lab.nodes) rmSync(n.subnetFile, { force: true });
     const from = lab.nodes.map((n) => agentLog(n).length);
     for (const n of lab.nodes) restartAgent(lab, n);

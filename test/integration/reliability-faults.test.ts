@@ -97,10 +97,18 @@ describe('agent and etcd faults under traffic', () => {
     const lastFault = Date.now();
     const back = lab.nodes.map((n) => agentLog(n).length);
     lab.nodes.forEach((n, i) => expect(agentLog(n).slice(outageStart[i], back[i])).toContain('lease renewal failed'));
-    await until('every agent to renew its lease with the restarted etcd', async () => lab.nodes.every((n, i) => agentLog(n).slice(back[i]).includes('"msg":"lease renewed"')), 30_000);
+    await until(
+      'every agent to renew its lease with the restarted etcd',
+      async () => lab.nodes.every((n, i) => agentLog(n).slice(back[i]).includes('"msg":"lease renewed"')),
+      30_000,
+    );
     const fake = '10.244.241.0/24';
     await etcdctl(lab, 'put', leaseKey(fake), fakeLease('192.168.181.98', '02:00:00:00:00:98'));
-    await until('every agent to see a lease put after etcd returned', async () => (await Promise.all(lab.nodes.map((n) => routes(n, fake)))).every(Boolean), 30_000);
+    await until(
+      'every agent to see a lease put after etcd returned',
+      async () => (await Promise.all(lab.nodes.map((n) => routes(n, fake)))).every(Boolean),
+      30_000,
+    );
     await etcdctl(lab, 'del', leaseKey(fake));
     await until('every agent to see its delete', async () => (await Promise.all(lab.nodes.map((n) => routes(n, fake)))).every((r) => !r), 30_000);
     const loss = await stopPingFlows(flows, { lastFault });
@@ -108,7 +116,7 @@ describe('agent and etcd faults under traffic', () => {
     expectNoLoss(loss);
   }, 180_000);
 
-  it('etcd compacted past a cut-off agent\'s watch revision: it resyncs, missing neither the put nor the delete made meanwhile; nothing lost', async () => {
+  it("etcd compacted past a cut-off agent's watch revision: it resyncs, missing neither the put nor the delete made meanwhile; nothing lost", async () => {
     const n1 = node('n1');
     const gone = '10.244.242.0/24';
     const added = '10.244.243.0/24';
@@ -138,7 +146,7 @@ describe('agent and etcd faults under traffic', () => {
     expectNoLoss(loss);
   }, 120_000);
 
-    it('a node cut from etcd until its lease expires: peers remove it; back, it gets the same subnet and traffic resumes', async () => {
+  it('a node cut from etcd until its lease expires: peers remove it; back, it gets the same subnet and traffic resumes', async () => {
     const n3 = node('n3');
     const others = lab.nodes.filter((n) => n !== n3);
     const subnetFile = readFileSync(n3.subnetFile, 'utf8');
@@ -150,7 +158,11 @@ describe('agent and etcd faults under traffic', () => {
     let removedAfterS: number;
     try {
       await run(['ss', '-K', 'dst', n3.underlayIp], { netns: lab.etcd!.netns });
-      await until('n1 and n2 to drop n3 once its lease expired', async () => (await Promise.all(others.map((n) => routes(n, n3.subnet)))).every((r) => !r), 60_000);
+      await until(
+        'n1 and n2 to drop n3 once its lease expired',
+        async () => (await Promise.all(others.map((n) => routes(n, n3.subnet)))).every((r) => !r),
+        60_000,
+      );
       removedAfterS = (Date.now() - cutAt) / 1000;
       expect((await etcdctl(lab, 'get', leaseKey(n3.subnet), '--keys-only')).stdout.trim()).toBe('');
       expect(isAgent(n3.agent!.pid, n3.pinDir)).toBe(true);
@@ -168,7 +180,11 @@ describe('agent and etcd faults under traffic', () => {
     // Only n3 stopped being a peer: every lost packet is on a flow to or from n3's pod...
     expect(perFlow.filter((f) => f.lost > 0 && f.from !== 'n3' && f.to !== 'n3')).toEqual([]);
     // ...and none once n1 and n2 route to it again, on any flow.
-    expect(perFlow.filter((f) => f.lostAfterLastFault > 0 || f.sentAfterLastFault === 0).map((f) => ({ ...f, lostSentAt: f.lostSentAt.slice(0, 10).map((t) => new Date(t).toISOString()) }))).toEqual([]);
+    expect(
+      perFlow
+        .filter((f) => f.lostAfterLastFault > 0 || f.sentAfterLastFault === 0)
+        .map((f) => ({ ...f, lostSentAt: f.lostSentAt.slice(0, 10).map((t) => new Date(t).toISOString()) })),
+    ).toEqual([]);
     const since = agentLog(n3).slice(from);
     expect(since).toMatch(/our subnet lease is gone from etcd: re-acquiring/);
     expect(since).toContain(`"msg":"lease re-acquired","lease":"${n3.subnet}"`);
@@ -214,7 +230,7 @@ describe('upgrades', () => {
     }
   }
 
-  it('the agent restarted on a new build swaps the programs on the existing links (the pods\' too), and back, without losing a packet', async () => {
+  it("the agent restarted on a new build swaps the programs on the existing links (the pods' too), and back, without losing a packet", async () => {
     const n2 = node('n2');
     const podLink = `pods/${readdirSync(`${n2.pinDir}/links/pods`)[0]}`;
     const links = async () => ({ encap: await linkOf(n2, 'encap'), decap: await linkOf(n2, 'decap'), [podLink]: await linkOf(n2, podLink) });
@@ -239,24 +255,53 @@ describe('upgrades', () => {
     expectNoLoss(loss);
   }, 120_000);
 
-  it.each(['twill_stats', 'twill_subnets'])('a pinned %s with an older layout is replaced, not fatal, and forwarding goes on', async (mapName) => {
-    const n2 = node('n2');
-    await stopAgent(n2.agent!.pid, n2.pinDir);
-    const pin = `${n2.pinDir}/${mapName}`;
-    const current = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', pin])).stdout) as { type: string; bytes_key: number; bytes_value: number; max_entries: number };
-    // What an older build would have left: the same map, 8 bytes smaller per value. The
-    // programs attached now keep their own reference to the map they were loaded with.
-    rmSync(pin);
-    await run(['bpftool', 'map', 'create', pin, 'type', current.type, 'key', String(current.bytes_key), 'value', String(current.bytes_value - 8), 'entries', String(current.max_entries), 'name', mapName]);
-    const flows = await pingFlowsRunning(lab);
-    const restart = await bounceAgent(lab, n2, 'SIGTERM', AGENT_ARGS);
-    const loss = await stopPingFlows(flows, { lastFault: Date.now() });
-    report(`pinned ${mapName} with an older layout on n2, agent restarted: ${lossLine(loss, 'the restart')}`);
-    expect(restart).toMatch(new RegExp(`"msg":"pinned map has another layout than this build: replacing it","pin":"${pin}"`));
-    const replaced = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', pin])).stdout) as { bytes_value: number };
-    expect(replaced.bytes_value).toBe(current.bytes_value);
-    const maps = await readMaps(n2);
-    expect(maps.subnets.map((s) => s.subnet).sort()).toEqual(lab.nodes.filter((n) => n !== n2).map((n) => n.subnet).sort());
-    expectNoLoss(loss);
-  }, 120_000);
+  it.each(['twill_stats', 'twill_subnets'])(
+    'a pinned %s with an older layout is replaced, not fatal, and forwarding goes on',
+    async (mapName) => {
+      const n2 = node('n2');
+      await stopAgent(n2.agent!.pid, n2.pinDir);
+      const pin = `${n2.pinDir}/${mapName}`;
+      const current = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', pin])).stdout) as {
+        type: string;
+        bytes_key: number;
+        bytes_value: number;
+        max_entries: number;
+      };
+      // What an older build would have left: the same map, 8 bytes smaller per value. The
+      // programs attached now keep their own reference to the map they were loaded with.
+      rmSync(pin);
+      await run([
+        'bpftool',
+        'map',
+        'create',
+        pin,
+        'type',
+        current.type,
+        'key',
+        String(current.bytes_key),
+        'value',
+        String(current.bytes_value - 8),
+        'entries',
+        String(current.max_entries),
+        'name',
+        mapName,
+      ]);
+      const flows = await pingFlowsRunning(lab);
+      const restart = await bounceAgent(lab, n2, 'SIGTERM', AGENT_ARGS);
+      const loss = await stopPingFlows(flows, { lastFault: Date.now() });
+      report(`pinned ${mapName} with an older layout on n2, agent restarted: ${lossLine(loss, 'the restart')}`);
+      expect(restart).toMatch(new RegExp(`"msg":"pinned map has another layout than this build: replacing it","pin":"${pin}"`));
+      const replaced = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', pin])).stdout) as { bytes_value: number };
+      expect(replaced.bytes_value).toBe(current.bytes_value);
+      const maps = await readMaps(n2);
+      expect(maps.subnets.map((s) => s.subnet).sort()).toEqual(
+        lab.nodes
+          .filter((n) => n !== n2)
+          .map((n) => n.subnet)
+          .sort(),
+      );
+      expectNoLoss(loss);
+    },
+    120_000,
+  );
 });

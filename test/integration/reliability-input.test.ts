@@ -48,10 +48,20 @@ describe('garbage in etcd', () => {
   // [what, key (subnet), value, the warning n1 must log]
   const bad: [string, () => string, () => string, RegExp][] = [
     ['value not JSON', () => '10.244.200.0/24', () => '{"PublicIP": "192.168', /value is not JSON/],
-    ['PublicIP a number', () => '10.244.201.0/24', () => lease({ PublicIP: 42, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } }), /PublicIP must be a string/],
+    [
+      'PublicIP a number',
+      () => '10.244.201.0/24',
+      () => lease({ PublicIP: 42, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } }),
+      /PublicIP must be a string/,
+    ],
     ['PublicIP not an address', () => '10.244.202.0/24', () => fakeLease('192.168.182.300', mac), /PublicIP \\"192\.168\.182\.300\\" is not an IPv4 address/],
     ['PublicIP a host name', () => '10.244.203.0/24', () => fakeLease('node-7.example', mac), /PublicIP \\"node-7\.example\\" is not an IPv4 address/],
-    ['VNI a string', () => '10.244.204.0/24', () => lease({ PublicIP: intruder, BackendType: 'vxlan', BackendData: { VNI: 'one', VtepMAC: mac } }), /BackendData\.VNI must be a number/],
+    [
+      'VNI a string',
+      () => '10.244.204.0/24',
+      () => lease({ PublicIP: intruder, BackendType: 'vxlan', BackendData: { VNI: 'one', VtepMAC: mac } }),
+      /BackendData\.VNI must be a number/,
+    ],
     ['VtepMAC not a MAC', () => '10.244.205.0/24', () => fakeLease(intruder, 'zz:00:00:00:00:01'), /VtepMAC \\"zz:00:00:00:00:01\\" is not a MAC address/],
     ['BackendData missing', () => '10.244.206.0/24', () => lease({ PublicIP: intruder, BackendType: 'vxlan' }), /BackendData missing/],
     ['a lease over the whole network', () => '10.244.0.0/16', () => fakeLease(intruder, mac), /10\.244\.0\.0\/16 is not a \/24 as the network config says/],
@@ -76,7 +86,7 @@ describe('garbage in etcd', () => {
 
   // A PublicIP named by two records belongs to the older one (etcd create revision), so a stray
   // record naming n1's PublicIP on a lower-sorting subnet cannot take n1's entry on its peers.
-  it('a second record with a node\'s PublicIP on another subnet leaves the peers\' maps alone', async () => {
+  it("a second record with a node's PublicIP on another subnet leaves the peers' maps alone", async () => {
     const before = await allEntries();
     const n1 = node('n1');
     const stray = '10.244.0.0/24'; // sorts before every node's subnet
@@ -100,7 +110,9 @@ describe('garbage in etcd', () => {
     const n1 = node('n1');
     const from = agentLog(n1).length;
     await etcdctl(lab, 'put', leaseKey(n1.subnet), value());
-    await until('n1 to restore its record', async () => agentLog(n1).slice(from).includes('our lease record was overwritten while we hold the subnet: ignoring the write and restoring ours'));
+    await until('n1 to restore its record', async () =>
+      agentLog(n1).slice(from).includes('our lease record was overwritten while we hold the subnet: ignoring the write and restoring ours'),
+    );
     const since = agentLog(n1).slice(from);
     expect(since).toMatch(warning);
     expect(since).not.toContain('lease moved to another subnet');
@@ -113,25 +125,29 @@ describe('garbage in etcd', () => {
   it.each([
     ['not JSON', '{"Network": "10.244.0.0/16"', /not valid JSON/],
     ['Network a number', '{"Network": 42, "Backend": {"Type": "vxlan"}}', /Network/],
-  ])('a config that is %s while a node restarts: the agent waits saying why, its node keeps forwarding, and it recovers', async (_what, garbage, problem) => {
-    const config = (await etcdctl(lab, 'get', '--print-value-only', `${PREFIX}/config`)).stdout.trim();
-    const n3 = node('n3');
-    const before = await mapEntries(n3);
-    await etcdctl(lab, 'put', `${PREFIX}/config`, garbage);
-    const from = agentLog(n3).length;
-    try {
-      const restart = bounceAgent(lab, n3, 'SIGKILL');
-      await until('n3 to complain about the config', async () => agentLog(n3).slice(from).includes('waiting for a usable network config'));
-      expect(agentLog(n3).slice(from)).toMatch(problem);
-      expect((await ping(pod('n1-p1').netns, pod('n3-p1').ip)).code).toBe(0); // pinned datapath, no agent needed
+  ])(
+    'a config that is %s while a node restarts: the agent waits saying why, its node keeps forwarding, and it recovers',
+    async (_what, garbage, problem) => {
+      const config = (await etcdctl(lab, 'get', '--print-value-only', `${PREFIX}/config`)).stdout.trim();
+      const n3 = node('n3');
+      const before = await mapEntries(n3);
+      await etcdctl(lab, 'put', `${PREFIX}/config`, garbage);
+      const from = agentLog(n3).length;
+      try {
+        const restart = bounceAgent(lab, n3, 'SIGKILL');
+        await until('n3 to complain about the config', async () => agentLog(n3).slice(from).includes('waiting for a usable network config'));
+        expect(agentLog(n3).slice(from)).toMatch(problem);
+        expect((await ping(pod('n1-p1').netns, pod('n3-p1').ip)).code).toBe(0); // pinned datapath, no agent needed
+        expect(await mapEntries(n3)).toEqual(before);
+        await etcdctl(lab, 'put', `${PREFIX}/config`, config);
+        await restart;
+      } finally {
+        await etcdctl(lab, 'put', `${PREFIX}/config`, config);
+      }
       expect(await mapEntries(n3)).toEqual(before);
-      await etcdctl(lab, 'put', `${PREFIX}/config`, config);
-      await restart;
-    } finally {
-      await etcdctl(lab, 'put', `${PREFIX}/config`, config);
-    }
-    expect(await mapEntries(n3)).toEqual(before);
-  }, 60_000);
+    },
+    60_000,
+  );
 });
 
 describe('bad flags and credential files', () => {
@@ -144,7 +160,19 @@ describe('bad flags and credential files', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   const agent = (args: string[]) =>
-    run([process.execPath, cliPath, 'agent', '--iface=eth0', '--pin-dir=/sys/fs/bpf/trb-flags', `--subnet-file=${dir}/subnet.env`, `--etcd-endpoints=${lab.etcd!.endpoint}`, ...args], { netns: node('n1').netns, allowFailure: true });
+    run(
+      [
+        process.execPath,
+        cliPath,
+        'agent',
+        '--iface=eth0',
+        '--pin-dir=/sys/fs/bpf/trb-flags',
+        `--subnet-file=${dir}/subnet.env`,
+        `--etcd-endpoints=${lab.etcd!.endpoint}`,
+        ...args,
+      ],
+      { netns: node('n1').netns, allowFailure: true },
+    );
 
   it.each([
     [['--no-such-flag'], 2, /unknown flag --no-such-flag/],
@@ -180,7 +208,25 @@ describe('hostile packets on the underlay from a namespace that is not a node', 
 
   beforeAll(async () => {
     await run(['ip', 'netns', 'add', HOSTILE]);
-    await run(['ip', 'link', 'add', 'eth0', 'netns', HOSTILE, 'mtu', '9000', 'type', 'veth', 'peer', 'name', 'trh0', 'netns', lab.underlay.netns, 'mtu', '9000']);
+    await run([
+      'ip',
+      'link',
+      'add',
+      'eth0',
+      'netns',
+      HOSTILE,
+      'mtu',
+      '9000',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'trh0',
+      'netns',
+      lab.underlay.netns,
+      'mtu',
+      '9000',
+    ]);
     await run(['ip', '-n', lab.underlay.netns, 'link', 'set', 'trh0', 'master', 'br0', 'up']);
     await run(['ip', '-n', HOSTILE, 'addr', 'add', `${HOSTILE_IP}/24`, 'dev', 'eth0']);
     await run(['ip', '-n', HOSTILE, 'link', 'set', 'eth0', 'up']);
@@ -188,7 +234,19 @@ describe('hostile packets on the underlay from a namespace that is not a node', 
   });
 
   it('every kind, from an address with no lease: nothing reaches the pod, each is counted, the kernel logs nothing', async () => {
-    const kinds = ['good', 'bad-vni', 'no-i-flag', 'truncated-vxlan', 'truncated-inner-eth', 'truncated-inner-ip', 'ip-options', 'inner-arp', 'inner-ipv6', 'inner-len-oversize', 'inner-dst-elsewhere'];
+    const kinds = [
+      'good',
+      'bad-vni',
+      'no-i-flag',
+      'truncated-vxlan',
+      'truncated-inner-eth',
+      'truncated-inner-ip',
+      'ip-options',
+      'inner-arp',
+      'inner-ipv6',
+      'inner-len-oversize',
+      'inner-dst-elsewhere',
+    ];
     const kmsgCursor = kernelLogCursor();
     const before = await stats('n1');
     const listener = startInNetns(pod('n1-p1').netns, ['/usr/bin/python3', listen, '9999', 'never', '3']);
@@ -196,7 +254,12 @@ describe('hostile packets on the underlay from a namespace that is not a node', 
     for (const k of kinds) await send(k);
     await listener.exited;
     const after = await stats('n1');
-    expect(listener.output().split('\n').filter((l) => l.startsWith('twill-probe'))).toEqual([]);
+    expect(
+      listener
+        .output()
+        .split('\n')
+        .filter((l) => l.startsWith('twill-probe')),
+    ).toEqual([]);
     // Only the outer IP header is judged before the source: options are counted as such,
     // everything else as an unknown source, whatever is wrong further in.
     const d = (k: string) => after[k] - before[k];
@@ -211,7 +274,7 @@ describe('hostile packets on the underlay from a namespace that is not a node', 
     return Number(values.split(/\s+/)[names.split(/\s+/).indexOf('InErrors')]);
   };
 
-  it('with a spoofed peer source: oversize inner length is counted malformed, a truncated UDP header by the kernel, and a jumbo frame is treated as that peer\'s', async () => {
+  it("with a spoofed peer source: oversize inner length is counted malformed, a truncated UDP header by the kernel, and a jumbo frame is treated as that peer's", async () => {
     const n2 = node('n2').underlayIp;
     const before = await stats('n1');
     const udpErrorsBefore = await udpInErrors();
@@ -225,7 +288,10 @@ describe('hostile packets on the underlay from a namespace that is not a node', 
     await send('good', n2); // the control: a spoofed but well-formed packet does get through (VXLAN has no authentication)
     await listener.exited;
     const after = await stats('n1');
-    const probes = listener.output().split('\n').filter((l) => l.startsWith('twill-probe'));
+    const probes = listener
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('twill-probe'));
     expect(probes.map((l) => l.slice(0, 'twill-probe:oversize'.length))).toEqual(['twill-probe:oversize', 'twill-probe:good']);
     expect(after.drop_malformed - before.drop_malformed).toBe(1);
     expect(after.decap_packets - before.decap_packets).toBe(2);
@@ -268,7 +334,11 @@ describe('hostile packets on the underlay from a namespace that is not a node', 
     // fragmented packet, well-formed VXLAN from a peer's address, delivered: VXLAN has no
     // authentication (the row before this one shows it with a single packet).
     const delta = (reason: string) => after[reason] - before[reason];
-    expect(Object.fromEntries(['drop_unknown_source', 'drop_ip_options', 'drop_bad_vni', 'drop_malformed', 'drop_inner_not_ipv4', 'drop_inner_dst'].map((r) => [r, delta(r)]))).toEqual({
+    expect(
+      Object.fromEntries(
+        ['drop_unknown_source', 'drop_ip_options', 'drop_bad_vni', 'drop_malformed', 'drop_inner_not_ipv4', 'drop_inner_dst'].map((r) => [r, delta(r)]),
+      ),
+    ).toEqual({
       drop_unknown_source: 25 * 6,
       drop_ip_options: 25 * 2,
       drop_bad_vni: 25,
@@ -279,7 +349,10 @@ describe('hostile packets on the underlay from a namespace that is not a node', 
     await new Promise((r) => setTimeout(r, 500)); // the last datagram through the listener
     listener.kill('SIGTERM');
     await listener.exited;
-    const probes = listener.output().split('\n').filter((l) => l.startsWith('twill-probe'));
+    const probes = listener
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('twill-probe'));
     expect(probes.filter((l) => !l.startsWith('twill-probe:fragment'))).toEqual([]);
     expect(probes).toHaveLength(25);
   }, 150_000);
@@ -295,7 +368,9 @@ describe('packets bigger than the overlay MTU', () => {
   it('a pod whose link allows 1500 gets ICMP fragmentation-needed from its node; without DF the node fragments; TCP finds the path MTU', async () => {
     const n1 = node('n1');
     const p = pod('n1-p1');
-    const hostPorts = (JSON.parse((await run(['ip', '-j', 'link', 'show', 'master', 'cni0'], { netns: n1.netns })).stdout) as { ifname: string }[]).map((l) => l.ifname);
+    const hostPorts = (JSON.parse((await run(['ip', '-j', 'link', 'show', 'master', 'cni0'], { netns: n1.netns })).stdout) as { ifname: string }[]).map(
+      (l) => l.ifname,
+    );
     const setMtu = async (mtu: number) => {
       for (const port of hostPorts) await run(['ip', 'link', 'set', port, 'mtu', String(mtu)], { netns: n1.netns });
       await run(['ip', 'link', 'set', 'cni0', 'mtu', String(mtu)], { netns: n1.netns });

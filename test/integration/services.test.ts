@@ -48,7 +48,14 @@ beforeAll(async () => {
   buildTs();
   lab = await labUpFresh(LAB, ['--nodes', '3', '--kernel-nodes', '1', '--pods-per-node', '1', '--underlay', '192.168.80.0/24']);
   for (const p of ['n2-p1', 'n3-p1']) await startInNetns(pod(p).netns, ['/usr/bin/python3', nameServer, p, '8080']).waitFor(/listening/);
-  const web: LabService = { name: 'default/web', clusterIp: '10.96.0.10', port: 80, targetPort: 8080, nodePort: 30080, endpoints: [pod('n2-p1').ip, pod('n3-p1').ip] };
+  const web: LabService = {
+    name: 'default/web',
+    clusterIp: '10.96.0.10',
+    port: 80,
+    targetPort: 8080,
+    nodePort: 30080,
+    endpoints: [pod('n2-p1').ip, pod('n3-p1').ip],
+  };
   await applyServices(lab, [web]);
 }, 120_000);
 

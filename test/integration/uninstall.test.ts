@@ -41,7 +41,11 @@ afterAll(async () => {
 });
 
 /** Where a node's CNI plugin, conflist and the DaemonSet's copies of twill go in this test (the host's /opt/cni/bin, /etc/cni/net.d, /opt/twill). */
-const hostDirs = (n: LabNode) => ({ bin: path.join(scratch, n.name, 'bin'), conf: path.join(scratch, n.name, 'net.d/10-flannel.conflist'), install: path.join(scratch, n.name, 'opt-twill') });
+const hostDirs = (n: LabNode) => ({
+  bin: path.join(scratch, n.name, 'bin'),
+  conf: path.join(scratch, n.name, 'net.d/10-flannel.conflist'),
+  install: path.join(scratch, n.name, 'opt-twill'),
+});
 
 async function uninstall(lab: LabState, n: LabNode, extra: string[] = []): Promise<{ code: number | null; report: UninstallReport; stderr: string }> {
   const d = hostDirs(n);
@@ -71,7 +75,14 @@ describe('uninstall on nodes whose agents are gone', () => {
   let lab: LabState;
   const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
   const sendGood = (n: LabNode, count: number) =>
-    run(['/usr/bin/python3', '-c', `import runpy, sys\nfor i in range(${count}):\n  sys.argv = ["craft.py", "good", "${NEW_PEER_IP}", "${n.underlayIp}", "${lab.pods.find((p) => p.node === n.name)!.ip}", "1", "8472", "${n.vtepMac}"]\n  runpy.run_path("${craft}")`], { netns: NEW_PEER });
+    run(
+      [
+        '/usr/bin/python3',
+        '-c',
+        `import runpy, sys\nfor i in range(${count}):\n  sys.argv = ["craft.py", "good", "${NEW_PEER_IP}", "${n.underlayIp}", "${lab.pods.find((p) => p.node === n.name)!.ip}", "1", "8472", "${n.vtepMac}"]\n  runpy.run_path("${craft}")`,
+      ],
+      { netns: NEW_PEER },
+    );
 
   beforeAll(async () => {
     lab = await labUpFresh(LAB, ['--nodes', '3', '--kernel-nodes', '1', '--pods-per-node', '1', '--decap-hook', 'xdp', '--underlay', '192.168.111.0/24']);
@@ -87,7 +98,7 @@ describe('uninstall on nodes whose agents are gone', () => {
     await twill(['lab', 'down', '--name', LAB]);
   }, 60_000);
 
-  it('refuses while the node\'s agent runs, and changes nothing', async () => {
+  it("refuses while the node's agent runs, and changes nothing", async () => {
     const n2 = node('n2');
     const { code, report, stderr } = await uninstall(lab, n2);
     expect(code).toBe(1);
@@ -98,7 +109,7 @@ describe('uninstall on nodes whose agents are gone', () => {
     expect(await hasDevice(n2, 'twill0')).toBe(true);
   });
 
-  it("an agent gone for good leaves its XDP program dropping VXLAN from a peer that joined since", async () => {
+  it('an agent gone for good leaves its XDP program dropping VXLAN from a peer that joined since', async () => {
     const n1 = node('n1');
     await stopAgent(n1.agent!.pid, n1.pinDir, 'SIGKILL'); // a crash, not restarted
     expect(readAttachState(n1.pinDir)?.decap.mode).toBe('xdp-link');
@@ -110,10 +121,13 @@ describe('uninstall on nodes whose agents are gone', () => {
     const before = (await readMaps(n1)).stats;
     await sendGood(n1, 3);
     const after = (await readMaps(n1)).stats;
-    expect({ dropped: after.drop_unknown_source - before.drop_unknown_source, decapped: after.decap_packets - before.decap_packets }).toEqual({ dropped: 3, decapped: 0 });
+    expect({ dropped: after.drop_unknown_source - before.drop_unknown_source, decapped: after.decap_packets - before.decap_packets }).toEqual({
+      dropped: 3,
+      decapped: 0,
+    });
   });
 
-  it('removes the crashed BPF node\'s links, programs, pins, devices, chains, plugin, conflist, copies, records and subnet file, and names them', async () => {
+  it("removes the crashed BPF node's links, programs, pins, devices, chains, plugin, conflist, copies, records and subnet file, and names them", async () => {
     const n1 = node('n1');
     const d = hostDirs(n1);
     expect((await twill(['cni', 'install', '--dir', d.bin, '--name', 'flannel'])).code).toBe(0);
@@ -122,7 +136,9 @@ describe('uninstall on nodes whose agents are gone', () => {
     for (const dir of ['0.1.0', 'unrelated']) mkdirSync(path.join(d.install, dir), { recursive: true });
     cpSync(path.join(repoRoot, 'package.json'), path.join(d.install, '0.1.0/package.json'));
     // A kernel without tcx attaches pods with clsact filters, which no pin holds: one on the pod's veth, as the agent makes it there.
-    const veth = (JSON.parse((await run(['ip', '-n', n1.netns, '-j', 'link', 'show', 'type', 'veth'])).stdout) as { ifname: string }[]).map((l) => l.ifname).find((n) => n !== 'eth0')!;
+    const veth = (JSON.parse((await run(['ip', '-n', n1.netns, '-j', 'link', 'show', 'type', 'veth'])).stdout) as { ifname: string }[])
+      .map((l) => l.ifname)
+      .find((n) => n !== 'eth0')!;
     const back = enterNetns(`/run/netns/${n1.netns}`);
     try {
       const prog = PinnedProgram.fromPin(pinPaths(n1.pinDir).podProgram);
@@ -156,7 +172,17 @@ describe('uninstall on nodes whose agents are gone', () => {
     for (const dev of ['twill0', 'twill-rx']) expect(await hasDevice(n1, dev)).toBe(false);
     expect(await podFilters()).not.toContain('twill_');
     expect(await iptablesSave(n1)).not.toContain('FLANNEL');
-    for (const p of [n1.pinDir, attachDir, choiceRecordPath(n1.pinDir), endpoints, n1.subnetFile, path.join(d.bin, 'flannel'), d.conf, path.join(d.install, '0.1.0')]) expect(existsSync(p), p).toBe(false);
+    for (const p of [
+      n1.pinDir,
+      attachDir,
+      choiceRecordPath(n1.pinDir),
+      endpoints,
+      n1.subnetFile,
+      path.join(d.bin, 'flannel'),
+      d.conf,
+      path.join(d.install, '0.1.0'),
+    ])
+      expect(existsSync(p), p).toBe(false);
     expect(existsSync(path.join(d.install, 'unrelated'))).toBe(true);
     expect(report.removed).toEqual(
       expect.arrayContaining([
@@ -178,10 +204,12 @@ describe('uninstall on nodes whose agents are gone', () => {
 
     const again = await uninstall(lab, n1, extra);
     expect(again).toMatchObject({ code: 0, report: { removed: [], kept: [] } });
-    expect((await twill(['uninstall', '--pin-dir', n1.pinDir, '--subnet-file', n1.subnetFile, '--cni-bin-dir', d.bin], n1.netns)).stdout).toBe(`nothing to remove: no trace of twill for ${n1.pinDir} on this node\n`);
+    expect((await twill(['uninstall', '--pin-dir', n1.pinDir, '--subnet-file', n1.subnetFile, '--cni-bin-dir', d.bin], n1.netns)).stdout).toBe(
+      `nothing to remove: no trace of twill for ${n1.pinDir} on this node\n`,
+    );
   });
 
-  it('after it, VXLAN from the new peer is no longer dropped: it reaches the node\'s stack on the VXLAN port', async () => {
+  it("after it, VXLAN from the new peer is no longer dropped: it reaches the node's stack on the VXLAN port", async () => {
     const n1 = node('n1');
     const listener = startInNetns(n1.netns, ['/usr/bin/python3', listen, '8472', 'never', '20']);
     await listener.waitFor(/listening/);
@@ -208,14 +236,19 @@ describe('uninstall on nodes whose agents are gone', () => {
     for (const p of [choiceRecordPath(n3.pinDir), n3.subnetFile]) expect(existsSync(p), p).toBe(false);
     expect(existsSync(path.join(d.bin, 'flannel'))).toBe(true);
     expect(report.removed).toEqual(
-      expect.arrayContaining(['device flannel.1 and its neighbour, FDB and route entries', 'iptables nat FLANNEL-POSTRTG and its jump', 'iptables filter FLANNEL-FWD and its jump', `${n3.subnetFile} (subnet file)`]),
+      expect.arrayContaining([
+        'device flannel.1 and its neighbour, FDB and route entries',
+        'iptables nat FLANNEL-POSTRTG and its jump',
+        'iptables filter FLANNEL-FWD and its jump',
+        `${n3.subnetFile} (subnet file)`,
+      ]),
     );
     expect(report.kept).toEqual([{ name: path.join(d.bin, 'flannel'), why: "not a plugin twill wrote (flannel's own?)" }]);
     expect((await uninstall(lab, n3)).report.removed).toEqual([]);
   });
 });
 
-describe("uninstall on a kernel host-gw node", () => {
+describe('uninstall on a kernel host-gw node', () => {
   const LAB = 'tu3';
   let lab: LabState;
   beforeAll(async () => {
@@ -258,7 +291,12 @@ describe('uninstall on dual-stack nodes (after the host-gw lab, on its underlay)
     const kernel = await uninstall(lab, n2);
     expect(kernel.code).toBe(0);
     expect(kernel.report.removed).toEqual(
-      expect.arrayContaining(['device flannel.1 and its neighbour, FDB and route entries', 'device flannel-v6.1 and its neighbour, FDB and route entries', 'ip6tables nat FLANNEL-POSTRTG and its jump', 'ip6tables filter FLANNEL-FWD and its jump']),
+      expect.arrayContaining([
+        'device flannel.1 and its neighbour, FDB and route entries',
+        'device flannel-v6.1 and its neighbour, FDB and route entries',
+        'ip6tables nat FLANNEL-POSTRTG and its jump',
+        'ip6tables filter FLANNEL-FWD and its jump',
+      ]),
     );
     expect(await hasDevice(n2, 'flannel-v6.1')).toBe(false);
     expect((await run(['ip6tables-save'], { netns: n2.netns })).stdout).not.toContain('FLANNEL');

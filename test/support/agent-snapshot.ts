@@ -20,8 +20,26 @@ export const fullSnapshot: AgentSnapshot = {
     peerCount: 2,
     traffic: {
       peers: [
-        { publicIp: '192.168.77.2', subnet: '10.244.2.0/24', vtepMac: '0a:58:00:00:00:02', slot: 1, encap_packets: 6n, encap_bytes: 600n, decap_packets: 5n, decap_bytes: 500n },
-        { publicIp: '192.168.77.3', subnet: '10.244.3.0/24', vtepMac: '0a:58:00:00:00:03', slot: 2, encap_packets: 4n, encap_bytes: 400n, decap_packets: 0n, decap_bytes: 0n },
+        {
+          publicIp: '192.168.77.2',
+          subnet: '10.244.2.0/24',
+          vtepMac: '0a:58:00:00:00:02',
+          slot: 1,
+          encap_packets: 6n,
+          encap_bytes: 600n,
+          decap_packets: 5n,
+          decap_bytes: 500n,
+        },
+        {
+          publicIp: '192.168.77.3',
+          subnet: '10.244.3.0/24',
+          vtepMac: '0a:58:00:00:00:03',
+          slot: 2,
+          encap_packets: 4n,
+          encap_bytes: 400n,
+          decap_packets: 0n,
+          decap_bytes: 0n,
+        },
       ],
       unattributed: { encap_packets: 0n, encap_bytes: 0n, decap_packets: 9n, decap_bytes: 900n },
     },

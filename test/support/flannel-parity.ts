@@ -18,12 +18,10 @@ import { startInNetns, type Background } from './proc.js';
 
 export const PREFIX = '/coreos.com/network';
 
-export type Outcome =
-  | { kind: 'accepts'; file: string }
-  | { kind: 'exits'; code: number | null; message: string }
-  | { kind: 'waits'; message: string };
+export type Outcome = { kind: 'accepts'; file: string } | { kind: 'exits'; code: number | null; message: string } | { kind: 'waits'; message: string };
 
-export const describeOutcome = (o: Outcome): string => (o.kind === 'accepts' ? 'accepts' : o.kind === 'exits' ? `exits ${o.code}: ${o.message}` : `waits: ${o.message}`);
+export const describeOutcome = (o: Outcome): string =>
+  o.kind === 'accepts' ? 'accepts' : o.kind === 'exits' ? `exits ${o.code}: ${o.message}` : `waits: ${o.message}`;
 
 export interface ParityNode {
   netns: string;
@@ -99,7 +97,15 @@ export async function createParityNode(netns: string, address: string, address6:
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    etcd = await startEtcd({ name: 'p', host: '127.0.0.1', clientPort: 2379, peerPort: 2380, dataDir: path.join(dir, 'etcd'), logFile: path.join(dir, 'etcd.log'), netns });
+    etcd = await startEtcd({
+      name: 'p',
+      host: '127.0.0.1',
+      clientPort: 2379,
+      peerPort: 2380,
+      dataDir: path.join(dir, 'etcd'),
+      logFile: path.join(dir, 'etcd.log'),
+      netns,
+    });
   } catch (err) {
     await destroy();
     throw err;
@@ -125,7 +131,11 @@ export async function createParityNode(netns: string, address: string, address6:
       rmSync(files.twill, { force: true });
     },
     async leases() {
-      return (await etcdctl('get', '--prefix', `${PREFIX}/subnets/`)).trim().split('\n').reduce<string[]>((out, line, i) => (i % 2 ? [...out.slice(0, -1), `${out.at(-1)} ${line}`] : [...out, line]), []).join('\n');
+      return (await etcdctl('get', '--prefix', `${PREFIX}/subnets/`))
+        .trim()
+        .split('\n')
+        .reduce<string[]>((out, line, i) => (i % 2 ? [...out.slice(0, -1), `${out.at(-1)} ${line}`] : [...out, line]), [])
+        .join('\n');
     },
     async setMtu(mtu) {
       await sh(['ip', '-n', netns, 'link', 'set', 'eth0p', 'mtu', String(mtu)]);
@@ -134,7 +144,14 @@ export async function createParityNode(netns: string, address: string, address6:
     async flanneld(extra = [], hint) {
       const bin = flanneld().bin;
       if (hint !== undefined) writeFileSync(files.flanneld, hint);
-      const p = startInNetns(netns, [bin, `--etcd-endpoints=${endpoint}`, `--etcd-prefix=${PREFIX}`, '--iface=eth0', `--subnet-file=${files.flanneld}`, ...extra]);
+      const p = startInNetns(netns, [
+        bin,
+        `--etcd-endpoints=${endpoint}`,
+        `--etcd-prefix=${PREFIX}`,
+        '--iface=eth0',
+        `--subnet-file=${files.flanneld}`,
+        ...extra,
+      ]);
       return observe(p, files.flanneld, /Couldn't fetch network config: .*/, /^[EF]\d{4} /, 8000, hint);
     },
     async twill(extra = [], hint) {

@@ -29,7 +29,9 @@ function tsFiles(root: string, dir: string): string[] {
 export function importGraph(root: string, dirs: readonly string[]): ImportGraph {
   const graph: ImportGraph = new Map();
   for (const file of dirs.flatMap((d) => tsFiles(root, d))) {
-    const targets = relativeImports(readFileSync(path.join(root, file), 'utf8')).map((spec) => path.normalize(path.join(path.dirname(file), spec.replace(/\.js$/, '.ts'))));
+    const targets = relativeImports(readFileSync(path.join(root, file), 'utf8')).map((spec) =>
+      path.normalize(path.join(path.dirname(file), spec.replace(/\.js$/, '.ts'))),
+    );
     graph.set(file, new Set(targets));
   }
   return graph;

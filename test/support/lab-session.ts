@@ -29,7 +29,8 @@ export async function labUpFresh(name: string, args: string[]): Promise<LabState
 export const etcdctl = (lab: LabState, ...args: string[]) =>
   run(['etcdctl', '--endpoints', lab.etcd!.endpoint, '--command-timeout=5s', ...args], { netns: lab.etcd!.netns, env: { ...process.env, ETCDCTL_API: '3' } });
 export const leaseKey = (subnet: string) => `${PREFIX}/subnets/${subnet.replace('/', '-')}`;
-export const fakeLease = (ip: string, mac: string) => JSON.stringify({ PublicIP: ip, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } });
+export const fakeLease = (ip: string, mac: string) =>
+  JSON.stringify({ PublicIP: ip, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } });
 
 export interface MapsDoc {
   config: unknown;
@@ -87,7 +88,13 @@ export const agentLog = (n: LabNode) => readFileSync(n.agent!.log, 'utf8');
  * ready (twill: it says so; flanneld: it wrote its subnet file); returns what it logged.
  * `whileStopped` runs between the two (a test edits etcd while the node is down).
  */
-export async function bounceAgent(lab: LabState, n: LabNode, signal: NodeJS.Signals, extraArgs: string[] = [], whileStopped?: () => Promise<void>): Promise<string> {
+export async function bounceAgent(
+  lab: LabState,
+  n: LabNode,
+  signal: NodeJS.Signals,
+  extraArgs: string[] = [],
+  whileStopped?: () => Promise<void>,
+): Promise<string> {
   await stopNodeDaemon(n, signal);
   await whileStopped?.();
   const from = agentLog(n).length;
@@ -184,7 +191,10 @@ export interface StopOptions {
  * all and from the last fault on. Each pinger stops sending, waits for the replies still due,
  * then reports: nothing is in flight when it is counted.
  */
-export async function stopPingFlowsPerFlow(flows: PingFlow[], { lastFault, afterMs = AFTER_LAST_FAULT_MS }: StopOptions): Promise<({ from: string; to: string } & FlowLoss)[]> {
+export async function stopPingFlowsPerFlow(
+  flows: PingFlow[],
+  { lastFault, afterMs = AFTER_LAST_FAULT_MS }: StopOptions,
+): Promise<({ from: string; to: string } & FlowLoss)[]> {
   const wait = lastFault + afterMs - Date.now();
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   for (const f of flows) f.kill('SIGINT');
@@ -197,7 +207,10 @@ export async function stopPingFlowsPerFlow(flows: PingFlow[], { lastFault, after
 }
 
 /** stopPingFlowsPerFlow summed over the flows, with each flow's own counts in `perFlow`. */
-export async function stopPingFlows(flows: PingFlow[], opts: StopOptions): Promise<Omit<FlowLoss, 'lostSentAt'> & { perFlow: ({ from: string; to: string } & FlowLoss)[] }> {
+export async function stopPingFlows(
+  flows: PingFlow[],
+  opts: StopOptions,
+): Promise<Omit<FlowLoss, 'lostSentAt'> & { perFlow: ({ from: string; to: string } & FlowLoss)[] }> {
   const perFlow = await stopPingFlowsPerFlow(flows, opts);
   const sum = (k: 'sent' | 'lost' | 'sentAfterLastFault' | 'lostAfterLastFault') => perFlow.reduce((a, f) => a + f[k], 0);
   return { sent: sum('sent'), lost: sum('lost'), sentAfterLastFault: sum('sentAfterLastFault'), lostAfterLastFault: sum('lostAfterLastFault'), perFlow };
@@ -208,7 +221,11 @@ export async function stopPingFlows(flows: PingFlow[], opts: StopOptions): Promi
  * and every flow sent after it (so the window after it was measured, flow by flow).
  */
 export function expectNoLoss(loss: Awaited<ReturnType<typeof stopPingFlows>>): void {
-  expect(loss.perFlow.filter((f) => f.lost > 0 || f.lostAfterLastFault > 0).map((f) => ({ ...f, lostSentAt: f.lostSentAt.slice(0, 10).map((t) => new Date(t).toISOString()) }))).toEqual([]);
+  expect(
+    loss.perFlow
+      .filter((f) => f.lost > 0 || f.lostAfterLastFault > 0)
+      .map((f) => ({ ...f, lostSentAt: f.lostSentAt.slice(0, 10).map((t) => new Date(t).toISOString()) })),
+  ).toEqual([]);
   expect(loss.perFlow.filter((f) => f.sentAfterLastFault === 0).map((f) => `${f.from} -> ${f.to}`)).toEqual([]);
   expect(loss.lost).toBe(0);
 }
@@ -222,7 +239,10 @@ export const lossLine = (loss: { sent: number; lost: number; sentAfterLastFault:
  * many FDB entries it has: a BPF node has exactly twill-rx, external, with none.
  */
 export async function vxlanDevices(netns: string): Promise<{ ifname: string; external: boolean; fdbEntries: number }[]> {
-  const links = JSON.parse((await run(['ip', '-n', netns, '-d', '-j', 'link', 'show', 'type', 'vxlan'])).stdout || '[]') as { ifname: string; linkinfo: { info_data: { external?: boolean } } }[];
+  const links = JSON.parse((await run(['ip', '-n', netns, '-d', '-j', 'link', 'show', 'type', 'vxlan'])).stdout || '[]') as {
+    ifname: string;
+    linkinfo: { info_data: { external?: boolean } };
+  }[];
   return Promise.all(
     links.map(async (l) => ({
       ifname: l.ifname,
@@ -294,4 +314,3 @@ export async function underTraffic(lab: LabState, n: LabNode, what: string, step
   expectNoLoss(loss);
   return `${what}: ${lossLine(loss, 'the switch')} on ${loss.perFlow.length} flows, 2 TCP streams intact`;
 }
-

@@ -26,7 +26,10 @@ const recordOf = async (store: LeaseStore, subnetKey: string) => (await store.li
 export function leaseStoreContract(subject: () => ContractSubject): void {
   it('lets exactly one of two concurrent creators of a subnet win, bound to a lease that can be kept alive', async () => {
     const { store } = subject();
-    const [a, b] = await Promise.all([store.createLease('10.244.1.0-24', '{"PublicIP":"10.0.0.1"}', 60), store.createLease('10.244.1.0-24', '{"PublicIP":"10.0.0.2"}', 60)]);
+    const [a, b] = await Promise.all([
+      store.createLease('10.244.1.0-24', '{"PublicIP":"10.0.0.1"}', 60),
+      store.createLease('10.244.1.0-24', '{"PublicIP":"10.0.0.2"}', 60),
+    ]);
     expect([a, b].filter(Boolean)).toHaveLength(1);
     const won = (a ?? b)!;
     expect((await recordOf(store, '10.244.1.0-24'))!.lease).toBe(won.id);

@@ -29,7 +29,7 @@ export function readPcapFrames(file: string): Buffer[] {
   const le = magic === 0xa1b2c3d4 || magic === 0xa1b23c4d;
   const u32 = (o: number) => (le ? buf.readUInt32LE(o) : buf.readUInt32BE(o));
   const frames: Buffer[] = [];
-  for (let off = 24; off + 16 <= buf.length; ) {
+  for (let off = 24; off + 16 <= buf.length;) {
     const caplen = u32(off + 8);
     frames.push(buf.subarray(off + 16, off + 16 + caplen));
     off += 16 + caplen;

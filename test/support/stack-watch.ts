@@ -10,7 +10,9 @@ import { startInNetns } from './proc.js';
 /** Packets through filter FORWARD: every rule of the chain and its policy (a packet entering it moves at least one). */
 export async function forwardPackets(n: LabNode): Promise<number> {
   const save = (await run(['iptables-save', '-c', '-t', 'filter'], { netns: n.netns })).stdout;
-  return [...save.matchAll(/^(?::FORWARD \S+ |)\[(\d+):\d+\](?: -A FORWARD .*)?$/gm)].filter((m) => m[0].includes('FORWARD')).reduce((a, m) => a + Number(m[1]), 0);
+  return [...save.matchAll(/^(?::FORWARD \S+ |)\[(\d+):\d+\](?: -A FORWARD .*)?$/gm)]
+    .filter((m) => m[0].includes('FORWARD'))
+    .reduce((a, m) => a + Number(m[1]), 0);
 }
 
 /**
@@ -26,13 +28,20 @@ function watchCni0Ipv4(n: LabNode, between: readonly [string, string]) {
       await new Promise((r) => setTimeout(r, 200)); // the last frames through the capture buffer
       dump.kill('SIGINT');
       await dump.exited;
-      return dump.output().split('\n').filter((l) => / IP /.test(l));
+      return dump
+        .output()
+        .split('\n')
+        .filter((l) => / IP /.test(l));
     },
   };
 }
 
 /** What each node's stack saw of the traffic between two pod addresses while `traffic` ran. */
-export async function stackSaw<T>(nodes: LabNode[], between: readonly [string, string], traffic: () => Promise<T>): Promise<{ result: T; forward: number[]; cni0Ipv4: string[][] }> {
+export async function stackSaw<T>(
+  nodes: LabNode[],
+  between: readonly [string, string],
+  traffic: () => Promise<T>,
+): Promise<{ result: T; forward: number[]; cni0Ipv4: string[][] }> {
   const dumps = nodes.map((n) => watchCni0Ipv4(n, between));
   await Promise.all(dumps.map((d) => d.ready()));
   const before = await Promise.all(nodes.map(forwardPackets));
@@ -42,12 +51,23 @@ export async function stackSaw<T>(nodes: LabNode[], between: readonly [string, s
 }
 
 /** Summary lines of what crossed one underlay port (`tcpdump -q`, IPv4 unless `family` says 6) while `traffic` ran. */
-export async function underlayCapture<T>(underlayNetns: string, port: string, traffic: () => Promise<T>, family: 4 | 6 = 4): Promise<{ result: T; lines: string[] }> {
+export async function underlayCapture<T>(
+  underlayNetns: string,
+  port: string,
+  traffic: () => Promise<T>,
+  family: 4 | 6 = 4,
+): Promise<{ result: T; lines: string[] }> {
   const dump = startInNetns(underlayNetns, ['tcpdump', '-i', port, '-nn', '-l', '-q', family === 6 ? 'ip6' : 'ip']);
   await dump.waitFor(/listening on/);
   const result = await traffic();
   await new Promise((r) => setTimeout(r, 200));
   dump.kill('SIGINT');
   await dump.exited;
-  return { result, lines: dump.output().split('\n').filter((l) => (family === 6 ? / IP6 / : / IP /).test(l)) };
+  return {
+    result,
+    lines: dump
+      .output()
+      .split('\n')
+      .filter((l) => (family === 6 ? / IP6 / : / IP /).test(l)),
+  };
 }

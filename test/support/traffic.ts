@@ -12,7 +12,13 @@ export function ping(fromNetns: string, to: string, count = 1) {
 }
 
 /** Sends `bytes` over TCP (to `addr`, one of the server's addresses); returns "<count> <sha256>" as the sender and the receiver saw them. */
-export async function tcpTransfer(client: Pick<LabPod, 'netns'>, server: Pick<LabPod, 'netns' | 'ip'>, bytes: number, port = 5301, addr = server.ip): Promise<{ sent: string; received: string }> {
+export async function tcpTransfer(
+  client: Pick<LabPod, 'netns'>,
+  server: Pick<LabPod, 'netns' | 'ip'>,
+  bytes: number,
+  port = 5301,
+  addr = server.ip,
+): Promise<{ sent: string; received: string }> {
   const sink = startInNetns(server.netns, ['/usr/bin/python3', transfer, 'sink', String(port)]);
   try {
     await sink.waitFor(/listening/);
@@ -29,7 +35,14 @@ export async function udpProbe(client: LabPod, server: LabPod, port = 9998, addr
   const text = `udp-${client.name}-${server.name}`;
   const listener = startInNetns(server.netns, ['/usr/bin/python3', listen, String(port), text, '3']);
   await listener.waitFor(/listening/);
-  await run(['/usr/bin/python3', '-c', `import socket; socket.socket(socket.AF_INET6 if ":" in "${addr}" else socket.AF_INET, socket.SOCK_DGRAM).sendto(b"${text}", ("${addr}", ${port}))`], { netns: client.netns });
+  await run(
+    [
+      '/usr/bin/python3',
+      '-c',
+      `import socket; socket.socket(socket.AF_INET6 if ":" in "${addr}" else socket.AF_INET, socket.SOCK_DGRAM).sendto(b"${text}", ("${addr}", ${port}))`,
+    ],
+    { netns: client.netns },
+  );
   await listener.exited;
   return listener.output().includes(text);
 }

@@ -20,18 +20,28 @@ const lease = (subnet: string | undefined, subnet6: string | undefined, publicIp
   modRevision: '1',
   createRevision: '1',
 });
-const described = (d: ReturnType<typeof decideAcquire>) => (d.action === 'allocate' ? describeSubnets(d) : d.action === 'reuse' ? describeSubnets(d.lease) : d.action);
+const described = (d: ReturnType<typeof decideAcquire>) =>
+  d.action === 'allocate' ? describeSubnets(d) : d.action === 'reuse' ? describeSubnets(d.lease) : d.action;
 
 describe('acquire decision, dual stack', () => {
   it('allocates an IPv4 and an IPv6 subnet together, each at random among its free ones', () => {
-    const d = decideAcquire({ config: dual, publicIp: '10.0.0.2', publicIpv6: 'fd00::2', leases: [lease('10.244.1.0/24', 'fc00:0:0:1::/64', '10.0.0.1', 'fd00::1')], random: () => 0 });
+    const d = decideAcquire({
+      config: dual,
+      publicIp: '10.0.0.2',
+      publicIpv6: 'fd00::2',
+      leases: [lease('10.244.1.0/24', 'fc00:0:0:1::/64', '10.0.0.1', 'fd00::1')],
+      random: () => 0,
+    });
     expect(d).toMatchObject({ action: 'allocate', via: 'random' });
     expect(described(d)).toBe('10.244.2.0/24 fc00:0:0:2::/64');
   });
 
   it('reuses our lease by PublicIP, as flannel does, when both parts fit', () => {
     const mine = lease('10.244.9.0/24', 'fc00:0:0:9::/64', '10.0.0.2', 'fd00::2');
-    expect(decideAcquire({ config: dual, publicIp: '10.0.0.2', leases: [lease('10.244.1.0/24', 'fc00:0:0:1::/64', '10.0.0.1'), mine] })).toMatchObject({ action: 'reuse', lease: mine });
+    expect(decideAcquire({ config: dual, publicIp: '10.0.0.2', leases: [lease('10.244.1.0/24', 'fc00:0:0:1::/64', '10.0.0.1'), mine] })).toMatchObject({
+      action: 'reuse',
+      lease: mine,
+    });
   });
 
   it('drops our IPv4-only lease once IPv6 is enabled (flannel isIPv6SubnetConfigCompat), and the reverse', () => {
@@ -63,21 +73,37 @@ describe('acquire decision, dual stack', () => {
 
 describe('acquire decision, IPv6 only', () => {
   it("writes flannel's empty IPv4 part and an IPv6 subnet", () => {
-    const d = decideAcquire({ config: v6only, publicIp: '0.0.0.0', publicIpv6: 'fd00::2', leases: [lease(undefined, 'fc00:0:0:1::/64', '0.0.0.0', 'fd00::1')], random: () => 0 });
+    const d = decideAcquire({
+      config: v6only,
+      publicIp: '0.0.0.0',
+      publicIpv6: 'fd00::2',
+      leases: [lease(undefined, 'fc00:0:0:1::/64', '0.0.0.0', 'fd00::1')],
+      random: () => 0,
+    });
     expect(d.action === 'allocate' && [d.subnet, formatCidr6(d.subnet6!)]).toEqual([NO_SUBNET, 'fc00:0:0:2::/64']);
   });
 
   it('finds our lease by PublicIPv6: every IPv6-only lease has PublicIP 0.0.0.0', () => {
     const other = lease(undefined, 'fc00:0:0:1::/64', '0.0.0.0', 'fd00::1');
     const mine = lease(undefined, 'fc00:0:0:5::/64', '0.0.0.0', 'fd00::2');
-    expect(decideAcquire({ config: v6only, publicIp: '0.0.0.0', publicIpv6: 'fd00::2', leases: [other, mine] })).toMatchObject({ action: 'reuse', lease: mine });
-    expect(decideAcquire({ config: v6only, publicIp: '0.0.0.0', publicIpv6: 'fd00::3', leases: [other, mine], random: () => 0 })).toMatchObject({ action: 'allocate', stale: [] });
+    expect(decideAcquire({ config: v6only, publicIp: '0.0.0.0', publicIpv6: 'fd00::2', leases: [other, mine] })).toMatchObject({
+      action: 'reuse',
+      lease: mine,
+    });
+    expect(decideAcquire({ config: v6only, publicIp: '0.0.0.0', publicIpv6: 'fd00::3', leases: [other, mine], random: () => 0 })).toMatchObject({
+      action: 'allocate',
+      stale: [],
+    });
   });
 
   it('prefers our reservation and takes the FLANNEL_IPV6_SUBNET hint', () => {
     const lease1 = lease(undefined, 'fc00:0:0:5::/64', '0.0.0.0', 'fd00::2');
     const reserved = lease(undefined, 'fc00:0:0:6::/64', '0.0.0.0', 'fd00::2', '0');
-    expect(decideAcquire({ config: v6only, publicIp: '0.0.0.0', publicIpv6: 'fd00::2', leases: [lease1, reserved] })).toMatchObject({ action: 'reuse', reservation: true, lease: reserved });
+    expect(decideAcquire({ config: v6only, publicIp: '0.0.0.0', publicIpv6: 'fd00::2', leases: [lease1, reserved] })).toMatchObject({
+      action: 'reuse',
+      reservation: true,
+      lease: reserved,
+    });
     const d = decideAcquire({ config: v6only, publicIp: '0.0.0.0', publicIpv6: 'fd00::9', leases: [lease1], hint6: parseCidr6('fc00:0:0:8::/64') });
     expect(d).toMatchObject({ action: 'allocate', via: 'hint' });
     expect(described(d)).toBe('fc00:0:0:8::/64');

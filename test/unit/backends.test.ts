@@ -9,7 +9,9 @@ import { REMOTE_DIRECT } from '../../maps/layout.js';
 
 describe("flannel's lease records per backend", () => {
   it('writes host-gw leases as flanneld does: no BackendData', () => {
-    expect(encodeLeaseValue({ backendType: 'host-gw', publicIp: '192.168.64.3' })).toBe('{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"host-gw"}');
+    expect(encodeLeaseValue({ backendType: 'host-gw', publicIp: '192.168.64.3' })).toBe(
+      '{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"host-gw"}',
+    );
   });
   it('reads a host-gw lease back, without a VTEP', () => {
     const r = parseLeaseKV('/coreos.com/network/subnets/10.244.7.0-24', '{"PublicIP":"192.168.64.7","PublicIPv6":null,"BackendType":"host-gw"}');
@@ -93,7 +95,12 @@ describe('Reconciler per backend', () => {
   };
   const make = (policy: Omit<LeasePolicy, 'underlay' | 'vni'>) => {
     const dp = new RecordingDatapath();
-    const r = new Reconciler({ self: { subnet: '10.244.1.0/24', publicIp: '192.168.1.1' }, policy: { ...policy, vni: 1, underlay }, log: logger('test'), datapaths: { ipv4: dp } });
+    const r = new Reconciler({
+      self: { subnet: '10.244.1.0/24', publicIp: '192.168.1.1' },
+      policy: { ...policy, vni: 1, underlay },
+      log: logger('test'),
+      datapaths: { ipv4: dp },
+    });
     return { dp, r };
   };
   const direct = (dp: RecordingDatapath) => Object.fromEntries([...dp.subnets].map(([s, r]) => [s, isDirect(r)]));
@@ -101,7 +108,12 @@ describe('Reconciler per backend', () => {
   it('DirectRouting: direct to peers on our segment, VXLAN to the rest, as flannel decides', async () => {
     segmentB = { kind: 'routed', gateway: '192.168.1.254' };
     const { dp, r } = make({ backend: 'vxlan', directRouting: true });
-    r.update(new Map([['a', lease(2, vxlan(2, '192.168.1.2'))], ['b', lease(3, vxlan(3, '192.168.2.3'))]]));
+    r.update(
+      new Map([
+        ['a', lease(2, vxlan(2, '192.168.1.2'))],
+        ['b', lease(3, vxlan(3, '192.168.2.3'))],
+      ]),
+    );
     await r.settled();
     expect(direct(dp)).toEqual({ '10.244.2.0': true, '10.244.3.0': false });
   });

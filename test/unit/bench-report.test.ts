@@ -24,18 +24,66 @@ describe('bench report', () => {
   it('calls no target met without data: a variant with no samples, a zero sample, or unequal repetitions', () => {
     const ok = [sample({ udpKpps: 200 }), sample({ udpKpps: 200 })];
     const ref = [sample({}), sample({})];
-    expect(ratioTarget(new Map<Variant, Sample[]>([['twill', ok], ['kernel-vxlan', ref]]), 'twill', 'udpKpps', 1.5)).toMatchObject({ met: true, measured: '2.00x (2.00-2.00)' });
+    expect(
+      ratioTarget(
+        new Map<Variant, Sample[]>([
+          ['twill', ok],
+          ['kernel-vxlan', ref],
+        ]),
+        'twill',
+        'udpKpps',
+        1.5,
+      ),
+    ).toMatchObject({ met: true, measured: '2.00x (2.00-2.00)' });
     const cases: [string, Map<Variant, Sample[]>, string][] = [
       ['no samples at all', new Map(), 'twill has no samples; kernel-vxlan has no samples'],
-      ['an empty subject', new Map<Variant, Sample[]>([['twill', []], ['kernel-vxlan', ref]]), 'twill has no samples'],
-      ['an empty reference', new Map<Variant, Sample[]>([['twill', ok], ['kernel-vxlan', []]]), 'kernel-vxlan has no samples'],
-      ['a zero sample', new Map<Variant, Sample[]>([['twill', [ok[0], sample({ udpKpps: 0, cpuUsPerPkt: 0 })]], ['kernel-vxlan', ref]]), 'twill has a zero or missing sample'],
-      ['a zero reference (an infinite ratio)', new Map<Variant, Sample[]>([['twill', ok], ['kernel-vxlan', [ref[0], sample({ udpKpps: 0, cpuUsPerPkt: 0 })]]]), 'kernel-vxlan has a zero or missing sample'],
-      ['unequal repetitions', new Map<Variant, Sample[]>([['twill', ok], ['kernel-vxlan', [ref[0]]]]), '2 repetitions against 1'],
+      [
+        'an empty subject',
+        new Map<Variant, Sample[]>([
+          ['twill', []],
+          ['kernel-vxlan', ref],
+        ]),
+        'twill has no samples',
+      ],
+      [
+        'an empty reference',
+        new Map<Variant, Sample[]>([
+          ['twill', ok],
+          ['kernel-vxlan', []],
+        ]),
+        'kernel-vxlan has no samples',
+      ],
+      [
+        'a zero sample',
+        new Map<Variant, Sample[]>([
+          ['twill', [ok[0], sample({ udpKpps: 0, cpuUsPerPkt: 0 })]],
+          ['kernel-vxlan', ref],
+        ]),
+        'twill has a zero or missing sample',
+      ],
+      [
+        'a zero reference (an infinite ratio)',
+        new Map<Variant, Sample[]>([
+          ['twill', ok],
+          ['kernel-vxlan', [ref[0], sample({ udpKpps: 0, cpuUsPerPkt: 0 })]],
+        ]),
+        'kernel-vxlan has a zero or missing sample',
+      ],
+      [
+        'unequal repetitions',
+        new Map<Variant, Sample[]>([
+          ['twill', ok],
+          ['kernel-vxlan', [ref[0]]],
+        ]),
+        '2 repetitions against 1',
+      ],
     ];
     for (const [what, samples, why] of cases) {
       // Lower-is-better too: an empty maximum would have been -Infinity, "met".
-      for (const [metric, bound] of [['udpKpps', 1.5], ['cpuUsPerPkt', 0.7]] as const)
+      for (const [metric, bound] of [
+        ['udpKpps', 1.5],
+        ['cpuUsPerPkt', 0.7],
+      ] as const)
         expect(ratioTarget(samples, 'twill', metric, bound), what).toMatchObject({ met: false, measured: 'no data', shortBy: `not measured: ${why}` });
     }
   });
@@ -46,7 +94,10 @@ describe('bench report', () => {
   });
 
   it('checks the veth targets as ratios to kernel VXLAN and to host-gw, saying by how much one is missed', () => {
-    const t = evaluateTargets('veth', (world({ udpKpps: 160, cpuUsPerPkt: 6, tcpLatSameCpuUs: 8, tcp1Gbps: 12, tcp4Gbps: 9 }, { udpKpps: 150, tcpLatSameCpuUs: 7 })));
+    const t = evaluateTargets(
+      'veth',
+      world({ udpKpps: 160, cpuUsPerPkt: 6, tcpLatSameCpuUs: 8, tcp1Gbps: 12, tcp4Gbps: 9 }, { udpKpps: 150, tcpLatSameCpuUs: 7 }),
+    );
     const byName = new Map(t.map((r) => [r.target, r]));
     expect(byName.get('UDP 64 B received (kpps): twill / kernel VXLAN >= 1.50x')).toMatchObject({ measured: '1.60x', met: true });
     expect(byName.get('UDP 64 B received (kpps): twill / host-gw >= 1.10x')).toMatchObject({ measured: '1.07x', met: false, shortBy: '3% below the bound' });
@@ -54,12 +105,16 @@ describe('bench report', () => {
     expect(byName.get('TCP latency, one CPU (us): twill / kernel VXLAN <= 0.80x')).toMatchObject({ measured: '0.80x', met: true });
     expect(byName.get('TCP latency, one CPU (us): twill / host-gw <= 1.00x')).toMatchObject({ measured: '1.14x', met: false });
     expect(byName.get('TCP 1 stream (Gbit/s): twill / kernel VXLAN >= 1.00x')).toMatchObject({ measured: '1.20x', met: true });
-    expect(byName.get('TCP 4 streams (Gbit/s): twill / kernel VXLAN >= 1.00x')).toMatchObject({ measured: '0.90x', met: false, shortBy: '10% below the bound' });
+    expect(byName.get('TCP 4 streams (Gbit/s): twill / kernel VXLAN >= 1.00x')).toMatchObject({
+      measured: '0.90x',
+      met: false,
+      shortBy: '10% below the bound',
+    });
     expect(t).toHaveLength(7);
   });
 
   it('in wire mode wants TCP 1 and 4 streams no worse than kernel VXLAN and 1.3x its datagrams', () => {
-    const t = evaluateTargets('wire', (world({ tcp1Gbps: 13, udpKpps: 120 })));
+    const t = evaluateTargets('wire', world({ tcp1Gbps: 13, udpKpps: 120 }));
     expect(t.map((r) => [r.target, r.met])).toEqual([
       ['TCP 1 stream (Gbit/s): twill / kernel VXLAN >= 1.00x', true],
       ['TCP 4 streams (Gbit/s): twill / kernel VXLAN >= 1.00x', true],
@@ -68,7 +123,9 @@ describe('bench report', () => {
   });
 
   it("checks twill's host-gw against flannel's host-gw routes: 1.3x the datagrams, 0.85x the latency, no less TCP", () => {
-    const samples = new Map<Variant, Sample[]>(variants.map((v) => [v, [sample(v === 'twill-host-gw' ? { udpKpps: 140, tcpLatSameCpuUs: 8, tcp1Gbps: 9.5 } : {})]]));
+    const samples = new Map<Variant, Sample[]>(
+      variants.map((v) => [v, [sample(v === 'twill-host-gw' ? { udpKpps: 140, tcpLatSameCpuUs: 8, tcp1Gbps: 9.5 } : {})]]),
+    );
     expect(evaluateBackendTargets(samples).map((r) => [r.target, r.measured, r.met])).toEqual([
       ['UDP 64 B received (kpps): twill-host-gw / host-gw >= 1.30x', '1.40x', true],
       ['TCP latency, one CPU (us): twill-host-gw / host-gw <= 0.85x', '0.80x', true],
@@ -78,7 +135,9 @@ describe('bench report', () => {
   });
 
   it("holds twill's IPv6 to the fast path's kernel-VXLAN targets against flanneld's IPv6 device, and to nothing against host-gw", () => {
-    const samples = new Map<Variant, Sample[]>(variants.map((v) => [v, [sample(v === 'twill-v6' ? { udpKpps: 160, tcpLatSameCpuUs: 9 } : v === 'twill' ? { udpKpps: 1 } : {})]]));
+    const samples = new Map<Variant, Sample[]>(
+      variants.map((v) => [v, [sample(v === 'twill-v6' ? { udpKpps: 160, tcpLatSameCpuUs: 9 } : v === 'twill' ? { udpKpps: 1 } : {})]]),
+    );
     expect(evaluateIpv6Targets('veth', samples).map((r) => [r.target, r.measured, r.met])).toEqual([
       ['UDP 64 B received (kpps): twill-v6 / kernel VXLAN over IPv6 >= 1.50x', '1.60x', true],
       ['CPU per received 64 B datagram (us): twill-v6 / kernel VXLAN over IPv6 <= 0.70x', '1.00x', false],
@@ -95,8 +154,25 @@ describe('bench report', () => {
 
   it('renders every variant, the ratios, the regime and the targets', () => {
     const doc = renderReport(
-      { command: 'twill bench --reps 1', started: new Date('2026-11-23T00:00:00Z'), commit: 'abc1234', flanneldVersion: 'v0.28.10', discarded: 0, machine: 'test machine', reps: 1, seconds: 1, sections: ['## extra'] },
-      [{ mode: 'wire', nodes: 'kube-proxy', samples: world({ tcp1Gbps: 5 }), regimes: new Map(variants.map((v) => [v, { wireMax: 1514, receiverMax: 64000 }])) }],
+      {
+        command: 'twill bench --reps 1',
+        started: new Date('2026-11-23T00:00:00Z'),
+        commit: 'abc1234',
+        flanneldVersion: 'v0.28.10',
+        discarded: 0,
+        machine: 'test machine',
+        reps: 1,
+        seconds: 1,
+        sections: ['## extra'],
+      },
+      [
+        {
+          mode: 'wire',
+          nodes: 'kube-proxy',
+          samples: world({ tcp1Gbps: 5 }),
+          regimes: new Map(variants.map((v) => [v, { wireMax: 1514, receiverMax: 64000 }])),
+        },
+      ],
     );
     expect(doc).toContain('Command: `twill bench --reps 1`');
     expect(doc).toContain('## Underlay mode: wire; nodes: kube-proxy');
@@ -115,19 +191,25 @@ describe('bench report', () => {
 
   it('prints each median with the spread of its repetitions, and meets a target only when every repetition does', () => {
     // kernel VXLAN 100 kpps each time; twill 160, 170 and 140: the median is 1.6x, one repetition 1.4x.
-    const samples = new Map<Variant, Sample[]>(variants.map((v) => [v, [100, 100, 100].map((u, i) => sample({ udpKpps: v === 'twill' ? [160, 170, 140][i] : u }))]));
+    const samples = new Map<Variant, Sample[]>(
+      variants.map((v) => [v, [100, 100, 100].map((u, i) => sample({ udpKpps: v === 'twill' ? [160, 170, 140][i] : u }))]),
+    );
     const udp = evaluateTargets('veth', samples).find((t) => t.target.startsWith('UDP 64 B received (kpps): twill / kernel VXLAN'))!;
     expect(udp).toMatchObject({ measured: '1.60x (1.40-1.70)', met: false, shortBy: 'the median meets it, 1 of 3 repetitions do not' });
-    const doc = renderReport({ command: 'twill bench', started: new Date(0), commit: 'abc1234', flanneldVersion: 'v0.28.10', discarded: 2, machine: 'm', reps: 3, seconds: 1 }, [
-      { mode: 'veth', nodes: 'bare', samples, regimes: new Map(variants.map((v) => [v, { wireMax: 1, receiverMax: 1 }])) },
-    ]);
+    const doc = renderReport(
+      { command: 'twill bench', started: new Date(0), commit: 'abc1234', flanneldVersion: 'v0.28.10', discarded: 2, machine: 'm', reps: 3, seconds: 1 },
+      [{ mode: 'veth', nodes: 'bare', samples, regimes: new Map(variants.map((v) => [v, { wireMax: 1, receiverMax: 1 }])) }],
+    );
     expect(doc).toContain('| UDP 64 B received (kpps) | 160.0<br>140.0-170.0 | 100.0 |');
     expect(doc).toContain('2 samples were discarded because other programs took');
     expect(doc).toContain('Commit: abc1234.');
   });
 
   it('says that no sample was discarded when none was', () => {
-    const doc = renderReport({ command: 'twill bench', started: new Date(0), commit: 'abc1234', flanneldVersion: 'v0.28.10', discarded: 0, machine: 'm', reps: 1, seconds: 1 }, []);
+    const doc = renderReport(
+      { command: 'twill bench', started: new Date(0), commit: 'abc1234', flanneldVersion: 'v0.28.10', discarded: 0, machine: 'm', reps: 1, seconds: 1 },
+      [],
+    );
     expect(doc).toContain("No sample was discarded for other programs' CPU use.");
     expect(doc).not.toContain('were discarded');
   });
@@ -143,7 +225,9 @@ describe('bench report', () => {
 
   it('gives profile shares of all non-idle samples, the unlisted small symbols included', () => {
     // 50% idle; the listed kernel symbols 20% and 10%; the rest (20%) below perf's listing limit.
-    const report = ['    50.00%  [k] pv_native_safe_halt', '    20.00%  [k] fib_table_lookup', '    10.00%  [.] iperf3_loop', '    10.00%  [k] veth_xmit'].join('\n');
+    const report = ['    50.00%  [k] pv_native_safe_halt', '    20.00%  [k] fib_table_lookup', '    10.00%  [.] iperf3_loop', '    10.00%  [k] veth_xmit'].join(
+      '\n',
+    );
     expect(profileShares(report)).toEqual([
       { percent: 40, symbol: 'fib_table_lookup' },
       { percent: 20, symbol: 'veth_xmit' },
@@ -182,9 +266,24 @@ describe('CNI plugin cost report', () => {
 });
 
 describe('comparison with a baseline build (--baseline-objects)', () => {
-  const ctx = { command: 'twill bench --baseline-objects /tmp/b', started: new Date(0), machine: 'm', commit: 'abc', reps: 2, seconds: 1, discarded: 0, baselineObjects: '/tmp/b', baselineCommit: 'def', load: [1, 2] as [number, number], bound: 0.97 };
+  const ctx = {
+    command: 'twill bench --baseline-objects /tmp/b',
+    started: new Date(0),
+    machine: 'm',
+    commit: 'abc',
+    reps: 2,
+    seconds: 1,
+    discarded: 0,
+    baselineObjects: '/tmp/b',
+    baselineCommit: 'def',
+    load: [1, 2] as [number, number],
+    bound: 0.97,
+  };
   const pair = (twill: Partial<Sample>[], baseline: Partial<Sample>[]) =>
-    new Map<Variant, Sample[]>([['twill', twill.map(sample)], ['twill-baseline', baseline.map(sample)]]);
+    new Map<Variant, Sample[]>([
+      ['twill', twill.map(sample)],
+      ['twill-baseline', baseline.map(sample)],
+    ]);
 
   it('is met only when every repetition of UDP pps and TCP (1 and 4 streams) is at least the bound, repetition against repetition', async () => {
     const { baselineComparison } = await import('../../controller/bench/report.js');
@@ -196,12 +295,17 @@ describe('comparison with a baseline build (--baseline-objects)', () => {
     expect(one).toMatchObject({ met: false, worst: 0.96 });
     // Latency and CPU are not what is judged here.
     expect(baselineComparison(pair([{ tcpLatSameCpuUs: 100, cpuUsPerPkt: 100 }], [{}]), 'twill', 'twill-baseline', 0.97).met).toBe(true);
-    for (const broken of [pair([{}], []), pair([], []), pair([{ udpKpps: 0 }], [{ udpKpps: 0 }])]) expect(baselineComparison(broken, 'twill', 'twill-baseline', 0.97).met).toBe(false);
+    for (const broken of [pair([{}], []), pair([], []), pair([{ udpKpps: 0 }], [{ udpKpps: 0 }])])
+      expect(baselineComparison(broken, 'twill', 'twill-baseline', 0.97).met).toBe(false);
   });
 
   it('prints each repetition’s ratios, the worst, the verdict, the baseline and the load average', async () => {
     const { renderBaselineReport } = await import('../../controller/bench/report.js');
-    const doc = renderBaselineReport(ctx, [{ mode: 'wire', nodes: 'bare', samples: pair([{ udpKpps: 101 }, { tcp1Gbps: 9.5 }], [{}, {}]), regimes: new Map() }], ['twill']);
+    const doc = renderBaselineReport(
+      ctx,
+      [{ mode: 'wire', nodes: 'bare', samples: pair([{ udpKpps: 101 }, { tcp1Gbps: 9.5 }], [{}, {}]), regimes: new Map() }],
+      ['twill'],
+    );
     const wanted = [
       'Baseline: the BPF objects in /tmp/b, built at def.',
       'Load average (1 min) 1.00 before, 2.00 after.',

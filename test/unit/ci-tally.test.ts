@@ -11,12 +11,16 @@ const last = (t: Tally) => t.lines[t.lines.length - 1];
 
 describe("the CI's verdict from the test command's log", () => {
   it('sums the parts that ran to their end', () => {
-    const t = verdict('...\n380 passed, 0 failed, 2 skipped\n[twill-test] part namespace exit 0\n5 passed, 0 failed\n[twill-test] part vm exit 0\n6 passed, 0 failed\n[twill-test] part vagrant exit 0\n');
+    const t = verdict(
+      '...\n380 passed, 0 failed, 2 skipped\n[twill-test] part namespace exit 0\n5 passed, 0 failed\n[twill-test] part vm exit 0\n6 passed, 0 failed\n[twill-test] part vagrant exit 0\n',
+    );
     expect(t.lines).toEqual(['(2 skipped)', '391 passed, 0 failed']);
   });
 
   it('counts a part that crashed before its reporter printed as a failure', () => {
-    const t = verdict('380 passed, 0 failed\n[twill-test] part namespace exit 0\nqemu: killed\n[twill-test] part vm exit 137\n6 passed, 0 failed\n[twill-test] part vagrant exit 0\n');
+    const t = verdict(
+      '380 passed, 0 failed\n[twill-test] part namespace exit 0\nqemu: killed\n[twill-test] part vm exit 137\n6 passed, 0 failed\n[twill-test] part vagrant exit 0\n',
+    );
     expect(last(t)).toBe('386 passed, 1 failed');
     expect(t.problems).toEqual(['part vm ended (status 137) without reporting a tally: it crashed or was killed']);
   });

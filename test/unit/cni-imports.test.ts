@@ -26,7 +26,8 @@ function importsOf(source: string): ModuleImports {
     if (ts.isExportDeclaration(st) && st.moduleSpecifier && !st.isTypeOnly) out.static.push((st.moduleSpecifier as ts.StringLiteral).text);
   }
   const visit = (node: ts.Node): void => {
-    if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && ts.isStringLiteral(node.arguments[0])) out.dynamic.push(node.arguments[0].text);
+    if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && ts.isStringLiteral(node.arguments[0]))
+      out.dynamic.push(node.arguments[0].text);
     ts.forEachChild(node, visit);
   };
   visit(file);
@@ -72,7 +73,17 @@ describe("the CNI plugin's static import graph", () => {
   });
 
   it('loads nothing of the agent, etcd, the lab, the CLI, libbpf or the datapath', () => {
-    const heavy = ['controller/agent/', 'controller/etcd/', 'controller/lab/', 'controller/cli', 'controller/bpf/', 'controller/dataplane/', 'controller/reconcile/', 'controller/metrics/', 'controller/bench/'];
+    const heavy = [
+      'controller/agent/',
+      'controller/etcd/',
+      'controller/lab/',
+      'controller/cli',
+      'controller/bpf/',
+      'controller/dataplane/',
+      'controller/reconcile/',
+      'controller/metrics/',
+      'controller/bench/',
+    ];
     expect(graph.files.filter((f) => heavy.some((h) => f.startsWith(h)))).toEqual([]);
   });
 

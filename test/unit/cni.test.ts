@@ -25,11 +25,16 @@ describe("flannel's delegate config", () => {
   });
 
   it('refuses an incomplete subnet file, naming what is missing', () => {
-    expect(() => delegateConfig({ name: 'n', type: 'flannel' }, 'FLANNEL_NETWORK=10.244.0.0/16\n')).toThrow(/subnet file is incomplete: it has no FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ/);
-    expect(() => delegateConfig({ name: 'n', type: 'flannel' }, 'FLANNEL_IPV6_SUBNET=fc00::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n')).toThrow(/it has no FLANNEL_NETWORK or FLANNEL_IPV6_NETWORK$/);
+    expect(() => delegateConfig({ name: 'n', type: 'flannel' }, 'FLANNEL_NETWORK=10.244.0.0/16\n')).toThrow(
+      /subnet file is incomplete: it has no FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ/,
+    );
+    expect(() => delegateConfig({ name: 'n', type: 'flannel' }, 'FLANNEL_IPV6_SUBNET=fc00::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n')).toThrow(
+      /it has no FLANNEL_NETWORK or FLANNEL_IPV6_NETWORK$/,
+    );
   });
 
-  const dualEnv = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:7::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n';
+  const dualEnv =
+    'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:7::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n';
 
   it('gives host-local a range and a route per family in dual stack, IPv4 first', () => {
     const d = delegateConfig({ name: 'cbr0', type: 'flannel', ipam: { routes: [{ dst: '0.0.0.0/0' }] } }, dualEnv);
@@ -41,8 +46,15 @@ describe("flannel's delegate config", () => {
   });
 
   it('gives host-local only the IPv6 range and route in an IPv6-only network', () => {
-    const d = delegateConfig({ name: 'cbr0', type: 'flannel' }, 'FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:7::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
-    expect(d).toMatchObject({ ipMasq: false, mtu: 1450, ipam: { type: 'host-local', ranges: [[{ subnet: 'fc00:0:0:7::/64' }]], routes: [{ dst: 'fc00::/48' }] } });
+    const d = delegateConfig(
+      { name: 'cbr0', type: 'flannel' },
+      'FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:7::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
+    );
+    expect(d).toMatchObject({
+      ipMasq: false,
+      mtu: 1450,
+      ipam: { type: 'host-local', ranges: [[{ subnet: 'fc00:0:0:7::/64' }]], routes: [{ dst: 'fc00::/48' }] },
+    });
   });
 });
 
@@ -54,10 +66,18 @@ describe('CNI protocol errors', () => {
     const r = await cniMain('{nope', { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1' });
     expect(r.code).toBe(1);
     expect(JSON.parse(r.out)).toMatchObject({ code: 6, msg: expect.stringMatching(/network config is not JSON/) });
-    const missing = await cniMain('{"name":"n","type":"flannel","subnetFile":"/nonexistent/subnet.env","dataDir":"/tmp"}', { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1' });
+    const missing = await cniMain('{"name":"n","type":"flannel","subnetFile":"/nonexistent/subnet.env","dataDir":"/tmp"}', {
+      CNI_COMMAND: 'ADD',
+      CNI_CONTAINERID: 'c1',
+    });
     expect(JSON.parse(missing.out).msg).toMatch(/cannot read subnet file \/nonexistent\/subnet.env \(is the agent running\?\)/);
   });
   it('treats DEL of an unknown container as done', async () => {
-    expect(await cniMain('{"name":"n","type":"flannel","dataDir":"/tmp/twill-none","subnetFile":"/nonexistent/subnet.env"}', { CNI_COMMAND: 'DEL', CNI_CONTAINERID: 'c404' })).toEqual({ out: '', code: 0 });
+    expect(
+      await cniMain('{"name":"n","type":"flannel","dataDir":"/tmp/twill-none","subnetFile":"/nonexistent/subnet.env"}', {
+        CNI_COMMAND: 'DEL',
+        CNI_CONTAINERID: 'c404',
+      }),
+    ).toEqual({ out: '', code: 0 });
   });
 });

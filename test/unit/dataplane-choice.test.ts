@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { chooseDataplane, chooseDecapHook, formatChoiceLine, formatProbe, type Capability, type CapabilityName, type ChoiceRequest, type FeatureProbe } from '../../controller/dataplane/dataplane-choice.js';
+import {
+  chooseDataplane,
+  chooseDecapHook,
+  formatChoiceLine,
+  formatProbe,
+  type Capability,
+  type CapabilityName,
+  type ChoiceRequest,
+  type FeatureProbe,
+} from '../../controller/dataplane/dataplane-choice.js';
 
 const yes: Capability = { present: true, detail: 'probed: yes' };
 const no: Capability = { present: false, detail: 'probed: no' };
@@ -42,8 +51,14 @@ describe('chooseDataplane: what auto picks on each kernel', () => {
   });
 
   it('an explicit request is honoured: kernel always, bpf even where a helper is missing (attach then fails loudly)', () => {
-    expect(chooseDataplane(kernel('6.12.1'), { ...auto, dataplane: 'kernel' })).toMatchObject({ dataplane: 'kernel', reasons: { dataplane: expect.stringMatching(/^requested/) } });
-    expect(chooseDataplane(kernel('5.4.0', ['checkMtu']), { ...auto, dataplane: 'bpf' })).toMatchObject({ dataplane: 'bpf', reasons: { dataplane: 'requested (--dataplane bpf)' } });
+    expect(chooseDataplane(kernel('6.12.1'), { ...auto, dataplane: 'kernel' })).toMatchObject({
+      dataplane: 'kernel',
+      reasons: { dataplane: expect.stringMatching(/^requested/) },
+    });
+    expect(chooseDataplane(kernel('5.4.0', ['checkMtu']), { ...auto, dataplane: 'bpf' })).toMatchObject({
+      dataplane: 'bpf',
+      reasons: { dataplane: 'requested (--dataplane bpf)' },
+    });
   });
 
   it('an inconclusive probe is not taken for absence: tcx is tried, the helpers assumed', () => {
@@ -53,7 +68,10 @@ describe('chooseDataplane: what auto picks on each kernel', () => {
   });
 
   it('--fast-path=false wins over a kernel that could', () => {
-    expect(chooseDataplane(kernel('6.12.1'), { ...auto, fastPath: false })).toMatchObject({ fastPath: false, reasons: { fastPath: 'turned off (--fast-path=false)' } });
+    expect(chooseDataplane(kernel('6.12.1'), { ...auto, fastPath: false })).toMatchObject({
+      fastPath: false,
+      reasons: { fastPath: 'turned off (--fast-path=false)' },
+    });
   });
 });
 
@@ -89,6 +107,8 @@ describe('the probe as printed', () => {
     expect(formatChoiceLine(p, c, { attach: 'clsact', decap: 'tc', fastPath: true })).toBe(
       'kernel 6.1.0-40-amd64: bpf attach=clsact decap=tc path=fast | btf=yes tcx=no redirectPeer=yes redirectNeigh=yes checkMtu=yes conntrackKfuncs=yes ringbuf=?',
     );
-    expect(formatChoiceLine(kernel('5.10.0', ['checkMtu']), chooseDataplane(kernel('5.10.0', ['checkMtu']), auto))).toMatch(/^kernel 5\.10\.0: kernel-vxlan \| /);
+    expect(formatChoiceLine(kernel('5.10.0', ['checkMtu']), chooseDataplane(kernel('5.10.0', ['checkMtu']), auto))).toMatch(
+      /^kernel 5\.10\.0: kernel-vxlan \| /,
+    );
   });
 });

@@ -1,7 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { parseDataplaneSpec } from '../../controller/dataplane/spec.js';
 
-const good = { pinDir: '/sys/fs/bpf/twill', underlayIface: 'eth0', publicIp: '192.168.1.2', vtepMac: '0a:58:0a:f4:01:01', subnet: '10.244.1.0/24', network: '10.244.0.0/16' };
+const good = {
+  pinDir: '/sys/fs/bpf/twill',
+  underlayIface: 'eth0',
+  publicIp: '192.168.1.2',
+  vtepMac: '0a:58:0a:f4:01:01',
+  subnet: '10.244.1.0/24',
+  network: '10.244.0.0/16',
+};
 
 describe('the datapath spec', () => {
   it('takes addresses the way the rest of twill reads them', () => {

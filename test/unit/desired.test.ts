@@ -77,7 +77,7 @@ describe('DesiredState', () => {
   const macs = ['0a:58:00:00:00:01', '0A:58:00:00:00:02'];
 
   function random(seed: number) {
-    return () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+    return () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000;
   }
 
   it('matches desiredMaps after every change of a random sequence, and reports exactly the differences', () => {

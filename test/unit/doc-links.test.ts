@@ -11,7 +11,10 @@ const root = new URL('../../', import.meta.url).pathname;
 const read = (p: string) => readFileSync(path.join(root, p), 'utf8');
 const docs = [
   'README.md',
-  ...readdirSync(path.join(root, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`),
+  ...readdirSync(path.join(root, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .sort()
+    .map((f) => `docs/${f}`),
   'deploy/README.md',
   'vm-tests/README.md',
 ];
@@ -24,7 +27,11 @@ export function anchors(text: string): Set<string> {
   const seen = new Map<string, number>();
   const out = new Set<string>();
   for (const m of text.replace(/^```[\s\S]*?^```/gm, '').matchAll(/^#{1,6} +(.+?) *#* *$/gm)) {
-    const base = m[1].trim().toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/ /g, '-');
+    const base = m[1]
+      .trim()
+      .toLowerCase()
+      .replace(/[^\p{L}\p{N}\s_-]/gu, '')
+      .replace(/ /g, '-');
     const n = seen.get(base) ?? 0;
     seen.set(base, n + 1);
     out.add(n === 0 ? base : `${base}-${n}`);
@@ -71,7 +78,9 @@ describe('relative links in the documents', () => {
     const text = [
       '[ok](a.md) [ok](a.md#a-title-x) [ok](a.md#same-1) [ok](../README.md) [self](#here)',
       '[gone](b.md) [bad](a.md#nope) `[code](nowhere.md)` [web](https://example.com/x.md)',
-      '```', '[fenced](nowhere.md)', '```',
+      '```',
+      '[fenced](nowhere.md)',
+      '```',
       '## Here',
     ].join('\n');
     const got = brokenLinks('docs/c.md', text, (p) => (p === 'docs/c.md' ? text : files[p]));

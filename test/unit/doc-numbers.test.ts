@@ -30,8 +30,8 @@ export const ALLOW = [
   { phrase: 'every 20 ms', reason: "the tests' ping interval" },
   { phrase: 'every 100 ms', reason: "the agent's event-loop sampling interval (controller/metrics)" },
   { phrase: 'default 10 ms', reason: "prom-client's default sampling interval, which twill does not use" },
-  { phrase: 'within 5 s', reason: "MONITOR_CHECK_MS in controller/agent/agent.ts" },
-  { phrase: '5 s apart', reason: "RestartSec=5 in deploy/systemd/twill.service" },
+  { phrase: 'within 5 s', reason: 'MONITOR_CHECK_MS in controller/agent/agent.ts' },
+  { phrase: '5 s apart', reason: 'RestartSec=5 in deploy/systemd/twill.service' },
   { phrase: '(256 KB)', reason: "twill_events' size in bpf/include/twill_maps.h" },
   { phrase: 'stopped for 60 s', reason: "the fault test's outage, a parameter" },
   { phrase: '768 MB each', reason: "the QEMU guests' memory (vm-tests/qemu.ts)" },
@@ -39,7 +39,12 @@ export const ALLOW = [
 
 /** docs/*.md: the design, moved out of README.md, under the same rule. */
 const docsFiles = (): string[] =>
-  existsSync(new URL('docs/', root)) ? readdirSync(new URL('docs/', root)).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`) : [];
+  existsSync(new URL('docs/', root))
+    ? readdirSync(new URL('docs/', root))
+        .filter((f) => f.endsWith('.md'))
+        .sort()
+        .map((f) => `docs/${f}`)
+    : [];
 
 describe('the documents quote measurements only from generated blocks', () => {
   const docs = [
@@ -60,7 +65,10 @@ describe('the documents quote measurements only from generated blocks', () => {
   });
 
   it('allows every phrase of the allowlist somewhere (an entry no document needs is removed)', () => {
-    const all = docs.map((d) => d.text).join('\n').replace(/\s+/g, ' ');
+    const all = docs
+      .map((d) => d.text)
+      .join('\n')
+      .replace(/\s+/g, ' ');
     expect(ALLOW.filter((a) => !all.includes(a.phrase)).map((a) => a.phrase)).toEqual([]);
   });
 });
@@ -91,20 +99,31 @@ describe('negative controls: the check reports each defect', () => {
 
   it('a citation of a block no document has, and a block closed under another id', () => {
     const text = '<!-- generated: a by `x` at 15aa35c -->\n1 s\n<!-- /generated: b -->\n<!-- from: c -->2 s<!-- /from -->';
-    expect(check([{ name: 'd.md', text }])).toEqual([expect.stringMatching(/generated block\(s\) not well formed|closed as b/), expect.stringMatching(/cites block c, which no document has/)]);
+    expect(check([{ name: 'd.md', text }])).toEqual([
+      expect.stringMatching(/generated block\(s\) not well formed|closed as b/),
+      expect.stringMatching(/cites block c, which no document has/),
+    ]);
   });
 });
 
 describe('writing a block', () => {
   const doc = 'a\n<!-- generated: x by `old` at 15aa35c -->\nold 1 s\n<!-- /generated: x -->\nb\n';
   it('replaces its contents and header, and nothing else', () => {
-    expect(writeBlock(doc, 'x', { command: 'node m.mjs', commit: 'abcdef1', body: 'new 2 s' })).toBe('a\n<!-- generated: x by `node m.mjs` at abcdef1 -->\nnew 2 s\n<!-- /generated: x -->\nb\n');
+    expect(writeBlock(doc, 'x', { command: 'node m.mjs', commit: 'abcdef1', body: 'new 2 s' })).toBe(
+      'a\n<!-- generated: x by `node m.mjs` at abcdef1 -->\nnew 2 s\n<!-- /generated: x -->\nb\n',
+    );
   });
   it('refuses a document without the block', () => {
     expect(() => writeBlock(doc, 'y', { command: 'c', commit: 'abcdef1', body: '' })).toThrow(/no block "y"/);
   });
   it('finds measurements by unit and ratio, not hex or versions', () => {
-    expect(measurements('0x4000, v0.28.10, 6.12, 1.52x, 3 kpps, 24.3 Gbit/s, 17%, 5 minutes').map((m: { text: string }) => m.text)).toEqual(['1.52x', '3 kpps', '24.3 Gbit/s', '17%', '5 minutes']);
+    expect(measurements('0x4000, v0.28.10, 6.12, 1.52x, 3 kpps, 24.3 Gbit/s, 17%, 5 minutes').map((m: { text: string }) => m.text)).toEqual([
+      '1.52x',
+      '3 kpps',
+      '24.3 Gbit/s',
+      '17%',
+      '5 minutes',
+    ]);
   });
 });
 
@@ -118,7 +137,7 @@ describe("the VM tier's block", () => {
     '10 passed, 0 failed',
     '[vm-tests] VM tier took 512 s',
   ].join('\n');
-  it('is the kernel table, one row per printed matrix line, and the run\'s tally and time', () => {
+  it("is the kernel table, one row per printed matrix line, and the run's tally and time", () => {
     const block = vmReport(run) as string;
     expect(block).toContain('| 6.12 | VM tier | `kernel 6.12.95+deb12-amd64: bpf attach=tcx decap=xdp path=fast \\| btf=yes tcx=yes xdpNative=yes` |');
     expect(block).toContain('| 6.1 | VM tier | `kernel 6.1.0-50-amd64: bpf attach=clsact');

@@ -15,7 +15,7 @@ const bridgeResult = {
 };
 const ctx = { containerId: 'c1', ifname: 'eth0', netns: '/run/netns/p1', bridge: 'cni0', now: new Date('2026-11-30T00:00:00Z') };
 
-describe('the CNI plugin\'s endpoint record', () => {
+describe("the CNI plugin's endpoint record", () => {
   it('takes the pod address and MAC, the host veth and the bridge from the delegate result', () => {
     expect(recordFromCniResult(bridgeResult, ctx)).toEqual({
       containerId: 'c1',
@@ -44,7 +44,10 @@ describe('the CNI plugin\'s endpoint record', () => {
     ['no address', { ...bridgeResult, ips: [] }],
     ['an address on no interface', { ...bridgeResult, ips: [{ address: '10.244.1.2/24' }] }],
     ['no bridge (another delegate)', { ...bridgeResult, interfaces: bridgeResult.interfaces.filter((i) => i.name !== 'cni0') }],
-    ['the pod interface has no MAC', { ...bridgeResult, interfaces: [bridgeResult.interfaces[0], bridgeResult.interfaces[1], { name: 'eth0', sandbox: '/run/netns/p1' }] }],
+    [
+      'the pod interface has no MAC',
+      { ...bridgeResult, interfaces: [bridgeResult.interfaces[0], bridgeResult.interfaces[1], { name: 'eth0', sandbox: '/run/netns/p1' }] },
+    ],
     ['not a result at all', 'garbage'],
   ])('gives no record for %s: the pod stays on the stack path', (_what, result) => {
     expect(recordFromCniResult(result, ctx)).toBeUndefined();
@@ -63,11 +66,14 @@ describe('which pods the fast path serves', () => {
   });
   const port = (ifname: string, ifindex: number): BridgePort => ({ bridge: 'cni0', ifname, ifindex, mtu: 1450 });
   const bridgeMacs = new Map([['cni0', 'f6:09:28:3b:cd:e9']]);
-  const plan = (records: EndpointRecord[], ports: BridgePort[], discovered = []) => planEndpoints({ subnet: '10.244.1.0/24', encapMtu: 1450, records, ports, bridgeMacs, discovered });
+  const plan = (records: EndpointRecord[], ports: BridgePort[], discovered = []) =>
+    planEndpoints({ subnet: '10.244.1.0/24', encapMtu: 1450, records, ports, bridgeMacs, discovered });
 
   it('an entry per recorded pod whose veth is a bridge port, with the bridge as gateway', () => {
     const p = plan([rec('10.244.1.2', 'vethA')], [port('vethA', 5)]);
-    expect([...p.endpoints]).toEqual([['10.244.1.2', { ifindex: 5, mac: '0a:00:00:00:00:01', gateway_mac: 'f6:09:28:3b:cd:e9', mtu: 1450, encap_mtu: 1450, flags: 0 }]]);
+    expect([...p.endpoints]).toEqual([
+      ['10.244.1.2', { ifindex: 5, mac: '0a:00:00:00:00:01', gateway_mac: 'f6:09:28:3b:cd:e9', mtu: 1450, encap_mtu: 1450, flags: 0 }],
+    ]);
     expect(p.veths).toEqual([{ ifname: 'vethA', ifindex: 5 }]);
     expect(p.problems).toEqual([]);
   });
@@ -85,7 +91,10 @@ describe('which pods the fast path serves', () => {
   });
 
   it('two live veths claiming one address: the newest record wins, and it is reported', () => {
-    const p = plan([rec('10.244.1.2', 'vethA', '2026-11-30T00:00:00Z'), rec('10.244.1.2', 'vethB', '2026-11-30T00:05:00Z')], [port('vethA', 5), port('vethB', 6)]);
+    const p = plan(
+      [rec('10.244.1.2', 'vethA', '2026-11-30T00:00:00Z'), rec('10.244.1.2', 'vethB', '2026-11-30T00:05:00Z')],
+      [port('vethA', 5), port('vethB', 6)],
+    );
     expect(p.endpoints.get('10.244.1.2')?.ifindex).toBe(6);
     expect(p.problems).toEqual([expect.stringMatching(/10\.244\.1\.2 is claimed by container vethB on vethB and container vethA on vethA: using vethB/)]);
   });
@@ -97,10 +106,26 @@ describe('which pods the fast path serves', () => {
   });
 
   it('an IPv6-only pod is planned into the IPv6 endpoints by its IPv6 address, and nothing IPv4', () => {
-    const p = planEndpoints({ subnet: '0.0.0.0/0', encapMtu: 1450, subnet6: 'fd00:0:0:1::/64', encapMtu6: 1430, records: [{ ...rec('10.244.1.2', 'vethA'), ip: undefined, ip6: 'fd00:0:0:1::2' }], ports: [port('vethA', 5)], bridgeMacs });
+    const p = planEndpoints({
+      subnet: '0.0.0.0/0',
+      encapMtu: 1450,
+      subnet6: 'fd00:0:0:1::/64',
+      encapMtu6: 1430,
+      records: [{ ...rec('10.244.1.2', 'vethA'), ip: undefined, ip6: 'fd00:0:0:1::2' }],
+      ports: [port('vethA', 5)],
+      bridgeMacs,
+    });
     expect(p.endpoints.size).toBe(0);
     expect([...p.endpoints6]).toEqual([['fd00:0:0:1::2', expect.objectContaining({ ifindex: 5, encap_mtu: 1430 })]]);
-    const outside = planEndpoints({ subnet: '0.0.0.0/0', encapMtu: 1450, subnet6: 'fd00:0:0:1::/64', encapMtu6: 1430, records: [{ ...rec('10.244.1.2', 'vethA'), ip: undefined, ip6: 'fd00:0:0:9::2' }], ports: [port('vethA', 5)], bridgeMacs });
+    const outside = planEndpoints({
+      subnet: '0.0.0.0/0',
+      encapMtu: 1450,
+      subnet6: 'fd00:0:0:1::/64',
+      encapMtu6: 1430,
+      records: [{ ...rec('10.244.1.2', 'vethA'), ip: undefined, ip6: 'fd00:0:0:9::2' }],
+      ports: [port('vethA', 5)],
+      bridgeMacs,
+    });
     expect(outside.endpoints6.size).toBe(0);
     expect(outside.problems[0]).toMatch(/outside this node's IPv6 subnet/);
   });

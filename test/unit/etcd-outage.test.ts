@@ -6,11 +6,16 @@ const endpoints = ['http://10.0.0.1:2379', 'http://10.0.0.2:2379'];
 const breaker = new Error('Execution prevented because the circuit breaker is open');
 const refused = new Error('14 UNAVAILABLE: No connection established. Last error: connect ECONNREFUSED 10.0.0.1:2379');
 const t0 = Date.parse('2026-11-30T16:00:00Z');
-const still = (forS: number) => ({ level: 'warn', msg: 'etcd still unreachable', fields: { endpoints: endpoints.join(','), since: '2026-11-30T16:00:00.000Z', forS, cause: refused.message } });
+const still = (forS: number) => ({
+  level: 'warn',
+  msg: 'etcd still unreachable',
+  fields: { endpoints: endpoints.join(','), since: '2026-11-30T16:00:00.000Z', forS, cause: refused.message },
+});
 
 describe('an unreachable etcd, told once', () => {
   it('tells connection failures from answers', () => {
-    for (const e of [breaker, refused, new GRPCUnavailableError('x'), new Error('etcd lease keepalive: no answer within 5000 ms')]) expect(isUnreachable(e), e.message).toBe(true);
+    for (const e of [breaker, refused, new GRPCUnavailableError('x'), new Error('etcd lease keepalive: no answer within 5000 ms')])
+      expect(isUnreachable(e), e.message).toBe(true);
     for (const e of [new Error('etcdserver: requested lease not found'), new Error('permission denied'), 'a string']) expect(isUnreachable(e)).toBe(false);
   });
 
@@ -29,6 +34,9 @@ describe('an unreachable etcd, told once', () => {
     expect(o.succeeded(t0)).toBeUndefined();
     o.failed(refused, t0);
     o.succeeded(t0 + 5000);
-    expect(o.failed(breaker, t0 + 6000)).toMatchObject({ msg: 'etcd unreachable', fields: { since: '2026-11-30T16:00:06.000Z', forS: 0, cause: breaker.message } });
+    expect(o.failed(breaker, t0 + 6000)).toMatchObject({
+      msg: 'etcd unreachable',
+      fields: { since: '2026-11-30T16:00:06.000Z', forS: 0, cause: breaker.message },
+    });
   });
 });

@@ -44,7 +44,10 @@ describe('flanneld flags', () => {
   });
 
   it('takes IPv6 addresses for --public-ipv6 and --iface-can-reach', () => {
-    expect(parseAgentFlags(['--public-ipv6', 'fd00::1', '--iface-can-reach=2001:db8::1'])).toMatchObject({ publicIpv6: 'fd00::1', ifaceCanReach: '2001:db8::1' });
+    expect(parseAgentFlags(['--public-ipv6', 'fd00::1', '--iface-can-reach=2001:db8::1'])).toMatchObject({
+      publicIpv6: 'fd00::1',
+      ifaceCanReach: '2001:db8::1',
+    });
   });
 
   it('reads FLANNELD_* variables, and a flag beats its variable', () => {
@@ -77,15 +80,26 @@ describe('flanneld flags', () => {
 
   it("has flanneld's iptables defaults and takes them off as flanneld does", () => {
     expect(parseAgentFlags([])).toMatchObject({ ipMasqFullyRandomDisable: false, iptablesResync: 5, iptablesForwardRules: true });
-    expect(parseAgentFlags(['--iptables-forward-rules=false', '--iptables-resync', '30', '--ip-masq-fully-random-disable'])).toMatchObject({ ipMasqFullyRandomDisable: true, iptablesResync: 30, iptablesForwardRules: false });
+    expect(parseAgentFlags(['--iptables-forward-rules=false', '--iptables-resync', '30', '--ip-masq-fully-random-disable'])).toMatchObject({
+      ipMasqFullyRandomDisable: true,
+      iptablesResync: 30,
+      iptablesForwardRules: false,
+    });
   });
 
   it('names the variable when the bad value came from the environment', () => {
-    expect(() => parseAgentFlags([], { FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '5000' })).toThrow(/FLANNELD_SUBNET_LEASE_RENEW_MARGIN 5000: must be between 1 and 1439/);
+    expect(() => parseAgentFlags([], { FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '5000' })).toThrow(
+      /FLANNELD_SUBNET_LEASE_RENEW_MARGIN 5000: must be between 1 and 1439/,
+    );
   });
 
   it("accepts klog's flags as flanneld units and manifests spell them", () => {
-    expect(parseAgentFlags(['-logtostderr', '-alsologtostderr', '-vmodule=main=2,subnet=3', '-v=3'])).toMatchObject({ logtostderr: true, alsologtostderr: true, vmodule: 'main=2,subnet=3', v: 3 });
+    expect(parseAgentFlags(['-logtostderr', '-alsologtostderr', '-vmodule=main=2,subnet=3', '-v=3'])).toMatchObject({
+      logtostderr: true,
+      alsologtostderr: true,
+      vmodule: 'main=2,subnet=3',
+      v: 3,
+    });
     expect(parseAgentFlags(['--v', '2', '--iface', 'eth1'])).toMatchObject({ v: 2, iface: ['eth1'] });
     expect(parseAgentFlags(['-v', '--iface', 'eth1'])).toMatchObject({ v: 1, iface: ['eth1'] });
     expect(parseAgentFlags(['-v']).v).toBe(1);

@@ -1,5 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { cidr6Contains, cidr6Overlaps, cidr6Size, formatCidr6, formatIpv6, hostAddress6, maskOf6, nthSubnet6, parseCidr6, parseIpv6, sameCidr6 } from '../../controller/net/ipv6.js';
+import {
+  cidr6Contains,
+  cidr6Overlaps,
+  cidr6Size,
+  formatCidr6,
+  formatIpv6,
+  hostAddress6,
+  maskOf6,
+  nthSubnet6,
+  parseCidr6,
+  parseIpv6,
+  sameCidr6,
+} from '../../controller/net/ipv6.js';
 
 const round = (s: string) => formatIpv6(parseIpv6(s)!);
 
@@ -22,7 +34,21 @@ describe('parseIpv6 / formatIpv6', () => {
   });
 
   it('refuses what Go refuses', () => {
-    for (const bad of ['', '10.0.0.1', '1:2:3:4:5:6:7', '1:2:3:4:5:6:7:8:9', '1::2::3', '1:2:3:4::5:6:7:8', '12345::', 'g::', ':1::', '1:2:3:4:5:6:7:', 'fe80::1%eth0', '::10.0.0.256', '::1.2.3.4:5'])
+    for (const bad of [
+      '',
+      '10.0.0.1',
+      '1:2:3:4:5:6:7',
+      '1:2:3:4:5:6:7:8:9',
+      '1::2::3',
+      '1:2:3:4::5:6:7:8',
+      '12345::',
+      'g::',
+      ':1::',
+      '1:2:3:4:5:6:7:',
+      'fe80::1%eth0',
+      '::10.0.0.256',
+      '::1.2.3.4:5',
+    ])
       expect(parseIpv6(bad), bad).toBeUndefined();
     expect(parseIpv6('1:2:3:4:5:6:7::')).toBe(0x00010002000300040005000600070000n);
   });

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { apiserverArgs, controllerManagerArgs, controllerManagerPort, firstServiceIp, httpsUrl, kubeconfig, logTail, type KubeControlPlaneOptions } from '../../controller/lab/kube-control-plane.js';
+import {
+  apiserverArgs,
+  controllerManagerArgs,
+  controllerManagerPort,
+  firstServiceIp,
+  httpsUrl,
+  kubeconfig,
+  logTail,
+  type KubeControlPlaneOptions,
+} from '../../controller/lab/kube-control-plane.js';
 
 const single: KubeControlPlaneOptions = {
   stateDir: '/s',
@@ -28,7 +37,10 @@ describe('the Kubernetes control plane arguments', () => {
       'service-account-key-file': '/s/service-account.pub',
       'service-account-signing-key-file': '/s/service-account.key',
     });
-    expect(flags(apiserverArgs({ ...dual, etcdPrefix: '/other' }))).toMatchObject({ 'service-cluster-ip-range': '10.96.0.0/12,fd00:10:96::/112', 'etcd-prefix': '/other' });
+    expect(flags(apiserverArgs({ ...dual, etcdPrefix: '/other' }))).toMatchObject({
+      'service-cluster-ip-range': '10.96.0.0/12,fd00:10:96::/112',
+      'etcd-prefix': '/other',
+    });
   });
 
   it('publishes no endpoint for the `kubernetes` Service on loopback, which Kubernetes refuses there', () => {
@@ -39,17 +51,30 @@ describe('the Kubernetes control plane arguments', () => {
 
   it('has the controller manager allocate node CIDRs with the node IPAM controller, one mask for a single stack', () => {
     const a = flags(controllerManagerArgs(single));
-    expect(a).toMatchObject({ 'allocate-node-cidrs': true, 'cluster-cidr': '10.244.0.0/16', 'node-cidr-mask-size': '24', controllers: 'node-ipam-controller', 'secure-port': '16444' });
+    expect(a).toMatchObject({
+      'allocate-node-cidrs': true,
+      'cluster-cidr': '10.244.0.0/16',
+      'node-cidr-mask-size': '24',
+      controllers: 'node-ipam-controller',
+      'secure-port': '16444',
+    });
     expect(a['node-cidr-mask-size-ipv4']).toBeUndefined();
     expect(controllerManagerPort(single)).toBe(16444);
   });
 
   it('gives a dual-stack cluster both CIDRs and a mask per family (Kubernetes refuses the single mask there)', () => {
     const a = flags(controllerManagerArgs(dual));
-    expect(a).toMatchObject({ 'cluster-cidr': '10.244.0.0/16,fd00:10:244::/56', 'node-cidr-mask-size-ipv4': '24', 'node-cidr-mask-size-ipv6': '64', 'service-cluster-ip-range': '10.96.0.0/12,fd00:10:96::/112' });
+    expect(a).toMatchObject({
+      'cluster-cidr': '10.244.0.0/16,fd00:10:244::/56',
+      'node-cidr-mask-size-ipv4': '24',
+      'node-cidr-mask-size-ipv6': '64',
+      'service-cluster-ip-range': '10.96.0.0/12,fd00:10:96::/112',
+    });
     expect(a['node-cidr-mask-size']).toBeUndefined();
     expect(flags(controllerManagerArgs({ ...dual, nodeCidrMaskSize6: undefined }))['node-cidr-mask-size-ipv6']).toBe('64');
-    expect(flags(controllerManagerArgs({ ...dual, controllers: ['node-ipam-controller', 'serviceaccount-controller'] })).controllers).toBe('node-ipam-controller,serviceaccount-controller');
+    expect(flags(controllerManagerArgs({ ...dual, controllers: ['node-ipam-controller', 'serviceaccount-controller'] })).controllers).toBe(
+      'node-ipam-controller,serviceaccount-controller',
+    );
   });
 
   it('names the first address of each service range (the `kubernetes` Service) and brackets IPv6 in URLs', () => {

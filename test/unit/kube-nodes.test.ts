@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { AnnotationPrefixError, kubeAnnotations, nodeCidrs, nodeToLease, ownNodeAnnotations, storedVtepMacs, type NodeView } from '../../controller/subnet/kube-nodes.js';
+import {
+  AnnotationPrefixError,
+  kubeAnnotations,
+  nodeCidrs,
+  nodeToLease,
+  ownNodeAnnotations,
+  storedVtepMacs,
+  type NodeView,
+} from '../../controller/subnet/kube-nodes.js';
 
 const names = kubeAnnotations('flannel.alpha.coreos.com');
 const P = 'flannel.alpha.coreos.com/';
@@ -41,7 +49,10 @@ describe("flannel's annotation names", () => {
 describe('a Node as a lease', () => {
   it('carries its pod CIDRs by family, its PublicIPs and both VtepMACs', () => {
     const r = nodeToLease(flannelNode(), names, both);
-    expect(r).toMatchObject({ ok: true, lease: { publicIp: '192.168.1.2', publicIpv6: 'fd01::2', backendType: 'vxlan', vni: 1, vtepMac: '0a:00:00:00:00:02', vtepMac6: '0a:00:00:00:06:02' } });
+    expect(r).toMatchObject({
+      ok: true,
+      lease: { publicIp: '192.168.1.2', publicIpv6: 'fd01::2', backendType: 'vxlan', vni: 1, vtepMac: '0a:00:00:00:00:02', vtepMac6: '0a:00:00:00:06:02' },
+    });
   });
 
   it('is not a peer until its agent marked it, and a podCIDR of neither family or three CIDRs are refused', () => {
@@ -55,12 +66,22 @@ describe('a Node as a lease', () => {
     expect(bad).toMatchObject({ ok: false });
     expect((bad as { reason: string }).reason).toMatch(/^node n2: .*VtepMAC/);
     expect(nodeToLease(flannelNode({}, { [`${P}public-ip`]: '300.1.1.1' }), names, v4)).toMatchObject({ ok: false });
-    expect(nodeToLease(flannelNode({ podCIDR: undefined, podCIDRs: ['fd00:0:0:2::/64'] }), names, v4)).toEqual({ ok: false, reason: 'node n2: no IPv4 pod CIDR' });
+    expect(nodeToLease(flannelNode({ podCIDR: undefined, podCIDRs: ['fd00:0:0:2::/64'] }), names, v4)).toEqual({
+      ok: false,
+      reason: 'node n2: no IPv4 pod CIDR',
+    });
   });
 });
 
 describe('our own Node', () => {
-  const attrs = { backendType: 'vxlan' as const, publicIp: '192.168.1.2', publicIpv6: 'fd01::2', vni: 1, vtepMac: '0a:00:00:00:00:02', vtepMac6: '0a:00:00:00:06:02' };
+  const attrs = {
+    backendType: 'vxlan' as const,
+    publicIp: '192.168.1.2',
+    publicIpv6: 'fd01::2',
+    vni: 1,
+    vtepMac: '0a:00:00:00:00:02',
+    vtepMac6: '0a:00:00:00:06:02',
+  };
 
   it("gets flannel's annotations, then none again once they are right", () => {
     const want = ownNodeAnnotations({}, attrs, names)!;
@@ -74,7 +95,10 @@ describe('our own Node', () => {
     });
     expect(ownNodeAnnotations(want, attrs, names)).toBeUndefined();
     // What it wrote reads back as the same lease a peer sees.
-    expect(nodeToLease({ name: 'n2', podCIDRs: ['10.244.2.0/24', 'fd00:0:0:2::/64'], annotations: want }, names, both)).toMatchObject({ ok: true, lease: { vtepMac: attrs.vtepMac, vtepMac6: attrs.vtepMac6 } });
+    expect(nodeToLease({ name: 'n2', podCIDRs: ['10.244.2.0/24', 'fd00:0:0:2::/64'], annotations: want }, names, both)).toMatchObject({
+      ok: true,
+      lease: { vtepMac: attrs.vtepMac, vtepMac6: attrs.vtepMac6 },
+    });
   });
 
   it("publishes an operator's public-ip-overwrite in place of the address found", () => {

@@ -56,7 +56,9 @@ describe('layers of this repository', () => {
   });
 
   it('outside controller/bpf, the binding is imported through libbpf.ts only', () => {
-    const internal = importsAcross(graph, 'controller', 'controller/bpf').filter((e) => !e.startsWith('controller/bpf/') && !e.endsWith(' -> controller/bpf/libbpf.ts'));
+    const internal = importsAcross(graph, 'controller', 'controller/bpf').filter(
+      (e) => !e.startsWith('controller/bpf/') && !e.endsWith(' -> controller/bpf/libbpf.ts'),
+    );
     expect(internal).toEqual([]);
   });
 });

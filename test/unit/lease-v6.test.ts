@@ -23,7 +23,14 @@ describe('IPv6 lease keys (flannel MakeSubnetKey/ParseSubnetKey)', () => {
     expect(parseSubnetKeyParts('10.244.1.0-24')).toEqual({ subnet: parseCidr('10.244.1.0/24') });
   });
 
-  it.each(['10.244.1.0-24&', '10.244.1.0-24&fc00::1-64', '10.244.1.0-24&FC00::-64', '10.244.1.0-24&fc00::-129', '10.244.1.0-24&zz::-64', '10.244.1.0-24&fc00::'])('refuses %s', (key) => {
+  it.each([
+    '10.244.1.0-24&',
+    '10.244.1.0-24&fc00::1-64',
+    '10.244.1.0-24&FC00::-64',
+    '10.244.1.0-24&fc00::-129',
+    '10.244.1.0-24&zz::-64',
+    '10.244.1.0-24&fc00::',
+  ])('refuses %s', (key) => {
     expect(parseSubnetKeyParts(key)).toBeUndefined();
   });
 });
@@ -31,7 +38,9 @@ describe('IPv6 lease keys (flannel MakeSubnetKey/ParseSubnetKey)', () => {
 describe('IPv6 lease values (flannel LeaseAttrs)', () => {
   it('writes a dual-stack vxlan record byte for byte as flanneld', () => {
     const v = encodeLeaseValue({ backendType: 'vxlan', publicIp: '192.168.64.3', publicIpv6: 'fd00::3', vni: 1, vtepMac: mac, vtepMac6: mac6 });
-    expect(v).toBe(`{"PublicIP":"192.168.64.3","PublicIPv6":"fd00::3","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"},"BackendV6Data":{"VNI":1,"VtepMAC":"${mac6}"}}`);
+    expect(v).toBe(
+      `{"PublicIP":"192.168.64.3","PublicIPv6":"fd00::3","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"},"BackendV6Data":{"VNI":1,"VtepMAC":"${mac6}"}}`,
+    );
   });
 
   it('writes an IPv6-only vxlan record as flanneld: PublicIP 0.0.0.0, no BackendData', () => {
@@ -40,21 +49,40 @@ describe('IPv6 lease values (flannel LeaseAttrs)', () => {
   });
 
   it('writes PublicIPv6 and VtepMACs as Go prints them', () => {
-    expect(encodeLeaseValue({ backendType: 'vxlan', publicIp: '10.0.0.1', publicIpv6: 'FD00:0:0::0003', vni: 1, vtepMac: '02:AA:00:00:00:01', vtepMac6: '02:BB:00:00:00:01' })).toBe(
+    expect(
+      encodeLeaseValue({
+        backendType: 'vxlan',
+        publicIp: '10.0.0.1',
+        publicIpv6: 'FD00:0:0::0003',
+        vni: 1,
+        vtepMac: '02:AA:00:00:00:01',
+        vtepMac6: '02:BB:00:00:00:01',
+      }),
+    ).toBe(
       '{"PublicIP":"10.0.0.1","PublicIPv6":"fd00::3","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:aa:00:00:00:01"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:bb:00:00:00:01"}}',
     );
   });
 
   it('writes host-gw records with PublicIPv6 and no backend data', () => {
-    expect(encodeLeaseValue({ backendType: 'host-gw', publicIp: '10.0.0.1', publicIpv6: 'fd00::1' })).toBe('{"PublicIP":"10.0.0.1","PublicIPv6":"fd00::1","BackendType":"host-gw"}');
-    expect(encodeLeaseValue({ backendType: 'host-gw', publicIp: '0.0.0.0', publicIpv6: 'fd00::1' })).toBe('{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::1","BackendType":"host-gw"}');
+    expect(encodeLeaseValue({ backendType: 'host-gw', publicIp: '10.0.0.1', publicIpv6: 'fd00::1' })).toBe(
+      '{"PublicIP":"10.0.0.1","PublicIPv6":"fd00::1","BackendType":"host-gw"}',
+    );
+    expect(encodeLeaseValue({ backendType: 'host-gw', publicIp: '0.0.0.0', publicIpv6: 'fd00::1' })).toBe(
+      '{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::1","BackendType":"host-gw"}',
+    );
   });
 
   it('round-trips dual-stack and IPv6-only records', () => {
-    const dual = parseLeaseKV(`${P}10.244.1.0-24&fc00:0:0:1::-64`, encodeLeaseValue({ backendType: 'vxlan', publicIp: '10.0.0.1', publicIpv6: 'FD00:0::1', vni: 1, vtepMac: mac, vtepMac6: '02:00:00:00:00:AB' }));
+    const dual = parseLeaseKV(
+      `${P}10.244.1.0-24&fc00:0:0:1::-64`,
+      encodeLeaseValue({ backendType: 'vxlan', publicIp: '10.0.0.1', publicIpv6: 'FD00:0::1', vni: 1, vtepMac: mac, vtepMac6: '02:00:00:00:00:AB' }),
+    );
     expect(dual.ok && dual.lease).toMatchObject({ publicIp: '10.0.0.1', publicIpv6: 'fd00::1', vtepMac: mac, vtepMac6: '02:00:00:00:00:ab', vni: 1 });
     expect(dual.ok && formatCidr6(dual.lease.subnet6!)).toBe('fc00:0:0:1::/64');
-    const only = parseLeaseKV(`${P}0.0.0.0-0&fc00:0:0:2::-64`, `{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::2","BackendType":"vxlan","BackendV6Data":{"VNI":7,"VtepMAC":"${mac6}"}}`);
+    const only = parseLeaseKV(
+      `${P}0.0.0.0-0&fc00:0:0:2::-64`,
+      `{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::2","BackendType":"vxlan","BackendV6Data":{"VNI":7,"VtepMAC":"${mac6}"}}`,
+    );
     expect(only.ok && only.lease).toMatchObject({ subnet: NO_SUBNET, publicIp: '0.0.0.0', publicIpv6: 'fd00::2', vtepMac6: mac6, vni: 7 });
     expect(only.ok && only.lease.vtepMac).toBeUndefined();
   });
@@ -63,8 +91,16 @@ describe('IPv6 lease values (flannel LeaseAttrs)', () => {
     [`${P}10.244.1.0-24&fc00::-64`, '{"PublicIP":"10.0.0.1","PublicIPv6":"10.0.0.1","BackendType":"host-gw"}', /PublicIPv6 "10.0.0.1" is not an IPv6 address/],
     [`${P}10.244.1.0-24&fc00::-64`, '{"PublicIP":"10.0.0.1","PublicIPv6":6,"BackendType":"host-gw"}', /PublicIPv6 must be a string or null/],
     [`${P}0.0.0.0-0&fc00::-64`, '{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::1","BackendType":"vxlan"}', /BackendV6Data missing in an IPv6-only lease/],
-    [`${P}10.244.1.0-24&fc00::-64`, `{"PublicIP":"10.0.0.1","PublicIPv6":"fd00::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"},"BackendV6Data":{"VNI":1,"VtepMAC":"zz"}}`, /BackendV6Data.VtepMAC "zz" is not a MAC address/],
-    [`${P}10.244.1.0-24&fc00::-64`, `{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"},"BackendV6Data":7}`, /BackendV6Data must be an object/],
+    [
+      `${P}10.244.1.0-24&fc00::-64`,
+      `{"PublicIP":"10.0.0.1","PublicIPv6":"fd00::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"},"BackendV6Data":{"VNI":1,"VtepMAC":"zz"}}`,
+      /BackendV6Data.VtepMAC "zz" is not a MAC address/,
+    ],
+    [
+      `${P}10.244.1.0-24&fc00::-64`,
+      `{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"},"BackendV6Data":7}`,
+      /BackendV6Data must be an object/,
+    ],
     [`${P}10.244.1.0-24`, '{"PublicIP":"10.0.0.1","BackendType":"vxlan"}', /BackendData missing/],
   ])('reports %s = %s as unusable', (key, value, reason) => {
     const r = parseLeaseKV(key, value);
@@ -73,7 +109,18 @@ describe('IPv6 lease values (flannel LeaseAttrs)', () => {
 });
 
 describe('lease identity in memory', () => {
-  const v6only = (s6: string, publicIpv6: string): Lease => ({ subnet: NO_SUBNET, subnet6: parseCidr6(s6)!, publicIp: '0.0.0.0', publicIpv6, backendType: 'vxlan', vni: 1, vtepMac6: mac6, etcdLease: '1', modRevision: '1', createRevision: '1' });
+  const v6only = (s6: string, publicIpv6: string): Lease => ({
+    subnet: NO_SUBNET,
+    subnet6: parseCidr6(s6)!,
+    publicIp: '0.0.0.0',
+    publicIpv6,
+    backendType: 'vxlan',
+    vni: 1,
+    vtepMac6: mac6,
+    etcdLease: '1',
+    modRevision: '1',
+    createRevision: '1',
+  });
 
   it('keeps two IPv6-only leases apart though their IPv4 parts are the same', () => {
     const a = v6only('fc00:0:0:1::/64', 'fd00::1');

@@ -149,7 +149,12 @@ describe('LeaseWatcher', () => {
   it('reports our own record deleted, so the manager gets the same subnet back and the peers see it again', async () => {
     const store = new MemoryLeaseStore();
     const log: Logger = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined, child: () => log };
-    const manager = new SubnetManager(store, config, { backendType: 'vxlan', publicIp: '192.168.0.1', vni: 1, vtepMac: '02:00:00:00:00:01' }, { ttlSeconds: 60, renewMarginSeconds: 10, log, random: () => 0 });
+    const manager = new SubnetManager(
+      store,
+      config,
+      { backendType: 'vxlan', publicIp: '192.168.0.1', vni: 1, vtepMac: '02:00:00:00:00:01' },
+      { ttlSeconds: 60, renewMarginSeconds: 10, log, random: () => 0 },
+    );
     const held = await manager.acquire();
     const { changes, events, until } = await started(store);
     store.deleteRecord(held.key);

@@ -16,7 +16,7 @@ describe('formatting and lint (issue 25)', () => {
     }
   });
 
-  it('hold the shipped code, the tests and the scripts to the promise rules and to Prettier\'s 160 columns', async () => {
+  it("hold the shipped code, the tests and the scripts to the promise rules and to Prettier's 160 columns", async () => {
     const eslint = new ESLint({ cwd: repoRoot });
     const printWidth = (JSON.parse(readFileSync(`${repoRoot}/.prettierrc.json`, 'utf8')) as { printWidth: number }).printWidth;
     expect(printWidth).toBe(160);

@@ -11,7 +11,10 @@ describe('log lines', () => {
   });
 
   it('quotes a value with spaces, quotes, = or nothing, and keeps a stack on one line', () => {
-    const line = formatRecord({ ...bare, level: 'warn', msg: 'x', error: 'connect ECONNREFUSED 10.0.0.1:2379', empty: '', eq: 'a=b', stack: 'Error: x\n    at y', skipped: undefined }, 'text');
+    const line = formatRecord(
+      { ...bare, level: 'warn', msg: 'x', error: 'connect ECONNREFUSED 10.0.0.1:2379', empty: '', eq: 'a=b', stack: 'Error: x\n    at y', skipped: undefined },
+      'text',
+    );
     expect(line).toBe('2026-11-30T15:48:20.123Z WARN  agent x error="connect ECONNREFUSED 10.0.0.1:2379" empty="" eq="a=b" stack="Error: x\\n    at y"');
     expect(line.split('\n')).toHaveLength(1);
   });
@@ -29,7 +32,11 @@ describe('log lines', () => {
 
   it('--log-format is taken off any command line in every spelling; the agent keeps its -v', () => {
     expect(takeGlobalFlags(['maps', '--log-format', 'json', '-v'])).toEqual({ argv: ['maps'], logFormat: 'json', verbose: true });
-    expect(takeGlobalFlags(['agent', '-log-format=json', '-v', '--iface=eth0'])).toEqual({ argv: ['agent', '-v', '--iface=eth0'], logFormat: 'json', verbose: false });
+    expect(takeGlobalFlags(['agent', '-log-format=json', '-v', '--iface=eth0'])).toEqual({
+      argv: ['agent', '-v', '--iface=eth0'],
+      logFormat: 'json',
+      verbose: false,
+    });
     expect(() => takeGlobalFlags(['agent', '--log-format'])).toThrow(/--log-format \(none\): expected text or json/);
   });
 });

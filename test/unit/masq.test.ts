@@ -59,7 +59,10 @@ describe("flannel's --ip-masq rules", () => {
       '! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
     ]);
     expect(forward).toMatchObject({ table: 'filter', chain: 'FLANNEL-FWD', hook: 'FORWARD', jumpFirst: false });
-    expect(forward.rules).toEqual(['-s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT', '-d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT']);
+    expect(forward.rules).toEqual([
+      '-s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+      '-d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+    ]);
   });
 
   it('drop --random-fully when it is disabled, and follow the lease', () => {
@@ -84,7 +87,9 @@ describe("flannel's --ip-masq rules", () => {
 
 describe('iptables-save parsing', () => {
   it('keeps declared chains and -A lines per table, ignoring comments and counters', () => {
-    const t = parseIptablesSave('# x\n*nat\n:POSTROUTING ACCEPT [3:180]\n:FOO - [0:0]\n[5:300] -A FOO -j RETURN\nCOMMIT\n*filter\n:FORWARD DROP [0:0]\nCOMMIT\n');
+    const t = parseIptablesSave(
+      '# x\n*nat\n:POSTROUTING ACCEPT [3:180]\n:FOO - [0:0]\n[5:300] -A FOO -j RETURN\nCOMMIT\n*filter\n:FORWARD DROP [0:0]\nCOMMIT\n',
+    );
     expect([...t.keys()]).toEqual(['nat', 'filter']);
     expect(t.get('nat')).toEqual({ chains: new Set(['POSTROUTING', 'FOO']), rules: ['-A FOO -j RETURN'] });
     expect(t.get('filter')!.rules).toEqual([]);
@@ -112,7 +117,12 @@ describe('the restore plan', () => {
       '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
       'COMMIT',
     ]);
-    expect(plan.repairs).toEqual(['nat FLANNEL-POSTRTG: chain missing', 'nat POSTROUTING: jump to FLANNEL-POSTRTG missing', 'filter FLANNEL-FWD: chain missing', 'filter FORWARD: jump to FLANNEL-FWD missing']);
+    expect(plan.repairs).toEqual([
+      'nat FLANNEL-POSTRTG: chain missing',
+      'nat POSTROUTING: jump to FLANNEL-POSTRTG missing',
+      'filter FLANNEL-FWD: chain missing',
+      'filter FORWARD: jump to FLANNEL-FWD missing',
+    ]);
     // Built-in chains are never declared: that would reset their policy (a FORWARD DROP, say).
     expect(plan.script).not.toMatch(/^:(POSTROUTING|FORWARD) /m);
   });
@@ -137,7 +147,11 @@ describe('the restore plan', () => {
 
   it('puts back a deleted jump without touching the chain, and removes duplicate jumps', () => {
     const noJump = inPlace.replace('-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG\n', '');
-    expect(lines(planRestore(parseIptablesSave(noJump), desiredRules(input())).script!)).toEqual(['*nat', '-I POSTROUTING 1 -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG', 'COMMIT']);
+    expect(lines(planRestore(parseIptablesSave(noJump), desiredRules(input())).script!)).toEqual([
+      '*nat',
+      '-I POSTROUTING 1 -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
+      'COMMIT',
+    ]);
     const jump = '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD\n';
     const twice = inPlace.replace(jump, jump + jump + jump);
     expect(lines(planRestore(parseIptablesSave(twice), desiredRules(input())).script!)).toEqual([
@@ -174,7 +188,14 @@ describe('the restore plan', () => {
   });
 
   it("writes the same chains for IPv6, as flannel's masqIP6Rules does for ip6tables, with IPv6's multicast range", () => {
-    const v6 = desiredRules({ family: 6, network: parseCidr6('fd10:244::/56')!, subnet: parseCidr6('fd10:244:0:37::/64')!, ipMasq: true, randomFully: true, forwardRules: true });
+    const v6 = desiredRules({
+      family: 6,
+      network: parseCidr6('fd10:244::/56')!,
+      subnet: parseCidr6('fd10:244:0:37::/64')!,
+      ipMasq: true,
+      randomFully: true,
+      forwardRules: true,
+    });
     const [masq, forward] = v6.present;
     expect(masq.rules).toEqual([
       '-m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
@@ -184,9 +205,19 @@ describe('the restore plan', () => {
       '-s fd10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
       '! -s fd10:244::/56 -d fd10:244::/56 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
     ]);
-    expect(forward.rules).toEqual(['-s fd10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT', '-d fd10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT']);
-    expect(() => desiredRules({ family: 6, network: parseCidr6('fd10:244::/56')!, subnet: parseCidr6('fd99::/64')!, ipMasq: true, randomFully: true, forwardRules: false })).toThrow(
-      'lease fd99::/64 is not inside the network fd10:244::/56',
-    );
+    expect(forward.rules).toEqual([
+      '-s fd10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT',
+      '-d fd10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT',
+    ]);
+    expect(() =>
+      desiredRules({
+        family: 6,
+        network: parseCidr6('fd10:244::/56')!,
+        subnet: parseCidr6('fd99::/64')!,
+        ipMasq: true,
+        randomFully: true,
+        forwardRules: false,
+      }),
+    ).toThrow('lease fd99::/64 is not inside the network fd10:244::/56');
   });
 });

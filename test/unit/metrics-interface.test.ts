@@ -14,7 +14,10 @@ const families = (text: string) => [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].
 
 describe('/metrics keeps what 15aa35c served', () => {
   it("renders the same lines for twill's families, in the same order", async () => {
-    const registry = new AgentRegistry(() => agentMetricFamilies(fullSnapshot, { perPeer: true }), { build: { version: '0.1.0', mapLayout: 4 }, eventLoopResolutionMs: 100 });
+    const registry = new AgentRegistry(() => agentMetricFamilies(fullSnapshot, { perPeer: true }), {
+      build: { version: '0.1.0', mapLayout: 4 },
+      eventLoopResolutionMs: 100,
+    });
     const now = await registry.text();
     const added = new Set(['twill_build_info', 'twill_subnet_manager_info']);
     const ours = now

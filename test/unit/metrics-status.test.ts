@@ -64,7 +64,14 @@ describe('twill status cross-checks', () => {
   });
 
   it('does not expect a link pin for legacy attachments', () => {
-    const legacy = { ...healthy, attach: { ...healthy.attach!, encap: { ...healthy.attach!.encap, mode: 'clsact' as const }, decap: { ...healthy.attach!.decap, mode: 'xdp-generic' as const } } };
+    const legacy = {
+      ...healthy,
+      attach: {
+        ...healthy.attach!,
+        encap: { ...healthy.attach!.encap, mode: 'clsact' as const },
+        decap: { ...healthy.attach!.decap, mode: 'xdp-generic' as const },
+      },
+    };
     expect(findProblems(legacy, { encap: false, decap: false })).toEqual([]);
   });
 

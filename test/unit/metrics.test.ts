@@ -31,19 +31,36 @@ describe("twill's families in prom-client", () => {
   });
 
   it('escapes label values and help text', async () => {
-    const text = await render([{ name: 'e', help: 'back\\slash\nnewline', type: 'gauge', labelNames: ['l'], samples: [{ labels: { l: 'a"b\\c\nd' }, value: 1 }] }]);
+    const text = await render([
+      { name: 'e', help: 'back\\slash\nnewline', type: 'gauge', labelNames: ['l'], samples: [{ labels: { l: 'a"b\\c\nd' }, value: 1 }] },
+    ]);
     expect(text).toContain('# HELP e back\\\\slash\\nnewline\n');
     expect(text).toContain('e{l="a\\"b\\\\c\\nd"} 1\n');
   });
 
   it('writes a summary as _sum and _count from the totals given, without quantiles', async () => {
-    const text = await render([{ name: 'd_seconds', help: 'h', type: 'summary', labelNames: [], samples: [{ suffix: '_sum', value: 1.5 }, { suffix: '_count', value: 3 }] }]);
+    const text = await render([
+      {
+        name: 'd_seconds',
+        help: 'h',
+        type: 'summary',
+        labelNames: [],
+        samples: [
+          { suffix: '_sum', value: 1.5 },
+          { suffix: '_count', value: 3 },
+        ],
+      },
+    ]);
     expect(text).toBe('# HELP d_seconds h\n# TYPE d_seconds summary\nd_seconds_sum 1.5\nd_seconds_count 3\n');
-    await expect(render([{ name: 's', help: 'h', type: 'summary', labelNames: [], samples: [{ value: 1 }] }])).rejects.toThrow(/summary s: a sample without _sum or _count/);
+    await expect(render([{ name: 's', help: 'h', type: 'summary', labelNames: [], samples: [{ value: 1 }] }])).rejects.toThrow(
+      /summary s: a sample without _sum or _count/,
+    );
   });
 
   it('shows no series for a labelled family without samples', async () => {
-    expect(await render([{ name: 'p_total', help: 'h', type: 'counter', labelNames: ['peer'], samples: [] }])).toBe('# HELP p_total h\n# TYPE p_total counter\n');
+    expect(await render([{ name: 'p_total', help: 'h', type: 'counter', labelNames: ['peer'], samples: [] }])).toBe(
+      '# HELP p_total h\n# TYPE p_total counter\n',
+    );
   });
 
   it('refuses an invalid name, an undeclared label, a duplicate family', () => {
@@ -139,7 +156,11 @@ describe('the process registry', () => {
     expect(Number(s.get('process_cpu_seconds_total'))).toBeGreaterThan(0);
     expect(Number(s.get('nodejs_heap_size_used_bytes'))).toBeGreaterThan(0);
     expect(s.has('nodejs_eventloop_lag_seconds')).toBe(true);
-    expect(s.get(`nodejs_version_info{version="${process.version}",major="${process.versions.node.split('.')[0]}",minor="${process.versions.node.split('.')[1]}",patch="${process.versions.node.split('.')[2]}"}`)).toBe('1');
+    expect(
+      s.get(
+        `nodejs_version_info{version="${process.version}",major="${process.versions.node.split('.')[0]}",minor="${process.versions.node.split('.')[1]}",patch="${process.versions.node.split('.')[2]}"}`,
+      ),
+    ).toBe('1');
   });
 
   it("serves twill's families first, read anew at every scrape, then the process's", async () => {

@@ -59,7 +59,14 @@ const vxlanPacket = (vni: number, src = '192.168.114.2', dst = '192.168.114.1') 
 
 const reasonIndex = (fields: typeof statsStruct.fields, name: string) => fields.find((f) => f.name === name)!.offset / 8;
 
-function record(o: { kind: number; hook: number; reason: number; slot?: number; headers?: Buffer; tunnel?: { family: number; src: string; dst: string } }): Buffer {
+function record(o: {
+  kind: number;
+  hook: number;
+  reason: number;
+  slot?: number;
+  headers?: Buffer;
+  tunnel?: { family: number; src: string; dst: string };
+}): Buffer {
   const headers = (o.headers ?? Buffer.alloc(0)).subarray(0, 128);
   const buf = eventStruct.encode({
     time_ns: 5_000_000_000n,
@@ -84,7 +91,11 @@ function record(o: { kind: number; hook: number; reason: number; slot?: number; 
 }
 
 // Slot 3: a dual-stack peer, whose IPv4 and IPv6 entries share the slot.
-const ctx: DecodeContext = { vxlanPort: 8472, wallOffsetNs: 1_700_000_000_000_000_000n, peerBySlot: (s, family) => (s === 3 ? (family === 6 ? 'fd00:192:168:114::2' : '192.168.114.2') : undefined) };
+const ctx: DecodeContext = {
+  vxlanPort: 8472,
+  wallOffsetNs: 1_700_000_000_000_000_000n,
+  peerBySlot: (s, family) => (s === 3 ? (family === 6 ? 'fd00:192:168:114::2' : '192.168.114.2') : undefined),
+};
 
 describe('reasons', () => {
   it('are the names of the counters twill maps prints: every drop_ field of twill_stats, every field of twill_path_stats', () => {
@@ -97,7 +108,10 @@ describe('reasons', () => {
 
 describe('decodeEvent', () => {
   it('a drop in tc decap: reason from twill_stats, outer and inner addresses from the VXLAN headers, the peer by its slot', () => {
-    const e = decodeEvent(record({ kind: EVENT_DROP, hook: 4, reason: reasonIndex(statsStruct.fields, 'drop_bad_vni'), slot: 3, headers: vxlanPacket(2) }), ctx);
+    const e = decodeEvent(
+      record({ kind: EVENT_DROP, hook: 4, reason: reasonIndex(statsStruct.fields, 'drop_bad_vni'), slot: 3, headers: vxlanPacket(2) }),
+      ctx,
+    );
     expect(e).toMatchObject({
       kind: 'drop',
       reason: 'drop_bad_vni',
@@ -113,21 +127,42 @@ describe('decodeEvent', () => {
   });
 
   it('VXLAN from no peer: slot 0, the peer address is the outer source', () => {
-    const e = decodeEvent(record({ kind: EVENT_DROP, hook: 3, reason: reasonIndex(statsStruct.fields, 'drop_unknown_source'), headers: vxlanPacket(1, '192.168.114.254') }), ctx);
+    const e = decodeEvent(
+      record({ kind: EVENT_DROP, hook: 3, reason: reasonIndex(statsStruct.fields, 'drop_unknown_source'), headers: vxlanPacket(1, '192.168.114.254') }),
+      ctx,
+    );
     expect(e).toMatchObject({ reason: 'drop_unknown_source', hook: 'xdp-decap', program: 'twill_decap', peer: { slot: 0, publicIp: '192.168.114.254' } });
   });
 
   it('twill-rx: the outer addresses come from the tunnel key, the headers are the inner packet', () => {
     const e = decodeEvent(
-      record({ kind: EVENT_DROP, hook: 5, reason: reasonIndex(statsStruct.fields, 'drop_unknown_source'), headers: innerUdp, tunnel: { family: 4, src: '192.168.114.254', dst: '192.168.114.1' } }),
+      record({
+        kind: EVENT_DROP,
+        hook: 5,
+        reason: reasonIndex(statsStruct.fields, 'drop_unknown_source'),
+        headers: innerUdp,
+        tunnel: { family: 4, src: '192.168.114.254', dst: '192.168.114.1' },
+      }),
       ctx,
     );
-    expect(e).toMatchObject({ hook: 'tunnel-rx', outer: { family: 4, src: '192.168.114.254', dst: '192.168.114.1' }, inner: { src: '10.244.2.77', dst: '10.244.1.2' }, peer: { publicIp: '192.168.114.254' } });
+    expect(e).toMatchObject({
+      hook: 'tunnel-rx',
+      outer: { family: 4, src: '192.168.114.254', dst: '192.168.114.1' },
+      inner: { src: '10.244.2.77', dst: '10.244.1.2' },
+      peer: { publicIp: '192.168.114.254' },
+    });
   });
 
   it('a trace: fast is the fast path, any other twill_path_stats reason the stack', () => {
     const fast = decodeEvent(record({ kind: EVENT_TRACE, hook: 2, reason: 0, slot: 3, headers: vxlanPacket(1, '192.168.114.1', '192.168.114.2') }), ctx);
-    expect(fast).toMatchObject({ kind: 'trace', reason: 'fast', path: 'fast', hook: 'pod-send', program: 'twill_from_pod', peer: { publicIp: '192.168.114.2' } });
+    expect(fast).toMatchObject({
+      kind: 'trace',
+      reason: 'fast',
+      path: 'fast',
+      hook: 'pod-send',
+      program: 'twill_from_pod',
+      peer: { publicIp: '192.168.114.2' },
+    });
     const stack = decodeEvent(record({ kind: EVENT_TRACE, hook: 4, reason: reasonIndex(pathStatsStruct.fields, 'conntrack'), headers: innerUdp }), ctx);
     expect(stack).toMatchObject({ reason: 'conntrack', path: 'stack', inner: { src: '10.244.2.77' } });
     expect(stack.outer).toBeUndefined();
@@ -155,12 +190,18 @@ describe('readHeaders', () => {
     const pkt = Buffer.concat([eth(0x86dd), ipv6('fd00:192:168:114::2', 'fd00:192:168:114::1', 17, udp(45000, 8472, vxlan(2, inner)))]);
     const e6 = decodeEvent(record({ kind: EVENT_DROP, hook: 4, reason: reasonIndex(statsStruct.fields, 'drop_bad_vni'), slot: 3, headers: pkt }), ctx);
     expect(e6.peer).toEqual({ slot: 3, publicIp: 'fd00:192:168:114::2' });
-    const e4 = decodeEvent(record({ kind: EVENT_DROP, hook: 4, reason: reasonIndex(statsStruct.fields, 'drop_bad_vni'), slot: 3, headers: vxlanPacket(2) }), ctx);
+    const e4 = decodeEvent(
+      record({ kind: EVENT_DROP, hook: 4, reason: reasonIndex(statsStruct.fields, 'drop_bad_vni'), slot: 3, headers: vxlanPacket(2) }),
+      ctx,
+    );
     expect(e4.peer).toEqual({ slot: 3, publicIp: '192.168.114.2' });
   });
 
   it('VXLAN whose inner frame is not IP (ARP): outer only', () => {
-    const pkt = Buffer.concat([eth(0x0800), ipv4('192.168.114.2', '192.168.114.1', 17, udp(45000, 8472, vxlan(1, Buffer.concat([eth(0x0806), Buffer.alloc(28)]))))]);
+    const pkt = Buffer.concat([
+      eth(0x0800),
+      ipv4('192.168.114.2', '192.168.114.1', 17, udp(45000, 8472, vxlan(1, Buffer.concat([eth(0x0806), Buffer.alloc(28)])))),
+    ]);
     expect(readHeaders(pkt, 8472)).toEqual({ outer: { family: 4, src: '192.168.114.2', dst: '192.168.114.1', vni: 1 } });
   });
 
@@ -215,7 +256,11 @@ describe('filters', () => {
   });
 
   it('by IPv6 address, and by the peer address alone', () => {
-    const e6 = event({ outer: undefined, inner: { family: 6, src: 'fd10:244:0:2::5', dst: 'fd10:244:0:1::2', protocol: 'tcp' }, peer: { slot: 0, publicIp: 'fd00:192:168:114::2' } });
+    const e6 = event({
+      outer: undefined,
+      inner: { family: 6, src: 'fd10:244:0:2::5', dst: 'fd10:244:0:1::2', protocol: 'tcp' },
+      peer: { slot: 0, publicIp: 'fd00:192:168:114::2' },
+    });
     expect(matches(e6, filter({ address: 'fd10:244:0:1::/64' }))).toBe(true);
     expect(matches(e6, filter({ address: 'fd00:192:168:114::2' }))).toBe(true);
     expect(matches(e6, filter({ address: 'fd10:244:0:3::/64' }))).toBe(false);
@@ -226,9 +271,18 @@ describe('filters', () => {
     expect(formatEvent(event())).toBe(
       '19:00:00.000 drop drop_bad_vni tc-decap if 2 outer 192.168.114.2 -> 192.168.114.1 vni 2 inner udp 10.244.2.77 -> 10.244.1.2 peer 192.168.114.2 (slot 1) len 100',
     );
-    expect(formatEvent(event({ kind: 'trace', reason: 'conntrack', path: 'stack', outer: undefined, inner: { family: 6, src: 'fd10::5', dst: 'fd10::6', protocol: 'tcp', sport: 5, dport: 80 }, peer: { slot: 0 } }))).toBe(
-      '19:00:00.000 trace stack conntrack tc-decap if 2 inner tcp [fd10::5]:5 -> [fd10::6]:80 peer - len 100',
-    );
+    expect(
+      formatEvent(
+        event({
+          kind: 'trace',
+          reason: 'conntrack',
+          path: 'stack',
+          outer: undefined,
+          inner: { family: 6, src: 'fd10::5', dst: 'fd10::6', protocol: 'tcp', sport: 5, dport: 80 },
+          peer: { slot: 0 },
+        }),
+      ),
+    ).toBe('19:00:00.000 trace stack conntrack tc-decap if 2 inner tcp [fd10::5]:5 -> [fd10::6]:80 peer - len 100');
   });
 
   it('parseAddressMatch takes addresses and CIDRs of both families, nothing else', () => {
@@ -266,7 +320,15 @@ describe('monitorOptions', () => {
 });
 
 describe('ownerAlive', () => {
-  const control = (over: Partial<MonitorControl>): MonitorControl => ({ flags: 1, trace_sample: 1, owner_pid: 42, owner_pidns: 7, owner_start: 1000n, lost: 0n, ...over });
+  const control = (over: Partial<MonitorControl>): MonitorControl => ({
+    flags: 1,
+    trace_sample: 1,
+    owner_pid: 42,
+    owner_pidns: 7,
+    owner_start: 1000n,
+    lost: 0n,
+    ...over,
+  });
   const startOf = (starts: Record<number, bigint>) => (pid: number) => starts[pid];
 
   it('the owner process with the start time it recorded is alive', () => {

@@ -21,7 +21,11 @@ describe("the README's prerequisites", () => {
 
   it('lists exactly the Debian packages scripts/setup.sh installs', () => {
     const list = /packages=\(([^)]*)\)/.exec(read('scripts/setup.sh'))![1].split(/\s+/).filter(Boolean);
-    const listed = /the\s+Debian packages ([^(]*)\(only the missing ones\)/.exec(prerequisites)![1].replace(/\band\b/g, ',').split(/[\s,]+/).filter(Boolean);
+    const listed = /the\s+Debian packages ([^(]*)\(only the missing ones\)/
+      .exec(prerequisites)![1]
+      .replace(/\band\b/g, ',')
+      .split(/[\s,]+/)
+      .filter(Boolean);
     expect(listed.sort()).toEqual([...list].sort());
     expect(read('scripts/setup.sh')).toContain('etcd-server package starts a system etcd');
   });
@@ -29,7 +33,11 @@ describe("the README's prerequisites", () => {
   it('has a LICENSE matching package.json, and the texts of the BPF code SPDX license', () => {
     expect(pkg.license).toBe('Apache-2.0');
     expect(read('LICENSE')).toMatch(/Apache License\s+Version 2\.0, January 2004/);
-    const spdx = new Set(readdirSync(new URL('../../bpf', import.meta.url)).filter((f) => f.endsWith('.c')).map((f) => /SPDX-License-Identifier: (.*)/.exec(read(`bpf/${f}`))?.[1]));
+    const spdx = new Set(
+      readdirSync(new URL('../../bpf', import.meta.url))
+        .filter((f) => f.endsWith('.c'))
+        .map((f) => /SPDX-License-Identifier: (.*)/.exec(read(`bpf/${f}`))?.[1]),
+    );
     expect([...spdx]).toEqual(['(GPL-2.0-only OR BSD-2-Clause)']);
     expect(prerequisites).toContain('`GPL-2.0-only OR BSD-2-Clause`');
     expect(read('LICENSES/GPL-2.0-only.txt')).toMatch(/GNU GENERAL PUBLIC LICENSE\s+Version 2, June 1991/);

@@ -14,7 +14,11 @@ describe('RELIABILITY.md numbers from a run', () => {
   ].join('\n');
 
   it('takes the RELIABILITY lines and the migration report, without terminal colours', () => {
-    expect(measuredLines(output)).toEqual(['agent SIGKILL x10: 0 of 1871 packets lost', 'migration: n1 -> bpf: 0 of 436 packets lost', 'migration: n1 -> kernel: 1 of 339 packets lost']);
+    expect(measuredLines(output)).toEqual([
+      'agent SIGKILL x10: 0 of 1871 packets lost',
+      'migration: n1 -> bpf: 0 of 436 packets lost',
+      'migration: n1 -> kernel: 1 of 339 packets lost',
+    ]);
   });
 
   it('replaces only the generated block, and refuses a document without one', () => {

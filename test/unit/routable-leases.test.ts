@@ -15,7 +15,14 @@ const record = (key: string) => ({ key: `/coreos.com/network/subnets/${key}`, va
 function collectingLog(): Logger & { warnings: string[] } {
   const warnings: string[] = [];
   const ignore = () => undefined;
-  const log = { warnings, debug: ignore, info: ignore, error: ignore, warn: (_msg: string, fields?: Record<string, unknown>) => void warnings.push(String(fields?.reason)), child: () => log };
+  const log = {
+    warnings,
+    debug: ignore,
+    info: ignore,
+    error: ignore,
+    warn: (_msg: string, fields?: Record<string, unknown>) => void warnings.push(String(fields?.reason)),
+    child: () => log,
+  };
   return log;
 }
 
@@ -34,7 +41,10 @@ describe('routable leases', () => {
     const records = [record('10.244.7.0-24'), record('10.244.6.0-23'), record('10.245.7.0-24')];
     const log = collectingLog();
     expect(usableLeases(records, log, config).map((l) => l.subnet)).toEqual([parseCidr('10.244.7.0/24')]);
-    expect(log.warnings).toEqual(['lease 10.244.6.0-23: 10.244.6.0/23 is not a /24 as the network config says', 'lease 10.245.7.0-24: 10.245.7.0/24 is outside the network 10.244.0.0/16']);
+    expect(log.warnings).toEqual([
+      'lease 10.244.6.0-23: 10.244.6.0/23 is not a /24 as the network config says',
+      'lease 10.245.7.0-24: 10.245.7.0/24 is outside the network 10.244.0.0/16',
+    ]);
     expect(usableLeases(records, collectingLog())).toHaveLength(3);
   });
 });

@@ -16,7 +16,11 @@ describe('sdNotify', () => {
   it('delivers READY=1 to a real AF_UNIX datagram socket', async () => {
     const sock = path.join(dir, 'notify.sock');
     // A python listener stands in for systemd: it binds the socket and prints what arrives.
-    const listener = spawn('/usr/bin/python3', ['-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("bound",flush=True)\nprint(s.recv(100).decode(),flush=True)`, sock]);
+    const listener = spawn('/usr/bin/python3', [
+      '-c',
+      `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("bound",flush=True)\nprint(s.recv(100).decode(),flush=True)`,
+      sock,
+    ]);
     let out = '';
     listener.stdout.on('data', (d: Buffer) => (out += d.toString()));
     await new Promise<void>((r) => listener.stdout.once('data', () => r()));

@@ -50,7 +50,21 @@ describe('parseStateFile', () => {
 
 describe('the attach state', () => {
   const state = {
-    spec: { pinDir, underlayIface: 'eth0', publicIp: '192.168.120.1', vtepMac: '02:00:00:00:00:01', subnet: '10.244.1.0/24', network: '10.244.0.0/16', backend: 'vxlan', vni: 1, port: 8472, overlayDevice: 'twill0', tunnelDevice: 'twill-rx', decapHook: 'auto', fastPath: true },
+    spec: {
+      pinDir,
+      underlayIface: 'eth0',
+      publicIp: '192.168.120.1',
+      vtepMac: '02:00:00:00:00:01',
+      subnet: '10.244.1.0/24',
+      network: '10.244.0.0/16',
+      backend: 'vxlan',
+      vni: 1,
+      port: 8472,
+      overlayDevice: 'twill0',
+      tunnelDevice: 'twill-rx',
+      decapHook: 'auto',
+      fastPath: true,
+    },
     encap: { mode: 'tcx', iface: 'twill0', ifindex: 5 },
     decap: { mode: 'tcx', iface: 'eth0', ifindex: 2, hook: 'tc', requested: 'auto', reason: 'eth0 is a veth' },
     fastPath: { requested: true, enabled: true, conntrack: true, reason: 'on' },
@@ -67,7 +81,9 @@ describe('the attach state', () => {
   it('names the file and the field that is wrong', () => {
     const file = pinPaths(pinDir).attachState;
     put(file, { ...state, decap: { ...state.decap, mode: 'xdp-turbo' }, encap: { ...state.encap, ifindex: '5' } });
-    expect(() => readAttachState(pinDir)).toThrow(`attach state ${file}: encap.ifindex: Invalid input: expected number, received string; decap.mode: Invalid option: expected one of`);
+    expect(() => readAttachState(pinDir)).toThrow(
+      `attach state ${file}: encap.ifindex: Invalid input: expected number, received string; decap.mode: Invalid option: expected one of`,
+    );
     put(file, '{"spec":');
     expect(() => readAttachState(pinDir)).toThrow(`attach state ${file}: not JSON`);
   });
@@ -78,7 +94,15 @@ describe('the kernel record', () => {
   const record = {
     probe: {
       kernel: '6.18.0',
-      capabilities: { btf: capability, tcx: capability, redirectPeer: capability, redirectNeigh: capability, checkMtu: capability, conntrackKfuncs: { detail: 'the probe failed' }, ringbuf: capability },
+      capabilities: {
+        btf: capability,
+        tcx: capability,
+        redirectPeer: capability,
+        redirectNeigh: capability,
+        checkMtu: capability,
+        conntrackKfuncs: { detail: 'the probe failed' },
+        ringbuf: capability,
+      },
       probedAt: '2026-11-30T19:00:00.000Z',
     },
     choice: { requested: 'auto', dataplane: 'bpf', attach: 'tcx', decap: 'tc', fastPath: true, reasons: { dataplane: 'auto: every capability present' } },
@@ -86,16 +110,25 @@ describe('the kernel record', () => {
 
   it('reads back as written (a failed probe has no `present`), and the fallback rewrites it', () => {
     put(choiceRecordPath(pinDir), record);
-    expect(readChoiceRecord(pinDir)).toEqual({ ...record, probe: { ...record.probe, capabilities: { ...record.probe.capabilities, conntrackKfuncs: { present: undefined, detail: 'the probe failed' } } } });
+    expect(readChoiceRecord(pinDir)).toEqual({
+      ...record,
+      probe: { ...record.probe, capabilities: { ...record.probe.capabilities, conntrackKfuncs: { present: undefined, detail: 'the probe failed' } } },
+    });
     recordKernelFallback(pinDir, 'verifier says no');
-    expect(readChoiceRecord(pinDir)?.choice).toEqual({ requested: 'auto', dataplane: 'kernel', reasons: { dataplane: 'auto: the BPF datapath did not attach (verifier says no): kernel VXLAN as flannel does' } });
+    expect(readChoiceRecord(pinDir)?.choice).toEqual({
+      requested: 'auto',
+      dataplane: 'kernel',
+      reasons: { dataplane: 'auto: the BPF datapath did not attach (verifier says no): kernel VXLAN as flannel does' },
+    });
   });
 
   it('names the file and the field that is wrong', () => {
     const file = choiceRecordPath(pinDir);
     const { tcx: _tcx, ...withoutTcx } = record.probe.capabilities;
     put(file, { ...record, probe: { ...record.probe, capabilities: withoutTcx }, choice: { ...record.choice, dataplane: 'ebpf' } });
-    expect(() => readChoiceRecord(pinDir)).toThrow(`kernel record ${file}: probe.capabilities.tcx: Invalid input: expected object, received undefined; choice.dataplane: Invalid option: expected one of "bpf"|"kernel"`);
+    expect(() => readChoiceRecord(pinDir)).toThrow(
+      `kernel record ${file}: probe.capabilities.tcx: Invalid input: expected object, received undefined; choice.dataplane: Invalid option: expected one of "bpf"|"kernel"`,
+    );
   });
 });
 
@@ -119,7 +152,14 @@ describe("the lab's state", () => {
     podMtu: 1450,
     pinRoot: '/sys/fs/bpf/twill-lab',
     underlay: { netns: 'tlsf-ul', bridge: 'br0', cidr: '192.168.120.0/24', gateway: '192.168.120.254' },
-    etcd: { pid: 1234, endpoint: 'http://192.168.120.250:2379', dataDir: '/run/twill/lab/tlsf/etcd', logFile: '/run/twill/lab/tlsf/etcd.log', netns: 'tlsf-etcd', prefix: '/coreos.com/network' },
+    etcd: {
+      pid: 1234,
+      endpoint: 'http://192.168.120.250:2379',
+      dataDir: '/run/twill/lab/tlsf/etcd',
+      logFile: '/run/twill/lab/tlsf/etcd.log',
+      netns: 'tlsf-etcd',
+      prefix: '/coreos.com/network',
+    },
     nodes: [node],
     pods: [{ name: 'n1-p1', netns: 'tlsf-n1-p1', ip: '10.244.1.2', node: 'n1', containerId: 'c1' }],
   };
@@ -131,13 +171,17 @@ describe("the lab's state", () => {
 
   it('names the file and the field that is wrong', async () => {
     put(labStatePath(labName), { ...state, nodes: [{ ...node, dataplane: 'ebpf' }], pods: [{ ...state.pods[0], ip: 7 }] });
-    await expect(labStatus(labName)).rejects.toThrow(`lab state ${labStatePath(labName)}: nodes.0.dataplane: Invalid option: expected one of "bpf"|"kernel"|"flanneld"; pods.0.ip: Invalid input: expected string, received number`);
+    await expect(labStatus(labName)).rejects.toThrow(
+      `lab state ${labStatePath(labName)}: nodes.0.dataplane: Invalid option: expected one of "bpf"|"kernel"|"flanneld"; pods.0.ip: Invalid input: expected string, received number`,
+    );
   });
 });
 
 describe('the subnet file', () => {
   it('names each variable whose value is unusable, and leaves it out', () => {
-    const { file, problems } = checkSubnetFile('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.300.1/24\nFLANNEL_IPV6_SUBNET=fc00::1/200\nFLANNEL_MTU=14a0\nFLANNEL_IPMASQ=yes\n');
+    const { file, problems } = checkSubnetFile(
+      'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.300.1/24\nFLANNEL_IPV6_SUBNET=fc00::1/200\nFLANNEL_MTU=14a0\nFLANNEL_IPMASQ=yes\n',
+    );
     expect(file).toEqual({ network: parseCidr('10.244.0.0/16') });
     expect(problems).toEqual([
       'FLANNEL_SUBNET=10.244.300.1/24: not an IPv4 CIDR',
@@ -157,7 +201,7 @@ describe('the subnet file', () => {
     expect(existsSync(path.join(dataDir, 'c8'))).toBe(false);
   });
 
-  it('shows in twill status, as the file\'s unusable variables and as a problem, without hiding the rest', async () => {
+  it("shows in twill status, as the file's unusable variables and as a problem, without hiding the rest", async () => {
     const file = path.join(tmp, 'status-subnet.env');
     put(file, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=big\nFLANNEL_IPMASQ=false\n');
     const out: string[] = [];
@@ -168,7 +212,13 @@ describe('the subnet file', () => {
       print.mockRestore();
     }
     const doc = JSON.parse(out.join('\n')) as { subnetFile: Record<string, unknown>; problems: string[] };
-    expect(doc.subnetFile).toEqual({ path: file, network: '10.244.0.0/16', subnet: '10.244.1.0/24', ipMasq: false, unusable: ['FLANNEL_MTU=big: not a number'] });
+    expect(doc.subnetFile).toEqual({
+      path: file,
+      network: '10.244.0.0/16',
+      subnet: '10.244.1.0/24',
+      ipMasq: false,
+      unusable: ['FLANNEL_MTU=big: not a number'],
+    });
     expect(doc.problems).toContain(`subnet file ${file}: FLANNEL_MTU=big: not a number`);
   });
 });
@@ -176,7 +226,15 @@ describe('the subnet file', () => {
 describe("the CNI plugin's files", () => {
   it('reports an endpoint record that is not one by its file and field, and reads the others', () => {
     const dir = path.join(tmp, 'endpoints');
-    const good = { containerId: 'c1', ifname: 'eth0', ip: '10.244.1.2', mac: '0a:58:0a:f4:01:02', hostVeth: 'veth1', bridge: 'cni0', addedAt: '2026-11-30T19:00:00.000Z' };
+    const good = {
+      containerId: 'c1',
+      ifname: 'eth0',
+      ip: '10.244.1.2',
+      mac: '0a:58:0a:f4:01:02',
+      hostVeth: 'veth1',
+      bridge: 'cni0',
+      addedAt: '2026-11-30T19:00:00.000Z',
+    };
     put(path.join(dir, 'c1_eth0.json'), good);
     put(path.join(dir, 'c2_eth0.json'), { ...good, containerId: 'c2', mac: 'not-a-mac' });
     put(path.join(dir, 'c3_eth0.json'), '{"containerId"');
@@ -188,10 +246,13 @@ describe("the CNI plugin's files", () => {
     ]);
   });
 
-  it("fails DEL on a saved delegate config that names no plugin, naming the file, and leaves it", async () => {
+  it('fails DEL on a saved delegate config that names no plugin, naming the file, and leaves it', async () => {
     const dataDir = path.join(tmp, 'cni');
     put(path.join(dataDir, 'c9'), { name: 'cbr0', bridge: 'cni0' });
-    const res = await cniMain(`{"name":"n","type":"flannel","dataDir":"${dataDir}","subnetFile":"/nonexistent/subnet.env"}`, { CNI_COMMAND: 'DEL', CNI_CONTAINERID: 'c9' });
+    const res = await cniMain(`{"name":"n","type":"flannel","dataDir":"${dataDir}","subnetFile":"/nonexistent/subnet.env"}`, {
+      CNI_COMMAND: 'DEL',
+      CNI_CONTAINERID: 'c9',
+    });
     expect(res.code).toBe(1);
     expect(JSON.parse(res.out).msg).toBe(`saved delegate config ${dataDir}/c9: type: Invalid input: expected string, received undefined`);
     expect(existsSync(path.join(dataDir, 'c9'))).toBe(true);

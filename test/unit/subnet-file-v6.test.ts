@@ -14,7 +14,9 @@ describe('subnet file with IPv6 (flannel WriteSubnetFile)', () => {
   it('writes the IPv4 pair, then the IPv6 pair, then MTU and IPMASQ', () => {
     const config = parseNetworkConfig('{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}');
     const text = formatSubnetFile(subnetFileFor(config, { subnet: parseCidr('10.244.1.0/24')!, subnet6: parseCidr6('fc00:0:0:1::/64') }, o));
-    expect(text).toBe('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n');
+    expect(text).toBe(
+      'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n',
+    );
   });
 
   it('leaves out the IPv4 lines in an IPv6-only network', () => {
@@ -38,7 +40,10 @@ describe('subnet file with IPv6 (flannel WriteSubnetFile)', () => {
   it('gives both previous subnets as hints, and none for a missing file', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'twill-subnet-'));
     const file = path.join(dir, 'subnet.env');
-    writeFileSync(file, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:3::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n');
+    writeFileSync(
+      file,
+      'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:3::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n',
+    );
     const h = readSubnetHints(file);
     expect([formatCidr(h.hint!), formatCidr6(h.hint6!)]).toEqual(['10.244.3.0/24', 'fc00:0:0:3::/64']);
     expect(readSubnetHints(path.join(dir, 'absent'))).toEqual({});

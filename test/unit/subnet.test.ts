@@ -6,19 +6,33 @@ import { encodeLeaseValue, parseLeaseKV, subnetKey, type Lease } from '../../con
 import { formatSubnetFile, parseSubnetFile } from '../../controller/subnet/subnet-file.js';
 
 const config = parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
-const lease = (subnet: string, publicIp: string, etcdLease = '7'): Lease => ({ subnet: parseCidr(subnet)!, publicIp, backendType: 'vxlan', vni: 1, vtepMac: '0a:00:00:00:00:01', etcdLease, modRevision: '1', createRevision: '1' });
+const lease = (subnet: string, publicIp: string, etcdLease = '7'): Lease => ({
+  subnet: parseCidr(subnet)!,
+  publicIp,
+  backendType: 'vxlan',
+  vni: 1,
+  vtepMac: '0a:00:00:00:00:01',
+  etcdLease,
+  modRevision: '1',
+  createRevision: '1',
+});
 
 describe('lease records', () => {
   it("round-trips flannel's key and value format", () => {
     const value = encodeLeaseValue({ backendType: 'vxlan', publicIp: '192.168.64.3', vni: 1, vtepMac: 'c6:d2:32:6f:8f:44' });
     expect(value).toBe('{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}');
     const parsed = parseLeaseKV('/coreos.com/network/subnets/10.244.1.0-24', value, '694d8a', '12');
-    expect(parsed.ok && { subnet: formatCidr(parsed.lease.subnet), ip: parsed.lease.publicIp, mac: parsed.lease.vtepMac, etcdLease: parsed.lease.etcdLease }).toEqual({ subnet: '10.244.1.0/24', ip: '192.168.64.3', mac: 'c6:d2:32:6f:8f:44', etcdLease: '694d8a' });
+    expect(
+      parsed.ok && { subnet: formatCidr(parsed.lease.subnet), ip: parsed.lease.publicIp, mac: parsed.lease.vtepMac, etcdLease: parsed.lease.etcdLease },
+    ).toEqual({ subnet: '10.244.1.0/24', ip: '192.168.64.3', mac: 'c6:d2:32:6f:8f:44', etcdLease: '694d8a' });
     expect(subnetKey(parseCidr('10.244.1.0/24')!)).toBe('10.244.1.0-24');
   });
 
   it('reads the IPv4 part of a dual-stack key', () => {
-    const r = parseLeaseKV('p/subnets/10.244.1.0-24&fc00:0:0:1::-64', '{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}');
+    const r = parseLeaseKV(
+      'p/subnets/10.244.1.0-24&fc00:0:0:1::-64',
+      '{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}',
+    );
     expect(r.ok).toBe(true);
   });
 
@@ -29,7 +43,11 @@ describe('lease records', () => {
     ['p/subnets/10.244.1.0-24', '{"PublicIP":"10.0.0.300","BackendType":"vxlan"}', /PublicIP "10.0.0.300" is not an IPv4 address/],
     ['p/subnets/10.244.1.0-24', '{"PublicIP":5}', /PublicIP must be a string/],
     ['p/subnets/10.244.1.0-24', '{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz"}}', /VtepMAC "zz" is not a MAC address/],
-    ['p/subnets/10.244.1.0-24', '{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":"1","VtepMAC":"02:00:00:00:00:01"}}', /VNI must be a number/],
+    [
+      'p/subnets/10.244.1.0-24',
+      '{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":"1","VtepMAC":"02:00:00:00:00:01"}}',
+      /VNI must be a number/,
+    ],
   ])('reports %s = %s as unusable', (key, value, reason) => {
     const r = parseLeaseKV(key, value);
     expect(r.ok).toBe(false);

@@ -5,9 +5,25 @@ import { parseCidr } from '../../controller/net/ipv4.js';
 import { parseAgentFlags } from '../../controller/agent/flags.js';
 import { runCli } from '../../controller/cli/main.js';
 import { takeGlobalFlags } from '../../controller/util/global-flags.js';
-import { agentPinDir, describeStep, flannelDevice, planUninstall, takenByDetach, type NodeFindings, type UninstallOptions, type UnpinnedProgram } from '../../controller/uninstall/plan.js';
+import {
+  agentPinDir,
+  describeStep,
+  flannelDevice,
+  planUninstall,
+  takenByDetach,
+  type NodeFindings,
+  type UninstallOptions,
+  type UnpinnedProgram,
+} from '../../controller/uninstall/plan.js';
 
-const opts: UninstallOptions = { pinDir: '/sys/fs/bpf/twill', subnetFile: '/run/flannel/subnet.env', cniPlugin: '/opt/cni/bin/flannel', cniConf: '', installDir: '', keepFlannel: false };
+const opts: UninstallOptions = {
+  pinDir: '/sys/fs/bpf/twill',
+  subnetFile: '/run/flannel/subnet.env',
+  cniPlugin: '/opt/cni/bin/flannel',
+  cniConf: '',
+  installDir: '',
+  keepFlannel: false,
+};
 
 /** A node where the agent ran: BPF pins, kernel record, masquerade chains, a twill plugin, pod records. */
 const savedWithChains = parseIptablesSave(
@@ -30,7 +46,12 @@ const emptySaved = parseIptablesSave('*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n*
 
 const fullNode = (): NodeFindings => ({
   agents: [],
-  bpf: { pins: ['/sys/fs/bpf/twill/links', '/sys/fs/bpf/twill/links/decap', '/sys/fs/bpf/twill/twill_config'], attachState: '/run/twill/dataplane/twill', devices: ['twill0', 'twill-rx'], kernelRecord: '/run/twill/kernel/twill.json' },
+  bpf: {
+    pins: ['/sys/fs/bpf/twill/links', '/sys/fs/bpf/twill/links/decap', '/sys/fs/bpf/twill/twill_config'],
+    attachState: '/run/twill/dataplane/twill',
+    devices: ['twill0', 'twill-rx'],
+    kernelRecord: '/run/twill/kernel/twill.json',
+  },
   unpinnedPrograms: [],
   vxlanDevices: [],
   directRoutes: [],
@@ -52,7 +73,7 @@ const emptyNode = (): NodeFindings => ({
 });
 
 describe('planUninstall', () => {
-  it("removes the BPF datapath first, then the chains, the plugin, the records and the subnet file last", () => {
+  it('removes the BPF datapath first, then the chains, the plugin, the records and the subnet file last', () => {
     const plan = planUninstall(fullNode(), opts);
     expect(plan.refusal).toBeUndefined();
     expect(plan.steps.map((s) => s.kind)).toEqual(['bpf-datapath', 'iptables', 'file', 'directory', 'file', 'file']);
@@ -69,7 +90,13 @@ describe('planUninstall', () => {
 
   it('removes both chains and their jumps exactly as an agent started with both flags off does', () => {
     const step = planUninstall(fullNode(), opts).steps.find((s) => s.kind === 'iptables');
-    const flagsOff = desiredRules({ network: parseCidr('10.244.0.0/16')!, subnet: parseCidr('10.244.1.0/24')!, ipMasq: false, randomFully: true, forwardRules: false });
+    const flagsOff = desiredRules({
+      network: parseCidr('10.244.0.0/16')!,
+      subnet: parseCidr('10.244.1.0/24')!,
+      ipMasq: false,
+      randomFully: true,
+      forwardRules: false,
+    });
     expect(step).toMatchObject({ family: 4, script: planRestore(savedWithChains, flagsOff).script });
     expect(step?.kind === 'iptables' && step.script).toContain('-X FLANNEL-FWD');
   });
@@ -109,7 +136,7 @@ describe('planUninstall', () => {
     ]);
   });
 
-  it('with --keep-flannel keeps what flanneld takes over and still removes what is only twill\'s', () => {
+  it("with --keep-flannel keeps what flanneld takes over and still removes what is only twill's", () => {
     const found = { ...fullNode(), vxlanDevices: ['flannel.1'], directRoutes: ['10.244.3.0/24 via 192.168.1.3'] };
     const plan = planUninstall(found, { ...opts, keepFlannel: true });
     expect(plan.steps.map((s) => s.kind)).toEqual(['bpf-datapath', 'file', 'directory', 'file']);
@@ -123,7 +150,7 @@ describe('planUninstall', () => {
     expect(new Set(plan.kept.map((k) => k.why))).toEqual(new Set(['kept for flanneld (--keep-flannel)']));
   });
 
-  it("keeps a plugin of the same name that twill did not write, and removes the conflist and copies only when named", () => {
+  it('keeps a plugin of the same name that twill did not write, and removes the conflist and copies only when named', () => {
     const found = fullNode();
     found.files.cniPlugin = { twill: false };
     found.files.installCopies = ['/opt/twill/0.1.0', '/opt/twill/0.2.0.tmp'];
@@ -131,7 +158,14 @@ describe('planUninstall', () => {
     const plan = planUninstall(found, { ...opts, cniConf: '/etc/cni/net.d/10-flannel.conflist', installDir: '/opt/twill' });
     expect(plan.kept).toEqual([{ name: '/opt/cni/bin/flannel', why: "not a plugin twill wrote (flannel's own?)" }]);
     const files = plan.steps.filter((s) => s.kind === 'file' || s.kind === 'directory').map((s) => (s.kind === 'file' || s.kind === 'directory' ? s.path : ''));
-    expect(files).toEqual(['/etc/cni/net.d/10-flannel.conflist', '/opt/twill/0.1.0', '/opt/twill/0.2.0.tmp', '/run/flannel/endpoints', '/run/twill/kernel/twill.json', '/run/flannel/subnet.env']);
+    expect(files).toEqual([
+      '/etc/cni/net.d/10-flannel.conflist',
+      '/opt/twill/0.1.0',
+      '/opt/twill/0.2.0.tmp',
+      '/run/flannel/endpoints',
+      '/run/twill/kernel/twill.json',
+      '/run/flannel/subnet.env',
+    ]);
   });
 
   it('plans nothing on a node without a trace of twill (a second run)', () => {
@@ -169,10 +203,16 @@ describe('agentPinDir: a twill agent among the processes', () => {
       const asParsed = parseAgentFlags(takeGlobalFlags(argv.slice(argv.findIndex((a) => a === 'agent'))).argv.slice(1), env).pinDir;
       expect(agentPinDir(argv, env), argv.join(' ')).toBe(asParsed);
     }
-    expect(cases.map(([argv, env]) => agentPinDir(argv, env))).toEqual(['/sys/fs/bpf/twill-lab/x-n1', '/sys/fs/bpf/twill', '/sys/fs/bpf/a', '/sys/fs/bpf/b', '/sys/fs/bpf/c']);
+    expect(cases.map(([argv, env]) => agentPinDir(argv, env))).toEqual([
+      '/sys/fs/bpf/twill-lab/x-n1',
+      '/sys/fs/bpf/twill',
+      '/sys/fs/bpf/a',
+      '/sys/fs/bpf/b',
+      '/sys/fs/bpf/c',
+    ]);
   });
 
-  it("finds the pin dir of an agent of another version, whose flags this build does not know", () => {
+  it('finds the pin dir of an agent of another version, whose flags this build does not know', () => {
     expect(agentPinDir(['node', '/x/bin/twill', 'agent', '--flag-of-a-later-version=false', '--pin-dir=/sys/fs/bpf/d'], {})).toBe('/sys/fs/bpf/d');
   });
 
@@ -191,7 +231,7 @@ describe('flannelDevice and twillPluginTarget', () => {
     for (const n of ['twill-rx', 'flannel.x', 'flannel', 'xflannel.1']) expect(flannelDevice(n)).toBeUndefined();
   });
 
-  it("tells the plugin twill writes from anything else of that name", () => {
+  it('tells the plugin twill writes from anything else of that name', () => {
     const ours = `#!/bin/sh\n${TWILL_PLUGIN_MARKER}\nexec /opt/twill/0.1.0/node/bin/node /opt/twill/0.1.0/dist/controller/cni/main.js\n`;
     expect(twillPluginTarget(ours)).toEqual({ root: '/opt/twill/0.1.0' });
     expect(twillPluginTarget('\x7fELF\x02\x01\x01')).toBeUndefined();
