@@ -1,13 +1,4 @@
-import {
-  configChangeReport,
-  ipv4Networks,
-  parseNetworkConfig,
-  ConfigError,
-  FatalConfigError,
-  UnsupportedConfigError,
-  waitLogDue,
-  type NetworkConfig,
-} from '../config/network-config.js';
+import { ipv4Networks, FatalConfigError, UnsupportedConfigError, type NetworkConfig } from '../config/network-config.js';
 import { lookUpUnderlayRoutes } from '../dataplane/direct-routes.js';
 import { probeAndChoose } from '../dataplane/choice-record.js';
 import { backendOverhead } from '../dataplane/spec.js';

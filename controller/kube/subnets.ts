@@ -174,14 +174,13 @@ export class KubeSubnets {
     informer.on('error', (err) => void this.restart(err));
     let lastLog = 0;
     for (let delay = BACKOFF_MIN_MS; ; delay = Math.min(delay * 2, BACKOFF_MAX_MS)) {
-      this.lastFailure = undefined;
-      await informer.start();
-      if (!this.lastFailure) {
+      const failure = await this.attempt();
+      if (!failure) {
         this.listed = true;
         this.watching();
         return;
       }
-      if (KubeApi.refused(this.lastFailure)) throw this.lastFailure;
+      if (KubeApi.refused(failure)) throw failure;
       if (Date.now() - lastLog >= WAIT_LOG_MS) {
         this.o.log.warn('waiting for the API server to list Nodes', { problem: this.lastError, retryInMs: delay });
         lastLog = Date.now();
@@ -218,13 +217,18 @@ export class KubeSubnets {
     this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
     if (this.stopped) return;
     this.state = 'resyncing';
-    this.lastFailure = undefined;
-    await this.informer.start();
-    if (this.lastFailure) return; // its error has already scheduled the next attempt
+    if (await this.attempt()) return; // its error has already scheduled the next attempt
     this.backoffMs = BACKOFF_MIN_MS;
     this.resyncs++;
     this.o.log.info('Node watch established again', { after: this.watchProblem?.problem });
     this.watching();
+  }
+
+  /** Starts the list+watch once; the error it met, if any (the informer reports it by its error event). */
+  private async attempt(): Promise<Error | undefined> {
+    this.lastFailure = undefined;
+    await this.informer!.start();
+    return this.lastFailure;
   }
 
   /** The list (when one was needed) and the watch request both went through. */

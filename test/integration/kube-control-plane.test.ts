@@ -84,9 +84,15 @@ interface RegisteredNode {
 /** The namespace the control plane in use runs in (kubectl must reach it from there). */
 let planeNetns: string | undefined;
 
+/** The parts of kubectl's JSON these tests read. */
+interface KubeJson {
+  spec?: { podCIDR?: string; podCIDRs?: string[] };
+  items?: { endpoints?: { addresses: string[] }[] }[];
+  serverVersion?: { gitVersion: string };
+}
 const kubectlJson = async (args: string[], input?: string) => {
   const r = await run([kubectl().bin, '--kubeconfig', plane!.adminKubeconfig, ...args], { input, netns: planeNetns });
-  return r.stdout ? (JSON.parse(r.stdout) as Record<string, any>) : {};
+  return r.stdout ? (JSON.parse(r.stdout) as KubeJson) : {};
 };
 
 /** What kubelet does on its first start: create its Node with its name and InternalIP addresses. */
@@ -103,10 +109,10 @@ async function registerNode(n: RegisteredNode): Promise<void> {
 /** The Node's spec.podCIDRs once it has one per family asked for (generous: the machine is shared). */
 async function podCidrs(name: string, families: number, timeoutMs = 120_000): Promise<{ podCIDR: string; podCIDRs: string[] }> {
   const deadline = Date.now() + timeoutMs;
-  let spec: Record<string, any> = {};
+  let spec: NonNullable<KubeJson['spec']> = {};
   while (Date.now() < deadline) {
     spec = (await kubectlJson(['get', 'node', name, '-o', 'json'])).spec ?? {};
-    if ((spec.podCIDRs ?? []).length >= families) return { podCIDR: spec.podCIDR, podCIDRs: spec.podCIDRs };
+    if (spec.podCIDR && spec.podCIDRs && spec.podCIDRs.length >= families) return { podCIDR: spec.podCIDR, podCIDRs: spec.podCIDRs };
     await new Promise((r) => setTimeout(r, 500));
   }
   throw new Error(
@@ -142,7 +148,7 @@ describe('an IPv4 cluster', () => {
 
   it('serves the API through the admin kubeconfig, at the release that was built', async () => {
     const v = await kubectlJson(['version', '-o', 'json']);
-    expect(v.serverVersion.gitVersion).toBe(kubeApiserver().version);
+    expect(v.serverVersion?.gitVersion).toBe(kubeApiserver().version);
   });
 
   it('gives each registered Node a distinct podCIDR of the mask size, inside the cluster CIDR', async () => {
@@ -246,9 +252,7 @@ describe('a cluster inside a network namespace, on an address of its own', () =>
       'the kubernetes Service endpoint',
       async () => {
         const slices = await kubectlJson(['get', 'endpointslices', '-n', 'default', '-l', 'kubernetes.io/service-name=kubernetes', '-o', 'json']);
-        const found = (slices.items as Record<string, any>[]).flatMap((sl) =>
-          ((sl.endpoints ?? []) as Record<string, any>[]).flatMap((e) => e.addresses as string[]),
-        );
+        const found = (slices.items ?? []).flatMap((sl) => (sl.endpoints ?? []).flatMap((e) => e.addresses));
         return found.length > 0 && found;
       },
       120_000,
