@@ -324,7 +324,8 @@ function isOurs(pid: number, program: string, stateDir: string): boolean {
   }
 }
 
-async function stopProcess(pid: number, program: string, stateDir: string): Promise<void> {
+/** Stops one of the control plane's programs by pid, only while that pid is still it (the lab's down and tests use it too). */
+export async function stopProcess(pid: number, program: string, stateDir: string): Promise<void> {
   if (!isOurs(pid, program, stateDir)) return;
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 200 && isOurs(pid, program, stateDir); i++) await new Promise((r) => setTimeout(r, 50));

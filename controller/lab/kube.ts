@@ -5,11 +5,10 @@ import { repoRoot } from '../util/paths.js';
 import { hostIn } from './addressing.js';
 import { LabError } from './errors.js';
 import { networkConfigOf } from './etcd-cluster.js';
-import { restartKubeApiserver, startKubeControlPlane, type KubeControlPlaneOptions } from './kube-control-plane.js';
+import { restartKubeApiserver, startKubeControlPlane, stopProcess, type KubeControlPlaneOptions } from './kube-control-plane.js';
 import { attachToUnderlay } from './namespaces.js';
 import type { LabOptions } from './options.js';
 import { kubectl } from './peers.js';
-import { cmdline, stopWhile } from './processes.js';
 import { labStateDir, saveState, type LabKube, type LabNode, type LabState } from './state.js';
 
 /*
@@ -134,20 +133,19 @@ export function kubeFlags(state: LabState): string[] {
 
 /** Stops the controller manager, then the API server (labDown); each is stopped only while it is still that program. */
 export async function stopLabKube(state: LabState): Promise<void> {
-  for (const p of [...(state.kube?.processes ?? [])].reverse()) await stopKubeProcess(p);
+  for (const p of [...(state.kube?.processes ?? [])].reverse()) await stopKubeProcess(state, p);
 }
 
-async function stopKubeProcess(p: LabKube['processes'][number]): Promise<void> {
-  const isIt = () =>
-    cmdline(p.pid)
-      .split('\0')
-      .some((arg) => arg === p.program || arg.endsWith(`/${p.program}`));
-  await stopWhile(p.pid, isIt, 'SIGTERM');
-}
+/** The recorded process, stopped by the control plane's own stop (which checks the pid is still that program of this lab). */
+const stopKubeProcess = (state: LabState, p: LabKube['processes'][number]) =>
+  stopProcess(p.pid, p.program, (state.kube!.options as KubeControlPlaneOptions).stateDir);
 
 /** Stops the API server alone (the controller manager stays): an outage of the control plane, for tests. */
 export async function stopLabApiserver(state: LabState): Promise<void> {
-  await stopKubeProcess(state.kube!.processes.find((p) => p.program === 'kube-apiserver')!);
+  await stopKubeProcess(
+    state,
+    state.kube!.processes.find((p) => p.program === 'kube-apiserver')!,
+  );
 }
 
 /** Starts the lab's API server again after stopLabApiserver, and records its new pid. */
