@@ -158,28 +158,15 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     const flows = await pingFlowsRunning(lab);
     await stopLabApiserver(lab);
     const stoppedAt = Date.now();
-    await until(
-      'every agent to see its Node watch lost',
-      async () => {
-        for (const n of twillNodes) if ((await readyz(n)).subnetManager?.connected !== false) return false;
-        return true;
-      },
-      30_000,
-    );
+    const allWatches = async (connected: boolean) => (await Promise.all(twillNodes.map(readyz))).every((r) => r.subnetManager?.connected === connected);
+    await until('every agent to see its Node watch lost', () => allWatches(false), 30_000);
     await new Promise((r) => setTimeout(r, Math.max(0, 60_000 - (Date.now() - stoppedAt))));
     for (const n of twillNodes)
       expect(await readyz(n), `${n.name} during the outage`).toMatchObject({ ready: true, subnetManager: { kind: 'kube', connected: false } });
     await startLabApiserver(lab);
     const back = Date.now();
     // The client's backoff is capped at 30 s.
-    await until(
-      'every agent to reconnect',
-      async () => {
-        for (const n of twillNodes) if ((await readyz(n)).subnetManager?.connected !== true) return false;
-        return true;
-      },
-      60_000,
-    ).catch((err: Error) => {
+    await until('every agent to reconnect', () => allWatches(true), 60_000).catch((err: Error) => {
       throw new Error(`${err.message}; ${twillNodes.map((n) => `${n.name}: ${agentLog(n).trim().split('\n').slice(-6).join('\n')}`).join('\n')}`);
     });
     const loss = await stopPingFlows(flows, { lastFault: back });
