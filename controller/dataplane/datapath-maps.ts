@@ -102,14 +102,16 @@ export class DatapathMaps {
       return m;
     };
     try {
-      const ipv4 = family(4, 'own');
-      const ipv6 = DatapathMaps.hasIpv6(pinDir) ? family(6, ipv6Slots === 'own' ? 'own' : { sharedWith: ipv4 }) : undefined;
+      // One handle on the per-peer counters: the families zero the slots they give out in it.
+      const peerStats = new PerCpuArray(pin('twill_peer_stats'), mapSpecs.twill_peer_stats.value);
+      const ipv4 = family(4, { own: peerStats });
+      const ipv6 = DatapathMaps.hasIpv6(pinDir) ? family(6, ipv6Slots === 'own' ? { own: peerStats } : { sharedWith: ipv4 }) : undefined;
       return new DatapathMaps(
         pinDir,
         new TypedMap(pin('twill_config'), mapSpecs.twill_config.key, mapSpecs.twill_config.value),
         ipv6 && new TypedMap(pin('twill_config6'), mapSpecs.twill_config6.key, mapSpecs.twill_config6.value),
         new PerCpuArray(pin('twill_stats'), mapSpecs.twill_stats.value),
-        new PerCpuArray(pin('twill_peer_stats'), mapSpecs.twill_peer_stats.value),
+        peerStats,
         ((m) => m && new PerCpuArray(m, mapSpecs.twill_path_stats.value))(optional('twill_path_stats')),
         ipv4,
         ipv6,

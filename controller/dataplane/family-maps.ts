@@ -53,10 +53,11 @@ function renamed(row: object, table: Readonly<Record<string, string>>): Row {
 
 /**
  * Where a family's entries get their per-peer counter slot: slots of its own (IPv4, and IPv6 in
- * an IPv6-only network), given out and zeroed here; or, for a dual-stack peer's IPv6 entries,
- * the slot its IPv4 entries hold in the family named (`counterPeers` says which IPv4 PublicIP).
+ * an IPv6-only network), given out here and zeroed in `own`, the node's twill_peer_stats (opened
+ * once, by DatapathMaps); or, for a dual-stack peer's IPv6 entries, the slot its IPv4 entries
+ * hold in the family named (`counterPeers` says which IPv4 PublicIP).
  */
-export type SlotSource = 'own' | { sharedWith: Pick<FamilyMaps, 'statsSlotOf'> };
+export type SlotSource = { own: Pick<PerCpuArray<Record<string, FieldKind>>, 'zero'> } | { sharedWith: Pick<FamilyMaps, 'statsSlotOf'> };
 
 /**
  * The peer maps of one address family (subnets, peers, local endpoints), opened by path: one
@@ -74,7 +75,6 @@ export class FamilyMaps {
     /** absent in an IPv4 pin set made before the fast path (until the agent of this build attaches) */
     private readonly endpoints: AnyMap | undefined,
     private readonly slots: SlotSource,
-    private readonly peerStats: PerCpuArray<Record<string, FieldKind>> | undefined,
     private readonly handles: BpfMap[],
   ) {}
 
@@ -83,7 +83,7 @@ export class FamilyMaps {
     return existsSync(`${pinDir}/${FAMILY_MAPS[family].peers}`);
   }
 
-  static open(pinDir: string, family: IpFamily, slots: SlotSource = 'own'): FamilyMaps {
+  static open(pinDir: string, family: IpFamily, slots: SlotSource): FamilyMaps {
     const names = FAMILY_MAPS[family];
     const opened: BpfMap[] = [];
     const typed = (name: MapName) => {
@@ -94,11 +94,7 @@ export class FamilyMaps {
     };
     try {
       const endpoints = family === 6 || existsSync(`${pinDir}/${names.endpoints}`) ? typed(names.endpoints) : undefined;
-      const peerStats =
-        slots === 'own'
-          ? ((m) => (opened.push(m), new PerCpuArray(m, mapSpecs.twill_peer_stats.value)))(BpfMap.fromPin(`${pinDir}/twill_peer_stats`))
-          : undefined;
-      return new FamilyMaps(family, typed(names.subnets), typed(names.peers), endpoints, slots, peerStats, opened);
+      return new FamilyMaps(family, typed(names.subnets), typed(names.peers), endpoints, slots, opened);
     } catch (err) {
       for (const m of opened) m.close();
       throw err;
@@ -162,7 +158,7 @@ export class FamilyMaps {
     const livePeers = this.readPeers();
     let fresh: number[] = [];
     let unslotted: string[] = [];
-    if (this.slots === 'own') {
+    if ('own' in this.slots) {
       const held = new Map([...livePeers].map(([ip, p]) => [ip, p.stats_slot]));
       const assignment = assignStatsSlots(held, desired.peers.keys(), MAX_STATS_SLOTS, UNATTRIBUTED_STATS_SLOT);
       this.slotTable = new StatsSlotTable(assignment.slots, MAX_STATS_SLOTS, UNATTRIBUTED_STATS_SLOT);
@@ -183,7 +179,7 @@ export class FamilyMaps {
    */
   apply(changes: MapChanges): SyncResult {
     const got =
-      this.slots === 'own'
+      'own' in this.slots
         ? this.slotTable.change(
             changes.peers.upsert.map(([ip]) => ip),
             changes.peers.remove,
@@ -200,7 +196,7 @@ export class FamilyMaps {
 
   private slotFor(counterPeers: ReadonlyMap<string, string> | undefined): (publicIp: string) => number {
     const slots = this.slots;
-    if (slots === 'own') return (ip) => this.statsSlotOf(ip);
+    if ('own' in slots) return (ip) => this.statsSlotOf(ip);
     return (ip) => {
       const counterPeer = counterPeers?.get(ip);
       return counterPeer === undefined ? UNATTRIBUTED_STATS_SLOT : slots.sharedWith.statsSlotOf(counterPeer);
@@ -210,7 +206,7 @@ export class FamilyMaps {
   private write(subnetDiff: MapDiff<Remote>, peerDiff: MapDiff<Peer>, fresh: readonly number[], unslotted: readonly string[]): SyncResult {
     if (unslotted.length)
       log.warn('per-peer counter slots exhausted: these peers count as unattributed', { family: this.family, peers: unslotted.length, slots: MAX_STATS_SLOTS });
-    this.peerStats?.zero(fresh);
+    if ('own' in this.slots) this.slots.own.zero(fresh);
     const { subnetKey, peerKey } = this.names;
     this.peers.putMany(peerDiff.upsert.map(([k, v]) => [{ [peerKey]: k }, renamed(v, this.renames.to)] as const));
     this.subnets.putMany(subnetDiff.upsert.map(([k, v]) => [{ [subnetKey]: k }, renamed(v, this.renames.to)] as const));
