@@ -14,13 +14,17 @@ import { fileURLToPath } from 'node:url';
 const TALLY = /^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?\s*$/;
 const PART = /^\[twill-test\] part (\S+) exit (\d+)\s*$/;
 const SKIPPED_TIERS = /^\[twill-test\] VM tiers skipped/;
+// test/support/tally-reporter.ts names each failed test on a line of its own; repeated next to the
+// verdict so the tail of the log the CI keeps says which tests failed.
+const FAILED_TEST = /^\[twill-test\] failed: (.*)$/;
 
-/** @returns {{ passed: number, failed: number, skipped: number, problems: string[], lines: string[] }} */
+/** @returns {{ passed: number, failed: number, skipped: number, problems: string[], failedTests: string[], lines: string[] }} */
 export function tally(log) {
   let passed = 0;
   let failed = 0;
   let skipped = 0;
   const problems = [];
+  const failedTests = [];
   let pending = [];
   let parts = 0;
   let vmSkipped = false;
@@ -31,6 +35,8 @@ export function tally(log) {
       continue;
     }
     if (SKIPPED_TIERS.test(line)) vmSkipped = true;
+    const f = FAILED_TEST.exec(line);
+    if (f) failedTests.push(f[1]);
     const p = PART.exec(line);
     if (!p) continue;
     parts++;
@@ -56,11 +62,11 @@ export function tally(log) {
     failed++;
     problems.push('no part of the test command ran to its end (setup failed?)');
   }
-  const lines = [...problems.map((p) => `ci: ${p}`)];
+  const lines = [...failedTests.map((f) => `ci: failed: ${f}`), ...problems.map((p) => `ci: ${p}`)];
   if (vmSkipped) lines.push('ci: the VM tiers were skipped (TWILL_VM_TESTS=0)');
   if (skipped) lines.push(`(${skipped} skipped)`);
   lines.push(`${passed} passed, ${failed} failed`);
-  return { passed, failed, skipped, problems, lines };
+  return { passed, failed, skipped, problems, failedTests, lines };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

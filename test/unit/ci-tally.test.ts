@@ -4,8 +4,9 @@ import { describe, expect, it } from 'vitest';
 // @ts-expect-error -- a plain ES module without types: the CI runs it with node alone
 import { tally } from '../../scripts/ci-tally.mjs';
 import { repoRoot } from '../support/build.js';
+import { failureLine } from '../support/tally-reporter.js';
 
-type Tally = { passed: number; failed: number; skipped: number; problems: string[]; lines: string[] };
+type Tally = { passed: number; failed: number; skipped: number; problems: string[]; failedTests: string[]; lines: string[] };
 const verdict = (log: string) => tally(log) as Tally;
 const last = (t: Tally) => t.lines[t.lines.length - 1];
 
@@ -28,6 +29,19 @@ describe("the CI's verdict from the test command's log", () => {
   it('counts a non-zero exit whose tally shows no failure (unhandled errors) as a failure', () => {
     const t = verdict('Unhandled Errors\n12 passed, 0 failed\n[twill-test] part namespace exit 1\n');
     expect(last(t)).toBe('12 passed, 1 failed');
+  });
+
+  it('names each failed test next to the verdict, where the tail of a long log still shows it', () => {
+    const failed = failureLine(
+      `${process.cwd()}/test/integration/kube-mode.test.ts > kube > deletes a Node`,
+      '\x1b[31mexpected 3 to be 2\x1b[39m\n  at x.ts:1',
+    );
+    expect(failed).toBe('[twill-test] failed: test/integration/kube-mode.test.ts > kube > deletes a Node: expected 3 to be 2');
+    const t = verdict(
+      `${failed}\n11 passed, 1 failed\n[twill-test] part namespace exit 1\n(long VM output)\n6 passed, 0 failed\n[twill-test] part vagrant exit 0\n`,
+    );
+    expect(t.lines).toEqual(['ci: failed: test/integration/kube-mode.test.ts > kube > deletes a Node: expected 3 to be 2', '17 passed, 1 failed']);
+    expect(verdict('12 passed, 0 failed\n[twill-test] part namespace exit 0\n').failedTests).toEqual([]);
   });
 
   it('does not count a failure twice when the tally already has it', () => {
