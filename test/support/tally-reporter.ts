@@ -36,9 +36,6 @@ const ANSI_COLOUR = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g');
 
 /** One line per failure: where, and the first line of why (trimmed so a log's tail stays readable). */
 export function failureLine(where: string, message: string | undefined): string {
-  const why = (message ?? 'no error message')
-    .split('\n')[0]
-    .replace(ANSI_COLOUR, '')
-    .slice(0, 240);
+  const why = (message ?? 'no error message').split('\n')[0].replace(ANSI_COLOUR, '').slice(0, 240);
   return `[twill-test] failed: ${where.startsWith(root) ? where.slice(root.length) : where}: ${why}`;
 }
