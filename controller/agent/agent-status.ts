@@ -78,6 +78,7 @@ export class AgentStatus {
         resyncs: this.subnets.resyncs,
         kind: this.subnets.kind,
         ignoredNodes: this.subnets.ignoredNodes,
+        relists: this.subnets.relists,
       },
       endpoints: this.datapath?.endpoints,
       fastPath: this.datapath?.fastPath,

@@ -62,6 +62,8 @@ export interface SubnetSource {
   readonly connected: boolean;
   /** Kubernetes: Nodes whose annotations made no usable lease */
   readonly ignoredNodes?: number;
+  /** Kubernetes: full Node listings after an expired watch (410 Gone) */
+  readonly relists?: number;
   close(): Promise<void>;
 }
 
@@ -303,6 +305,10 @@ class KubeSource implements SubnetSource {
 
   get ignoredNodes() {
     return this.subnets?.malformedNodes ?? 0;
+  }
+
+  get relists() {
+    return this.subnets?.relists ?? 0;
   }
 
   async close(): Promise<void> {

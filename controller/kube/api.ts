@@ -92,21 +92,51 @@ export class KubeApi {
     return new KubeApi(k8s, config, config.makeApiClient(k8s.CoreV1Api), server);
   }
 
-  async readNode(name: string): Promise<V1Node> {
+  /**
+   * Whether the API server says it is ready (/readyz); false while it starts, refuses the
+   * question or cannot be reached.
+   */
+  async ready(): Promise<boolean> {
     try {
-      return await this.core.readNode({ name });
-    } catch (err) {
-      throw apiError(`get nodes/${name}`, err);
+      return await new this.k8s.Health(this.config).readyz({});
+    } catch {
+      return false;
     }
+  }
+
+  /** Returns once the API server says it is ready, asking every second. */
+  async untilReady(): Promise<void> {
+    while (!(await this.ready())) await new Promise((r) => setTimeout(r, 1000));
+  }
+
+  /**
+   * A request whose refusal is believed only when asked again of a ready API server: one that is
+   * still starting answers 403 to everything until its authorizer has synced, and a restarted
+   * API server meets the clients' retries there.
+   */
+  private async request<T>(what: string, send: () => Promise<T>): Promise<T> {
+    try {
+      return await send();
+    } catch (err) {
+      const first = apiError(what, err);
+      if (!KubeApi.refused(first)) throw first;
+      await this.untilReady();
+      try {
+        return await send();
+      } catch (again) {
+        throw apiError(what, again);
+      }
+    }
+  }
+
+  readNode(name: string): Promise<V1Node> {
+    return this.request(`get nodes/${name}`, () => this.core.readNode({ name }));
   }
 
   /** The node a pod runs on (flannel's POD_NAME + POD_NAMESPACE fallback for NODE_NAME). */
   async nodeOfPod(namespace: string, name: string): Promise<string | undefined> {
-    try {
-      return (await this.core.readNamespacedPod({ namespace, name })).spec?.nodeName || undefined;
-    } catch (err) {
-      throw apiError(`get pods/${name} -n ${namespace}`, err);
-    }
+    const pod = await this.request(`get pods/${name} -n ${namespace}`, () => this.core.readNamespacedPod({ namespace, name }));
+    return pod.spec?.nodeName || undefined;
   }
 
   /**
@@ -114,21 +144,21 @@ export class KubeApi {
    * its NetworkUnavailable condition (deploy/kubernetes' ClusterRole grants `patch nodes/status`).
    */
   async patchNodeStatus(name: string, patch: object): Promise<void> {
-    try {
-      await this.core.patchNodeStatus({ name, body: patch }, this.k8s.setHeaderOptions('Content-Type', this.k8s.PatchStrategy.StrategicMergePatch));
-    } catch (err) {
-      throw apiError(`patch nodes/${name}/status`, err);
-    }
+    await this.request(`patch nodes/${name}/status`, () =>
+      this.core.patchNodeStatus({ name, body: patch }, this.k8s.setHeaderOptions('Content-Type', this.k8s.PatchStrategy.StrategicMergePatch)),
+    );
   }
 
-  /** A list+watch of every Node, not started; its list request names itself in errors. */
-  nodeInformer(): NodeInformer {
+  /**
+   * A list+watch of every Node, not started; its list request names itself in errors. `onListed`
+   * hears of each full listing: the client lists at its start and again, by itself, when the
+   * server says the watch's resourceVersion expired (410 Gone).
+   */
+  nodeInformer(onListed?: () => void): NodeInformer {
     return this.k8s.makeInformer(this.config, '/api/v1/nodes', async () => {
-      try {
-        return await this.core.listNode();
-      } catch (err) {
-        throw apiError('list nodes', err);
-      }
+      const list = await this.request('list nodes', () => this.core.listNode());
+      onListed?.();
+      return list;
     });
   }
 

@@ -42,6 +42,9 @@ export class KubeSubnets {
   /** for status and metrics, as LeaseWatcher's */
   state: 'starting' | 'watching' | 'resyncing' | 'backoff' = 'starting';
   resyncs = 0;
+  /** full listings after the first: each followed an expired watch (410 Gone), and was applied as a difference */
+  relists = 0;
+  private listings = 0;
   /** the last API error, cleared by the next successful list or watch */
   lastError?: string;
   /** Nodes whose annotations make no usable lease, counted once per change of the Node's annotations */
@@ -166,7 +169,11 @@ export class KubeSubnets {
     this.onChange = o.onChange;
     this.onOwnNode = o.onOwnNode;
     this.onRefused = o.onRefused;
-    const informer = this.o.api.nodeInformer();
+    const informer = this.o.api.nodeInformer(() => {
+      if (this.listings++ === 0) return;
+      this.relists++;
+      this.o.log.info('Node watch expired (410 Gone): listed every Node again, applied as a difference', { relists: this.relists });
+    });
     this.informer = informer;
     informer.on('add', (n) => this.nodeChanged(n));
     informer.on('update', (n) => this.nodeChanged(n));
@@ -177,10 +184,18 @@ export class KubeSubnets {
       const failure = await this.attempt();
       if (!failure) {
         this.listed = true;
+        this.refusedOnce = false;
         this.watching();
         return;
       }
-      if (KubeApi.refused(failure)) throw failure;
+      if (KubeApi.refused(failure)) {
+        // Asked again of a ready API server (see KubeApi.request); refused then, it is final.
+        if (this.refusedOnce) throw failure;
+        this.refusedOnce = true;
+        await this.o.api.untilReady();
+        continue;
+      }
+      this.refusedOnce = false;
       if (Date.now() - lastLog >= WAIT_LOG_MS) {
         this.o.log.warn('waiting for the API server to list Nodes', { problem: this.lastError, retryInMs: delay });
         lastLog = Date.now();
@@ -202,6 +217,14 @@ export class KubeSubnets {
     if (KubeApi.refused(failure) && this.listed) {
       this.state = 'backoff';
       this.lastError = problem;
+      // The watch is asked again once the API server says it is ready (see KubeApi.request); refused then, it is final.
+      if (!this.refusedOnce) {
+        this.refusedOnce = true;
+        this.o.log.warn('Node watch refused; asking again once the API server says it is ready', { problem });
+        await this.o.api.untilReady();
+        if (!this.stopped) await this.rewatch();
+        return;
+      }
       this.onRefused?.(failure);
       return;
     }
@@ -213,12 +236,21 @@ export class KubeSubnets {
     this.lastError = problem;
     this.state = 'backoff';
     if (!this.listed || !this.informer) return; // the first listing is start()'s to retry
+    this.refusedOnce = false;
     await sleep(this.backoffMs);
     this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
     if (this.stopped) return;
+    await this.rewatch();
+  }
+
+  private refusedOnce = false;
+
+  /** One more start of the list+watch; its failure, if any, has already scheduled the next (restart). */
+  private async rewatch(): Promise<void> {
     this.state = 'resyncing';
-    if (await this.attempt()) return; // its error has already scheduled the next attempt
+    if (await this.attempt()) return;
     this.backoffMs = BACKOFF_MIN_MS;
+    this.refusedOnce = false;
     this.resyncs++;
     this.o.log.info('Node watch established again', { after: this.watchProblem?.problem });
     this.watching();

@@ -38,7 +38,7 @@ export interface AgentSnapshot {
   lease?: { subnet: string; reservation: boolean; /** ms since the epoch; none for a reservation */ expiresAt?: number };
   reconcile?: { count: number; errors: number; lastDurationMs: number; totalDurationMs: number };
   /** the peers' watch: etcd's lease watch, or the Kubernetes Node watch (`kind`, absent: etcd) */
-  watch?: { state: string; resyncs: number; kind?: 'etcd' | 'kube'; ignoredNodes?: number };
+  watch?: { state: string; resyncs: number; kind?: 'etcd' | 'kube'; ignoredNodes?: number; relists?: number };
   /** BPF mode only: the pinned counters, summed over CPUs; per peer only when asked for (see MetricsOptions) */
   datapath?: {
     stats: Stats;
@@ -165,6 +165,12 @@ export function agentMetricFamilies(s: AgentSnapshot, opts: MetricsOptions): Met
     if (w.ignoredNodes !== undefined)
       out.push(
         counter('twill_kube_nodes_ignored_total', 'Nodes whose annotations made no usable lease, once per change of them.', [{ value: w.ignoredNodes }]),
+      );
+    if (w.relists !== undefined)
+      out.push(
+        counter('twill_kube_watch_relists_total', 'Full Node listings after the Node watch expired (410 Gone), each applied as a difference to the peers.', [
+          { value: w.relists },
+        ]),
       );
   }
 

@@ -14,7 +14,7 @@ export interface AgentMetricSources {
   mode?: 'bpf' | 'kernel';
   manager?: { own?: OwnLease };
   reconciler?: { count: number; errors: number; lastDurationMs: number; totalDurationMs: number };
-  watcher?: { state: string; resyncs: number; kind?: 'etcd' | 'kube'; ignoredNodes?: number };
+  watcher?: { state: string; resyncs: number; kind?: 'etcd' | 'kube'; ignoredNodes?: number; relists?: number };
   endpoints?: { state: { endpoints: number; podLinks: number } };
   fastPath?: { enabled: boolean };
 }
@@ -32,7 +32,13 @@ export function readAgentSnapshot(src: AgentMetricSources, opts: MetricsOptions)
       lastDurationMs: src.reconciler.lastDurationMs,
       totalDurationMs: src.reconciler.totalDurationMs,
     },
-    watch: src.watcher && { state: src.watcher.state, resyncs: src.watcher.resyncs, kind: src.watcher.kind, ignoredNodes: src.watcher.ignoredNodes },
+    watch: src.watcher && {
+      state: src.watcher.state,
+      resyncs: src.watcher.resyncs,
+      kind: src.watcher.kind,
+      ignoredNodes: src.watcher.ignoredNodes,
+      relists: src.watcher.relists,
+    },
   };
   if (src.mode === 'bpf' && existsSync(`${src.pinDir}/twill_peer_stats`)) {
     const maps = DatapathMaps.open(src.pinDir);

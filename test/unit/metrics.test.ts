@@ -130,12 +130,13 @@ describe('agent metrics', () => {
   });
 
   it('says which subnet manager is in use and whether its watch is up: the Kubernetes Node watch has families of its own', async () => {
-    const kube = samples(await agentText({ ready: true, watch: { state: 'backoff', resyncs: 3, kind: 'kube', ignoredNodes: 2 } }));
+    const kube = samples(await agentText({ ready: true, watch: { state: 'backoff', resyncs: 3, kind: 'kube', ignoredNodes: 2, relists: 1 } }));
     expect(kube.get('twill_subnet_manager_info{kind="kube"}')).toBe('1');
     expect(kube.get('twill_kube_watch_up')).toBe('0');
     expect(kube.get('twill_kube_watch_state{state="backoff"}')).toBe('1');
     expect(kube.get('twill_kube_watch_resyncs_total')).toBe('3');
     expect(kube.get('twill_kube_nodes_ignored_total')).toBe('2');
+    expect(kube.get('twill_kube_watch_relists_total')).toBe('1');
     expect([...kube.keys()].some((k) => k.startsWith('twill_etcd_'))).toBe(false);
     expect(samples(await agentText(fullSnapshot)).get('twill_subnet_manager_info{kind="etcd"}')).toBe('1');
   });
