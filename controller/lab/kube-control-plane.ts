@@ -387,8 +387,8 @@ async function expectPortFree(program: string, address: string, port: number, ne
  */
 export async function startKubeControlPlane(opts: KubeControlPlaneOptions, timeoutMs = 180_000): Promise<KubeControlPlane> {
   // Resolved first: a missing build fails here, naming module and version, before anything starts.
-  const apiserverBin = kubeApiserver().bin;
-  const controllerManagerBin = kubeControllerManager().bin;
+  kubeApiserver();
+  kubeControllerManager();
   kubectl();
   mkdirSync(opts.stateDir, { recursive: true });
   const f = controlPlaneFiles(opts.stateDir);
@@ -401,20 +401,15 @@ export async function startKubeControlPlane(opts: KubeControlPlaneOptions, timeo
     { mode: 0o600 },
   );
 
-  await expectPortFree('kube-apiserver', opts.listen.address, opts.listen.port, opts.netns);
-  await expectPortFree('kube-controller-manager', opts.listen.address, controllerManagerPort(opts), opts.netns);
-
   const started: KubeProcess[] = [];
   const stopAll = async () => {
     for (const p of [...started].reverse()) await p.stop();
   };
   try {
-    const apiserver = startDetached('kube-apiserver', apiserverBin, apiserverArgs(opts), f.apiserverLog, opts);
+    const apiserver = await launch('kube-apiserver', opts, timeoutMs);
     started.push(apiserver);
-    await waitUntilOk(apiserver, server, '/readyz', opts, timeoutMs);
-    const controllerManager = startDetached('kube-controller-manager', controllerManagerBin, controllerManagerArgs(opts), f.controllerManagerLog, opts);
+    const controllerManager = await launch('kube-controller-manager', opts, timeoutMs);
     started.push(controllerManager);
-    await waitUntilOk(controllerManager, httpsUrl(opts.listen.address, controllerManagerPort(opts)), '/healthz', opts, timeoutMs);
     return { apiserver, controllerManager, server, adminKubeconfig: f.adminKubeconfig, caCert: f.caCert, stop: stopAll };
   } catch (err) {
     await stopAll();
@@ -422,14 +417,39 @@ export async function startKubeControlPlane(opts: KubeControlPlaneOptions, timeo
   }
 }
 
-/**
- * Starts the API server of a control plane started before (its certificates and files are in
- * the state dir), after it was stopped: tests take it away and bring it back. Waits until ready.
- */
-export async function restartKubeApiserver(opts: KubeControlPlaneOptions, timeoutMs = 180_000): Promise<KubeProcess> {
+/** How each program is started and asked whether it is up. */
+function programSpec(program: KubeProcess['program'], opts: KubeControlPlaneOptions) {
   const f = controlPlaneFiles(opts.stateDir);
-  await expectPortFree('kube-apiserver', opts.listen.address, opts.listen.port, opts.netns);
-  const apiserver = startDetached('kube-apiserver', kubeApiserver().bin, apiserverArgs(opts), f.apiserverLog, opts);
-  await waitUntilOk(apiserver, httpsUrl(opts.listen.address, opts.listen.port), '/readyz', opts, timeoutMs);
-  return apiserver;
+  return program === 'kube-apiserver'
+    ? { bin: kubeApiserver().bin, args: apiserverArgs(opts), log: f.apiserverLog, port: opts.listen.port, probe: '/readyz' }
+    : {
+        bin: kubeControllerManager().bin,
+        args: controllerManagerArgs(opts),
+        log: f.controllerManagerLog,
+        port: controllerManagerPort(opts),
+        probe: '/healthz',
+      };
+}
+
+/** Starts one program and waits until it says ok; one that never does is stopped before the error. */
+async function launch(program: KubeProcess['program'], opts: KubeControlPlaneOptions, timeoutMs: number): Promise<KubeProcess> {
+  const spec = programSpec(program, opts);
+  await expectPortFree(program, opts.listen.address, spec.port, opts.netns);
+  const proc = startDetached(program, spec.bin, spec.args, spec.log, opts);
+  try {
+    await waitUntilOk(proc, httpsUrl(opts.listen.address, spec.port), spec.probe, opts, timeoutMs);
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+  return proc;
+}
+
+/**
+ * Starts one program of a control plane started before (its certificates and files are in the
+ * state dir), after it was stopped: tests take the API server or the controller manager away
+ * and bring it back. Waits until it is ready.
+ */
+export function restartKubeProcess(program: KubeProcess['program'], opts: KubeControlPlaneOptions, timeoutMs = 180_000): Promise<KubeProcess> {
+  return launch(program, opts, timeoutMs);
 }

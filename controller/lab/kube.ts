@@ -5,7 +5,7 @@ import { repoRoot } from '../util/paths.js';
 import { hostIn } from './addressing.js';
 import { LabError } from './errors.js';
 import { networkConfigOf } from './etcd-cluster.js';
-import { restartKubeApiserver, startKubeControlPlane, stopProcess, type KubeControlPlaneOptions } from './kube-control-plane.js';
+import { restartKubeProcess, startKubeControlPlane, stopProcess, type KubeControlPlaneOptions, type KubeProcess } from './kube-control-plane.js';
 import { attachToUnderlay } from './namespaces.js';
 import type { LabOptions } from './options.js';
 import { kubectl } from './peers.js';
@@ -140,18 +140,18 @@ export async function stopLabKube(state: LabState): Promise<void> {
 const stopKubeProcess = (state: LabState, p: LabKube['processes'][number]) =>
   stopProcess(p.pid, p.program, (state.kube!.options as KubeControlPlaneOptions).stateDir);
 
-/** Stops the API server alone (the controller manager stays): an outage of the control plane, for tests. */
-export async function stopLabApiserver(state: LabState): Promise<void> {
+/** Stops one program of the control plane, the other stays: an outage of the API server, or of the podCIDR allocator, for tests. */
+export async function stopLabKubeProcess(state: LabState, program: KubeProcess['program']): Promise<void> {
   await stopKubeProcess(
     state,
-    state.kube!.processes.find((p) => p.program === 'kube-apiserver')!,
+    state.kube!.processes.find((p) => p.program === program)!,
   );
 }
 
-/** Starts the lab's API server again after stopLabApiserver, and records its new pid. */
-export async function startLabApiserver(state: LabState): Promise<void> {
+/** Starts that program again after stopLabKubeProcess, and records its new pid. */
+export async function startLabKubeProcess(state: LabState, program: KubeProcess['program']): Promise<void> {
   const kube = state.kube!;
-  const started = await restartKubeApiserver(kube.options as KubeControlPlaneOptions);
-  kube.processes = kube.processes.map((p) => (p.program === 'kube-apiserver' ? { program: p.program, pid: started.pid, logFile: started.logFile } : p));
+  const started = await restartKubeProcess(program, kube.options as KubeControlPlaneOptions);
+  kube.processes = kube.processes.map((p) => (p.program === program ? { program, pid: started.pid, logFile: started.logFile } : p));
   saveState(state);
 }

@@ -48,15 +48,16 @@ function agentArgs(state: LabState, node: LabNode): string[] {
 
 /**
  * Starts a node's daemon (twill agent, or flanneld on a flanneld node) with the lab's flags plus
- * any given; tests kill and restart them through restartAgent and stopNodeDaemon.
+ * any given; tests kill and restart them through restartAgent and stopNodeDaemon. `env` replaces
+ * the lab's (tests: the POD_NAME way of finding the Node).
  */
-export function startNodeDaemon(state: LabState, node: LabNode, extraArgs: string[] = []): AgentProcess {
+export function startNodeDaemon(state: LabState, node: LabNode, extraArgs: string[] = [], env?: Record<string, string>): AgentProcess {
   const opts = {
     netns: node.netns,
     logFile: node.agent?.log ?? `${path.dirname(node.subnetFile)}/agent.log`,
     healthz: `${node.underlayIp}:${HEALTHZ_PORT}`,
     // Kubernetes mode: the daemon finds its Node by name, as in a DaemonSet with NODE_NAME set.
-    env: state.kube ? { NODE_NAME: node.name } : undefined,
+    env: env ?? (state.kube ? { NODE_NAME: node.name } : undefined),
   };
   if (node.dataplane === 'flanneld') {
     const bin = flanneld();

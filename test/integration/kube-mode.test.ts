@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kubeManifestPath, labKubectl, rbacDocuments, registerLabNode, startLabApiserver, stopLabApiserver } from '../../controller/lab/kube.js';
+import { kubeManifestPath, labKubectl, rbacDocuments, registerLabNode, startLabKubeProcess, stopLabKubeProcess } from '../../controller/lab/kube.js';
 import { flanneld, kubeApiserver, kubectl } from '../../controller/lab/peers.js';
 import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { pidAlive } from '../../controller/lab/agents.js';
@@ -69,6 +69,12 @@ interface Readyz {
 const readyz = async (n: LabNode) =>
   JSON.parse((await run(['curl', '-s', `http://${n.agent!.healthz}/readyz`], { netns: n.netns, allowFailure: true })).stdout || '{}') as Readyz;
 const subnetsOf = async (n: LabNode) => (await readMaps(n)).subnets.map((s) => s.subnet).sort();
+const metricOf = async (n: LabNode, name: string) =>
+  Number(new RegExp(`^${name} (\\d+)$`, 'm').exec((await run(['curl', '-s', `http://${n.agent!.healthz}/metrics`], { netns: n.netns })).stdout)?.[1] ?? NaN);
+/** The reconciler's lines saying a peer left the maps (one per peer, or a count when many changed at once). */
+const peerRemovals = (log: string) => log.split('\n').filter((l) => l.includes('"msg":"peer removed"') || /"msg":"peers changed".*"removed":[1-9]/.test(l));
+const etcdctl = (args: string[]) =>
+  run(['etcdctl', '--endpoints', lab.etcd!.endpoint, ...args], { netns: lab.etcd!.netns, env: { ...process.env, ETCDCTL_API: '3' } });
 
 describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
   it("takes each node's subnet from its Node's podCIDR and publishes flannel's annotations and condition", async () => {
@@ -153,17 +159,54 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     expect(log).toContain('"msg":"ready"');
     expect(await allPodPairs(lab, { tcp: false })).toEqual([]);
   });
+  it('without NODE_NAME the agent finds its Node from its pod (POD_NAME, POD_NAMESPACE), as flannel does; a pod with no node is refused', async () => {
+    const n1 = node('n1');
+    const pod = (name: string, nodeName?: string) =>
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name, namespace: 'kube-flannel' },
+        // As a DaemonSet's pod: flannel's ServiceAccount (the lab runs no token controller to mount it).
+        spec: {
+          ...(nodeName ? { nodeName } : {}),
+          serviceAccountName: 'flannel',
+          automountServiceAccountToken: false,
+          containers: [{ name: 'twill', image: 'twill:lab' }],
+        },
+      });
+    // No kubelet runs these pods: the API server records them, which is all the lookup reads.
+    await labKubectl(lab, ['create', '-f', '-'], pod('twill-n1', 'n1'));
+    await labKubectl(lab, ['create', '-f', '-'], pod('twill-nowhere'));
+    try {
+      await stopNodeDaemon(n1);
+      let from = agentLog(n1).length;
+      const lost = restartAgent(lab, n1, [], { POD_NAME: 'twill-nowhere', POD_NAMESPACE: 'kube-flannel' });
+      await until('the agent of a pod with no node to exit', async () => !pidAlive(lost.pid), 60_000);
+      expect(agentLog(n1).slice(from)).toContain("node name not present in pod spec 'kube-flannel/twill-nowhere'");
+      from = agentLog(n1).length;
+      const found = restartAgent(lab, n1, [], { POD_NAME: 'twill-n1', POD_NAMESPACE: 'kube-flannel' });
+      await until('the agent found by its pod to be ready', async () => agentLog(n1).slice(from).includes('"msg":"ready"'), 60_000);
+      expect(agentLog(n1).slice(from)).toMatch(/"msg":"Kubernetes subnet manager".*"node":"n1"/);
+      expect(pidAlive(found.pid)).toBe(true);
+    } finally {
+      await labKubectl(lab, ['delete', 'pod', '-n', 'kube-flannel', 'twill-n1', 'twill-nowhere', '--wait=false']);
+      // Back to the lab's way (NODE_NAME), for the tests that follow.
+      await bounceAgent(lab, n1, 'SIGTERM');
+    }
+    expect(await allPodPairs(lab, { tcp: false })).toEqual([]);
+  });
+
   it('the API server stopped for 60 s under ping flows: nothing lost, every agent stays ready and its watch reconnects', async () => {
     const twillNodes = lab.nodes.filter((n) => n.dataplane !== 'flanneld');
     const flows = await pingFlowsRunning(lab);
-    await stopLabApiserver(lab);
+    await stopLabKubeProcess(lab, 'kube-apiserver');
     const stoppedAt = Date.now();
     const allWatches = async (connected: boolean) => (await Promise.all(twillNodes.map(readyz))).every((r) => r.subnetManager?.connected === connected);
     await until('every agent to see its Node watch lost', () => allWatches(false), 30_000);
     await new Promise((r) => setTimeout(r, Math.max(0, 60_000 - (Date.now() - stoppedAt))));
     for (const n of twillNodes)
       expect(await readyz(n), `${n.name} during the outage`).toMatchObject({ ready: true, subnetManager: { kind: 'kube', connected: false } });
-    await startLabApiserver(lab);
+    await startLabKubeProcess(lab, 'kube-apiserver');
     const back = Date.now();
     // The client's backoff is capped at 30 s.
     await until('every agent to reconnect', () => allWatches(true), 60_000).catch((err: Error) => {
@@ -190,40 +233,88 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     await labKubectl(lab, ['delete', 'node', 'late', '--wait=true']);
   }, 240_000);
 
-  it('moves the flanneld node to twill and back (kube mode on both sides) under traffic: nothing lost, the VtepMAC kept', async () => {
-    const n3 = node('n3');
+  it('an expired watch (410 Gone) is listed again and applied as a difference: no peer leaves the maps, nothing is lost', async () => {
+    const twillNodes = lab.nodes.filter((n) => n.dataplane !== 'flanneld');
+    const before = await Promise.all(twillNodes.map(async (n) => ({ relists: await metricOf(n, 'twill_kube_watch_relists_total'), maps: await subnetsOf(n) })));
+    const logFrom = twillNodes.map((n) => agentLog(n).length);
+    const flows = await pingFlowsRunning(lab);
+    await stopLabKubeProcess(lab, 'kube-apiserver');
+    // While no API server runs, etcd moves on and forgets the past: the agents' watches resume
+    // from a resourceVersion that a new API server can no longer serve, and it answers 410 Gone.
+    for (let i = 0; i < 3; i++) await etcdctl(['put', '/tkm-expire-watch', String(i)]);
+    const revision = (JSON.parse((await etcdctl(['get', '/tkm-expire-watch', '-w', 'json'])).stdout) as { header: { revision: number } }).header.revision;
+    await etcdctl(['compact', String(revision)]);
+    await etcdctl(['del', '/tkm-expire-watch']);
+    await startLabKubeProcess(lab, 'kube-apiserver');
+    const back = Date.now();
+    for (const [i, n] of twillNodes.entries())
+      await until(
+        `${n.name} to list its Nodes again and watch`,
+        async () => (await metricOf(n, 'twill_kube_watch_relists_total')) > before[i].relists && (await readyz(n)).subnetManager?.connected === true,
+        60_000,
+      );
+    const loss = await stopPingFlows(flows, { lastFault: back });
+    console.log(`RELIABILITY kube mode (Kubernetes ${kubeApiserver().version}): Node watch expired (410 Gone), listed again: ${lossLine(loss, 'the relist')}`);
+    expectNoLoss(loss);
+    for (const [i, n] of twillNodes.entries()) {
+      const since = agentLog(n).slice(logFrom[i]);
+      expect(since, n.name).toContain('Node watch expired (410 Gone)');
+      expect(peerRemovals(since), n.name).toEqual([]);
+      expect(await subnetsOf(n), n.name).toEqual(before[i].maps);
+    }
+  }, 180_000);
+
+  it('moves node by node from flanneld to twill and back, or from twill to flanneld and back (kube mode on both sides), under traffic: nothing lost, the VtepMAC kept', async () => {
     const scratch = mkdtempSync(path.join(tmpdir(), 'tkm-'));
-    const vtepMac = async () => (JSON.parse((await nodeObject('n3')).metadata.annotations![`${P}backend-data`]) as { VtepMAC: string }).VtepMAC;
-    const mac = await vtepMac();
-    try {
-      const there = await underTraffic(lab, n3, 'n3 flanneld -> twill (kube)', async () => {
-        await bounceAgent(lab, n3, 'SIGTERM', [], async () => {
-          n3.dataplane = 'bpf';
+    const vtepMac = async (n: LabNode) => (JSON.parse((await nodeObject(n.name)).metadata.annotations![`${P}backend-data`]) as { VtepMAC: string }).VtepMAC;
+    const toTwill = (n: LabNode, dataplane: LabNode['dataplane']) =>
+      underTraffic(lab, n, `${n.name} flanneld -> twill (kube)`, async () => {
+        await bounceAgent(lab, n, 'SIGTERM', [], async () => {
+          n.dataplane = dataplane;
         });
       });
-      expect(await vtepMac()).toBe(mac);
-      expect(await vxlanDevices(n3.netns)).toEqual([{ ifname: 'twill-rx', external: true, fdbEntries: 0 }]);
-      const back = await underTraffic(lab, n3, 'n3 twill -> flanneld (kube)', async () => {
-        await bounceAgent(lab, n3, 'SIGTERM', ['--dataplane=kernel']);
-        await bounceAgent(lab, n3, 'SIGTERM', [], async () => {
+    // As a user would: the agent hands the node to kernel VXLAN, is uninstalled keeping flannel's files, and flanneld starts.
+    const toFlanneld = (n: LabNode) =>
+      underTraffic(lab, n, `${n.name} twill -> flanneld (kube)`, async () => {
+        await bounceAgent(lab, n, 'SIGTERM', ['--dataplane=kernel']);
+        await bounceAgent(lab, n, 'SIGTERM', [], async () => {
           const res = await twill(
-            ['uninstall', '--pin-dir', n3.pinDir, '--subnet-file', n3.subnetFile, '--cni-bin-dir', scratch, '--keep-flannel', '--json'],
-            n3.netns,
+            ['uninstall', '--pin-dir', n.pinDir, '--subnet-file', n.subnetFile, '--cni-bin-dir', scratch, '--keep-flannel', '--json'],
+            n.netns,
           );
           expect(res.code, res.stderr).toBe(0);
-          n3.dataplane = 'flanneld';
+          n.dataplane = 'flanneld';
         });
       });
-      expect(await vtepMac()).toBe(mac);
-      expect(await vxlanDevices(n3.netns)).toEqual([{ ifname: 'flannel.1', external: false, fdbEntries: 2 }]);
-      console.log(
-        `RELIABILITY kube-mode migration (${flanneld().version}, Kubernetes ${kubeApiserver().version}): ${there}\nRELIABILITY kube-mode migration (${flanneld().version}, Kubernetes ${kubeApiserver().version}): ${back}`,
-      );
+    const expectFlanneld = async (n: LabNode) =>
+      expect(await vxlanDevices(n.netns), n.name).toEqual([{ ifname: 'flannel.1', external: false, fdbEntries: lab.nodes.length - 1 }]);
+    const expectTwill = async (n: LabNode) => expect(await vxlanDevices(n.netns), n.name).toEqual([{ ifname: 'twill-rx', external: true, fdbEntries: 0 }]);
+    const lines: string[] = [];
+    try {
+      for (const n of lab.nodes) {
+        const mac = await vtepMac(n);
+        if (n.dataplane === 'flanneld') {
+          lines.push(await toTwill(n, 'bpf'));
+          expect(await vtepMac(n)).toBe(mac);
+          await expectTwill(n);
+          lines.push(await toFlanneld(n));
+          await expectFlanneld(n);
+        } else {
+          const dataplane = n.dataplane;
+          lines.push(await toFlanneld(n));
+          expect(await vtepMac(n)).toBe(mac);
+          await expectFlanneld(n);
+          lines.push(await toTwill(n, dataplane));
+          await expectTwill(n);
+        }
+        expect(await vtepMac(n), n.name).toBe(mac);
+      }
+      console.log(lines.map((l) => `RELIABILITY kube-mode migration (${flanneld().version}, Kubernetes ${kubeApiserver().version}): ${l}`).join('\n'));
     } finally {
       saveState(lab);
       rmSync(scratch, { recursive: true, force: true });
     }
-  }, 300_000);
+  }, 600_000);
 
   it("every manifest in deploy/kubernetes passes the real API server's dry run", async () => {
     const dir = path.join(path.dirname(kubeManifestPath()));
@@ -263,17 +354,37 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     expect(bad.stderr).toMatch(/dataa/);
   });
 
-  it('a Node deleted leaves every map within 5 s, and comes back when it is registered again', async () => {
+  it('a Node deleted leaves every map within 5 s; registered again, its agent waits for a podCIDR, and it comes back with one', async () => {
+    const n1 = node('n1');
     const n2 = node('n2');
+    const n1From = agentLog(n1).length;
     await labKubectl(lab, ['delete', 'node', 'n2', '--wait=true']);
-    for (const peer of [node('n1')]) await until(`n2's subnet to leave ${peer.name}'s maps`, async () => !(await subnetsOf(peer)).includes(n2.subnet), 5000);
+    await until("n2's subnet to leave n1's maps", async () => !(await subnetsOf(n1)).includes(n2.subnet), 5000);
+    // The same log check that the relist test expects empty sees this removal.
+    expect(peerRemovals(agentLog(n1).slice(n1From)).join('\n')).toContain(n2.subnet);
     await until(
       "n2's route to leave flanneld's node",
       async () => !(await run(['ip', 'route', 'show', n2.subnet], { netns: node('n3').netns })).stdout.trim(),
       5000,
     );
-    await registerLabNode(lab, n2);
-    // n2's agent sees its Node again, without its annotations: it publishes them again.
+    // With the controller manager away the Node comes back without a podCIDR: n2's agent waits, says so, and stays up.
+    await stopLabKubeProcess(lab, 'kube-controller-manager');
+    const n2From = agentLog(n2).length;
+    try {
+      await registerLabNode(lab, n2);
+      await until(
+        "n2's agent to say it waits for a podCIDR",
+        async () => agentLog(n2).slice(n2From).includes('waiting for our Node to be given a podCIDR'),
+        30_000,
+      );
+      const bare = await nodeObject('n2');
+      expect(bare.spec.podCIDR).toBeUndefined();
+      expect(bare.metadata.annotations?.[`${P}kube-subnet-manager`]).toBeUndefined();
+      expect(pidAlive(n2.agent!.pid)).toBe(true);
+    } finally {
+      await startLabKubeProcess(lab, 'kube-controller-manager');
+    }
+    // Given a podCIDR, n2's agent publishes its annotations again.
     const subnet = await until(
       "n2's Node to be annotated again",
       async () => {
