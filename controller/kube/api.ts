@@ -3,13 +3,13 @@ import type { NodeView } from '../subnet/kube-nodes.js';
 
 /*
  * The edge to the Kubernetes API, the only code that knows the client (as controller/etcd/store.ts
- * is for etcd). @kubernetes/client-node is imported here, when Kubernetes mode starts: it costs
- * about 0.6 s and 70-90 MB to load, which an etcd-mode agent never pays.
+ * is for etcd). @kubernetes/client-node is imported here, through client.ts (which the build
+ * bundles to the parts used), when Kubernetes mode starts: an etcd-mode agent never loads it.
  */
 
-type Client = typeof import('@kubernetes/client-node');
+type Client = typeof import('./client.js');
 let client: Promise<Client> | undefined;
-const loadClient = () => (client ??= import('@kubernetes/client-node'));
+const loadClient = () => (client ??= import('./client.js'));
 
 export interface KubeConnection {
   /** --kube-api-url: overrides the kubeconfig's server */
