@@ -27,13 +27,20 @@ export interface TimedWrite {
   undo(i: number): Promise<unknown>;
 }
 
+/** One timed write: from sending it, and from its answer, until the map held it (ms). */
+export interface WriteTime {
+  sentMs: number;
+  answeredMs: number;
+}
+
 /**
- * `count` writes of fake peers from TIMED_BASE on, one at a time, each timed from the write until
- * the node's subnets map (opened by its pins, on this process's clock) holds its subnet; in ms.
+ * `count` writes of fake peers from TIMED_BASE on, one at a time, each timed until the node's
+ * subnets map (opened by its pins, on this process's clock) holds its subnet.
  */
-export async function timedWrites(pinDir: string, count: number, w: TimedWrite): Promise<number[]> {
+export async function timedWrites(pinDir: string, count: number, w: TimedWrite): Promise<WriteTime[]> {
   const maps = DatapathMaps.open(pinDir);
-  const out: number[] = [];
+  const out: WriteTime[] = [];
+  const since = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
   try {
     for (let n = 0; n < count; n++) {
       const i = TIMED_BASE + n;
@@ -41,12 +48,13 @@ export async function timedWrites(pinDir: string, count: number, w: TimedWrite):
       await w.prepare?.(i);
       const t0 = process.hrtime.bigint();
       await w.write(i);
+      const answered = process.hrtime.bigint();
       for (;;) {
         if (maps.ipv4.readSubnet(base)) break;
-        if (Number(process.hrtime.bigint() - t0) > 10e9) throw new Error(`${base}/24 not in ${pinDir}/twill_subnets 10 s after its write`);
+        if (since(t0) > 10e3) throw new Error(`${base}/24 not in ${pinDir}/twill_subnets 10 s after its write`);
         await new Promise((r) => setTimeout(r, 1));
       }
-      out.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      out.push({ sentMs: since(t0), answeredMs: since(answered) });
       await w.undo(i);
     }
   } finally {

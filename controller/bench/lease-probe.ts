@@ -39,19 +39,21 @@ async function fill(client: Etcd3, prefix: string, count: number): Promise<numbe
 }
 
 /** Puts one new lease at a time and times until the node's subnets map holds it. */
-const latency = (client: Etcd3, prefix: string, pinDir: string, puts: number) =>
-  timedWrites(pinDir, puts, {
-    write: (i) =>
-      client
-        .put(`${prefix}/subnets/${subnetKey(fakeSubnet(i))}`)
-        .value(fakeLease(i))
-        .exec(),
-    undo: (i) =>
-      client
-        .delete()
-        .key(`${prefix}/subnets/${subnetKey(fakeSubnet(i))}`)
-        .exec(),
-  });
+const latency = async (client: Etcd3, prefix: string, pinDir: string, puts: number) =>
+  (
+    await timedWrites(pinDir, puts, {
+      write: (i) =>
+        client
+          .put(`${prefix}/subnets/${subnetKey(fakeSubnet(i))}`)
+          .value(fakeLease(i))
+          .exec(),
+      undo: (i) =>
+        client
+          .delete()
+          .key(`${prefix}/subnets/${subnetKey(fakeSubnet(i))}`)
+          .exec(),
+    })
+  ).map((t) => t.sentMs);
 
 async function main(): Promise<void> {
   const [mode, json] = process.argv.slice(2);

@@ -14,7 +14,7 @@ import { fakeAttrs, fakeSubnet, timedWrites } from './fake-peers.js';
  * subresource, with flannel's annotations.
  *
  *   node node-probe.js fill    '{"kubeconfig","count","pinDir","inFlight"}' -> FillResult
- *   node node-probe.js latency '{"kubeconfig","count","pinDir"}'            -> {"ms": [..]}
+ *   node node-probe.js latency '{"kubeconfig","count","pinDir"}'            -> {"times": [WriteTime..]}
  */
 
 interface ProbeArgs {
@@ -174,7 +174,7 @@ async function fill(p: Probe, a: ProbeArgs): Promise<FillResult> {
   }
 }
 
-/** One Node at a time: registered, then timed from its annotation until the map holds it; deleted again. */
+/** One Node at a time: registered, then timed from its annotation (sent, and answered) until the map holds it; deleted again. */
 const latency = (p: Probe, a: ProbeArgs) => timedWrites(a.pinDir, a.count, { prepare: p.register, write: p.annotate, undo: p.remove });
 
 async function main(): Promise<void> {
@@ -182,7 +182,7 @@ async function main(): Promise<void> {
   const a = JSON.parse(json) as ProbeArgs;
   const p = new Probe(a.kubeconfig);
   if (mode === 'fill') console.log(JSON.stringify(await fill(p, a)));
-  else if (mode === 'latency') console.log(JSON.stringify({ ms: await latency(p, a) }));
+  else if (mode === 'latency') console.log(JSON.stringify({ times: await latency(p, a) }));
   else throw new Error(`node-probe: unknown mode ${mode}`);
 }
 
