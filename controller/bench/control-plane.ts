@@ -35,7 +35,7 @@ async function probeRun(state: LabState, mode: 'fill' | 'latency', args: object)
 }
 
 /** Entries in a node's subnets map, or -1 while the agent has not pinned it yet. */
-function subnetCount(pinDir: string): number {
+export function subnetCount(pinDir: string): number {
   if (!existsSync(`${pinDir}/twill_subnets`)) return -1;
   const map = BpfMap.fromPin(`${pinDir}/twill_subnets`);
   try {
@@ -45,7 +45,8 @@ function subnetCount(pinDir: string): number {
   }
 }
 
-function rssMb(pid: number): { rss: number; peak: number } {
+/** The process's resident memory now and its peak (VmHWM), in MB. */
+export function rssMb(pid: number): { rss: number; peak: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
   return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
@@ -88,16 +89,19 @@ export async function controlPlaneBench(leases: number, puts: number, say: (m: s
   }
 }
 
+/** A row of a control-plane table; `met` undefined: a number reported without a target. */
+export const resultRow = (what: string, value: string, target: string, met?: boolean) =>
+  `| ${what} | ${value} | ${target} | ${met === undefined ? '' : met ? 'yes' : 'no'} |`;
+export const RESULT_HEAD = ['| measure | value | target | met |', '|---|--:|--:|---|'];
+
 export function controlPlaneSection(r: ControlPlaneResult): string {
-  const row = (what: string, value: string, target: string, met?: boolean) =>
-    `| ${what} | ${value} | ${target} | ${met === undefined ? '' : met ? 'yes' : 'no'} |`;
+  const row = resultRow;
   return [
     `## Control plane at ${r.leases.toLocaleString('en')} leases`,
     '',
     `etcd holds ${r.leases.toLocaleString('en')} leases of other nodes (plus the lab's two). One agent is started on an empty datapath (no pins) and timed from process start until its subnets map holds every lease; then ${r.putToMapMs.n} leases are put one at a time and each is timed from the put until it is in that agent's map (one process does both, on one clock).`,
     '',
-    '| measure | value | target | met |',
-    '|---|--:|--:|---|',
+    ...RESULT_HEAD,
     row('agent start -> all leases in the maps', `${(r.startToProgrammedMs / 1000).toFixed(2)} s`, '<= 2 s', r.startToProgrammedMs <= 2000),
     row('lease put -> map entry, p50', `${r.putToMapMs.p50.toFixed(1)} ms`, ''),
     row('lease put -> map entry, p99', `${r.putToMapMs.p99.toFixed(1)} ms`, '< 100 ms', r.putToMapMs.p99 < 100),

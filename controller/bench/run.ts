@@ -20,6 +20,7 @@ import {
 } from './bench.js';
 import { cniCostBench, cniCostSection } from './cni-cost.js';
 import { controlPlaneBench, controlPlaneSection } from './control-plane.js';
+import { kubeScaleBench, kubeScaleSection } from './kube-scale.js';
 import { baselinePairs, profileSection, renderBaselineReport, renderReport, variants, type ModeResult, type Regime, type VariantProfile } from './report.js';
 
 interface BenchOptions {
@@ -32,6 +33,9 @@ interface BenchOptions {
   /** leases for the control-plane scale run (0: skip it), and timed single puts */
   leases: number;
   puts: number;
+  /** Nodes for the Kubernetes-mode control-plane run (0: skip it), and timed single annotations */
+  kubeNodes: number;
+  kubeAnnotations: number;
   /** pods timed through twill's CNI plugin and through its delegates alone (0: skip it) */
   cniPods: number;
   /** the lab that run uses (default: cni-cost.ts's) */
@@ -174,13 +178,15 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
       }
     }
   } finally {
-    await tearDown();
+    // Without a datapath mode no variant's lab was made: labs of those names are someone else's.
+    if (o.modes.length > 0) await tearDown();
   }
   if (o.cniPods > 0) {
     await quiet(o.maxBackground, say);
     sections.push(cniCostSection(await cniCostBench(o.cniPods, say, o.cniLab)));
   }
   if (o.leases > 0) sections.push(controlPlaneSection(await controlPlaneBench(o.leases, o.puts, say)));
+  if (o.kubeNodes > 0) sections.push(kubeScaleSection(await kubeScaleBench(o.kubeNodes, o.kubeAnnotations, say)));
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const machine = `${os.cpus().length} x ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`;
   if (o.baselineObjects) {

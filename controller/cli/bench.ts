@@ -11,6 +11,8 @@ export async function benchCli(argv: string[]): Promise<number> {
   if (o.modes === '') modes.length = 0;
   if (o.reps < 1 || o.seconds < 1) throw new UsageError('--reps and --seconds must be at least 1');
   if (!Number.isInteger(o['cni-pods']) || o['cni-pods'] < 0) throw new UsageError(`--cni-pods ${o['cni-pods']}: a whole number, 0 to skip`);
+  for (const flag of ['kube-nodes', 'kube-annotations'] as const)
+    if (!Number.isInteger(o[flag]) || o[flag] < 0) throw new UsageError(`--${flag} ${o[flag]}: a whole number, 0 to skip`);
   const nodeProfiles = o.nodes.split(',');
   if (nodeProfiles.some((n) => n !== 'bare' && n !== 'kube-proxy')) throw new UsageError(`--nodes ${o.nodes}: expected bare and/or kube-proxy`);
   if (nodeProfiles.includes('kube-proxy') && nodeProfiles.indexOf('kube-proxy') < nodeProfiles.indexOf('bare'))
@@ -33,6 +35,8 @@ export async function benchCli(argv: string[]): Promise<number> {
       maxBackground: o['max-background'],
       leases: o.leases,
       puts: o.puts,
+      kubeNodes: o['kube-nodes'],
+      kubeAnnotations: o['kube-annotations'],
       cniPods: o['cni-pods'],
       cniLab: { name: o['cni-lab'], underlayCidr: o['cni-underlay'] },
       profile: o.profile,

@@ -62,6 +62,12 @@ export const benchOpts = {
   leases: { type: 'number', default: 10000, describe: 'leases in etcd for the control-plane run (0 skips it)' },
   profile: { type: 'boolean', default: true, describe: 'perf profiles of every variant (--profile=false to skip)' },
   puts: { type: 'number', default: 200, describe: 'single lease puts timed until they reach the map' },
+  'kube-nodes': {
+    type: 'number',
+    default: 0,
+    describe: 'Nodes registered and annotated through a real API server for the Kubernetes-mode control-plane run (0 skips it)',
+  },
+  'kube-annotations': { type: 'number', default: 200, describe: 'single Node annotations timed until they reach the map, in that run' },
   'cni-pods': {
     type: 'number',
     default: 20,

@@ -1,15 +1,15 @@
-import type { CoreV1Api, Informer, KubeConfig, ObjectCache, V1Node } from '@kubernetes/client-node';
+import type { CoreV1Api, Informer, KubeConfig, ObjectCache, V1Node, V1NodeList } from '@kubernetes/client-node';
 import type { NodeView } from '../subnet/kube-nodes.js';
 
 /*
  * The edge to the Kubernetes API, the only code that knows the client (as controller/etcd/store.ts
- * is for etcd). @kubernetes/client-node is imported here, when Kubernetes mode starts: it costs
- * about 0.6 s and 70-90 MB to load, which an etcd-mode agent never pays.
+ * is for etcd). @kubernetes/client-node is imported here, through client.ts (which the build
+ * bundles to the parts used), when Kubernetes mode starts: an etcd-mode agent never loads it.
  */
 
-type Client = typeof import('@kubernetes/client-node');
+type Client = typeof import('./client.js');
 let client: Promise<Client> | undefined;
-const loadClient = () => (client ??= import('@kubernetes/client-node'));
+const loadClient = () => (client ??= import('./client.js'));
 
 export interface KubeConnection {
   /** --kube-api-url: overrides the kubeconfig's server */
@@ -62,6 +62,41 @@ export const nodeView = (n: V1Node): NodeView => ({
 });
 
 export type NodeInformer = Informer<V1Node> & ObjectCache<V1Node>;
+
+/**
+ * What the informer keeps of a Node: the fields nodeView reads, and the metadata the list+watch
+ * itself uses (name, resourceVersion). A kubelet's Node also carries its status (conditions,
+ * images) and managedFields, which the agent never reads; cached whole, they made most of the
+ * agent's memory growth with a cluster's Nodes (the Kubernetes-mode control-plane bench).
+ */
+export const cachedNode = (n: V1Node): V1Node => ({
+  metadata: { name: n.metadata?.name, uid: n.metadata?.uid, resourceVersion: n.metadata?.resourceVersion, annotations: n.metadata?.annotations },
+  spec: { podCIDR: n.spec?.podCIDR, podCIDRs: n.spec?.podCIDRs },
+});
+
+/** Nodes asked per list request: a large cluster's list is taken (and trimmed) in pages, never held whole. */
+export const LIST_PAGE = 200;
+
+/**
+ * Every Node through `page` (a list request given the previous page's continue token), each
+ * trimmed as it arrives, with the resourceVersion the watch must start from: the server serves
+ * all pages from the first one's snapshot and names it on each.
+ */
+export async function listInPages(page: (cont: string | undefined) => Promise<V1NodeList>): Promise<V1NodeList> {
+  const items: V1Node[] = [];
+  let cont: string | undefined;
+  let resourceVersion: string | undefined;
+  do {
+    const list = await page(cont);
+    for (const n of list.items) items.push(cachedNode(n));
+    resourceVersion = list.metadata?.resourceVersion ?? resourceVersion;
+    cont = list.metadata?._continue || undefined;
+  } while (cont);
+  return { items, metadata: { resourceVersion } };
+}
+
+/** Watch events carrying a Node; the others (ERROR's Status, BOOKMARK) pass as they are. */
+const NODE_EVENTS = new Set(['ADDED', 'MODIFIED', 'DELETED']);
 
 export class KubeApi {
   private constructor(
@@ -150,16 +185,28 @@ export class KubeApi {
   }
 
   /**
-   * A list+watch of every Node, not started; its list request names itself in errors. `onListed`
+   * A list+watch of every Node (the client's ListWatch, as makeInformer builds it), not started;
+   * its list request names itself in errors. Every Node is trimmed to cachedNode before the
+   * informer caches it or hands it on, from the list's pages and from the watch alike. `onListed`
    * hears of each full listing: the client lists at its start and again, by itself, when the
    * server says the watch's resourceVersion expired (410 Gone).
    */
   nodeInformer(onListed?: () => void): NodeInformer {
-    return this.k8s.makeInformer(this.config, '/api/v1/nodes', async () => {
-      const list = await this.request('list nodes', () => this.core.listNode());
-      onListed?.();
-      return list;
-    });
+    class TrimmingWatch extends this.k8s.Watch {
+      override watch(...[path, query, callback, done]: Parameters<InstanceType<Client['Watch']>['watch']>) {
+        return super.watch(path, query, (phase, obj) => callback(phase, NODE_EVENTS.has(phase) ? cachedNode(obj as V1Node) : obj), done);
+      }
+    }
+    return new this.k8s.ListWatch<V1Node>(
+      '/api/v1/nodes',
+      new TrimmingWatch(this.config),
+      async () => {
+        const list = await this.request('list nodes', () => listInPages((cont) => this.core.listNode({ limit: LIST_PAGE, _continue: cont })));
+        onListed?.();
+        return list;
+      },
+      false,
+    );
   }
 
   /** An informer's error event (or any other), with what was asked: the list's errors name themselves, the rest is the watch's. */

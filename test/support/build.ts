@@ -10,10 +10,11 @@ export function buildBpf(): void {
   execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: 'inherit' });
 }
 
-/** Builds the TypeScript into dist/ for tests that run the CLI as a separate process, and bundles the CNI plugin from it. */
+/** Builds the TypeScript into dist/ for tests that run the CLI as a separate process, and bundles the CNI plugin and the agent's Kubernetes client from it. */
 export function buildTs(): void {
   execFileSync('npx', ['tsc', '-p', path.join(repoRoot, 'tsconfig.json')], { stdio: 'inherit', cwd: repoRoot });
-  execFileSync(process.execPath, [path.join(repoRoot, 'scripts/bundle-cni.mjs')], { stdio: 'inherit', cwd: repoRoot });
+  for (const script of ['scripts/bundle-cni.mjs', 'scripts/bundle-kube-client.mjs'])
+    execFileSync(process.execPath, [path.join(repoRoot, script)], { stdio: 'inherit', cwd: repoRoot });
 }
 
 export const cliPath = path.join(repoRoot, 'dist/controller/cli.js');
