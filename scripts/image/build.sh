@@ -9,10 +9,10 @@
 # Idempotent: the base is tagged by the hash of what makes it (suite, variant, apt sources) and
 # made only when that tag is missing; the image carries the hash of its inputs (the base, the
 # Containerfile, .containerignore and every file the Containerfile copies) as a label, and is
-# built only when that label differs. --rebuild builds both again (a newer bookworm point
-# release, say).
+# built only when that label differs. --rebuild makes both again without podman's layer cache
+# (to take a newer bookworm point release, say).
 #
-#   scripts/image/build.sh [--tag localhost/twill:dev] [--rebuild]
+#   scripts/image/build.sh [--tag NAME:TAG (default localhost/twill:dev)] [--rebuild]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -21,10 +21,10 @@ rebuild=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --tag)
-      [ -n "${2:-}" ] || { echo "scripts/image/build.sh: --tag needs an image name, e.g. localhost/twill:dev" >&2; exit 2; }
+      [[ "${2:-}" =~ ^[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9._-]+$ ]] || { echo "scripts/image/build.sh: --tag needs NAME:TAG, e.g. localhost/twill:dev (got '${2:-}')" >&2; exit 2; }
       tag=$2; shift 2 ;;
     --rebuild) rebuild=1; shift ;;
-    *) echo "scripts/image/build.sh: unknown argument '$1' (known: --tag NAME, --rebuild)" >&2; exit 2 ;;
+    *) echo "scripts/image/build.sh: unknown argument '$1' (known: --tag NAME:TAG, --rebuild)" >&2; exit 2 ;;
   esac
 done
 
@@ -95,9 +95,17 @@ if [ "$rebuild" = 0 ] && [ "$(podman image inspect --format "{{index .Labels \"$
 else
   say "building $tag from deploy/kubernetes/Containerfile on $base (inputs $image_hash)"
   t=$SECONDS
-  # --pull=never: the base is local and nothing may come from a registry.
-  nice podman build --runtime runc "${ulimits[@]}" --pull=never --network host --build-arg "BASE=$base" --label "$label=$image_hash" \
-    "${ca[@]}" -f deploy/kubernetes/Containerfile -t "$tag" .
+  # --pull=never: the base is local and nothing may come from a registry. The build stage is
+  # tagged too (NAME-build:TAG): untagged, its layers, the build's cache (apt's packages, npm's
+  # modules), would go with the earlier builds' leftovers pruned below.
+  nocache=()
+  [ "$rebuild" = 1 ] && nocache=(--no-cache)
+  build=(podman build "${nocache[@]}" --runtime runc "${ulimits[@]}" --pull=never --network host --build-arg "BASE=$base" "${ca[@]}" -f deploy/kubernetes/Containerfile)
+  nice "${build[@]}" --target build -t "${tag%:*}-build:${tag##*:}" .
+  nice "${build[@]}" --label "$label=$image_hash" -t "$tag" .
   say "built $tag ($((SECONDS - t)) s)"
+  # Each build leaves the previous one's layers unnamed, hundreds of MB a time on a machine that
+  # builds every commit.
+  podman image prune --force >/dev/null
 fi
 say "summary: $tag $(podman image inspect --format '{{.Id}}' "$tag" | cut -c1-12), base $base, inputs $image_hash, $((SECONDS - start)) s"
