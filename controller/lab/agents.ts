@@ -44,8 +44,9 @@ export const startAgent = (opts: DaemonOptions): AgentProcess => startDaemon(inN
 
 /**
  * The agent of the container image `image`, by podman in the node's namespace, run by the
- * image's entrypoint as the DaemonSet runs it; the env goes into the container. Its pid is podman's, which passes SIGTERM on to the agent and whose command line
- * holds the agent's flags, so isAgent and stopAgent recognise it as they do a host agent.
+ * image's entrypoint as the DaemonSet runs it; the env goes into the container. Its pid is
+ * podman's, which passes SIGTERM on to the agent and whose command line holds the agent's flags,
+ * so isAgent and stopAgent recognise it as they do a host agent.
  */
 export const startImageAgent = (image: string, opts: DaemonOptions): AgentProcess =>
   startDaemon(imageAgentCommand(image, opts, opts.env), { ...opts, env: undefined });
