@@ -12,7 +12,11 @@ say() { printf '[setup] %s\n' "$*"; }
 [ "$(id -u)" = 0 ] || { echo "twill setup must run as root (BPF, namespaces, apt)" >&2; exit 1; }
 
 packages=(clang llvm bpftool libbpf-dev libbpf1 linux-libc-dev make etcd-server etcd-client iproute2 iperf3 qperf
-          tcpdump iputils-ping python3-scapy containernetworking-plugins iptables nftables procps curl openssl ethtool python3-yaml linux-perf)
+          tcpdump iputils-ping python3-scapy containernetworking-plugins iptables nftables procps curl openssl ethtool python3-yaml linux-perf
+          mmdebstrap podman runc)
+# mmdebstrap, podman and runc: scripts/image/build.sh builds the container image with no registry
+# (its base from Debian packages), and test/integration/kube-image.test.ts runs its agent. runc
+# beside podman's crun, which refuses hosts with cgroup v1 and v2 mixed.
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

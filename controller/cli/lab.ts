@@ -23,6 +23,8 @@ export async function labCommand(argv: string[]): Promise<number> {
             podsPerNode: o['pods-per-node'],
             kernelNodes: o['kernel-nodes'],
             flanneldNodes: o['flanneld-nodes'],
+            imageNodes: o['image-nodes'],
+            image: o.image,
             kube: o.kube,
             ipMasq: o['ip-masq'] as LabOptions['ipMasq'],
             network: o.network,
@@ -120,24 +122,23 @@ function printStatus(state: LabState, json: boolean): void {
         adminKubeconfig: state.kube.adminKubeconfig,
         netns: state.kube.netns,
       },
-      nodes: state.nodes.map(
-        ({ name, netns, underlayIp, underlayIp6, subnet, subnet6, vtepMac, vtepMac6, pinDir, iface, subnetFile, agent, dataplane, flanneldVersion }) => ({
-          name,
-          dataplane,
-          flanneldVersion,
-          netns,
-          underlayIp,
-          underlayIp6,
-          subnet,
-          subnet6,
-          vtepMac,
-          vtepMac6,
-          pinDir,
-          iface,
-          subnetFile,
-          agent: agent && { pid: agent.pid, healthz: agent.healthz, log: agent.log },
-        }),
-      ),
+      nodes: state.nodes.map((n) => ({
+        name: n.name,
+        dataplane: n.dataplane,
+        flanneldVersion: n.flanneldVersion,
+        image: n.image,
+        netns: n.netns,
+        underlayIp: n.underlayIp,
+        underlayIp6: n.underlayIp6,
+        subnet: n.subnet,
+        subnet6: n.subnet6,
+        vtepMac: n.vtepMac,
+        vtepMac6: n.vtepMac6,
+        pinDir: n.pinDir,
+        iface: n.iface,
+        subnetFile: n.subnetFile,
+        agent: n.agent && { pid: n.agent.pid, healthz: n.agent.healthz, log: n.agent.log },
+      })),
       pods: state.pods.map(({ name, netns, ip, ips, node }) => ({ name, netns, ip, ips: ips ?? [ip], node })),
       podMtu: state.podMtu,
       subnetLen: state.subnetLen,
@@ -157,7 +158,7 @@ function printStatus(state: LabState, json: boolean): void {
   console.log('nodes');
   for (const n of state.nodes)
     console.log(
-      `  ${n.name.padEnd(4)} ${n.dataplane.padEnd(8)} ${n.netns.padEnd(10)} ${[n.underlayIp, n.underlayIp6].filter(Boolean).join(' ').padEnd(15)} ${[n.subnet, n.subnet6].filter(Boolean).join(' ').padEnd(16)} vtep ${[n.vtepMac, n.vtepMac6].filter(Boolean).join(' ')}  ${n.pinDir}  agent pid ${n.agent?.pid ?? '-'} healthz ${n.agent?.healthz ?? '-'}`,
+      `  ${n.name.padEnd(4)} ${n.dataplane.padEnd(8)} ${n.netns.padEnd(10)} ${[n.underlayIp, n.underlayIp6].filter(Boolean).join(' ').padEnd(15)} ${[n.subnet, n.subnet6].filter(Boolean).join(' ').padEnd(16)} vtep ${[n.vtepMac, n.vtepMac6].filter(Boolean).join(' ')}  ${n.pinDir}  agent pid ${n.agent?.pid ?? '-'}${n.image ? ` (image ${n.image})` : ''} healthz ${n.agent?.healthz ?? '-'}`,
     );
   console.log('pods');
   for (const p of state.pods) console.log(`  ${p.name.padEnd(7)} ${p.netns.padEnd(13)} ${(p.ips ?? [p.ip]).join(' ').padEnd(15)} on ${p.node}`);

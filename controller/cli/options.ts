@@ -146,6 +146,12 @@ export const labUpOpts = {
     default: 0,
     describe: "how many nodes (the last ones, after the kernel nodes) run the real flanneld, their pods made by flannel's CNI plugin",
   },
+  'image-nodes': {
+    type: 'number',
+    default: 0,
+    describe: "how many nodes (the first ones) run the agent of --image by podman, with the DaemonSet's host paths (scripts/image/build.sh builds it)",
+  },
+  image: { type: 'string', default: 'localhost/twill:dev', describe: "the container image of the --image-nodes, in podman's storage" },
   network: { type: 'string', default: '10.244.0.0/16', describe: 'cluster network' },
   'subnet-len': { type: 'number', default: 24, describe: 'node subnet length' },
   underlay: { type: 'string', default: '192.168.77.0/24', describe: 'underlay network (/24)' },

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, readFileSync } from 'node:fs';
 import { twillBin } from '../util/paths.js';
+import { imageAgentCommand } from './image.js';
 import { cmdline, stopWhile } from './processes.js';
 
 /**
@@ -22,9 +23,11 @@ interface DaemonOptions {
   env?: Record<string, string>;
 }
 
+/** Starts `command` (which enters the node's namespace itself) with the daemon's flags. */
 function startDaemon(command: string[], opts: DaemonOptions): AgentProcess {
   const log = openSync(opts.logFile, 'a');
-  const child = spawn('nsenter', [`--net=/run/netns/${opts.netns}`, '--', ...command, ...opts.args], {
+  const [program, ...args] = [...command, ...opts.args];
+  const child = spawn(program, args, {
     detached: true,
     stdio: ['ignore', log, log],
     env: opts.env ? { ...process.env, ...opts.env } : process.env,
@@ -33,11 +36,23 @@ function startDaemon(command: string[], opts: DaemonOptions): AgentProcess {
   return { pid: child.pid!, log: opts.logFile, healthz: opts.healthz };
 }
 
+const inNetns = (netns: string, command: string[]) => ['nsenter', `--net=/run/netns/${netns}`, '--', ...command];
+
 // Through bin/twill, as an operator runs it, so the lab's agents get its V8 flags too.
-export const startAgent = (opts: DaemonOptions): AgentProcess => startDaemon([twillBin(), 'agent'], opts);
+// Through bin/twill, as an operator runs it, so the lab's agents get its V8 flags too.
+export const startAgent = (opts: DaemonOptions): AgentProcess => startDaemon(inNetns(opts.netns, [twillBin(), 'agent']), opts);
+
+/**
+ * The agent of the container image `image`, by podman in the node's namespace, run by the
+ * image's entrypoint as the DaemonSet runs it; the env goes into the container. Its pid is
+ * podman's, which passes SIGTERM on to the agent and whose command line holds the agent's flags,
+ * so isAgent and stopAgent recognise it as they do a host agent.
+ */
+export const startImageAgent = (image: string, opts: DaemonOptions): AgentProcess =>
+  startDaemon(imageAgentCommand(image, opts, opts.env), { ...opts, env: undefined });
 
 /** flanneld itself (the binary `bin`), with the flags it is given. */
-export const startFlanneld = (bin: string, opts: DaemonOptions): AgentProcess => startDaemon([bin], opts);
+export const startFlanneld = (bin: string, opts: DaemonOptions): AgentProcess => startDaemon(inNetns(opts.netns, [bin]), opts);
 
 /** True while `pid` is still a twill agent with this pin directory (pids get reused). */
 export function isAgent(pid: number, pinDir: string): boolean {

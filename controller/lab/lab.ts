@@ -10,6 +10,7 @@ import { run } from '../util/exec.js';
 import { logger } from '../util/log.js';
 import { cliEntry, runtimeNode } from '../util/paths.js';
 import { hostIn, host6In, labHasIpv4, labHasIpv6, underlay6Of } from './addressing.js';
+import { checkImage } from './image.js';
 import { waitForSubnetFile } from './agents.js';
 import { cniDel, installTwillCniPlugin } from './cni.js';
 import { LabError } from './errors.js';
@@ -44,6 +45,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
   const o = parseLabOptions(input);
   // Before anything is made: a lab cannot half-start for want of flanneld's build.
   if (o.flanneldNodes > 0) for (const peer of [flanneld, flannelCniPlugin]) peer();
+  if (o.imageNodes > 0) await checkImage(o.image);
   if ((await labStatus(o.name)) || (await labNamespaces(o.name)).length) {
     progress(`lab ${o.name} exists: removing it first`);
     await labDown(o.name, progress);
@@ -102,6 +104,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
       pinDir: `${o.pinRoot}/${o.name}-n${i}`,
       subnetFile: `${labStateDir(o.name)}/n${i}/subnet.env`,
       dataplane: i > o.nodes - o.flanneldNodes ? 'flanneld' : i > o.nodes - o.flanneldNodes - o.kernelNodes ? 'kernel' : 'bpf',
+      image: i <= o.imageNodes ? o.image : undefined,
     };
     state.nodes.push(node);
     saveState(state);
@@ -114,7 +117,7 @@ export async function labUp(input: Partial<LabOptions> & { nodes: number }, prog
     const kernelKind = o.backend === 'host-gw' ? 'kernel host-gw routes' : `kernel VXLAN${o.directRouting ? ' with direct routes' : ''}`;
     const runs = { bpf: 'twill BPF', kernel: `twill, ${kernelKind} as flannel`, flanneld: `flanneld ${node.flanneldVersion}, ${kernelKind}` }[node.dataplane];
     say(
-      `node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}${node.underlayIp6 ? ` ${node.underlayIp6}` : ''}${onRouted ? ' (routed segment)' : ''}, ${node.dataplane === 'flanneld' ? 'flanneld' : 'agent'} pid ${node.agent!.pid} (${runs})`,
+      `node ${node.name}: netns ${node.netns}, underlay ${node.underlayIp}${node.underlayIp6 ? ` ${node.underlayIp6}` : ''}${onRouted ? ' (routed segment)' : ''}, ${node.dataplane === 'flanneld' ? 'flanneld' : 'agent'} pid ${node.agent!.pid} (${runs}${node.image ? `, the agent of image ${node.image} by podman` : ''})`,
     );
   }
 

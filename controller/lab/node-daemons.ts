@@ -1,13 +1,15 @@
 import path from 'node:path';
-import { isAgent, isFlanneld, startAgent, startFlanneld, stopAgent, stopFlanneld, type AgentProcess } from './agents.js';
+import { isAgent, isFlanneld, startAgent, startFlanneld, startImageAgent, stopAgent, stopFlanneld, type AgentProcess } from './agents.js';
+import { removeImageContainer } from './image.js';
 import { kubeFlags } from './kube.js';
 import { labDefaults } from './options.js';
 import { flanneld } from './peers.js';
 import { saveState, type LabNode, type LabState } from './state.js';
 
 /*
- * Each node's daemon as the lab runs it: twill agent, or the real flanneld on a flanneld node,
- * with the flags that point it at the lab's etcd and the node's underlay.
+ * Each node's daemon as the lab runs it: twill agent (on an image node, the container image's,
+ * by podman), or the real flanneld on a flanneld node, with the flags that point it at the lab's
+ * etcd and the node's underlay.
  */
 
 const HEALTHZ_PORT = 8471;
@@ -63,7 +65,8 @@ export function startNodeDaemon(state: LabState, node: LabNode, extraArgs: strin
     const bin = flanneld();
     node.flanneldVersion = bin.version;
     node.agent = startFlanneld(bin.bin, { ...opts, args: [...flanneldArgs(state, node), ...extraArgs] });
-  } else node.agent = startAgent({ ...opts, args: [...agentArgs(state, node), ...extraArgs] });
+  } else if (node.image) node.agent = startImageAgent(node.image, { ...opts, args: [...agentArgs(state, node), ...extraArgs] });
+  else node.agent = startAgent({ ...opts, args: [...agentArgs(state, node), ...extraArgs] });
   saveState(state);
   return node.agent;
 }
@@ -81,4 +84,6 @@ export async function stopNodeDaemon(node: LabNode, signal: NodeJS.Signals = 'SI
   if (!node.agent) return;
   if (node.dataplane === 'flanneld') await stopFlanneld(node.agent.pid, node.subnetFile, signal);
   else await stopAgent(node.agent.pid, node.pinDir, signal);
+  // podman killed after its grace leaves the container running: it goes by name.
+  if (node.image) await removeImageContainer(node);
 }

@@ -16,6 +16,9 @@ export const labOptionsSchema = z.object({
   kernelNodes: z.number().int().min(0).max(50),
   /** how many nodes (the last ones, after the kernel nodes) run the real flanneld and flannel's CNI plugin */
   flanneldNodes: z.number().int().min(0).max(50),
+  /** how many nodes (the first ones) run the agent of the container image `image`, by podman, as its DaemonSet would */
+  imageNodes: z.number().int().min(0).max(50),
+  image: z.string().regex(/^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$/, 'an image name like localhost/twill:dev (scripts/image/build.sh)'),
   /** Kubernetes mode: a real API server and controller manager; every node daemon runs with --kube-subnet-mgr */
   kube: z.boolean(),
   /**
@@ -52,6 +55,8 @@ export const labDefaults: Omit<LabOptions, 'nodes'> = {
   podsPerNode: 2,
   kernelNodes: 0,
   flanneldNodes: 0,
+  imageNodes: 0,
+  image: 'localhost/twill:dev',
   kube: false,
   ipMasq: 'flanneld',
   network: '10.244.0.0/16',
@@ -78,6 +83,10 @@ export function parseLabOptions(input: Partial<LabOptions> & { nodes: number }):
   if (o.subnetLen <= netLen) throw new LabError(`--subnet-len ${o.subnetLen}: must be longer than the network's /${netLen}`);
   if (o.kernelNodes + o.flanneldNodes > o.nodes)
     throw new LabError(`--kernel-nodes ${o.kernelNodes} and --flanneld-nodes ${o.flanneldNodes}: together more than --nodes ${o.nodes}`);
+  if (o.imageNodes + o.flanneldNodes > o.nodes)
+    throw new LabError(
+      `--image-nodes ${o.imageNodes} and --flanneld-nodes ${o.flanneldNodes}: together more than --nodes ${o.nodes} (an image node runs twill's agent)`,
+    );
   if (o.routedNodes > o.nodes) throw new LabError(`--routed-nodes ${o.routedNodes}: more than --nodes ${o.nodes}`);
   if (o.directRouting && o.backend !== 'vxlan') throw new LabError(`--direct-routing: an option of the vxlan backend, not of ${o.backend}`);
   if (o.routedNodes > 0 && o.underlayCidr.startsWith('192.168.255.'))

@@ -33,6 +33,8 @@ export interface LabNode {
   dataplane: 'bpf' | 'kernel' | 'flanneld';
   /** the release a flanneld node runs */
   flanneldVersion?: string;
+  /** the container image whose agent the node runs (--image-nodes), by podman; absent: the checkout's agent */
+  image?: string;
   /** the node's daemon: twill agent, or flanneld on a flanneld node */
   agent?: AgentProcess;
 }
@@ -152,6 +154,7 @@ const labStateSchema: z.ZodType<LabState> = z.looseObject({
       subnetFile: z.string(),
       dataplane: z.enum(['bpf', 'kernel', 'flanneld']),
       flanneldVersion: z.string().optional(),
+      image: z.string().optional(),
       agent: z.looseObject({ pid: z.number().int(), log: z.string(), healthz: z.string() }).optional(),
     }),
   ),
