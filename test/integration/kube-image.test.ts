@@ -10,7 +10,7 @@ import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, repoRoot } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
-import { allPodPairs, bounceAgent, labUpFresh, twill } from '../support/lab-session.js';
+import { allPodPairs, bounceAgent, labUpFresh, readyz, twill, type Readyz } from '../support/lab-session.js';
 
 /*
  * The container image of deploy/kubernetes/Containerfile, built here with podman on a base made
@@ -53,14 +53,6 @@ afterAll(async () => {
 }, 120_000);
 
 const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
-interface Readyz {
-  ready?: boolean;
-  subnetManager?: { kind: string; connected: boolean };
-}
-const readyz = async (n: LabNode) =>
-  JSON.parse(
-    (await run(['curl', '-s', '--max-time', '5', `http://${n.agent!.healthz}/readyz`], { netns: n.netns, allowFailure: true })).stdout || '{}',
-  ) as Readyz;
 interface ContainerState {
   ImageName: string;
   State: { Running: boolean };

@@ -26,6 +26,7 @@ import {
   underTraffic,
   until,
   vxlanDevices,
+  readyz,
 } from '../support/lab-session.js';
 
 /*
@@ -62,12 +63,6 @@ interface NodeObject {
   status: { conditions?: { type: string; status: string; reason?: string }[] };
 }
 const nodeObject = async (name: string) => (await kubectlJson(['get', 'node', name])) as unknown as NodeObject;
-interface Readyz {
-  ready?: boolean;
-  subnetManager?: { kind: string; connected: boolean };
-}
-const readyz = async (n: LabNode) =>
-  JSON.parse((await run(['curl', '-s', `http://${n.agent!.healthz}/readyz`], { netns: n.netns, allowFailure: true })).stdout || '{}') as Readyz;
 const subnetsOf = async (n: LabNode) => (await readMaps(n)).subnets.map((s) => s.subnet).sort();
 const metricOf = async (n: LabNode, name: string) =>
   Number(new RegExp(`^${name} (\\d+)$`, 'm').exec((await run(['curl', '-s', `http://${n.agent!.healthz}/metrics`], { netns: n.netns })).stdout)?.[1] ?? NaN);

@@ -314,3 +314,13 @@ export async function underTraffic(lab: LabState, n: LabNode, what: string, step
   expectNoLoss(loss);
   return `${what}: ${lossLine(loss, 'the switch')} on ${loss.perFlow.length} flows, 2 TCP streams intact`;
 }
+
+/** What an agent's /readyz says ({} when nothing answers: the agent is gone or not listening yet). */
+export interface Readyz {
+  ready?: boolean;
+  subnetManager?: { kind: string; connected: boolean };
+}
+export const readyz = async (n: LabNode): Promise<Readyz> =>
+  JSON.parse(
+    (await run(['curl', '-s', '--max-time', '5', `http://${n.agent!.healthz}/readyz`], { netns: n.netns, allowFailure: true })).stdout || '{}',
+  ) as Readyz;
