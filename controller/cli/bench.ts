@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { runBench } from '../bench/run.js';
 import { parseArgs, UsageError } from './args.js';
 import { benchOpts } from './options.js';
+import { shellWord } from '../util/exec.js';
 
 /** `twill bench` (also `npm run bench`): the side-by-side datapath benchmark. */
 export async function benchCli(argv: string[]): Promise<number> {
@@ -31,7 +32,8 @@ export async function benchCli(argv: string[]): Promise<number> {
       seconds: o.seconds,
       modes: modes as ('veth' | 'wire')[],
       out,
-      command: `twill bench ${argv.join(' ')}`.trim(),
+      // Quoted where a shell needs it (an empty value such as --modes ''), so the report's command runs again as printed.
+      command: `twill bench ${argv.map(shellWord).join(' ')}`.trim(),
       maxBackground: o['max-background'],
       leases: o.leases,
       puts: o.puts,

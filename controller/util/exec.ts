@@ -47,3 +47,6 @@ export function run(argv: readonly string[], opts: RunOptions = {}): Promise<Run
     }
   });
 }
+
+/** One argument as a POSIX shell reads it back: quoted where it is empty or holds anything a shell would take apart. */
+export const shellWord = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
