@@ -16,6 +16,7 @@ import {
 } from '../bpf/libbpf.js';
 import { CONFIG_FAST_PATH, LAYOUT_VERSION } from '../../maps/layout.js';
 import { linkShow } from '../netlink/ip.js';
+import { removeHeadroomPorts } from './headroom.js';
 import { logger } from '../util/log.js';
 import { isTcMode, readAttachState, writeAttachState, type AttachState, type DecapMode, type TcMode } from './attach-state.js';
 import { loadObjects, objectDirInUse, retireIncompatiblePins } from './bpf-objects.js';
@@ -418,6 +419,7 @@ export async function detachDataplane(pinDir: string): Promise<{ removed: string
     removed.push(`clsact ingress on ${state.decap.iface}`);
   }
   removed.push(...detachPodLinks(pinDir));
+  removed.push(...(await removeHeadroomPorts()));
   removed.push(...(await removeTunnelDevice(pinDir, state)));
   for (const pin of [paths.encapLink, paths.decapLink, paths.deliverLink]) {
     if (!existsSync(pin)) continue;

@@ -7,6 +7,11 @@ import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
 export const OVERLAY_DEVICE = 'twill0';
 /** The receive-only, flow-based vxlan device that holds the VXLAN port. */
 export const TUNNEL_DEVICE = 'twill-rx';
+/**
+ * The prefix of the headroom ports (controller/dataplane/headroom.ts): one down vxlan device per
+ * pod bridge, there only so the bridge gives every pod veth the headroom VXLAN needs.
+ */
+export const HEADROOM_DEVICE_PREFIX = 'twill-hr';
 
 // Through controller/net's parsers, the ones the rest of twill reads addresses with: octets in range.
 const ipv4 = z.string().refine((t) => parseIpv4(t) !== undefined, 'an IPv4 address');

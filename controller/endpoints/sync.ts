@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { syncHeadroomPorts } from '../dataplane/headroom.js';
 import { syncPodLinks } from '../dataplane/pod-links.js';
 import type { Logger } from '../util/log.js';
 import { planEndpoints, portsWithoutRecord } from './desired.js';
@@ -101,16 +102,19 @@ export class EndpointSync {
         maps.close();
       }
       const links = syncPodLinks(this.o.pinDir, this.o.fastPath ? plan.veths : []);
+      // Only the fast path encapsulates what pods send, so only it needs their headroom.
+      const headroom = await syncHeadroomPorts(this.o.fastPath ? [...bridgeMacs.keys()] : []);
       const problems = [...plan.problems, ...invalid.map((i) => i.error)];
       for (const p of problems.filter((p) => !this.state.problems.includes(p))) this.o.log.warn('endpoint problem', { problem: p });
       Object.assign(this.state, { endpoints: plan.endpoints.size, podLinks: this.o.fastPath ? plan.veths.length : 0, problems, lastError: undefined });
       this.state.syncs++;
-      if (changed.upserted.length || changed.removed.length || links.attached.length || links.removed.length)
+      if (changed.upserted.length || changed.removed.length || links.attached.length || links.removed.length || headroom.length)
         this.o.log.info('pod endpoints synced', {
           added: changed.upserted,
           removed: changed.removed,
           linksAttached: links.attached,
           linksRemoved: links.removed,
+          headroom,
           endpoints: plan.endpoints.size,
           staleRecords: plan.stale.length,
         });

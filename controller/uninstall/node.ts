@@ -6,7 +6,7 @@ import { readAttachState } from '../dataplane/attach-state.js';
 import { directRoutesIn, DirectRoutes } from '../dataplane/direct-routes.js';
 import { choiceRecordPath } from '../dataplane/choice-record.js';
 import { removeKernelVxlan } from '../dataplane/flannel-vxlan.js';
-import { pinPaths } from '../dataplane/spec.js';
+import { HEADROOM_DEVICE_PREFIX, pinPaths } from '../dataplane/spec.js';
 import { endpointsDirFor } from '../endpoints/records.js';
 import { parseIptablesSave, type SavedTable } from '../masq/rules.js';
 import { formatCidr } from '../net/ipv4.js';
@@ -131,6 +131,8 @@ export async function findOnNode(o: UninstallOptions, overlayDevice: string, tun
   const devices: string[] = [];
   for (const d of [overlayDevice, tunnelDevice]) if (await linkShow(d)) devices.push(d);
   const vxlan = await ipJson<{ ifname: string; linkinfo?: { info_kind?: string } }[]>(['-d', 'link', 'show', 'type', 'vxlan']);
+  // The pod bridges' headroom ports (dataplane/headroom.ts), which the detach removes with the rest.
+  devices.push(...vxlan.map((l) => l.ifname).filter((n) => n.startsWith(HEADROOM_DEVICE_PREFIX)));
   const plugin = existsSync(o.cniPlugin) ? readFileSync(o.cniPlugin, 'latin1') : undefined;
   const target = plugin === undefined ? undefined : twillPluginTarget(plugin);
   const endpointsDir = endpointsDirFor(o.subnetFile);

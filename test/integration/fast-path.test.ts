@@ -59,7 +59,24 @@ async function podTraffic(): Promise<number> {
   return 2 * count;
 }
 
+/** The pod bridge's headroom port (dataplane/headroom.ts), and the bridge itself, as `ip` shows them; undefined where absent. */
+const headroomPort = async (n: LabNode) => {
+  const show = async (dev: string) =>
+    (JSON.parse((await run(['ip', '-n', n.netns, '-d', '-j', 'link', 'show', dev], { allowFailure: true })).stdout || '[]') as Record<string, unknown>[])[0];
+  return { port: await show('twill-hr'), bridge: await show('cni0') };
+};
+
 describe('pod traffic between BPF nodes bypasses the host stack', () => {
+  it("each pod bridge has a headroom port, a vxlan device never brought up, so the bridge gives the pods' veths VXLAN's headroom; it lowers no MTU", async () => {
+    for (const n of [node('n1'), node('n2')]) {
+      const { port, bridge } = await headroomPort(n);
+      expect(port, n.name).toMatchObject({ master: 'cni0', operstate: 'DOWN', mtu: 65535, linkinfo: { info_kind: 'vxlan' } });
+      expect(bridge?.mtu, n.name).toBe(1450);
+    }
+    // The kernel-VXLAN node (flannel's datapath, twill's --dataplane kernel) has no fast path, and no headroom port.
+    expect((await headroomPort(node('n3'))).port).toBeUndefined();
+  });
+
   it('ping, TCP and UDP move the fast-path counters, and no IPv4 packet crosses cni0 or FORWARD on either node', async () => {
     const nodes = [node('n1'), node('n2')];
     const fastBefore = await Promise.all(nodes.map(paths));
@@ -87,10 +104,12 @@ describe('pod traffic between BPF nodes bypasses the host stack', () => {
       expect(fastAfter.send.fast - fastBefore.send.fast).toBe(0);
       expect(fastAfter.receive.disabled - fastBefore.receive.disabled).toBeGreaterThanOrEqual(seen.result / 2);
       expect(readdirSync(`${node('n1').pinDir}/links/pods`)).toEqual([]); // the pods' veths carry no program
+      expect((await headroomPort(node('n1'))).port).toBeUndefined(); // nor is their headroom asked for
     } finally {
       for (const n of [node('n1'), node('n2')]) await bounceAgent(lab, n, 'SIGTERM', ['--fast-path=true']);
     }
     expect(readdirSync(`${node('n1').pinDir}/links/pods`)).toHaveLength(1);
+    expect((await headroomPort(node('n1'))).port).toMatchObject({ master: 'cni0' });
   });
 
   it('TTL is decremented once per node as routing does; at TTL 1 the node answers time exceeded', async () => {

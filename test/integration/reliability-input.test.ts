@@ -368,9 +368,9 @@ describe('packets bigger than the overlay MTU', () => {
   it('a pod whose link allows 1500 gets ICMP fragmentation-needed from its node; without DF the node fragments; TCP finds the path MTU', async () => {
     const n1 = node('n1');
     const p = pod('n1-p1');
-    const hostPorts = (JSON.parse((await run(['ip', '-j', 'link', 'show', 'master', 'cni0'], { netns: n1.netns })).stdout) as { ifname: string }[]).map(
-      (l) => l.ifname,
-    );
+    const hostPorts = (
+      JSON.parse((await run(['ip', '-j', 'link', 'show', 'master', 'cni0', 'type', 'veth'], { netns: n1.netns })).stdout) as { ifname: string }[]
+    ).map((l) => l.ifname);
     const setMtu = async (mtu: number) => {
       for (const port of hostPorts) await run(['ip', 'link', 'set', port, 'mtu', String(mtu)], { netns: n1.netns });
       await run(['ip', 'link', 'set', 'cni0', 'mtu', String(mtu)], { netns: n1.netns });

@@ -156,6 +156,7 @@ describe('uninstall on nodes whose agents are gone', () => {
     const endpoints = path.join(path.dirname(n1.subnetFile), 'endpoints');
     for (const p of [n1.pinDir, attachDir, choiceRecordPath(n1.pinDir), endpoints, n1.subnetFile]) expect(existsSync(p), p).toBe(true);
 
+    expect(await hasDevice(n1, 'twill-hr')).toBe(true); // the pod bridge's headroom port
     const extra = ['--cni-conf', d.conf, '--install-dir', d.install];
     const dry = await uninstall(lab, n1, [...extra, '--dry-run']);
     expect(dry.code).toBe(0);
@@ -169,7 +170,7 @@ describe('uninstall on nodes whose agents are gone', () => {
     expect(report.refused).toBeUndefined();
     for (const id of links) expect(await linkExists(id), `link ${id}`).toBe(false);
     expect((await run(['ip', '-d', 'link', 'show', 'eth0'], { netns: n1.netns })).stdout).not.toMatch(/xdp/);
-    for (const dev of ['twill0', 'twill-rx']) expect(await hasDevice(n1, dev)).toBe(false);
+    for (const dev of ['twill0', 'twill-rx', 'twill-hr']) expect(await hasDevice(n1, dev), dev).toBe(false);
     expect(await podFilters()).not.toContain('twill_');
     expect(await iptablesSave(n1)).not.toContain('FLANNEL');
     for (const p of [

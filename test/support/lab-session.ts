@@ -241,14 +241,18 @@ export const lossLine = (loss: { sent: number; lost: number; sentAfterLastFault:
 export async function vxlanDevices(netns: string): Promise<{ ifname: string; external: boolean; fdbEntries: number }[]> {
   const links = JSON.parse((await run(['ip', '-n', netns, '-d', '-j', 'link', 'show', 'type', 'vxlan'])).stdout || '[]') as {
     ifname: string;
+    master?: string;
     linkinfo: { info_data: { external?: boolean } };
   }[];
+  // A bridge's port is no tunnel: the fast path's headroom port (dataplane/headroom.ts) never comes up.
   return Promise.all(
-    links.map(async (l) => ({
-      ifname: l.ifname,
-      external: l.linkinfo.info_data.external === true,
-      fdbEntries: (await run(['bridge', '-n', netns, 'fdb', 'show', 'dev', l.ifname])).stdout.trim().split('\n').filter(Boolean).length,
-    })),
+    links
+      .filter((l) => !l.master)
+      .map(async (l) => ({
+        ifname: l.ifname,
+        external: l.linkinfo.info_data.external === true,
+        fdbEntries: (await run(['bridge', '-n', netns, 'fdb', 'show', 'dev', l.ifname])).stdout.trim().split('\n').filter(Boolean).length,
+      })),
   );
 }
 
