@@ -26,6 +26,9 @@ import { machineJiffies, watchOtherCpu } from './cpu.js';
  * nodes; and IPv6 pod traffic in dual-stack labs, twill as shipped against flanneld's
  * flannel-v6.<VNI> (VXLAN over IPv6). No node masquerades (flanneld runs without --ip-masq, as
  * twill does here), so conntrack is idle on every variant's nodes until the kube-proxy profile.
+ * node-to-node is the floor an overlay is measured against (Cilium's "node-to-node baseline"):
+ * two nodes made as twill's, talking over their underlay addresses, no pod and no overlay in
+ * the way.
  */
 export type Variant =
   | 'twill'
@@ -36,6 +39,7 @@ export type Variant =
   | 'kernel-vxlan'
   | 'host-gw'
   | 'raw-veth'
+  | 'node-to-node'
   | 'twill-v6'
   | 'kernel-vxlan-v6'
   | BaselineVariant;
@@ -76,7 +80,10 @@ const labNames: Record<Exclude<Variant, 'raw-veth'>, { name: string; underlay: s
   'kernel-vxlan-v6': { name: 'bk6', underlay: '192.168.105.0/24', args: { ipFamily: 'dual' } },
   'twill-baseline': { name: 'btb', underlay: '192.168.103.0/24' },
   'twill-v6-baseline': { name: 'bt6b', underlay: '192.168.107.0/24', args: { ipFamily: 'dual' } },
+  'node-to-node': { name: 'bn', underlay: '192.168.159.0/24' },
 };
+/** The variants whose nodes run the real flanneld; the others run twill's agent. */
+const flanneldVariants: readonly Variant[] = ['kernel-vxlan', 'host-gw', 'kernel-vxlan-v6'];
 const isBaseline = (v: Variant): v is BaselineVariant => v === 'twill-baseline' || v === 'twill-v6-baseline';
 
 /**
@@ -103,17 +110,21 @@ async function quietLab(state: LabState): Promise<void> {
   await stopLabEtcd(state);
 }
 
-/** The two pods, addressed by their IPv4 addresses, or (`ipv6`) by their IPv6 ones. */
-function labEndpoints(state: LabState, ipv6 = false): Endpoints {
+/**
+ * The two pods, addressed by their IPv4 addresses, or (`ipv6`) by their IPv6 ones; or (`nodes`)
+ * the two nodes themselves, by their underlay addresses.
+ */
+function labEndpoints(state: LabState, o: { ipv6?: boolean; nodes?: boolean } = {}): Endpoints {
   const [n1, n2] = state.nodes;
   const pod = (node: string) => {
     const p = state.pods.find((x) => x.node === node)!;
-    return ipv6 ? { netns: p.netns, ip: (p.ips ?? []).find((a) => a.includes(':'))! } : p;
+    return o.ipv6 ? { netns: p.netns, ip: (p.ips ?? []).find((a) => a.includes(':'))! } : p;
   };
+  const end = (n: typeof n1) => (o.nodes ? { netns: n.netns, ip: n.underlayIp } : pod(n.name));
   return {
     lab: state,
-    client: pod(n1.name),
-    server: pod(n2.name),
+    client: end(n1),
+    server: end(n2),
     links: state.nodes.flatMap((n) => [[n.netns, 'eth0'] as [string, string], [state.underlay.netns, n.name] as [string, string]]),
     wireTap: [state.underlay.netns, n2.name],
     receiverTap: [n2.netns, 'eth0'],
@@ -153,7 +164,7 @@ export async function setUp(variant: Variant, progress: (m: string) => void, bas
     };
   }
   const { name, underlay, args } = labNames[variant];
-  const reference = !variant.startsWith('twill');
+  const reference = flanneldVariants.includes(variant);
   if (isBaseline(variant) && !baselineObjects) throw new Error(`${variant} needs the directory of the baseline's BPF objects (--baseline-objects)`);
   const objects = isBaseline(variant) ? baselineObjects : undefined;
   const state = await withObjectDir(objects, () =>
@@ -162,9 +173,9 @@ export async function setUp(variant: Variant, progress: (m: string) => void, bas
   await quietLab(state);
   const ipv6 = ipv6Variants.includes(variant);
   progress(
-    `${variant}: lab ${name} (2 nodes${reference ? ` running flanneld ${flanneld().version}` : ''}, 1 pod each${args?.backend === 'host-gw' ? ', host-gw: pod MTU 1500' : ''}${ipv6 ? ', dual-stack, measured over IPv6' : ''}${objects ? `, BPF objects from ${objects}` : ''}) ready, ${reference ? 'flanneld' : 'agents'} and etcd stopped`,
+    `${variant}: lab ${name} (2 nodes${reference ? ` running flanneld ${flanneld().version}` : ''}, 1 pod each${args?.backend === 'host-gw' ? ', host-gw: pod MTU 1500' : ''}${ipv6 ? ', dual-stack, measured over IPv6' : ''}${variant === 'node-to-node' ? ', measured node to node over the underlay' : ''}${objects ? `, BPF objects from ${objects}` : ''}) ready, ${reference ? 'flanneld' : 'agents'} and etcd stopped`,
   );
-  return labEndpoints(state, ipv6);
+  return labEndpoints(state, { ipv6, nodes: variant === 'node-to-node' });
 }
 
 async function tearDownRaw(): Promise<void> {

@@ -14,6 +14,7 @@ export const variants: Variant[] = [
   'kernel-vxlan',
   'host-gw',
   'raw-veth',
+  'node-to-node',
   'twill-v6',
   'kernel-vxlan-v6',
 ];
@@ -140,6 +141,16 @@ export function evaluateTargets(mode: UnderlayMode, samples: Map<Variant, Sample
 }
 
 /**
+ * Against the nodes themselves (issue 26): twill as shipped, pod to pod, against the same kind of
+ * nodes talking over their underlay addresses: UDP 64 B pps >= 0.9x, CPU per packet <= 1.1x, TCP
+ * latency on one CPU <= 1.05x, TCP 1 stream >= 1.0x.
+ */
+export function evaluateNodeTargets(samples: Map<Variant, Sample[]>): TargetResult[] {
+  const t = (metric: Metric, bound: number) => ratioTarget(samples, 'twill', metric, bound, 'node-to-node');
+  return [t('udpKpps', 0.9), t('cpuUsPerPkt', 1.1), t('tcpLatSameCpuUs', 1.05), t('tcp1Gbps', 1.0)];
+}
+
+/**
  * The IPv6 rows (issue 13): the fast path's targets against kernel VXLAN, for twill's IPv6 against
  * flannel-v6.<VNI>. There is no IPv6 host-gw to hold twill to, so the host-gw targets are not
  * repeated.
@@ -215,7 +226,7 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
     '',
     `Date: ${ctx.started.toISOString()}. Commit: ${ctx.commit}. Machine: ${ctx.machine}.`,
     '',
-    `Each number is the median of ${ctx.reps} interleaved repetitions (every variant in turn, per repetition), ${ctx.seconds} s per measurement, on the same 2-node topology: a pod behind cni0 on each node, nodes on a shared underlay bridge. Variants: twill as shipped (the fast path; decap hook auto, which is tc on this veth underlay), twill-stack (--fast-path=false: every packet crosses both nodes' stacks), twill-xdp (the fast path with decap in XDP), twill-host-gw (twill with flannel's host-gw backend: no encapsulation, pod MTU 1500), twill-direct (twill with vxlan DirectRouting; the two nodes share a segment, so pods are routed directly at pod MTU 1450), kernel VXLAN and host-gw each set up by the real flanneld ${ctx.flanneldVersion} on both nodes, run without --ip-masq as twill's nodes are (host-gw: pod MTU 1500), and a raw veth between the two pods (this machine's limit); then IPv6 pod traffic in dual-stack labs, twill-v6 (twill as shipped, between the pods' IPv6 addresses: VXLAN over IPv6 through twill-rx) against kernel-vxlan-v6 (flanneld's flannel-v6.<VNI>), compared with each other (pod MTU 1450 in both; IPv6 VXLAN adds 70 bytes, so the IPv6 route's MTU is 1430). Clients run on CPU 0 and servers on CPU 1 (qperf's one-CPU latency: both on CPU 0). A ratio is variant / kernel VXLAN in the same run, or, for the directly routed variants, also variant / host-gw. CPU per packet is the whole machine's busy time (both nodes, both pods, iperf3) during the UDP run divided by the datagrams received. Each cell is the median, with the smallest and largest repetition below it; a target is met only when the ratio of every repetition (repetition i of one variant against repetition i of the other) meets it. ${ctx.discarded ? `${ctx.discarded} sample${ctx.discarded > 1 ? 's were' : ' was'} discarded because other programs took a noticeable share of the CPUs during ${ctx.discarded > 1 ? 'them' : 'it'}, and measured again.` : "No sample was discarded for other programs' CPU use."}`,
+    `Each number is the median of ${ctx.reps} interleaved repetitions (every variant in turn, per repetition), ${ctx.seconds} s per measurement, on the same 2-node topology: a pod behind cni0 on each node, nodes on a shared underlay bridge. Variants: twill as shipped (the fast path; decap hook auto, which is tc on this veth underlay), twill-stack (--fast-path=false: every packet crosses both nodes' stacks), twill-xdp (the fast path with decap in XDP), twill-host-gw (twill with flannel's host-gw backend: no encapsulation, pod MTU 1500), twill-direct (twill with vxlan DirectRouting; the two nodes share a segment, so pods are routed directly at pod MTU 1450), kernel VXLAN and host-gw each set up by the real flanneld ${ctx.flanneldVersion} on both nodes, run without --ip-masq as twill's nodes are (host-gw: pod MTU 1500), a raw veth between the two pods (this machine's limit), and node-to-node (two nodes made as twill's, talking over their underlay addresses: no pod, no overlay; what an overlay is held to); then IPv6 pod traffic in dual-stack labs, twill-v6 (twill as shipped, between the pods' IPv6 addresses: VXLAN over IPv6 through twill-rx) against kernel-vxlan-v6 (flanneld's flannel-v6.<VNI>), compared with each other (pod MTU 1450 in both; IPv6 VXLAN adds 70 bytes, so the IPv6 route's MTU is 1430). Clients run on CPU 0 and servers on CPU 1 (qperf's one-CPU latency: both on CPU 0). A ratio is variant / kernel VXLAN in the same run, or, for the directly routed variants, also variant / host-gw, and twill / node-to-node. CPU per packet is the whole machine's busy time (both nodes, both pods, iperf3) during the UDP run divided by the datagrams received. Each cell is the median, with the smallest and largest repetition below it; a target is met only when the ratio of every repetition (repetition i of one variant against repetition i of the other) meets it. ${ctx.discarded ? `${ctx.discarded} sample${ctx.discarded > 1 ? 's were' : ' was'} discarded because other programs took a noticeable share of the CPUs during ${ctx.discarded > 1 ? 'them' : 'it'}, and measured again.` : "No sample was discarded for other programs' CPU use."}`,
     '',
     profilesText(new Set(modes.map((m) => m.nodes))),
     '',
@@ -231,9 +242,11 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
     );
     const hg = med.get('host-gw')!;
     const kv6 = med.get('kernel-vxlan-v6')!;
+    const nn = med.get('node-to-node')!;
     const ratioHeads = [
       ...ipv4Variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${v} / kernel`),
       ...directVariants.map((v) => `${v} / host-gw`),
+      'twill / node-to-node',
       'twill-v6 / kernel-v6',
     ];
     lines.push(`| metric | ${variants.join(' | ')} | ${ratioHeads.join(' | ')} |`);
@@ -247,12 +260,18 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
       const ratios = [
         ...ipv4Variants.filter((v) => v !== 'kernel-vxlan').map((v) => `${(med.get(v)![m.key] / kv[m.key]).toFixed(2)}x`),
         ...directVariants.map((v) => `${(med.get(v)![m.key] / hg[m.key]).toFixed(2)}x`),
+        `${(med.get('twill')![m.key] / nn[m.key]).toFixed(2)}x`,
         `${(med.get('twill-v6')![m.key] / kv6[m.key]).toFixed(2)}x`,
       ];
       lines.push(`| ${m.label} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
     }
     lines.push('', '| target | measured | met |', '|---|--:|---|');
-    for (const t of [...evaluateTargets(mode, samples), ...evaluateBackendTargets(samples), ...evaluateIpv6Targets(mode, samples)])
+    for (const t of [
+      ...evaluateTargets(mode, samples),
+      ...evaluateBackendTargets(samples),
+      ...evaluateNodeTargets(samples),
+      ...evaluateIpv6Targets(mode, samples),
+    ])
       lines.push(`| ${t.target} | ${t.measured} | ${t.met ? 'yes' : `no, ${t.shortBy}`} |`);
     lines.push('');
   }

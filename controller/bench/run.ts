@@ -87,13 +87,13 @@ async function cleanSample(e: Endpoints, o: BenchOptions, label: string, say: (m
 
 /**
  * The wire mode is only what it claims if frames crossed at MTU size, and if the receiving node
- * aggregated a plain TCP flow (host-gw, raw veth) with GRO. Tunnelled flows may legitimately
+ * aggregated a plain TCP flow (host-gw, raw veth, node to node) with GRO. Tunnelled flows may legitimately
  * not be aggregated (GRO knows VXLAN only through the kernel's own tunnel socket).
  */
 function checkRegime(mode: UnderlayMode, v: Variant, r: Regime): void {
   if (mode !== 'wire') return;
   if (r.wireMax > 1518) throw new Error(`wire mode not in effect for ${v}: a ${r.wireMax}-byte frame crossed the underlay (segmentation offload still on)`);
-  if ((v === 'host-gw' || v === 'raw-veth') && r.receiverMax <= 1518)
+  if ((v === 'host-gw' || v === 'raw-veth' || v === 'node-to-node') && r.receiverMax <= 1518)
     throw new Error(`wire mode not in effect for ${v}: the receiver took in nothing larger than ${r.receiverMax} bytes (GRO not aggregating)`);
 }
 

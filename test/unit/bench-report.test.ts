@@ -2,7 +2,16 @@ import { describe, expect, it } from 'vitest';
 import type { Sample, Variant } from '../../controller/bench/bench.js';
 import { profileShares } from '../../controller/bench/bench.js';
 import { ANALYSIS_MARKER, keptAnalysis } from '../../controller/bench/run.js';
-import { evaluateBackendTargets, evaluateIpv6Targets, evaluateTargets, median, ratioTarget, renderReport, variants } from '../../controller/bench/report.js';
+import {
+  evaluateBackendTargets,
+  evaluateIpv6Targets,
+  evaluateNodeTargets,
+  evaluateTargets,
+  median,
+  ratioTarget,
+  renderReport,
+  variants,
+} from '../../controller/bench/report.js';
 
 const sample = (over: Partial<Sample>): Sample => ({
   tcp1Gbps: 10,
@@ -134,6 +143,18 @@ describe('bench report', () => {
     ]);
   });
 
+  it('holds twill, pod to pod, to the nodes themselves: 0.9x their datagrams, 1.1x their CPU per packet, 1.05x their latency, their TCP', () => {
+    const samples = new Map<Variant, Sample[]>(
+      variants.map((v) => [v, [sample(v === 'twill' ? { udpKpps: 67, cpuUsPerPkt: 13.2, tcpLatSameCpuUs: 10.5, tcp1Gbps: 10 } : {})]]),
+    );
+    expect(evaluateNodeTargets(samples).map((r) => [r.target, r.measured, r.met])).toEqual([
+      ['UDP 64 B received (kpps): twill / node-to-node >= 0.90x', '0.67x', false],
+      ['CPU per received 64 B datagram (us): twill / node-to-node <= 1.10x', '1.32x', false],
+      ['TCP latency, one CPU (us): twill / node-to-node <= 1.05x', '1.05x', true],
+      ['TCP 1 stream (Gbit/s): twill / node-to-node >= 1.00x', '1.00x', true],
+    ]);
+  });
+
   it("holds twill's IPv6 to the fast path's kernel-VXLAN targets against flanneld's IPv6 device, and to nothing against host-gw", () => {
     const samples = new Map<Variant, Sample[]>(
       variants.map((v) => [v, [sample(v === 'twill-v6' ? { udpKpps: 160, tcpLatSameCpuUs: 9 } : v === 'twill' ? { udpKpps: 1 } : {})]]),
@@ -180,8 +201,9 @@ describe('bench report', () => {
     expect(doc).toContain('One node profile in this run (`--nodes kube-proxy`)');
     expect(doc).not.toContain('Two node profiles');
     expect(doc).toContain(`| metric | ${variants.join(' | ')} |`);
-    expect(doc).toContain('| TCP 1 stream (Gbit/s) | 5.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 0.50x |');
-    expect(doc).toContain('| twill-host-gw / host-gw | twill-direct / host-gw | twill-v6 / kernel-v6 |');
+    expect(doc).toContain('| TCP 1 stream (Gbit/s) | 5.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 10.00 | 0.50x |');
+    expect(doc).toContain('| twill-host-gw / host-gw | twill-direct / host-gw | twill / node-to-node | twill-v6 / kernel-v6 |');
+    expect(doc).toContain('| TCP 1 stream (Gbit/s): twill / node-to-node >= 1.00x | 0.50x | no, 50% below the bound |');
     expect(doc).toContain('| TCP 1 stream (Gbit/s): twill-v6 / kernel VXLAN over IPv6 >= 1.00x | 1.00x | yes |');
     expect(doc).toContain('| TCP latency, one CPU (us): twill-host-gw / host-gw <= 0.85x | 1.00x | no, 18% above the bound |');
     expect(doc).toContain('| TCP 1 stream (Gbit/s): twill / kernel VXLAN >= 1.00x | 0.50x | no, 50% below the bound |');
