@@ -249,7 +249,7 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
         60_000,
       );
     const loss = await stopPingFlows(flows, { lastFault: back });
-    console.log(`RELIABILITY kube mode (Kubernetes ${kubeApiserver().version}): Node watch expired (410 Gone), listed again: ${lossLine(loss, 'the relist')}`);
+    console.log(`RELIABILITY kube-mode expired watch (Kubernetes ${kubeApiserver().version}): 410 Gone, Nodes listed again: ${lossLine(loss, 'the relist')}`);
     expectNoLoss(loss);
     for (const [i, n] of twillNodes.entries()) {
       const since = agentLog(n).slice(logFrom[i]);
