@@ -72,8 +72,8 @@ for state in off on; do
   nsenter --net="/run/netns/$client" -- taskset -c 0 iperf3 -c "$target" -p 5412 -u -b 0 -l 64 -t "$secs" >/dev/null &
   sleep 1
   perf record -q -a -g -o "/tmp/headroom-$state.data" -- sleep 1 >/dev/null 2>&1
-  wait
-  share=$(perf report -i "/tmp/headroom-$state.data" --children --sort sym --stdio 2>/dev/null | awk '/\[k\] pskb_expand_head$/ {print $1; exit}')
+  wait || true
+  share=$(perf report -i "/tmp/headroom-$state.data" --children --sort sym --stdio 2>/dev/null | awk '/\[k\] pskb_expand_head$/ && !seen {print $1; seen=1}')
   echo "profile, port ${state}: pskb_expand_head ${share:-absent} (with its callees, share of all samples)"
   rm -f "/tmp/headroom-$state.data"
 done
