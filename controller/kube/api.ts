@@ -29,6 +29,8 @@ export class KubeApiError extends Error {
   ) {
     super(`${request}: ${detail}`);
   }
+  /** a refusal a ready API server repeated (KubeApi.request asked again): final */
+  confirmed = false;
 }
 
 /** The API's error (an ApiException with a Status body) or a connection failure, as one line. */
@@ -159,7 +161,9 @@ export class KubeApi {
       try {
         return await send();
       } catch (again) {
-        throw apiError(what, again);
+        const second = apiError(what, again);
+        second.confirmed = KubeApi.refused(second);
+        throw second;
       }
     }
   }

@@ -8,7 +8,7 @@ import { leaseKey, sameLease, subnetKey, NO_SUBNET, type Lease, type LeaseAttrs 
 import { routableLease, type OwnLease } from '../subnet/manager.js';
 import type { LeaseChange } from '../subnet/watcher.js';
 import type { Logger } from '../util/log.js';
-import { KubeApi, nodeView, type NodeInformer } from './api.js';
+import { KubeApi, KubeApiError, nodeView, type NodeInformer } from './api.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const BACKOFF_MIN_MS = 1000;
@@ -42,9 +42,11 @@ export class KubeSubnets {
   /** for status and metrics, as LeaseWatcher's */
   state: 'starting' | 'watching' | 'resyncing' | 'backoff' = 'starting';
   resyncs = 0;
-  /** full listings after the first: each followed an expired watch (410 Gone), and was applied as a difference */
-  relists = 0;
   private listings = 0;
+  /** full listings after the first: each followed an expired watch (410 Gone), and was applied as a difference */
+  get relists(): number {
+    return Math.max(0, this.listings - 1);
+  }
   /** the last API error, cleared by the next successful list or watch */
   lastError?: string;
   /** Nodes whose annotations make no usable lease, counted once per change of the Node's annotations */
@@ -171,7 +173,6 @@ export class KubeSubnets {
     this.onRefused = o.onRefused;
     const informer = this.o.api.nodeInformer(() => {
       if (this.listings++ === 0) return;
-      this.relists++;
       this.o.log.info('Node watch expired (410 Gone): listed every Node again, applied as a difference', { relists: this.relists });
     });
     this.informer = informer;
@@ -189,10 +190,7 @@ export class KubeSubnets {
         return;
       }
       if (KubeApi.refused(failure)) {
-        // Asked again of a ready API server (see KubeApi.request); refused then, it is final.
-        if (this.refusedOnce) throw failure;
-        this.refusedOnce = true;
-        await this.o.api.untilReady();
+        if (await this.refusalStands(failure)) throw failure;
         continue;
       }
       this.refusedOnce = false;
@@ -217,15 +215,8 @@ export class KubeSubnets {
     if (KubeApi.refused(failure) && this.listed) {
       this.state = 'backoff';
       this.lastError = problem;
-      // The watch is asked again once the API server says it is ready (see KubeApi.request); refused then, it is final.
-      if (!this.refusedOnce) {
-        this.refusedOnce = true;
-        this.o.log.warn('Node watch refused; asking again once the API server says it is ready', { problem });
-        await this.o.api.untilReady();
-        if (!this.stopped) await this.rewatch();
-        return;
-      }
-      this.onRefused?.(failure);
+      if (await this.refusalStands(failure)) this.onRefused?.(failure);
+      else if (!this.stopped) await this.rewatch();
       return;
     }
     // Once per problem, and again every WAIT_LOG_MS while it lasts: an outage is not a line every retry.
@@ -244,6 +235,19 @@ export class KubeSubnets {
   }
 
   private refusedOnce = false;
+
+  /**
+   * Whether a refusal is final: one a ready API server repeated. A list's or a get's was asked
+   * again already (KubeApi.request); the watch's is asked again here, once, when the API server
+   * says it is ready, since one still starting refuses everything until its authorizer has synced.
+   */
+  private async refusalStands(failure: Error): Promise<boolean> {
+    if ((failure instanceof KubeApiError && failure.confirmed) || this.refusedOnce) return true;
+    this.refusedOnce = true;
+    this.o.log.warn('Node watch refused; asking again once the API server says it is ready', { problem: failure.message });
+    await this.o.api.untilReady();
+    return false;
+  }
 
   /** One more start of the list+watch; its failure, if any, has already scheduled the next (restart). */
   private async rewatch(): Promise<void> {
