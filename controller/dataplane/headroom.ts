@@ -27,10 +27,13 @@ interface Port {
   linkinfo?: { info_kind?: string };
 }
 
+/** Whether a vxlan device is one of the headroom ports, by its name (uninstall finds them so too). */
+export const isHeadroomPort = (ifname: string) => ifname.startsWith(HEADROOM_DEVICE_PREFIX);
+
 /** The headroom ports that exist, by name, with the bridge each is a port of. */
 async function headroomPorts(): Promise<Port[]> {
   const links = await ipJson<Port[]>(['-d', 'link', 'show', 'type', 'vxlan']);
-  return links.filter((l) => l.ifname.startsWith(HEADROOM_DEVICE_PREFIX));
+  return links.filter((l) => isHeadroomPort(l.ifname));
 }
 
 /**
@@ -39,14 +42,16 @@ async function headroomPorts(): Promise<Port[]> {
  */
 export async function syncHeadroomPorts(bridges: readonly string[]): Promise<string[]> {
   const changed: string[] = [];
-  const have = await headroomPorts();
   const want = new Map(bridges.map((b) => [headroomPortName(b), b]));
-  for (const p of have) {
-    if (want.get(p.ifname) === p.master) continue;
+  const kept = new Set<string>();
+  for (const p of await headroomPorts()) {
+    if (want.get(p.ifname) === p.master) {
+      kept.add(p.ifname);
+      continue;
+    }
     await ip(['link', 'del', p.ifname]);
     changed.push(`removed headroom port ${p.ifname}${p.master ? ` from ${p.master}` : ''}`);
   }
-  const kept = new Set(have.filter((p) => want.get(p.ifname) === p.master).map((p) => p.ifname));
   for (const [name, bridge] of want) {
     if (kept.has(name)) continue;
     await ip(['link', 'add', name, 'mtu', String(MTU), 'type', 'vxlan', 'id', String(VNI), 'dstport', String(PORT)]);

@@ -6,7 +6,8 @@ import { readAttachState } from '../dataplane/attach-state.js';
 import { directRoutesIn, DirectRoutes } from '../dataplane/direct-routes.js';
 import { choiceRecordPath } from '../dataplane/choice-record.js';
 import { removeKernelVxlan } from '../dataplane/flannel-vxlan.js';
-import { HEADROOM_DEVICE_PREFIX, pinPaths } from '../dataplane/spec.js';
+import { isHeadroomPort } from '../dataplane/headroom.js';
+import { pinPaths } from '../dataplane/spec.js';
 import { endpointsDirFor } from '../endpoints/records.js';
 import { parseIptablesSave, type SavedTable } from '../masq/rules.js';
 import { formatCidr } from '../net/ipv4.js';
@@ -132,7 +133,7 @@ export async function findOnNode(o: UninstallOptions, overlayDevice: string, tun
   for (const d of [overlayDevice, tunnelDevice]) if (await linkShow(d)) devices.push(d);
   const vxlan = await ipJson<{ ifname: string; linkinfo?: { info_kind?: string } }[]>(['-d', 'link', 'show', 'type', 'vxlan']);
   // The pod bridges' headroom ports (dataplane/headroom.ts), which the detach removes with the rest.
-  devices.push(...vxlan.map((l) => l.ifname).filter((n) => n.startsWith(HEADROOM_DEVICE_PREFIX)));
+  devices.push(...vxlan.map((l) => l.ifname).filter(isHeadroomPort));
   const plugin = existsSync(o.cniPlugin) ? readFileSync(o.cniPlugin, 'latin1') : undefined;
   const target = plugin === undefined ? undefined : twillPluginTarget(plugin);
   const endpointsDir = endpointsDirFor(o.subnetFile);
