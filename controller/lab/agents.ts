@@ -39,7 +39,6 @@ function startDaemon(command: string[], opts: DaemonOptions): AgentProcess {
 const inNetns = (netns: string, command: string[]) => ['nsenter', `--net=/run/netns/${netns}`, '--', ...command];
 
 // Through bin/twill, as an operator runs it, so the lab's agents get its V8 flags too.
-// Through bin/twill, as an operator runs it, so the lab's agents get its V8 flags too.
 export const startAgent = (opts: DaemonOptions): AgentProcess => startDaemon(inNetns(opts.netns, [twillBin(), 'agent']), opts);
 
 /**
