@@ -1,10 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { stopAgent } from '../lab/agents.js';
+import type { AgentProcess } from '../lab/agents.js';
 import { labDown, labUp } from '../lab/lab.js';
-import { restartAgent } from '../lab/node-daemons.js';
-import type { LabState } from '../lab/state.js';
+import { restartAgent, stopNodeDaemon } from '../lab/node-daemons.js';
+import type { LabNode, LabState } from '../lab/state.js';
 import { BpfMap } from '../bpf/libbpf.js';
 import { run } from '../util/exec.js';
 import { cliEntry, runtimeNode } from '../util/paths.js';
@@ -19,19 +19,43 @@ import { waitFor } from './wait.js';
 interface ControlPlaneResult {
   leases: number;
   startToProgrammedMs: number;
-  putToMapMs: { p50: number; p99: number; max: number; n: number };
+  putToMapMs: Spread;
   agentRssMb: number;
   agentPeakRssMb: number;
 }
 
-const LAB = { name: 'bc', underlayCidr: '192.168.94.0/24' };
-const probe = path.join(path.dirname(fileURLToPath(import.meta.url)), 'lease-probe.js');
+/** Timings in ms, as the tables report them. */
+export type Spread = { p50: number; p99: number; max: number; n: number };
+export const spread = (ms: number[]): Spread => ({ p50: median(ms), p99: percentile(ms, 99), max: Math.max(...ms), n: ms.length });
 
-async function probeRun(state: LabState, mode: 'fill' | 'latency', args: object): Promise<unknown> {
-  const res = await run([runtimeNode(), probe, mode, JSON.stringify({ endpoint: state.etcd!.endpoint, prefix: state.etcd!.prefix, ...args })], {
-    netns: state.etcd!.netns,
-  });
+const LAB = { name: 'bc', underlayCidr: '192.168.94.0/24' };
+
+/** One run of a probe script of this directory (lease-probe.js, node-probe.js) in `netns`; its stdout is JSON. */
+export async function runProbe(script: string, netns: string | undefined, mode: 'fill' | 'latency', args: object): Promise<unknown> {
+  const res = await run([runtimeNode(), path.join(path.dirname(fileURLToPath(import.meta.url)), script), mode, JSON.stringify(args)], { netns });
   return JSON.parse(res.stdout);
+}
+
+const probeRun = (state: LabState, mode: 'fill' | 'latency', args: object) =>
+  runProbe('lease-probe.js', state.etcd!.netns, mode, { endpoint: state.etcd!.endpoint, prefix: state.etcd!.prefix, ...args });
+
+/**
+ * `node`'s agent stopped, everything it pinned removed, and started again: timed from its start
+ * until its subnets map holds `expected` entries, with its memory then. Both control-plane runs
+ * time an agent that takes in the whole set at once this way.
+ */
+export async function startFromEmpty(
+  state: LabState,
+  node: LabNode,
+  expected: number,
+): Promise<{ agent: AgentProcess; startToProgrammedMs: number; mem: { rss: number; peak: number } }> {
+  await stopNodeDaemon(node);
+  await run([runtimeNode(), cliEntry(), 'dataplane', 'detach', '--pin-dir', node.pinDir], { netns: node.netns });
+  const t0 = process.hrtime.bigint();
+  const agent = restartAgent(state, node);
+  await waitFor(`node ${node.name} programming ${expected} subnets at start`, () => subnetCount(node.pinDir) >= expected, 60_000, 10);
+  const startToProgrammedMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  return { agent, startToProgrammedMs, mem: rssMb(agent.pid) };
 }
 
 /** Entries in a node's subnets map, or -1 while the agent has not pinned it yet. */
@@ -62,15 +86,8 @@ export async function controlPlaneBench(leases: number, puts: number, say: (m: s
     const expected = leases + 1; // every fake lease and the other node
     await waitFor(`node ${a.name} programming ${expected} subnets from the watch`, () => subnetCount(a.pinDir) >= expected, 120_000, 200);
 
-    // From an empty datapath: stop the agent and remove everything it pinned.
-    await stopAgent(b.agent!.pid, b.pinDir);
-    await run([runtimeNode(), cliEntry(), 'dataplane', 'detach', '--pin-dir', b.pinDir], { netns: b.netns });
     say(`control plane: ${leases} leases in etcd; starting ${b.name}'s agent on an empty datapath`);
-    const t0 = process.hrtime.bigint();
-    const agent = restartAgent(state, b);
-    await waitFor(`node ${b.name} programming ${expected} subnets at start`, () => subnetCount(b.pinDir) >= expected, 60_000, 10);
-    const startToProgrammedMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    const mem = rssMb(agent.pid);
+    const { agent, startToProgrammedMs, mem } = await startFromEmpty(state, b, expected);
     say(`control plane: all ${expected} subnets programmed ${startToProgrammedMs.toFixed(0)} ms after start; agent RSS ${mem.rss.toFixed(0)} MB`);
 
     const { ms } = (await probeRun(state, 'latency', { pinDir: b.pinDir, puts })) as { ms: number[] };
@@ -78,7 +95,7 @@ export async function controlPlaneBench(leases: number, puts: number, say: (m: s
     const result = {
       leases,
       startToProgrammedMs,
-      putToMapMs: { p50: median(ms), p99: percentile(ms, 99), max: Math.max(...ms), n: ms.length },
+      putToMapMs: spread(ms),
       agentRssMb: Math.max(mem.rss, after.rss),
       agentPeakRssMb: after.peak,
     };

@@ -1,14 +1,9 @@
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { labDown, labUp } from '../lab/lab.js';
-import { restartAgent, stopNodeDaemon } from '../lab/node-daemons.js';
+import { stopNodeDaemon } from '../lab/node-daemons.js';
 import type { LabState } from '../lab/state.js';
-import { run } from '../util/exec.js';
-import { cliEntry, runtimeNode } from '../util/paths.js';
-import { RESULT_HEAD, resultRow as row, rssMb, subnetCount } from './control-plane.js';
+import { RESULT_HEAD, resultRow as row, rssMb, runProbe, spread, startFromEmpty, subnetCount, type Spread } from './control-plane.js';
 import type { WriteTime } from './fake-peers.js';
 import type { FillResult } from './node-probe.js';
-import { median, percentile } from './report.js';
 import { waitFor } from './wait.js';
 
 /*
@@ -31,17 +26,11 @@ interface KubeScaleResult extends FillResult {
   agentPeakRssMb: number;
 }
 
-type Spread = { p50: number; p99: number; max: number; n: number };
-const spread = (ms: number[]): Spread => ({ p50: median(ms), p99: percentile(ms, 99), max: Math.max(...ms), n: ms.length });
-
 const LAB = { name: 'kb', underlayCidr: '192.168.149.0/24' };
-const probe = path.join(path.dirname(fileURLToPath(import.meta.url)), 'node-probe.js');
 const IN_FLIGHT = 16;
 
-async function probeRun(state: LabState, mode: 'fill' | 'latency', args: object): Promise<unknown> {
-  const res = await run([runtimeNode(), probe, mode, JSON.stringify({ kubeconfig: state.kube!.adminKubeconfig, ...args })], { netns: state.kube!.netns });
-  return JSON.parse(res.stdout);
-}
+const probeRun = (state: LabState, mode: 'fill' | 'latency', args: object) =>
+  runProbe('node-probe.js', state.kube!.netns, mode, { kubeconfig: state.kube!.adminKubeconfig, ...args });
 
 export async function kubeScaleBench(nodes: number, annotations: number, say: (m: string) => void): Promise<KubeScaleResult> {
   await labDown(LAB.name);
@@ -62,14 +51,8 @@ export async function kubeScaleBench(nodes: number, annotations: number, say: (m
     );
 
     // As the etcd run: an agent started on an empty datapath, which lists every Node at once.
-    await stopNodeDaemon(b);
-    await run([runtimeNode(), cliEntry(), 'dataplane', 'detach', '--pin-dir', b.pinDir], { netns: b.netns });
     const expected = nodes + 1; // every probe Node and the lab's other node
-    const t0 = process.hrtime.bigint();
-    const agent = restartAgent(state, b);
-    await waitFor(`node ${b.name} programming ${expected} subnets at start`, () => subnetCount(b.pinDir) >= expected, 60_000, 10);
-    const startToProgrammedMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    const loaded = rssMb(agent.pid);
+    const { agent, startToProgrammedMs, mem: loaded } = await startFromEmpty(state, b, expected);
     say(`kube control plane: a new agent had all ${expected} subnets ${startToProgrammedMs.toFixed(0)} ms after start; RSS ${loaded.rss.toFixed(0)} MB`);
 
     const { times } = (await probeRun(state, 'latency', { count: annotations, pinDir: b.pinDir })) as { times: WriteTime[] };
