@@ -1,11 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labKubectl } from '../../controller/lab/kube.js';
 import { flanneld, kubeApiserver } from '../../controller/lab/peers.js';
 import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
-import { allPodPairs, labUpFresh, readyz, twill } from '../support/lab-session.js';
+import { allPodPairs, FLANNEL_ANNOTATIONS, kubeNode, labUpFresh, readyz, twill } from '../support/lab-session.js';
 
 /*
  * Kubernetes mode, dual stack: kube-controller-manager gives every Node an IPv4 and an IPv6
@@ -42,12 +41,8 @@ afterAll(async () => {
   await stopAll();
 }, 120_000);
 
-const P = 'flannel.alpha.coreos.com/';
-interface NodeObject {
-  metadata: { annotations?: Record<string, string> };
-  spec: { podCIDR?: string; podCIDRs?: string[] };
-}
-const nodeObject = async (name: string) => JSON.parse((await labKubectl(lab, ['get', 'node', name, '-o', 'json'])).stdout) as NodeObject;
+const P = FLANNEL_ANNOTATIONS;
+const nodeObject = (name: string) => kubeNode(lab, name);
 /** The IPv6 subnets in a twill node's maps, as `twill maps --json` lists them. */
 const subnets6Of = async (n: LabNode) => {
   const res = await twill(['maps', '--pin-dir', n.pinDir, '--json']);

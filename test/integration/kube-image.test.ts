@@ -1,7 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labKubectl } from '../../controller/lab/kube.js';
 import { LabError } from '../../controller/lab/errors.js';
 import { imageContainerName } from '../../controller/lab/image.js';
 import { labUp } from '../../controller/lab/lab.js';
@@ -10,7 +9,7 @@ import type { LabNode, LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, repoRoot } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
-import { allPodPairs, bounceAgent, labUpFresh, readyz, twill, type Readyz } from '../support/lab-session.js';
+import { allPodPairs, bounceAgent, kubeNode, labUpFresh, readyz, twill, type Readyz } from '../support/lab-session.js';
 
 /*
  * The container image of deploy/kubernetes/Containerfile, built here with podman on a base made
@@ -78,10 +77,7 @@ describe("a node running the image's agent, beside one running the checkout's", 
   });
 
   it("publishes the image node's lease on its Node as the checkout's agent does", async () => {
-    const obj = JSON.parse((await labKubectl(lab, ['get', 'node', 'n1', '-o', 'json'])).stdout) as {
-      metadata: { annotations: Record<string, string> };
-      spec: { podCIDR: string };
-    };
+    const obj = await kubeNode(lab, 'n1');
     expect(obj.spec.podCIDR).toBe(node('n1').subnet);
     expect(obj.metadata.annotations).toMatchObject({
       'flannel.alpha.coreos.com/kube-subnet-manager': 'true',

@@ -27,6 +27,8 @@ import {
   until,
   vxlanDevices,
   readyz,
+  FLANNEL_ANNOTATIONS,
+  kubeNode,
 } from '../support/lab-session.js';
 
 /*
@@ -54,15 +56,8 @@ afterAll(async () => {
 }, 120_000);
 
 const node = (name: string) => lab.nodes.find((n) => n.name === name)!;
-const kubectlJson = async (args: string[]) => JSON.parse((await labKubectl(lab, [...args, '-o', 'json'])).stdout) as Record<string, never>;
-const P = 'flannel.alpha.coreos.com/';
-
-interface NodeObject {
-  metadata: { annotations?: Record<string, string> };
-  spec: { podCIDR?: string };
-  status: { conditions?: { type: string; status: string; reason?: string }[] };
-}
-const nodeObject = async (name: string) => (await kubectlJson(['get', 'node', name])) as unknown as NodeObject;
+const P = FLANNEL_ANNOTATIONS;
+const nodeObject = (name: string) => kubeNode(lab, name);
 const subnetsOf = async (n: LabNode) => (await readMaps(n)).subnets.map((s) => s.subnet).sort();
 const metricOf = async (n: LabNode, name: string) =>
   Number(new RegExp(`^${name} (\\d+)$`, 'm').exec((await run(['curl', '-s', `http://${n.agent!.healthz}/metrics`], { netns: n.netns })).stdout)?.[1] ?? NaN);

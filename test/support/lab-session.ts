@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
+import { labKubectl } from '../../controller/lab/kube.js';
 import { restartAgent, stopNodeDaemon } from '../../controller/lab/node-daemons.js';
 import { labStatus, type LabNode, type LabPod, type LabState } from '../../controller/lab/state.js';
 import { pidAlive } from '../../controller/lab/agents.js';
@@ -328,3 +329,17 @@ export const readyz = async (n: LabNode): Promise<Readyz> =>
   JSON.parse(
     (await run(['curl', '-s', '--max-time', '5', `http://${n.agent!.healthz}/readyz`], { netns: n.netns, allowFailure: true })).stdout || '{}',
   ) as Readyz;
+
+/** flannel's annotation prefix (the default of --kube-annotation-prefix). */
+export const FLANNEL_ANNOTATIONS = 'flannel.alpha.coreos.com/';
+
+/** What the Kubernetes-mode tests read of a Node. */
+export interface KubeNodeObject {
+  metadata: { annotations?: Record<string, string> };
+  spec: { podCIDR?: string; podCIDRs?: string[] };
+  status: { conditions?: { type: string; status: string; reason?: string }[] };
+}
+
+/** A kube lab's Node as the API server has it now. */
+export const kubeNode = async (lab: LabState, name: string) =>
+  JSON.parse((await labKubectl(lab, ['get', 'node', name, '-o', 'json'])).stdout) as KubeNodeObject;
