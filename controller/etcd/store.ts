@@ -1,11 +1,13 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease as EtcdLease } from 'etcd3';
+import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IOptions, type Lease as EtcdLease } from 'etcd3';
 import { LeaseGoneError, type HeldLease, type LeaseRecord, type LeaseStore, type WatchEvent, type WatchHandle } from '../subnet/lease-store.js';
 import { logger } from '../util/log.js';
 import { EtcdOutage, isUnreachable } from './outage.js';
 
 const log = logger('etcd');
+/** Between keepalive attempts that failed at once: each picks a member anew, so a stopped one is soon missed. */
+const KEEPALIVE_RETRY_MS = 25;
 
 /*
  * The etcd edge. etcd3 (npm) is in maintenance mode, so the rest of twill sees only this
@@ -163,11 +165,30 @@ export class EtcdStore implements LeaseStore {
     };
   }
 
-  /** Refreshes the TTL; throws LeaseGoneError when etcd says the lease is gone, anything else when etcd could not be asked. */
+  /**
+   * Refreshes the TTL; throws LeaseGoneError when etcd says the lease is gone, anything else when
+   * etcd could not be asked. etcd3 sends a keepalive on a stream to one member picked at random
+   * and, unlike a unary call, never tries another when that one is down, nor learns to avoid it
+   * (opening the stream counts as a success). Such an attempt fails at once (connection refused),
+   * so it is made again, until the deadline: left to the renewal loop's retry instead, a few
+   * unlucky picks of a stopped member let a short lease expire while the rest of the cluster was
+   * up (the 3-member etcd test saw it).
+   */
   private async keepalive(lease: EtcdLease): Promise<number> {
+    const timeoutMs = this.opts.timeoutMs ?? 5000;
+    const deadline = Date.now() + timeoutMs;
+    const attempts = async (): Promise<number> => {
+      for (;;) {
+        try {
+          return Number((await withTimeout(lease.keepaliveOnce(), Math.max(1, deadline - Date.now()), 'etcd lease keepalive', timeoutMs)).TTL);
+        } catch (err) {
+          if (!(err instanceof Error && isRecoverableError(err)) || Date.now() + KEEPALIVE_RETRY_MS >= deadline) throw err;
+          await new Promise((r) => setTimeout(r, KEEPALIVE_RETRY_MS));
+        }
+      }
+    };
     try {
-      const res = await this.track(withTimeout(lease.keepaliveOnce(), this.opts.timeoutMs ?? 5000, 'etcd lease keepalive'));
-      return Number(res.TTL);
+      return await this.track(attempts());
     } catch (err) {
       // etcd3's error classes leave `name` as "Error": only instanceof tells them apart.
       if (err instanceof EtcdLeaseInvalidError) throw new LeaseGoneError(err.message);
@@ -234,9 +255,10 @@ export class EtcdStore implements LeaseStore {
   }
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+/** `p`, or an error after `ms`; the error names `budgetMs`, the whole wait of which `ms` is what is left. */
+function withTimeout<T>(p: Promise<T>, ms: number, what: string, budgetMs = ms): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+    const t = setTimeout(() => reject(new Error(`${what}: no answer within ${budgetMs} ms`)), ms);
     p.then(
       (v) => {
         clearTimeout(t);
