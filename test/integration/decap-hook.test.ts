@@ -81,7 +81,7 @@ describe('where decap runs', () => {
   it('moves to XDP on running nodes without losing a packet; the tc program stays to deliver into pods', async () => {
     const loss = await moveTo('xdp');
     expect(loss.sent).toBeGreaterThan(20);
-    expectNoLoss(loss);
+    expectNoLoss(loss, lab);
     expect(lab.nodes.map((n) => readAttachState(n.pinDir)?.decap.mode)).toEqual(['xdp-link', 'xdp-link']);
     for (const n of lab.nodes) {
       expect(decapLink(n).type).toBe(LINK_TYPE_XDP);

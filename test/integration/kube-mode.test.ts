@@ -204,7 +204,7 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
     });
     const loss = await stopPingFlows(flows, { lastFault: back });
     console.log(`RELIABILITY kube mode (Kubernetes ${kubeApiserver().version}): API server stopped for 60 s: ${lossLine(loss, 'it came back')}`);
-    expectNoLoss(loss);
+    expectNoLoss(loss, lab);
     // The watch works again: a Node made now (its podCIDR given, not waited for from the
     // controller manager, whose own watches come back at their own pace) reaches the maps.
     const cidr = '10.244.200.0/24';
@@ -245,7 +245,7 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
       );
     const loss = await stopPingFlows(flows, { lastFault: back });
     console.log(`RELIABILITY kube-mode expired watch (Kubernetes ${kubeApiserver().version}): 410 Gone, Nodes listed again: ${lossLine(loss, 'the relist')}`);
-    expectNoLoss(loss);
+    expectNoLoss(loss, lab);
     for (const [i, n] of twillNodes.entries()) {
       const since = agentLog(n).slice(logFrom[i]);
       expect(since, n.name).toContain('Node watch expired (410 Gone)');

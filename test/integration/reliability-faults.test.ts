@@ -77,7 +77,7 @@ describe('agent and etcd faults under traffic', () => {
     // ...and the pings were delivered by the fast path all along (the agents' restarts left it alone).
     const fastAfter = await Promise.all(lab.nodes.map(async (n) => (await readMaps(n)).path!.receive.fast));
     fastAfter.forEach((c, i) => expect(c - fastBefore[i]).toBeGreaterThanOrEqual(countersAfter[i] - countersBefore[i]));
-    expectNoLoss(loss);
+    expectNoLoss(loss, lab);
   }, 300_000);
 
   it('etcd stopped for 60 s: the datapath is unchanged and forwards; agents reconnect and renew when it returns', async () => {
@@ -113,7 +113,7 @@ describe('agent and etcd faults under traffic', () => {
     await until('every agent to see its delete', async () => (await Promise.all(lab.nodes.map((n) => routes(n, fake)))).every((r) => !r), 30_000);
     const loss = await stopPingFlows(flows, { lastFault });
     report(`etcd down 60 s: ${lossLine(loss, 'its restart')}; maps unchanged during the outage; all 3 agents renewed after it`);
-    expectNoLoss(loss);
+    expectNoLoss(loss, lab);
   }, 180_000);
 
   it("etcd compacted past a cut-off agent's watch revision: it resyncs, missing neither the put nor the delete made meanwhile; nothing lost", async () => {
@@ -143,7 +143,7 @@ describe('agent and etcd faults under traffic', () => {
     const loss = await stopPingFlows(flows, { lastFault });
     report(`etcd compacted past a cut-off agent's revision: resynced, put and delete both applied; ${lossLine(loss, 'the cut ended')}`);
     expect(agentLog(n1).slice(from)).toMatch(/lease watch (reconnected|ended), resyncing/);
-    expectNoLoss(loss);
+    expectNoLoss(loss, lab);
   }, 120_000);
 
   it('a node cut from etcd until its lease expires: peers remove it; back, it gets the same subnet and traffic resumes', async () => {
@@ -196,7 +196,7 @@ describe('agent and etcd faults under traffic', () => {
       `node cut from etcd, TTL 10 s: peers removed it after ${removedAfterS!.toFixed(1)} s; ${backAfterS.toFixed(1)} s after reconnecting it held ${n3.subnet} again; ` +
         `${during.lost} of ${during.sent} packets lost across the cut (to and from n3 while it was no peer), ${perFlow.reduce((a, f) => a + f.lostAfterLastFault, 0)} of ${perFlow.reduce((a, f) => a + f.sentAfterLastFault, 0)} once it was back; afterwards ${loss.lost} of ${loss.sent}`,
     );
-    expectNoLoss(loss);
+    expectNoLoss(loss, lab);
   }, 180_000);
 });
 
@@ -252,7 +252,7 @@ describe('upgrades', () => {
       expect(rolledBack[which]).toEqual(before[which]);
     }
     for (const l of [upgrade, rollback]) expect(l).toContain('"swapped":{"encap":true,"decap":true}');
-    expectNoLoss(loss);
+    expectNoLoss(loss, lab);
   }, 120_000);
 
   it.each(['twill_stats', 'twill_subnets'])(
@@ -300,7 +300,7 @@ describe('upgrades', () => {
           .map((n) => n.subnet)
           .sort(),
       );
-      expectNoLoss(loss);
+      expectNoLoss(loss, lab);
     },
     120_000,
   );

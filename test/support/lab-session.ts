@@ -221,14 +221,32 @@ export async function stopPingFlows(
  * What a zero-loss test asserts of its flows: none lost in all, none lost after the last fault,
  * and every flow sent after it (so the window after it was measured, flow by flow).
  */
-export function expectNoLoss(loss: Awaited<ReturnType<typeof stopPingFlows>>): void {
-  expect(
-    loss.perFlow
-      .filter((f) => f.lost > 0 || f.lostAfterLastFault > 0)
-      .map((f) => ({ ...f, lostSentAt: f.lostSentAt.slice(0, 10).map((t) => new Date(t).toISOString()) })),
-  ).toEqual([]);
+export function expectNoLoss(loss: Awaited<ReturnType<typeof stopPingFlows>>, lab?: LabState): void {
+  const lossy = loss.perFlow
+    .filter((f) => f.lost > 0 || f.lostAfterLastFault > 0)
+    .map((f) => ({ ...f, lostSentAt: [f.lostSentAt[0], f.lostSentAt[f.lostSentAt.length - 1]].map((t) => new Date(t).toISOString()) }));
+  // With a loss, what the agents warned of says why (a lease lost, a map rewritten): it goes into
+  // the failure's value, the one thing a CI log keeps of it.
+  const context = lossy.length > 0 && lab ? { agentWarnings: agentWarnings(lab) } : {};
+  expect({ ...context, lossy }).toEqual({ ...context, lossy: [] });
   expect(loss.perFlow.filter((f) => f.sentAfterLastFault === 0).map((f) => `${f.from} -> ${f.to}`)).toEqual([]);
   expect(loss.lost).toBe(0);
+}
+
+/** Per node, its agent's last warnings and errors (time and message), from its log. */
+export function agentWarnings(lab: LabState, last = 4): Record<string, string[]> {
+  return Object.fromEntries(
+    lab.nodes.map((n) => {
+      let text: string;
+      try {
+        text = agentLog(n);
+      } catch {
+        return [n.name, ['(no agent log)']];
+      }
+      const lines = text.split('\n').filter((l) => /"level":"(warn|error)"/.test(l));
+      return [n.name, lines.slice(-last).map((l) => `${/"ts":"[^"]*T([^"]*)"/.exec(l)?.[1] ?? ''} ${/"msg":"([^"]*)"/.exec(l)?.[1] ?? l.slice(0, 120)}`)];
+    }),
+  );
 }
 
 /** How the tests print a loss: "L of S packets lost (l of s after the last fault)". */
@@ -316,7 +334,7 @@ export async function underTraffic(lab: LabState, n: LabNode, what: string, step
     expect(r.received, `TCP stream ${s.what} during ${what}`).toBe(r.sent);
     expect(r.sent, `TCP stream ${s.what}`).toMatch(/^[1-9]\d* [0-9a-f]{64}$/);
   }
-  expectNoLoss(loss);
+  expectNoLoss(loss, lab);
   return `${what}: ${lossLine(loss, 'the switch')} on ${loss.perFlow.length} flows, 2 TCP streams intact`;
 }
 

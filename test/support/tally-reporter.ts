@@ -16,7 +16,7 @@ export default class TallyReporter implements Reporter {
         if (result.state === 'passed') passed++;
         else if (result.state === 'failed') {
           failed++;
-          failures.push(failureLine(`${mod.moduleId} > ${test.fullName}`, result.errors?.[0]?.message));
+          failures.push(failureLine(`${mod.moduleId} > ${test.fullName}`, result.errors?.[0]?.message, result.errors?.[0]?.actual));
         } else skipped++;
       }
       // A file that failed to load or whose hooks threw has no test results of its own.
@@ -34,8 +34,13 @@ const root = `${process.cwd()}/`;
 // vitest colours assertion messages; the CI's log is plain text.
 const ANSI_COLOUR = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g');
 
-/** One line per failure: where, and the first line of why (trimmed so a log's tail stays readable). */
-export function failureLine(where: string, message: string | undefined): string {
+/**
+ * One line per failure: where, the first line of why, and what an assertion got (vitest prints it
+ * across many lines; folded into one here), each trimmed so a log's tail stays readable. A
+ * message alone says "expected [ Array(4) ] to deeply equal []"; the value says which 4.
+ */
+export function failureLine(where: string, message: string | undefined, actual?: string): string {
   const why = (message ?? 'no error message').split('\n')[0].replace(ANSI_COLOUR, '').slice(0, 240);
-  return `[twill-test] failed: ${where.startsWith(root) ? where.slice(root.length) : where}: ${why}`;
+  const got = actual === undefined ? '' : ` | actual: ${actual.replace(/\s*\n\s*/g, ' ').slice(0, 1200)}`;
+  return `[twill-test] failed: ${where.startsWith(root) ? where.slice(root.length) : where}: ${why}${got}`;
 }

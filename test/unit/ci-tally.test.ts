@@ -44,6 +44,13 @@ describe("the CI's verdict from the test command's log", () => {
     expect(verdict('12 passed, 0 failed\n[twill-test] part namespace exit 0\n').failedTests).toEqual([]);
   });
 
+  it("folds an assertion's actual value into the same line, so the tail says what was wrong", () => {
+    const line = failureLine('t.ts > loss', 'expected [ Array(1) ] to deeply equal []', '[\n  {\n    "from": "n1",\n    "lost": 3\n  }\n]');
+    expect(line).toBe('[twill-test] failed: t.ts > loss: expected [ Array(1) ] to deeply equal [] | actual: [ { "from": "n1", "lost": 3 } ]');
+    expect(failureLine('t.ts > big', 'x', 'y'.repeat(5000)).length).toBeLessThan(1300);
+    expect(verdict(`${line}\n0 passed, 1 failed\n[twill-test] part namespace exit 1\n`).failedTests).toEqual([line.slice('[twill-test] failed: '.length)]);
+  });
+
   it('does not count a failure twice when the tally already has it', () => {
     expect(last(verdict('11 passed, 1 failed\n[twill-test] part namespace exit 1\n'))).toBe('11 passed, 1 failed');
   });
