@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { syncHeadroomPorts } from '../dataplane/headroom.js';
 import { syncPodLinks } from '../dataplane/pod-links.js';
+import { KernelWatch } from '../netlink/kernel-watch.js';
 import type { Logger } from '../util/log.js';
 import { planEndpoints, portsWithoutRecord } from './desired.js';
 import { readEndpointRecords, writePinDirPointer } from './records.js';
@@ -44,30 +44,17 @@ export interface EndpointSyncState {
  * record, whenever a link appears or goes (`ip monitor link`), and every resyncMs.
  */
 export class EndpointSync {
-  private running?: Promise<void>;
-  private again = false;
   private watcher?: FSWatcher;
-  private monitor?: ChildProcess;
-  private timer?: NodeJS.Timeout;
-  private debounce?: NodeJS.Timeout;
-  private stopped = false;
+  private readonly kernel: KernelWatch;
   readonly state: EndpointSyncState = { endpoints: 0, podLinks: 0, syncs: 0, errors: 0, problems: [] };
 
-  constructor(private readonly o: EndpointSyncOptions) {}
+  constructor(private readonly o: EndpointSyncOptions) {
+    this.kernel = new KernelWatch({ work: () => this.once(), monitor: ['link'], resyncMs: o.resyncMs ?? 30_000, log: o.log });
+  }
 
   /** One sync now (joined with one already running, then repeated once if asked for meanwhile). */
-  async sync(): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      do {
-        this.again = false;
-        await this.once();
-      } while (this.again && !this.stopped);
-    })().finally(() => (this.running = undefined));
-    return this.running;
+  sync(): Promise<void> {
+    return this.kernel.run();
   }
 
   private async once(): Promise<void> {
@@ -125,44 +112,18 @@ export class EndpointSync {
     }
   }
 
-  /** Coalesces a burst of events (a pod's veth, its record, its addresses) into one sync. */
-  private request(): void {
-    if (this.stopped) return;
-    clearTimeout(this.debounce);
-    this.debounce = setTimeout(() => void this.sync(), 20);
-  }
-
   start(): void {
     mkdirSync(this.o.recordsDir, { recursive: true });
     writePinDirPointer(this.o.recordsDir, this.o.pinDir);
-    this.watcher = watch(this.o.recordsDir, () => this.request());
+    this.watcher = watch(this.o.recordsDir, () => this.kernel.request());
     this.watcher.on('error', (err) =>
       this.o.log.warn('watching the endpoint records failed; relying on resyncs', { dir: this.o.recordsDir, error: err.message }),
     );
-    this.startMonitor();
-    this.timer = setInterval(() => this.request(), this.o.resyncMs ?? 30_000);
-    this.timer.unref();
-  }
-
-  private startMonitor(): void {
-    if (this.stopped) return;
-    const child = spawn('ip', ['-o', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    child.stdout.on('data', () => this.request());
-    child.on('error', () => undefined);
-    child.on('exit', () => {
-      if (this.stopped) return;
-      this.o.log.warn('ip monitor link exited; restarting it in a second');
-      setTimeout(() => this.startMonitor(), 1000).unref();
-    });
-    child.unref();
-    this.monitor = child;
+    this.kernel.start();
   }
 
   stop(): void {
-    this.stopped = true;
     this.watcher?.close();
-    clearInterval(this.timer);
-    clearTimeout(this.debounce);
-    this.monitor?.kill();
+    this.kernel.stop();
   }
 }
