@@ -84,11 +84,11 @@ int twill_encap(struct __sk_buff *skb)
 	if (bpf_check_mtu(skb, cfg->underlay_ifindex, &mtu_len, direct ? 0 : VXLAN_OVERHEAD, 0))
 		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_too_big), remote->stats_slot);
 	if (direct)
-		return direct_send(cfg, remote);
+		return underlay_send(skb, cfg, remote);
 
 	if (vxlan_encap(skb, cfg, remote, inner->tos, encap_source_port(skb, inner, data_end), stats) != ENCAP_OK)
 		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_encap_error), remote->stats_slot);
-	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
+	return underlay_send(skb, cfg, remote);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

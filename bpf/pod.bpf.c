@@ -121,7 +121,7 @@ int twill_from_pod(struct __sk_buff *skb)
 	if (direct) {
 		ip_decrease_ttl(ip);
 		path_fast(skb, ps, TWILL_HOOK_FROM_POD, remote->stats_slot, n);
-		return direct_send(cfg, remote);
+		return underlay_send(skb, cfg, remote);
 	}
 
 	struct twill_stats *stats = twill_get_stats();
@@ -142,7 +142,7 @@ int twill_from_pod(struct __sk_buff *skb)
 		return encap_error(skb, stats, remote->stats_slot);
 	ip_decrease_ttl(inner);
 	path_fast(skb, ps, TWILL_HOOK_FROM_POD, remote->stats_slot, n);
-	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
+	return underlay_send(skb, cfg, remote);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

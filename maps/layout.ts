@@ -5,7 +5,7 @@ import { struct, type Value } from './codec.js';
  * match the C structs exactly; test/integration/btf-layout.test.ts enforces it.
  */
 
-export const LAYOUT_VERSION = 5;
+export const LAYOUT_VERSION = 6;
 
 /** twill_config.flags: pod traffic to and from remote pods may bypass the host stack. */
 export const CONFIG_FAST_PATH = 0x1;
@@ -33,6 +33,8 @@ export const remoteStruct = struct('twill_remote', { public_ip: 'ipv4', vtep_mac
 
 export const peerKeyStruct = struct('twill_peer_key', { public_ip: 'ipv4' });
 export const peerStruct = struct('twill_peer', { subnet: 'ipv4', vtep_mac: 'mac', subnet_len: 'u8', flags: 'u8', stats_slot: 'u16' });
+/** twill_next_hops' value, keyed by a peer's PublicIP (twill_peer_key). */
+export const nextHopStruct = struct('twill_next_hop', { mac: 'mac', flags: 'u16' });
 
 export const peerStatsStruct = struct('twill_peer_stats', {
   encap_packets: 'u64',
@@ -150,6 +152,7 @@ export const EVENTS_BYTES = 256 * 1024;
 export type TwillConfig = Value<typeof configStruct>;
 export type Remote = Value<typeof remoteStruct>;
 export type Peer = Value<typeof peerStruct>;
+export type NextHop = Value<typeof nextHopStruct>;
 export type Stats = Value<typeof statsStruct>;
 export type PeerStats = Value<typeof peerStatsStruct>;
 export type Endpoint = Value<typeof endpointStruct>;
@@ -165,6 +168,7 @@ export const mapSpecs = {
   twill_config: { kind: 'array', key: u32Key, value: configStruct, maxEntries: 1 },
   twill_subnets: { kind: 'hash', key: subnetKeyStruct, value: remoteStruct, maxEntries: 65536 },
   twill_peers: { kind: 'hash', key: peerKeyStruct, value: peerStruct, maxEntries: 65536 },
+  twill_next_hops: { kind: 'hash', key: peerKeyStruct, value: nextHopStruct, maxEntries: 65536 },
   twill_stats: { kind: 'percpu_array', key: u32Key, value: statsStruct, maxEntries: 1 },
   twill_peer_stats: { kind: 'percpu_array', key: u32Key, value: peerStatsStruct, maxEntries: MAX_STATS_SLOTS },
   twill_endpoints: { kind: 'hash', key: endpointKeyStruct, value: endpointStruct, maxEntries: MAX_ENDPOINTS },

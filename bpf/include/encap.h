@@ -191,15 +191,32 @@ static __always_inline long vxlan6_encap_redirect(struct __sk_buff *skb, const s
 }
 
 /*
- * To a peer on our L2 segment (TWILL_REMOTE_DIRECT): the packet leaves unchanged, with the
- * peer's PublicIP as next hop, whose MAC the kernel's neighbour table resolves. Not counted in
- * the encap counters, which count VXLAN.
+ * Out of the underlay toward `remote`, encapsulated or (TWILL_REMOTE_DIRECT: a peer on our L2
+ * segment) as it is. With the next hop's MAC in twill_next_hops, the Ethernet header is written
+ * here and the packet redirected: no route and no neighbour lookup. Otherwise
+ * bpf_redirect_neigh() does both, toward the PublicIP itself for a direct peer, toward what the
+ * route to the outer destination says for VXLAN. A direct packet is not counted in the encap
+ * counters, which count VXLAN.
  */
-static __always_inline long direct_send(const struct twill_config *cfg, const struct twill_remote *remote)
+static __always_inline long underlay_send(struct __sk_buff *skb, const struct twill_config *cfg, const struct twill_remote *remote)
 {
-	struct bpf_redir_neigh nh = { .nh_family = AF_INET };
-	nh.ipv4_nh = ipv4_u32(remote->public_ip);
-	return bpf_redirect_neigh(cfg->underlay_ifindex, &nh, sizeof(nh), 0);
+	struct twill_peer_key key;
+	__builtin_memcpy(key.public_ip, remote->public_ip, sizeof(key.public_ip));
+	struct twill_next_hop *hop = bpf_map_lookup_elem(&twill_next_hops, &key);
+	if (hop) {
+		__u8 macs[2 * ETH_ALEN];
+		__builtin_memcpy(macs, hop->mac, ETH_ALEN);
+		__builtin_memcpy(macs + ETH_ALEN, cfg->underlay_mac, ETH_ALEN);
+		/* A failed write changed nothing: the neighbour path below writes both MACs itself. */
+		if (!bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0))
+			return bpf_redirect(cfg->underlay_ifindex, 0);
+	}
+	if (remote->flags & TWILL_REMOTE_DIRECT) {
+		struct bpf_redir_neigh nh = { .nh_family = AF_INET };
+		nh.ipv4_nh = ipv4_u32(remote->public_ip);
+		return bpf_redirect_neigh(cfg->underlay_ifindex, &nh, sizeof(nh), 0);
+	}
+	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
 }
 
 #endif

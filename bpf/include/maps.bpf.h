@@ -37,6 +37,14 @@ struct {
 } twill_peers SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TWILL_MAX_PEERS);
+	__type(key, struct twill_peer_key);
+	__type(value, struct twill_next_hop);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_next_hops SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);

@@ -71,6 +71,21 @@ struct twill_peer {
 };
 
 /*
+ * Hash "twill_next_hops": per peer PublicIP (key: twill_peer_key), the MAC of the underlay next
+ * hop toward it (the peer itself when on-link, else its gateway), copied by the agent from the
+ * kernel's neighbour entry for that next hop while the kernel holds it confirmed or is verifying
+ * it (controller/dataplane/next-hops.ts). A hit lets the programs write the outer Ethernet header
+ * and bpf_redirect() to the underlay; a miss takes bpf_redirect_neigh(). Packets that bypass the
+ * kernel's entry never make it verify that entry again, so the agent removes a next hop whose
+ * entry went STALE: the next packet then goes through the entry, the kernel verifies it (and
+ * finds the peer's new MAC, if it changed), and the agent writes it again.
+ */
+struct twill_next_hop {
+	__u8  mac[6];
+	__u16 flags;             /* reserved, 0 */
+};
+
+/*
  * Per-CPU array "twill_peer_stats": traffic per peer, indexed by the stats_slot the agent
  * stores in the peer's twill_subnets and twill_peers entries. The programs already hold
  * those entries, so counting costs one array lookup, not a hash lookup. The agent zeroes

@@ -11,6 +11,7 @@ import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDat
 import { parseDataplaneSpec, TUNNEL_DEVICE, VXLAN_OVERHEAD } from '../dataplane/spec.js';
 import { endpointsDirFor } from '../endpoints/records.js';
 import { EndpointSync } from '../endpoints/sync.js';
+import { NextHopSync } from '../dataplane/next-hops.js';
 import { CONFIG6_ENABLED } from '../../maps/layout.js';
 import { randomVtepMac } from '../net/mac.js';
 import { formatCidr } from '../net/ipv4.js';
@@ -94,6 +95,8 @@ export class NodeDatapath {
   fastPath?: FastPathState;
   /** the local pods, for the fast path (BPF mode) */
   endpoints?: EndpointSync;
+  /** the underlay MACs the programs send to (BPF mode, IPv4) */
+  nextHops?: NextHopSync;
   private attach: AttachState | undefined;
 
   constructor(private readonly o: NodeDatapathOptions) {
@@ -158,6 +161,7 @@ export class NodeDatapath {
         this.attach = attached.state;
         this.fastPath = attached.state.fastPath;
         await this.syncEndpoints(own, attached.state.fastPath?.enabled ?? false);
+        await this.syncNextHops();
         return this.openMaps().ipv4;
       } catch (err) {
         if (flags.dataplane !== 'auto') throw err;
@@ -259,6 +263,13 @@ export class NodeDatapath {
     this.endpoints = sync;
   }
 
+  private async syncNextHops(): Promise<void> {
+    if (this.nextHops) return;
+    this.nextHops = new NextHopSync({ pinDir: this.pinDir, underlayDev: this.o.iface.name, log: logger('next-hops') });
+    await this.nextHops.sync();
+    this.nextHops.start();
+  }
+
   /** Only once the new mode carries traffic is the other one taken down: a switch drops nothing. */
   async removeOtherMode(own: OwnLease): Promise<void> {
     const { ipv4, ipv6 } = this.o;
@@ -269,6 +280,8 @@ export class NodeDatapath {
     }
     if (this.mode === 'kernel') {
       if (this.attach || existsSync(`${this.pinDir}/twill_config`)) {
+        this.nextHops?.stop();
+        this.nextHops = undefined;
         await detachDataplane(this.pinDir);
         this.attach = undefined;
         log.info('switched from BPF to kernel VXLAN: removed the BPF datapath', { pinDir: this.pinDir });
@@ -293,5 +306,6 @@ export class NodeDatapath {
   /** The datapath stays (pinned links and maps keep forwarding); only what this process watches stops. */
   stop(): void {
     this.endpoints?.stop();
+    this.nextHops?.stop();
   }
 }

@@ -32,6 +32,8 @@ export interface MapsDoc {
   /** route: how pods' packets reach the subnet, in VXLAN or routed to the PublicIP as they are (host-gw, DirectRouting) */
   subnets: { subnet: string; publicIp: string; vtepMac: string; statsSlot: number; route: 'vxlan' | 'direct' }[];
   peers: { publicIp: string; subnet: string; vtepMac: string; statsSlot: number }[];
+  /** twill_next_hops: the underlay MAC the programs send each peer's packets to (a peer left out goes through the kernel's neighbour table) */
+  nextHops: { publicIp: string; mac: string }[];
   /** twill_stats summed over CPUs */
   stats: Record<string, number>;
   /** twill_peer_stats, per peer, summed over CPUs */
@@ -104,7 +106,6 @@ export function readMapsDoc(pinDir: string): MapsDoc {
   try {
     const config = maps.readConfig();
     // The route (VXLAN or direct) is in the IPv4 document only, as it always was.
-    // The route (VXLAN or direct) is in the IPv4 document only, as it always was.
     const subnets = [...maps.ipv4.readSubnets()].map((e) => ({
       ...subnetDoc(e, config?.subnet_len ?? 0),
       route: isDirect(e[1]) ? ('direct' as const) : ('vxlan' as const),
@@ -122,6 +123,7 @@ export function readMapsDoc(pinDir: string): MapsDoc {
       attach: attach && { encap: attach.encap, decap: attach.decap },
       subnets,
       peers,
+      nextHops: [...maps.readNextHops()].map(([publicIp, mac]) => ({ publicIp, mac })),
       stats: counters(maps.stats()),
       traffic,
       unattributed: counters(unattributed) as unknown as TrafficCounters,
@@ -164,6 +166,8 @@ export async function mapsCli(argv: string[]): Promise<number> {
     console.log(`  ${s.subnet.padEnd(20)} -> ${s.publicIp.padEnd(16)} ${s.vtepMac}  slot ${s.statsSlot}${s.route === 'direct' ? '  direct' : ''}`);
   console.log(`twill_peers (${doc.peers.length})`);
   for (const p of doc.peers) console.log(`  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(20)} ${p.vtepMac}  slot ${p.statsSlot}`);
+  console.log(`twill_next_hops (${doc.nextHops.length})`);
+  for (const h of doc.nextHops) console.log(`  ${h.publicIp.padEnd(16)} ${h.mac}`);
   console.log(`twill_peer_stats (${doc.traffic.length} slots in use)`);
   for (const t of doc.traffic) console.log(`  ${t.publicIp.padEnd(16)} ${formatTrafficLine(t)}`);
   if (Object.values(doc.unattributed).some((v) => v !== 0)) console.log(`  ${'(no slot)'.padEnd(16)} ${formatTrafficLine(doc.unattributed)}`);

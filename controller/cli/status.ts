@@ -197,6 +197,7 @@ const noMaps = (pinDir: string): MapsDoc => ({
   pinDir,
   subnets: [],
   peers: [],
+  nextHops: [],
   stats: { encap_packets: 0, encap_bytes: 0, decap_packets: 0, decap_bytes: 0 },
   traffic: [],
   unattributed: { encap_packets: 0, encap_bytes: 0, decap_packets: 0, decap_bytes: 0 },

@@ -4,9 +4,11 @@ import {
   configStruct,
   config6Struct,
   mapSpecs,
+  nextHopStruct,
   PATH_RECEIVE,
   PATH_SEND,
   pathStatsStruct,
+  peerKeyStruct,
   peerStatsStruct,
   statsStruct,
   u32Key,
@@ -57,6 +59,7 @@ export class DatapathMaps {
     private readonly statsArray: PerCpuArray<FieldsOf<typeof statsStruct>>,
     private readonly peerStatsArray: PerCpuArray<FieldsOf<typeof peerStatsStruct>>,
     private readonly pathStatsArray: PerCpuArray<FieldsOf<typeof pathStatsStruct>> | undefined,
+    private readonly nextHops: TypedMap<FieldsOf<typeof peerKeyStruct>, FieldsOf<typeof nextHopStruct>> | undefined,
     readonly ipv4: FamilyMaps,
     readonly ipv6: FamilyMaps | undefined,
     private readonly handles: BpfMap[],
@@ -113,6 +116,7 @@ export class DatapathMaps {
         new PerCpuArray(pin('twill_stats'), mapSpecs.twill_stats.value),
         peerStats,
         ((m) => m && new PerCpuArray(m, mapSpecs.twill_path_stats.value))(optional('twill_path_stats')),
+        ((m) => m && new TypedMap(m, mapSpecs.twill_next_hops.key, mapSpecs.twill_next_hops.value))(optional('twill_next_hops')),
         ipv4,
         ipv6,
         opened as BpfMap[],
@@ -159,6 +163,22 @@ export class DatapathMaps {
   pathStats(): { send: PathStats; receive: PathStats } | undefined {
     if (!this.pathStatsArray) return undefined;
     return { send: this.pathStatsArray.sum(PATH_SEND), receive: this.pathStatsArray.sum(PATH_RECEIVE) };
+  }
+
+  /** PublicIP -> the MAC the programs send toward it with (twill_next_hops; empty in a pin set without it). */
+  readNextHops(): Map<string, string> {
+    return new Map((this.nextHops?.entries() ?? []).map(([k, v]) => [k.public_ip, v.mac]));
+  }
+
+  /** Makes twill_next_hops equal to `desired` (PublicIP -> MAC), by difference; what changed. */
+  syncNextHops(desired: ReadonlyMap<string, string>): { written: string[]; removed: string[] } {
+    if (!this.nextHops) throw new Error(`${this.pinDir}/twill_next_hops is not pinned: the datapath was attached by an older build`);
+    const current = this.readNextHops();
+    const written = [...desired].filter(([ip, mac]) => current.get(ip) !== mac);
+    const removed = [...current.keys()].filter((ip) => !desired.has(ip));
+    this.nextHops.putMany(written.map(([ip, mac]) => [{ public_ip: ip }, { mac, flags: 0 }] as const));
+    this.nextHops.deleteMany(removed.map((ip) => ({ public_ip: ip })));
+    return { written: written.map(([ip]) => ip), removed };
   }
 
   /** The peers peerTraffic() reports, counted without reading their counters. */
