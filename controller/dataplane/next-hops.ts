@@ -58,6 +58,9 @@ export function planNextHops(
   return out;
 }
 
+/** How soon after an entry left the map (STALE) its neighbour is looked at again. */
+const STALE_RECHECK_MS = 500;
+
 export interface NextHopState {
   nextHops: number;
   syncs: number;
@@ -102,6 +105,10 @@ export class NextHopSync {
           this.lastMac.set(ip, desired.get(ip)!);
         }
         for (const ip of this.lastMac.keys()) if (!peers.has(ip)) this.lastMac.delete(ip);
+        // The kernel reports a neighbour going STALE, but not the next packet moving it on to
+        // DELAY: looked at once more a moment later, a peer with traffic is back in the map then,
+        // not only once its verification ends (REACHABLE, up to the delay_first_probe_time later).
+        if (changed.removed.some((ip) => peers.has(ip))) setTimeout(() => this.kernel.request(), STALE_RECHECK_MS).unref();
         if (changed.written.length || changed.removed.length) this.o.log.debug('next hops synced', { written: changed.written, removed: changed.removed });
         Object.assign(this.state, { nextHops: desired.size, lastError: undefined });
         this.state.syncs++;
