@@ -127,6 +127,11 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 
 	if (!twill_in_own_subnet(cfg, iip->daddr))
 		return refuse(stats, why, TWILL_DROP_REASON(drop_inner_dst));
+	/* A node speaks for its own pods only: no other node's pod, no address outside the network. */
+	if (!twill_peer_owns(cfg, peer, iip->saddr)) {
+		twill_count_source_drop(peer->stats_slot);
+		return refuse(stats, why, TWILL_DROP_REASON(drop_peer_source));
+	}
 
 	propagate_ce(ip, iip);
 	/* The inner frame is addressed to the sender's idea of our VTEP; the underlay device takes only its own MAC. */
@@ -332,6 +337,11 @@ static __always_inline int judge6(struct __sk_buff *skb, const struct twill_conf
 	__builtin_memcpy(daddr, &in.ip6.daddr, sizeof(daddr));
 	if (!twill_in_own_subnet6(cfg6, daddr))
 		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_inner_dst), slot);
+	__builtin_memcpy(saddr, &in.ip6.saddr, sizeof(saddr));
+	if (!twill_peer6_owns(peer, saddr)) {
+		twill_count_source_drop(slot);
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_peer_source), slot);
+	}
 	return TC_ACT_OK;
 }
 
@@ -407,67 +417,73 @@ static __always_inline int tunnel_drop(struct __sk_buff *skb, struct twill_stats
 
 /*
  * The outer half of twill_tunnel_rx's judgement, per family: sent to our PublicIP by a peer.
- * 0, with the peer's counter slot in *slot, or the twill_stats reason to drop it for.
+ * 0, with the peer in *peer, or the twill_stats reason to drop it for.
  */
-static __always_inline __u8 ipv4_tunnel_peer(struct __sk_buff *skb, const struct twill_config *cfg, struct bpf_tunnel_key *key, __u16 *slot)
+static __always_inline __u8 ipv4_tunnel_peer(struct __sk_buff *skb, const struct twill_config *cfg, struct bpf_tunnel_key *key, struct twill_peer **peer)
 {
 	if (bpf_skb_get_tunnel_key(skb, key, sizeof(*key), 0) || key->local_ipv4 != bpf_ntohl(ipv4_u32(cfg->public_ip)))
 		return TWILL_DROP_REASON(drop_malformed);
-	struct twill_peer *peer = twill_get_peer(bpf_htonl(key->remote_ipv4));
-	if (!peer)
-		return TWILL_DROP_REASON(drop_unknown_source);
-	*slot = peer->stats_slot;
-	return 0;
+	*peer = twill_get_peer(bpf_htonl(key->remote_ipv4));
+	return *peer ? 0 : TWILL_DROP_REASON(drop_unknown_source);
 }
 
-static __always_inline __u8 ipv6_tunnel_peer(const struct twill_config6 *cfg6, const struct bpf_tunnel_key *key, __u16 *slot)
+static __always_inline __u8 ipv6_tunnel_peer(const struct twill_config6 *cfg6, const struct bpf_tunnel_key *key, struct twill_peer6 **peer)
 {
 	if (!cfg6)
 		return TWILL_DROP_REASON(drop_unknown_source);
 	if (!ipv6_eq(key->local_ipv6, (const __u32 *)cfg6->public_ip6))
 		return TWILL_DROP_REASON(drop_malformed);
-	struct twill_peer6 *peer = twill_get_peer6(key->remote_ipv6);
-	if (!peer)
-		return TWILL_DROP_REASON(drop_unknown_source);
-	*slot = peer->stats_slot;
-	return 0;
+	*peer = twill_get_peer6(key->remote_ipv6);
+	return *peer ? 0 : TWILL_DROP_REASON(drop_unknown_source);
 }
 
-/* The inner half, per family: an inner frame of the outer family, for our subnet. 0 or the reason. */
-static __always_inline __u8 ipv4_tunnel_inner(const struct ethhdr *eth, const void *data_end, const struct twill_config *cfg)
+/* The inner half, per family: an inner frame of the outer family, for our subnet, from the peer's. 0 or the reason. */
+static __always_inline __u8 ipv4_tunnel_inner(const struct ethhdr *eth, const void *data_end, const struct twill_config *cfg, const struct twill_peer *peer)
 {
 	const struct iphdr *ip = (const void *)(eth + 1);
 	if ((const void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return TWILL_DROP_REASON(drop_inner_not_ipv4);
-	return twill_in_own_subnet(cfg, ip->daddr) ? 0 : TWILL_DROP_REASON(drop_inner_dst);
+	if (!twill_in_own_subnet(cfg, ip->daddr))
+		return TWILL_DROP_REASON(drop_inner_dst);
+	return twill_peer_owns(cfg, peer, ip->saddr) ? 0 : TWILL_DROP_REASON(drop_peer_source);
 }
 
-static __always_inline __u8 ipv6_tunnel_inner(const struct ethhdr *eth, const void *data_end, const struct twill_config6 *cfg6)
+static __always_inline __u8 ipv6_tunnel_inner(const struct ethhdr *eth, const void *data_end, const struct twill_config6 *cfg6, const struct twill_peer6 *peer)
 {
 	const struct ipv6hdr *ip6 = (const void *)(eth + 1);
 	if ((const void *)(ip6 + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
 		return TWILL_DROP_REASON(drop_inner_not_ipv6);
-	__u32 daddr[4];
-	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
-	return twill_in_own_subnet6(cfg6, daddr) ? 0 : TWILL_DROP_REASON(drop_inner_dst);
+	__u32 addr[4];
+	__builtin_memcpy(addr, &ip6->daddr, sizeof(addr));
+	if (!twill_in_own_subnet6(cfg6, addr))
+		return TWILL_DROP_REASON(drop_inner_dst);
+	__builtin_memcpy(addr, &ip6->saddr, sizeof(addr));
+	return twill_peer6_owns(peer, addr) ? 0 : TWILL_DROP_REASON(drop_peer_source);
 }
 
 /*
  * twill_tunnel_rx's judgement, as classify() judges what twill_decap_tc decaps: from a peer, to
- * our PublicIP, with our VNI, of the outer family and for our subnet. 0, or the twill_stats
- * reason to drop it for; *slot is the sender's counter slot once it is known to be a peer.
+ * our PublicIP, with our VNI, of the outer family, for our subnet and from the peer's. 0, or the
+ * twill_stats reason to drop it for; *slot is the sender's counter slot once it is known to be a
+ * peer.
  */
 static __always_inline __u8 tunnel_refusal(struct __sk_buff *skb, const struct twill_config *cfg, const struct twill_config6 *cfg6, struct bpf_tunnel_key *key,
 					   bool v6, __u16 *slot)
 {
-	__u8 why = v6 ? ipv6_tunnel_peer(cfg6, key, slot) : ipv4_tunnel_peer(skb, cfg, key, slot);
+	struct twill_peer *peer = 0;
+	struct twill_peer6 *peer6 = 0;
+	__u8 why = v6 ? ipv6_tunnel_peer(cfg6, key, &peer6) : ipv4_tunnel_peer(skb, cfg, key, &peer);
 	if (why)
 		return why;
+	*slot = v6 ? peer6->stats_slot : peer->stats_slot;
 	if (key->tunnel_id != cfg->vni)
 		return TWILL_DROP_REASON(drop_bad_vni);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	return v6 ? ipv6_tunnel_inner(data, data_end, cfg6) : ipv4_tunnel_inner(data, data_end, cfg);
+	why = v6 ? ipv6_tunnel_inner(data, data_end, cfg6, peer6) : ipv4_tunnel_inner(data, data_end, cfg, peer);
+	if (why == TWILL_DROP_REASON(drop_peer_source))
+		twill_count_source_drop(*slot);
+	return why;
 }
 
 /*

@@ -39,6 +39,33 @@ static __always_inline bool from_own_pod(const struct __sk_buff *skb, const stru
 }
 
 /*
+ * --pod-source-check drop: what a pod sends must come from one of its own addresses (its
+ * endpoints, on this veth). Frames that are not IP (ARP) pass, and so do IPv6's link-local and
+ * unspecified sources (neighbour discovery, duplicate address detection, MLD). The address is
+ * read with bpf_skb_load_bytes, which also finds it outside the linear data.
+ */
+static __always_inline bool pod_source_ok(struct __sk_buff *skb, const struct ethhdr *eth)
+{
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		__u32 saddr;
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + __builtin_offsetof(struct iphdr, saddr), &saddr, sizeof(saddr)))
+			return false;
+		struct twill_endpoint *ep = twill_get_endpoint(saddr);
+		return ep && ep->ifindex == skb->ifindex;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		__u32 saddr[4];
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + __builtin_offsetof(struct ipv6hdr, saddr), saddr, sizeof(saddr)))
+			return false;
+		if ((saddr[0] & bpf_htonl(0xffc00000)) == bpf_htonl(0xfe800000) || !(saddr[0] | saddr[1] | saddr[2] | saddr[3]))
+			return true;
+		struct twill_endpoint *ep = twill_get_endpoint6(saddr);
+		return ep && ep->ifindex == skb->ifindex;
+	}
+	return true;
+}
+
+/*
  * IPv6 from a pod to a remote pod: the same checks as IPv4's, then IPv6 VXLAN through twill-rx as
  * twill_encap sends it (encap.h: the kernel's vxlan driver encapsulates and checksums).
  */
@@ -88,6 +115,10 @@ int twill_from_pod(struct __sk_buff *skb)
 	struct iphdr *ip = (void *)(eth + 1);
 	__u32 n = segments(skb);
 
+	if ((void *)(eth + 1) > data_end)
+		return to_stack(skb, ps, TWILL_PATH_REASON(not_ipv4), n);
+	if (cfg && (cfg->flags & TWILL_CONFIG_POD_SOURCE_CHECK) && !pod_source_ok(skb, eth))
+		return twill_drop(skb, twill_get_stats(), TWILL_HOOK_FROM_POD, TWILL_DROP_REASON(drop_pod_source), 0);
 	if (!cfg || !(cfg->flags & TWILL_CONFIG_FAST_PATH) || cfg->underlay_ifindex == 0)
 		return to_stack(skb, ps, TWILL_PATH_REASON(disabled), n);
 	if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IPV6))

@@ -5,10 +5,12 @@ import { struct, type Value } from './codec.js';
  * match the C structs exactly; test/integration/btf-layout.test.ts enforces it.
  */
 
-export const LAYOUT_VERSION = 6;
+export const LAYOUT_VERSION = 7;
 
 /** twill_config.flags: pod traffic to and from remote pods may bypass the host stack. */
 export const CONFIG_FAST_PATH = 0x1;
+/** twill_config.flags: a pod's packet from an address that is not its own is dropped (--pod-source-check drop). */
+export const CONFIG_POD_SOURCE_CHECK = 0x2;
 /** twill_remote.flags: the peer shares our L2 segment; its pods are routed to its PublicIP, not through VXLAN. */
 export const REMOTE_DIRECT = 0x1;
 
@@ -41,6 +43,7 @@ export const peerStatsStruct = struct('twill_peer_stats', {
   encap_bytes: 'u64',
   decap_packets: 'u64',
   decap_bytes: 'u64',
+  source_drops: 'u64',
 });
 
 /** Slot 0 of twill_peer_stats is never given to a peer: it counts entries that carry no slot. */
@@ -64,6 +67,8 @@ export const statsStruct = struct('twill_stats', {
   drop_inner_not_ipv4: 'u64',
   drop_inner_dst: 'u64',
   drop_inner_not_ipv6: 'u64',
+  drop_pod_source: 'u64',
+  drop_peer_source: 'u64',
 });
 
 /** twill_config6.flags: IPv6 is encapsulated and accepted (the cluster has an IPv6Network and this node a v6 lease). */

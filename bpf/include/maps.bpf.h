@@ -222,6 +222,32 @@ static __always_inline struct twill_peer6 *twill_get_peer6(const __u32 addr[4])
 	return bpf_map_lookup_elem(&twill_peers6, &key);
 }
 
+/*
+ * Whether a peer may send as `addr` (network order): only from inside its own lease. A peer
+ * entry written before it carried its length (0) has the network's SubnetLen.
+ */
+static __always_inline int twill_peer_owns(const struct twill_config *cfg, const struct twill_peer *peer, __u32 addr)
+{
+	__u32 mask = prefix_mask(peer->subnet_len ? peer->subnet_len : cfg->subnet_len);
+	return (addr & mask) == (ipv4_u32(peer->subnet) & mask);
+}
+
+static __always_inline int twill_peer6_owns(const struct twill_peer6 *peer, const __u32 addr[4])
+{
+	__u32 a[4], own[4];
+	ipv6_prefix(a, addr, peer->subnet6_len);
+	ipv6_prefix(own, (const __u32 *)peer->subnet6, peer->subnet6_len);
+	return ipv6_eq(a, own);
+}
+
+/* A peer's packet dropped for its inner source, counted on its row too (twill_peer_stats). */
+static __always_inline void twill_count_source_drop(__u16 slot)
+{
+	struct twill_peer_stats *p = twill_get_peer_stats(slot);
+	if (p)
+		p->source_drops++;
+}
+
 static __always_inline struct twill_endpoint *twill_get_endpoint6(const __u32 addr[4])
 {
 	struct twill_endpoint6_key key;

@@ -36,6 +36,7 @@ struct twill_config {
 
 /* twill_config.flags */
 #define TWILL_CONFIG_FAST_PATH 0x1u  /* pod traffic to and from remote pods may bypass the host stack */
+#define TWILL_CONFIG_POD_SOURCE_CHECK 0x2u  /* --pod-source-check drop: a pod sends only from its own addresses */
 
 /* Hash "twill_subnets": remote subnet base address -> where its VTEP lives. */
 struct twill_subnet_key {
@@ -97,6 +98,7 @@ struct twill_peer_stats {
 	__u64 encap_bytes;       /* inner frame bytes, before encapsulation */
 	__u64 decap_packets;
 	__u64 decap_bytes;       /* inner frame bytes, after decapsulation */
+	__u64 source_drops;      /* (since layout 7) from the peer with an inner source outside its subnet: drop_peer_source */
 };
 
 /* Per-CPU single-entry array "twill_stats"; user space sums the CPUs. */
@@ -117,6 +119,8 @@ struct twill_stats {
 	__u64 drop_inner_not_ipv4;
 	__u64 drop_inner_dst;        /* decap: inner destination outside our subnet (v4 or v6) */
 	__u64 drop_inner_not_ipv6;   /* decap (since layout 4): IPv6 VXLAN whose inner frame is not IPv6 */
+	__u64 drop_pod_source;       /* from a pod (since layout 7): a source that is none of the pod's addresses */
+	__u64 drop_peer_source;      /* decap (since layout 7): a peer's inner source outside that peer's subnet */
 };
 
 /*
@@ -283,7 +287,7 @@ struct twill_event {
 #define TWILL_MAX_ENDPOINTS 8192
 #define TWILL_MAX_SUBNETS 65536
 #define TWILL_MAX_PEERS   65536
-/* Per-CPU memory is slots x 32 B x CPUs; 8192 covers Kubernetes' 5000-node limit. */
+/* Per-CPU memory is slots x 40 B x CPUs; 8192 covers Kubernetes' 5000-node limit. */
 #define TWILL_MAX_STATS_SLOTS 8192
 
 #endif

@@ -1,4 +1,4 @@
-import { choiceList, DATAPLANES, DECAP_HOOKS, type Dataplane, type DecapHook } from '../config/choices.js';
+import { choiceList, DATAPLANES, DECAP_HOOKS, POD_SOURCE_CHECKS, type Dataplane, type DecapHook, type PodSourceCheck } from '../config/choices.js';
 import { OVERLAY_DEVICE } from '../dataplane/spec.js';
 import { parseIpv4 } from '../net/ipv4.js';
 import { parseIpv6 } from '../net/ipv6.js';
@@ -52,6 +52,7 @@ export interface AgentFlags {
   overlayDevice: string;
   decapHook: DecapHook;
   fastPath: boolean;
+  podSourceCheck: PodSourceCheck;
   metricsPerPeer: boolean;
 }
 
@@ -132,6 +133,7 @@ const specs: Record<string, Spec> = {
   'overlay-device': { key: 'overlayDevice', kind: 'string', def: OVERLAY_DEVICE },
   'decap-hook': { key: 'decapHook', kind: 'string', def: 'auto', check: oneOf(DECAP_HOOKS) },
   'fast-path': { key: 'fastPath', kind: 'bool', def: true },
+  'pod-source-check': { key: 'podSourceCheck', kind: 'string', def: 'drop', check: oneOf(POD_SOURCE_CHECKS) },
   'metrics-per-peer': { key: 'metricsPerPeer', kind: 'bool', def: true },
 };
 

@@ -47,7 +47,7 @@ export interface Ipv6Side {
 }
 
 export interface NodeDatapathOptions {
-  flags: Pick<AgentFlags, 'pinDir' | 'dataplane' | 'decapHook' | 'fastPath' | 'overlayDevice' | 'subnetFile'>;
+  flags: Pick<AgentFlags, 'pinDir' | 'dataplane' | 'decapHook' | 'fastPath' | 'podSourceCheck' | 'overlayDevice' | 'subnetFile'>;
   config: NetworkConfig;
   iface: ChosenIface;
   ipv4?: Ipv4Side;
@@ -154,6 +154,7 @@ export class NodeDatapath {
         overlayDevice: flags.overlayDevice,
         decapHook: flags.decapHook,
         fastPath: flags.fastPath,
+        podSourceCheck: flags.podSourceCheck,
       });
       try {
         // Peers first, programs second: decap must know every peer the moment it runs.
@@ -256,6 +257,7 @@ export class NodeDatapath {
       subnet6: ipv6 && own.subnet6 && formatCidr6(own.subnet6),
       encapMtu6: underlayMtu - VXLAN6_OVERHEAD,
       fastPath,
+      podSourceCheck: flags.podSourceCheck === 'drop',
       log: logger('endpoints'),
     });
     await sync.sync();

@@ -15,6 +15,8 @@ export interface TrafficCounters {
   encap_bytes: number;
   decap_packets: number;
   decap_bytes: number;
+  /** dropped for an inner source outside the peer's subnet (absent from a node without the counter) */
+  source_drops?: number;
 }
 
 export interface PeerTrafficDoc extends TrafficCounters {
@@ -147,7 +149,8 @@ export const formatPathLine = (c: Record<string, number>) => {
   return `fast ${fast}, to the stack: ${reasons.length ? reasons.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`;
 };
 
-export const formatTrafficLine = (t: TrafficCounters) => `out ${t.encap_packets} pkts ${t.encap_bytes} B, in ${t.decap_packets} pkts ${t.decap_bytes} B`;
+export const formatTrafficLine = (t: TrafficCounters) =>
+  `out ${t.encap_packets} pkts ${t.encap_bytes} B, in ${t.decap_packets} pkts ${t.decap_bytes} B${t.source_drops ? `, ${t.source_drops} dropped for their source` : ''}`;
 
 /** `twill maps`: every pinned map decoded (subnets as CIDRs, MACs as MACs), no etcd needed. */
 export async function mapsCli(argv: string[]): Promise<number> {

@@ -28,9 +28,23 @@ function readPeerSlots(pinDir: string): Record<4 | 6, Map<number, string>> {
   return slots;
 }
 
+/** Each pod's addresses (both families) by its host veth's ifindex. */
+function readPodVeths(pinDir: string): Map<number, string[]> {
+  const pods = new Map<number, string[]>();
+  const maps = DatapathMaps.open(pinDir);
+  try {
+    for (const family of maps.families) for (const [ip, ep] of family.readEndpoints()) pods.set(ep.ifindex, [...(pods.get(ep.ifindex) ?? []), ip]);
+  } finally {
+    maps.close();
+  }
+  return pods;
+}
+
 function decodeContext(pinDir: string): DecodeContext {
   let slots = readPeerSlots(pinDir);
   let refreshedAt = Date.now();
+  let pods = readPodVeths(pinDir);
+  let podsReadAt = Date.now();
   const lookUp = (slot: number, family: 4 | 6) => slots[family].get(slot) ?? slots[family === 4 ? 6 : 4].get(slot);
   return {
     vxlanPort: DatapathMaps.readPinnedConfig(pinDir)?.vxlan_port ?? 0,
@@ -42,6 +56,13 @@ function decodeContext(pinDir: string): DecodeContext {
         refreshedAt = Date.now();
       }
       return lookUp(slot, family);
+    },
+    podByIfindex(ifindex) {
+      if (!pods.has(ifindex) && Date.now() - podsReadAt >= PEER_REFRESH_MS) {
+        pods = readPodVeths(pinDir);
+        podsReadAt = Date.now();
+      }
+      return pods.get(ifindex);
     },
   };
 }

@@ -221,7 +221,8 @@ const agentFlagHelp: Record<string, string> = {
   'overlay-device': 'name of the overlay device',
   'decap-hook': `where received VXLAN is decapsulated: ${choiceList(DECAP_HOOKS)}`,
   'fast-path': 'pod traffic bypasses the host stack where it may',
-  'metrics-per-peer': "/metrics has each peer's traffic counters (4 series per peer; false for large clusters)",
+  'pod-source-check': "drop: a pod's packet from an address that is not one of its own is dropped at its veth; allow: the stack judges it, as in flannel",
+  'metrics-per-peer': "/metrics has each peer's traffic counters (5 series per peer; false for large clusters)",
 };
 
 const agentKinds: Record<(typeof agentFlagTable)[number]['kind'], OptSpec['type']> = { string: 'string', list: 'string', int: 'number', bool: 'boolean' };

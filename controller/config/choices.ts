@@ -17,6 +17,11 @@ export const DECAP_HOOKS = ['auto', 'xdp', 'tc'] as const;
 export type DecapHook = (typeof DECAP_HOOKS)[number];
 export const decapHookSchema = z.enum(DECAP_HOOKS);
 
+/** --pod-source-check: a pod's packets from an address that is not its own are dropped, or left to the stack to judge */
+export const POD_SOURCE_CHECKS = ['drop', 'allow'] as const;
+export type PodSourceCheck = (typeof POD_SOURCE_CHECKS)[number];
+export const podSourceCheckSchema = z.enum(POD_SOURCE_CHECKS);
+
 /** the network config's Backend.Type that twill implements */
 export const BACKENDS = ['vxlan', 'host-gw'] as const;
 export type Backend = (typeof BACKENDS)[number];

@@ -14,7 +14,7 @@ import {
   type LinkKind,
   type ProgramRef,
 } from '../bpf/libbpf.js';
-import { CONFIG_FAST_PATH, LAYOUT_VERSION } from '../../maps/layout.js';
+import { CONFIG_FAST_PATH, CONFIG_POD_SOURCE_CHECK, LAYOUT_VERSION } from '../../maps/layout.js';
 import { linkShow } from '../netlink/ip.js';
 import { removeHeadroomPorts } from './headroom.js';
 import { logger } from '../util/log.js';
@@ -98,7 +98,7 @@ export async function attachDataplane({ spec, objectDir = objectDirInUse(), befo
         vxlan_port: spec.backend === 'host-gw' ? 0 : spec.port, // 0: decap takes nothing for VXLAN
         vni: spec.vni,
         underlay_ifindex: underlayIfindex,
-        flags: objects.fastPath.enabled ? CONFIG_FAST_PATH : 0,
+        flags: (objects.fastPath.enabled ? CONFIG_FAST_PATH : 0) | (spec.podSourceCheck === 'drop' ? CONFIG_POD_SOURCE_CHECK : 0),
       });
       await beforeAttach?.(maps);
     } finally {

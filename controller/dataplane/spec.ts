@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { backendSchema, decapHookSchema } from '../config/choices.js';
+import { backendSchema, decapHookSchema, podSourceCheckSchema } from '../config/choices.js';
 import { parseCidr, parseIpv4 } from '../net/ipv4.js';
 import { FLANNEL_VXLAN_PORT, VNI_MAX } from '../net/vxlan.js';
 
@@ -49,6 +49,8 @@ export const dataplaneSpecSchema = z
     decapHook: decapHookSchema.default('auto'),
     /** Pod traffic to and from remote pods bypasses the host stack where it needs nothing from it. */
     fastPath: z.boolean().default(true),
+    /** drop: every pod veth checks the source of what its pod sends, whether or not the fast path is on */
+    podSourceCheck: podSourceCheckSchema.default('drop'),
   })
   .refine((s) => [s.publicIp, s.subnet, s.network].every((v) => v === undefined) || [s.publicIp, s.subnet, s.network].every((v) => v !== undefined), {
     message: 'publicIp, subnet and network come together (all absent: an IPv6-only node)',

@@ -19,8 +19,10 @@ interface EndpointSyncOptions {
   /** with IPv6: our IPv6 subnet (CIDR), and underlay MTU - 70 */
   subnet6?: string;
   encapMtu6?: number;
-  /** false: no pod veth carries the send program (the endpoints are still kept, for status) */
+  /** false: the send program encapsulates nothing (the endpoints are still kept, for status) */
   fastPath: boolean;
+  /** true: every pod veth carries the send program, which checks the pod's source, fast path or not */
+  podSourceCheck?: boolean;
   log: Logger;
   /** bridges always scanned, besides those the records name */
   bridges?: string[];
@@ -88,12 +90,13 @@ export class EndpointSync {
       } finally {
         maps.close();
       }
-      const links = syncPodLinks(this.o.pinDir, this.o.fastPath ? plan.veths : []);
+      const linked = this.o.fastPath || this.o.podSourceCheck === true;
+      const links = syncPodLinks(this.o.pinDir, linked ? plan.veths : []);
       // Only the fast path encapsulates what pods send, so only it needs their headroom.
       const headroom = await syncHeadroomPorts(this.o.fastPath ? [...bridgeMacs.keys()] : []);
       const problems = [...plan.problems, ...invalid.map((i) => i.error)];
       for (const p of problems.filter((p) => !this.state.problems.includes(p))) this.o.log.warn('endpoint problem', { problem: p });
-      Object.assign(this.state, { endpoints: plan.endpoints.size, podLinks: this.o.fastPath ? plan.veths.length : 0, problems, lastError: undefined });
+      Object.assign(this.state, { endpoints: plan.endpoints.size, podLinks: linked ? plan.veths.length : 0, problems, lastError: undefined });
       this.state.syncs++;
       if (changed.upserted.length || changed.removed.length || links.attached.length || links.removed.length || headroom.length)
         this.o.log.info('pod endpoints synced', {

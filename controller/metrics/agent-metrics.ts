@@ -75,6 +75,7 @@ const peerCounters = [
   ['encap_bytes', 'Inner frame bytes encapsulated towards the peer.'],
   ['decap_packets', 'Packets from the peer decapsulated and delivered.'],
   ['decap_bytes', 'Inner frame bytes from the peer decapsulated and delivered.'],
+  ['source_drops', "Packets from the peer dropped because their inner source was outside the peer's subnet."],
 ] as const satisfies readonly (readonly [keyof PeerStats, string])[];
 
 const gauge = (name: string, help: string, samples: Sample[], labelNames: readonly string[] = []): MetricFamily => ({

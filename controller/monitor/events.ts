@@ -45,6 +45,8 @@ export interface MonitorEvent {
   inner?: Endpoints & { family: 4 | 6; protocol: string; sport?: number; dport?: number };
   /** the peer node: its twill_peer_stats slot (0: none known) and PublicIP */
   peer: { slot: number; publicIp?: string };
+  /** pod-send: the pod whose veth it came from, by its addresses (twill_endpoints); absent for a veth no endpoint names */
+  pod?: { addresses: string[] };
 }
 
 interface L3 {
@@ -107,6 +109,8 @@ export interface DecodeContext {
   wallOffsetNs: bigint;
   /** a peer's PublicIP by its stats slot, of the event's address family where the peer has one */
   peerBySlot(slot: number, family: 4 | 6): string | undefined;
+  /** the addresses of the pod behind a host veth, by its ifindex */
+  podByIfindex?(ifindex: number): string[] | undefined;
 }
 
 const RECEIVE_HOOKS = new Set(['xdp-decap', 'tc-decap', 'tunnel-rx']);
@@ -141,6 +145,8 @@ export function decodeEvent(record: Buffer, ctx: DecodeContext): MonitorEvent {
     peer: publicIp ? { slot: e.peer_slot, publicIp } : { slot: e.peer_slot },
   };
   if (kind === 'trace') event.path = reason === 'fast' ? 'fast' : 'stack';
+  const pod = hook.hook === 'pod-send' ? ctx.podByIfindex?.(e.ifindex) : undefined;
+  if (pod) event.pod = { addresses: pod };
   if (outer) event.outer = outer;
   if (innerEp) event.inner = innerEp;
   return event;
@@ -197,6 +203,7 @@ export function formatEvent(e: MonitorEvent): string {
   const parts = [e.time.slice(11, 23), what, e.hook, `if ${e.ifindex}`];
   if (e.outer) parts.push(`outer ${e.outer.src} -> ${e.outer.dst}${e.outer.vni === undefined ? '' : ` vni ${e.outer.vni}`}`);
   parts.push(e.inner ? `inner ${e.inner.protocol} ${hostPort(e.inner.src, e.inner.sport)} -> ${hostPort(e.inner.dst, e.inner.dport)}` : 'inner -');
+  if (e.pod) parts.push(`pod ${e.pod.addresses.join(',')}`);
   parts.push(`peer ${e.peer.publicIp ?? '-'}${e.peer.slot ? ` (slot ${e.peer.slot})` : ''}`);
   parts.push(`len ${e.len}`);
   return parts.join(' ');

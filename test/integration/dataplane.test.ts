@@ -8,7 +8,7 @@ import { buildBpf, buildTs, cliPath, repoRoot } from '../support/build.js';
 import { parseVxlan, readPcapFrames } from '../support/pcap.js';
 import { startInNetns, stopAll } from '../support/proc.js';
 import { ping, tcpTransfer } from '../support/traffic.js';
-import { expectNoLoss, startPingFlow, stopPingFlows, vxlanDevices } from '../support/lab-session.js';
+import { craftEnv, expectNoLoss, startPingFlow, stopPingFlows, vxlanDevices } from '../support/lab-session.js';
 
 /*
  * The whole datapath on the real kernel: a 3-node lab (namespaces, real CNI pods), twill's
@@ -132,7 +132,7 @@ describe('wire format', () => {
 describe('hostile and malformed VXLAN', () => {
   const target = () => pod('n1-p1');
   const send = (from: string, src: string, kind: string) =>
-    run(['/usr/bin/python3', craft, kind, src, node('n1').underlayIp, target().ip, '1', '8472', node('n1').vtepMac], { netns: from });
+    run(['/usr/bin/python3', craft, kind, src, node('n1').underlayIp, target().ip, '1', '8472', node('n1').vtepMac], { netns: from, env: craftEnv(lab, src) });
 
   /** Sends each kind, then a well-formed packet from a peer; returns what the pod received. */
   async function deliverRound(from: string, src: string, kinds: string[]): Promise<string[]> {
@@ -216,8 +216,8 @@ describe('fragmented VXLAN (a kernel peer does not set DF)', () => {
     const listener = startInNetns(target.netns, ['/usr/bin/python3', listen, '9999', 'twill-probe:good', '10']);
     await listener.waitFor(/listening/);
     const args = (kind: string, source: string) => ['/usr/bin/python3', craft, kind, source, node('n1').underlayIp, target.ip, '1', '8472', node('n1').vtepMac];
-    await run(args('fragment', src), { netns: from });
-    await run(args('good', node('n2').underlayIp), { netns: node('n2').netns });
+    await run(args('fragment', src), { netns: from, env: craftEnv(lab, src) });
+    await run(args('good', node('n2').underlayIp), { netns: node('n2').netns, env: craftEnv(lab, node('n2').underlayIp) });
     await listener.exited;
     return listener.output().split('\n');
   }

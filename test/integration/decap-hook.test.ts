@@ -8,7 +8,7 @@ import { run } from '../../controller/util/exec.js';
 import { repoRoot } from '../../controller/util/paths.js';
 import { buildBpf, buildTs } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
-import { bounceAgent, expectNoLoss, labUpFresh, pingFlowsRunning, readMaps, stopPingFlows, twill } from '../support/lab-session.js';
+import { bounceAgent, craftEnv, expectNoLoss, labUpFresh, pingFlowsRunning, readMaps, stopPingFlows, twill } from '../support/lab-session.js';
 
 /*
  * --decap-hook: auto (tc on this veth underlay), XDP, and moving a running node between the two
@@ -69,7 +69,10 @@ describe('where decap runs', () => {
     const ping = await run(['ping', '-c', '5', '-i', '0.05', '-W', '1', pod('n1-p1').ip], { netns: pod('n2-p1').netns, allowFailure: true });
     expect(ping.stdout).toMatch(/5 received/);
     const send = (src: string, kind: string) =>
-      run(['/usr/bin/python3', craft, kind, src, node('n1').underlayIp, pod('n1-p1').ip, '1', '8472', node('n1').vtepMac], { netns: node('n2').netns });
+      run(['/usr/bin/python3', craft, kind, src, node('n1').underlayIp, pod('n1-p1').ip, '1', '8472', node('n1').vtepMac], {
+        netns: node('n2').netns,
+        env: craftEnv(lab, src),
+      });
     await send(node('n2').underlayIp, 'bad-vni');
     await send('192.168.78.99', 'good');
     const after = (await readMaps(node('n1'))).stats;

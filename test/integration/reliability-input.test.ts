@@ -6,7 +6,20 @@ import { isAgent } from '../../controller/lab/agents.js';
 import type { LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs, cliPath, repoRoot } from '../support/build.js';
-import { agentLog, bounceAgent, etcdctl, fakeLease, labUpFresh, leaseKey, mapEntries, PREFIX, readMaps, twill, until } from '../support/lab-session.js';
+import {
+  agentLog,
+  bounceAgent,
+  craftEnv,
+  etcdctl,
+  fakeLease,
+  labUpFresh,
+  leaseKey,
+  mapEntries,
+  PREFIX,
+  readMaps,
+  twill,
+  until,
+} from '../support/lab-session.js';
 import { startInNetns, stopAll } from '../support/proc.js';
 import { kernelLogCursor, kernelLogSince, markKernelLog } from '../support/kmsg.js';
 import { ping, tcpTransfer } from '../support/traffic.js';
@@ -196,7 +209,10 @@ describe('bad flags and credential files', () => {
 describe('hostile packets on the underlay from a namespace that is not a node', () => {
   const stats = async (name: string) => (await readMaps(node(name))).stats;
   const send = (kind: string, src = HOSTILE_IP) =>
-    run(['/usr/bin/python3', craft, kind, src, node('n1').underlayIp, pod('n1-p1').ip, '1', '8472', node('n1').vtepMac], { netns: HOSTILE });
+    run(['/usr/bin/python3', craft, kind, src, node('n1').underlayIp, pod('n1-p1').ip, '1', '8472', node('n1').vtepMac], {
+      netns: HOSTILE,
+      env: craftEnv(lab, src),
+    });
   /** What the kernel logged since `cursor` that a BPF or kernel fault would log; a marker written last proves the reader saw everything up to it. */
   const kernelComplaints = (cursor: number) => {
     const marker = `twill-test kmsg marker ${Date.now()}`;
@@ -307,8 +323,9 @@ describe('hostile packets on the underlay from a namespace that is not a node', 
     const flood = startInNetns(HOSTILE, [
       '/usr/bin/python3',
       '-c',
-      // scapy loads once; then every malformed kind, 25 times, from an unknown source and from a spoofed peer.
-      `import runpy, sys, scapy.all\nprint("flooding", flush=True)\nfor i in range(25):\n  for src in ("${HOSTILE_IP}", "${node('n2').underlayIp}"):\n    for k in ("bad-vni", "truncated-inner-ip", "ip-options", "inner-ipv6", "inner-dst-elsewhere", "inner-len-oversize", "fragment"):\n      sys.argv = ["craft.py", k, src, ${target}]\n      runpy.run_path("${craft}")\nprint("flood done", flush=True)`,
+      // scapy loads once; then every malformed kind, 25 times, from an unknown source and from a spoofed peer
+      // (with an inner source in n2's subnet, so what is well-formed is n2's to send).
+      `import os, runpy, sys, scapy.all\nos.environ["INNER_SRC"] = "${craftEnv(lab, node('n2').underlayIp).INNER_SRC}"\nprint("flooding", flush=True)\nfor i in range(25):\n  for src in ("${HOSTILE_IP}", "${node('n2').underlayIp}"):\n    for k in ("bad-vni", "truncated-inner-ip", "ip-options", "inner-ipv6", "inner-dst-elsewhere", "inner-len-oversize", "fragment"):\n      sys.argv = ["craft.py", k, src, ${target}]\n      runpy.run_path("${craft}")\nprint("flood done", flush=True)`,
     ]);
     await flood.waitFor(/flooding/, 30_000);
     const kmsgCursor = kernelLogCursor();

@@ -81,7 +81,8 @@ describe('uninstall on nodes whose agents are gone', () => {
         '-c',
         `import runpy, sys\nfor i in range(${count}):\n  sys.argv = ["craft.py", "good", "${NEW_PEER_IP}", "${n.underlayIp}", "${lab.pods.find((p) => p.node === n.name)!.ip}", "1", "8472", "${n.vtepMac}"]\n  runpy.run_path("${craft}")`,
       ],
-      { netns: NEW_PEER },
+      // From inside the new peer's lease (10.244.200.0/24, below): a peer speaks only for its own pods.
+      { netns: NEW_PEER, env: { ...process.env, INNER_SRC: '10.244.200.77' } },
     );
 
   beforeAll(async () => {

@@ -361,3 +361,15 @@ export interface KubeNodeObject {
 /** A kube lab's Node as the API server has it now. */
 export const kubeNode = async (lab: LabState, name: string) =>
   JSON.parse((await labKubectl(lab, ['get', 'node', name, '-o', 'json'])).stdout) as KubeNodeObject;
+
+/**
+ * craft.py's (craft6.py's) environment for VXLAN claiming to come from `outerSrc`: an inner
+ * source inside that node's subnet when it is a lab node, as a peer may only speak for its own
+ * pods (its packets from elsewhere are dropped as drop_peer_source); their default otherwise.
+ */
+export function craftEnv(lab: LabState, outerSrc: string): NodeJS.ProcessEnv {
+  const n = lab.nodes.find((x) => x.underlayIp === outerSrc || x.underlayIp6 === outerSrc);
+  if (!n) return process.env;
+  const inner = outerSrc.includes(':') ? `${n.subnet6!.split('/')[0]}77` : n.subnet.replace(/\.0\/\d+$/, '.77');
+  return { ...process.env, INNER_SRC: inner };
+}

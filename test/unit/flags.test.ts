@@ -33,6 +33,7 @@ describe('flanneld flags', () => {
     expect(parseAgentFlags(['--fast-path', '--iface', 'eth1'])).toMatchObject({ fastPath: true, iface: ['eth1'] });
     expect(parseAgentFlags([], { FLANNELD_FAST_PATH: 'false' }).fastPath).toBe(false);
     expect(parseAgentFlags(['--decap-hook', 'tc']).decapHook).toBe('tc');
+    expect([parseAgentFlags([]).podSourceCheck, parseAgentFlags(['--pod-source-check=allow']).podSourceCheck]).toEqual(['drop', 'allow']);
   });
 
   it('accepts Go flag spellings and repeatable --iface', () => {
@@ -73,6 +74,7 @@ describe('flanneld flags', () => {
     [['--iptables-resync=0'], /--iptables-resync 0: must be between 1 and 86400/],
     [['--iptables-forward-rules', 'no'], /unexpected argument "no"/],
     [['--decap-hook=generic'], /--decap-hook generic: must be auto, xdp or tc/],
+    [['--pod-source-check=warn'], /--pod-source-check warn: must be drop or allow/],
     [['--fast-path=off'], /--fast-path=off: not a boolean/],
   ])('rejects %j naming the flag', (argv, message) => {
     expect(() => parseAgentFlags(argv)).toThrow(message);

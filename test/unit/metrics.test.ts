@@ -94,7 +94,7 @@ describe('agent metrics', () => {
     expect(s.get('twill_encap_packets_total')).toBe('100');
     expect(s.get('twill_decap_bytes_total')).toBe('103');
     const on = samples(await agentText(fullSnapshot, true));
-    expect(on.size - s.size).toBe(4 * 2 + 2); // 4 counters for each of 2 peers, and 2 unattributed
+    expect(on.size - s.size).toBe(5 * 2 + 2); // 5 counters for each of 2 peers, and 2 unattributed
   });
 
   it('reports every drop reason, without the drop_ prefix', async () => {
@@ -102,7 +102,7 @@ describe('agent metrics', () => {
     expect(s.get('twill_datapath_drops_total{reason="no_peer"}')).toBe('104');
     expect(s.get('twill_datapath_drops_total{reason="bad_vni"}')).toBe('109');
     expect(s.get('twill_datapath_drops_total{reason="inner_not_ipv6"}')).toBe('115');
-    expect([...s.keys()].filter((k) => k.startsWith('twill_datapath_drops_total'))).toHaveLength(12);
+    expect([...s.keys()].filter((k) => k.startsWith('twill_datapath_drops_total'))).toHaveLength(14);
   });
 
   it('reports the lease expiry in seconds, reconciles and the watch state', async () => {

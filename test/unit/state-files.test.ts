@@ -64,6 +64,7 @@ describe('the attach state', () => {
       tunnelDevice: 'twill-rx',
       decapHook: 'auto',
       fastPath: true,
+      podSourceCheck: 'drop',
     },
     encap: { mode: 'tcx', iface: 'twill0', ifindex: 5 },
     decap: { mode: 'tcx', iface: 'eth0', ifindex: 2, hook: 'tc', requested: 'auto', reason: 'eth0 is a veth' },
