@@ -19,7 +19,8 @@ export interface ReadyzDetail {
   /** where the subnet and the peers come from, and whether its watch is established */
   subnetManager?: { kind: SubnetSource['kind']; connected: boolean };
   reconciles?: number;
-  fastPath?: Partial<FastPathState> & { endpoints?: EndpointSyncState };
+  /** forwardRules: FORWARD rules the fast path would bypass (a NetworkPolicy engine's), once looked at */
+  fastPath?: Partial<FastPathState> & { endpoints?: EndpointSyncState; forwardRules?: string[] };
   iptables?: { writes: number; error?: string };
   ip6tables?: { writes: number; error?: string };
 }
@@ -60,7 +61,8 @@ export class AgentStatus {
       watch: this.subnets?.watchState,
       subnetManager: this.subnets && { kind: this.subnets.kind, connected: this.subnets.connected },
       reconciles: this.reconciler?.count,
-      fastPath: this.mode === 'bpf' ? { ...this.datapath?.fastPath, endpoints: this.datapath?.endpoints?.state } : undefined,
+      fastPath:
+        this.mode === 'bpf' ? { ...this.datapath?.fastPath, endpoints: this.datapath?.endpoints?.state, forwardRules: this.datapath?.forwardRules } : undefined,
       iptables: masq(this.masq),
       ip6tables: masq(this.masq6),
     };
@@ -82,6 +84,7 @@ export class AgentStatus {
       },
       endpoints: this.datapath?.endpoints,
       fastPath: this.datapath?.fastPath,
+      forwardRules: this.datapath?.forwardRules,
     };
   }
 }

@@ -179,7 +179,7 @@ export async function runAgent(flags: AgentFlags): Promise<never> {
   // What the kernel offers decides `auto` (logged, and recorded for `twill status`).
   const kernelChoice = await probeAndChoose(
     flags.pinDir,
-    { dataplane: flags.dataplane, decapHook: flags.decapHook, fastPath: flags.fastPath, backend: config.backend.type },
+    { dataplane: flags.dataplane, decapHook: flags.decapHook, fastPath: flags.fastPath !== false, backend: config.backend.type },
     iface.name,
   );
   const datapath = new NodeDatapath({ flags, config, iface, ...sides, ...macs, underlayMtu, mode: kernelChoice.choice.dataplane });

@@ -51,7 +51,8 @@ export interface AgentFlags {
   subnetLeaseTtl: number;
   overlayDevice: string;
   decapHook: DecapHook;
-  fastPath: boolean;
+  /** auto: on, but held off while the FORWARD chain has rules it would bypass (dataplane/forward-policy.ts) */
+  fastPath: boolean | 'auto';
   podSourceCheck: PodSourceCheck;
   metricsPerPeer: boolean;
 }
@@ -60,7 +61,8 @@ export class FlagError extends Error {
   override name = 'FlagError';
 }
 
-type Kind = 'string' | 'list' | 'int' | 'bool';
+/** boolOrAuto: a boolean, or `auto` (the agent decides, and may change its mind) */
+type Kind = 'string' | 'list' | 'int' | 'bool' | 'boolOrAuto';
 /** What a flag's text converts to, by its kind. */
 type FlagValue = string | string[] | number | boolean;
 interface Spec {
@@ -132,7 +134,7 @@ const specs: Record<string, Spec> = {
   'subnet-lease-ttl': { key: 'subnetLeaseTtl', kind: 'int', def: 86400, check: range(10, 86400 * 30) },
   'overlay-device': { key: 'overlayDevice', kind: 'string', def: OVERLAY_DEVICE },
   'decap-hook': { key: 'decapHook', kind: 'string', def: 'auto', check: oneOf(DECAP_HOOKS) },
-  'fast-path': { key: 'fastPath', kind: 'bool', def: true },
+  'fast-path': { key: 'fastPath', kind: 'boolOrAuto', def: 'auto' },
   'pod-source-check': { key: 'podSourceCheck', kind: 'string', def: 'drop', check: oneOf(POD_SOURCE_CHECKS) },
   'metrics-per-peer': { key: 'metricsPerPeer', kind: 'bool', def: true },
 };
@@ -149,6 +151,10 @@ function convert(name: string, spec: Spec, text: string): FlagValue {
     case 'int':
       if (!/^-?\d+$/.test(text)) throw new FlagError(`--${name} ${text}: not an integer`);
       return Number(text);
+    case 'boolOrAuto':
+      if (text === 'auto') return text;
+      if (!/^(1|0|t|f|true|false|TRUE|FALSE|True|False)$/.test(text)) throw new FlagError(`--${name}=${text}: not a boolean or auto`);
+      return /^(1|t|true)$/i.test(text);
     case 'bool':
       if (!/^(1|0|t|f|true|false|TRUE|FALSE|True|False)$/.test(text)) throw new FlagError(`--${name}=${text}: not a boolean`);
       return /^(1|t|true)$/i.test(text);
@@ -167,6 +173,7 @@ export function parseAgentFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
     let text = inline;
     if (text === undefined) {
       if (spec.kind === 'bool') text = /^(true|false)$/.test(argv[i + 1] ?? '') ? argv[++i] : 'true';
+      else if (spec.kind === 'boolOrAuto') text = /^(true|false|auto)$/.test(argv[i + 1] ?? '') ? argv[++i] : 'true';
       // klog's -v takes a level; alone (as operators type it) it means 1.
       else if (name === 'v') text = /^\d+$/.test(argv[i + 1] ?? '') ? argv[++i] : '1';
       else if (i + 1 < argv.length) text = argv[++i];

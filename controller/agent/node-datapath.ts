@@ -11,8 +11,9 @@ import { ensureKernelVxlan, kernelVxlanMac, KernelHostGwDatapath, KernelVxlanDat
 import { parseDataplaneSpec, TUNNEL_DEVICE, VXLAN_OVERHEAD } from '../dataplane/spec.js';
 import { endpointsDirFor } from '../endpoints/records.js';
 import { EndpointSync } from '../endpoints/sync.js';
+import { ForwardPolicyWatch } from '../dataplane/forward-policy.js';
 import { NextHopSync } from '../dataplane/next-hops.js';
-import { CONFIG6_ENABLED } from '../../maps/layout.js';
+import { CONFIG6_ENABLED, CONFIG_FAST_PATH } from '../../maps/layout.js';
 import { randomVtepMac } from '../net/mac.js';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
@@ -25,6 +26,8 @@ import type { AgentFlags } from './flags.js';
 import type { ChosenIface } from './iface.js';
 
 const log = logger('agent');
+/** How often FORWARD is looked at for rules the fast path would bypass. */
+const FORWARD_CHECK_MS = 5000;
 
 export type DataplaneMode = 'bpf' | 'kernel';
 
@@ -97,6 +100,9 @@ export class NodeDatapath {
   endpoints?: EndpointSync;
   /** the underlay MACs the programs send to (BPF mode, IPv4) */
   nextHops?: NextHopSync;
+  /** FORWARD rules the fast path would bypass, once looked at (BPF mode with the fast path on) */
+  forwardRules?: string[];
+  private forwardPolicy?: ForwardPolicyWatch;
   private attach: AttachState | undefined;
 
   constructor(private readonly o: NodeDatapathOptions) {
@@ -153,7 +159,7 @@ export class NodeDatapath {
         mtu: underlayMtu,
         overlayDevice: flags.overlayDevice,
         decapHook: flags.decapHook,
-        fastPath: flags.fastPath,
+        fastPath: flags.fastPath !== false,
         podSourceCheck: flags.podSourceCheck,
       });
       try {
@@ -163,6 +169,7 @@ export class NodeDatapath {
         this.fastPath = attached.state.fastPath;
         await this.syncEndpoints(own, attached.state.fastPath?.enabled ?? false);
         await this.syncNextHops();
+        await this.watchForwardPolicy();
         return this.openMaps().ipv4;
       } catch (err) {
         if (flags.dataplane !== 'auto') throw err;
@@ -272,6 +279,37 @@ export class NodeDatapath {
     this.nextHops.start();
   }
 
+  private async watchForwardPolicy(): Promise<void> {
+    if (!this.attach?.fastPath?.enabled) return;
+    // A re-attach (the lease moved) wrote twill_config afresh: what the rules ask for is applied again.
+    if (this.forwardPolicy) return this.forwardRules && this.obeyForwardRules(this.forwardRules);
+    this.forwardPolicy = new ForwardPolicyWatch({ periodMs: FORWARD_CHECK_MS, log, onChange: (rules) => this.obeyForwardRules(rules) });
+    await this.forwardPolicy.check();
+    this.forwardPolicy.start();
+  }
+
+  /**
+   * Says when FORWARD has rules the fast path would bypass, and with --fast-path auto keeps pod
+   * traffic on the stack while they exist (twill_config's fast-path bit, which both directions read).
+   */
+  private obeyForwardRules(rules: string[]): void {
+    const attached = this.attach?.fastPath;
+    if (!attached?.enabled) return;
+    const had = (this.forwardRules?.length ?? 0) > 0;
+    this.forwardRules = rules;
+    const hold = this.o.flags.fastPath === 'auto' && rules.length > 0;
+    const maps = this.openMaps();
+    const c = maps.readConfig();
+    const flags = c && (hold ? c.flags & ~CONFIG_FAST_PATH : c.flags | CONFIG_FAST_PATH);
+    if (c && flags !== c.flags) maps.writeConfig({ ...c, flags: flags! });
+    this.fastPath = hold
+      ? { ...attached, enabled: false, reason: `held off (--fast-path auto): FORWARD has ${rules.length} rule(s) the fast path would bypass` }
+      : attached;
+    if (hold) log.warn('FORWARD has rules the fast path would bypass: pod traffic stays on the stack while they exist (--fast-path auto)', { rules });
+    else if (rules.length) log.warn('FORWARD has rules the fast path bypasses (--fast-path true): they do not see pod traffic between nodes', { rules });
+    else if (had) log.info(`FORWARD has no rules the fast path would bypass any more${this.o.flags.fastPath === 'auto' ? ': the fast path is on again' : ''}`);
+  }
+
   /** Only once the new mode carries traffic is the other one taken down: a switch drops nothing. */
   async removeOtherMode(own: OwnLease): Promise<void> {
     const { ipv4, ipv6 } = this.o;
@@ -309,5 +347,6 @@ export class NodeDatapath {
   stop(): void {
     this.endpoints?.stop();
     this.nextHops?.stop();
+    this.forwardPolicy?.stop();
   }
 }

@@ -220,12 +220,18 @@ const agentFlagHelp: Record<string, string> = {
   'subnet-lease-ttl': 'seconds a new lease lives unless renewed',
   'overlay-device': 'name of the overlay device',
   'decap-hook': `where received VXLAN is decapsulated: ${choiceList(DECAP_HOOKS)}`,
-  'fast-path': 'pod traffic bypasses the host stack where it may',
+  'fast-path': 'pod traffic bypasses the host stack where it may: true, false, or auto (on, but held off while the FORWARD chain has rules it would bypass)',
   'pod-source-check': "drop: a pod's packet from an address that is not one of its own is dropped at its veth; allow: the stack judges it, as in flannel",
   'metrics-per-peer': "/metrics has each peer's traffic counters (5 series per peer; false for large clusters)",
 };
 
-const agentKinds: Record<(typeof agentFlagTable)[number]['kind'], OptSpec['type']> = { string: 'string', list: 'string', int: 'number', bool: 'boolean' };
+const agentKinds: Record<(typeof agentFlagTable)[number]['kind'], OptSpec['type']> = {
+  string: 'string',
+  list: 'string',
+  int: 'number',
+  bool: 'boolean',
+  boolOrAuto: 'string',
+};
 
 export const agentOpts: OptTable = Object.fromEntries(
   agentFlagTable.map(({ name, kind, def }) => {

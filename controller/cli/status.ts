@@ -10,6 +10,7 @@ import { pinPaths } from '../dataplane/spec.js';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
 import { checkSubnetFile } from '../subnet/subnet-file.js';
+import { CONFIG_FAST_PATH, type TwillConfig } from '../../maps/layout.js';
 import { parseArgs } from './args.js';
 import { statusOpts } from './options.js';
 import { formatNodeLine, formatPathLine, formatTrafficLine, readMapsDoc, type MapsDoc, type PeerTrafficDoc, type TrafficCounters } from './maps.js';
@@ -54,6 +55,8 @@ interface FastPathDoc extends FastPathState {
   podLinks: PodLink[];
   send: Record<string, number>;
   receive: Record<string, number>;
+  /** FORWARD rules the fast path would bypass, as the agent last saw them (from its /readyz; absent without it) */
+  forwardRules?: string[];
 }
 
 export interface StatusDoc {
@@ -176,6 +179,8 @@ export function findProblems(doc: Omit<StatusDoc, 'problems'>, linksPinned: { en
   const fp = doc.fastPath;
   if (fp) {
     if (fp.requested && !fp.enabled) problems.push(`fast path off: ${fp.reason}`);
+    else if (fp.forwardRules?.length)
+      problems.push(`FORWARD has ${fp.forwardRules.length} rule(s) the fast path bypasses (--fast-path true): ${fp.forwardRules.join('; ')}`);
     const linked = new Set(fp.podLinks.filter((l) => l.ifindex !== 0).map((l) => l.ifindex));
     if (fp.enabled)
       for (const e of fp.endpoints)
@@ -239,7 +244,13 @@ async function readStatus(opts: { pinDir: string; subnetFile: string; healthz?: 
       layoutVersion: attach.layoutVersion,
     },
     fastPath: attach?.fastPath &&
-      maps.path && { ...attach.fastPath, hooks: describeHooks(attach), endpoints: maps.endpoints ?? [], podLinks: listPodLinks(opts.pinDir), ...maps.path },
+      maps.path && {
+        ...fastPathNow(attach.fastPath, maps.config, health?.detail?.fastPath as { reason?: unknown; forwardRules?: unknown } | undefined),
+        hooks: describeHooks(attach),
+        endpoints: maps.endpoints ?? [],
+        podLinks: listPodLinks(opts.pinDir),
+        ...maps.path,
+      },
     backend: attach?.spec.backend,
     peers: maps.peers.map((p) => ({ ...traffic.get(p.publicIp), ...p, route: routeOf.get(p.subnet) })),
     totals: { encap_packets, encap_bytes, decap_packets, decap_bytes },
@@ -251,6 +262,21 @@ async function readStatus(opts: { pinDir: string; subnetFile: string; healthz?: 
   };
   const has = (p: string) => pinned.some((o) => o.path === p);
   return { ...doc, problems: findProblems(doc, { encap: has(links.encapLink), decap: has(links.decapLink) }) };
+}
+
+/**
+ * Pure: the fast path as it runs now. Attached on, it may since have been held off by the agent
+ * (--fast-path auto, FORWARD rules it would bypass): twill_config's bit says, the agent says why.
+ */
+function fastPathNow(
+  attached: FastPathState,
+  config: TwillConfig | undefined,
+  agent: { reason?: unknown; forwardRules?: unknown } | undefined,
+): FastPathState & { forwardRules?: string[] } {
+  const forwardRules = Array.isArray(agent?.forwardRules) ? (agent.forwardRules as string[]) : undefined;
+  const held = attached.enabled && config !== undefined && (config.flags & CONFIG_FAST_PATH) === 0;
+  const reason = typeof agent?.reason === 'string' ? agent.reason : 'held off by the agent';
+  return { ...attached, ...(held && { enabled: false, reason }), ...(forwardRules && { forwardRules }) };
 }
 
 /** Pure: which path pod traffic takes at each hook, from what is attached. */
@@ -302,6 +328,7 @@ function printStatus(s: StatusDoc): void {
     console.log(`  send     ${f.hooks.send}\n           ${formatPathLine(f.send)}`);
     console.log(`  receive  ${f.hooks.receive}\n           ${formatPathLine(f.receive)}`);
     if (f.hooks.tunnel) console.log(`  tunnel   ${f.hooks.tunnel}`);
+    for (const r of f.forwardRules ?? []) console.log(`  forward  bypassed by the fast path unless held off: ${r}`);
     for (const e of f.endpoints) console.log(`  pod      ${e.ip.padEnd(16)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}`);
   }
   console.log(`peers (${s.peers.length})`);

@@ -47,7 +47,7 @@ export interface AgentSnapshot {
     path?: { send: PathStats; receive: PathStats };
   };
   /** BPF mode only: the fast path's switch and the local pods it serves */
-  fastPath?: { enabled: boolean; endpoints: number; podLinks: number };
+  fastPath?: { enabled: boolean; endpoints: number; podLinks: number; forwardRules?: number };
 }
 
 /** twill_path_stats fields that count packets handed to the stack (all but `fast`). */
@@ -183,6 +183,14 @@ export function agentMetricFamilies(s: AgentSnapshot, opts: MetricsOptions): Met
       gauge('twill_endpoints', "Local pods in the fast path's endpoints map.", [{ value: s.fastPath.endpoints }]),
       gauge('twill_pod_links', 'Pod veths carrying the send half of the fast path.', [{ value: s.fastPath.podLinks }]),
     );
+    if (s.fastPath.forwardRules !== undefined)
+      out.push(
+        gauge(
+          'twill_forward_foreign_rules',
+          "Rules in the node's FORWARD chain (or an nftables forward hook) that are neither flannel's nor kube-proxy's: what the fast path would bypass.",
+          [{ value: s.fastPath.forwardRules }],
+        ),
+      );
   }
 
   const d = s.datapath;

@@ -17,6 +17,8 @@ export interface AgentMetricSources {
   watcher?: { state: string; resyncs: number; kind?: 'etcd' | 'kube'; ignoredNodes?: number; relists?: number };
   endpoints?: { state: { endpoints: number; podLinks: number } };
   fastPath?: { enabled: boolean };
+  /** FORWARD rules the fast path would bypass (BPF mode, once looked at) */
+  forwardRules?: readonly string[];
 }
 
 /** The edge: reads the pinned counters (opened per scrape, so a replaced map is never stale). */
@@ -53,6 +55,7 @@ export function readAgentSnapshot(src: AgentMetricSources, opts: MetricsOptions)
       enabled: src.fastPath?.enabled ?? false,
       endpoints: src.endpoints?.state.endpoints ?? 0,
       podLinks: src.endpoints?.state.podLinks ?? 0,
+      forwardRules: src.forwardRules?.length,
     };
   }
   return snapshot;

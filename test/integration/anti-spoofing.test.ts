@@ -5,14 +5,15 @@ import type { LabNode, LabPod, LabState } from '../../controller/lab/state.js';
 import { run } from '../../controller/util/exec.js';
 import type { MonitorEvent } from '../../controller/monitor/events.js';
 import { buildBpf, buildTs, cliPath, repoRoot } from '../support/build.js';
-import { bounceAgent, craftEnv, labUpFresh, readMaps, twill } from '../support/lab-session.js';
+import { agentLog, bounceAgent, craftEnv, labUpFresh, readMaps, readyz, twill, until } from '../support/lab-session.js';
 import { startInNetns, stopAll } from '../support/proc.js';
-import { tcpTransfer } from '../support/traffic.js';
+import { ping, tcpTransfer } from '../support/traffic.js';
 
 /*
  * A pod speaks only as itself, a node only for its own pods (issue 27): hostile traffic from a
  * pod (test/support/spoof.py) and from a peer node (craft.py, craft6.py), both families, decap in
- * tc and in XDP. Lab "tas": 3 dual-stack nodes, 2 pods each, underlay 192.168.164.0/24.
+ * tc and in XDP; and a NetworkPolicy engine's FORWARD rules, which the fast path would bypass.
+ * Lab "tas": 3 dual-stack nodes, 2 pods each, underlay 192.168.164.0/24.
  */
 const LAB = 'tas';
 const spoof = path.join(repoRoot, 'test/support/spoof.py');
@@ -280,3 +281,69 @@ describe('a node speaks only for its own pods', () => {
     });
   }, 180_000);
 });
+
+describe("a NetworkPolicy engine's FORWARD rules are never bypassed silently", () => {
+  /** Stands for a policy engine: a FORWARD rule that drops everything n1's first pod sends through the node. */
+  const rule = () => ['FORWARD', '-s', `${pod('n1-p1').ip}/32`, '-j', 'DROP'];
+  const reaches = async (from: LabPod) => (await ping(from.netns, pod('n2-p1').ip, 2)).code === 0;
+  const fastPathFlag = () => Number((readMapsConfigFlags(node('n1')) & 0x1) !== 0);
+
+  it('--fast-path auto: such a rule holds the fast path off while it exists, so it applies; removed, the fast path is back', async () => {
+    const n1 = node('n1');
+    await bounceAgent(lab, n1, 'SIGTERM', ['--fast-path=auto']);
+    try {
+      expect([await reaches(pod('n1-p1')), fastPathFlag()]).toEqual([true, 1]);
+      const from = agentLog(n1).length;
+      await run(['iptables', '-I', ...rule()], { netns: n1.netns });
+      await until("n1's agent to hold the fast path off", async () => agentLog(n1).slice(from).includes('pod traffic stays on the stack while they exist'));
+      expect((await readyz(n1)).fastPath).toMatchObject({
+        enabled: false,
+        forwardRules: [expect.stringContaining(`-A FORWARD -s ${pod('n1-p1').ip}/32 -j DROP`)],
+      });
+      expect({ flag: fastPathFlag(), dropped: !(await reaches(pod('n1-p1'))), other: await reaches(pod('n1-p2')) }).toEqual({
+        flag: 0,
+        dropped: true,
+        other: true,
+      });
+      const status = JSON.parse((await twill(['status', '--json', '--pin-dir', n1.pinDir, '--healthz', n1.agent!.healthz], n1.netns)).stdout) as {
+        fastPath: { enabled: boolean; reason: string; forwardRules?: string[] };
+      };
+      expect(status.fastPath).toMatchObject({
+        enabled: false,
+        reason: expect.stringMatching(/held off .*FORWARD/),
+        forwardRules: [expect.stringContaining('DROP')],
+      });
+      await run(['iptables', '-D', ...rule()], { netns: n1.netns });
+      await until('the fast path to be on again', async () => agentLog(n1).slice(from).includes('the fast path is on again'));
+      expect([await reaches(pod('n1-p1')), fastPathFlag()]).toEqual([true, 1]);
+    } finally {
+      await run(['iptables', '-D', ...rule()], { netns: n1.netns, allowFailure: true });
+      await bounceAgent(lab, n1, 'SIGTERM');
+    }
+  });
+
+  it('the control: with --fast-path true the rule is bypassed, as the agent and twill status say', async () => {
+    const n1 = node('n1');
+    const from = agentLog(n1).length;
+    await run(['iptables', '-I', ...rule()], { netns: n1.netns });
+    try {
+      await until("n1's agent to warn", async () => agentLog(n1).slice(from).includes('rules the fast path bypasses (--fast-path true)'));
+      expect({ flag: fastPathFlag(), reaches: await reaches(pod('n1-p1')) }).toEqual({ flag: 1, reaches: true });
+      const status = JSON.parse((await twill(['status', '--json', '--pin-dir', n1.pinDir, '--healthz', n1.agent!.healthz], n1.netns)).stdout) as {
+        problems: string[];
+      };
+      expect(status.problems).toContainEqual(expect.stringMatching(/^FORWARD has 1 rule\(s\) the fast path bypasses/));
+    } finally {
+      await run(['iptables', '-D', ...rule()], { netns: n1.netns, allowFailure: true });
+    }
+  });
+});
+
+function readMapsConfigFlags(n: LabNode): number {
+  const maps = DatapathMaps.open(n.pinDir);
+  try {
+    return maps.readConfig()?.flags ?? -1;
+  } finally {
+    maps.close();
+  }
+}

@@ -153,9 +153,10 @@ describe("the agent process, beside twill's own metrics", () => {
     expect(m.get(`twill_build_info{version="${version}",map_layout="${LAYOUT_VERSION}"}`)).toBe(1);
   });
 
-  it('serves a BPF node every family 15aa35c served, with its type, and twill_build_info and twill_subnet_manager_info beside them', async () => {
+  it('serves a BPF node every family 15aa35c served, with its type, and the families added since beside them', async () => {
     const before = readFileSync(new URL('../fixtures/metrics/agent-15aa35c.prom', import.meta.url), 'utf8');
-    expect(families(await scrapeText(node('n1')))).toEqual([...families(before), 'twill_build_info gauge', 'twill_subnet_manager_info gauge'].sort());
+    const added = ['twill_build_info gauge', 'twill_subnet_manager_info gauge', 'twill_peer_source_drops_total counter', 'twill_forward_foreign_rules gauge'];
+    expect(families(await scrapeText(node('n1')))).toEqual([...families(before), ...added].sort());
   });
 });
 

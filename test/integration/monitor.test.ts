@@ -9,7 +9,6 @@ import { decodeEvent, type MonitorEvent } from '../../controller/monitor/events.
 import { run } from '../../controller/util/exec.js';
 import { EVENTS_MAP, MONITOR_DROPS, MONITOR_TRACE, type MonitorControl } from '../../maps/layout.js';
 import { buildBpf, buildTs, cliPath, repoRoot } from '../support/build.js';
-import { craftEnv } from '../support/lab-session.js';
 import { startInNetns, stopAll, type Background } from '../support/proc.js';
 import { ping } from '../support/traffic.js';
 
@@ -37,10 +36,7 @@ const pinDir = () => node('n1').pinDir;
 
 /** A crafted VXLAN packet to n1's pod, sent from `fromNetns` with outer source `src`. */
 const send = (fromNetns: string, src: string, kind: string) =>
-  run(['/usr/bin/python3', craft, kind, src, node('n1').underlayIp, pod('n1-p1').ip, '1', '8472', node('n1').vtepMac], {
-    netns: fromNetns,
-    env: craftEnv(lab, src),
-  });
+  run(['/usr/bin/python3', craft, kind, src, node('n1').underlayIp, pod('n1-p1').ip, '1', '8472', node('n1').vtepMac], { netns: fromNetns });
 const fromPeer = (kind: string) => send(node('n2').netns, node('n2').underlayIp, kind);
 const fromStranger = (kind: string) => send(lab.underlay.netns, lab.underlay.gateway, kind);
 
@@ -334,7 +330,6 @@ describe('decap in XDP, and IPv6 (dual-stack lab)', () => {
     const n1Mac = (JSON.parse((await run(['ip', '-n', n1.netns, '-j', 'link', 'show', 'eth0'])).stdout) as { address: string }[])[0].address;
     await run(['/usr/bin/python3', craft6, kind, 'eth0', n1Mac, n2.underlayIp6!, n1.underlayIp6!, pod('n1-p1').ips![1], '1', '8472', n1.vtepMac6!], {
       netns: n2.netns,
-      env: craftEnv(lab, n2.underlayIp6!),
     });
   }
 

@@ -342,6 +342,7 @@ export async function underTraffic(lab: LabState, n: LabNode, what: string, step
 export interface Readyz {
   ready?: boolean;
   subnetManager?: { kind: string; connected: boolean };
+  fastPath?: { enabled?: boolean; reason?: string; forwardRules?: string[] };
 }
 export const readyz = async (n: LabNode): Promise<Readyz> =>
   JSON.parse(

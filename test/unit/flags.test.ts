@@ -14,7 +14,7 @@ describe('flanneld flags', () => {
       ipMasq: false,
       iptablesForwardRules: true,
       pinDir: '/sys/fs/bpf/twill',
-      fastPath: true,
+      fastPath: 'auto',
       decapHook: 'auto',
       metricsPerPeer: true,
     });
@@ -34,6 +34,7 @@ describe('flanneld flags', () => {
     expect(parseAgentFlags([], { FLANNELD_FAST_PATH: 'false' }).fastPath).toBe(false);
     expect(parseAgentFlags(['--decap-hook', 'tc']).decapHook).toBe('tc');
     expect([parseAgentFlags([]).podSourceCheck, parseAgentFlags(['--pod-source-check=allow']).podSourceCheck]).toEqual(['drop', 'allow']);
+    expect(['--fast-path=auto', '--fast-path auto', '--fast-path'].map((a) => parseAgentFlags(a.split(' ')).fastPath)).toEqual(['auto', 'auto', true]);
   });
 
   it('accepts Go flag spellings and repeatable --iface', () => {
@@ -75,7 +76,7 @@ describe('flanneld flags', () => {
     [['--iptables-forward-rules', 'no'], /unexpected argument "no"/],
     [['--decap-hook=generic'], /--decap-hook generic: must be auto, xdp or tc/],
     [['--pod-source-check=warn'], /--pod-source-check warn: must be drop or allow/],
-    [['--fast-path=off'], /--fast-path=off: not a boolean/],
+    [['--fast-path=off'], /--fast-path=off: not a boolean or auto/],
   ])('rejects %j naming the flag', (argv, message) => {
     expect(() => parseAgentFlags(argv)).toThrow(message);
   });
