@@ -5,20 +5,24 @@
 # the machine falls on both), and one perf profile of each state, where the kernel functions the
 # piece is there to avoid are looked for. n1's agent is stopped first, so it does not put back
 # what the script takes away; its datapath stays as it is.
-#   scripts/send-ab.sh headroom|next-hop [REPS] [SECONDS]      (default 4 repetitions of 3 s)
+#   scripts/send-ab.sh headroom|next-hop|pod-source-check [REPS] [SECONDS]   (default 4 repetitions of 3 s)
 # headroom: the pod bridge's headroom port (controller/dataplane/headroom.ts), whose absence
 #   costs a head reallocation (pskb_expand_head) per packet.
 # next-hop: n2's entry in n1's twill_next_hops (controller/dataplane/next-hops.ts), whose absence
 #   sends through bpf_redirect_neigh (a route and neighbour lookup per packet in skb_do_redirect).
+# pod-source-check: the check of each packet's source against the pod's endpoints (bit 0x2 of n1's
+#   twill_config, --pod-source-check drop), whose presence costs a map lookup per packet in
+#   twill_from_pod.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-variant=${1:?usage: scripts/send-ab.sh headroom|next-hop [REPS] [SECONDS]}
+variant=${1:?usage: scripts/send-ab.sh headroom|next-hop|pod-source-check [REPS] [SECONDS]}
 reps=${2:-4}
 secs=${3:-3}
 case "$variant" in
 headroom) lab=bhr underlay=192.168.158.0/24 symbols="pskb_expand_head" ;;
 next-hop) lab=bnh underlay=192.168.163.0/24 symbols="skb_do_redirect fib_table_lookup" ;;
-*) echo "send-ab: unknown variant $variant (headroom or next-hop)" >&2 && exit 2 ;;
+pod-source-check) lab=bps underlay=192.168.165.0/24 symbols="bpf_prog_[0-9a-f]+_twill_from_pod" ;;
+*) echo "send-ab: unknown variant $variant (headroom, next-hop or pod-source-check)" >&2 && exit 2 ;;
 esac
 say() { echo "[send-ab $variant] $*" >&2; }
 scripts/setup.sh >/dev/null
@@ -67,6 +71,17 @@ next-hop)
     else
       bpftool map delete pinned "$pin1/twill_next_hops" key $key 2>/dev/null || true
     fi
+  }
+  ;;
+pod-source-check)
+  # The bit the agent sets from --pod-source-check, flipped by hand in n1's pinned twill_config.
+  piece() {
+    node --input-type=module -e "
+      import { DatapathMaps } from './dist/controller/dataplane/datapath-maps.js';
+      const maps = DatapathMaps.open('$pin1');
+      const c = maps.readConfig();
+      maps.writeConfig({ ...c, flags: '$1' === 'with' ? c.flags | 2 : c.flags & ~2 });
+      maps.close();"
   }
   ;;
 esac
