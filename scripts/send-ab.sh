@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# What one piece of the fast path's send is worth, measured in one run on one lab: a pod on n1
-# sends 64-byte UDP to a pod on n2 (iperf3, client on CPU 0, server on CPU 1, as `twill bench`
-# pins them), with the piece present and absent in turn on n1 (ABBA per repetition, so a drift of
-# the machine falls on both), and one perf profile of each state, where the kernel functions the
-# piece is there to avoid are looked for. n1's agent is stopped first, so it does not put back
-# what the script takes away; its datapath stays as it is.
-#   scripts/send-ab.sh headroom|next-hop|pod-source-check [REPS] [SECONDS]   (default 4 repetitions of 3 s)
+# What one piece of the datapath is worth, measured in one run on one lab: a pod on n1 sends
+# 64-byte UDP to a pod on n2 (iperf3, client on CPU 0, server on CPU 1, as `twill bench` pins
+# them), with the piece present and absent in turn (ABBA per repetition, so a drift of the machine
+# falls on both), and one perf profile of each state, where the kernel functions (or the program)
+# the piece concerns are looked for. The agent of the node whose piece is switched (n1 for the
+# send side, n2 for the receive side) is stopped first, so it does not put back what the script
+# takes away; its datapath stays as it is.
+#   scripts/send-ab.sh headroom|next-hop|pod-source-check|peer-source-check [REPS] [SECONDS]
+#   (default 4 repetitions of 3 s)
 # headroom: the pod bridge's headroom port (controller/dataplane/headroom.ts), whose absence
 #   costs a head reallocation (pskb_expand_head) per packet.
 # next-hop: n2's entry in n1's twill_next_hops (controller/dataplane/next-hops.ts), whose absence
@@ -13,16 +15,20 @@
 # pod-source-check: the check of each packet's source against the pod's endpoints (bit 0x2 of n1's
 #   twill_config, --pod-source-check drop), whose presence costs a map lookup per packet in
 #   twill_from_pod.
+# peer-source-check: n2's decap checking the inner source against the sending peer's subnet, its
+#   programs swapped between this build's and one built with TWILL_BENCH_NO_PEER_SOURCE_CHECK
+#   (`twill dataplane attach` on n2's pins, which replaces the programs on their links).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-variant=${1:?usage: scripts/send-ab.sh headroom|next-hop|pod-source-check [REPS] [SECONDS]}
+variant=${1:?usage: scripts/send-ab.sh headroom|next-hop|pod-source-check|peer-source-check [REPS] [SECONDS]}
 reps=${2:-4}
 secs=${3:-3}
 case "$variant" in
 headroom) lab=bhr underlay=192.168.158.0/24 symbols="pskb_expand_head" ;;
 next-hop) lab=bnh underlay=192.168.163.0/24 symbols="skb_do_redirect fib_table_lookup" ;;
 pod-source-check) lab=bps underlay=192.168.165.0/24 symbols="bpf_prog_[0-9a-f]+_twill_from_pod" ;;
-*) echo "send-ab: unknown variant $variant (headroom, next-hop or pod-source-check)" >&2 && exit 2 ;;
+peer-source-check) lab=bpp underlay=192.168.166.0/24 symbols="bpf_prog_[0-9a-f]+_twill_decap_tc" ;;
+*) echo "send-ab: unknown variant $variant (headroom, next-hop, pod-source-check or peer-source-check)" >&2 && exit 2 ;;
 esac
 say() { echo "[send-ab $variant] $*" >&2; }
 scripts/setup.sh >/dev/null
@@ -36,7 +42,9 @@ field() { jq -r "$1" <<<"$status"; }
 n1=$(field '.nodes[] | select(.name=="n1") | .netns')
 n2=$(field '.nodes[] | select(.name=="n2") | .netns')
 pin1=$(field '.nodes[] | select(.name=="n1") | .pinDir')
-pid=$(field '.nodes[] | select(.name=="n1") | .agent.pid')
+stopped=n1
+[ "$variant" = peer-source-check ] && stopped=n2
+pid=$(field ".nodes[] | select(.name==\"$stopped\") | .agent.pid")
 n2ip=$(field '.nodes[] | select(.name=="n2") | .underlayIp')
 client=$(field '.pods[] | select(.node=="n1") | .netns')
 server=$(field '.pods[] | select(.node=="n2") | .netns')
@@ -82,6 +90,22 @@ pod-source-check)
       const c = maps.readConfig();
       maps.writeConfig({ ...c, flags: '$1' === 'with' ? c.flags | 2 : c.flags & ~2 });
       maps.close();"
+  }
+  ;;
+peer-source-check)
+  alt=$(mktemp -d)
+  trap 'rm -rf "$alt"; bin/twill lab down --name "$lab" >/dev/null 2>&1 || true' EXIT
+  cp bpf/build/*.o "$alt/"
+  for noct in "" -noct; do
+    clang -O2 -g -Wall -Werror -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -Ibpf/include -DTWILL_BENCH_NO_PEER_SOURCE_CHECK \
+      ${noct:+-DTWILL_NO_CONNTRACK} -c bpf/decap.bpf.c -o "$alt/decap$noct.bpf.o"
+  done
+  node2() { field ".nodes[] | select(.name==\"n2\") | $1"; }
+  attach_args=(--pin-dir "$(node2 .pinDir)" --iface eth0 --public-ip "$n2ip" --vtep-mac "$(node2 .vtepMac)" --subnet "$(node2 .subnet)" --network "$(field .network)")
+  piece() {
+    local dir=$PWD/bpf/build
+    [ "$1" = with ] || dir=$alt
+    TWILL_BPF_DIR=$dir nsenter --net="/run/netns/$n2" -- bin/twill dataplane attach "${attach_args[@]}" >/dev/null
   }
   ;;
 esac

@@ -225,9 +225,14 @@ static __always_inline struct twill_peer6 *twill_get_peer6(const __u32 addr[4])
 /*
  * Whether a peer may send as `addr` (network order): only from inside its own lease. A peer
  * entry written before it carried its length (0) has the network's SubnetLen.
+ * TWILL_BENCH_NO_PEER_SOURCE_CHECK: the "without" build of scripts/send-ab.sh peer-source-check,
+ * which measures what the check costs; never shipped.
  */
 static __always_inline int twill_peer_owns(const struct twill_config *cfg, const struct twill_peer *peer, __u32 addr)
 {
+#ifdef TWILL_BENCH_NO_PEER_SOURCE_CHECK
+	return 1;
+#endif
 	__u32 mask = prefix_mask(peer->subnet_len ? peer->subnet_len : cfg->subnet_len);
 	return (addr & mask) == (ipv4_u32(peer->subnet) & mask);
 }
