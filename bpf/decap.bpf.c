@@ -128,7 +128,7 @@ static __always_inline enum verdict classify(void *data, void *data_end, __u32 f
 	if (!twill_in_own_subnet(cfg, iip->daddr))
 		return refuse(stats, why, TWILL_DROP_REASON(drop_inner_dst));
 	/* A node speaks for its own pods only: no other node's pod, no address outside the network. */
-	if (!twill_peer_owns(cfg, peer, iip->saddr)) {
+	if (!twill_peer_owns(cfg, peer, iip->saddr, ip->saddr)) {
 		twill_count_source_drop(peer->stats_slot);
 		return refuse(stats, why, TWILL_DROP_REASON(drop_peer_source));
 	}
@@ -337,8 +337,9 @@ static __always_inline int judge6(struct __sk_buff *skb, const struct twill_conf
 	__builtin_memcpy(daddr, &in.ip6.daddr, sizeof(daddr));
 	if (!twill_in_own_subnet6(cfg6, daddr))
 		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_inner_dst), slot);
-	__builtin_memcpy(saddr, &in.ip6.saddr, sizeof(saddr));
-	if (!twill_peer6_owns(peer, saddr)) {
+	__u32 inner_saddr[4];
+	__builtin_memcpy(inner_saddr, &in.ip6.saddr, sizeof(inner_saddr));
+	if (!twill_peer6_owns(peer, inner_saddr, saddr)) {
 		twill_count_source_drop(slot);
 		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_peer_source), slot);
 	}
@@ -438,17 +439,19 @@ static __always_inline __u8 ipv6_tunnel_peer(const struct twill_config6 *cfg6, c
 }
 
 /* The inner half, per family: an inner frame of the outer family, for our subnet, from the peer's. 0 or the reason. */
-static __always_inline __u8 ipv4_tunnel_inner(const struct ethhdr *eth, const void *data_end, const struct twill_config *cfg, const struct twill_peer *peer)
+static __always_inline __u8 ipv4_tunnel_inner(const struct ethhdr *eth, const void *data_end, const struct twill_config *cfg, const struct twill_peer *peer,
+					     const struct bpf_tunnel_key *key)
 {
 	const struct iphdr *ip = (const void *)(eth + 1);
 	if ((const void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return TWILL_DROP_REASON(drop_inner_not_ipv4);
 	if (!twill_in_own_subnet(cfg, ip->daddr))
 		return TWILL_DROP_REASON(drop_inner_dst);
-	return twill_peer_owns(cfg, peer, ip->saddr) ? 0 : TWILL_DROP_REASON(drop_peer_source);
+	return twill_peer_owns(cfg, peer, ip->saddr, bpf_htonl(key->remote_ipv4)) ? 0 : TWILL_DROP_REASON(drop_peer_source);
 }
 
-static __always_inline __u8 ipv6_tunnel_inner(const struct ethhdr *eth, const void *data_end, const struct twill_config6 *cfg6, const struct twill_peer6 *peer)
+static __always_inline __u8 ipv6_tunnel_inner(const struct ethhdr *eth, const void *data_end, const struct twill_config6 *cfg6, const struct twill_peer6 *peer,
+					     const struct bpf_tunnel_key *key)
 {
 	const struct ipv6hdr *ip6 = (const void *)(eth + 1);
 	if ((const void *)(ip6 + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
@@ -458,7 +461,7 @@ static __always_inline __u8 ipv6_tunnel_inner(const struct ethhdr *eth, const vo
 	if (!twill_in_own_subnet6(cfg6, addr))
 		return TWILL_DROP_REASON(drop_inner_dst);
 	__builtin_memcpy(addr, &ip6->saddr, sizeof(addr));
-	return twill_peer6_owns(peer, addr) ? 0 : TWILL_DROP_REASON(drop_peer_source);
+	return twill_peer6_owns(peer, addr, key->remote_ipv6) ? 0 : TWILL_DROP_REASON(drop_peer_source);
 }
 
 /*
@@ -480,7 +483,7 @@ static __always_inline __u8 tunnel_refusal(struct __sk_buff *skb, const struct t
 		return TWILL_DROP_REASON(drop_bad_vni);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	why = v6 ? ipv6_tunnel_inner(data, data_end, cfg6, peer6) : ipv4_tunnel_inner(data, data_end, cfg, peer);
+	why = v6 ? ipv6_tunnel_inner(data, data_end, cfg6, peer6, key) : ipv4_tunnel_inner(data, data_end, cfg, peer, key);
 	if (why == TWILL_DROP_REASON(drop_peer_source))
 		twill_count_source_drop(*slot);
 	return why;

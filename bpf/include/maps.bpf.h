@@ -223,22 +223,26 @@ static __always_inline struct twill_peer6 *twill_get_peer6(const __u32 addr[4])
 }
 
 /*
- * Whether a peer may send as `addr` (network order): only from inside its own lease. A peer
- * entry written before it carried its length (0) has the network's SubnetLen.
+ * Whether a peer may send as `addr` (network order): from inside its own lease, or as itself, its
+ * PublicIP `public_ip` (the outer source): the reply to a pod's connection to that node's
+ * NodePort is un-NATed there to the node's address and reaches the pod in VXLAN. A peer entry
+ * written before it carried its length (0) has the network's SubnetLen.
  * TWILL_BENCH_NO_PEER_SOURCE_CHECK: the "without" build of scripts/send-ab.sh peer-source-check,
  * which measures what the check costs; never shipped.
  */
-static __always_inline int twill_peer_owns(const struct twill_config *cfg, const struct twill_peer *peer, __u32 addr)
+static __always_inline int twill_peer_owns(const struct twill_config *cfg, const struct twill_peer *peer, __u32 addr, __u32 public_ip)
 {
 #ifdef TWILL_BENCH_NO_PEER_SOURCE_CHECK
 	return 1;
 #endif
 	__u32 mask = prefix_mask(peer->subnet_len ? peer->subnet_len : cfg->subnet_len);
-	return (addr & mask) == (ipv4_u32(peer->subnet) & mask);
+	return (addr & mask) == (ipv4_u32(peer->subnet) & mask) || addr == public_ip;
 }
 
-static __always_inline int twill_peer6_owns(const struct twill_peer6 *peer, const __u32 addr[4])
+static __always_inline int twill_peer6_owns(const struct twill_peer6 *peer, const __u32 addr[4], const __u32 public_ip6[4])
 {
+	if (ipv6_eq(addr, public_ip6))
+		return 1;
 	__u32 a[4], own[4];
 	ipv6_prefix(a, addr, peer->subnet6_len);
 	ipv6_prefix(own, (const __u32 *)peer->subnet6, peer->subnet6_len);

@@ -146,7 +146,7 @@ describe('a node speaks only for its own pods', () => {
         for (const n of lab.nodes) await bounceAgent(lab, n, 'SIGTERM', ['--decap-hook', hook]);
       }, 120_000);
 
-      it("IPv4: a peer's VXLAN with a third node's pod as inner source and that node's VtepMAC, whole or in fragments: dropped, counted by reason and for that peer", async () => {
+      it("IPv4: a peer's VXLAN with a third node's pod as inner source and that node's VtepMAC, whole or in fragments: dropped, counted by reason and for that peer; as its pods or itself: delivered", async () => {
         const [n1, n2, n3] = [node('n1'), node('n2'), node('n3')];
         const target = pod('n1-p1');
         const send = (kind: string, env: NodeJS.ProcessEnv) =>
@@ -157,14 +157,16 @@ describe('a node speaks only for its own pods', () => {
           await send('good', spoofed);
           await send('fragment', spoofed); // reassembled by the stack, judged by twill_tunnel_rx
           await send('good', craftEnv(lab, n2.underlayIp)); // the control: n2 for its own pods
+          // and n2 as itself: a reply to a pod's connection to n2's NodePort, un-NATed there to n2's address
+          await send('good', { ...process.env, INNER_SRC: n2.underlayIp, PROBE_SUFFIX: ':as-itself' });
         });
         const after = { stats: await stats(n1), peer: sourceDropsFrom(n1, n2) };
-        expect(got).toEqual(['twill-probe:good']);
+        expect(got).toEqual(['twill-probe:good', 'twill-probe:good:as-itself']);
         expect(after.stats.drop_peer_source - before.stats.drop_peer_source).toBe(2);
         expect(after.peer - before.peer).toBe(2);
       });
 
-      it("IPv6: a peer's VXLAN with a third node's pod as inner source and that node's VtepMAC, whole or in fragments: dropped, counted by reason and for that peer", async () => {
+      it("IPv6: a peer's VXLAN with a third node's pod as inner source and that node's VtepMAC, whole or in fragments: dropped, counted by reason and for that peer; as its pods or itself: delivered", async () => {
         const [n1, n2, n3] = [node('n1'), node('n2'), node('n3')];
         const target = pod('n1-p1');
         const n1Mac = await linkMac(n1.netns, 'eth0');
@@ -179,9 +181,10 @@ describe('a node speaks only for its own pods', () => {
           await send('good', spoofed); // judged in tc (judge6), ahead of twill-rx
           await send('fragment', spoofed); // reassembled by the stack, judged by twill_tunnel_rx
           await send('good', craftEnv(lab, n2.underlayIp6!));
+          await send('good', { ...process.env, INNER_SRC: n2.underlayIp6!, PROBE_SUFFIX: ':as-itself' });
         });
         const after = { stats: await stats(n1), peer: sourceDropsFrom(n1, n2) };
-        expect(got).toEqual(['twill-probe6:good']);
+        expect(got).toEqual(['twill-probe6:good', 'twill-probe6:good:as-itself']);
         expect(after.stats.drop_peer_source - before.stats.drop_peer_source).toBe(2);
         expect(after.peer - before.peer).toBe(2);
       });
