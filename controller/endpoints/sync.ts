@@ -77,21 +77,22 @@ export class EndpointSync {
       });
       const maps = DatapathMaps.open(this.o.pinDir);
       const changed: { upserted: string[]; removed: string[] } = { upserted: [], removed: [] };
+      const linked = this.o.fastPath || this.o.podSourceCheck === true;
+      let links: ReturnType<typeof syncPodLinks>;
       try {
         const families = [
           { maps: maps.ipv4, endpoints: plan.endpoints },
           ...(this.o.subnet6 && maps.ipv6 ? [{ maps: maps.ipv6, endpoints: plan.endpoints6 }] : []),
         ];
-        for (const f of families) {
-          const c = f.maps.syncEndpoints(f.endpoints);
-          changed.upserted.push(...c.upserted);
-          changed.removed.push(...c.removed);
-        }
+        // The send program drops what a pod sends from an address it has no endpoint for: a
+        // pod's entry goes in before its veth gets the program, and comes out only after the
+        // program has left the veth (a pod outside a moved lease keeps sending meanwhile).
+        for (const f of families) changed.upserted.push(...f.maps.syncEndpoints(new Map([...f.maps.readEndpoints(), ...f.endpoints])).upserted);
+        links = syncPodLinks(this.o.pinDir, linked ? plan.veths : []);
+        for (const f of families) changed.removed.push(...f.maps.syncEndpoints(f.endpoints).removed);
       } finally {
         maps.close();
       }
-      const linked = this.o.fastPath || this.o.podSourceCheck === true;
-      const links = syncPodLinks(this.o.pinDir, linked ? plan.veths : []);
       // Only the fast path encapsulates what pods send, so only it needs their headroom.
       const headroom = await syncHeadroomPorts(this.o.fastPath ? [...bridgeMacs.keys()] : []);
       const problems = [...plan.problems, ...invalid.map((i) => i.error)];
