@@ -473,17 +473,37 @@ static __always_inline __u8 ipv6_tunnel_inner(const struct ethhdr *eth, const vo
 static __always_inline __u8 tunnel_refusal(struct __sk_buff *skb, const struct twill_config *cfg, const struct twill_config6 *cfg6, struct bpf_tunnel_key *key,
 					   bool v6, __u16 *slot)
 {
-	struct twill_peer *peer = 0;
-	struct twill_peer6 *peer6 = 0;
-	__u8 why = v6 ? ipv6_tunnel_peer(cfg6, key, &peer6) : ipv4_tunnel_peer(skb, cfg, key, &peer);
-	if (why)
-		return why;
-	*slot = v6 ? peer6->stats_slot : peer->stats_slot;
-	if (key->tunnel_id != cfg->vni)
-		return TWILL_DROP_REASON(drop_bad_vni);
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	why = v6 ? ipv6_tunnel_inner(data, data_end, cfg6, peer6, key) : ipv4_tunnel_inner(data, data_end, cfg, peer, key);
+	void *data, *data_end;
+	__u8 why;
+
+	/*
+	 * One branch per family, each with its own peer pointer checked where it is used: a single
+	 * "v6 ? peer6 : peer" is compiled into one pointer that older verifiers (6.1) cannot prove
+	 * non-NULL on either path.
+	 */
+	if (v6) {
+		struct twill_peer6 *peer6 = 0;
+		why = ipv6_tunnel_peer(cfg6, key, &peer6);
+		if (why || !peer6)
+			return why ? why : TWILL_DROP_REASON(drop_unknown_source);
+		*slot = peer6->stats_slot;
+		if (key->tunnel_id != cfg->vni)
+			return TWILL_DROP_REASON(drop_bad_vni);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		why = ipv6_tunnel_inner(data, data_end, cfg6, peer6, key);
+	} else {
+		struct twill_peer *peer = 0;
+		why = ipv4_tunnel_peer(skb, cfg, key, &peer);
+		if (why || !peer)
+			return why ? why : TWILL_DROP_REASON(drop_unknown_source);
+		*slot = peer->stats_slot;
+		if (key->tunnel_id != cfg->vni)
+			return TWILL_DROP_REASON(drop_bad_vni);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		why = ipv4_tunnel_inner(data, data_end, cfg, peer, key);
+	}
 	if (why == TWILL_DROP_REASON(drop_peer_source))
 		twill_count_source_drop(*slot);
 	return why;
