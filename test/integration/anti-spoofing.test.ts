@@ -2,6 +2,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DatapathMaps } from '../../controller/dataplane/datapath-maps.js';
 import type { LabNode, LabPod, LabState } from '../../controller/lab/state.js';
+import { linkShow } from '../../controller/netlink/ip.js';
 import { run } from '../../controller/util/exec.js';
 import type { MonitorEvent } from '../../controller/monitor/events.js';
 import { buildBpf, buildTs, cliPath, repoRoot } from '../support/build.js';
@@ -34,8 +35,7 @@ function sourceDropsFrom(n: LabNode, peer: LabNode): number {
     maps.close();
   }
 }
-const linkMac = async (netns: string, dev: string) =>
-  (JSON.parse((await run(['ip', '-j', 'link', 'show', dev], { netns })).stdout) as { address: string }[])[0].address;
+const linkMac = async (netns: string, dev: string) => (await linkShow(dev, { netns }))!.address!;
 
 /** The datagrams `to` receives on port 9999 while `send` runs, and for a second after it. */
 async function received(to: LabPod, send: () => Promise<void>): Promise<string[]> {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DatapathMaps } from '../../controller/dataplane/datapath-maps.js';
 import type { LabNode, LabState } from '../../controller/lab/state.js';
+import { linkShow } from '../../controller/netlink/ip.js';
 import { run } from '../../controller/util/exec.js';
 import { buildBpf, buildTs } from '../support/build.js';
 import { stopAll } from '../support/proc.js';
@@ -31,8 +32,7 @@ function writeNextHops(n: LabNode, hops: Map<string, string>): void {
     maps.close();
   }
 }
-const underlayMac = async (n: LabNode) =>
-  (JSON.parse((await run(['ip', '-j', 'link', 'show', 'eth0'], { netns: n.netns })).stdout) as { address: string }[])[0].address;
+const underlayMac = async (n: LabNode) => (await linkShow('eth0', { netns: n.netns }))!.address!;
 /** Whether 3 pings from `from`'s pod to `to`'s pod get any answer. */
 const pings = async (from: LabNode, to: LabNode) =>
   (await run(['ping', '-c', '3', '-i', '0.2', '-W', '1', podOn(to).ip], { netns: podOn(from).netns, allowFailure: true })).code === 0;
