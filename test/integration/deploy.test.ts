@@ -18,7 +18,7 @@ const unitPath = path.join(repoRoot, 'deploy/systemd/twill.service');
 const manifestPath = path.join(repoRoot, 'deploy/kubernetes/twill.yaml');
 const uninstallManifestPath = path.join(repoRoot, 'deploy/kubernetes/twill-uninstall.yaml');
 const UNINSTALL_NS = 'tu-ds';
-const monitoringPath = path.join(repoRoot, 'deploy/kubernetes/twill-monitoring.yaml');
+const monitoringPath = path.join(repoRoot, 'deploy/prometheus-operator/twill-monitoring.yaml');
 /** What the downward API gives status.hostIP on some node, for the tests below. */
 const NODE_IP = '10.0.0.21';
 const NODE_NS = 'tqd-node';

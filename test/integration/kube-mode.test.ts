@@ -323,9 +323,7 @@ describe('twill and flanneld nodes in one Kubernetes-mode cluster', () => {
         .join('---\n'),
     );
     for (const file of files) {
-      const docs = docsOf(file);
-      // The Prometheus Operator's ServiceMonitor needs its CRD, which this cluster does not have.
-      const checked = docs.filter((d) => kindOf(d) && kindOf(d) !== 'ServiceMonitor');
+      const checked = docsOf(file).filter((d) => kindOf(d));
       const res = await run([kubectl().bin, `--kubeconfig=${lab.kube!.adminKubeconfig}`, 'apply', '--dry-run=server', '-f', '-'], {
         netns: lab.kube!.netns,
         input: checked.join('---\n'),
