@@ -47,7 +47,7 @@ static __always_inline int encap6(struct __sk_buff *skb, const struct twill_conf
 	__u32 mtu_len = 0;
 	if (bpf_check_mtu(skb, cfg->underlay_ifindex, &mtu_len, VXLAN6_OVERHEAD, 0))
 		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_too_big), remote->stats_slot);
-	long ret = vxlan6_encap_redirect(skb, cfg, cfg6, remote, stats);
+	long ret = vxlan6_send(skb, cfg, cfg6, remote, stats);
 	if (ret != TC_ACT_REDIRECT)
 		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_encap_error), remote->stats_slot);
 	return ret;

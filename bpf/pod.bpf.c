@@ -66,8 +66,8 @@ static __always_inline bool pod_source_ok(struct __sk_buff *skb, const struct et
 }
 
 /*
- * IPv6 from a pod to a remote pod: the same checks as IPv4's, then IPv6 VXLAN through twill-rx as
- * twill_encap sends it (encap.h: the kernel's vxlan driver encapsulates and checksums).
+ * IPv6 from a pod to a remote pod: the same checks as IPv4's, then IPv6 VXLAN as twill_encap
+ * sends it (encap.h's vxlan6_send: written here, or by the kernel's vxlan driver on twill-rx).
  */
 static __always_inline int from_pod6(struct __sk_buff *skb, const struct twill_config *cfg, struct twill_path_stats *ps, __u32 n)
 {
@@ -97,7 +97,7 @@ static __always_inline int from_pod6(struct __sk_buff *skb, const struct twill_c
 	/* One hop, as the node's forwarding would have counted it (IPv6 has no header checksum). */
 	ip6->hop_limit--;
 	struct twill_stats *stats = twill_get_stats();
-	long ret = vxlan6_encap_redirect(skb, cfg, cfg6, remote, stats);
+	long ret = vxlan6_send(skb, cfg, cfg6, remote, stats);
 	if (ret != TC_ACT_REDIRECT)
 		return encap_error(skb, stats, remote->stats_slot);
 	path_fast(skb, ps, TWILL_HOOK_FROM_POD, remote->stats_slot, n);

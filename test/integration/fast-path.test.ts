@@ -67,10 +67,10 @@ const headroomPort = async (n: LabNode) => {
 };
 
 describe('pod traffic between BPF nodes bypasses the host stack', () => {
-  it("each pod bridge has a headroom port, a vxlan device never brought up, so the bridge gives the pods' veths VXLAN's headroom; it lowers no MTU", async () => {
+  it("each pod bridge has a headroom port, a vxlan device never brought up, so the bridge gives the pods' veths IPv6 VXLAN's headroom; it lowers no MTU", async () => {
     for (const n of [node('n1'), node('n2')]) {
       const { port, bridge } = await headroomPort(n);
-      expect(port, n.name).toMatchObject({ master: 'cni0', operstate: 'DOWN', mtu: 65535, linkinfo: { info_kind: 'vxlan' } });
+      expect(port, n.name).toMatchObject({ master: 'cni0', operstate: 'DOWN', mtu: 65535, linkinfo: { info_kind: 'vxlan', info_data: { local6: '::1' } } });
       expect(bridge?.mtu, n.name).toBe(1450);
     }
     // The kernel-VXLAN node (flannel's datapath, twill's --dataplane kernel) has no fast path, and no headroom port.
