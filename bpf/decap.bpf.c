@@ -296,13 +296,13 @@ static __always_inline int decap_drop(struct __sk_buff *skb, struct twill_stats 
 }
 
 /*
- * IPv6 VXLAN on the underlay. It is not decapped here but by twill-rx's socket (which owns the
- * port for IPv6 as for IPv4 and checks the outer UDP checksum), and judged there again by
- * twill_tunnel_rx, which alone sees what the stack reassembled. What is judged here is what the
- * tunnel socket would drop unexplained (truncated VXLAN) and what can be refused before the stack
- * spends anything on it; every refusal is counted. Everything else, neighbour discovery and router
- * advertisements included, passes untouched. Fragments (an extension header after the IPv6
- * header) pass too: only the reassembled packet can be judged.
+ * IPv6 VXLAN on the underlay, judged as twill_tunnel_rx judges it and then decapped here, with no
+ * trip through the stack and twill-rx's socket. Fragments (an extension header after the IPv6
+ * header) pass untouched: only the packet the stack reassembles can be judged, which twill-rx's
+ * socket decapsulates and twill_tunnel_rx judges. Every refusal is counted. Everything that is not
+ * IPv6 VXLAN for us, neighbour discovery and router advertisements included, passes untouched.
+ * The outer UDP checksum is not verified here (the stack's UDP would have): the inner transport's
+ * checksum, which the pod's stack verifies, covers what the pod receives.
  */
 static __always_inline int judge6(struct __sk_buff *skb, const struct twill_config *cfg)
 {
@@ -343,7 +343,16 @@ static __always_inline int judge6(struct __sk_buff *skb, const struct twill_conf
 		twill_count_source_drop(slot);
 		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_peer_source), slot);
 	}
-	return TC_ACT_OK;
+	/*
+	 * Judged whole: decapped here as IPv4 is, outer IPv6, UDP, VXLAN and inner Ethernet removed
+	 * and the outer Ethernet header (IPv6, for this device) kept. Without NO_CSUM_RESET the helper
+	 * drops a device's CHECKSUM_UNNECESSARY, which spoke for the outer UDP checksum that goes: the
+	 * pod's stack then checks the inner one.
+	 */
+	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN6_OVERHEAD, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+		return decap_drop(skb, stats, TWILL_DROP_REASON(drop_malformed), slot);
+	count_decap(slot, skb->len);
+	return local_delivery(skb, cfg, true, twill_get_path_stats(TWILL_PATH_RECEIVE), TWILL_HOOK_TC_DECAP, slot);
 }
 
 /* Outer Ethernet + IPv4 + UDP + VXLAN + inner Ethernet + inner IPv4 + ports: what the classifier and the fast path read. */
@@ -517,8 +526,9 @@ static __always_inline __u8 tunnel_refusal(struct __sk_buff *skb, const struct t
  *    does not set DF): twill_decap_tc decaps all other IPv4 VXLAN itself, and its socket gives
  *    the underlay UDP-tunnel GRO ahead of that hook. They are left to the stack, counted as
  *    `fragment`, as they were before.
- *  - IPv6: all IPv6 VXLAN is decapped here (judge6 says why): the fast path delivers it into the
- *    local pod (local_delivery) or leaves it to the stack.
+ *  - IPv6: only fragments get here too, once reassembled (twill_decap_tc's judge6 decaps the
+ *    rest); the fast path delivers them into the local pod (local_delivery) or leaves them to
+ *    the stack, as before.
  * What is left to the stack goes as a packet for this host, which routes it to the pod.
  */
 SEC("tc")

@@ -189,6 +189,10 @@ afterAll(async () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
+/** twill-rx's packet counters on node `n`: what the vxlan driver sent (tx) and what its socket decapped (rx). */
+const twillRx = async (n: (typeof nodes)[number]) =>
+  JSON.parse((await sh(n.netns, ['ip', '-j', '-s', 'link', 'show', 'twill-rx'])).stdout)[0].stats64 as { tx: { packets: number }; rx: { packets: number } };
+
 const ping6 = (from: string, to: string, extra: string[] = []) =>
   run(['ping', '-6', '-c', '3', '-i', '0.2', '-W', '2', ...extra, to], { netns: from, allowFailure: true });
 
@@ -320,10 +324,13 @@ describe('IPv6 through twill0 and twill-rx (the stack path)', () => {
     const send = (kind: string) =>
       sh(n2.netns, ['/usr/bin/python3', craft, kind, 'und0', und0Mac, n2.underlayIp6, n1.underlayIp6, n1.pod.ip, String(VNI), String(PORT), n1.vtepMac6]);
     const before = stats(n1);
+    const receivedBefore = (await twillRx(n1)).rx.packets;
     await send('fragment');
     await send('fragment-unknown-source');
     await new Promise((r) => setTimeout(r, 200));
     expect(delta(before, stats(n1))).toMatchObject({ decap_packets: 1, drop_unknown_source: 1 });
+    // Reassembled, they came through twill-rx's socket, which twill_decap_tc leaves fragments to.
+    expect((await twillRx(n1)).rx.packets - receivedBefore).toBeGreaterThanOrEqual(1);
   });
 });
 
@@ -352,9 +359,10 @@ describe('the IPv6 fast path (pod veth to IPv6 VXLAN, twill-rx into the pod)', (
       expect(v).toMatchObject({ src: canon(n1.underlayIp6), vni: VNI, innerDstMac: n2.vtepMac6, innerSrcMac: n1.vtepMac6, checksumValid: true });
   });
 
-  it('writes single packets itself (ping, UDP) with a valid outer UDP checksum, and leaves only GSO packets to twill-rx', async () => {
-    const twillRxSent = async () => JSON.parse((await sh(n1.netns, ['ip', '-j', '-s', 'link', 'show', 'twill-rx'])).stdout)[0].stats64.tx.packets as number;
+  it('writes single packets itself (ping, UDP) with a valid outer UDP checksum, leaves only GSO packets to twill-rx, and decaps all of it itself', async () => {
+    const twillRxSent = async () => (await twillRx(n1)).tx.packets;
     const sentBefore = await twillRxSent();
+    const receivedBefore = (await twillRx(n2)).rx.packets;
     const frames = await capture(n2.netns, async () => {
       expect((await ping6(n1.pod.netns, n2.pod.ip)).stdout).toMatch(/3 received/);
       const send = `import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\nfor i in range(5): s.sendto(b"small-%d" % i, ("${n2.pod.ip}", 9997))`;
@@ -380,6 +388,8 @@ describe('the IPv6 fast path (pod veth to IPv6 VXLAN, twill-rx into the pod)', (
     const transfer = await tcpTransfer(n1.pod, n2.pod, 1 << 20);
     expect(transfer.received).toBe(transfer.sent);
     expect((await twillRxSent()) - sentBefore).toBeGreaterThan(0);
+    // n2 decapped all of it in twill_decap_tc: nothing came out of twill-rx's socket.
+    expect((await twillRx(n2)).rx.packets - receivedBefore).toBe(0);
   });
 
   it("leaves the pods' neighbour discovery to the stack", async () => {
