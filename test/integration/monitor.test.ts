@@ -368,13 +368,13 @@ describe('decap in XDP, and IPv6 (dual-stack lab)', () => {
     ]);
   });
 
-  it('IPv6 fast-path decisions are traced on both sides (twill_from_pod, twill_tunnel_rx)', async () => {
+  it('IPv6 fast-path decisions are traced on both sides (twill_from_pod, twill_decap_tc)', async () => {
     const [a, b] = [pod('n1-p1'), pod('n2-p1')];
     const m = await startMonitor(['--type', 'trace', '--reason', 'fast', '--address', b.ips![1], '--json', '--count', '2']);
     expect((await run(['ping', '-6', '-c', '2', '-W', '2', '-i', '0.2', b.ips![1]], { netns: a.netns, allowFailure: true })).code).toBe(0);
     expect(await m.exited).toBe(0);
     const events = jsonEvents(m);
-    expect(events.map((e) => e.hook).sort()).toEqual(['pod-send', 'tunnel-rx']);
+    expect(events.map((e) => e.hook).sort()).toEqual(['pod-send', 'tc-decap']);
     for (const e of events) expect(e).toMatchObject({ kind: 'trace', path: 'fast', inner: { family: 6, protocol: 'icmpv6' } });
   });
 });
