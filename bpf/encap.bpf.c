@@ -37,8 +37,10 @@ static __always_inline int encap6(struct __sk_buff *skb, const struct twill_conf
 	struct ipv6hdr *inner = data + ETH_HLEN;
 	struct twill_config6 *cfg6 = twill_get_config6();
 
-	if (!cfg6 || cfg6->tunnel_ifindex == 0 || (void *)(inner + 1) > data_end)
-		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_not_ipv4), 0);
+	if (!cfg6 || cfg6->tunnel_ifindex == 0)
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_ipv6_off), 0);
+	if ((void *)(inner + 1) > data_end)
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_not_ip), 0);
 	__u32 daddr[4];
 	__builtin_memcpy(daddr, &inner->daddr, sizeof(daddr));
 	struct twill_remote6 *remote = twill_get_remote6(cfg6, daddr);
@@ -69,10 +71,10 @@ int twill_encap(struct __sk_buff *skb)
 	if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IPV6))
 		return encap6(skb, cfg, stats);
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_not_ipv4), 0);
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_not_ip), 0);
 	inner = (void *)(eth + 1);
 	if ((void *)(inner + 1) > data_end)
-		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_not_ipv4), 0);
+		return encap_drop(skb, stats, TWILL_DROP_REASON(drop_not_ip), 0);
 
 	struct twill_remote *remote = twill_get_remote(cfg, inner->daddr);
 	if (!remote)

@@ -77,8 +77,10 @@ static __always_inline int from_pod6(struct __sk_buff *skb, const struct twill_c
 	struct ipv6hdr *ip6 = (void *)(eth + 1);
 	struct twill_config6 *cfg6 = twill_get_config6();
 
-	if (!cfg6 || cfg6->tunnel_ifindex == 0 || (void *)(ip6 + 1) > data_end)
-		return to_stack(skb, ps, TWILL_PATH_REASON(not_ipv4), n);
+	if (!cfg6 || cfg6->tunnel_ifindex == 0)
+		return to_stack(skb, ps, TWILL_PATH_REASON(ipv6_off), n);
+	if ((void *)(ip6 + 1) > data_end)
+		return to_stack(skb, ps, TWILL_PATH_REASON(not_ip), n);
 	__u32 saddr[4], daddr[4];
 	__builtin_memcpy(saddr, &ip6->saddr, sizeof(saddr));
 	__builtin_memcpy(daddr, &ip6->daddr, sizeof(daddr));
@@ -116,7 +118,7 @@ int twill_from_pod(struct __sk_buff *skb)
 	__u32 n = segments(skb);
 
 	if ((void *)(eth + 1) > data_end)
-		return to_stack(skb, ps, TWILL_PATH_REASON(not_ipv4), n);
+		return to_stack(skb, ps, TWILL_PATH_REASON(not_ip), n);
 	if (cfg && (cfg->flags & TWILL_CONFIG_POD_SOURCE_CHECK) && !pod_source_ok(skb, eth))
 		return twill_drop(skb, twill_get_stats(), TWILL_HOOK_FROM_POD, TWILL_DROP_REASON(drop_pod_source), 0);
 	if (!cfg || !(cfg->flags & TWILL_CONFIG_FAST_PATH) || cfg->underlay_ifindex == 0)
@@ -124,7 +126,7 @@ int twill_from_pod(struct __sk_buff *skb)
 	if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IPV6))
 		return from_pod6(skb, cfg, ps, n);
 	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return to_stack(skb, ps, TWILL_PATH_REASON(not_ipv4), n);
+		return to_stack(skb, ps, TWILL_PATH_REASON(not_ip), n);
 
 	/* Destination first: Services, this node and the outside world leave here, at one lookup. */
 	struct twill_remote *remote = twill_get_remote(cfg, ip->daddr);

@@ -5,7 +5,7 @@ import { struct, type Value } from './codec.js';
  * match the C structs exactly; test/integration/btf-layout.test.ts enforces it.
  */
 
-export const LAYOUT_VERSION = 7;
+export const LAYOUT_VERSION = 8;
 
 /** twill_config.flags: pod traffic to and from remote pods may bypass the host stack. */
 export const CONFIG_FAST_PATH = 0x1;
@@ -56,7 +56,7 @@ export const statsStruct = struct('twill_stats', {
   decap_packets: 'u64',
   decap_bytes: 'u64',
   drop_no_peer: 'u64',
-  drop_not_ipv4: 'u64',
+  drop_not_ip: 'u64',
   drop_too_big: 'u64',
   drop_encap_error: 'u64',
   drop_unknown_source: 'u64',
@@ -69,6 +69,7 @@ export const statsStruct = struct('twill_stats', {
   drop_inner_not_ipv6: 'u64',
   drop_pod_source: 'u64',
   drop_peer_source: 'u64',
+  drop_ipv6_off: 'u64',
 });
 
 /** twill_config6.flags: IPv6 is encapsulated and accepted (the cluster has an IPv6Network and this node a v6 lease). */
@@ -100,7 +101,7 @@ export const PATH_SEND = 0;
 export const PATH_RECEIVE = 1;
 export const pathStatsStruct = struct('twill_path_stats', {
   fast: 'u64',
-  not_ipv4: 'u64',
+  not_ip: 'u64',
   not_remote: 'u64',
   no_endpoint: 'u64',
   source: 'u64',
@@ -111,6 +112,7 @@ export const pathStatsStruct = struct('twill_path_stats', {
   too_big: 'u64',
   disabled: 'u64',
   error: 'u64',
+  ipv6_off: 'u64',
 });
 
 /** twill_monitor.flags: what `twill monitor` asks the programs for. */
@@ -158,15 +160,48 @@ export type TwillConfig = Value<typeof configStruct>;
 export type Remote = Value<typeof remoteStruct>;
 export type Peer = Value<typeof peerStruct>;
 export type NextHop = Value<typeof nextHopStruct>;
-export type Stats = Value<typeof statsStruct>;
+/** twill_stats as the map holds it; Stats is what twill reports (with the deprecated names). */
+export type StatsFields = Value<typeof statsStruct>;
 export type PeerStats = Value<typeof peerStatsStruct>;
 export type Endpoint = Value<typeof endpointStruct>;
-export type PathStats = Value<typeof pathStatsStruct>;
+export type PathStatsFields = Value<typeof pathStatsStruct>;
 export type TwillConfig6 = Value<typeof config6Struct>;
 export type Remote6 = Value<typeof remote6Struct>;
 export type Peer6 = Value<typeof peer6Struct>;
 export type MonitorControl = Value<typeof monitorStruct>;
 export type TwillEvent = Value<typeof eventStruct>;
+
+/*
+ * Counters that a layout change split, still reported under their old name, as the sum of what
+ * replaced them, wherever twill's output is machine-read: `twill maps --json`, `twill status
+ * --json`, /metrics and `twill monitor --reason`. Human output shows only the new names.
+ * Layout 8 split "not IPv4", which also counted IPv6 on a node without IPv6, into "not IP" and
+ * "IPv6 off". The old names go at layout 10, after a release that serves both.
+ */
+export const deprecatedCounters = {
+  drop_not_ipv4: ['drop_not_ip', 'drop_ipv6_off'],
+  not_ipv4: ['not_ip', 'ipv6_off'],
+} as const satisfies Record<string, readonly [keyof StatsFields, keyof StatsFields] | readonly [keyof PathStatsFields, keyof PathStatsFields]>;
+export type DeprecatedCounter = keyof typeof deprecatedCounters;
+export const isDeprecatedCounter = (name: string): name is DeprecatedCounter => Object.hasOwn(deprecatedCounters, name);
+
+/** twill_stats as twill reports it: the map's counters and, until layout 10, drop_not_ipv4. */
+export type Stats = StatsFields & { drop_not_ipv4: bigint };
+/** twill_path_stats as twill reports it: the map's counters and, until layout 10, not_ipv4. */
+export type PathStats = PathStatsFields & { not_ipv4: bigint };
+
+/** The counters with each deprecated name whose parts they have, placed right after its first part. */
+export function withDeprecatedCounters(counters: StatsFields): Stats;
+export function withDeprecatedCounters(counters: PathStatsFields): PathStats;
+export function withDeprecatedCounters(counters: Record<string, bigint>): Record<string, bigint> {
+  const out: Record<string, bigint> = {};
+  for (const [name, value] of Object.entries(counters)) {
+    out[name] = value;
+    for (const [old, parts] of Object.entries(deprecatedCounters))
+      if (parts[0] === name && parts.every((p) => p in counters)) out[old] = parts.reduce((sum, p) => sum + counters[p], 0n);
+  }
+  return out;
+}
 
 /** Every pinned map: its name (also the pin file name), kind, and codecs. */
 export const mapSpecs = {

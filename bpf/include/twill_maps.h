@@ -9,15 +9,14 @@
  * readable arrays with their field names.
  *
  * Pinned maps are reused across upgrades by name, and libbpf refuses a pinned map
- * whose sizes differ: a layout change bumps TWILL_LAYOUT_VERSION, and the loader
- * replaces a pinned map of another layout before loading (the agent refills it).
+ * whose sizes differ: a layout change bumps LAYOUT_VERSION in maps/layout.ts (its one
+ * home: the attach state records it), and the loader replaces a pinned map of another
+ * layout before loading (the agent refills it).
  */
 #ifndef TWILL_MAPS_H
 #define TWILL_MAPS_H
 
 #include <linux/types.h>
-
-#define TWILL_LAYOUT_VERSION 5
 
 /* Single-entry array "twill_config": this node's identity and the cluster shape. */
 struct twill_config {
@@ -108,7 +107,7 @@ struct twill_stats {
 	__u64 decap_packets;
 	__u64 decap_bytes;
 	__u64 drop_no_peer;          /* encap: destination in the network but no lease covers it */
-	__u64 drop_not_ipv4;         /* encap: neither IPv4 nor (with twill_config6 set) IPv6 was routed to the overlay device */
+	__u64 drop_not_ip;           /* encap: not a whole IPv4 or IPv6 packet (ARP, a cut header) was routed to the overlay device; drop_not_ipv4 before layout 8 */
 	__u64 drop_too_big;          /* encap: would exceed the underlay MTU once encapsulated */
 	__u64 drop_encap_error;      /* encap: a helper refused (headroom, GSO type, ...) */
 	__u64 drop_unknown_source;   /* decap: VXLAN from an address that holds no lease */
@@ -121,6 +120,7 @@ struct twill_stats {
 	__u64 drop_inner_not_ipv6;   /* decap (since layout 4): IPv6 VXLAN whose inner frame is not IPv6 */
 	__u64 drop_pod_source;       /* from a pod (since layout 7): a source that is none of the pod's addresses */
 	__u64 drop_peer_source;      /* decap (since layout 7): a peer's inner source outside that peer's subnet */
+	__u64 drop_ipv6_off;         /* encap (since layout 8): IPv6 while this node carries none (no IPv6Network, no IPv6 lease); drop_not_ipv4 before */
 };
 
 /*
@@ -147,7 +147,7 @@ struct twill_endpoint {
  */
 struct twill_path_stats {
 	__u64 fast;              /* bypassed the host stack */
-	__u64 not_ipv4;          /* send: ARP, IPv6, ... from a pod */
+	__u64 not_ip;            /* send: not a whole IPv4 or IPv6 packet (ARP, ...) from a pod; not_ipv4 before layout 8 */
 	__u64 not_remote;        /* send: destination in no remote lease (this node, a Service, outside) */
 	__u64 no_endpoint;       /* receive: destination is not a local pod */
 	__u64 source;            /* send: not from the veth's own pod or not to its gateway; receive: not from a peer's VTEP */
@@ -158,6 +158,7 @@ struct twill_path_stats {
 	__u64 too_big;           /* does not fit the underlay once encapsulated: the stack fragments or answers */
 	__u64 disabled;          /* --fast-path=false */
 	__u64 error;             /* a helper refused: handed to the stack unchanged */
+	__u64 ipv6_off;          /* send (since layout 8): IPv6 from a pod while this node carries none; not_ipv4 before */
 };
 
 /*

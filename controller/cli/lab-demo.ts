@@ -1,5 +1,6 @@
 import type { LabPod, LabState } from '../lab/state.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
+import { isDeprecatedCounter } from '../../maps/layout.js';
 import { counters, formatPathLine } from './maps.js';
 import { spawn } from 'node:child_process';
 import { run } from '../util/exec.js';
@@ -39,7 +40,7 @@ export async function runDemo(state: LabState): Promise<number> {
     const maps = DatapathMaps.open(node.pinDir);
     try {
       const s = maps.stats();
-      const drops = Object.entries(s).filter(([k, v]) => k.startsWith('drop_') && v !== 0n);
+      const drops = Object.entries(s).filter(([k, v]) => k.startsWith('drop_') && v !== 0n && !isDeprecatedCounter(k));
       console.log(
         `  ${node.name}: encap ${s.encap_packets}, decap ${s.decap_packets}${drops.length ? `, drops ${drops.map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}`,
       );

@@ -2,7 +2,16 @@ import { existsSync } from 'node:fs';
 import { readAttachState, type AttachState } from '../dataplane/attach-state.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import type { FamilyMaps } from '../dataplane/family-maps.js';
-import { CONFIG6_ENABLED, MONITOR_DROPS, MONITOR_TRACE, type Endpoint, type Remote, type TwillConfig, type TwillConfig6 } from '../../maps/layout.js';
+import {
+  CONFIG6_ENABLED,
+  isDeprecatedCounter,
+  MONITOR_DROPS,
+  MONITOR_TRACE,
+  type Endpoint,
+  type Remote,
+  type TwillConfig,
+  type TwillConfig6,
+} from '../../maps/layout.js';
 import { isDirect } from '../reconcile/desired.js';
 import { MonitorSwitch } from '../monitor/control.js';
 import { parseArgs } from './args.js';
@@ -145,7 +154,7 @@ export const formatNodeLine = (c: TwillConfig) =>
 /** "fast 120, to the stack: not_remote=4 conntrack=2" (zero reasons left out). */
 export const formatPathLine = (c: Record<string, number>) => {
   const { fast, ...stack } = c;
-  const reasons = Object.entries(stack).filter(([, v]) => v !== 0);
+  const reasons = Object.entries(stack).filter(([k, v]) => v !== 0 && !isDeprecatedCounter(k));
   return `fast ${fast}, to the stack: ${reasons.length ? reasons.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`;
 };
 
@@ -203,6 +212,6 @@ export async function mapsCli(argv: string[]): Promise<number> {
     );
   }
   console.log('twill_stats');
-  for (const [k, v] of Object.entries(doc.stats)) if (v !== 0 || !k.startsWith('drop_')) console.log(`  ${k.padEnd(22)} ${v}`);
+  for (const [k, v] of Object.entries(doc.stats)) if ((v !== 0 || !k.startsWith('drop_')) && !isDeprecatedCounter(k)) console.log(`  ${k.padEnd(22)} ${v}`);
   return 0;
 }

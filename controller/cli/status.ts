@@ -10,7 +10,7 @@ import { pinPaths } from '../dataplane/spec.js';
 import { formatCidr } from '../net/ipv4.js';
 import { formatCidr6 } from '../net/ipv6.js';
 import { checkSubnetFile } from '../subnet/subnet-file.js';
-import { CONFIG_FAST_PATH, type TwillConfig } from '../../maps/layout.js';
+import { CONFIG_FAST_PATH, isDeprecatedCounter, type TwillConfig } from '../../maps/layout.js';
 import { parseArgs } from './args.js';
 import { statusOpts } from './options.js';
 import { formatNodeLine, formatPathLine, formatTrafficLine, readMapsDoc, type MapsDoc, type PeerTrafficDoc, type TrafficCounters } from './maps.js';
@@ -337,7 +337,7 @@ function printStatus(s: StatusDoc): void {
       `  ${p.publicIp.padEnd(16)} ${p.subnet.padEnd(18)} ${p.vtepMac}  ${p.encap_packets !== undefined ? formatTrafficLine(p as PeerTrafficDoc) : 'no counters'}${p.route === 'direct' ? '  (routed directly: not in these counters)' : ''}`,
     );
   console.log(`traffic    ${formatTrafficLine(s.totals)}`);
-  const drops = Object.entries(s.drops);
+  const drops = Object.entries(s.drops).filter(([k]) => !isDeprecatedCounter(k));
   console.log(`drops      ${drops.length ? drops.map(([k, v]) => `${k.replace(/^drop_/, '')}=${v}`).join(' ') : 'none'}`);
   console.log(`pinned (${s.pinned.length}) under ${s.pinDir}`);
   for (const o of s.pinned) console.log(`  ${path.relative(s.pinDir, o.path).padEnd(18)} ${o.kind.padEnd(5)} ${o.detail}`);

@@ -17,6 +17,7 @@ import {
   type PathStats,
   type PeerStats,
   type Stats,
+  withDeprecatedCounters,
   type TwillConfig,
   type TwillConfig6,
 } from '../../maps/layout.js';
@@ -156,13 +157,13 @@ export class DatapathMaps {
   }
 
   stats(): Stats {
-    return this.statsArray.sum();
+    return withDeprecatedCounters(this.statsArray.sum());
   }
 
   /** What the fast path carried and what it left to the stack, per direction (zeros before it existed). */
   pathStats(): { send: PathStats; receive: PathStats } | undefined {
     if (!this.pathStatsArray) return undefined;
-    return { send: this.pathStatsArray.sum(PATH_SEND), receive: this.pathStatsArray.sum(PATH_RECEIVE) };
+    return { send: withDeprecatedCounters(this.pathStatsArray.sum(PATH_SEND)), receive: withDeprecatedCounters(this.pathStatsArray.sum(PATH_RECEIVE)) };
   }
 
   /** PublicIP -> the MAC the programs send toward it with (twill_next_hops; empty in a pin set without it). */

@@ -52,6 +52,7 @@ export interface AgentSnapshot {
 
 /** twill_path_stats fields that count packets handed to the stack (all but `fast`). */
 const STACK_REASONS = [
+  'not_ip',
   'not_ipv4',
   'not_remote',
   'no_endpoint',
@@ -63,6 +64,7 @@ const STACK_REASONS = [
   'too_big',
   'disabled',
   'error',
+  'ipv6_off',
 ] as const satisfies readonly (keyof PathStats)[];
 
 /** The lease watcher's states, all reported (1 for the current one) so a dashboard sees transitions. */

@@ -1,5 +1,15 @@
 import { formatIpv6 } from '../../maps/codec.js';
-import { EVENT_TRACE, eventHooks, eventStruct, MONITOR_DROPS, MONITOR_TRACE, pathStatsStruct, statsStruct } from '../../maps/layout.js';
+import {
+  deprecatedCounters,
+  EVENT_TRACE,
+  eventHooks,
+  isDeprecatedCounter,
+  eventStruct,
+  MONITOR_DROPS,
+  MONITOR_TRACE,
+  pathStatsStruct,
+  statsStruct,
+} from '../../maps/layout.js';
 import { UsageError } from '../util/usage-error.js';
 import { maskOf, parseCidr, parseIpv4 } from '../net/ipv4.js';
 import { maskOf6, parseCidr6, parseIpv6 } from '../net/ipv6.js';
@@ -231,7 +241,10 @@ export function monitorOptions(
   const kinds = TYPES[o.type];
   if (!kinds) throw new UsageError(`--type ${o.type}: expected drop, trace or all`);
   const valid = new Set([...(kinds.includes('drop') ? dropReasons : []), ...(kinds.includes('trace') ? traceReasons : [])]);
-  const reasons = o.reason === '' ? [] : o.reason.split(',').map((r) => r.trim());
+  // A deprecated counter's name stands for the counters that replaced it.
+  const reasons = (o.reason === '' ? [] : o.reason.split(',').map((r) => r.trim())).flatMap((r) =>
+    isDeprecatedCounter(r) && deprecatedCounters[r].every((p) => valid.has(p)) ? deprecatedCounters[r] : [r],
+  );
   const unknown = reasons.filter((r) => !valid.has(r));
   if (unknown.length) throw new UsageError(`--reason ${unknown.join(',')}: not a reason of --type ${o.type} events; expected some of ${[...valid].join(', ')}`);
   let address: AddressMatch | undefined;

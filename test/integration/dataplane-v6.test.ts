@@ -9,7 +9,7 @@ import { syncPodLinks } from '../../controller/dataplane/pod-links.js';
 import { parseDataplaneSpec } from '../../controller/dataplane/spec.js';
 import { run } from '../../controller/util/exec.js';
 import { formatIpv6, struct } from '../../maps/codec.js';
-import { mapSpecs, PATH_RECEIVE, PATH_SEND, type PathStats, type Stats } from '../../maps/layout.js';
+import { mapSpecs, PATH_RECEIVE, PATH_SEND, type PathStatsFields, type StatsFields } from '../../maps/layout.js';
 import { PerCpuArray, TypedMap } from '../../maps/typed-map.js';
 import { buildBpf, repoRoot } from '../support/build.js';
 import { readPcapFrames } from '../support/pcap.js';
@@ -71,7 +71,7 @@ const opened: Maps[] = [];
 function closeMaps(m: Maps): void {
   for (const t of [m.config6, m.subnets6, m.peers6, m.endpoints6, m.stats, m.pathStats]) t.map.close();
 }
-const stats = (n: (typeof nodes)[number]): Stats => {
+const stats = (n: (typeof nodes)[number]): StatsFields => {
   const m = openMaps(n.pinDir);
   try {
     return m.stats.sum();
@@ -79,7 +79,7 @@ const stats = (n: (typeof nodes)[number]): Stats => {
     closeMaps(m);
   }
 };
-const pathStats = (n: (typeof nodes)[number], direction: number): PathStats => {
+const pathStats = (n: (typeof nodes)[number], direction: number): PathStatsFields => {
   const m = openMaps(n.pinDir);
   try {
     return m.pathStats.sum(direction);

@@ -1,5 +1,5 @@
 import type { AgentSnapshot } from '../../controller/metrics/agent-metrics.js';
-import { pathStatsStruct, statsStruct, type PathStats, type Stats } from '../../maps/layout.js';
+import { pathStatsStruct, statsStruct, withDeprecatedCounters, type PathStatsFields, type StatsFields } from '../../maps/layout.js';
 
 /*
  * A BPF node with everything /metrics can report (lease, reconciles, watch, fast path, two peers,
@@ -16,7 +16,8 @@ export const fullSnapshot: AgentSnapshot = {
   reconcile: { count: 7, errors: 1, lastDurationMs: 2.5, totalDurationMs: 40 },
   watch: { state: 'watching', resyncs: 2 },
   datapath: {
-    stats: counted<Stats>(statsStruct.fields, 100),
+    // drop_not_ip and drop_ipv6_off add up to what 15aa35c served as drop_not_ipv4 (105).
+    stats: withDeprecatedCounters({ ...counted<StatsFields>(statsStruct.fields, 100), drop_not_ip: 60n, drop_ipv6_off: 45n }),
     peerCount: 2,
     traffic: {
       peers: [
@@ -45,7 +46,11 @@ export const fullSnapshot: AgentSnapshot = {
       ],
       unattributed: { encap_packets: 0n, encap_bytes: 0n, decap_packets: 9n, decap_bytes: 900n, source_drops: 0n },
     },
-    path: { send: counted<PathStats>(pathStatsStruct.fields, 200), receive: counted<PathStats>(pathStatsStruct.fields, 300) },
+    // not_ip and ipv6_off likewise add up to what was served as not_ipv4 (201, 301).
+    path: {
+      send: withDeprecatedCounters({ ...counted<PathStatsFields>(pathStatsStruct.fields, 200), not_ip: 150n, ipv6_off: 51n }),
+      receive: withDeprecatedCounters({ ...counted<PathStatsFields>(pathStatsStruct.fields, 300), not_ip: 250n, ipv6_off: 51n }),
+    },
   },
   fastPath: { enabled: true, endpoints: 3, podLinks: 2 },
 };

@@ -11,7 +11,7 @@ describe('struct codecs', () => {
     expect(remoteStruct.size).toBe(14);
     expect(peerStruct.size).toBe(14);
     expect(peerStruct.fields.find((f) => f.name === 'stats_slot')!.offset).toBe(12);
-    expect(statsStruct.size).toBe(18 * 8);
+    expect(statsStruct.size).toBe(19 * 8);
     expect(peerStatsStruct.size).toBe(5 * 8);
   });
 

@@ -102,7 +102,9 @@ describe('agent metrics', () => {
     expect(s.get('twill_datapath_drops_total{reason="no_peer"}')).toBe('104');
     expect(s.get('twill_datapath_drops_total{reason="bad_vni"}')).toBe('109');
     expect(s.get('twill_datapath_drops_total{reason="inner_not_ipv6"}')).toBe('115');
-    expect([...s.keys()].filter((k) => k.startsWith('twill_datapath_drops_total'))).toHaveLength(14);
+    // 15 counters, and not_ipv4 (deprecated since layout 8) as the sum of the two it was split into.
+    expect([...s.keys()].filter((k) => k.startsWith('twill_datapath_drops_total'))).toHaveLength(16);
+    expect(['not_ip', 'ipv6_off', 'not_ipv4'].map((r) => s.get(`twill_datapath_drops_total{reason="${r}"}`))).toEqual(['60', '45', '105']);
   });
 
   it('reports the lease expiry in seconds, reconciles and the watch state', async () => {
