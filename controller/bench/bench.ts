@@ -239,7 +239,7 @@ const SERVER_CPU = '1';
 
 /** The fields of iperf3's -J report that measure() reads (TCP runs fill sum_received, UDP runs sum). */
 interface IperfReport {
-  end: { sum: { packets: number; lost_packets: number; seconds: number }; sum_received: { bits_per_second: number } };
+  end: { sum: { packets: number; lost_packets: number; seconds: number }; sum_received: { bits_per_second: number; bytes: number } };
 }
 
 async function iperf(e: Endpoints, args: string[]): Promise<IperfReport> {
@@ -252,20 +252,23 @@ async function iperf(e: Endpoints, args: string[]): Promise<IperfReport> {
   }
 }
 
-async function qperfLat(e: Endpoints, serverCpu: number, clientCpu: number, seconds: number): Promise<{ tcp: number; udp: number }> {
+type QperfTest = 'tcp_lat' | 'udp_lat';
+
+/** The latency of each test, in microseconds, in the order asked. */
+async function qperfLat(e: Endpoints, serverCpu: number, clientCpu: number, seconds: number, tests: readonly QperfTest[]): Promise<number[]> {
   const srv = spawn('nsenter', [`--net=/run/netns/${e.server.netns}`, '--', 'taskset', '-c', String(serverCpu), 'qperf', '-lp', '19766'], { stdio: 'ignore' });
   try {
     // qperf prints nothing once it listens: the client retries until the server is there.
     for (let attempt = 1; ; attempt++) {
       await new Promise((r) => setTimeout(r, 200));
-      const res = await run(['taskset', '-c', String(clientCpu), 'qperf', '-lp', '19766', '-t', String(seconds), e.server.ip, 'tcp_lat', 'udp_lat'], {
+      const res = await run(['taskset', '-c', String(clientCpu), 'qperf', '-lp', '19766', '-t', String(seconds), e.server.ip, ...tests], {
         netns: e.client.netns,
         allowFailure: true,
       });
       const lat = [...res.stdout.matchAll(/latency\s*=\s*([\d.]+)\s*(us|ms|ns)/g)].map(
         (m) => Number(m[1]) * (m[2] === 'ms' ? 1000 : m[2] === 'ns' ? 0.001 : 1),
       );
-      if (lat.length === 2) return { tcp: lat[0], udp: lat[1] };
+      if (lat.length === tests.length) return lat;
       if (attempt === 10) throw new Error(`qperf to ${e.server.ip} failed: ${(res.stdout + res.stderr).trim()}`);
     }
   } finally {
@@ -282,8 +285,8 @@ export async function measure(e: Endpoints, seconds: number): Promise<Sample> {
   const after = machineJiffies();
   const sum = udp.end.sum;
   const received = sum.packets - sum.lost_packets;
-  const same = await qperfLat(e, 0, 0, seconds);
-  const two = await qperfLat(e, Number(SERVER_CPU), Number(CLIENT_CPU), seconds);
+  const [sameTcp, sameUdp] = await qperfLat(e, 0, 0, seconds, ['tcp_lat', 'udp_lat']);
+  const [twoTcp, twoUdp] = await qperfLat(e, Number(SERVER_CPU), Number(CLIENT_CPU), seconds, ['tcp_lat', 'udp_lat']);
   const other = others.stop();
   return {
     tcp1Gbps: tcp1.end.sum_received.bits_per_second / 1e9,
@@ -291,10 +294,10 @@ export async function measure(e: Endpoints, seconds: number): Promise<Sample> {
     udpKpps: received / sum.seconds / 1e3,
     // jiffies are 1/100 s (USER_HZ): CPU of the whole machine (both pods, both nodes) per datagram received
     cpuUsPerPkt: ((after.busy - before.busy) * 10_000) / Math.max(1, received),
-    tcpLatSameCpuUs: same.tcp,
-    udpLatSameCpuUs: same.udp,
-    tcpLatTwoCpuUs: two.tcp,
-    udpLatTwoCpuUs: two.udp,
+    tcpLatSameCpuUs: sameTcp,
+    udpLatSameCpuUs: sameUdp,
+    tcpLatTwoCpuUs: twoTcp,
+    udpLatTwoCpuUs: twoUdp,
     otherCpuShare: other.share,
     otherCpuTop: other.top,
   };
@@ -323,26 +326,77 @@ export async function regime(e: Endpoints, seconds: number): Promise<{ wireMax: 
   return { wireMax: await wire, receiverMax: await recv };
 }
 
-interface Profile {
-  workload: string;
-  /** kernel and user symbols with their share of all CPU samples, largest first */
-  top: { percent: number; symbol: string }[];
+/** What a profile's costs are per: the work the workload did while perf recorded. */
+export interface WorkDone {
+  unit: 'packet' | 'MB' | 'round trip';
+  count: number;
 }
+
+export interface Profile {
+  workload: string;
+  /** kernel symbols with their share of all non-idle CPU samples, largest first */
+  top: { percent: number; symbol: string }[];
+  /**
+   * Busy CPU time per unit of work, in all (busyUs) and by symbol: every kernel symbol perf listed,
+   * and user space as one. Two variants' costs compare where their shares cannot (they did
+   * different amounts of work). Absent when perf's report has no event count.
+   */
+  cost?: { unit: WorkDone['unit']; busyUs: number; symbols: { symbol: string; us: number }[] };
+}
+
+export const profileWorkloads = {
+  udp64: 'UDP 64 B datagrams',
+  tcp1: 'TCP 1 stream',
+  // One round trip at a time on one CPU, as the one-CPU latency is measured: where a round trip's time goes.
+  'tcp-lat': 'TCP latency, one CPU',
+} as const;
+export type ProfileWorkload = keyof typeof profileWorkloads;
 
 /**
  * Where the CPUs go while one workload runs: `perf record` system-wide (cpu-clock samples,
  * which work where hardware counters do not), summed by symbol.
  */
-export async function profile(e: Endpoints, workload: 'udp64' | 'tcp1', seconds: number, topN = 12): Promise<Profile> {
+export async function profile(e: Endpoints, workload: ProfileWorkload, seconds: number, topN = 12): Promise<Profile> {
   const file = `/tmp/twill-bench-${process.pid}.perf`;
   const rec = spawn('perf', ['record', '-a', '-F', '2999', '-o', file, '--', 'sleep', String(seconds + 1)], { stdio: 'ignore' });
   const recorded = new Promise<void>((r) => rec.once('close', () => r()));
   await new Promise((r) => setTimeout(r, 300));
-  await iperf(e, workload === 'udp64' ? ['-u', '-l', '64', '-b', '0', '-t', String(seconds)] : ['-t', String(seconds)]);
+  const work = await profiledWorkload(e, workload, seconds);
   await recorded;
   const rep = await run(['perf', 'report', '-i', file, '--stdio', '--no-children', '--sort', 'sym', '--percent-limit', '0.5'], { allowFailure: true });
   await run(['rm', '-f', file, `${file}.old`]);
-  return { workload: workload === 'udp64' ? 'UDP 64 B datagrams' : 'TCP 1 stream', top: profileShares(rep.stdout).slice(0, topN) };
+  return { workload: profileWorkloads[workload], top: profileShares(rep.stdout).slice(0, topN), cost: profileCost(rep.stdout, work) };
+}
+
+async function profiledWorkload(e: Endpoints, workload: ProfileWorkload, seconds: number): Promise<WorkDone> {
+  if (workload === 'tcp-lat') {
+    // One round trip at a time: as many as fit in the run at the latency measured.
+    const [us] = await qperfLat(e, 0, 0, seconds, ['tcp_lat']);
+    return { unit: 'round trip', count: (seconds * 1e6) / us };
+  }
+  if (workload === 'udp64') {
+    const sum = (await iperf(e, ['-u', '-l', '64', '-b', '0', '-t', String(seconds)])).end.sum;
+    return { unit: 'packet', count: sum.packets - sum.lost_packets };
+  }
+  return { unit: 'MB', count: (await iperf(e, ['-t', String(seconds)])).end.sum_received.bytes / 1e6 };
+}
+
+/**
+ * Pure: a `perf report --stdio --sort sym` listing turned into busy CPU microseconds per unit of
+ * work. cpu-clock's event count is the nanoseconds sampled on all CPUs; idle's symbols are taken
+ * out. What perf left unlisted (symbols under its limit) counts in busyUs, in no symbol.
+ */
+export function profileCost(report: string, work: WorkDone): Profile['cost'] {
+  const events = /^# Event count \(approx\.\): (\d+)/m.exec(report);
+  if (!events || work.count <= 0) return undefined;
+  const rows = [...report.matchAll(/^\s+([\d.]+)%\s+\[([k.])\]\s+(\S+)/gm)].map((m) => ({ percent: Number(m[1]), kernel: m[2] === 'k', symbol: m[3] }));
+  const idle = /halt|idle|mwait/;
+  const usPerPercent = Number(events[1]) / 1e3 / 100 / work.count;
+  const busyPercent = 100 - rows.filter((r) => idle.test(r.symbol)).reduce((a, r) => a + r.percent, 0);
+  const user = rows.filter((r) => !r.kernel).reduce((a, r) => a + r.percent, 0);
+  const symbols = rows.filter((r) => r.kernel && !idle.test(r.symbol)).map((r) => ({ symbol: r.symbol, us: r.percent * usPerPercent }));
+  if (user > 0) symbols.push({ symbol: '(user space)', us: user * usPerPercent });
+  return { unit: work.unit, busyUs: busyPercent * usPerPercent, symbols: symbols.sort((a, b) => b.us - a.us) };
 }
 
 /**

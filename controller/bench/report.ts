@@ -1,4 +1,4 @@
-import { ipv6Variants, type BaselineVariant, type NodeProfile, type Sample, type UnderlayMode, type Variant } from './bench.js';
+import { ipv6Variants, type BaselineVariant, type NodeProfile, type Profile, type Sample, type UnderlayMode, type Variant } from './bench.js';
 
 /*
  * Pure part of the benchmark: medians, ratios to kernel VXLAN, the issue's targets and the
@@ -279,10 +279,59 @@ export function renderReport(ctx: ReportContext, modes: ModeResult[]): string {
   return lines.join('\n');
 }
 
-export interface VariantProfile {
+export interface VariantProfile extends Profile {
   variant: Variant;
-  workload: string;
-  top: { percent: number; symbol: string }[];
+}
+
+/** The gaps a profile has to explain: a subject against what it is held to, where both were profiled. */
+const costPairs: [Variant, Variant][] = [
+  ['twill', 'node-to-node'],
+  ['twill-v6', 'kernel-vxlan-v6'],
+  ['twill', 'twill-baseline'],
+  ['twill-v6', 'twill-v6-baseline'],
+];
+
+/**
+ * Pure: where one variant spends more CPU than another per unit of the same work, symbol by
+ * symbol, largest difference first; what the listed symbols do not cover is the last row.
+ */
+export function costDifference(subject: NonNullable<Profile['cost']>, reference: NonNullable<Profile['cost']>, rows = 10) {
+  const ref = new Map(reference.symbols.map((s) => [s.symbol, s.us]));
+  const sub = new Map(subject.symbols.map((s) => [s.symbol, s.us]));
+  const diffs = [...new Set([...sub.keys(), ...ref.keys()])]
+    .map((symbol) => ({ symbol, subject: sub.get(symbol) ?? 0, reference: ref.get(symbol) ?? 0 }))
+    .map((d) => ({ ...d, difference: d.subject - d.reference }))
+    .sort((a, b) => b.difference - a.difference);
+  const shown = diffs.slice(0, rows);
+  const rest = {
+    symbol: 'every other symbol, and what perf did not list',
+    subject: subject.busyUs - shown.reduce((a, d) => a + d.subject, 0),
+    reference: reference.busyUs - shown.reduce((a, d) => a + d.reference, 0),
+  };
+  return {
+    total: { subject: subject.busyUs, reference: reference.busyUs, difference: subject.busyUs - reference.busyUs },
+    rows: [...shown, { ...rest, difference: rest.subject - rest.reference }],
+  };
+}
+
+function costSection(rows: VariantProfile[]): string[] {
+  const lines: string[] = [];
+  for (const [subject, reference] of costPairs) {
+    const a = rows.find((r) => r.variant === subject)?.cost;
+    const b = rows.find((r) => r.variant === reference)?.cost;
+    if (!a || !b || a.unit !== b.unit) continue;
+    const d = costDifference(a, b);
+    const us = (v: number) => v.toFixed(a.unit === 'MB' ? 1 : 2);
+    lines.push(
+      `Busy CPU per ${a.unit}, ${subject} against ${reference}: ${us(d.total.subject)} against ${us(d.total.reference)} us (${d.total.difference >= 0 ? '+' : ''}${us(d.total.difference)} us). The symbols that make the difference, largest first:`,
+      '',
+      `| symbol | ${subject} (us per ${a.unit}) | ${reference} | difference |`,
+      '|---|--:|--:|--:|',
+      ...d.rows.map((r) => `| ${r.symbol} | ${us(r.subject)} | ${us(r.reference)} | ${r.difference >= 0 ? '+' : ''}${us(r.difference)} |`),
+      '',
+    );
+  }
+  return lines;
 }
 
 /** perf's view of each variant under the same load: the evidence for where a gap comes from. */
@@ -290,7 +339,7 @@ export function profileSection(mode: UnderlayMode, nodes: NodeProfile, profiles:
   const lines = [
     `### Profiles, ${mode} mode, ${nodes} nodes`,
     '',
-    'System-wide `perf record` (cpu-clock) during one run of each workload: the busiest kernel symbols, each as a share of all non-idle samples (user space included in the total).',
+    'System-wide `perf record` (cpu-clock) during one run of each workload: the busiest kernel symbols, each as a share of all non-idle samples (user space included in the total). Below each table, where a target holds one variant to another, the same samples as CPU time per unit of work (a datagram received, a megabyte received, a round trip), which compares across variants where shares cannot: the symbols where the subject spends the most more.',
     '',
   ];
   for (const workload of [...new Set(profiles.map((p) => p.workload))]) {
@@ -299,7 +348,7 @@ export function profileSection(mode: UnderlayMode, nodes: NodeProfile, profiles:
     lines.push(`${workload}:`, '', `| # | ${rows.map((r) => r.variant).join(' | ')} |`, `|--:|${rows.map(() => '---').join('|')}|`);
     for (let i = 0; i < depth; i++)
       lines.push(`| ${i + 1} | ${rows.map((r) => (r.top[i] ? `${r.top[i].symbol} ${r.top[i].percent.toFixed(1)}%` : '')).join(' | ')} |`);
-    lines.push('');
+    lines.push('', ...costSection(rows));
   }
   return lines.join('\n');
 }

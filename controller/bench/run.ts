@@ -8,6 +8,8 @@ import {
   addKubeProxy,
   measure,
   profile,
+  profileWorkloads,
+  type ProfileWorkload,
   regime,
   setUnderlayMode,
   setUp,
@@ -40,7 +42,7 @@ interface BenchOptions {
   cniPods: number;
   /** the lab that run uses (default: cni-cost.ts's) */
   cniLab?: { name: string; underlayCidr: string };
-  /** perf profiles of every variant under UDP and TCP load, per mode */
+  /** perf profiles of every variant under UDP and TCP load and one-CPU TCP latency, per mode */
   profile: boolean;
   /** measured in turn: the nodes as the lab makes them, then with kube-proxy's rules added */
   nodeProfiles: NodeProfile[];
@@ -166,13 +168,13 @@ export async function runBench(o: BenchOptions, say: (m: string) => void): Promi
         results.push({ mode, nodes, samples: byVariant, regimes: reg });
         if (o.profile) {
           const profiles: VariantProfile[] = [];
-          for (const workload of ['udp64', 'tcp1'] as const) {
+          for (const workload of Object.keys(profileWorkloads) as ProfileWorkload[]) {
             for (const v of measured) {
               await quiet(o.maxBackground, say);
               profiles.push({ variant: v, ...(await profile(endpoints.get(v)!, workload, o.seconds)) });
             }
           }
-          say(`${tag} profiled ${measured.length} variants under UDP and TCP load`);
+          say(`${tag} profiled ${measured.length} variants under UDP and TCP load and one-CPU TCP latency`);
           sections.push(profileSection(mode, nodes, profiles));
         }
       }

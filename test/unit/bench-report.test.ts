@@ -1,13 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import type { Sample, Variant } from '../../controller/bench/bench.js';
-import { profileShares } from '../../controller/bench/bench.js';
+import { profileCost, profileShares } from '../../controller/bench/bench.js';
 import { ANALYSIS_MARKER, keptAnalysis } from '../../controller/bench/run.js';
 import {
+  costDifference,
   evaluateBackendTargets,
   evaluateIpv6Targets,
   evaluateNodeTargets,
   evaluateTargets,
   median,
+  profileSection,
   ratioTarget,
   renderReport,
   variants,
@@ -254,6 +256,75 @@ describe('bench report', () => {
       { percent: 40, symbol: 'fib_table_lookup' },
       { percent: 20, symbol: 'veth_xmit' },
     ]);
+  });
+});
+
+describe('profile costs per unit of work', () => {
+  // 2 s of both CPUs sampled (4e9 ns), half of it idle, over 1,000 packets.
+  const report = (lines: string[]) => ["# Samples: 12K of event 'cpu-clock'", '# Event count (approx.): 4000000000', '#', ...lines].join('\n');
+  const listing = report([
+    '    50.00%  [k] pv_native_safe_halt',
+    '    20.00%  [k] veth_xmit',
+    '    10.00%  [.] iperf3_loop',
+    '     5.00%  [k] fib_table_lookup',
+  ]);
+
+  it("turns perf's shares into busy CPU microseconds per unit, user space as one symbol, the unlisted in the total only", () => {
+    expect(profileCost(listing, { unit: 'packet', count: 1000 })).toEqual({
+      unit: 'packet',
+      busyUs: 2000,
+      symbols: [
+        { symbol: 'veth_xmit', us: 800 },
+        { symbol: '(user space)', us: 400 },
+        { symbol: 'fib_table_lookup', us: 200 },
+      ],
+    });
+    // Without an event count, or without work done, there is no cost to give.
+    expect(profileCost(listing.replace(/^# Event count.*$/m, ''), { unit: 'packet', count: 1000 })).toBeUndefined();
+    expect(profileCost(listing, { unit: 'packet', count: 0 })).toBeUndefined();
+  });
+
+  it('puts the symbols where the subject spends most more first, and the remainder last, so the rows add up to the totals', () => {
+    const subject = {
+      unit: 'packet' as const,
+      busyUs: 12,
+      symbols: [
+        { symbol: 'veth_xmit', us: 3 },
+        { symbol: 'twill_from_pod', us: 1 },
+        { symbol: 'ip_rcv', us: 2 },
+      ],
+    };
+    const reference = {
+      unit: 'packet' as const,
+      busyUs: 9,
+      symbols: [
+        { symbol: 'veth_xmit', us: 1 },
+        { symbol: 'ip_rcv', us: 2.5 },
+      ],
+    };
+    const d = costDifference(subject, reference, 3);
+    expect(d.total).toEqual({ subject: 12, reference: 9, difference: 3 });
+    expect(d.rows.map((r) => [r.symbol, r.difference])).toEqual([
+      ['veth_xmit', 2],
+      ['twill_from_pod', 1],
+      ['ip_rcv', -0.5],
+      ['every other symbol, and what perf did not list', 0.5],
+    ]);
+    expect(d.rows.reduce((a, r) => a + r.difference, 0)).toBeCloseTo(d.total.difference);
+  });
+
+  it("renders the difference under the workload's table, for the pairs a target holds to each other only", () => {
+    const cost = (busyUs: number) => ({ unit: 'packet' as const, busyUs, symbols: [{ symbol: 'veth_xmit', us: busyUs / 2 }] });
+    const p = (variant: Variant, busyUs: number) => ({
+      variant,
+      workload: 'UDP 64 B datagrams',
+      top: [{ percent: 50, symbol: 'veth_xmit' }],
+      cost: cost(busyUs),
+    });
+    const doc = profileSection('veth', 'bare', [p('twill', 10), p('kernel-vxlan', 20), p('node-to-node', 8)]);
+    expect(doc).toContain('Busy CPU per packet, twill against node-to-node: 10.00 against 8.00 us (+2.00 us).');
+    expect(doc).toContain('| veth_xmit | 5.00 | 4.00 | +1.00 |');
+    expect(doc).not.toContain('against kernel-vxlan');
   });
 });
 
