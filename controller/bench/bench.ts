@@ -363,7 +363,8 @@ export async function profile(e: Endpoints, workload: ProfileWorkload, seconds: 
   await new Promise((r) => setTimeout(r, 300));
   const work = await profiledWorkload(e, workload, seconds);
   await recorded;
-  const rep = await run(['perf', 'report', '-i', file, '--stdio', '--no-children', '--sort', 'sym', '--percent-limit', '0.5'], { allowFailure: true });
+  // A low listing limit: a symbol left out on one side would read as a cost only the other side pays.
+  const rep = await run(['perf', 'report', '-i', file, '--stdio', '--no-children', '--sort', 'sym', '--percent-limit', '0.02'], { allowFailure: true });
   await run(['rm', '-f', file, `${file}.old`]);
   return { workload: profileWorkloads[workload], top: profileShares(rep.stdout).slice(0, topN), cost: profileCost(rep.stdout, work) };
 }
