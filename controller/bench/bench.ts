@@ -7,8 +7,10 @@ import type { LabPod, LabState } from '../lab/state.js';
 import { flanneld } from '../lab/peers.js';
 import { applyServices } from '../lab/services.js';
 import { ip, ipBatch } from '../netlink/ip.js';
+import { DatapathMaps } from '../dataplane/datapath-maps.js';
 import { run } from '../util/exec.js';
 import { machineJiffies, watchOtherCpu } from './cpu.js';
+import { waitFor } from './wait.js';
 
 /*
  * Side-by-side datapath benchmark: the same 2-node topology (a pod behind cni0 on each node,
@@ -103,6 +105,31 @@ async function withObjectDir<T>(dir: string | undefined, f: () => Promise<T>): P
 }
 const RAW = { a: 'bv-a', b: 'bv-b' };
 
+/**
+ * Every twill node's twill_next_hops holds every other node, as a running agent keeps it while
+ * the peers talk (controller/dataplane/next-hops.ts): a lab fresh from `lab up` has sent nothing
+ * on its underlay, so no neighbour is resolved and, once the agents stop, the programs would
+ * take bpf_redirect_neigh() for every packet of the run. One ping each way resolves them.
+ */
+async function warmNextHops(state: LabState): Promise<void> {
+  for (const n of state.nodes)
+    for (const peer of state.nodes.filter((p) => p !== n)) await run(['ping', '-c', '1', '-W', '1', peer.underlayIp], { netns: n.netns, allowFailure: true });
+  const missing = () =>
+    state.nodes.flatMap((n) => {
+      const maps = DatapathMaps.open(n.pinDir);
+      try {
+        const hops = maps.readNextHops();
+        return state.nodes.filter((p) => p !== n && !hops.has(p.underlayIp)).map((p) => `${n.name} -> ${p.underlayIp}`);
+      } finally {
+        maps.close();
+      }
+    });
+  let left = missing();
+  await waitFor(`lab ${state.name}: an entry in twill_next_hops for every peer`, () => (left = missing()).length === 0, 10_000, 100).catch((err: Error) => {
+    throw new Error(`${err.message} (missing: ${left.join(', ')})`);
+  });
+}
+
 async function quietLab(state: LabState): Promise<void> {
   // The datapath needs neither the agents nor etcd once programmed; stopping them keeps the
   // measurement free of their (small) CPU use.
@@ -170,6 +197,7 @@ export async function setUp(variant: Variant, progress: (m: string) => void, bas
   const state = await withObjectDir(objects, () =>
     labUp({ name, nodes: 2, podsPerNode: 1, flanneldNodes: reference ? 2 : 0, ipMasq: 'none', underlayCidr: underlay, ...args }, () => undefined),
   );
+  if (!reference) await warmNextHops(state);
   await quietLab(state);
   const ipv6 = ipv6Variants.includes(variant);
   progress(
