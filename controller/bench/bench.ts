@@ -418,12 +418,10 @@ async function profiledWorkload(e: Endpoints, workload: ProfileWorkload, seconds
 export function profileCost(report: string, work: WorkDone): Profile['cost'] {
   const events = /^# Event count \(approx\.\): (\d+)/m.exec(report);
   if (!events || work.count <= 0) return undefined;
-  const rows = [...report.matchAll(/^\s+([\d.]+)%\s+\[([k.])\]\s+(\S+)/gm)].map((m) => ({ percent: Number(m[1]), kernel: m[2] === 'k', symbol: m[3] }));
-  const idle = /halt|idle|mwait/;
+  const { rows, busyPercent } = perfListing(report);
   const usPerPercent = Number(events[1]) / 1e3 / 100 / work.count;
-  const busyPercent = 100 - rows.filter((r) => idle.test(r.symbol)).reduce((a, r) => a + r.percent, 0);
   const user = rows.filter((r) => !r.kernel).reduce((a, r) => a + r.percent, 0);
-  const symbols = rows.filter((r) => r.kernel && !idle.test(r.symbol)).map((r) => ({ symbol: r.symbol, us: r.percent * usPerPercent }));
+  const symbols = busyKernelRows(rows).map((r) => ({ symbol: r.symbol, us: r.percent * usPerPercent }));
   if (user > 0) symbols.push({ symbol: '(user space)', us: user * usPerPercent });
   return { unit: work.unit, busyUs: busyPercent * usPerPercent, symbols: symbols.sort((a, b) => b.us - a.us) };
 }
@@ -434,8 +432,17 @@ export function profileCost(report: string, work: WorkDone): Profile['cost'] {
  * large) are taken out of the total, and the symbols below perf's listing limit stay in it.
  */
 export function profileShares(report: string): { percent: number; symbol: string }[] {
-  const rows = [...report.matchAll(/^\s+([\d.]+)%\s+\[([k.])\]\s+(\S+)/gm)].map((m) => ({ percent: Number(m[1]), kernel: m[2] === 'k', symbol: m[3] }));
-  const idle = /halt|idle|mwait/;
-  const busy = 100 - rows.filter((r) => idle.test(r.symbol)).reduce((a, r) => a + r.percent, 0) || 1;
-  return rows.filter((r) => r.kernel && !idle.test(r.symbol)).map((r) => ({ percent: (r.percent / busy) * 100, symbol: r.symbol }));
+  const { rows, busyPercent } = perfListing(report);
+  const busy = busyPercent || 1;
+  return busyKernelRows(rows).map((r) => ({ percent: (r.percent / busy) * 100, symbol: r.symbol }));
 }
+
+const IDLE_SYMBOL = /halt|idle|mwait/;
+
+/** The rows of a `perf report --stdio --sort sym` listing, and the percentage of samples not idle. */
+function perfListing(report: string): { rows: { percent: number; kernel: boolean; symbol: string }[]; busyPercent: number } {
+  const rows = [...report.matchAll(/^\s+([\d.]+)%\s+\[([k.])\]\s+(\S+)/gm)].map((m) => ({ percent: Number(m[1]), kernel: m[2] === 'k', symbol: m[3] }));
+  return { rows, busyPercent: 100 - rows.filter((r) => IDLE_SYMBOL.test(r.symbol)).reduce((a, r) => a + r.percent, 0) };
+}
+
+const busyKernelRows = <R extends { kernel: boolean; symbol: string }>(rows: R[]) => rows.filter((r) => r.kernel && !IDLE_SYMBOL.test(r.symbol));
