@@ -176,7 +176,7 @@ export type TwillEvent = Value<typeof eventStruct>;
  * replaced them, wherever twill's output is machine-read: `twill maps --json`, `twill status
  * --json`, /metrics and `twill monitor --reason`. Human output shows only the new names.
  * Layout 8 split "not IPv4", which also counted IPv6 on a node without IPv6, into "not IP" and
- * "IPv6 off". The old names go at layout 10, after a release that serves both.
+ * "IPv6 off". The old names go no sooner than layout 10.
  */
 export const deprecatedCounters = {
   drop_not_ipv4: ['drop_not_ip', 'drop_ipv6_off'],

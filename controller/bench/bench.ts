@@ -124,7 +124,7 @@ async function warmNextHops(state: LabState): Promise<void> {
         maps.close();
       }
     });
-  let left = missing();
+  let left: string[] = [];
   await waitFor(`lab ${state.name}: an entry in twill_next_hops for every peer`, () => (left = missing()).length === 0, 10_000, 100).catch((err: Error) => {
     throw new Error(`${err.message} (missing: ${left.join(', ')})`);
   });
