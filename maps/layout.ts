@@ -35,7 +35,7 @@ export const remoteStruct = struct('twill_remote', { public_ip: 'ipv4', vtep_mac
 
 export const peerKeyStruct = struct('twill_peer_key', { public_ip: 'ipv4' });
 export const peerStruct = struct('twill_peer', { subnet: 'ipv4', vtep_mac: 'mac', subnet_len: 'u8', flags: 'u8', stats_slot: 'u16' });
-/** twill_next_hops' value, keyed by a peer's PublicIP (twill_peer_key). */
+/** twill_next_hops' value, keyed by a peer's PublicIP (twill_peer_key); twill_next_hops6's, by its PublicIPv6 (twill_peer6_key). */
 export const nextHopStruct = struct('twill_next_hop', { mac: 'mac', flags: 'u16' });
 
 export const peerStatsStruct = struct('twill_peer_stats', {
@@ -217,6 +217,7 @@ export const mapSpecs = {
   twill_subnets6: { kind: 'hash', key: subnet6KeyStruct, value: remote6Struct, maxEntries: 65536 },
   twill_peers6: { kind: 'hash', key: peer6KeyStruct, value: peer6Struct, maxEntries: 65536 },
   twill_endpoints6: { kind: 'hash', key: endpoint6KeyStruct, value: endpointStruct, maxEntries: MAX_ENDPOINTS },
+  twill_next_hops6: { kind: 'hash', key: peer6KeyStruct, value: nextHopStruct, maxEntries: 65536 },
   twill_monitor: { kind: 'array', key: u32Key, value: monitorStruct, maxEntries: 1 },
 } as const;
 

@@ -6,12 +6,14 @@
 # the piece concerns are looked for. The agent of the node whose piece is switched (n1 for the
 # send side, n2 for the receive side) is stopped first, so it does not put back what the script
 # takes away; its datapath stays as it is.
-#   scripts/send-ab.sh headroom|next-hop|pod-source-check|peer-source-check [REPS] [SECONDS]
+#   scripts/send-ab.sh headroom|next-hop|next-hop6|pod-source-check|peer-source-check [REPS] [SECONDS]
 #   (default 4 repetitions of 3 s)
 # headroom: the pod bridge's headroom port (controller/dataplane/headroom.ts), whose absence
 #   costs a head reallocation (pskb_expand_head) per packet.
 # next-hop: n2's entry in n1's twill_next_hops (controller/dataplane/next-hops.ts), whose absence
 #   sends through bpf_redirect_neigh (a route and neighbour lookup per packet in skb_do_redirect).
+# next-hop6: the same for IPv6: n2's entry in n1's twill_next_hops6, on a dual-stack lab whose pods
+#   send to each other's IPv6 addresses (IPv6 VXLAN over the IPv6 underlay).
 # pod-source-check: the check of each packet's source against the pod's endpoints (bit 0x2 of n1's
 #   twill_config, --pod-source-check drop), whose presence costs a map lookup per packet in
 #   twill_from_pod.
@@ -20,15 +22,16 @@
 #   (`twill dataplane attach` on n2's pins, which replaces the programs on their links).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-variant=${1:?usage: scripts/send-ab.sh headroom|next-hop|pod-source-check|peer-source-check [REPS] [SECONDS]}
+variant=${1:?usage: scripts/send-ab.sh headroom|next-hop|next-hop6|pod-source-check|peer-source-check [REPS] [SECONDS]}
 reps=${2:-4}
 secs=${3:-3}
 case "$variant" in
 headroom) lab=bhr underlay=192.168.158.0/24 symbols="pskb_expand_head" ;;
 next-hop) lab=bnh underlay=192.168.163.0/24 symbols="skb_do_redirect fib_table_lookup" ;;
+next-hop6) lab=bn6 underlay=192.168.168.0/24 symbols="skb_do_redirect fib6_table_lookup" ;;
 pod-source-check) lab=bps underlay=192.168.165.0/24 symbols="bpf_prog_[0-9a-f]+_twill_from_pod" ;;
 peer-source-check) lab=bpp underlay=192.168.166.0/24 symbols="bpf_prog_[0-9a-f]+_twill_decap_tc" ;;
-*) echo "send-ab: unknown variant $variant (headroom, next-hop, pod-source-check or peer-source-check)" >&2 && exit 2 ;;
+*) echo "send-ab: unknown variant $variant (headroom, next-hop, next-hop6, pod-source-check or peer-source-check)" >&2 && exit 2 ;;
 esac
 say() { echo "[send-ab $variant] $*" >&2; }
 scripts/setup.sh >/dev/null
@@ -36,7 +39,9 @@ export PATH="$PWD/.runtime/node/bin:$PATH"
 bin/twill lab down --name "$lab" >/dev/null 2>&1 || true
 trap 'bin/twill lab down --name "$lab" >/dev/null 2>&1 || true' EXIT
 say "lab $lab up (2 nodes, one pod each)"
-bin/twill lab up --name "$lab" --nodes 2 --pods-per-node 1 --underlay "$underlay" >/dev/null
+family=()
+[ "$variant" = next-hop6 ] && family=(--ip-family dual)
+bin/twill lab up --name "$lab" --nodes 2 --pods-per-node 1 --underlay "$underlay" "${family[@]}" >/dev/null
 status=$(bin/twill lab status --name "$lab" --json)
 field() { jq -r "$1" <<<"$status"; }
 n1=$(field '.nodes[] | select(.name=="n1") | .netns')
@@ -49,6 +54,7 @@ n2ip=$(field '.nodes[] | select(.name=="n2") | .underlayIp')
 client=$(field '.pods[] | select(.node=="n1") | .netns')
 server=$(field '.pods[] | select(.node=="n2") | .netns')
 target=$(field '.pods[] | select(.node=="n2") | .ip')
+[ "$variant" = next-hop6 ] && target=$(field '.pods[] | select(.node=="n2") | .ips[] | select(contains(":"))')
 kill -TERM "$pid"
 while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 in_n1() { nsenter --net="/run/netns/$n1" -- "$@"; }
@@ -67,17 +73,19 @@ headroom)
     fi
   }
   ;;
-next-hop)
+next-hop | next-hop6)
   # The MAC the agent would copy from n1's neighbour table, written and removed by hand here.
   mac=$(nsenter --net="/run/netns/$n2" -- ip -j route get "$(field '.nodes[] | select(.name=="n1") | .underlayIp')" | jq -r '.[0].dev')
   mac=$(nsenter --net="/run/netns/$n2" -- ip -j link show "$mac" | jq -r '.[0].address')
-  key=$(tr . ' ' <<<"$n2ip")
+  map=twill_next_hops peer=$n2ip
+  [ "$variant" = next-hop6 ] && map=twill_next_hops6 peer=$(field '.nodes[] | select(.name=="n2") | .underlayIp6')
+  key=$(python3 -c "import ipaddress, sys; print(*ipaddress.ip_address(sys.argv[1]).packed)" "$peer")
   value="$(sed 's/:/ /g; s/\([0-9a-f][0-9a-f]\)/0x\1/g' <<<"$mac") 0 0"
   piece() {
     if [ "$1" = with ]; then
-      bpftool map update pinned "$pin1/twill_next_hops" key $key value $value
+      bpftool map update pinned "$pin1/$map" key $key value $value
     else
-      bpftool map delete pinned "$pin1/twill_next_hops" key $key 2>/dev/null || true
+      bpftool map delete pinned "$pin1/$map" key $key 2>/dev/null || true
     fi
   }
   ;;

@@ -319,16 +319,38 @@ static __always_inline enum encap_result vxlan6_encap(struct __sk_buff *skb, con
 }
 
 /*
- * IPv6 VXLAN toward `remote`: written here and handed to the underlay through the kernel's route
- * and neighbour lookup (IPv6 next hops are not in twill_next_hops), or, where vxlan6_encap()
- * leaves the packet as it was, encapsulated by the vxlan driver on twill-rx.
+ * With the next hop's MAC known (`hop`: its twill_next_hops or twill_next_hops6 entry), the outer
+ * Ethernet header's addresses are written here and the packet redirected to the underlay: no
+ * route and no neighbour lookup. -1 for a miss or a failed write, which changed nothing: the
+ * caller's bpf_redirect_neigh() writes both MACs itself.
+ */
+static __always_inline long next_hop_redirect(struct __sk_buff *skb, const struct twill_config *cfg, const struct twill_next_hop *hop)
+{
+	if (!hop)
+		return -1;
+	__u8 macs[2 * ETH_ALEN];
+	__builtin_memcpy(macs, hop->mac, ETH_ALEN);
+	__builtin_memcpy(macs + ETH_ALEN, cfg->underlay_mac, ETH_ALEN);
+	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0))
+		return -1;
+	return bpf_redirect(cfg->underlay_ifindex, 0);
+}
+
+/*
+ * IPv6 VXLAN toward `remote`: written here and sent to the next hop in twill_next_hops6, or
+ * through the kernel's route and neighbour lookup; or, where vxlan6_encap() leaves the packet as
+ * it was, encapsulated by the vxlan driver on twill-rx.
  */
 static __always_inline long vxlan6_send(struct __sk_buff *skb, const struct twill_config *cfg, const struct twill_config6 *cfg6,
 					 const struct twill_remote6 *remote, struct twill_stats *stats)
 {
 	switch (vxlan6_encap(skb, cfg, cfg6, remote, stats)) {
-	case ENCAP_OK:
-		return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
+	case ENCAP_OK: {
+		struct twill_peer6_key key;
+		__builtin_memcpy(key.public_ip6, remote->public_ip6, sizeof(key.public_ip6));
+		long ret = next_hop_redirect(skb, cfg, bpf_map_lookup_elem(&twill_next_hops6, &key));
+		return ret >= 0 ? ret : bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
+	}
 	case ENCAP_UNCHANGED:
 		return vxlan6_encap_redirect(skb, cfg, cfg6, remote, stats);
 	default:
@@ -338,25 +360,17 @@ static __always_inline long vxlan6_send(struct __sk_buff *skb, const struct twil
 
 /*
  * Out of the underlay toward `remote`, encapsulated or (TWILL_REMOTE_DIRECT: a peer on our L2
- * segment) as it is. With the next hop's MAC in twill_next_hops, the Ethernet header is written
- * here and the packet redirected: no route and no neighbour lookup. Otherwise
- * bpf_redirect_neigh() does both, toward the PublicIP itself for a direct peer, toward what the
- * route to the outer destination says for VXLAN. A direct packet is not counted in the encap
- * counters, which count VXLAN.
+ * segment) as it is: to the next hop in twill_next_hops, or else through bpf_redirect_neigh(),
+ * toward the PublicIP itself for a direct peer, toward what the route to the outer destination
+ * says for VXLAN. A direct packet is not counted in the encap counters, which count VXLAN.
  */
 static __always_inline long underlay_send(struct __sk_buff *skb, const struct twill_config *cfg, const struct twill_remote *remote)
 {
 	struct twill_peer_key key;
 	__builtin_memcpy(key.public_ip, remote->public_ip, sizeof(key.public_ip));
-	struct twill_next_hop *hop = bpf_map_lookup_elem(&twill_next_hops, &key);
-	if (hop) {
-		__u8 macs[2 * ETH_ALEN];
-		__builtin_memcpy(macs, hop->mac, ETH_ALEN);
-		__builtin_memcpy(macs + ETH_ALEN, cfg->underlay_mac, ETH_ALEN);
-		/* A failed write changed nothing: the neighbour path below writes both MACs itself. */
-		if (!bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0))
-			return bpf_redirect(cfg->underlay_ifindex, 0);
-	}
+	long ret = next_hop_redirect(skb, cfg, bpf_map_lookup_elem(&twill_next_hops, &key));
+	if (ret >= 0)
+		return ret;
 	if (remote->flags & TWILL_REMOTE_DIRECT) {
 		struct bpf_redir_neigh nh = { .nh_family = AF_INET };
 		nh.ipv4_nh = ipv4_u32(remote->public_ip);

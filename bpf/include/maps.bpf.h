@@ -102,6 +102,14 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TWILL_MAX_PEERS);
+	__type(key, struct twill_peer6_key);
+	__type(value, struct twill_next_hop);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_next_hops6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, TWILL_MAX_ENDPOINTS);
 	__type(key, struct twill_endpoint6_key);
 	__type(value, struct twill_endpoint);

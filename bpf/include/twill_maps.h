@@ -221,6 +221,11 @@ struct twill_peer6 {
 };
 
 /*
+ * Hash "twill_next_hops6": twill_next_hops for IPv6 VXLAN, per peer PublicIPv6 (key:
+ * twill_peer6_key), copied from the kernel's IPv6 neighbour entries under the same rules.
+ */
+
+/*
  * `twill monitor` (layout 5: two maps added, none changed, so pins of layout 4 are kept and the
  * two new maps are created beside them).
  *

@@ -3,7 +3,7 @@ import { stopLabEtcd } from '../lab/etcd-cluster.js';
 import { labDown, labUp } from '../lab/lab.js';
 import { stopNodeDaemon } from '../lab/node-daemons.js';
 import type { LabOptions } from '../lab/options.js';
-import type { LabPod, LabState } from '../lab/state.js';
+import type { LabNode, LabPod, LabState } from '../lab/state.js';
 import { flanneld } from '../lab/peers.js';
 import { applyServices } from '../lab/services.js';
 import { ip, ipBatch } from '../netlink/ip.js';
@@ -106,26 +106,35 @@ async function withObjectDir<T>(dir: string | undefined, f: () => Promise<T>): P
 const RAW = { a: 'bv-a', b: 'bv-b' };
 
 /**
- * Every twill node's twill_next_hops holds every other node, as a running agent keeps it while
- * the peers talk (controller/dataplane/next-hops.ts): a lab fresh from `lab up` has sent nothing
+ * Every twill node's twill_next_hops (and twill_next_hops6 in a dual-stack lab) holds every other
+ * node, as a running agent keeps it while the peers talk (controller/dataplane/next-hops.ts): a lab fresh from `lab up` has sent nothing
  * on its underlay, so no neighbour is resolved and, once the agents stop, the programs would
  * take bpf_redirect_neigh() for every packet of the run. One ping each way resolves them.
  */
 async function warmNextHops(state: LabState): Promise<void> {
+  // Both families' underlay addresses in a dual-stack lab: IPv6 VXLAN has next hops of its own.
+  const addresses = (n: LabNode) => [n.underlayIp, ...(n.underlayIp6 ? [n.underlayIp6] : [])];
   for (const n of state.nodes)
-    for (const peer of state.nodes.filter((p) => p !== n)) await run(['ping', '-c', '1', '-W', '1', peer.underlayIp], { netns: n.netns, allowFailure: true });
+    for (const peer of state.nodes.filter((p) => p !== n))
+      for (const a of addresses(peer)) await run(['ping', '-c', '1', '-W', '1', a], { netns: n.netns, allowFailure: true });
   const missing = () =>
     state.nodes.flatMap((n) => {
       const maps = DatapathMaps.open(n.pinDir);
       try {
         const hops = maps.readNextHops();
-        return state.nodes.filter((p) => p !== n && !hops.has(p.underlayIp)).map((p) => `${n.name} -> ${p.underlayIp}`);
+        return state.nodes
+          .filter((p) => p !== n)
+          .flatMap((p) =>
+            addresses(p)
+              .filter((a) => !hops.has(a))
+              .map((a) => `${n.name} -> ${a}`),
+          );
       } finally {
         maps.close();
       }
     });
   let left: string[] = [];
-  await waitFor(`lab ${state.name}: an entry in twill_next_hops for every peer`, () => (left = missing()).length === 0, 10_000, 100).catch((err: Error) => {
+  await waitFor(`lab ${state.name}: an entry in twill_next_hops(6) for every peer`, () => (left = missing()).length === 0, 10_000, 100).catch((err: Error) => {
     throw new Error(`${err.message} (missing: ${left.join(', ')})`);
   });
 }

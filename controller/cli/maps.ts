@@ -63,6 +63,8 @@ export interface MapsDoc {
     subnets: { subnet: string; publicIp: string; vtepMac: string; statsSlot: number }[];
     peers: { publicIp: string; subnet: string; vtepMac: string; statsSlot: number }[];
     endpoints: { ip: string; ifindex: number; mac: string; gatewayMac: string; mtu: number; encapMtu: number }[];
+    /** twill_next_hops6: as `nextHops`, per PublicIPv6 (absent in a pin set without the map) */
+    nextHops?: { publicIp: string; mac: string }[];
   };
   /** twill_monitor (absent before layout 5): whether a `twill monitor` listens, and events lost for want of room */
   monitor?: { drops: boolean; trace: boolean; traceSample: number; ownerPid: number; lost: number };
@@ -97,8 +99,13 @@ function readIpv6Doc(maps: DatapathMaps): MapsDoc['ipv6'] {
     subnets: [...maps.ipv6.readSubnets()].map((e) => subnetDoc(e, config?.subnet6_len ?? 0)),
     peers: peerDocs(maps.ipv6),
     endpoints: endpointDocs(maps.ipv6.readEndpoints()),
+    nextHops: maps.hasNextHops6 ? nextHopDocs(maps, 6) : undefined,
   };
 }
+
+/** One family's next hops (readNextHops() holds both). */
+const nextHopDocs = (maps: DatapathMaps, family: 4 | 6) =>
+  [...maps.readNextHops()].filter(([ip]) => ip.includes(':') === (family === 6)).map(([publicIp, mac]) => ({ publicIp, mac }));
 
 const subnetDoc = ([base, r]: [string, Remote], subnetLen: number) => ({
   subnet: `${base}/${subnetLen}`,
@@ -134,7 +141,7 @@ export function readMapsDoc(pinDir: string): MapsDoc {
       attach: attach && { encap: attach.encap, decap: attach.decap },
       subnets,
       peers,
-      nextHops: [...maps.readNextHops()].map(([publicIp, mac]) => ({ publicIp, mac })),
+      nextHops: nextHopDocs(maps, 4),
       stats: counters(maps.stats()),
       traffic,
       unattributed: counters(unattributed) as unknown as TrafficCounters,
@@ -202,6 +209,10 @@ export async function mapsCli(argv: string[]): Promise<number> {
     console.log(`twill_endpoints6 (${doc.ipv6.endpoints.length})`);
     for (const e of doc.ipv6.endpoints)
       console.log(`  ${e.ip.padEnd(24)} ifindex ${String(e.ifindex).padEnd(5)} ${e.mac}  mtu ${e.mtu}, encapsulated up to ${e.encapMtu}`);
+    if (doc.ipv6.nextHops) {
+      console.log(`twill_next_hops6 (${doc.ipv6.nextHops.length})`);
+      for (const h of doc.ipv6.nextHops) console.log(`  ${h.publicIp.padEnd(24)} ${h.mac}`);
+    }
   }
   if (doc.path) console.log(`twill_path_stats\n  send     ${formatPathLine(doc.path.send)}\n  receive  ${formatPathLine(doc.path.receive)}`);
   if (doc.monitor) {

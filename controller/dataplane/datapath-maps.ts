@@ -9,6 +9,7 @@ import {
   PATH_SEND,
   pathStatsStruct,
   peerKeyStruct,
+  peer6KeyStruct,
   peerStatsStruct,
   statsStruct,
   u32Key,
@@ -61,6 +62,7 @@ export class DatapathMaps {
     private readonly peerStatsArray: PerCpuArray<FieldsOf<typeof peerStatsStruct>>,
     private readonly pathStatsArray: PerCpuArray<FieldsOf<typeof pathStatsStruct>> | undefined,
     private readonly nextHops: TypedMap<FieldsOf<typeof peerKeyStruct>, FieldsOf<typeof nextHopStruct>> | undefined,
+    private readonly nextHops6: TypedMap<FieldsOf<typeof peer6KeyStruct>, FieldsOf<typeof nextHopStruct>> | undefined,
     readonly ipv4: FamilyMaps,
     readonly ipv6: FamilyMaps | undefined,
     private readonly handles: BpfMap[],
@@ -118,6 +120,7 @@ export class DatapathMaps {
         peerStats,
         ((m) => m && new PerCpuArray(m, mapSpecs.twill_path_stats.value))(optional('twill_path_stats')),
         ((m) => m && new TypedMap(m, mapSpecs.twill_next_hops.key, mapSpecs.twill_next_hops.value))(optional('twill_next_hops')),
+        ((m) => m && new TypedMap(m, mapSpecs.twill_next_hops6.key, mapSpecs.twill_next_hops6.value))(optional('twill_next_hops6')),
         ipv4,
         ipv6,
         opened as BpfMap[],
@@ -166,19 +169,35 @@ export class DatapathMaps {
     return { send: withDeprecatedCounters(this.pathStatsArray.sum(PATH_SEND)), receive: withDeprecatedCounters(this.pathStatsArray.sum(PATH_RECEIVE)) };
   }
 
-  /** PublicIP -> the MAC the programs send toward it with (twill_next_hops; empty in a pin set without it). */
-  readNextHops(): Map<string, string> {
-    return new Map((this.nextHops?.entries() ?? []).map(([k, v]) => [k.public_ip, v.mac]));
+  /** Whether the pin set has twill_next_hops6 (one attached by a build before it has not). */
+  get hasNextHops6(): boolean {
+    return this.nextHops6 !== undefined;
   }
 
-  /** Makes twill_next_hops equal to `desired` (PublicIP -> MAC), by difference; what changed. */
+  /**
+   * PublicIP or PublicIPv6 -> the MAC the programs send toward it with (twill_next_hops and
+   * twill_next_hops6; empty for a map a pin set lacks).
+   */
+  readNextHops(): Map<string, string> {
+    return new Map([
+      ...(this.nextHops?.entries() ?? []).map(([k, v]) => [k.public_ip, v.mac] as const),
+      ...(this.nextHops6?.entries() ?? []).map(([k, v]) => [k.public_ip6, v.mac] as const),
+    ]);
+  }
+
+  /** Makes twill_next_hops and twill_next_hops6 equal to `desired` (PublicIP or PublicIPv6 -> MAC), by difference; what changed. */
   syncNextHops(desired: ReadonlyMap<string, string>): { written: string[]; removed: string[] } {
-    if (!this.nextHops) throw new Error(`${this.pinDir}/twill_next_hops is not pinned: the datapath was attached by an older build`);
+    const v6 = (ip: string) => ip.includes(':');
+    for (const [map, name, family6] of [[this.nextHops, 'twill_next_hops', false] as const, [this.nextHops6, 'twill_next_hops6', true] as const])
+      if (!map && [...desired.keys()].some((ip) => v6(ip) === family6))
+        throw new Error(`${this.pinDir}/${name} is not pinned: the datapath was attached by an older build`);
     const current = this.readNextHops();
     const written = [...desired].filter(([ip, mac]) => current.get(ip) !== mac);
     const removed = [...current.keys()].filter((ip) => !desired.has(ip));
-    this.nextHops.putMany(written.map(([ip, mac]) => [{ public_ip: ip }, { mac, flags: 0 }] as const));
-    this.nextHops.deleteMany(removed.map((ip) => ({ public_ip: ip })));
+    this.nextHops?.putMany(written.filter(([ip]) => !v6(ip)).map(([ip, mac]) => [{ public_ip: ip }, { mac, flags: 0 }] as const));
+    this.nextHops?.deleteMany(removed.filter((ip) => !v6(ip)).map((ip) => ({ public_ip: ip })));
+    this.nextHops6?.putMany(written.filter(([ip]) => v6(ip)).map(([ip, mac]) => [{ public_ip6: ip }, { mac, flags: 0 }] as const));
+    this.nextHops6?.deleteMany(removed.filter(v6).map((ip) => ({ public_ip6: ip })));
     return { written: written.map(([ip]) => ip), removed };
   }
 

@@ -15,6 +15,8 @@ import { lookUpUnderlayRoutes } from './direct-routes.js';
  * an entry go through bpf_redirect_neigh(), whose use of a STALE entry is what starts the
  * verification (DELAY, then a probe). A peer that changed its MAC is found by that probe, or
  * sooner by its own ARP request (a MAC change flushes its neighbours), as for any other sender.
+ * IPv6 peers (twill_next_hops6) follow the same rules through the kernel's IPv6 neighbour table
+ * (neighbour discovery in place of ARP).
  */
 
 /** A kernel neighbour entry, as `ip -j neigh show` prints it. */
@@ -69,9 +71,10 @@ export interface NextHopState {
 }
 
 /**
- * Keeps twill_next_hops equal to planNextHops() over the peers in twill_subnets: at start, on
- * every neighbour or route change (`ip monitor neigh route`) and every resyncMs. A new peer needs
- * no call of its own: its first packets resolve its neighbour entry, and that is an event.
+ * Keeps twill_next_hops and twill_next_hops6 equal to planNextHops() over the peers in
+ * twill_subnets and twill_subnets6: at start, on every neighbour or route change (`ip monitor
+ * neigh route`) and every resyncMs. A new peer needs no call of its own: its first packets
+ * resolve its neighbour entry, and that is an event.
  */
 export class NextHopSync {
   private readonly kernel: KernelWatch;
@@ -91,7 +94,9 @@ export class NextHopSync {
     try {
       const maps = DatapathMaps.open(this.o.pinDir);
       try {
-        const peers = new Set([...maps.ipv4.readSubnets().values()].map((r) => r.public_ip).filter((ip) => ip !== '0.0.0.0'));
+        // Both families' peers; `ip neigh show` lists both families' neighbours.
+        const publicIps = maps.families.flatMap((f) => [...f.readSubnets().values()].map((r) => r.public_ip));
+        const peers = new Set(publicIps.filter((ip) => ip !== '0.0.0.0' && ip !== '::'));
         const [routes, neighbours] = await Promise.all([
           lookUpUnderlayRoutes([...peers]),
           ipJson<NeighbourRow[]>(['neigh', 'show', 'dev', this.o.underlayDev]),

@@ -20,6 +20,25 @@ describe('planNextHops', () => {
     );
   });
 
+  it("does the same for IPv6: an on-link peer's own MAC, a routed peer's link-local gateway's", () => {
+    const routes = new Map<string, UnderlayRoute>([
+      ['fd00:1::2', direct()],
+      ['fd00:9::7', { kind: 'routed', gateway: 'fe80::1', dev: 'eth0' }],
+      ['fd00:9::8', { kind: 'routed', gateway: 'fe80::2', dev: 'eth0' }],
+    ]);
+    const neighbours = [
+      neigh('fd00:1::2', '0a:00:00:00:00:02', 'REACHABLE'),
+      neigh('fe80::1', '0a:00:00:00:00:01', 'DELAY'),
+      neigh('fe80::2', '0a:00:00:00:00:03', 'STALE'),
+    ];
+    expect(planNextHops(['fd00:1::2', 'fd00:9::7', 'fd00:9::8'], routes, neighbours, 'eth0')).toEqual(
+      new Map([
+        ['fd00:1::2', '0a:00:00:00:00:02'],
+        ['fd00:9::7', '0a:00:00:00:00:01'],
+      ]),
+    );
+  });
+
   it('uses an entry the kernel confirmed or is verifying; leaves STALE, FAILED and INCOMPLETE ones to the kernel', () => {
     const peers = ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6'];
     const routes = new Map(peers.map((p) => [p, direct()]));
