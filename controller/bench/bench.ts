@@ -107,9 +107,10 @@ const RAW = { a: 'bv-a', b: 'bv-b' };
 
 /**
  * Every twill node's twill_next_hops (and twill_next_hops6 in a dual-stack lab) holds every other
- * node, as a running agent keeps it while the peers talk (controller/dataplane/next-hops.ts): a lab fresh from `lab up` has sent nothing
- * on its underlay, so no neighbour is resolved and, once the agents stop, the programs would
- * take bpf_redirect_neigh() for every packet of the run. One ping each way resolves them.
+ * node, as a running agent keeps them while the peers talk (controller/dataplane/next-hops.ts):
+ * a lab fresh from `lab up` has sent nothing on its underlay, so no neighbour is resolved and,
+ * once the agents stop, the programs would take bpf_redirect_neigh() for every packet of the
+ * run. One ping each way, per family, resolves them.
  */
 async function warmNextHops(state: LabState): Promise<void> {
   // Both families' underlay addresses in a dual-stack lab: IPv6 VXLAN has next hops of its own.
