@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readAttachState, type AttachState } from '../dataplane/attach-state.js';
 import { DatapathMaps } from '../dataplane/datapath-maps.js';
-import type { FamilyMaps } from '../dataplane/family-maps.js';
+import type { FamilyMaps, IpFamily } from '../dataplane/family-maps.js';
 import {
   CONFIG6_ENABLED,
   isDeprecatedCounter,
@@ -103,9 +103,7 @@ function readIpv6Doc(maps: DatapathMaps): MapsDoc['ipv6'] {
   };
 }
 
-/** One family's next hops (readNextHops() holds both). */
-const nextHopDocs = (maps: DatapathMaps, family: 4 | 6) =>
-  [...maps.readNextHops()].filter(([ip]) => ip.includes(':') === (family === 6)).map(([publicIp, mac]) => ({ publicIp, mac }));
+const nextHopDocs = (maps: DatapathMaps, family: IpFamily) => [...maps.readNextHops(family)].map(([publicIp, mac]) => ({ publicIp, mac }));
 
 const subnetDoc = ([base, r]: [string, Remote], subnetLen: number) => ({
   subnet: `${base}/${subnetLen}`,

@@ -176,12 +176,12 @@ export class DatapathMaps {
 
   /**
    * PublicIP or PublicIPv6 -> the MAC the programs send toward it with (twill_next_hops and
-   * twill_next_hops6; empty for a map a pin set lacks).
+   * twill_next_hops6, or the one map of `family`; empty for a map a pin set lacks).
    */
-  readNextHops(): Map<string, string> {
+  readNextHops(family?: IpFamily): Map<string, string> {
     return new Map([
-      ...(this.nextHops?.entries() ?? []).map(([k, v]) => [k.public_ip, v.mac] as const),
-      ...(this.nextHops6?.entries() ?? []).map(([k, v]) => [k.public_ip6, v.mac] as const),
+      ...(family === 6 ? [] : (this.nextHops?.entries() ?? [])).map(([k, v]) => [k.public_ip, v.mac] as const),
+      ...(family === 4 ? [] : (this.nextHops6?.entries() ?? [])).map(([k, v]) => [k.public_ip6, v.mac] as const),
     ]);
   }
 

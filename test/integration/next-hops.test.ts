@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MapsDoc } from '../../controller/cli/maps.js';
 import { DatapathMaps } from '../../controller/dataplane/datapath-maps.js';
 import type { LabNode, LabPod, LabState } from '../../controller/lab/state.js';
 import { linkShow } from '../../controller/netlink/ip.js';
@@ -64,6 +65,18 @@ describe("the peers' underlay next hops", () => {
     expect(await pings(n1, n2, podIp)).toBe(true);
     const mac = await underlayMac(n2);
     await until(`n1's next hop for n2 (${publicIp(n2)})`, async () => nextHops(n1).get(publicIp(n2)) === mac);
+  });
+
+  it('`twill maps --json` lists each family under its own map: IPv4 in nextHops, IPv6 in ipv6.nextHops', async () => {
+    const [n1, n2] = [node('n1'), node('n2')];
+    const mac = await underlayMac(n2);
+    expect(await pingsBoth(n1, n2)).toEqual({ IPv4: true, IPv6: true });
+    await until("n1's next hops for n2 in both families", async () => families.every((f) => nextHops(n1).get(f.publicIp(n2)) === mac));
+    const doc = JSON.parse((await twill(['maps', '--pin-dir', n1.pinDir, '--json'])).stdout) as MapsDoc;
+    expect({ nextHops: doc.nextHops, ipv6: doc.ipv6?.nextHops }).toEqual({
+      nextHops: [{ publicIp: n2.underlayIp, mac }],
+      ipv6: [{ publicIp: n2.underlayIp6, mac }],
+    });
   });
 
   it("is what the programs send with: with another host's MAC there n2 gets nothing, with none the kernel's neighbour table is used", async () => {
